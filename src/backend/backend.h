@@ -1,0 +1,115 @@
+// The op interface the model calls. The Llama forward (model/llama.cpp) is written once
+// against this; backends decide how. The model never branches on device.
+//
+// Conventions
+// - Activations are row-major 2-D Tensors [rows, cols] in backend memory, of the backend's
+//   activation dtype (act_dtype(): F32 on CPU, BF16/F16 on CUDA). A row is one token.
+// - A Weight is [n_out, n_in] row-major in the format the backend chose at upload
+//   (CPU keeps GGUF blocks as they are; CUDA repacks). 1-D weights (norms, biases) are [1, n].
+// - Ops run in stream order; to_host() waits for the result.
+// - Ops never allocate per call beyond what the backend caches (scratch for quantized
+//   activations, step metadata).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/host_tensor.h"
+#include "runtime/batch.h"
+
+namespace greta {
+
+struct Tensor {  // non-owning view of backend memory
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t row_stride_bytes() const { return row_bytes(dtype, cols); }
+  Tensor rows_slice(int64_t r0, int64_t n) const {
+    Tensor t = *this;
+    t.data = static_cast<uint8_t*>(data) + size_t(r0) * row_stride_bytes();
+    t.rows = n;
+    return t;
+  }
+};
+
+// A weight after upload. Backends subclass it to hold their storage.
+class Weight {
+ public:
+  virtual ~Weight() = default;
+  DType dtype = DType::F32;  // format as stored on the backend
+  int64_t n_out = 0;         // rows
+  int64_t n_in = 0;          // cols
+};
+
+// Paged KV cache storage: per layer, K and V pools of
+// [n_blocks, block_size, n_kv_heads, head_dim]. Slot s = block*block_size + offset.
+struct KVCacheDesc {
+  int n_layers = 0;
+  int n_blocks = 0;
+  int block_size = 16;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+};
+class KVStorage {
+ public:
+  virtual ~KVStorage() = default;
+  KVCacheDesc desc;
+};
+
+struct RopeSpec {
+  std::vector<float> inv_freq;  // [head_dim/2]
+  bool neox = false;            // see ModelConfig::rope_neox
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;         // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  virtual DType act_dtype() const = 0;
+
+  // --- memory ---
+  virtual Tensor alloc(int64_t rows, int64_t cols) = 0;  // act_dtype(); freed by free()
+  virtual void free(Tensor& t) = 0;
+  virtual std::unique_ptr<Weight> upload(const HostTensor& w) = 0;  // 1-D or 2-D
+  virtual std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) = 0;
+
+  // --- step ---
+  // Called once per forward before any op that reads positions/slots/block tables.
+  virtual void begin_step(const StepPlan& plan) = 0;
+
+  // --- ops (x/out shapes as [rows, cols]) ---
+  // out[i] = table[tokens[i]]   tokens: host [n]; out [n, dim]
+  virtual void embed(const Weight& table, const int32_t* tokens, int n, Tensor out) = 0;
+  // out = x / rms(x) * w        x, out [n, dim]; w [1, dim]; out may alias x
+  virtual void rms_norm(Tensor x, const Weight& w, float eps, Tensor out) = 0;
+  // out = x @ w^T (+ bias)      x [n, k]; w [m, k]; bias [1, m] or null; out [n, m]
+  virtual void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) = 0;
+  // out = a + b                 same shapes; out may alias a or b
+  virtual void add(Tensor a, Tensor b, Tensor out) = 0;
+  // out = silu(gate) * up       same shapes; out may alias gate
+  virtual void silu_mul(Tensor gate, Tensor up, Tensor out) = 0;
+  // Applies RoPE at the step's positions to q [n, n_heads*head_dim] (in place) and to
+  // k [n, n_kv_heads*head_dim], then writes k and v [n, n_kv_heads*head_dim] into the
+  // cache of `layer` at the step's slots.
+  virtual void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv,
+                             int layer) = 0;
+  // Causal attention of each token over its sequence's cache positions [0, pos]:
+  // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
+  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale,
+                         Tensor out) = 0;
+  // out[j] = x[rows[j]]         rows: host [m]; out [m, cols]
+  virtual void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) = 0;
+  // Copies x (any act dtype) to host floats, waiting for all prior work.
+  virtual void to_host(Tensor x, float* dst) = 0;
+};
+
+// Backend factory: "cpu" or "cuda" (throws greta::Error if not built / no device).
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads);
+bool cuda_available();
+
+}  // namespace greta

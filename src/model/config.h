@@ -1,0 +1,39 @@
+// Hyper-parameters of a Llama-family model, read from GGUF metadata or HF config.json.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace greta {
+
+struct ModelConfig {
+  std::string arch;            // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
+  std::string name;            // human-readable, for `greta info`
+  int n_layers = 0;
+  int dim = 0;                 // hidden size
+  int n_heads = 0;
+  int n_kv_heads = 0;          // < n_heads: grouped-query attention
+  int head_dim = 0;            // usually dim / n_heads
+  int ffn_dim = 0;             // intermediate size
+  int vocab_size = 0;
+  int max_context = 0;         // trained context length
+  float norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  // RoPE pairing: false = adjacent pairs (x[2i], x[2i+1]) as GGUF Llama weights expect
+  // (llama.cpp's converter permutes Q/K rows); true = halves (x[i], x[i+d/2]) as HF checkpoints
+  // and GGUF Qwen2 expect.
+  bool rope_neox = false;
+  // Per-frequency divisors (Llama 3.1 "llama3" scaling); empty = none. Size head_dim/2.
+  std::vector<float> rope_freq_factors;
+  bool tied_embeddings = false;  // output projection reuses token_embd
+  bool qkv_bias = false;         // Qwen2
+
+  // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
+  std::vector<float> rope_inv_freq() const;
+};
+
+// Llama 3.1 rope_scaling (type "llama3") -> per-frequency divisors, as Meta defines them.
+std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,
+                                       float high_freq_factor, int original_max_positions);
+
+}  // namespace greta
