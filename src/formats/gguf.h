@@ -48,6 +48,8 @@ class GGUFFile {
 
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
+  // Byte offset of the tensor data section (aligned end of the tensor infos).
+  size_t data_offset() const { return data_offset_; }
   const std::string& path() const { return file_->path(); }
 
   // Metadata in file order and by key.
@@ -69,14 +71,31 @@ class GGUFFile {
 
   const std::shared_ptr<MappedFile>& file() const { return file_; }
 
+  // Limits a parse enforces (public so tests and tools can state them).
+  static constexpr int kMaxArrayDepth = 8;  // arrays of arrays, outermost = depth 1
+  static constexpr uint32_t kMaxDims = 4;   // GGML_MAX_DIMS
+
+  // What the parser in gguf.cpp produces; parse() moves it into a GGUFFile.
+  struct ParseState {
+    uint32_t version = 0;
+    size_t alignment = 32;
+    size_t data_offset = 0;
+    std::vector<std::pair<std::string, GGUFValue>> kv;
+    std::vector<HostTensor> tensors;
+  };
+
  private:
   std::shared_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   size_t alignment_ = 32;
+  size_t data_offset_ = 0;
   std::vector<std::pair<std::string, GGUFValue>> kv_;
   std::map<std::string, size_t, std::less<>> kv_index_;
   std::vector<HostTensor> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
 };
+
+// GGML's name for a tensor type id: "Q5_K (type 13)", or "unknown type 99".
+std::string ggml_type_describe(uint32_t type_id);
 
 }  // namespace greta
