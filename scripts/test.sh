@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: set up (idempotent), build, GoogleTest through ctest, then pytest.
+# GPU tests report "skipped" on a machine without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GRETA_SETUP_NO_BUILD=1 bash scripts/setup.sh
+bash scripts/build.sh
+BUILD=${GRETA_BUILD_DIR:-build}
+status=0
+(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)") || status=1
+GRETA_BUILD_DIR="$PWD/$BUILD" python3 -m pytest -q -rs tests/e2e || status=1
+exit $status

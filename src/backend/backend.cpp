@@ -1,0 +1,34 @@
+#include "backend/backend.h"
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#ifdef GRETA_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace greta {
+
+bool cuda_available() {
+#ifdef GRETA_HAS_CUDA
+  return cuda_device_present();
+#else
+  return false;
+#endif
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) {
+  if (device == "cpu") return make_cpu_backend(n_threads);
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+#ifdef GRETA_HAS_CUDA
+    if (!cuda_device_present()) throw Error("--device cuda: no CUDA device is available on this machine");
+    int idx = 0;
+    if (device.size() > 5) idx = std::stoi(device.substr(5));
+    return make_cuda_backend(idx);
+#else
+    throw Error("--device cuda: this build has no CUDA backend (rebuild with nvcc present or -DGRETA_CUDA=ON)");
+#endif
+  }
+  throw Error("unknown device '" + device + "' (expected cpu, cuda or cuda:N)");
+}
+
+}  // namespace greta

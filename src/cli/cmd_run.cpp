@@ -1,0 +1,125 @@
+// greta run: generate text from a prompt, streaming it to stdout as it is produced.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "model/sequence_runner.h"
+
+namespace greta::cli {
+
+namespace {
+
+struct RunOptions {
+  ModelOptions model;
+  SamplingOptions sampling;
+  std::string prompt;
+  std::string prompt_file;
+  int n_predict = 128;
+  int ctx = 0;
+  bool ignore_eos = false;
+  bool no_bos = false;
+  bool special = false;
+  std::string report;  // JSON file: ids and per-step top logits (parity checks, debugging)
+  int report_top = 20;
+};
+
+// Top `k` (id, logit) pairs, highest first.
+nlohmann::json top_logits(const float* logits, int vocab, int k) {
+  std::vector<int> idx(vocab);
+  for (int i = 0; i < vocab; ++i) idx[i] = i;
+  k = std::min(k, vocab);
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  nlohmann::json out = nlohmann::json::array();
+  for (int i = 0; i < k; ++i) out.push_back({idx[i], logits[idx[i]]});
+  return out;
+}
+
+void run(const RunOptions& o) {
+  std::string prompt = o.prompt;
+  if (!o.prompt_file.empty()) {
+    std::ifstream in(o.prompt_file, std::ios::binary);
+    if (!in) throw Error("cannot read prompt file '" + o.prompt_file + "'");
+    prompt.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  Loaded L = load(o.model);
+  const ModelConfig& cfg = L.model->config();
+  const int n_ctx = o.ctx > 0 ? o.ctx : std::min(cfg.max_context, 4096);
+  std::vector<int32_t> ids = L.tokenizer->encode(prompt, L.tokenizer->add_bos && !o.no_bos, o.special);
+  if (ids.empty()) throw Error("the prompt is empty (no tokens); pass -p TEXT");
+  if (int(ids.size()) >= n_ctx)
+    throw Error("prompt has " + std::to_string(ids.size()) + " tokens, which does not fit the context of " +
+                std::to_string(n_ctx) + " (raise -c/--ctx up to " + std::to_string(cfg.max_context) + ")");
+  const int n_gen = std::min(o.n_predict, n_ctx - int(ids.size()));
+
+  SequenceRunner seq(*L.model, n_ctx);
+  Sampler sampler(o.sampling.p);
+  StreamDecoder dec(*L.tokenizer);
+  nlohmann::json report = {{"prompt_ids", ids}, {"generated_ids", nlohmann::json::array()},
+                           {"steps", nlohmann::json::array()}};
+
+  const double t0 = now_seconds();
+  std::vector<float> logits = seq.eval_last(ids);
+  const double t_prompt = now_seconds() - t0;
+  std::vector<int32_t> history = ids;
+  int generated = 0;
+  const double t1 = now_seconds();
+  for (; generated < n_gen; ++generated) {
+    if (!o.report.empty()) report["steps"].push_back(top_logits(logits.data(), cfg.vocab_size, o.report_top));
+    const int32_t tok = sampler.sample(logits.data(), cfg.vocab_size, history);
+    history.push_back(tok);
+    report["generated_ids"].push_back(tok);
+    const bool stop = !o.ignore_eos && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
+                                           L.tokenizer->stop_ids.end();
+    if (stop) { ++generated; break; }
+    std::string text = dec.feed(tok);
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    if (generated + 1 < n_gen) logits = seq.eval_last({tok});
+  }
+  std::string rest = dec.flush();
+  std::fwrite(rest.data(), 1, rest.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  const double t_gen = now_seconds() - t1;
+  // The first generated token comes from the prompt pass; the rest each took one decode step.
+  const int decode_steps = std::max(0, generated - 1);
+  std::fprintf(stderr,
+               "greta: %s on %s | load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
+               cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, ids.size(),
+               ids.size() / std::max(t_prompt, 1e-9), generated, decode_steps / std::max(t_gen, 1e-9));
+  if (!o.report.empty()) {
+    std::ofstream out(o.report);
+    if (!out) throw Error("cannot write report file '" + o.report + "'");
+    out << report.dump() << "\n";
+  }
+}
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* sub = app.add_subcommand("run", "generate text from a prompt (streams to stdout)");
+  o->model.add_to(sub);
+  o->sampling.add_to(sub);
+  sub->add_option("-p,--prompt", o->prompt, "prompt text");
+  sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
+  sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->check(CLI::Range(0, 1 << 24));
+  sub->add_option("-c,--ctx", o->ctx, "context size in tokens (default: min(model's, 4096))")
+      ->check(CLI::Range(0, 1 << 24));
+  sub->add_flag("--ignore-eos", o->ignore_eos, "keep generating past end-of-sequence tokens");
+  sub->add_flag("--no-bos", o->no_bos, "do not add the BOS token even if the model wants it");
+  sub->add_flag("--special", o->special, "parse special tokens (e.g. <|im_start|>) in the prompt");
+  sub->add_option("--report", o->report, "write prompt/generated ids and per-step top logits as JSON");
+  sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(CLI::Range(1, 1 << 20));
+  sub->callback([o] {
+    if (o->prompt.empty() && o->prompt_file.empty()) throw Error("no prompt: pass -p TEXT or -f FILE");
+    run(*o);
+  });
+}
+
+}  // namespace greta::cli

@@ -1,0 +1,79 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "core/error.h"
+
+#ifndef GRETA_COMMIT
+#define GRETA_COMMIT "unknown"
+#endif
+
+namespace greta::cli {
+
+namespace fs = std::filesystem;
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+const char* commit_id() { return GRETA_COMMIT; }
+
+std::string resolve_model_path(const std::string& m) {
+  if (!m.empty()) return m;
+  if (const char* env = std::getenv("GRETA_MODEL"); env && *env) return env;
+  std::vector<fs::path> candidates = {fs::current_path() / "models" / kDefaultModelFile};
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    // build/greta -> <repo>/models; also one level up for nested build dirs.
+    candidates.push_back(exe.parent_path().parent_path() / "models" / kDefaultModelFile);
+    candidates.push_back(exe.parent_path().parent_path().parent_path() / "models" / kDefaultModelFile);
+  }
+  for (const auto& c : candidates)
+    if (fs::exists(c, ec)) return c.string();
+  throw Error(std::string("no -m given and the default model (") + kDefaultModelFile +
+              ") was not found in ./models; run scripts/fetch-default-model.sh or pass -m MODEL");
+}
+
+std::string resolve_device(const std::string& d) {
+  if (d.empty() || d == "auto") return cuda_available() ? "cuda" : "cpu";
+  return d;
+}
+
+void ModelOptions::add_to(CLI::App* app) {
+  app->add_option("-m,--model", model, "GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct)");
+  app->add_option("--device", device, "cpu, cuda, cuda:N or auto (default: cuda when a GPU is present)");
+  app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
+}
+
+void SamplingOptions::add_to(CLI::App* app) {
+  app->add_option("--temp", p.temperature, "temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
+  app->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::Range(0, 1 << 30));
+  app->add_option("--top-p", p.top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
+  app->add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
+      ->check(CLI::Range(0.0, 1.0));
+  app->add_option("--repeat-penalty", p.repeat_penalty, "penalty for recently seen tokens (1 = off)")
+      ->check(CLI::Range(0.0, 10.0));
+  app->add_option("--repeat-last-n", p.repeat_last_n, "window of the repeat penalty")->check(CLI::Range(0, 1 << 20));
+  app->add_option("--seed", p.seed, "sampling seed (0 = random)");
+}
+
+Loaded load(const ModelOptions& o) {
+  Loaded L;
+  const double t0 = now_seconds();
+  L.file = ModelFile::open(resolve_model_path(o.model));
+  L.device = resolve_device(o.device);
+  int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  L.backend = make_backend(L.device, threads);
+  L.model = std::make_unique<LlamaModel>(*L.file, *L.backend);
+  L.tokenizer = L.file->load_tokenizer();
+  L.load_seconds = now_seconds() - t0;
+  return L;
+}
+
+}  // namespace greta::cli

@@ -1,0 +1,50 @@
+// Shared pieces of the `greta` commands: model path resolution, device choice,
+// sampling flags, and loading a model onto a backend.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "model/llama.h"
+#include "model/model_file.h"
+#include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace greta::cli {
+
+constexpr const char* kDefaultModelFile = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// "" -> the default model: $GRETA_MODEL, else models/<default> next to the binary's
+// source tree or the current directory. Throws greta::Error saying how to fetch it.
+std::string resolve_model_path(const std::string& m);
+// "" or "auto" -> "cuda" when a GPU is present, else "cpu".
+std::string resolve_device(const std::string& d);
+
+struct ModelOptions {
+  std::string model;     // -m
+  std::string device;    // --device
+  int threads = 0;       // -t
+  void add_to(CLI::App* app);
+};
+
+struct SamplingOptions {
+  SamplingParams p;
+  void add_to(CLI::App* app);
+};
+
+// A model loaded and ready: file (kept alive for zero-copy weights), backend, model, tokenizer.
+struct Loaded {
+  std::unique_ptr<ModelFile> file;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string device;
+  double load_seconds = 0;
+};
+Loaded load(const ModelOptions& o);
+
+double now_seconds();  // monotonic clock
+const char* commit_id();
+
+}  // namespace greta::cli

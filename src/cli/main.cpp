@@ -1,0 +1,33 @@
+// `greta`: run | info | tokenize | perplexity | bench. Every command reports bad input or
+// files with a one-line reason and a non-zero exit, never a crash.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"GRETA CORE: fast inference for Llama-family models", "greta"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("greta ") + greta::cli::commit_id());
+  greta::cli::register_run(app);
+  greta::cli::register_info(app);
+  greta::cli::register_tokenize(app);
+  greta::cli::register_perplexity(app);
+  greta::cli::register_bench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const greta::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "greta: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "greta: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

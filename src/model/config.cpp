@@ -1,0 +1,46 @@
+#include "model/config.h"
+
+#include <cmath>
+
+namespace greta {
+
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int half = head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // Computed in double so CPU and GPU backends start from identical frequencies.
+    double f = 1.0 / std::pow(double(rope_theta), double(2 * i) / double(head_dim));
+    if (!rope_freq_factors.empty()) f /= double(rope_freq_factors[i]);
+    inv[i] = float(f);
+  }
+  return inv;
+}
+
+std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,
+                                       float high_freq_factor, int original_max_positions) {
+  // Meta's Llama 3.1 scaling: long wavelengths are slowed by `factor`, short ones kept,
+  // and the band between is interpolated smoothly.
+  const double pi = 3.14159265358979323846;
+  const double low_wavelen = double(original_max_positions) / low_freq_factor;
+  const double high_wavelen = double(original_max_positions) / high_freq_factor;
+  std::vector<float> out(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const double freq = 1.0 / std::pow(double(theta), double(2 * i) / double(head_dim));
+    const double wavelen = 2.0 * pi / freq;
+    double div;
+    if (wavelen < high_wavelen) {
+      div = 1.0;
+    } else if (wavelen > low_wavelen) {
+      div = factor;
+    } else {
+      const double smooth = (double(original_max_positions) / wavelen - low_freq_factor) /
+                            (high_freq_factor - low_freq_factor);
+      // new_freq = (1 - smooth) * freq / factor + smooth * freq  ->  divisor = freq / new_freq
+      div = 1.0 / ((1.0 - smooth) / factor + smooth);
+    }
+    out[i] = float(div);
+  }
+  return out;
+}
+
+}  // namespace greta

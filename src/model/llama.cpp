@@ -1,0 +1,141 @@
+#include "model/llama.h"
+
+#include <cassert>
+#include <cmath>
+
+namespace greta {
+
+// Activation buffers, sized for the largest step seen so far (grown, never shrunk).
+struct LlamaModel::Scratch {
+  Backend& be;
+  int cap_tokens = 0, cap_logits = 0;
+  Tensor x, h, q, k, v, att, gate, up;  // [cap_tokens, *]
+  Tensor last, logits;                   // [cap_logits, *]
+  explicit Scratch(Backend& b) : be(b) {}
+  ~Scratch() { release(); }
+  void release() {
+    for (Tensor* t : {&x, &h, &q, &k, &v, &att, &gate, &up, &last, &logits})
+      if (t->data) be.free(*t);
+  }
+};
+
+LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
+  rope_.inv_freq = cfg_.rope_inv_freq();
+  rope_.neox = cfg_.rope_neox;
+  tok_embd_ = be_.upload(*file.token_embedding());
+  out_norm_ = be_.upload(*file.output_norm());
+  if (!cfg_.tied_embeddings) output_ = be_.upload(*file.output());
+  layers_.resize(cfg_.n_layers);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    LayerWeights& L = layers_[l];
+    auto up = [&](Role r) { return be_.upload(*file.layer_tensor(l, r)); };
+    L.attn_norm = up(Role::AttnNorm);
+    L.wq = up(Role::Wq);
+    L.wk = up(Role::Wk);
+    L.wv = up(Role::Wv);
+    L.wo = up(Role::Wo);
+    if (cfg_.qkv_bias) {
+      L.bq = up(Role::Bq);
+      L.bk = up(Role::Bk);
+      L.bv = up(Role::Bv);
+    }
+    L.ffn_norm = up(Role::FfnNorm);
+    L.w_gate = up(Role::WGate);
+    L.w_up = up(Role::WUp);
+    L.w_down = up(Role::WDown);
+  }
+  s_ = std::make_unique<Scratch>(be_);
+}
+
+LlamaModel::~LlamaModel() = default;
+
+std::unique_ptr<KVStorage> LlamaModel::make_kv(int n_blocks, int block_size) const {
+  KVCacheDesc d;
+  d.n_layers = cfg_.n_layers;
+  d.n_blocks = n_blocks;
+  d.block_size = block_size;
+  d.n_kv_heads = cfg_.n_kv_heads;
+  d.head_dim = cfg_.head_dim;
+  return be_.alloc_kv(d);
+}
+
+size_t LlamaModel::weight_bytes_per_token() const {
+  auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t {
+    return w ? row_bytes(w->dtype, w->n_in) * size_t(w->n_out) : 0;
+  };
+  size_t total = bytes(out_norm_) + bytes(output_ ? output_ : tok_embd_);
+  for (const LayerWeights& L : layers_)
+    for (const auto* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+                          &L.w_up, &L.w_down})
+      total += bytes(*w);
+  return total;
+}
+
+void LlamaModel::ensure_scratch(int n_tokens, int n_logits) {
+  Scratch& s = *s_;
+  if (n_tokens > s.cap_tokens) {
+    for (Tensor* t : {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.gate, &s.up})
+      if (t->data) be_.free(*t);
+    const int64_t n = n_tokens, qd = int64_t(cfg_.n_heads) * cfg_.head_dim,
+                  kvd = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
+    s.x = be_.alloc(n, cfg_.dim);
+    s.h = be_.alloc(n, cfg_.dim);
+    s.q = be_.alloc(n, qd);
+    s.k = be_.alloc(n, kvd);
+    s.v = be_.alloc(n, kvd);
+    s.att = be_.alloc(n, qd);
+    s.gate = be_.alloc(n, cfg_.ffn_dim);
+    s.up = be_.alloc(n, cfg_.ffn_dim);
+    s.cap_tokens = n_tokens;
+  }
+  if (n_logits > s.cap_logits) {
+    if (s.last.data) be_.free(s.last);
+    if (s.logits.data) be_.free(s.logits);
+    s.last = be_.alloc(n_logits, cfg_.dim);
+    s.logits = be_.alloc(n_logits, cfg_.vocab_size);
+    s.cap_logits = n_logits;
+  }
+}
+
+void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
+  const int n = batch.n_tokens();
+  const int nl = int(batch.logit_rows.size());
+  assert(n > 0);
+  ensure_scratch(n, std::max(nl, 1));
+  be_.begin_step(StepPlan::build(batch, kv.desc.block_size));
+
+  Scratch& s = *s_;
+  Tensor x = s.x.rows_slice(0, n), h = s.h.rows_slice(0, n);
+  Tensor q = s.q.rows_slice(0, n), k = s.k.rows_slice(0, n), v = s.v.rows_slice(0, n);
+  Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
+  const float scale = 1.0f / std::sqrt(float(cfg_.head_dim));
+
+  be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerWeights& L = layers_[l];
+    // attention block
+    be_.rms_norm(x, *L.attn_norm, cfg_.norm_eps, h);
+    be_.matmul(h, *L.wq, L.bq.get(), q);
+    be_.matmul(h, *L.wk, L.bk.get(), k);
+    be_.matmul(h, *L.wv, L.bv.get(), v);
+    be_.rope_kv_write(q, k, v, rope_, kv, l);
+    be_.attention(q, kv, l, cfg_.n_heads, scale, att);
+    be_.matmul(att, *L.wo, nullptr, h);
+    be_.add(x, h, x);
+    // feed-forward block (SwiGLU)
+    be_.rms_norm(x, *L.ffn_norm, cfg_.norm_eps, h);
+    be_.matmul(h, *L.w_gate, nullptr, gate);
+    be_.matmul(h, *L.w_up, nullptr, up);
+    be_.silu_mul(gate, up, gate);
+    be_.matmul(gate, *L.w_down, nullptr, h);
+    be_.add(x, h, x);
+  }
+  if (nl == 0) return;
+  Tensor last = s.last.rows_slice(0, nl), out = s.logits.rows_slice(0, nl);
+  be_.gather_rows(x, batch.logit_rows, last);
+  be_.rms_norm(last, *out_norm_, cfg_.norm_eps, last);
+  be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
+  be_.to_host(out, logits);
+}
+
+}  // namespace greta

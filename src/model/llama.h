@@ -1,0 +1,58 @@
+// The Llama-family forward pass, written once against backend.h.
+// One call runs one step: a ragged Batch (many sequences, prompt and decode tokens mixed)
+// over the paged KV cache, returning logits for Batch::logit_rows.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "model/config.h"
+#include "model/model_file.h"
+
+namespace greta {
+
+struct LayerWeights {
+  std::unique_ptr<Weight> attn_norm;        // [1, dim]
+  std::unique_ptr<Weight> wq, wk, wv;       // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;       // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> wo;               // [dim, n_heads*hd]
+  std::unique_ptr<Weight> ffn_norm;         // [1, dim]
+  std::unique_ptr<Weight> w_gate, w_up;     // [ffn, dim]
+  std::unique_ptr<Weight> w_down;           // [dim, ffn]
+};
+
+class LlamaModel {
+ public:
+  // Uploads every weight of `file` to `backend`. The file must outlive the model
+  // (the CPU backend uses weights straight from the file mapping).
+  LlamaModel(const ModelFile& file, Backend& backend);
+  ~LlamaModel();
+
+  const ModelConfig& config() const { return cfg_; }
+  Backend& backend() { return be_; }
+
+  // KV storage for n_blocks blocks of block_size tokens, all layers.
+  std::unique_ptr<KVStorage> make_kv(int n_blocks, int block_size) const;
+
+  // Bytes of weights one decode step reads (every layer weight, the final norm and output
+  // projection; one embedding row is negligible), in the backend's stored formats.
+  size_t weight_bytes_per_token() const;
+
+  // Runs the step; writes logits [batch.logit_rows.size(), vocab] to `logits` (host).
+  void forward(const Batch& batch, KVStorage& kv, float* logits);
+
+ private:
+  struct Scratch;
+  void ensure_scratch(int n_tokens, int n_logits);
+
+  ModelConfig cfg_;
+  Backend& be_;
+  RopeSpec rope_;
+  std::unique_ptr<Weight> tok_embd_;   // [vocab, dim]
+  std::unique_ptr<Weight> out_norm_;   // [1, dim]
+  std::unique_ptr<Weight> output_;     // [vocab, dim] or null (tied: tok_embd_)
+  std::vector<LayerWeights> layers_;
+  std::unique_ptr<Scratch> s_;
+};
+
+}  // namespace greta

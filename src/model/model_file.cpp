@@ -1,0 +1,236 @@
+#include "model/model_file.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+
+namespace greta {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kSupported =
+    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2 "
+    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
+
+std::string gguf_role_name(int layer, Role r) {
+  static const char* names[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+                                "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
+                                "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+  return "blk." + std::to_string(layer) + "." + names[int(r)];
+}
+
+std::string hf_role_name(int layer, Role r) {
+  static const char* names[] = {"input_layernorm.weight", "self_attn.q_proj.weight",
+                                "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                                "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+                                "self_attn.k_proj.bias", "self_attn.v_proj.bias",
+                                "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+                                "mlp.up_proj.weight", "mlp.down_proj.weight"};
+  return "model.layers." + std::to_string(layer) + "." + names[int(r)];
+}
+
+int positive(int64_t v, const std::string& what, const std::string& where) {
+  if (v <= 0 || v > (int64_t(1) << 30))
+    throw Error(where + ": " + what + " = " + std::to_string(v) + " (expected a positive size)");
+  return int(v);
+}
+
+}  // namespace
+
+ModelFile::~ModelFile() = default;
+
+std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
+  std::unique_ptr<ModelFile> m(new ModelFile());
+  m->path_ = path;
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    m->open_hf(path);
+  } else if (fs::exists(path, ec)) {
+    m->open_gguf(path);
+  } else {
+    throw Error("model not found: '" + path + "' (expected a .gguf file or a Hugging Face model directory)");
+  }
+  validate_model_tensors(*m);
+  return m;
+}
+
+void ModelFile::open_gguf(const std::string& path) {
+  format_ = "gguf";
+  gguf_ = std::make_shared<GGUFFile>(GGUFFile::open(path));
+  const GGUFFile& g = *gguf_;
+  ModelConfig& c = config_;
+  c.arch = g.require_string("general.architecture");
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2")
+    throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
+  c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
+  const std::string a = c.arch + ".";
+  c.n_layers = positive(g.require_int(a + "block_count"), a + "block_count", path);
+  c.dim = positive(g.require_int(a + "embedding_length"), a + "embedding_length", path);
+  c.ffn_dim = positive(g.require_int(a + "feed_forward_length"), a + "feed_forward_length", path);
+  c.n_heads = positive(g.require_int(a + "attention.head_count"), a + "attention.head_count", path);
+  c.n_kv_heads = positive(g.get_int(a + "attention.head_count_kv").value_or(c.n_heads),
+                          a + "attention.head_count_kv", path);
+  c.head_dim = positive(g.get_int(a + "attention.key_length").value_or(c.dim / c.n_heads),
+                        a + "attention.key_length", path);
+  c.max_context = positive(g.get_int(a + "context_length").value_or(4096), a + "context_length", path);
+  c.norm_eps = float(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rope_theta = float(g.get_float(a + "rope.freq_base").value_or(10000.0));
+  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 keeps halves.
+  c.rope_neox = (c.arch == "qwen2");
+  c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  const HostTensor* emb = g.find_tensor("token_embd.weight");
+  if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
+  c.vocab_size = positive(g.get_int(a + "vocab_size").value_or(emb->rows()), a + "vocab_size", path);
+  c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
+  if (const HostTensor* rf = g.find_tensor("rope_freqs.weight")) {
+    if (rf->dtype != DType::F32 || rf->numel() != c.head_dim / 2)
+      throw Error(path + ": tensor 'rope_freqs.weight' must be F32 of " + std::to_string(c.head_dim / 2) +
+                  " values");
+    const float* f = reinterpret_cast<const float*>(rf->data);
+    c.rope_freq_factors.assign(f, f + c.head_dim / 2);
+  }
+  if (auto st = g.get_string(a + "rope.scaling.type"); st && *st == "linear") {
+    const float factor = float(g.get_float(a + "rope.scaling.factor").value_or(1.0));
+    if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
+    for (float& f : c.rope_freq_factors) f *= factor;
+  }
+}
+
+void ModelFile::open_hf(const std::string& dir) {
+  format_ = "safetensors";
+  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  std::ifstream in(cfg_path);
+  if (!in) throw Error("cannot read '" + cfg_path + "' (a Hugging Face model directory needs config.json)");
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) throw Error(cfg_path + ": not valid JSON object");
+  auto get_int = [&](const char* k, std::optional<int64_t> def) -> int64_t {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) {
+      if (!def) throw Error(cfg_path + ": missing required key '" + k + "' (expected an integer)");
+      return *def;
+    }
+    if (!it->is_number_integer()) throw Error(cfg_path + ": key '" + k + "' must be an integer");
+    return it->get<int64_t>();
+  };
+  auto get_float = [&](const char* k, double def) -> double {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) return def;
+    if (!it->is_number()) throw Error(cfg_path + ": key '" + k + "' must be a number");
+    return it->get<double>();
+  };
+  ModelConfig& c = config_;
+  std::string model_type = j.value("model_type", "");
+  std::string archname;
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    archname = j["architectures"][0].get<std::string>();
+  if (archname == "LlamaForCausalLM" || model_type == "llama") c.arch = "llama";
+  else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
+  else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
+  else throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " + kSupported);
+  c.name = fs::path(dir).filename().string();
+  c.n_layers = positive(get_int("num_hidden_layers", std::nullopt), "num_hidden_layers", cfg_path);
+  c.dim = positive(get_int("hidden_size", std::nullopt), "hidden_size", cfg_path);
+  c.ffn_dim = positive(get_int("intermediate_size", std::nullopt), "intermediate_size", cfg_path);
+  c.n_heads = positive(get_int("num_attention_heads", std::nullopt), "num_attention_heads", cfg_path);
+  c.n_kv_heads = positive(get_int("num_key_value_heads", c.n_heads), "num_key_value_heads", cfg_path);
+  c.head_dim = positive(get_int("head_dim", c.dim / c.n_heads), "head_dim", cfg_path);
+  c.vocab_size = positive(get_int("vocab_size", std::nullopt), "vocab_size", cfg_path);
+  c.max_context = positive(get_int("max_position_embeddings", 4096), "max_position_embeddings", cfg_path);
+  c.norm_eps = float(get_float("rms_norm_eps", 1e-6));
+  c.rope_theta = float(get_float("rope_theta", 10000.0));
+  c.rope_neox = true;  // HF checkpoints rotate halves
+  c.tied_embeddings = j.value("tie_word_embeddings", false);
+  if (auto rs = j.find("rope_scaling"); rs != j.end() && rs->is_object()) {
+    const std::string type = rs->value("rope_type", rs->value("type", std::string()));
+    if (type == "llama3") {
+      c.rope_freq_factors = llama3_rope_factors(
+          c.head_dim, c.rope_theta, float(rs->value("factor", 8.0)), float(rs->value("low_freq_factor", 1.0)),
+          float(rs->value("high_freq_factor", 4.0)), int(rs->value("original_max_position_embeddings", 8192)));
+    } else if (type == "linear") {
+      c.rope_freq_factors.assign(c.head_dim / 2, float(rs->value("factor", 1.0)));
+    } else if (!type.empty() && type != "default") {
+      throw Error(cfg_path + ": unsupported rope_scaling type '" + type + "' (supported: llama3, linear)");
+    }
+  }
+  st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
+  c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  if (!c.tied_embeddings && !st_->find_tensor("lm_head.weight")) c.tied_embeddings = true;
+}
+
+std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
+  if (gguf_) return Tokenizer::from_gguf(*gguf_);
+  return Tokenizer::from_hf_dir(path_);
+}
+
+const HostTensor* ModelFile::find(const std::string& name) const {
+  return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
+}
+
+const HostTensor* ModelFile::layer_tensor(int layer, Role r) const {
+  return find(gguf_ ? gguf_role_name(layer, r) : hf_role_name(layer, r));
+}
+const HostTensor* ModelFile::token_embedding() const {
+  return find(gguf_ ? "token_embd.weight" : "model.embed_tokens.weight");
+}
+const HostTensor* ModelFile::output_norm() const { return find(gguf_ ? "output_norm.weight" : "model.norm.weight"); }
+const HostTensor* ModelFile::output() const {
+  if (config_.tied_embeddings) return nullptr;
+  return find(gguf_ ? "output.weight" : "lm_head.weight");
+}
+
+std::vector<const HostTensor*> ModelFile::all_tensors() const {
+  if (st_) return st_->tensors();
+  std::vector<const HostTensor*> v;
+  for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
+  return v;
+}
+
+void validate_model_tensors(const ModelFile& f) {
+  const ModelConfig& c = f.config();
+  auto check = [&](const HostTensor* t, const std::string& what, std::vector<int64_t> shape) {
+    if (!t) throw Error(f.path() + ": missing tensor for " + what);
+    if (t->shape != shape) {
+      auto str = [](const std::vector<int64_t>& s) {
+        std::string o = "[";
+        for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+        return o + "]";
+      };
+      throw Error(f.path() + ": tensor '" + t->name + "' (" + what + ") has shape " + str(t->shape) +
+                  ", expected " + str(shape));
+    }
+  };
+  const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;
+  if (c.n_heads % c.n_kv_heads != 0)
+    throw Error(f.path() + ": head count " + std::to_string(c.n_heads) + " is not a multiple of kv head count " +
+                std::to_string(c.n_kv_heads));
+  if (c.head_dim % 2 != 0) throw Error(f.path() + ": head_dim must be even for RoPE");
+  check(f.token_embedding(), "token embedding", {c.vocab_size, c.dim});
+  check(f.output_norm(), "output norm", {c.dim});
+  if (!c.tied_embeddings) check(f.output(), "output projection", {c.vocab_size, c.dim});
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string L = "layer " + std::to_string(l) + " ";
+    check(f.layer_tensor(l, Role::AttnNorm), L + "attention norm", {c.dim});
+    check(f.layer_tensor(l, Role::Wq), L + "q projection", {q, c.dim});
+    check(f.layer_tensor(l, Role::Wk), L + "k projection", {kv, c.dim});
+    check(f.layer_tensor(l, Role::Wv), L + "v projection", {kv, c.dim});
+    check(f.layer_tensor(l, Role::Wo), L + "output projection", {c.dim, q});
+    check(f.layer_tensor(l, Role::FfnNorm), L + "ffn norm", {c.dim});
+    check(f.layer_tensor(l, Role::WGate), L + "ffn gate", {c.ffn_dim, c.dim});
+    check(f.layer_tensor(l, Role::WUp), L + "ffn up", {c.ffn_dim, c.dim});
+    check(f.layer_tensor(l, Role::WDown), L + "ffn down", {c.dim, c.ffn_dim});
+    if (c.qkv_bias) {
+      check(f.layer_tensor(l, Role::Bq), L + "q bias", {q});
+      check(f.layer_tensor(l, Role::Bk), L + "k bias", {kv});
+      check(f.layer_tensor(l, Role::Bv), L + "v bias", {kv});
+    }
+  }
+}
+
+}  // namespace greta

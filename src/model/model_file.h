@@ -1,0 +1,56 @@
+// A model as found on disk -- a GGUF file or a Hugging Face directory (config.json,
+// tokenizer.json, safetensors) -- turned into a ModelConfig plus tensors found by role.
+// Nothing is uploaded here; model/weights.h binds these tensors to a backend.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/host_tensor.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace greta {
+
+class GGUFFile;
+class SafetensorsModel;
+
+// Tensor roles of one layer / of the model, independent of file naming.
+enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown };
+
+class ModelFile {
+ public:
+  // `path`: a .gguf file or a directory in Hugging Face layout. Throws greta::Error.
+  static std::unique_ptr<ModelFile> open(const std::string& path);
+  ~ModelFile();
+
+  const ModelConfig& config() const { return config_; }
+  const std::string& path() const { return path_; }
+  const std::string& format() const { return format_; }  // "gguf" or "safetensors"
+  std::unique_ptr<Tokenizer> load_tokenizer() const;
+
+  // Tensor of a layer role / global tensor; nullptr if the file has none (optional roles).
+  const HostTensor* layer_tensor(int layer, Role r) const;
+  const HostTensor* token_embedding() const;
+  const HostTensor* output_norm() const;
+  const HostTensor* output() const;  // nullptr when embeddings are tied
+  std::vector<const HostTensor*> all_tensors() const;
+
+ private:
+  ModelFile() = default;
+  const HostTensor* find(const std::string& name) const;
+  void open_gguf(const std::string& path);
+  void open_hf(const std::string& dir);
+
+  std::string path_;
+  std::string format_;
+  ModelConfig config_;
+  std::shared_ptr<GGUFFile> gguf_;
+  std::shared_ptr<SafetensorsModel> st_;
+};
+
+// Checks every tensor the forward needs is present with the shape the config implies;
+// throws greta::Error naming the tensor, its shape and the expected one.
+void validate_model_tensors(const ModelFile& f);
+
+}  // namespace greta
