@@ -1,6 +1,7 @@
 #include "runtime/batch.h"
 
 #include <cassert>
+#include <cstddef>
 
 namespace greta {
 

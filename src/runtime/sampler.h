@@ -1,0 +1,88 @@
+// Token sampling from one row of logits, in llama.cpp's common chain order:
+//   penalties -> top-k -> top-p -> min-p -> temperature -> seeded draw.
+//
+// Guarantees
+// - Deterministic across runs and platforms for a given seed: the generator is
+//   std::mt19937_64 (its output sequence is fixed by the C++ standard) and the uniform
+//   draw is built here from its raw bits, never from a <random> distribution (whose
+//   output is implementation-defined). Candidate order at the draw is a total order
+//   (logit descending, id ascending), so std::nth_element's unspecified order never leaks.
+// - Never crashes on NaN (treated as -inf), +-inf, all -inf, or a vocabulary of 1.
+// - No O(V log V) sort of the vocabulary: top-k is nth_element plus a sort of the k
+//   survivors; top-p finds the nucleus edge with a one-pass mass histogram and sorts only
+//   the nucleus. The common case costs O(V).
+// - temperature <= 0 is greedy: argmax after penalties, lowest id on ties.
+// - One Sampler per sequence; not thread-safe (it owns scratch buffers and the RNG).
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace greta {
+
+struct SamplingParams {
+  float temperature = 0.8f;    // <= 0: greedy
+  int top_k = 40;              // <= 0 or >= vocab: off
+  float top_p = 0.95f;         // (0, 1]; 1: off
+  float min_p = 0.05f;         // [0, 1]; 0: off. Keeps p >= min_p * p_max
+  float repeat_penalty = 1.0f; // > 0; 1: off. Divides positive logits, multiplies negative
+  int repeat_last_n = 64;      // history window for all penalties; 0: off, -1: all history
+  float presence_penalty = 0;  // OpenAI: logit -= presence if the token occurred
+  float frequency_penalty = 0; // OpenAI: logit -= frequency * count
+  uint64_t seed = 0;           // 0: random (time + random_device)
+
+  // Throws greta::Error naming the field and its valid range (params come from users).
+  void validate() const;
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0;  // log-softmax of the raw logits
+};
+
+struct SampleResult {
+  int32_t token = 0;
+  float prob = 1;  // probability of `token` in the final (filtered, tempered) distribution
+  // Filled only when logprobs were requested (n_logprobs >= 0):
+  float logprob = 0;                // log-softmax of the raw logits at `token`
+  std::vector<TokenLogprob> top;    // n_logprobs most likely raw tokens, best first
+};
+
+// Uniform double in [0, 1) from 53 random bits of one 64-bit draw. Exposed for tests.
+inline double uniform01(uint64_t bits) { return double(bits >> 11) * 0x1.0p-53; }
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& p);  // validates p
+
+  int32_t sample(const float* logits, int vocab, const std::vector<int32_t>& history) {
+    return sample_full(logits, vocab, history, -1).token;
+  }
+  // logits: [vocab] raw model output; history: tokens so far (prompt + generated).
+  // n_logprobs < 0: no logprobs; 0: the chosen token's; N: also the top N.
+  SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history,
+                           int n_logprobs);
+
+  const SamplingParams& params() const { return p_; }
+  uint64_t seed() const { return seed_; }  // the seed in use (resolved when params.seed == 0)
+
+ private:
+  struct Cand {
+    float logit;
+    int32_t id;
+  };
+  void apply_penalties(const std::vector<int32_t>& history, int vocab);
+  void top_k(int k);
+  void top_p_min_p();
+  int32_t draw(float* prob);
+
+  SamplingParams p_;
+  uint64_t seed_;
+  std::mt19937_64 rng_;
+  std::vector<float> work_;   // [vocab] NaN-cleaned, penalised logits
+  std::vector<Cand> cand_;    // surviving candidates
+  std::vector<int32_t> window_;
+  std::vector<double> mass_;  // top-p histogram scratch
+};
+
+}  // namespace greta
