@@ -1,0 +1,90 @@
+// Row-wise and elementwise ops: rms_norm, add, silu_mul. At decode sizes (one row of a few
+// thousand floats) these take well under a microsecond, so they only go to the thread pool
+// when there is enough work to pay for the dispatch.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/simd.h"
+
+namespace greta::cpu {
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;  // elements below which one thread is faster
+constexpr int64_t kElemChunk = 1 << 13;    // elements per task for flat ops (multiple of 16)
+
+template <class F>
+void for_chunks(int64_t count, ThreadPool& pool, F&& f) {
+  if (count < kParallelMin) {
+    f(int64_t(0), count);
+    return;
+  }
+  pool.run((count + kElemChunk - 1) / kElemChunk, [&](int64_t t, int) {
+    const int64_t b = t * kElemChunk;
+    f(b, std::min(count, b + kElemChunk));
+  });
+}
+
+void rms_norm_row(const float* x, const float* w, float eps, float* out, int64_t dim) {
+  int64_t i = 0;
+  float ss = 0.0f;
+#ifdef GRETA_AVX2
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (; i + 16 <= dim; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    acc0 = _mm256_fmadd_ps(a, a, acc0);
+    acc1 = _mm256_fmadd_ps(b, b, acc1);
+  }
+  ss = hsum(_mm256_add_ps(acc0, acc1));
+#endif
+  for (; i < dim; ++i) ss += x[i] * x[i];
+  const float scale = 1.0f / std::sqrt(ss / float(dim) + eps);
+  i = 0;
+#ifdef GRETA_AVX2
+  const __m256 sv = _mm256_set1_ps(scale);
+  for (; i + 8 <= dim; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _mm256_loadu_ps(w + i)));
+#endif
+  for (; i < dim; ++i) out[i] = x[i] * scale * w[i];
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const float* w, float eps, float* out, int64_t n, int64_t dim, ThreadPool& pool) {
+  if (n * dim < kParallelMin) {
+    for (int64_t r = 0; r < n; ++r) rms_norm_row(x + r * dim, w, eps, out + r * dim, dim);
+    return;
+  }
+  const int64_t rows_per_task = std::max<int64_t>(1, kElemChunk / dim);
+  pool.run((n + rows_per_task - 1) / rows_per_task, [&](int64_t t, int) {
+    const int64_t r1 = std::min(n, (t + 1) * rows_per_task);
+    for (int64_t r = t * rows_per_task; r < r1; ++r) rms_norm_row(x + r * dim, w, eps, out + r * dim, dim);
+  });
+}
+
+void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& pool) {
+  for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
+    int64_t i = i0;
+#ifdef GRETA_AVX2
+    for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+#endif
+    for (; i < i1; ++i) out[i] = a[i] + b[i];
+  });
+}
+
+void silu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool) {
+  for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
+    int64_t i = i0;
+#ifdef GRETA_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= i1; i += 8) {
+      const __m256 g = _mm256_loadu_ps(gate + i);
+      const __m256 e = exp_ps(_mm256_xor_ps(g, sign));  // exp(-g); clamped, so no inf/NaN
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < i1; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  });
+}
+
+}  // namespace greta::cpu

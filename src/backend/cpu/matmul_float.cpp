@@ -1,0 +1,115 @@
+// Matmul with plain-typed weights (F32, F16, BF16): out [n, m] = x [n, k] @ w^T + bias.
+// Weights are converted to float in registers as they stream (F16C for fp16, a 16-bit shift
+// for bf16) and FMA'd against float activations; nothing is converted ahead of time.
+// Tiling and threading mirror matmul_quant.cpp: NW weight rows x NX activation rows per
+// micro-kernel, output rows split over threads in 16-row-aligned chunks.
+#include <algorithm>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/simd.h"
+#include "core/error.h"
+
+namespace greta::cpu {
+namespace {
+
+template <DType T>
+inline float load1(const uint8_t* row, int64_t i) {
+  if constexpr (T == DType::F32) {
+    return reinterpret_cast<const float*>(row)[i];
+  } else if constexpr (T == DType::F16) {
+    return fp16_to_float(reinterpret_cast<const uint16_t*>(row)[i]);
+  } else {
+    return bf16_to_float(reinterpret_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+#ifdef GRETA_AVX2
+template <DType T>
+inline __m256 load8(const uint8_t* row, int64_t i) {
+  if constexpr (T == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + i);
+  } else if constexpr (T == DType::F16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+#endif
+
+template <DType T, int NW, int NX>
+void tile(const uint8_t* w, size_t ws, const float* x, int64_t k, float* res) {
+  int64_t i0 = 0;
+#ifdef GRETA_AVX2
+  __m256 acc[NW][NX];
+  for (int a = 0; a < NW; ++a)
+    for (int b = 0; b < NX; ++b) acc[a][b] = _mm256_setzero_ps();
+  for (; i0 + 8 <= k; i0 += 8) {
+    __m256 xv[NX];
+    for (int b = 0; b < NX; ++b) xv[b] = _mm256_loadu_ps(x + b * k + i0);
+    for (int a = 0; a < NW; ++a) {
+      const __m256 wv = load8<T>(w + a * ws, i0);
+      for (int b = 0; b < NX; ++b) acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);
+    }
+  }
+  for (int a = 0; a < NW; ++a)
+    for (int b = 0; b < NX; ++b) res[a * NX + b] = hsum(acc[a][b]);
+#else
+  for (int a = 0; a < NW * NX; ++a) res[a] = 0.0f;
+#endif
+  for (int a = 0; a < NW; ++a)  // scalar tail (all of it without AVX2)
+    for (int b = 0; b < NX; ++b) {
+      float s = 0.0f;
+      for (int64_t i = i0; i < k; ++i) s += load1<T>(w + a * ws, i) * x[b * k + i];
+      res[a * NX + b] += s;
+    }
+}
+
+template <DType T>
+void run_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool) {
+  const int64_t m = w.n_out, k = w.n_in;
+  const size_t ws = w.row_stride;
+  const int64_t target = std::max<int64_t>(1, int64_t(pool.size()) * 4);
+  const int64_t chunk = std::max<int64_t>(16, (m + target - 1) / target + 15) / 16 * 16;
+  const int64_t n4 = n / 4 * 4;
+  pool.run((m + chunk - 1) / chunk, [&](int64_t c, int) {
+    const int64_t r0 = c * chunk, r1 = std::min(m, r0 + chunk);
+    float res[16];
+    auto emit = [&](int64_t r, int64_t x0, int nw, int nx) {
+      for (int i = 0; i < nw; ++i)
+        for (int j = 0; j < nx; ++j) out[(x0 + j) * m + r + i] = res[i * nx + j] + (bias ? bias[r + i] : 0.0f);
+    };
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t x0 = 0; x0 < n4; x0 += 4) {
+        tile<T, 1, 4>(w.data + size_t(r) * ws, ws, x + x0 * k, k, res);
+        emit(r, x0, 1, 4);
+      }
+    if (n4 < n) {
+      int64_t r = r0;
+      for (; r + 4 <= r1; r += 4)
+        for (int64_t x0 = n4; x0 < n; ++x0) {
+          tile<T, 4, 1>(w.data + size_t(r) * ws, ws, x + x0 * k, k, res);
+          emit(r, x0, 4, 1);
+        }
+      for (; r < r1; ++r)
+        for (int64_t x0 = n4; x0 < n; ++x0) {
+          tile<T, 1, 1>(w.data + size_t(r) * ws, ws, x + x0 * k, k, res);
+          emit(r, x0, 1, 1);
+        }
+    }
+  });
+}
+
+}  // namespace
+
+void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool) {
+  switch (w.dtype) {
+    case DType::F32: return run_float<DType::F32>(x, n, w, bias, out, pool);
+    case DType::F16: return run_float<DType::F16>(x, n, w, bias, out, pool);
+    case DType::BF16: return run_float<DType::BF16>(x, n, w, bias, out, pool);
+    default: break;
+  }
+  throw Error("cpu matmul: weight dtype " + std::string(dtype_name(w.dtype)) + " is not a float type");
+}
+
+}  // namespace greta::cpu

@@ -1,0 +1,275 @@
+// Reference quantizers and dequantize_row for GGML block formats (layouts in quant_blocks.h).
+// Scalar on purpose: this is the definition the SIMD kernels of the CPU backend and the
+// CUDA kernels are tested against; tools/check_dequant.py checks it against the gguf package.
+#include "core/quant_blocks.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/host_tensor.h"
+
+namespace greta {
+namespace {
+
+inline float h2f(uint16_t h) { return fp16_to_float(h); }
+inline int nearest(float v) { return int(std::lrintf(v)); }
+
+}  // namespace
+
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    float amax = 0.0f;
+    for (int i = 0; i < kQK; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f;
+    const float id = d > 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = float_to_fp16(d);
+    for (int i = 0; i < kQK; ++i) y[b].qs[i] = int8_t(std::clamp(nearest(x[i] * id), -127, 127));
+  }
+}
+
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    // The value of largest magnitude maps to -8 so the full signed range [-8, 7] is used.
+    float vmax = 0.0f;
+    for (int i = 0; i < kQK; ++i)
+      if (std::fabs(x[i]) > std::fabs(vmax)) vmax = x[i];
+    const uint16_t dh = float_to_fp16(vmax / -8.0f);
+    const float d = h2f(dh);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = dh;
+    for (int i = 0; i < kQK / 2; ++i) {
+      const int q0 = std::clamp(nearest(x[i] * id) + 8, 0, 15);
+      const int q1 = std::clamp(nearest(x[i + 16] * id) + 8, 0, 15);
+      y[b].qs[i] = uint8_t(q0 | (q1 << 4));
+    }
+  }
+}
+
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < kQK; ++i) {
+      lo = std::min(lo, x[i]);
+      hi = std::max(hi, x[i]);
+    }
+    const uint16_t dh = float_to_fp16((hi - lo) / 15.0f);
+    const uint16_t mh = float_to_fp16(lo);
+    const float d = h2f(dh), m = h2f(mh);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y[b].d = dh;
+    y[b].m = mh;
+    for (int i = 0; i < kQK / 2; ++i) {
+      const int q0 = std::clamp(nearest((x[i] - m) * id), 0, 15);
+      const int q1 = std::clamp(nearest((x[i + 16] - m) * id), 0, 15);
+      y[b].qs[i] = uint8_t(q0 | (q1 << 4));
+    }
+  }
+}
+
+void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQKK; ++b, x += kQKK) {
+    float scale[8], minv[8];  // per sub-block: step and (non-negative) offset
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      float lo = 0.0f, hi = x[32 * j];  // the format needs lo <= 0 (value = d*q - m, m >= 0)
+      for (int i = 0; i < 32; ++i) {
+        lo = std::min(lo, x[32 * j + i]);
+        hi = std::max(hi, x[32 * j + i]);
+      }
+      scale[j] = (hi - lo) / 15.0f;
+      minv[j] = -lo;
+      max_scale = std::max(max_scale, scale[j]);
+      max_min = std::max(max_min, minv[j]);
+    }
+    const uint16_t dh = float_to_fp16(max_scale / 63.0f);
+    const uint16_t mh = float_to_fp16(max_min / 63.0f);
+    const float d = h2f(dh), dmin = h2f(mh);
+    y[b].d = dh;
+    y[b].dmin = mh;
+    uint8_t isc[8], imn[8];
+    for (int j = 0; j < 8; ++j) {
+      isc[j] = uint8_t(d > 0.0f ? std::clamp(nearest(scale[j] / d), 0, 63) : 0);
+      imn[j] = uint8_t(dmin > 0.0f ? std::clamp(nearest(minv[j] / dmin), 0, 63) : 0);
+    }
+    std::memset(y[b].scales, 0, sizeof(y[b].scales));
+    for (int j = 0; j < 8; ++j) {
+      if (j < 4) {
+        y[b].scales[j] |= isc[j];
+        y[b].scales[j + 4] |= imn[j];
+      } else {
+        y[b].scales[j + 4] = uint8_t((isc[j] & 0x0f) | ((imn[j] & 0x0f) << 4));
+        y[b].scales[j - 4] |= uint8_t((isc[j] >> 4) << 6);
+        y[b].scales[j] |= uint8_t((imn[j] >> 4) << 6);
+      }
+    }
+    uint8_t q[kQKK];
+    for (int j = 0; j < 8; ++j) {
+      const float sd = d * isc[j], sm = dmin * imn[j];
+      for (int i = 0; i < 32; ++i) {
+        const float v = x[32 * j + i] + sm;
+        q[32 * j + i] = uint8_t(sd > 0.0f ? std::clamp(nearest(v / sd), 0, 15) : 0);
+      }
+    }
+    for (int p = 0; p < 4; ++p)  // sub-blocks 2p (low nibbles) and 2p+1 (high nibbles)
+      for (int i = 0; i < 32; ++i)
+        y[b].qs[32 * p + i] = uint8_t(q[64 * p + i] | (q[64 * p + 32 + i] << 4));
+  }
+}
+
+void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n) {
+  for (int64_t b = 0; b < n / kQKK; ++b, x += kQKK) {
+    float scale[16];
+    float max_abs_scale = 0.0f, max_scale = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+      float vmax = 0.0f;  // signed value of largest magnitude -> -32
+      for (int i = 0; i < 16; ++i)
+        if (std::fabs(x[16 * j + i]) > std::fabs(vmax)) vmax = x[16 * j + i];
+      scale[j] = vmax / -32.0f;
+      if (std::fabs(scale[j]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scale[j]);
+        max_scale = scale[j];
+      }
+    }
+    const uint16_t dh = float_to_fp16(max_scale / -128.0f);
+    const float d = h2f(dh);
+    y[b].d = dh;
+    uint8_t q[kQKK];
+    for (int j = 0; j < 16; ++j) {
+      const int sc = d != 0.0f ? std::clamp(nearest(scale[j] / d), -128, 127) : 0;
+      y[b].scales[j] = int8_t(sc);
+      const float sd = d * float(sc);
+      for (int i = 0; i < 16; ++i) {
+        const int v = sd != 0.0f ? nearest(x[16 * j + i] / sd) : 0;
+        q[16 * j + i] = uint8_t(std::clamp(v + 32, 0, 63));
+      }
+    }
+    std::memset(y[b].ql, 0, sizeof(y[b].ql));
+    std::memset(y[b].qh, 0, sizeof(y[b].qh));
+    for (int e = 0; e < kQKK; ++e) {
+      const int half = e / 128, g = (e % 128) / 32, l = e % 32;
+      uint8_t* ql = y[b].ql + 64 * half;
+      uint8_t* qh = y[b].qh + 32 * half;
+      const int li = l + ((g & 1) ? 32 : 0);
+      ql[li] |= uint8_t((q[e] & 0x0f) << ((g & 2) ? 4 : 0));
+      qh[l] |= uint8_t((q[e] >> 4) << (2 * g));
+    }
+  }
+}
+
+void quantize_row(DType t, const float* x, void* dst, int64_t n) {
+  switch (t) {
+    case DType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
+    case DType::F16: {
+      auto* o = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) o[i] = float_to_fp16(x[i]);
+      return;
+    }
+    case DType::BF16: {
+      auto* o = static_cast<uint16_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) o[i] = float_to_bf16(x[i]);
+      return;
+    }
+    case DType::Q8_0: quantize_row_q8_0(x, static_cast<BlockQ8_0*>(dst), n); return;
+    case DType::Q4_0: quantize_row_q4_0(x, static_cast<BlockQ4_0*>(dst), n); return;
+    case DType::Q4_1: quantize_row_q4_1(x, static_cast<BlockQ4_1*>(dst), n); return;
+    case DType::Q4_K: quantize_row_q4_k(x, static_cast<BlockQ4_K*>(dst), n); return;
+    case DType::Q6_K: quantize_row_q6_k(x, static_cast<BlockQ6_K*>(dst), n); return;
+    case DType::I32: break;
+  }
+  throw Error("quantize_row: unsupported dtype " + std::string(dtype_name(t)));
+}
+
+void dequantize_row(DType t, const void* src, float* y, int64_t n) {
+  switch (t) {
+    case DType::F32: std::memcpy(y, src, size_t(n) * 4); return;
+    case DType::F16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = fp16_to_float(s[i]);
+      return;
+    }
+    case DType::BF16: {
+      const auto* s = static_cast<const uint16_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = bf16_to_float(s[i]);
+      return;
+    }
+    case DType::Q8_0: {
+      const auto* b = static_cast<const BlockQ8_0*>(src);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = h2f(b[k].d);
+        for (int i = 0; i < kQK; ++i) y[i] = d * float(b[k].qs[i]);
+      }
+      return;
+    }
+    case DType::Q4_0: {
+      const auto* b = static_cast<const BlockQ4_0*>(src);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = h2f(b[k].d);
+        for (int i = 0; i < kQK / 2; ++i) {
+          y[i] = d * float((b[k].qs[i] & 0x0f) - 8);
+          y[i + 16] = d * float((b[k].qs[i] >> 4) - 8);
+        }
+      }
+      return;
+    }
+    case DType::Q4_1: {
+      const auto* b = static_cast<const BlockQ4_1*>(src);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = h2f(b[k].d), m = h2f(b[k].m);
+        for (int i = 0; i < kQK / 2; ++i) {
+          y[i] = d * float(b[k].qs[i] & 0x0f) + m;
+          y[i + 16] = d * float(b[k].qs[i] >> 4) + m;
+        }
+      }
+      return;
+    }
+    case DType::Q4_K: {
+      const auto* b = static_cast<const BlockQ4_K*>(src);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = h2f(b[k].d), dmin = h2f(b[k].dmin);
+        for (int p = 0; p < 4; ++p) {
+          uint8_t sc0, mn0, sc1, mn1;
+          q4k_scale_min(2 * p, b[k].scales, &sc0, &mn0);
+          q4k_scale_min(2 * p + 1, b[k].scales, &sc1, &mn1);
+          const uint8_t* q = b[k].qs + 32 * p;
+          for (int i = 0; i < 32; ++i) {
+            y[i] = d * sc0 * float(q[i] & 0x0f) - dmin * mn0;
+            y[i + 32] = d * sc1 * float(q[i] >> 4) - dmin * mn1;
+          }
+          y += 64;
+        }
+      }
+      return;
+    }
+    case DType::Q6_K: {
+      const auto* b = static_cast<const BlockQ6_K*>(src);
+      for (int64_t k = 0; k < n / kQKK; ++k) {
+        const float d = h2f(b[k].d);
+        for (int half = 0; half < 2; ++half) {
+          const uint8_t* ql = b[k].ql + 64 * half;
+          const uint8_t* qh = b[k].qh + 32 * half;
+          const int8_t* sc = b[k].scales + 8 * half;
+          for (int l = 0; l < 32; ++l) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * sc[is + 0] * q1;
+            y[l + 32] = d * sc[is + 2] * q2;
+            y[l + 64] = d * sc[is + 4] * q3;
+            y[l + 96] = d * sc[is + 6] * q4;
+          }
+          y += 128;
+        }
+      }
+      return;
+    }
+    case DType::I32: break;
+  }
+  throw Error("dequantize_row: unsupported dtype " + std::string(dtype_name(t)));
+}
+
+}  // namespace greta

@@ -1,0 +1,85 @@
+// GGML quantized block layouts, byte for byte as GGUF files store them, and reference
+// (scalar, obviously-correct) quantizers. dequantize_row() (host_tensor.h) is defined next
+// to these in quant_blocks.cpp.
+//
+// Every block type is a plain struct of bytes: fp16 scales are kept as uint16_t bit patterns
+// so the structs have no alignment padding and can be overlaid on a file mapping at any
+// offset (blocks in a row are packed back to back, so a block may be only 2-byte aligned).
+//
+// The quantizers here are for tests, synthetic weights and activation quantization; they
+// round to nearest and are not the error-minimising searches llama.cpp's quantize tool uses
+// (a file's weights were made by that tool; we only need to read them exactly).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace greta {
+
+constexpr int kQK = 32;    // values per Q8_0 / Q4_0 / Q4_1 block
+constexpr int kQKK = 256;  // values per K-quant super-block
+
+// value = d * q
+struct BlockQ8_0 {
+  uint16_t d;      // fp16 scale
+  int8_t qs[kQK];  // quants
+};
+// value = d * (q - 8); byte j holds element j (low nibble) and element j + 16 (high nibble)
+struct BlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[kQK / 2];
+};
+// value = d * q + m; nibble layout as Q4_0
+struct BlockQ4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[kQK / 2];
+};
+// 8 sub-blocks of 32. Sub-block j: value = d*sc[j]*q - dmin*mn[j], with 6-bit sc/mn packed
+// into scales[12] (see q4k_scale_min). Bytes qs[32*i .. 32*i+32) hold sub-block 2i in their
+// low nibbles and sub-block 2i+1 in their high nibbles.
+struct BlockQ4_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[kQKK / 2];
+};
+// 16 sub-blocks of 16 with int8 scales; 6-bit quants q in [0, 63], value = d*sc*(q - 32).
+// Low 4 bits in ql, high 2 bits in qh; see dequantize_row for the exact interleave.
+struct BlockQ6_K {
+  uint8_t ql[kQKK / 2];
+  uint8_t qh[kQKK / 4];
+  int8_t scales[kQKK / 16];
+  uint16_t d;
+};
+
+static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0) == block_bytes(DType::Q8_0));
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_0) == block_bytes(DType::Q4_0));
+static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ4_1) == block_bytes(DType::Q4_1));
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ4_K) == block_bytes(DType::Q4_K));
+static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ6_K) == block_bytes(DType::Q6_K));
+
+// Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K block: the first four
+// sub-blocks keep theirs in the low 6 bits of bytes 0..3 / 4..7; the last four keep the low
+// 4 bits in bytes 8..11 and the top 2 bits in the spare top bits of bytes 0..7.
+inline void q4k_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* mn) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *mn = s[j + 4] & 63;
+  } else {
+    *sc = uint8_t((s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4));
+    *mn = uint8_t((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+  }
+}
+
+// Reference quantizers: n values (a multiple of the block size) -> n / block_elems blocks.
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n);
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n);
+void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n);
+void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n);
+// Dispatch on dtype; plain types (F32/F16/BF16) are converted. dst holds row_bytes(t, n).
+void quantize_row(DType t, const float* x, void* dst, int64_t n);
+
+}  // namespace greta

@@ -1,0 +1,63 @@
+// Fixed pool of worker threads for data-parallel kernels.
+//
+// Guarantees
+// - Threads are created once (in the constructor); run() never creates threads or allocates.
+// - run(n_tasks, fn) calls fn(task, thread) exactly once for every task in [0, n_tasks), on
+//   the calling thread (thread index 0) and the workers (1 .. size()-1), and returns when all
+//   tasks are done. Tasks are handed out dynamically (one atomic increment each), so a worker
+//   that is descheduled by another process does not stall the rest.
+// - Dispatch + join cost a few microseconds: workers spin on the job counter for a while
+//   after each job (decode issues hundreds of small ops back to back), then sleep on a futex
+//   (std::atomic::wait) so an idle engine burns no CPU. The caller only issues the futex
+//   wake when some worker is actually asleep.
+// - run() must not be called concurrently from two threads, nor from inside a task.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace greta {
+
+class ThreadPool {
+ public:
+  // n_threads <= 0: std::thread::hardware_concurrency(). The caller counts as one thread.
+  explicit ThreadPool(int n_threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return n_threads_; }
+
+  template <class F>
+  void run(int64_t n_tasks, F&& fn) {
+    if (n_tasks <= 0) return;
+    if (n_tasks == 1 || n_threads_ == 1) {  // not worth waking anyone
+      for (int64_t t = 0; t < n_tasks; ++t) fn(t, 0);
+      return;
+    }
+    using Fn = std::remove_reference_t<F>;
+    run_erased(n_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
+               const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+ private:
+  using TaskFn = void (*)(void* ctx, int64_t task, int thread);
+  void run_erased(int64_t n_tasks, TaskFn fn, void* ctx);
+  void worker_main(int thread);
+  void do_tasks(int thread);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  // Job description, written by run() before the generation bump publishes it.
+  TaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_tasks_ = 0;
+  alignas(64) std::atomic<int64_t> next_task_{0};
+  alignas(64) std::atomic<uint32_t> generation_{0};  // futex word: bumped once per job
+  alignas(64) std::atomic<int> pending_{0};          // workers still inside the current job
+  alignas(64) std::atomic<int> sleepers_{0};         // workers blocked in generation_.wait
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace greta
