@@ -37,9 +37,8 @@ def write_gguf(path, alignment=None, quant=True):
     w.add_tensor("norm.weight", np.arange(8, dtype=np.float32))
     w.add_tensor("h.weight", np.ones((2, 4), dtype=np.float16))
     if quant:
-        # One Q8_0 row of 32 values = one 34-byte block; shape is given in elements.
-        w.add_tensor("q.weight", np.zeros((2, 34), dtype=np.uint8), raw_shape=(2, 32),
-                     raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        # Two Q8_0 rows of 32 values, one 34-byte block each; the writer takes the byte shape.
+        w.add_tensor("q.weight", np.zeros((2, 34), dtype=np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -66,7 +65,7 @@ run() {  # run TARGET CORPUS MAX_LEN
   echo "== $1 for ${SECONDS_PER_TARGET}s"
   nice -n 10 "build-fuzz/$1" "fuzz-corpus/$2" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
     -max_len="$3" -timeout=10 -print_final_stats=1 -artifact_prefix=fuzz-corpus/crashes/"$1"- 2>&1 |
-    grep -vE '^#[0-9]+\s+(NEW|REDUCE|pulse)' || true
+    sed -E '/^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)/d; /Recommended dictionary/,/End of recommended dictionary/d'
   return "${PIPESTATUS[0]}"
 }
 status=0

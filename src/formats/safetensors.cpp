@@ -85,7 +85,9 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
   struct Span { uint64_t begin, end; HostTensor t; };
   std::vector<Span> spans;
   SafetensorsFile out;
-  for (const auto& [name, entry] : header.items()) {
+  for (auto it = header.cbegin(); it != header.cend(); ++it) {
+    const std::string& name = it.key();  // a plain reference: clang 14 cannot capture structured bindings
+    const json& entry = it.value();
     auto fail = [&](const std::string& msg) { throw Error(fname + ": tensor '" + name + "': " + msg); };
     if (name == "__metadata__") {
       if (!entry.is_object()) throw Error(fname + ": '__metadata__' is not an object (expected string map)");
