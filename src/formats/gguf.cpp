@@ -261,24 +261,24 @@ GGUFFile::ParseState Parser::parse() {
       throw Error(fname + ": tensor '" + name + "' (info at byte " + std::to_string(at) + "): " + msg);
     };
     if (!names.insert(name).second) fail("duplicate tensor name");
-    uint32_t n_dims = r_.u32("tensor n_dims");
+    uint32_t n_dims = r_.u32("n_dims of tensor '" + name + "'");
     if (n_dims == 0 || n_dims > GGUFFile::kMaxDims)
       fail("n_dims is " + std::to_string(n_dims) + " (expected 1.." + std::to_string(GGUFFile::kMaxDims) + ")");
     uint64_t dims[GGUFFile::kMaxDims];
     int64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
-      dims[d] = r_.u64("tensor dimension");
+      dims[d] = r_.u64("dimension of tensor '" + name + "'");
       if (dims[d] == 0 || dims[d] > uint64_t(std::numeric_limits<int64_t>::max()))
         fail("dimension " + std::to_string(d) + " is " + std::to_string(int64_t(dims[d])) + " (expected > 0)");
       if (__builtin_mul_overflow(numel, int64_t(dims[d]), &numel))
         fail("element count overflows (dimensions too large)");
     }
-    uint32_t type_id = r_.u32("tensor type");
+    uint32_t type_id = r_.u32("type of tensor '" + name + "'");
     DType dt;
     if (!ggml_to_dtype(type_id, &dt))
       fail("unsupported tensor type " + ggml_type_describe(type_id) +
            " (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)");
-    uint64_t offset = r_.u64("tensor data offset");
+    uint64_t offset = r_.u64("data offset of tensor '" + name + "'");
     if (int64_t(dims[0]) % block_elems(dt) != 0)
       fail("first dimension " + std::to_string(dims[0]) + " is not a multiple of the " +
            std::string(dtype_name(dt)) + " block size " + std::to_string(block_elems(dt)));

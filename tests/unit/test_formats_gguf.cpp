@@ -227,6 +227,13 @@ TEST(GGUF, TruncationSweep) {
     std::vector<uint8_t> prefix(bytes.begin(), bytes.begin() + n);
     EXPECT_THROW(parse_bytes(prefix), Error) << "prefix of " << n << " bytes parsed";
   }
+  // A cut inside a tensor info names the tensor and the field.
+  GGUFBuilder g;
+  const std::string name = "blk.0.attn_q.weight.with.a.long.name";  // 36 bytes: passes the count check
+  g.tensor(name, {4, 4}, kF32);
+  auto one = g.build();
+  one.resize(24 + 8 + 36 + 4 + 3);  // header, name, n_dims, then 3 bytes of the first dim
+  expect_error(one, {"at byte 72", "truncated", "dimension of tensor '" + name + "'"});
 }
 
 TEST(GGUF, BadMagicAndVersion) {
