@@ -36,6 +36,9 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   virtual bool is_special(int32_t id) const = 0;       // control / added special token
   virtual std::string_view piece(int32_t id) const = 0;  // vocabulary string as stored
+  // SentencePiece vocabularies drop the space their prefix U+2581 decodes to at the start of
+  // the text (HF decoder Strip(" ", 1, 0), llama.cpp likewise); StreamDecoder needs to know.
+  virtual bool decode_strips_leading_space() const { return false; }
 
   int32_t bos_id = -1;
   int32_t eos_id = -1;
