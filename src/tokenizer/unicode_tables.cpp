@@ -3,6 +3,12 @@
 
 namespace greta::unicode_tables {
 
+extern const size_t kCategoryRunCount;
+extern const uint32_t kCategoryRunStart[];
+extern const uint8_t kCategoryRunCat[];
+extern const size_t kWhiteSpaceCount;
+extern const uint32_t kWhiteSpace[][2];
+
 const size_t kCategoryRunCount = 3968;
 // First code point of each run of equal general category, ascending.
 const uint32_t kCategoryRunStart[] = {
