@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
+# tests and the kernel benchmark, print a short table.
+#
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench (default: build tests bench)
+#
+# Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
+# Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
+# system when present, else from .gpu-deps/ (made by scripts/gpu-deps.sh on a machine that has
+# them and carried along: the device image has none of the three). Only the GPU targets are
+# built (greta_cuda, greta_cpu, greta_gpu_tests, gpu_*_bench), so a half-finished module
+# elsewhere cannot break the GPU check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LOG=${OUT:-/tmp/gpu-check}
+mkdir -p "$LOG"
+BUILD=${GRETA_GPU_BUILD:-build-gpu}
+JOBS=$(nproc)
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(build tests bench)
+has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
+export PATH=/usr/local/cuda/bin:$PATH
+status=0
+
+if has build; then
+  prefix=""
+  if [ -d .gpu-deps ]; then
+    prefix="$ROOT/.gpu-deps"
+    if [ ! -f /tmp/gtest-prefix/lib/libgtest.a ] && [ ! -f /tmp/gtest-prefix/lib64/libgtest.a ]; then
+      echo "== building GoogleTest from .gpu-deps/googletest"
+      cmake -S .gpu-deps/googletest -B /tmp/gtest-build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX=/tmp/gtest-prefix > "$LOG/gtest-build.log" 2>&1 &&
+        cmake --build /tmp/gtest-build -j "$JOBS" >> "$LOG/gtest-build.log" 2>&1 &&
+        cmake --install /tmp/gtest-build >> "$LOG/gtest-build.log" 2>&1 ||
+        { echo "GoogleTest build failed: see $LOG/gtest-build.log"; tail -20 "$LOG/gtest-build.log"; exit 1; }
+    fi
+    prefix="$prefix;/tmp/gtest-prefix"
+  fi
+  echo "== configure ($BUILD)"
+  cmake -S . -B "$BUILD" -G Ninja -DGRETA_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+    ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} > "$LOG/configure.log" 2>&1 ||
+    { echo "configure failed"; tail -30 "$LOG/configure.log"; exit 1; }
+  targets="greta_cuda"
+  ls tests/gpu/*.cpp tests/gpu/*.cu > /dev/null 2>&1 && targets="$targets greta_gpu_tests"
+  for b in bench/gpu_*.cu; do [ -f "$b" ] && targets="$targets $(basename "${b%.cu}")"; done
+  echo "== build: $targets"
+  # shellcheck disable=SC2086
+  cmake --build "$BUILD" --target $targets -j "$JOBS" > "$LOG/build.log" 2>&1 ||
+    { echo "build failed"; grep -E "error|Error" -A3 "$LOG/build.log" | head -60; exit 1; }
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null | sed 's/^/== gpu: /'
+
+if has tests && [ -x "$BUILD/greta_gpu_tests" ]; then
+  echo "== greta_gpu_tests"
+  "$BUILD/greta_gpu_tests" --gtest_color=no > "$LOG/tests.log" 2>&1 || status=1
+  grep -E "^\[  (FAILED|SKIPPED) |rel_err|^\[  PASSED|tests? ran" "$LOG/tests.log" | head -80
+fi
+
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool (op tests)"
+    compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/greta_gpu_tests" --gtest_color=no \
+      --gtest_filter="${GRETA_SANITIZE_FILTER:-*}" > "$LOG/sanitize-$tool.log" 2>&1 || status=1
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? ran|FAILED" "$LOG/sanitize-$tool.log" | head -10
+  done
+fi
+
+if has bench; then
+  for b in "$BUILD"/gpu_*_bench; do
+    [ -x "$b" ] || continue
+    echo "== $(basename "$b")"
+    "$b" > "$LOG/$(basename "$b").jsonl" 2> "$LOG/$(basename "$b").err" || { status=1; cat "$LOG/$(basename "$b").err"; }
+  done
+  python3 - "$LOG" <<'PY'
+import json, sys, glob, os
+rows = []
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "gpu_*_bench.jsonl"))):
+    for line in open(f):
+        line = line.strip()
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+for r in rows:
+    if r["bench"] in ("device", "copy", "read"):
+        print(" ".join(f"{k}={v}" for k, v in r.items() if k != "bench"), f"[{r['bench']}]")
+best = {}
+for r in rows:
+    if r["bench"] != "gemv":
+        continue
+    key = (r["shape"], r["m"], r["k"], r["n"])
+    if key not in best or r["us"] < best[key]["us"]:
+        best[key] = r
+blas = {(r["shape"], r["m"], r["k"], r["n"]): r for r in rows if r["bench"] == "cublas_gemm"}
+print(f"{'shape':20s} {'m':>6s} {'k':>6s} {'n':>2s} {'unroll':>6s} {'us':>8s} {'GB/s':>7s} {'%copy':>6s} {'%read':>6s} {'rel_err':>8s} {'cublas%':>7s} ok")
+for key, r in best.items():
+    b = blas.get(key, {})
+    print(f"{r['shape']:20s} {r['m']:6d} {r['k']:6d} {r['n']:2d} {r['unroll']:6d} {r['us']:8.2f} {r['GBps']:7.0f} "
+          f"{r['pct_copy']:6.1f} {r['pct_read']:6.1f} {r['rel_err']:8.1e} {b.get('pct_copy', 0):7.1f} {r['ok']}")
+for r in rows:
+    if r["bench"] not in ("device", "copy", "read", "gemv", "cublas_gemm"):
+        print(json.dumps(r))
+PY
+fi
+exit $status

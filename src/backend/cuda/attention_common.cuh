@@ -1,0 +1,29 @@
+// Helpers shared by the paged attention kernels (decode and prefill).
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace greta::cuda {
+
+// Running max starts here instead of -inf so that merging two states that saw no key
+// (exp2(m_a - m_b) with both at the start value) gives exp2(0) * 0 instead of NaN.
+constexpr float kNoScore = -1e30f;
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Physical slot of logical position `pos` of a sequence whose block table starts at `table`.
+__device__ __forceinline__ int64_t kv_slot(const int32_t* table, int pos, int block_size) {
+  return int64_t(table[pos / block_size]) * block_size + pos % block_size;
+}
+
+__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(p[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,249 @@
+// Paged decode attention, split over the context ("flash-decoding").
+//
+// Work item = one query token (a decode token attends positions 0..pos of its sequence).
+// Its context is cut into partitions of P positions; a block handles one (partition, kv head,
+// token) for all query heads that share the kv head (GQA: K/V are read once per group), and
+// writes unnormalised partial results (running max m, sum l, accumulator o) to scratch. A
+// second kernel merges the partitions. P is chosen per step so that even one sequence fills
+// the GPU (a 4K context with 8 kv heads becomes hundreds of blocks, not 8).
+//
+// Inside a block: 4 warps; a key row of HD bf16 is read by HD/8 lanes with one 16-byte load
+// each (256/HD keys per warp at a time, all loads coalesced), the dot product is finished
+// with shuffles inside that lane group, and each lane group runs its own online softmax over
+// its keys; groups, then warps, are merged at the end. Scores are kept in log2 units (q is
+// prescaled by scale*log2e) so the exponentials are exp2f.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/attention_common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace greta::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kMaxG = 8;  // query heads per block; larger groups are split over blockIdx.y
+
+struct Split {
+  int part = 0;     // positions per partition
+  int n_parts = 0;  // partitions of the longest context
+  int n_gchunks = 0;
+};
+
+Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
+  Split sp;
+  const int G = n_heads / n_kv;
+  sp.n_gchunks = (G + kMaxG - 1) / kMaxG;
+  const int64_t items = int64_t(st.n_decode) * n_kv * sp.n_gchunks;
+  const int64_t want_parts = std::max<int64_t>(1, (int64_t(4) * n_sms + items - 1) / std::max<int64_t>(items, 1));
+  int part = int((st.max_decode_ctx + want_parts - 1) / want_parts);
+  part = std::max(64, (part + 31) / 32 * 32);
+  sp.part = part;
+  sp.n_parts = std::max(1, (st.max_decode_ctx + part - 1) / part);
+  return sp;
+}
+
+// q [n_tokens, n_heads*HD]; scratch: per (item, head, part): HD accumulators then m, l.
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
+    const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st, int n_heads,
+    int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch) {
+  constexpr int kLanesPerKey = HD / 8;
+  constexpr int kKeysPerWarp = 32 / kLanesPerKey;
+  const int item = blockIdx.z;
+  const int t = st.decode_tokens[item];
+  const int pos = st.positions[t];
+  const int ctx = pos + 1;
+  const int p0 = blockIdx.x * part;
+  if (p0 >= ctx) return;  // the merge kernel reads only partitions that exist for this token
+  const int p1 = min(p0 + part, ctx);
+  const int G = n_heads / n_kv;
+  const int n_gchunks = (G + kMaxG - 1) / kMaxG;
+  const int kvh = blockIdx.y / n_gchunks;
+  const int g0 = (blockIdx.y % n_gchunks) * kMaxG;
+  const int ng = min(kMaxG, G - g0);
+  const int head0 = kvh * G + g0;  // first query head of this block
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int sub = lane / kLanesPerKey, sl = lane % kLanesPerKey;  // key group, lane in group
+  const int seq = st.token_seq[t];
+  const int32_t* table = st.block_ids + st.block_begin[seq];
+
+  float qf[kMaxG][8];
+#pragma unroll
+  for (int g = 0; g < kMaxG; ++g) {
+    if (g < ng) {
+      const uint4 v = *reinterpret_cast<const uint4*>(q + (int64_t(t) * n_heads + head0 + g) * HD + sl * 8);
+      unpack8(v, qf[g]);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
+    }
+  }
+  float m[kMaxG], l[kMaxG], acc[kMaxG][8];
+#pragma unroll
+  for (int g = 0; g < kMaxG; ++g) {
+    m[g] = kNoScore;
+    l[g] = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
+  }
+  const int64_t row_stride = int64_t(n_kv) * HD;
+  const int64_t head_off = int64_t(kvh) * HD + sl * 8;
+  constexpr int kStep = kWarps * kKeysPerWarp;
+  // The loop bound is uniform over the warp (shuffles below need every lane); lane groups
+  // whose key falls past p1 read a valid row and drop it.
+  for (int b0 = p0 + warp * kKeysPerWarp; b0 < p1; b0 += 2 * kStep) {
+    // Two keys per lane group per iteration, all four 16-byte loads issued before use.
+    const int pa = b0 + sub, pb = pa + kStep;
+    const bool ha = pa < p1, hb = pb < p1;
+    const int64_t sa = kv_slot(table, ha ? pa : p0, st.block_size) * row_stride + head_off;
+    const int64_t sb = hb ? kv_slot(table, pb, st.block_size) * row_stride + head_off : sa;
+    const uint4 ka = *reinterpret_cast<const uint4*>(kc + sa);
+    const uint4 kb = *reinterpret_cast<const uint4*>(kc + sb);
+    const uint4 va = *reinterpret_cast<const uint4*>(vc + sa);
+    const uint4 vb = *reinterpret_cast<const uint4*>(vc + sb);
+    float kfa[8], kfb[8], vfa[8], vfb[8];
+    unpack8(ka, kfa);
+    unpack8(kb, kfb);
+    unpack8(va, vfa);
+    unpack8(vb, vfb);
+#pragma unroll
+    for (int g = 0; g < kMaxG; ++g) {
+      if (g >= ng) continue;
+      float sa_ = 0.f, sb_ = 0.f;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        sa_ += qf[g][j] * kfa[j];
+        sb_ += qf[g][j] * kfb[j];
+      }
+#pragma unroll
+      for (int o = kLanesPerKey / 2; o > 0; o /= 2) {
+        sa_ += __shfl_xor_sync(0xffffffffu, sa_, o);
+        sb_ += __shfl_xor_sync(0xffffffffu, sb_, o);
+      }
+      if (!ha) sa_ = kNoScore;
+      if (!hb) sb_ = kNoScore;
+      const float mn = fmaxf(m[g], fmaxf(sa_, sb_));
+      const float corr = exp2f(m[g] - mn);
+      const float ea = ha ? exp2f(sa_ - mn) : 0.f, eb = hb ? exp2f(sb_ - mn) : 0.f;
+      l[g] = l[g] * corr + ea + eb;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[g][j] = acc[g][j] * corr + ea * vfa[j] + eb * vfb[j];
+      m[g] = mn;
+    }
+  }
+  // Merge the lane groups of this warp (lanes with equal sl hold the same dims).
+#pragma unroll
+  for (int o = kLanesPerKey; o < 32; o *= 2) {
+#pragma unroll
+    for (int g = 0; g < kMaxG; ++g) {
+      if (g >= ng) continue;
+      const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+      const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+      const float mn = fmaxf(m[g], mo);
+      const float ca = exp2f(m[g] - mn), cb = exp2f(mo - mn);
+      l[g] = l[g] * ca + lo * cb;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float ao = __shfl_xor_sync(0xffffffffu, acc[g][j], o);
+        acc[g][j] = acc[g][j] * ca + ao * cb;
+      }
+      m[g] = mn;
+    }
+  }
+  // Merge warps through shared memory: warp w's lanes 0..kLanesPerKey-1 hold its state.
+  __shared__ float s_acc[kWarps][kMaxG][HD];
+  __shared__ float s_m[kWarps][kMaxG], s_l[kWarps][kMaxG];
+  if (sub == 0) {
+#pragma unroll
+    for (int g = 0; g < kMaxG; ++g) {
+      if (g >= ng) continue;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s_acc[warp][g][sl * 8 + j] = acc[g][j];
+      if (sl == 0) {
+        s_m[warp][g] = m[g];
+        s_l[warp][g] = l[g];
+      }
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < ng * HD; e += blockDim.x) {
+    const int g = e / HD, d = e % HD;
+    float mx = kNoScore;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, s_m[w][g]);
+    float o = 0.f, lsum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float c = exp2f(s_m[w][g] - mx);
+      o += s_acc[w][g][d] * c;
+      lsum += s_l[w][g] * c;
+    }
+    float* dst = scratch + ((int64_t(item) * n_heads + head0 + g) * n_parts + blockIdx.x) * (HD + 2);
+    dst[d] = o;
+    if (d == 0) {
+      dst[HD] = mx;
+      dst[HD + 1] = lsum;
+    }
+  }
+}
+
+// Merges the partitions of each (item, head): out = sum_p o_p 2^(m_p - M) / sum_p l_p 2^(m_p - M).
+template <int HD>
+__global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep st, int n_heads, int part, int n_parts,
+                                    bf16* __restrict__ out) {
+  const int item = blockIdx.x, h = blockIdx.y;
+  const int t = st.decode_tokens[item];
+  const int valid = (st.positions[t] + 1 + part - 1) / part;
+  const float* base = scratch + (int64_t(item) * n_heads + h) * n_parts * (HD + 2);
+  float mx = kNoScore;
+  for (int p = 0; p < valid; ++p) mx = fmaxf(mx, base[p * (HD + 2) + HD]);
+  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+    float o = 0.f, lsum = 0.f;
+    for (int p = 0; p < valid; ++p) {
+      const float* s = base + p * (HD + 2);
+      const float c = exp2f(s[HD] - mx);
+      o += s[d] * c;
+      lsum += s[HD + 1] * c;
+    }
+    out[(int64_t(t) * n_heads + h) * HD + d] = __float2bfloat16_rn(o / lsum);
+  }
+}
+
+template <int HD>
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float* scratch,
+            int n_sms, cudaStream_t s) {
+  const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
+  dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
+  decode_partition_kernel<HD><<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads,
+                                                           scale * kLog2e, sp.part, sp.n_parts, scratch);
+  GRETA_CUDA_LAUNCH_CHECK();
+  decode_merge_kernel<HD><<<dim3(unsigned(st.n_decode), unsigned(n_heads)), HD, 0, s>>>(scratch, st, n_heads, sp.part,
+                                                                                       sp.n_parts, out);
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+bool attention_head_dim_supported(int hd) { return hd == 64 || hd == 128 || hd == 256; }
+
+size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms) {
+  if (st.n_decode == 0) return 0;
+  const Split sp = plan_split(st, n_heads, n_kv_heads, n_sms);
+  return size_t(st.n_decode) * n_heads * sp.n_parts * (head_dim + 2);
+}
+
+void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+                      float* scratch, int n_sms, cudaStream_t s) {
+  if (st.n_decode == 0) return;
+  switch (kv.head_dim) {
+    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
+    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
+    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
+    default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
+  }
+}
+
+}  // namespace greta::cuda

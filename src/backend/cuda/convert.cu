@@ -1,0 +1,128 @@
+// Weight conversion at upload: plain (F32/F16/BF16) and GGUF block formats (Q8_0, Q4_0,
+// Q4_1, Q4_K, Q6_K) -> bf16, on the GPU, so a 7B GGUF loads at PCIe speed rather than at
+// single-thread host dequantization speed. The block layouts are GGML's, byte for byte
+// (see core/quant_blocks.h); each formula mirrors greta::dequantize_row, which the GPU tests
+// compare against. Blocks may be only 2-byte aligned (34-byte Q8_0 blocks), so scales are
+// read as 16-bit words and quants as bytes.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace greta::cuda {
+namespace {
+
+__device__ __forceinline__ float h2f(const uint8_t* p) {  // fp16 stored little-endian at p
+  const uint16_t bits = uint16_t(p[0]) | uint16_t(p[1]) << 8;
+  return __half2float(__ushort_as_half(bits));
+}
+
+// One thread per 32-value group (a Q8_0/Q4_0/Q4_1 block, or a 32-value sub-block of Q4_K).
+__global__ void dequant32_kernel(DType t, const uint8_t* __restrict__ src, bf16* __restrict__ dst, int64_t n_groups) {
+  const int64_t gidx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (gidx >= n_groups) return;
+  bf16* y = dst + gidx * 32;
+  if (t == DType::Q8_0) {
+    const uint8_t* b = src + gidx * 34;
+    const float d = h2f(b);
+    for (int i = 0; i < 32; ++i) y[i] = __float2bfloat16_rn(d * float(int8_t(b[2 + i])));
+  } else if (t == DType::Q4_0) {
+    const uint8_t* b = src + gidx * 18;
+    const float d = h2f(b);
+    for (int i = 0; i < 16; ++i) {
+      y[i] = __float2bfloat16_rn(d * float(int(b[2 + i] & 15) - 8));
+      y[i + 16] = __float2bfloat16_rn(d * float(int(b[2 + i] >> 4) - 8));
+    }
+  } else if (t == DType::Q4_1) {
+    const uint8_t* b = src + gidx * 20;
+    const float d = h2f(b), m = h2f(b + 2);
+    for (int i = 0; i < 16; ++i) {
+      y[i] = __float2bfloat16_rn(d * float(b[4 + i] & 15) + m);
+      y[i + 16] = __float2bfloat16_rn(d * float(b[4 + i] >> 4) + m);
+    }
+  } else if (t == DType::Q4_K) {
+    // Sub-block j of super-block sb: value = d*sc*q - dmin*mn, q = nibble (low for even j).
+    const int64_t sb = gidx / 8;
+    const int j = int(gidx % 8);
+    const uint8_t* b = src + sb * 144;
+    const float d = h2f(b), dmin = h2f(b + 2);
+    const uint8_t* s = b + 4;
+    int sc, mn;
+    if (j < 4) {
+      sc = s[j] & 63;
+      mn = s[j + 4] & 63;
+    } else {
+      sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+      mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+    const float ds = d * float(sc), dm = dmin * float(mn);
+    const uint8_t* q = b + 16 + 32 * (j / 2);
+    const int shift = (j % 2) * 4;
+    for (int l = 0; l < 32; ++l) y[l] = __float2bfloat16_rn(ds * float((q[l] >> shift) & 15) - dm);
+  }
+}
+
+// Q6_K: one thread per (super-block, half h, l in 0..31) writes values 128h + l + {0,32,64,96}.
+__global__ void dequant_q6k_kernel(const uint8_t* __restrict__ src, bf16* __restrict__ dst, int64_t n_threads) {
+  const int64_t tid = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (tid >= n_threads) return;
+  const int64_t sb = tid / 64;
+  const int h = int(tid % 64) / 32, l = int(tid % 32);
+  const uint8_t* b = src + sb * 210;
+  const uint8_t* ql = b + 64 * h;
+  const uint8_t* qh = b + 128 + 32 * h;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192) + 8 * h;
+  const float d = h2f(b + 208);
+  const int is = l / 16;
+  const int q1 = int((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
+  const int q2 = int((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+  const int q3 = int((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+  const int q4 = int((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+  bf16* y = dst + sb * 256 + 128 * h;
+  y[l] = __float2bfloat16_rn(d * float(sc[is]) * float(q1));
+  y[l + 32] = __float2bfloat16_rn(d * float(sc[is + 2]) * float(q2));
+  y[l + 64] = __float2bfloat16_rn(d * float(sc[is + 4]) * float(q3));
+  y[l + 96] = __float2bfloat16_rn(d * float(sc[is + 6]) * float(q4));
+}
+
+__global__ void plain_kernel(DType t, const void* __restrict__ src, bf16* __restrict__ dst, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (t == DType::F32) dst[i] = __float2bfloat16_rn(static_cast<const float*>(src)[i]);
+    else if (t == DType::F16) dst[i] = __float2bfloat16_rn(__half2float(static_cast<const __half*>(src)[i]));
+    else dst[i] = static_cast<const bf16*>(src)[i];
+  }
+}
+
+unsigned blocks_for(int64_t n, int per) { return unsigned((n + per - 1) / per); }
+
+}  // namespace
+
+bool convert_supported(DType t) {
+  switch (t) {
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
+    case DType::Q4_1: case DType::Q4_K: case DType::Q6_K: return true;
+    default: return false;
+  }
+}
+
+void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  const auto* b = static_cast<const uint8_t*>(src);
+  switch (t) {
+    case DType::F32: case DType::F16: case DType::BF16:
+      plain_kernel<<<std::min<unsigned>(blocks_for(n, 256), 132 * 16), 256, 0, s>>>(t, src, dst, n);
+      break;
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q4_K:
+      dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32);
+      break;
+    case DType::Q6_K:
+      dequant_q6k_kernel<<<blocks_for(n / 256 * 64, 128), 128, 0, s>>>(b, dst, n / 256 * 64);
+      break;
+    default:
+      throw Error("CUDA upload: cannot convert weights of type " + std::string(dtype_name(t)) + " to bf16");
+  }
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,184 @@
+// Decode GEMV: out [n, m] = x [n, k] @ w [m, k]^T for n <= 8 tokens, bf16 in, fp32 accumulate.
+//
+// Why tensor cores for a bandwidth-bound op: at n = 8 a CUDA-core version needs 8 FMAs plus
+// 8 bf16->f32 conversions per weight element, which at 3 TB/s (1.5 G elements/us) is close to
+// the H100's FP32 issue rate; one mma.m16n8k16 does 16 rows x 8 tokens x 16 k in one
+// instruction, so the math disappears and only the memory stream is left.
+//
+// Layout trick: a dot product does not care in which order k is summed, so each lane loads
+// 16 contiguous bytes (8 values) of a weight row and of an x row, and we *define* the mma's
+// logical k order to match those registers instead of shuffling data into the documented
+// fragment order. For m16n8k16 (row.col) lane L = 4g + t holds
+//   A: a0 = (row g,   k 2t..2t+1)  a1 = (row g+8, k 2t..2t+1)
+//      a2 = (row g,   k 2t+8..9)   a3 = (row g+8, k 2t+8..9)
+//   B: b0 = (k 2t..2t+1, col g)    b1 = (k 2t+8..9, col g)
+//   C: c0,c1 = (row g, cols 2t, 2t+1)   c2,c3 = (row g+8, cols 2t, 2t+1)
+// With W0 = w[row g][8t .. 8t+8) as four bf16x2 words and X = x[token g][8t .. 8t+8), mma #1
+// takes (W0.x, W8.x, W0.y, W8.y) x (X.x, X.y) and mma #2 the .z/.w words: A and B see the same
+// actual k for every logical k, and the 4 lanes t = 0..3 cover a 32-wide k chunk exactly once.
+//
+// Work split: a block owns 16 rows; its 8 warps interleave over the 32-wide k chunks (so at
+// any moment the block streams 8 adjacent chunks = 512 contiguous bytes of each row) and
+// reduce through shared memory at the end. Each lane keeps UNROLL chunks x 2 rows of 16-byte
+// loads in flight; weights are read with ld.global.nc.L1::no_allocate (streamed once, never
+// reused) so L1 keeps x, which every warp re-reads.
+#include <cuda_bf16.h>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace greta::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kRowsPerBlock = 16;
+
+// Both loads and the mma are `asm volatile` on purpose: volatile asm keeps its program order,
+// which pins all UNROLL x 3 loads of an iteration ahead of the first mma. Without it ptxas
+// interleaves loads with the (serially dependent) mmas and only ~4 loads are in flight when
+// the first mma stalls on its operands (seen in the SASS of the first version).
+__device__ __forceinline__ uint4 ld_stream(const void* p) {  // read-once data: skip L1
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by every warp, keep in L1
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8, k % 8 == 0, rows 16-byte aligned.
+template <int UNROLL>
+__global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __restrict__ x,
+                                                                 const bf16* __restrict__ w,
+                                                                 const float* __restrict__ bias,
+                                                                 bf16* __restrict__ out, int n,
+                                                                 int64_t m, int64_t k) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
+  // Rows past m load row m-1 (valid memory) and their results are dropped at the store.
+  const int64_t ra = min(row0 + g, m - 1), rb = min(row0 + g + 8, m - 1);
+  const bf16* wa = w + ra * k + 8 * t;
+  const bf16* wb = w + rb * k + 8 * t;
+  // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
+  // which is dropped at the store, so the main loop needs no masks.
+  const bf16* xr = x + int64_t(min(g, n - 1)) * k + 8 * t;
+  // Two accumulator sets (even/odd u) halve the length of the dependent mma chain.
+  float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};
+  // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
+  const int64_t full = k / 32;
+  int64_t c0 = warp;
+  for (; c0 + int64_t(UNROLL - 1) * kWarps < full; c0 += int64_t(kWarps) * UNROLL) {
+    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      const int64_t off = 32 * (c0 + int64_t(u) * kWarps);
+      va[u] = ld_stream(wa + off);
+      vb[u] = ld_stream(wb + off);
+      vx[u] = ld_cached(xr + off);
+    }
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+      mma_bf16(u % 2 ? acc2 : acc, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u].x, vx[u].y);
+      mma_bf16(u % 2 ? acc2 : acc, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u].z, vx[u].w);
+    }
+  }
+  // Tail: the remaining chunks one at a time; the last may be partial (k % 32 != 0). A lane's
+  // 8-value granule at 32c + 8t is whole or absent since k % 8 == 0; absent ones count as 0.
+  const int64_t n_chunks = (k + 31) / 32;
+  for (; c0 < n_chunks; c0 += kWarps) {
+    const int64_t off = 32 * c0;
+    const bool ok = off + 8 * t < k;
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    const uint4 va = ok ? ld_stream(wa + off) : z;
+    const uint4 vb = ok ? ld_stream(wb + off) : z;
+    const uint4 vx = ok ? ld_cached(xr + off) : z;
+    mma_bf16(acc, va.x, vb.x, va.y, vb.y, vx.x, vx.y);
+    mma_bf16(acc, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
+  }
+  // Cross-warp reduction: red[warp][j][lane], summed by the first 128 threads.
+  __shared__ float red[kWarps][4][32];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) red[warp][j][lane] = acc[j] + acc2[j];
+  __syncthreads();
+  if (threadIdx.x < 128) {
+    const int j = threadIdx.x / 32, l = threadIdx.x % 32;
+    float s = 0.f;
+#pragma unroll
+    for (int v = 0; v < kWarps; ++v) s += red[v][j][l];
+    const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
+    const int tok = 2 * (l % 4) + (j & 1);
+    if (row < m && tok < n) {
+      if (bias) s += bias[row];
+      out[int64_t(tok) * m + row] = __float2bfloat16_rn(s);
+    }
+  }
+}
+
+// Any shape, any alignment: one warp per (row, token). Used only off the fast path.
+__global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                     const float* __restrict__ bias, bf16* __restrict__ out, int n,
+                                     int64_t m, int64_t k) {
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int tok = blockIdx.y, lane = threadIdx.x % 32;
+  if (row >= m) return;
+  const bf16* wr = w + row * k;
+  const bf16* xr = x + int64_t(tok) * k;
+  float s = 0.f;
+  for (int64_t i = lane; i < k; i += 32) s += __bfloat162float(wr[i]) * __bfloat162float(xr[i]);
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (lane == 0) out[int64_t(tok) * m + row] = __float2bfloat16_rn(s + (bias ? bias[row] : 0.f));
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+template <int UNROLL>
+void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
+                cudaStream_t s) {
+  const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
+  gemv_mma_kernel<UNROLL><<<unsigned(blocks), kWarps * 32, 0, s>>>(x, w, bias, out, n, m, k);
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m,
+                  int64_t k, cudaStream_t s) {
+  if (m <= 0 || n <= 0) return;
+  const bool fast = n <= kGemvMaxTokens && k % 8 == 0 && k > 0 && aligned16(x) && aligned16(w);
+  if (!fast || unroll == 0) {
+    const int warps = 8;
+    dim3 grid(unsigned((m + warps - 1) / warps), unsigned(n));
+    gemv_fallback_kernel<<<grid, warps * 32, 0, s>>>(x, w, bias, out, n, m, k);
+    GRETA_CUDA_LAUNCH_CHECK();
+    return;
+  }
+  switch (unroll) {
+    case 2: launch_mma<2>(x, w, bias, out, n, m, k, s); break;
+    case 8: launch_mma<8>(x, w, bias, out, n, m, k, s); break;
+    default: launch_mma<4>(x, w, bias, out, n, m, k, s); break;
+  }
+}
+
+void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
+          cudaStream_t s) {
+  gemv_variant(4, x, w, bias, out, n, m, k, s);
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,139 @@
+// rope_kv_write + paged attention vs the CPU backend: GQA, several sequences of different
+// lengths, shuffled (non-contiguous) block tables, prompt steps, decode steps, mixed steps
+// with a chunked prompt, both RoPE pairings, contexts up to 4096.
+#include <algorithm>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+
+namespace greta::gputest {
+namespace {
+
+struct AttnCase {
+  int n_heads, n_kv, hd;
+  bool neox;
+};
+
+// Runs the same steps on both backends and compares q after RoPE and the attention output.
+class AttentionRunner {
+ public:
+  AttentionRunner(Backend& gpu, Backend& cpu, AttnCase c, int n_blocks, uint32_t seed)
+      : gpu_(gpu), cpu_(cpu), c_(c), rng_(seed) {
+    KVCacheDesc d;
+    d.n_layers = 2;
+    d.n_blocks = n_blocks;
+    d.block_size = kBlock;
+    d.n_kv_heads = c.n_kv;
+    d.head_dim = c.hd;
+    kvg_ = gpu.alloc_kv(d);
+    kvc_ = cpu.alloc_kv(d);
+    // Blocks handed out in a shuffled order so every table is non-contiguous.
+    free_.resize(size_t(n_blocks));
+    std::iota(free_.begin(), free_.end(), 0);
+    std::shuffle(free_.begin(), free_.end(), rng_);
+    rope_.neox = c.neox;
+    for (int i = 0; i < c.hd / 2; ++i) rope_.inv_freq.push_back(std::pow(10000.f, -2.f * i / float(c.hd)));
+  }
+
+  int add_seq() {
+    tables_.emplace_back();
+    lens_.push_back(0);
+    return int(lens_.size()) - 1;
+  }
+
+  // One step: new_tokens[s] tokens for sequence s (0 = not in this step). check_attn = false
+  // only fills the caches (for long contexts whose CPU prefill attention would be slow).
+  void step(const std::vector<int>& new_tokens, const std::string& what, bool check_attn = true, int layer = 1) {
+    Batch b;
+    for (size_t s = 0; s < new_tokens.size(); ++s) {
+      if (new_tokens[s] == 0) continue;
+      SeqSlice sl;
+      sl.seq_id = int32_t(s);
+      sl.token_begin = b.n_tokens();
+      sl.n_tokens = new_tokens[s];
+      sl.n_past = lens_[s];
+      const int len = lens_[s] + new_tokens[s];
+      while (int(tables_[s].size()) * kBlock < len) {
+        tables_[s].push_back(free_.back());
+        free_.pop_back();
+      }
+      sl.block_table = tables_[s];
+      for (int i = 0; i < new_tokens[s]; ++i) b.tokens.push_back(0);
+      b.seqs.push_back(sl);
+      lens_[s] = len;
+    }
+    const StepPlan plan = StepPlan::build(b, kBlock);
+    const int64_t n = b.n_tokens();
+    const int64_t qw = int64_t(c_.n_heads) * c_.hd, kw = int64_t(c_.n_kv) * c_.hd;
+    const auto qv = random_values(size_t(n * qw), 1.f, rng_);
+    const auto kv = random_values(size_t(n * kw), 1.f, rng_);
+    const auto vv = random_values(size_t(n * kw), 1.f, rng_);
+    Tensor qg = make_tensor(gpu_, n, qw, qv), kg = make_tensor(gpu_, n, kw, kv), vg = make_tensor(gpu_, n, kw, vv);
+    Tensor qc = make_tensor(cpu_, n, qw, qv), kc = make_tensor(cpu_, n, kw, kv), vc = make_tensor(cpu_, n, kw, vv);
+    gpu_.begin_step(plan);
+    cpu_.begin_step(plan);
+    gpu_.rope_kv_write(qg, kg, vg, rope_, *kvg_, layer);
+    cpu_.rope_kv_write(qc, kc, vc, rope_, *kvc_, layer);
+    const std::string tag = what + " h=" + std::to_string(c_.n_heads) + "/" + std::to_string(c_.n_kv) +
+                            " hd=" + std::to_string(c_.hd) + (c_.neox ? " neox" : " adj");
+    report("rope q " + tag, rel_err(read(gpu_, qg), read(cpu_, qc)), kBf16Tol);
+    if (check_attn) {
+      Tensor og = gpu_.alloc(n, qw), oc = cpu_.alloc(n, qw);
+      poison(og);
+      const float scale = 1.f / std::sqrt(float(c_.hd));
+      gpu_.attention(qg, *kvg_, layer, c_.n_heads, scale, og);
+      cpu_.attention(qc, *kvc_, layer, c_.n_heads, scale, oc);
+      report("attention " + tag, rel_err(read(gpu_, og), read(cpu_, oc)), 2 * kBf16Tol);
+      gpu_.free(og), cpu_.free(oc);
+    }
+    for (Tensor* t : {&qg, &kg, &vg}) gpu_.free(*t);
+    for (Tensor* t : {&qc, &kc, &vc}) cpu_.free(*t);
+  }
+
+ private:
+  static constexpr int kBlock = 16;
+  Backend& gpu_;
+  Backend& cpu_;
+  AttnCase c_;
+  std::mt19937 rng_;
+  std::unique_ptr<KVStorage> kvg_, kvc_;
+  RopeSpec rope_;
+  std::vector<int32_t> free_;
+  std::vector<std::vector<int32_t>> tables_;
+  std::vector<int> lens_;
+};
+
+using GpuAttention = GpuTest;
+
+TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
+  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
+                     AttnCase{16, 1, 64, true}}) {
+    AttentionRunner r(*gpu, *cpu, c, 512, 11);
+    const int a = r.add_seq(), b = r.add_seq(), s3 = r.add_seq();
+    (void)a, (void)b, (void)s3;
+    r.step({37, 1, 0}, "prompt 37 + prompt 1");           // two prompts, one of a single token
+    r.step({1, 1, 0}, "decode x2");                         // plain decode
+    r.step({1, 0, 577}, "decode + prompt 577");             // mixed prompt + decode
+    r.step({3, 1, 1}, "3-token + decode x2");               // multi-token (speculative-like) decode item
+    r.step({0, 200, 1}, "chunked prompt (n_past>0) + decode");
+  }
+}
+
+TEST_F(GpuAttention, LongContextDecode) {
+  // A 4096-token context: the cache is filled by prompt chunks (attention checked on the last
+  // chunk only), then decode steps split the context over many partitions.
+  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}}) {
+    AttentionRunner r(*gpu, *cpu, c, 600, 12);
+    r.add_seq();
+    r.add_seq();
+    r.step({2048, 100}, "fill 2048 + 100", false);
+    r.step({2047, 0}, "fill to 4095", false);
+    r.step({1, 1}, "decode ctx 4096 + ctx 101");
+    r.step({1, 300}, "decode ctx 4097 + prompt chunk at 101");
+  }
+}
+
+}  // namespace
+}  // namespace greta::gputest
