@@ -65,7 +65,7 @@ run() {  # run TARGET CORPUS MAX_LEN
   echo "== $1 for ${SECONDS_PER_TARGET}s"
   nice -n 10 "build-fuzz/$1" "fuzz-corpus/$2" -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
     -max_len="$3" -timeout=10 -print_final_stats=1 -artifact_prefix=fuzz-corpus/crashes/"$1"- 2>&1 |
-    sed -E '/^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)/d; /Recommended dictionary/,/End of recommended dictionary/d'
+    sed -E '/^#[0-9]+[[:space:]]+(NEW|REDUCE|pulse)/d; /NEW_FUNC/d; /Recommended dictionary/,/End of recommended dictionary/d'
   return "${PIPESTATUS[0]}"
 }
 status=0
