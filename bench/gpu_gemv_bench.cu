@@ -176,7 +176,7 @@ int main() {
         GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));
         std::vector<float> href(size_t(n * sh.m));
         GRETA_CUDA_CHECK(cudaMemcpy(href.data(), ref, href.size() * 4, cudaMemcpyDeviceToHost));
-        for (int unroll : {2, 4, 8}) {
+        for (int unroll : {2, 4, 104, 108}) {
           GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, size_t(n * sh.m) * 2, cs));  // poison: NaN bf16
           greta::cuda::gemv_variant(unroll, x, ws[0], nullptr, out, n, sh.m, sh.k, cs);
           GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));

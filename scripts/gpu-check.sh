@@ -42,7 +42,7 @@ if has build; then
     ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} > "$LOG/configure.log" 2>&1 ||
     { echo "configure failed"; tail -30 "$LOG/configure.log"; exit 1; }
   targets="greta_cuda"
-  ls tests/gpu/*.cpp tests/gpu/*.cu > /dev/null 2>&1 && targets="$targets greta_gpu_tests"
+  compgen -G "tests/gpu/*.cpp" > /dev/null && targets="$targets greta_gpu_tests"
   for b in bench/gpu_*.cu; do [ -f "$b" ] && targets="$targets $(basename "${b%.cu}")"; done
   echo "== build: $targets"
   # shellcheck disable=SC2086

@@ -23,7 +23,8 @@ constexpr int kGemvMaxTokens = 8;
 // simple fallback otherwise (correct, not fast).
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s);
-// Explicit variants for the benchmark: unroll = 16-byte loads in flight per row per lane.
+// Explicit variants for the benchmark: unroll = 2/4/8 register loads in flight per row per lane,
+// 104/108 = cp.async pipeline of 4/8 stages.
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
                   int64_t m, int64_t k, cudaStream_t s);
 
