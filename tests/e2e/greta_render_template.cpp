@@ -1,0 +1,27 @@
+// greta_render_template: reads {"template", "messages", "add_generation_prompt", "bos_token",
+// "eos_token", ...more variables} as JSON on stdin and prints the rendering on stdout, for
+// tests/e2e/test_chat_template_parity.py. A template error prints "error: <message>" on stderr
+// and exits 1.
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "chat/chat_template.h"
+#include "core/error.h"
+
+int main() {
+  try {
+    std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    nlohmann::json req = nlohmann::json::parse(input);
+    if (!req.is_object() || !req.contains("template") || !req["template"].is_string())
+      throw greta::Error("input must be a JSON object with a string \"template\"");
+    greta::ChatTemplate t = greta::ChatTemplate::parse(req["template"].get<std::string>());
+    req.erase("template");
+    std::cout << t.render_json(req);
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
