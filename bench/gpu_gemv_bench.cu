@@ -49,16 +49,16 @@ __global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* si
 }
 
 template <class F>
-double median_ms(F&& launch, int reps, int inner) {
+double median_ms(F&& launch, int reps, int inner, cudaStream_t s = nullptr) {
   cudaEvent_t a, b;
   GRETA_CUDA_CHECK(cudaEventCreate(&a));
   GRETA_CUDA_CHECK(cudaEventCreate(&b));
   for (int i = 0; i < 3; ++i) launch(i);  // warm-up
   std::vector<double> t;
   for (int r = 0; r < reps; ++r) {
-    GRETA_CUDA_CHECK(cudaEventRecord(a));
+    GRETA_CUDA_CHECK(cudaEventRecord(a, s));
     for (int i = 0; i < inner; ++i) launch(r * inner + i);
-    GRETA_CUDA_CHECK(cudaEventRecord(b));
+    GRETA_CUDA_CHECK(cudaEventRecord(b, s));
     GRETA_CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
     GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
@@ -176,7 +176,7 @@ int main() {
         GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));
         std::vector<float> href(size_t(n * sh.m));
         GRETA_CUDA_CHECK(cudaMemcpy(href.data(), ref, href.size() * 4, cudaMemcpyDeviceToHost));
-        for (int unroll : {2, 4, 104, 108}) {
+        for (int unroll : {2, 4, 104, 202, 208, 216}) {
           GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, size_t(n * sh.m) * 2, cs));  // poison: NaN bf16
           greta::cuda::gemv_variant(unroll, x, ws[0], nullptr, out, n, sh.m, sh.k, cs);
           GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));
@@ -193,7 +193,7 @@ int main() {
           all_ok = all_ok && ok;
           const double ms_stream = median_ms([&](int i) {
             greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, cs);
-          }, 15, 20);
+          }, 15, 20, cs);
           const double ms = median_graph_ms([&](int i) {
             greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, cs);
           }, cs, 15, 40);
@@ -222,6 +222,46 @@ int main() {
       GRETA_CUDA_CHECK(cudaFree(out));
       GRETA_CUDA_CHECK(cudaFree(ref));
       for (void* p : owned) GRETA_CUDA_CHECK(cudaFree(p));
+    }
+    // A Llama-2-7B layer's seven GEMVs back to back (q, k, v, o, gate, up, down), over 4
+    // layers' worth of distinct weights: what a decode step streams, kernel boundaries included.
+    {
+      struct L { int64_t m, k; };
+      const L layer[] = {{4096, 4096}, {4096, 4096}, {4096, 4096}, {4096, 4096}, {11008, 4096}, {11008, 4096}, {4096, 11008}};
+      const int n_layers = 4;
+      std::vector<void*> wl;
+      double bytes = 0;
+      for (int l = 0; l < n_layers; ++l)
+        for (const L& g : layer) {
+          void* p;
+          GRETA_CUDA_CHECK(cudaMalloc(&p, size_t(g.m * g.k) * 2));
+          fill_random<<<4096, 256>>>(static_cast<bf16*>(p), g.m * g.k, 1000 + uint32_t(wl.size()), 0.2f);
+          GRETA_CUDA_LAUNCH_CHECK();
+          wl.push_back(p);
+          bytes += double(g.m * g.k) * 2;
+        }
+      bf16 *xa, *xb;
+      GRETA_CUDA_CHECK(cudaMalloc(&xa, 8 * 11008 * 2));
+      GRETA_CUDA_CHECK(cudaMalloc(&xb, 8 * 11008 * 2));
+      fill_random<<<256, 256>>>(xa, 8 * 11008, 5, 1.f);
+      GRETA_CUDA_LAUNCH_CHECK();
+      GRETA_CUDA_CHECK(cudaDeviceSynchronize());
+      for (int variant : {2, 202, 208, 216})
+        for (int n : {1, 8}) {
+          const double ms = median_graph_ms([&](int) {
+            size_t wi = 0;
+            for (int l = 0; l < n_layers; ++l)
+              for (const L& g : layer)
+                greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k, cs);
+          }, cs, 15, 1);
+          const double gbs = bytes / (ms * 1e6);
+          std::printf("{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b\",\"layers\":%d,"
+                      "\"variant\":%d,\"n\":%d,\"us_per_layer\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
+                      dev.c_str(), n_layers, variant, n, ms * 1e3 / n_layers, gbs, 100.0 * gbs / copy_gbs);
+        }
+      for (void* p : wl) GRETA_CUDA_CHECK(cudaFree(p));
+      GRETA_CUDA_CHECK(cudaFree(xa));
+      GRETA_CUDA_CHECK(cudaFree(xb));
     }
     GRETA_CUDA_CHECK(cublasDestroy(blas));
     GRETA_CUDA_CHECK(cudaStreamDestroy(cs));

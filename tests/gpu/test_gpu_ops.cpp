@@ -150,6 +150,38 @@ TEST_F(GpuOps, EmbedAndGatherRows) {
   gpu->free(og), gpu->free(gg), cpu->free(oc), cpu->free(gc);
 }
 
+TEST_F(GpuOps, ChainedOpsSeeEachOthersResults) {
+  // A decode-shaped chain (norm -> matmul -> silu_mul -> matmul -> add) with no host sync in
+  // between: catches a kernel that starts reading its input before the previous one finished
+  // (the GEMV may be launched early with programmatic dependent launch).
+  std::mt19937 rng(9);
+  const int64_t dim = 576, ffn = 1536;
+  for (int64_t n : {1, 5}) {
+    const auto xv = random_values(size_t(n * dim), 2.f, rng);
+    HostWeight norm(DType::F32, {dim}, random_values(size_t(dim), 1.f, rng));
+    HostWeight w1(DType::BF16, {ffn, dim}, random_values(size_t(ffn * dim), 0.1f, rng));
+    HostWeight w3(DType::BF16, {ffn, dim}, random_values(size_t(ffn * dim), 0.1f, rng));
+    HostWeight w2(DType::BF16, {dim, ffn}, random_values(size_t(ffn * dim), 0.1f, rng));
+    std::vector<float> outs[2];
+    for (int which = 0; which < 2; ++which) {
+      Backend& b = which == 0 ? *gpu : *cpu;
+      auto wn = b.upload(norm.t), a = b.upload(w1.t), c = b.upload(w3.t), d = b.upload(w2.t);
+      Tensor x = make_tensor(b, n, dim, xv), h = b.alloc(n, dim), g = b.alloc(n, ffn), u = b.alloc(n, ffn);
+      for (int rep = 0; rep < 3; ++rep) {  // x accumulates: each round depends on the last
+        b.rms_norm(x, *wn, 1e-5f, h);
+        b.matmul(h, *a, nullptr, g);
+        b.matmul(h, *c, nullptr, u);
+        b.silu_mul(g, u, g);
+        b.matmul(g, *d, nullptr, h);
+        b.add(x, h, x);
+      }
+      outs[which] = read(b, x);
+      for (Tensor* t : {&x, &h, &g, &u}) b.free(*t);
+    }
+    report("chain norm/matmul/silu/matmul/add x3 n=" + std::to_string(n), rel_err(outs[0], outs[1]), 2 * kBf16Tol);
+  }
+}
+
 TEST_F(GpuOps, ShapeMismatchThrows) {
   std::mt19937 rng(8);
   HostWeight w(DType::BF16, {7, 64}, random_values(7 * 64, 1.f, rng));

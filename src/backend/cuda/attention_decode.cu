@@ -19,6 +19,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -194,6 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
 template <int HD>
 __global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep st, int n_heads, int part, int n_parts,
                                     bf16* __restrict__ out) {
+  pdl_allow_dependents();
   const int item = blockIdx.x, h = blockIdx.y;
   const int t = st.decode_tokens[item];
   const int valid = (st.positions[t] + 1 + part - 1) / part;

@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -18,6 +19,7 @@ struct SiluMulOp {  // silu(g) * u = g / (1 + e^-g) * u
 
 template <class Op>
 __global__ void binary_vec8(const uint4* a, const uint4* b, uint4* out, int64_t n8, Op op) {
+  pdl_allow_dependents();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
     uint4 va = a[i], vb = b[i], vo;
     const bf16* pa = reinterpret_cast<const bf16*>(&va);

@@ -5,12 +5,14 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
 
 __global__ void gather_vec8(const uint4* __restrict__ table, const int32_t* __restrict__ idx, uint4* __restrict__ out,
                             int64_t cols8) {
+  pdl_allow_dependents();
   const uint4* src = table + int64_t(idx[blockIdx.x]) * cols8;
   uint4* dst = out + int64_t(blockIdx.x) * cols8;
   for (int64_t i = threadIdx.x; i < cols8; i += blockDim.x) dst[i] = src[i];

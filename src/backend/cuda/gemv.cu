@@ -62,7 +62,12 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8, k % 8 == 0, rows 16-byte aligned.
-template <int UNROLL>
+// PREFETCH > 0: launched with programmatic dependent launch (PDL). The kernel lets its own
+// successor launch early, prefetches the first PREFETCH chunks of its weight rows into L2 --
+// weights never depend on the previous kernel -- and only then waits for the previous grid
+// (griddepcontrol.wait) before touching x or out. This hides the ~3 us ramp/drain that every
+// kernel boundary otherwise costs (measured: time = 3 us + bytes / 3.96 TB/s on H200).
+template <int UNROLL, int PREFETCH>
 __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __restrict__ x,
                                                                  const bf16* __restrict__ w,
                                                                  const float* __restrict__ bias,
@@ -78,6 +83,18 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
   // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
   // which is dropped at the store, so the main loop needs no masks.
   const bf16* xr = x + int64_t(min(g, n - 1)) * k + 8 * t;
+  if constexpr (PREFETCH > 0) {
+    asm volatile("griddepcontrol.launch_dependents;");
+#pragma unroll
+    for (int i = 0; i < PREFETCH; ++i) {
+      const int64_t off = 32 * (warp + int64_t(i) * kWarps);
+      if (off + 8 * t < k) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + off));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + off));
+      }
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+  }
   // Two accumulator sets (even/odd u) halve the length of the dependent mma chain.
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
@@ -226,14 +243,31 @@ __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __r
   if (lane == 0) out[int64_t(tok) * m + row] = __float2bfloat16_rn(s + (bias ? bias[row] : 0.f));
 }
 
+// Production choice, from bench/NOTES.md: 2 register loads in flight per row and lane,
+// launched with PDL and an L2 prefetch of the first 8 chunks of each warp.
+constexpr int kGemvDefaultVariant = 208;
+
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-template <int UNROLL>
+template <int UNROLL, int PREFETCH>
 void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
                 cudaStream_t s) {
   const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  gemv_mma_kernel<UNROLL><<<unsigned(blocks), kWarps * 32, 0, s>>>(x, w, bias, out, n, m, k);
-  GRETA_CUDA_LAUNCH_CHECK();
+  if constexpr (PREFETCH == 0) {
+    gemv_mma_kernel<UNROLL, 0><<<unsigned(blocks), kWarps * 32, 0, s>>>(x, w, bias, out, n, m, k);
+    GRETA_CUDA_LAUNCH_CHECK();
+  } else {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(unsigned(blocks));
+    cfg.blockDim = dim3(kWarps * 32);
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_mma_kernel<UNROLL, PREFETCH>, x, w, bias, out, n, m, k));
+  }
 }
 
 template <int STAGES>
@@ -267,15 +301,18 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
   switch (unroll) {
     case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
-    case 2: launch_mma<2>(x, w, bias, out, n, m, k, s); break;
-    case 8: launch_mma<8>(x, w, bias, out, n, m, k, s); break;
-    default: launch_mma<4>(x, w, bias, out, n, m, k, s); break;
+    case 2: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;
+    case 4: launch_mma<4, 0>(x, w, bias, out, n, m, k, s); break;
+    case 202: launch_mma<2, 2>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
+    case 208: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
+    case 216: launch_mma<2, 16>(x, w, bias, out, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
+    default: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;
   }
 }
 
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s) {
-  gemv_variant(4, x, w, bias, out, n, m, k, s);
+  gemv_variant(kGemvDefaultVariant, x, w, bias, out, n, m, k, s);
 }
 
 }  // namespace greta::cuda

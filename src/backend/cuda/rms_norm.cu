@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -15,6 +16,7 @@ constexpr int kThreads = 256;
 template <bool kVec8>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const float* __restrict__ w,
                                                             float eps, bf16* out, int64_t dim) {
+  pdl_allow_dependents();
   const bf16* xr = x + blockIdx.x * dim;
   bf16* orow = out + blockIdx.x * dim;
   float ss = 0.f;

@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -14,6 +15,7 @@ __global__ void rope_kv_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const
                                int n_kv, int hd, const float* __restrict__ inv_freq, bool neox,
                                const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
                                bf16* __restrict__ kc, bf16* __restrict__ vc) {
+  pdl_allow_dependents();
   const int64_t t = blockIdx.x;
   const int half = hd / 2;
   const int pos = positions[t];
