@@ -13,7 +13,7 @@ ChatTemplate ChatTemplate::parse(const std::string& source) {
   return t;
 }
 
-std::string ChatTemplate::render_json(const nlohmann::json& variables) const {
+std::string ChatTemplate::render_json(const nlohmann::ordered_json& variables) const {
   if (!variables.is_object()) throw Error("chat template variables must be a JSON object");
   jinja::Dict vars;
   // apply_chat_template always passes these two, None when the caller gave none.
@@ -26,8 +26,8 @@ std::string ChatTemplate::render_json(const nlohmann::json& variables) const {
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                  const std::string& bos_token, const std::string& eos_token,
                                  const nlohmann::json& extra) const {
-  nlohmann::json vars = nlohmann::json::object();
-  nlohmann::json msgs = nlohmann::json::array();
+  nlohmann::ordered_json vars = nlohmann::ordered_json::object();
+  nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const auto& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
   vars["messages"] = std::move(msgs);
   vars["add_generation_prompt"] = add_generation_prompt;

@@ -33,8 +33,9 @@ class ChatTemplate {
                      const nlohmann::json& extra = {}) const;
 
   // Same with every variable given as JSON (messages with tool_calls, ...): `variables` must be
-  // an object; tools/documents default to None when absent.
-  std::string render_json(const nlohmann::json& variables) const;
+  // an object; tools/documents default to None when absent. Ordered JSON keeps each object's
+  // key order, which tojson prints (nlohmann::json sorts keys; `extra` above is rendered so).
+  std::string render_json(const nlohmann::ordered_json& variables) const;
 
   const std::string& source() const { return source_; }
 

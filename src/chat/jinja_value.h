@@ -46,7 +46,9 @@ struct Value {
   static Value make_dict(Dict d = {});
   static Value make_namespace(Dict d = {});
   static Value function(std::string name, std::shared_ptr<Value> self = nullptr);
+  // Objects keep the JSON's key order: pass nlohmann::ordered_json where order matters (tojson).
   static Value from_json(const nlohmann::json& j);
+  static Value from_json(const nlohmann::ordered_json& j);
 
   bool is_undefined() const { return kind == Kind::Undefined; }
   bool is_none() const { return kind == Kind::None; }

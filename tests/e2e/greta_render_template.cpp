@@ -13,7 +13,8 @@
 int main() {
   try {
     std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
-    nlohmann::json req = nlohmann::json::parse(input);
+    // ordered_json: tojson must print objects in the order the JSON gave them, as Python does.
+    nlohmann::ordered_json req = nlohmann::ordered_json::parse(input);
     if (!req.is_object() || !req.contains("template") || !req["template"].is_string())
       throw greta::Error("input must be a JSON object with a string \"template\"");
     greta::ChatTemplate t = greta::ChatTemplate::parse(req["template"].get<std::string>());
