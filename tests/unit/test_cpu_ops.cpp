@@ -1,0 +1,298 @@
+// CPU backend ops other than matmul, each against a plain double-precision reference written
+// here: embed, rms_norm, add, silu_mul, gather_rows, rope_kv_write (both pairings) and paged
+// attention (GQA, several sequences, non-contiguous block tables, prompt + decode in one step).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "core/quant_blocks.h"
+
+using namespace greta;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+Tensor upload_act(Backend& be, const std::vector<float>& v, int64_t rows, int64_t cols) {
+  Tensor t = be.alloc(rows, cols);
+  std::copy(v.begin(), v.end(), static_cast<float*>(t.data));
+  return t;
+}
+
+std::vector<float> download(Backend& be, Tensor t) {
+  std::vector<float> v(static_cast<size_t>(t.rows * t.cols));
+  be.to_host(t, v.data());
+  return v;
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<double>& want, double rel, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= rel * (std::fabs(want[i]) + 1e-2)) && bad++ < 5)
+      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", reference " << want[i];
+  EXPECT_EQ(bad, 0) << what;
+}
+
+}  // namespace
+
+TEST(CpuOps, Elementwise) {
+  for (int threads : {1, 2})
+    for (int64_t n : {1, 3, 37})
+      for (int64_t dim : {7, 576, 1536}) {
+        SCOPED_TRACE("threads " + std::to_string(threads) + " n " + std::to_string(n) + " dim " + std::to_string(dim));
+        auto be = make_cpu_backend(threads);
+        const auto a = randn(size_t(n * dim), 1, 3.0f), b = randn(size_t(n * dim), 2), w = randn(size_t(dim), 3);
+        HostTensor wt{"norm", DType::F32, {dim}, reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4};
+        auto wn = be->upload(wt);
+        Tensor ta = upload_act(*be, a, n, dim), tb = upload_act(*be, b, n, dim), to = be->alloc(n, dim);
+
+        std::vector<double> ref(a.size());
+        be->rms_norm(ta, *wn, 1e-5f, to);
+        for (int64_t r = 0; r < n; ++r) {
+          double ss = 0;
+          for (int64_t i = 0; i < dim; ++i) ss += double(a[r * dim + i]) * a[r * dim + i];
+          const double s = 1.0 / std::sqrt(ss / dim + 1e-5);
+          for (int64_t i = 0; i < dim; ++i) ref[r * dim + i] = a[r * dim + i] * s * w[i];
+        }
+        expect_close(download(*be, to), ref, 1e-5, "rms_norm");
+
+        be->add(ta, tb, to);
+        for (size_t i = 0; i < ref.size(); ++i) ref[i] = double(a[i]) + b[i];
+        expect_close(download(*be, to), ref, 1e-6, "add");
+
+        be->silu_mul(ta, tb, to);
+        for (size_t i = 0; i < ref.size(); ++i) ref[i] = double(a[i]) / (1.0 + std::exp(-double(a[i]))) * b[i];
+        expect_close(download(*be, to), ref, 2e-6, "silu_mul");
+
+        be->silu_mul(ta, tb, ta);  // out aliasing gate is allowed
+        expect_close(download(*be, ta), ref, 2e-6, "silu_mul in place");
+
+        be->free(ta);
+        be->free(tb);
+        be->free(to);
+      }
+}
+
+TEST(CpuOps, SiluExtremes) {
+  auto be = make_cpu_backend(1);
+  std::vector<float> g = {-1000.0f, -100.0f, -20.0f, 0.0f, 20.0f, 100.0f, 1000.0f, 3.5f, -3.5f};
+  std::vector<float> u(g.size(), 2.0f);
+  Tensor tg = upload_act(*be, g, 1, int64_t(g.size())), tu = upload_act(*be, u, 1, int64_t(u.size()));
+  be->silu_mul(tg, tu, tg);
+  const auto out = download(*be, tg);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double want = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * 2.0;
+    EXPECT_TRUE(std::isfinite(out[i])) << g[i];
+    EXPECT_NEAR(out[i], want, 1e-5 * std::fabs(want) + 1e-30) << g[i];
+  }
+  be->free(tg);
+  be->free(tu);
+}
+
+TEST(CpuOps, EmbedEveryDtypeAndGather) {
+  const int64_t vocab = 50, dim = 256;
+  const auto table = randn(size_t(vocab * dim), 9);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
+                   DType::Q6_K}) {
+    SCOPED_TRACE(dtype_name(dt));
+    std::vector<uint8_t> bytes(row_bytes(dt, dim) * vocab);
+    for (int64_t r = 0; r < vocab; ++r) quantize_row(dt, table.data() + r * dim, bytes.data() + r * row_bytes(dt, dim), dim);
+    HostTensor ht{"emb", dt, {vocab, dim}, bytes.data(), bytes.size()};
+    auto be = make_cpu_backend(2);
+    auto w = be->upload(ht);
+    const std::vector<int32_t> tok = {3, 0, 49, 3, 17};
+    Tensor out = be->alloc(int64_t(tok.size()), dim);
+    be->embed(*w, tok.data(), int(tok.size()), out);
+    const auto got = download(*be, out);
+    std::vector<float> want(static_cast<size_t>(dim));
+    for (size_t i = 0; i < tok.size(); ++i) {
+      dequantize_row(dt, bytes.data() + size_t(tok[i]) * row_bytes(dt, dim), want.data(), dim);
+      for (int64_t j = 0; j < dim; ++j) ASSERT_EQ(got[i * dim + j], want[size_t(j)]) << i << " " << j;
+    }
+    Tensor g = be->alloc(2, dim);
+    be->gather_rows(out, {4, 1}, g);
+    const auto gg = download(*be, g);
+    for (int64_t j = 0; j < dim; ++j) {
+      EXPECT_EQ(gg[j], got[4 * dim + j]);
+      EXPECT_EQ(gg[dim + j], got[1 * dim + j]);
+    }
+    const int32_t bad = 50;
+    EXPECT_THROW(be->embed(*w, &bad, 1, g.rows_slice(0, 1)), Error);
+    be->free(out);
+    be->free(g);
+  }
+}
+
+namespace {
+
+// Reference RoPE on one head in double.
+void rope_ref(std::vector<double>& x, int pos, const std::vector<float>& inv_freq, bool neox) {
+  const int half = int(inv_freq.size());
+  for (int i = 0; i < half; ++i) {
+    const double ang = double(pos) * inv_freq[size_t(i)], c = std::cos(ang), s = std::sin(ang);
+    const int ia = neox ? i : 2 * i, ib = neox ? i + half : 2 * i + 1;
+    const double a = x[size_t(ia)], b = x[size_t(ib)];
+    x[size_t(ia)] = a * c - b * s;
+    x[size_t(ib)] = a * s + b * c;
+  }
+}
+
+struct AttnCase {
+  int n_heads = 6, n_kv = 2, hd = 16, block_size = 4;
+  bool neox = false;
+  int threads = 1;
+};
+
+// Two steps: first fills the history of two sequences, then one step mixes a fresh prompt,
+// a decode token and a 2-token continuation. Returns the second step's attention output.
+std::vector<float> run_attention_case(const AttnCase& c) {
+  auto be = make_cpu_backend(c.threads);
+  KVCacheDesc d{2, 64, c.block_size, c.n_kv, c.hd};
+  auto kv = be->alloc_kv(d);
+  RopeSpec rope;
+  rope.neox = c.neox;
+  for (int i = 0; i < c.hd / 2; ++i) rope.inv_freq.push_back(float(1.0 / std::pow(10000.0, 2.0 * i / c.hd)));
+  const int qd = c.n_heads * c.hd, kd = c.n_kv * c.hd;
+  const int layer = 1;
+  // Reference cache: per sequence, per position, rotated K and V rows.
+  std::map<int, std::vector<std::vector<double>>> kref, vref;
+
+  auto step = [&](const Batch& b, uint32_t seed, bool check) {
+    const int n = b.n_tokens();
+    const StepPlan plan = StepPlan::build(b, c.block_size);
+    be->begin_step(plan);
+    const auto q = randn(size_t(n * qd), seed), k = randn(size_t(n * kd), seed + 1), v = randn(size_t(n * kd), seed + 2);
+    Tensor tq = upload_act(*be, q, n, qd), tk = upload_act(*be, k, n, kd), tv = upload_act(*be, v, n, kd);
+    be->rope_kv_write(tq, tk, tv, rope, *kv, layer);
+    // Reference rope of q and k; remember k/v per (seq, pos).
+    std::vector<double> qrot(q.size());
+    for (int t = 0; t < n; ++t) {
+      const int s = plan.token_seq[size_t(t)], pos = plan.positions[size_t(t)];
+      const int sid = b.seqs[size_t(s)].seq_id;
+      for (int h = 0; h < c.n_heads; ++h) {
+        std::vector<double> x(q.begin() + t * qd + h * c.hd, q.begin() + t * qd + (h + 1) * c.hd);
+        rope_ref(x, pos, rope.inv_freq, c.neox);
+        std::copy(x.begin(), x.end(), qrot.begin() + t * qd + h * c.hd);
+      }
+      std::vector<double> krow(static_cast<size_t>(kd)), vrow(v.begin() + t * kd, v.begin() + (t + 1) * kd);
+      for (int h = 0; h < c.n_kv; ++h) {
+        std::vector<double> x(k.begin() + t * kd + h * c.hd, k.begin() + t * kd + (h + 1) * c.hd);
+        rope_ref(x, pos, rope.inv_freq, c.neox);
+        std::copy(x.begin(), x.end(), krow.begin() + h * c.hd);
+      }
+      auto& ks = kref[sid];
+      auto& vs = vref[sid];
+      if (ks.size() <= size_t(pos)) ks.resize(size_t(pos) + 1), vs.resize(size_t(pos) + 1);
+      ks[size_t(pos)] = krow;
+      vs[size_t(pos)] = vrow;
+    }
+    expect_close(download(*be, tq), qrot, 1e-5, "rope q");
+    Tensor to = be->alloc(n, qd);
+    be->attention(tq, *kv, layer, c.n_heads, 1.0f / std::sqrt(float(c.hd)), to);
+    const auto out = download(*be, to);
+    if (check) {
+      std::vector<double> ref(out.size());
+      const int group = c.n_heads / c.n_kv;
+      for (int t = 0; t < n; ++t) {
+        const int sid = b.seqs[size_t(plan.token_seq[size_t(t)])].seq_id, pos = plan.positions[size_t(t)];
+        for (int h = 0; h < c.n_heads; ++h) {
+          const int g = h / group;
+          std::vector<double> sc(size_t(pos) + 1);
+          double mx = -1e300, sum = 0;
+          for (int j = 0; j <= pos; ++j) {
+            double dot = 0;
+            for (int i = 0; i < c.hd; ++i) dot += qrot[size_t(t * qd + h * c.hd + i)] * kref[sid][size_t(j)][size_t(g * c.hd + i)];
+            sc[size_t(j)] = dot / std::sqrt(double(c.hd));
+            mx = std::max(mx, sc[size_t(j)]);
+          }
+          for (auto& s : sc) sum += (s = std::exp(s - mx));
+          for (int i = 0; i < c.hd; ++i) {
+            double o = 0;
+            for (int j = 0; j <= pos; ++j) o += sc[size_t(j)] / sum * vref[sid][size_t(j)][size_t(g * c.hd + i)];
+            ref[size_t(t * qd + h * c.hd + i)] = o;
+          }
+        }
+      }
+      expect_close(out, ref, 2e-5, "attention");
+    }
+    be->free(tq);
+    be->free(tk);
+    be->free(tv);
+    be->free(to);
+    return out;
+  };
+
+  // Block tables from a shuffled pool, so consecutive positions land in scattered blocks.
+  std::vector<int32_t> free_blocks(size_t(d.n_blocks));
+  for (int i = 0; i < d.n_blocks; ++i) free_blocks[size_t(i)] = (i * 37 + 11) % d.n_blocks;  // 37 coprime to 64
+  std::map<int, std::vector<int32_t>> tables;
+  auto table_for = [&](int sid, int len) {
+    auto& t = tables[sid];
+    while (int(t.size()) * c.block_size < len) {
+      t.push_back(free_blocks.back());
+      free_blocks.pop_back();
+    }
+    return t;
+  };
+  // Step 1: sequence 10 (9 prompt tokens) and sequence 20 (3 prompt tokens).
+  Batch b1;
+  b1.tokens.assign(12, 0);
+  b1.seqs.push_back(SeqSlice{10, 0, 9, 0, table_for(10, 9)});
+  b1.seqs.push_back(SeqSlice{20, 9, 3, 0, table_for(20, 3)});
+  step(b1, 100, true);
+  // Step 2: a new 7-token prompt (seq 30), one decode token of seq 10 at position 9 and two
+  // tokens of seq 20 at positions 3, 4 (crossing into a new block for block_size 4).
+  Batch b2;
+  b2.tokens.assign(10, 0);
+  b2.seqs.push_back(SeqSlice{30, 0, 7, 0, table_for(30, 7)});
+  b2.seqs.push_back(SeqSlice{10, 7, 1, 9, table_for(10, 10)});
+  b2.seqs.push_back(SeqSlice{20, 8, 2, 3, table_for(20, 5)});
+  return step(b2, 200, true);
+}
+
+}  // namespace
+
+TEST(CpuOps, RopeAndAttentionAdjacentPairs) {
+  AttnCase c;
+  c.neox = false;
+  run_attention_case(c);
+}
+
+TEST(CpuOps, RopeAndAttentionNeoxPairs) {
+  AttnCase c;
+  c.neox = true;
+  run_attention_case(c);
+}
+
+TEST(CpuOps, AttentionDefaultModelShapeAndThreads) {
+  AttnCase c;
+  c.n_heads = 9;
+  c.n_kv = 3;
+  c.hd = 64;
+  c.block_size = 16;
+  const auto a = run_attention_case(c);
+  c.threads = 2;
+  const auto b = run_attention_case(c);
+  EXPECT_EQ(a, b) << "1 and 2 threads must give identical attention";
+}
+
+TEST(CpuOps, AttentionMultiQueryGroup) {
+  AttnCase c;
+  c.n_heads = 8;
+  c.n_kv = 1;
+  c.hd = 8;
+  c.block_size = 1;
+  run_attention_case(c);
+}
