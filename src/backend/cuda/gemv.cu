@@ -244,8 +244,8 @@ __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __r
 }
 
 // Production choice, from bench/NOTES.md: 2 register loads in flight per row and lane,
-// launched with PDL and an L2 prefetch of the first 8 chunks of each warp.
-constexpr int kGemvDefaultVariant = 208;
+// plain launch: the PDL + L2-prefetch variants (202/208/216) measured slower, see NOTES.md.
+constexpr int kGemvDefaultVariant = 2;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
