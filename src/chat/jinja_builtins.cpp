@@ -61,7 +61,7 @@ static bool is_list_method(const std::string& n) { return n == "index" || n == "
 
 Value py_getattr(const Value& obj, const std::string& name) {
   require_defined(obj);
-  // Built with append: GCC 12 warns falsely (-Wrestrict) on a chain of operator+ here.
+  // Strings built by append: GCC 12 warns falsely (-Wrestrict) on "'" + std::string chains.
   std::string hint = "'";
   hint.append(obj.type_name()).append(" object' has no attribute '").append(name).append("'");
   switch (obj.kind) {
@@ -100,7 +100,9 @@ Value py_getitem(const Value& obj, const Value& key) {
   }
   // jinja2 falls back to attribute lookup for string keys, then to undefined.
   if (key.is_string()) return py_getattr(obj, key.s);
-  return Value::undefined("'" + obj.type_name() + " object' has no element " + py_repr(key));
+  std::string hint = "'";
+  hint.append(obj.type_name()).append(" object' has no element ").append(py_repr(key));
+  return Value::undefined(hint);
 }
 
 bool contains(const Value& c, const Value& item) {

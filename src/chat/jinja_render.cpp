@@ -242,7 +242,7 @@ class Renderer {
         int64_t step = b[2].value_or(1);
         return located(e, [&] {
           if (obj.is_string()) return Value::string(py_slice_str(obj.s, b[0], b[1], step));
-          if (!obj.is_list()) return Value::undefined("'" + obj.type_name() + "' object is not subscriptable");
+          if (!obj.is_list()) return Value::undefined(std::string("'").append(obj.type_name()).append("' object is not subscriptable"));
           List l;
           for (int64_t k : py_slice_indices(static_cast<int64_t>(obj.list->size()), b[0], b[1], step))
             l.push_back((*obj.list)[k]);
