@@ -58,9 +58,11 @@ struct Shape {
 };
 
 Shape detect_shape(const std::string& path, const json& root) {
+  // Named copies: flatten() keeps pointers into them.
+  const json pre_tokenizer = root.value("pre_tokenizer", json()), normalizer = root.value("normalizer", json());
   std::vector<const json*> pres, norms;
-  flatten(root.value("pre_tokenizer", json()), "pretokenizers", pres);
-  flatten(root.value("normalizer", json()), "normalizers", norms);
+  flatten(pre_tokenizer, "pretokenizers", pres);
+  flatten(normalizer, "normalizers", norms);
   std::string found;
   bool byte_level = false, byte_level_regex = false, digits = false, split = false;
   PreTokenizer split_pre = PreTokenizer::GPT2;
