@@ -67,8 +67,8 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 // weights never depend on the previous kernel -- and only then waits for the previous grid
 // (griddepcontrol.wait) before touching x or out. This hides the ~3 us ramp/drain that every
 // kernel boundary otherwise costs (measured: time = 3 us + bytes / 3.96 TB/s on H200).
-template <int UNROLL, int PREFETCH>
-__global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __restrict__ x,
+template <int UNROLL, int PREFETCH, int WARPS = kWarps>
+__global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __restrict__ x,
                                                                  const bf16* __restrict__ w,
                                                                  const float* __restrict__ bias,
                                                                  bf16* __restrict__ out, int n,
@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
     asm volatile("griddepcontrol.launch_dependents;");
 #pragma unroll
     for (int i = 0; i < PREFETCH; ++i) {
-      const int64_t off = 32 * (warp + int64_t(i) * kWarps);
+      const int64_t off = 32 * (warp + int64_t(i) * WARPS);
       if (off + 8 * t < k) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + off));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + off));
@@ -100,11 +100,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
   const int64_t full = k / 32;
   int64_t c0 = warp;
-  for (; c0 + int64_t(UNROLL - 1) * kWarps < full; c0 += int64_t(kWarps) * UNROLL) {
+  for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
     uint4 va[UNROLL], vb[UNROLL], vx[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
-      const int64_t off = 32 * (c0 + int64_t(u) * kWarps);
+      const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
       va[u] = ld_stream(wa + off);
       vb[u] = ld_stream(wb + off);
       vx[u] = ld_cached(xr + off);
@@ -118,7 +118,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
   // Tail: the remaining chunks one at a time; the last may be partial (k % 32 != 0). A lane's
   // 8-value granule at 32c + 8t is whole or absent since k % 8 == 0; absent ones count as 0.
   const int64_t n_chunks = (k + 31) / 32;
-  for (; c0 < n_chunks; c0 += kWarps) {
+  for (; c0 < n_chunks; c0 += WARPS) {
     const int64_t off = 32 * c0;
     const bool ok = off + 8 * t < k;
     const uint4 z = make_uint4(0, 0, 0, 0);
@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
     mma_bf16(acc, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
   }
   // Cross-warp reduction: red[warp][j][lane], summed by the first 128 threads.
-  __shared__ float red[kWarps][4][32];
+  __shared__ float red[WARPS][4][32];
 #pragma unroll
   for (int j = 0; j < 4; ++j) red[warp][j][lane] = acc[j] + acc2[j];
   __syncthreads();
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_mma_kernel(const bf16* __res
     const int j = threadIdx.x / 32, l = threadIdx.x % 32;
     float s = 0.f;
 #pragma unroll
-    for (int v = 0; v < kWarps; ++v) s += red[v][j][l];
+    for (int v = 0; v < WARPS; ++v) s += red[v][j][l];
     const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
     const int tok = 2 * (l % 4) + (j & 1);
     if (row < m && tok < n) {
@@ -249,24 +249,24 @@ constexpr int kGemvDefaultVariant = 2;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-template <int UNROLL, int PREFETCH>
+template <int UNROLL, int PREFETCH, int WARPS = kWarps>
 void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
                 cudaStream_t s) {
   const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
   if constexpr (PREFETCH == 0) {
-    gemv_mma_kernel<UNROLL, 0><<<unsigned(blocks), kWarps * 32, 0, s>>>(x, w, bias, out, n, m, k);
+    gemv_mma_kernel<UNROLL, 0, WARPS><<<unsigned(blocks), WARPS * 32, 0, s>>>(x, w, bias, out, n, m, k);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
     cudaLaunchConfig_t cfg{};
     cfg.gridDim = dim3(unsigned(blocks));
-    cfg.blockDim = dim3(kWarps * 32);
+    cfg.blockDim = dim3(WARPS * 32);
     cfg.stream = s;
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_mma_kernel<UNROLL, PREFETCH>, x, w, bias, out, n, m, k));
+    GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_mma_kernel<UNROLL, PREFETCH, WARPS>, x, w, bias, out, n, m, k));
   }
 }
 
@@ -303,6 +303,8 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
     case 2: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;
     case 4: launch_mma<4, 0>(x, w, bias, out, n, m, k, s); break;
+    case 1602: launch_mma<2, 0, 16>(x, w, bias, out, n, m, k, s); break;  // 16 warps per block
+    case 1604: launch_mma<4, 0, 16>(x, w, bias, out, n, m, k, s); break;
     case 202: launch_mma<2, 2>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
     case 208: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
     case 216: launch_mma<2, 16>(x, w, bias, out, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
