@@ -62,7 +62,7 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 }
 
 // x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8, k % 8 == 0, rows 16-byte aligned.
-// PREFETCH > 0: launched with programmatic dependent launch (PDL). The kernel lets its own
+// PREFETCH >= 0: launched with programmatic dependent launch (PDL). The kernel lets its own
 // successor launch early, prefetches the first PREFETCH chunks of its weight rows into L2 --
 // weights never depend on the previous kernel -- and only then waits for the previous grid
 // (griddepcontrol.wait) before touching x or out. This hides the ~3 us ramp/drain that every
@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
   // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
   // which is dropped at the store, so the main loop needs no masks.
   const bf16* xr = x + int64_t(min(g, n - 1)) * k + 8 * t;
-  if constexpr (PREFETCH > 0) {
+  if constexpr (PREFETCH >= 0) {  // launched with PDL (PREFETCH = -1: plain launch)
     asm volatile("griddepcontrol.launch_dependents;");
 #pragma unroll
     for (int i = 0; i < PREFETCH; ++i) {
@@ -253,8 +253,8 @@ template <int UNROLL, int PREFETCH, int WARPS = kWarps>
 void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
                 cudaStream_t s) {
   const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  if constexpr (PREFETCH == 0) {
-    gemv_mma_kernel<UNROLL, 0, WARPS><<<unsigned(blocks), WARPS * 32, 0, s>>>(x, w, bias, out, n, m, k);
+  if constexpr (PREFETCH < 0) {
+    gemv_mma_kernel<UNROLL, -1, WARPS><<<unsigned(blocks), WARPS * 32, 0, s>>>(x, w, bias, out, n, m, k);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
     cudaLaunchConfig_t cfg{};
@@ -301,14 +301,15 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
   switch (unroll) {
     case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
-    case 2: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;
-    case 4: launch_mma<4, 0>(x, w, bias, out, n, m, k, s); break;
-    case 1602: launch_mma<2, 0, 16>(x, w, bias, out, n, m, k, s); break;  // 16 warps per block
-    case 1604: launch_mma<4, 0, 16>(x, w, bias, out, n, m, k, s); break;
+    case 2: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
+    case 4: launch_mma<4, -1>(x, w, bias, out, n, m, k, s); break;
+    case 1602: launch_mma<2, -1, 16>(x, w, bias, out, n, m, k, s); break;  // 16 warps per block
+    case 1604: launch_mma<4, -1, 16>(x, w, bias, out, n, m, k, s); break;
+    case 200: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;    // PDL, no prefetch
     case 202: launch_mma<2, 2>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
     case 208: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
     case 216: launch_mma<2, 16>(x, w, bias, out, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
-    default: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;
+    default: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
   }
 }
 

@@ -1,0 +1,213 @@
+// gpu_attention_bench: split-K paged decode attention speed, one JSON line per case.
+//
+// Bytes counted = the K and V rows every query token must read (n_seqs x ctx x n_kv x hd x 2
+// x 2 bytes); percent of the device-to-device copy bandwidth measured in the same run. Every
+// case is checked against a naive one-block-per-(token, head) kernel (full score row in
+// global memory, fp32) on the same random cache and shuffled block tables.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+
+using greta::cuda::bf16;
+
+namespace {
+
+__global__ void fill_random(bf16* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
+    p[i] = __float2bfloat16(float(h & 0xffffff) / 16777216.f * 2.f - 1.f);
+  }
+}
+
+// Reference: block (token t, head h); scores [n, heads, ctx] in global memory.
+__global__ void naive_attention(const bf16* q, const bf16* kc, const bf16* vc, const int32_t* block_ids, int ctx,
+                                int n_heads, int n_kv, int hd, int bs, float scale, float* scores, float* out) {
+  const int t = blockIdx.x, h = blockIdx.y, kvh = h / (n_heads / n_kv);
+  const int32_t* table = block_ids + int64_t(t) * ((ctx + bs - 1) / bs);
+  float* sc = scores + (int64_t(t) * n_heads + h) * ctx;
+  const bf16* qr = q + (int64_t(t) * n_heads + h) * hd;
+  for (int p = threadIdx.x; p < ctx; p += blockDim.x) {
+    const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+    const bf16* kr = kc + (slot * n_kv + kvh) * hd;
+    float s = 0.f;
+    for (int d = 0; d < hd; ++d) s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
+    sc[p] = s * scale;
+  }
+  __syncthreads();
+  __shared__ float red[2];
+  if (threadIdx.x == 0) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int p = 0; p < ctx; ++p) mx = fmaxf(mx, sc[p]);
+    for (int p = 0; p < ctx; ++p) sum += expf(sc[p] - mx);
+    red[0] = mx;
+    red[1] = sum;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.f;
+    for (int p = 0; p < ctx; ++p) {
+      const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+      o += expf(sc[p] - red[0]) * __bfloat162float(vc[(slot * n_kv + kvh) * hd + d]);
+    }
+    out[(int64_t(t) * n_heads + h) * hd + d] = o / red[1];
+  }
+}
+
+}  // namespace
+
+int main() {
+  try {
+    cudaDeviceProp prop{};
+    GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const std::string dev = prop.name;
+    cudaStream_t s;
+    GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    // Copy ceiling, same run.
+    const size_t big = size_t(1) << 30;
+    void *a, *b;
+    GRETA_CUDA_CHECK(cudaMalloc(&a, big));
+    GRETA_CUDA_CHECK(cudaMalloc(&b, big));
+    cudaEvent_t e0, e1;
+    GRETA_CUDA_CHECK(cudaEventCreate(&e0));
+    GRETA_CUDA_CHECK(cudaEventCreate(&e1));
+    for (int i = 0; i < 2; ++i) GRETA_CUDA_CHECK(cudaMemcpyAsync(b, a, big, cudaMemcpyDeviceToDevice, s));
+    GRETA_CUDA_CHECK(cudaEventRecord(e0, s));
+    for (int i = 0; i < 5; ++i) GRETA_CUDA_CHECK(cudaMemcpyAsync(b, a, big, cudaMemcpyDeviceToDevice, s));
+    GRETA_CUDA_CHECK(cudaEventRecord(e1, s));
+    GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
+    float cms = 0;
+    GRETA_CUDA_CHECK(cudaEventElapsedTime(&cms, e0, e1));
+    const double copy_gbs = 2.0 * big * 5 / (cms * 1e6);
+    GRETA_CUDA_CHECK(cudaFree(a));
+    GRETA_CUDA_CHECK(cudaFree(b));
+    std::printf("{\"bench\":\"copy\",\"device\":\"%s\",\"GBps\":%.1f}\n", dev.c_str(), copy_gbs);
+
+    struct Case { const char* model; int n_heads, n_kv, hd, ctx, n_seqs; };
+    const Case cases[] = {{"llama3-8b", 32, 8, 128, 4096, 1},  {"llama3-8b", 32, 8, 128, 32768, 1},
+                          {"llama3-8b", 32, 8, 128, 4096, 16}, {"llama2-7b", 32, 32, 128, 4096, 1},
+                          {"llama2-7b", 32, 32, 128, 4096, 8}, {"smollm2-135m", 9, 3, 64, 8192, 1}};
+    const int bs = 16;
+    bool all_ok = true;
+    std::mt19937 rng(1);
+    for (const Case& c : cases) {
+      const int per_seq_blocks = (c.ctx + bs - 1) / bs;
+      const int n_blocks = per_seq_blocks * c.n_seqs + 7;
+      std::vector<int32_t> perm(static_cast<size_t>(n_blocks));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      // Host plan: positions | token_seq | block_begin | block_ids | decode_tokens
+      const size_t ns = static_cast<size_t>(c.n_seqs);
+      std::vector<int32_t> pos(ns, c.ctx - 1), tseq(ns), bb, ids, dec(ns);
+      for (int i = 0; i < c.n_seqs; ++i) {
+        tseq[size_t(i)] = i;
+        dec[size_t(i)] = i;
+        bb.push_back(i * per_seq_blocks);
+        for (int j = 0; j < per_seq_blocks; ++j) ids.push_back(perm[size_t(i * per_seq_blocks + j)]);
+      }
+      bb.push_back(c.n_seqs * per_seq_blocks);
+      std::vector<int32_t> packed;
+      for (auto* v : {&pos, &tseq, &bb, &ids, &dec}) packed.insert(packed.end(), v->begin(), v->end());
+      int32_t* dplan;
+      GRETA_CUDA_CHECK(cudaMalloc(&dplan, packed.size() * 4));
+      GRETA_CUDA_CHECK(cudaMemcpy(dplan, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));
+      greta::cuda::DevStep st;
+      st.positions = dplan;
+      st.token_seq = dplan + c.n_seqs;
+      st.block_begin = dplan + 2 * c.n_seqs;
+      st.block_ids = st.block_begin + c.n_seqs + 1;
+      st.decode_tokens = st.block_ids + ids.size();
+      st.n_tokens = st.n_seqs = st.n_decode = c.n_seqs;
+      st.block_size = bs;
+      st.max_decode_ctx = c.ctx;
+      greta::cuda::KVLayerDev kv;
+      const size_t pool = size_t(n_blocks) * bs * c.n_kv * c.hd;
+      GRETA_CUDA_CHECK(cudaMalloc(&kv.k, pool * 2));
+      GRETA_CUDA_CHECK(cudaMalloc(&kv.v, pool * 2));
+      kv.n_blocks = n_blocks;
+      kv.block_size = bs;
+      kv.n_kv_heads = c.n_kv;
+      kv.head_dim = c.hd;
+      bf16 *q, *out;
+      const size_t qn = size_t(c.n_seqs) * c.n_heads * c.hd;
+      GRETA_CUDA_CHECK(cudaMalloc(&q, qn * 2));
+      GRETA_CUDA_CHECK(cudaMalloc(&out, qn * 2));
+      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11);
+      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12);
+      fill_random<<<64, 256>>>(q, int64_t(qn), 13);
+      GRETA_CUDA_LAUNCH_CHECK();
+      GRETA_CUDA_CHECK(cudaDeviceSynchronize());
+      const size_t sf = greta::cuda::attention_decode_scratch_floats(st, c.n_heads, c.hd, c.n_kv, prop.multiProcessorCount);
+      float *scratch, *scores, *ref;
+      GRETA_CUDA_CHECK(cudaMalloc(&scratch, sf * 4));
+      GRETA_CUDA_CHECK(cudaMalloc(&scores, size_t(c.n_seqs) * c.n_heads * c.ctx * 4));
+      GRETA_CUDA_CHECK(cudaMalloc(&ref, qn * 4));
+      const float scale = 1.f / std::sqrt(float(c.hd));
+      GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
+      greta::cuda::attention_decode(q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+      naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
+          q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
+      GRETA_CUDA_LAUNCH_CHECK();
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+      std::vector<uint16_t> ho(qn);
+      std::vector<float> hr(qn);
+      GRETA_CUDA_CHECK(cudaMemcpy(ho.data(), out, qn * 2, cudaMemcpyDeviceToHost));
+      GRETA_CUDA_CHECK(cudaMemcpy(hr.data(), ref, qn * 4, cudaMemcpyDeviceToHost));
+      double num = 0, den = 0;
+      for (size_t i = 0; i < qn; ++i) {
+        const double d = double(greta::bf16_to_float(ho[i])) - hr[i];
+        num += d * d;
+        den += double(hr[i]) * hr[i];
+      }
+      const double rel = std::sqrt(num / std::max(den, 1e-30));
+      const bool ok = std::isfinite(rel) && rel < 2e-2;
+      all_ok = all_ok && ok;
+      // Time: graph of 20 launches (partition + merge kernels each).
+      cudaGraph_t g;
+      cudaGraphExec_t ge;
+      GRETA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      for (int i = 0; i < 20; ++i)
+        greta::cuda::attention_decode(q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+      GRETA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+      GRETA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
+      GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
+      std::vector<double> ts;
+      for (int r = 0; r < 11; ++r) {
+        GRETA_CUDA_CHECK(cudaEventRecord(e0, s));
+        GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
+        GRETA_CUDA_CHECK(cudaEventRecord(e1, s));
+        GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        ts.push_back(ms / 20.0);
+      }
+      std::sort(ts.begin(), ts.end());
+      const double ms = ts[ts.size() / 2];
+      const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
+      const double gbs = bytes / (ms * 1e6);
+      std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
+                  "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
+                  "\"ok\":%s}\n",
+                  dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, ms * 1e3, gbs, 100 * gbs / copy_gbs,
+                  rel, ok ? "true" : "false");
+      GRETA_CUDA_CHECK(cudaGraphExecDestroy(ge));
+      GRETA_CUDA_CHECK(cudaGraphDestroy(g));
+      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref})
+        GRETA_CUDA_CHECK(cudaFree(p));
+    }
+    return all_ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_attention_bench: %s\n", e.what());
+    return 2;
+  }
+}
