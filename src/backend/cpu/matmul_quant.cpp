@@ -369,11 +369,19 @@ void run_tiles(const QuantActs& xa, const WeightView& w, const float* bias, floa
     }
     if (n4 < n) {  // decode (n = 1) and the last n % 4 rows of a prefill
       int64_t r = r0;
-      for (; r + 4 <= r1; r += 4)
+      for (; r + 4 <= r1; r += 4) {
+#ifdef GRETA_AVX2
+        // Decode streams the weights once: ask for the next tile while this one computes, so
+        // more cache-line misses are in flight than the hardware prefetcher alone keeps.
+        if (r + 12 <= r1)
+          for (size_t off = 0; off < 4 * ws; off += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(wrow(r + 8)) + off, _MM_HINT_T0);
+#endif
         for (int64_t x0 = n4; x0 < n; ++x0) {
           K::template run<4, 1>(wrow(r), ws, xa.q + x0 * k, xa.blk + x0 * nb, k, res);
           emit(r, x0, 4, 1);
         }
+      }
       for (; r < r1; ++r)
         for (int64_t x0 = n4; x0 < n; ++x0) {
           K::template run<1, 1>(wrow(r), ws, xa.q + x0 * k, xa.blk + x0 * nb, k, res);
