@@ -244,8 +244,9 @@ __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __r
 }
 
 // Production choice, from bench/NOTES.md: 2 register loads in flight per row and lane,
-// plain launch: the PDL + L2-prefetch variants (202/208/216) measured slower, see NOTES.md.
-constexpr int kGemvDefaultVariant = 2;
+// launched with PDL but no prefetch (blocks are resident and waiting when the previous kernel
+// ends: +1.5-2.5 points of copy bandwidth on every shape; prefetching before the wait lost).
+constexpr int kGemvDefaultVariant = 200;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
