@@ -38,7 +38,10 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_seq_cst);
   generation_.fetch_add(1, std::memory_order_seq_cst);
-  generation_.notify_all();
+  {
+    std::lock_guard<std::mutex> lk(sleep_mu_);
+    sleep_cv_.notify_all();
+  }
   for (auto& w : workers_) w.join();
 }
 
@@ -67,7 +70,10 @@ void ThreadPool::run_erased(int64_t n_tasks, TaskFn fn, void* ctx) {
     // sleepers_ followed by its re-check of generation_ inside wait(), so either the worker sees
     // the new generation or we see it asleep and wake it.
     generation_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lk(sleep_mu_);
+      sleep_cv_.notify_all();
+    }
     work(0);
     if (done_.load(std::memory_order_acquire) == count) continue;
     const auto t0 = Clock::now();
@@ -93,9 +99,12 @@ void ThreadPool::worker_main(int thread) {
         GRETA_PAUSE();
         continue;
       }
-      sleepers_.fetch_add(1, std::memory_order_seq_cst);
-      generation_.wait(seen, std::memory_order_seq_cst);
-      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      {
+        std::unique_lock<std::mutex> lk(sleep_mu_);
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        sleep_cv_.wait(lk, [&] { return generation_.load(std::memory_order_seq_cst) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      }
       idle_since = Clock::now();
     }
     seen = g;

@@ -14,6 +14,8 @@
 // - run() must not be called concurrently from two threads, nor from inside a task.
 #pragma once
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -67,6 +69,10 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> generation_{0};   // futex word: bumped once per job
   alignas(64) std::atomic<int> sleepers_{0};          // workers blocked in generation_.wait
   std::atomic<bool> stop_{false};
+  // Sleeping uses a mutex + condition variable: std::atomic::wait/notify in GCC 12's libstdc++
+  // was seen to miss the destructor's wake-up (a join that never returned).
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
   uint32_t job_id_ = 0;
 };
 
