@@ -84,7 +84,11 @@ int main(int argc, char** argv) {
   };
   const Shape shapes[] = {{"attn_q/o 576->576", 576, 576, DType::Q4_1},   {"attn_k/v 576->192", 576, 192, DType::Q4_1},
                           {"ffn_gate/up 576->1536", 576, 1536, DType::Q4_1}, {"ffn_down 1536->576", 1536, 576, DType::Q4_1},
-                          {"output 576->49152", 576, 49152, DType::Q8_0}};
+                          {"output 576->49152", 576, 49152, DType::Q8_0},
+                          {"ffn_gate/up 576->1536", 576, 1536, DType::BF16},
+                          {"ffn_gate/up 576->1536", 576, 1536, DType::F16},
+                          {"768->1536 (K-quant)", 768, 1536, DType::Q4_K},
+                          {"768->1536 (K-quant)", 768, 1536, DType::Q6_K}};
   for (const Shape& s : shapes) {
     const W w = make_weight(s.dt, s.m, s.k, rng);
     for (int64_t n : {1, 16}) {

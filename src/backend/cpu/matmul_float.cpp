@@ -37,6 +37,20 @@ inline __m256 load8(const uint8_t* row, int64_t i) {
 }
 #endif
 
+#ifdef GRETA_AVX512
+template <DType T>
+inline __m512 load16(const uint8_t* row, int64_t i) {
+  if constexpr (T == DType::F32) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + i);
+  } else if constexpr (T == DType::F16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i)));
+  } else {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+}
+#endif
+
 template <DType T, int NW, int NX>
 void tile(const uint8_t* w, size_t ws, const float* x, int64_t k, float* res) {
   int64_t i0 = 0;
@@ -44,6 +58,22 @@ void tile(const uint8_t* w, size_t ws, const float* x, int64_t k, float* res) {
   __m256 acc[NW][NX];
   for (int a = 0; a < NW; ++a)
     for (int b = 0; b < NX; ++b) acc[a][b] = _mm256_setzero_ps();
+#ifdef GRETA_AVX512
+  __m512 acc16[NW][NX];
+  for (int a = 0; a < NW; ++a)
+    for (int b = 0; b < NX; ++b) acc16[a][b] = _mm512_setzero_ps();
+  for (; i0 + 16 <= k; i0 += 16) {
+    __m512 xv[NX];
+    for (int b = 0; b < NX; ++b) xv[b] = _mm512_loadu_ps(x + b * k + i0);
+    for (int a = 0; a < NW; ++a) {
+      const __m512 wv = load16<T>(w + a * ws, i0);
+      for (int b = 0; b < NX; ++b) acc16[a][b] = _mm512_fmadd_ps(wv, xv[b], acc16[a][b]);
+    }
+  }
+  for (int a = 0; a < NW; ++a)  // fold the 16-wide sums into the 8-wide accumulators
+    for (int b = 0; b < NX; ++b)
+      acc[a][b] = _mm256_add_ps(_mm512_castps512_ps256(acc16[a][b]), _mm512_extractf32x8_ps(acc16[a][b], 1));
+#endif
   for (; i0 + 8 <= k; i0 += 8) {
     __m256 xv[NX];
     for (int b = 0; b < NX; ++b) xv[b] = _mm256_loadu_ps(x + b * k + i0);
@@ -86,11 +116,18 @@ void run_float(const float* x, int64_t n, const WeightView& w, const float* bias
       }
     if (n4 < n) {
       int64_t r = r0;
-      for (; r + 4 <= r1; r += 4)
+      for (; r + 4 <= r1; r += 4) {
+#ifdef GRETA_AVX2
+        // Same reasoning as matmul_quant.cpp: keep the weight stream ahead of the compute.
+        if (r + 12 <= r1)
+          for (size_t off = 0; off < 4 * ws; off += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(w.data + size_t(r + 8) * ws) + off, _MM_HINT_T0);
+#endif
         for (int64_t x0 = n4; x0 < n; ++x0) {
           tile<T, 4, 1>(w.data + size_t(r) * ws, ws, x + x0 * k, k, res);
           emit(r, x0, 4, 1);
         }
+      }
       for (; r < r1; ++r)
         for (int64_t x0 = n4; x0 < n; ++x0) {
           tile<T, 1, 1>(w.data + size_t(r) * ws, ws, x + x0 * k, k, res);
