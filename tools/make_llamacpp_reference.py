@@ -7,7 +7,14 @@ Writes tests/data/reference/llamacpp_smollm2.json: for each prompt, llama.cpp's 
 (in llamacpp_smollm2_logits.npz); and perplexity on a license text Debian ships, scored the way
 `greta perplexity` scores it (chunks of CTX tokens, second half of each chunk).
 
-Usage: pip install llama-cpp-python==0.3.36 && python3 tools/make_llamacpp_reference.py
+Usage:
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+    -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+    -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+    pip install --no-cache-dir llama-cpp-python==0.3.36
+  python3 tools/make_llamacpp_reference.py
+(The default native build enables AMX on these Xeons, and its decode crashes with a segfault in
+this sandbox; every other SIMD path llama.cpp has for this CPU stays on.)
 """
 import argparse
 import json
