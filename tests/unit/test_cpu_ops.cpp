@@ -313,5 +313,7 @@ TEST(CpuOps, AttentionLongHistory) {
   c.hd = 64;
   c.block_size = 16;
   c.history = 333;
-  run_attention_case(c);
+  const auto a = run_attention_case(c);
+  c.threads = 2;
+  EXPECT_EQ(a, run_attention_case(c)) << "position splits must not depend on the thread count";
 }
