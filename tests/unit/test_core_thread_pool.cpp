@@ -77,3 +77,17 @@ TEST(CoreThreadPool, RunOverheadIsSmall) {
   EXPECT_LT(us, 200.0);
   std::printf("thread pool dispatch+join: %.2f us\n", us);
 }
+
+TEST(CoreThreadPool, MoreTasksThanOneTicketHolds) {
+  // Jobs above 2^20 - 1 tasks run in rounds; every task index must still appear exactly once.
+  ThreadPool pool(2);
+  const int64_t n = (int64_t(1) << 21) + 5;
+  std::vector<uint8_t> hit(size_t(n), 0);
+  std::atomic<int64_t> sum{0};
+  pool.run(n, [&](int64_t t, int) {
+    hit[size_t(t)] += 1;
+    sum.fetch_add(t, std::memory_order_relaxed);
+  });
+  EXPECT_EQ(sum.load(), n * (n - 1) / 2);
+  for (int64_t t = 0; t < n; ++t) ASSERT_EQ(hit[size_t(t)], 1) << t;
+}
