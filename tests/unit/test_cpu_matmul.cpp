@@ -157,3 +157,33 @@ TEST(CpuMatmul, RejectsMismatchedShapes) {
   bad.shape = {9, 64};  // more rows than bytes
   EXPECT_THROW(be->upload(bad), Error);
 }
+
+TEST(CpuMatmul, ExactModeHasNoActivationQuantizationError) {
+  // The reference mode multiplies dequantized weights with float activations: float-rounding
+  // error only, far below the int8 activation bound the fast path is held to.
+  for (DType dt : {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    SCOPED_TRACE(std::string(dtype_name(dt)));
+    const int64_t n = 3, k = 768, m = 37;
+    const HostWeight w = make_weight(dt, m, k, 99);
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n * k));
+    for (auto& v : x) v = nd(rng);
+    auto exact = make_cpu_backend(2, true), fast = make_cpu_backend(2);
+    auto we = exact->upload(w.t), wf = fast->upload(w.t);
+    const auto oe = run_matmul(*exact, *we, nullptr, x, n, k, m);
+    const auto of = run_matmul(*fast, *wf, nullptr, x, n, k, m);
+    double worst_fast = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t r = 0; r < m; ++r) {
+        double ref = 0.0, mag = 0.0;
+        for (int64_t j = 0; j < k; ++j) {
+          ref += double(x[size_t(i * k + j)]) * w.deq[size_t(r * k + j)];
+          mag += std::fabs(double(x[size_t(i * k + j)]) * w.deq[size_t(r * k + j)]);
+        }
+        EXPECT_NEAR(oe[size_t(i * m + r)], ref, 1e-6 * mag) << i << "," << r;
+        worst_fast = std::max(worst_fast, std::fabs(of[size_t(i * m + r)] - ref) / mag);
+      }
+    EXPECT_GT(worst_fast, 1e-5) << "the fast path was expected to show int8 activation error";
+  }
+}

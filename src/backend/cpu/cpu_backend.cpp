@@ -52,9 +52,9 @@ float* f32(Tensor t) { return static_cast<float*>(t.data); }
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads) : pool_(n_threads) {}
+  CpuBackend(int n_threads, bool exact_matmul) : pool_(n_threads), exact_matmul_(exact_matmul) {}
 
-  std::string name() const override { return "cpu"; }
+  std::string name() const override { return exact_matmul_ ? "cpu (exact matmul)" : "cpu"; }
   DType act_dtype() const override { return DType::F32; }
 
   Tensor alloc(int64_t rows, int64_t cols) override {
@@ -127,7 +127,11 @@ class CpuBackend final : public Backend {
                     std::to_string(wv.n_out));
       b = as_f32(bv, bias_scratch_);
     }
-    cpu::matmul(f32(x), x.rows, wv, b, f32(out), act_scratch_, pool_);
+    if (exact_matmul_ && is_quantized(wv.dtype)) {
+      cpu::matmul_dequant(f32(x), x.rows, wv, b, f32(out), pool_);
+    } else {
+      cpu::matmul(f32(x), x.rows, wv, b, f32(out), act_scratch_, pool_);
+    }
   }
 
   void add(Tensor a, Tensor b, Tensor out) override {
@@ -203,6 +207,7 @@ class CpuBackend final : public Backend {
   }
 
   ThreadPool pool_;
+  bool exact_matmul_ = false;
   cpu::Scratch act_scratch_, norm_scratch_, bias_scratch_;
   StepPlan plan_;
   std::vector<float> rope_freq_, rope_cs_;
@@ -211,6 +216,10 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads) { return std::make_unique<CpuBackend>(n_threads); }
+std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact_matmul) {
+  const char* env = std::getenv("GRETA_CPU_EXACT_MATMUL");
+  if (env && std::string(env) == "1") exact_matmul = true;
+  return std::make_unique<CpuBackend>(n_threads, exact_matmul);
+}
 
 }  // namespace greta

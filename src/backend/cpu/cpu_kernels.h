@@ -76,6 +76,11 @@ void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, f
 // Quantized-weight part, on already quantized activations.
 void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, float* out,
                   ThreadPool& pool);
+// Reference mode for any weight dtype: each weight row is dequantized to floats (one row at a time,
+// in a per-thread buffer) and dotted with the float activations; no activation quantization.
+// Several times slower than matmul_quant; used when the backend is made with exact_matmul.
+void matmul_dequant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out,
+                    ThreadPool& pool);
 // F32 / F16 / BF16 weights.
 void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out,
                   ThreadPool& pool);

@@ -4,10 +4,12 @@
 // Tiling and threading mirror matmul_quant.cpp: NW weight rows x NX activation rows per
 // micro-kernel, output rows split over threads in 16-row-aligned chunks.
 #include <algorithm>
+#include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/simd.h"
 #include "core/error.h"
+#include "core/host_tensor.h"
 
 namespace greta::cpu {
 namespace {
@@ -138,6 +140,24 @@ void run_float(const float* x, int64_t n, const WeightView& w, const float* bias
 }
 
 }  // namespace
+
+void matmul_dequant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool) {
+  const int64_t m = w.n_out, k = w.n_in;
+  constexpr int64_t kRows = 16;
+  pool.run((m + kRows - 1) / kRows, [&](int64_t c, int) {
+    thread_local std::vector<float> row;  // one dequantized weight row; grows once per thread
+    if (row.size() < size_t(k)) row.resize(size_t(k));
+    const auto* rb = reinterpret_cast<const uint8_t*>(row.data());
+    for (int64_t r = c * kRows; r < std::min(m, (c + 1) * kRows); ++r) {
+      dequantize_row(w.dtype, w.data + size_t(r) * w.row_stride, row.data(), k);
+      for (int64_t j = 0; j < n; ++j) {
+        float res;
+        tile<DType::F32, 1, 1>(rb, 0, x + j * k, k, &res);
+        out[j * m + r] = res + (bias ? bias[r] : 0.0f);
+      }
+    }
+  });
+}
 
 void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool) {
   switch (w.dtype) {
