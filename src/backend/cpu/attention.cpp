@@ -1,10 +1,12 @@
 // Causal attention over the paged KV cache.
 // Token t of sequence s at position p attends to cache positions 0..p of s, found through the
 // block table: position j lives at slot block_ids[block_begin[s] + j / bs] * bs + j % bs.
-// One task handles one token and a run of query heads that share a KV head (GQA), so each K/V
-// row is loaded once for the whole group. The softmax is computed online (running max and sum,
-// rescaling the accumulator when the max grows), one KV block at a time: memory per task is
-// O(heads * (head_dim + block_size)), never O(context).
+// One task handles one token, a run of query heads that share a KV head (GQA: each K/V row is
+// loaded once for the whole group) and a range of positions. The softmax is computed online
+// (running max and sum, rescaling the accumulator when the max grows), one KV block at a time:
+// memory per task is O(heads * (head_dim + block_size)), never O(context). With few tokens
+// (decode) the positions are split into ranges whose partial results (max, sum, accumulator)
+// are merged afterwards, so both threads work on a single sequence's long context.
 #include <algorithm>
 #include <cmath>
 #include <limits>
