@@ -67,7 +67,7 @@ void ThreadPool::run_erased(int64_t n_tasks, TaskFn fn, void* ctx) {
     job_id_ = (job_id_ + 1) & 0xffffffu;
     ticket_.store((uint64_t(job_id_) << 40) | (uint64_t(count) << 20), std::memory_order_release);
     // seq_cst bump, then seq_cst read of sleepers_: pairs with the worker's seq_cst increment of
-    // sleepers_ followed by its re-check of generation_ inside wait(), so either the worker sees
+    // sleepers_ followed by its re-check of generation_ under sleep_mu_, so either the worker sees
     // the new generation or we see it asleep and wake it.
     generation_.fetch_add(1, std::memory_order_seq_cst);
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {

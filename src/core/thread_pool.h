@@ -8,9 +8,9 @@
 //   claims too: a worker that is asleep or descheduled (another process on the core) never
 //   holds up a job it has not started; the join waits only for claimed tasks to finish.
 // - Dispatch + join cost a few microseconds: workers spin on the job counter for a while
-//   after each job (decode issues hundreds of small ops back to back), then sleep on a futex
-//   (std::atomic::wait) so an idle engine burns no CPU. The caller only issues the futex
-//   wake when some worker is actually asleep.
+//   after each job (decode issues hundreds of small ops back to back), then sleep on a
+//   condition variable so an idle engine burns no CPU. The caller only takes the mutex and
+//   notifies when some worker is actually asleep.
 // - run() must not be called concurrently from two threads, nor from inside a task.
 #pragma once
 #include <atomic>
@@ -66,8 +66,8 @@ class ThreadPool {
   int64_t base_ = 0;  // first task of this round (jobs above kMaxTasks run in rounds)
   alignas(64) std::atomic<uint64_t> ticket_{0};
   alignas(64) std::atomic<int64_t> done_{0};          // tasks finished in the current job
-  alignas(64) std::atomic<uint32_t> generation_{0};   // futex word: bumped once per job
-  alignas(64) std::atomic<int> sleepers_{0};          // workers blocked in generation_.wait
+  alignas(64) std::atomic<uint32_t> generation_{0};   // bumped once per job
+  alignas(64) std::atomic<int> sleepers_{0};          // workers blocked on sleep_cv_
   std::atomic<bool> stop_{false};
   // Sleeping uses a mutex + condition variable: std::atomic::wait/notify in GCC 12's libstdc++
   // was seen to miss the destructor's wake-up (a join that never returned).
