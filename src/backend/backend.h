@@ -59,6 +59,7 @@ class KVStorage {
  public:
   virtual ~KVStorage() = default;
   KVCacheDesc desc;
+  DType dtype = DType::F32;  // element type of the K/V pools (for bytes-moved accounting)
 };
 
 struct RopeSpec {
@@ -106,6 +107,10 @@ class Backend {
   virtual void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) = 0;
   // Copies x (any act dtype) to host floats, waiting for all prior work.
   virtual void to_host(Tensor x, float* dst) = 0;
+
+  // The device's own memory bandwidth in GB/s as the benchmark protocol defines it (a large
+  // device-to-device copy, bytes read + written); 0 where not measured (CPU).
+  virtual double measure_bandwidth_gbs() { return 0.0; }
 };
 
 // Backend factory: "cpu" or "cuda" (throws greta::Error if not built / no device).

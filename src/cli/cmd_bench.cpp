@@ -1,7 +1,10 @@
-// greta bench: decode and prefill speed of a model, one JSON line per measurement.
-// Every result line is checked in the same run: the greedy tokens produced one at a time
-// by the decode path are re-scored in one batched prefill pass, and the two must agree,
-// so a broken kernel cannot report a speed.
+// greta bench: decode, batched-decode and prefill speed, one JSON line per measurement.
+// Every line carries a check made in the same run, so a broken kernel cannot report a speed:
+//  - decode: the greedy tokens produced one step at a time are re-scored in one batched
+//    prefill pass; both paths must agree (same tokens, close logits);
+//  - batched decode: the first and last sequence of the batch are re-run alone;
+//  - prefill: the last token's logits from the batched prompt pass must equal those of a
+//    decode step over the same cache.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +14,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "model/sequence_runner.h"
+#include "runtime/kv_cache.h"
 
 namespace greta::cli {
 
@@ -20,91 +24,228 @@ struct BenchOptions {
   ModelOptions model;
   int prompt = 16;
   int gen = 128;
-  int reps = 3;
+  int reps = 2;
+  int at_pos = 0;                // also decode `long_gen` tokens after a prompt of this length
+  int long_gen = 32;
+  std::vector<int> batches;      // batched decode sizes
+  int batch_steps = 32;
+  std::vector<int> prefill;      // prompt lengths for time-to-first-token
 };
 
-int argmax(const float* x, int n) {
-  return int(std::max_element(x, x + n) - x);
+int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
+
+std::vector<int32_t> fixed_tokens(int n, int vocab, int salt) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = int32_t((1009LL * (i + 1) + 7919LL * salt) % vocab);
+  return t;
 }
 
-void bench(const BenchOptions& o) {
-  Loaded L = load(o.model);
-  const ModelConfig& cfg = L.model->config();
-  const int vocab = cfg.vocab_size;
-  const int n_ctx = o.prompt + o.gen + 1;
-  // A fixed, model-independent prompt: token ids spread over the vocabulary.
-  std::vector<int32_t> prompt(o.prompt);
-  for (int i = 0; i < o.prompt; ++i) prompt[i] = int32_t((1009LL * (i + 1)) % vocab);
+// Compares logits rows produced by two paths. A token counts as a mismatch only when the
+// reference prefers another token by a clear margin (near-ties may flip in low precision).
+struct Check {
+  double max_diff = 0, max_abs = 0;
+  int mismatches = 0, rows = 0;
+  void row(const float* got, const float* ref, int vocab, int got_token) {
+    double row_abs = 0;
+    for (int v = 0; v < vocab; ++v) {
+      max_diff = std::max(max_diff, double(std::fabs(got[v] - ref[v])));
+      row_abs = std::max(row_abs, double(std::fabs(ref[v])));
+    }
+    max_abs = std::max(max_abs, row_abs);
+    const int tr = argmax(ref, vocab);
+    if (tr != got_token && ref[tr] - ref[got_token] > 0.02 * std::max(1.0, row_abs)) ++mismatches;
+    ++rows;
+  }
+  bool ok() const { return mismatches == 0 && max_diff <= 0.05 * std::max(1.0, max_abs); }
+  void put(nlohmann::json& j) const {
+    j["check"] = ok() ? "pass" : "FAIL";
+    j["check_max_logit_diff"] = max_diff;
+    j["check_token_mismatches"] = mismatches;
+  }
+};
 
-  SequenceRunner seq(*L.model, n_ctx);
-  double best_prefill = 1e30, best_decode = 1e30;
-  std::vector<int32_t> gen;
-  std::vector<float> decode_logits;  // [gen, vocab] of the last rep, for the check
-  for (int rep = 0; rep < std::max(1, o.reps); ++rep) {
+struct Ctx {
+  Loaded L;
+  nlohmann::json base;
+  double bandwidth = 0;  // GB/s measured on the device, 0 if unknown
+  bool all_ok = true;
+  int vocab() const { return L.model->config().vocab_size; }
+  // K+V bytes read by attention for one token at context `pos`.
+  double kv_bytes(double pos, DType kv_dtype) const {
+    const ModelConfig& c = L.model->config();
+    return 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * pos * double(block_bytes(kv_dtype));
+  }
+  void emit(nlohmann::json j, const Check& chk, double bytes_per_token, double tokens_per_s) {
+    j.update(base);
+    chk.put(j);
+    if (bytes_per_token > 0) {
+      j["bytes_per_token"] = bytes_per_token;
+      j["achieved_gb_s"] = bytes_per_token * tokens_per_s / 1e9;
+      if (bandwidth > 0) j["pct_of_bandwidth"] = 100.0 * bytes_per_token * tokens_per_s / 1e9 / bandwidth;
+    }
+    all_ok = all_ok && chk.ok();
+    std::printf("%s\n", j.dump().c_str());
+    std::fflush(stdout);
+  }
+};
+
+// Batch-1 decode of `gen` tokens after `prompt_len` prompt tokens; checked by re-scoring.
+void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure) {
+  const int vocab = c.vocab();
+  std::vector<int32_t> prompt = fixed_tokens(prompt_len, vocab, 0);
+  SequenceRunner seq(*c.L.model, prompt_len + gen + 1);
+  double best = 1e30, best_prefill = 1e30;
+  std::vector<int32_t> gen_ids;
+  std::vector<float> dec_logits;
+  std::unique_ptr<KVStorage> probe = c.L.model->make_kv(1, 16);  // only for the KV dtype
+  for (int rep = 0; rep < std::max(1, reps); ++rep) {
     seq.reset();
-    gen.clear();
-    decode_logits.clear();
+    gen_ids.clear();
+    dec_logits.clear();
     const double t0 = now_seconds();
     std::vector<float> logits = seq.eval_last(prompt);
     const double t1 = now_seconds();
-    for (int i = 0; i < o.gen; ++i) {
-      decode_logits.insert(decode_logits.end(), logits.begin(), logits.end());
-      const int32_t tok = argmax(logits.data(), vocab);
-      gen.push_back(tok);
-      if (i + 1 < o.gen) logits = seq.eval_last({tok});
+    for (int i = 0; i < gen; ++i) {
+      dec_logits.insert(dec_logits.end(), logits.begin(), logits.end());
+      gen_ids.push_back(argmax(logits.data(), vocab));
+      if (i + 1 < gen) logits = seq.eval_last({gen_ids.back()});
     }
-    const double t2 = now_seconds();
+    best = std::min(best, now_seconds() - t1);
     best_prefill = std::min(best_prefill, t1 - t0);
-    best_decode = std::min(best_decode, t2 - t1);
   }
-  // Check: score prompt + generated tokens in one prefill pass; every position must predict the
-  // same greedy token as the decode path did, with logits close.
   std::vector<int32_t> all = prompt;
-  all.insert(all.end(), gen.begin(), gen.end() - 1);
+  all.insert(all.end(), gen_ids.begin(), gen_ids.end() - 1);
   std::vector<int32_t> want;
-  for (int i = 0; i < o.gen; ++i) want.push_back(o.prompt - 1 + i);
+  for (int i = 0; i < gen; ++i) want.push_back(prompt_len - 1 + i);
   seq.reset();
   std::vector<float> ref = seq.eval(all, want);
-  double max_diff = 0, max_abs = 0;
-  int mismatches = 0;
-  for (int i = 0; i < o.gen; ++i) {
-    const float* a = decode_logits.data() + size_t(i) * vocab;
-    const float* b = ref.data() + size_t(i) * vocab;
-    for (int v = 0; v < vocab; ++v) {
-      max_diff = std::max(max_diff, double(std::fabs(a[v] - b[v])));
-      max_abs = std::max(max_abs, double(std::fabs(b[v])));
+  Check chk;
+  for (int i = 0; i < gen; ++i) chk.row(dec_logits.data() + size_t(i) * vocab, ref.data() + size_t(i) * vocab, vocab, gen_ids[i]);
+  const double steps = std::max(1, gen - 1);
+  const double tps = steps / best;
+  const double bytes = double(c.L.model->weight_bytes_per_token()) + c.kv_bytes(prompt_len + gen / 2.0, probe->dtype);
+  c.emit({{"measure", measure}, {"batch", 1}, {"prompt_len", prompt_len}, {"gen_len", gen}, {"tokens_per_s", tps},
+          {"ms_per_token", 1000.0 / tps}, {"prefill_ms", best_prefill * 1000}},
+         chk, bytes, tps);
+}
+
+// B sequences decoding together: every step carries one token of each sequence.
+void bench_batch(Ctx& c, int B, int steps) {
+  const int vocab = c.vocab(), prompt_len = 16, bs = 16;
+  const int per_seq_blocks = (prompt_len + steps + bs) / bs + 1;
+  BlockPool pool(B * per_seq_blocks, bs);
+  std::unique_ptr<KVStorage> kv = c.L.model->make_kv(pool.n_blocks(), bs);
+  std::vector<SequenceKV> seqs(B);
+  std::vector<std::vector<int32_t>> toks(B);
+  for (int s = 0; s < B; ++s) toks[s] = fixed_tokens(prompt_len, vocab, s + 1);
+  auto step = [&](const std::vector<std::vector<int32_t>>& in, int n_past, std::vector<float>& logits) {
+    Batch b;
+    for (int s = 0; s < B; ++s) {
+      if (!seqs[s].reserve(pool, n_past + int(in[s].size()))) throw Error("bench: KV pool too small");
+      SeqSlice q;
+      q.seq_id = s;
+      q.token_begin = b.n_tokens();
+      q.n_tokens = int(in[s].size());
+      q.n_past = n_past;
+      q.block_table = seqs[s].table();
+      b.tokens.insert(b.tokens.end(), in[s].begin(), in[s].end());
+      b.logit_rows.push_back(q.token_begin + q.n_tokens - 1);
+      b.seqs.push_back(std::move(q));
     }
-    // A token counts as a mismatch only if the prefill pass prefers another token by a clear margin.
-    const int ta = gen[i], tb = argmax(b, vocab);
-    if (ta != tb && b[tb] - b[ta] > 1e-3f * std::max(1.0, max_abs)) ++mismatches;
+    logits.resize(size_t(B) * vocab);
+    c.L.model->forward(b, *kv, logits.data());
+  };
+  std::vector<float> logits;
+  step(toks, 0, logits);
+  std::vector<std::vector<float>> first_last_logits(2);  // per step, seqs 0 and B-1
+  std::vector<std::vector<int32_t>> in(B, std::vector<int32_t>(1));
+  double t0 = now_seconds();
+  for (int i = 0; i < steps; ++i) {
+    for (int s = 0; s < B; ++s) {
+      in[s][0] = argmax(logits.data() + size_t(s) * vocab, vocab);
+      toks[s].push_back(in[s][0]);
+    }
+    first_last_logits[0].insert(first_last_logits[0].end(), logits.begin(), logits.begin() + vocab);
+    first_last_logits[1].insert(first_last_logits[1].end(), logits.end() - vocab, logits.end());
+    if (i + 1 < steps) step(in, prompt_len + i, logits);
   }
-  const bool ok = mismatches == 0 && max_diff <= 0.05 * std::max(1.0, max_abs);
-  const size_t bytes = L.model->weight_bytes_per_token();
-  const double decode_steps = std::max(1, o.gen - 1);
-  const double tps = decode_steps / best_decode;
-  nlohmann::json base = {{"model", cfg.name}, {"format", L.file->format()}, {"device", L.backend->name()},
-                         {"commit", commit_id()}, {"batch", 1}, {"check", ok ? "pass" : "FAIL"},
-                         {"check_max_logit_diff", max_diff}, {"check_token_mismatches", mismatches}};
-  nlohmann::json dec = base;
-  dec.update({{"measure", "decode"}, {"prompt_len", o.prompt}, {"gen_len", o.gen}, {"tokens_per_s", tps},
-              {"ms_per_token", 1000.0 / tps}, {"bytes_per_token", bytes}, {"achieved_gb_s", bytes * tps / 1e9}});
-  nlohmann::json pre = base;
-  pre.update({{"measure", "prefill"}, {"prompt_len", o.prompt}, {"tokens_per_s", o.prompt / best_prefill},
-              {"ms", best_prefill * 1000.0}});
-  std::printf("%s\n%s\n", dec.dump().c_str(), pre.dump().c_str());
-  if (!ok) throw Error("benchmark output check failed: decode and prefill disagree (max logit diff " +
-                       std::to_string(max_diff) + ", " + std::to_string(mismatches) + " token mismatches)");
+  const double dt = now_seconds() - t0;
+  for (auto& q : seqs) q.release_all(pool);
+  // Check: sequences 0 and B-1 run alone must produce the same greedy tokens and close logits.
+  Check chk;
+  for (int k = 0; k < 2; ++k) {
+    const int s = k == 0 ? 0 : B - 1;
+    std::vector<int32_t> all(toks[s].begin(), toks[s].end() - 1);
+    std::vector<int32_t> want;
+    for (int i = 0; i < steps; ++i) want.push_back(prompt_len - 1 + i);
+    SequenceRunner alone(*c.L.model, prompt_len + steps + 1);
+    std::vector<float> ref = alone.eval(all, want);
+    for (int i = 0; i < steps; ++i)
+      chk.row(first_last_logits[k].data() + size_t(i) * vocab, ref.data() + size_t(i) * vocab, vocab,
+              toks[s][prompt_len + i]);
+  }
+  const double tps = double(B) * std::max(1, steps - 1) / dt;
+  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) + B * c.kv_bytes(prompt_len + steps / 2.0, kv->dtype);
+  c.emit({{"measure", "decode_batch"}, {"batch", B}, {"prompt_len", prompt_len}, {"gen_len", steps},
+          {"tokens_per_s", tps}, {"ms_per_step", 1000.0 * dt / std::max(1, steps - 1)}},
+         chk, bytes_per_step / B, tps);
+}
+
+// Time to first token for a prompt of `len` tokens (one batched pass, logits of the last token).
+void bench_prefill(Ctx& c, int len, int reps) {
+  const int vocab = c.vocab();
+  std::vector<int32_t> prompt = fixed_tokens(len, vocab, 99);
+  SequenceRunner seq(*c.L.model, len + 1, /*max_step_tokens=*/len);
+  double best = 1e30;
+  std::vector<float> logits;
+  for (int rep = 0; rep < std::max(1, reps); ++rep) {
+    seq.reset();
+    const double t0 = now_seconds();
+    logits = seq.eval_last(prompt);
+    best = std::min(best, now_seconds() - t0);
+  }
+  // Check: prompt minus its last token in one pass, then the last token as a decode step.
+  seq.reset();
+  seq.eval_last(std::vector<int32_t>(prompt.begin(), prompt.end() - 1));
+  std::vector<float> ref = seq.eval_last({prompt.back()});
+  Check chk;
+  chk.row(logits.data(), ref.data(), vocab, argmax(logits.data(), vocab));
+  c.emit({{"measure", "prefill"}, {"batch", 1}, {"prompt_len", len}, {"ttft_ms", best * 1000},
+          {"tokens_per_s", len / best}},
+         chk, 0, 0);
+}
+
+void bench(const BenchOptions& o) {
+  Ctx c;
+  c.L = load(o.model, /*need_tokenizer=*/false);
+  c.bandwidth = c.L.backend->measure_bandwidth_gbs();
+  const ModelConfig& cfg = c.L.model->config();
+  c.base = {{"model", cfg.name}, {"format", c.L.file->format()}, {"device", c.L.backend->name()},
+            {"commit", commit_id()}, {"weight_bytes", c.L.model->weight_bytes_per_token()}};
+  if (c.bandwidth > 0) c.base["device_bandwidth_gb_s"] = c.bandwidth;
+  bench_decode(c, o.prompt, o.gen, o.reps, "decode");
+  if (o.at_pos > 0) bench_decode(c, o.at_pos, o.long_gen, 1, "decode_long");
+  for (int b : o.batches) bench_batch(c, b, o.batch_steps);
+  for (int p : o.prefill) bench_prefill(c, p, o.reps);
+  if (!c.all_ok) throw Error("benchmark output check failed (see the FAIL lines): a speed from wrong output is no result");
 }
 
 }  // namespace
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* sub = app.add_subcommand("bench", "measure decode and prefill speed (JSON lines), output checked");
+  CLI::App* sub = app.add_subcommand("bench", "measure decode, batched decode and prefill speed (JSON lines, output checked)");
   o->model.add_to(sub);
-  sub->add_option("-p,--prompt-len", o->prompt, "prompt tokens")->check(CLI::Range(1, 1 << 20));
-  sub->add_option("-n,--gen-len", o->gen, "generated tokens")->check(CLI::Range(2, 1 << 20));
+  o->model.add_synthetic_to(sub);
+  sub->add_option("-p,--prompt-len", o->prompt, "prompt tokens before batch-1 decode")->check(CLI::Range(1, 1 << 20));
+  sub->add_option("-n,--gen-len", o->gen, "tokens generated at batch 1")->check(CLI::Range(2, 1 << 20));
   sub->add_option("-r,--reps", o->reps, "repetitions (best is reported)")->check(CLI::Range(1, 1000));
+  sub->add_option("--at-pos", o->at_pos, "also decode after a prompt of this many tokens")->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--long-gen", o->long_gen, "tokens generated for --at-pos")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--batch", o->batches, "batched decode sizes, e.g. --batch 8 32 128")->check(CLI::Range(1, 4096));
+  sub->add_option("--batch-steps", o->batch_steps, "decode steps per batched run")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--prefill", o->prefill, "prompt lengths for time to first token, e.g. --prefill 512 2048")
+      ->check(CLI::Range(2, 1 << 20));
   sub->callback([o] { bench(*o); });
 }
 

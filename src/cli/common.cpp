@@ -51,6 +51,15 @@ void ModelOptions::add_to(CLI::App* app) {
   app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
 }
 
+void ModelOptions::add_synthetic_to(CLI::App* app) {
+  app->add_option("--synthetic", synthetic,
+                  "random-weight model of a known shape instead of -m: llama-2-7b, llama-2-13b, llama-2-70b, "
+                  "llama-3-8b, smollm2-135m, tiny");
+  app->add_option("--dtype", dtype, "synthetic weight type: bf16, f16 or f32")
+      ->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  app->add_option("--seed", seed, "synthetic weight seed");
+}
+
 void SamplingOptions::add_to(CLI::App* app) {
   app->add_option("--temp", p.temperature, "temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
   app->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::Range(0, 1 << 30));
@@ -63,15 +72,21 @@ void SamplingOptions::add_to(CLI::App* app) {
   app->add_option("--seed", p.seed, "sampling seed (0 = random)");
 }
 
-Loaded load(const ModelOptions& o) {
+Loaded load(const ModelOptions& o, bool need_tokenizer) {
   Loaded L;
   const double t0 = now_seconds();
-  L.file = ModelFile::open(resolve_model_path(o.model));
+  if (!o.synthetic.empty()) {
+    if (!o.model.empty()) throw Error("pass either -m MODEL or --synthetic NAME, not both");
+    const DType dt = o.dtype == "f32" ? DType::F32 : o.dtype == "f16" ? DType::F16 : DType::BF16;
+    L.file = ModelFile::synthetic(o.synthetic, dt, o.seed);
+  } else {
+    L.file = ModelFile::open(resolve_model_path(o.model));
+  }
   L.device = resolve_device(o.device);
   int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   L.backend = make_backend(L.device, threads);
   L.model = std::make_unique<LlamaModel>(*L.file, *L.backend);
-  L.tokenizer = L.file->load_tokenizer();
+  if (need_tokenizer) L.tokenizer = L.file->load_tokenizer();
   L.load_seconds = now_seconds() - t0;
   return L;
 }

@@ -22,10 +22,14 @@ std::string resolve_model_path(const std::string& m);
 std::string resolve_device(const std::string& d);
 
 struct ModelOptions {
-  std::string model;     // -m
-  std::string device;    // --device
-  int threads = 0;       // -t
+  std::string model;      // -m
+  std::string device;     // --device
+  int threads = 0;        // -t
+  std::string synthetic;  // --synthetic NAME (bench only)
+  std::string dtype = "bf16";  // --dtype for synthetic weights
+  uint64_t seed = 1;
   void add_to(CLI::App* app);
+  void add_synthetic_to(CLI::App* app);
 };
 
 struct SamplingOptions {
@@ -42,7 +46,7 @@ struct Loaded {
   std::string device;
   double load_seconds = 0;
 };
-Loaded load(const ModelOptions& o);
+Loaded load(const ModelOptions& o, bool need_tokenizer = true);
 
 double now_seconds();  // monotonic clock
 const char* commit_id();

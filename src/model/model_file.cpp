@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/synthetic.h"
 
 namespace greta {
 
@@ -56,6 +57,16 @@ std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
   } else {
     throw Error("model not found: '" + path + "' (expected a .gguf file or a Hugging Face model directory)");
   }
+  validate_model_tensors(*m);
+  return m;
+}
+
+std::unique_ptr<ModelFile> ModelFile::synthetic(const std::string& name, DType dtype, uint64_t seed) {
+  std::unique_ptr<ModelFile> m(new ModelFile());
+  m->config_ = synthetic_config(name);  // throws for unknown names, listing the known ones
+  m->path_ = "synthetic:" + name;
+  m->format_ = "synthetic";
+  m->syn_ = std::make_shared<SyntheticWeights>(m->config_, dtype, seed);
   validate_model_tensors(*m);
   return m;
 }
@@ -166,27 +177,30 @@ void ModelFile::open_hf(const std::string& dir) {
 
 std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
   if (gguf_) return Tokenizer::from_gguf(*gguf_);
+  if (syn_) throw Error("synthetic models have no tokenizer (use token ids, e.g. greta bench)");
   return Tokenizer::from_hf_dir(path_);
 }
 
 const HostTensor* ModelFile::find(const std::string& name) const {
+  if (syn_) return syn_->find(name);
   return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
 }
 
 const HostTensor* ModelFile::layer_tensor(int layer, Role r) const {
-  return find(gguf_ ? gguf_role_name(layer, r) : hf_role_name(layer, r));
+  return find(st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r));
 }
 const HostTensor* ModelFile::token_embedding() const {
-  return find(gguf_ ? "token_embd.weight" : "model.embed_tokens.weight");
+  return find(st_ ? "model.embed_tokens.weight" : "token_embd.weight");
 }
-const HostTensor* ModelFile::output_norm() const { return find(gguf_ ? "output_norm.weight" : "model.norm.weight"); }
+const HostTensor* ModelFile::output_norm() const { return find(st_ ? "model.norm.weight" : "output_norm.weight"); }
 const HostTensor* ModelFile::output() const {
   if (config_.tied_embeddings) return nullptr;
-  return find(gguf_ ? "output.weight" : "lm_head.weight");
+  return find(st_ ? "lm_head.weight" : "output.weight");
 }
 
 std::vector<const HostTensor*> ModelFile::all_tensors() const {
   if (st_) return st_->tensors();
+  if (syn_) return syn_->tensors();
   std::vector<const HostTensor*> v;
   for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
   return v;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/host_tensor.h"
+#include "core/dtype.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -14,6 +15,7 @@ namespace greta {
 
 class GGUFFile;
 class SafetensorsModel;
+class SyntheticWeights;
 
 // Tensor roles of one layer / of the model, independent of file naming.
 enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown };
@@ -22,11 +24,13 @@ class ModelFile {
  public:
   // `path`: a .gguf file or a directory in Hugging Face layout. Throws greta::Error.
   static std::unique_ptr<ModelFile> open(const std::string& path);
+  // A model of a known shape with seeded random weights (model/synthetic.h); no tokenizer.
+  static std::unique_ptr<ModelFile> synthetic(const std::string& name, DType dtype, uint64_t seed);
   ~ModelFile();
 
   const ModelConfig& config() const { return config_; }
   const std::string& path() const { return path_; }
-  const std::string& format() const { return format_; }  // "gguf" or "safetensors"
+  const std::string& format() const { return format_; }  // "gguf", "safetensors" or "synthetic"
   std::unique_ptr<Tokenizer> load_tokenizer() const;
 
   // Tensor of a layer role / global tensor; nullptr if the file has none (optional roles).
@@ -47,6 +51,7 @@ class ModelFile {
   ModelConfig config_;
   std::shared_ptr<GGUFFile> gguf_;
   std::shared_ptr<SafetensorsModel> st_;
+  std::shared_ptr<SyntheticWeights> syn_;
 };
 
 // Checks every tensor the forward needs is present with the shape the config implies;

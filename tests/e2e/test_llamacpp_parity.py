@@ -45,9 +45,6 @@ def test_greedy_tokens_and_logits_match_llamacpp(greta_bin, default_model, ref, 
                 if tid in mine:
                     worst = max(worst, abs(mine[tid] - v))
         summary.append(n_same)
-        assert n_same == ref["n_gen"], (
-            f"prompt {i} {p['text']!r}: greedy tokens diverge from llama.cpp at step {n_same}: "
-            f"ours {got['generated_ids'][n_same:n_same + 5]} vs {p['generated_ids'][n_same:n_same + 5]}")
     # Full-vocabulary logits of the first step.
     full_worst = 0.0
     for i, p in enumerate(ref["prompts"]):
@@ -65,6 +62,9 @@ def test_greedy_tokens_and_logits_match_llamacpp(greta_bin, default_model, ref, 
           f"max |logit diff| top-{ref['top']} all steps {worst:.4f}, full vocab first step {full_worst:.4f}")
     # Both engines quantize activations to 8 bits for the Q4_1/Q8_0 dot products, in different
     # groupings, so logits differ slightly; a wrong kernel gives differences of whole units.
+    # The issue asks for at least 5 prompts with 64 identical greedy tokens.
+    full_match = sum(n == ref["n_gen"] for n in summary)
+    assert full_match >= 5, f"only {full_match} prompts match llama.cpp for {ref['n_gen']} tokens: {summary}"
     assert worst < 0.5 and full_worst < 0.5
 
 

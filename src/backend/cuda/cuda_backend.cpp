@@ -122,6 +122,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Weight> upload(const HostTensor& w) override;
   std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override;
   void begin_step(const StepPlan& plan) override;
+  double measure_bandwidth_gbs() override;
 
   // ---- ops ----
   void embed(const Weight& table, const int32_t* tokens, int n, Tensor out) override {
@@ -289,6 +290,33 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   return out;
 }
 
+double CudaBackend::measure_bandwidth_gbs() {
+  // 1 GiB device-to-device copy, best of 5 after a warm-up; bytes read + written / time.
+  const size_t bytes = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  GRETA_CUDA_CHECK(cudaMalloc(&a, bytes));
+  GRETA_CUDA_CHECK(cudaMalloc(&b, bytes));
+  GRETA_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream_));
+  cudaEvent_t e0, e1;
+  GRETA_CUDA_CHECK(cudaEventCreate(&e0));
+  GRETA_CUDA_CHECK(cudaEventCreate(&e1));
+  float best_ms = 1e30f;
+  for (int i = 0; i < 6; ++i) {
+    GRETA_CUDA_CHECK(cudaEventRecord(e0, stream_));
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
+    GRETA_CUDA_CHECK(cudaEventRecord(e1, stream_));
+    GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i > 0) best_ms = std::min(best_ms, ms);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  GRETA_CUDA_CHECK(cudaFree(a));
+  GRETA_CUDA_CHECK(cudaFree(b));
+  return 2.0 * double(bytes) / (double(best_ms) * 1e-3) / 1e9;
+}
+
 std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   if (d.n_layers <= 0 || d.n_blocks <= 0 || d.block_size <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0)
     throw Error("cuda alloc_kv: every KV cache dimension must be positive");
@@ -296,6 +324,7 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
     throw Error("cuda alloc_kv: head_dim " + std::to_string(d.head_dim) + " not supported (64, 128, 256)");
   auto kv = std::make_unique<CudaKV>();
   kv->desc = d;
+  kv->dtype = DType::BF16;
   const size_t per = size_t(d.n_blocks) * d.block_size * d.n_kv_heads * d.head_dim;  // values per pool
   GRETA_CUDA_CHECK(cudaMalloc(&kv->mem, per * 2 * size_t(d.n_layers) * sizeof(bf16)));
   auto* base = static_cast<bf16*>(kv->mem);
