@@ -2,7 +2,8 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench (default: build tests bench)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e (default: build tests bench e2e)
+#   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
@@ -19,7 +20,7 @@ mkdir -p "$LOG"
 BUILD=${GRETA_GPU_BUILD:-build-gpu}
 JOBS=$(nproc)
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build tests bench)
+[ ${#steps[@]} -eq 0 ] && steps=(build tests bench e2e)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 export PATH=/usr/local/cuda/bin:$PATH
 status=0
@@ -42,7 +43,7 @@ if has build; then
   cmake -S . -B "$BUILD" -G Ninja -DGRETA_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
     ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} > "$LOG/configure.log" 2>&1 ||
     { echo "configure failed"; tail -30 "$LOG/configure.log"; exit 1; }
-  targets="greta_cuda"
+  targets="greta_cuda greta_cli"
   compgen -G "tests/gpu/*.cpp" > /dev/null && targets="$targets greta_gpu_tests"
   for b in bench/gpu_*.cu; do [ -f "$b" ] && targets="$targets $(basename "${b%.cu}")"; done
   echo "== build: $targets"
@@ -101,6 +102,25 @@ for key, r in best.items():
 for r in rows:
     if r["bench"] not in ("device", "copy", "read", "gemv", "cublas_gemm"):
         print(json.dumps(r))
+PY
+fi
+if has e2e && [ -x "$BUILD/greta" ]; then
+  echo "== greta bench (end to end, synthetic models, bf16)"
+  : > "$LOG/bench_e2e.jsonl"
+  "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p 16 -n 256 --at-pos 4000 --batch 8 32 128 \
+    --prefill 512 2048 >> "$LOG/bench_e2e.jsonl" 2> "$LOG/bench_e2e.err" || { status=1; tail -5 "$LOG/bench_e2e.err"; }
+  "$BUILD/greta" bench --synthetic llama-3-8b --device cuda -p 16 -n 256 >> "$LOG/bench_e2e.jsonl" \
+    2>> "$LOG/bench_e2e.err" || { status=1; tail -5 "$LOG/bench_e2e.err"; }
+  python3 - "$LOG/bench_e2e.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "") + f" p{r['prompt_len']}"
+    speed = f"{r['tokens_per_s']:9.1f} tok/s"
+    extra = f"ttft {r['ttft_ms']:.1f} ms" if "ttft_ms" in r else f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s"
+    print(f"{r['model']:24s} {what:24s} {speed} {extra:28s} check {r['check']} (max diff {r['check_max_logit_diff']:.3g})")
 PY
 fi
 exit $status
