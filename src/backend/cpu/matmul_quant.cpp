@@ -6,8 +6,14 @@
 // by one VNNI dpbusd (or AVX2 maddubs+madd), converted to float once per block and scaled by
 // d_w * d_x. Zero points never enter the inner product:
 //   Q4_1: sum (d q + m) x  = d dx sum(q xq) + m * (dx sum xq)      -> m * s, s stored per act block
-//   Q4_0: sum d (q - 8) x  = d dx (sum(q xq) - 8 isum)             -> dpbusd seeded with -isum per lane
-//   Q8_0: VNNI needs an unsigned operand: (q ^ 0x80) = q + 128, seed -16 isum per lane (8 lanes)
+//   Q4_0: sum d (q - 8) x  = d dx (sum(q xq) - 8 isum)   -> dpbusd seeded with -8 * (lane's x sum)
+//   Q8_0: dpbusd(|q|, sign(xq, q))
+// Rounding follows llama.cpp's CPU vec_dot kernels (ggml_vec_dot_q4_1_q8_1 / q4_0_q8_0 /
+// q8_0_q8_0): each 32-bit lane holds the integer sum of 4 adjacent byte products, is converted
+// to float and fmadd-ed with fp32(d_w) * fp32(d_x) into 8 float lanes; Q4_1 adds m_w * s_x in a
+// separate scalar sum, in block order; the end is hsum(lanes) + that sum. With the activation
+// scales rounded as ggml rounds them (quantize_acts.cpp) the results are bit-identical to
+// llama.cpp's for these formats.
 //
 // Tiling: a micro-kernel computes NW weight rows x NX activation rows, so each weight block
 // is decoded once for NX tokens (prefill) and each activation block load serves NW rows
@@ -109,7 +115,10 @@ struct KQ4_0 {
       __m256i xv[NX], seed[NX];
       for (int j = 0; j < NX; ++j) {
         xv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * k + 32 * b));
-        seed[j] = _mm256_set1_epi32(-xb[j * nb + b].isum);  // 8 lanes: -8 isum in total
+        // -8 * (sum of the lane's 4 activation bytes): each lane then holds exactly ggml's
+        // lane sum of (q - 8) * x, so the float conversion and fmadd round as llama.cpp does.
+        seed[j] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                   dot_u8s8(_mm256_setzero_si256(), _mm256_set1_epi8(8), xv[j]));
       }
       for (int i = 0; i < NW; ++i) {
         const auto* blk = reinterpret_cast<const BlockQ4_0*>(w + i * ws) + b;
@@ -152,30 +161,16 @@ struct KQ8_0 {
       for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
       __m256i xv[NX];
-#ifdef GRETA_VNNI
-      __m256i seed[NX];
-#endif
-      for (int j = 0; j < NX; ++j) {
-        xv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * k + 32 * b));
-#ifdef GRETA_VNNI
-        seed[j] = _mm256_set1_epi32(-16 * xb[j * nb + b].isum);  // 8 lanes: -128 isum in total
-#endif
-      }
+      for (int j = 0; j < NX; ++j) xv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * k + 32 * b));
       for (int i = 0; i < NW; ++i) {
         const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * ws) + b;
         const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
-#ifdef GRETA_VNNI
-        const __m256i wu = _mm256_xor_si256(wq, _mm256_set1_epi8(char(0x80)));  // q + 128, unsigned
-#else
-        const __m256i wa = _mm256_abs_epi8(wq);  // |q| <= 128 keeps maddubs pairs unsaturated
-#endif
+        // |w| * sign(x, w): lanes hold the plain 4-byte sums of w*x (as ggml's lanes do, so the
+        // float rounding matches), and |w| <= 128 keeps maddubs pairs unsaturated without VNNI.
+        const __m256i wa = _mm256_abs_epi8(wq);
         const float dw = h2f(blk->d);
         for (int j = 0; j < NX; ++j) {
-#ifdef GRETA_VNNI
-          const __m256i p = dot_u8s8(seed[j], wu, xv[j]);
-#else
           const __m256i p = dot_u8s8(_mm256_setzero_si256(), wa, _mm256_sign_epi8(xv[j], wq));
-#endif
           acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * xb[j * nb + b].d), acc[i][j]);
         }
       }

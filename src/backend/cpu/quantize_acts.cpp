@@ -1,8 +1,13 @@
 // Activation quantization for the quantized matmuls: each row of x [n, k] becomes int8 quants
-// in blocks of 32 with a float scale (d = max|x| / 127, round to nearest even) and the block's
-// quant sum, which the kernels use to fold weight zero points (Q4_0's 8, Q4_1's min, Q8_0's
-// unsigned offset) out of the inner loop. Blocks of 32 serve K-quants too (their sub-blocks
-// are 32 or 16 values), so one activation format covers every weight type.
+// in blocks of 32. The rounding is ggml's (llama.cpp's CPU backend quantizes activations to
+// its Q8_0 / Q8_1 formats the same way), so both engines feed identical integers and scales to
+// the block dot products and their logits agree to float summation order:
+//   amax = max|x|, id = 127 / amax (float), q = round-to-nearest-even(x * id),
+//   d = fp16(amax / 127)            -- the scale the dot product uses is the fp16 value,
+//   s = fp16(float(amax / 127) * isum) -- Q8_1's precomputed d*sum(q), from the *unrounded* d.
+// isum (the exact quant sum) is kept too for kernels that fold zero points with integers.
+// Blocks of 32 serve K-quants too (their sub-blocks are 32 or 16 values), so one activation
+// format covers every weight type.
 #include <algorithm>
 #include <cmath>
 
@@ -10,6 +15,18 @@
 #include "backend/cpu/simd.h"
 
 namespace greta::cpu {
+namespace {
+
+// float -> nearest fp16 -> float: ggml stores its activation scales as fp16.
+inline float fp16_round(float x) {
+#ifdef GRETA_AVX2
+  return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
+#else
+  return fp16_to_float(float_to_fp16(x));
+#endif
+}
+
+}  // namespace
 
 void quantize_act_row(const float* x, int64_t k, int8_t* q, ActBlock* blk) {
   for (int64_t b = 0; b < k / 32; ++b, x += 32, q += 32) {
@@ -46,8 +63,8 @@ void quantize_act_row(const float* x, int64_t k, int8_t* q, ActBlock* blk) {
       isum += q[i];
     }
 #endif
-    blk[b].d = d;
-    blk[b].s = d * float(isum);
+    blk[b].d = fp16_round(d);
+    blk[b].s = fp16_round(d * float(isum));
     blk[b].isum = isum;
     blk[b].pad = 0;
   }
