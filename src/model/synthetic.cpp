@@ -20,7 +20,7 @@ constexpr Shape kShapes[] = {
     {"llama-2-70b", 80, 8192, 64, 8, 28672, 32000, 4096, 10000.0f},
     {"llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8192, 500000.0f},
     {"smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192, 100000.0f},
-    {"tiny", 4, 256, 8, 2, 688, 1000, 2048, 10000.0f},
+    {"tiny", 4, 512, 8, 2, 1376, 1000, 2048, 10000.0f},  // head_dim 64: every backend supports it
 };
 
 // Counter-based generator (splitmix64): value i of tensor t is a pure function of (seed, t, i),
