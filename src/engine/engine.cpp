@@ -1,0 +1,323 @@
+// The engine thread: takes submitted requests, runs scheduled steps through the model, samples,
+// and turns tokens into events. Locking: `mu` guards only the hand-over state (incoming
+// requests, cancellations, the live-id set, the published stats); the model, the scheduler
+// and every Sequence belong to the engine thread alone, and callbacks run with no lock held
+// (so they may call submit/cancel/stats).
+#include "greta/engine.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_set>
+
+#include "engine/scheduler.h"
+#include "model/llama.h"
+
+namespace greta {
+
+void EngineConfig::validate() const {
+  auto need = [](bool ok, const std::string& what) {
+    if (!ok) throw Error("engine config: " + what);
+  };
+  need(kv_blocks >= 1, "kv_blocks must be >= 1, got " + std::to_string(kv_blocks));
+  need(block_size >= 1, "block_size must be >= 1, got " + std::to_string(block_size));
+  need(max_step_tokens >= 1, "max_step_tokens must be >= 1, got " + std::to_string(max_step_tokens));
+  // Every running sequence must be able to decode in every step.
+  need(max_running >= 1 && max_running <= max_step_tokens,
+       "max_running must be in [1, max_step_tokens=" + std::to_string(max_step_tokens) + "], got " +
+           std::to_string(max_running));
+  need(max_queue >= 0, "max_queue must be >= 0, got " + std::to_string(max_queue));
+  need(prefill_chunk >= 1, "prefill_chunk must be >= 1, got " + std::to_string(prefill_chunk));
+  need(max_context >= 0, "max_context must be >= 0 (0: automatic), got " + std::to_string(max_context));
+}
+
+struct Engine::Impl {
+  struct Emit {
+    Sequence* seq;  // kept alive in `done` or the scheduler until emitted
+    TokenEvent ev;
+  };
+
+  Impl(LlamaModel& m, const Tokenizer& t, const EngineConfig& c)
+      : model(m), tok(t), cfg(c), vocab(m.config().vocab_size), sched(c) {
+    const int pool_tokens = cfg.kv_blocks * cfg.block_size;
+    const int model_ctx = m.config().max_context > 0 ? m.config().max_context : pool_tokens;
+    n_ctx = cfg.max_context > 0 ? cfg.max_context : std::min(model_ctx, pool_tokens);
+    kv = model.make_kv(cfg.kv_blocks, cfg.block_size);
+    publish_stats();
+  }
+
+  LlamaModel& model;
+  const Tokenizer& tok;
+  EngineConfig cfg;
+  int vocab;
+  int n_ctx = 0;
+  std::unique_ptr<KVStorage> kv;
+
+  // Engine thread only.
+  Scheduler sched;
+  std::vector<float> logits;  // [sampled rows, vocab]
+  std::vector<std::unique_ptr<Sequence>> done;  // finished this iteration, freed after emitting
+  std::vector<uint64_t> callback_failed;
+  int64_t computed = 0, generated = 0, steps = 0, finished = 0;
+
+  // Shared, under mu.
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool stopping = false;
+  uint64_t next_id = 1;
+  std::vector<std::unique_ptr<Sequence>> incoming;
+  std::vector<uint64_t> cancels;
+  std::unordered_set<uint64_t> live;
+  std::vector<uint64_t> ended;  // finished this iteration: leave `live` before the events go out
+  EngineStats stats;
+
+  std::thread thread;
+
+  void publish_stats() {  // under mu
+    stats.waiting = sched.n_waiting();  // stats() adds `incoming`
+    stats.running = sched.n_running();
+    stats.kv_blocks_total = sched.pool().n_blocks();
+    stats.kv_blocks_used = sched.pool().n_used();
+    stats.kv_blocks_cached = sched.pool().n_cached();
+    stats.prefix_hit_tokens = sched.prefix_hit_tokens();
+    stats.prompt_tokens = sched.admitted_prompt_tokens();
+    stats.computed_tokens = computed;
+    stats.generated_tokens = generated;
+    stats.steps = steps;
+    stats.preemptions = sched.preemptions();
+    stats.finished_requests = finished;
+  }
+
+  TokenEvent event_for(const Sequence& s) const {
+    TokenEvent ev;
+    ev.request_id = s.id;
+    ev.prompt_tokens = s.n_prompt;
+    ev.completion_tokens = s.n_generated();
+    ev.cached_tokens = s.cached_tokens;
+    return ev;
+  }
+
+  // Ends a sequence already taken out of the scheduler.
+  void end(std::unique_ptr<Sequence> s, TokenEvent ev, const std::string& reason, const std::string& error,
+           std::vector<Emit>& out) {
+    ev.finished = true;
+    ev.finish_reason = reason;
+    ev.error = error;
+    ended.push_back(s->id);
+    ++finished;
+    out.push_back({s.get(), std::move(ev)});
+    done.push_back(std::move(s));
+  }
+
+  void end_without_token(std::unique_ptr<Sequence> s, const std::string& reason, const std::string& error,
+                         std::vector<Emit>& out) {
+    TokenEvent ev = event_for(*s);
+    end(std::move(s), std::move(ev), reason, error, out);
+  }
+
+  // Text left in the decoder and the stop matcher when the stream ends without a stop match.
+  // Returns true if the flushed bytes themselves completed a stop string.
+  static bool flush_text(Sequence& s, std::string& text) {
+    StopMatcher::Result r = s.stop.feed(s.decoder.flush());
+    text += r.text;
+    if (!r.matched) text += s.stop.flush();
+    return r.matched;
+  }
+
+  // Appends the sampled token and decides whether the sequence ends here.
+  void on_token(Sequence& s, const SampleResult& res, std::vector<Emit>& out) {
+    s.tokens.push_back(res.token);
+    ++generated;
+    TokenEvent ev = event_for(s);
+    ev.token = res.token;
+    ev.logprob = res.logprob;
+    ev.top = res.top;
+    std::string reason;
+    const bool eos = !s.req.ignore_eos &&
+                     std::find(tok.stop_ids.begin(), tok.stop_ids.end(), res.token) != tok.stop_ids.end();
+    if (eos) {
+      flush_text(s, ev.text);  // the stop token itself has no text
+      reason = "stop";
+    } else {
+      StopMatcher::Result r = s.stop.feed(s.decoder.feed(res.token));
+      ev.text = std::move(r.text);
+      if (r.matched) {
+        reason = "stop";
+      } else if (s.n_generated() >= s.req.max_tokens || int(s.tokens.size()) >= n_ctx) {
+        reason = flush_text(s, ev.text) ? "stop" : "length";
+      }
+    }
+    if (reason.empty()) {
+      out.push_back({&s, std::move(ev)});
+      return;
+    }
+    end(sched.remove(s.id), std::move(ev), reason, "", out);
+  }
+
+  void run_step(std::vector<Emit>& out) {
+    ScheduledStep st = sched.schedule();
+    for (auto& f : st.failed) {
+      const std::string msg = "request needs more KV cache than the whole pool holds (" +
+                              std::to_string(f->tokens.size()) + "+ tokens, pool " +
+                              std::to_string(cfg.kv_blocks * cfg.block_size) + " tokens)";
+      end_without_token(std::move(f), "error", msg, out);
+    }
+    if (st.empty()) return;
+    logits.resize(st.batch.logit_rows.size() * size_t(vocab));
+    try {
+      model.forward(st.batch, *kv, logits.data());
+    } catch (const std::exception& e) {
+      // A backend failure ends the requests of this step, not the engine.
+      for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), "error", e.what(), out);
+      return;
+    }
+    sched.commit(st);
+    computed += st.batch.n_tokens();
+    ++steps;
+    for (size_t r = 0; r < st.sampled.size(); ++r) {
+      Sequence* s = st.sampled[r];
+      try {
+        const int n_lp = s->req.logprobs ? s->req.top_logprobs : -1;
+        SampleResult res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp);
+        on_token(*s, res, out);
+      } catch (const std::exception& e) {
+        if (auto own = sched.remove(s->id)) end_without_token(std::move(own), "error", e.what(), out);
+      }
+    }
+  }
+
+  void emit(std::vector<Emit>& out) {
+    for (Emit& e : out) {
+      try {
+        e.seq->on_event(e.ev);
+      } catch (...) {
+        // The consumer is gone (e.g. the client hung up): stop spending steps on it.
+        if (!e.ev.finished) callback_failed.push_back(e.ev.request_id);
+      }
+    }
+    out.clear();
+    done.clear();
+  }
+
+  void loop() {
+    std::vector<Emit> out;
+    for (;;) {
+      std::vector<uint64_t> to_cancel;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] {
+          return stopping || !incoming.empty() || !cancels.empty() || !callback_failed.empty() ||
+                 sched.n_waiting() + sched.n_running() > 0;
+        });
+        if (stopping) break;
+        for (auto& s : incoming) sched.enqueue(std::move(s));
+        incoming.clear();
+        stats.waiting = sched.n_waiting();  // keeps the queue limit exact until the next publish
+        to_cancel.swap(cancels);
+      }
+      to_cancel.insert(to_cancel.end(), callback_failed.begin(), callback_failed.end());
+      callback_failed.clear();
+      for (uint64_t id : to_cancel)
+        if (auto s = sched.remove(id)) end_without_token(std::move(s), "cancelled", "", out);
+      run_step(out);
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        for (uint64_t id : ended) live.erase(id);
+        ended.clear();
+        publish_stats();
+      }
+      emit(out);
+    }
+    // Shutdown: everything still known ends as cancelled.
+    std::vector<std::unique_ptr<Sequence>> rest = sched.drain();
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      for (auto& s : incoming) rest.push_back(std::move(s));
+      incoming.clear();
+      for (auto& s : rest) live.erase(s->id);
+    }
+    for (auto& s : rest) end_without_token(std::move(s), "cancelled", "", out);
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      ended.clear();
+      publish_stats();
+    }
+    emit(out);
+  }
+};
+
+Engine::Engine(LlamaModel& model, const Tokenizer& tokenizer, EngineConfig cfg) {
+  cfg.validate();
+  impl_ = std::make_unique<Impl>(model, tokenizer, cfg);
+  impl_->thread = std::thread([this] { impl_->loop(); });
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+uint64_t Engine::submit(GenerationRequest req, EventCallback on_event) {
+  using K = RequestError::Kind;
+  Impl& I = *impl_;
+  auto invalid = [](const std::string& m) { return RequestError(K::Invalid, m); };
+  if (!on_event) throw invalid("submit: on_event callback is empty");
+  if (req.prompt.empty()) throw invalid("prompt is empty (no tokens)");
+  for (size_t i = 0; i < req.prompt.size(); ++i)
+    if (req.prompt[i] < 0 || req.prompt[i] >= I.vocab)
+      throw invalid("prompt token " + std::to_string(i) + " is " + std::to_string(req.prompt[i]) +
+                    ", expected an id in [0, " + std::to_string(I.vocab) + ")");
+  if (req.max_tokens < 1) throw invalid("max_tokens must be >= 1, got " + std::to_string(req.max_tokens));
+  if (int64_t(req.prompt.size()) + req.max_tokens > I.n_ctx)
+    throw invalid("prompt (" + std::to_string(req.prompt.size()) + " tokens) + max_tokens (" +
+                  std::to_string(req.max_tokens) + ") exceeds the context of " + std::to_string(I.n_ctx) + " tokens");
+  for (const std::string& s : req.stop)
+    if (s.empty()) throw invalid("stop strings must be non-empty");
+  if (req.top_logprobs < 0) throw invalid("top_logprobs must be >= 0, got " + std::to_string(req.top_logprobs));
+  if (req.top_logprobs > 0 && !req.logprobs) throw invalid("top_logprobs needs logprobs = true");
+  try {
+    req.sampling.validate();
+  } catch (const Error& e) {
+    throw invalid(e.what());
+  }
+
+  std::unique_lock<std::mutex> lk(I.mu);
+  if (I.stopping) throw RequestError(K::ShuttingDown, "the engine is shutting down");
+  if (I.stats.waiting + int(I.incoming.size()) >= I.cfg.max_queue)  // preempted ones count too
+    throw RequestError(K::QueueFull, "too many requests waiting (" + std::to_string(I.cfg.max_queue) +
+                                         "); try again later");
+  const uint64_t id = I.next_id++;
+  // Built under the lock so ids enter the queue in order; the Sampler is cheap to construct.
+  I.incoming.push_back(std::make_unique<Sequence>(id, std::move(req), std::move(on_event), I.tok));
+  I.live.insert(id);
+  lk.unlock();
+  I.cv.notify_all();
+  return id;
+}
+
+bool Engine::cancel(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lk(impl_->mu);
+    if (!impl_->live.count(id)) return false;
+    impl_->cancels.push_back(id);
+  }
+  impl_->cv.notify_all();
+  return true;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  EngineStats s = impl_->stats;
+  s.waiting += int(impl_->incoming.size());
+  return s;
+}
+
+const EngineConfig& Engine::config() const { return impl_->cfg; }
+int Engine::max_context() const { return impl_->n_ctx; }
+
+}  // namespace greta

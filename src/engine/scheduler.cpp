@@ -1,0 +1,207 @@
+#include "engine/scheduler.h"
+
+#include <algorithm>
+#include <cassert>
+
+namespace greta {
+
+Scheduler::Scheduler(const EngineConfig& cfg) : cfg_(cfg), pool_(cfg.kv_blocks, cfg.block_size) {}
+
+void Scheduler::enqueue(std::unique_ptr<Sequence> s) {
+  // The queue stays sorted by age: newcomers are the youngest, so this is a push_back for
+  // them; a preempted sequence goes back ahead of every request admitted after it (FCFS).
+  auto it = waiting_.end();
+  while (it != waiting_.begin() && (*(it - 1))->id > s->id) --it;
+  waiting_.insert(it, std::move(s));
+}
+
+int Scheduler::fit(const Sequence& s, int want) const {
+  const int bs = pool_.block_size();
+  const int cap = (int(s.kv.table().size()) + pool_.n_free()) * bs - s.n_computed;
+  return std::max(0, std::min(want, cap));
+}
+
+void Scheduler::add_slice(ScheduledStep& st, Sequence* s, int n) {
+  const bool ok = s->kv.reserve(pool_, s->n_computed + n);
+  assert(ok && "fit() promised these blocks");
+  (void)ok;
+  SeqSlice q;
+  q.seq_id = int32_t(st.seqs.size());
+  q.token_begin = st.batch.n_tokens();
+  q.n_tokens = n;
+  q.n_past = s->n_computed;
+  q.block_table = s->kv.table();
+  st.batch.tokens.insert(st.batch.tokens.end(), s->tokens.begin() + s->n_computed,
+                         s->tokens.begin() + s->n_computed + n);
+  // Only the last token of a sequence's known tokens produces a new one: the other rows of a
+  // prompt chunk need no logits (a [rows, vocab] projection is the step's largest matmul).
+  if (s->n_computed + n == int(s->tokens.size())) {
+    st.batch.logit_rows.push_back(q.token_begin + n - 1);
+    st.sampled.push_back(s);
+  }
+  st.batch.seqs.push_back(std::move(q));
+  st.seqs.push_back(s);
+  s->in_step = true;
+}
+
+std::unique_ptr<Sequence> Scheduler::take_running(size_t i) {
+  std::unique_ptr<Sequence> s = std::move(running_[i]);
+  running_.erase(running_.begin() + std::ptrdiff_t(i));
+  return s;
+}
+
+void Scheduler::insert_running(std::unique_ptr<Sequence> s) {
+  auto it = std::upper_bound(running_.begin(), running_.end(), s->id,
+                             [](uint64_t id, const std::unique_ptr<Sequence>& r) { return id < r->id; });
+  running_.insert(it, std::move(s));
+}
+
+void Scheduler::preempt(size_t i) {
+  Sequence& s = *running_[i];
+  assert(!s.in_step);
+  // Its full blocks stay registered in the prefix cache, so if nobody evicts them before it
+  // is readmitted, attach_prefix hands them back and little is recomputed.
+  s.kv.release_all(pool_);
+  s.n_computed = 0;
+  ++preemptions_;
+  enqueue(take_running(i));
+}
+
+ScheduledStep Scheduler::schedule() {
+  ScheduledStep st;
+  for (auto& s : running_) s->in_step = false;
+  int budget = cfg_.max_step_tokens;
+  auto fail_running = [&](size_t i) {
+    running_[i]->kv.release_all(pool_);
+    running_[i]->n_computed = 0;
+    st.failed.push_back(take_running(i));
+  };
+
+  // 1. Decode tokens, oldest first. Everything after index i is younger and not yet in the step.
+  for (size_t i = 0; i < running_.size() && budget > 0;) {
+    Sequence* s = running_[i].get();
+    if (s->remaining() != 1) {
+      ++i;
+      continue;
+    }
+    bool keep = true;
+    while (fit(*s, 1) < 1) {
+      if (running_.size() == 1) {  // alone and the pool is full of its own blocks
+        fail_running(i);
+        keep = false;
+        break;
+      }
+      const size_t youngest = running_.size() - 1;
+      preempt(youngest);
+      if (youngest == i) {
+        keep = false;
+        break;
+      }
+    }
+    if (!keep) continue;  // running_[i] is now the next sequence
+    add_slice(st, s, 1);
+    --budget;
+    ++i;
+  }
+
+  // 2. Prompt chunks (or recomputation) of sequences already running, oldest first.
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Sequence* s = running_[i].get();
+    if (s->in_step) continue;
+    const int want = std::min({s->remaining(), cfg_.prefill_chunk, budget});
+    int n = fit(*s, want);
+    while (n == 0) {
+      // Only a younger sequence that is not in this step may give way.
+      size_t victim = running_.size();
+      for (size_t j = running_.size(); j-- > i + 1;)
+        if (!running_[j]->in_step) {
+          victim = j;
+          break;
+        }
+      if (victim == running_.size()) break;
+      preempt(victim);
+      n = fit(*s, want);
+    }
+    if (n == 0) continue;
+    add_slice(st, s, n);
+    budget -= n;
+  }
+
+  // 3. Admission from the queue, front first, until one does not fit.
+  while (budget > 0 && !waiting_.empty() && int(running_.size()) < cfg_.max_running) {
+    Sequence* s = waiting_.front().get();
+    const int hit = s->kv.attach_prefix(pool_, s->tokens);
+    s->n_computed = hit;
+    const int n = fit(*s, std::min({s->remaining(), cfg_.prefill_chunk, budget}));
+    if (n == 0) {
+      s->kv.release_all(pool_);
+      s->n_computed = 0;
+      if (!running_.empty()) break;  // wait for running sequences to free blocks
+      // Nothing else holds blocks, so it can never fit.
+      st.failed.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+      continue;
+    }
+    prefix_hits_ += hit;
+    if (!s->admitted_once) {
+      s->admitted_once = true;
+      s->cached_tokens = hit;
+      prompt_tokens_ += s->n_prompt;
+    }
+    std::unique_ptr<Sequence> own = std::move(waiting_.front());
+    waiting_.pop_front();
+    add_slice(st, own.get(), n);
+    budget -= n;
+    insert_running(std::move(own));
+  }
+
+  // 4. Progress. An empty step with work left means the oldest sequence could not take one
+  // token even after every younger one gave way: it is alone with the whole pool and needs
+  // more, so it can never finish. Fail it rather than spin.
+  if (st.empty() && st.failed.empty()) {
+    if (!running_.empty()) {
+      fail_running(0);
+    } else if (!waiting_.empty()) {
+      st.failed.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+  }
+  return st;
+}
+
+void Scheduler::commit(const ScheduledStep& step) {
+  for (size_t i = 0; i < step.seqs.size(); ++i) {
+    Sequence* s = step.seqs[i];
+    s->n_computed += step.batch.seqs[i].n_tokens;
+    s->kv.commit(pool_, s->tokens, s->n_computed);
+  }
+}
+
+std::unique_ptr<Sequence> Scheduler::remove(uint64_t id) {
+  for (size_t i = 0; i < running_.size(); ++i)
+    if (running_[i]->id == id) {
+      running_[i]->kv.release_all(pool_);
+      return take_running(i);
+    }
+  for (auto it = waiting_.begin(); it != waiting_.end(); ++it)
+    if ((*it)->id == id) {
+      std::unique_ptr<Sequence> s = std::move(*it);
+      waiting_.erase(it);
+      return s;
+    }
+  return nullptr;
+}
+
+std::vector<std::unique_ptr<Sequence>> Scheduler::drain() {
+  std::vector<std::unique_ptr<Sequence>> all;
+  for (auto& s : running_) {
+    s->kv.release_all(pool_);
+    all.push_back(std::move(s));
+  }
+  running_.clear();
+  for (auto& s : waiting_) all.push_back(std::move(s));
+  waiting_.clear();
+  return all;
+}
+
+}  // namespace greta
