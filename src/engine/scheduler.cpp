@@ -69,6 +69,7 @@ void Scheduler::preempt(size_t i) {
 
 ScheduledStep Scheduler::schedule() {
   ScheduledStep st;
+  const int64_t preempted_before = preemptions_;
   for (auto& s : running_) s->in_step = false;
   int budget = cfg_.max_step_tokens;
   auto fail_running = [&](size_t i) {
@@ -127,8 +128,11 @@ ScheduledStep Scheduler::schedule() {
     budget -= n;
   }
 
-  // 3. Admission from the queue, front first, until one does not fit.
-  while (budget > 0 && !waiting_.empty() && int(running_.size()) < cfg_.max_running) {
+  // 3. Admission from the queue, front first, until one does not fit. Not in a step that had to
+  // preempt: the blocks just freed are needed by the running sequences' next decodes, and
+  // readmitting the victim at once would only preempt it again (thrashing).
+  const bool pressure = preemptions_ != preempted_before;
+  while (!pressure && budget > 0 && !waiting_.empty() && int(running_.size()) < cfg_.max_running) {
     Sequence* s = waiting_.front().get();
     const int hit = s->kv.attach_prefix(pool_, s->tokens);
     s->n_computed = hit;

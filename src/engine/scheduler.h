@@ -10,7 +10,8 @@
 //    preempt younger sequences that are not in this step.
 // 3. Admission: queued sequences join, front first, while budget and max_running allow; each
 //    first attaches cached prefix blocks, then takes a chunk that fits the free blocks. A
-//    request that does not fit waits (head of line: FCFS).
+//    request that does not fit waits (head of line: FCFS). A step that had to preempt admits
+//    nobody (the freed blocks go to the running sequences, not to a thrashing readmission).
 //
 // Guarantees
 // - Progress: every call either returns a non-empty step or fails (hands back in `failed`)
