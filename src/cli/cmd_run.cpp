@@ -25,6 +25,7 @@ struct RunOptions {
   bool special = false;
   std::string report;  // JSON file: ids and per-step top logits (parity checks, debugging)
   int report_top = 20;
+  std::string force;   // JSON array of token ids fed instead of the sampled ones (teacher forcing)
 };
 
 // Top `k` (id, logit) pairs, highest first.
@@ -54,7 +55,17 @@ void run(const RunOptions& o) {
   if (int(ids.size()) >= n_ctx)
     throw Error("prompt has " + std::to_string(ids.size()) + " tokens, which does not fit the context of " +
                 std::to_string(n_ctx) + " (raise -c/--ctx up to " + std::to_string(cfg.max_context) + ")");
-  const int n_gen = std::min(o.n_predict, n_ctx - int(ids.size()));
+  std::vector<int32_t> forced;
+  if (!o.force.empty()) {
+    nlohmann::json f = nlohmann::json::parse(o.force, nullptr, false);
+    if (!f.is_array()) throw Error("--force expects a JSON array of token ids, e.g. [1, 2, 3]");
+    for (const auto& v : f) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= cfg.vocab_size)
+        throw Error("--force: " + v.dump() + " is not a token id in [0, " + std::to_string(cfg.vocab_size) + ")");
+      forced.push_back(v.get<int32_t>());
+    }
+  }
+  const int n_gen = std::min(forced.empty() ? o.n_predict : int(forced.size()), n_ctx - int(ids.size()));
 
   SequenceRunner seq(*L.model, n_ctx);
   Sampler sampler(o.sampling.p);
@@ -70,10 +81,11 @@ void run(const RunOptions& o) {
   const double t1 = now_seconds();
   for (; generated < n_gen; ++generated) {
     if (!o.report.empty()) report["steps"].push_back(top_logits(logits.data(), cfg.vocab_size, o.report_top));
-    const int32_t tok = sampler.sample(logits.data(), cfg.vocab_size, history);
+    const int32_t tok =
+        forced.empty() ? sampler.sample(logits.data(), cfg.vocab_size, history) : forced[size_t(generated)];
     history.push_back(tok);
     report["generated_ids"].push_back(tok);
-    const bool stop = !o.ignore_eos && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
+    const bool stop = !o.ignore_eos && forced.empty() && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
                                            L.tokenizer->stop_ids.end();
     if (stop) { ++generated; break; }
     std::string text = dec.feed(tok);
@@ -116,6 +128,9 @@ void register_run(CLI::App& app) {
   sub->add_flag("--special", o->special, "parse special tokens (e.g. <|im_start|>) in the prompt");
   sub->add_option("--report", o->report, "write prompt/generated ids and per-step top logits as JSON");
   sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--force", o->force,
+                  "teacher forcing: feed this JSON array of token ids instead of sampling (with --report, "
+                  "scores another engine's output step by step)");
   sub->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty()) throw Error("no prompt: pass -p TEXT or -f FILE");
     run(*o);
