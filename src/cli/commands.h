@@ -6,6 +6,7 @@
 namespace greta::cli {
 
 void register_run(CLI::App& app);
+void register_chat(CLI::App& app);
 void register_info(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_perplexity(CLI::App& app);

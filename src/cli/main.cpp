@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("greta ") + greta::cli::commit_id());
   greta::cli::register_run(app);
+  greta::cli::register_chat(app);
   greta::cli::register_info(app);
   greta::cli::register_tokenize(app);
   greta::cli::register_perplexity(app);

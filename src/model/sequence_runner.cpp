@@ -21,6 +21,8 @@ void SequenceRunner::reset() {
   n_past_ = 0;
 }
 
+void SequenceRunner::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
+
 std::vector<float> SequenceRunner::eval(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want) {
   const int vocab = model_.config().vocab_size;
   const int n = int(tokens.size());

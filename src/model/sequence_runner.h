@@ -26,6 +26,10 @@ class SequenceRunner {
   // Logits of the last token only.
   std::vector<float> eval_last(const std::vector<int32_t>& tokens);
   void reset();
+  // Keeps only the first n tokens (n >= n_past: no-op): the next eval continues at position n.
+  // Attention reads positions up to its own, so the K/V rows left past n are never read
+  // before being overwritten (`greta chat` reuses the common prefix of two turns this way).
+  void truncate(int n);
 
  private:
   LlamaModel& model_;
