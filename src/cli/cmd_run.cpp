@@ -26,7 +26,20 @@ struct RunOptions {
   std::string report;  // JSON file: ids and per-step top logits (parity checks, debugging)
   int report_top = 20;
   std::string force;   // JSON array of token ids fed instead of the sampled ones (teacher forcing)
+  std::string prompt_ids;  // JSON array of token ids used as the prompt instead of -p text
 };
+
+std::vector<int32_t> parse_ids(const std::string& text, const char* flag, int vocab) {
+  nlohmann::json f = nlohmann::json::parse(text, nullptr, false);
+  if (!f.is_array()) throw Error(std::string(flag) + " expects a JSON array of token ids, e.g. [1, 2, 3]");
+  std::vector<int32_t> ids;
+  for (const auto& v : f) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= vocab)
+      throw Error(std::string(flag) + ": " + v.dump() + " is not a token id in [0, " + std::to_string(vocab) + ")");
+    ids.push_back(v.get<int32_t>());
+  }
+  return ids;
+}
 
 // Top `k` (id, logit) pairs, highest first.
 nlohmann::json top_logits(const float* logits, int vocab, int k) {
@@ -50,21 +63,15 @@ void run(const RunOptions& o) {
   Loaded L = load(o.model);
   const ModelConfig& cfg = L.model->config();
   const int n_ctx = o.ctx > 0 ? o.ctx : std::min(cfg.max_context, 4096);
-  std::vector<int32_t> ids = L.tokenizer->encode(prompt, L.tokenizer->add_bos && !o.no_bos, o.special);
+  std::vector<int32_t> ids = o.prompt_ids.empty()
+                                 ? L.tokenizer->encode(prompt, L.tokenizer->add_bos && !o.no_bos, o.special)
+                                 : parse_ids(o.prompt_ids, "--prompt-ids", cfg.vocab_size);
   if (ids.empty()) throw Error("the prompt is empty (no tokens); pass -p TEXT");
   if (int(ids.size()) >= n_ctx)
     throw Error("prompt has " + std::to_string(ids.size()) + " tokens, which does not fit the context of " +
                 std::to_string(n_ctx) + " (raise -c/--ctx up to " + std::to_string(cfg.max_context) + ")");
   std::vector<int32_t> forced;
-  if (!o.force.empty()) {
-    nlohmann::json f = nlohmann::json::parse(o.force, nullptr, false);
-    if (!f.is_array()) throw Error("--force expects a JSON array of token ids, e.g. [1, 2, 3]");
-    for (const auto& v : f) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= cfg.vocab_size)
-        throw Error("--force: " + v.dump() + " is not a token id in [0, " + std::to_string(cfg.vocab_size) + ")");
-      forced.push_back(v.get<int32_t>());
-    }
-  }
+  if (!o.force.empty()) forced = parse_ids(o.force, "--force", cfg.vocab_size);
   const int n_gen = std::min(forced.empty() ? o.n_predict : int(forced.size()), n_ctx - int(ids.size()));
 
   SequenceRunner seq(*L.model, n_ctx);
@@ -128,11 +135,13 @@ void register_run(CLI::App& app) {
   sub->add_flag("--special", o->special, "parse special tokens (e.g. <|im_start|>) in the prompt");
   sub->add_option("--report", o->report, "write prompt/generated ids and per-step top logits as JSON");
   sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--prompt-ids", o->prompt_ids, "prompt as a JSON array of token ids (no tokenizer involved)");
   sub->add_option("--force", o->force,
                   "teacher forcing: feed this JSON array of token ids instead of sampling (with --report, "
                   "scores another engine's output step by step)");
   sub->callback([o] {
-    if (o->prompt.empty() && o->prompt_file.empty()) throw Error("no prompt: pass -p TEXT or -f FILE");
+    if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
+      throw Error("no prompt: pass -p TEXT, -f FILE or --prompt-ids");
     run(*o);
   });
 }
