@@ -58,10 +58,10 @@ def main():
     prompt = [1] + [int(x) for x in torch.randint(3, 1000, (15,), generator=torch.Generator().manual_seed(1))]
     ids = torch.tensor([prompt], device="cuda")
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=a.steps, do_sample=False, output_scores=True,
+        out = model.generate(ids, max_new_tokens=a.steps, do_sample=False, output_logits=True,
                              return_dict_in_generate=True, pad_token_id=0)
     hf_tokens = out.sequences[0, len(prompt):].tolist()
-    hf_logits = torch.stack([s[0].float() for s in out.scores]).cpu()  # [steps, vocab]
+    hf_logits = torch.stack([s[0].float() for s in out.logits]).cpu()  # [steps, vocab], raw logits
     t_hf = time.time() - t0
     del model, out
     torch.cuda.empty_cache()

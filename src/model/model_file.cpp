@@ -158,7 +158,14 @@ void ModelFile::open_hf(const std::string& dir) {
   c.rope_theta = float(get_float("rope_theta", 10000.0));
   c.rope_neox = true;  // HF checkpoints rotate halves
   c.tied_embeddings = j.value("tie_word_embeddings", false);
-  if (auto rs = j.find("rope_scaling"); rs != j.end() && rs->is_object()) {
+  // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
+  // older checkpoints use "rope_theta" + "rope_scaling". Read both.
+  auto rs = j.find("rope_scaling");
+  if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) {
+    if (auto th = rp->find("rope_theta"); th != rp->end() && th->is_number()) c.rope_theta = th->get<float>();
+    rs = rp;
+  }
+  if (rs != j.end() && rs->is_object()) {
     const std::string type = rs->value("rope_type", rs->value("type", std::string()));
     if (type == "llama3") {
       c.rope_freq_factors = llama3_rope_factors(
