@@ -11,6 +11,7 @@ void register_info(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_serve(CLI::App& app);
 const char* commit_id();
 
 }  // namespace greta::cli

@@ -1,4 +1,4 @@
-// `greta`: run | info | tokenize | perplexity | bench. Every command reports bad input or
+// `greta`: run | chat | info | tokenize | perplexity | bench. Every command reports bad input or
 // files with a one-line reason and a non-zero exit, never a crash.
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   greta::cli::register_tokenize(app);
   greta::cli::register_perplexity(app);
   greta::cli::register_bench(app);
+  greta::cli::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,125 @@
+// greta serve: an OpenAI-compatible HTTP server (src/server) on the continuous-batching engine.
+#include <pthread.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "greta/engine.h"
+#include "server/http_server.h"
+
+namespace greta::cli {
+
+namespace {
+
+struct ServeOptions {
+  ModelOptions model;
+  server::HttpOptions http;
+  EngineConfig engine;
+  std::string chat_template;
+  std::string model_id;
+};
+
+// --chat-template NAME|FILE: a built-in name first, else a file path.
+std::string read_template(const std::string& arg) {
+  if (const std::string* s = builtin_chat_template(arg)) return *s;
+  std::ifstream in(arg, std::ios::binary);
+  if (!in) {
+    std::string names;
+    for (const auto& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("--chat-template '" + arg + "': not a built-in template (" + names + ") and not a readable file");
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void serve(ServeOptions& o) {
+  // SIGINT/SIGTERM go to one thread that stops the server (blocked here, before any thread
+  // starts, so every thread inherits the mask); SIGPIPE must never kill the server.
+  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  Loaded L = load(o.model);
+  std::unique_ptr<ChatTemplate> tmpl;
+  const std::string source = o.chat_template.empty() ? L.tokenizer->chat_template : read_template(o.chat_template);
+  if (!source.empty()) tmpl = std::make_unique<ChatTemplate>(ChatTemplate::parse(source));
+  else std::fprintf(stderr, "greta: warning: the model has no chat template; /v1/chat/completions will answer 400 "
+                            "(pass --chat-template NAME|FILE)\n");
+
+  std::string id = o.model_id;
+  if (id.empty()) {
+    std::filesystem::path p(resolve_model_path(o.model.model));
+    id = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+  }
+  // Metrics before the engine: the engine's callbacks observe latencies until it is destroyed.
+  server::Metrics metrics;
+  Engine engine(*L.model, *L.tokenizer, o.engine);
+  server::ServerContext ctx;
+  ctx.engine = &engine;
+  ctx.tokenizer = L.tokenizer.get();
+  ctx.chat_template = tmpl.get();
+  ctx.metrics = &metrics;
+  ctx.model_id = id;
+  ctx.created = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  server::HttpServer http(ctx, o.http);
+  const int port = http.bind();
+
+  std::thread stopper([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    http.stop();
+  });
+  std::fprintf(stderr, "greta: serving %s on %s (max context %d tokens, %d KV blocks)%s\n", id.c_str(),
+               L.backend->name().c_str(), engine.max_context(), o.engine.kv_blocks,
+               o.http.api_key.empty() ? "" : ", API key required");
+  std::printf("greta: listening on http://%s:%d/v1\n", o.http.host.c_str(), port);
+  std::fflush(stdout);
+  http.run();
+  // run() returns after stop() (from the stopper) or when listening failed: wake the stopper.
+  pthread_kill(stopper.native_handle(), SIGTERM);
+  stopper.join();
+  std::fprintf(stderr, "greta: server stopped\n");
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto o = std::make_shared<ServeOptions>();
+  CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)");
+  o->model.add_to(sub);
+  sub->add_option("--host", o->http.host, "address to bind (default 127.0.0.1: this machine only)");
+  sub->add_option("--port", o->http.port, "TCP port (0 = any free port)")->check(CLI::Range(0, 65535));
+  sub->add_option("--api-key", o->http.api_key, "require 'Authorization: Bearer KEY' (all but /health)");
+  sub->add_option("--model-id", o->model_id, "model name clients use (default: the model's file name)");
+  sub->add_option("--chat-template", o->chat_template,
+                  "chat template: a built-in name (chatml, llama2, llama3, mistral, qwen2) or a Jinja file");
+  sub->add_option("-c,--ctx", o->engine.max_context, "prompt + max_tokens limit (0 = min(model's, KV pool))")
+      ->check(CLI::Range(0, 1 << 24));
+  sub->add_option("--kv-blocks", o->engine.kv_blocks, "KV cache pool size in blocks")->check(CLI::Range(1, 1 << 24));
+  sub->add_option("--block-size", o->engine.block_size, "tokens per KV block")->check(CLI::Range(1, 4096));
+  sub->add_option("--max-running", o->engine.max_running, "most sequences in flight at once")
+      ->check(CLI::Range(1, 1 << 16));
+  sub->add_option("--max-queue", o->engine.max_queue, "most requests waiting; more get 429")
+      ->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--max-step-tokens", o->engine.max_step_tokens, "token budget of one engine step")
+      ->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--max-body", o->http.max_body_bytes, "largest request body in bytes (more gets 413)")
+      ->check(CLI::Range(1024, 1 << 30));
+  sub->add_option("--http-threads", o->http.threads, "connections served at once (each stream holds one)")
+      ->check(CLI::Range(4, 4096));
+  sub->callback([o] { serve(*o); });
+}
+
+}  // namespace greta::cli

@@ -1,0 +1,315 @@
+#include "server/routes.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+
+#include "server/openai_json.h"
+#include "server/sse.h"
+
+namespace greta::server {
+
+using nlohmann::json;
+
+namespace {
+
+void send_json(httplib::Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump(j), "application/json");
+}
+
+std::string new_id(const char* prefix) {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s-%016llx%08llx", prefix, (unsigned long long)salt,
+                (unsigned long long)counter.fetch_add(1));
+  return buf;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::vector<int32_t> chat_prompt(const ServerContext& ctx, const std::vector<ChatMessage>& messages) {
+  if (!ctx.chat_template)
+    throw ApiError(400, "this model has no chat template; restart the server with --chat-template NAME|FILE");
+  const Tokenizer& tok = *ctx.tokenizer;
+  // Templates write BOS/EOS as text ({{ bos_token }}); parse_special turns them into ids.
+  const std::string bos = tok.bos_id >= 0 ? std::string(tok.piece(tok.bos_id)) : "";
+  const std::string eos = tok.eos_id >= 0 ? std::string(tok.piece(tok.eos_id)) : "";
+  std::string rendered;
+  try {
+    rendered = ctx.chat_template->render(messages, /*add_generation_prompt=*/true, bos, eos);
+  } catch (const Error& e) {
+    throw ApiError(400, std::string("the chat template refused these messages: ") + e.what(), "messages");
+  }
+  const bool template_wrote_bos = !bos.empty() && rendered.rfind(bos, 0) == 0;
+  return tok.encode(rendered, tok.add_bos && !template_wrote_bos, /*parse_special=*/true);
+}
+
+// One engine request per choice, prompt-major: choice = prompt_index * n + j.
+struct Plan {
+  std::vector<GenerationRequest> requests;
+  std::vector<bool> first_of_prompt;  // usage counts each prompt once, as OpenAI does
+};
+
+Plan plan(const ServerContext& ctx, const ApiRequest& r) {
+  std::vector<std::vector<int32_t>> prompts;
+  if (r.chat) {
+    prompts.push_back(chat_prompt(ctx, r.messages));
+  } else {
+    for (const auto& p : r.prompts) {
+      // Completions parse special tokens like the chat path (as vLLM and llama.cpp do).
+      prompts.push_back(ctx.tokenizer->encode(p, ctx.tokenizer->add_bos, /*parse_special=*/true));
+      if (prompts.back().empty()) throw ApiError(400, "'prompt': encodes to no tokens", "prompt");
+    }
+    for (const auto& ids : r.prompt_ids) prompts.push_back(ids);
+  }
+  const int limit = ctx.engine->max_context();
+  Plan out;
+  for (const auto& p : prompts) {
+    const int len = int(p.size());
+    if (len >= limit)
+      throw ApiError(400,
+                     "the prompt has " + std::to_string(len) + " tokens, but the context holds " +
+                         std::to_string(limit) + " (prompt + max_tokens)",
+                     r.chat ? "messages" : "prompt", "", "context_length_exceeded");
+    // OpenAI's defaults: completions 16 tokens, chat as many as the context allows.
+    const int max_tokens = r.max_tokens ? *r.max_tokens : (r.chat ? limit - len : std::min(16, limit - len));
+    if (len + max_tokens > limit)
+      throw ApiError(400,
+                     "the prompt has " + std::to_string(len) + " tokens and max_tokens is " +
+                         std::to_string(max_tokens) + ", more than the context of " + std::to_string(limit),
+                     "max_tokens", "", "context_length_exceeded");
+    for (int j = 0; j < r.n; ++j) {
+      GenerationRequest g;
+      g.prompt = p;
+      g.sampling = r.sampling;
+      // Seeded choices stay reproducible yet differ from each other.
+      if (r.seeded) g.sampling.seed += uint64_t(j) * 0x9e3779b97f4a7c15ull;
+      if (r.seeded && g.sampling.seed == 0) g.sampling.seed = 1;
+      g.max_tokens = max_tokens;
+      g.ignore_eos = r.ignore_eos;
+      g.stop = r.stop;
+      g.logprobs = r.logprobs;
+      g.top_logprobs = r.top_logprobs;
+      out.requests.push_back(std::move(g));
+      out.first_of_prompt.push_back(j == 0);
+    }
+  }
+  return out;
+}
+
+int status_for(RequestError::Kind k) {
+  switch (k) {
+    case RequestError::Kind::QueueFull: return 429;
+    case RequestError::Kind::ShuttingDown: return 503;
+    default: return 400;
+  }
+}
+
+// Submits every choice; on a refusal cancels those already in and throws ApiError.
+std::vector<uint64_t> submit_all(const ServerContext& ctx, Plan& p, const std::shared_ptr<EventChannel>& ch) {
+  std::vector<uint64_t> ids;
+  try {
+    for (size_t i = 0; i < p.requests.size(); ++i)
+      ids.push_back(ctx.engine->submit(std::move(p.requests[i]), ch->callback(int(i))));
+  } catch (const RequestError& e) {
+    for (uint64_t id : ids) ctx.engine->cancel(id);
+    throw ApiError(status_for(e.kind()), e.what());
+  }
+  return ids;
+}
+
+TokenLogprobOut logprob_out(const Tokenizer& tok, const TokenEvent& ev) {
+  TokenLogprobOut o;
+  o.token = tok.token_bytes(ev.token);
+  o.logprob = ev.logprob;
+  for (const auto& t : ev.top) o.top.emplace_back(tok.token_bytes(t.token), t.logprob);
+  return o;
+}
+
+void add_usage(Usage& u, const TokenEvent& ev, bool first_of_prompt) {
+  if (first_of_prompt) {
+    u.prompt_tokens += ev.prompt_tokens;
+    u.cached_tokens += ev.cached_tokens;
+  }
+  u.completion_tokens += ev.completion_tokens;
+}
+
+// A finished event that is not a normal end becomes an error for the client.
+void check_finish(const TokenEvent& ev) {
+  if (ev.finish_reason == "error") throw ApiError(500, "generation failed: " + ev.error);
+  if (ev.finish_reason == "cancelled") throw ApiError(503, "the request was cancelled (server shutting down)");
+}
+
+void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta,
+              httplib::Response& res) {
+  const size_t n = p.requests.size();
+  auto ch = std::make_shared<EventChannel>(int(n), ctx.metrics);
+  const std::vector<bool> first = p.first_of_prompt;
+  std::vector<uint64_t> ids = submit_all(ctx, p, ch);
+  std::vector<ChoiceOut> outs(n);
+  Usage usage;
+  try {
+    // The engine guarantees one finished event per request, so this loop ends.
+    while (!ch->drained()) {
+      for (auto& it : ch->wait(std::chrono::milliseconds(500))) {
+        ChoiceOut& c = outs[size_t(it.index)];
+        c.text += it.ev.text;
+        if (r.logprobs && it.ev.token >= 0) c.logprobs.push_back(logprob_out(*ctx.tokenizer, it.ev));
+        if (it.ev.finished) {
+          check_finish(it.ev);
+          c.finish_reason = it.ev.finish_reason;
+          add_usage(usage, it.ev, first[size_t(it.index)]);
+        }
+      }
+    }
+  } catch (...) {
+    for (uint64_t id : ids) ctx.engine->cancel(id);
+    throw;
+  }
+  send_json(res, 200, response_json(meta, outs, usage));
+}
+
+struct StreamState {
+  std::shared_ptr<EventChannel> ch;
+  std::vector<uint64_t> ids;
+  std::vector<bool> first_of_prompt;
+  ResponseMeta meta;
+  bool include_usage = false;
+  bool logprobs = false;
+  Usage usage;
+  bool started = false;
+  std::chrono::steady_clock::time_point last_write;
+};
+
+void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta,
+            httplib::Response& res) {
+  auto st = std::make_shared<StreamState>();
+  st->ch = std::make_shared<EventChannel>(int(p.requests.size()), ctx.metrics);
+  st->first_of_prompt = p.first_of_prompt;
+  st->meta = meta;
+  st->include_usage = r.include_usage;
+  st->logprobs = r.logprobs;
+  st->ids = submit_all(ctx, p, st->ch);  // refusals become a plain JSON error, before any SSE
+  const ServerContext c = ctx;
+  auto cancel_all = [st, c] {
+    for (uint64_t id : st->ids) c.engine->cancel(id);
+  };
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [st, c, cancel_all](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
+        auto gone = [&] {
+          cancel_all();
+          c.metrics->count_disconnect();
+          return false;
+        };
+        if (!st->started) {
+          st->started = true;
+          // Chat streams open every choice with its role, as OpenAI does.
+          if (st->meta.chat)
+            for (size_t i = 0; i < st->ids.size(); ++i)
+              if (!write(sse_event(chunk_json(st->meta, int(i), "", true, "", {})))) return gone();
+          st->last_write = std::chrono::steady_clock::now();
+        }
+        for (auto& it : st->ch->wait(std::chrono::milliseconds(100))) {
+          const TokenEvent& ev = it.ev;
+          std::vector<TokenLogprobOut> lp;
+          if (st->logprobs && ev.token >= 0) lp.push_back(logprob_out(*c.tokenizer, ev));
+          std::string out;
+          if (ev.finished && (ev.finish_reason == "error" || ev.finish_reason == "cancelled")) {
+            const int status = ev.finish_reason == "error" ? 500 : 503;
+            out = sse_event(error_body(status, ev.finish_reason == "error" ? "generation failed: " + ev.error
+                                                                           : "the request was cancelled"));
+          } else if (ev.finished || !ev.text.empty() || !lp.empty()) {
+            out = sse_event(chunk_json(st->meta, it.index, ev.text, false, ev.finished ? ev.finish_reason : "", lp));
+          }
+          if (ev.finished) add_usage(st->usage, ev, st->first_of_prompt[size_t(it.index)]);
+          if (!out.empty()) {
+            if (!write(out)) return gone();
+            st->last_write = std::chrono::steady_clock::now();
+          }
+        }
+        if (st->ch->drained()) {
+          if (st->include_usage && !write(sse_event(usage_chunk_json(st->meta, st->usage)))) return gone();
+          if (!write(sse_done())) return gone();
+          sink.done();
+          return true;
+        }
+        // Nothing to say for a while (queued, long prefill): a comment probes the connection so a
+        // client that left is noticed even before its first token.
+        if (std::chrono::steady_clock::now() - st->last_write > std::chrono::seconds(1)) {
+          if (!write(sse_comment())) return gone();
+          st->last_write = std::chrono::steady_clock::now();
+        }
+        if (!sink.is_writable()) return gone();
+        return true;
+      },
+      [st, cancel_all](bool success) {
+        if (!success) cancel_all();  // connection dropped or server stopping: free the engine
+      });
+}
+
+void generate(const ServerContext& ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
+  const ApiRequest r = parse_request(req.body, chat);
+  if (!r.model.empty() && r.model != ctx.model_id)
+    throw ApiError(404, "the model '" + r.model + "' does not exist; this server serves '" + ctx.model_id + "'",
+                   "model", "", "model_not_found");
+  Plan p;
+  try {
+    p = plan(ctx, r);
+  } catch (const ApiError&) {
+    throw;
+  } catch (const Error& e) {
+    throw ApiError(400, e.what());
+  }
+  ResponseMeta meta{new_id(chat ? "chatcmpl" : "cmpl"), unix_now(), ctx.model_id, chat, r.logprobs};
+  if (r.stream) stream(ctx, r, p, meta, res);
+  else complete(ctx, r, p, meta, res);
+}
+
+// Every handler error becomes an OpenAI error body; nothing escapes to httplib.
+template <class F>
+httplib::Server::Handler guarded(F f) {
+  return [f](const httplib::Request& req, httplib::Response& res) {
+    try {
+      f(req, res);
+    } catch (const ApiError& e) {
+      send_json(res, e.status(), e.body());
+    } catch (const std::exception& e) {
+      send_json(res, 500, error_body(500, std::string("internal error: ") + e.what()));
+    }
+  };
+}
+
+json model_json(const ServerContext& ctx) {
+  return {{"id", ctx.model_id}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "greta"}};
+}
+
+}  // namespace
+
+void add_routes(httplib::Server& http, const ServerContext& ctx) {
+  http.Post("/v1/completions", guarded([ctx](const auto& req, auto& res) { generate(ctx, req, res, false); }));
+  http.Post("/v1/chat/completions", guarded([ctx](const auto& req, auto& res) { generate(ctx, req, res, true); }));
+  http.Get("/v1/models", guarded([ctx](const auto&, auto& res) {
+             send_json(res, 200, {{"object", "list"}, {"data", json::array({model_json(ctx)})}});
+           }));
+  http.Get(R"(/v1/models/(.+))", guarded([ctx](const httplib::Request& req, auto& res) {
+             if (req.matches[1] != ctx.model_id)
+               throw ApiError(404, "the model '" + std::string(req.matches[1]) + "' does not exist", "model", "",
+                              "model_not_found");
+             send_json(res, 200, model_json(ctx));
+           }));
+  http.Get("/health", guarded([](const auto&, auto& res) { send_json(res, 200, {{"status", "ok"}}); }));
+  http.Get("/metrics", guarded([ctx](const auto&, auto& res) {
+             res.set_content(ctx.metrics->render(ctx.engine->stats()), "text/plain; version=0.0.4");
+           }));
+}
+
+}  // namespace greta::server
