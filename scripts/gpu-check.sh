@@ -2,8 +2,9 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e (default: build tests bench e2e)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs (default: build tests bench e2e)
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
+#   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
@@ -121,6 +122,27 @@ for line in open(sys.argv[1]):
     speed = f"{r['tokens_per_s']:9.1f} tok/s"
     extra = f"ttft {r['ttft_ms']:.1f} ms" if "ttft_ms" in r else f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s"
     print(f"{r['model']:24s} {what:24s} {speed} {extra:28s} check {r['check']} (max diff {r['check_max_logit_diff']:.3g})")
+PY
+fi
+if has graphs && [ -x "$BUILD/greta" ]; then
+  echo "== step graphs off vs on (synthetic llama-2-7b, bf16, same machine, back to back)"
+  : > "$LOG/bench_graphs.jsonl"
+  for g in 0 1 0 1; do
+    GRETA_CUDA_GRAPHS=$g "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p 16 -n 256 --batch 8 32 \
+      2>> "$LOG/bench_graphs.err" | sed "s/^{/{\"graphs\": $g, /" >> "$LOG/bench_graphs.jsonl" ||
+      { status=1; tail -5 "$LOG/bench_graphs.err"; }
+  done
+  python3 - "$LOG/bench_graphs.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    if "tokens_per_s" not in r:
+        continue
+    what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "")
+    print(f"graphs={r['graphs']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
+          f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
 PY
 fi
 exit $status

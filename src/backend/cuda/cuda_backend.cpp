@@ -2,16 +2,26 @@
 // op is enqueued on it and checked. Host-side work per op is shape checks plus, for the few
 // ops that take host data (embed tokens, gather rows, the step plan), one copy through a
 // pinned staging buffer.
+//
+// Decode steps run as CUDA graphs (step_graph.h): between begin_step and the end of the step
+// ops record their launches instead of making them, and the whole list is replayed as one
+// graph when an identical list was seen before. GRETA_CUDA_GRAPHS=0 turns this off (launches
+// and results are the same either way; only the launch overhead differs).
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/matmul_lt.h"
+#include "backend/cuda/step_graph.h"
 #include "core/host_tensor.h"
 
 namespace greta {
@@ -21,17 +31,38 @@ using cuda::bf16;
 
 std::string shape_str(int64_t r, int64_t c) { return "[" + std::to_string(r) + ", " + std::to_string(c) + "]"; }
 
+// Runs the owning backend's recorded launches (if the backend still exists) before device
+// memory they may use is freed: a step that wants no logits ends without to_host, and its
+// weights or cache could be destroyed before anything else flushes it.
+using FlushHook = std::weak_ptr<std::function<void()>>;
+void run_flush_hook(const FlushHook& h) {
+  if (auto f = h.lock()) {
+    try {
+      (*f)();
+    } catch (const Error&) {  // called from destructors: nothing to report to
+    }
+  }
+}
+
 class CudaWeight final : public Weight {
  public:
-  ~CudaWeight() override { cudaFree(data); }
+  ~CudaWeight() override {
+    run_flush_hook(flush);
+    cudaFree(data);
+  }
   void* data = nullptr;  // bf16 [n_out, n_in] (2-D) or f32 [1, n_in] (1-D)
+  FlushHook flush;
 };
 
 class CudaKV final : public KVStorage {
  public:
-  ~CudaKV() override { cudaFree(mem); }
+  ~CudaKV() override {
+    run_flush_hook(flush);
+    cudaFree(mem);
+  }
   void* mem = nullptr;
   std::vector<cuda::KVLayerDev> layers;
+  FlushHook flush;
 };
 
 // Host data -> device through pinned memory, asynchronously. The pinned buffer is reused
@@ -74,10 +105,50 @@ class Staging {
 // Sequences with at most this many new tokens use the split-K decode kernel (one work item
 // per token); longer ones (prompts, prompt chunks) use the tiled prefill kernel.
 constexpr int kDecodeMaxNewTokens = 8;
+// Steps with prefill work or more tokens than this run without graphs: their launch overhead
+// is small next to their work, and their shapes rarely repeat.
+constexpr int kGraphMaxTokens = 256;
+// The decode attention split is planned for the longest context rounded up to this, so a
+// sequence's steps launch identically (and share one graph) for 256 positions at a time.
+// Partitions past a token's own context exit at once, so the rounding costs ~nothing.
+constexpr int kDecodeCtxBucket = 256;
+
+// GRETA_CUDA_STEP_PROFILE=1: per-step timing of decode steps (<= 8 tokens), averaged and
+// printed to stderr when the backend is destroyed. host = begin_step to to_host on the host
+// (ops' checks and, with graphs, recording); tail = device time from to_host's launch/flush
+// to the end of the step; step = device time from the plan upload to the end.
+struct StepProfile {
+  bool on = false;
+  cudaEvent_t ev[3] = {nullptr, nullptr, nullptr};  // after upload, at to_host, at the end
+  std::chrono::steady_clock::time_point t0;
+  bool active = false;
+  double host_us = 0, tail_ms = 0, step_ms = 0;
+  int n = 0;
+};
+
+bool graphs_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_GRAPHS");
+  return !(v && std::string(v) == "0");
+}
+
+// Launchers with everything by value, so that a step can record them (StepCommands).
+void lt_gemm_cmd(cuda::LtGemm* g, const bf16* x, const bf16* w, bf16* out, int64_t n, int64_t m, int64_t k,
+                 cudaStream_t s) {
+  g->run(x, w, out, n, m, k, s);
+}
+void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, cuda::DevStep st,
+                 cuda::KVLayerDev L, cudaStream_t s) {
+  cuda::rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);
+}
+void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev L, int n_heads, float scale,
+                   float* scratch, int n_sms, cudaStream_t s) {
+  cuda::attention_decode(q, out, st, L, n_heads, scale, scratch, n_sms, s);
+  cuda::attention_prefill(q, out, st, L, n_heads, scale, s);
+}
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -88,9 +159,26 @@ class CudaBackend final : public Backend {
     name_ = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
     n_sms_ = prop.multiProcessorCount;
     GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    flush_hook_ = std::make_shared<std::function<void()>>([this] { flush(); });
+    const char* pe = std::getenv("GRETA_CUDA_STEP_PROFILE");
+    prof_.on = pe && std::string(pe) == "1";
+    if (prof_.on)
+      for (cudaEvent_t& e : prof_.ev) GRETA_CUDA_CHECK(cudaEventCreate(&e));
     gemm_ = std::make_unique<cuda::LtGemm>();
   }
   ~CudaBackend() override {
+    try {
+      flush();
+    } catch (const Error&) {  // a destructor cannot report it; the work is abandoned
+    }
+    flush_hook_.reset();  // weights and caches that outlive the backend must not call back
+    if (prof_.on) {
+      if (prof_.n > 0)
+        std::fprintf(stderr, "greta cuda step profile (%s): %d decode steps, host %.1f us, tail %.3f ms, step %.3f ms\n",
+                     graphs_on_ ? "graphs" : "no graphs", prof_.n, prof_.host_us / prof_.n, prof_.tail_ms / prof_.n,
+                     prof_.step_ms / prof_.n);
+      for (cudaEvent_t e : prof_.ev) cudaEventDestroy(e);
+    }
     cudaStreamSynchronize(stream_);
     gemm_.reset();
     cudaFree(upload_buf_);
@@ -113,6 +201,7 @@ class CudaBackend final : public Backend {
   }
   void free(Tensor& t) override {
     if (t.data) {
+      flush();  // recorded launches may use this memory
       GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
       GRETA_CUDA_CHECK(cudaFree(t.data));
     }
@@ -132,14 +221,17 @@ class CudaBackend final : public Backend {
       if (tokens[i] < 0 || tokens[i] >= t.n_out)
         throw Error("embed: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                     " is outside the vocabulary [0, " + std::to_string(t.n_out) + ")");
+    // A recorded step reads the staging buffer when it runs: one upload per buffer per step.
+    if (tokens_pending_) flush();
     const auto* idx = static_cast<const int32_t*>(tokens_stage_.put(tokens, size_t(n) * 4, stream_));
-    cuda::gather_rows(static_cast<const bf16*>(t.data), idx, act(out), n, t.n_in, stream_);
+    tokens_pending_ = deferring_;
+    launch(&cuda::gather_rows, static_cast<const bf16*>(t.data), idx, act(out), int64_t(n), t.n_in, stream_);
   }
   void rms_norm(Tensor x, const Weight& w, float eps, Tensor out) override {
     const auto& v = weight1d(w, x.cols, "rms_norm");
     expect_act(x, x.rows, x.cols, "rms_norm x");
     expect_act(out, x.rows, x.cols, "rms_norm out");
-    cuda::rms_norm(act(x), static_cast<const float*>(v.data), eps, act(out), x.rows, x.cols, stream_);
+    launch(&cuda::rms_norm, act(x), static_cast<const float*>(v.data), eps, act(out), x.rows, x.cols, stream_);
   }
   void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) override {
     const auto& wt = weight2d(w, "matmul");
@@ -147,21 +239,23 @@ class CudaBackend final : public Backend {
     expect_act(out, x.rows, wt.n_out, "matmul out");
     const float* b = bias ? static_cast<const float*>(weight1d(*bias, wt.n_out, "matmul bias").data) : nullptr;
     if (x.rows <= cuda::kGemvMaxTokens) {
-      cuda::gemv(act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in, stream_);
+      launch(&cuda::gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
+             stream_);
     } else {
-      gemm_->run(act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in, stream_);
-      if (b) cuda::add_bias_rows(act(out), b, x.rows, wt.n_out, stream_);
+      launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in,
+             stream_);
+      if (b) launch(&cuda::add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
     }
   }
   void add(Tensor a, Tensor b, Tensor out) override {
     expect_act(b, a.rows, a.cols, "add b");
     expect_act(out, a.rows, a.cols, "add out");
-    cuda::add(act(a), act(b), act(out), a.rows * a.cols, stream_);
+    launch(&cuda::add, act(a), act(b), act(out), a.rows * a.cols, stream_);
   }
   void silu_mul(Tensor gate, Tensor up, Tensor out) override {
     expect_act(up, gate.rows, gate.cols, "silu_mul up");
     expect_act(out, gate.rows, gate.cols, "silu_mul out");
-    cuda::silu_mul(act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
+    launch(&cuda::silu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
   }
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) override;
@@ -170,10 +264,29 @@ class CudaBackend final : public Backend {
     for (size_t i = 0; i < rows.size(); ++i)
       if (rows[i] < 0 || rows[i] >= x.rows)
         throw Error("gather_rows: row " + std::to_string(rows[i]) + " outside [0, " + std::to_string(x.rows) + ")");
+    if (rows_pending_) flush();
     const auto* idx = static_cast<const int32_t*>(rows_stage_.put(rows.data(), rows.size() * 4, stream_));
-    cuda::gather_rows(act(x), idx, act(out), int64_t(rows.size()), x.cols, stream_);
+    rows_pending_ = deferring_;
+    launch(&cuda::gather_rows, static_cast<const bf16*>(act(x)), idx, act(out), int64_t(rows.size()), x.cols, stream_);
   }
   void to_host(Tensor x, float* dst) override {
+    const bool prof = prof_.active;
+    prof_.active = false;
+    if (prof) {
+      prof_.host_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - prof_.t0).count();
+      GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[1], stream_));
+    }
+    flush();  // the step's recorded launches: a graph replay, a capture, or direct
+    if (prof) {
+      GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[2], stream_));
+      GRETA_CUDA_CHECK(cudaEventSynchronize(prof_.ev[2]));
+      float tail = 0, step = 0;
+      GRETA_CUDA_CHECK(cudaEventElapsedTime(&tail, prof_.ev[1], prof_.ev[2]));
+      GRETA_CUDA_CHECK(cudaEventElapsedTime(&step, prof_.ev[0], prof_.ev[2]));
+      prof_.tail_ms += tail;
+      prof_.step_ms += step;
+      ++prof_.n;
+    }
     const size_t n = size_t(x.rows * x.cols);
     if (x.dtype == DType::F32) {
       GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
@@ -218,7 +331,38 @@ class CudaBackend final : public Backend {
     return ck->layers[size_t(layer)];
   }
 
+  // Runs fn(args...) now, or records it while the step is deferred.
+  template <class... P, class... A>
+  void launch(void (*fn)(P...), const A&... args) {
+    if (deferring_) cmds_.add(fn, args...);
+    else fn(P(args)...);
+  }
+  // Runs what the step recorded so far (see step_graph.h). Called at the end of a step and
+  // before anything that frees or rewrites memory the recorded launches may use.
+  void flush() {
+    tokens_pending_ = rows_pending_ = false;
+    if (cmds_.empty()) return;
+    try {
+      graphs_.run(cmds_, stream_, graphs_on_);
+    } catch (...) {
+      cmds_.clear();
+      throw;
+    }
+    cmds_.clear();
+  }
+
+ public:
+  cuda::StepGraphs::Stats graph_stats() const { return graphs_.stats(); }
+
+ private:
   int device_;
+  bool graphs_on_ = true;
+  bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
+  bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
+  cuda::StepCommands cmds_;
+  cuda::StepGraphs graphs_;
+  std::shared_ptr<std::function<void()>> flush_hook_;  // handed to weights and caches (weak)
+  StepProfile prof_;
   std::string name_;
   int n_sms_ = 0;
   cudaStream_t stream_ = nullptr;
@@ -243,6 +387,7 @@ class CudaBackend final : public Backend {
 
 std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   auto out = std::make_unique<CudaWeight>();
+  out->flush = flush_hook_;
   const int64_t cols = w.cols(), rows = w.rows();
   if (w.shape.empty() || rows <= 0 || cols <= 0) throw Error("cuda upload: tensor '" + w.name + "' has an empty shape");
   if (cols % block_elems(w.dtype) != 0)
@@ -252,6 +397,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   if (w.nbytes < rb * size_t(rows))
     throw Error("cuda upload: tensor '" + w.name + "' has " + std::to_string(w.nbytes) + " bytes, expected " +
                 std::to_string(rb * size_t(rows)));
+  flush();  // the upload below synchronizes the stream; recorded launches go first
   out->n_out = rows;
   out->n_in = cols;
   if (w.shape.size() == 1) {
@@ -292,6 +438,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
 
 double CudaBackend::measure_bandwidth_gbs() {
   // 1 GiB device-to-device copy, best of 5 after a warm-up; bytes read + written / time.
+  flush();
   const size_t bytes = size_t(1) << 30;
   void *a = nullptr, *b = nullptr;
   GRETA_CUDA_CHECK(cudaMalloc(&a, bytes));
@@ -323,6 +470,7 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   if (!cuda::attention_head_dim_supported(d.head_dim))
     throw Error("cuda alloc_kv: head_dim " + std::to_string(d.head_dim) + " not supported (64, 128, 256)");
   auto kv = std::make_unique<CudaKV>();
+  kv->flush = flush_hook_;
   kv->desc = d;
   kv->dtype = DType::BF16;
   const size_t per = size_t(d.n_blocks) * d.block_size * d.n_kv_heads * d.head_dim;  // values per pool
@@ -342,6 +490,8 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
 }
 
 void CudaBackend::begin_step(const StepPlan& p) {
+  flush();  // a step that ended without to_host (no logits wanted)
+  deferring_ = false;
   const int n = int(p.positions.size());
   const int S = int(p.seq_len.size());
   if (p.token_seq.size() != size_t(n) || p.slot.size() != size_t(n) || p.block_begin.size() != size_t(S + 1))
@@ -373,7 +523,10 @@ void CudaBackend::begin_step(const StepPlan& p) {
   for (int32_t v : p.slot) max_slot_ = std::max(max_slot_, v);
   max_block_ = -1;
   for (int32_t v : p.block_ids) max_block_ = std::max(max_block_, v);
-  // One packed upload: positions | token_seq | slot | block_begin | block_ids | seq_len | decode | prefill.
+  if (max_ctx > 0) max_ctx = (max_ctx + kDecodeCtxBucket - 1) / kDecodeCtxBucket * kDecodeCtxBucket;
+  // One packed upload: positions | token_seq | slot | block_begin | seq_len | decode | prefill |
+  // block_ids. The block tables go last: they grow as sequences do, and every other array
+  // then keeps its address from step to step (launches that read them stay identical).
   packed_.clear();
   auto append = [&](const std::vector<int32_t>& v) {
     const size_t at = packed_.size();
@@ -381,8 +534,8 @@ void CudaBackend::begin_step(const StepPlan& p) {
     return at;
   };
   const size_t o_pos = append(p.positions), o_seq = append(p.token_seq), o_slot = append(p.slot);
-  const size_t o_bb = append(p.block_begin), o_bid = append(p.block_ids), o_len = append(p.seq_len);
-  const size_t o_dec = append(decode), o_pre = append(prefill);
+  const size_t o_bb = append(p.block_begin), o_len = append(p.seq_len);
+  const size_t o_dec = append(decode), o_pre = append(prefill), o_bid = append(p.block_ids);
   const auto* dev = static_cast<const int32_t*>(plan_stage_.put(packed_.data(), packed_.size() * 4, stream_));
   step_ = cuda::DevStep{};
   step_.positions = dev + o_pos;
@@ -401,6 +554,12 @@ void CudaBackend::begin_step(const StepPlan& p) {
   step_.n_prefill = int(prefill.size() / 3);
   step_.max_prefill_tokens = max_new;
   have_step_ = true;
+  deferring_ = graphs_on_ && step_.n_prefill == 0 && n <= kGraphMaxTokens;
+  prof_.active = prof_.on && n <= kDecodeMaxNewTokens && step_.n_prefill == 0;
+  if (prof_.active) {
+    GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[0], stream_));
+    prof_.t0 = std::chrono::steady_clock::now();
+  }
 }
 
 void CudaBackend::rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) {
@@ -417,6 +576,7 @@ void CudaBackend::rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& ro
   if (max_slot_ >= int64_t(L.n_blocks) * L.block_size)
     throw Error("cuda rope_kv_write: slot " + std::to_string(max_slot_) + " outside the KV pool");
   if (rope.inv_freq != inv_freq_host_) {
+    flush();
     GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // earlier kernels may read the old table
     GRETA_CUDA_CHECK(cudaFree(inv_freq_dev_));
     inv_freq_dev_ = nullptr;
@@ -424,7 +584,8 @@ void CudaBackend::rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& ro
     GRETA_CUDA_CHECK(cudaMemcpy(inv_freq_dev_, rope.inv_freq.data(), rope.inv_freq.size() * 4, cudaMemcpyHostToDevice));
     inv_freq_host_ = rope.inv_freq;
   }
-  cuda::rope_kv_write(act(q), act(k), act(v), int(q.cols / hd), inv_freq_dev_, rope.neox, step_, L, stream_);
+  launch(&rope_kv_cmd, act(q), act(k), static_cast<const bf16*>(act(v)), int(q.cols / hd),
+         static_cast<const float*>(inv_freq_dev_), rope.neox, step_, L, stream_);
 }
 
 void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) {
@@ -440,14 +601,15 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
                 std::to_string(L.n_blocks) + " blocks");
   const size_t need = cuda::attention_decode_scratch_floats(step_, n_heads, L.head_dim, L.n_kv_heads, n_sms_);
   if (need > scratch_floats_) {
+    flush();
     GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
     GRETA_CUDA_CHECK(cudaFree(scratch_));
     scratch_ = nullptr;
     GRETA_CUDA_CHECK(cudaMalloc(&scratch_, need * 4));
     scratch_floats_ = need;
   }
-  cuda::attention_decode(act(q), act(out), step_, L, n_heads, scale, scratch_, n_sms_, stream_);
-  cuda::attention_prefill(act(q), act(out), step_, L, n_heads, scale, stream_);
+  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, n_sms_,
+         stream_);
 }
 
 }  // namespace
@@ -457,6 +619,16 @@ bool cuda_device_present() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device, graphs_from_env()); }
+std::unique_ptr<Backend> make_cuda_backend(int device, bool use_graphs) {
+  return std::make_unique<CudaBackend>(device, use_graphs);
+}
+
+CudaGraphStats cuda_graph_stats(const Backend& b) {
+  const auto* cb = dynamic_cast<const CudaBackend*>(&b);
+  if (!cb) throw Error("cuda_graph_stats: not a CUDA backend");
+  const auto s = cb->graph_stats();
+  return CudaGraphStats{s.eager, s.captured, s.replayed};
+}
 
 }  // namespace greta

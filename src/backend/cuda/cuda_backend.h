@@ -2,6 +2,7 @@
 // cache, decode GEMV on tensor cores, cuBLASLt for many-token matmuls, split-K decode
 // attention. Built only when CUDA is on (GRETA_HAS_CUDA).
 #pragma once
+#include <cstdint>
 #include <memory>
 
 #include "backend/backend.h"
@@ -10,7 +11,17 @@ namespace greta {
 
 // True when the CUDA runtime loads and reports at least one device.
 bool cuda_device_present();
-// Throws greta::Error if the device does not exist or cannot be initialised.
+// Throws greta::Error if the device does not exist or cannot be initialised. Decode steps
+// run as CUDA graphs unless the environment sets GRETA_CUDA_GRAPHS=0.
 std::unique_ptr<Backend> make_cuda_backend(int device);
+// Same, with step graphs explicitly on or off (tests compare the two).
+std::unique_ptr<Backend> make_cuda_backend(int device, bool use_graphs);
+
+// How the backend's recorded steps ran so far: launched directly, captured into a new graph
+// (and launched), or replayed from a graph. Throws greta::Error for a non-CUDA backend.
+struct CudaGraphStats {
+  int64_t eager = 0, captured = 0, replayed = 0;
+};
+CudaGraphStats cuda_graph_stats(const Backend& b);
 
 }  // namespace greta

@@ -64,6 +64,7 @@ struct DevStep {
   int n_tokens = 0, n_seqs = 0, block_size = 16;
   int n_decode = 0, max_decode_ctx = 0;       // longest context among decode tokens
   int n_prefill = 0, max_prefill_tokens = 0;  // most new tokens among prefill sequences
+  int unused_ = 0;  // fills the tail padding: step graphs compare launch arguments by bytes
 };
 
 // One layer of the paged cache: k, v [n_blocks, block_size, n_kv_heads, head_dim].
