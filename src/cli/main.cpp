@@ -17,7 +17,9 @@ int main(int argc, char** argv) {
   greta::cli::register_tokenize(app);
   greta::cli::register_perplexity(app);
   greta::cli::register_bench(app);
+#ifdef GRETA_HAS_SERVER
   greta::cli::register_serve(app);
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
