@@ -39,6 +39,7 @@ std::string default_message(int status) {
 
 HttpServer::HttpServer(const ServerContext& ctx, HttpOptions opt)
     : ctx_(ctx), opt_(std::move(opt)), http_(std::make_unique<httplib::Server>()) {
+  ctx_.stopping = &stopping_;
   const int threads = std::max(4, opt_.threads);
   http_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
   http_->set_payload_max_length(opt_.max_body_bytes);
@@ -89,6 +90,9 @@ int HttpServer::bind() {
 }
 
 void HttpServer::run() { http_->listen_after_bind(); }
-void HttpServer::stop() { http_->stop(); }
+void HttpServer::stop() {
+  stopping_ = true;
+  http_->stop();
+}
 
 }  // namespace greta::server

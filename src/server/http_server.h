@@ -2,6 +2,7 @@
 // OpenAI-shaped bodies for httplib's own errors (404, 413, ...), request metrics, and a
 // thread pool large enough that streaming clients do not starve /health.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -34,6 +35,7 @@ class HttpServer {
  private:
   ServerContext ctx_;
   HttpOptions opt_;
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<httplib::Server> http_;
 };
 

@@ -156,7 +156,12 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
   Usage usage;
   try {
     // The engine guarantees one finished event per request, so this loop ends.
+    bool cancelled = false;
     while (!ch->drained()) {
+      if (!cancelled && ctx.stopping && ctx.stopping->load()) {
+        for (uint64_t id : ids) ctx.engine->cancel(id);  // their "cancelled" events end the loop
+        cancelled = true;
+      }
       for (auto& it : ch->wait(std::chrono::milliseconds(500))) {
         ChoiceOut& c = outs[size_t(it.index)];
         c.text += it.ev.text;

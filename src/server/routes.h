@@ -9,6 +9,7 @@
 // - A streaming client that goes away (a write fails or the socket stops being writable)
 //   has every engine request of its response cancelled at once.
 #pragma once
+#include <atomic>
 #include <string>
 
 #include "chat/chat_template.h"
@@ -30,6 +31,9 @@ struct ServerContext {
   Metrics* metrics = nullptr;
   std::string model_id;   // what /v1/models lists and requests must name (or omit)
   int64_t created = 0;    // unix time the model was loaded
+  // Set when the server stops: waiting handlers cancel their requests and answer 503 instead
+  // of holding the shutdown until their generations end.
+  const std::atomic<bool>* stopping = nullptr;
 };
 
 void add_routes(httplib::Server& http, const ServerContext& ctx);

@@ -161,13 +161,22 @@ def test_queue_full_is_429(greta_bin, default_model):
     finally:
         for sock in socks:
             sock.close()
-        # Both clients are gone: their requests are cancelled and the server serves again.
+        # Both clients are gone, the queued one before its first token (the server probes idle
+        # streams): their requests are cancelled and the server serves again.
         deadline = time.time() + 10
-        while time.time() < deadline:
-            m = s.metrics()
-            if m["greta_requests_running"] == 0 and m["greta_requests_waiting"] == 0:
-                break
+        m = s.metrics()
+        while (m["greta_requests_running"] or m["greta_requests_waiting"]) and time.time() < deadline:
             time.sleep(0.1)
-        r = s.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2})
+            m = s.metrics()
+        drained = m["greta_requests_running"] == 0 and m["greta_requests_waiting"] == 0
+        if drained:
+            # A stream that waits in the queue gets keep-alive comments; the client must skip them.
+            busy = open_stream(s, max_tokens=120)[0]
+            c = s.client()
+            streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+                model=MODEL, prompt="Hi there", max_tokens=4, temperature=0, stream=True) if ch.choices)
+            busy.close()
+            plain = c.completions.create(model=MODEL, prompt="Hi there", max_tokens=4, temperature=0)
         s.stop()
-    assert r.status_code == 200, r.text
+    assert drained, m
+    assert streamed == plain.choices[0].text
