@@ -185,15 +185,11 @@ void refuse_unsupported(const json& body, bool chat) {
 
 ApiRequest parse_request(const std::string& text, bool chat) {
   // nlohmann's lexer rejects invalid UTF-8 inside strings, so this also covers bad encodings.
-  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded()) {
-    std::string why;
-    try {
-      (void)json::parse(text);
-    } catch (const json::parse_error& e) {
-      why = e.what();
-    }
-    throw ApiError(400, "the request body is not valid JSON (or not valid UTF-8): " + why);
+  json body;
+  try {
+    body = json::parse(text);
+  } catch (const json::parse_error& e) {
+    throw ApiError(400, std::string("the request body is not valid JSON (or not valid UTF-8): ") + e.what());
   }
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
 
