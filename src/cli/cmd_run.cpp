@@ -95,7 +95,9 @@ void run(const RunOptions& o) {
     const bool stop = !o.ignore_eos && forced.empty() && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
                                            L.tokenizer->stop_ids.end();
     if (stop) { ++generated; break; }
-    std::string text = dec.feed(tok);
+    // Models may have more embedding rows than the tokenizer has pieces (padded vocabularies);
+    // such ids have no text.
+    std::string text = tok < L.tokenizer->vocab_size() ? dec.feed(tok) : std::string();
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
     if (generated + 1 < n_gen) logits = seq.eval_last({tok});
