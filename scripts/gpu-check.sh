@@ -4,6 +4,7 @@
 #
 #   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs (default: build tests bench e2e)
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
+#   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
@@ -21,7 +22,7 @@ mkdir -p "$LOG"
 BUILD=${GRETA_GPU_BUILD:-build-gpu}
 JOBS=$(nproc)
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(build tests bench e2e)
+[ ${#steps[@]} -eq 0 ] && steps=(build tests bench e2e hf)
 has() { local s; for s in "${steps[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 export PATH=/usr/local/cuda/bin:$PATH
 status=0
@@ -144,5 +145,11 @@ for line in open(sys.argv[1]):
     print(f"graphs={r['graphs']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
           f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
 PY
+fi
+if has hf && [ -x "$BUILD/greta" ]; then
+  echo "== transformers vs greta (random-weight Llama-2-7B checkpoint)"
+  python3 tools/compare_transformers.py --greta "$BUILD/greta" --shape llama-2-7b --out /tmp/greta-hf-random \
+    2> "$LOG/compare_transformers.err" | tee "$LOG/compare_transformers.json" || status=1
+  rm -rf /tmp/greta-hf-random
 fi
 exit $status
