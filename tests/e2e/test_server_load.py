@@ -1,4 +1,4 @@
-"""`greta serve` under load and abuse: concurrent clients get the same greedy output as one at a
+"""`greta serve` under load and abuse: 16 concurrent clients get the same greedy output as one at a
 time, a repeated system prompt hits the prefix cache, every bad input gets the right status and
 an OpenAI error body, a full queue answers 429, and a client that disconnects mid-stream has its
 sequence cancelled while /health keeps answering."""
@@ -25,7 +25,7 @@ def server(greta_bin, default_model):
 
 def test_concurrent_equals_sequential(server):
     c = server.client()
-    prompts = [f"Write a short sentence about the number {i}." for i in range(12)]
+    prompts = [f"Write a short sentence about the number {i}." for i in range(16)]
 
     def ask(p):
         r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": p}], max_tokens=12,
@@ -33,7 +33,7 @@ def test_concurrent_equals_sequential(server):
         return r.choices[0].message.content
 
     alone = [ask(p) for p in prompts]
-    with ThreadPoolExecutor(max_workers=12) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool:
         together = list(pool.map(ask, prompts, timeout=120))
     assert together == alone
     assert len(set(alone)) > 1  # the prompts really differ, so a mix-up would show
