@@ -22,7 +22,12 @@ std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads) 
 #ifdef GRETA_HAS_CUDA
     if (!cuda_device_present()) throw Error("--device cuda: no CUDA device is available on this machine");
     int idx = 0;
-    if (device.size() > 5) idx = std::stoi(device.substr(5));
+    if (device.size() > 5) {
+      const std::string n = device.substr(5);
+      if (n.empty() || n.size() > 3 || n.find_first_not_of("0123456789") != std::string::npos)
+        throw Error("--device " + device + ": expected cuda:N with N a device index");
+      idx = std::stoi(n);
+    }
     return make_cuda_backend(idx);
 #else
     throw Error("--device cuda: this build has no CUDA backend (rebuild with nvcc present or -DGRETA_CUDA=ON)");
