@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "core/error.h"
 #include "core/host_tensor.h"
 #include "runtime/batch.h"
 
@@ -45,25 +44,6 @@ class Weight {
   DType dtype = DType::F32;  // format as stored on the backend
   int64_t n_out = 0;         // rows
   int64_t n_in = 0;          // cols
-  // Bytes one full read of the weight streams (for bytes-moved accounting).
-  virtual size_t nbytes() const { return row_bytes(dtype, n_in) * size_t(n_out); }
-};
-
-// What upload_fused() stacks: the rows of q, k, v projections (and of their biases), or the
-// rows of the gate and up projections of a SwiGLU feed-forward.
-enum class Fusion { QKV, GateUp };
-
-// The default fused weight: the parts uploaded separately, run one after another by the
-// default fused ops below (so a backend without fused kernels computes exactly what the
-// unfused ops compute).
-class PartsWeight final : public Weight {
- public:
-  std::vector<std::unique_ptr<Weight>> parts;
-  size_t nbytes() const override {
-    size_t b = 0;
-    for (const auto& p : parts) b += p->nbytes();
-    return b;
-  }
 };
 
 // Paged KV cache storage: per layer, K and V pools of
@@ -125,19 +105,6 @@ class Backend {
                          Tensor out) = 0;
   // out[j] = x[rows[j]]         rows: host [m]; out [m, cols]
   virtual void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) = 0;
-  // --- fused ops: fewer, larger matmuls per layer ---
-  // One weight for several projections of the same input: `parts` all 2-D with the same n_in
-  // (or all 1-D, for biases), rows stacked in order. The layout is the backend's (CUDA stacks
-  // them into one bf16 matrix); the default keeps the parts as separate weights (PartsWeight).
-  virtual std::unique_ptr<Weight> upload_fused(Fusion kind, const std::vector<const HostTensor*>& parts);
-  // q, k, v = x @ wqkv^T (+ bqkv) split by columns; wqkv/bqkv from upload_fused(QKV, ...).
-  // x [n, dim]; q [n, n_heads*hd]; k, v [n, n_kv*hd]; bqkv null or from upload_fused.
-  virtual void matmul_qkv(Tensor x, const Weight& wqkv, const Weight* bqkv, Tensor q, Tensor k, Tensor v);
-  // out = silu(x @ w_gate^T) * (x @ w_up^T); gate_up from upload_fused(GateUp, {gate, up}).
-  // x [n, dim]; out [n, ffn]; tmp [n, ffn]: scratch the default (unfused) path uses for `up`;
-  // fused implementations leave it alone.
-  virtual void matmul_silu_mul(Tensor x, const Weight& gate_up, Tensor out, Tensor tmp);
-
   // Copies x (any act dtype) to host floats, waiting for all prior work.
   virtual void to_host(Tensor x, float* dst) = 0;
 
@@ -145,48 +112,6 @@ class Backend {
   // device-to-device copy, bytes read + written); 0 where not measured (CPU).
   virtual double measure_bandwidth_gbs() { return 0.0; }
 };
-
-// ---- default fused ops: the unfused ops on the separately uploaded parts ----
-// Inline so that every backend library links without greta_model.
-inline std::unique_ptr<Weight> Backend::upload_fused(Fusion, const std::vector<const HostTensor*>& parts) {
-  auto w = std::make_unique<PartsWeight>();
-  if (parts.empty()) throw Error("upload_fused: no tensors given");
-  const bool one_d = parts[0]->shape.size() == 1;  // biases: [1, sum of lengths]
-  for (const HostTensor* p : parts) {
-    if ((p->shape.size() == 1) != one_d || (!one_d && p->cols() != parts[0]->cols()))
-      throw Error("upload_fused: tensor '" + p->name + "' does not stack with '" + parts[0]->name +
-                  "' (expected " + (one_d ? std::string("a 1-D tensor") : std::to_string(parts[0]->cols()) + " columns") +
-                  ")");
-    w->parts.push_back(upload(*p));
-    const Weight& u = *w->parts.back();
-    w->dtype = u.dtype;
-    w->n_in = one_d ? w->n_in + u.n_in : u.n_in;
-    w->n_out = one_d ? 1 : w->n_out + u.n_out;
-  }
-  return w;
-}
-
-inline const PartsWeight& parts_weight(const Weight& w, size_t n_parts, const char* op) {
-  const auto* p = dynamic_cast<const PartsWeight*>(&w);
-  if (!p || p->parts.size() != n_parts)
-    throw Error(std::string(op) + ": weight was not made by this backend's upload_fused with " +
-                std::to_string(n_parts) + " parts");
-  return *p;
-}
-
-inline void Backend::matmul_qkv(Tensor x, const Weight& wqkv, const Weight* bqkv, Tensor q, Tensor k, Tensor v) {
-  const PartsWeight& w = parts_weight(wqkv, 3, "matmul_qkv");
-  const PartsWeight* b = bqkv ? &parts_weight(*bqkv, 3, "matmul_qkv bias") : nullptr;
-  Tensor outs[3] = {q, k, v};
-  for (size_t i = 0; i < 3; ++i) matmul(x, *w.parts[i], b ? b->parts[i].get() : nullptr, outs[i]);
-}
-
-inline void Backend::matmul_silu_mul(Tensor x, const Weight& gate_up, Tensor out, Tensor tmp) {
-  const PartsWeight& w = parts_weight(gate_up, 2, "matmul_silu_mul");
-  matmul(x, *w.parts[0], nullptr, out);
-  matmul(x, *w.parts[1], nullptr, tmp);
-  silu_mul(out, tmp, out);
-}
 
 // Backend factory: "cpu" or "cuda" (throws greta::Error if not built / no device).
 std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads);

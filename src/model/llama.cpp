@@ -2,7 +2,6 @@
 
 #include <cassert>
 #include <cmath>
-#include <initializer_list>
 
 namespace greta {
 
@@ -31,17 +30,18 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
     LayerWeights& L = layers_[l];
     auto up = [&](Role r) { return be_.upload(*file.layer_tensor(l, r)); };
     L.attn_norm = up(Role::AttnNorm);
-    // One matmul per group of projections of the same input (fewer, larger GEMVs per layer).
-    auto fused = [&](Fusion kind, std::initializer_list<Role> roles) {
-      std::vector<const HostTensor*> parts;
-      for (Role r : roles) parts.push_back(file.layer_tensor(l, r));
-      return be_.upload_fused(kind, parts);
-    };
-    L.wqkv = fused(Fusion::QKV, {Role::Wq, Role::Wk, Role::Wv});
-    if (cfg_.qkv_bias) L.bqkv = fused(Fusion::QKV, {Role::Bq, Role::Bk, Role::Bv});
+    L.wq = up(Role::Wq);
+    L.wk = up(Role::Wk);
+    L.wv = up(Role::Wv);
     L.wo = up(Role::Wo);
+    if (cfg_.qkv_bias) {
+      L.bq = up(Role::Bq);
+      L.bk = up(Role::Bk);
+      L.bv = up(Role::Bv);
+    }
     L.ffn_norm = up(Role::FfnNorm);
-    L.w_gate_up = fused(Fusion::GateUp, {Role::WGate, Role::WUp});
+    L.w_gate = up(Role::WGate);
+    L.w_up = up(Role::WUp);
     L.w_down = up(Role::WDown);
   }
   s_ = std::make_unique<Scratch>(be_);
@@ -60,10 +60,13 @@ std::unique_ptr<KVStorage> LlamaModel::make_kv(int n_blocks, int block_size) con
 }
 
 size_t LlamaModel::weight_bytes_per_token() const {
-  auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t { return w ? w->nbytes() : 0; };
+  auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t {
+    return w ? row_bytes(w->dtype, w->n_in) * size_t(w->n_out) : 0;
+  };
   size_t total = bytes(out_norm_) + bytes(output_ ? output_ : tok_embd_);
   for (const LayerWeights& L : layers_)
-    for (const auto* w : {&L.attn_norm, &L.wqkv, &L.bqkv, &L.wo, &L.ffn_norm, &L.w_gate_up, &L.w_down})
+    for (const auto* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+                          &L.w_up, &L.w_down})
       total += bytes(*w);
   return total;
 }
@@ -112,14 +115,18 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
     const LayerWeights& L = layers_[l];
     // attention block
     be_.rms_norm(x, *L.attn_norm, cfg_.norm_eps, h);
-    be_.matmul_qkv(h, *L.wqkv, L.bqkv.get(), q, k, v);
+    be_.matmul(h, *L.wq, L.bq.get(), q);
+    be_.matmul(h, *L.wk, L.bk.get(), k);
+    be_.matmul(h, *L.wv, L.bv.get(), v);
     be_.rope_kv_write(q, k, v, rope_, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
     be_.matmul(att, *L.wo, nullptr, h);
     be_.add(x, h, x);
     // feed-forward block (SwiGLU)
     be_.rms_norm(x, *L.ffn_norm, cfg_.norm_eps, h);
-    be_.matmul_silu_mul(h, *L.w_gate_up, gate, up);  // gate = silu(h Wg^T) * (h Wu^T)
+    be_.matmul(h, *L.w_gate, nullptr, gate);
+    be_.matmul(h, *L.w_up, nullptr, up);
+    be_.silu_mul(gate, up, gate);
     be_.matmul(gate, *L.w_down, nullptr, h);
     be_.add(x, h, x);
   }

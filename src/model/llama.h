@@ -13,11 +13,11 @@ namespace greta {
 
 struct LayerWeights {
   std::unique_ptr<Weight> attn_norm;        // [1, dim]
-  std::unique_ptr<Weight> wqkv;             // [(n_heads + 2*n_kv)*hd, dim]: q, k, v rows (upload_fused)
-  std::unique_ptr<Weight> bqkv;             // [1, (n_heads + 2*n_kv)*hd] (Qwen2) or null
+  std::unique_ptr<Weight> wq, wk, wv;       // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;       // [1, ...] (Qwen2) or null
   std::unique_ptr<Weight> wo;               // [dim, n_heads*hd]
   std::unique_ptr<Weight> ffn_norm;         // [1, dim]
-  std::unique_ptr<Weight> w_gate_up;        // [2*ffn, dim]: gate rows, then up rows (upload_fused)
+  std::unique_ptr<Weight> w_gate, w_up;     // [ffn, dim]
   std::unique_ptr<Weight> w_down;           // [dim, ffn]
 };
 

@@ -52,12 +52,6 @@ class CudaWeight final : public Weight {
   }
   void* data = nullptr;  // bf16 [n_out, n_in] (2-D) or f32 [1, n_in] (1-D)
   FlushHook flush;
-  // From upload_fused: QKV: q rows [0, split[0]), k rows up to split[1], v rows after.
-  // GateUp: rows in groups of 16, 8 gate rows then the 8 up rows of the same outputs (so the
-  // GEMV's SwiGLU epilogue finds both in one block; see cuda::GemvOut).
-  Fusion fused = Fusion::QKV;
-  int64_t split[2] = {0, 0};
-  bool is_fused = false;
 };
 
 class CudaKV final : public KVStorage {
@@ -188,7 +182,6 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     gemm_.reset();
     cudaFree(upload_buf_);
-    cudaFree(fused_tmp_);
     cudaFree(scratch_);
     cudaFree(inv_freq_dev_);
     cudaStreamDestroy(stream_);
@@ -216,9 +209,6 @@ class CudaBackend final : public Backend {
   }
 
   std::unique_ptr<Weight> upload(const HostTensor& w) override;
-  std::unique_ptr<Weight> upload_fused(Fusion kind, const std::vector<const HostTensor*>& parts) override;
-  void matmul_qkv(Tensor x, const Weight& wqkv, const Weight* bqkv, Tensor q, Tensor k, Tensor v) override;
-  void matmul_silu_mul(Tensor x, const Weight& gate_up, Tensor out, Tensor tmp) override;
   std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override;
   void begin_step(const StepPlan& plan) override;
   double measure_bandwidth_gbs() override;
@@ -389,12 +379,6 @@ class CudaBackend final : public Backend {
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec.
   std::vector<float> inv_freq_host_;
   float* inv_freq_dev_ = nullptr;
-  // Output of a fused matmul on the many-token path (split or SwiGLU'd afterwards).
-  bf16* fused_scratch(int64_t values);
-  bf16* fused_tmp_ = nullptr;
-  size_t fused_cap_ = 0;
-  // bf16 values of a 2-D host weight into dst [rows, cols] on the device (synchronous).
-  void convert_into(const HostTensor& w, bf16* dst);
   // Upload staging for raw weight bytes.
   void* upload_buf_ = nullptr;
   size_t upload_cap_ = 0;
@@ -430,24 +414,6 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     throw Error("cuda upload: tensor '" + w.name + "' has unsupported type " + std::string(dtype_name(w.dtype)));
   out->dtype = DType::BF16;
   GRETA_CUDA_CHECK(cudaMalloc(&out->data, size_t(rows * cols) * sizeof(bf16)));
-  convert_into(w, static_cast<bf16*>(out->data));
-  return out;
-}
-
-// Checks a host weight's shape and bytes (as upload does for every weight).
-void check_host_weight(const HostTensor& w) {
-  if (w.shape.empty() || w.rows() <= 0 || w.cols() <= 0)
-    throw Error("cuda upload: tensor '" + w.name + "' has an empty shape");
-  if (w.cols() % block_elems(w.dtype) != 0)
-    throw Error("cuda upload: tensor '" + w.name + "' row length " + std::to_string(w.cols()) +
-                " is not a multiple of the " + std::string(dtype_name(w.dtype)) + " block size");
-  if (w.nbytes < row_bytes(w.dtype, w.cols()) * size_t(w.rows()))
-    throw Error("cuda upload: tensor '" + w.name + "' has " + std::to_string(w.nbytes) + " bytes, too few for its shape");
-}
-
-void CudaBackend::convert_into(const HostTensor& w, bf16* dst) {
-  const int64_t cols = w.cols(), rows = w.rows();
-  const size_t rb = row_bytes(w.dtype, cols);
   // Raw bytes go up in chunks of whole rows through one device buffer and are converted there;
   // stream order keeps chunk i+1's copy behind chunk i's conversion.
   constexpr size_t kChunk = size_t(64) << 20;
@@ -464,151 +430,10 @@ void CudaBackend::convert_into(const HostTensor& w, bf16* dst) {
     const int64_t nr = std::min(rows_per, rows - r0);
     GRETA_CUDA_CHECK(cudaMemcpyAsync(upload_buf_, w.data + size_t(r0) * rb, size_t(nr) * rb, cudaMemcpyHostToDevice,
                                      stream_));
-    cuda::convert_to_bf16(w.dtype, upload_buf_, dst + r0 * cols, nr * cols, stream_);
+    cuda::convert_to_bf16(w.dtype, upload_buf_, static_cast<bf16*>(out->data) + r0 * cols, nr * cols, stream_);
   }
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
-}
-
-std::unique_ptr<Weight> CudaBackend::upload_fused(Fusion kind, const std::vector<const HostTensor*>& parts) {
-  const size_t want = kind == Fusion::QKV ? 3 : 2;
-  if (parts.size() != want)
-    throw Error("cuda upload_fused: expected " + std::to_string(want) + " tensors, got " + std::to_string(parts.size()));
-  for (const HostTensor* p : parts) check_host_weight(*p);
-  const bool one_d = parts[0]->shape.size() == 1;
-  bool same = true;
-  for (const HostTensor* p : parts) {
-    same = same && (p->shape.size() == 1) == one_d && (one_d || p->cols() == parts[0]->cols());
-    same = same && (one_d || cuda::convert_supported(p->dtype));
-  }
-  // The SwiGLU layout pairs gate and up rows 8 at a time; other shapes keep separate weights.
-  if (kind == Fusion::GateUp)
-    same = same && !one_d && parts[0]->rows() == parts[1]->rows() && parts[0]->rows() % 8 == 0;
-  if (!same) return Backend::upload_fused(kind, parts);
-  flush();  // the uploads below synchronize the stream; recorded launches go first
-  auto out = std::make_unique<CudaWeight>();
-  out->flush = flush_hook_;
-  out->is_fused = true;
-  out->fused = kind;
-  if (kind == Fusion::QKV) {
-    out->split[0] = one_d ? parts[0]->cols() : parts[0]->rows();
-    out->split[1] = out->split[0] + (one_d ? parts[1]->cols() : parts[1]->rows());
-  }
-  if (one_d) {  // biases: f32, concatenated
-    std::vector<float> f;
-    for (const HostTensor* p : parts) {
-      const size_t at = f.size();
-      f.resize(at + size_t(p->cols()));
-      dequantize_row(p->dtype, p->data, f.data() + at, p->cols());
-    }
-    out->dtype = DType::F32;
-    out->n_out = 1;
-    out->n_in = int64_t(f.size());
-    GRETA_CUDA_CHECK(cudaMalloc(&out->data, f.size() * 4));
-    GRETA_CUDA_CHECK(cudaMemcpy(out->data, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
-    return out;
-  }
-  const int64_t cols = parts[0]->cols();
-  int64_t rows = 0;
-  for (const HostTensor* p : parts) rows += p->rows();
-  out->dtype = DType::BF16;
-  out->n_out = rows;
-  out->n_in = cols;
-  GRETA_CUDA_CHECK(cudaMalloc(&out->data, size_t(rows * cols) * sizeof(bf16)));
-  auto* dst = static_cast<bf16*>(out->data);
-  if (kind == Fusion::QKV) {  // rows stacked
-    for (const HostTensor* p : parts) {
-      convert_into(*p, dst);
-      dst += p->rows() * cols;
-    }
-    return out;
-  }
-  // GateUp: each part converted whole, then its groups of 8 rows strided into place.
-  bf16* tmp = nullptr;
-  const int64_t ffn = parts[0]->rows();
-  GRETA_CUDA_CHECK(cudaMalloc(&tmp, size_t(ffn * cols) * sizeof(bf16)));
-  try {
-    for (int i = 0; i < 2; ++i) {
-      convert_into(*parts[size_t(i)], tmp);
-      const size_t group = size_t(8 * cols) * sizeof(bf16);
-      GRETA_CUDA_CHECK(cudaMemcpy2DAsync(dst + int64_t(i) * 8 * cols, 2 * group, tmp, group, group, size_t(ffn / 8),
-                                         cudaMemcpyDeviceToDevice, stream_));
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // tmp is rewritten next
-    }
-  } catch (...) {
-    cudaFree(tmp);
-    throw;
-  }
-  GRETA_CUDA_CHECK(cudaFree(tmp));
   return out;
-}
-
-// A fused weight made by this backend's upload_fused, or null (then the parts are separate).
-const CudaWeight* fused_of(const Weight& w, Fusion kind) {
-  const auto* cw = dynamic_cast<const CudaWeight*>(&w);
-  if (cw && (!cw->is_fused || cw->fused != kind || cw->dtype != DType::BF16))
-    throw Error(std::string("cuda ") + (kind == Fusion::QKV ? "matmul_qkv" : "matmul_silu_mul") +
-                ": weight is not a fused weight of that kind");
-  return cw;
-}
-
-bf16* CudaBackend::fused_scratch(int64_t values) {
-  if (size_t(values) > fused_cap_) {
-    flush();
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRETA_CUDA_CHECK(cudaFree(fused_tmp_));
-    fused_tmp_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&fused_tmp_, size_t(values) * sizeof(bf16)));
-    fused_cap_ = size_t(values);
-  }
-  return fused_tmp_;
-}
-
-void CudaBackend::matmul_qkv(Tensor x, const Weight& wqkv, const Weight* bqkv, Tensor q, Tensor k, Tensor v) {
-  const CudaWeight* w = fused_of(wqkv, Fusion::QKV);
-  if (!w) return Backend::matmul_qkv(x, wqkv, bqkv, q, k, v);
-  const int64_t n = x.rows, m = w->n_out;
-  expect_act(x, n, w->n_in, "matmul_qkv x");
-  expect_act(q, n, w->split[0], "matmul_qkv q");
-  expect_act(k, n, w->split[1] - w->split[0], "matmul_qkv k");
-  expect_act(v, n, m - w->split[1], "matmul_qkv v");
-  const float* b = bqkv ? static_cast<const float*>(weight1d(*bqkv, m, "matmul_qkv bias").data) : nullptr;
-  const auto* wd = static_cast<const bf16*>(w->data);
-  if (cuda::gemv_fused_supported(act(x), wd, int(n), w->n_in)) {
-    cuda::GemvOut o;
-    o.out[0] = act(q), o.out[1] = act(k), o.out[2] = act(v);
-    o.end[0] = w->split[0], o.end[1] = w->split[1];
-    launch(&cuda::gemv_fused, static_cast<const bf16*>(act(x)), wd, b, o, int(n), m, w->n_in, stream_);
-    return;
-  }
-  // Many tokens: one matmul into scratch [n, m], then its column ranges into q, k, v.
-  Tensor all{fused_scratch(n * m), DType::BF16, n, m};
-  matmul(x, wqkv, bqkv, all);
-  const int64_t lo[3] = {0, w->split[0], w->split[1]};
-  Tensor outs[3] = {q, k, v};
-  for (int i = 0; i < 3; ++i)
-    launch(&cuda::copy_cols, static_cast<const bf16*>(act(all)), m, lo[i], act(outs[i]), n, outs[i].cols, stream_);
-}
-
-void CudaBackend::matmul_silu_mul(Tensor x, const Weight& gate_up, Tensor out, Tensor tmp) {
-  const CudaWeight* w = fused_of(gate_up, Fusion::GateUp);
-  if (!w) return Backend::matmul_silu_mul(x, gate_up, out, tmp);
-  const int64_t n = x.rows, m = w->n_out, ffn = m / 2;
-  expect_act(x, n, w->n_in, "matmul_silu_mul x");
-  expect_act(out, n, ffn, "matmul_silu_mul out");
-  const auto* wd = static_cast<const bf16*>(w->data);
-  if (cuda::gemv_fused_supported(act(x), wd, int(n), w->n_in)) {
-    cuda::GemvOut o;
-    o.out[0] = o.out[1] = o.out[2] = act(out);
-    o.end[0] = o.end[1] = m;
-    o.silu = 1;
-    launch(&cuda::gemv_fused, static_cast<const bf16*>(act(x)), wd, static_cast<const float*>(nullptr), o, int(n), m,
-           w->n_in, stream_);
-    return;
-  }
-  // Many tokens: cuBLASLt into scratch [n, 2*ffn] (interleaved columns), then SwiGLU.
-  Tensor gu{fused_scratch(n * m), DType::BF16, n, m};
-  matmul(x, gate_up, nullptr, gu);
-  launch(&cuda::silu_mul_interleaved8, static_cast<const bf16*>(act(gu)), act(out), n, ffn, stream_);
 }
 
 double CudaBackend::measure_bandwidth_gbs() {

@@ -23,20 +23,6 @@ constexpr int kGemvMaxTokens = 8;
 // simple fallback otherwise (correct, not fast).
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s);
-// Where the fused GEMV writes its result rows. Plain: rows [0, end[0]) of the result go to
-// out[0] as [n, end[0]], rows [end[0], end[1]) to out[1] as [n, end[1] - end[0]], the rest to
-// out[2] (one output: end = {m, m}). silu != 0: w's rows come in groups of 16 -- 8 gate rows,
-// then the 8 up rows of the same outputs -- and out[0] [n, m/2] = silu(gate) * up (m % 16 == 0,
-// no bias). Plain values only: step graphs compare launch arguments by bytes.
-struct GemvOut {
-  bf16* out[3] = {nullptr, nullptr, nullptr};
-  int64_t end[2] = {0, 0};
-  int64_t silu = 0;
-};
-// True when gemv_fused can run this shape: n <= 8, k % 8 == 0, 16-byte aligned x and w.
-bool gemv_fused_supported(const bf16* x, const bf16* w, int n, int64_t k);
-void gemv_fused(const bf16* x, const bf16* w, const float* bias, GemvOut out, int n, int64_t m, int64_t k,
-                cudaStream_t s);
 // Explicit variants for the benchmark: unroll = 2/4/8 register loads in flight per row per lane,
 // 104/108 = cp.async pipeline of 4/8 stages.
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
@@ -47,11 +33,6 @@ void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s)
 void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s);
 void add_bias_rows(bf16* out, const float* bias, int64_t n, int64_t m, cudaStream_t s);  // out[i,j] += bias[j]
 void bf16_to_f32(const bf16* x, float* out, int64_t count, cudaStream_t s);
-// out [n, cols] = src[:, col0 : col0 + cols] of src [n, src_cols] (split a fused matmul's output).
-void copy_cols(const bf16* src, int64_t src_cols, int64_t col0, bf16* out, int64_t n, int64_t cols, cudaStream_t s);
-// out [n, ffn] = silu(g) * u from gu [n, 2*ffn] whose columns come in groups of 16: 8 gate
-// values, then the 8 up values of the same outputs (the fused gate/up weight's row order).
-void silu_mul_interleaved8(const bf16* gu, bf16* out, int64_t n, int64_t ffn, cudaStream_t s);
 
 // ---- rms_norm.cu: out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, in fp32 ----
 void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, int64_t dim, cudaStream_t s);

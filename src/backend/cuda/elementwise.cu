@@ -47,22 +47,6 @@ __global__ void bf16_to_f32_kernel(const bf16* __restrict__ x, float* __restrict
     out[i] = __bfloat162float(x[i]);
 }
 
-__global__ void copy_cols_kernel(const bf16* __restrict__ src, int64_t src_cols, int64_t col0, bf16* __restrict__ out,
-                                 int64_t total, int64_t cols) {
-  pdl_allow_dependents();
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = src[(i / cols) * src_cols + col0 + i % cols];
-}
-
-__global__ void silu_mul_il8_kernel(const bf16* __restrict__ gu, bf16* __restrict__ out, int64_t total, int64_t ffn) {
-  pdl_allow_dependents();
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t t = i / ffn, j = i % ffn;
-    const bf16* row = gu + t * 2 * ffn + (j / 8) * 16 + j % 8;
-    out[i] = __float2bfloat16_rn(SiluMulOp{}(__bfloat162float(row[0]), __bfloat162float(row[8])));
-  }
-}
-
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 unsigned grid_for(int64_t work) { return unsigned(std::min<int64_t>((work + 255) / 256, 132 * 16)); }
 
@@ -92,17 +76,6 @@ void add_bias_rows(bf16* out, const float* bias, int64_t n, int64_t m, cudaStrea
 void bf16_to_f32(const bf16* x, float* out, int64_t count, cudaStream_t s) {
   if (count <= 0) return;
   bf16_to_f32_kernel<<<grid_for(count), 256, 0, s>>>(x, out, count);
-  GRETA_CUDA_LAUNCH_CHECK();
-}
-
-void copy_cols(const bf16* src, int64_t src_cols, int64_t col0, bf16* out, int64_t n, int64_t cols, cudaStream_t s) {
-  if (n * cols <= 0) return;
-  copy_cols_kernel<<<grid_for(n * cols), 256, 0, s>>>(src, src_cols, col0, out, n * cols, cols);
-  GRETA_CUDA_LAUNCH_CHECK();
-}
-void silu_mul_interleaved8(const bf16* gu, bf16* out, int64_t n, int64_t ffn, cudaStream_t s) {
-  if (n * ffn <= 0) return;
-  silu_mul_il8_kernel<<<grid_for(n * ffn), 256, 0, s>>>(gu, out, n * ffn, ffn);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 

@@ -71,7 +71,8 @@ template <int UNROLL, int PREFETCH, int WARPS = kWarps>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __restrict__ x,
                                                                  const bf16* __restrict__ w,
                                                                  const float* __restrict__ bias,
-                                                                 GemvOut o, int n, int64_t m, int64_t k) {
+                                                                 bf16* __restrict__ out, int n,
+                                                                 int64_t m, int64_t k) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
@@ -132,24 +133,6 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
 #pragma unroll
   for (int j = 0; j < 4; ++j) red[warp][j][lane] = acc[j] + acc2[j];
   __syncthreads();
-  if (o.silu) {
-    // SwiGLU epilogue: this block's rows 0..7 are gate rows and 8..15 the matching up rows
-    // (GemvOut), i.e. accumulator j (rows g) and j + 2 (rows g + 8) of the same lane. Both are
-    // rounded to bf16 first, as the unfused matmul + silu_mul would store them.
-    if (threadIdx.x < 64) {
-      const int j = threadIdx.x / 32, l = threadIdx.x % 32;
-      float gs = 0.f, us = 0.f;
-#pragma unroll
-      for (int v = 0; v < WARPS; ++v) gs += red[v][j][l], us += red[v][j + 2][l];
-      const int tok = 2 * (l % 4) + j;
-      const int64_t ffn = m / 2, col = int64_t(blockIdx.x) * 8 + l / 4;
-      if (col < ffn && tok < n) {
-        const float gv = __bfloat162float(__float2bfloat16_rn(gs)), uv = __bfloat162float(__float2bfloat16_rn(us));
-        o.out[0][int64_t(tok) * ffn + col] = __float2bfloat16_rn(gv / (1.f + __expf(-gv)) * uv);
-      }
-    }
-    return;
-  }
   if (threadIdx.x < 128) {
     const int j = threadIdx.x / 32, l = threadIdx.x % 32;
     float s = 0.f;
@@ -159,10 +142,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
     const int tok = 2 * (l % 4) + (j & 1);
     if (row < m && tok < n) {
       if (bias) s += bias[row];
-      // Row segments [0, end0), [end0, end1), [end1, m) go to out[0..2], each [n, its rows].
-      const int seg = row < o.end[0] ? 0 : (row < o.end[1] ? 1 : 2);
-      const int64_t lo = seg == 0 ? 0 : o.end[seg - 1], hi = seg == 2 ? m : o.end[seg];
-      o.out[seg][int64_t(tok) * (hi - lo) + row - lo] = __float2bfloat16_rn(s);
+      out[int64_t(tok) * m + row] = __float2bfloat16_rn(s);
     }
   }
 }
@@ -270,15 +250,8 @@ constexpr int kGemvDefaultVariant = 200;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-GemvOut plain_out(bf16* out, int64_t m) {
-  GemvOut o;
-  o.out[0] = o.out[1] = o.out[2] = out;
-  o.end[0] = o.end[1] = m;
-  return o;
-}
-
 template <int UNROLL, int PREFETCH, int WARPS = kWarps>
-void launch_mma(const bf16* x, const bf16* w, const float* bias, GemvOut out, int n, int64_t m, int64_t k,
+void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
                 cudaStream_t s) {
   const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
   if constexpr (PREFETCH < 0) {
@@ -326,31 +299,19 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     GRETA_CUDA_LAUNCH_CHECK();
     return;
   }
-  const GemvOut po = plain_out(out, m);
   switch (unroll) {
     case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
-    case 2: launch_mma<2, -1>(x, w, bias, po, n, m, k, s); break;
-    case 4: launch_mma<4, -1>(x, w, bias, po, n, m, k, s); break;
-    case 1602: launch_mma<2, -1, 16>(x, w, bias, po, n, m, k, s); break;  // 16 warps per block
-    case 1604: launch_mma<4, -1, 16>(x, w, bias, po, n, m, k, s); break;
-    case 200: launch_mma<2, 0>(x, w, bias, po, n, m, k, s); break;    // PDL, no prefetch
-    case 202: launch_mma<2, 2>(x, w, bias, po, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
-    case 208: launch_mma<2, 8>(x, w, bias, po, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
-    case 216: launch_mma<2, 16>(x, w, bias, po, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
-    default: launch_mma<2, -1>(x, w, bias, po, n, m, k, s); break;
+    case 2: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
+    case 4: launch_mma<4, -1>(x, w, bias, out, n, m, k, s); break;
+    case 1602: launch_mma<2, -1, 16>(x, w, bias, out, n, m, k, s); break;  // 16 warps per block
+    case 1604: launch_mma<4, -1, 16>(x, w, bias, out, n, m, k, s); break;
+    case 200: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;    // PDL, no prefetch
+    case 202: launch_mma<2, 2>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
+    case 208: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
+    case 216: launch_mma<2, 16>(x, w, bias, out, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
+    default: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
   }
-}
-
-bool gemv_fused_supported(const bf16* x, const bf16* w, int n, int64_t k) {
-  return n >= 1 && n <= kGemvMaxTokens && k > 0 && k % 8 == 0 && aligned16(x) && aligned16(w);
-}
-
-void gemv_fused(const bf16* x, const bf16* w, const float* bias, GemvOut out, int n, int64_t m, int64_t k,
-                cudaStream_t s) {
-  // The backend checks gemv_fused_supported (and m % 16 == 0 for silu) before choosing this.
-  if (m <= 0) return;
-  launch_mma<2, 0>(x, w, bias, out, n, m, k, s);  // the production variant, as gemv()
 }
 
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
