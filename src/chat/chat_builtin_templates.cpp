@@ -5,12 +5,15 @@
 //  llama3:  meta-llama/Meta-Llama-3-8B-Instruct
 //  mistral: mistralai/Mistral-7B-Instruct-v0.1/v0.2 ([INST], raise_exception on role order)
 //  qwen2:   Qwen/Qwen2.5 (default system prompt, tool-call branches)
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "chat/chat_template.h"
+#include "core/error.h"
 
 namespace greta {
 
@@ -93,6 +96,20 @@ std::vector<std::string> builtin_chat_template_names() {
   std::vector<std::string> names;
   for (const auto& kv : builtins()) names.push_back(kv.first);
   return names;
+}
+
+std::string load_chat_template(const std::string& name_or_path) {
+  if (const std::string* s = builtin_chat_template(name_or_path)) return *s;
+  std::ifstream in(name_or_path, std::ios::binary);
+  if (!in) {
+    std::string names;
+    for (const auto& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("--chat-template '" + name_or_path + "': not a built-in template (" + names +
+                ") and not a readable file");
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 }  // namespace greta

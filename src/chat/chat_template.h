@@ -48,5 +48,8 @@ class ChatTemplate {
 // "mistral", "qwen2"; nullptr for other names.
 const std::string* builtin_chat_template(std::string_view name);
 std::vector<std::string> builtin_chat_template_names();
+// --chat-template NAME|FILE: the built-in template of that name, else the contents of that file.
+// Throws greta::Error listing the built-in names when it is neither.
+std::string load_chat_template(const std::string& name_or_path);
 
 }  // namespace greta

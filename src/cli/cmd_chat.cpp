@@ -60,19 +60,6 @@ struct ChatOptions {
   bool verbose = false;
 };
 
-// --chat-template NAME|FILE: a built-in name first, else a file path.
-std::string template_override(const std::string& arg) {
-  if (const std::string* s = builtin_chat_template(arg)) return *s;
-  std::ifstream in(arg, std::ios::binary);
-  if (!in) {
-    std::string names;
-    for (const auto& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-    throw Error("--chat-template '" + arg + "': not a built-in template (" + names + ") and not a readable file");
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 ChatTemplate parse_template(const std::string& source, const std::string& where) {
   try {
@@ -234,7 +221,7 @@ void chat(const ChatOptions& o) {
   // A template given on the command line is checked before the (slower) model load.
   std::string source, where;
   if (!o.chat_template.empty()) {
-    source = template_override(o.chat_template);
+    source = load_chat_template(o.chat_template);
     where = "--chat-template " + o.chat_template;
   }
   Loaded L = load(o.model);

@@ -26,19 +26,6 @@ struct ServeOptions {
   std::string model_id;
 };
 
-// --chat-template NAME|FILE: a built-in name first, else a file path.
-std::string read_template(const std::string& arg) {
-  if (const std::string* s = builtin_chat_template(arg)) return *s;
-  std::ifstream in(arg, std::ios::binary);
-  if (!in) {
-    std::string names;
-    for (const auto& n : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + n;
-    throw Error("--chat-template '" + arg + "': not a built-in template (" + names + ") and not a readable file");
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void serve(ServeOptions& o) {
   // SIGINT/SIGTERM go to one thread that stops the server (blocked here, before any thread
@@ -52,7 +39,7 @@ void serve(ServeOptions& o) {
 
   Loaded L = load(o.model);
   std::unique_ptr<ChatTemplate> tmpl;
-  const std::string source = o.chat_template.empty() ? L.tokenizer->chat_template : read_template(o.chat_template);
+  const std::string source = o.chat_template.empty() ? L.tokenizer->chat_template : load_chat_template(o.chat_template);
   if (!source.empty()) tmpl = std::make_unique<ChatTemplate>(ChatTemplate::parse(source));
   else std::fprintf(stderr, "greta: warning: the model has no chat template; /v1/chat/completions will answer 400 "
                             "(pass --chat-template NAME|FILE)\n");
