@@ -16,14 +16,12 @@
 namespace greta::gputest {
 namespace {
 
-class GpuGraphs : public ::testing::Test {
+// GpuTest::SetUp skips (and says why) without a GPU; its gpu/cpu backends go unused here.
+class GpuGraphs : public GpuTest {
  protected:
   void SetUp() override {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-      GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount: " << (e == cudaSuccess ? "0 devices" : cudaGetErrorString(e))
-                   << "): GPU graph tests need a GPU";
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
     on = make_cuda_backend(0, /*use_graphs=*/true);
     off = make_cuda_backend(0, /*use_graphs=*/false);
     file = ModelFile::synthetic("tiny", DType::BF16, 11);
