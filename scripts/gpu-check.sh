@@ -2,10 +2,11 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs (default: build tests bench e2e)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion hf (default: build tests bench e2e)
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
 #   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
+#   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
@@ -143,6 +144,28 @@ for line in open(sys.argv[1]):
         continue
     what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "")
     print(f"graphs={r['graphs']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
+          f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
+PY
+fi
+if has fusion && [ -x "$BUILD/greta" ]; then
+  echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"
+  : > "$LOG/bench_fusion.jsonl"
+  for f in 0 1 2 0 1 2; do
+    GRETA_CUDA_FUSION=$f GRETA_CUDA_STEP_PROFILE=1 "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p 16 -n 128 \
+      --batch 8 2>> "$LOG/bench_fusion.err" | sed "s/^{/{\"fusion\": $f, /" >> "$LOG/bench_fusion.jsonl" ||
+      { status=1; tail -5 "$LOG/bench_fusion.err"; }
+  done
+  grep "step profile" "$LOG/bench_fusion.err"
+  python3 - "$LOG/bench_fusion.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    if "tokens_per_s" not in r:
+        continue
+    what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "")
+    print(f"fusion={r['fusion']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
           f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
 PY
 fi

@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,7 +93,7 @@ class Backend {
   virtual void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) = 0;
   // out = a + b                 same shapes; out may alias a or b
   virtual void add(Tensor a, Tensor b, Tensor out) = 0;
-  // out = silu(gate) * up       same shapes; out may alias gate
+  // out = silu(gate) * up       same shapes; out may alias gate or up
   virtual void silu_mul(Tensor gate, Tensor up, Tensor out) = 0;
   // Applies RoPE at the step's positions to q [n, n_heads*head_dim] (in place) and to
   // k [n, n_kv_heads*head_dim], then writes k and v [n, n_kv_heads*head_dim] into the
@@ -103,6 +104,34 @@ class Backend {
   // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
   virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale,
                          Tensor out) = 0;
+
+  // --- fused ops ---
+  // Each default composes the plain ops above, so a backend without the fusion (CPU) gives
+  // exactly what the separate calls give; CUDA overrides them for decode-sized steps to save
+  // kernels and passes over the activations (see cuda/gemv.cu).
+  struct MatmulTarget {
+    const Weight* w = nullptr;     // [m, k]
+    const Weight* bias = nullptr;  // [1, m] or null
+    Tensor out;                    // [n, m]
+    Tensor silu_gate{};            // if set, [n, m]: out = silu(silu_gate) * (h @ w^T)
+  };
+  // h = rms_norm(x) * norm; then for each target in order, out = h @ w^T (+ bias), SwiGLU'd
+  // when silu_gate is set (it may be an earlier target's out). x [n, k]; h [n, k] is scratch:
+  // a fusing backend may never write it. out must not alias x or h.
+  virtual void norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
+                           std::initializer_list<MatmulTarget> targets) {
+    rms_norm(x, norm, eps, h);
+    for (const MatmulTarget& t : targets) {
+      matmul(h, *t.w, t.bias, t.out);
+      if (t.silu_gate.data) silu_mul(t.silu_gate, t.out, t.out);
+    }
+  }
+  // x += a @ w^T                a [n, k]; w [m, k]; x [n, m]; tmp [n, m] is scratch.
+  virtual void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
+    matmul(a, w, nullptr, tmp);
+    add(x, tmp, x);
+  }
+
   // out[j] = x[rows[j]]         rows: host [m]; out [m, cols]
   virtual void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) = 0;
   // Copies x (any act dtype) to host floats, waiting for all prior work.

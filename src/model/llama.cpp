@@ -114,21 +114,15 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // attention block
-    be_.rms_norm(x, *L.attn_norm, cfg_.norm_eps, h);
-    be_.matmul(h, *L.wq, L.bq.get(), q);
-    be_.matmul(h, *L.wk, L.bk.get(), k);
-    be_.matmul(h, *L.wv, L.bv.get(), v);
+    be_.norm_matmul(x, *L.attn_norm, cfg_.norm_eps, h,
+                    {{L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v}});
     be_.rope_kv_write(q, k, v, rope_, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
-    be_.matmul(att, *L.wo, nullptr, h);
-    be_.add(x, h, x);
-    // feed-forward block (SwiGLU)
-    be_.rms_norm(x, *L.ffn_norm, cfg_.norm_eps, h);
-    be_.matmul(h, *L.w_gate, nullptr, gate);
-    be_.matmul(h, *L.w_up, nullptr, up);
-    be_.silu_mul(gate, up, gate);
-    be_.matmul(gate, *L.w_down, nullptr, h);
-    be_.add(x, h, x);
+    be_.matmul_add(att, *L.wo, h, x);  // x += att @ wo^T
+    // feed-forward block (SwiGLU): up = silu(x_n @ gate^T) * (x_n @ up^T), x_n = rms_norm(x)
+    be_.norm_matmul(x, *L.ffn_norm, cfg_.norm_eps, h,
+                    {{L.w_gate.get(), nullptr, gate}, {L.w_up.get(), nullptr, up, gate}});
+    be_.matmul_add(up, *L.w_down, h, x);  // x += up @ down^T
   }
   if (nl == 0) return;
   Tensor last = s.last.rows_slice(0, nl), out = s.logits.rows_slice(0, nl);

@@ -53,6 +53,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
     int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch) {
   constexpr int kLanesPerKey = HD / 8;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
+  pdl_allow_dependents();
+  pdl_wait();  // q and the cache come from the rope kernel (pdl.cuh)
   const int item = blockIdx.z;
   const int t = st.decode_tokens[item];
   const int pos = st.positions[t];
@@ -196,6 +198,7 @@ template <int HD>
 __global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep st, int n_heads, int part, int n_parts,
                                     bf16* __restrict__ out) {
   pdl_allow_dependents();
+  pdl_wait();
   const int item = blockIdx.x, h = blockIdx.y;
   const int t = st.decode_tokens[item];
   const int valid = (st.positions[t] + 1 + part - 1) / part;
@@ -219,12 +222,10 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
             int n_sms, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
-  decode_partition_kernel<HD><<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads,
-                                                           scale * kLog2e, sp.part, sp.n_parts, scratch);
-  GRETA_CUDA_LAUNCH_CHECK();
-  decode_merge_kernel<HD><<<dim3(unsigned(st.n_decode), unsigned(n_heads)), HD, 0, s>>>(scratch, st, n_heads, sp.part,
-                                                                                       sp.n_parts, out);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(decode_partition_kernel<HD>, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads,
+             scale * kLog2e, sp.part, sp.n_parts, scratch);
+  launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
+             n_heads, sp.part, sp.n_parts, out);
 }
 
 }  // namespace

@@ -21,7 +21,9 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/matmul_lt.h"
+#include "backend/cuda/staging.h"
 #include "backend/cuda/step_graph.h"
+#include "backend/cuda/step_plan.h"
 #include "core/host_tensor.h"
 
 namespace greta {
@@ -65,43 +67,6 @@ class CudaKV final : public KVStorage {
   FlushHook flush;
 };
 
-// Host data -> device through pinned memory, asynchronously. The pinned buffer is reused
-// only after the previous copy out of it has finished (event), the device buffer is reused
-// in stream order.
-class Staging {
- public:
-  ~Staging() {
-    if (event_) cudaEventDestroy(event_);
-    cudaFreeHost(host_);
-    cudaFree(dev_);
-  }
-  void* put(const void* src, size_t bytes, cudaStream_t s) {
-    if (!event_) GRETA_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
-    GRETA_CUDA_CHECK(cudaEventSynchronize(event_));
-    if (bytes > cap_) {
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(s));  // kernels may still read the old device buffer
-      cudaFreeHost(host_);
-      cudaFree(dev_);
-      host_ = dev_ = nullptr;
-      cap_ = std::max<size_t>(bytes, 4096) * 2;
-      GRETA_CUDA_CHECK(cudaMallocHost(&host_, cap_));
-      GRETA_CUDA_CHECK(cudaMalloc(&dev_, cap_));
-    }
-    if (bytes) {
-      std::memcpy(host_, src, bytes);
-      GRETA_CUDA_CHECK(cudaMemcpyAsync(dev_, host_, bytes, cudaMemcpyHostToDevice, s));
-    }
-    GRETA_CUDA_CHECK(cudaEventRecord(event_, s));
-    return dev_;
-  }
-
- private:
-  void* host_ = nullptr;
-  void* dev_ = nullptr;
-  size_t cap_ = 0;
-  cudaEvent_t event_ = nullptr;
-};
-
 // Sequences with at most this many new tokens use the split-K decode kernel (one work item
 // per token); longer ones (prompts, prompt chunks) use the tiled prefill kernel.
 constexpr int kDecodeMaxNewTokens = 8;
@@ -126,6 +91,17 @@ struct StepProfile {
   int n = 0;
 };
 
+// GRETA_CUDA_FUSION: how much of the decode step goes into the GEMVs (for A/B runs; the
+// results differ only by rounding). 0: none (separate rms_norm, add and silu_mul kernels);
+// 1: RMSNorm, residual add and SwiGLU fused into the GEMVs; 2 (default): also q, k and v in
+// one launch.
+int fusion_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_FUSION");
+  if (!v || !*v) return 2;
+  const int f = std::atoi(v);
+  return f < 0 ? 0 : f > 2 ? 2 : f;
+}
+
 bool graphs_from_env() {
   const char* v = std::getenv("GRETA_CUDA_GRAPHS");
   return !(v && std::string(v) == "0");
@@ -148,7 +124,7 @@ void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs) {
+  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs), fusion_(fusion_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -247,6 +223,9 @@ class CudaBackend final : public Backend {
       if (b) launch(&cuda::add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
     }
   }
+  void norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
+                   std::initializer_list<MatmulTarget> targets) override;
+  void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
   void add(Tensor a, Tensor b, Tensor out) override {
     expect_act(b, a.rows, a.cols, "add b");
     expect_act(out, a.rows, a.cols, "add out");
@@ -357,6 +336,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   bool graphs_on_ = true;
+  int fusion_ = 2;  // GRETA_CUDA_FUSION, see fusion_from_env
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
@@ -367,7 +347,7 @@ class CudaBackend final : public Backend {
   int n_sms_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::LtGemm> gemm_;
-  Staging tokens_stage_, rows_stage_, plan_stage_;
+  cuda::Staging tokens_stage_, rows_stage_, plan_stage_;
   // Step plan: host copy (for checks), packed int32 upload, device view.
   std::vector<int32_t> packed_;
   int32_t max_slot_ = -1, max_block_ = -1;
@@ -436,32 +416,80 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   return out;
 }
 
-double CudaBackend::measure_bandwidth_gbs() {
-  // 1 GiB device-to-device copy, best of 5 after a warm-up; bytes read + written / time.
-  flush();
-  const size_t bytes = size_t(1) << 30;
-  void *a = nullptr, *b = nullptr;
-  GRETA_CUDA_CHECK(cudaMalloc(&a, bytes));
-  GRETA_CUDA_CHECK(cudaMalloc(&b, bytes));
-  GRETA_CUDA_CHECK(cudaMemsetAsync(a, 1, bytes, stream_));
-  cudaEvent_t e0, e1;
-  GRETA_CUDA_CHECK(cudaEventCreate(&e0));
-  GRETA_CUDA_CHECK(cudaEventCreate(&e1));
-  float best_ms = 1e30f;
-  for (int i = 0; i < 6; ++i) {
-    GRETA_CUDA_CHECK(cudaEventRecord(e0, stream_));
-    GRETA_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
-    GRETA_CUDA_CHECK(cudaEventRecord(e1, stream_));
-    GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    if (i > 0) best_ms = std::min(best_ms, ms);
+// Decode-sized steps: one fused GEMV per target (or per group of up to 3 plain targets with
+// fusion level 2), each applying the RMSNorm to x as it loads it; h is never written.
+void CudaBackend::norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
+                              std::initializer_list<MatmulTarget> targets) {
+  const int64_t n = x.rows, k = x.cols;
+  bool fuse = fusion_ >= 1 && n <= cuda::kGemvMaxTokens;
+  for (const MatmulTarget& t : targets) {
+    const auto& wt = weight2d(*t.w, "norm_matmul");
+    fuse = fuse && cuda::gemv_fast_path(x.data, wt.data, int(n), k) && t.out.data != x.data;
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  GRETA_CUDA_CHECK(cudaFree(a));
-  GRETA_CUDA_CHECK(cudaFree(b));
-  return 2.0 * double(bytes) / (double(best_ms) * 1e-3) / 1e9;
+  if (!fuse) {
+    Backend::norm_matmul(x, norm, eps, h, targets);
+    return;
+  }
+  expect_act(x, n, k, "norm_matmul x");
+  cuda::GemvArgs a;
+  a.x = act(x);
+  a.k = k;
+  a.n = int32_t(n);
+  a.norm_w = static_cast<const float*>(weight1d(norm, k, "norm_matmul norm").data);
+  int segs = 0;  // plain targets gathered into a (fusion level 2)
+  for (const MatmulTarget& t : targets) {
+    const auto& wt = weight2d(*t.w, "norm_matmul");
+    if (wt.n_in != k)
+      throw Error("cuda norm_matmul: weight " + shape_str(wt.n_out, wt.n_in) + " does not take x " + shape_str(n, k));
+    expect_act(t.out, n, wt.n_out, "norm_matmul out");
+    const cuda::GemvSeg seg{static_cast<const bf16*>(wt.data),
+                            t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "norm_matmul bias").data)
+                                   : nullptr,
+                            act(t.out), wt.n_out};
+    if (t.silu_gate.data) {  // reads an earlier target's output: launch those first
+      expect_act(t.silu_gate, n, wt.n_out, "norm_matmul silu_gate");
+      if (segs > 0) {
+        launch(&cuda::gemv_fused, a, eps, stream_);
+        a.seg0 = a.seg1 = a.seg2 = cuda::GemvSeg{};
+        segs = 0;
+      }
+      cuda::GemvArgs g = a;
+      g.seg0 = seg;
+      g.gate = act(t.silu_gate);
+      launch(&cuda::gemv_fused, g, eps, stream_);
+      continue;
+    }
+    (segs == 0 ? a.seg0 : segs == 1 ? a.seg1 : a.seg2) = seg;
+    if (++segs == (fusion_ >= 2 ? 3 : 1)) {
+      launch(&cuda::gemv_fused, a, eps, stream_);
+      a.seg0 = a.seg1 = a.seg2 = cuda::GemvSeg{};
+      segs = 0;
+    }
+  }
+  if (segs > 0) launch(&cuda::gemv_fused, a, eps, stream_);
+}
+
+void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
+  const auto& wt = weight2d(w, "matmul_add");
+  if (fusion_ < 1 || a.rows > cuda::kGemvMaxTokens || a.data == x.data ||
+      !cuda::gemv_fast_path(a.data, wt.data, int(a.rows), wt.n_in)) {
+    Backend::matmul_add(a, w, tmp, x);
+    return;
+  }
+  expect_act(a, a.rows, wt.n_in, "matmul_add a");
+  expect_act(x, a.rows, wt.n_out, "matmul_add x");
+  cuda::GemvArgs g;
+  g.x = act(a);
+  g.k = wt.n_in;
+  g.n = int32_t(a.rows);
+  g.seg0 = cuda::GemvSeg{static_cast<const bf16*>(wt.data), nullptr, act(x), wt.n_out};
+  g.accumulate = 1;
+  launch(&cuda::gemv_fused, g, 0.f, stream_);
+}
+
+double CudaBackend::measure_bandwidth_gbs() {
+  flush();
+  return cuda::measure_copy_bandwidth_gbs(stream_);
 }
 
 std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
@@ -492,67 +520,14 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
 void CudaBackend::begin_step(const StepPlan& p) {
   flush();  // a step that ended without to_host (no logits wanted)
   deferring_ = false;
-  const int n = int(p.positions.size());
-  const int S = int(p.seq_len.size());
-  if (p.token_seq.size() != size_t(n) || p.slot.size() != size_t(n) || p.block_begin.size() != size_t(S + 1))
-    throw Error("cuda begin_step: inconsistent StepPlan sizes");
-  // Split sequences between the decode and prefill attention kernels. A sequence's tokens are
-  // contiguous in the batch (Batch::seqs is in token order).
-  std::vector<int32_t> first(size_t(S), -1), count(size_t(S), 0);
-  for (int t = 0; t < n; ++t) {
-    const int s = p.token_seq[size_t(t)];
-    if (s < 0 || s >= S) throw Error("cuda begin_step: token " + std::to_string(t) + " has no sequence");
-    if (first[size_t(s)] < 0) first[size_t(s)] = t;
-    ++count[size_t(s)];
-  }
-  std::vector<int32_t> decode, prefill;
-  int max_ctx = 0, max_new = 0;
-  for (int s = 0; s < S; ++s) {
-    if (count[size_t(s)] == 0) continue;
-    if (count[size_t(s)] <= kDecodeMaxNewTokens) {
-      for (int t = first[size_t(s)]; t < first[size_t(s)] + count[size_t(s)]; ++t) {
-        decode.push_back(t);
-        max_ctx = std::max(max_ctx, p.positions[size_t(t)] + 1);
-      }
-    } else {
-      prefill.insert(prefill.end(), {s, first[size_t(s)], count[size_t(s)]});
-      max_new = std::max(max_new, count[size_t(s)]);
-    }
-  }
-  max_slot_ = -1;
-  for (int32_t v : p.slot) max_slot_ = std::max(max_slot_, v);
-  max_block_ = -1;
-  for (int32_t v : p.block_ids) max_block_ = std::max(max_block_, v);
-  if (max_ctx > 0) max_ctx = (max_ctx + kDecodeCtxBucket - 1) / kDecodeCtxBucket * kDecodeCtxBucket;
-  // One packed upload: positions | token_seq | slot | block_begin | seq_len | decode | prefill |
-  // block_ids. The block tables go last: they grow as sequences do, and every other array
-  // then keeps its address from step to step (launches that read them stay identical).
-  packed_.clear();
-  auto append = [&](const std::vector<int32_t>& v) {
-    const size_t at = packed_.size();
-    packed_.insert(packed_.end(), v.begin(), v.end());
-    return at;
-  };
-  const size_t o_pos = append(p.positions), o_seq = append(p.token_seq), o_slot = append(p.slot);
-  const size_t o_bb = append(p.block_begin), o_len = append(p.seq_len);
-  const size_t o_dec = append(decode), o_pre = append(prefill), o_bid = append(p.block_ids);
+  // The host packs every per-step array into one buffer (step_plan.h); one upload, then the
+  // device view points into it.
+  const cuda::PackedStep ps = cuda::pack_step(p, kDecodeMaxNewTokens, kDecodeCtxBucket, packed_);
+  max_slot_ = ps.max_slot;
+  max_block_ = ps.max_block;
   const auto* dev = static_cast<const int32_t*>(plan_stage_.put(packed_.data(), packed_.size() * 4, stream_));
-  step_ = cuda::DevStep{};
-  step_.positions = dev + o_pos;
-  step_.token_seq = dev + o_seq;
-  step_.slot = dev + o_slot;
-  step_.block_begin = dev + o_bb;
-  step_.block_ids = dev + o_bid;
-  step_.seq_len = dev + o_len;
-  step_.decode_tokens = dev + o_dec;
-  step_.prefill_seqs = dev + o_pre;
-  step_.n_tokens = n;
-  step_.n_seqs = S;
-  step_.block_size = p.block_size;
-  step_.n_decode = int(decode.size());
-  step_.max_decode_ctx = max_ctx;
-  step_.n_prefill = int(prefill.size() / 3);
-  step_.max_prefill_tokens = max_new;
+  step_ = cuda::bind_step(ps, dev);
+  const int n = step_.n_tokens;
   have_step_ = true;
   deferring_ = graphs_on_ && step_.n_prefill == 0 && n <= kGraphMaxTokens;
   prof_.active = prof_.on && n <= kDecodeMaxNewTokens && step_.n_prefill == 0;

@@ -23,6 +23,32 @@ constexpr int kGemvMaxTokens = 8;
 // simple fallback otherwise (correct, not fast).
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s);
+// True when the tensor-core kernel takes this shape (n <= 8, k % 8 == 0, 16-byte aligned
+// x and w); gemv_fused requires it for x and every segment's w.
+bool gemv_fast_path(const void* x, const void* w, int n, int64_t k);
+
+// Decode GEMV with its neighbours fused in (see gemv.cu). Every field is plain data compared
+// by bytes when a step is recorded into a graph, so the struct has no padding.
+struct GemvSeg {
+  const bf16* w = nullptr;      // [m, k]
+  const float* bias = nullptr;  // [m] or null
+  bf16* out = nullptr;          // [n, m]
+  int64_t m = 0;                // 0: segment unused
+};
+struct GemvArgs {
+  const bf16* x = nullptr;  // [n, k]
+  int64_t k = 0;
+  GemvSeg seg0, seg1, seg2;  // up to 3 matrices sharing x (q, k, v), one launch
+  int64_t blk1 = 0, blk2 = 0;  // set by gemv_fused: first block of seg1 / seg2
+  const float* norm_w = nullptr;  // [k] or null: the GEMV reads rms_norm(x) * norm_w instead of x
+  const bf16* gate = nullptr;     // [n, m] or null: out = silu(gate) * result (seg0 only)
+  int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
+  int32_t accumulate = 0;         // 1: out += result (residual add); not with gate
+};
+// eps: the RMSNorm epsilon when a.norm_w is set (a float is kept out of GemvArgs so the struct
+// has a unique byte representation).
+void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
+
 // Explicit variants for the benchmark: unroll = 2/4/8 register loads in flight per row per lane,
 // 104/108 = cp.async pipeline of 4/8 stages.
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
@@ -39,6 +65,9 @@ void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, in
 
 // ---- embed.cu: out[j] = table[idx[j]] (idx on the device) ----
 void gather_rows(const bf16* table, const int32_t* idx, bf16* out, int64_t n, int64_t cols, cudaStream_t s);
+
+// ---- bandwidth.cpp: 1 GiB device-to-device copy, best of 5, (read + written) bytes / s / 1e9 ----
+double measure_copy_bandwidth_gbs(cudaStream_t s);
 
 // ---- convert.cu: n_values of a weight (plain or GGUF blocks, on the device) -> bf16 ----
 bool convert_supported(DType t);

@@ -20,6 +20,7 @@ struct SiluMulOp {  // silu(g) * u = g / (1 + e^-g) * u
 template <class Op>
 __global__ void binary_vec8(const uint4* a, const uint4* b, uint4* out, int64_t n8, Op op) {
   pdl_allow_dependents();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
     uint4 va = a[i], vb = b[i], vo;
     const bf16* pa = reinterpret_cast<const bf16*>(&va);
@@ -33,6 +34,8 @@ __global__ void binary_vec8(const uint4* a, const uint4* b, uint4* out, int64_t 
 
 template <class Op>
 __global__ void binary_scalar(const bf16* a, const bf16* b, bf16* out, int64_t n, Op op) {
+  pdl_allow_dependents();
+  pdl_wait();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     out[i] = __float2bfloat16_rn(op(__bfloat162float(a[i]), __bfloat162float(b[i])));
 }
@@ -54,12 +57,11 @@ template <class Op>
 void binary(const bf16* a, const bf16* b, bf16* out, int64_t n, cudaStream_t s, Op op) {
   if (n <= 0) return;
   if (n % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(out)) {
-    binary_vec8<<<grid_for(n / 8), 256, 0, s>>>(reinterpret_cast<const uint4*>(a), reinterpret_cast<const uint4*>(b),
-                                                 reinterpret_cast<uint4*>(out), n / 8, op);
+    launch_pdl(binary_vec8<Op>, dim3(grid_for(n / 8)), dim3(256), 0, s, reinterpret_cast<const uint4*>(a),
+               reinterpret_cast<const uint4*>(b), reinterpret_cast<uint4*>(out), n / 8, op);
   } else {
-    binary_scalar<<<grid_for(n), 256, 0, s>>>(a, b, out, n, op);
+    launch_pdl(binary_scalar<Op>, dim3(grid_for(n)), dim3(256), 0, s, a, b, out, n, op);
   }
-  GRETA_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace

@@ -13,6 +13,7 @@ namespace {
 __global__ void gather_vec8(const uint4* __restrict__ table, const int32_t* __restrict__ idx, uint4* __restrict__ out,
                             int64_t cols8) {
   pdl_allow_dependents();
+  pdl_wait();
   const uint4* src = table + int64_t(idx[blockIdx.x]) * cols8;
   uint4* dst = out + int64_t(blockIdx.x) * cols8;
   for (int64_t i = threadIdx.x; i < cols8; i += blockDim.x) dst[i] = src[i];
@@ -20,6 +21,8 @@ __global__ void gather_vec8(const uint4* __restrict__ table, const int32_t* __re
 
 __global__ void gather_scalar(const bf16* __restrict__ table, const int32_t* __restrict__ idx, bf16* __restrict__ out,
                               int64_t cols) {
+  pdl_allow_dependents();
+  pdl_wait();
   const bf16* src = table + int64_t(idx[blockIdx.x]) * cols;
   bf16* dst = out + int64_t(blockIdx.x) * cols;
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = src[i];
@@ -32,10 +35,10 @@ void gather_rows(const bf16* table, const int32_t* idx, bf16* out, int64_t n, in
   const bool vec = cols % 8 == 0 && (reinterpret_cast<uintptr_t>(table) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(out) & 15) == 0;
   if (vec)
-    gather_vec8<<<unsigned(n), 128, 0, s>>>(reinterpret_cast<const uint4*>(table), idx, reinterpret_cast<uint4*>(out), cols / 8);
+    launch_pdl(gather_vec8, dim3(unsigned(n)), dim3(128), 0, s, reinterpret_cast<const uint4*>(table), idx,
+               reinterpret_cast<uint4*>(out), cols / 8);
   else
-    gather_scalar<<<unsigned(n), 128, 0, s>>>(table, idx, out, cols);
-  GRETA_CUDA_LAUNCH_CHECK();
+    launch_pdl(gather_scalar, dim3(unsigned(n)), dim3(128), 0, s, table, idx, out, cols);
 }
 
 }  // namespace greta::cuda

@@ -26,6 +26,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -67,22 +68,64 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 // weights never depend on the previous kernel -- and only then waits for the previous grid
 // (griddepcontrol.wait) before touching x or out. This hides the ~3 us ramp/drain that every
 // kernel boundary otherwise costs (measured: time = 3 us + bytes / 3.96 TB/s on H200).
-template <int UNROLL, int PREFETCH, int WARPS = kWarps>
-__global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __restrict__ x,
-                                                                 const bf16* __restrict__ w,
-                                                                 const float* __restrict__ bias,
-                                                                 bf16* __restrict__ out, int n,
-                                                                 int64_t m, int64_t k) {
+//
+// Fusions (GemvArgs, cuda_ops.h), each a compile-time switch so the plain kernel pays nothing:
+// - NORM: x is the raw residual stream and the GEMV computes rms_norm(x) * norm_w @ W^T. The
+//   scale vector multiplies x as it is loaded (x * norm_w, rounded to bf16 for the mma) and the
+//   per-token 1/rms -- a scalar per output column -- multiplies the sums at the end. The sum of
+//   squares comes from the same x loads: the block's lanes of token g together load all of
+//   x[g] exactly once. Saves the rms_norm kernel and its pass over x.
+// - EPI_ADD: out += result (the residual add after the o and down projections).
+// - EPI_SILU: out = silu(gate) * result (the SwiGLU of the up projection).
+//   Both round the GEMV result to bf16 first, exactly as the separate kernels would see it.
+// - Segments: up to 3 matrices sharing x in one launch (q, k, v): blocks [0, blk1) do seg0,
+//   [blk1, blk2) seg1, the rest seg2. Pointers are picked with selects on kernel parameters,
+//   never by a run-time array index (which makes ptxas copy the parameters to local memory).
+enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiSilu = 2 };
+
+__device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
+__device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ __forceinline__ uint32_t norm_pair(uint32_t u, float g0, float g1, float& ss) {
+  const float a = bf16_lo(u), b = bf16_hi(u);
+  ss = fmaf(a, a, ss);
+  ss = fmaf(b, b, ss);
+  return pack_bf16(a * g0, b * g1);
+}
+// 8 values of x (one lane's granule) times their norm scales g[0..8); adds their squares to ss.
+__device__ __forceinline__ uint4 norm_granule(uint4 v, const uint4& g0, const uint4& g1, float& ss) {
+  uint4 r;
+  r.x = norm_pair(v.x, __uint_as_float(g0.x), __uint_as_float(g0.y), ss);
+  r.y = norm_pair(v.y, __uint_as_float(g0.z), __uint_as_float(g0.w), ss);
+  r.z = norm_pair(v.z, __uint_as_float(g1.x), __uint_as_float(g1.y), ss);
+  r.w = norm_pair(v.w, __uint_as_float(g1.z), __uint_as_float(g1.w), ss);
+  return r;
+}
+
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore>
+__global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
+  const int n = p.n;
+  const int64_t k = p.k;
+  const int64_t bid = blockIdx.x;
+  const bool s1 = bid >= p.blk1, s2 = bid >= p.blk2;
+  const bf16* __restrict__ w = s2 ? p.seg2.w : s1 ? p.seg1.w : p.seg0.w;
+  const float* __restrict__ bias = s2 ? p.seg2.bias : s1 ? p.seg1.bias : p.seg0.bias;
+  bf16* __restrict__ out = s2 ? p.seg2.out : s1 ? p.seg1.out : p.seg0.out;
+  const int64_t m = s2 ? p.seg2.m : s1 ? p.seg1.m : p.seg0.m;
+  const int64_t row0 = (bid - (s2 ? p.blk2 : s1 ? p.blk1 : 0)) * kRowsPerBlock;
   // Rows past m load row m-1 (valid memory) and their results are dropped at the store.
   const int64_t ra = min(row0 + g, m - 1), rb = min(row0 + g + 8, m - 1);
   const bf16* wa = w + ra * k + 8 * t;
   const bf16* wb = w + rb * k + 8 * t;
   // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
   // which is dropped at the store, so the main loop needs no masks.
-  const bf16* xr = x + int64_t(min(g, n - 1)) * k + 8 * t;
+  const bf16* xr = p.x + int64_t(min(g, n - 1)) * k + 8 * t;
+  const float* nw = NORM ? p.norm_w + 8 * t : nullptr;
   if constexpr (PREFETCH >= 0) {  // launched with PDL (PREFETCH = -1: plain launch)
     asm volatile("griddepcontrol.launch_dependents;");
 #pragma unroll
@@ -97,20 +140,26 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
   }
   // Two accumulator sets (even/odd u) halve the length of the dependent mma chain.
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};
+  float ss = 0.f;  // NORM: this lane's share of sum(x[g]^2)
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
   const int64_t full = k / 32;
   int64_t c0 = warp;
   for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
-    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL];
+    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL], vg0[UNROLL], vg1[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
       va[u] = ld_stream(wa + off);
       vb[u] = ld_stream(wb + off);
       vx[u] = ld_cached(xr + off);
+      if constexpr (NORM) {
+        vg0[u] = ld_cached(nw + off);
+        vg1[u] = ld_cached(nw + off + 4);
+      }
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
+      if constexpr (NORM) vx[u] = norm_granule(vx[u], vg0[u], vg1[u], ss);
       mma_bf16(u % 2 ? acc2 : acc, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u].x, vx[u].y);
       mma_bf16(u % 2 ? acc2 : acc, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u].z, vx[u].w);
     }
@@ -124,14 +173,23 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
     const uint4 z = make_uint4(0, 0, 0, 0);
     const uint4 va = ok ? ld_stream(wa + off) : z;
     const uint4 vb = ok ? ld_stream(wb + off) : z;
-    const uint4 vx = ok ? ld_cached(xr + off) : z;
+    uint4 vx = ok ? ld_cached(xr + off) : z;
+    if constexpr (NORM) {
+      if (ok) vx = norm_granule(vx, ld_cached(nw + off), ld_cached(nw + off + 4), ss);
+    }
     mma_bf16(acc, va.x, vb.x, va.y, vb.y, vx.x, vx.y);
     mma_bf16(acc, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
   }
   // Cross-warp reduction: red[warp][j][lane], summed by the first 128 threads.
   __shared__ float red[WARPS][4][32];
+  __shared__ float red_ss[WARPS][8];  // NORM: [warp][token] partial sums of squares
 #pragma unroll
   for (int j = 0; j < 4; ++j) red[warp][j][lane] = acc[j] + acc2[j];
+  if constexpr (NORM) {
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the 4 lanes of token g
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (t == 0) red_ss[warp][g] = ss;
+  }
   __syncthreads();
   if (threadIdx.x < 128) {
     const int j = threadIdx.x / 32, l = threadIdx.x % 32;
@@ -141,8 +199,21 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const bf16* __rest
     const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
     const int tok = 2 * (l % 4) + (j & 1);
     if (row < m && tok < n) {
+      if constexpr (NORM) {
+        float sq = 0.f;
+#pragma unroll
+        for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
+        s *= rsqrtf(sq / float(k) + eps);
+      }
       if (bias) s += bias[row];
-      out[int64_t(tok) * m + row] = __float2bfloat16_rn(s);
+      const int64_t o = int64_t(tok) * m + row;
+      if constexpr (EPI == kEpiAdd) {
+        s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
+      } else if constexpr (EPI == kEpiSilu) {
+        const float gt = __bfloat162float(p.gate[o]);
+        s = gt / (1.f + __expf(-gt)) * __bfloat162float(__float2bfloat16_rn(s));
+      }
+      out[o] = __float2bfloat16_rn(s);
     }
   }
 }
@@ -250,24 +321,27 @@ constexpr int kGemvDefaultVariant = 200;
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
-template <int UNROLL, int PREFETCH, int WARPS = kWarps>
-void launch_mma(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
-                cudaStream_t s) {
-  const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
+int64_t gemv_blocks(int64_t m) { return (m + kRowsPerBlock - 1) / kRowsPerBlock; }
+
+// One segment (no fusion) or the segments / fusions in a.
+GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k) {
+  GemvArgs a{};
+  a.x = x;
+  a.n = n;
+  a.k = k;
+  a.seg0 = GemvSeg{w, bias, out, m};
+  a.blk1 = a.blk2 = gemv_blocks(m);
+  return a;
+}
+
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore>
+void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
+  const int64_t blocks = a.blk2 + gemv_blocks(a.seg2.m);
   if constexpr (PREFETCH < 0) {
-    gemv_mma_kernel<UNROLL, -1, WARPS><<<unsigned(blocks), WARPS * 32, 0, s>>>(x, w, bias, out, n, m, k);
+    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(unsigned(blocks));
-    cfg.blockDim = dim3(WARPS * 32);
-    cfg.stream = s;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_mma_kernel<UNROLL, PREFETCH, WARPS>, x, w, bias, out, n, m, k));
+    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI>, dim3(unsigned(blocks)), dim3(WARPS * 32), 0, s, a, eps);
   }
 }
 
@@ -288,35 +362,58 @@ void launch_pipe(const bf16* x, const bf16* w, const float* bias, bf16* out, int
 
 }  // namespace
 
+bool gemv_fast_path(const void* x, const void* w, int n, int64_t k) {
+  return n >= 1 && n <= kGemvMaxTokens && k > 0 && k % 8 == 0 && aligned16(x) && aligned16(w);
+}
+
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m,
                   int64_t k, cudaStream_t s) {
   if (m <= 0 || n <= 0) return;
-  const bool fast = n <= kGemvMaxTokens && k % 8 == 0 && k > 0 && aligned16(x) && aligned16(w);
-  if (!fast || unroll == 0) {
+  if (!gemv_fast_path(x, w, n, k) || unroll == 0) {
     const int warps = 8;
     dim3 grid(unsigned((m + warps - 1) / warps), unsigned(n));
     gemv_fallback_kernel<<<grid, warps * 32, 0, s>>>(x, w, bias, out, n, m, k);
     GRETA_CUDA_LAUNCH_CHECK();
     return;
   }
+  const GemvArgs a = single(x, w, bias, out, n, m, k);
   switch (unroll) {
     case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
-    case 2: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
-    case 4: launch_mma<4, -1>(x, w, bias, out, n, m, k, s); break;
-    case 1602: launch_mma<2, -1, 16>(x, w, bias, out, n, m, k, s); break;  // 16 warps per block
-    case 1604: launch_mma<4, -1, 16>(x, w, bias, out, n, m, k, s); break;
-    case 200: launch_mma<2, 0>(x, w, bias, out, n, m, k, s); break;    // PDL, no prefetch
-    case 202: launch_mma<2, 2>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 2 chunks/warp
-    case 208: launch_mma<2, 8>(x, w, bias, out, n, m, k, s); break;    // PDL, prefetch 8 chunks/warp
-    case 216: launch_mma<2, 16>(x, w, bias, out, n, m, k, s); break;   // PDL, prefetch 16 chunks/warp
-    default: launch_mma<2, -1>(x, w, bias, out, n, m, k, s); break;
+    case 2: launch_mma<2, -1>(a, s); break;
+    case 4: launch_mma<4, -1>(a, s); break;
+    case 1602: launch_mma<2, -1, 16>(a, s); break;  // 16 warps per block
+    case 1604: launch_mma<4, -1, 16>(a, s); break;
+    case 200: launch_mma<2, 0>(a, s); break;    // PDL, no prefetch
+    case 202: launch_mma<2, 2>(a, s); break;    // PDL, prefetch 2 chunks/warp
+    case 208: launch_mma<2, 8>(a, s); break;    // PDL, prefetch 8 chunks/warp
+    case 216: launch_mma<2, 16>(a, s); break;   // PDL, prefetch 16 chunks/warp
+    default: launch_mma<2, -1>(a, s); break;
   }
 }
 
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s) {
   gemv_variant(kGemvDefaultVariant, x, w, bias, out, n, m, k, s);
+}
+
+void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
+  if (a.n <= 0) return;
+  // Empty trailing segments: blk1/blk2 mark where segments 1 and 2 start.
+  a.blk1 = gemv_blocks(a.seg0.m);
+  a.blk2 = a.blk1 + gemv_blocks(a.seg1.m);
+  const bool norm = a.norm_w != nullptr;
+  // The production variant (200: PDL, 2 loads in flight) in each fusion combination used.
+  if (a.gate) {
+    if (norm) launch_mma<2, 0, kWarps, true, kEpiSilu>(a, s, eps);
+    else launch_mma<2, 0, kWarps, false, kEpiSilu>(a, s, eps);
+  } else if (a.accumulate) {
+    if (norm) launch_mma<2, 0, kWarps, true, kEpiAdd>(a, s, eps);
+    else launch_mma<2, 0, kWarps, false, kEpiAdd>(a, s, eps);
+  } else {
+    if (norm) launch_mma<2, 0, kWarps, true, kEpiStore>(a, s, eps);
+    else launch_mma<2, 0, kWarps, false, kEpiStore>(a, s, eps);
+  }
 }
 
 }  // namespace greta::cuda

@@ -17,6 +17,7 @@ template <bool kVec8>
 __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const float* __restrict__ w,
                                                             float eps, bf16* out, int64_t dim) {
   pdl_allow_dependents();
+  pdl_wait();
   const bf16* xr = x + blockIdx.x * dim;
   bf16* orow = out + blockIdx.x * dim;
   float ss = 0.f;
@@ -61,9 +62,8 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const
 void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, int64_t dim, cudaStream_t s) {
   if (n <= 0) return;
   const bool vec = dim % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
-  if (vec) rms_norm_kernel<true><<<unsigned(n), kThreads, 0, s>>>(x, w, eps, out, dim);
-  else rms_norm_kernel<false><<<unsigned(n), kThreads, 0, s>>>(x, w, eps, out, dim);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(vec ? rms_norm_kernel<true> : rms_norm_kernel<false>, dim3(unsigned(n)), dim3(kThreads), 0, s, x, w, eps, out,
+             dim);
 }
 
 }  // namespace greta::cuda

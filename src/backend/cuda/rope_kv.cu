@@ -1,8 +1,10 @@
-// RoPE fused with the paged KV write: one block per token rotates its q heads and k heads in
-// place and stores k and v at the token's cache slot. Angles like the CPU reference: the angle
+// RoPE fused with the paged KV write: blocks of 8 heads per token rotate the q and k heads in
+// place and store k and v at the token's cache slot. Angles like the CPU reference: the angle
 // pos * inv_freq in fp32, its sin/cos in double (angles reach ~1e5 rad at long contexts, where
 // fast single-precision sin/cos lose all accuracy).
 #include <cuda_bf16.h>
+
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
@@ -11,28 +13,43 @@
 namespace greta::cuda {
 namespace {
 
+constexpr int kHeadsPerBlock = 8;  // q and k heads rotated by one block
+constexpr int kMaxHalf = 128;      // head_dim <= 256
+
+// grid (n_tokens, ceil((n_heads + n_kv) / kHeadsPerBlock)): block (t, c) rotates heads
+// [8c, 8c + 8) of the token's q heads followed by its k heads, and copies its share of v.
+// The head_dim/2 angles of a token are the same for every head, so each block computes their
+// sin/cos once into shared memory (double precision, one per thread) instead of once per pair.
 __global__ void rope_kv_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const bf16* __restrict__ v, int n_heads,
                                int n_kv, int hd, const float* __restrict__ inv_freq, bool neox,
                                const int32_t* __restrict__ positions, const int32_t* __restrict__ slots,
                                bf16* __restrict__ kc, bf16* __restrict__ vc) {
   pdl_allow_dependents();
+  pdl_wait();
   const int64_t t = blockIdx.x;
   const int half = hd / 2;
   const int pos = positions[t];
   const int64_t slot = slots[t];
   const int64_t kv_row = int64_t(n_kv) * hd;
+  __shared__ float s_cos[kMaxHalf], s_sin[kMaxHalf];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) {
+    const float angle = float(pos) * inv_freq[i];
+    double sd, cd;
+    sincos(double(angle), &sd, &cd);
+    s_cos[i] = float(cd);
+    s_sin[i] = float(sd);
+  }
+  __syncthreads();
   bf16* qr = q + t * int64_t(n_heads) * hd;
   bf16* kr = k + t * kv_row;
-  const int pairs = (n_heads + n_kv) * half;
-  for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+  const int h0 = blockIdx.y * kHeadsPerBlock;
+  const int h_end = min(h0 + kHeadsPerBlock, n_heads + n_kv);
+  for (int p = h0 * half + threadIdx.x; p < h_end * half; p += blockDim.x) {
     const int h = p / half, i = p % half;
     const bool is_q = h < n_heads;
     bf16* row = is_q ? qr + int64_t(h) * hd : kr + int64_t(h - n_heads) * hd;
     const int i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
-    const float angle = float(pos) * inv_freq[i];
-    double sd, cd;
-    sincos(double(angle), &sd, &cd);
-    const float c = float(cd), s = float(sd);
+    const float c = s_cos[i], s = s_sin[i];
     const float a = __bfloat162float(row[i0]), b = __bfloat162float(row[i1]);
     const bf16 ra = __float2bfloat16_rn(a * c - b * s), rb = __float2bfloat16_rn(a * s + b * c);
     row[i0] = ra;
@@ -44,7 +61,8 @@ __global__ void rope_kv_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const
     }
   }
   const bf16* vr = v + t * kv_row;
-  for (int64_t e = threadIdx.x; e < kv_row; e += blockDim.x) vc[slot * kv_row + e] = vr[e];
+  for (int64_t e = int64_t(blockIdx.y) * blockDim.x + threadIdx.x; e < kv_row; e += int64_t(gridDim.y) * blockDim.x)
+    vc[slot * kv_row + e] = vr[e];
 }
 
 }  // namespace
@@ -52,9 +70,10 @@ __global__ void rope_kv_kernel(bf16* __restrict__ q, bf16* __restrict__ k, const
 void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, const DevStep& st,
                    const KVLayerDev& kv, cudaStream_t s) {
   if (st.n_tokens <= 0) return;
-  rope_kv_kernel<<<unsigned(st.n_tokens), 128, 0, s>>>(q, k, v, n_heads, kv.n_kv_heads, kv.head_dim, inv_freq, neox,
-                                                        st.positions, st.slot, kv.k, kv.v);
-  GRETA_CUDA_LAUNCH_CHECK();
+  if (kv.head_dim / 2 > kMaxHalf) throw Error("cuda rope_kv_write: head_dim " + std::to_string(kv.head_dim) + " > 256");
+  const int chunks = (n_heads + kv.n_kv_heads + kHeadsPerBlock - 1) / kHeadsPerBlock;
+  launch_pdl(rope_kv_kernel, dim3(unsigned(st.n_tokens), unsigned(chunks)), dim3(128), 0, s, q, k, v, n_heads,
+             kv.n_kv_heads, kv.head_dim, inv_freq, neox, st.positions, st.slot, kv.k, kv.v);
 }
 
 }  // namespace greta::cuda

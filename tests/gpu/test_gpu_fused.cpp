@@ -1,0 +1,130 @@
+// Fused decode ops (Backend::norm_matmul, Backend::matmul_add) on CUDA vs the CPU backend,
+// which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
+// GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMVs, 2: q/k/v in one launch), token
+// counts on both sides of the GEMV limit (8), k that is not a multiple of the 32-wide chunk,
+// row counts that are not a multiple of the 16-row block, biases on some targets only, and the
+// SwiGLU target that reads an earlier target's output.
+#include <cstdlib>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "gpu_test_util.h"
+
+namespace greta::gputest {
+namespace {
+
+using GpuFused = GpuTest;
+
+// A CUDA backend built with GRETA_CUDA_FUSION=level (read once, at construction).
+std::unique_ptr<Backend> cuda_with_fusion(int level) {
+  setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
+  auto b = make_cuda_backend(0);
+  unsetenv("GRETA_CUDA_FUSION");
+  return b;
+}
+
+struct Case {
+  int64_t n, k;
+  std::vector<int64_t> ms;  // one target per m; the last is SwiGLU'd with the first when swiglu
+  bool swiglu;
+};
+
+// Runs norm_matmul on both backends and compares every target's output.
+void check_norm_matmul(Backend& gpu, Backend& cpu, const Case& c, const std::string& tag, std::mt19937& rng) {
+  const int64_t n = c.n, k = c.k;
+  const auto xv = random_values(size_t(n * k), 3.f, rng);
+  HostWeight norm(DType::F32, {k}, random_values(size_t(k), 1.5f, rng));
+  std::deque<HostWeight> ws, bs;  // HostWeight is pinned in memory (t.data points into it)
+  for (int64_t m : c.ms) {
+    ws.emplace_back(DType::BF16, std::vector<int64_t>{m, k}, random_values(size_t(m * k), 0.3f, rng));
+    bs.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 1.f, rng));
+  }
+  std::vector<std::vector<float>> outs[2];
+  for (int which = 0; which < 2; ++which) {
+    Backend& b = which == 0 ? gpu : cpu;
+    auto wn = b.upload(norm.t);
+    std::vector<std::unique_ptr<Weight>> w, bias;
+    for (size_t i = 0; i < ws.size(); ++i) w.push_back(b.upload(ws[i].t)), bias.push_back(b.upload(bs[i].t));
+    Tensor x = make_tensor(b, n, k, xv), h = b.alloc(n, k);
+    std::vector<Tensor> o;
+    for (int64_t m : c.ms) {
+      o.push_back(b.alloc(n, m));
+      if (which == 0) poison(o.back());
+    }
+    // Targets: bias on even ones; with swiglu the last one is silu(out[0]) * (h @ w_last^T).
+    const size_t T = c.ms.size();
+    auto t = [&](size_t i) {
+      Backend::MatmulTarget r{w[i].get(), i % 2 == 0 && !(c.swiglu && (i == 0 || i == T - 1)) ? bias[i].get() : nullptr,
+                              o[i]};
+      if (c.swiglu && i == T - 1) r.silu_gate = o[0];
+      return r;
+    };
+    if (T == 1) b.norm_matmul(x, *wn, 1e-5f, h, {t(0)});
+    else if (T == 2) b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1)});
+    else b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1), t(2)});
+    for (Tensor& ot : o) outs[which].push_back(read(b, ot)), b.free(ot);
+    b.free(x), b.free(h);
+  }
+  for (size_t i = 0; i < c.ms.size(); ++i)
+    report(tag + " norm_matmul n=" + std::to_string(n) + " k=" + std::to_string(k) + " target " + std::to_string(i) +
+               " m=" + std::to_string(c.ms[i]) + (c.swiglu && i + 1 == c.ms.size() ? " (swiglu)" : ""),
+           rel_err(outs[0][i], outs[1][i]), kBf16Tol);
+}
+
+TEST_F(GpuFused, NormMatmulEveryFusionLevel) {
+  const std::vector<Case> cases = {
+      {1, 576, {576, 192, 192}, false},  // SmolLM2 q, k, v
+      {1, 4096, {4096, 1024, 1024}, false},
+      {3, 4104, {577, 7, 33}, false},     // k % 32 != 0, m % 16 != 0
+      {8, 256, {1536, 1536}, true},       // gate, up = silu(gate) * up
+      {5, 1000, {100, 17, 300}, true},    // swiglu after two plain targets
+      {9, 576, {577, 64}, true},          // 9 tokens: the unfused path
+      {2, 100, {31}, false},              // k % 8 != 0: the unfused path
+  };
+  for (int level : {0, 1, 2}) {
+    auto g = cuda_with_fusion(level);
+    std::mt19937 rng(11);
+    for (const Case& c : cases) check_norm_matmul(*g, *cpu, c, "fusion " + std::to_string(level), rng);
+  }
+}
+
+TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
+  struct Shape { int64_t n, m, k; };
+  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {3, 577, 4104}, {4, 7, 64}, {12, 300, 256}};
+  for (int level : {0, 1, 2}) {
+    auto g = cuda_with_fusion(level);
+    std::mt19937 rng(12);
+    for (const Shape& s : shapes) {
+      const auto av = random_values(size_t(s.n * s.k), 2.f, rng), xv = random_values(size_t(s.n * s.m), 4.f, rng);
+      HostWeight w(DType::BF16, {s.m, s.k}, random_values(size_t(s.m * s.k), 0.3f, rng));
+      std::vector<float> res[2];
+      for (int which = 0; which < 2; ++which) {
+        Backend& b = which == 0 ? *g : *cpu;
+        auto wt = b.upload(w.t);
+        Tensor a = make_tensor(b, s.n, s.k, av), x = make_tensor(b, s.n, s.m, xv), tmp = b.alloc(s.n, s.m);
+        for (int rep = 0; rep < 2; ++rep) b.matmul_add(a, *wt, tmp, x);  // x accumulates twice
+        res[which] = read(b, x);
+        b.free(a), b.free(x), b.free(tmp);
+      }
+      report("fusion " + std::to_string(level) + " matmul_add x2 n=" + std::to_string(s.n) + " m=" + std::to_string(s.m) +
+                 " k=" + std::to_string(s.k),
+             rel_err(res[0], res[1]), kBf16Tol);
+    }
+  }
+}
+
+TEST_F(GpuFused, MismatchedShapesThrow) {
+  std::mt19937 rng(13);
+  HostWeight norm(DType::F32, {64}, random_values(64, 1.f, rng));
+  HostWeight w(DType::BF16, {32, 128}, random_values(32 * 128, 1.f, rng));
+  auto wn = gpu->upload(norm.t), wt = gpu->upload(w.t);
+  Tensor x = gpu->alloc(1, 64), h = gpu->alloc(1, 64), o = gpu->alloc(1, 32);
+  EXPECT_THROW(gpu->norm_matmul(x, *wn, 1e-5f, h, {{wt.get(), nullptr, o}}), Error);  // w takes k = 128
+  EXPECT_THROW(gpu->matmul_add(x, *wt, o, o), Error);
+  gpu->free(x), gpu->free(h), gpu->free(o);
+}
+
+}  // namespace
+}  // namespace greta::gputest
