@@ -8,7 +8,9 @@
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
 #          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
-#          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load.
+#          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load;
+#          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
+#          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
@@ -163,7 +165,9 @@ if has hf && [ -x "$BUILD/greta" ]; then
   rm -rf /tmp/greta-hf-random
 fi
 if has serve; then
-  echo "== greta serve under load (synthetic llama-3-8b, bf16, ignore_eos, loopback)"
+  serve_model=${GRETA_SERVE_MODEL:-llama-3-8b}
+  serve_device=${GRETA_SERVE_DEVICE:-cuda}
+  echo "== greta serve under load (synthetic $serve_model, bf16, $serve_device, ignore_eos, loopback)"
   if [ ! -x "$BUILD/greta" ] || ! "$BUILD/greta" serve --help > /dev/null 2>&1; then
     echo "serve: FAILED: $BUILD/greta has no 'serve' (built without cpp-httplib? run scripts/gpu-deps.sh here" \
          "and carry .gpu-deps, then the build step)"
@@ -172,17 +176,19 @@ if has serve; then
   # ~256 sequences at once on an 80 GB card: weights 16 GB; KV (bf16) 128 KiB a token, so 16384
   # blocks of 16 tokens = 32 GiB hold 256 x (512 + 256) tokens with a third to spare. A step
   # carries every running sequence's decode token plus up to 1792 prompt tokens.
-  port=${GRETA_SERVE_PORT:-18080}
+  # Port 0: the server takes a free one and prints it, so a leftover server elsewhere on the
+  # machine can never answer for ours.
   n_req=${GRETA_SERVE_REQUESTS:-1024}
   conc=${GRETA_SERVE_CONCURRENCY:-256}
-  "$BUILD/greta" serve --synthetic llama-3-8b --device cuda --port "$port" --max-running 256 \
+  "$BUILD/greta" serve --synthetic "$serve_model" --device "$serve_device" --port 0 --max-running 256 \
     --kv-blocks 16384 --max-step-tokens 2048 --max-queue 4096 --http-threads $((conc + 64)) \
     > "$LOG/serve.out" 2> "$LOG/serve.err" &
   server=$!
-  # Up means /health answers 200; the synthetic 8B weights are generated and uploaded first.
-  if ! python3 - "$port" "$server" <<'PY'
-import os, sys, time, urllib.request
-port, pid = sys.argv[1], int(sys.argv[2])
+  # Up means /health answers 200 on the port the server printed; the synthetic 8B weights are
+  # generated and uploaded first. Prints the port.
+  if ! port=$(python3 - "$LOG/serve.out" "$server" <<'PY'
+import os, re, sys, time, urllib.request
+out, pid = sys.argv[1], int(sys.argv[2])
 deadline = time.monotonic() + 600
 while time.monotonic() < deadline:
     try:
@@ -191,15 +197,17 @@ while time.monotonic() < deadline:
         sys.exit("greta serve exited before answering /health")
     if os.path.exists(f"/proc/{pid}/stat") and open(f"/proc/{pid}/stat").read().split()[2] == "Z":
         sys.exit("greta serve exited before answering /health")
+    m = re.search(r"listening on http://[^:]+:(\d+)/", open(out).read())
     try:
-        if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+        if m and urllib.request.urlopen(f"http://127.0.0.1:{m[1]}/health", timeout=2).status == 200:
+            print(m[1])
             sys.exit(0)
     except OSError:
         pass
     time.sleep(1)
 sys.exit("greta serve did not answer /health within 600 s")
 PY
-  then
+  ); then
     echo "serve: FAILED: the server did not start; the end of $LOG/serve.err:"
     tail -20 "$LOG/serve.err"
     kill "$server" 2> /dev/null; wait "$server" 2> /dev/null
@@ -207,6 +215,7 @@ PY
   fi
   head -3 "$LOG/serve.err" | sed 's/^/== /'
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  [ "$serve_device" = cpu ] && gpu="cpu ($(nproc) cores)"
   : > "$LOG/serve_load.jsonl"
   # Different seeds: the second workload's prompts share no prefix with the first's.
   for w in "128 128 0" "512 256 1"; do
