@@ -11,6 +11,9 @@
 #          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load;
 #          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
 #          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
+#          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
+#          start + both workloads fit the device tool's 10-minute command; requests cut off by it
+#          count as errors in the JSON line (and the step fails), never silently.
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
@@ -222,7 +225,7 @@ PY
     read -r p g seed <<< "$w"
     PYTHONUNBUFFERED=1 python3 bench/serve_load.py --url "http://127.0.0.1:$port" --device-name "${gpu:-cuda}" \
       --requests "$n_req" --concurrency "$conc" --prompt-tokens "$p" --max-tokens "$g" --ignore-eos \
-      --seed "$seed" --warmup "$conc" --request-timeout 600 --max-time 900 \
+      --seed "$seed" --warmup "$conc" --request-timeout 600 --max-time "${GRETA_SERVE_MAX_TIME:-200}" \
       >> "$LOG/serve_load.jsonl" 2>> "$LOG/serve_load.err" || { status=1; tail -5 "$LOG/serve_load.err"; }
   done
   kill -TERM "$server"; wait "$server" || true
