@@ -10,8 +10,11 @@ Why these choices:
 - Prompts are token-id lists, which /v1/completions accepts: exactly P prompt tokens, no
   tokenizer guesswork. Each request draws its own ids (seeded), so requests share no prefix
   unless --shared-prefix asks for one, and the prefix-cache counter shows what that buys.
-- `ignore_eos` is sent so every request generates exactly G tokens (the server supports it);
+- `ignore_eos` is sent (unless --no-ignore-eos) so every request generates exactly G tokens;
   output tokens are still counted from the server's usage chunk, not assumed.
+- Token ids are drawn below the model's vocabulary, which /v1/models reports (vocab_size), so
+  the same command works for a 1,000-token test model and a 128k one. `--synthetic NAME`
+  serves a random-weight model of a real shape (greta serve --synthetic), e.g. llama-3-8b.
 - TTFT is request start -> first content chunk; inter-token latency is the gap between
   consecutive content chunks of one stream. The server writes whatever tokens are ready in one
   go, so several tokens can land in one read: gaps are measured at chunk arrival, as a client
@@ -48,7 +51,7 @@ METRICS = {  # /metrics counter -> key in the result (reported as the change ove
 
 
 def find_greta():
-    for d in ("build-load", "build", "build-release"):
+    for d in ("build-load", "build", "build-release", "build-serve", "build-gpu"):
         p = os.path.join(ROOT, d, "greta")
         if os.access(p, os.X_OK):
             return p
@@ -85,8 +88,8 @@ class Target:
         finally:
             conn.close()
 
-    def start(self, greta, model, device, threads, extra, wait_s):
-        args = [greta, "serve", "-m", model, "--device", device, "--host", self.host, "--port", str(self.port)]
+    def start(self, greta, model_args, device, threads, extra, wait_s):
+        args = [greta, "serve", *model_args, "--device", device, "--host", self.host, "--port", str(self.port)]
         if threads:
             args += ["--threads", str(threads)]
         args += extra
@@ -135,11 +138,12 @@ class Target:
                 out[key] = float(value)
         return out
 
-    def model_id(self):
+    def model_info(self):
+        """The served model's /v1/models entry (id, and vocab_size from greta)."""
         status, text = self.get("/v1/models")
         if status != 200:
             raise SystemExit(f"serve_load: GET /v1/models answered {status}: {text[:200]}")
-        return json.loads(text)["data"][0]["id"]
+        return json.loads(text)["data"][0]
 
 
 def stream_one(target, body, deadline):
@@ -206,9 +210,9 @@ def make_prompts(n, p, shared, lo, hi, seed):
     return [prefix + [rng.randrange(lo, hi) for _ in range(p - shared)] for _ in range(n)]
 
 
-def request_body(ids, gen):
+def request_body(ids, gen, ignore_eos):
     return json.dumps({"prompt": ids, "max_tokens": gen, "stream": True, "temperature": 0,
-                       "ignore_eos": True, "stream_options": {"include_usage": True}})
+                       "ignore_eos": ignore_eos, "stream_options": {"include_usage": True}})
 
 
 def run_load(target, prompts, a, run_deadline):
@@ -223,7 +227,7 @@ def run_load(target, prompts, a, run_deadline):
                 if i >= len(prompts) or time.monotonic() >= run_deadline:
                     return
                 next_i[0] += 1
-            results[i] = stream_one(target, request_body(prompts[i], a.gen),
+            results[i] = stream_one(target, request_body(prompts[i], a.gen, a.ignore_eos),
                                     min(time.monotonic() + a.request_timeout, run_deadline))
 
     t0 = time.monotonic()
@@ -241,7 +245,11 @@ def main():
     ap.add_argument("--url", help="benchmark a running server (http://HOST:PORT) instead of starting one")
     ap.add_argument("--greta", default=find_greta(), help="greta binary")
     ap.add_argument("-m", "--model", default=os.environ.get("GRETA_MODEL", DEFAULT_MODEL))
+    ap.add_argument("--synthetic", metavar="NAME",
+                    help="serve a random-weight model of this shape instead of -m (llama-3-8b, tiny, ...)")
+    ap.add_argument("--dtype", help="--dtype for --synthetic weights (the server's default: bf16)")
     ap.add_argument("--device", default="cpu", help="--device for the server we start (cpu, cuda, auto)")
+    ap.add_argument("--device-name", help="device to record in the result when --url is given (e.g. the GPU's name)")
     ap.add_argument("-t", "--threads", type=int, default=0, help="server CPU threads (0 = its default)")
     ap.add_argument("--server-arg", action="append", default=[],
                     help="extra argument for greta serve (repeat; e.g. --server-arg=--max-running=16)")
@@ -249,12 +257,17 @@ def main():
     ap.add_argument("-n", "--requests", type=int, default=32)
     ap.add_argument("-c", "--concurrency", type=int, default=8)
     ap.add_argument("-p", "--prompt-tokens", type=int, default=64)
-    ap.add_argument("-g", "--gen", type=int, default=32, help="max_tokens (ignore_eos: exactly this many)")
+    ap.add_argument("-g", "--gen", "--max-tokens", dest="gen", type=int, default=32,
+                    help="max_tokens (ignore_eos: exactly this many)")
+    ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
+                    help="generate exactly max_tokens tokens, EOS or not")
     ap.add_argument("--shared-prefix", type=int, default=0, help="prompt tokens every request shares")
-    ap.add_argument("--id-range", default="1000:20000",
-                    help="prompt token ids are drawn from [LO, HI) (below most vocabularies, above special tokens)")
+    ap.add_argument("--id-range", default="auto",
+                    help="prompt token ids are drawn from [LO, HI); auto: [1000, 20000) clipped to the "
+                         "model's vocabulary V as [min(1000, V/10), min(20000, V)) (above most special tokens)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--warmup", type=int, default=1, help="untimed requests first (page in weights)")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed requests first, -c at a time (page in weights; -c of them warm every batch size)")
     ap.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
     ap.add_argument("--max-time", type=float, default=600.0, help="seconds for the whole timed run")
     ap.add_argument("--startup-timeout", type=float, default=120.0)
@@ -263,11 +276,13 @@ def main():
         ap.error("-n, -c, -p, -g must be >= 1 and --warmup >= 0")
     if not 0 <= a.shared_prefix <= a.prompt_tokens:
         ap.error("--shared-prefix must be in [0, -p]")
-    try:
-        lo, hi = (int(x) for x in a.id_range.split(":"))
-        assert 0 <= lo < hi
-    except (ValueError, AssertionError):
-        ap.error(f"--id-range: expected LO:HI with 0 <= LO < HI, got {a.id_range!r}")
+    id_range = None
+    if a.id_range != "auto":
+        try:
+            id_range = tuple(int(x) for x in a.id_range.split(":"))
+            assert len(id_range) == 2 and 0 <= id_range[0] < id_range[1]
+        except (ValueError, AssertionError):
+            ap.error(f"--id-range: expected auto or LO:HI with 0 <= LO < HI, got {a.id_range!r}")
 
     if a.url:
         target = Target(a.url, a.api_key)
@@ -275,19 +290,32 @@ def main():
         if not a.greta:
             ap.error("no greta binary found: build it or pass --greta")
         target = Target(f"http://127.0.0.1:{free_port()}", a.api_key)
-        target.start(a.greta, a.model, a.device, a.threads, a.server_arg, a.startup_timeout)
+        model_args = ["--synthetic", a.synthetic] if a.synthetic else ["-m", a.model]
+        if a.synthetic and a.dtype:
+            model_args += ["--dtype", a.dtype]
+        target.start(a.greta, model_args, a.device, a.threads, a.server_arg, a.startup_timeout)
     try:
         try:
-            model = target.model_id()
+            info = target.model_info()
         except OSError as e:
             raise SystemExit(f"serve_load: cannot reach {target.host}:{target.port}: {e}")
+        model, vocab = info["id"], info.get("vocab_size")
+        if id_range is None:
+            if not vocab:
+                raise SystemExit("serve_load: the server does not report vocab_size; pass --id-range LO:HI")
+            id_range = (min(1000, vocab // 10), min(20000, vocab))
+        elif vocab and id_range[1] > vocab:
+            raise SystemExit(f"serve_load: --id-range {a.id_range} reaches past the vocabulary ({vocab} tokens)")
+        lo, hi = id_range
         # Warm-up prompts come from another seed so they put nothing in the prefix cache that the
-        # timed prompts could hit.
-        warm = make_prompts(a.warmup, a.prompt_tokens, 0, lo, hi, a.seed + 1_000_003)
-        for w in warm:
-            rec = stream_one(target, request_body(w, a.gen), time.monotonic() + a.request_timeout)
-            if rec["error"]:
-                raise SystemExit(f"serve_load: warm-up request failed: {rec['error']}")
+        # timed prompts could hit; they run -c at a time so every batch size the run will use is
+        # seen once before timing (CUDA graphs are captured per batch-size bucket).
+        if a.warmup:
+            warm = make_prompts(a.warmup, a.prompt_tokens, 0, lo, hi, a.seed + 1_000_003)
+            wres, _, _ = run_load(target, warm, a, time.monotonic() + a.max_time)
+            failed = [r["error"] if r else "not finished" for r in wres if not r or r["error"]]
+            if failed:
+                raise SystemExit(f"serve_load: {len(failed)} warm-up requests failed, e.g.: {failed[0]}")
         before = target.metrics()
         prompts = make_prompts(a.requests, a.prompt_tokens, a.shared_prefix, lo, hi, a.seed)
         results, t0, t1 = run_load(target, prompts, a, time.monotonic() + a.max_time)
@@ -306,11 +334,12 @@ def main():
     result = {
         "bench": "serve_load",
         "model": model,
-        "device": target.device or (a.device if not a.url else "unknown (--url)"),
+        "device": target.device or a.device_name or (a.device if not a.url else "unknown (--url)"),
+        "vocab": vocab, "id_range": [lo, hi],
         "N": a.requests, "C": a.concurrency, "P": a.prompt_tokens, "G": a.gen,
         "shared_prefix": a.shared_prefix,
         "server_threads": a.threads or None,
-        "ignore_eos": True,
+        "ignore_eos": a.ignore_eos,
         "completed": len(ok),
         "errors": len(errors),
         "wall_s": round(wall, 3),

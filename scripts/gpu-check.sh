@@ -2,19 +2,29 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion hf (default: build tests bench e2e)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion serve hf (default: build tests bench e2e hf)
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
 #   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
+#   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
+#          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
+#          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load;
+#          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
+#          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
+#          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
+#          start + both workloads fit the device tool's 10-minute command; requests cut off by it
+#          count as errors in the JSON line (and the step fails), never silently.
 #
 # Logs and JSON lines go to $OUT (the device tool's return folder) or /tmp/gpu-check.
 # Dependencies: nvcc + cmake + ninja. nlohmann-json, CLI11 and GoogleTest are taken from the
 # system when all three are present (the device image had them on 2026-11-26), else from
 # .gpu-deps/ (made by scripts/gpu-deps.sh on a machine that has them, carried along with the
-# device tool's `carry` argument; GoogleTest is built from its sources). Only the GPU targets are
-# built (greta_cuda, greta_cpu, greta_gpu_tests, gpu_*_bench), so a half-finished module
-# elsewhere cannot break the GPU check.
+# device tool's `carry` argument; GoogleTest is built from its sources). cpp-httplib (for
+# `greta serve`) comes from the system through pkg-config, else from .gpu-deps/httplib; with
+# .gpu-deps/httplib present the server is required, so a broken copy fails the build loudly.
+# Only the GPU targets and the CLI are built (greta_cuda, greta_cli, greta_gpu_tests,
+# gpu_*_bench), so a half-finished module elsewhere cannot break the GPU check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,10 +52,15 @@ if has build; then
     fi
     prefix="$prefix;/tmp/gtest-prefix"
   fi
+  server_args=()
+  if [ -f .gpu-deps/httplib/include/httplib.h ]; then
+    server_args=(-DGRETA_SERVER=ON -DGRETA_HTTPLIB_ROOT="$ROOT/.gpu-deps/httplib")
+  fi
   echo "== configure ($BUILD)"
-  cmake -S . -B "$BUILD" -G Ninja -DGRETA_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+  cmake -S . -B "$BUILD" -G Ninja -DGRETA_CUDA=ON -DCMAKE_BUILD_TYPE=Release "${server_args[@]}" \
     ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} > "$LOG/configure.log" 2>&1 ||
     { echo "configure failed"; tail -30 "$LOG/configure.log"; exit 1; }
+  grep -E "GRETA (CUDA backend|HTTP server)|cpp-httplib from" "$LOG/configure.log" | sed 's/^-- /== /'
   targets="greta_cuda greta_cli"
   compgen -G "tests/gpu/*.cpp" > /dev/null && targets="$targets greta_gpu_tests"
   for b in bench/gpu_*.cu; do [ -f "$b" ] && targets="$targets $(basename "${b%.cu}")"; done
@@ -174,5 +189,80 @@ if has hf && [ -x "$BUILD/greta" ]; then
   python3 tools/compare_transformers.py --greta "$BUILD/greta" --shape llama-2-7b --out /tmp/greta-hf-random \
     2> "$LOG/compare_transformers.err" | tee "$LOG/compare_transformers.json" || status=1
   rm -rf /tmp/greta-hf-random
+fi
+if has serve; then
+  serve_model=${GRETA_SERVE_MODEL:-llama-3-8b}
+  serve_device=${GRETA_SERVE_DEVICE:-cuda}
+  echo "== greta serve under load (synthetic $serve_model, bf16, $serve_device, ignore_eos, loopback)"
+  if [ ! -x "$BUILD/greta" ] || ! "$BUILD/greta" serve --help > /dev/null 2>&1; then
+    echo "serve: FAILED: $BUILD/greta has no 'serve' (built without cpp-httplib? run scripts/gpu-deps.sh here" \
+         "and carry .gpu-deps, then the build step)"
+    exit 1
+  fi
+  # ~256 sequences at once on an 80 GB card: weights 16 GB; KV (bf16) 128 KiB a token, so 16384
+  # blocks of 16 tokens = 32 GiB hold 256 x (512 + 256) tokens with a third to spare. A step
+  # carries every running sequence's decode token plus up to 1792 prompt tokens.
+  # Port 0: the server takes a free one and prints it, so a leftover server elsewhere on the
+  # machine can never answer for ours.
+  n_req=${GRETA_SERVE_REQUESTS:-1024}
+  conc=${GRETA_SERVE_CONCURRENCY:-256}
+  "$BUILD/greta" serve --synthetic "$serve_model" --device "$serve_device" --port 0 --max-running 256 \
+    --kv-blocks 16384 --max-step-tokens 2048 --max-queue 4096 --http-threads $((conc + 64)) \
+    > "$LOG/serve.out" 2> "$LOG/serve.err" &
+  server=$!
+  # Up means /health answers 200 on the port the server printed; the synthetic 8B weights are
+  # generated and uploaded first. Prints the port.
+  if ! port=$(python3 - "$LOG/serve.out" "$server" <<'PY'
+import os, re, sys, time, urllib.request
+out, pid = sys.argv[1], int(sys.argv[2])
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("greta serve exited before answering /health")
+    if os.path.exists(f"/proc/{pid}/stat") and open(f"/proc/{pid}/stat").read().split()[2] == "Z":
+        sys.exit("greta serve exited before answering /health")
+    m = re.search(r"listening on http://[^:]+:(\d+)/", open(out).read())
+    try:
+        if m and urllib.request.urlopen(f"http://127.0.0.1:{m[1]}/health", timeout=2).status == 200:
+            print(m[1])
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(1)
+sys.exit("greta serve did not answer /health within 600 s")
+PY
+  ); then
+    echo "serve: FAILED: the server did not start; the end of $LOG/serve.err:"
+    tail -20 "$LOG/serve.err"
+    kill "$server" 2> /dev/null; wait "$server" 2> /dev/null
+    exit 1
+  fi
+  head -3 "$LOG/serve.err" | sed 's/^/== /'
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+  [ "$serve_device" = cpu ] && gpu="cpu ($(nproc) cores)"
+  : > "$LOG/serve_load.jsonl"
+  # Different seeds: the second workload's prompts share no prefix with the first's.
+  for w in "128 128 0" "512 256 1"; do
+    read -r p g seed <<< "$w"
+    PYTHONUNBUFFERED=1 python3 bench/serve_load.py --url "http://127.0.0.1:$port" --device-name "${gpu:-cuda}" \
+      --requests "$n_req" --concurrency "$conc" --prompt-tokens "$p" --max-tokens "$g" --ignore-eos \
+      --seed "$seed" --warmup "$conc" --request-timeout 600 --max-time "${GRETA_SERVE_MAX_TIME:-200}" \
+      >> "$LOG/serve_load.jsonl" 2>> "$LOG/serve_load.err" || { status=1; tail -5 "$LOG/serve_load.err"; }
+  done
+  kill -TERM "$server"; wait "$server" || true
+  python3 - "$LOG/serve_load.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    print(f"{r['device']}: {r['N']} x {r['P']}-in/{r['G']}-out, {r['C']} clients: "
+          f"{r['output_tok_per_s']} output tok/s, {r['requests_per_s']} req/s, "
+          f"TTFT p50/p99 {r['ttft_ms_p50']}/{r['ttft_ms_p99']} ms, ITL p50/p99 {r['itl_ms_p50']}/{r['itl_ms_p99']} ms, "
+          f"{r['completed']} done, {r['errors']} errors, {r.get('preemptions', '?')} preemptions")
+    print(json.dumps(r))
+PY
 fi
 exit $status

@@ -45,7 +45,9 @@ void serve(ServeOptions& o) {
                             "(pass --chat-template NAME|FILE)\n");
 
   std::string id = o.model_id;
-  if (id.empty()) {
+  if (id.empty() && !o.model.synthetic.empty()) {
+    id = "synthetic-" + o.model.synthetic;
+  } else if (id.empty()) {
     std::filesystem::path p(resolve_model_path(o.model.model));
     id = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
   }
@@ -58,6 +60,7 @@ void serve(ServeOptions& o) {
   ctx.chat_template = tmpl.get();
   ctx.metrics = &metrics;
   ctx.model_id = id;
+  ctx.vocab_size = L.model->config().vocab_size;
   ctx.created = std::chrono::duration_cast<std::chrono::seconds>(
                     std::chrono::system_clock::now().time_since_epoch()).count();
   server::HttpServer http(ctx, o.http);
@@ -86,6 +89,9 @@ void register_serve(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* sub = app.add_subcommand("serve", "OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)");
   o->model.add_to(sub);
+  // Random weights of a real shape plus a generated vocabulary: load tests of big models with
+  // no download (the text they produce is noise; prompts are best sent as token ids).
+  o->model.add_synthetic_to(sub);
   sub->add_option("--host", o->http.host, "address to bind (default 127.0.0.1: this machine only)");
   sub->add_option("--port", o->http.port, "TCP port (0 = any free port)")->check(CLI::Range(0, 65535));
   sub->add_option("--api-key", o->http.api_key, "require 'Authorization: Bearer KEY' (all but /health)");

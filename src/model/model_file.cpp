@@ -8,6 +8,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/synthetic.h"
+#include "tokenizer/synthetic_vocab.h"
 
 namespace greta {
 
@@ -184,7 +185,8 @@ void ModelFile::open_hf(const std::string& dir) {
 
 std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
   if (gguf_) return Tokenizer::from_gguf(*gguf_);
-  if (syn_) throw Error("synthetic models have no tokenizer (use token ids, e.g. greta bench)");
+  // Random weights come with no vocabulary; a generated one of the right size lets text in and out.
+  if (syn_) return synthetic_tokenizer(config_.vocab_size);
   return Tokenizer::from_hf_dir(path_);
 }
 

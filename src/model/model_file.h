@@ -24,7 +24,8 @@ class ModelFile {
  public:
   // `path`: a .gguf file or a directory in Hugging Face layout. Throws greta::Error.
   static std::unique_ptr<ModelFile> open(const std::string& path);
-  // A model of a known shape with seeded random weights (model/synthetic.h); no tokenizer.
+  // A model of a known shape with seeded random weights (model/synthetic.h); its tokenizer is
+  // generated (tokenizer/synthetic_vocab.h).
   static std::unique_ptr<ModelFile> synthetic(const std::string& name, DType dtype, uint64_t seed);
   ~ModelFile();
 

@@ -294,7 +294,12 @@ httplib::Server::Handler guarded(F f) {
 }
 
 json model_json(const ServerContext& ctx) {
-  return {{"id", ctx.model_id}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "greta"}};
+  // max_model_len as vLLM reports it; vocab_size is ours: the range of valid token ids, which a
+  // client sending token-id prompts (bench/serve_load.py) needs to know.
+  json m = {{"id", ctx.model_id}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "greta"},
+            {"max_model_len", ctx.engine->max_context()}};
+  if (ctx.vocab_size > 0) m["vocab_size"] = ctx.vocab_size;
+  return m;
 }
 
 }  // namespace

@@ -26,7 +26,9 @@ class Server:
     def __init__(self, greta_bin, model, *extra, api_key=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [greta_bin, "serve", "-m", model, "--device", "cpu", "--port", str(self.port), *map(str, extra)]
+        # model None: `extra` names it (e.g. "--synthetic", "tiny").
+        args = [greta_bin, "serve", *(["-m", model] if model else []), "--device", "cpu", "--port", str(self.port),
+                *map(str, extra)]
         if api_key:
             args += ["--api-key", api_key]
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
