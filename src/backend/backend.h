@@ -113,18 +113,23 @@ class Backend {
     const Weight* w = nullptr;     // [m, k]
     const Weight* bias = nullptr;  // [1, m] or null
     Tensor out;                    // [n, m]
-    Tensor silu_gate{};            // if set, [n, m]: out = silu(silu_gate) * (h @ w^T)
   };
-  // h = rms_norm(x) * norm; then for each target in order, out = h @ w^T (+ bias), SwiGLU'd
-  // when silu_gate is set (it may be an earlier target's out). x [n, k]; h [n, k] is scratch:
-  // a fusing backend may never write it. out must not alias x or h.
+  // h = rms_norm(x) * norm; then out = h @ w^T (+ bias) for each target. x [n, k]; h [n, k] is
+  // scratch (a fusing backend may never write it). No out may alias x or h.
   virtual void norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
                            std::initializer_list<MatmulTarget> targets) {
     rms_norm(x, norm, eps, h);
-    for (const MatmulTarget& t : targets) {
-      matmul(h, *t.w, t.bias, t.out);
-      if (t.silu_gate.data) silu_mul(t.silu_gate, t.out, t.out);
-    }
+    for (const MatmulTarget& t : targets) matmul(h, *t.w, t.bias, t.out);
+  }
+  // SwiGLU feed-forward input: h = rms_norm(x) * norm; out = silu(h @ w_gate^T) * (h @ w_up^T).
+  // x, h [n, k]; w_gate, w_up [m, k]; gate, out [n, m]. h and gate are scratch (a fusing backend
+  // may never write them).
+  virtual void norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h, const Weight& w_gate,
+                           const Weight& w_up, Tensor gate, Tensor out) {
+    rms_norm(x, norm, eps, h);
+    matmul(h, w_gate, nullptr, gate);
+    matmul(h, w_up, nullptr, out);
+    silu_mul(gate, out, out);
   }
   // x += a @ w^T                a [n, k]; w [m, k]; x [n, m]; tmp [n, m] is scratch.
   virtual void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {

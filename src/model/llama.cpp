@@ -120,8 +120,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
     be_.matmul_add(att, *L.wo, h, x);  // x += att @ wo^T
     // feed-forward block (SwiGLU): up = silu(x_n @ gate^T) * (x_n @ up^T), x_n = rms_norm(x)
-    be_.norm_matmul(x, *L.ffn_norm, cfg_.norm_eps, h,
-                    {{L.w_gate.get(), nullptr, gate}, {L.w_up.get(), nullptr, up, gate}});
+    be_.norm_swiglu(x, *L.ffn_norm, cfg_.norm_eps, h, *L.w_gate, *L.w_up, gate, up);
     be_.matmul_add(up, *L.w_down, h, x);  // x += up @ down^T
   }
   if (nl == 0) return;

@@ -1,9 +1,9 @@
-// Fused decode ops (Backend::norm_matmul, Backend::matmul_add) on CUDA vs the CPU backend,
+// Fused decode ops (Backend::norm_matmul, norm_swiglu, matmul_add) on CUDA vs the CPU backend,
 // which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
-// GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMVs, 2: q/k/v in one launch), token
-// counts on both sides of the GEMV limit (8), k that is not a multiple of the 32-wide chunk,
-// row counts that are not a multiple of the 16-row block, biases on some targets only, and the
-// SwiGLU target that reads an earlier target's output.
+// GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMV launches and epilogues, 2: also
+// the RMSNorm inside the GEMV), token counts on both sides of the GEMV limit (8), k that is not
+// a multiple of the 32-wide chunk, row counts that are not a multiple of the 16-row (8 for
+// SwiGLU) block, and biases on some targets only.
 #include <cstdlib>
 #include <deque>
 #include <string>
@@ -27,17 +27,19 @@ std::unique_ptr<Backend> cuda_with_fusion(int level) {
 
 struct Case {
   int64_t n, k;
-  std::vector<int64_t> ms;  // one target per m; the last is SwiGLU'd with the first when swiglu
+  std::vector<int64_t> ms;  // norm_matmul: one target per m (1-3); norm_swiglu: {m}
   bool swiglu;
 };
 
-// Runs norm_matmul on both backends and compares every target's output.
-void check_norm_matmul(Backend& gpu, Backend& cpu, const Case& c, const std::string& tag, std::mt19937& rng) {
+// Runs norm_matmul (targets with a bias on even ones) or norm_swiglu on both backends and
+// compares the outputs.
+void check_norm_op(Backend& gpu, Backend& cpu, const Case& c, const std::string& tag, std::mt19937& rng) {
   const int64_t n = c.n, k = c.k;
   const auto xv = random_values(size_t(n * k), 3.f, rng);
   HostWeight norm(DType::F32, {k}, random_values(size_t(k), 1.5f, rng));
   std::deque<HostWeight> ws, bs;  // HostWeight is pinned in memory (t.data points into it)
-  for (int64_t m : c.ms) {
+  const std::vector<int64_t> ms = c.swiglu ? std::vector<int64_t>{c.ms[0], c.ms[0]} : c.ms;
+  for (int64_t m : ms) {
     ws.emplace_back(DType::BF16, std::vector<int64_t>{m, k}, random_values(size_t(m * k), 0.3f, rng));
     bs.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 1.f, rng));
   }
@@ -49,44 +51,47 @@ void check_norm_matmul(Backend& gpu, Backend& cpu, const Case& c, const std::str
     for (size_t i = 0; i < ws.size(); ++i) w.push_back(b.upload(ws[i].t)), bias.push_back(b.upload(bs[i].t));
     Tensor x = make_tensor(b, n, k, xv), h = b.alloc(n, k);
     std::vector<Tensor> o;
-    for (int64_t m : c.ms) {
+    for (int64_t m : ms) {
       o.push_back(b.alloc(n, m));
       if (which == 0) poison(o.back());
     }
-    // Targets: bias on even ones; with swiglu the last one is silu(out[0]) * (h @ w_last^T).
-    const size_t T = c.ms.size();
-    auto t = [&](size_t i) {
-      Backend::MatmulTarget r{w[i].get(), i % 2 == 0 && !(c.swiglu && (i == 0 || i == T - 1)) ? bias[i].get() : nullptr,
-                              o[i]};
-      if (c.swiglu && i == T - 1) r.silu_gate = o[0];
-      return r;
-    };
-    if (T == 1) b.norm_matmul(x, *wn, 1e-5f, h, {t(0)});
-    else if (T == 2) b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1)});
+    auto t = [&](size_t i) { return Backend::MatmulTarget{w[i].get(), i % 2 == 0 ? bias[i].get() : nullptr, o[i]}; };
+    if (c.swiglu) b.norm_swiglu(x, *wn, 1e-5f, h, *w[0], *w[1], o[0], o[1]);  // out = o[1]; o[0] is scratch
+    else if (ms.size() == 1) b.norm_matmul(x, *wn, 1e-5f, h, {t(0)});
+    else if (ms.size() == 2) b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1)});
     else b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1), t(2)});
     for (Tensor& ot : o) outs[which].push_back(read(b, ot)), b.free(ot);
     b.free(x), b.free(h);
   }
-  for (size_t i = 0; i < c.ms.size(); ++i)
-    report(tag + " norm_matmul n=" + std::to_string(n) + " k=" + std::to_string(k) + " target " + std::to_string(i) +
-               " m=" + std::to_string(c.ms[i]) + (c.swiglu && i + 1 == c.ms.size() ? " (swiglu)" : ""),
-           rel_err(outs[0][i], outs[1][i]), kBf16Tol);
+  const std::string what = tag + (c.swiglu ? " norm_swiglu" : " norm_matmul") + " n=" + std::to_string(n) +
+                           " k=" + std::to_string(k);
+  if (c.swiglu) {
+    report(what + " m=" + std::to_string(c.ms[0]), rel_err(outs[0][1], outs[1][1]), kBf16Tol);
+    return;
+  }
+  for (size_t i = 0; i < ms.size(); ++i)
+    report(what + " target " + std::to_string(i) + " m=" + std::to_string(ms[i]), rel_err(outs[0][i], outs[1][i]),
+           kBf16Tol);
 }
 
-TEST_F(GpuFused, NormMatmulEveryFusionLevel) {
+TEST_F(GpuFused, NormOpsEveryFusionLevel) {
   const std::vector<Case> cases = {
       {1, 576, {576, 192, 192}, false},  // SmolLM2 q, k, v
       {1, 4096, {4096, 1024, 1024}, false},
       {3, 4104, {577, 7, 33}, false},     // k % 32 != 0, m % 16 != 0
-      {8, 256, {1536, 1536}, true},       // gate, up = silu(gate) * up
-      {5, 1000, {100, 17, 300}, true},    // swiglu after two plain targets
-      {9, 576, {577, 64}, true},          // 9 tokens: the unfused path
+      {2, 64, {5, 1}, false},
+      {1, 576, {1536}, true},             // SmolLM2 gate/up
+      {8, 4096, {11008}, true},           // Llama-2-7B gate/up, 8 tokens
+      {5, 1000, {301}, true},             // m % 8 != 0
+      {9, 576, {577, 64}, false},         // 9 tokens: the unfused path
+      {9, 576, {100}, true},
       {2, 100, {31}, false},              // k % 8 != 0: the unfused path
+      {2, 100, {31}, true},
   };
   for (int level : {0, 1, 2}) {
     auto g = cuda_with_fusion(level);
     std::mt19937 rng(11);
-    for (const Case& c : cases) check_norm_matmul(*g, *cpu, c, "fusion " + std::to_string(level), rng);
+    for (const Case& c : cases) check_norm_op(*g, *cpu, c, "fusion " + std::to_string(level), rng);
   }
 }
 
@@ -123,6 +128,7 @@ TEST_F(GpuFused, MismatchedShapesThrow) {
   Tensor x = gpu->alloc(1, 64), h = gpu->alloc(1, 64), o = gpu->alloc(1, 32);
   EXPECT_THROW(gpu->norm_matmul(x, *wn, 1e-5f, h, {{wt.get(), nullptr, o}}), Error);  // w takes k = 128
   EXPECT_THROW(gpu->matmul_add(x, *wt, o, o), Error);
+  EXPECT_THROW(gpu->norm_swiglu(x, *wn, 1e-5f, h, *wt, *wt, o, o), Error);
   gpu->free(x), gpu->free(h), gpu->free(o);
 }
 

@@ -92,12 +92,12 @@ struct StepProfile {
 };
 
 // GRETA_CUDA_FUSION: how much of the decode step goes into the GEMVs (for A/B runs; the
-// results differ only by rounding). 0: none (separate rms_norm, add and silu_mul kernels);
-// 1: RMSNorm, residual add and SwiGLU fused into the GEMVs; 2 (default): also q, k and v in
-// one launch.
+// results differ only by rounding). 0: none (every op its own kernel); 1 (default): q/k/v in
+// one GEMV launch, gate+up+SiLU in one, residual adds in the o and down GEMVs' epilogues;
+// 2: also the RMSNorm inside the GEMVs that consume it.
 int fusion_from_env() {
   const char* v = std::getenv("GRETA_CUDA_FUSION");
-  if (!v || !*v) return 2;
+  if (!v || !*v) return 1;
   const int f = std::atoi(v);
   return f < 0 ? 0 : f > 2 ? 2 : f;
 }
@@ -225,6 +225,8 @@ class CudaBackend final : public Backend {
   }
   void norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
                    std::initializer_list<MatmulTarget> targets) override;
+  void norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h, const Weight& w_gate, const Weight& w_up,
+                   Tensor gate, Tensor out) override;
   void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
   void add(Tensor a, Tensor b, Tensor out) override {
     expect_act(b, a.rows, a.cols, "add b");
@@ -299,6 +301,7 @@ class CudaBackend final : public Backend {
                   " values uploaded to this backend");
     return *cw;
   }
+  cuda::GemvArgs fused_input(Tensor x, const Weight& norm, float eps, Tensor h);
   const cuda::KVLayerDev& kv_layer(const KVStorage& kv, int layer, const char* op) const {
     const auto* ck = dynamic_cast<const CudaKV*>(&kv);
     if (!ck || layer < 0 || layer >= int(ck->layers.size()))
@@ -336,7 +339,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   bool graphs_on_ = true;
-  int fusion_ = 2;  // GRETA_CUDA_FUSION, see fusion_from_env
+  int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
@@ -416,57 +419,70 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   return out;
 }
 
-// Decode-sized steps: one fused GEMV per target (or per group of up to 3 plain targets with
-// fusion level 2), each applying the RMSNorm to x as it loads it; h is never written.
+// Decode-sized steps (fusion >= 1): the targets go to one GEMV launch (up to 3 matrices
+// sharing x); the RMSNorm runs as its own kernel into h (level 1) or inside the GEMV as it
+// loads x (level 2, h never written).
 void CudaBackend::norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
                               std::initializer_list<MatmulTarget> targets) {
   const int64_t n = x.rows, k = x.cols;
-  bool fuse = fusion_ >= 1 && n <= cuda::kGemvMaxTokens;
-  for (const MatmulTarget& t : targets) {
-    const auto& wt = weight2d(*t.w, "norm_matmul");
-    fuse = fuse && cuda::gemv_fast_path(x.data, wt.data, int(n), k) && t.out.data != x.data;
-  }
+  bool fuse = fusion_ >= 1 && n <= cuda::kGemvMaxTokens && targets.size() <= 3;
+  for (const MatmulTarget& t : targets)
+    fuse = fuse && cuda::gemv_fast_path(x.data, weight2d(*t.w, "norm_matmul").data, int(n), k) &&
+           t.out.data != x.data && t.out.data != h.data;
   if (!fuse) {
     Backend::norm_matmul(x, norm, eps, h, targets);
     return;
   }
-  expect_act(x, n, k, "norm_matmul x");
-  cuda::GemvArgs a;
-  a.x = act(x);
-  a.k = k;
-  a.n = int32_t(n);
-  a.norm_w = static_cast<const float*>(weight1d(norm, k, "norm_matmul norm").data);
-  int segs = 0;  // plain targets gathered into a (fusion level 2)
+  cuda::GemvArgs a = fused_input(x, norm, eps, h);
+  cuda::GemvSeg* segs[3] = {&a.seg0, &a.seg1, &a.seg2};
+  int i = 0;
   for (const MatmulTarget& t : targets) {
     const auto& wt = weight2d(*t.w, "norm_matmul");
     if (wt.n_in != k)
       throw Error("cuda norm_matmul: weight " + shape_str(wt.n_out, wt.n_in) + " does not take x " + shape_str(n, k));
     expect_act(t.out, n, wt.n_out, "norm_matmul out");
-    const cuda::GemvSeg seg{static_cast<const bf16*>(wt.data),
-                            t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "norm_matmul bias").data)
-                                   : nullptr,
-                            act(t.out), wt.n_out};
-    if (t.silu_gate.data) {  // reads an earlier target's output: launch those first
-      expect_act(t.silu_gate, n, wt.n_out, "norm_matmul silu_gate");
-      if (segs > 0) {
-        launch(&cuda::gemv_fused, a, eps, stream_);
-        a.seg0 = a.seg1 = a.seg2 = cuda::GemvSeg{};
-        segs = 0;
-      }
-      cuda::GemvArgs g = a;
-      g.seg0 = seg;
-      g.gate = act(t.silu_gate);
-      launch(&cuda::gemv_fused, g, eps, stream_);
-      continue;
-    }
-    (segs == 0 ? a.seg0 : segs == 1 ? a.seg1 : a.seg2) = seg;
-    if (++segs == (fusion_ >= 2 ? 3 : 1)) {
-      launch(&cuda::gemv_fused, a, eps, stream_);
-      a.seg0 = a.seg1 = a.seg2 = cuda::GemvSeg{};
-      segs = 0;
-    }
+    const float* b = t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "norm_matmul bias").data) : nullptr;
+    *segs[i++] = cuda::GemvSeg{static_cast<const bf16*>(wt.data), b, act(t.out), wt.n_out};
   }
-  if (segs > 0) launch(&cuda::gemv_fused, a, eps, stream_);
+  launch(&cuda::gemv_fused, a, eps, stream_);
+}
+
+void CudaBackend::norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h, const Weight& w_gate,
+                              const Weight& w_up, Tensor gate, Tensor out) {
+  const int64_t n = x.rows, k = x.cols;
+  const auto& wg = weight2d(w_gate, "norm_swiglu gate");
+  const auto& wu = weight2d(w_up, "norm_swiglu up");
+  if (fusion_ < 1 || n > cuda::kGemvMaxTokens || !cuda::gemv_fast_path(x.data, wg.data, int(n), k) ||
+      !cuda::gemv_fast_path(x.data, wu.data, int(n), k) || out.data == x.data || out.data == h.data) {
+    Backend::norm_swiglu(x, norm, eps, h, w_gate, w_up, gate, out);
+    return;
+  }
+  if (wg.n_in != k || wu.n_in != k || wu.n_out != wg.n_out)
+    throw Error("cuda norm_swiglu: gate " + shape_str(wg.n_out, wg.n_in) + " and up " + shape_str(wu.n_out, wu.n_in) +
+                " do not both take x " + shape_str(n, k) + " to the same width");
+  expect_act(out, n, wg.n_out, "norm_swiglu out");
+  cuda::GemvArgs a = fused_input(x, norm, eps, h);
+  a.seg0 = cuda::GemvSeg{static_cast<const bf16*>(wg.data), nullptr, act(out), wg.n_out};
+  a.seg1 = cuda::GemvSeg{static_cast<const bf16*>(wu.data), nullptr, nullptr, wu.n_out};
+  a.swiglu = 1;
+  launch(&cuda::gemv_fused, a, eps, stream_);
+}
+
+// The GEMV input of a fused norm_* op: x with the norm folded in (level 2), or h = rms_norm(x)
+// computed by the rms_norm kernel first (level 1).
+cuda::GemvArgs CudaBackend::fused_input(Tensor x, const Weight& norm, float eps, Tensor h) {
+  expect_act(x, x.rows, x.cols, "norm x");
+  cuda::GemvArgs a;
+  a.k = x.cols;
+  a.n = int32_t(x.rows);
+  if (fusion_ >= 2) {
+    a.x = act(x);
+    a.norm_w = static_cast<const float*>(weight1d(norm, x.cols, "norm").data);
+  } else {
+    rms_norm(x, norm, eps, h);
+    a.x = act(h);
+  }
+  return a;
 }
 
 void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {

@@ -41,9 +41,10 @@ struct GemvArgs {
   GemvSeg seg0, seg1, seg2;  // up to 3 matrices sharing x (q, k, v), one launch
   int64_t blk1 = 0, blk2 = 0;  // set by gemv_fused: first block of seg1 / seg2
   const float* norm_w = nullptr;  // [k] or null: the GEMV reads rms_norm(x) * norm_w instead of x
-  const bf16* gate = nullptr;     // [n, m] or null: out = silu(gate) * result (seg0 only)
   int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
-  int32_t accumulate = 0;         // 1: out += result (residual add); not with gate
+  int32_t accumulate = 0;         // 1: out += result (residual add)
+  int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
+  int32_t pad_ = 0;
 };
 // eps: the RMSNorm epsilon when a.norm_w is set (a float is kept out of GemvArgs so the struct
 // has a unique byte representation).

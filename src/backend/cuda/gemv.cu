@@ -76,12 +76,15 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 //   squares comes from the same x loads: the block's lanes of token g together load all of
 //   x[g] exactly once. Saves the rms_norm kernel and its pass over x.
 // - EPI_ADD: out += result (the residual add after the o and down projections).
-// - EPI_SILU: out = silu(gate) * result (the SwiGLU of the up projection).
-//   Both round the GEMV result to bf16 first, exactly as the separate kernels would see it.
+// - EPI_DUAL (SwiGLU): out = silu(x @ Wg^T) * (x @ Wu^T) with Wg = seg0.w, Wu = seg1.w. A block
+//   owns 8 output rows: the mma's A rows g are gate rows and rows g + 8 the up rows of the same
+//   outputs, so each lane ends up holding both halves of its outputs (c0/c1 gate, c2/c3 up) and
+//   the gate activations never go to memory. One launch instead of gate, up and silu_mul.
+//   Both epilogues round the GEMV results to bf16 first, as the separate kernels would see them.
 // - Segments: up to 3 matrices sharing x in one launch (q, k, v): blocks [0, blk1) do seg0,
 //   [blk1, blk2) seg1, the rest seg2. Pointers are picked with selects on kernel parameters,
 //   never by a run-time array index (which makes ptxas copy the parameters to local memory).
-enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiSilu = 2 };
+enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2 };
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
@@ -117,11 +120,12 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   const float* __restrict__ bias = s2 ? p.seg2.bias : s1 ? p.seg1.bias : p.seg0.bias;
   bf16* __restrict__ out = s2 ? p.seg2.out : s1 ? p.seg1.out : p.seg0.out;
   const int64_t m = s2 ? p.seg2.m : s1 ? p.seg1.m : p.seg0.m;
-  const int64_t row0 = (bid - (s2 ? p.blk2 : s1 ? p.blk1 : 0)) * kRowsPerBlock;
+  constexpr int kOutRows = EPI == kEpiDual ? 8 : kRowsPerBlock;  // outputs per block
+  const int64_t row0 = (bid - (s2 ? p.blk2 : s1 ? p.blk1 : 0)) * kOutRows;
   // Rows past m load row m-1 (valid memory) and their results are dropped at the store.
-  const int64_t ra = min(row0 + g, m - 1), rb = min(row0 + g + 8, m - 1);
+  const int64_t ra = min(row0 + g, m - 1), rb = EPI == kEpiDual ? ra : min(row0 + g + 8, m - 1);
   const bf16* wa = w + ra * k + 8 * t;
-  const bf16* wb = w + rb * k + 8 * t;
+  const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + 8 * t;
   // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
   // which is dropped at the store, so the main loop needs no masks.
   const bf16* xr = p.x + int64_t(min(g, n - 1)) * k + 8 * t;
@@ -191,7 +195,28 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     if (t == 0) red_ss[warp][g] = ss;
   }
   __syncthreads();
-  if (threadIdx.x < 128) {
+  if constexpr (EPI == kEpiDual) {
+    if (threadIdx.x < 64) {  // j = 0, 1: gate sums in red[.][j], up sums of the same outputs in red[.][j + 2]
+      const int j = threadIdx.x / 32, l = threadIdx.x % 32;
+      float sg = 0.f, su = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) sg += red[v][j][l], su += red[v][j + 2][l];
+      const int64_t row = row0 + l / 4;
+      const int tok = 2 * (l % 4) + j;
+      if (row < m && tok < n) {
+        if constexpr (NORM) {
+          float sq = 0.f;
+#pragma unroll
+          for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
+          const float r = rsqrtf(sq / float(k) + eps);
+          sg *= r, su *= r;
+        }
+        const float gt = __bfloat162float(__float2bfloat16_rn(sg));
+        out[int64_t(tok) * m + row] =
+            __float2bfloat16_rn(gt / (1.f + __expf(-gt)) * __bfloat162float(__float2bfloat16_rn(su)));
+      }
+    }
+  } else if (threadIdx.x < 128) {
     const int j = threadIdx.x / 32, l = threadIdx.x % 32;
     float s = 0.f;
 #pragma unroll
@@ -207,12 +232,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       }
       if (bias) s += bias[row];
       const int64_t o = int64_t(tok) * m + row;
-      if constexpr (EPI == kEpiAdd) {
-        s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
-      } else if constexpr (EPI == kEpiSilu) {
-        const float gt = __bfloat162float(p.gate[o]);
-        s = gt / (1.f + __expf(-gt)) * __bfloat162float(__float2bfloat16_rn(s));
-      }
+      if constexpr (EPI == kEpiAdd) s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
       out[o] = __float2bfloat16_rn(s);
     }
   }
@@ -399,15 +419,19 @@ void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int
 
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
   if (a.n <= 0) return;
+  const bool norm = a.norm_w != nullptr;
+  if (a.swiglu) {  // one segment of outputs, 8 per block; seg1 holds the up matrix
+    a.blk1 = a.blk2 = (a.seg0.m + 7) / 8;
+    a.seg2 = GemvSeg{};
+    if (norm) launch_mma<2, 0, kWarps, true, kEpiDual>(a, s, eps);
+    else launch_mma<2, 0, kWarps, false, kEpiDual>(a, s, eps);
+    return;
+  }
   // Empty trailing segments: blk1/blk2 mark where segments 1 and 2 start.
   a.blk1 = gemv_blocks(a.seg0.m);
   a.blk2 = a.blk1 + gemv_blocks(a.seg1.m);
-  const bool norm = a.norm_w != nullptr;
   // The production variant (200: PDL, 2 loads in flight) in each fusion combination used.
-  if (a.gate) {
-    if (norm) launch_mma<2, 0, kWarps, true, kEpiSilu>(a, s, eps);
-    else launch_mma<2, 0, kWarps, false, kEpiSilu>(a, s, eps);
-  } else if (a.accumulate) {
+  if (a.accumulate) {
     if (norm) launch_mma<2, 0, kWarps, true, kEpiAdd>(a, s, eps);
     else launch_mma<2, 0, kWarps, false, kEpiAdd>(a, s, eps);
   } else {
