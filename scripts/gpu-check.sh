@@ -75,7 +75,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 if has tests && [ -x "$BUILD/greta_gpu_tests" ]; then
   echo "== greta_gpu_tests"
   "$BUILD/greta_gpu_tests" --gtest_color=no > "$LOG/tests.log" 2>&1 || status=1
-  grep -E "^\[  (FAILED|SKIPPED) |rel_err|^\[  PASSED|tests? ran" "$LOG/tests.log" | head -80
+  # The 40 largest relative errors (value is the third field from the end), then the verdict.
+  grep -E "^rel_err" "$LOG/tests.log" | awk '{print $(NF-2), $0}' | sort -g | tail -40 | cut -d' ' -f2-
+  grep -E "^\[  (FAILED|SKIPPED) |^\[  PASSED|tests? ran|exception|Failure" "$LOG/tests.log" | head -40
 fi
 
 if has sanitize; then
