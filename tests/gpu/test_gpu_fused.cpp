@@ -1,7 +1,7 @@
 // Fused decode ops (Backend::norm_matmul, norm_swiglu, matmul_add) on CUDA vs the CPU backend,
 // which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
 // GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMV launches and epilogues, 2: also
-// the RMSNorm inside the GEMV), token counts on both sides of the GEMV limit (8), k that is not
+// the RMSNorm inside the GEMV), token counts in 1-4 tiles of 8 and past the GEMV limit (32), k that is not
 // a multiple of the 32-wide chunk, row counts that are not a multiple of the 16-row (8 for
 // SwiGLU) block, and biases on some targets only.
 #include <cstdlib>
@@ -83,8 +83,12 @@ TEST_F(GpuFused, NormOpsEveryFusionLevel) {
       {1, 576, {1536}, true},             // SmolLM2 gate/up
       {8, 4096, {11008}, true},           // Llama-2-7B gate/up, 8 tokens
       {5, 1000, {301}, true},             // m % 8 != 0
-      {9, 576, {577, 64}, false},         // 9 tokens: the unfused path
-      {9, 576, {100}, true},
+      {9, 576, {577, 64}, false},         // 9..32 tokens: 2 and 4 token tiles
+      {16, 4104, {300}, true},
+      {32, 576, {576, 192, 192}, false},
+      {27, 1000, {301}, true},
+      {33, 576, {577, 64}, false},        // 33 tokens: the unfused path (cuBLASLt)
+      {33, 576, {100}, true},
       {2, 100, {31}, false},              // k % 8 != 0: the unfused path
       {2, 100, {31}, true},
   };
@@ -97,7 +101,8 @@ TEST_F(GpuFused, NormOpsEveryFusionLevel) {
 
 TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
   struct Shape { int64_t n, m, k; };
-  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {3, 577, 4104}, {4, 7, 64}, {12, 300, 256}};
+  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {3, 577, 4104}, {4, 7, 64},
+                                     {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}};
   for (int level : {0, 1, 2}) {
     auto g = cuda_with_fusion(level);
     std::mt19937 rng(12);

@@ -38,7 +38,7 @@ void check_matmul(Backend& gpu, Backend& cpu, int64_t n, int64_t m, int64_t k, D
 
 TEST_F(GpuOps, MatmulAwkwardShapesBf16) {
   std::mt19937 rng(1);
-  for (int64_t n : {1, 3, 8, 37, 577})
+  for (int64_t n : {1, 3, 8, 9, 16, 23, 32, 37, 577})  // GEMV token tiles of 8 up to 32, then cuBLASLt
     for (int64_t k : {64, 576, 4096})
       for (int64_t m : {1, 7, 577, 4096}) {
         if (n * m * k > int64_t(2) << 30) continue;  // keeps the CPU reference under a few seconds

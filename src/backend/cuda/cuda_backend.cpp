@@ -102,6 +102,14 @@ int fusion_from_env() {
   return f < 0 ? 0 : f > 2 ? 2 : f;
 }
 
+// GRETA_CUDA_GEMV_MAX_TOKENS (1..32, default 32): steps with more tokens use cuBLASLt for
+// their matmuls, fewer the streaming GEMV (for A/B runs of the crossover).
+int gemv_max_tokens_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_GEMV_MAX_TOKENS");
+  if (!v || !*v) return cuda::kGemvMaxTokens;
+  return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
+}
+
 bool graphs_from_env() {
   const char* v = std::getenv("GRETA_CUDA_GRAPHS");
   return !(v && std::string(v) == "0");
@@ -124,7 +132,8 @@ void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs), fusion_(fusion_from_env()) {
+  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs), fusion_(fusion_from_env()),
+        gemv_max_tokens_(gemv_max_tokens_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -214,7 +223,7 @@ class CudaBackend final : public Backend {
     expect_act(x, x.rows, wt.n_in, "matmul x");
     expect_act(out, x.rows, wt.n_out, "matmul out");
     const float* b = bias ? static_cast<const float*>(weight1d(*bias, wt.n_out, "matmul bias").data) : nullptr;
-    if (x.rows <= cuda::kGemvMaxTokens) {
+    if (x.rows <= gemv_max_tokens_) {
       launch(&cuda::gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
              stream_);
     } else {
@@ -340,6 +349,7 @@ class CudaBackend final : public Backend {
   int device_;
   bool graphs_on_ = true;
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
+  int gemv_max_tokens_ = cuda::kGemvMaxTokens;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
@@ -425,7 +435,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
 void CudaBackend::norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
                               std::initializer_list<MatmulTarget> targets) {
   const int64_t n = x.rows, k = x.cols;
-  bool fuse = fusion_ >= 1 && n <= cuda::kGemvMaxTokens && targets.size() <= 3;
+  bool fuse = fusion_ >= 1 && n <= gemv_max_tokens_ && targets.size() <= 3;
   for (const MatmulTarget& t : targets)
     fuse = fuse && cuda::gemv_fast_path(x.data, weight2d(*t.w, "norm_matmul").data, int(n), k) &&
            t.out.data != x.data && t.out.data != h.data;
@@ -452,7 +462,7 @@ void CudaBackend::norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h,
   const int64_t n = x.rows, k = x.cols;
   const auto& wg = weight2d(w_gate, "norm_swiglu gate");
   const auto& wu = weight2d(w_up, "norm_swiglu up");
-  if (fusion_ < 1 || n > cuda::kGemvMaxTokens || !cuda::gemv_fast_path(x.data, wg.data, int(n), k) ||
+  if (fusion_ < 1 || n > gemv_max_tokens_ || !cuda::gemv_fast_path(x.data, wg.data, int(n), k) ||
       !cuda::gemv_fast_path(x.data, wu.data, int(n), k) || out.data == x.data || out.data == h.data) {
     Backend::norm_swiglu(x, norm, eps, h, w_gate, w_up, gate, out);
     return;
@@ -487,7 +497,7 @@ cuda::GemvArgs CudaBackend::fused_input(Tensor x, const Weight& norm, float eps,
 
 void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   const auto& wt = weight2d(w, "matmul_add");
-  if (fusion_ < 1 || a.rows > cuda::kGemvMaxTokens || a.data == x.data ||
+  if (fusion_ < 1 || a.rows > gemv_max_tokens_ || a.data == x.data ||
       !cuda::gemv_fast_path(a.data, wt.data, int(a.rows), wt.n_in)) {
     Backend::matmul_add(a, w, tmp, x);
     return;

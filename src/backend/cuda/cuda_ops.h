@@ -17,13 +17,14 @@ namespace greta::cuda {
 using bf16 = __nv_bfloat16;
 
 // ---- gemv.cu: out = x @ w^T (+ bias) for few tokens, bandwidth-bound ----
-constexpr int kGemvMaxTokens = 8;
+constexpr int kGemvMaxTokens = 32;
 // out [n, m] = x [n, k] @ w [m, k]^T + bias [m] (bias may be null). Any n >= 1, m, k: the
-// tensor-core streaming kernel when n <= 8 and k % 8 == 0 with 16-byte aligned rows, a
-// simple fallback otherwise (correct, not fast).
+// tensor-core streaming kernel when n <= 32 and k % 8 == 0 with 16-byte aligned rows (tokens
+// in tiles of 8, every weight read once for all of them), a simple fallback otherwise (correct,
+// not fast).
 void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
           cudaStream_t s);
-// True when the tensor-core kernel takes this shape (n <= 8, k % 8 == 0, 16-byte aligned
+// True when the tensor-core kernel takes this shape (n <= 32, k % 8 == 0, 16-byte aligned
 // x and w); gemv_fused requires it for x and every segment's w.
 bool gemv_fast_path(const void* x, const void* w, int n, int64_t k);
 

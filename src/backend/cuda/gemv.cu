@@ -1,4 +1,4 @@
-// Decode GEMV: out [n, m] = x [n, k] @ w [m, k]^T for n <= 8 tokens, bf16 in, fp32 accumulate.
+// Decode GEMV: out [n, m] = x [n, k] @ w [m, k]^T for n <= 32 tokens, bf16 in, fp32 accumulate.
 //
 // Why tensor cores for a bandwidth-bound op: at n = 8 a CUDA-core version needs 8 FMAs plus
 // 8 bf16->f32 conversions per weight element, which at 3 TB/s (1.5 G elements/us) is close to
@@ -62,7 +62,7 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8, k % 8 == 0, rows 16-byte aligned.
+// x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8 * NT (NT below), k % 8 == 0, rows 16-byte aligned.
 // PREFETCH >= 0: launched with programmatic dependent launch (PDL). The kernel lets its own
 // successor launch early, prefetches the first PREFETCH chunks of its weight rows into L2 --
 // weights never depend on the previous kernel -- and only then waits for the previous grid
@@ -108,8 +108,13 @@ __device__ __forceinline__ uint4 norm_granule(uint4 v, const uint4& g0, const ui
   return r;
 }
 
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore>
+// NT: token tiles of 8 (n <= 8 * NT). Each weight granule a lane loads feeds NT mma pairs, one
+// per tile, so up to 32 tokens still cost one pass over the weights; x is re-read per tile
+// from L1/L2. With NT = 1 two accumulator sets (even/odd u) halve the dependent mma chain;
+// with NT > 1 the tiles' accumulators already interleave.
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
+  constexpr int kSets = NT == 1 ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int n = p.n;
@@ -126,9 +131,11 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   const int64_t ra = min(row0 + g, m - 1), rb = EPI == kEpiDual ? ra : min(row0 + g + 8, m - 1);
   const bf16* wa = w + ra * k + 8 * t;
   const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + 8 * t;
-  // Lanes whose token g >= n load a real row anyway: B column g only feeds output column g,
-  // which is dropped at the store, so the main loop needs no masks.
-  const bf16* xr = p.x + int64_t(min(g, n - 1)) * k + 8 * t;
+  // Lanes whose token 8i + g >= n load a real row anyway: B column g only feeds output column
+  // g of tile i, which is dropped at the store, so the main loop needs no masks.
+  const bf16* xr[NT];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + 8 * t;
   const float* nw = NORM ? p.norm_w + 8 * t : nullptr;
   if constexpr (PREFETCH >= 0) {  // launched with PDL (PREFETCH = -1: plain launch)
     asm volatile("griddepcontrol.launch_dependents;");
@@ -142,20 +149,20 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     }
     asm volatile("griddepcontrol.wait;" ::: "memory");
   }
-  // Two accumulator sets (even/odd u) halve the length of the dependent mma chain.
-  float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};
-  float ss = 0.f;  // NORM: this lane's share of sum(x[g]^2)
+  float acc[NT][kSets][4] = {};
+  float ss[NT] = {};  // NORM: this lane's share of sum(x[8i + g]^2)
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
   const int64_t full = k / 32;
   int64_t c0 = warp;
   for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
-    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL], vg0[UNROLL], vg1[UNROLL];
+    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL][NT], vg0[UNROLL], vg1[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
       va[u] = ld_stream(wa + off);
       vb[u] = ld_stream(wb + off);
-      vx[u] = ld_cached(xr + off);
+#pragma unroll
+      for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
       if constexpr (NORM) {
         vg0[u] = ld_cached(nw + off);
         vg1[u] = ld_cached(nw + off + 4);
@@ -163,9 +170,13 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
-      if constexpr (NORM) vx[u] = norm_granule(vx[u], vg0[u], vg1[u], ss);
-      mma_bf16(u % 2 ? acc2 : acc, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u].x, vx[u].y);
-      mma_bf16(u % 2 ? acc2 : acc, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u].z, vx[u].w);
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        if constexpr (NORM) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
+        float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
+        mma_bf16(c, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u][i].x, vx[u][i].y);
+        mma_bf16(c, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u][i].z, vx[u][i].w);
+      }
     }
   }
   // Tail: the remaining chunks one at a time; the last may be partial (k % 32 != 0). A lane's
@@ -177,38 +188,50 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     const uint4 z = make_uint4(0, 0, 0, 0);
     const uint4 va = ok ? ld_stream(wa + off) : z;
     const uint4 vb = ok ? ld_stream(wb + off) : z;
-    uint4 vx = ok ? ld_cached(xr + off) : z;
-    if constexpr (NORM) {
-      if (ok) vx = norm_granule(vx, ld_cached(nw + off), ld_cached(nw + off + 4), ss);
-    }
-    mma_bf16(acc, va.x, vb.x, va.y, vb.y, vx.x, vx.y);
-    mma_bf16(acc, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
-  }
-  // Cross-warp reduction: red[warp][j][lane], summed by the first 128 threads.
-  __shared__ float red[WARPS][4][32];
-  __shared__ float red_ss[WARPS][8];  // NORM: [warp][token] partial sums of squares
 #pragma unroll
-  for (int j = 0; j < 4; ++j) red[warp][j][lane] = acc[j] + acc2[j];
-  if constexpr (NORM) {
-    ss += __shfl_xor_sync(0xffffffffu, ss, 1);  // the 4 lanes of token g
-    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    if (t == 0) red_ss[warp][g] = ss;
+    for (int i = 0; i < NT; ++i) {
+      uint4 vx = ok ? ld_cached(xr[i] + off) : z;
+      if constexpr (NORM) {
+        if (ok) vx = norm_granule(vx, ld_cached(nw + off), ld_cached(nw + off + 4), ss[i]);
+      }
+      mma_bf16(acc[i][0], va.x, vb.x, va.y, vb.y, vx.x, vx.y);
+      mma_bf16(acc[i][0], va.z, vb.z, va.w, vb.w, vx.z, vx.w);
+    }
+  }
+  // Cross-warp reduction through shared memory: red[warp][tile][j][lane].
+  __shared__ float red[WARPS][NT][4][32];
+  __shared__ float red_ss[WARPS][8 * NT];  // NORM: [warp][token] partial sums of squares
+#pragma unroll
+  for (int i = 0; i < NT; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) red[warp][i][j][lane] = kSets == 2 ? acc[i][0][j] + acc[i][kSets - 1][j] : acc[i][0][j];
+    if constexpr (NORM) {
+      float q = ss[i];
+      q += __shfl_xor_sync(0xffffffffu, q, 1);  // the 4 lanes of token 8i + g
+      q += __shfl_xor_sync(0xffffffffu, q, 2);
+      if (t == 0) red_ss[warp][8 * i + g] = q;
+    }
   }
   __syncthreads();
+  // 1/rms of token tok (NORM): the block's lanes of that token saw all of x[tok] once.
+  auto inv_rms = [&](int tok) {
+    float sq = 0.f;
+#pragma unroll
+    for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
+    return rsqrtf(sq / float(k) + eps);
+  };
   if constexpr (EPI == kEpiDual) {
-    if (threadIdx.x < 64) {  // j = 0, 1: gate sums in red[.][j], up sums of the same outputs in red[.][j + 2]
-      const int j = threadIdx.x / 32, l = threadIdx.x % 32;
+    // Per tile, j = 0, 1: gate sums in red[.][i][j], up sums of the same outputs in red[.][i][j + 2].
+    for (int e = threadIdx.x; e < 64 * NT; e += WARPS * 32) {
+      const int i = e / 64, j = (e / 32) % 2, l = e % 32;
       float sg = 0.f, su = 0.f;
 #pragma unroll
-      for (int v = 0; v < WARPS; ++v) sg += red[v][j][l], su += red[v][j + 2][l];
+      for (int v = 0; v < WARPS; ++v) sg += red[v][i][j][l], su += red[v][i][j + 2][l];
       const int64_t row = row0 + l / 4;
-      const int tok = 2 * (l % 4) + j;
+      const int tok = 8 * i + 2 * (l % 4) + j;
       if (row < m && tok < n) {
         if constexpr (NORM) {
-          float sq = 0.f;
-#pragma unroll
-          for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
-          const float r = rsqrtf(sq / float(k) + eps);
+          const float r = inv_rms(tok);
           sg *= r, su *= r;
         }
         const float gt = __bfloat162float(__float2bfloat16_rn(sg));
@@ -216,24 +239,21 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
             __float2bfloat16_rn(gt / (1.f + __expf(-gt)) * __bfloat162float(__float2bfloat16_rn(su)));
       }
     }
-  } else if (threadIdx.x < 128) {
-    const int j = threadIdx.x / 32, l = threadIdx.x % 32;
-    float s = 0.f;
+  } else {
+    for (int e = threadIdx.x; e < 128 * NT; e += WARPS * 32) {
+      const int i = e / 128, j = (e / 32) % 4, l = e % 32;
+      float s = 0.f;
 #pragma unroll
-    for (int v = 0; v < WARPS; ++v) s += red[v][j][l];
-    const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
-    const int tok = 2 * (l % 4) + (j & 1);
-    if (row < m && tok < n) {
-      if constexpr (NORM) {
-        float sq = 0.f;
-#pragma unroll
-        for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
-        s *= rsqrtf(sq / float(k) + eps);
+      for (int v = 0; v < WARPS; ++v) s += red[v][i][j][l];
+      const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
+      const int tok = 8 * i + 2 * (l % 4) + (j & 1);
+      if (row < m && tok < n) {
+        if constexpr (NORM) s *= inv_rms(tok);
+        if (bias) s += bias[row];
+        const int64_t o = int64_t(tok) * m + row;
+        if constexpr (EPI == kEpiAdd) s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
+        out[o] = __float2bfloat16_rn(s);
       }
-      if (bias) s += bias[row];
-      const int64_t o = int64_t(tok) * m + row;
-      if constexpr (EPI == kEpiAdd) s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
-      out[o] = __float2bfloat16_rn(s);
     }
   }
 }
@@ -354,15 +374,24 @@ GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int 
   return a;
 }
 
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore>
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1>
 void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
   const int64_t blocks = a.blk2 + gemv_blocks(a.seg2.m);
   if constexpr (PREFETCH < 0) {
-    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
+    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI, NT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI>, dim3(unsigned(blocks)), dim3(WARPS * 32), 0, s, a, eps);
+    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI, NT>, dim3(unsigned(blocks)), dim3(WARPS * 32), 0, s,
+               a, eps);
   }
+}
+
+// The production variant (200: PDL, 2 chunks in flight) with the token tiles n needs.
+template <bool NORM, int EPI>
+void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
+  if (a.n <= 8) launch_mma<2, 0, kWarps, NORM, EPI, 1>(a, s, eps);
+  else if (a.n <= 16) launch_mma<2, 0, kWarps, NORM, EPI, 2>(a, s, eps);
+  else launch_mma<2, 0, kWarps, NORM, EPI, 4>(a, s, eps);
 }
 
 template <int STAGES>
@@ -397,6 +426,10 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     return;
   }
   const GemvArgs a = single(x, w, bias, out, n, m, k);
+  if (n > 8) {  // more than one token tile: only the production variant has them
+    launch_tiles<false, kEpiStore>(a, 0.f, s);
+    return;
+  }
   switch (unroll) {
     case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
     case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
@@ -423,20 +456,19 @@ void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
   if (a.swiglu) {  // one segment of outputs, 8 per block; seg1 holds the up matrix
     a.blk1 = a.blk2 = (a.seg0.m + 7) / 8;
     a.seg2 = GemvSeg{};
-    if (norm) launch_mma<2, 0, kWarps, true, kEpiDual>(a, s, eps);
-    else launch_mma<2, 0, kWarps, false, kEpiDual>(a, s, eps);
+    if (norm) launch_tiles<true, kEpiDual>(a, eps, s);
+    else launch_tiles<false, kEpiDual>(a, eps, s);
     return;
   }
   // Empty trailing segments: blk1/blk2 mark where segments 1 and 2 start.
   a.blk1 = gemv_blocks(a.seg0.m);
   a.blk2 = a.blk1 + gemv_blocks(a.seg1.m);
-  // The production variant (200: PDL, 2 loads in flight) in each fusion combination used.
   if (a.accumulate) {
-    if (norm) launch_mma<2, 0, kWarps, true, kEpiAdd>(a, s, eps);
-    else launch_mma<2, 0, kWarps, false, kEpiAdd>(a, s, eps);
+    if (norm) launch_tiles<true, kEpiAdd>(a, eps, s);
+    else launch_tiles<false, kEpiAdd>(a, eps, s);
   } else {
-    if (norm) launch_mma<2, 0, kWarps, true, kEpiStore>(a, s, eps);
-    else launch_mma<2, 0, kWarps, false, kEpiStore>(a, s, eps);
+    if (norm) launch_tiles<true, kEpiStore>(a, eps, s);
+    else launch_tiles<false, kEpiStore>(a, eps, s);
   }
 }
 
