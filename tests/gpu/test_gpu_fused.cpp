@@ -17,11 +17,15 @@ namespace {
 
 using GpuFused = GpuTest;
 
-// A CUDA backend built with GRETA_CUDA_FUSION=level (read once, at construction).
+// A CUDA backend built with GRETA_CUDA_FUSION=level (read once, at construction) and the GEMV
+// path for up to 32 tokens (the default switches to cuBLASLt past 16), so every token-tile
+// count of the GEMV is exercised.
 std::unique_ptr<Backend> cuda_with_fusion(int level) {
   setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
+  setenv("GRETA_CUDA_GEMV_MAX_TOKENS", "32", 1);
   auto b = make_cuda_backend(0);
   unsetenv("GRETA_CUDA_FUSION");
+  unsetenv("GRETA_CUDA_GEMV_MAX_TOKENS");
   return b;
 }
 

@@ -102,11 +102,14 @@ int fusion_from_env() {
   return f < 0 ? 0 : f > 2 ? 2 : f;
 }
 
-// GRETA_CUDA_GEMV_MAX_TOKENS (1..32, default 32): steps with more tokens use cuBLASLt for
-// their matmuls, fewer the streaming GEMV (for A/B runs of the crossover).
+// GRETA_CUDA_GEMV_MAX_TOKENS (1..32, default 16): steps with more tokens use cuBLASLt for
+// their matmuls, fewer the streaming GEMV. Measured on an H200 (bench/NOTES.md): the GEMV
+// with its fusions wins the whole step at 16 tokens (+4%), cuBLASLt at 32 (+17%): beyond 2
+// token tiles the GEMV re-reads x from L2 more than it reads weights.
+constexpr int kDefaultGemvMaxTokens = 16;
 int gemv_max_tokens_from_env() {
   const char* v = std::getenv("GRETA_CUDA_GEMV_MAX_TOKENS");
-  if (!v || !*v) return cuda::kGemvMaxTokens;
+  if (!v || !*v) return kDefaultGemvMaxTokens;
   return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
 }
 
@@ -349,7 +352,7 @@ class CudaBackend final : public Backend {
   int device_;
   bool graphs_on_ = true;
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
-  int gemv_max_tokens_ = cuda::kGemvMaxTokens;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
+  int gemv_max_tokens_ = kDefaultGemvMaxTokens;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
