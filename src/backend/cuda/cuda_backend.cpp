@@ -19,9 +19,11 @@
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_options.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/matmul_lt.h"
 #include "backend/cuda/staging.h"
+#include "backend/cuda/weight_upload.h"
 #include "backend/cuda/step_graph.h"
 #include "backend/cuda/step_plan.h"
 #include "core/host_tensor.h"
@@ -91,33 +93,6 @@ struct StepProfile {
   int n = 0;
 };
 
-// GRETA_CUDA_FUSION: how much of the decode step goes into the GEMVs (for A/B runs; the
-// results differ only by rounding). 0: none (every op its own kernel); 1 (default): q/k/v in
-// one GEMV launch, gate+up+SiLU in one, residual adds in the o and down GEMVs' epilogues;
-// 2: also the RMSNorm inside the GEMVs that consume it.
-int fusion_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_FUSION");
-  if (!v || !*v) return 1;
-  const int f = std::atoi(v);
-  return f < 0 ? 0 : f > 2 ? 2 : f;
-}
-
-// GRETA_CUDA_GEMV_MAX_TOKENS (1..32, default 16): steps with more tokens use cuBLASLt for
-// their matmuls, fewer the streaming GEMV. Measured on an H200 (bench/NOTES.md): the GEMV
-// with its fusions wins the whole step at 16 tokens (+4%), cuBLASLt at 32 (+17%): beyond 2
-// token tiles the GEMV re-reads x from L2 more than it reads weights.
-constexpr int kDefaultGemvMaxTokens = 16;
-int gemv_max_tokens_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_GEMV_MAX_TOKENS");
-  if (!v || !*v) return kDefaultGemvMaxTokens;
-  return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
-}
-
-bool graphs_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_GRAPHS");
-  return !(v && std::string(v) == "0");
-}
-
 // Launchers with everything by value, so that a step can record them (StepCommands).
 void lt_gemm_cmd(cuda::LtGemm* g, const bf16* x, const bf16* w, bf16* out, int64_t n, int64_t m, int64_t k,
                  cudaStream_t s) {
@@ -135,8 +110,9 @@ void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev 
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool use_graphs) : device_(device), graphs_on_(use_graphs), fusion_(fusion_from_env()),
-        gemv_max_tokens_(gemv_max_tokens_from_env()) {
+  CudaBackend(int device, bool use_graphs)
+      : device_(device), graphs_on_(use_graphs), fusion_(cuda::fusion_from_env()),
+        gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -169,8 +145,7 @@ class CudaBackend final : public Backend {
     }
     cudaStreamSynchronize(stream_);
     gemm_.reset();
-    cudaFree(upload_buf_);
-    cudaFree(scratch_);
+      cudaFree(scratch_);
     cudaFree(inv_freq_dev_);
     cudaStreamDestroy(stream_);
   }
@@ -352,7 +327,7 @@ class CudaBackend final : public Backend {
   int device_;
   bool graphs_on_ = true;
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
-  int gemv_max_tokens_ = kDefaultGemvMaxTokens;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
+  int gemv_max_tokens_ = 16;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
@@ -375,9 +350,7 @@ class CudaBackend final : public Backend {
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec.
   std::vector<float> inv_freq_host_;
   float* inv_freq_dev_ = nullptr;
-  // Upload staging for raw weight bytes.
-  void* upload_buf_ = nullptr;
-  size_t upload_cap_ = 0;
+  cuda::WeightUploader upload_;  // raw weight bytes -> device -> bf16
   std::vector<uint16_t> host_bf16_;
 };
 
@@ -410,24 +383,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     throw Error("cuda upload: tensor '" + w.name + "' has unsupported type " + std::string(dtype_name(w.dtype)));
   out->dtype = DType::BF16;
   GRETA_CUDA_CHECK(cudaMalloc(&out->data, size_t(rows * cols) * sizeof(bf16)));
-  // Raw bytes go up in chunks of whole rows through one device buffer and are converted there;
-  // stream order keeps chunk i+1's copy behind chunk i's conversion.
-  constexpr size_t kChunk = size_t(64) << 20;
-  const int64_t rows_per = std::max<int64_t>(1, int64_t(kChunk / rb));
-  const size_t need = rb * size_t(std::min(rows, rows_per));
-  if (need > upload_cap_) {
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRETA_CUDA_CHECK(cudaFree(upload_buf_));
-    upload_buf_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&upload_buf_, need));
-    upload_cap_ = need;
-  }
-  for (int64_t r0 = 0; r0 < rows; r0 += rows_per) {
-    const int64_t nr = std::min(rows_per, rows - r0);
-    GRETA_CUDA_CHECK(cudaMemcpyAsync(upload_buf_, w.data + size_t(r0) * rb, size_t(nr) * rb, cudaMemcpyHostToDevice,
-                                     stream_));
-    cuda::convert_to_bf16(w.dtype, upload_buf_, static_cast<bf16*>(out->data) + r0 * cols, nr * cols, stream_);
-  }
+  upload_.convert(w.dtype, w.data, rb, rows, cols, static_cast<bf16*>(out->data), stream_);
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
   return out;
 }
@@ -623,7 +579,7 @@ bool cuda_device_present() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device, graphs_from_env()); }
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device, cuda::graphs_from_env()); }
 std::unique_ptr<Backend> make_cuda_backend(int device, bool use_graphs) {
   return std::make_unique<CudaBackend>(device, use_graphs);
 }

@@ -1,0 +1,40 @@
+// Run-time switches of the CUDA backend, read from the environment once per backend. They
+// exist for A/B measurements (bench/NOTES.md) and debugging; the defaults are the measured best.
+#include "backend/cuda/cuda_options.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "backend/cuda/cuda_ops.h"
+
+namespace greta::cuda {
+
+// GRETA_CUDA_FUSION: how much of the decode step goes into the GEMVs (for A/B runs; the
+// results differ only by rounding). 0: none (every op its own kernel); 1 (default): q/k/v in
+// one GEMV launch, gate+up+SiLU in one, residual adds in the o and down GEMVs' epilogues;
+// 2: also the RMSNorm inside the GEMVs that consume it.
+int fusion_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_FUSION");
+  if (!v || !*v) return 1;
+  const int f = std::atoi(v);
+  return f < 0 ? 0 : f > 2 ? 2 : f;
+}
+
+// GRETA_CUDA_GEMV_MAX_TOKENS (1..32, default 16): steps with more tokens use cuBLASLt for
+// their matmuls, fewer the streaming GEMV. Measured on an H200 (bench/NOTES.md): the GEMV
+// with its fusions wins the whole step at 16 tokens (+4%), cuBLASLt at 32 (+17%): beyond 2
+// token tiles the GEMV re-reads x from L2 more than it reads weights.
+constexpr int kDefaultGemvMaxTokens = 16;
+int gemv_max_tokens_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_GEMV_MAX_TOKENS");
+  if (!v || !*v) return kDefaultGemvMaxTokens;
+  return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
+}
+
+bool graphs_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_GRAPHS");
+  return !(v && std::string(v) == "0");
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,15 @@
+// Run-time switches of the CUDA backend (environment variables, read at backend creation):
+//   GRETA_CUDA_GRAPHS=0            decode steps launch their kernels one by one (no graphs)
+//   GRETA_CUDA_FUSION=0|1|2        how much of the decode step is fused into the GEMVs (default 1)
+//   GRETA_CUDA_GEMV_MAX_TOKENS=N   streaming GEMV up to N tokens per step, cuBLASLt beyond (default 16)
+//   GRETA_CUDA_STEP_PROFILE=1      per-step device timing, printed when the backend is destroyed
+// Results differ between settings only by floating-point rounding.
+#pragma once
+
+namespace greta::cuda {
+
+int fusion_from_env();
+int gemv_max_tokens_from_env();
+bool graphs_from_env();
+
+}  // namespace greta::cuda

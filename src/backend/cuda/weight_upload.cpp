@@ -1,0 +1,31 @@
+#include "backend/cuda/weight_upload.h"
+
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace greta::cuda {
+
+WeightUploader::~WeightUploader() { cudaFree(buf_); }
+
+void WeightUploader::convert(DType t, const uint8_t* src, size_t rb, int64_t rows, int64_t cols, bf16* dst,
+                             cudaStream_t s) {
+  // Stream order keeps chunk i+1's copy behind chunk i's conversion.
+  constexpr size_t kChunk = size_t(64) << 20;
+  const int64_t rows_per = std::max<int64_t>(1, int64_t(kChunk / rb));
+  const size_t need = rb * size_t(std::min(rows, rows_per));
+  if (need > cap_) {
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(s));  // earlier conversions may still read the old buffer
+    GRETA_CUDA_CHECK(cudaFree(buf_));
+    buf_ = nullptr;
+    GRETA_CUDA_CHECK(cudaMalloc(&buf_, need));
+    cap_ = need;
+  }
+  for (int64_t r0 = 0; r0 < rows; r0 += rows_per) {
+    const int64_t nr = std::min(rows_per, rows - r0);
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(buf_, src + size_t(r0) * rb, size_t(nr) * rb, cudaMemcpyHostToDevice, s));
+    convert_to_bf16(t, buf_, dst + r0 * cols, nr * cols, s);
+  }
+}
+
+}  // namespace greta::cuda

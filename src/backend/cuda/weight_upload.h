@@ -1,0 +1,31 @@
+// Weight upload for the CUDA backend: raw bytes of a 2-D weight in any supported format (plain
+// or GGUF blocks) go to the device in chunks of whole rows through one reused device buffer and
+// are converted to bf16 there, so a 7B model never needs a second full-size copy in memory.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/cuda_ops.h"
+#include "core/dtype.h"
+
+namespace greta::cuda {
+
+class WeightUploader {
+ public:
+  WeightUploader() = default;
+  ~WeightUploader();
+  WeightUploader(const WeightUploader&) = delete;
+  WeightUploader& operator=(const WeightUploader&) = delete;
+
+  // src: rows x row_bytes host bytes of type t (cols values per row) -> dst [rows, cols] bf16.
+  // Asynchronous on s; the caller synchronizes before src may go away.
+  void convert(DType t, const uint8_t* src, size_t row_bytes, int64_t rows, int64_t cols, bf16* dst, cudaStream_t s);
+
+ private:
+  void* buf_ = nullptr;
+  size_t cap_ = 0;
+};
+
+}  // namespace greta::cuda
