@@ -40,7 +40,11 @@ Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
   const int64_t items = int64_t(st.n_decode) * n_kv * sp.n_gchunks;
   const int64_t want_parts = std::max<int64_t>(1, (int64_t(4) * n_sms + items - 1) / std::max<int64_t>(items, 1));
   int part = int((st.max_decode_ctx + want_parts - 1) / want_parts);
-  part = std::max(64, (part + 31) / 32 * 32);
+  // At least 32 positions per partition: a block's loop then runs >= 1-2 rounds of loads, and
+  // short contexts (the common decode case) still split over enough blocks to fill the GPU
+  // (a 256-position bucket with 32 kv heads: 8 x 32 blocks) instead of 4 x 32 blocks that each
+  // wait for 4 dependent rounds of K/V loads.
+  part = std::max(32, (part + 31) / 32 * 32);
   sp.part = part;
   sp.n_parts = std::max(1, (st.max_decode_ctx + part - 1) / part);
   return sp;
