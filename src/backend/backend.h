@@ -121,6 +121,15 @@ class Backend {
     rms_norm(x, norm, eps, h);
     for (const MatmulTarget& t : targets) matmul(h, *t.w, t.bias, t.out);
   }
+  // Attention input: q, k, v = rms_norm(x) * norm @ w^T (+ bias), then rope_kv_write(q, k, v,
+  // rope, kv, layer) -- RoPE on q and k, k and v into the cache. Shapes as in norm_matmul and
+  // rope_kv_write.
+  virtual void norm_qkv_rope(Tensor x, const Weight& norm, float eps, Tensor h, const MatmulTarget& q,
+                             const MatmulTarget& k, const MatmulTarget& v, const RopeSpec& rope, KVStorage& kv,
+                             int layer) {
+    norm_matmul(x, norm, eps, h, {q, k, v});
+    rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
+  }
   // SwiGLU feed-forward input: h = rms_norm(x) * norm; out = silu(h @ w_gate^T) * (h @ w_up^T).
   // x, h [n, k]; w_gate, w_up [m, k]; gate, out [n, m]. h and gate are scratch (a fusing backend
   // may never write them).

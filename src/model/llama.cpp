@@ -114,9 +114,8 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // attention block
-    be_.norm_matmul(x, *L.attn_norm, cfg_.norm_eps, h,
-                    {{L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v}});
-    be_.rope_kv_write(q, k, v, rope_, kv, l);
+    be_.norm_qkv_rope(x, *L.attn_norm, cfg_.norm_eps, h, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k},
+                      {L.wv.get(), L.bv.get(), v}, rope_, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
     be_.matmul_add(att, *L.wo, h, x);  // x += att @ wo^T
     // feed-forward block (SwiGLU): up = silu(x_n @ gate^T) * (x_n @ up^T), x_n = rms_norm(x)

@@ -36,6 +36,18 @@ struct GemvSeg {
   bf16* out = nullptr;          // [n, m]
   int64_t m = 0;                // 0: segment unused
 };
+// RoPE + KV-cache write in the q/k/v GEMV's epilogue (GemvArgs::rope, seg0 = q, seg1 = k,
+// seg2 = v): q and k rows are rotated at the tokens' positions and k, v are stored at their
+// cache slots -- what rope_kv_write does, without its kernel.
+struct GemvRope {
+  const int32_t* positions = nullptr;  // [n] token positions (DevStep::positions)
+  const int32_t* slots = nullptr;      // [n] cache slots (DevStep::slot)
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  bf16* k_cache = nullptr;             // this layer's pools [n_blocks * block_size, n_kv * head_dim]
+  bf16* v_cache = nullptr;
+  int32_t head_dim = 0;                // 0: no RoPE epilogue; else a multiple of 16
+  int32_t neox = 0;                    // pairs (i, i + hd/2) instead of (2i, 2i + 1)
+};
 struct GemvArgs {
   const bf16* x = nullptr;  // [n, k]
   int64_t k = 0;
@@ -46,6 +58,7 @@ struct GemvArgs {
   int32_t accumulate = 0;         // 1: out += result (residual add)
   int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
   int32_t pad_ = 0;
+  GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
 };
 // eps: the RMSNorm epsilon when a.norm_w is set (a float is kept out of GemvArgs so the struct
 // has a unique byte representation).

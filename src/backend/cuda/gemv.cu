@@ -84,7 +84,23 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 // - Segments: up to 3 matrices sharing x in one launch (q, k, v): blocks [0, blk1) do seg0,
 //   [blk1, blk2) seg1, the rest seg2. Pointers are picked with selects on kernel parameters,
 //   never by a run-time array index (which makes ptxas copy the parameters to local memory).
-enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2 };
+// - EPI_ROPE: q, k, v in one launch (seg0, seg1, seg2) with RoPE and the KV-cache write in the
+//   epilogue. In the q and k segments a block owns 8 rotation pairs of one head: A rows g are
+//   the pairs' first rows and rows g + 8 their partners (i + hd/2 for NeoX pairing, 2i + 1 for
+//   adjacent pairs), so, as with EPI_DUAL, each lane holds both halves of its pairs and rotates
+//   them in registers. The v segment is stored as usual and copied to the cache.
+enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
+
+// RoPE of one pair (a, b) at position pos, frequency f: the angle in fp32, its sin/cos in
+// double, exactly as the rope_kv kernel and the CPU reference compute them.
+__device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float f) {
+  double sd, cd;
+  sincos(double(float(pos) * f), &sd, &cd);
+  const float c = float(cd), sn = float(sd);
+  const float ra = a * c - b * sn, rb = a * sn + b * c;
+  a = ra;
+  b = rb;
+}
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
@@ -128,7 +144,19 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   constexpr int kOutRows = EPI == kEpiDual ? 8 : kRowsPerBlock;  // outputs per block
   const int64_t row0 = (bid - (s2 ? p.blk2 : s1 ? p.blk1 : 0)) * kOutRows;
   // Rows past m load row m-1 (valid memory) and their results are dropped at the store.
-  const int64_t ra = min(row0 + g, m - 1), rb = EPI == kEpiDual ? ra : min(row0 + g + 8, m - 1);
+  int64_t ra = min(row0 + g, m - 1), rb = EPI == kEpiDual ? ra : min(row0 + g + 8, m - 1);
+  // EPI_ROPE, q/k segment: this block's 8 pairs are pair0 .. pair0 + 7 of head `head`.
+  const int hd = p.rope.head_dim;
+  const bool rope_rows = EPI == kEpiRope && !s2;
+  int64_t head = 0;
+  int pair0 = 0;
+  if (rope_rows) {
+    const int64_t bseg = bid - (s1 ? p.blk1 : 0);
+    head = bseg / (hd / 16);
+    pair0 = int(bseg % (hd / 16)) * 8;
+    ra = head * hd + (p.rope.neox ? pair0 + g : 2 * (pair0 + g));
+    rb = ra + (p.rope.neox ? hd / 2 : 1);
+  }
   const bf16* wa = w + ra * k + 8 * t;
   const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + 8 * t;
   // Lanes whose token 8i + g >= n load a real row anyway: B column g only feeds output column
@@ -220,7 +248,35 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     for (int v = 0; v < WARPS; ++v) sq += red_ss[v][tok];
     return rsqrtf(sq / float(k) + eps);
   };
-  if constexpr (EPI == kEpiDual) {
+  if (rope_rows) {  // EPI_ROPE, q or k: pair sums in red[.][i][j] (first) and red[.][i][j + 2] (partner)
+    for (int e = threadIdx.x; e < 64 * NT; e += WARPS * 32) {
+      const int i = e / 64, j = (e / 32) % 2, l = e % 32;
+      float sa = 0.f, sb = 0.f;
+#pragma unroll
+      for (int v = 0; v < WARPS; ++v) sa += red[v][i][j][l], sb += red[v][i][j + 2][l];
+      const int tok = 8 * i + 2 * (l % 4) + j;
+      const int pr = pair0 + l / 4;
+      const int64_t row_a = head * hd + (p.rope.neox ? pr : 2 * pr), row_b = row_a + (p.rope.neox ? hd / 2 : 1);
+      if (tok < n) {
+        if constexpr (NORM) {
+          const float r = inv_rms(tok);
+          sa *= r, sb *= r;
+        }
+        if (bias) sa += bias[row_a], sb += bias[row_b];
+        // Rounded to bf16 first: the unfused path rotates the stored bf16 GEMV output.
+        float a = __bfloat162float(__float2bfloat16_rn(sa)), b = __bfloat162float(__float2bfloat16_rn(sb));
+        rope_pair(a, b, p.rope.positions[tok], p.rope.inv_freq[pr]);
+        const bf16 qa = __float2bfloat16_rn(a), qb = __float2bfloat16_rn(b);
+        out[int64_t(tok) * m + row_a] = qa;
+        out[int64_t(tok) * m + row_b] = qb;
+        if (s1) {  // k: also to the cache, whose rows are m = n_kv * hd wide
+          bf16* dst = p.rope.k_cache + int64_t(p.rope.slots[tok]) * m;
+          dst[row_a] = qa;
+          dst[row_b] = qb;
+        }
+      }
+    }
+  } else if constexpr (EPI == kEpiDual) {
     // Per tile, j = 0, 1: gate sums in red[.][i][j], up sums of the same outputs in red[.][i][j + 2].
     for (int e = threadIdx.x; e < 64 * NT; e += WARPS * 32) {
       const int i = e / 64, j = (e / 32) % 2, l = e % 32;
@@ -252,7 +308,9 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
         if (bias) s += bias[row];
         const int64_t o = int64_t(tok) * m + row;
         if constexpr (EPI == kEpiAdd) s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
-        out[o] = __float2bfloat16_rn(s);
+        const bf16 ov = __float2bfloat16_rn(s);
+        out[o] = ov;
+        if constexpr (EPI == kEpiRope) p.rope.v_cache[int64_t(p.rope.slots[tok]) * m + row] = ov;  // v segment
       }
     }
   }
@@ -463,6 +521,11 @@ void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
   // Empty trailing segments: blk1/blk2 mark where segments 1 and 2 start.
   a.blk1 = gemv_blocks(a.seg0.m);
   a.blk2 = a.blk1 + gemv_blocks(a.seg1.m);
+  if (a.rope.head_dim > 0) {  // q, k, v with RoPE and the cache write (m of q and k: whole heads)
+    if (norm) launch_tiles<true, kEpiRope>(a, eps, s);
+    else launch_tiles<false, kEpiRope>(a, eps, s);
+    return;
+  }
   if (a.accumulate) {
     if (norm) launch_tiles<true, kEpiAdd>(a, eps, s);
     else launch_tiles<false, kEpiAdd>(a, eps, s);

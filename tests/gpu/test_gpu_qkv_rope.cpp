@@ -1,0 +1,121 @@
+// Backend::norm_qkv_rope on CUDA (one GEMV launch whose epilogue applies RoPE and writes the
+// KV cache) vs the CPU backend (norm_matmul + rope_kv_write). Every step compares q, k, v and
+// then attention over the caches, so a wrong cache slot or an unrotated key shows up in the
+// attention output of later steps. Both RoPE pairings, GQA, biases, head_dim 64 and 128,
+// several sequences with shuffled block tables, and every GRETA_CUDA_FUSION level.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+
+namespace greta::gputest {
+namespace {
+
+struct QkvCase {
+  int n_heads, n_kv, hd;
+  bool neox, bias;
+};
+
+struct Side {  // one backend's weights, cache and activations
+  std::unique_ptr<Weight> norm, wq, wk, wv, bq, bk, bv;
+  std::unique_ptr<KVStorage> kv;
+};
+
+void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& tag) {
+  constexpr int kBlock = 16, kBlocks = 24, kDim = 576;
+  std::mt19937 rng(uint32_t(c.n_heads * 131 + c.hd));
+  const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
+  std::deque<HostWeight> host;
+  host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
+  for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
+  for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
+  KVCacheDesc d;
+  d.n_layers = 1;
+  d.n_blocks = kBlocks;
+  d.block_size = kBlock;
+  d.n_kv_heads = c.n_kv;
+  d.head_dim = c.hd;
+  Side side[2];
+  for (int which = 0; which < 2; ++which) {
+    Backend& b = which == 0 ? gpu : cpu;
+    Side& s = side[which];
+    s.norm = b.upload(host[0].t);
+    s.wq = b.upload(host[1].t), s.wk = b.upload(host[2].t), s.wv = b.upload(host[3].t);
+    s.bq = b.upload(host[4].t), s.bk = b.upload(host[5].t), s.bv = b.upload(host[6].t);
+    s.kv = b.alloc_kv(d);
+  }
+  RopeSpec rope;
+  rope.neox = c.neox;
+  for (int i = 0; i < c.hd / 2; ++i) rope.inv_freq.push_back(std::pow(10000.f, -2.f * i / float(c.hd)));
+  std::vector<int32_t> free(kBlocks);
+  std::iota(free.begin(), free.end(), 0);
+  std::shuffle(free.begin(), free.end(), rng);
+  std::vector<std::vector<int32_t>> tables(3);
+  std::vector<int> lens(3, 0);
+  // Steps: tokens per sequence. The first two are prompt-like (several tokens per sequence).
+  const std::vector<std::vector<int>> steps = {{5, 0, 0}, {1, 7, 0}, {1, 1, 12}, {1, 1, 1}, {1, 0, 1}, {1, 1, 1}};
+  for (size_t st = 0; st < steps.size(); ++st) {
+    Batch batch;
+    for (int s = 0; s < 3; ++s) {
+      const int nt = steps[st][size_t(s)];
+      if (nt == 0) continue;
+      SeqSlice sl;
+      sl.seq_id = s;
+      sl.token_begin = batch.n_tokens();
+      sl.n_tokens = nt;
+      sl.n_past = lens[size_t(s)];
+      lens[size_t(s)] += nt;
+      while (int(tables[size_t(s)].size()) * kBlock < lens[size_t(s)]) {
+        tables[size_t(s)].push_back(free.back());
+        free.pop_back();
+      }
+      sl.block_table = tables[size_t(s)];
+      for (int i = 0; i < nt; ++i) batch.tokens.push_back(0);
+      batch.seqs.push_back(sl);
+    }
+    const StepPlan plan = StepPlan::build(batch, kBlock);
+    const int64_t n = batch.n_tokens();
+    const auto xv = random_values(size_t(n * kDim), 3.f, rng);
+    std::vector<float> res[2][4];  // q, k, v, attention
+    for (int which = 0; which < 2; ++which) {
+      Backend& b = which == 0 ? gpu : cpu;
+      Side& s = side[which];
+      Tensor x = make_tensor(b, n, kDim, xv), h = b.alloc(n, kDim);
+      Tensor q = b.alloc(n, qw), k = b.alloc(n, kw), v = b.alloc(n, kw), o = b.alloc(n, qw);
+      b.begin_step(plan);
+      b.norm_qkv_rope(x, *s.norm, 1e-5f, h, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
+                      {s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, {s.wv.get(), c.bias ? s.bv.get() : nullptr, v},
+                      rope, *s.kv, 0);
+      b.attention(q, *s.kv, 0, c.n_heads, 1.f / std::sqrt(float(c.hd)), o);
+      res[which][0] = read(b, q), res[which][1] = read(b, k), res[which][2] = read(b, v), res[which][3] = read(b, o);
+      for (Tensor* t : {&x, &h, &q, &k, &v, &o}) b.free(*t);
+    }
+    const std::string what = tag + " step " + std::to_string(st) + " (" + std::to_string(n) + " tokens) h=" +
+                             std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " hd=" + std::to_string(c.hd) +
+                             (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "");
+    const char* names[4] = {"q", "k", "v", "attention"};
+    for (int i = 0; i < 4; ++i)
+      report(what + " " + names[i], rel_err(res[0][i], res[1][i]), i == 3 ? 2 * kBf16Tol : kBf16Tol);
+  }
+}
+
+using GpuQkvRope = GpuTest;
+
+TEST_F(GpuQkvRope, MatchesNormMatmulPlusRopeKvWrite) {
+  const std::vector<QkvCase> cases = {{9, 3, 64, false, false}, {32, 8, 128, true, true}, {4, 4, 128, false, true},
+                                      {16, 2, 64, true, false}};
+  for (int level : {0, 1, 2}) {
+    setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
+    auto g = make_cuda_backend(0);
+    unsetenv("GRETA_CUDA_FUSION");
+    for (const QkvCase& c : cases) run_case(*g, *cpu, c, "fusion " + std::to_string(level));
+  }
+}
+
+}  // namespace
+}  // namespace greta::gputest
