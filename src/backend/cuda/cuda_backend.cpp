@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -184,6 +185,8 @@ class CudaBackend final : public Backend {
     cudaFree(upload_buf_);
     cudaFree(scratch_);
     cudaFree(inv_freq_dev_);
+    cudaFree(sample_out_);
+    cudaFree(sample_dist_);
     cudaStreamDestroy(stream_);
   }
 
@@ -270,6 +273,34 @@ class CudaBackend final : public Backend {
     launch(&cuda::gather_rows, static_cast<const bf16*>(act(x)), idx, act(out), int64_t(rows.size()), x.cols, stream_);
   }
   void to_host(Tensor x, float* dst) override {
+    end_step();
+    const size_t n = size_t(x.rows * x.cols);
+    if (x.dtype == DType::F32) {
+      GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return;
+    }
+    expect_act(x, x.rows, x.cols, "to_host x");
+    host_bf16_.resize(n);
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(host_bf16_.data(), x.data, n * 2, cudaMemcpyDeviceToHost, stream_));
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(host_bf16_[i]);
+  }
+
+  // Sampling runs after the step's graph, launched directly and never recorded: its per-call
+  // settings (the draw u changes every step) would make every step's launch list unique.
+  bool supports_device_sampling() const override { return true; }
+  void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+              float* probs_out) override {
+    sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
+  }
+  void sample_rows(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+                   float* probs_out, float* dist);
+
+ private:
+  // The end of a step: its recorded launches run (a graph replay, a capture, or directly),
+  // and the step profile, if on, is taken.
+  void end_step() {
     const bool prof = prof_.active;
     prof_.active = false;
     if (prof) {
@@ -287,20 +318,8 @@ class CudaBackend final : public Backend {
       prof_.step_ms += step;
       ++prof_.n;
     }
-    const size_t n = size_t(x.rows * x.cols);
-    if (x.dtype == DType::F32) {
-      GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      return;
-    }
-    expect_act(x, x.rows, x.cols, "to_host x");
-    host_bf16_.resize(n);
-    GRETA_CUDA_CHECK(cudaMemcpyAsync(host_bf16_.data(), x.data, n * 2, cudaMemcpyDeviceToHost, stream_));
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(host_bf16_[i]);
   }
 
- private:
   static bf16* act(const Tensor& t) { return static_cast<bf16*>(t.data); }
   static void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
     if (t.dtype != DType::BF16 || t.rows != rows || t.cols != cols)
@@ -383,6 +402,12 @@ class CudaBackend final : public Backend {
   void* upload_buf_ = nullptr;
   size_t upload_cap_ = 0;
   std::vector<uint16_t> host_bf16_;
+  // Device sampling: per-row settings (staged), tokens and probabilities [cap] on the device.
+  Staging sample_stage_;
+  void* sample_out_ = nullptr;  // int32 tokens [sample_cap_] then f32 probs [sample_cap_]
+  size_t sample_cap_ = 0;
+  float* sample_dist_ = nullptr;  // test hook: [rows, vocab]
+  size_t sample_dist_cap_ = 0;
 };
 
 std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
@@ -612,6 +637,55 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
          stream_);
 }
 
+
+void CudaBackend::sample_rows(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+                              float* probs_out, float* dist) {
+  expect_act(logits, logits.rows, logits.cols, "sample logits");
+  const int64_t rows = logits.rows, vocab = logits.cols;
+  if (int64_t(per_row.size()) != rows)
+    throw Error("cuda sample: " + std::to_string(per_row.size()) + " row settings for " + std::to_string(rows) +
+                " rows of logits");
+  if (vocab < 1 || vocab > cuda::kSampleMaxVocab)
+    throw Error("cuda sample: vocabulary of " + std::to_string(vocab) + " tokens, expected 1 to " +
+                std::to_string(cuda::kSampleMaxVocab));
+  std::vector<cuda::SampleRowParams> p(per_row.size());
+  for (size_t r = 0; r < per_row.size(); ++r) {
+    const DeviceSampleParams& q = per_row[r];
+    if (std::isnan(q.temperature) || !(q.top_p > 0.0f && q.top_p <= 1.0f) || !(q.min_p >= 0.0f && q.min_p <= 1.0f) ||
+        !(q.u >= 0.0 && q.u < 1.0))
+      throw Error("cuda sample: row " + std::to_string(r) + ": temperature " + std::to_string(q.temperature) +
+                  ", top_p " + std::to_string(q.top_p) + ", min_p " + std::to_string(q.min_p) + ", u " +
+                  std::to_string(q.u) + ": expected a number, (0, 1], [0, 1] and [0, 1)");
+    p[r] = cuda::SampleRowParams{q.temperature, q.top_k, q.top_p, q.min_p, q.u};
+  }
+  end_step();
+  if (rows == 0) return;
+  if (size_t(rows) > sample_cap_) {
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    GRETA_CUDA_CHECK(cudaFree(sample_out_));
+    sample_out_ = nullptr;
+    GRETA_CUDA_CHECK(cudaMalloc(&sample_out_, size_t(rows) * 8));
+    sample_cap_ = size_t(rows);
+  }
+  if (dist && size_t(rows * vocab) > sample_dist_cap_) {
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    GRETA_CUDA_CHECK(cudaFree(sample_dist_));
+    sample_dist_ = nullptr;
+    GRETA_CUDA_CHECK(cudaMalloc(&sample_dist_, size_t(rows * vocab) * 4));
+    sample_dist_cap_ = size_t(rows * vocab);
+  }
+  const auto* dp = static_cast<const cuda::SampleRowParams*>(sample_stage_.put(p.data(), p.size() * sizeof(p[0]), stream_));
+  auto* tok = static_cast<int32_t*>(sample_out_);
+  auto* prob = reinterpret_cast<float*>(tok + sample_cap_);
+  cuda::sample_rows(static_cast<const bf16*>(logits.data), int(rows), vocab, dp, tok, prob, dist ? sample_dist_ : nullptr,
+                    stream_);
+  GRETA_CUDA_CHECK(cudaMemcpyAsync(tokens_out, tok, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
+  GRETA_CUDA_CHECK(cudaMemcpyAsync(probs_out, prob, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
+  if (dist)
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(dist, sample_dist_, size_t(rows * vocab) * 4, cudaMemcpyDeviceToHost, stream_));
+  GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 }  // namespace
 
 bool cuda_device_present() {
@@ -629,6 +703,13 @@ CudaGraphStats cuda_graph_stats(const Backend& b) {
   if (!cb) throw Error("cuda_graph_stats: not a CUDA backend");
   const auto s = cb->graph_stats();
   return CudaGraphStats{s.eager, s.captured, s.replayed};
+}
+
+void cuda_sample_with_distribution(Backend& b, Tensor logits, const std::vector<DeviceSampleParams>& per_row,
+                                   int32_t* tokens_out, float* probs_out, float* dist) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  if (!cb) throw Error("cuda_sample_with_distribution: not a CUDA backend");
+  cb->sample_rows(logits, per_row, tokens_out, probs_out, dist);
 }
 
 }  // namespace greta
