@@ -35,7 +35,8 @@ SamplingParams host_params(const DeviceSampleParams& d) {
 }
 
 // Logit rows that stress the edge cases: random values (bf16, so natural ties), a max tied at
-// several ids, NaN everywhere but one row, +inf entries, all -inf, all NaN.
+// several ids, NaN everywhere but one row, +inf entries, all -inf, all NaN, all equal, all
+// negative, a max of zeros of both signs.
 std::vector<float> awkward_rows(int vocab, int kind, std::mt19937& rng) {
   std::vector<float> v = random_values(size_t(vocab), 6.0f, rng);
   const int last = vocab - 1;
@@ -57,13 +58,21 @@ std::vector<float> awkward_rows(int vocab, int kind, std::mt19937& rng) {
     case 6:  // all equal
       std::fill(v.begin(), v.end(), 1.25f);
       break;
+    case 7:  // every logit negative (the max too)
+      for (float& x : v) x = bf16_to_float(float_to_bf16(x - 20.0f));
+      break;
+    case 8:  // the max is zero, -0 at a lower id than +0: they tie, the lower id wins
+      for (float& x : v) x = -std::fabs(x) - 1.0f;
+      v[size_t(vocab / 2)] = -0.0f;
+      v[size_t(last)] = 0.0f;
+      break;
   }
   return v;
 }
 
 TEST_F(GpuSample, GreedyIsTheHostArgmaxOnAwkwardRows) {
   std::mt19937 rng(5);
-  constexpr int kKinds = 7;
+  constexpr int kKinds = 9;
   for (int vocab : {1, 7, 1000, 32000, 49152, 128256}) {
     // Several rows of each kind in one call, so rows cannot leak into each other.
     const int rows = 2 * kKinds;
@@ -141,12 +150,13 @@ TEST_F(GpuSample, FinalDistributionMatchesTheHostSampler) {
   for (int vocab : {7, 1000, 32000, 128256}) {
     for (const Setting& s : settings()) {
       // Rows of different spreads (a flat row keeps many candidates, a peaked one few), plus
-      // one with ties at the max, one with NaNs, one with +inf and one all -inf (greedy).
-      const int rows = 7;
+      // and awkward rows: ties at the max, NaNs, +inf, all -inf (greedy), all negative, zeros.
+      const int extra[] = {1, 2, 3, 4, 7, 8};
+      const int rows = 3 + 6;
       std::vector<float> all;
       for (int r = 0; r < rows; ++r) {
         std::vector<float> v = r < 3 ? random_values(size_t(vocab), 1.0f + 4.0f * r, rng)
-                                     : awkward_rows(vocab, r - 2, rng);  // kinds 1, 2, 3, 4
+                                     : awkward_rows(vocab, extra[r - 3], rng);
         all.insert(all.end(), v.begin(), v.end());
       }
       Tensor t = make_tensor(*gpu, rows, vocab, all);

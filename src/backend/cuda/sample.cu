@@ -47,10 +47,12 @@ struct Smem {
   u64 pick_w;         // draw: its weight
 };
 
-// +inf -> largest finite bf16 so that logit - max stays finite; NaN -> -inf.
+// +inf -> largest finite bf16 so that logit - max stays finite; NaN -> -inf; -0 -> +0 so
+// that the two zeros tie (and the lower id wins) as they do in the host's float compares.
 __device__ __forceinline__ float clean(float x) {
   if (isnan(x)) return -INFINITY;
-  if (isinf(x) && x > 0) return 3.3895313892515355e38f;  // 0x7F7F, bf16 max
+  if (isinf(x) && x > 0) return __uint_as_float(0x7F7F0000u);  // bf16 max
+  if (x == 0.0f) return 0.0f;
   return x;
 }
 // Order-preserving map of a float to unsigned bits (larger float -> larger key).
@@ -66,7 +68,13 @@ __device__ __forceinline__ float from_ordered(unsigned k) {
 __device__ __forceinline__ u64 order_key(float f, int64_t id) {
   return (u64(ordered(f) >> 16) << 24) | u64(0xFFFFFF - uint32_t(id));
 }
-__device__ __forceinline__ float key_value(u64 k) { return from_ordered(unsigned(k >> 24) << 16); }
+// The logit of a key. The low 16 ordered bits dropped by order_key are 0 for a positive bf16
+// value and all ones for a negative one (ordered() complements negatives).
+__device__ __forceinline__ float key_value(u64 k) {
+  unsigned o = unsigned(k >> 24) << 16;
+  if (!(o & 0x80000000u)) o |= 0xFFFFu;
+  return from_ordered(o);
+}
 __device__ __forceinline__ int32_t key_id(u64 k) { return int32_t(0xFFFFFF - uint32_t(k & 0xFFFFFF)); }
 __device__ __forceinline__ u64 fixed_weight(float w) { return __float2ull_rn(w * kFixed); }
 
