@@ -149,6 +149,32 @@ __device__ void pick_bin(u64 above, u64 target, Smem& sm) {
   if (__ballot_sync(0xffffffffu, mine) == 0 && lane == 0) sm.digit = -1;
 }
 
+// Adds this lane's element (bin d, weight w, key k; d < 0: none) to the histogram. Logits
+// crowd into few bins (the first pass sees a handful of exponents), and shared-memory atomics
+// on one address serialize, so lanes of a warp that share a bin add once: counts through
+// __match_any_sync, weights through a warp sum when every lane with an element shares one bin
+// (the common case in later passes, where few elements match the prefix), else lane by lane.
+template <bool kUnit>
+__device__ __forceinline__ void hist_add(int d, u64 w, u64 k, Smem& sm) {
+  const int lane = threadIdx.x & 31;
+  const unsigned peers = __match_any_sync(0xffffffffu, d);
+  if (d >= 0 && lane == __ffs(peers) - 1) {
+    atomicAdd(&sm.hc[d], unsigned(__popc(peers)));
+    sm.key[d] = k;  // a benign race between warps: read only when the bin holds one element
+  }
+  if (kUnit) return;
+  const unsigned with = __ballot_sync(0xffffffffu, d >= 0);
+  if (!with) return;
+  const int d0 = __shfl_sync(0xffffffffu, d, __ffs(with) - 1);
+  if (__all_sync(0xffffffffu, d < 0 || d == d0)) {
+    u64 v = d >= 0 ? w : 0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0 && v) atomicAdd(&sm.hw[d0], v);
+  } else if (d >= 0 && w) {
+    atomicAdd(&sm.hw[d], w);
+  }
+}
+
 // Radix selection over order keys: returns T such that, over the elements elem() admits,
 // weight(key > T) < target <= weight(key >= T), i.e. keeping keys >= T is exactly the prefix
 // of the host's candidate order that a walk accumulating weights stops at. kUnit: every
@@ -165,13 +191,12 @@ __device__ u64 radix_select(int64_t n, u64 target, Elem elem, Smem& sm) {
       sm.hw[b] = 0;
     }
     __syncthreads();
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    // Warp-uniform loop (every lane runs every iteration) so the warp can merge its updates.
+    for (int64_t base = 0; base < n; base += blockDim.x) {
+      const int64_t i = base + threadIdx.x;
       u64 k = 0, w = 0;
-      if (!elem(i, k, w) || (k >> (shift + 8)) != prefix) continue;
-      const int d = int(k >> shift) & 255;
-      atomicAdd(&sm.hc[d], 1u);
-      if (!kUnit && w) atomicAdd(&sm.hw[d], w);
-      sm.key[d] = k;  // a benign race: read only when the bin holds a single element
+      const bool in = i < n && elem(i, k, w) && (k >> (shift + 8)) == prefix;
+      hist_add<kUnit>(in ? int(k >> shift) & 255 : -1, w, k, sm);
     }
     __syncthreads();
     if (threadIdx.x < 32) pick_bin<kUnit>(above, target, sm);
@@ -231,11 +256,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict
     }, sm);
   }
   // Untempered weight of a top-k survivor (0 if not one): the host's top-p probabilities.
+  // exp in double, as on the host: where the nucleus ends depends on sums of these, and float
+  // exp's relative error (~1e-7) would move the edge against the host's now and then; the
+  // fixed-point rounding (2^-39 a token) keeps the sums within ~1e-9 of the host's.
   auto topk_weight = [&](int64_t i, u64& k, u64& w) {
     const float f = logit(i);
     k = order_key(f, i);
     if (f == -INFINITY || k < tk) return false;
-    w = fixed_weight(expf(float(double(f) - double(mx))));
+    w = __double2ull_rn(exp(double(f) - double(mx)) * double(kFixed));
     return true;
   };
   // top-p: the shortest prefix of the survivors whose mass reaches top_p of their total.
