@@ -43,7 +43,7 @@ std::vector<float> awkward_rows(int vocab, int kind, std::mt19937& rng) {
   switch (kind) {
     case 0: break;
     case 1:  // ties at the max, the lowest of them not at 0
-      for (int i : {last, vocab / 2, vocab / 3 + 1}) v[size_t(i)] = 7.5f;
+      for (int i : {last, vocab / 2, std::min(vocab / 3 + 1, last)}) v[size_t(i)] = 7.5f;
       break;
     case 2:  // NaNs, one above everything it would beat if taken as a number
       for (int i = 0; i < vocab; i += 3) v[size_t(i)] = kNaN;
