@@ -64,8 +64,8 @@ class KVStorage {
 };
 
 // Per-row settings of Backend::sample: the host Sampler's chain without penalties (a request
-// with penalties or logprobs samples on the host). u is the uniform draw in [0, 1), made by the
-// host Sampler's seeded generator so a seed gives the same stream on any backend.
+// with penalties or logprobs samples on the host). u is the uniform draw in [0, 1), taken from
+// the request's seeded Sampler (Sampler::next_uniform) so a seed repeats its tokens run to run.
 struct DeviceSampleParams {
   float temperature = 0;  // <= 0: greedy (argmax, lowest id on ties)
   int top_k = 0;          // <= 0 or >= vocab: off
