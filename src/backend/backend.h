@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/host_tensor.h"
 #include "runtime/batch.h"
 
@@ -61,6 +62,17 @@ class KVStorage {
   virtual ~KVStorage() = default;
   KVCacheDesc desc;
   DType dtype = DType::F32;  // element type of the K/V pools (for bytes-moved accounting)
+};
+
+// Per-row settings of Backend::sample: the host Sampler's chain without penalties (a request
+// with penalties or logprobs samples on the host). u is the uniform draw in [0, 1), taken from
+// the request's seeded Sampler (Sampler::next_uniform) so a seed repeats its tokens run to run.
+struct DeviceSampleParams {
+  float temperature = 0;  // <= 0: greedy (argmax, lowest id on ties)
+  int top_k = 0;          // <= 0 or >= vocab: off
+  float top_p = 1;        // (0, 1]; 1: off
+  float min_p = 0;        // [0, 1]; 0: off
+  double u = 0;           // [0, 1)
 };
 
 struct RopeSpec {
@@ -154,6 +166,17 @@ class Backend {
   // The device's own memory bandwidth in GB/s as the benchmark protocol defines it (a large
   // device-to-device copy, bytes read + written); 0 where not measured (CPU).
   virtual double measure_bandwidth_gbs() { return 0.0; }
+
+  // --- optional: sampling on the device ---
+  // When true, sample() draws one token per row of logits [rows, vocab] with per_row[r]'s
+  // settings and writes tokens_out[r] and probs_out[r] (the token's probability in the final
+  // distribution) to host memory, waiting for the result like to_host: a step then returns
+  // rows ids instead of rows * vocab logits. Backends without it (CPU) keep the host Sampler.
+  virtual bool supports_device_sampling() const { return false; }
+  virtual void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+                      float* probs_out) {
+    throw Error("backend " + name() + " does not sample on the device (check supports_device_sampling())");
+  }
 };
 
 // Backend factory: "cpu" or "cuda" (throws greta::Error if not built / no device).

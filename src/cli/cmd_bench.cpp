@@ -1,7 +1,8 @@
 // greta bench: decode, batched-decode and prefill speed, one JSON line per measurement.
 // Every line carries a check made in the same run, so a broken kernel cannot report a speed:
-//  - decode: the greedy tokens produced one step at a time are re-scored in one batched
-//    prefill pass; both paths must agree (same tokens, close logits);
+//  - decode: the greedy tokens produced one step at a time (picked on the device where the
+//    backend can) are re-scored in one batched prefill pass; both paths must agree (same
+//    tokens, close logits);
 //  - batched decode: the first and last sequence of the batch are re-run alone;
 //  - prefill: the last token's logits from the batched prompt pass must equal those of a
 //    decode step over the same cache.
@@ -98,20 +99,44 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
   std::vector<int32_t> gen_ids;
   std::vector<float> dec_logits;
   std::unique_ptr<KVStorage> probe = c.L.model->make_kv(1, 16);  // only for the KV dtype
+  // Where the backend can, greedy tokens are picked on the device (a step returns one id,
+  // as `greta run` does), so the timed loop is the real decode loop.
+  const bool on_device = c.L.backend->supports_device_sampling();
+  const DeviceSampleParams greedy;  // temperature 0: argmax, lowest id on ties
   for (int rep = 0; rep < std::max(1, reps); ++rep) {
     seq.reset();
     gen_ids.clear();
     dec_logits.clear();
+    std::vector<float> logits;
+    int32_t tok = 0;
+    auto step = [&](const std::vector<int32_t>& in) {
+      if (on_device) tok = seq.eval_sample(in, greedy);
+      else logits = seq.eval_last(in);
+    };
     const double t0 = now_seconds();
-    std::vector<float> logits = seq.eval_last(prompt);
+    step(prompt);
     const double t1 = now_seconds();
     for (int i = 0; i < gen; ++i) {
-      dec_logits.insert(dec_logits.end(), logits.begin(), logits.end());
-      gen_ids.push_back(argmax(logits.data(), vocab));
-      if (i + 1 < gen) logits = seq.eval_last({gen_ids.back()});
+      if (!on_device) {
+        dec_logits.insert(dec_logits.end(), logits.begin(), logits.end());
+        tok = argmax(logits.data(), vocab);
+      }
+      gen_ids.push_back(tok);
+      if (i + 1 < gen) step({tok});
     }
     best = std::min(best, now_seconds() - t1);
     best_prefill = std::min(best_prefill, t1 - t0);
+  }
+  if (on_device) {
+    // The timed run brought back only token ids. Untimed, the same tokens are fed one step at
+    // a time with the logits copied back, so the check below still compares step-by-step
+    // logits with the re-scored ones, and the device's tokens with the re-scored argmax.
+    seq.reset();
+    std::vector<float> logits = seq.eval_last(prompt);
+    for (int i = 0; i < gen; ++i) {
+      dec_logits.insert(dec_logits.end(), logits.begin(), logits.end());
+      if (i + 1 < gen) logits = seq.eval_last({gen_ids[size_t(i)]});
+    }
   }
   std::vector<int32_t> all = prompt;
   all.insert(all.end(), gen_ids.begin(), gen_ids.end() - 1);
@@ -125,7 +150,8 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
   const double tps = steps / best;
   const double bytes = double(c.L.model->weight_bytes_per_token()) + c.kv_bytes(prompt_len + gen / 2.0, probe->dtype);
   c.emit({{"measure", measure}, {"batch", 1}, {"prompt_len", prompt_len}, {"gen_len", gen}, {"tokens_per_s", tps},
-          {"ms_per_token", 1000.0 / tps}, {"prefill_ms", best_prefill * 1000}},
+          {"ms_per_token", 1000.0 / tps}, {"prefill_ms", best_prefill * 1000},
+          {"sampling", on_device ? "device" : "host"}},
          chk, bytes, tps);
 }
 

@@ -80,16 +80,27 @@ void run(const RunOptions& o) {
   nlohmann::json report = {{"prompt_ids", ids}, {"generated_ids", nlohmann::json::array()},
                            {"steps", nlohmann::json::array()}};
 
+  // Sampling on the device when the backend can and nothing needs the logits on the host
+  // (penalties, --report, --force): a step then returns one token id instead of the logits.
+  const bool on_device = L.backend->supports_device_sampling() && sampler.device_eligible() && o.report.empty() &&
+                         forced.empty();
+  std::vector<float> logits;
+  int32_t device_tok = 0;
+  auto step = [&](const std::vector<int32_t>& in) {
+    if (on_device) device_tok = seq.eval_sample(in, device_sample_params(sampler));
+    else logits = seq.eval_last(in);
+  };
   const double t0 = now_seconds();
-  std::vector<float> logits = seq.eval_last(ids);
+  step(ids);
   const double t_prompt = now_seconds() - t0;
   std::vector<int32_t> history = ids;
   int generated = 0;
   const double t1 = now_seconds();
   for (; generated < n_gen; ++generated) {
     if (!o.report.empty()) report["steps"].push_back(top_logits(logits.data(), cfg.vocab_size, o.report_top));
-    const int32_t tok =
-        forced.empty() ? sampler.sample(logits.data(), cfg.vocab_size, history) : forced[size_t(generated)];
+    const int32_t tok = !forced.empty() ? forced[size_t(generated)]
+                        : on_device     ? device_tok
+                                        : sampler.sample(logits.data(), cfg.vocab_size, history);
     history.push_back(tok);
     report["generated_ids"].push_back(tok);
     const bool stop = !o.ignore_eos && forced.empty() && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
@@ -100,7 +111,7 @@ void run(const RunOptions& o) {
     std::string text = tok < L.tokenizer->vocab_size() ? dec.feed(tok) : std::string();
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
-    if (generated + 1 < n_gen) logits = seq.eval_last({tok});
+    if (generated + 1 < n_gen) step({tok});
   }
   std::string rest = dec.flush();
   std::fwrite(rest.data(), 1, rest.size(), stdout);

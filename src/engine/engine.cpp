@@ -57,6 +57,9 @@ struct Engine::Impl {
   // Engine thread only.
   Scheduler sched;
   std::vector<float> logits;  // [sampled rows, vocab]
+  std::vector<DeviceSampleParams> dev_params;  // device sampling: settings, tokens, probs [sampled rows]
+  std::vector<int32_t> dev_tokens;
+  std::vector<float> dev_probs;
   std::vector<std::unique_ptr<Sequence>> done;  // finished this iteration, freed after emitting
   std::vector<uint64_t> callback_failed;
   int64_t computed = 0, generated = 0, steps = 0, finished = 0;
@@ -164,9 +167,22 @@ struct Engine::Impl {
       end_without_token(std::move(f), "error", msg, out);
     }
     if (st.empty()) return;
-    logits.resize(st.batch.logit_rows.size() * size_t(vocab));
+    // Sampling on the device when every sampled row can (no penalties, no logprobs): the step
+    // then returns one token per row instead of rows * vocab logits.
+    bool on_device = !st.sampled.empty() && model.backend().supports_device_sampling();
+    for (const Sequence* s : st.sampled)
+      on_device = on_device && !s->req.logprobs && s->sampler.device_eligible();
     try {
-      model.forward(st.batch, *kv, logits.data());
+      if (on_device) {
+        dev_params.clear();
+        for (Sequence* s : st.sampled) dev_params.push_back(device_sample_params(s->sampler));
+        dev_tokens.resize(st.sampled.size());
+        dev_probs.resize(st.sampled.size());
+        model.forward_sample(st.batch, *kv, dev_params, dev_tokens.data(), dev_probs.data());
+      } else {
+        logits.resize(st.batch.logit_rows.size() * size_t(vocab));
+        model.forward(st.batch, *kv, logits.data());
+      }
     } catch (const std::exception& e) {
       // A backend failure ends the requests of this step, not the engine.
       for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), "error", e.what(), out);
@@ -178,8 +194,14 @@ struct Engine::Impl {
     for (size_t r = 0; r < st.sampled.size(); ++r) {
       Sequence* s = st.sampled[r];
       try {
-        const int n_lp = s->req.logprobs ? s->req.top_logprobs : -1;
-        SampleResult res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp);
+        SampleResult res;
+        if (on_device) {
+          res.token = dev_tokens[r];
+          res.prob = dev_probs[r];
+        } else {
+          const int n_lp = s->req.logprobs ? s->req.top_logprobs : -1;
+          res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp);
+        }
         on_token(*s, res, out);
       } catch (const std::exception& e) {
         if (auto own = sched.remove(s->id)) end_without_token(std::move(own), "error", e.what(), out);

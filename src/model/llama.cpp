@@ -3,6 +3,8 @@
 #include <cassert>
 #include <cmath>
 
+#include "core/error.h"
+
 namespace greta {
 
 // Activation buffers, sized for the largest step seen so far (grown, never shrunk).
@@ -127,7 +129,38 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
   be_.gather_rows(x, batch.logit_rows, last);
   be_.rms_norm(last, *out_norm_, cfg_.norm_eps, last);
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
-  be_.to_host(out, logits);
+  if (sample_to_) be_.sample(out, *sample_to_->per_row, sample_to_->tokens, sample_to_->probs);
+  else be_.to_host(out, logits);
+}
+
+void LlamaModel::forward_sample(const Batch& batch, KVStorage& kv, const std::vector<DeviceSampleParams>& per_row,
+                                int32_t* tokens, float* probs) {
+  if (!be_.supports_device_sampling())
+    throw Error("forward_sample: backend " + be_.name() + " does not sample on the device");
+  if (per_row.size() != batch.logit_rows.size())
+    throw Error("forward_sample: " + std::to_string(per_row.size()) + " sampling settings for " +
+                std::to_string(batch.logit_rows.size()) + " logit rows");
+  const SampleTarget t{&per_row, tokens, probs};
+  sample_to_ = &t;
+  try {
+    forward(batch, kv, nullptr);
+  } catch (...) {
+    sample_to_ = nullptr;
+    throw;
+  }
+  sample_to_ = nullptr;
+}
+
+DeviceSampleParams device_sample_params(Sampler& s) {
+  assert(s.device_eligible());
+  const SamplingParams& p = s.params();
+  DeviceSampleParams d;
+  d.temperature = p.temperature;
+  d.top_k = p.top_k;
+  d.top_p = p.top_p;
+  d.min_p = p.min_p;
+  if (p.temperature > 0.0f) d.u = s.next_uniform();
+  return d;
 }
 
 }  // namespace greta

@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "model/config.h"
 #include "model/model_file.h"
+#include "runtime/sampler.h"
 
 namespace greta {
 
@@ -40,6 +41,11 @@ class LlamaModel {
 
   // Runs the step; writes logits [batch.logit_rows.size(), vocab] to `logits` (host).
   void forward(const Batch& batch, KVStorage& kv, float* logits);
+  // The same step, ending in Backend::sample instead of a copy of the logits: one token and
+  // its probability per logit row go to `tokens` and `probs` (host, [logit_rows.size()]),
+  // drawn with per_row[i] for logit row i. Throws greta::Error if the backend cannot sample.
+  void forward_sample(const Batch& batch, KVStorage& kv, const std::vector<DeviceSampleParams>& per_row,
+                      int32_t* tokens, float* probs);
 
  private:
   struct Scratch;
@@ -53,6 +59,18 @@ class LlamaModel {
   std::unique_ptr<Weight> output_;     // [vocab, dim] or null (tied: tok_embd_)
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Scratch> s_;
+  // Set by forward_sample for the duration of its forward(): where the step's logits go.
+  struct SampleTarget {
+    const std::vector<DeviceSampleParams>* per_row;
+    int32_t* tokens;
+    float* probs;
+  };
+  const SampleTarget* sample_to_ = nullptr;
 };
+
+// The device-sampling settings of `s` for its next token, drawing the uniform from its
+// generator when the draw needs one (temperature > 0), as Sampler::sample would.
+// Only for a sampler with s.device_eligible().
+DeviceSampleParams device_sample_params(Sampler& s);
 
 }  // namespace greta

@@ -24,6 +24,23 @@ void SequenceRunner::reset() {
 void SequenceRunner::truncate(int n) { n_past_ = std::clamp(n, 0, n_past_); }
 
 std::vector<float> SequenceRunner::eval(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want) {
+  std::vector<float> out(want.size() * size_t(model_.config().vocab_size));
+  run(tokens, want, out.data(), nullptr);
+  return out;
+}
+
+int32_t SequenceRunner::eval_sample(const std::vector<int32_t>& tokens, const DeviceSampleParams& p, float* prob) {
+  if (tokens.empty()) throw Error("eval_sample: no tokens to append");
+  int32_t token = 0;
+  float pr = 0;
+  const DeviceDraw d{&p, &token, &pr};
+  run(tokens, {int32_t(tokens.size()) - 1}, nullptr, &d);
+  if (prob) *prob = pr;
+  return token;
+}
+
+void SequenceRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want, float* logits,
+                         const DeviceDraw* draw) {
   const int vocab = model_.config().vocab_size;
   const int n = int(tokens.size());
   if (n_past_ + n > n_ctx_)
@@ -32,7 +49,6 @@ std::vector<float> SequenceRunner::eval(const std::vector<int32_t>& tokens, cons
   for (int32_t t : tokens)
     if (t < 0 || t >= vocab)
       throw Error("token id " + std::to_string(t) + " out of range [0, " + std::to_string(vocab) + ")");
-  std::vector<float> out(want.size() * size_t(vocab));
   size_t w = 0;
   for (int begin = 0; begin < n; begin += max_step_) {
     const int len = std::min(max_step_, n - begin);
@@ -48,10 +64,12 @@ std::vector<float> SequenceRunner::eval(const std::vector<int32_t>& tokens, cons
     b.seqs.push_back(std::move(s));
     const size_t w0 = w;
     while (w < want.size() && want[w] < begin + len) b.logit_rows.push_back(want[w++] - begin);
-    model_.forward(b, *kv_, out.data() + w0 * vocab);
+    if (draw && !b.logit_rows.empty())  // only the last token is wanted: this is the final step
+      model_.forward_sample(b, *kv_, {*draw->p}, draw->token, draw->prob);
+    else
+      model_.forward(b, *kv_, logits ? logits + w0 * vocab : nullptr);
     n_past_ += len;
   }
-  return out;
 }
 
 std::vector<float> SequenceRunner::eval_last(const std::vector<int32_t>& tokens) {

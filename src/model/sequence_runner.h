@@ -25,6 +25,10 @@ class SequenceRunner {
   std::vector<float> eval(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want);
   // Logits of the last token only.
   std::vector<float> eval_last(const std::vector<int32_t>& tokens);
+  // Appends `tokens` and samples the next token from the last one's logits on the device
+  // (LlamaModel::forward_sample): only the token id and its probability (`prob`, if not null)
+  // come back to the host. Needs a backend with supports_device_sampling().
+  int32_t eval_sample(const std::vector<int32_t>& tokens, const DeviceSampleParams& p, float* prob = nullptr);
   void reset();
   // Keeps only the first n tokens (n >= n_past: no-op): the next eval continues at position n.
   // Attention reads positions up to its own, so the K/V rows left past n are never read
@@ -32,6 +36,14 @@ class SequenceRunner {
   void truncate(int n);
 
  private:
+  struct DeviceDraw {
+    const DeviceSampleParams* p;
+    int32_t* token;
+    float* prob;
+  };
+  // eval's loop; with `draw`, the step holding the last token samples it on the device.
+  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want, float* logits, const DeviceDraw* draw);
+
   LlamaModel& model_;
   int n_ctx_, max_step_, n_past_ = 0;
   BlockPool pool_;

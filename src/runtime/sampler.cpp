@@ -58,6 +58,11 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
   rng_.seed(seed_);
 }
 
+bool Sampler::device_eligible() const {
+  if (p_.repeat_last_n == 0) return true;  // penalties look at no history: none applies
+  return p_.repeat_penalty == 1.0f && p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f;
+}
+
 // Penalties over the last repeat_last_n tokens of history, like llama.cpp: the repetition
 // penalty applies once per distinct token, presence once, frequency once per occurrence.
 void Sampler::apply_penalties(const std::vector<int32_t>& history, int vocab) {
@@ -185,6 +190,48 @@ int32_t Sampler::draw(float* prob) {
   return cand_[pick].id;
 }
 
+// Candidates with -inf can never be drawn; dropping them also makes "nothing drawable"
+// explicit (cand_ empty), which falls back to greedy (token 0 when everything is -inf).
+bool Sampler::filter(int vocab) {
+  cand_.clear();
+  if (p_.temperature > 0.0f) {
+    for (int i = 0; i < vocab; ++i)
+      if (work_[size_t(i)] != kNegInf) cand_.push_back({work_[size_t(i)], i});
+  }
+  if (cand_.empty()) return false;
+  top_k(p_.top_k);
+  top_p_min_p();
+  return true;
+}
+
+int32_t Sampler::greedy(int vocab) const {
+  int32_t best = 0;  // strict > keeps the lowest id among ties
+  for (int i = 1; i < vocab; ++i)
+    if (work_[size_t(i)] > work_[size_t(best)]) best = i;
+  return best;
+}
+
+std::vector<TokenProb> Sampler::distribution(const float* logits, int vocab, const std::vector<int32_t>& history) {
+  if (vocab < 1) throw Error("sampler: vocab size " + std::to_string(vocab) + ", expected >= 1");
+  work_.resize(size_t(vocab));
+  for (int i = 0; i < vocab; ++i) work_[size_t(i)] = clean(logits[i]);
+  apply_penalties(history, vocab);
+  if (!filter(vocab)) return {{greedy(vocab), 1.0}};
+  // The weights draw() uses, normalised.
+  float mx = kNegInf;
+  for (const Cand& c : cand_) mx = std::max(mx, c.logit);
+  const double inv_t = 1.0 / double(p_.temperature);
+  std::vector<TokenProb> out;
+  double sum = 0;
+  for (const Cand& c : cand_) {
+    out.push_back({c.id, std::exp((double(c.logit) - mx) * inv_t)});
+    sum += out.back().prob;
+  }
+  for (TokenProb& t : out) t.prob /= sum;
+  std::sort(out.begin(), out.end(), [](const TokenProb& a, const TokenProb& b) { return a.token < b.token; });
+  return out;
+}
+
 SampleResult Sampler::sample_full(const float* logits, int vocab,
                                   const std::vector<int32_t>& history, int n_logprobs) {
   if (vocab < 1) throw Error("sampler: vocab size " + std::to_string(vocab) + ", expected >= 1");
@@ -217,23 +264,10 @@ SampleResult Sampler::sample_full(const float* logits, int vocab,
   }
 
   apply_penalties(history, vocab);
-
-  // Candidates with -inf can never be drawn; dropping them also makes "nothing drawable"
-  // explicit (cand_ empty), which falls back to greedy (token 0 when everything is -inf).
-  cand_.clear();
-  if (p_.temperature > 0.0f) {
-    for (int i = 0; i < vocab; ++i)
-      if (work_[size_t(i)] != kNegInf) cand_.push_back({work_[size_t(i)], i});
-  }
-  if (cand_.empty()) {
-    int32_t best = 0;  // strict > keeps the lowest id among ties
-    for (int i = 1; i < vocab; ++i)
-      if (work_[size_t(i)] > work_[size_t(best)]) best = i;
-    r.token = best;
+  if (!filter(vocab)) {
+    r.token = greedy(vocab);
     r.prob = 1.0f;
   } else {
-    top_k(p_.top_k);
-    top_p_min_p();
     r.token = draw(&r.prob);
   }
   if (n_logprobs >= 0)

@@ -48,6 +48,11 @@ struct SampleResult {
   std::vector<TokenLogprob> top;    // n_logprobs most likely raw tokens, best first
 };
 
+struct TokenProb {
+  int32_t token = 0;
+  double prob = 0;
+};
+
 // Uniform double in [0, 1) from 53 random bits of one 64-bit draw. Exposed for tests.
 inline double uniform01(uint64_t bits) { return double(bits >> 11) * 0x1.0p-53; }
 
@@ -63,6 +68,20 @@ class Sampler {
   SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history,
                            int n_logprobs);
 
+  // The distribution sample() would draw from for these logits: every token left after the
+  // filters with its probability, by token id (one token with probability 1 when greedy).
+  // Uses no random numbers. For tests and for checking other samplers (the device's) against
+  // this one.
+  std::vector<TokenProb> distribution(const float* logits, int vocab, const std::vector<int32_t>& history);
+
+  // True when no penalty is active (repeat 1, presence 0, frequency 0): the rest of the chain
+  // needs only the logits row, so it can run where the logits are (Backend::sample). Whether
+  // logprobs are wanted is the caller's to check (they stay on the host).
+  bool device_eligible() const;
+  // The next uniform in [0, 1) from this sampler's generator (one draw, as sample() makes for
+  // temperature > 0), for a device-side draw of the same seeded stream.
+  double next_uniform() { return uniform01(rng_()); }
+
   const SamplingParams& params() const { return p_; }
   uint64_t seed() const { return seed_; }  // the seed in use (resolved when params.seed == 0)
 
@@ -72,6 +91,8 @@ class Sampler {
     int32_t id;
   };
   void apply_penalties(const std::vector<int32_t>& history, int vocab);
+  bool filter(int vocab);         // work_ -> cand_ after top-k/top-p/min-p; false: greedy
+  int32_t greedy(int vocab) const;  // argmax of work_, lowest id on ties
   void top_k(int k);
   void top_p_min_p();
   int32_t draw(float* prob);

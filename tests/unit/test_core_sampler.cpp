@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -330,4 +331,88 @@ TEST(Sampler, LargeVocabTopPWithoutTopK) {
     deep += rank[size_t(t)] >= 256;
   }
   EXPECT_GT(deep, 100);  // draws really come from deep inside the nucleus
+}
+
+// ---- device sampling support: the predicate, the uniform stream, the final distribution ----
+
+TEST(Sampler, DeviceEligibleOnlyWithoutPenalties) {
+  SamplingParams p = plain(0.8f);
+  EXPECT_TRUE(Sampler(p).device_eligible());
+  p.repeat_penalty = 1.1f;
+  EXPECT_FALSE(Sampler(p).device_eligible());
+  p.repeat_last_n = 0;  // the penalty looks at no history: nothing applies
+  EXPECT_TRUE(Sampler(p).device_eligible());
+  p = plain(0.8f);
+  p.presence_penalty = 0.5f;
+  EXPECT_FALSE(Sampler(p).device_eligible());
+  p = plain(0.8f);
+  p.frequency_penalty = -0.5f;
+  EXPECT_FALSE(Sampler(p).device_eligible());
+  p = plain(0.0f);  // greedy is eligible too
+  p.top_k = 5;
+  p.top_p = 0.5f;
+  p.min_p = 0.2f;
+  EXPECT_TRUE(Sampler(p).device_eligible());
+}
+
+TEST(Sampler, NextUniformIsTheSeededStreamTheHostDrawUses) {
+  Sampler s(plain(1.0f, 77));
+  std::mt19937_64 g(77);
+  for (int i = 0; i < 100; ++i) {
+    const double u = s.next_uniform();
+    EXPECT_EQ(u, greta::uniform01(g()));
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+  }
+  // The host draw consumes the same stream: after one next_uniform, a sampler's next sample
+  // equals that of a sampler of the same seed that has already drawn once.
+  auto l = random_logits(500, 9);
+  Sampler a(plain(1.0f, 5)), b(plain(1.0f, 5));
+  a.next_uniform();
+  b.sample(l.data(), 500, {});
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(a.sample(l.data(), 500, {}), b.sample(l.data(), 500, {}));
+}
+
+TEST(Sampler, DistributionIsWhatSampleDrawsFrom) {
+  auto l = random_logits(200, 4);
+  SamplingParams p = plain(0.7f, 3);
+  p.top_k = 5;
+  Sampler s(p);
+  const auto d = s.distribution(l.data(), 200, {});
+  ASSERT_EQ(d.size(), 5u);
+  // The five largest logits, tempered softmax among them, by id.
+  std::vector<int> idx(200);
+  for (int i = 0; i < 200; ++i) idx[size_t(i)] = i;
+  std::partial_sort(idx.begin(), idx.begin() + 5, idx.end(), [&](int a, int b) { return l[size_t(a)] > l[size_t(b)]; });
+  std::vector<int> top(idx.begin(), idx.begin() + 5);
+  std::sort(top.begin(), top.end());
+  double z = 0;
+  for (int i : top) z += std::exp((double(l[size_t(i)]) - l[size_t(idx[0])]) / double(0.7f));
+  double sum = 0;
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(d[i].token, top[i]);
+    EXPECT_NEAR(d[i].prob, std::exp((double(l[size_t(top[i])]) - l[size_t(idx[0])]) / double(0.7f)) / z, 1e-12);
+    sum += d[i].prob;
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-12);
+  // distribution() takes no random numbers: the next sample is the fresh sampler's first.
+  Sampler fresh(p);
+  EXPECT_EQ(s.sample(l.data(), 200, {}), fresh.sample(l.data(), 200, {}));
+  // Every drawn token is in the distribution, with the probability sample_full reports.
+  for (int i = 0; i < 200; ++i) {
+    const greta::SampleResult r = s.sample_full(l.data(), 200, {}, -1);
+    auto it = std::find_if(d.begin(), d.end(), [&](const greta::TokenProb& t) { return t.token == r.token; });
+    ASSERT_NE(it, d.end());
+    EXPECT_NEAR(r.prob, it->prob, 1e-6);
+  }
+  // Greedy and all -inf: one token with probability 1.
+  Sampler g(plain(0.0f));
+  const auto dg = g.distribution(l.data(), 200, {});
+  ASSERT_EQ(dg.size(), 1u);
+  EXPECT_EQ(dg[0].token, idx[0]);
+  EXPECT_EQ(dg[0].prob, 1.0);
+  std::vector<float> dead(10, -std::numeric_limits<float>::infinity());
+  const auto dd = s.distribution(dead.data(), 10, {});
+  ASSERT_EQ(dd.size(), 1u);
+  EXPECT_EQ(dd[0].token, 0);
 }

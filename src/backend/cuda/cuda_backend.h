@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "backend/backend.h"
 
@@ -23,5 +24,10 @@ struct CudaGraphStats {
   int64_t eager = 0, captured = 0, replayed = 0;
 };
 CudaGraphStats cuda_graph_stats(const Backend& b);
+
+// Backend::sample on a CUDA backend that also copies the final distribution the kernel drew
+// from (probabilities [rows, vocab], 0 for filtered tokens) to `dist` (host): a test hook.
+void cuda_sample_with_distribution(Backend& b, Tensor logits, const std::vector<DeviceSampleParams>& per_row,
+                                   int32_t* tokens_out, float* probs_out, float* dist);
 
 }  // namespace greta

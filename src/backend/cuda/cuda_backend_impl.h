@@ -149,6 +149,8 @@ class CudaBackend final : public Backend {
     gemm_.reset();
       cudaFree(scratch_);
     cudaFree(inv_freq_dev_);
+    cudaFree(sample_out_);
+    cudaFree(sample_dist_);
     cudaStreamDestroy(stream_);
   }
 
@@ -242,6 +244,34 @@ class CudaBackend final : public Backend {
     launch(&cuda::gather_rows, static_cast<const bf16*>(act(x)), idx, act(out), int64_t(rows.size()), x.cols, stream_);
   }
   void to_host(Tensor x, float* dst) override {
+    end_step();
+    const size_t n = size_t(x.rows * x.cols);
+    if (x.dtype == DType::F32) {
+      GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      return;
+    }
+    expect_act(x, x.rows, x.cols, "to_host x");
+    host_bf16_.resize(n);
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(host_bf16_.data(), x.data, n * 2, cudaMemcpyDeviceToHost, stream_));
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(host_bf16_[i]);
+  }
+
+  // Sampling runs after the step's graph, launched directly and never recorded: its per-call
+  // settings (the draw u changes every step) would make every step's launch list unique.
+  bool supports_device_sampling() const override { return true; }
+  void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+              float* probs_out) override {
+    sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
+  }
+  void sample_rows(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
+                   float* probs_out, float* dist);  // cuda_backend_sample.cpp
+
+ private:
+  // The end of a step: its recorded launches run (a graph replay, a capture, or directly),
+  // and the step profile, if on, is taken.
+  void end_step() {
     const bool prof = prof_.active;
     prof_.active = false;
     if (prof) {
@@ -259,20 +289,8 @@ class CudaBackend final : public Backend {
       prof_.step_ms += step;
       ++prof_.n;
     }
-    const size_t n = size_t(x.rows * x.cols);
-    if (x.dtype == DType::F32) {
-      GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      return;
-    }
-    expect_act(x, x.rows, x.cols, "to_host x");
-    host_bf16_.resize(n);
-    GRETA_CUDA_CHECK(cudaMemcpyAsync(host_bf16_.data(), x.data, n * 2, cudaMemcpyDeviceToHost, stream_));
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(host_bf16_[i]);
   }
 
- private:
   static bf16* act(const Tensor& t) { return static_cast<bf16*>(t.data); }
   static void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
     if (t.dtype != DType::BF16 || t.rows != rows || t.cols != cols)
@@ -359,6 +377,12 @@ class CudaBackend final : public Backend {
   float* inv_freq_dev_ = nullptr;
   cuda::WeightUploader upload_;  // raw weight bytes -> device -> bf16
   std::vector<uint16_t> host_bf16_;
+  // Device sampling: per-row settings (staged), tokens and probabilities [cap] on the device.
+  cuda::Staging sample_stage_;
+  void* sample_out_ = nullptr;  // int32 tokens [sample_cap_] then f32 probs [sample_cap_]
+  size_t sample_cap_ = 0;
+  float* sample_dist_ = nullptr;  // test hook: [rows, vocab]
+  size_t sample_dist_cap_ = 0;
 };
 
 }  // namespace greta::cuda

@@ -134,3 +134,22 @@ void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLaye
                        cudaStream_t s);
 
 }  // namespace greta::cuda
+
+namespace greta::cuda {
+
+// ---- sample.cu: one token per row of logits, drawn on the device ----
+// Per-row settings as DeviceSampleParams (backend.h) describes them; u in [0, 1).
+struct SampleRowParams {
+  float temperature = 0;  // <= 0: greedy
+  int top_k = 0;          // <= 0: off
+  float top_p = 1;        // (0, 1]; 1: off
+  float min_p = 0;        // [0, 1]; 0: off
+  double u = 0;
+};
+constexpr int64_t kSampleMaxVocab = int64_t(1) << 24;  // ids fit the 24-bit field of the order key
+// logits [rows, vocab]; params, tokens, probs [rows]; dist [rows, vocab] or null (the final
+// distribution, for tests). All device pointers.
+void sample_rows(const bf16* logits, int rows, int64_t vocab, const SampleRowParams* params, int32_t* tokens,
+                 float* probs, float* dist, cudaStream_t s);
+
+}  // namespace greta::cuda
