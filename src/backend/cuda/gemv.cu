@@ -91,17 +91,6 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 //   them in registers. The v segment is stored as usual and copied to the cache.
 enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
 
-// RoPE of one pair (a, b) at position pos, frequency f: the angle in fp32, its sin/cos in
-// double, exactly as the rope_kv kernel and the CPU reference compute them.
-__device__ __forceinline__ void rope_pair(float& a, float& b, int pos, float f) {
-  double sd, cd;
-  sincos(double(float(pos) * f), &sd, &cd);
-  const float c = float(cd), sn = float(sd);
-  const float ra = a * c - b * sn, rb = a * sn + b * c;
-  a = ra;
-  b = rb;
-}
-
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -165,6 +154,23 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
 #pragma unroll
   for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + 8 * t;
   const float* nw = NORM ? p.norm_w + 8 * t : nullptr;
+  // EPI_ROPE: the cos/sin of the one epilogue pair this thread will rotate (thread e handles
+  // item e < 64 * NT), computed before waiting for the previous kernel: positions and
+  // frequencies are uploaded before the step starts, so the sincos (in double, of the fp32
+  // angle, exactly as the rope_kv kernel and the CPU reference compute it) overlaps
+  // the previous kernel's tail instead of lengthening this one's epilogue.
+  static_assert(64 * NT <= WARPS * 32, "one RoPE epilogue item per thread");
+  float rope_c = 1.f, rope_s = 0.f;
+  if (rope_rows) {
+    const int e = threadIdx.x, l = e % 32;
+    const int tok = 8 * (e / 64) + 2 * (l % 4) + (e / 32) % 2;
+    if (e < 64 * NT && tok < n) {
+      double sd, cd;
+      sincos(double(float(p.rope.positions[tok]) * p.rope.inv_freq[pair0 + l / 4]), &sd, &cd);
+      rope_c = float(cd);
+      rope_s = float(sd);
+    }
+  }
   if constexpr (PREFETCH >= 0) {  // launched with PDL (PREFETCH = -1: plain launch)
     asm volatile("griddepcontrol.launch_dependents;");
 #pragma unroll
@@ -265,7 +271,9 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
         if (bias) sa += bias[row_a], sb += bias[row_b];
         // Rounded to bf16 first: the unfused path rotates the stored bf16 GEMV output.
         float a = __bfloat162float(__float2bfloat16_rn(sa)), b = __bfloat162float(__float2bfloat16_rn(sb));
-        rope_pair(a, b, p.rope.positions[tok], p.rope.inv_freq[pr]);
+        const float ra = a * rope_c - b * rope_s, rb = a * rope_s + b * rope_c;  // rope_c/s: pair pr, token tok
+        a = ra;
+        b = rb;
         const bf16 qa = __float2bfloat16_rn(a), qb = __float2bfloat16_rn(b);
         out[int64_t(tok) * m + row_a] = qa;
         out[int64_t(tok) * m + row_b] = qb;
