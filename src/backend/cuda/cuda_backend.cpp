@@ -83,7 +83,7 @@ void CudaBackend::begin_step(const StepPlan& p) {
   const int n = step_.n_tokens;
   have_step_ = true;
   deferring_ = graphs_on_ && step_.n_prefill == 0 && n <= kGraphMaxTokens;
-  prof_.active = prof_.on && n <= kDecodeMaxNewTokens && step_.n_prefill == 0;
+  prof_.active = prof_.on && step_.n_prefill == 0 && n <= kGraphMaxTokens;  // decode steps of any batch
   if (prof_.active) {
     GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[0], stream_));
     prof_.t0 = std::chrono::steady_clock::now();

@@ -82,7 +82,7 @@ constexpr int kGraphMaxTokens = 256;
 // Partitions past a token's own context exit at once, so the rounding costs ~nothing.
 constexpr int kDecodeCtxBucket = 256;
 
-// GRETA_CUDA_STEP_PROFILE=1: per-step timing of decode steps (<= 8 tokens), averaged and
+// GRETA_CUDA_STEP_PROFILE=1: per-step timing of decode steps (no prefill, <= 256 tokens), averaged and
 // printed to stderr when the backend is destroyed. host = begin_step to to_host on the host
 // (ops' checks and, with graphs, recording); tail = device time from to_host's launch/flush
 // to the end of the step; step = device time from the plan upload to the end.
