@@ -87,6 +87,7 @@ void CudaBackend::begin_step(const StepPlan& p) {
   if (prof_.active) {
     GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[0], stream_));
     prof_.t0 = std::chrono::steady_clock::now();
+    prof_.tokens = n;
   }
 }
 

@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -91,8 +92,12 @@ struct StepProfile {
   cudaEvent_t ev[3] = {nullptr, nullptr, nullptr};  // after upload, at to_host, at the end
   std::chrono::steady_clock::time_point t0;
   bool active = false;
-  double host_us = 0, tail_ms = 0, step_ms = 0;
-  int n = 0;
+  int tokens = 0;  // of the step being timed
+  struct Sums {
+    double host_us = 0, tail_ms = 0, step_ms = 0;
+    int n = 0;
+  };
+  std::map<int, Sums> by_tokens;  // steps grouped by their token count
 };
 
 // Launchers with everything by value, so that a step can record them (StepCommands).
@@ -139,10 +144,10 @@ class CudaBackend final : public Backend {
     }
     flush_hook_.reset();  // weights and caches that outlive the backend must not call back
     if (prof_.on) {
-      if (prof_.n > 0)
-        std::fprintf(stderr, "greta cuda step profile (%s): %d decode steps, host %.1f us, tail %.3f ms, step %.3f ms\n",
-                     graphs_on_ ? "graphs" : "no graphs", prof_.n, prof_.host_us / prof_.n, prof_.tail_ms / prof_.n,
-                     prof_.step_ms / prof_.n);
+      for (const auto& [tokens, p] : prof_.by_tokens)
+        std::fprintf(stderr,
+                     "greta cuda step profile (%s): %d decode steps of %d tokens, host %.1f us, tail %.3f ms, step %.3f ms\n",
+                     graphs_on_ ? "graphs" : "no graphs", p.n, tokens, p.host_us / p.n, p.tail_ms / p.n, p.step_ms / p.n);
       for (cudaEvent_t e : prof_.ev) cudaEventDestroy(e);
     }
     cudaStreamSynchronize(stream_);
@@ -275,7 +280,8 @@ class CudaBackend final : public Backend {
     const bool prof = prof_.active;
     prof_.active = false;
     if (prof) {
-      prof_.host_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - prof_.t0).count();
+      prof_.by_tokens[prof_.tokens].host_us +=
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - prof_.t0).count();
       GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[1], stream_));
     }
     flush();  // the step's recorded launches: a graph replay, a capture, or direct
@@ -285,9 +291,10 @@ class CudaBackend final : public Backend {
       float tail = 0, step = 0;
       GRETA_CUDA_CHECK(cudaEventElapsedTime(&tail, prof_.ev[1], prof_.ev[2]));
       GRETA_CUDA_CHECK(cudaEventElapsedTime(&step, prof_.ev[0], prof_.ev[2]));
-      prof_.tail_ms += tail;
-      prof_.step_ms += step;
-      ++prof_.n;
+      StepProfile::Sums& sum = prof_.by_tokens[prof_.tokens];
+      sum.tail_ms += tail;
+      sum.step_ms += step;
+      ++sum.n;
     }
   }
 
