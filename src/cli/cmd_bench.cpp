@@ -155,7 +155,8 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
          chk, bytes, tps);
 }
 
-// B sequences decoding together: every step carries one token of each sequence.
+// B sequences decoding together: every step carries one token of each sequence. Greedy
+// tokens are picked on the device where the backend can (as the engine does), else on the host.
 void bench_batch(Ctx& c, int B, int steps) {
   const int vocab = c.vocab(), prompt_len = 16, bs = 16;
   const int per_seq_blocks = (prompt_len + steps + bs) / bs + 1;
@@ -164,7 +165,12 @@ void bench_batch(Ctx& c, int B, int steps) {
   std::vector<SequenceKV> seqs(B);
   std::vector<std::vector<int32_t>> toks(B);
   for (int s = 0; s < B; ++s) toks[s] = fixed_tokens(prompt_len, vocab, s + 1);
-  auto step = [&](const std::vector<std::vector<int32_t>>& in, int n_past, std::vector<float>& logits) {
+  const bool on_device = c.L.backend->supports_device_sampling();
+  const std::vector<DeviceSampleParams> greedy(static_cast<size_t>(B));  // temperature 0: argmax, lowest id on ties
+  std::vector<int32_t> picked(static_cast<size_t>(B));
+  std::vector<float> probs(static_cast<size_t>(B));
+  // One step; device: the greedy tokens land in `picked`; host: the logits in `logits`.
+  auto step = [&](const std::vector<std::vector<int32_t>>& in, int n_past, std::vector<float>& logits, bool device) {
     Batch b;
     for (int s = 0; s < B; ++s) {
       if (!seqs[s].reserve(pool, n_past + int(in[s].size()))) throw Error("bench: KV pool too small");
@@ -178,25 +184,45 @@ void bench_batch(Ctx& c, int B, int steps) {
       b.logit_rows.push_back(q.token_begin + q.n_tokens - 1);
       b.seqs.push_back(std::move(q));
     }
-    logits.resize(size_t(B) * vocab);
-    c.L.model->forward(b, *kv, logits.data());
+    if (device) {
+      c.L.model->forward_sample(b, *kv, greedy, picked.data(), probs.data());
+    } else {
+      logits.resize(size_t(B) * vocab);
+      c.L.model->forward(b, *kv, logits.data());
+      for (int s = 0; s < B; ++s) picked[size_t(s)] = argmax(logits.data() + size_t(s) * vocab, vocab);
+    }
   };
   std::vector<float> logits;
-  step(toks, 0, logits);
   std::vector<std::vector<float>> first_last_logits(2);  // per step, seqs 0 and B-1
   std::vector<std::vector<int32_t>> in(B, std::vector<int32_t>(1));
-  double t0 = now_seconds();
-  for (int i = 0; i < steps; ++i) {
-    for (int s = 0; s < B; ++s) {
-      in[s][0] = argmax(logits.data() + size_t(s) * vocab, vocab);
-      toks[s].push_back(in[s][0]);
+  // Runs the prompt and `steps` decode steps; `timed`: with device sampling where possible,
+  // else (the untimed replay) feeding back `toks` and keeping the logits of seqs 0 and B-1.
+  auto run = [&](bool timed) {
+    const std::vector<std::vector<int32_t>> prompts = [&] {
+      std::vector<std::vector<int32_t>> p(B);
+      for (int s = 0; s < B; ++s) p[s].assign(toks[s].begin(), toks[s].begin() + prompt_len);
+      return p;
+    }();
+    const bool device = timed && on_device;
+    step(prompts, 0, logits, device);
+    double t0 = now_seconds();
+    for (int i = 0; i < steps; ++i) {
+      for (int s = 0; s < B; ++s) {
+        if (timed) toks[s].push_back(picked[size_t(s)]);
+        in[s][0] = toks[s][size_t(prompt_len + i)];
+      }
+      if (!device) {
+        first_last_logits[0].insert(first_last_logits[0].end(), logits.begin(), logits.begin() + vocab);
+        first_last_logits[1].insert(first_last_logits[1].end(), logits.end() - vocab, logits.end());
+      }
+      if (i + 1 < steps) step(in, prompt_len + i, logits, device);
     }
-    first_last_logits[0].insert(first_last_logits[0].end(), logits.begin(), logits.begin() + vocab);
-    first_last_logits[1].insert(first_last_logits[1].end(), logits.end() - vocab, logits.end());
-    if (i + 1 < steps) step(in, prompt_len + i, logits);
-  }
-  const double dt = now_seconds() - t0;
-  for (auto& q : seqs) q.release_all(pool);
+    const double dt = now_seconds() - t0;
+    for (auto& q : seqs) q.release_all(pool);
+    return dt;
+  };
+  const double dt = run(true);
+  if (on_device) run(false);  // untimed: the logits the check below compares
   // Check: sequences 0 and B-1 run alone must produce the same greedy tokens and close logits.
   Check chk;
   for (int k = 0; k < 2; ++k) {
@@ -213,7 +239,8 @@ void bench_batch(Ctx& c, int B, int steps) {
   const double tps = double(B) * std::max(1, steps - 1) / dt;
   const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) + B * c.kv_bytes(prompt_len + steps / 2.0, kv->dtype);
   c.emit({{"measure", "decode_batch"}, {"batch", B}, {"prompt_len", prompt_len}, {"gen_len", steps},
-          {"tokens_per_s", tps}, {"ms_per_step", 1000.0 * dt / std::max(1, steps - 1)}},
+          {"tokens_per_s", tps}, {"ms_per_step", 1000.0 * dt / std::max(1, steps - 1)},
+          {"sampling", on_device ? "device" : "host"}},
          chk, bytes_per_step / B, tps);
 }
 
