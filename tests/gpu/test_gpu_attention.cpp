@@ -108,8 +108,9 @@ class AttentionRunner {
 using GpuAttention = GpuTest;
 
 TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
+  // GQA groups 3, 4, 1, 16 and 2: every query-heads-per-block size of the decode kernel (1, 2, 4, 8).
   for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
-                     AttnCase{16, 1, 64, true}}) {
+                     AttnCase{16, 1, 64, true}, AttnCase{8, 4, 256, false}}) {
     AttentionRunner r(*gpu, *cpu, c, 512, 11);
     const int a = r.add_seq(), b = r.add_seq(), s3 = r.add_seq();
     (void)a, (void)b, (void)s3;
@@ -124,7 +125,7 @@ TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
 TEST_F(GpuAttention, LongContextDecode) {
   // A 4096-token context: the cache is filled by prompt chunks (attention checked on the last
   // chunk only), then decode steps split the context over many partitions.
-  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}}) {
+  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false}}) {
     AttentionRunner r(*gpu, *cpu, c, 600, 12);
     r.add_seq();
     r.add_seq();

@@ -25,18 +25,28 @@ namespace greta::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kMaxG = 8;  // query heads per block; larger groups are split over blockIdx.y
+// Query heads per block (MAXG, a kernel template parameter): the smallest power of two >= the
+// GQA group, at most 8; larger groups are split over blockIdx.y. Each head costs a lane 16
+// registers of q and accumulators, so sizing this to the model (1 for Llama-2's MHA, 4 for
+// Llama-3) instead of always 8 is what keeps enough blocks resident to hide load latency.
+int max_g_for(int group) {
+  int g = 1;
+  while (g < group && g < 8) g *= 2;
+  return g;
+}
 
 struct Split {
   int part = 0;     // positions per partition
   int n_parts = 0;  // partitions of the longest context
   int n_gchunks = 0;
+  int max_g = 8;    // query heads per block
 };
 
 Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
   Split sp;
   const int G = n_heads / n_kv;
-  sp.n_gchunks = (G + kMaxG - 1) / kMaxG;
+  sp.max_g = max_g_for(G);
+  sp.n_gchunks = (G + sp.max_g - 1) / sp.max_g;
   const int64_t items = int64_t(st.n_decode) * n_kv * sp.n_gchunks;
   const int64_t want_parts = std::max<int64_t>(1, (int64_t(4) * n_sms + items - 1) / std::max<int64_t>(items, 1));
   int part = int((st.max_decode_ctx + want_parts - 1) / want_parts);
@@ -51,7 +61,7 @@ Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
 }
 
 // q [n_tokens, n_heads*HD]; scratch: per (item, head, part): HD accumulators then m, l.
-template <int HD>
+template <int HD, int kMaxG>
 __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
     const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st, int n_heads,
     int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch) {
@@ -226,8 +236,12 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
             int n_sms, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
-  launch_pdl(decode_partition_kernel<HD>, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads,
-             scale * kLog2e, sp.part, sp.n_parts, scratch);
+  auto kernel = sp.max_g == 1   ? decode_partition_kernel<HD, 1>
+                : sp.max_g == 2 ? decode_partition_kernel<HD, 2>
+                : sp.max_g == 4 ? decode_partition_kernel<HD, 4>
+                                : decode_partition_kernel<HD, 8>;
+  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
+             sp.n_parts, scratch);
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
              n_heads, sp.part, sp.n_parts, out);
 }
