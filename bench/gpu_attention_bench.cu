@@ -96,7 +96,9 @@ int main() {
     struct Case { const char* model; int n_heads, n_kv, hd, ctx, n_seqs; };
     const Case cases[] = {{"llama3-8b", 32, 8, 128, 4096, 1},  {"llama3-8b", 32, 8, 128, 32768, 1},
                           {"llama3-8b", 32, 8, 128, 4096, 16}, {"llama2-7b", 32, 32, 128, 4096, 1},
-                          {"llama2-7b", 32, 32, 128, 4096, 8}, {"smollm2-135m", 9, 3, 64, 8192, 1}};
+                          {"llama2-7b", 32, 32, 128, 4096, 8}, {"smollm2-135m", 9, 3, 64, 8192, 1},
+                          // serving-shaped: many sequences at moderate context (issue 4's load test)
+                          {"llama3-8b", 32, 8, 128, 512, 256},  {"llama2-7b", 32, 32, 128, 256, 32}};
     const int bs = 16;
     bool all_ok = true;
     std::mt19937 rng(1);
