@@ -155,55 +155,58 @@ int main() {
       GRETA_CUDA_CHECK(cudaMalloc(&scores, size_t(c.n_seqs) * c.n_heads * c.ctx * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&ref, qn * 4));
       const float scale = 1.f / std::sqrt(float(c.hd));
-      GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
-      greta::cuda::attention_decode(q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
-      naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
-          q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
-      GRETA_CUDA_LAUNCH_CHECK();
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
-      std::vector<uint16_t> ho(qn);
-      std::vector<float> hr(qn);
-      GRETA_CUDA_CHECK(cudaMemcpy(ho.data(), out, qn * 2, cudaMemcpyDeviceToHost));
-      GRETA_CUDA_CHECK(cudaMemcpy(hr.data(), ref, qn * 4, cudaMemcpyDeviceToHost));
-      double num = 0, den = 0;
-      for (size_t i = 0; i < qn; ++i) {
-        const double d = double(greta::bf16_to_float(ho[i])) - hr[i];
-        num += d * d;
-        den += double(hr[i]) * hr[i];
-      }
-      const double rel = std::sqrt(num / std::max(den, 1e-30));
-      const bool ok = std::isfinite(rel) && rel < 2e-2;
-      all_ok = all_ok && ok;
-      // Time: graph of 20 launches (partition + merge kernels each).
-      cudaGraph_t g;
-      cudaGraphExec_t ge;
-      GRETA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < 20; ++i)
-        greta::cuda::attention_decode(q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
-      GRETA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-      GRETA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-      GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-      std::vector<double> ts;
-      for (int r = 0; r < 11; ++r) {
-        GRETA_CUDA_CHECK(cudaEventRecord(e0, s));
+      // Each variant of the kernel (keys per lane group per iteration), checked, then timed.
+      for (int keys : {2, 4}) {
+        GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
+        greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+        naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
+            q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
+        GRETA_CUDA_LAUNCH_CHECK();
+        GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+        std::vector<uint16_t> ho(qn);
+        std::vector<float> hr(qn);
+        GRETA_CUDA_CHECK(cudaMemcpy(ho.data(), out, qn * 2, cudaMemcpyDeviceToHost));
+        GRETA_CUDA_CHECK(cudaMemcpy(hr.data(), ref, qn * 4, cudaMemcpyDeviceToHost));
+        double num = 0, den = 0;
+        for (size_t i = 0; i < qn; ++i) {
+          const double d = double(greta::bf16_to_float(ho[i])) - hr[i];
+          num += d * d;
+          den += double(hr[i]) * hr[i];
+        }
+        const double rel = std::sqrt(num / std::max(den, 1e-30));
+        const bool ok = std::isfinite(rel) && rel < 2e-2;
+        all_ok = all_ok && ok;
+        // Time: graph of 20 launches (partition + merge kernels each).
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        GRETA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (int i = 0; i < 20; ++i)
+          greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+        GRETA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+        GRETA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
         GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-        GRETA_CUDA_CHECK(cudaEventRecord(e1, s));
-        GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        ts.push_back(ms / 20.0);
+        std::vector<double> ts;
+        for (int r = 0; r < 11; ++r) {
+          GRETA_CUDA_CHECK(cudaEventRecord(e0, s));
+          GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
+          GRETA_CUDA_CHECK(cudaEventRecord(e1, s));
+          GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
+          float ms = 0;
+          GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+          ts.push_back(ms / 20.0);
+        }
+        std::sort(ts.begin(), ts.end());
+        const double ms = ts[ts.size() / 2];
+        const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
+        const double gbs = bytes / (ms * 1e6);
+        std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
+                    "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
+                    "\"ok\":%s}\n",
+                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, ms * 1e3, gbs, 100 * gbs / copy_gbs,
+                    rel, ok ? "true" : "false");
+        GRETA_CUDA_CHECK(cudaGraphExecDestroy(ge));
+        GRETA_CUDA_CHECK(cudaGraphDestroy(g));
       }
-      std::sort(ts.begin(), ts.end());
-      const double ms = ts[ts.size() / 2];
-      const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
-      const double gbs = bytes / (ms * 1e6);
-      std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
-                  "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
-                  "\"ok\":%s}\n",
-                  dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, ms * 1e3, gbs, 100 * gbs / copy_gbs,
-                  rel, ok ? "true" : "false");
-      GRETA_CUDA_CHECK(cudaGraphExecDestroy(ge));
-      GRETA_CUDA_CHECK(cudaGraphDestroy(g));
       for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref})
         GRETA_CUDA_CHECK(cudaFree(p));
     }

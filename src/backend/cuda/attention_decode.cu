@@ -61,7 +61,7 @@ Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
 }
 
 // q [n_tokens, n_heads*HD]; scratch: per (item, head, part): HD accumulators then m, l.
-template <int HD, int kMaxG>
+template <int HD, int kMaxG, int KEYS>
 __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
     const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st, int n_heads,
     int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch) {
@@ -111,43 +111,60 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
   constexpr int kStep = kWarps * kKeysPerWarp;
   // The loop bound is uniform over the warp (shuffles below need every lane); lane groups
   // whose key falls past p1 read a valid row and drop it.
-  for (int b0 = p0 + warp * kKeysPerWarp; b0 < p1; b0 += 2 * kStep) {
-    // Two keys per lane group per iteration, all four 16-byte loads issued before use.
-    const int pa = b0 + sub, pb = pa + kStep;
-    const bool ha = pa < p1, hb = pb < p1;
-    const int64_t sa = kv_slot(table, ha ? pa : p0, st.block_size) * row_stride + head_off;
-    const int64_t sb = hb ? kv_slot(table, pb, st.block_size) * row_stride + head_off : sa;
-    const uint4 ka = *reinterpret_cast<const uint4*>(kc + sa);
-    const uint4 kb = *reinterpret_cast<const uint4*>(kc + sb);
-    const uint4 va = *reinterpret_cast<const uint4*>(vc + sa);
-    const uint4 vb = *reinterpret_cast<const uint4*>(vc + sb);
-    float kfa[8], kfb[8], vfa[8], vfb[8];
-    unpack8(ka, kfa);
-    unpack8(kb, kfb);
-    unpack8(va, vfa);
-    unpack8(vb, vfb);
+  for (int b0 = p0 + warp * kKeysPerWarp; b0 < p1; b0 += KEYS * kStep) {
+    // KEYS keys per lane group per iteration: the block-table lookups, then all 2 * KEYS
+    // 16-byte K/V loads are issued before any of them is used (kept packed until then).
+    bool has[KEYS];
+    int64_t so[KEYS];
+#pragma unroll
+    for (int u = 0; u < KEYS; ++u) {
+      const int pk = b0 + sub + u * kStep;
+      has[u] = pk < p1;
+      so[u] = kv_slot(table, has[u] ? pk : p0, st.block_size) * row_stride + head_off;
+    }
+    uint4 kr[KEYS], vr[KEYS];
+#pragma unroll
+    for (int u = 0; u < KEYS; ++u) {
+      kr[u] = *reinterpret_cast<const uint4*>(kc + so[u]);
+      vr[u] = *reinterpret_cast<const uint4*>(vc + so[u]);
+    }
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) {
       if (g >= ng) continue;
-      float sa_ = 0.f, sb_ = 0.f;
+      float sc[KEYS];
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        sa_ += qf[g][j] * kfa[j];
-        sb_ += qf[g][j] * kfb[j];
+      for (int u = 0; u < KEYS; ++u) {
+        float kf[8];
+        unpack8(kr[u], kf);
+        float d = 0.f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
+        sc[u] = d;
       }
 #pragma unroll
       for (int o = kLanesPerKey / 2; o > 0; o /= 2) {
-        sa_ += __shfl_xor_sync(0xffffffffu, sa_, o);
-        sb_ += __shfl_xor_sync(0xffffffffu, sb_, o);
-      }
-      if (!ha) sa_ = kNoScore;
-      if (!hb) sb_ = kNoScore;
-      const float mn = fmaxf(m[g], fmaxf(sa_, sb_));
-      const float corr = exp2f(m[g] - mn);
-      const float ea = ha ? exp2f(sa_ - mn) : 0.f, eb = hb ? exp2f(sb_ - mn) : 0.f;
-      l[g] = l[g] * corr + ea + eb;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) acc[g][j] = acc[g][j] * corr + ea * vfa[j] + eb * vfb[j];
+        for (int u = 0; u < KEYS; ++u) sc[u] += __shfl_xor_sync(0xffffffffu, sc[u], o);
+      }
+      float mn = m[g];
+#pragma unroll
+      for (int u = 0; u < KEYS; ++u) {
+        if (!has[u]) sc[u] = kNoScore;
+        mn = fmaxf(mn, sc[u]);
+      }
+      const float corr = exp2f(m[g] - mn);
+      l[g] *= corr;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) acc[g][j] *= corr;
+#pragma unroll
+      for (int u = 0; u < KEYS; ++u) {
+        const float e = has[u] ? exp2f(sc[u] - mn) : 0.f;
+        float vf[8];
+        unpack8(vr[u], vf);
+        l[g] += e;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc[g][j] += e * vf[j];
+      }
       m[g] = mn;
     }
   }
@@ -231,15 +248,20 @@ __global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep s
   }
 }
 
+template <int HD, int KEYS>
+auto partition_kernel(int max_g) {
+  return max_g == 1   ? decode_partition_kernel<HD, 1, KEYS>
+         : max_g == 2 ? decode_partition_kernel<HD, 2, KEYS>
+         : max_g == 4 ? decode_partition_kernel<HD, 4, KEYS>
+                      : decode_partition_kernel<HD, 8, KEYS>;
+}
+
 template <int HD>
 void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float* scratch,
-            int n_sms, cudaStream_t s) {
+            int n_sms, int keys, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
-  auto kernel = sp.max_g == 1   ? decode_partition_kernel<HD, 1>
-                : sp.max_g == 2 ? decode_partition_kernel<HD, 2>
-                : sp.max_g == 4 ? decode_partition_kernel<HD, 4>
-                                : decode_partition_kernel<HD, 8>;
+  auto kernel = keys == 4 ? partition_kernel<HD, 4>(sp.max_g) : partition_kernel<HD, 2>(sp.max_g);
   launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
              sp.n_parts, scratch);
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
@@ -258,11 +280,16 @@ size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_
 
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                       float* scratch, int n_sms, cudaStream_t s) {
+  attention_decode_variant(kDecodeKeysPerIteration, q, out, st, kv, n_heads, scale, scratch, n_sms, s);
+}
+
+void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
+                              float scale, float* scratch, int n_sms, cudaStream_t s) {
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
-    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
-    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, n_sms, s); break;
+    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
+    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
+    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
     default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
   }
 }

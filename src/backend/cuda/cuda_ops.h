@@ -130,6 +130,10 @@ bool attention_head_dim_supported(int head_dim);
 size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms);
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                       float* scratch, int n_sms, cudaStream_t s);
+// Keys per lane group per loop iteration of the decode kernel: 2 or 4 (benchmark variants).
+constexpr int kDecodeKeysPerIteration = 2;
+void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
+                              float scale, float* scratch, int n_sms, cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                        cudaStream_t s);
 
