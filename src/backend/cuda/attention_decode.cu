@@ -128,6 +128,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
       kr[u] = *reinterpret_cast<const uint4*>(kc + so[u]);
       vr[u] = *reinterpret_cast<const uint4*>(vc + so[u]);
     }
+    // With several query heads per block each key is used kMaxG times: unpack it once here
+    // (measured faster for groups of 4). With 1-2 heads, unpacking at each use keeps the
+    // register count (and so the blocks per SM) lower.
+    constexpr bool kEager = kMaxG >= 4;
+    float kfe[kEager ? KEYS : 1][8], vfe[kEager ? KEYS : 1][8];
+    if constexpr (kEager) {
+#pragma unroll
+      for (int u = 0; u < KEYS; ++u) unpack8(kr[u], kfe[u]), unpack8(vr[u], vfe[u]);
+    }
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) {
       if (g >= ng) continue;
@@ -135,7 +144,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
 #pragma unroll
       for (int u = 0; u < KEYS; ++u) {
         float kf[8];
-        unpack8(kr[u], kf);
+        if constexpr (kEager) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) kf[j] = kfe[u][j];
+        } else {
+          unpack8(kr[u], kf);
+        }
         float d = 0.f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) d += qf[g][j] * kf[j];
@@ -160,7 +174,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
       for (int u = 0; u < KEYS; ++u) {
         const float e = has[u] ? exp2f(sc[u] - mn) : 0.f;
         float vf[8];
-        unpack8(vr[u], vf);
+        if constexpr (kEager) {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) vf[j] = vfe[u][j];
+        } else {
+          unpack8(vr[u], vf);
+        }
         l[g] += e;
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[g][j] += e * vf[j];
@@ -261,6 +280,7 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
             int n_sms, int keys, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
+  if (keys == 0) keys = sp.max_g <= 2 ? 4 : 2;  // production choice, measured on H100 (bench/NOTES.md)
   auto kernel = keys == 4 ? partition_kernel<HD, 4>(sp.max_g) : partition_kernel<HD, 2>(sp.max_g);
   launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
              sp.n_parts, scratch);

@@ -130,8 +130,9 @@ bool attention_head_dim_supported(int head_dim);
 size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms);
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                       float* scratch, int n_sms, cudaStream_t s);
-// Keys per lane group per loop iteration of the decode kernel: 2 or 4 (benchmark variants).
-constexpr int kDecodeKeysPerIteration = 2;
+// Keys per lane group per loop iteration of the decode kernel: 2 or 4 (benchmark variants);
+// 0: the production choice (4 for 1-2 query heads per kv head, else 2).
+constexpr int kDecodeKeysPerIteration = 0;
 void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
                               float scale, float* scratch, int n_sms, cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
