@@ -280,7 +280,10 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
             int n_sms, int keys, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
-  if (keys == 0) keys = sp.max_g <= 2 ? 4 : 2;  // production choice, measured on H100 (bench/NOTES.md)
+  // Production choice, measured on an H100 (bench/NOTES.md): 4 keys per iteration for 1-2 query
+  // heads per kv head, and for larger groups when many tokens fill the GPU anyway (serving);
+  // 2 for a few long sequences with big groups, where blocks per SM matter more.
+  if (keys == 0) keys = sp.max_g <= 2 || st.n_decode >= 8 ? 4 : 2;
   auto kernel = keys == 4 ? partition_kernel<HD, 4>(sp.max_g) : partition_kernel<HD, 2>(sp.max_g);
   launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
              sp.n_parts, scratch);
