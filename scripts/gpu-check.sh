@@ -143,15 +143,21 @@ for line in open(sys.argv[1]):
     print(f"{r['model']:24s} {what:24s} {speed} {extra:28s} check {r['check']} (max diff {r['check_max_logit_diff']:.3g})")
 PY
 fi
-if has graphs && [ -x "$BUILD/greta" ]; then
-  echo "== step graphs off vs on (synthetic llama-2-7b, bf16, same machine, back to back)"
-  : > "$LOG/bench_graphs.jsonl"
-  for g in 0 1 0 1; do
-    GRETA_CUDA_GRAPHS=$g "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p 16 -n 256 --batch 8 32 \
-      2>> "$LOG/bench_graphs.err" | sed "s/^{/{\"graphs\": $g, /" >> "$LOG/bench_graphs.jsonl" ||
-      { status=1; tail -5 "$LOG/bench_graphs.err"; }
+# A/B of one environment switch: VAR takes each value of VALUES in turn (back to back, so both
+# sides see the same machine), `greta bench --synthetic llama-2-7b ARGS...` each time; prints a table.
+# AB_PROFILE=1 also prints the device time per step (the profile syncs every step, so not for
+# the graphs A/B, where launch overhead is the thing measured).
+ab_switch() {
+  local var=$1 values=$2 name=$3; shift 3
+  : > "$LOG/bench_$name.jsonl"
+  local v
+  for v in $values; do
+    env "$var=$v" ${AB_PROFILE:+GRETA_CUDA_STEP_PROFILE=1} "$BUILD/greta" bench --synthetic llama-2-7b --device cuda "$@" \
+      2>> "$LOG/bench_$name.err" | sed "s/^{/{\"ab\": \"$v\", /" >> "$LOG/bench_$name.jsonl" ||
+      { status=1; tail -5 "$LOG/bench_$name.err"; }
   done
-  python3 - "$LOG/bench_graphs.jsonl" <<'PY'
+  grep "step profile" "$LOG/bench_$name.err" || true
+  python3 - "$LOG/bench_$name.jsonl" "$var" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     if not line.startswith("{"):
@@ -160,31 +166,17 @@ for line in open(sys.argv[1]):
     if "tokens_per_s" not in r:
         continue
     what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "")
-    print(f"graphs={r['graphs']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
+    print(f"{sys.argv[2]}={r['ab']} {what:20s} {r['tokens_per_s']:9.1f} tok/s "
           f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
 PY
+}
+if has graphs && [ -x "$BUILD/greta" ]; then
+  echo "== step graphs off vs on (synthetic llama-2-7b, bf16, same machine, back to back)"
+  ab_switch GRETA_CUDA_GRAPHS "0 1 0 1" graphs -p 16 -n 256 --batch 8 32
 fi
 if has fusion && [ -x "$BUILD/greta" ]; then
   echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"
-  : > "$LOG/bench_fusion.jsonl"
-  for f in 0 1 2 0 1 2; do
-    GRETA_CUDA_FUSION=$f GRETA_CUDA_STEP_PROFILE=1 "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p 16 -n 128 \
-      --batch 8 2>> "$LOG/bench_fusion.err" | sed "s/^{/{\"fusion\": $f, /" >> "$LOG/bench_fusion.jsonl" ||
-      { status=1; tail -5 "$LOG/bench_fusion.err"; }
-  done
-  grep "step profile" "$LOG/bench_fusion.err"
-  python3 - "$LOG/bench_fusion.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    if not line.startswith("{"):
-        continue
-    r = json.loads(line)
-    if "tokens_per_s" not in r:
-        continue
-    what = r["measure"] + (f" b{r['batch']}" if r["batch"] > 1 else "")
-    print(f"fusion={r['fusion']} {what:20s} {r['tokens_per_s']:9.1f} tok/s {r.get('ms_per_token', 0):7.3f} ms/tok "
-          f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
-PY
+  AB_PROFILE=1 ab_switch GRETA_CUDA_FUSION "0 1 2 0 1 2" fusion -p 16 -n 128 --batch 8
 fi
 if has hf && [ -x "$BUILD/greta" ]; then
   echo "== transformers vs greta (random-weight Llama-2-7B checkpoint)"
