@@ -144,7 +144,7 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
     GRETA_CUDA_CHECK(cudaMalloc(&scratch_, need * 4));
     scratch_floats_ = need;
   }
-  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, n_sms_,
+  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, n_sms_, prefill_tc_,
          stream_);
 }
 

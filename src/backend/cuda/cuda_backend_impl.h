@@ -110,16 +110,19 @@ inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const floa
   cuda::rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);
 }
 inline void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev L, int n_heads, float scale,
-                   float* scratch, int n_sms, cudaStream_t s) {
+                          float* scratch, int n_sms, int prefill_tc, cudaStream_t s) {
   cuda::attention_decode(q, out, st, L, n_heads, scale, scratch, n_sms, s);
-  cuda::attention_prefill(q, out, st, L, n_heads, scale, s);
+  if (prefill_tc && cuda::attention_prefill_tc_supported(L.head_dim))
+    cuda::attention_prefill_tc(q, out, st, L, n_heads, scale, s);
+  else
+    cuda::attention_prefill(q, out, st, L, n_heads, scale, s);
 }
 
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, bool use_graphs)
       : device_(device), graphs_on_(use_graphs), fusion_(cuda::fusion_from_env()),
-        gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
+        prefill_tc_(cuda::prefill_tc_from_env() ? 1 : 0), gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -359,6 +362,7 @@ class CudaBackend final : public Backend {
   int device_;
   bool graphs_on_ = true;
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
+  int prefill_tc_ = 1;  // GRETA_CUDA_PREFILL_TC: tensor-core prefill attention where supported
   int gemv_max_tokens_ = 16;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch

@@ -135,6 +135,10 @@ void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayer
 constexpr int kDecodeKeysPerIteration = 0;
 void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
                               float scale, float* scratch, int n_sms, cudaStream_t s);
+// attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
+bool attention_prefill_tc_supported(int head_dim);
+void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+                          cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                        cudaStream_t s);
 
