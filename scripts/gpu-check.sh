@@ -9,7 +9,8 @@
 #   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
 #   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
 #          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
-#          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load;
+#          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load
+#          (GRETA_SERVE_MAX_RUNNING, default the concurrency, and GRETA_SERVE_KV_BLOCKS, default 16384, the engine);
 #          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
 #          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
 #          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
@@ -198,10 +199,13 @@ if has serve; then
   # carries every running sequence's decode token plus up to 1792 prompt tokens.
   # Port 0: the server takes a free one and prints it, so a leftover server elsewhere on the
   # machine can never answer for ours.
+  # GRETA_SERVE_MAX_RUNNING (default: the concurrency) and GRETA_SERVE_KV_BLOCKS size the engine
+  # for other concurrencies (512 clients: 24576 blocks = 48 GiB of KV).
   n_req=${GRETA_SERVE_REQUESTS:-1024}
   conc=${GRETA_SERVE_CONCURRENCY:-256}
-  "$BUILD/greta" serve --synthetic "$serve_model" --device "$serve_device" --port 0 --max-running 256 \
-    --kv-blocks 16384 --max-step-tokens 2048 --max-queue 4096 --http-threads $((conc + 64)) \
+  "$BUILD/greta" serve --synthetic "$serve_model" --device "$serve_device" --port 0 \
+    --max-running "${GRETA_SERVE_MAX_RUNNING:-$conc}" --kv-blocks "${GRETA_SERVE_KV_BLOCKS:-16384}" \
+    --max-step-tokens 2048 --max-queue 4096 --http-threads $((conc + 64)) \
     > "$LOG/serve.out" 2> "$LOG/serve.err" &
   server=$!
   # Up means /health answers 200 on the port the server printed; the synthetic 8B weights are
