@@ -10,7 +10,8 @@
 #   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
 #          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
 #          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load
-#          (GRETA_SERVE_MAX_RUNNING, default the concurrency, and GRETA_SERVE_KV_BLOCKS, default 16384, the engine);
+#          (GRETA_SERVE_MAX_RUNNING, default the concurrency, GRETA_SERVE_KV_BLOCKS, default 16384, and
+#          GRETA_SERVE_STEP_TOKENS, default 2048, the engine);
 #          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
 #          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
 #          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
@@ -205,7 +206,7 @@ if has serve; then
   conc=${GRETA_SERVE_CONCURRENCY:-256}
   "$BUILD/greta" serve --synthetic "$serve_model" --device "$serve_device" --port 0 \
     --max-running "${GRETA_SERVE_MAX_RUNNING:-$conc}" --kv-blocks "${GRETA_SERVE_KV_BLOCKS:-16384}" \
-    --max-step-tokens 2048 --max-queue 4096 --http-threads $((conc + 64)) \
+    --max-step-tokens "${GRETA_SERVE_STEP_TOKENS:-2048}" --max-queue 4096 --http-threads $((conc + 64)) \
     > "$LOG/serve.out" 2> "$LOG/serve.err" &
   server=$!
   # Up means /health answers 200 on the port the server printed; the synthetic 8B weights are
