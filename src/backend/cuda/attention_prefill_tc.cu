@@ -8,10 +8,7 @@
 //   O += P V    where P, rounded to bf16, is the A operand as it stands: the accumulator layout
 //               of an m16n8 tile pair is exactly the A layout of one k16 slice.
 // No score matrix in memory, K/V read once per (64 queries, head). Keys past a row's own
-// position are masked. Fragment layouts (PTX ISA, mma.m16n8k16 .bf16), lane = 4g + t:
-//   A: a0 (row g, k 2t..2t+1)  a1 (row g+8, k 2t..)  a2 (row g, k 2t+8..)  a3 (row g+8, k 2t+8..)
-//   B: b0 (k 2t..2t+1, col g)  b1 (k 2t+8..2t+9, col g)
-//   C: c0, c1 (row g, cols 2t, 2t+1)  c2, c3 (row g+8, cols 2t, 2t+1)
+// position are masked. Fragment layouts: mma.cuh.
 #include <cuda_bf16.h>
 
 #include <string>
@@ -19,6 +16,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/mma.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -28,18 +26,6 @@ constexpr int kRowsTc = 16 * kWarpsTc;  // query tokens per block
 constexpr int kKeysTc = 32;             // keys per shared-memory tile
 
 __device__ __forceinline__ uint32_t ld_u32(const bf16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -118,7 +104,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32) prefill_tc_kernel(const bf16* _
       const bf16* kr = &sk[8 * nt + g][2 * t];
 #pragma unroll
       for (int s = 0; s < HD / 16; ++s)
-        mma16816(sc[nt], qa[s][0], qa[s][1], qa[s][2], qa[s][3], ld_u32(kr + 16 * s), ld_u32(kr + 16 * s + 8));
+        mma_bf16(sc[nt], qa[s][0], qa[s][1], qa[s][2], qa[s][3], ld_u32(kr + 16 * s), ld_u32(kr + 16 * s + 8));
     }
     // Scale, mask, running max (over the quad: the 4 lanes hold a row's 32 keys between them).
     float ta = kNoScore, tb = kNoScore;
@@ -158,7 +144,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32) prefill_tc_kernel(const bf16* _
 #pragma unroll
       for (int d = 0; d < HD / 8; ++d) {
         const bf16* vr = &svt[8 * d + g][16 * s2 + 2 * t];
-        mma16816(o[d], pa[2 * s2][0], pa[2 * s2][1], pa[2 * s2 + 1][0], pa[2 * s2 + 1][1], ld_u32(vr), ld_u32(vr + 8));
+        mma_bf16(o[d], pa[2 * s2][0], pa[2 * s2][1], pa[2 * s2 + 1][0], pa[2 * s2 + 1][1], ld_u32(vr), ld_u32(vr + 8));
       }
     }
   }
@@ -167,8 +153,8 @@ __global__ void __launch_bounds__(kWarpsTc * 32) prefill_tc_kernel(const bf16* _
   bf16* ob = out + (int64_t(first + rb) * n_heads + h) * HD + 2 * t;
 #pragma unroll
   for (int d = 0; d < HD / 8; ++d) {
-    if (oka) *reinterpret_cast<uint32_t*>(oa + 8 * d) = pack2(o[d][0] * ia, o[d][1] * ia);
-    if (okb) *reinterpret_cast<uint32_t*>(ob + 8 * d) = pack2(o[d][2] * ib, o[d][3] * ib);
+    if (oka) *reinterpret_cast<uint32_t*>(oa + 8 * d) = pack_bf16(o[d][0] * ia, o[d][1] * ia);
+    if (okb) *reinterpret_cast<uint32_t*>(ob + 8 * d) = pack_bf16(o[d][2] * ib, o[d][3] * ib);
   }
 }
 

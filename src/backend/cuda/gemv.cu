@@ -26,6 +26,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
@@ -51,15 +52,6 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(p));
   return v;
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                         uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8 * NT (NT below), k % 8 == 0, rows 16-byte aligned.
@@ -93,10 +85,6 @@ enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 __device__ __forceinline__ uint32_t norm_pair(uint32_t u, float g0, float g1, float& ss) {
   const float a = bf16_lo(u), b = bf16_hi(u);
   ss = fmaf(a, a, ss);
