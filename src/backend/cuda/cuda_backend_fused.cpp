@@ -114,6 +114,28 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   g.n = int32_t(a.rows);
   g.seg0 = cuda::GemvSeg{static_cast<const bf16*>(wt.data), nullptr, act(x), wt.n_out};
   g.accumulate = 1;
+  // Few row tiles (the 4096-row o and down projections: ~2 blocks per SM) keep too few loads in
+  // flight: split k over 2 blocks per tile (bench/NOTES.md).
+  if (split_k_ && (wt.n_out + 15) / 16 <= 2 * n_sms_ && wt.n_in >= 2048) {
+    const size_t need_f = cuda::gemv_split_scratch_floats(wt.n_out, int(a.rows));
+    const size_t need_c = cuda::gemv_split_counters(wt.n_out);
+    if (need_f > split_floats_ || need_c > split_counters_) {
+      flush();
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      GRETA_CUDA_CHECK(cudaFree(split_scratch_));
+      GRETA_CUDA_CHECK(cudaFree(split_count_));
+      split_scratch_ = nullptr;
+      split_count_ = nullptr;
+      split_floats_ = std::max(need_f, split_floats_);
+      split_counters_ = std::max(need_c, split_counters_);
+      GRETA_CUDA_CHECK(cudaMalloc(&split_scratch_, split_floats_ * sizeof(float)));
+      GRETA_CUDA_CHECK(cudaMalloc(&split_count_, split_counters_ * sizeof(int32_t)));
+      GRETA_CUDA_CHECK(cudaMemset(split_count_, 0, split_counters_ * sizeof(int32_t)));  // kernels leave it zero
+    }
+    g.split = 2;
+    g.split_scratch = split_scratch_;
+    g.split_count = split_count_;
+  }
   launch(&cuda::gemv_fused, g, 0.f, stream_);
 }
 

@@ -122,7 +122,8 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, bool use_graphs)
       : device_(device), graphs_on_(use_graphs), fusion_(cuda::fusion_from_env()),
-        prefill_tc_(cuda::prefill_tc_from_env() ? 1 : 0), gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
+        prefill_tc_(cuda::prefill_tc_from_env() ? 1 : 0), split_k_(cuda::split_k_from_env()),
+        gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -158,6 +159,8 @@ class CudaBackend final : public Backend {
       cudaFree(scratch_);
     cudaFree(inv_freq_dev_);
     cudaFree(sample_out_);
+    cudaFree(split_scratch_);
+    cudaFree(split_count_);
     cudaFree(sample_dist_);
     cudaStreamDestroy(stream_);
   }
@@ -363,6 +366,7 @@ class CudaBackend final : public Backend {
   bool graphs_on_ = true;
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
   int prefill_tc_ = 1;  // GRETA_CUDA_PREFILL_TC: tensor-core prefill attention where supported
+  bool split_k_ = true;  // GRETA_CUDA_SPLITK: split-K for GEMVs with few row tiles
   int gemv_max_tokens_ = 16;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
@@ -383,6 +387,10 @@ class CudaBackend final : public Backend {
   // Decode attention partials, grown on demand.
   float* scratch_ = nullptr;
   size_t scratch_floats_ = 0;
+  // Split-K GEMV workspace (matmul_add): partial sums and per-tile arrival counters.
+  float* split_scratch_ = nullptr;
+  int32_t* split_count_ = nullptr;
+  size_t split_floats_ = 0, split_counters_ = 0;
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec.
   std::vector<float> inv_freq_host_;
   float* inv_freq_dev_ = nullptr;

@@ -57,9 +57,14 @@ struct GemvArgs {
   int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
   int32_t accumulate = 0;         // 1: out += result (residual add)
   int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
-  int32_t pad_ = 0;
+  int32_t split = 1;              // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
   GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
+  float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
+  int32_t* split_count = nullptr;  // split > 1: [row tiles] arrivals, zero between launches
 };
+// Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
+size_t gemv_split_scratch_floats(int64_t m, int n);
+size_t gemv_split_counters(int64_t m);
 // eps: the RMSNorm epsilon when a.norm_w is set (a float is kept out of GemvArgs so the struct
 // has a unique byte representation).
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);

@@ -32,6 +32,11 @@ int gemv_max_tokens_from_env() {
   return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
 }
 
+bool split_k_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_SPLITK");
+  return !(v && std::string(v) == "0");
+}
+
 bool prefill_tc_from_env() {
   const char* v = std::getenv("GRETA_CUDA_PREFILL_TC");
   return !(v && std::string(v) == "0");

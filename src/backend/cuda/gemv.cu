@@ -105,14 +105,24 @@ __device__ __forceinline__ uint4 norm_granule(uint4 v, const uint4& g0, const ui
 // per tile, so up to 32 tokens still cost one pass over the weights; x is re-read per tile
 // from L1/L2. With NT = 1 two accumulator sets (even/odd u) halve the dependent mma chain;
 // with NT > 1 the tiles' accumulators already interleave.
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1>
+// SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
+// row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
+// the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+          int SPLIT = 1>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
+  static_assert(SPLIT == 1 || (!NORM && (EPI == kEpiStore || EPI == kEpiAdd)), "split-K: plain and add epilogues");
   constexpr int kSets = NT == 1 ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int n = p.n;
-  const int64_t k = p.k;
-  const int64_t bid = blockIdx.x;
+  const int64_t k = p.k;  // row length of w and x
+  const int64_t bid = SPLIT > 1 ? blockIdx.x / SPLIT : blockIdx.x;  // row tile
+  const int part = SPLIT > 1 ? int(blockIdx.x % SPLIT) : 0;
+  // This block's part of k: [kb0, kb0 + kl), whole 32-wide chunks except at the very end.
+  const int64_t per = ((k + 31) / 32 + SPLIT - 1) / SPLIT * 32;
+  const int64_t kb0 = SPLIT > 1 ? min(k, part * per) : 0;
+  const int64_t kl = SPLIT > 1 ? min(k, kb0 + per) - kb0 : k;
   const bool s1 = bid >= p.blk1, s2 = bid >= p.blk2;
   const bf16* __restrict__ w = s2 ? p.seg2.w : s1 ? p.seg1.w : p.seg0.w;
   const float* __restrict__ bias = s2 ? p.seg2.bias : s1 ? p.seg1.bias : p.seg0.bias;
@@ -134,13 +144,13 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     ra = head * hd + (p.rope.neox ? pair0 + g : 2 * (pair0 + g));
     rb = ra + (p.rope.neox ? hd / 2 : 1);
   }
-  const bf16* wa = w + ra * k + 8 * t;
-  const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + 8 * t;
+  const bf16* wa = w + ra * k + kb0 + 8 * t;
+  const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + kb0 + 8 * t;
   // Lanes whose token 8i + g >= n load a real row anyway: B column g only feeds output column
   // g of tile i, which is dropped at the store, so the main loop needs no masks.
   const bf16* xr[NT];
 #pragma unroll
-  for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + 8 * t;
+  for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + kb0 + 8 * t;
   const float* nw = NORM ? p.norm_w + 8 * t : nullptr;
   // EPI_ROPE: the cos/sin of the one epilogue pair this thread will rotate (thread e handles
   // item e < 64 * NT), computed before waiting for the previous kernel: positions and
@@ -164,7 +174,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
 #pragma unroll
     for (int i = 0; i < PREFETCH; ++i) {
       const int64_t off = 32 * (warp + int64_t(i) * WARPS);
-      if (off + 8 * t < k) {
+      if (off + 8 * t < kl) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + off));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + off));
       }
@@ -174,7 +184,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   float acc[NT][kSets][4] = {};
   float ss[NT] = {};  // NORM: this lane's share of sum(x[8i + g]^2)
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
-  const int64_t full = k / 32;
+  const int64_t full = kl / 32;
   int64_t c0 = warp;
   for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
     uint4 va[UNROLL], vb[UNROLL], vx[UNROLL][NT], vg0[UNROLL], vg1[UNROLL];
@@ -203,10 +213,10 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   }
   // Tail: the remaining chunks one at a time; the last may be partial (k % 32 != 0). A lane's
   // 8-value granule at 32c + 8t is whole or absent since k % 8 == 0; absent ones count as 0.
-  const int64_t n_chunks = (k + 31) / 32;
+  const int64_t n_chunks = (kl + 31) / 32;
   for (; c0 < n_chunks; c0 += WARPS) {
     const int64_t off = 32 * c0;
-    const bool ok = off + 8 * t < k;
+    const bool ok = off + 8 * t < kl;
     const uint4 z = make_uint4(0, 0, 0, 0);
     const uint4 va = ok ? ld_stream(wa + off) : z;
     const uint4 vb = ok ? ld_stream(wb + off) : z;
@@ -292,11 +302,54 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       }
     }
   } else {
-    for (int e = threadIdx.x; e < 128 * NT; e += WARPS * 32) {
-      const int i = e / 128, j = (e / 32) % 4, l = e % 32;
-      float s = 0.f;
+    // This thread's outputs (at most 2: 128 * NT <= 2 * 256) summed over the warps.
+    constexpr int kItems = (128 * NT + WARPS * 32 - 1) / (WARPS * 32);
+    float sum[kItems];
 #pragma unroll
-      for (int v = 0; v < WARPS; ++v) s += red[v][i][j][l];
+    for (int it = 0; it < kItems; ++it) {
+      const int e = threadIdx.x + it * WARPS * 32;
+      sum[it] = 0.f;
+      if (e < 128 * NT) {
+#pragma unroll
+        for (int v = 0; v < WARPS; ++v) sum[it] += red[v][e / 128][(e / 32) % 4][e % 32];
+      }
+    }
+    if constexpr (SPLIT > 1) {
+      // Publish this part's sums, count arrivals; the last block of the tile adds the others'
+      // (in part order, so the result does not depend on which block came last) and goes on.
+      float* slots = p.split_scratch + bid * SPLIT * (128 * NT);
+#pragma unroll
+      for (int it = 0; it < kItems; ++it) {
+        const int e = threadIdx.x + it * WARPS * 32;
+        if (e < 128 * NT) slots[part * (128 * NT) + e] = sum[it];
+      }
+      __threadfence();
+      __syncthreads();
+      __shared__ int s_last;
+      if (threadIdx.x == 0) {
+        s_last = atomicAdd(p.split_count + bid, 1) == SPLIT - 1;
+        if (s_last) p.split_count[bid] = 0;  // ready for the next launch (it starts after this grid ends)
+      }
+      __syncthreads();
+      if (!s_last) return;
+      __threadfence();
+#pragma unroll
+      for (int it = 0; it < kItems; ++it) {
+        const int e = threadIdx.x + it * WARPS * 32;
+        if (e < 128 * NT) {
+          float total = 0.f;
+#pragma unroll
+          for (int q = 0; q < SPLIT; ++q) total += q == part ? sum[it] : __ldcg(slots + q * (128 * NT) + e);
+          sum[it] = total;
+        }
+      }
+    }
+#pragma unroll
+    for (int it = 0; it < kItems; ++it) {
+      const int e = threadIdx.x + it * WARPS * 32;
+      if (e >= 128 * NT) break;
+      const int i = e / 128, j = (e / 32) % 4, l = e % 32;
+      float s = sum[it];
       const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
       const int tok = 8 * i + 2 * (l % 4) + (j & 1);
       if (row < m && tok < n) {
@@ -428,24 +481,25 @@ GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int 
   return a;
 }
 
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1>
+template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+          int SPLIT = 1>
 void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
-  const int64_t blocks = a.blk2 + gemv_blocks(a.seg2.m);
+  const int64_t blocks = (a.blk2 + gemv_blocks(a.seg2.m)) * SPLIT;
   if constexpr (PREFETCH < 0) {
-    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI, NT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
+    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI, NT, SPLIT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI, NT>, dim3(unsigned(blocks)), dim3(WARPS * 32), 0, s,
-               a, eps);
+    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)),
+               dim3(WARPS * 32), 0, s, a, eps);
   }
 }
 
 // The production variant (200: PDL, 2 chunks in flight) with the token tiles n needs.
-template <bool NORM, int EPI>
+template <bool NORM, int EPI, int SPLIT = 1>
 void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
-  if (a.n <= 8) launch_mma<2, 0, kWarps, NORM, EPI, 1>(a, s, eps);
-  else if (a.n <= 16) launch_mma<2, 0, kWarps, NORM, EPI, 2>(a, s, eps);
-  else launch_mma<2, 0, kWarps, NORM, EPI, 4>(a, s, eps);
+  if (a.n <= 8) launch_mma<2, 0, kWarps, NORM, EPI, 1, SPLIT>(a, s, eps);
+  else if (a.n <= 16) launch_mma<2, 0, kWarps, NORM, EPI, 2, SPLIT>(a, s, eps);
+  else launch_mma<2, 0, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
 }
 
 template <int STAGES>
@@ -465,6 +519,12 @@ void launch_pipe(const bf16* x, const bf16* w, const float* bias, bf16* out, int
 
 }  // namespace
 
+size_t gemv_split_scratch_floats(int64_t m, int n) {
+  const int tiles = n <= 8 ? 1 : n <= 16 ? 2 : 4;
+  return size_t(gemv_blocks(m)) * 2 * 128 * size_t(tiles);
+}
+size_t gemv_split_counters(int64_t m) { return size_t(gemv_blocks(m)); }
+
 bool gemv_fast_path(const void* x, const void* w, int n, int64_t k) {
   return n >= 1 && n <= kGemvMaxTokens && k > 0 && k % 8 == 0 && aligned16(x) && aligned16(w);
 }
@@ -480,7 +540,7 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     return;
   }
   const GemvArgs a = single(x, w, bias, out, n, m, k);
-  if (n > 8) {  // more than one token tile: only the production variant has them
+  if (n > 8 && unroll != 302) {  // more than one token tile: only the production variants have them
     launch_tiles<false, kEpiStore>(a, 0.f, s);
     return;
   }
@@ -493,6 +553,27 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     case 1604: launch_mma<4, -1, 16>(a, s); break;
     case 200: launch_mma<2, 0>(a, s); break;    // PDL, no prefetch
     case 202: launch_mma<2, 2>(a, s); break;    // PDL, prefetch 2 chunks/warp
+    case 302: {  // split-K over 2 blocks per row tile, PDL; workspace owned here (benchmark only)
+      static float* scratch = nullptr;
+      static int32_t* count = nullptr;
+      static size_t cap_f = 0, cap_c = 0;
+      if (gemv_split_scratch_floats(m, n) > cap_f || gemv_split_counters(m) > cap_c) {
+        GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+        GRETA_CUDA_CHECK(cudaFree(scratch));
+        GRETA_CUDA_CHECK(cudaFree(count));
+        cap_f = gemv_split_scratch_floats(m, n);
+        cap_c = gemv_split_counters(m);
+        GRETA_CUDA_CHECK(cudaMalloc(&scratch, cap_f * sizeof(float)));
+        GRETA_CUDA_CHECK(cudaMalloc(&count, cap_c * sizeof(int32_t)));
+        GRETA_CUDA_CHECK(cudaMemset(count, 0, cap_c * sizeof(int32_t)));
+      }
+      GemvArgs b = a;
+      b.split = 2;
+      b.split_scratch = scratch;
+      b.split_count = count;
+      launch_tiles<false, kEpiStore, 2>(b, 0.f, s);
+      break;
+    }
     case 208: launch_mma<2, 8>(a, s); break;    // PDL, prefetch 8 chunks/warp
     case 216: launch_mma<2, 16>(a, s); break;   // PDL, prefetch 16 chunks/warp
     default: launch_mma<2, -1>(a, s); break;
@@ -520,6 +601,11 @@ void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
   if (a.rope.head_dim > 0) {  // q, k, v with RoPE and the cache write (m of q and k: whole heads)
     if (norm) launch_tiles<true, kEpiRope>(a, eps, s);
     else launch_tiles<false, kEpiRope>(a, eps, s);
+    return;
+  }
+  if (a.split == 2 && !norm) {  // split-K (the caller provides the workspace)
+    if (a.accumulate) launch_tiles<false, kEpiAdd, 2>(a, eps, s);
+    else launch_tiles<false, kEpiStore, 2>(a, eps, s);
     return;
   }
   if (a.accumulate) {
