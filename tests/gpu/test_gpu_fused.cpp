@@ -105,10 +105,10 @@ TEST_F(GpuFused, NormOpsEveryFusionLevel) {
 
 TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
   struct Shape { int64_t n, m, k; };
-  // {8, 4096, 4096}, {3, 577, 4104} and {20, 1000, 2056} take the split-K path (few row tiles,
-  // k >= 2048; the last two end in a partial 32-wide chunk, 20 tokens are 3 token tiles).
-  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {3, 577, 4104}, {4, 7, 64},
-                                     {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}, {20, 1000, 2056}};
+  // {8, 4096, 11008}, {3, 577, 8200} and {20, 1000, 8216} take the split-K path (few row tiles,
+  // k >= 8192; the last two end in a partial 32-wide chunk, 20 tokens are 3 token tiles).
+  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {8, 4096, 11008}, {3, 577, 8200}, {4, 7, 64},
+                                     {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}, {20, 1000, 8216}};
   for (int level : {0, 1, 2}) {
     auto g = cuda_with_fusion(level);
     std::mt19937 rng(12);
