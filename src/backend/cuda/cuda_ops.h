@@ -69,8 +69,10 @@ size_t gemv_split_counters(int64_t m);
 // has a unique byte representation).
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
 
-// Explicit variants for the benchmark: unroll = 2/4/8 register loads in flight per row per lane,
-// 104/108 = cp.async pipeline of 4/8 stages.
+// Explicit variants for the benchmark: 2/4 = register loads in flight per row per lane (plain
+// launch), 1602/1604 = the same with 16 warps per block, 200 = PDL launch (production),
+// 202/208/216 = PDL with 2/8/16 chunks prefetched to L2 before the wait, 302 = split-K over 2
+// blocks per row tile. (A cp.async-pipelined variant was measured slower and removed; NOTES.md.)
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
                   int64_t m, int64_t k, cudaStream_t s);
 

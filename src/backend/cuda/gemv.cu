@@ -365,86 +365,6 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   }
 }
 
-// Pipelined variant: the same math, but the loads go global -> shared through cp.async
-// (16 bytes per lane per operand, bypassing L1), STAGES chunks deep per warp. Unlike
-// register loads, in-flight cp.async needs no registers and ptxas cannot sink them behind
-// the mma chain, so each warp really keeps STAGES x 1 KB of weights in flight. A lane only
-// ever reads back the 16-byte slots it wrote itself, so no barrier is needed, only
-// cp.async.wait_group. Absent granules (k % 32 != 0 tail) are zero-filled (src-size 0).
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool ok) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(ok ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
-template <int STAGES>
-__global__ void __launch_bounds__(kWarps * 32) gemv_pipe_kernel(const bf16* __restrict__ x,
-                                                                  const bf16* __restrict__ w,
-                                                                  const float* __restrict__ bias,
-                                                                  bf16* __restrict__ out, int n, int64_t m,
-                                                                  int64_t k) {
-  extern __shared__ uint4 ring[];  // [kWarps][STAGES][3][32]
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t row0 = int64_t(blockIdx.x) * kRowsPerBlock;
-  const int64_t ra = min(row0 + g, m - 1), rb = min(row0 + g + 8, m - 1);
-  const bf16* wa = w + ra * k + 8 * t;
-  const bf16* wb = w + rb * k + 8 * t;
-  const bf16* xr = x + int64_t(min(g, n - 1)) * k + 8 * t;
-  uint4* my = ring + size_t(warp) * STAGES * 3 * 32 + lane;
-  const int64_t n_chunks = (k + 31) / 32;
-  // This warp's chunks: warp, warp + kWarps, ...
-  const int nc = int(n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0);
-  auto issue = [&](int i) {
-    const int64_t off = 32 * (warp + int64_t(i) * kWarps);
-    const bool ok = off + 8 * t < k;
-    uint4* slot = my + (i % STAGES) * 3 * 32;
-    cp_async16(slot, ok ? wa + off : wa, ok);
-    cp_async16(slot + 32, ok ? wb + off : wb, ok);
-    cp_async16(slot + 64, ok ? xr + off : xr, ok);
-  };
-#pragma unroll
-  for (int i = 0; i < STAGES - 1; ++i) {
-    if (i < nc) issue(i);
-    cp_async_commit();  // empty groups keep the group count uniform
-  }
-  float acc[4] = {0.f, 0.f, 0.f, 0.f}, acc2[4] = {0.f, 0.f, 0.f, 0.f};
-  for (int i = 0; i < nc; ++i) {
-    if (i + STAGES - 1 < nc) issue(i + STAGES - 1);
-    cp_async_commit();
-    cp_async_wait<STAGES - 1>();  // group i has landed
-    const uint4* slot = my + (i % STAGES) * 3 * 32;
-    const uint4 va = slot[0], vb = slot[32], vx = slot[64];
-    if (i & 1) {  // two accumulator sets, selected without a runtime-indexed array
-      mma_bf16(acc2, va.x, vb.x, va.y, vb.y, vx.x, vx.y);
-      mma_bf16(acc2, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
-    } else {
-      mma_bf16(acc, va.x, vb.x, va.y, vb.y, vx.x, vx.y);
-      mma_bf16(acc, va.z, vb.z, va.w, vb.w, vx.z, vx.w);
-    }
-  }
-  cp_async_wait<0>();
-  __syncthreads();  // the reduction below reuses the ring
-  float* red = reinterpret_cast<float*>(ring);  // [kWarps][4][32]
-#pragma unroll
-  for (int j = 0; j < 4; ++j) red[(warp * 4 + j) * 32 + lane] = acc[j] + acc2[j];
-  __syncthreads();
-  if (threadIdx.x < 128) {
-    const int j = threadIdx.x / 32, l = threadIdx.x % 32;
-    float s = 0.f;
-#pragma unroll
-    for (int v = 0; v < kWarps; ++v) s += red[(v * 4 + j) * 32 + l];
-    const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
-    const int tok = 2 * (l % 4) + (j & 1);
-    if (row < m && tok < n) {
-      if (bias) s += bias[row];
-      out[int64_t(tok) * m + row] = __float2bfloat16_rn(s);
-    }
-  }
-}
-
 // Any shape, any alignment: one warp per (row, token). Used only off the fast path.
 __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      const float* __restrict__ bias, bf16* __restrict__ out, int n,
@@ -502,21 +422,6 @@ void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
   else launch_mma<2, 0, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
 }
 
-template <int STAGES>
-void launch_pipe(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
-                 cudaStream_t s) {
-  const size_t smem = size_t(kWarps) * STAGES * 3 * 32 * sizeof(uint4);
-  static bool configured = false;  // per template instance; the attribute is per function
-  if (!configured) {
-    GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemv_pipe_kernel<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(smem)));
-    configured = true;
-  }
-  const int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  gemv_pipe_kernel<STAGES><<<unsigned(blocks), kWarps * 32, smem, s>>>(x, w, bias, out, n, m, k);
-  GRETA_CUDA_LAUNCH_CHECK();
-}
-
 }  // namespace
 
 size_t gemv_split_scratch_floats(int64_t m, int n) {
@@ -545,8 +450,6 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     return;
   }
   switch (unroll) {
-    case 104: launch_pipe<4>(x, w, bias, out, n, m, k, s); break;   // cp.async, 4 stages
-    case 108: launch_pipe<8>(x, w, bias, out, n, m, k, s); break;   // cp.async, 8 stages
     case 2: launch_mma<2, -1>(a, s); break;
     case 4: launch_mma<4, -1>(a, s); break;
     case 1602: launch_mma<2, -1, 16>(a, s); break;  // 16 warps per block
