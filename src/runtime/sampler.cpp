@@ -42,6 +42,8 @@ void SamplingParams::validate() const {
           "a finite value");
   require(std::isfinite(frequency_penalty), "frequency_penalty", frequency_penalty,
           "a finite value");
+  require(penalty_prompt_len >= -1, "penalty_prompt_len", float(penalty_prompt_len),
+          "-1 (window over the whole history) or the prompt length");
 }
 
 Sampler::Sampler(const SamplingParams& p) : p_(p) {
@@ -59,7 +61,7 @@ Sampler::Sampler(const SamplingParams& p) : p_(p) {
 }
 
 bool Sampler::device_eligible() const {
-  if (p_.repeat_last_n == 0) return true;  // penalties look at no history: none applies
+  if (p_.repeat_last_n == 0 && p_.penalty_prompt_len < 0) return true;  // penalties look at no history
   return p_.repeat_penalty == 1.0f && p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f;
 }
 
@@ -68,7 +70,12 @@ bool Sampler::device_eligible() const {
 void Sampler::apply_penalties(const std::vector<int32_t>& history, int vocab) {
   const bool any = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
                    p_.frequency_penalty != 0.0f;
-  if (!any || p_.repeat_last_n == 0 || history.empty()) return;
+  if (!any || history.empty()) return;
+  if (p_.penalty_prompt_len >= 0) {
+    apply_openai_penalties(history, vocab);
+    return;
+  }
+  if (p_.repeat_last_n == 0) return;
   const size_t n = p_.repeat_last_n < 0 ? history.size()
                                         : std::min(history.size(), size_t(p_.repeat_last_n));
   window_.clear();
@@ -84,6 +91,35 @@ void Sampler::apply_penalties(const std::vector<int32_t>& history, int vocab) {
     float& l = work_[size_t(window_[i])];
     if (p_.repeat_penalty != 1.0f) l = l <= 0.0f ? l * p_.repeat_penalty : l / p_.repeat_penalty;
     l -= float(j - i) * p_.frequency_penalty + p_.presence_penalty;
+    i = j;
+  }
+}
+
+// OpenAI / vLLM semantics (SamplingParams::penalty_prompt_len >= 0): the repetition penalty
+// once per distinct token of the whole history, then presence once and frequency once per
+// occurrence over the generated tokens only.
+void Sampler::apply_openai_penalties(const std::vector<int32_t>& history, int vocab) {
+  const size_t n_prompt = std::min(history.size(), size_t(p_.penalty_prompt_len));
+  auto collect = [&](size_t from) {  // valid ids of history[from..], sorted
+    window_.clear();
+    for (size_t i = from; i < history.size(); ++i)
+      if (history[i] >= 0 && history[i] < vocab) window_.push_back(history[i]);
+    std::sort(window_.begin(), window_.end());
+  };
+  if (p_.repeat_penalty != 1.0f) {
+    collect(0);
+    for (size_t i = 0; i < window_.size(); ++i) {
+      if (i > 0 && window_[i] == window_[i - 1]) continue;
+      float& l = work_[size_t(window_[i])];
+      l = l <= 0.0f ? l * p_.repeat_penalty : l / p_.repeat_penalty;
+    }
+  }
+  if (p_.presence_penalty == 0.0f && p_.frequency_penalty == 0.0f) return;
+  collect(n_prompt);
+  for (size_t i = 0; i < window_.size();) {
+    size_t j = i;
+    while (j < window_.size() && window_[j] == window_[i]) ++j;
+    work_[size_t(window_[i])] -= float(j - i) * p_.frequency_penalty + p_.presence_penalty;
     i = j;
   }
 }

@@ -29,6 +29,12 @@ struct SamplingParams {
   int repeat_last_n = 64;      // history window for all penalties; 0: off, -1: all history
   float presence_penalty = 0;  // OpenAI: logit -= presence if the token occurred
   float frequency_penalty = 0; // OpenAI: logit -= frequency * count
+  // Which tokens the penalties look at. -1 (llama.cpp, `greta run`): all three penalties over the
+  // last repeat_last_n tokens of prompt + generated. >= 0 (OpenAI / vLLM semantics, the server):
+  // the first penalty_prompt_len tokens of the history are the prompt; presence and frequency
+  // count every generated token and no prompt token, the repetition penalty applies to every
+  // distinct token of prompt + generated; repeat_last_n is not used.
+  int penalty_prompt_len = -1;
   uint64_t seed = 0;           // 0: random (time + random_device)
 
   // Throws greta::Error naming the field and its valid range (params come from users).
@@ -91,6 +97,7 @@ class Sampler {
     int32_t id;
   };
   void apply_penalties(const std::vector<int32_t>& history, int vocab);
+  void apply_openai_penalties(const std::vector<int32_t>& history, int vocab);
   bool filter(int vocab);         // work_ -> cand_ after top-k/top-p/min-p; false: greedy
   int32_t greedy(int vocab) const;  // argmax of work_, lowest id on ties
   void top_k(int k);

@@ -88,6 +88,7 @@ Plan plan(const ServerContext& ctx, const ApiRequest& r) {
       GenerationRequest g;
       g.prompt = p;
       g.sampling = r.sampling;
+      g.sampling.penalty_prompt_len = int(p.size());  // OpenAI semantics: penalties count generated tokens
       // Seeded choices stay reproducible yet differ from each other.
       if (r.seeded) g.sampling.seed += uint64_t(j) * 0x9e3779b97f4a7c15ull;
       if (r.seeded && g.sampling.seed == 0) g.sampling.seed = 1;

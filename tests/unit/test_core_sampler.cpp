@@ -416,3 +416,75 @@ TEST(Sampler, DistributionIsWhatSampleDrawsFrom) {
   ASSERT_EQ(dd.size(), 1u);
   EXPECT_EQ(dd[0].token, 0);
 }
+
+namespace greta {
+namespace {
+
+// The logits after penalties, read back through distribution(): with temperature 1 and no
+// filters, log(p[t] / p[0]) = logit[t] - logit[0] for every token.
+std::vector<double> penalised(const SamplingParams& p, const std::vector<float>& logits,
+                              const std::vector<int32_t>& history) {
+  Sampler s(p);
+  const auto d = s.distribution(logits.data(), int(logits.size()), history);
+  std::vector<double> out;
+  for (const TokenProb& t : d) out.push_back(std::log(t.prob / d[0].prob) + logits[0]);
+  return out;
+}
+
+TEST(Sampler, OpenAiPenaltiesCountGeneratedTokensOnly) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  const std::vector<float> zero(8, 0.0f);
+  // Prompt [3, 3, 6], then generated [5, 5, 5, 6]; token 0 is never seen.
+  const std::vector<int32_t> history = {3, 3, 6, 5, 5, 5, 6};
+  p.penalty_prompt_len = 3;  // OpenAI: generated tokens only, every one of them
+  const auto openai = penalised(p, zero, history);
+  ASSERT_EQ(openai.size(), 8u);
+  EXPECT_NEAR(openai[3], 0.0, 1e-9);     // prompt only: untouched
+  EXPECT_NEAR(openai[5], -1.25, 1e-6);   // 3 x 0.25 + 0.5
+  EXPECT_NEAR(openai[6], -0.75, 1e-6);   // generated once (its prompt occurrence does not count)
+  p.penalty_prompt_len = -1;  // llama.cpp: the whole window, prompt included
+  p.repeat_last_n = -1;
+  const auto window = penalised(p, zero, history);
+  EXPECT_NEAR(window[3], -1.0, 1e-6);
+  EXPECT_NEAR(window[5], -1.25, 1e-6);
+  EXPECT_NEAR(window[6], -1.0, 1e-6);
+}
+
+TEST(Sampler, OpenAiRepetitionPenaltyCoversPromptAndGeneratedWhateverTheWindow) {
+  SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.repeat_penalty = 2.0f;
+  p.repeat_last_n = 2;  // a llama.cpp window of 2 would see only the last two tokens
+  const std::vector<float> one(6, 1.0f);
+  const std::vector<int32_t> history = {3, 3, 4, 5};  // prompt [3, 3], generated [4, 5]
+  p.penalty_prompt_len = 2;
+  const auto openai = penalised(p, one, history);
+  for (int t : {3, 4, 5}) EXPECT_NEAR(openai[size_t(t)], 0.5, 1e-6) << t;  // divided once
+  for (int t : {0, 1, 2}) EXPECT_NEAR(openai[size_t(t)], 1.0, 1e-6) << t;
+  p.penalty_prompt_len = -1;
+  const auto window = penalised(p, one, history);
+  EXPECT_NEAR(window[3], 1.0, 1e-6);  // outside the window of 2
+  EXPECT_NEAR(window[4], 0.5, 1e-6);
+  // Penalties keep a request on the host sampler either way.
+  EXPECT_FALSE(Sampler(p).device_eligible());
+  p.penalty_prompt_len = 2;
+  EXPECT_FALSE(Sampler(p).device_eligible());
+}
+
+TEST(Sampler, PenaltyPromptLengthIsValidated) {
+  SamplingParams p;
+  p.penalty_prompt_len = -2;
+  EXPECT_THROW(Sampler{p}, Error);
+}
+
+}  // namespace
+}  // namespace greta
