@@ -417,7 +417,6 @@ TEST(Sampler, DistributionIsWhatSampleDrawsFrom) {
   EXPECT_EQ(dd[0].token, 0);
 }
 
-namespace greta {
 namespace {
 
 // The logits after penalties, read back through distribution(): with temperature 1 and no
@@ -427,16 +426,14 @@ std::vector<double> penalised(const SamplingParams& p, const std::vector<float>&
   Sampler s(p);
   const auto d = s.distribution(logits.data(), int(logits.size()), history);
   std::vector<double> out;
-  for (const TokenProb& t : d) out.push_back(std::log(t.prob / d[0].prob) + logits[0]);
+  for (const greta::TokenProb& t : d) out.push_back(std::log(t.prob / d[0].prob) + logits[0]);
   return out;
 }
 
+}  // namespace
+
 TEST(Sampler, OpenAiPenaltiesCountGeneratedTokensOnly) {
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.top_k = 0;
-  p.top_p = 1.0f;
-  p.min_p = 0.0f;
+  SamplingParams p = plain(1.0f);  // no filters: the distribution shows every penalised logit
   p.presence_penalty = 0.5f;
   p.frequency_penalty = 0.25f;
   const std::vector<float> zero(8, 0.0f);
@@ -457,11 +454,7 @@ TEST(Sampler, OpenAiPenaltiesCountGeneratedTokensOnly) {
 }
 
 TEST(Sampler, OpenAiRepetitionPenaltyCoversPromptAndGeneratedWhateverTheWindow) {
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.top_k = 0;
-  p.top_p = 1.0f;
-  p.min_p = 0.0f;
+  SamplingParams p = plain(1.0f);  // no filters: the distribution shows every penalised logit
   p.repeat_penalty = 2.0f;
   p.repeat_last_n = 2;  // a llama.cpp window of 2 would see only the last two tokens
   const std::vector<float> one(6, 1.0f);
@@ -483,8 +476,6 @@ TEST(Sampler, OpenAiRepetitionPenaltyCoversPromptAndGeneratedWhateverTheWindow) 
 TEST(Sampler, PenaltyPromptLengthIsValidated) {
   SamplingParams p;
   p.penalty_prompt_len = -2;
-  EXPECT_THROW(Sampler{p}, Error);
+  EXPECT_THROW(Sampler{p}, greta::Error);
 }
 
-}  // namespace
-}  // namespace greta
