@@ -21,12 +21,7 @@ class AttentionRunner {
  public:
   AttentionRunner(Backend& gpu, Backend& cpu, AttnCase c, int n_blocks, uint32_t seed)
       : gpu_(gpu), cpu_(cpu), c_(c), rng_(seed) {
-    KVCacheDesc d;
-    d.n_layers = 2;
-    d.n_blocks = n_blocks;
-    d.block_size = kBlock;
-    d.n_kv_heads = c.n_kv;
-    d.head_dim = c.hd;
+    const KVCacheDesc d{.n_layers = 2, .n_blocks = n_blocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
     kvg_ = gpu.alloc_kv(d);
     kvc_ = cpu.alloc_kv(d);
     // Blocks handed out in a shuffled order so every table is non-contiguous.

@@ -34,12 +34,7 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& t
   host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
   for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
   for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
-  KVCacheDesc d;
-  d.n_layers = 1;
-  d.n_blocks = kBlocks;
-  d.block_size = kBlock;
-  d.n_kv_heads = c.n_kv;
-  d.head_dim = c.hd;
+  const KVCacheDesc d{.n_layers = 1, .n_blocks = kBlocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
   Side side[2];
   for (int which = 0; which < 2; ++which) {
     Backend& b = which == 0 ? gpu : cpu;
