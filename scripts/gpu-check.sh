@@ -2,11 +2,13 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion serve hf (default: build tests bench e2e hf)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion pipe serve hf (default: build tests bench e2e hf)
+#   bench: every bench/gpu_*_bench.cu (GRETA_BENCH=gemv: only gpu_gemv_bench).
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
 #   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
+#   pipe: synthetic Llama-2-7B decode (batch 1, 8, position 4000) with GRETA_CUDA_GEMV_PIPE=0, 1, twice.
 #   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
 #          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
 #          GRETA_SERVE_REQUESTS (default 1024) and GRETA_SERVE_CONCURRENCY (default 256) change the load
@@ -92,7 +94,7 @@ if has sanitize; then
 fi
 
 if has bench; then
-  for b in "$BUILD"/gpu_*_bench; do
+  for b in "$BUILD"/gpu_${GRETA_BENCH:-*}_bench; do
     [ -x "$b" ] || continue
     echo "== $(basename "$b")"
     "$b" > "$LOG/$(basename "$b").jsonl" 2> "$LOG/$(basename "$b").err" || { status=1; cat "$LOG/$(basename "$b").err"; }
@@ -175,6 +177,10 @@ PY
 if has graphs && [ -x "$BUILD/greta" ]; then
   echo "== step graphs off vs on (synthetic llama-2-7b, bf16, same machine, back to back)"
   ab_switch GRETA_CUDA_GRAPHS "0 1 0 1" graphs -p 16 -n 256 --batch 8 32
+fi
+if has pipe && [ -x "$BUILD/greta" ]; then
+  echo "== pipelined GEMV weight stream A/B (GRETA_CUDA_GEMV_PIPE 0/1, synthetic llama-2-7b, bf16, back to back)"
+  ab_switch GRETA_CUDA_GEMV_PIPE "0 1 0 1" pipe -p 16 -n 256 --at-pos 4000 --batch 8
 fi
 if has fusion && [ -x "$BUILD/greta" ]; then
   echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"

@@ -1,7 +1,8 @@
 // Fused decode ops (Backend::norm_matmul, norm_swiglu, matmul_add) on CUDA vs the CPU backend,
 // which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
 // GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMV launches and epilogues, 2: also
-// the RMSNorm inside the GEMV), token counts in 1-4 tiles of 8 and past the GEMV limit (32), k that is not
+// the RMSNorm inside the GEMV) with and without the pipelined GEMV weight stream
+// (GRETA_CUDA_GEMV_PIPE), token counts in 1-4 tiles of 8 and past the GEMV limit (32), k that is not
 // a multiple of the 32-wide chunk, row counts that are not a multiple of the 16-row (8 for
 // SwiGLU) block, and biases on some targets only.
 #include <cstdlib>
@@ -17,17 +18,26 @@ namespace {
 
 using GpuFused = GpuTest;
 
-// A CUDA backend built with GRETA_CUDA_FUSION=level (read once, at construction) and the GEMV
-// path for up to 32 tokens (the default switches to cuBLASLt past 16), so every token-tile
-// count of the GEMV is exercised.
-std::unique_ptr<Backend> cuda_with_fusion(int level) {
+// A CUDA backend built with GRETA_CUDA_FUSION=level and GRETA_CUDA_GEMV_PIPE=pipe (read once,
+// at construction) and the GEMV path for up to 32 tokens (the default switches to cuBLASLt
+// past 16), so every token-tile count of the GEMV is exercised.
+std::unique_ptr<Backend> cuda_with_fusion(int level, int pipe) {
   setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
+  setenv("GRETA_CUDA_GEMV_PIPE", std::to_string(pipe).c_str(), 1);
   setenv("GRETA_CUDA_GEMV_MAX_TOKENS", "32", 1);
   auto b = make_cuda_backend(0);
   unsetenv("GRETA_CUDA_FUSION");
+  unsetenv("GRETA_CUDA_GEMV_PIPE");
   unsetenv("GRETA_CUDA_GEMV_MAX_TOKENS");
   return b;
 }
+
+// Every fusion level with the pipelined GEMV (the default), and the fused levels without it.
+struct Config {
+  int level, pipe;
+  std::string tag() const { return "fusion " + std::to_string(level) + " pipe " + std::to_string(pipe); }
+};
+const std::vector<Config> kConfigs = {{0, 1}, {1, 1}, {2, 1}, {1, 0}, {2, 0}};
 
 struct Case {
   int64_t n, k;
@@ -96,10 +106,10 @@ TEST_F(GpuFused, NormOpsEveryFusionLevel) {
       {2, 100, {31}, false},              // k % 8 != 0: the unfused path
       {2, 100, {31}, true},
   };
-  for (int level : {0, 1, 2}) {
-    auto g = cuda_with_fusion(level);
+  for (const Config& cf : kConfigs) {
+    auto g = cuda_with_fusion(cf.level, cf.pipe);
     std::mt19937 rng(11);
-    for (const Case& c : cases) check_norm_op(*g, *cpu, c, "fusion " + std::to_string(level), rng);
+    for (const Case& c : cases) check_norm_op(*g, *cpu, c, cf.tag(), rng);
   }
 }
 
@@ -109,8 +119,8 @@ TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
   // k >= 8192; the last two end in a partial 32-wide chunk, 20 tokens are 3 token tiles).
   const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {8, 4096, 11008}, {3, 577, 8200}, {4, 7, 64},
                                      {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}, {20, 1000, 8216}};
-  for (int level : {0, 1, 2}) {
-    auto g = cuda_with_fusion(level);
+  for (const Config& cf : kConfigs) {
+    auto g = cuda_with_fusion(cf.level, cf.pipe);
     std::mt19937 rng(12);
     for (const Shape& s : shapes) {
       const auto av = random_values(size_t(s.n * s.k), 2.f, rng), xv = random_values(size_t(s.n * s.m), 4.f, rng);
@@ -124,7 +134,7 @@ TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
         res[which] = read(b, x);
         b.free(a), b.free(x), b.free(tmp);
       }
-      report("fusion " + std::to_string(level) + " matmul_add x2 n=" + std::to_string(s.n) + " m=" + std::to_string(s.m) +
+      report(cf.tag() + " matmul_add x2 n=" + std::to_string(s.n) + " m=" + std::to_string(s.m) +
                  " k=" + std::to_string(s.k),
              rel_err(res[0], res[1]), kBf16Tol);
     }

@@ -89,6 +89,7 @@ cuda::GemvArgs CudaBackend::fused_input(Tensor x, const Weight& norm, float eps,
   cuda::GemvArgs a;
   a.k = x.cols;
   a.n = int32_t(x.rows);
+  a.pipeline = gemv_pipe_;
   if (fusion_ >= 2) {
     a.x = act(x);
     a.norm_w = static_cast<const float*>(weight1d(norm, x.cols, "norm").data);
@@ -101,19 +102,29 @@ cuda::GemvArgs CudaBackend::fused_input(Tensor x, const Weight& norm, float eps,
 
 void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   const auto& wt = weight2d(w, "matmul_add");
-  if (fusion_ < 1 || a.rows > gemv_max_tokens_ || a.data == x.data ||
-      !cuda::gemv_fast_path(a.data, wt.data, int(a.rows), wt.n_in)) {
+  if (fusion_ < 1 || a.data == x.data) {
     Backend::matmul_add(a, w, tmp, x);
     return;
   }
   expect_act(a, a.rows, wt.n_in, "matmul_add a");
   expect_act(x, a.rows, wt.n_out, "matmul_add x");
+  if (a.rows > gemv_max_tokens_) {
+    // Many tokens (prefill, large decode batches): cuBLASLt adds into x in its epilogue.
+    launch(&lt_gemm_cmd, gemm_.get(), act(a), static_cast<const bf16*>(wt.data), act(x), a.rows, wt.n_out, wt.n_in, 1,
+           stream_);
+    return;
+  }
+  if (!cuda::gemv_fast_path(a.data, wt.data, int(a.rows), wt.n_in)) {
+    Backend::matmul_add(a, w, tmp, x);
+    return;
+  }
   cuda::GemvArgs g;
   g.x = act(a);
   g.k = wt.n_in;
   g.n = int32_t(a.rows);
   g.seg0 = cuda::GemvSeg{static_cast<const bf16*>(wt.data), nullptr, act(x), wt.n_out};
   g.accumulate = 1;
+  g.pipeline = gemv_pipe_;
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
   // a long k over 2 blocks per tile helps (H100: 4096 x 11008 80.8 -> 85.5% of copy) but not a
   // short one (4096 x 4096: 79.4 -> 74.3%), so only the down projections split (bench/NOTES.md).

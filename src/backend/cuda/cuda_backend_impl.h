@@ -102,8 +102,8 @@ struct StepProfile {
 
 // Launchers with everything by value, so that a step can record them (StepCommands).
 inline void lt_gemm_cmd(cuda::LtGemm* g, const bf16* x, const bf16* w, bf16* out, int64_t n, int64_t m, int64_t k,
-                 cudaStream_t s) {
-  g->run(x, w, out, n, m, k, s);
+                        int accumulate, cudaStream_t s) {
+  g->run(x, w, out, n, m, k, accumulate != 0, s);
 }
 inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, cuda::DevStep st,
                  cuda::KVLayerDev L, cudaStream_t s) {
@@ -123,6 +123,7 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, bool use_graphs)
       : device_(device), graphs_on_(use_graphs), fusion_(cuda::fusion_from_env()),
         prefill_tc_(cuda::prefill_tc_from_env() ? 1 : 0), split_k_(cuda::split_k_from_env()),
+        gemv_pipe_(cuda::gemv_pipe_from_env() ? 1 : 0),
         gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
@@ -218,10 +219,10 @@ class CudaBackend final : public Backend {
     const float* b = bias ? static_cast<const float*>(weight1d(*bias, wt.n_out, "matmul bias").data) : nullptr;
     if (x.rows <= gemv_max_tokens_) {
       launch(&cuda::gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
-             stream_);
+             gemv_pipe_, stream_);
     } else {
       launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in,
-             stream_);
+             0, stream_);
       if (b) launch(&cuda::add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
     }
   }
@@ -367,6 +368,7 @@ class CudaBackend final : public Backend {
   int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
   int prefill_tc_ = 1;  // GRETA_CUDA_PREFILL_TC: tensor-core prefill attention where supported
   bool split_k_ = true;  // GRETA_CUDA_SPLITK: split-K for GEMVs with few row tiles
+  int gemv_pipe_ = 1;    // GRETA_CUDA_GEMV_PIPE: pipelined GEMV weight stream (GemvArgs::pipeline)
   int gemv_max_tokens_ = 16;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch

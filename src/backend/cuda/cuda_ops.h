@@ -21,8 +21,8 @@ constexpr int kGemvMaxTokens = 32;
 // out [n, m] = x [n, k] @ w [m, k]^T + bias [m] (bias may be null). Any n >= 1, m, k: the
 // tensor-core streaming kernel when n <= 32 and k % 8 == 0 with 16-byte aligned rows (tokens
 // in tiles of 8, every weight read once for all of them), a simple fallback otherwise (correct,
-// not fast).
-void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
+// not fast). pipeline: as GemvArgs::pipeline.
+void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k, int pipeline,
           cudaStream_t s);
 // True when the tensor-core kernel takes this shape (n <= 32, k % 8 == 0, 16-byte aligned
 // x and w); gemv_fused requires it for x and every segment's w.
@@ -57,7 +57,8 @@ struct GemvArgs {
   int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
   int32_t accumulate = 0;         // 1: out += result (residual add)
   int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
-  int32_t split = 1;              // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
+  int16_t split = 1;              // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
+  int16_t pipeline = 1;           // 1: weight stream software-pipelined, first loads before the PDL wait
   GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
   float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
   int32_t* split_count = nullptr;  // split > 1: [row tiles] arrivals, zero between launches
@@ -70,9 +71,10 @@ size_t gemv_split_counters(int64_t m);
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
 
 // Explicit variants for the benchmark: 2/4 = register loads in flight per row per lane (plain
-// launch), 1602/1604 = the same with 16 warps per block, 200 = PDL launch (production),
-// 202/208/216 = PDL with 2/8/16 chunks prefetched to L2 before the wait, 302 = split-K over 2
-// blocks per row tile. (A cp.async-pipelined variant was measured slower and removed; NOTES.md.)
+// launch), 1602/1604 = the same with 16 warps per block, 200 = PDL launch, 220/240 = PDL with
+// the pipelined weight stream (2/4 chunks per stage), 302/322 = split-K over 2 blocks per row
+// tile (plain/pipelined). Measured slower and removed (NOTES.md): a cp.async-pipelined variant,
+// L2 prefetch before the PDL wait (202/208/216).
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
                   int64_t m, int64_t k, cudaStream_t s);
 

@@ -37,6 +37,11 @@ bool split_k_from_env() {
   return !(v && std::string(v) == "0");
 }
 
+bool gemv_pipe_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_GEMV_PIPE");
+  return !(v && std::string(v) == "0");
+}
+
 bool prefill_tc_from_env() {
   const char* v = std::getenv("GRETA_CUDA_PREFILL_TC");
   return !(v && std::string(v) == "0");

@@ -4,6 +4,7 @@
 //   GRETA_CUDA_GEMV_MAX_TOKENS=N   streaming GEMV up to N tokens per step, cuBLASLt beyond (default 16)
 //   GRETA_CUDA_PREFILL_TC=0        prompt attention on CUDA cores (default: tensor cores for head_dim 64/128)
 //   GRETA_CUDA_SPLITK=0            no split-K for GEMVs with few row tiles (o and down projections)
+//   GRETA_CUDA_GEMV_PIPE=0         decode GEMVs without the pipelined weight stream (gemv.cu)
 //   GRETA_CUDA_STEP_PROFILE=1      per-step device timing, printed when the backend is destroyed
 // Results differ between settings only by floating-point rounding.
 #pragma once
@@ -15,5 +16,6 @@ int gemv_max_tokens_from_env();
 bool graphs_from_env();
 bool prefill_tc_from_env();
 bool split_k_from_env();
+bool gemv_pipe_from_env();
 
 }  // namespace greta::cuda

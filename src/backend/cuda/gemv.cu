@@ -55,11 +55,15 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 }
 
 // x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8 * NT (NT below), k % 8 == 0, rows 16-byte aligned.
-// PREFETCH >= 0: launched with programmatic dependent launch (PDL). The kernel lets its own
-// successor launch early, prefetches the first PREFETCH chunks of its weight rows into L2 --
-// weights never depend on the previous kernel -- and only then waits for the previous grid
-// (griddepcontrol.wait) before touching x or out. This hides the ~3 us ramp/drain that every
-// kernel boundary otherwise costs (measured: time = 3 us + bytes / 3.96 TB/s on H200).
+// LAUNCH (kLaunch* below): kLaunchPdl and kLaunchPipe are launched with programmatic dependent
+// launch (PDL): the kernel lets its own successor launch early and waits for the previous grid
+// (griddepcontrol.wait) before touching x or out, so its blocks are resident and parked when
+// the previous kernel ends. kLaunchPipe also software-pipelines the weight stream: each
+// iteration issues the next iteration's weight loads before its own mmas (twice the bytes in
+// flight per lane), and the first iteration's weights -- which never depend on the previous
+// kernel -- are loaded into registers *before* the wait, so the DRAM latency of a kernel's
+// first loads overlaps the previous kernel's tail. (Prefetching to L2 instead lost: the
+// prefetched lines competed with the running grid and were partly evicted; NOTES.md item 4.)
 //
 // Fusions (GemvArgs, cuda_ops.h), each a compile-time switch so the plain kernel pays nothing:
 // - NORM: x is the raw residual stream and the GEMV computes rms_norm(x) * norm_w @ W^T. The
@@ -82,6 +86,7 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 //   adjacent pairs), so, as with EPI_DUAL, each lane holds both halves of its pairs and rotates
 //   them in registers. The v segment is stored as usual and copied to the cache.
 enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
+enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
 __device__ __forceinline__ float bf16_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
@@ -108,7 +113,7 @@ __device__ __forceinline__ uint4 norm_granule(uint4 v, const uint4& g0, const ui
 // SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
 // row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
 // the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+template <int UNROLL, int LAUNCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
   static_assert(SPLIT == 1 || (!NORM && (EPI == kEpiStore || EPI == kEpiAdd)), "split-K: plain and add epilogues");
@@ -169,24 +174,66 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       rope_s = float(sd);
     }
   }
-  if constexpr (PREFETCH >= 0) {  // launched with PDL (PREFETCH = -1: plain launch)
-    asm volatile("griddepcontrol.launch_dependents;");
+  const int64_t full = kl / 32;  // whole 32-wide chunks
+  int64_t c0 = warp;
+  if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.launch_dependents;");
+  uint4 pa[UNROLL], pb[UNROLL];  // kLaunchPipe: this lane's weights for the iteration about to run
+  if constexpr (LAUNCH == kLaunchPipe) {
+    if (c0 + int64_t(UNROLL - 1) * WARPS < full) {
 #pragma unroll
-    for (int i = 0; i < PREFETCH; ++i) {
-      const int64_t off = 32 * (warp + int64_t(i) * WARPS);
-      if (off + 8 * t < kl) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(wa + off));
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(wb + off));
+      for (int u = 0; u < UNROLL; ++u) {
+        const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
+        pa[u] = ld_stream(wa + off);
+        pb[u] = ld_stream(wb + off);
       }
     }
-    asm volatile("griddepcontrol.wait;" ::: "memory");
   }
+  if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.wait;" ::: "memory");
   float acc[NT][kSets][4] = {};
   float ss[NT] = {};  // NORM: this lane's share of sum(x[8i + g]^2)
+  // kLaunchPipe main loop: the next iteration's weight loads go out before this iteration's x
+  // loads and mmas, so 2 x UNROLL chunks per lane are in flight while the mmas wait.
+  if constexpr (LAUNCH == kLaunchPipe) {
+    for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
+      const int64_t cn = c0 + int64_t(WARPS) * UNROLL;
+      const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
+      uint4 na[UNROLL], nb[UNROLL], vx[UNROLL][NT], vg0[UNROLL], vg1[UNROLL];
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+          const int64_t off = 32 * (cn + int64_t(u) * WARPS);
+          na[u] = ld_stream(wa + off);
+          nb[u] = ld_stream(wb + off);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
+#pragma unroll
+        for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
+        if constexpr (NORM) {
+          vg0[u] = ld_cached(nw + off);
+          vg1[u] = ld_cached(nw + off + 4);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+        for (int i = 0; i < NT; ++i) {
+          if constexpr (NORM) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
+          float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
+          mma_bf16(c, pa[u].x, pb[u].x, pa[u].y, pb[u].y, vx[u][i].x, vx[u][i].y);
+          mma_bf16(c, pa[u].z, pb[u].z, pa[u].w, pb[u].w, vx[u][i].z, vx[u][i].w);
+        }
+      }
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) pa[u] = na[u], pb[u] = nb[u];
+      }
+    }
+  }
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
-  const int64_t full = kl / 32;
-  int64_t c0 = warp;
-  for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
+  for (; LAUNCH != kLaunchPipe && c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
     uint4 va[UNROLL], vb[UNROLL], vx[UNROLL][NT], vg0[UNROLL], vg1[UNROLL];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
@@ -381,11 +428,6 @@ __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __r
   if (lane == 0) out[int64_t(tok) * m + row] = __float2bfloat16_rn(s + (bias ? bias[row] : 0.f));
 }
 
-// Production choice, from bench/NOTES.md: 2 register loads in flight per row and lane,
-// launched with PDL but no prefetch (blocks are resident and waiting when the previous kernel
-// ends: +1.5-2.5 points of copy bandwidth on every shape; prefetching before the wait lost).
-constexpr int kGemvDefaultVariant = 200;
-
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
 
 int64_t gemv_blocks(int64_t m) { return (m + kRowsPerBlock - 1) / kRowsPerBlock; }
@@ -401,25 +443,31 @@ GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int 
   return a;
 }
 
-template <int UNROLL, int PREFETCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+template <int UNROLL, int LAUNCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1>
 void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
   const int64_t blocks = (a.blk2 + gemv_blocks(a.seg2.m)) * SPLIT;
-  if constexpr (PREFETCH < 0) {
-    gemv_mma_kernel<UNROLL, -1, WARPS, NORM, EPI, NT, SPLIT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
+  if constexpr (LAUNCH == kLaunchPlain) {
+    gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    launch_pdl(gemv_mma_kernel<UNROLL, PREFETCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)),
+    launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)),
                dim3(WARPS * 32), 0, s, a, eps);
   }
 }
 
-// The production variant (200: PDL, 2 chunks in flight) with the token tiles n needs.
+// The production variants (PDL, 2 chunks per lane per iteration; pipelined when a.pipeline)
+// with the token tiles n needs.
+template <int LAUNCH, bool NORM, int EPI, int SPLIT>
+void launch_tiles_as(const GemvArgs& a, float eps, cudaStream_t s) {
+  if (a.n <= 8) launch_mma<2, LAUNCH, kWarps, NORM, EPI, 1, SPLIT>(a, s, eps);
+  else if (a.n <= 16) launch_mma<2, LAUNCH, kWarps, NORM, EPI, 2, SPLIT>(a, s, eps);
+  else launch_mma<2, LAUNCH, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
+}
 template <bool NORM, int EPI, int SPLIT = 1>
 void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
-  if (a.n <= 8) launch_mma<2, 0, kWarps, NORM, EPI, 1, SPLIT>(a, s, eps);
-  else if (a.n <= 16) launch_mma<2, 0, kWarps, NORM, EPI, 2, SPLIT>(a, s, eps);
-  else launch_mma<2, 0, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
+  if (a.pipeline) launch_tiles_as<kLaunchPipe, NORM, EPI, SPLIT>(a, eps, s);
+  else launch_tiles_as<kLaunchPdl, NORM, EPI, SPLIT>(a, eps, s);
 }
 
 }  // namespace
@@ -444,19 +492,22 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
     GRETA_CUDA_LAUNCH_CHECK();
     return;
   }
-  const GemvArgs a = single(x, w, bias, out, n, m, k);
-  if (n > 8 && unroll != 302) {  // more than one token tile: only the production variants have them
+  GemvArgs a = single(x, w, bias, out, n, m, k);
+  a.pipeline = unroll == 220 || unroll == 322 ? 1 : 0;
+  if (n > 8 && unroll != 302 && unroll != 322) {  // more than one token tile: production variants only
     launch_tiles<false, kEpiStore>(a, 0.f, s);
     return;
   }
   switch (unroll) {
-    case 2: launch_mma<2, -1>(a, s); break;
-    case 4: launch_mma<4, -1>(a, s); break;
-    case 1602: launch_mma<2, -1, 16>(a, s); break;  // 16 warps per block
-    case 1604: launch_mma<4, -1, 16>(a, s); break;
-    case 200: launch_mma<2, 0>(a, s); break;    // PDL, no prefetch
-    case 202: launch_mma<2, 2>(a, s); break;    // PDL, prefetch 2 chunks/warp
-    case 302: {  // split-K over 2 blocks per row tile, PDL; workspace owned here (benchmark only)
+    case 2: launch_mma<2, kLaunchPlain>(a, s); break;
+    case 4: launch_mma<4, kLaunchPlain>(a, s); break;
+    case 1602: launch_mma<2, kLaunchPlain, 16>(a, s); break;  // 16 warps per block
+    case 1604: launch_mma<4, kLaunchPlain, 16>(a, s); break;
+    case 200: launch_mma<2, kLaunchPdl>(a, s); break;    // PDL
+    case 220: launch_mma<2, kLaunchPipe>(a, s); break;   // PDL, pipelined weight stream
+    case 240: launch_mma<4, kLaunchPipe>(a, s); break;   // PDL, pipelined, 4 chunks per stage
+    case 302:    // split-K over 2 blocks per row tile, PDL; workspace owned here (benchmark only)
+    case 322: {  // the same, pipelined
       static float* scratch = nullptr;
       static int32_t* count = nullptr;
       static size_t cap_f = 0, cap_c = 0;
@@ -477,15 +528,13 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
       launch_tiles<false, kEpiStore, 2>(b, 0.f, s);
       break;
     }
-    case 208: launch_mma<2, 8>(a, s); break;    // PDL, prefetch 8 chunks/warp
-    case 216: launch_mma<2, 16>(a, s); break;   // PDL, prefetch 16 chunks/warp
-    default: launch_mma<2, -1>(a, s); break;
+    default: launch_mma<2, kLaunchPlain>(a, s); break;
   }
 }
 
-void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
+void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k, int pipeline,
           cudaStream_t s) {
-  gemv_variant(kGemvDefaultVariant, x, w, bias, out, n, m, k, s);
+  gemv_variant(pipeline ? 220 : 200, x, w, bias, out, n, m, k, s);
 }
 
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {

@@ -19,9 +19,11 @@ class LtGemm {
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
 
-  // x [n, k], w [m, k], out [n, m]; bias is added separately (add_bias_rows).
+  // x [n, k], w [m, k], out [n, m]; bias is added separately (add_bias_rows). accumulate:
+  // out += x @ w^T in the GEMM's epilogue (beta = 1, C = D = out), which saves the residual
+  // add kernel's pass and the temporary.
   void run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* out, int64_t n, int64_t m, int64_t k,
-           cudaStream_t s);
+           bool accumulate, cudaStream_t s);
 
  private:
   struct Plan {
