@@ -181,6 +181,8 @@ fi
 if has pipe && [ -x "$BUILD/greta" ]; then
   echo "== pipelined GEMV weight stream A/B (GRETA_CUDA_GEMV_PIPE 0/1, synthetic llama-2-7b, bf16, back to back)"
   ab_switch GRETA_CUDA_GEMV_PIPE "0 1 0 1" pipe -p 16 -n 256 --at-pos 4000 --batch 8
+  echo "== RMSNorm inside the GEMVs (GRETA_CUDA_FUSION 1/2) with the pipelined GEMV"
+  ab_switch GRETA_CUDA_FUSION "1 2 1 2" fusion12 -p 16 -n 256 --batch 8
 fi
 if has fusion && [ -x "$BUILD/greta" ]; then
   echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"

@@ -72,9 +72,9 @@ void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
 
 // Explicit variants for the benchmark: 2/4 = register loads in flight per row per lane (plain
 // launch), 1602/1604 = the same with 16 warps per block, 200 = PDL launch, 220/240 = PDL with
-// the pipelined weight stream (2/4 chunks per stage), 302/322 = split-K over 2 blocks per row
-// tile (plain/pipelined). Measured slower and removed (NOTES.md): a cp.async-pipelined variant,
-// L2 prefetch before the PDL wait (202/208/216).
+// the pipelined weight stream (2/4 chunks per stage), 302 = split-K over 2 blocks per row tile.
+// Measured slower and removed (NOTES.md): a cp.async-pipelined variant, L2 prefetch before the
+// PDL wait (202/208/216), split-K pipelined (322).
 void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
                   int64_t m, int64_t k, cudaStream_t s);
 
