@@ -3,8 +3,8 @@
 clients on loopback, each with a P-token prompt and G output tokens; prints one JSON line.
 
 Starts the server itself (its own free port, waits for /health, stops it at the end) unless
---url points at one already running. Stdlib only (http.client + threads), so it measures the
-server rather than a client library.
+--url points at one already running. Stdlib only (http.client, threads, processes), so it
+measures the server rather than a client library.
 
 Why these choices:
 - Prompts are token-id lists, which /v1/completions accepts: exactly P prompt tokens, no
@@ -19,6 +19,16 @@ Why these choices:
   consecutive content chunks of one stream. The server writes whatever tokens are ready in one
   go, so several tokens can land in one read: gaps are measured at chunk arrival, as a client
   sees them, and `chunks` is reported next to `output_tokens` so a merge shows.
+- The clients can be spread over worker processes (--procs; by default 1 up to 32 clients,
+  else min(8, CPUs/2, C)) that share one counter of prompt indices: hundreds of threads in one
+  Python process contend for the GIL while parsing thousands of SSE events a second, so the
+  client itself can cap the measured throughput. `client_cpu_s` (the clients' CPU seconds) next
+  to `wall_s * client_procs` shows how close they came. Chunk times stay comparable across
+  processes: time.monotonic is CLOCK_MONOTONIC, one clock for the whole machine on Linux.
+- The server's engine-phase counters (greta_engine_seconds_total) are reported as `engine_s`,
+  their change over the run: forward time near the whole wall means the GPU bounds throughput;
+  schedule + sample + emit the engine's host work between steps; idle a client or HTTP layer
+  that does not keep the engine fed.
 - Bounded: every request has a deadline (--request-timeout) checked on every line it reads
   (the server sends a keep-alive comment each second while a request is queued), sockets time
   out, and the whole run stops at --max-time: no new request starts after it, workers are
@@ -27,7 +37,9 @@ Why these choices:
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
+import queue
 import random
 import re
 import shutil
@@ -48,6 +60,8 @@ METRICS = {  # /metrics counter -> key in the result (reported as the change ove
     "greta_generation_tokens_total": "server_generated_tokens",
     "greta_client_disconnects_total": "client_disconnects",
 }
+ENGINE_PHASES = ("idle", "schedule", "forward", "sample", "emit")  # greta_engine_seconds_total{phase=...}
+METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
 
 
 def find_greta():
@@ -62,6 +76,13 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Endpoint:
+    """What a client needs to send requests (picklable, unlike Target with its server process)."""
+
+    def __init__(self, host, port, headers):
+        self.host, self.port, self.headers = host, port, dict(headers)
 
 
 class Target:
@@ -131,12 +152,7 @@ class Target:
         status, text = self.get("/metrics")
         if status != 200:
             raise SystemExit(f"serve_load: GET /metrics answered {status}: {text[:200]}")
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
+        return parse_metrics(text)
 
     def model_info(self):
         """The served model's /v1/models entry (id, and vocab_size from greta)."""
@@ -144,6 +160,26 @@ class Target:
         if status != 200:
             raise SystemExit(f"serve_load: GET /v1/models answered {status}: {text[:200]}")
         return json.loads(text)["data"][0]
+
+
+def parse_metrics(text):
+    """Prometheus text -> {'name' or 'name{labels}': value}; labels are kept as the server wrote
+    them (a label value may hold spaces, so the value is the last field)."""
+    out = {}
+    for line in text.splitlines():
+        m = METRIC_LINE.match(line.strip())
+        if m and not line.startswith("#"):
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def engine_phase_deltas(before, after):
+    """Seconds the engine spent in each loop phase between two scrapes; None for a server
+    without the counters."""
+    keys = {p: f'greta_engine_seconds_total{{phase="{p}"}}' for p in ENGINE_PHASES}
+    if not all(k in after for k in keys.values()):
+        return None
+    return {p: round(after[k] - before.get(k, 0.0), 4) for p, k in keys.items()}
 
 
 def stream_one(target, body, deadline):
@@ -215,28 +251,138 @@ def request_body(ids, gen, ignore_eos):
                        "ignore_eos": ignore_eos, "stream_options": {"include_usage": True}})
 
 
-def run_load(target, prompts, a, run_deadline):
-    results = [None] * len(prompts)
-    next_i = [0]
-    lock = threading.Lock()
+def run_clients(endpoint, prompts, gen, ignore_eos, request_timeout, threads, next_index, run_deadline):
+    """`threads` closed-loop clients in this process: each takes the next prompt index from
+    next_index() (None: none left) and streams it. Returns {index: record}."""
+    results = {}
 
-    def worker():
+    def client():
         while True:
-            with lock:
-                i = next_i[0]
-                if i >= len(prompts) or time.monotonic() >= run_deadline:
-                    return
-                next_i[0] += 1
-            results[i] = stream_one(target, request_body(prompts[i], a.gen, a.ignore_eos),
-                                    min(time.monotonic() + a.request_timeout, run_deadline))
+            i = next_index()
+            if i is None:
+                return
+            results[i] = stream_one(endpoint, request_body(prompts[i], gen, ignore_eos),
+                                    min(time.monotonic() + request_timeout, run_deadline))
 
-    t0 = time.monotonic()
-    workers = [threading.Thread(target=worker, daemon=True) for _ in range(a.concurrency)]
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(timeout=max(0.0, run_deadline - time.monotonic()) + 5)
-    return results, t0, time.monotonic()
+    return dict(results)  # a copy: a client past the deadline may still be writing
+
+
+def shared_counter_next(counter, n, run_deadline):
+    """next_index over processes: one shared counter hands out prompt indices in order, so the
+    clients stay one closed loop whichever process they live in."""
+    def next_index():
+        if time.monotonic() >= run_deadline:
+            return None
+        with counter.get_lock():
+            i = counter.value
+            if i >= n:
+                return None
+            counter.value = i + 1
+        return i
+    return next_index
+
+
+def client_process(k, endpoint, prompts, a, threads, counter, start, go, reports):
+    """One worker process: reports it is ready, waits for the parent's start time, runs its
+    clients and sends back its records and CPU seconds."""
+    reports.put(("ready", k))
+    go.wait()
+    run_deadline = start.value + a.max_time
+    cpu0 = time.process_time()
+    recs = run_clients(endpoint, prompts, a.gen, a.ignore_eos, a.request_timeout, threads,
+                       shared_counter_next(counter, len(prompts), run_deadline), run_deadline)
+    reports.put(("done", k, recs, time.process_time() - cpu0))
+
+
+def split(total, parts):
+    """total as `parts` near-equal shares, the larger ones first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def run_load(target, prompts, a, on_start=lambda: None):
+    """Runs every prompt through a.concurrency clients spread over a.procs processes; on_start()
+    runs once they are ready, just before the first request (e.g. to read the server's
+    counters, so that process start-up does not count as engine idle time). Returns (records in
+    prompt order, None where not finished; t0; t1; client CPU seconds)."""
+    endpoint = Endpoint(target.host, target.port, target.headers)
+    if a.procs <= 1:
+        lock, next_i = threading.Lock(), [0]
+        on_start()
+        t0 = time.monotonic()
+        run_deadline = t0 + a.max_time
+
+        def next_index():
+            with lock:
+                i = next_i[0]
+                if i >= len(prompts) or time.monotonic() >= run_deadline:
+                    return None
+                next_i[0] += 1
+                return i
+
+        cpu0 = time.process_time()
+        recs = run_clients(endpoint, prompts, a.gen, a.ignore_eos, a.request_timeout, a.concurrency,
+                           next_index, run_deadline)
+        cpu = time.process_time() - cpu0
+        t1 = time.monotonic()
+    else:
+        recs, t0, t1, cpu = run_processes(endpoint, prompts, a, on_start)
+    return [recs.get(i) for i in range(len(prompts))], t0, t1, cpu
+
+
+def next_report(reports, procs, deadline):
+    """The next message from a worker; fails fast when one died instead of waiting it out."""
+    while True:
+        try:
+            return reports.get(timeout=1.0)
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise SystemExit(f"serve_load: a client process died (exit code {dead[0]})")
+            if time.monotonic() > deadline:
+                raise SystemExit("serve_load: a client process did not report in time")
+
+
+def run_processes(endpoint, prompts, a, on_start):
+    # spawn, not fork: the parent has threads (the server's stderr drain), and forking a
+    # threaded process can deadlock the child. Start-up cost is paid before t0.
+    ctx = multiprocessing.get_context("spawn")
+    counter, start, go, reports = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=client_process, daemon=True,
+                         args=(k, endpoint, prompts, a, threads, counter, start, go, reports))
+             for k, threads in enumerate(split(a.concurrency, a.procs))]
+    for p in procs:
+        p.start()
+    try:
+        for _ in procs:
+            next_report(reports, procs, time.monotonic() + a.startup_timeout)
+        on_start()
+        t0 = time.monotonic()  # workers read their deadline from `start` once `go` is set
+        start.value = t0
+        go.set()
+        recs, cpu = {}, 0.0
+        for _ in procs:  # read before join: a full pipe would block a worker's exit
+            _, _, got, cpu_k = next_report(reports, procs, t0 + a.max_time + 30)
+            recs.update(got)
+            cpu += cpu_k
+        t1 = time.monotonic()
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+    return recs, t0, t1, cpu
+
+
+def default_procs(concurrency):
+    """One process is enough for a few dozen streams; beyond that, the GIL gets in the way."""
+    if concurrency <= 32:
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) // 2, concurrency))
 
 
 def main():
@@ -256,6 +402,9 @@ def main():
     ap.add_argument("--api-key")
     ap.add_argument("-n", "--requests", type=int, default=32)
     ap.add_argument("-c", "--concurrency", type=int, default=8)
+    ap.add_argument("--procs", type=int, default=None,
+                    help="client processes sharing the -c clients; default: 1 up to 32 clients, else "
+                         "min(8, CPUs/2, -c)")
     ap.add_argument("-p", "--prompt-tokens", type=int, default=64)
     ap.add_argument("-g", "--gen", "--max-tokens", dest="gen", type=int, default=32,
                     help="max_tokens (ignore_eos: exactly this many)")
@@ -274,6 +423,11 @@ def main():
     a = ap.parse_args()
     if min(a.requests, a.concurrency, a.prompt_tokens, a.gen) < 1 or a.warmup < 0:
         ap.error("-n, -c, -p, -g must be >= 1 and --warmup >= 0")
+    if a.procs is None:
+        a.procs = default_procs(a.concurrency)
+    if a.procs < 1:
+        ap.error("--procs must be >= 1")
+    a.procs = min(a.procs, a.concurrency)  # no process without a client
     if not 0 <= a.shared_prefix <= a.prompt_tokens:
         ap.error("--shared-prefix must be in [0, -p]")
     id_range = None
@@ -312,13 +466,13 @@ def main():
         # seen once before timing (CUDA graphs are captured per batch-size bucket).
         if a.warmup:
             warm = make_prompts(a.warmup, a.prompt_tokens, 0, lo, hi, a.seed + 1_000_003)
-            wres, _, _ = run_load(target, warm, a, time.monotonic() + a.max_time)
+            wres, _, _, _ = run_load(target, warm, a)
             failed = [r["error"] if r else "not finished" for r in wres if not r or r["error"]]
             if failed:
                 raise SystemExit(f"serve_load: {len(failed)} warm-up requests failed, e.g.: {failed[0]}")
-        before = target.metrics()
         prompts = make_prompts(a.requests, a.prompt_tokens, a.shared_prefix, lo, hi, a.seed)
-        results, t0, t1 = run_load(target, prompts, a, time.monotonic() + a.max_time)
+        before = {}
+        results, t0, t1, client_cpu = run_load(target, prompts, a, lambda: before.update(target.metrics()))
         after = target.metrics()
     finally:
         target.stop()
@@ -337,6 +491,7 @@ def main():
         "device": target.device or a.device_name or (a.device if not a.url else "unknown (--url)"),
         "vocab": vocab, "id_range": [lo, hi],
         "N": a.requests, "C": a.concurrency, "P": a.prompt_tokens, "G": a.gen,
+        "client_procs": a.procs,
         "shared_prefix": a.shared_prefix,
         "server_threads": a.threads or None,
         "ignore_eos": a.ignore_eos,
@@ -349,10 +504,14 @@ def main():
         "requests_per_s": round(len(ok) / wall, 3) if wall > 0 else None,
         "ttft_ms_p50": ms(percentile(ttft, 0.5)), "ttft_ms_p99": ms(percentile(ttft, 0.99)),
         "itl_ms_p50": ms(percentile(itl, 0.5)), "itl_ms_p99": ms(percentile(itl, 0.99)),
+        "client_cpu_s": round(client_cpu, 3),
     }
     for name, key in METRICS.items():
         if name in after:
             result[key] = int(after[name] - before.get(name, 0))
+    engine_s = engine_phase_deltas(before, after)
+    if engine_s is not None:
+        result["engine_s"] = engine_s
     if errors:
         result["first_errors"] = sorted(set(errors))[:3]
     try:

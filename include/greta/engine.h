@@ -96,6 +96,14 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t preemptions = 0;
   int64_t finished_requests = 0;    // every reason, cancelled and error included
+  // Wall-clock seconds of the engine thread per phase of its loop, cumulative. Every instant of
+  // the loop is charged to exactly one phase, so they add up to the engine's lifetime and show
+  // where a step's time goes: host work between GPU steps, the forward itself, or waiting.
+  double idle_s = 0;      // waiting for work (a running wait is included up to the snapshot)
+  double schedule_s = 0;  // queue hand-over, cancellations, scheduling, up to the forward call
+  double forward_s = 0;   // the model's forward (device work and its sync included)
+  double sample_s = 0;    // commit, sampling, token bookkeeping (on_token)
+  double emit_s = 0;      // publishing stats and running the event callbacks
 };
 
 class Engine {

@@ -6,6 +6,7 @@
 #include "greta/engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -31,6 +32,32 @@ void EngineConfig::validate() const {
   need(prefill_chunk >= 1, "prefill_chunk must be >= 1, got " + std::to_string(prefill_chunk));
   need(max_context >= 0, "max_context must be >= 0 (0: automatic), got " + std::to_string(max_context));
 }
+
+namespace {
+
+// Charges wall-clock time to the phases of the engine loop: each lap adds the time since the
+// previous lap to one phase, so nothing falls between phases and a lap costs one clock read.
+class PhaseClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+  void lap(double& phase_s) {
+    const Clock::time_point now = Clock::now();
+    phase_s += seconds(now - last_);
+    last_ = now;
+  }
+  Clock::time_point last() const { return last_; }
+  static double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+ private:
+  Clock::time_point last_ = Clock::now();
+};
+
+// Cumulative seconds per phase (EngineStats has the meaning of each).
+struct PhaseTimes {
+  double idle = 0, schedule = 0, forward = 0, sample = 0, emit = 0;
+};
+
+}  // namespace
 
 struct Engine::Impl {
   struct Emit {
@@ -63,6 +90,8 @@ struct Engine::Impl {
   std::vector<std::unique_ptr<Sequence>> done;  // finished this iteration, freed after emitting
   std::vector<uint64_t> callback_failed;
   int64_t computed = 0, generated = 0, steps = 0, finished = 0;
+  PhaseClock clock;
+  PhaseTimes times;
 
   // Shared, under mu.
   mutable std::mutex mu;
@@ -74,6 +103,8 @@ struct Engine::Impl {
   std::unordered_set<uint64_t> live;
   std::vector<uint64_t> ended;  // finished this iteration: leave `live` before the events go out
   EngineStats stats;
+  bool waiting_for_work = false;             // idle since idle_since
+  PhaseClock::Clock::time_point idle_since;  // so stats() can count a wait still in progress
 
   std::thread thread;
 
@@ -90,6 +121,15 @@ struct Engine::Impl {
     stats.steps = steps;
     stats.preemptions = sched.preemptions();
     stats.finished_requests = finished;
+    publish_times();
+  }
+
+  void publish_times() {  // under mu
+    stats.idle_s = times.idle;
+    stats.schedule_s = times.schedule;
+    stats.forward_s = times.forward;
+    stats.sample_s = times.sample;
+    stats.emit_s = times.emit;
   }
 
   TokenEvent event_for(const Sequence& s) const {
@@ -158,20 +198,45 @@ struct Engine::Impl {
     end(sched.remove(s.id), std::move(ev), reason, "", out);
   }
 
+  // One step: schedule, forward, sample. Charges its time to the schedule, forward and sample
+  // phases (the queue hand-over before it counts as scheduling too).
   void run_step(std::vector<Emit>& out) {
     ScheduledStep st = sched.schedule();
+    end_failed(st, out);
+    if (st.empty()) {
+      clock.lap(times.schedule);
+      return;
+    }
+    const bool on_device = samples_on_device(st);
+    clock.lap(times.schedule);
+    const bool ran = forward(st, on_device, out);
+    clock.lap(times.forward);
+    if (!ran) return;
+    sample(st, on_device, out);
+    clock.lap(times.sample);
+  }
+
+  void end_failed(ScheduledStep& st, std::vector<Emit>& out) {
     for (auto& f : st.failed) {
       const std::string msg = "request needs more KV cache than the whole pool holds (" +
                               std::to_string(f->tokens.size()) + "+ tokens, pool " +
                               std::to_string(cfg.kv_blocks * cfg.block_size) + " tokens)";
       end_without_token(std::move(f), "error", msg, out);
     }
-    if (st.empty()) return;
-    // Sampling on the device when every sampled row can (no penalties, no logprobs): the step
-    // then returns one token per row instead of rows * vocab logits.
+  }
+
+  // Sampling on the device when every sampled row can (no penalties, no logprobs): the step
+  // then returns one token per row instead of rows * vocab logits.
+  bool samples_on_device(const ScheduledStep& st) const {
     bool on_device = !st.sampled.empty() && model.backend().supports_device_sampling();
     for (const Sequence* s : st.sampled)
       on_device = on_device && !s->req.logprobs && s->sampler.device_eligible();
+    return on_device;
+  }
+
+  // Runs the step through the model. Returns false when the backend failed: that ends the
+  // requests of this step, not the engine.
+  bool forward(const ScheduledStep& st, bool on_device, std::vector<Emit>& out) {
     try {
       if (on_device) {
         dev_params.clear();
@@ -184,10 +249,13 @@ struct Engine::Impl {
         model.forward(st.batch, *kv, logits.data());
       }
     } catch (const std::exception& e) {
-      // A backend failure ends the requests of this step, not the engine.
       for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), "error", e.what(), out);
-      return;
+      return false;
     }
+    return true;
+  }
+
+  void sample(const ScheduledStep& st, bool on_device, std::vector<Emit>& out) {
     sched.commit(st);
     computed += st.batch.n_tokens();
     ++steps;
@@ -222,16 +290,27 @@ struct Engine::Impl {
     done.clear();
   }
 
+  // Waits (under mu, held by lk) until there is something to do; the wait is the idle phase.
+  void wait_for_work(std::unique_lock<std::mutex>& lk) {
+    publish_times();  // the last step's emit phase, now complete
+    waiting_for_work = true;
+    idle_since = clock.last();
+    cv.wait(lk, [&] {
+      return stopping || !incoming.empty() || !cancels.empty() || !callback_failed.empty() ||
+             sched.n_waiting() + sched.n_running() > 0;
+    });
+    waiting_for_work = false;
+    clock.lap(times.idle);
+    stats.idle_s = times.idle;
+  }
+
   void loop() {
     std::vector<Emit> out;
     for (;;) {
       std::vector<uint64_t> to_cancel;
       {
         std::unique_lock<std::mutex> lk(mu);
-        cv.wait(lk, [&] {
-          return stopping || !incoming.empty() || !cancels.empty() || !callback_failed.empty() ||
-                 sched.n_waiting() + sched.n_running() > 0;
-        });
+        wait_for_work(lk);
         if (stopping) break;
         for (auto& s : incoming) sched.enqueue(std::move(s));
         incoming.clear();
@@ -250,6 +329,7 @@ struct Engine::Impl {
         publish_stats();
       }
       emit(out);
+      clock.lap(times.emit);  // published at the next wait, which takes the lock anyway
     }
     // Shutdown: everything still known ends as cancelled.
     std::vector<std::unique_ptr<Sequence>> rest = sched.drain();
@@ -336,6 +416,8 @@ EngineStats Engine::stats() const {
   std::lock_guard<std::mutex> lk(impl_->mu);
   EngineStats s = impl_->stats;
   s.waiting += int(impl_->incoming.size());
+  if (impl_->waiting_for_work)  // a long idle spell shows as it happens, not only once it ends
+    s.idle_s += PhaseClock::seconds(PhaseClock::Clock::now() - impl_->idle_since);
   return s;
 }
 

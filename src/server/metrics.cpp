@@ -57,6 +57,18 @@ namespace {
 void metric(std::string& out, const char* name, const char* type, const char* help, double v) {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + num(v) + "\n";
 }
+
+// One labelled family rather than five metrics: the phases add up to the engine thread's wall
+// time, so rate() over all of them shows the share of each (host work, forward, idle).
+void engine_phases(std::string& out, const EngineStats& s) {
+  out += "# HELP greta_engine_seconds_total Wall-clock seconds of the engine thread by loop phase.\n"
+         "# TYPE greta_engine_seconds_total counter\n";
+  const std::pair<const char*, double> phases[] = {
+      {"idle", s.idle_s}, {"schedule", s.schedule_s}, {"forward", s.forward_s}, {"sample", s.sample_s},
+      {"emit", s.emit_s}};
+  for (const auto& [phase, v] : phases)
+    out += std::string("greta_engine_seconds_total{phase=\"") + phase + "\"} " + num(v) + "\n";
+}
 }  // namespace
 
 std::string Metrics::render(const EngineStats& s) const {
@@ -83,6 +95,7 @@ std::string Metrics::render(const EngineStats& s) const {
   metric(out, "greta_kv_blocks_used", "gauge", "KV blocks held by running sequences.", s.kv_blocks_used);
   metric(out, "greta_kv_blocks_cached", "gauge", "Free KV blocks still holding a reusable prefix.", s.kv_blocks_cached);
   metric(out, "greta_kv_blocks_total", "gauge", "KV blocks in the pool.", s.kv_blocks_total);
+  engine_phases(out, s);
   out += "# HELP greta_time_to_first_token_seconds Time from request arrival to its first token.\n"
          "# TYPE greta_time_to_first_token_seconds histogram\n";
   ttft_.render(out, "greta_time_to_first_token_seconds");

@@ -1,6 +1,7 @@
 // Prometheus metrics of the server: HTTP requests by path and status, latency histograms
 // (time to first token, inter-token latency), plus the engine's own counters and gauges
-// (queue depth, running sequences, KV blocks, tokens, prefix-cache hits) read at scrape time.
+// (queue depth, running sequences, KV blocks, tokens, prefix-cache hits, engine time per loop
+// phase) read at scrape time.
 // Thread-safe: the engine thread observes latencies while HTTP threads count requests.
 #pragma once
 #include <cstdint>

@@ -187,3 +187,6 @@ def test_metrics_shape(server):
     assert m['greta_http_requests_total{path="/v1/chat/completions",code="200"}'] >= 1
     assert m['greta_http_requests_total{path="/v1/chat/completions",code="401"}'] >= 1
     assert m['greta_time_to_first_token_seconds_bucket{le="+Inf"}'] == m["greta_time_to_first_token_seconds_count"] > 0
+    phases = {p: m[f'greta_engine_seconds_total{{phase="{p}"}}']
+              for p in ("idle", "schedule", "forward", "sample", "emit")}
+    assert phases["forward"] > 0 and min(phases.values()) >= 0, phases

@@ -104,18 +104,41 @@ def test_token_ids_equal_their_text_on_the_default_model(greta_bin, default_mode
     assert batched["choices"][0]["text"] == by_text["choices"][0]["text"]
 
 
+def serve_load(greta_bin, *args):
+    """bench/serve_load.py on the tiny model, CPU; returns its JSON result."""
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "serve_load.py"), "--greta", greta_bin,
+                        "--synthetic", "tiny", "--device", "cpu", "-t", "2", *map(str, args)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 def test_serve_load_script_end_to_end(greta_bin):
     """bench/serve_load.py as the GPU check runs it, on the tiny model: every request completes with
     exactly max_tokens tokens, and the server's own counter agrees with the clients' count."""
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "serve_load.py"), "--greta", greta_bin,
-                        "--synthetic", "tiny", "--device", "cpu", "-t", "2", "--requests", "12", "--concurrency", "4",
-                        "--prompt-tokens", "16", "--max-tokens", "8", "--ignore-eos", "--warmup", "4",
-                        "--max-time", "60"], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stdout + p.stderr
-    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r = serve_load(greta_bin, "--requests", 12, "--concurrency", 4, "--prompt-tokens", 16, "--max-tokens", 8,
+                   "--ignore-eos", "--warmup", 4, "--max-time", 60)
     assert r["model"] == "synthetic-tiny" and r["vocab"] == TINY_VOCAB
     assert r["completed"] == 12 and r["errors"] == 0
     assert r["output_tokens"] == 12 * 8 == r["server_generated_tokens"]
     assert r["server_prompt_tokens"] == 12 * 16
     assert r["output_tok_per_s"] > 0 and r["ttft_ms_p50"] is not None and r["itl_ms_p99"] is not None
     assert 0 <= r["id_range"][0] < r["id_range"][1] <= TINY_VOCAB
+    assert r["client_procs"] == 1  # the default for a few clients
+    # The engine's time over the run, by phase: the model ran, nothing is negative.
+    assert set(r["engine_s"]) == {"idle", "schedule", "forward", "sample", "emit"}
+    assert r["engine_s"]["forward"] > 0 and min(r["engine_s"].values()) >= 0
+
+
+def test_serve_load_spreads_clients_over_processes(greta_bin):
+    """--procs 2: the clients live in two processes that share the prompts; the merged result
+    counts every request once, in full."""
+    r = serve_load(greta_bin, "--requests", 8, "--concurrency", 4, "--procs", 2, "--prompt-tokens", 16,
+                   "--max-tokens", 8, "--ignore-eos", "--warmup", 2, "--max-time", 60)
+    assert r["client_procs"] == 2
+    assert r["completed"] == 8 and r["errors"] == 0
+    assert r["output_tokens"] == 8 * 8 == r["server_generated_tokens"]
+    assert r["server_prompt_tokens"] == 8 * 16  # no request sent twice, none lost
+    assert r["chunks"] > 0 and r["ttft_ms_p50"] is not None and r["itl_ms_p99"] is not None
+    assert 0 < r["wall_s"] < 60 and r["client_cpu_s"] > 0
+    assert r["engine_s"]["forward"] > 0

@@ -237,6 +237,32 @@ TEST_F(EngineGenerate, PrefixCacheReusesSystemPromptAndKeepsOutputs) {
   EXPECT_EQ(c.get(ib).tokens, reference(b, max_tokens, true));
 }
 
+TEST_F(EngineGenerate, PhaseTimesAccountForTheEngineThread) {
+  using Clock = std::chrono::steady_clock;
+  auto phases_sum = [](const EngineStats& s) { return s.idle_s + s.schedule_s + s.forward_s + s.sample_s + s.emit_s; };
+  std::vector<std::vector<int32_t>> ps = prompts();
+  Collector c;
+  EngineConfig cfg;
+  cfg.kv_blocks = 64;
+  const Clock::time_point born = Clock::now();
+  Engine engine(*model_, *tok_, cfg);
+  for (int i = 0; i < 3; ++i) engine.submit(greedy(ps[i], 4), c.callback());
+  ASSERT_TRUE(c.wait(3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the engine goes back to waiting
+  const EngineStats a = engine.stats();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const EngineStats b = engine.stats();
+  const double lived = std::chrono::duration<double>(Clock::now() - born).count();
+  EXPECT_GT(a.forward_s, 0);
+  for (double v : {a.idle_s, a.schedule_s, a.sample_s, a.emit_s}) EXPECT_GE(v, 0);
+  // Every phase is charged to one clock started with the engine: together no more than its life.
+  EXPECT_LE(phases_sum(b), lived);
+  // A wait in progress counts as it happens; nothing else moves while the engine is idle.
+  EXPECT_GT(b.idle_s, a.idle_s);
+  EXPECT_EQ(b.forward_s, a.forward_s);
+  EXPECT_EQ(b.emit_s, a.emit_s);
+}
+
 TEST_F(EngineGenerate, EosEndsWithStopAndMaxTokensWithLength) {
   std::vector<int32_t> p = encode("<|im_start|>user\nSay only the word yes.<|im_end|>\n<|im_start|>assistant\n");
   std::vector<int32_t> want = reference(p, 24, false);

@@ -146,6 +146,8 @@ TEST(ServerMetrics, HistogramIsCumulativeAndLabelsCount) {
   s.running = 2;
   s.kv_blocks_total = 64;
   s.prefix_hit_tokens = 48;
+  s.forward_s = 1.5;
+  s.idle_s = 0.25;
   const std::string t = m.render(s);
   EXPECT_NE(t.find("greta_http_requests_total{path=\"/health\",code=\"200\"} 2\n"), std::string::npos);
   EXPECT_NE(t.find("greta_http_requests_total{path=\"/v1/completions\",code=\"429\"} 1\n"), std::string::npos);
@@ -158,4 +160,10 @@ TEST(ServerMetrics, HistogramIsCumulativeAndLabelsCount) {
   EXPECT_NE(t.find("greta_requests_running 2\n"), std::string::npos);
   EXPECT_NE(t.find("greta_kv_blocks_total 64\n"), std::string::npos);
   EXPECT_NE(t.find("greta_prefix_cache_hit_tokens_total 48\n"), std::string::npos);
+  EXPECT_NE(t.find("# TYPE greta_engine_seconds_total counter\n"), std::string::npos);
+  EXPECT_NE(t.find("greta_engine_seconds_total{phase=\"forward\"} 1.5\n"), std::string::npos);
+  EXPECT_NE(t.find("greta_engine_seconds_total{phase=\"idle\"} 0.25\n"), std::string::npos);
+  for (const char* phase : {"schedule", "sample", "emit"})
+    EXPECT_NE(t.find(std::string("greta_engine_seconds_total{phase=\"") + phase + "\"} 0\n"), std::string::npos)
+        << phase;
 }
