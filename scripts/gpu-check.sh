@@ -16,6 +16,7 @@
 #          GRETA_SERVE_STEP_TOKENS, default 2048, the engine);
 #          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
 #          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
+#          GRETA_SERVE_SHORT_ONLY=1 runs the 128/128 workload alone.
 #          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
 #          start + both workloads fit the device tool's 10-minute command; requests cut off by it
 #          count as errors in the JSON line (and the step fails), never silently.
@@ -253,6 +254,7 @@ PY
   # Different seeds: the second workload's prompts share no prefix with the first's.
   for w in "128 128 0" "512 256 1"; do
     read -r p g seed <<< "$w"
+    [ "$p" = 512 ] && [ "${GRETA_SERVE_SHORT_ONLY:-0}" = 1 ] && continue
     PYTHONUNBUFFERED=1 python3 bench/serve_load.py --url "http://127.0.0.1:$port" --device-name "${gpu:-cuda}" \
       --requests "$n_req" --concurrency "$conc" --prompt-tokens "$p" --max-tokens "$g" --ignore-eos \
       --seed "$seed" --warmup "$conc" --request-timeout 600 --max-time "${GRETA_SERVE_MAX_TIME:-200}" \
