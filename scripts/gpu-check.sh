@@ -16,7 +16,8 @@
 #          GRETA_SERVE_STEP_TOKENS, default 2048, the engine);
 #          GRETA_SERVE_MODEL (default llama-3-8b) and GRETA_SERVE_DEVICE (default cuda) let the same step
 #          run on a CPU with the tiny model (GRETA_GPU_BUILD=build GRETA_SERVE_MODEL=tiny GRETA_SERVE_DEVICE=cpu).
-#          GRETA_SERVE_SHORT_ONLY=1 runs the 128/128 workload alone.
+#          GRETA_SERVE_SHORT_ONLY=1 runs the 128/128 workload alone; GRETA_SERVE_PROCS sets the
+#          load client's processes (serve_load.py --procs; default up to 8).
 #          GRETA_SERVE_MAX_TIME (default 200 s) bounds each workload's timed run (its warm-up too), so
 #          start + both workloads fit the device tool's 10-minute command; requests cut off by it
 #          count as errors in the JSON line (and the step fails), never silently.
@@ -257,7 +258,7 @@ PY
     [ "$p" = 512 ] && [ "${GRETA_SERVE_SHORT_ONLY:-0}" = 1 ] && continue
     PYTHONUNBUFFERED=1 python3 bench/serve_load.py --url "http://127.0.0.1:$port" --device-name "${gpu:-cuda}" \
       --requests "$n_req" --concurrency "$conc" --prompt-tokens "$p" --max-tokens "$g" --ignore-eos \
-      --seed "$seed" --warmup "$conc" --request-timeout 600 --max-time "${GRETA_SERVE_MAX_TIME:-200}" \
+      --seed "$seed" --warmup "$conc" --request-timeout 600 ${GRETA_SERVE_PROCS:+--procs "$GRETA_SERVE_PROCS"} --max-time "${GRETA_SERVE_MAX_TIME:-200}" \
       >> "$LOG/serve_load.jsonl" 2>> "$LOG/serve_load.err" || { status=1; tail -5 "$LOG/serve_load.err"; }
   done
   kill -TERM "$server"; wait "$server" || true

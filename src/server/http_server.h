@@ -37,6 +37,7 @@ class HttpServer {
   HttpOptions opt_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<httplib::Server> http_;
+  int listen_fd_ = -1;  // the listening socket, recorded by the socket-options hook
 };
 
 }  // namespace greta::server

@@ -137,6 +137,26 @@ def test_completions_plain_and_streamed_agree(server):
     assert "Paris" in plain.choices[0].text
 
 
+def test_connection_burst_is_accepted(server):
+    """Hundreds of clients connecting at once all get answers (the listen backlog holds them)."""
+    host, port = server.url.split("//")[1].split(":")
+    socks = []
+    try:
+        for _ in range(400):  # connect all before sending anything: a burst on the accept queue
+            s = socket.socket()
+            s.settimeout(30)
+            s.connect((host, int(port)))
+            socks.append(s)
+        for s in socks:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for s in socks:
+            head = s.recv(64)
+            assert head.startswith(b"HTTP/1.1 200"), head
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_stop_and_n_and_seed(server):
     c = server.client()
     base = c.completions.create(model=MODEL, prompt="1, 2, 3, 4,", max_tokens=12, temperature=0).choices[0].text
