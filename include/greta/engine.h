@@ -103,7 +103,7 @@ struct EngineStats {
   double schedule_s = 0;  // queue hand-over, cancellations, scheduling, up to the forward call
   double forward_s = 0;   // the model's forward (device work and its sync included)
   double sample_s = 0;    // commit, sampling, token bookkeeping (on_token)
-  double emit_s = 0;      // publishing stats and running the event callbacks
+  double emit_s = 0;      // publishing stats and handing the step's events to the emitter thread
 };
 
 class Engine {
@@ -117,10 +117,11 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Thread-safe. Queues the request and returns its id (> 0). on_event runs on the engine
-  // thread for every generated token and once with finished = true; it must not block for
-  // long (it stalls every request) and may call submit/cancel/stats. If it throws, the
-  // request is cancelled. Throws RequestError when the request is refused.
+  // Thread-safe. Queues the request and returns its id (> 0). on_event runs on the engine's
+  // event thread (one thread for all requests, events in order) for every generated token and
+  // once with finished = true; it must not block for long (it delays every request's events)
+  // and may call submit/cancel/stats. If it throws, the request is cancelled. Throws
+  // RequestError when the request is refused.
   uint64_t submit(GenerationRequest req, EventCallback on_event);
 
   // Thread-safe. Ends the request with "cancelled" at the next step boundary at the latest and

@@ -1,8 +1,8 @@
 // The engine thread: takes submitted requests, runs scheduled steps through the model, samples,
 // and turns tokens into events. Locking: `mu` guards only the hand-over state (incoming
-// requests, cancellations, the live-id set, the published stats); the model, the scheduler
-// and every Sequence belong to the engine thread alone, and callbacks run with no lock held
-// (so they may call submit/cancel/stats).
+// requests, cancellations, failed callbacks, the live-id set, the published stats); the model,
+// the scheduler and every Sequence belong to the engine thread alone. Callbacks run on the
+// EventEmitter's thread, in order, with no lock held (so they may call submit/cancel/stats).
 #include "greta/engine.h"
 
 #include <algorithm>
@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "engine/event_emitter.h"
 #include "engine/scheduler.h"
 #include "model/llama.h"
 
@@ -60,10 +61,7 @@ struct PhaseTimes {
 }  // namespace
 
 struct Engine::Impl {
-  struct Emit {
-    Sequence* seq;  // kept alive in `done` or the scheduler until emitted
-    TokenEvent ev;
-  };
+  using Emit = EventEmitter::Item;
 
   Impl(LlamaModel& m, const Tokenizer& t, const EngineConfig& c)
       : model(m), tok(t), cfg(c), vocab(m.config().vocab_size), sched(c) {
@@ -88,7 +86,6 @@ struct Engine::Impl {
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
   std::vector<std::unique_ptr<Sequence>> done;  // finished this iteration, freed after emitting
-  std::vector<uint64_t> callback_failed;
   int64_t computed = 0, generated = 0, steps = 0, finished = 0;
   PhaseClock clock;
   PhaseTimes times;
@@ -102,11 +99,20 @@ struct Engine::Impl {
   std::vector<uint64_t> cancels;
   std::unordered_set<uint64_t> live;
   std::vector<uint64_t> ended;  // finished this iteration: leave `live` before the events go out
+  std::vector<uint64_t> callback_failed;  // requests whose consumer threw (from the emitter)
   EngineStats stats;
   bool waiting_for_work = false;             // idle since idle_since
   PhaseClock::Clock::time_point idle_since;  // so stats() can count a wait still in progress
 
   std::thread thread;
+  // Declared after mu, cv and callback_failed, which its failure hook uses; destroyed first.
+  EventEmitter emitter{[this](uint64_t id) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      callback_failed.push_back(id);
+    }
+    cv.notify_all();
+  }};
 
   void publish_stats() {  // under mu
     stats.waiting = sched.n_waiting();  // stats() adds `incoming`
@@ -149,7 +155,7 @@ struct Engine::Impl {
     ev.error = error;
     ended.push_back(s->id);
     ++finished;
-    out.push_back({s.get(), std::move(ev)});
+    out.push_back({s->on_event, std::move(ev)});
     done.push_back(std::move(s));
   }
 
@@ -192,7 +198,7 @@ struct Engine::Impl {
       }
     }
     if (reason.empty()) {
-      out.push_back({&s, std::move(ev)});
+      out.push_back({s.on_event, std::move(ev)});
       return;
     }
     end(sched.remove(s.id), std::move(ev), reason, "", out);
@@ -277,16 +283,10 @@ struct Engine::Impl {
     }
   }
 
+  // Hands the step's events to the emitter thread (they hold their callbacks, not the
+  // sequences, so finished sequences can go now) and returns while they are delivered.
   void emit(std::vector<Emit>& out) {
-    for (Emit& e : out) {
-      try {
-        e.seq->on_event(e.ev);
-      } catch (...) {
-        // The consumer is gone (e.g. the client hung up): stop spending steps on it.
-        if (!e.ev.finished) callback_failed.push_back(e.ev.request_id);
-      }
-    }
-    out.clear();
+    emitter.post(out);
     done.clear();
   }
 
@@ -316,9 +316,9 @@ struct Engine::Impl {
         incoming.clear();
         stats.waiting = sched.n_waiting();  // keeps the queue limit exact until the next publish
         to_cancel.swap(cancels);
+        to_cancel.insert(to_cancel.end(), callback_failed.begin(), callback_failed.end());
+        callback_failed.clear();
       }
-      to_cancel.insert(to_cancel.end(), callback_failed.begin(), callback_failed.end());
-      callback_failed.clear();
       for (uint64_t id : to_cancel)
         if (auto s = sched.remove(id)) end_without_token(std::move(s), "cancelled", "", out);
       run_step(out);
@@ -346,6 +346,7 @@ struct Engine::Impl {
       publish_stats();
     }
     emit(out);
+    emitter.flush();  // every event is out before the engine thread ends
   }
 };
 

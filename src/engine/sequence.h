@@ -3,6 +3,7 @@
 // Owned and touched only by the engine thread.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "engine/stop_matcher.h"
@@ -17,7 +18,7 @@ struct Sequence {
   Sequence(uint64_t id_, GenerationRequest r, EventCallback cb, const Tokenizer& tok)
       : id(id_),
         req(std::move(r)),
-        on_event(std::move(cb)),
+        on_event(std::make_shared<const EventCallback>(std::move(cb))),
         tokens(req.prompt),
         n_prompt(int(req.prompt.size())),
         sampler(req.sampling),
@@ -27,7 +28,7 @@ struct Sequence {
   // --- scheduling (scheduler.cpp) ---
   uint64_t id;                  // also the age: lower id = older = scheduled first
   GenerationRequest req;
-  EventCallback on_event;
+  std::shared_ptr<const EventCallback> on_event;  // shared with events still being delivered
   std::vector<int32_t> tokens;  // prompt + generated so far
   int n_prompt;
   int n_computed = 0;           // tokens[0, n_computed) are in the KV cache
