@@ -85,7 +85,9 @@ struct Engine::Impl {
   std::vector<DeviceSampleParams> dev_params;  // device sampling: settings, tokens, probs [sampled rows]
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
-  std::vector<std::unique_ptr<Sequence>> done;  // finished this iteration, freed after emitting
+  // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
+  // at the end of the step (their events hold the callbacks, not the sequences).
+  std::vector<std::unique_ptr<Sequence>> done;
   int64_t computed = 0, generated = 0, steps = 0, finished = 0;
   PhaseClock clock;
   PhaseTimes times;
@@ -283,8 +285,8 @@ struct Engine::Impl {
     }
   }
 
-  // Hands the step's events to the emitter thread (they hold their callbacks, not the
-  // sequences, so finished sequences can go now) and returns while they are delivered.
+  // Hands the step's events to the emitter thread and returns while they are delivered; the
+  // step is over, so its finished sequences go.
   void emit(std::vector<Emit>& out) {
     emitter.post(out);
     done.clear();
