@@ -10,6 +10,14 @@
 
 namespace greta::cuda {
 
+namespace {
+// Switches that are on by default: only the value "0" turns them off.
+bool on_unless_zero(const char* name) {
+  const char* v = std::getenv(name);
+  return !(v && std::string(v) == "0");
+}
+}  // namespace
+
 // GRETA_CUDA_FUSION: how much of the decode step goes into the GEMVs (for A/B runs; the
 // results differ only by rounding). 0: none (every op its own kernel); 1 (default): q/k/v in
 // one GEMV launch, gate+up+SiLU in one, residual adds in the o and down GEMVs' epilogues;
@@ -32,24 +40,12 @@ int gemv_max_tokens_from_env() {
   return std::clamp(std::atoi(v), 1, cuda::kGemvMaxTokens);
 }
 
-bool split_k_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_SPLITK");
-  return !(v && std::string(v) == "0");
-}
+bool split_k_from_env() { return on_unless_zero("GRETA_CUDA_SPLITK"); }
 
-bool gemv_pipe_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_GEMV_PIPE");
-  return !(v && std::string(v) == "0");
-}
+bool gemv_pipe_from_env() { return on_unless_zero("GRETA_CUDA_GEMV_PIPE"); }
 
-bool prefill_tc_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_PREFILL_TC");
-  return !(v && std::string(v) == "0");
-}
+bool prefill_tc_from_env() { return on_unless_zero("GRETA_CUDA_PREFILL_TC"); }
 
-bool graphs_from_env() {
-  const char* v = std::getenv("GRETA_CUDA_GRAPHS");
-  return !(v && std::string(v) == "0");
-}
+bool graphs_from_env() { return on_unless_zero("GRETA_CUDA_GRAPHS"); }
 
 }  // namespace greta::cuda
