@@ -31,6 +31,7 @@ void Scheduler::add_slice(ScheduledStep& st, Sequence* s, int n) {
   q.n_tokens = n;
   q.n_past = s->n_computed;
   q.block_table = s->kv.table();
+  q.n_prompt = s->n_prompt;
   st.batch.tokens.insert(st.batch.tokens.end(), s->tokens.begin() + s->n_computed,
                          s->tokens.begin() + s->n_computed + n);
   // Only the last token of a sequence's known tokens produces a new one: the other rows of a

@@ -12,6 +12,7 @@ StepPlan StepPlan::build(const Batch& b, int32_t block_size) {
   p.positions.resize(n);
   p.token_seq.resize(n);
   p.slot.resize(n);
+  p.in_prompt.resize(n);
   p.block_begin.push_back(0);
   for (size_t s = 0; s < b.seqs.size(); ++s) {
     const SeqSlice& q = b.seqs[s];
@@ -24,6 +25,7 @@ StepPlan StepPlan::build(const Batch& b, int32_t block_size) {
       p.positions[t] = pos;
       p.token_seq[t] = int32_t(s);
       p.slot[t] = q.block_table[pos / block_size] * block_size + pos % block_size;
+      p.in_prompt[t] = q.n_prompt >= 0 ? (q.n_prompt >= 2 && pos < q.n_prompt) : q.n_tokens >= 2;
     }
     p.block_ids.insert(p.block_ids.end(), q.block_table.begin(), q.block_table.end());
     p.block_begin.push_back(int32_t(p.block_ids.size()));

@@ -14,6 +14,7 @@ struct SeqSlice {
   int32_t n_tokens = 0;
   int32_t n_past = 0;                // tokens of this sequence already in the KV cache
   std::vector<int32_t> block_table;  // physical KV blocks covering positions [0, n_past+n_tokens)
+  int32_t n_prompt = -1;             // the sequence's prompt length where known (the engine), else -1
 };
 
 struct Batch {
@@ -34,6 +35,12 @@ struct StepPlan {
   std::vector<int32_t> block_begin;  // [n_seqs+1]
   std::vector<int32_t> block_ids;
   std::vector<int32_t> seq_len;      // [n_seqs] n_past + n_tokens (context after this step)
+  // [n_tokens] 1 where the token is part of a prompt of >= 2 tokens: its position is below its
+  // sequence's n_prompt (>= 2) when that is known, else its slice has >= 2 tokens. The CPU
+  // backend follows llama.cpp, whose attention rounds differently for a prompt than for a
+  // one-token decode step; keying that on the token (not on how a step was cut) keeps a
+  // sequence's results the same under chunked prefill, batching and preemption's recompute.
+  std::vector<uint8_t> in_prompt;
 
   static StepPlan build(const Batch& b, int32_t block_size);  // asserts tables cover all positions
 };

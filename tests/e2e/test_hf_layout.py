@@ -52,7 +52,11 @@ def test_hf_layout_gives_same_greedy_tokens_as_gguf(greta_bin, exported, tmp_pat
         assert hf["generated_ids"] == gg["generated_ids"], f"prompt {prompt!r}"
         for a, b in zip(hf["steps"], gg["steps"]):
             assert [t for t, _ in a[:5]] == [t for t, _ in b[:5]]
-            assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 1e-3
+            # The two layouts order each head's dims differently (halves vs adjacent pairs), so the
+            # fp16 dot products of the F16 KV cache (llama.cpp's arithmetic) sum in different lanes
+            # and an fp16 softmax weight can round the other way: up to ~8e-3 apart over 32 steps
+            # (logits ~20), where an F32 cache kept them within 1e-3. A loader bug moves them by ~1.
+            assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) < 2e-2
     print(f"\nHF layout vs GGUF (same F32 weights): {len(PROMPTS)} prompts x {N} greedy tokens identical")
 
 

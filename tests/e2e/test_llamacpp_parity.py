@@ -29,10 +29,12 @@ def run_prompt(greta_bin, model, p, out, *extra):
 
 
 def test_free_running_greedy_decode_against_llamacpp(greta_bin, default_model, ref, tmp_path):
-    """Both engines decode greedily on their own. They use 8-bit activations in different
-    rounding paths, each some tenths of a logit away from the exact float64 forward
-    (tools/check_forward_f64.py), so the sequences part at the first near-tie; this test reports
-    where, and requires the same prompt tokens and the same first generated token."""
+    """Both engines decode greedily on their own for 64 tokens. Greedy paths part at the first
+    near-tie unless the arithmetic is the same, op by op: the CPU backend follows ggml's rounding
+    (8-bit activations as Q8_1/Q8_0, F16 KV cache and fp16 attention, ggml's exp, rms_norm and
+    rope; bench/NOTES.md "CPU numerics: op-by-op against llama.cpp"), so at least 5 of the 6
+    prompts must give llama.cpp's 64 tokens exactly (on the build the dumps came from: x86 with
+    AVX-512, AMX off), and every prompt its first token."""
     matched = []
     for i, p in enumerate(ref["prompts"]):
         got = run_prompt(greta_bin, default_model, p, tmp_path / f"p{i}.json", "-n", ref["n_gen"], "--ignore-eos")
@@ -45,6 +47,8 @@ def test_free_running_greedy_decode_against_llamacpp(greta_bin, default_model, r
         matched.append(n_same)
         assert n_same >= 1, f"prompt {i}: first greedy token differs from llama.cpp"
     print(f"\nllama.cpp free-running greedy: tokens identical before the first divergence {matched} of {ref['n_gen']}")
+    full = sum(n == ref["n_gen"] for n in matched)
+    assert full >= 5, f"only {full} of {len(matched)} prompts match llama.cpp for all {ref['n_gen']} tokens: {matched}"
 
 
 def test_teacher_forced_64_steps_against_llamacpp(greta_bin, default_model, ref, tmp_path):

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/dump.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 
@@ -21,30 +22,32 @@ class CpuWeight : public Weight {
   cpu::WeightView view;
 };
 
+// K and V pools in fp16 (llama.cpp's default cache type; attention.cpp follows its arithmetic).
 class CpuKV : public KVStorage {
  public:
   explicit CpuKV(const KVCacheDesc& d) {
     desc = d;
-    const size_t floats = size_t(d.n_blocks) * d.block_size * d.n_kv_heads * d.head_dim;
-    const size_t bytes = ((floats * sizeof(float)) + 63) & ~size_t(63);
+    dtype = DType::F16;
+    const size_t elems = size_t(d.n_blocks) * d.block_size * d.n_kv_heads * d.head_dim;
+    const size_t bytes = ((elems * sizeof(uint16_t)) + 63) & ~size_t(63);
     for (int l = 0; l < d.n_layers; ++l) {
       for (auto* pool : {&k, &v}) {
         void* p = bytes ? std::aligned_alloc(64, bytes) : nullptr;
         if (bytes && !p)
           throw Error("cpu backend: cannot allocate KV cache (" + std::to_string(2 * d.n_layers * bytes >> 20) +
                       " MiB for " + std::to_string(d.n_blocks) + " blocks of " + std::to_string(d.block_size) + ")");
-        pool->push_back(static_cast<float*>(p));
+        pool->push_back(static_cast<uint16_t*>(p));
       }
     }
   }
   ~CpuKV() override {
-    for (float* p : k) std::free(p);
-    for (float* p : v) std::free(p);
+    for (uint16_t* p : k) std::free(p);
+    for (uint16_t* p : v) std::free(p);
   }
   cpu::KVLayer layer(int l) const {
     return cpu::KVLayer{k[size_t(l)], v[size_t(l)], desc.block_size, desc.n_kv_heads, desc.head_dim};
   }
-  std::vector<float*> k, v;  // per layer: [n_blocks, block_size, n_kv_heads, head_dim]
+  std::vector<uint16_t*> k, v;  // per layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16
 };
 
 const cpu::WeightView& view_of(const Weight& w) { return static_cast<const CpuWeight&>(w).view; }
@@ -52,7 +55,8 @@ float* f32(Tensor t) { return static_cast<float*>(t.data); }
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int n_threads, bool exact_matmul) : pool_(n_threads), exact_matmul_(exact_matmul) {}
+  CpuBackend(int n_threads, bool exact_matmul)
+      : pool_(n_threads), exact_matmul_(exact_matmul), dump_(cpu::Dumper::from_env()) {}
 
   std::string name() const override { return exact_matmul_ ? "cpu (exact matmul)" : "cpu"; }
   DType act_dtype() const override { return DType::F32; }
@@ -95,6 +99,7 @@ class CpuBackend final : public Backend {
   void begin_step(const StepPlan& plan) override {
     plan_ = plan;  // copy into retained vectors: no allocation once capacities have grown
     rope_valid_ = false;
+    if (dump_) dump_->begin_step();
   }
 
   void embed(const Weight& table, const int32_t* tokens, int n, Tensor out) override {
@@ -106,12 +111,14 @@ class CpuBackend final : public Backend {
                     " is outside the vocabulary [0, " + std::to_string(w.n_out) + ")");
       dequantize_row(w.dtype, w.data + size_t(tokens[i]) * w.row_stride, f32(out) + int64_t(i) * w.n_in, w.n_in);
     }
+    dump("embed", out);
   }
 
   void rms_norm(Tensor x, const Weight& w, float eps, Tensor out) override {
     const auto& wv = view_of(w);
     expect(out.rows == x.rows && out.cols == x.cols && wv.n_in == x.cols, "rms_norm", out, x.rows, x.cols);
     cpu::rms_norm(f32(x), as_f32(wv, norm_scratch_), eps, f32(out), x.rows, x.cols, pool_);
+    dump("rms_norm", out);
   }
 
   void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) override {
@@ -132,18 +139,21 @@ class CpuBackend final : public Backend {
     } else {
       cpu::matmul(f32(x), x.rows, wv, b, f32(out), act_scratch_, pool_);
     }
+    dump("matmul", out);
   }
 
   void add(Tensor a, Tensor b, Tensor out) override {
     expect(a.rows == b.rows && a.cols == b.cols && out.rows == a.rows && out.cols == a.cols, "add", out, a.rows,
            a.cols);
     cpu::add(f32(a), f32(b), f32(out), a.rows * a.cols, pool_);
+    dump("add", out);
   }
 
   void silu_mul(Tensor gate, Tensor up, Tensor out) override {
     expect(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols,
            "silu_mul", out, gate.rows, gate.cols);
     cpu::silu_mul(f32(gate), f32(up), f32(out), gate.rows * gate.cols, pool_);
+    dump("silu_mul", out);
   }
 
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override {
@@ -166,6 +176,8 @@ class CpuBackend final : public Backend {
     }
     cpu::rope_kv_write(f32(q), f32(k), f32(v), n, int(q.cols / hd), rope_cs_.data(), rope.neox, plan_.slot.data(),
                        ckv.layer(layer), pool_);
+    dump("rope_q", q);
+    dump("rope_k", k);
   }
 
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) override {
@@ -178,6 +190,7 @@ class CpuBackend final : public Backend {
                   std::to_string(n_kv) + " kv heads), " + std::to_string(plan_.positions.size()) +
                   " step tokens, layer " + std::to_string(layer));
     cpu::attention(f32(q), q.rows, n_heads, scale, plan_, ckv.layer(layer), f32(out), pool_);
+    dump("attention", out);
   }
 
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override {
@@ -206,8 +219,13 @@ class CpuBackend final : public Backend {
     return dst;
   }
 
+  void dump(const char* op, Tensor t) {
+    if (dump_) dump_->save(op, f32(t), t.rows, t.cols);
+  }
+
   ThreadPool pool_;
   bool exact_matmul_ = false;
+  std::unique_ptr<cpu::Dumper> dump_;  // GRETA_DUMP_DIR; null (no cost) when unset
   cpu::Scratch act_scratch_, norm_scratch_, bias_scratch_;
   StepPlan plan_;
   std::vector<float> rope_freq_, rope_cs_;

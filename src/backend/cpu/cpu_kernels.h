@@ -92,21 +92,23 @@ void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& 
 void silu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool);
 
 // --- attention ---
-// Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] floats for K and V.
+// Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16 values (bits) for K
+// and V. F16 like llama.cpp's default cache, so attention can follow its arithmetic exactly.
 struct KVLayer {
-  float* k = nullptr;
-  float* v = nullptr;
+  uint16_t* k = nullptr;
+  uint16_t* v = nullptr;
   int block_size = 16, n_kv_heads = 0, head_dim = 0;
 };
 // cos/sin of pos * inv_freq[i] for each token: cs [n, half, 2] (cos, sin), half = head_dim/2.
 // Computed once per step and reused by every layer.
 void rope_tables(const int32_t* positions, int64_t n, const float* inv_freq, int half, float* cs);
 // RoPE on q [n, n_heads*hd] (in place) and k [n, n_kv*hd] with the tables cs, then writes k and v
-// rows into the cache at slots [n]. neox: pairs (x[i], x[i+hd/2]); else (x[2i], x[2i+1]).
+// rows into the cache at slots [n], rounded to fp16 (nearest even). neox: pairs (x[i], x[i+hd/2]);
+// else (x[2i], x[2i+1]).
 void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, const float* cs, bool neox,
                    const int32_t* slots, const KVLayer& kv, ThreadPool& pool);
 // out [n, n_heads*hd] = causal softmax(scale q.k) v over each token's sequence, through the plan's
-// block tables.
+// block tables, rounding as llama.cpp's CPU backend does (see attention.cpp).
 void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan,
                const KVLayer& kv, float* out, ThreadPool& pool);
 

@@ -25,27 +25,41 @@ void for_chunks(int64_t count, ThreadPool& pool, F&& f) {
   });
 }
 
+// llama.cpp's order (ggml rms_norm then mul): the squares are rounded to float and summed in
+// double, mean = float(sum / dim), scale = 1 / sqrtf(mean + eps) in float, y = (x * scale) * w.
+// The double sum is vectorized (4 partial sums); it equals ggml's sequential double sum to
+// ~1e-16 relative, so the float mean is the same except in vanishingly rare ties.
 void rms_norm_row(const float* x, const float* w, float eps, float* out, int64_t dim) {
   int64_t i = 0;
-  float ss = 0.0f;
+  double ss = 0.0;
 #ifdef GRETA_AVX2
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  for (; i + 16 <= dim; i += 16) {
-    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-    acc0 = _mm256_fmadd_ps(a, a, acc0);
-    acc1 = _mm256_fmadd_ps(b, b, acc1);
+  __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+  for (; i + 8 <= dim; i += 8) {
+    const __m256 a = _mm256_loadu_ps(x + i);
+    const __m256 sq = _mm256_mul_ps(a, a);  // float products, as ggml's x[i]*x[i]
+    acc0 = _mm256_add_pd(acc0, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+    acc1 = _mm256_add_pd(acc1, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
   }
-  ss = hsum(_mm256_add_ps(acc0, acc1));
+  alignas(32) double lanes[4];
+  _mm256_store_pd(lanes, _mm256_add_pd(acc0, acc1));
+  ss = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 #endif
-  for (; i < dim; ++i) ss += x[i] * x[i];
-  const float scale = 1.0f / std::sqrt(ss / float(dim) + eps);
+  for (; i < dim; ++i) {
+    const float sq = x[i] * x[i];
+    ss += double(sq);
+  }
+  const float mean = float(ss / double(dim));
+  const float scale = 1.0f / std::sqrt(mean + eps);
   i = 0;
 #ifdef GRETA_AVX2
   const __m256 sv = _mm256_set1_ps(scale);
   for (; i + 8 <= dim; i += 8)
     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), sv), _mm256_loadu_ps(w + i)));
 #endif
-  for (; i < dim; ++i) out[i] = x[i] * scale * w[i];
+  for (; i < dim; ++i) {
+    const float y = x[i] * scale;
+    out[i] = y * w[i];
+  }
 }
 
 }  // namespace
@@ -72,18 +86,23 @@ void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& 
   });
 }
 
+// silu(g) * up as llama.cpp computes it (ggml_vec_swiglu_f32): g / (1 + exp(0 - g)) with
+// ggml's exp (exp_ggml), then one multiply.
 void silu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool) {
   for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
 #ifdef GRETA_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    const __m256 one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= i1; i += 8) {
       const __m256 g = _mm256_loadu_ps(gate + i);
-      const __m256 e = exp_ps(_mm256_xor_ps(g, sign));  // exp(-g); clamped, so no inf/NaN
+      const __m256 e = exp_ggml_ps(_mm256_sub_ps(_mm256_setzero_ps(), g));
       _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
     }
 #endif
-    for (; i < i1; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    for (; i < i1; ++i) {
+      const float s = gate[i] / (1.0f + exp_ggml(0.0f - gate[i]));
+      out[i] = s * up[i];
+    }
   });
 }
 

@@ -1,5 +1,11 @@
 // Rotary position embedding fused with the KV-cache write.
 // angle_i = pos * inv_freq[i]; a pair (a, b) becomes (a cos - b sin, a sin + b cos).
+// The arithmetic is llama.cpp's (ggml rope, so greedy tokens follow its through near-ties):
+// for the usual geometric frequencies (inv_freq[i] = theta_scale^i) the angle is built by
+// repeated float multiplication, angle_0 = pos, angle_i = angle_{i-1} * theta_scale; cos and
+// sin are the float cosf / sinf; the rotation is a = fma(x0, c, -(x1 s)), b = fma(x0, s, x1 c)
+// (what the compiler makes of ggml's x0*c - x1*s with FMA contraction). Non-geometric
+// frequencies (Llama 3 scaling) take angle_i = pos * inv_freq[i].
 // Pairing: neox=false rotates adjacent elements (x[2i], x[2i+1]) as GGUF Llama weights expect
 // (llama.cpp's converter permutes the Q/K rows for this); neox=true rotates the two halves
 // (x[i], x[i + hd/2]) as HF checkpoints do.
@@ -8,6 +14,7 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/simd.h"
 
 namespace greta::cpu {
 namespace {
@@ -17,30 +24,54 @@ void rotate_head(float* x, const float* cs, int half, bool neox) {
     for (int i = 0; i < half; ++i) {
       const float c = cs[2 * i], s = cs[2 * i + 1];
       const float a = x[i], b = x[i + half];
-      x[i] = a * c - b * s;
-      x[i + half] = a * s + b * c;
+      x[i] = std::fma(a, c, -(b * s));
+      x[i + half] = std::fma(a, s, b * c);
     }
   } else {
     for (int i = 0; i < half; ++i) {
       const float c = cs[2 * i], s = cs[2 * i + 1];
       const float a = x[2 * i], b = x[2 * i + 1];
-      x[2 * i] = a * c - b * s;
-      x[2 * i + 1] = a * s + b * c;
+      x[2 * i] = std::fma(a, c, -(b * s));
+      x[2 * i + 1] = std::fma(a, s, b * c);
     }
   }
+}
+
+// Cache rows are fp16, rounded to nearest even (as ggml's set_rows into an F16 cache).
+void to_fp16(const float* x, uint16_t* h, size_t n) {
+  size_t i = 0;
+#ifdef GRETA_AVX2
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+  for (; i < n; ++i) h[i] = float_to_fp16(x[i]);
+}
+
+// True when inv_freq[i] is theta_scale^i (inv_freq[0] == 1): the repeated float product stays
+// within 1e-5 of every entry. Scaled frequencies (Llama 3 factors) are not.
+bool geometric(const float* inv_freq, int half) {
+  if (half < 2 || inv_freq[0] != 1.0f) return false;
+  float f = 1.0f;
+  for (int i = 1; i < half; ++i) {
+    f *= inv_freq[1];
+    if (std::fabs(f - inv_freq[i]) > 1e-5f * inv_freq[i]) return false;
+  }
+  return true;
 }
 
 }  // namespace
 
 void rope_tables(const int32_t* positions, int64_t n, const float* inv_freq, int half, float* cs) {
-  for (int64_t t = 0; t < n; ++t)
+  const bool geo = geometric(inv_freq, half);
+  for (int64_t t = 0; t < n; ++t) {
+    float angle = float(positions[t]);
     for (int i = 0; i < half; ++i) {
-      // Angle in float like the reference implementations (HF computes pos * inv_freq in fp32),
-      // sin/cos in double so the only rounding is the angle's.
-      const float angle = float(positions[t]) * inv_freq[i];
-      cs[(t * half + i) * 2] = float(std::cos(double(angle)));
-      cs[(t * half + i) * 2 + 1] = float(std::sin(double(angle)));
+      if (!geo) angle = float(positions[t]) * inv_freq[i];
+      cs[(t * half + i) * 2] = cosf(angle);
+      cs[(t * half + i) * 2 + 1] = sinf(angle);
+      if (geo) angle *= inv_freq[1];
     }
+  }
 }
 
 void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, const float* cs, bool neox,
@@ -51,8 +82,8 @@ void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, c
     const float* c = cs + t * half * 2;
     for (int h = 0; h < n_heads; ++h) rotate_head(q + (t * n_heads + h) * hd, c, half, neox);
     for (int h = 0; h < n_kv; ++h) rotate_head(k + (t * n_kv + h) * hd, c, half, neox);
-    std::memcpy(kv.k + size_t(slots[t]) * kv_row, k + t * kv_row, kv_row * sizeof(float));
-    std::memcpy(kv.v + size_t(slots[t]) * kv_row, v + t * kv_row, kv_row * sizeof(float));
+    to_fp16(k + t * kv_row, kv.k + size_t(slots[t]) * kv_row, kv_row);
+    to_fp16(v + t * kv_row, kv.v + size_t(slots[t]) * kv_row, kv_row);
   };
   constexpr int64_t kTokensPerTask = 16;
   if (n <= kTokensPerTask) {

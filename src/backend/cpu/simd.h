@@ -74,4 +74,54 @@ inline __m256 exp_ps(__m256 x) {
 }
 #endif
 
+// exp(x) computed exactly as llama.cpp's CPU backend computes it in softmax and SiLU
+// (ggml_v_expf, its AVX-512 variant; the build the parity tests compare with): x = n ln2 + b
+// with n = round(x / ln2) by the 1.5*2^23 shift, b reduced with a two-part ln2, a degree-5
+// polynomial, then j * 2^n (scalef). Relative error ~1.5 ulp; the point is not accuracy but
+// giving the same float for the same input, so greedy tokens follow llama.cpp's through
+// near-ties. Results are 0 / inf once |n| > 192 (x beyond about +-133).
+inline float exp_ggml(float x) {
+  const float r = 0x1.8p23f;
+  const float z = std::fma(x, 0x1.715476p+0f, r);
+  const float n = z - r;
+  const float b = std::fma(-n, 0x1.7f7d1cp-20f, std::fma(-n, 0x1.62e4p-1f, x));
+  if (!(std::fabs(n) <= 192.0f)) return std::isnan(x) ? x : (n <= 0.0f ? 0.0f : INFINITY);
+  const float u = b * b;
+  const float j = std::fma(std::fma(std::fma(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, std::fma(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                           u, std::fma(0x1.ffffecp-1f, b, 1.0f));
+  return std::ldexp(j, int(n));  // exact, or correctly rounded to a subnormal like scalef
+}
+
+#ifdef GRETA_AVX2
+// exp_ggml on 8 lanes. j * 2^n is formed by adding n to j's exponent, which is exact while
+// the result is normal (|n| <= 125, j in [0.7, 1.5)); lanes of a vector outside that range
+// (rare: scores 87 below the max, |silu input| > 87) go through the scalar function.
+inline __m256 exp_ggml_ps(__m256 x) {
+  const __m256 r = _mm256_set1_ps(0x1.8p23f);
+  const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+  const __m256 n = _mm256_sub_ps(z, r);
+  const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                    _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+  const __m256 big = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), n), _mm256_set1_ps(125.0f), _CMP_NLE_UQ);
+  if (_mm256_movemask_ps(big)) {
+    alignas(32) float v[8];
+    _mm256_store_ps(v, x);
+    for (float& e : v) e = exp_ggml(e);
+    return _mm256_load_ps(v);
+  }
+  const __m256 u = _mm256_mul_ps(b, b);
+  const __m256 j = _mm256_fmadd_ps(
+      _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f)));
+  // z's low mantissa bits hold n (the shift put it there): n << 23 added to j's exponent.
+  return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(j), _mm256_slli_epi32(_mm256_castps_si256(z), 23)));
+}
+
+// Sum of 16 lanes (two vectors: lanes 0-7, 8-15) in the order of GCC's _mm512_reduce_add_ps,
+// which llama.cpp's fp16 dot products, tinyBLAS and softmax end with: lanes i + (i+8), then
+// i + (i+4), i + (i+2), 0 + 1.
+inline float reduce16(__m256 lo, __m256 hi) { return hsum(_mm256_add_ps(lo, hi)); }
+#endif
+
 }  // namespace greta::cpu
