@@ -98,7 +98,8 @@ int main() {
                           {"llama3-8b", 32, 8, 128, 4096, 16}, {"llama2-7b", 32, 32, 128, 4096, 1},
                           {"llama2-7b", 32, 32, 128, 4096, 8}, {"smollm2-135m", 9, 3, 64, 8192, 1},
                           // serving-shaped: many sequences at moderate context (issue 4's load test)
-                          {"llama3-8b", 32, 8, 128, 512, 256},  {"llama2-7b", 32, 32, 128, 256, 32}};
+                          {"llama3-8b", 32, 8, 128, 512, 256},  {"llama2-7b", 32, 32, 128, 256, 32},
+                          {"llama2-7b", 32, 32, 128, 32, 1},    {"llama2-7b", 32, 32, 128, 160, 1}};
     const int bs = 16;
     bool all_ok = true;
     std::mt19937 rng(1);
@@ -154,11 +155,19 @@ int main() {
       GRETA_CUDA_CHECK(cudaMalloc(&scratch, sf * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&scores, size_t(c.n_seqs) * c.n_heads * c.ctx * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&ref, qn * 4));
+      int32_t* arrivals;  // the last-block merge's counters, zero between launches
+      const size_t na = greta::cuda::attention_decode_arrivals(st, c.n_heads, c.n_kv);
+      GRETA_CUDA_CHECK(cudaMalloc(&arrivals, na * 4));
+      GRETA_CUDA_CHECK(cudaMemset(arrivals, 0, na * 4));
       const float scale = 1.f / std::sqrt(float(c.hd));
-      // Each variant of the kernel (keys per lane group per iteration), checked, then timed.
-      for (int keys : {0, 2, 4}) {  // 0: the production choice
+      // Each variant of the kernel (keys per lane group per iteration; partitions merged by a
+      // second kernel or by the last partition block), checked, then timed.
+      struct Variant { int keys; bool last; };
+      for (const Variant vr : {Variant{0, true}, Variant{0, false}, Variant{2, false}, Variant{4, false}}) {
+        const int keys = vr.keys;  // 0: the production choice
+        int32_t* arr = vr.last ? arrivals : nullptr;
         GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
-        greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+        greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, arr, prop.multiProcessorCount, s);
         naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
             q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
         GRETA_CUDA_LAUNCH_CHECK();
@@ -176,12 +185,12 @@ int main() {
         const double rel = std::sqrt(num / std::max(den, 1e-30));
         const bool ok = std::isfinite(rel) && rel < 2e-2;
         all_ok = all_ok && ok;
-        // Time: graph of 20 launches (partition + merge kernels each).
+        // Time: graph of 20 launches (partition + merge kernels each, or partition alone).
         cudaGraph_t g;
         cudaGraphExec_t ge;
         GRETA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
         for (int i = 0; i < 20; ++i)
-          greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, prop.multiProcessorCount, s);
+          greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, arr, prop.multiProcessorCount, s);
         GRETA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
         GRETA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
         GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
@@ -200,14 +209,15 @@ int main() {
         const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
         const double gbs = bytes / (ms * 1e6);
         std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
-                    "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
+                    "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"merge\":\"%s\",\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
                     "\"ok\":%s}\n",
-                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, ms * 1e3, gbs, 100 * gbs / copy_gbs,
+                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, vr.last ? "last" : "kernel", ms * 1e3, gbs, 100 * gbs / copy_gbs,
                     rel, ok ? "true" : "false");
         GRETA_CUDA_CHECK(cudaGraphExecDestroy(ge));
         GRETA_CUDA_CHECK(cudaGraphDestroy(g));
       }
-      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref})
+      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref,
+                      (void*)arrivals})
         GRETA_CUDA_CHECK(cudaFree(p));
     }
     return all_ok ? 0 : 1;

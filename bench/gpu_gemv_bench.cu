@@ -225,10 +225,13 @@ int main() {
       for (void* p : owned) GRETA_CUDA_CHECK(cudaFree(p));
     }
     // A Llama-2-7B layer's seven GEMVs back to back (q, k, v, o, gate, up, down), over 4
-    // layers' worth of distinct weights: what a decode step streams, kernel boundaries included.
-    {
+    // layers' worth of distinct weights: what a decode step streams, kernel boundaries included;
+    // then the four GEMVs of the fused decode step (qkv, o, gate+up, down) as plain GEMVs.
+    for (int fused = 0; fused < 2; ++fused) {
       struct L { int64_t m, k; };
-      const L layer[] = {{4096, 4096}, {4096, 4096}, {4096, 4096}, {4096, 4096}, {11008, 4096}, {11008, 4096}, {4096, 11008}};
+      const std::vector<L> layer = fused ? std::vector<L>{{12288, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}}
+                                         : std::vector<L>{{4096, 4096}, {4096, 4096}, {4096, 4096}, {4096, 4096},
+                                                          {11008, 4096}, {11008, 4096}, {4096, 11008}};
       const int n_layers = 4;
       std::vector<void*> wl;
       double bytes = 0;
@@ -256,9 +259,9 @@ int main() {
                 greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k, cs);
           }, cs, 15, 1);
           const double gbs = bytes / (ms * 1e6);
-          std::printf("{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b\",\"layers\":%d,"
+          std::printf("{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b%s\",\"layers\":%d,"
                       "\"variant\":%d,\"n\":%d,\"us_per_layer\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
-                      dev.c_str(), n_layers, variant, n, ms * 1e3 / n_layers, gbs, 100.0 * gbs / copy_gbs);
+                      dev.c_str(), fused ? " fused" : "", n_layers, variant, n, ms * 1e3 / n_layers, gbs, 100.0 * gbs / copy_gbs);
         }
       for (void* p : wl) GRETA_CUDA_CHECK(cudaFree(p));
       GRETA_CUDA_CHECK(cudaFree(xa));

@@ -2,12 +2,19 @@
 # GPU check: from a clean checkout on a CUDA machine, build the CUDA backend, run the GPU op
 # tests and the kernel benchmark, print a short table.
 #
-#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e graphs fusion pipe serve hf (default: build tests bench e2e hf)
+#   scripts/gpu-check.sh [steps...]     steps: build tests sanitize bench e2e profile ab skip graphs fusion pipe serve hf (default: build tests bench e2e hf)
 #   bench: every bench/gpu_*_bench.cu (GRETA_BENCH=gemv: only gpu_gemv_bench).
 #   e2e: `greta bench` on synthetic Llama-2-7B / Llama-3-8B shapes (bf16), output checked in the same run.
+#   profile: one batch-1 decode step of synthetic Llama-2-7B (positions 16 and 4000, or
+#            GRETA_PROFILE_POS) kernel by kernel under ncu (time alone, DRAM bytes, % of copy),
+#            against the step time without it; GRETA_CUDA_FUSION / GRETA_CUDA_GEMV_PIPE tag the files.
 #   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
 #   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
+#   ab: any switch: GRETA_AB_VAR takes each of GRETA_AB_VALUES in turn (GRETA_AB_ARGS: greta bench's
+#       arguments, default batch 1, position 4000 and batch 8).
+#   skip: synthetic Llama-2-7B decode (batch 1, position 4000) without the RMSNorm and/or attention
+#         kernels (GRETA_CUDA_SKIP), twice: what each costs inside the step graph.
 #   pipe: synthetic Llama-2-7B decode (batch 1, 8, position 4000) with GRETA_CUDA_GEMV_PIPE=0, 1, twice.
 #   serve: `greta serve --synthetic llama-3-8b` (bf16) on the GPU under bench/serve_load.py: N streaming
 #          clients on loopback, 128-in/128-out then 512-in/256-out, ignore_eos (issue 4's load figure).
@@ -152,7 +159,8 @@ fi
 # A/B of one environment switch: VAR takes each value of VALUES in turn (back to back, so both
 # sides see the same machine), `greta bench --synthetic llama-2-7b ARGS...` each time; prints a table.
 # AB_PROFILE=1 also prints the device time per step (the profile syncs every step, so not for
-# the graphs A/B, where launch overhead is the thing measured).
+# the graphs A/B, where launch overhead is the thing measured). AB_MAY_FAIL=1: a failed output
+# check is expected (GRETA_CUDA_SKIP) and does not fail the step.
 ab_switch() {
   local var=$1 values=$2 name=$3; shift 3
   : > "$LOG/bench_$name.jsonl"
@@ -160,7 +168,7 @@ ab_switch() {
   for v in $values; do
     env "$var=$v" ${AB_PROFILE:+GRETA_CUDA_STEP_PROFILE=1} "$BUILD/greta" bench --synthetic llama-2-7b --device cuda "$@" \
       2>> "$LOG/bench_$name.err" | sed "s/^{/{\"ab\": \"$v\", /" >> "$LOG/bench_$name.jsonl" ||
-      { status=1; tail -5 "$LOG/bench_$name.err"; }
+      [ "${AB_MAY_FAIL:-0}" = 1 ] || { status=1; tail -5 "$LOG/bench_$name.err"; }
   done
   grep "step profile" "$LOG/bench_$name.err" || true
   python3 - "$LOG/bench_$name.jsonl" "$var" <<'PY'
@@ -176,6 +184,28 @@ for line in open(sys.argv[1]):
           f"{r.get('pct_of_bandwidth', 0):5.1f}% of {r.get('device_bandwidth_gb_s', 0):.0f} GB/s check {r['check']}")
 PY
 }
+# One decode step of synthetic Llama-2-7B (batch 1, short context and position 4000) kernel by
+# kernel under Nsight Compute: time alone, DRAM bytes, % of copy bandwidth, against the step time
+# measured without the profiler (tools/ncu_step_table.py).
+if has profile && [ -x "$BUILD/greta" ]; then
+  tag=${GRETA_CUDA_GEMV_PIPE:+_pipe$GRETA_CUDA_GEMV_PIPE}${GRETA_CUDA_FUSION:+_fusion$GRETA_CUDA_FUSION}
+  echo "== decode step, kernel by kernel (ncu, synthetic llama-2-7b, bf16, batch 1${tag:+, $tag})"
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -1)
+  for p in ${GRETA_PROFILE_POS:-16 4000}; do
+    "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p "$p" -n 64 -r 2 > "$LOG/profile_p$p$tag.jsonl" \
+      2> "$LOG/profile_p$p$tag.err" || { status=1; tail -5 "$LOG/profile_p$p$tag.err"; continue; }
+    read -r copy step_us < <(python3 -c 'import json,sys
+r=[json.loads(l) for l in open(sys.argv[1]) if l.startswith("{") and "tokens_per_s" in l][0]
+print(r["device_bandwidth_gb_s"], 1e6/r["tokens_per_s"])' "$LOG/profile_p$p$tag.jsonl")
+    "$ncu_bin" --clock-control none --cache-control none --csv --page raw --print-units base \
+      --kernel-name-base function --kernel-name 'regex:gemv|rms_norm|decode_|sample_kernel|gather|binary|add_bias' \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,launch__registers_per_thread \
+      "$BUILD/greta" bench --synthetic llama-2-7b --device cuda -p "$p" -n 3 -r 1 > "$LOG/ncu_p$p$tag.csv" \
+      2> "$LOG/ncu_p$p$tag.err" || { status=1; tail -5 "$LOG/ncu_p$p$tag.err"; continue; }
+    echo "-- position $p (copy $copy GB/s)"
+    python3 tools/ncu_step_table.py "$LOG/ncu_p$p$tag.csv" --copy-gbs "$copy" --step-us "$step_us" || status=1
+  done
+fi
 if has graphs && [ -x "$BUILD/greta" ]; then
   echo "== step graphs off vs on (synthetic llama-2-7b, bf16, same machine, back to back)"
   ab_switch GRETA_CUDA_GRAPHS "0 1 0 1" graphs -p 16 -n 256 --batch 8 32
@@ -185,6 +215,15 @@ if has pipe && [ -x "$BUILD/greta" ]; then
   ab_switch GRETA_CUDA_GEMV_PIPE "0 1 0 1" pipe -p 16 -n 256 --at-pos 4000 --batch 8
   echo "== RMSNorm inside the GEMVs (GRETA_CUDA_FUSION 1/2) with the pipelined GEMV"
   ab_switch GRETA_CUDA_FUSION "1 2 1 2" fusion12 -p 16 -n 256 --batch 8
+fi
+if has ab && [ -x "$BUILD/greta" ]; then
+  echo "== A/B of $GRETA_AB_VAR over: $GRETA_AB_VALUES (synthetic llama-2-7b, bf16, back to back)"
+  # shellcheck disable=SC2086  # the arguments are meant to split
+  ab_switch "$GRETA_AB_VAR" "$GRETA_AB_VALUES" "ab_$GRETA_AB_VAR" ${GRETA_AB_ARGS:--p 16 -n 256 --at-pos 4000 --batch 8}
+fi
+if has skip && [ -x "$BUILD/greta" ]; then
+  echo "== leave-one-out: the step without its RMSNorm and/or attention kernels (GRETA_CUDA_SKIP; output wrong on purpose)"
+  AB_MAY_FAIL=1 ab_switch GRETA_CUDA_SKIP "none norm attn norm,attn none norm attn norm,attn" skip -p 16 -n 256 --at-pos 4000
 fi
 if has fusion && [ -x "$BUILD/greta" ]; then
   echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"

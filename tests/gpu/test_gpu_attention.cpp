@@ -1,7 +1,9 @@
 // rope_kv_write + paged attention vs the CPU backend: GQA, several sequences of different
 // lengths, shuffled (non-contiguous) block tables, prompt steps, decode steps, mixed steps
-// with a chunked prompt, both RoPE pairings, contexts up to 4096.
+// with a chunked prompt, both RoPE pairings, contexts up to 4096; decode partitions merged by
+// their last block (the default: a single partition written directly) and by the merge kernel.
 #include <algorithm>
+#include <cstdlib>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -102,32 +104,47 @@ class AttentionRunner {
 
 using GpuAttention = GpuTest;
 
+// A CUDA backend whose decode attention merges its partitions in the last partition block
+// (last = 1, the default) or in a second kernel (GRETA_CUDA_ATTN_LAST_MERGE=0).
+std::unique_ptr<Backend> cuda_with_merge(int last) {
+  setenv("GRETA_CUDA_ATTN_LAST_MERGE", std::to_string(last).c_str(), 1);
+  auto b = make_cuda_backend(0);
+  unsetenv("GRETA_CUDA_ATTN_LAST_MERGE");
+  return b;
+}
+
 TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
   // GQA groups 3, 4, 1, 16 and 2: every query-heads-per-block size of the decode kernel (1, 2, 4, 8).
+  for (int last : {1, 0})
   for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
                      AttnCase{16, 1, 64, true}, AttnCase{8, 4, 256, false}}) {
-    AttentionRunner r(*gpu, *cpu, c, 512, 11);
+    auto g = cuda_with_merge(last);
+    const std::string m = last ? "" : "[merge kernel] ";
+    AttentionRunner r(*g, *cpu, c, 512, 11);
     const int a = r.add_seq(), b = r.add_seq(), s3 = r.add_seq();
     (void)a, (void)b, (void)s3;
-    r.step({37, 1, 0}, "prompt 37 + prompt 1");           // two prompts, one of a single token
-    r.step({1, 1, 0}, "decode x2");                         // plain decode
-    r.step({1, 0, 577}, "decode + prompt 577");             // mixed prompt + decode
-    r.step({3, 1, 1}, "3-token + decode x2");               // multi-token (speculative-like) decode item
-    r.step({0, 200, 1}, "chunked prompt (n_past>0) + decode");
+    r.step({37, 1, 0}, m + "prompt 37 + prompt 1");           // two prompts, one of a single token
+    r.step({1, 1, 0}, m + "decode x2");                         // plain decode
+    r.step({1, 0, 577}, m + "decode + prompt 577");             // mixed prompt + decode
+    r.step({3, 1, 1}, m + "3-token + decode x2");               // multi-token (speculative-like) decode item
+    r.step({0, 200, 1}, m + "chunked prompt (n_past>0) + decode");
   }
 }
 
 TEST_F(GpuAttention, LongContextDecode) {
   // A 4096-token context: the cache is filled by prompt chunks (attention checked on the last
   // chunk only), then decode steps split the context over many partitions.
+  for (int last : {1, 0})
   for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false}}) {
-    AttentionRunner r(*gpu, *cpu, c, 600, 12);
+    auto g = cuda_with_merge(last);
+    const std::string m = last ? "" : "[merge kernel] ";
+    AttentionRunner r(*g, *cpu, c, 600, 12);
     r.add_seq();
     r.add_seq();
-    r.step({2048, 100}, "fill 2048 + 100", false);
-    r.step({2047, 0}, "fill to 4095", false);
-    r.step({1, 1}, "decode ctx 4096 + ctx 101");
-    r.step({1, 300}, "decode ctx 4097 + prompt chunk at 101");
+    r.step({2048, 100}, m + "fill 2048 + 100", false);
+    r.step({2047, 0}, m + "fill to 4095", false);
+    r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
+    r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
   }
 }
 

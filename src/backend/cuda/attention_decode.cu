@@ -3,9 +3,11 @@
 // Work item = one query token (a decode token attends positions 0..pos of its sequence).
 // Its context is cut into partitions of P positions; a block handles one (partition, kv head,
 // token) for all query heads that share the kv head (GQA: K/V are read once per group), and
-// writes unnormalised partial results (running max m, sum l, accumulator o) to scratch. A
-// second kernel merges the partitions. P is chosen per step so that even one sequence fills
-// the GPU (a 4K context with 8 kv heads becomes hundreds of blocks, not 8).
+// writes unnormalised partial results (running max m, sum l, accumulator o) to scratch. The
+// partitions are then merged either by the last block of each (token, kv head) to finish
+// (`arrivals` counters; a context of one partition is written out directly), or by a second
+// kernel (arrivals == null). P is chosen per step so that even one sequence fills the GPU (a
+// 4K context with 8 kv heads becomes hundreds of blocks, not 8).
 //
 // Inside a block: 4 warps; a key row of HD bf16 is read by HD/8 lanes with one 16-byte load
 // each (256/HD keys per warp at a time, all loads coalesced), the dot product is finished
@@ -60,11 +62,32 @@ Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
   return sp;
 }
 
+// Dimension d of one (item, head)'s output from its `valid` partitions at base (per partition:
+// HD accumulators, then m and l): sum_p o_p 2^(m_p - M) / sum_p l_p 2^(m_p - M). Read through
+// L2 (__ldcg): other blocks wrote the partials.
+template <int HD>
+__device__ float merge_partitions(const float* base, int valid, int d) {
+  float mx = kNoScore;
+  for (int p = 0; p < valid; ++p) mx = fmaxf(mx, __ldcg(base + p * (HD + 2) + HD));
+  float o = 0.f, lsum = 0.f;
+  for (int p = 0; p < valid; ++p) {
+    const float* s = base + p * (HD + 2);
+    const float c = exp2f(__ldcg(s + HD) - mx);
+    o += __ldcg(s + d) * c;
+    lsum += __ldcg(s + HD + 1) * c;
+  }
+  return o / lsum;
+}
+
 // q [n_tokens, n_heads*HD]; scratch: per (item, head, part): HD accumulators then m, l.
+// arrivals (or null: the merge kernel runs next): per (item, blockIdx.y) the number of this
+// token's partitions done; zero between launches (the last block resets it); out as the merge
+// kernel's.
 template <int HD, int kMaxG, int KEYS>
 __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
     const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st, int n_heads,
-    int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch) {
+    int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch, int32_t* __restrict__ arrivals,
+    bf16* __restrict__ out) {
   constexpr int kLanesPerKey = HD / 8;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   pdl_allow_dependents();
@@ -74,7 +97,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
   const int pos = st.positions[t];
   const int ctx = pos + 1;
   const int p0 = blockIdx.x * part;
-  if (p0 >= ctx) return;  // the merge kernel reads only partitions that exist for this token
+  if (p0 >= ctx) return;  // the merge reads only partitions that exist for this token (and counts only them)
+  const int valid = (ctx + part - 1) / part;
   const int p1 = min(p0 + part, ctx);
   const int G = n_heads / n_kv;
   const int n_gchunks = (G + kMaxG - 1) / kMaxG;
@@ -222,6 +246,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
     }
   }
   __syncthreads();
+  const bool direct = arrivals && valid == 1;  // the only partition: no partials, no merge
   for (int e = threadIdx.x; e < ng * HD; e += blockDim.x) {
     const int g = e / HD, d = e % HD;
     float mx = kNoScore;
@@ -234,12 +259,35 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
       o += s_acc[w][g][d] * c;
       lsum += s_l[w][g] * c;
     }
+    if (direct) {
+      out[(int64_t(t) * n_heads + head0 + g) * HD + d] = __float2bfloat16_rn(o / lsum);
+      continue;
+    }
     float* dst = scratch + ((int64_t(item) * n_heads + head0 + g) * n_parts + blockIdx.x) * (HD + 2);
     dst[d] = o;
     if (d == 0) {
       dst[HD] = mx;
       dst[HD + 1] = lsum;
     }
+  }
+  if (!arrivals || direct) return;
+  // Publish the partials, count this partition in; the last of the token's partitions to
+  // arrive merges them all (in partition order, so the result does not depend on which).
+  __threadfence();
+  __syncthreads();
+  __shared__ int s_last;
+  if (threadIdx.x == 0) {
+    int32_t* c = arrivals + int64_t(item) * gridDim.y + blockIdx.y;
+    s_last = atomicAdd(c, 1) == valid - 1;
+    if (s_last) *c = 0;  // ready for the next launch (it starts after this grid ends)
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int e = threadIdx.x; e < ng * HD; e += blockDim.x) {
+    const int g = e / HD, d = e % HD;
+    const float* base = scratch + (int64_t(item) * n_heads + head0 + g) * n_parts * (HD + 2);
+    out[(int64_t(t) * n_heads + head0 + g) * HD + d] = __float2bfloat16_rn(merge_partitions<HD>(base, valid, d));
   }
 }
 
@@ -253,18 +301,8 @@ __global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep s
   const int t = st.decode_tokens[item];
   const int valid = (st.positions[t] + 1 + part - 1) / part;
   const float* base = scratch + (int64_t(item) * n_heads + h) * n_parts * (HD + 2);
-  float mx = kNoScore;
-  for (int p = 0; p < valid; ++p) mx = fmaxf(mx, base[p * (HD + 2) + HD]);
-  for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-    float o = 0.f, lsum = 0.f;
-    for (int p = 0; p < valid; ++p) {
-      const float* s = base + p * (HD + 2);
-      const float c = exp2f(s[HD] - mx);
-      o += s[d] * c;
-      lsum += s[HD + 1] * c;
-    }
-    out[(int64_t(t) * n_heads + h) * HD + d] = __float2bfloat16_rn(o / lsum);
-  }
+  for (int d = threadIdx.x; d < HD; d += blockDim.x)
+    out[(int64_t(t) * n_heads + h) * HD + d] = __float2bfloat16_rn(merge_partitions<HD>(base, valid, d));
 }
 
 template <int HD, int KEYS>
@@ -275,10 +313,19 @@ auto partition_kernel(int max_g) {
                       : decode_partition_kernel<HD, 8, KEYS>;
 }
 
+// The last-block merge is one block per (token, kv head) walking every partition, after its own
+// share; the merge kernel has a block per query head. Measured on an H100 (bench/NOTES.md): the
+// last-block merge wins end to end with few partitions (Llama-2-7B batch 1 at positions
+// 16-272 and at 4000 (16 partitions): +0.8-0.9%, batch 8: +1.2%; one partition, written
+// directly: serving shapes 5% faster) and loses badly with many (Llama-3-8B at 4096 positions,
+// 64 partitions: 35.5 against 20.9 us), so beyond this many the merge kernel runs.
+constexpr int kLastMergeMaxParts = 16;
+
 template <int HD>
 void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float* scratch,
-            int n_sms, int keys, cudaStream_t s) {
+            int32_t* arrivals, int n_sms, int keys, cudaStream_t s) {
   const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
+  if (sp.n_parts > kLastMergeMaxParts) arrivals = nullptr;
   dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
   // Production choice, measured on an H100 (bench/NOTES.md): 4 keys per iteration for 1-2 query
   // heads per kv head, and for larger groups when many tokens fill the GPU anyway (serving);
@@ -286,7 +333,8 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
   if (keys == 0) keys = sp.max_g <= 2 || st.n_decode >= 8 ? 4 : 2;
   auto kernel = keys == 4 ? partition_kernel<HD, 4>(sp.max_g) : partition_kernel<HD, 2>(sp.max_g);
   launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
-             sp.n_parts, scratch);
+             sp.n_parts, scratch, arrivals, out);
+  if (arrivals) return;  // merged by the last partition block
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
              n_heads, sp.part, sp.n_parts, out);
 }
@@ -301,18 +349,24 @@ size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_
   return size_t(st.n_decode) * n_heads * sp.n_parts * (head_dim + 2);
 }
 
+size_t attention_decode_arrivals(const DevStep& st, int n_heads, int n_kv_heads) {
+  const int G = n_heads / std::max(1, n_kv_heads);
+  const int max_g = max_g_for(G);
+  return size_t(st.n_decode) * n_kv_heads * ((G + max_g - 1) / max_g);
+}
+
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                      float* scratch, int n_sms, cudaStream_t s) {
-  attention_decode_variant(kDecodeKeysPerIteration, q, out, st, kv, n_heads, scale, scratch, n_sms, s);
+                      float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s) {
+  attention_decode_variant(kDecodeKeysPerIteration, q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, s);
 }
 
 void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
-                              float scale, float* scratch, int n_sms, cudaStream_t s) {
+                              float scale, float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s) {
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
-    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
-    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, n_sms, keys, s); break;
+    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
+    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
+    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
     default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
   }
 }

@@ -135,6 +135,7 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
   if (max_block_ >= L.n_blocks)
     throw Error("cuda attention: block " + std::to_string(max_block_) + " outside the KV pool of " +
                 std::to_string(L.n_blocks) + " blocks");
+  if (skip_ & cuda::kSkipAttention) return;  // GRETA_CUDA_SKIP: timing experiments only
   const size_t need = cuda::attention_decode_scratch_floats(step_, n_heads, L.head_dim, L.n_kv_heads, n_sms_);
   if (need > scratch_floats_) {
     flush();
@@ -144,8 +145,22 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
     GRETA_CUDA_CHECK(cudaMalloc(&scratch_, need * 4));
     scratch_floats_ = need;
   }
-  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, n_sms_, prefill_tc_,
-         stream_);
+  int32_t* arrivals = nullptr;
+  if (attn_last_merge_) {
+    const size_t n_arr = cuda::attention_decode_arrivals(step_, n_heads, L.n_kv_heads);
+    if (n_arr > arrivals_n_) {
+      flush();
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      GRETA_CUDA_CHECK(cudaFree(arrivals_));
+      arrivals_ = nullptr;
+      GRETA_CUDA_CHECK(cudaMalloc(&arrivals_, n_arr * sizeof(int32_t)));
+      GRETA_CUDA_CHECK(cudaMemset(arrivals_, 0, n_arr * sizeof(int32_t)));  // the kernel leaves them zero
+      arrivals_n_ = n_arr;
+    }
+    arrivals = arrivals_;
+  }
+  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, arrivals, n_sms_,
+         prefill_tc_, stream_);
 }
 
 }  // namespace greta::cuda

@@ -110,8 +110,8 @@ inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const floa
   cuda::rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);
 }
 inline void attention_cmd(const bf16* q, bf16* out, cuda::DevStep st, cuda::KVLayerDev L, int n_heads, float scale,
-                          float* scratch, int n_sms, int prefill_tc, cudaStream_t s) {
-  cuda::attention_decode(q, out, st, L, n_heads, scale, scratch, n_sms, s);
+                          float* scratch, int32_t* arrivals, int n_sms, int prefill_tc, cudaStream_t s) {
+  cuda::attention_decode(q, out, st, L, n_heads, scale, scratch, arrivals, n_sms, s);
   if (prefill_tc && cuda::attention_prefill_tc_supported(L.head_dim))
     cuda::attention_prefill_tc(q, out, st, L, n_heads, scale, s);
   else
@@ -124,7 +124,8 @@ class CudaBackend final : public Backend {
       : device_(device), graphs_on_(use_graphs), fusion_(cuda::fusion_from_env()),
         prefill_tc_(cuda::prefill_tc_from_env() ? 1 : 0), split_k_(cuda::split_k_from_env()),
         gemv_pipe_(cuda::gemv_pipe_from_env() ? 1 : 0),
-        gemv_max_tokens_(cuda::gemv_max_tokens_from_env()) {
+        gemv_max_tokens_(cuda::gemv_max_tokens_from_env()), skip_(cuda::skip_from_env()),
+        attn_last_merge_(cuda::attn_last_merge_from_env()) {
     int count = 0;
     GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
     if (device < 0 || device >= count)
@@ -162,6 +163,7 @@ class CudaBackend final : public Backend {
     cudaFree(sample_out_);
     cudaFree(split_scratch_);
     cudaFree(split_count_);
+    cudaFree(arrivals_);
     cudaFree(sample_dist_);
     cudaStreamDestroy(stream_);
   }
@@ -210,6 +212,7 @@ class CudaBackend final : public Backend {
     const auto& v = weight1d(w, x.cols, "rms_norm");
     expect_act(x, x.rows, x.cols, "rms_norm x");
     expect_act(out, x.rows, x.cols, "rms_norm out");
+    if (skip_ & cuda::kSkipNorm) return;  // GRETA_CUDA_SKIP: timing experiments only
     launch(&cuda::rms_norm, act(x), static_cast<const float*>(v.data), eps, act(out), x.rows, x.cols, stream_);
   }
   void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) override {
@@ -370,6 +373,8 @@ class CudaBackend final : public Backend {
   bool split_k_ = true;  // GRETA_CUDA_SPLITK: split-K for GEMVs with few row tiles
   int gemv_pipe_ = 1;    // GRETA_CUDA_GEMV_PIPE: pipelined GEMV weight stream (GemvArgs::pipeline)
   int gemv_max_tokens_ = 16;  // GRETA_CUDA_GEMV_MAX_TOKENS: GEMV up to here, cuBLASLt beyond
+  int skip_ = 0;              // GRETA_CUDA_SKIP (cuda_options.h): kernels left out, timing experiments only
+  bool attn_last_merge_ = true;  // GRETA_CUDA_ATTN_LAST_MERGE: decode attention merged by its last partition block
   bool deferring_ = false;  // this step's launches are recorded (decode steps with graphs on)
   bool tokens_pending_ = false, rows_pending_ = false;  // staging buffer read by a recorded launch
   cuda::StepCommands cmds_;
@@ -392,6 +397,8 @@ class CudaBackend final : public Backend {
   // Split-K GEMV workspace (matmul_add): partial sums and per-tile arrival counters.
   float* split_scratch_ = nullptr;
   int32_t* split_count_ = nullptr;
+  int32_t* arrivals_ = nullptr;  // decode attention: per-token partition counters (zero between launches)
+  size_t arrivals_n_ = 0;
   size_t split_floats_ = 0, split_counters_ = 0;
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec.
   std::vector<float> inv_freq_host_;

@@ -137,13 +137,18 @@ void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* in
 bool attention_head_dim_supported(int head_dim);
 // Floats of scratch the decode kernel needs for this step (partials of every partition).
 size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms);
+// Arrival counters the partitions' last-block merge needs for this step (int32, zero before the
+// first launch; the kernel leaves them zero).
+size_t attention_decode_arrivals(const DevStep& st, int n_heads, int n_kv_heads);
+// arrivals: the partitions are merged by the last block of each token to finish (null: by a
+// second kernel).
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                      float* scratch, int n_sms, cudaStream_t s);
+                      float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s);
 // Keys per lane group per loop iteration of the decode kernel: 2 or 4 (benchmark variants);
 // 0: the production choice (4 for 1-2 query heads per kv head, else 2).
 constexpr int kDecodeKeysPerIteration = 0;
 void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
-                              float scale, float* scratch, int n_sms, cudaStream_t s);
+                              float scale, float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,

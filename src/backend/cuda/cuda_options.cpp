@@ -48,4 +48,13 @@ bool prefill_tc_from_env() { return on_unless_zero("GRETA_CUDA_PREFILL_TC"); }
 
 bool graphs_from_env() { return on_unless_zero("GRETA_CUDA_GRAPHS"); }
 
+bool attn_last_merge_from_env() { return on_unless_zero("GRETA_CUDA_ATTN_LAST_MERGE"); }
+
+// GRETA_CUDA_SKIP: comma-separated kernel classes left out (leave-one-out timing, bench/NOTES.md).
+int skip_from_env() {
+  const char* v = std::getenv("GRETA_CUDA_SKIP");
+  const std::string s = v ? v : "";
+  return (s.find("norm") != std::string::npos ? kSkipNorm : 0) | (s.find("attn") != std::string::npos ? kSkipAttention : 0);
+}
+
 }  // namespace greta::cuda
