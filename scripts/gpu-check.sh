@@ -10,7 +10,7 @@
 #            against the step time without it; GRETA_CUDA_FUSION / GRETA_CUDA_GEMV_PIPE tag the files.
 #   hf: a random Llama-2-7B saved by transformers, run by transformers and by greta (needs torch + transformers).
 #   graphs: synthetic Llama-2-7B decode (batch 1, 8, 32) with step graphs off, then on (GRETA_CUDA_GRAPHS).
-#   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, twice, with the step profile.
+#   fusion: synthetic Llama-2-7B decode (batch 1, 8) at GRETA_CUDA_FUSION=0, 1, 2, 3, twice, with the step profile.
 #   ab: any switch: GRETA_AB_VAR takes each of GRETA_AB_VALUES in turn (GRETA_AB_ARGS: greta bench's
 #       arguments, default batch 1, position 4000 and batch 8).
 #   skip: synthetic Llama-2-7B decode (batch 1, position 4000) without the RMSNorm and/or attention
@@ -226,8 +226,8 @@ if has skip && [ -x "$BUILD/greta" ]; then
   AB_MAY_FAIL=1 ab_switch GRETA_CUDA_SKIP "none norm attn norm,attn none norm attn norm,attn" skip -p 16 -n 256 --at-pos 4000
 fi
 if has fusion && [ -x "$BUILD/greta" ]; then
-  echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2, synthetic llama-2-7b, bf16, back to back)"
-  AB_PROFILE=1 ab_switch GRETA_CUDA_FUSION "0 1 2 0 1 2" fusion -p 16 -n 128 --batch 8
+  echo "== fusion levels A/B (GRETA_CUDA_FUSION 0/1/2/3, synthetic llama-2-7b, bf16, back to back)"
+  AB_PROFILE=1 ab_switch GRETA_CUDA_FUSION "0 1 2 3 0 1 2 3" fusion -p 16 -n 128 --batch 8
 fi
 if has hf && [ -x "$BUILD/greta" ]; then
   echo "== transformers vs greta (random-weight Llama-2-7B checkpoint)"

@@ -1,7 +1,8 @@
 // Fused decode ops (Backend::norm_matmul, norm_swiglu, matmul_add) on CUDA vs the CPU backend,
 // which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
 // GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMV launches and epilogues, 2: also
-// the RMSNorm inside the GEMV) with and without the pipelined GEMV weight stream
+// the RMSNorm inside the GEMV, 3: the RMSNorm split between the GEMV producing x and the one
+// consuming it) with and without the pipelined GEMV weight stream
 // (GRETA_CUDA_GEMV_PIPE), token counts in 1-4 tiles of 8 and past the GEMV limit (32), k that is not
 // a multiple of the 32-wide chunk, row counts that are not a multiple of the 16-row (8 for
 // SwiGLU) block, and biases on some targets only.
@@ -37,7 +38,7 @@ struct Config {
   int level, pipe;
   std::string tag() const { return "fusion " + std::to_string(level) + " pipe " + std::to_string(pipe); }
 };
-const std::vector<Config> kConfigs = {{0, 1}, {1, 1}, {2, 1}, {1, 0}, {2, 0}};
+const std::vector<Config> kConfigs = {{0, 1}, {1, 1}, {2, 1}, {1, 0}, {2, 0}, {3, 1}};
 
 struct Case {
   int64_t n, k;
@@ -137,6 +138,48 @@ TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
       report(cf.tag() + " matmul_add x2 n=" + std::to_string(s.n) + " m=" + std::to_string(s.m) +
                  " k=" + std::to_string(s.k),
              rel_err(res[0], res[1]), kBf16Tol);
+    }
+  }
+}
+
+// A layer's residual add then the next norm: x += a @ Wr^T (matmul_add), then norm_swiglu and
+// norm_matmul on x, twice in a row (the second pair reuses the sums-of-squares buffer). At
+// fusion 3 the norm's work moves into the matmul_add GEMV's epilogue; every level must agree
+// with the CPU. Hidden sizes a multiple of 16 (the fused path) and not (the norm kernel).
+TEST_F(GpuFused, ResidualAddThenNormEveryFusionLevel) {
+  struct Shape { int64_t n, dim, kr, ff; };
+  const std::vector<Shape> shapes = {{1, 576, 1536, 1536}, {8, 4096, 4096, 1000}, {13, 1024, 11008, 320},
+                                     {16, 576, 320, 64}, {3, 200, 64, 72}};
+  for (int level : {1, 2, 3}) {
+    auto g = cuda_with_fusion(level, 1);
+    std::mt19937 rng(14);
+    for (const Shape& s : shapes) {
+      const auto xv = random_values(size_t(s.n * s.dim), 2.f, rng), av = random_values(size_t(s.n * s.kr), 1.f, rng);
+      std::deque<HostWeight> hw;
+      hw.emplace_back(DType::BF16, std::vector<int64_t>{s.dim, s.kr}, random_values(size_t(s.dim * s.kr), 0.1f, rng));
+      hw.emplace_back(DType::F32, std::vector<int64_t>{s.dim}, random_values(size_t(s.dim), 1.5f, rng));
+      for (int i = 0; i < 2; ++i)
+        hw.emplace_back(DType::BF16, std::vector<int64_t>{s.ff, s.dim}, random_values(size_t(s.ff * s.dim), 0.3f, rng));
+      hw.emplace_back(DType::BF16, std::vector<int64_t>{s.ff, s.dim}, random_values(size_t(s.ff * s.dim), 0.3f, rng));
+      std::vector<float> res[2][3];  // swiglu out, matmul out, final x
+      for (int which = 0; which < 2; ++which) {
+        Backend& b = which == 0 ? *g : *cpu;
+        std::vector<std::unique_ptr<Weight>> w;
+        for (const HostWeight& h : hw) w.push_back(b.upload(h.t));
+        Tensor x = make_tensor(b, s.n, s.dim, xv), a = make_tensor(b, s.n, s.kr, av), tmp = b.alloc(s.n, s.dim);
+        Tensor h = b.alloc(s.n, s.dim), gate = b.alloc(s.n, s.ff), sw = b.alloc(s.n, s.ff), mo = b.alloc(s.n, s.ff);
+        b.matmul_add(a, *w[0], tmp, x);
+        b.norm_swiglu(x, *w[1], 1e-5f, h, *w[2], *w[3], gate, sw);
+        b.matmul_add(a, *w[0], tmp, x);
+        b.norm_matmul(x, *w[1], 1e-5f, h, {{w[4].get(), nullptr, mo}});
+        res[which][0] = read(b, sw), res[which][1] = read(b, mo), res[which][2] = read(b, x);
+        for (Tensor* t : {&x, &a, &tmp, &h, &gate, &sw, &mo}) b.free(*t);
+      }
+      const std::string what = "fusion " + std::to_string(level) + " residual add + norm n=" + std::to_string(s.n) +
+                               " dim=" + std::to_string(s.dim) + " ";
+      report(what + "swiglu", rel_err(res[0][0], res[1][0]), kBf16Tol);
+      report(what + "matmul", rel_err(res[0][1], res[1][1]), kBf16Tol);
+      report(what + "x", rel_err(res[0][2], res[1][2]), kBf16Tol);
     }
   }
 }

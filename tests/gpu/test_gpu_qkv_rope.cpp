@@ -2,7 +2,9 @@
 // KV cache) vs the CPU backend (norm_matmul + rope_kv_write). Every step compares q, k, v and
 // then attention over the caches, so a wrong cache slot or an unrotated key shows up in the
 // attention output of later steps. Both RoPE pairings, GQA, biases, head_dim 64 and 128,
-// several sequences with shuffled block tables, and every GRETA_CUDA_FUSION level.
+// several sequences with shuffled block tables, and every GRETA_CUDA_FUSION level. x comes
+// from a residual add (matmul_add) first, as in a layer, so fusion 3 moves the norm's work
+// into that GEMV.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -22,18 +24,19 @@ struct QkvCase {
 };
 
 struct Side {  // one backend's weights, cache and activations
-  std::unique_ptr<Weight> norm, wq, wk, wv, bq, bk, bv;
+  std::unique_ptr<Weight> norm, wq, wk, wv, bq, bk, bv, wr;
   std::unique_ptr<KVStorage> kv;
 };
 
 void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& tag) {
-  constexpr int kBlock = 16, kBlocks = 24, kDim = 576;
+  constexpr int kBlock = 16, kBlocks = 24, kDim = 576, kRes = 320;  // kRes: k of the residual GEMV
   std::mt19937 rng(uint32_t(c.n_heads * 131 + c.hd));
   const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
   std::deque<HostWeight> host;
   host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
   for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
   for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
+  host.emplace_back(DType::BF16, std::vector<int64_t>{kDim, kRes}, random_values(size_t(kDim * kRes), 0.1f, rng));
   const KVCacheDesc d{.n_layers = 1, .n_blocks = kBlocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
   Side side[2];
   for (int which = 0; which < 2; ++which) {
@@ -42,6 +45,7 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& t
     s.norm = b.upload(host[0].t);
     s.wq = b.upload(host[1].t), s.wk = b.upload(host[2].t), s.wv = b.upload(host[3].t);
     s.bq = b.upload(host[4].t), s.bk = b.upload(host[5].t), s.bv = b.upload(host[6].t);
+    s.wr = b.upload(host[7].t);
     s.kv = b.alloc_kv(d);
   }
   RopeSpec rope;
@@ -75,20 +79,21 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& t
     }
     const StepPlan plan = StepPlan::build(batch, kBlock);
     const int64_t n = batch.n_tokens();
-    const auto xv = random_values(size_t(n * kDim), 3.f, rng);
+    const auto xv = random_values(size_t(n * kDim), 3.f, rng), av = random_values(size_t(n * kRes), 1.f, rng);
     std::vector<float> res[2][4];  // q, k, v, attention
     for (int which = 0; which < 2; ++which) {
       Backend& b = which == 0 ? gpu : cpu;
       Side& s = side[which];
-      Tensor x = make_tensor(b, n, kDim, xv), h = b.alloc(n, kDim);
-      Tensor q = b.alloc(n, qw), k = b.alloc(n, kw), v = b.alloc(n, kw), o = b.alloc(n, qw);
+      Tensor x = make_tensor(b, n, kDim, xv), h = b.alloc(n, kDim), a = make_tensor(b, n, kRes, av);
+      Tensor q = b.alloc(n, qw), k = b.alloc(n, kw), v = b.alloc(n, kw), o = b.alloc(n, qw), tmp = b.alloc(n, kDim);
       b.begin_step(plan);
+      b.matmul_add(a, *s.wr, tmp, x);  // x += a @ wr^T
       b.norm_qkv_rope(x, *s.norm, 1e-5f, h, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
                       {s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, {s.wv.get(), c.bias ? s.bv.get() : nullptr, v},
                       rope, *s.kv, 0);
       b.attention(q, *s.kv, 0, c.n_heads, 1.f / std::sqrt(float(c.hd)), o);
       res[which][0] = read(b, q), res[which][1] = read(b, k), res[which][2] = read(b, v), res[which][3] = read(b, o);
-      for (Tensor* t : {&x, &h, &q, &k, &v, &o}) b.free(*t);
+      for (Tensor* t : {&x, &h, &q, &k, &v, &o, &a, &tmp}) b.free(*t);
     }
     const std::string what = tag + " step " + std::to_string(st) + " (" + std::to_string(n) + " tokens) h=" +
                              std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " hd=" + std::to_string(c.hd) +
@@ -104,7 +109,7 @@ using GpuQkvRope = GpuTest;
 TEST_F(GpuQkvRope, MatchesNormMatmulPlusRopeKvWrite) {
   const std::vector<QkvCase> cases = {{9, 3, 64, false, false}, {32, 8, 128, true, true}, {4, 4, 128, false, true},
                                       {16, 2, 64, true, false}};
-  for (int level : {0, 1, 2}) {
+  for (int level : {0, 1, 2, 3}) {
     setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
     auto g = make_cuda_backend(0);
     unsetenv("GRETA_CUDA_FUSION");

@@ -82,15 +82,27 @@ void CudaBackend::norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h,
   launch(&cuda::gemv_fused, a, eps, stream_);
 }
 
-// The GEMV input of a fused norm_* op: x with the norm folded in (level 2), or h = rms_norm(x)
-// computed by the rms_norm kernel first (level 1).
+// The GEMV input of a fused norm_* op: at level 3, when the GEMV that produced x is still held
+// back (matmul_add), that GEMV also writes h = x * norm and the per-tile sums of squares, and
+// this one reads them (kNormPre); at level 2, x with the norm folded into the loads; else
+// (level 1, and level 3 when x did not come from a held GEMV, e.g. the embedding) h =
+// rms_norm(x) computed by the rms_norm kernel first.
 cuda::GemvArgs CudaBackend::fused_input(Tensor x, const Weight& norm, float eps, Tensor h) {
   expect_act(x, x.rows, x.cols, "norm x");
   cuda::GemvArgs a;
   a.k = x.cols;
   a.n = int32_t(x.rows);
   a.pipeline = gemv_pipe_;
-  if (fusion_ >= 2) {
+  if (fusion_ >= 3 && have_pending_ && pending_.seg0.out == x.data && pending_.n == x.rows &&
+      pending_.seg0.m == x.cols && x.cols % 16 == 0 && h.data != x.data) {
+    pending_.next_norm_w = static_cast<const float*>(weight1d(norm, x.cols, "norm").data);
+    pending_.next_h = act(h);
+    pending_.next_ss = prenorm_ss_;
+    a.x = act(h);
+    a.norm_ss = prenorm_ss_;
+    return a;
+  }
+  if (fusion_ == 2) {
     a.x = act(x);
     a.norm_w = static_cast<const float*>(weight1d(norm, x.cols, "norm").data);
   } else {
@@ -147,6 +159,23 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
     g.split = 2;
     g.split_scratch = split_scratch_;
     g.split_count = split_count_;
+  }
+  if (fusion_ >= 3 && wt.n_out % 16 == 0) {
+    // Held back until the next launch: if that is a norm_* op on this x, it hands this GEMV the
+    // norm's weight first (fused_input), so the norm's work happens in this epilogue.
+    const size_t need = size_t(wt.n_out / 16) * cuda::kGemvMaxTokens;
+    if (need > prenorm_floats_) {
+      flush();
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      GRETA_CUDA_CHECK(cudaFree(prenorm_ss_));
+      prenorm_ss_ = nullptr;
+      GRETA_CUDA_CHECK(cudaMalloc(&prenorm_ss_, need * sizeof(float)));
+      prenorm_floats_ = need;
+    }
+    emit_pending();
+    pending_ = g;
+    have_pending_ = true;
+    return;
   }
   launch(&cuda::gemv_fused, g, 0.f, stream_);
 }

@@ -164,6 +164,7 @@ class CudaBackend final : public Backend {
     cudaFree(split_scratch_);
     cudaFree(split_count_);
     cudaFree(arrivals_);
+    cudaFree(prenorm_ss_);
     cudaFree(sample_dist_);
     cudaStreamDestroy(stream_);
   }
@@ -345,12 +346,22 @@ class CudaBackend final : public Backend {
   // Runs fn(args...) now, or records it while the step is deferred.
   template <class... P, class... A>
   void launch(void (*fn)(P...), const A&... args) {
+    emit_pending();
     if (deferring_) cmds_.add(fn, args...);
     else fn(P(args)...);
+  }
+  // The GEMV matmul_add held back at fusion 3 (cuda_backend_fused.cpp) goes out before anything
+  // else does, so the stream order is the ops' order.
+  void emit_pending() {
+    if (!have_pending_) return;
+    have_pending_ = false;
+    if (deferring_) cmds_.add(&cuda::gemv_fused, pending_, 0.f, stream_);
+    else cuda::gemv_fused(pending_, 0.f, stream_);
   }
   // Runs what the step recorded so far (see step_graph.h). Called at the end of a step and
   // before anything that frees or rewrites memory the recorded launches may use.
   void flush() {
+    emit_pending();
     tokens_pending_ = rows_pending_ = false;
     if (cmds_.empty()) return;
     try {
@@ -368,7 +379,7 @@ class CudaBackend final : public Backend {
  private:
   int device_;
   bool graphs_on_ = true;
-  int fusion_ = 1;  // GRETA_CUDA_FUSION, see fusion_from_env
+  int fusion_ = 3;  // GRETA_CUDA_FUSION, see fusion_from_env
   int prefill_tc_ = 1;  // GRETA_CUDA_PREFILL_TC: tensor-core prefill attention where supported
   bool split_k_ = true;  // GRETA_CUDA_SPLITK: split-K for GEMVs with few row tiles
   int gemv_pipe_ = 1;    // GRETA_CUDA_GEMV_PIPE: pipelined GEMV weight stream (GemvArgs::pipeline)
@@ -398,6 +409,12 @@ class CudaBackend final : public Backend {
   float* split_scratch_ = nullptr;
   int32_t* split_count_ = nullptr;
   int32_t* arrivals_ = nullptr;  // decode attention: per-token partition counters (zero between launches)
+  // Fusion 3: the matmul_add GEMV held back until the next launch, and the per-tile sums of
+  // squares it writes for the norm that follows ([tiles][kGemvMaxTokens]).
+  cuda::GemvArgs pending_;
+  bool have_pending_ = false;
+  float* prenorm_ss_ = nullptr;
+  size_t prenorm_floats_ = 0;
   size_t arrivals_n_ = 0;
   size_t split_floats_ = 0, split_counters_ = 0;
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec.

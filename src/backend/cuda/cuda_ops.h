@@ -62,6 +62,12 @@ struct GemvArgs {
   GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
   float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
   int32_t* split_count = nullptr;  // split > 1: [row tiles] arrivals, zero between launches
+  // The RMSNorm of the next GEMV's input done here and there (fusion 3, gemv.cu kNormPre):
+  const float* norm_ss = nullptr;      // consumer: [k / 16][kGemvMaxTokens] sums of squares of x's
+                                       // 16-row tiles; x is already x * norm weight (k % 16 == 0)
+  const float* next_norm_w = nullptr;  // producer (accumulate): the next norm's weight [m]
+  bf16* next_h = nullptr;              // producer: [n, m] out * next_norm_w, or null
+  float* next_ss = nullptr;            // producer: [m / 16][kGemvMaxTokens] per-tile sums of out^2
 };
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
 size_t gemv_split_scratch_floats(int64_t m, int n);

@@ -1,6 +1,6 @@
 // Run-time switches of the CUDA backend (environment variables, read at backend creation):
 //   GRETA_CUDA_GRAPHS=0            decode steps launch their kernels one by one (no graphs)
-//   GRETA_CUDA_FUSION=0|1|2        how much of the decode step is fused into the GEMVs (default 1)
+//   GRETA_CUDA_FUSION=0|1|2|3      how much of the decode step is fused into the GEMVs (default 3)
 //   GRETA_CUDA_GEMV_MAX_TOKENS=N   streaming GEMV up to N tokens per step, cuBLASLt beyond (default 16)
 //   GRETA_CUDA_PREFILL_TC=0        prompt attention on CUDA cores (default: tensor cores for head_dim 64/128)
 //   GRETA_CUDA_SPLITK=0            no split-K for GEMVs with few row tiles (o and down projections)

@@ -66,11 +66,19 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 // prefetched lines competed with the running grid and were partly evicted; NOTES.md item 4.)
 //
 // Fusions (GemvArgs, cuda_ops.h), each a compile-time switch so the plain kernel pays nothing:
-// - NORM: x is the raw residual stream and the GEMV computes rms_norm(x) * norm_w @ W^T. The
-//   scale vector multiplies x as it is loaded (x * norm_w, rounded to bf16 for the mma) and the
-//   per-token 1/rms -- a scalar per output column -- multiplies the sums at the end. The sum of
-//   squares comes from the same x loads: the block's lanes of token g together load all of
-//   x[g] exactly once. Saves the rms_norm kernel and its pass over x.
+// - NORM = kNormInline: x is the raw residual stream and the GEMV computes rms_norm(x) * norm_w
+//   @ W^T. The scale vector multiplies x as it is loaded (x * norm_w, rounded to bf16 for the
+//   mma) and the per-token 1/rms -- a scalar per output column -- multiplies the sums at the
+//   end. The sum of squares comes from the same x loads: the block's lanes of token g together
+//   load all of x[g] exactly once. Saves the rms_norm kernel and its pass over x.
+// - NORM = kNormPre: the same result with the norm's work done by the GEMV that produced x
+//   (EPI_ADD with p.next_h): x here is already x * norm_w (p.next_h of that launch) and
+//   p.norm_ss holds its per-16-row-tile sums of squares of x, which this kernel adds up (in a
+//   fixed order) while its weights stream, so its loop is the plain one.
+// - EPI_ADD with p.next_h (the producer side of kNormPre): besides out += result, writes
+//   next_h = out * next_norm_w (bf16) and, per token, the sum of squares of its 16 new out
+//   values to next_ss[tile][token] -- plain stores summed later in a fixed order, no atomics,
+//   so results do not depend on block timing.
 // - EPI_ADD: out += result (the residual add after the o and down projections).
 // - EPI_DUAL (SwiGLU): out = silu(x @ Wg^T) * (x @ Wu^T) with Wg = seg0.w, Wu = seg1.w. A block
 //   owns 8 output rows: the mma's A rows g are gate rows and rows g + 8 the up rows of the same
@@ -86,6 +94,7 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 //   adjacent pairs), so, as with EPI_DUAL, each lane holds both halves of its pairs and rotates
 //   them in registers. The v segment is stored as usual and copied to the cache.
 enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
+enum : int { kNormNone = 0, kNormInline = 1, kNormPre = 2 };  // NORM (below)
 enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 
 __device__ __forceinline__ float bf16_lo(uint32_t u) { return __uint_as_float(u << 16); }
@@ -113,10 +122,11 @@ __device__ __forceinline__ uint4 norm_granule(uint4 v, const uint4& g0, const ui
 // SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
 // row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
 // the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
-template <int UNROLL, int LAUNCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
-  static_assert(SPLIT == 1 || (!NORM && (EPI == kEpiStore || EPI == kEpiAdd)), "split-K: plain and add epilogues");
+  static_assert(SPLIT == 1 || (NORM == kNormNone && (EPI == kEpiStore || EPI == kEpiAdd)),
+                "split-K: plain and add epilogues");
   constexpr int kSets = NT == 1 ? 2 : 1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
@@ -156,7 +166,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   const bf16* xr[NT];
 #pragma unroll
   for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + kb0 + 8 * t;
-  const float* nw = NORM ? p.norm_w + 8 * t : nullptr;
+  const float* nw = NORM == kNormInline ? p.norm_w + 8 * t : nullptr;
   // EPI_ROPE: the cos/sin of the one epilogue pair this thread will rotate (thread e handles
   // item e < 64 * NT), computed before waiting for the previous kernel: positions and
   // frequencies are uploaded before the step starts, so the sincos (in double, of the fp32
@@ -191,6 +201,15 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.wait;" ::: "memory");
   float acc[NT][kSets][4] = {};
   float ss[NT] = {};  // NORM: this lane's share of sum(x[8i + g]^2)
+  if constexpr (NORM == kNormPre) {
+    // The producer's per-tile sums for token 8i + g: lane (warp, t) takes tiles warp * 4 + t,
+    // + 4 * WARPS, ...; the reduction below adds the lanes t, then the warps.
+    const int64_t tiles = k / 16;
+    for (int64_t tl = warp * 4 + t; tl < tiles; tl += WARPS * 4) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i) ss[i] += __ldcg(p.norm_ss + tl * kGemvMaxTokens + 8 * i + g);
+    }
+  }
   // kLaunchPipe main loop: the next iteration's weight loads go out before this iteration's x
   // loads and mmas, so 2 x UNROLL chunks per lane are in flight while the mmas wait. Its x/mma
   // half repeats the loop below on purpose: sharing it through a lambda or helper changed
@@ -214,7 +233,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
         const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
 #pragma unroll
         for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
-        if constexpr (NORM) {
+        if constexpr (NORM == kNormInline) {
           vg0[u] = ld_cached(nw + off);
           vg1[u] = ld_cached(nw + off + 4);
         }
@@ -223,7 +242,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       for (int u = 0; u < UNROLL; ++u) {
 #pragma unroll
         for (int i = 0; i < NT; ++i) {
-          if constexpr (NORM) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
+          if constexpr (NORM == kNormInline) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
           float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
           mma_bf16(c, pa[u].x, pb[u].x, pa[u].y, pb[u].y, vx[u][i].x, vx[u][i].y);
           mma_bf16(c, pa[u].z, pb[u].z, pa[u].w, pb[u].w, vx[u][i].z, vx[u][i].w);
@@ -245,7 +264,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       vb[u] = ld_stream(wb + off);
 #pragma unroll
       for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
-      if constexpr (NORM) {
+      if constexpr (NORM == kNormInline) {
         vg0[u] = ld_cached(nw + off);
         vg1[u] = ld_cached(nw + off + 4);
       }
@@ -254,7 +273,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     for (int u = 0; u < UNROLL; ++u) {
 #pragma unroll
       for (int i = 0; i < NT; ++i) {
-        if constexpr (NORM) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
+        if constexpr (NORM == kNormInline) vx[u][i] = norm_granule(vx[u][i], vg0[u], vg1[u], ss[i]);
         float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
         mma_bf16(c, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u][i].x, vx[u][i].y);
         mma_bf16(c, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u][i].z, vx[u][i].w);
@@ -273,7 +292,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
 #pragma unroll
     for (int i = 0; i < NT; ++i) {
       uint4 vx = ok ? ld_cached(xr[i] + off) : z;
-      if constexpr (NORM) {
+      if constexpr (NORM == kNormInline) {
         if (ok) vx = norm_granule(vx, ld_cached(nw + off), ld_cached(nw + off + 4), ss[i]);
       }
       mma_bf16(acc[i][0], va.x, vb.x, va.y, vb.y, vx.x, vx.y);
@@ -287,7 +306,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   for (int i = 0; i < NT; ++i) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) red[warp][i][j][lane] = kSets == 2 ? acc[i][0][j] + acc[i][kSets - 1][j] : acc[i][0][j];
-    if constexpr (NORM) {
+    if constexpr (NORM != kNormNone) {
       float q = ss[i];
       q += __shfl_xor_sync(0xffffffffu, q, 1);  // the 4 lanes of token 8i + g
       q += __shfl_xor_sync(0xffffffffu, q, 2);
@@ -312,7 +331,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       const int pr = pair0 + l / 4;
       const int64_t row_a = head * hd + (p.rope.neox ? pr : 2 * pr), row_b = row_a + (p.rope.neox ? hd / 2 : 1);
       if (tok < n) {
-        if constexpr (NORM) {
+        if constexpr (NORM != kNormNone) {
           const float r = inv_rms(tok);
           sa *= r, sb *= r;
         }
@@ -342,7 +361,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       const int64_t row = row0 + l / 4;
       const int tok = 8 * i + 2 * (l % 4) + j;
       if (row < m && tok < n) {
-        if constexpr (NORM) {
+        if constexpr (NORM != kNormNone) {
           const float r = inv_rms(tok);
           sg *= r, su *= r;
         }
@@ -394,6 +413,9 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
         }
       }
     }
+    // EPI_ADD with p.next_h: [token][row in tile] squares of the new out values.
+    __shared__ float s_sq[EPI == kEpiAdd ? 8 * NT : 1][kRowsPerBlock];
+    const bool next = EPI == kEpiAdd && p.next_h != nullptr;
 #pragma unroll
     for (int it = 0; it < kItems; ++it) {
       const int e = threadIdx.x + it * WARPS * 32;
@@ -403,13 +425,31 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       const int64_t row = row0 + l / 4 + (j >= 2 ? 8 : 0);
       const int tok = 8 * i + 2 * (l % 4) + (j & 1);
       if (row < m && tok < n) {
-        if constexpr (NORM) s *= inv_rms(tok);
+        if constexpr (NORM != kNormNone) s *= inv_rms(tok);
         if (bias) s += bias[row];
         const int64_t o = int64_t(tok) * m + row;
         if constexpr (EPI == kEpiAdd) s = __bfloat162float(__float2bfloat16_rn(s)) + __bfloat162float(out[o]);
         const bf16 ov = __float2bfloat16_rn(s);
         out[o] = ov;
         if constexpr (EPI == kEpiRope) p.rope.v_cache[int64_t(p.rope.slots[tok]) * m + row] = ov;  // v segment
+        if constexpr (EPI == kEpiAdd) {
+          if (next) {
+            const float f = __bfloat162float(ov);
+            p.next_h[o] = __float2bfloat16_rn(f * p.next_norm_w[row]);
+            s_sq[tok][row - row0] = f * f;
+          }
+        }
+      }
+    }
+    if constexpr (EPI == kEpiAdd) {
+      if (next) {  // uniform over the block
+        __syncthreads();
+        if (threadIdx.x < n) {
+          float q = 0.f;
+#pragma unroll
+          for (int r = 0; r < kRowsPerBlock; ++r) q += row0 + r < m ? s_sq[threadIdx.x][r] : 0.f;
+          p.next_ss[(row0 / kRowsPerBlock) * kGemvMaxTokens + threadIdx.x] = q;
+        }
       }
     }
   }
@@ -446,7 +486,7 @@ GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int 
   return a;
 }
 
-template <int UNROLL, int LAUNCH, int WARPS = kWarps, bool NORM = false, int EPI = kEpiStore, int NT = 1,
+template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1>
 void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
   const int64_t blocks = (a.blk2 + gemv_blocks(a.seg2.m)) * SPLIT;
@@ -461,14 +501,14 @@ void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
 
 // The production variants (PDL, 2 chunks per lane per iteration; pipelined when a.pipeline)
 // with the token tiles n needs.
-template <int LAUNCH, bool NORM, int EPI, int SPLIT>
+template <int LAUNCH, int NORM, int EPI, int SPLIT>
 void launch_tiles_as(const GemvArgs& a, float eps, cudaStream_t s) {
   if (a.n <= 8) launch_mma<2, LAUNCH, kWarps, NORM, EPI, 1, SPLIT>(a, s, eps);
   else if (a.n <= 16) launch_mma<2, LAUNCH, kWarps, NORM, EPI, 2, SPLIT>(a, s, eps);
   else launch_mma<2, LAUNCH, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
 }
 // Split-K launches stay unpipelined: H100, 4096 x 11008, 85.7% of copy plain vs 83.8% pipelined.
-template <bool NORM, int EPI, int SPLIT = 1>
+template <int NORM, int EPI, int SPLIT = 1>
 void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
   if (a.pipeline && SPLIT == 1) launch_tiles_as<kLaunchPipe, NORM, EPI, SPLIT>(a, eps, s);
   else launch_tiles_as<kLaunchPdl, NORM, EPI, SPLIT>(a, eps, s);
@@ -499,7 +539,7 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
   GemvArgs a = single(x, w, bias, out, n, m, k);
   a.pipeline = unroll == 220 ? 1 : 0;
   if (n > 8 && unroll != 302) {  // more than one token tile: production variants only
-    launch_tiles<false, kEpiStore>(a, 0.f, s);
+    launch_tiles<kNormNone, kEpiStore>(a, 0.f, s);
     return;
   }
   switch (unroll) {
@@ -528,7 +568,7 @@ void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, b
       b.split = 2;
       b.split_scratch = scratch;
       b.split_count = count;
-      launch_tiles<false, kEpiStore, 2>(b, 0.f, s);
+      launch_tiles<kNormNone, kEpiStore, 2>(b, 0.f, s);
       break;
     }
     default: launch_mma<2, kLaunchPlain>(a, s); break;
@@ -540,36 +580,39 @@ void gemv(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int
   gemv_variant(pipeline ? 220 : 200, x, w, bias, out, n, m, k, s);
 }
 
+namespace {
+// The norm mode of a (see NORM above) picked at run time.
+template <int EPI>
+void launch_norm_mode(const GemvArgs& a, float eps, cudaStream_t s) {
+  if (a.norm_ss) launch_tiles<kNormPre, EPI>(a, eps, s);
+  else if (a.norm_w) launch_tiles<kNormInline, EPI>(a, eps, s);
+  else launch_tiles<kNormNone, EPI>(a, eps, s);
+}
+}  // namespace
+
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s) {
   if (a.n <= 0) return;
-  const bool norm = a.norm_w != nullptr;
+  const bool norm = a.norm_w != nullptr || a.norm_ss != nullptr;
   if (a.swiglu) {  // one segment of outputs, 8 per block; seg1 holds the up matrix
     a.blk1 = a.blk2 = (a.seg0.m + 7) / 8;
     a.seg2 = GemvSeg{};
-    if (norm) launch_tiles<true, kEpiDual>(a, eps, s);
-    else launch_tiles<false, kEpiDual>(a, eps, s);
+    launch_norm_mode<kEpiDual>(a, eps, s);
     return;
   }
   // Empty trailing segments: blk1/blk2 mark where segments 1 and 2 start.
   a.blk1 = gemv_blocks(a.seg0.m);
   a.blk2 = a.blk1 + gemv_blocks(a.seg1.m);
   if (a.rope.head_dim > 0) {  // q, k, v with RoPE and the cache write (m of q and k: whole heads)
-    if (norm) launch_tiles<true, kEpiRope>(a, eps, s);
-    else launch_tiles<false, kEpiRope>(a, eps, s);
+    launch_norm_mode<kEpiRope>(a, eps, s);
     return;
   }
   if (a.split == 2 && !norm) {  // split-K (the caller provides the workspace)
-    if (a.accumulate) launch_tiles<false, kEpiAdd, 2>(a, eps, s);
-    else launch_tiles<false, kEpiStore, 2>(a, eps, s);
+    if (a.accumulate) launch_tiles<kNormNone, kEpiAdd, 2>(a, eps, s);
+    else launch_tiles<kNormNone, kEpiStore, 2>(a, eps, s);
     return;
   }
-  if (a.accumulate) {
-    if (norm) launch_tiles<true, kEpiAdd>(a, eps, s);
-    else launch_tiles<false, kEpiAdd>(a, eps, s);
-  } else {
-    if (norm) launch_tiles<true, kEpiStore>(a, eps, s);
-    else launch_tiles<false, kEpiStore>(a, eps, s);
-  }
+  if (a.accumulate) launch_norm_mode<kEpiAdd>(a, eps, s);
+  else launch_norm_mode<kEpiStore>(a, eps, s);
 }
 
 }  // namespace greta::cuda
