@@ -137,26 +137,10 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
                 std::to_string(L.n_blocks) + " blocks");
   if (skip_ & cuda::kSkipAttention) return;  // GRETA_CUDA_SKIP: timing experiments only
   const size_t need = cuda::attention_decode_scratch_floats(step_, n_heads, L.head_dim, L.n_kv_heads, n_sms_);
-  if (need > scratch_floats_) {
-    flush();
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRETA_CUDA_CHECK(cudaFree(scratch_));
-    scratch_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&scratch_, need * 4));
-    scratch_floats_ = need;
-  }
+  grow(scratch_, scratch_floats_, need, false);
   int32_t* arrivals = nullptr;
-  if (attn_last_merge_) {
-    const size_t n_arr = cuda::attention_decode_arrivals(step_, n_heads, L.n_kv_heads);
-    if (n_arr > arrivals_n_) {
-      flush();
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      GRETA_CUDA_CHECK(cudaFree(arrivals_));
-      arrivals_ = nullptr;
-      GRETA_CUDA_CHECK(cudaMalloc(&arrivals_, n_arr * sizeof(int32_t)));
-      GRETA_CUDA_CHECK(cudaMemset(arrivals_, 0, n_arr * sizeof(int32_t)));  // the kernel leaves them zero
-      arrivals_n_ = n_arr;
-    }
+  if (attn_last_merge_) {  // counters start at zero; the kernel leaves them zero
+    grow(arrivals_, arrivals_n_, cuda::attention_decode_arrivals(step_, n_heads, L.n_kv_heads), true);
     arrivals = arrivals_;
   }
   launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, arrivals, n_sms_,

@@ -141,21 +141,8 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   // a long k over 2 blocks per tile helps (H100: 4096 x 11008 80.8 -> 85.5% of copy) but not a
   // short one (4096 x 4096: 79.4 -> 74.3%), so only the down projections split (bench/NOTES.md).
   if (split_k_ && (wt.n_out + 15) / 16 <= 2 * n_sms_ && wt.n_in >= 8192) {
-    const size_t need_f = cuda::gemv_split_scratch_floats(wt.n_out, int(a.rows));
-    const size_t need_c = cuda::gemv_split_counters(wt.n_out);
-    if (need_f > split_floats_ || need_c > split_counters_) {
-      flush();
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      GRETA_CUDA_CHECK(cudaFree(split_scratch_));
-      GRETA_CUDA_CHECK(cudaFree(split_count_));
-      split_scratch_ = nullptr;
-      split_count_ = nullptr;
-      split_floats_ = std::max(need_f, split_floats_);
-      split_counters_ = std::max(need_c, split_counters_);
-      GRETA_CUDA_CHECK(cudaMalloc(&split_scratch_, split_floats_ * sizeof(float)));
-      GRETA_CUDA_CHECK(cudaMalloc(&split_count_, split_counters_ * sizeof(int32_t)));
-      GRETA_CUDA_CHECK(cudaMemset(split_count_, 0, split_counters_ * sizeof(int32_t)));  // kernels leave it zero
-    }
+    grow(split_scratch_, split_floats_, cuda::gemv_split_scratch_floats(wt.n_out, int(a.rows)), false);
+    grow(split_count_, split_counters_, cuda::gemv_split_counters(wt.n_out), true);  // kernels leave it zero
     g.split = 2;
     g.split_scratch = split_scratch_;
     g.split_count = split_count_;
@@ -163,15 +150,7 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   if (fusion_ >= 3 && wt.n_out % 16 == 0) {
     // Held back until the next launch: if that is a norm_* op on this x, it hands this GEMV the
     // norm's weight first (fused_input), so the norm's work happens in this epilogue.
-    const size_t need = size_t(wt.n_out / 16) * cuda::kGemvMaxTokens;
-    if (need > prenorm_floats_) {
-      flush();
-      GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-      GRETA_CUDA_CHECK(cudaFree(prenorm_ss_));
-      prenorm_ss_ = nullptr;
-      GRETA_CUDA_CHECK(cudaMalloc(&prenorm_ss_, need * sizeof(float)));
-      prenorm_floats_ = need;
-    }
+    grow(prenorm_ss_, prenorm_floats_, size_t(wt.n_out / 16) * cuda::kGemvMaxTokens, false);
     emit_pending();
     pending_ = g;
     have_pending_ = true;

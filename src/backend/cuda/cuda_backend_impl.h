@@ -343,6 +343,19 @@ class CudaBackend final : public Backend {
     return ck->layers[size_t(layer)];
   }
 
+  // Device workspace grown on demand: at least `need` elements in p (capacity cap), zeroed when
+  // new if `zero`. Recorded launches may use the old buffer, so they run first.
+  template <class T>
+  void grow(T*& p, size_t& cap, size_t need, bool zero) {
+    if (need <= cap) return;
+    flush();
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    GRETA_CUDA_CHECK(cudaFree(p));
+    p = nullptr;
+    GRETA_CUDA_CHECK(cudaMalloc(&p, need * sizeof(T)));
+    if (zero) GRETA_CUDA_CHECK(cudaMemset(p, 0, need * sizeof(T)));
+    cap = need;
+  }
   // Runs fn(args...) now, or records it while the step is deferred.
   template <class... P, class... A>
   void launch(void (*fn)(P...), const A&... args) {
