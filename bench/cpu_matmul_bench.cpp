@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
 
   // Decode attention over a paged cache (9 heads, 3 kv heads, head_dim 64, blocks of 16), as in
   // one decode token of the default model: 30 layers' worth of calls at context L.
-  for (int L : {256, 1024, 4096}) {
+  for (int L : {64, 256, 1024, 2048, 4096}) {
     const int n_heads = 9, n_kv = 3, hd = 64, bs = 16, n_blocks = L / bs + 1;
     std::vector<uint16_t> kc(size_t(n_blocks) * bs * n_kv * hd), vc(kc.size());  // fp16 cache
     std::vector<float> q(size_t(n_heads) * hd), o(q.size());

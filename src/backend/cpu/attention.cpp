@@ -21,6 +21,9 @@
 // Products of two fp16 values are exact in float, so fma and mul+add agree here.
 // The positions of V^T p start at cache cell 0, as llama.cpp's do for a single sequence.
 //
+// 256-bit vectors only: 512-bit FMAs here lowered the core clock enough to slow the (256-bit)
+// quantized matmuls around them by ~3% of a decode step on this Xeon.
+//
 // Work is split over (token, head) pairs; each is computed by one thread from start to end,
 // so results do not depend on the thread count. Memory per task: the scores of one head
 // (O(context)) and a [lanes, head_dim] accumulator.
@@ -86,33 +89,6 @@ float dot_scalar(const float* x, const uint16_t* y, int n, bool tiny) {
 #ifdef GRETA_AVX2
 inline __m256 load_h8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
-#ifdef GRETA_AVX512
-inline __m512 load_h16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
-inline float reduce16_512(__m512 v) { return reduce16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)); }
-
-// dot_scalar for n % 16 == 0: ggml's 16 lanes are one 512-bit vector.
-inline float dot_vec(const float* x, const uint16_t* y, int n, bool tiny) {
-  if (tiny) {
-    __m512 a = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 16) a = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load_h16(y + i), a);
-    return reduce16_512(a);
-  }
-  const int np = n & ~63;
-  double sum = 0.0;
-  if (np) {
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int i = 0; i < np; i += 64) {
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), load_h16(y + i), a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), load_h16(y + i + 16), a1);
-      a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), load_h16(y + i + 32), a2);
-      a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), load_h16(y + i + 48), a3);
-    }
-    sum = reduce16_512(_mm512_add_ps(_mm512_add_ps(a0, a2), _mm512_add_ps(a1, a3)));
-  }
-  for (int i = np; i < n; ++i) sum += double(x[i] * h2f(y[i]));
-  return float(sum);
-}
-#else
 // dot_scalar for n % 16 == 0, 16 lanes as two 8-float vectors.
 inline float dot_vec(const float* x, const uint16_t* y, int n, bool tiny) {
   if (tiny) {
@@ -138,123 +114,100 @@ inline float dot_vec(const float* x, const uint16_t* y, int n, bool tiny) {
   for (int i = np; i < n; ++i) sum += double(x[i] * h2f(y[i]));
   return float(sum);
 }
-#endif  // GRETA_AVX512
 #endif  // GRETA_AVX2
 
-// One (token, head): scores, softmax and V^T p as described at the top.
-struct HeadTask {
-  const float* q;  // [hd] this head's query (rotated)
-  float* out;      // [hd]
-  const int32_t* blocks;
-  int32_t len;  // positions 0..len-1
-  int g;        // kv head
-  float scale;
-  bool batched;  // step has >= 2 tokens (ggml takes tinyBLAS where it can)
-};
+// --- the pieces of one head's attention (the order described at the top) ---
 
-void attend_head(const HeadTask& T, const KVLayer& kv, std::vector<float>& sc, std::vector<float>& acc,
-                 std::vector<size_t>& offs) {
-  const int hd = kv.head_dim, bs = kv.block_size;
-  const size_t row = size_t(kv.n_kv_heads) * hd;
-  const bool kq_tiny = T.batched && hd % 16 == 0;
-  const bool kqv_tiny = T.batched && hd % 4 == 0;
-  const int lanes = kqv_tiny ? 16 : 64;
-  // Element offset of each position's K/V row (through the block table), computed once.
-  if (offs.size() < size_t(T.len)) offs.resize(size_t(T.len));
-  for (int32_t j0 = 0; j0 < T.len; j0 += bs) {
-    const size_t base = size_t(T.blocks[j0 / bs]) * bs * row + size_t(T.g) * hd;
-    for (int32_t j = j0; j < std::min(T.len, j0 + bs); ++j) offs[size_t(j)] = base + size_t(j - j0) * row;
+// Element offsets of the K/V rows of positions [0, len) of kv head g, through the block table.
+void row_offsets(const int32_t* blocks, int32_t len, int g, const KVLayer& kv, size_t* offs) {
+  const int bs = kv.block_size;
+  const size_t row = size_t(kv.n_kv_heads) * kv.head_dim;
+  for (int32_t j0 = 0; j0 < len; j0 += bs) {
+    const size_t base = size_t(blocks[j0 / bs]) * bs * row + size_t(g) * kv.head_dim;
+    for (int32_t j = j0; j < std::min(len, j0 + bs); ++j) offs[size_t(j)] = base + size_t(j - j0) * row;
   }
-  auto k_row = [&](int32_t j) { return kv.k + offs[size_t(j)]; };
-  auto v_row = [&](int32_t j) { return kv.v + offs[size_t(j)]; };
+}
 
-  // q rounded to fp16 (ggml converts the f32 activations to the F16 cache's vec_dot type).
-  float qh[512];
-  std::vector<float> qbig;
-  float* qf = qh;
-  if (hd > 512) qbig.resize(size_t(hd)), qf = qbig.data();
-  for (int i = 0; i < hd; ++i) qf[i] = round_fp16(T.q[i]);
-
-  // Scores, padded with zeros to whole groups of 16 for the softmax sum.
-  const int32_t L = T.len, Lp = (L + 15) / 16 * 16;
-  if (sc.size() < size_t(Lp)) sc.resize(size_t(Lp));
-  float* s = sc.data();
+// s[j] = (q . k_j) * scale for j in [j0, j1); returns their max. qf: q rounded to fp16.
+float scores(const float* qf, const KVLayer& kv, const size_t* offs, int32_t j0, int32_t j1, bool tiny, float scale,
+             float* s) {
+  const int hd = kv.head_dim;
   float mx = -std::numeric_limits<float>::infinity();
-  for (int32_t j = 0; j < L; ++j) {
+  for (int32_t j = j0; j < j1; ++j) {
 #ifdef GRETA_AVX2
-    const float d = hd % 16 == 0 ? dot_vec(qf, k_row(j), hd, kq_tiny) : dot_scalar(qf, k_row(j), hd, kq_tiny);
+    const float d = hd % 16 == 0 ? dot_vec(qf, kv.k + offs[j], hd, tiny) : dot_scalar(qf, kv.k + offs[j], hd, tiny);
 #else
-    const float d = dot_scalar(qf, k_row(j), hd, kq_tiny);
+    const float d = dot_scalar(qf, kv.k + offs[j], hd, tiny);
 #endif
-    s[j] = d * T.scale;
+    s[j] = d * scale;
     mx = std::max(mx, s[j]);
   }
-  // Softmax: e = exp(s - max), summed per 16 positions in float, groups in double.
-  double sum = 0.0;
-  int32_t j = 0;
-#ifdef GRETA_AVX2
-  const __m256 mv = _mm256_set1_ps(mx);
-  for (; j + 16 <= L; j += 16) {
-    const __m256 lo = exp_ggml_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
-    const __m256 hi = exp_ggml_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), mv));
-    _mm256_storeu_ps(s + j, lo);
-    _mm256_storeu_ps(s + j + 8, hi);
-    sum += double(reduce16(lo, hi));
-  }
-#endif
-  for (; j < Lp; j += 16) {
-    for (int32_t i = j; i < j + 16; ++i) s[i] = i < L ? exp_ggml(s[i] - mx) : 0.0f;
-    sum += double(reduce16_scalar(s + j));
-  }
-  const float inv = float(1.0 / sum);
-  for (j = 0; j < L; ++j) s[j] = round_fp16(s[j] * inv);
+  return mx;
+}
 
-  // out = V^T p: lane (j % lanes) accumulates p_j v_j in position order. Lanes that no position
-  // reaches stay zero and are skipped in the reduction.
-  const int used = int(std::min<int32_t>(L, lanes));
-  if (acc.size() < size_t(lanes) * hd) acc.resize(size_t(lanes) * hd);
-  float* A = acc.data();
-  int d0 = 0;
+// For the 16-position groups g = g0, g0 + gstep, ... < g1: s = exp(s - mx) in place (zeros past
+// L, up to the group's end) and gsum[g] = the group's float sum in reduce16 order.
+void exp_groups(float* s, int32_t L, float mx, int32_t g0, int32_t g1, int32_t gstep, float* gsum) {
+  for (int32_t g = g0; g < g1; g += gstep) {
+    float* e = s + 16 * g;
 #ifdef GRETA_AVX2
-  // Lane by lane, 64 outputs at a time: the lane's accumulator stays in 8 registers while its
-  // positions (l, l + lanes, l + 2 lanes, ...) stream past, in the same order as above.
-  for (; d0 + 64 <= hd; d0 += 64)
-    for (int l = 0; l < used; ++l) {
-#ifdef GRETA_AVX512
-      __m512 a[4];
-      for (auto& r : a) r = _mm512_setzero_ps();
-      for (int32_t jj = l; jj < L; jj += lanes) {
-        const uint16_t* v = v_row(jj) + d0;
-        const __m512 pv = _mm512_set1_ps(s[jj]);
-        for (int r = 0; r < 4; ++r) a[r] = _mm512_fmadd_ps(pv, load_h16(v + 16 * r), a[r]);
-      }
-      for (int r = 0; r < 4; ++r) _mm512_storeu_ps(A + size_t(l) * hd + d0 + 16 * r, a[r]);
-#else
-      __m256 a[8];
-      for (auto& r : a) r = _mm256_setzero_ps();
-      for (int32_t jj = l; jj < L; jj += lanes) {
-        const uint16_t* v = v_row(jj) + d0;
-        const __m256 pv = _mm256_set1_ps(s[jj]);
-        for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(pv, load_h8(v + 8 * r), a[r]);
-      }
-      for (int r = 0; r < 8; ++r) _mm256_storeu_ps(A + size_t(l) * hd + d0 + 8 * r, a[r]);
-#endif
+    if (16 * g + 16 <= L) {
+      const __m256 mv = _mm256_set1_ps(mx);
+      const __m256 lo = exp_ggml_ps(_mm256_sub_ps(_mm256_loadu_ps(e), mv));
+      const __m256 hi = exp_ggml_ps(_mm256_sub_ps(_mm256_loadu_ps(e + 8), mv));
+      _mm256_storeu_ps(e, lo);
+      _mm256_storeu_ps(e + 8, hi);
+      gsum[g] = reduce16(lo, hi);
+      continue;
     }
 #endif
-  if (d0 < hd)
-    for (int l = 0; l < used; ++l) std::fill(A + size_t(l) * hd + d0, A + size_t(l + 1) * hd, 0.0f);
-  for (j = 0; d0 < hd && j < L; ++j) {
-    float* a = A + size_t(j % lanes) * hd;
-    const uint16_t* v = v_row(j);
-    const float p = s[j];
-    int i = d0;
-#ifdef GRETA_AVX2
-    const __m256 pv = _mm256_set1_ps(p);
-    for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(a + i, _mm256_fmadd_ps(pv, load_h8(v + i), _mm256_loadu_ps(a + i)));
-#endif
-    for (; i < hd; ++i) a[i] += p * h2f(v[i]);
+    for (int32_t i = 0; i < 16; ++i) e[i] = 16 * g + i < L ? exp_ggml(e[i] - mx) : 0.0f;
+    gsum[g] = reduce16_scalar(e);
   }
-  // Reduce the lanes for each output element: 64 -> 16 (vec_dot only), then 16 -> 1.
+}
+
+// A[l] (one row of hd floats per lane) = sum over positions j = l, l + lanes, ... < L of p_j v_j,
+// in position order, for lanes [l0, l1), with p_j = fp16(e_j * inv) formed on the fly (each
+// position is read by one lane; nothing is written back to e). Lanes no position reaches are
+// left alone.
+void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t* offs, int32_t L, int lanes, int l0,
+                      int l1, float* A) {
+  const int hd = kv.head_dim;
+  l1 = int(std::min<int32_t>(l1, L));
+  for (int l = l0; l < l1; ++l) {
+    float* a_row = A + size_t(l) * hd;
+    int d0 = 0;
+#ifdef GRETA_AVX2
+    // 64 outputs at a time: the lane's accumulator stays in 8 registers while its positions stream past.
+    for (; d0 + 64 <= hd; d0 += 64) {
+      __m256 a[8];
+      for (auto& r : a) r = _mm256_setzero_ps();
+      for (int32_t j = l; j < L; j += lanes) {
+        const uint16_t* v = kv.v + offs[j] + d0;
+        const __m256 pv = _mm256_set1_ps(round_fp16(e[j] * inv));
+        for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(pv, load_h8(v + 8 * r), a[r]);
+      }
+      for (int r = 0; r < 8; ++r) _mm256_storeu_ps(a_row + d0 + 8 * r, a[r]);
+    }
+#endif
+    if (d0 == hd) continue;
+    std::fill(a_row + d0, a_row + hd, 0.0f);
+    for (int32_t j = l; j < L; j += lanes) {
+      const uint16_t* v = kv.v + offs[j];
+      const float p = round_fp16(e[j] * inv);
+      int i = d0;
+#ifdef GRETA_AVX2
+      const __m256 pv = _mm256_set1_ps(p);
+      for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(a_row + i, _mm256_fmadd_ps(pv, load_h8(v + i), _mm256_loadu_ps(a_row + i)));
+#endif
+      for (; i < hd; ++i) a_row[i] += p * h2f(v[i]);
+    }
+  }
+}
+
+// out[i] = the lanes of A reduced as ggml does: 64 -> 16 ((l + l+32) + (l+16 + l+48), vec_dot
+// only), then 16 -> 1. Lanes >= used hold no position and count as zero.
+void reduce_lanes(const float* A, int hd, int lanes, int used, float* out) {
   auto lane = [&](int l, int i) { return l < used ? A[size_t(l) * hd + i] : 0.0f; };
   int i0 = 0;
 #ifdef GRETA_AVX2
@@ -266,18 +219,103 @@ void attend_head(const HeadTask& T, const KVLayer& kv, std::vector<float>& sc, s
                          : lv(l, i0);
     for (int l = 0; l < 8; ++l) f[l] = _mm256_add_ps(f[l], f[l + 8]);
     for (int l = 0; l < 4; ++l) f[l] = _mm256_add_ps(f[l], f[l + 4]);
-    _mm256_storeu_ps(T.out + i0, _mm256_add_ps(_mm256_add_ps(f[0], f[2]), _mm256_add_ps(f[1], f[3])));
+    _mm256_storeu_ps(out + i0, _mm256_add_ps(_mm256_add_ps(f[0], f[2]), _mm256_add_ps(f[1], f[3])));
   }
 #endif
   for (int i = i0; i < hd; ++i) {
     float f[16];
-    if (lanes == 64) {
-      for (int l = 0; l < 16; ++l) f[l] = (lane(l, i) + lane(l + 32, i)) + (lane(l + 16, i) + lane(l + 48, i));
-    } else {
-      for (int l = 0; l < 16; ++l) f[l] = lane(l, i);
-    }
-    T.out[i] = reduce16_scalar(f);
+    for (int l = 0; l < 16; ++l)
+      f[l] = lanes == 64 ? (lane(l, i) + lane(l + 32, i)) + (lane(l + 16, i) + lane(l + 48, i)) : lane(l, i);
+    out[i] = reduce16_scalar(f);
   }
+}
+
+// The softmax normaliser: the groups' float sums added in double, in position order.
+float inv_sum(const float* gsum, int32_t n_groups) {
+  double sum = 0.0;
+  for (int32_t g = 0; g < n_groups; ++g) sum += double(gsum[g]);
+  return float(1.0 / sum);
+}
+
+// One (token, head) from start to end on one thread.
+struct HeadTask {
+  const float* q;  // [hd] this head's query (rotated)
+  float* out;      // [hd]
+  const int32_t* blocks;
+  int32_t len;   // positions 0..len-1
+  int g;         // kv head
+  float scale;
+  bool prompt;   // ggml would take tinyBLAS (see the top)
+};
+
+struct HeadScratch {
+  std::vector<float> s, gsum, acc, q;
+  std::vector<size_t> offs;
+};
+
+void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
+  const int hd = kv.head_dim;
+  const bool kq_tiny = T.prompt && hd % 16 == 0, kqv_tiny = T.prompt && hd % 4 == 0;
+  const int lanes = kqv_tiny ? 16 : 64;
+  const int32_t L = T.len, ng = (L + 15) / 16;
+  if (w.offs.size() < size_t(L)) w.offs.resize(size_t(L));
+  if (w.s.size() < size_t(16 * ng)) w.s.resize(size_t(16 * ng)), w.gsum.resize(size_t(ng));
+  if (w.acc.size() < size_t(lanes) * hd) w.acc.resize(size_t(lanes) * hd);
+  if (w.q.size() < size_t(hd)) w.q.resize(size_t(hd));
+  row_offsets(T.blocks, L, T.g, kv, w.offs.data());
+  // q rounded to fp16 (ggml converts the f32 activations to the F16 cache's vec_dot type).
+  for (int i = 0; i < hd; ++i) w.q[size_t(i)] = round_fp16(T.q[i]);
+  float* s = w.s.data();
+  const float mx = scores(w.q.data(), kv, w.offs.data(), 0, L, kq_tiny, T.scale, s);
+  exp_groups(s, L, mx, 0, ng, 1, w.gsum.data());
+  accumulate_lanes(s, inv_sum(w.gsum.data(), ng), kv, w.offs.data(), L, lanes, 0, lanes, w.acc.data());
+  reduce_lanes(w.acc.data(), hd, lanes, int(std::min<int32_t>(L, lanes)), T.out);
+}
+
+// One decode token over a long context: the heads alone (9 on 2 threads for the default model)
+// do not balance, so each head's work is cut in three passes over the pool, keeping every sum in
+// the order above: (1) scores by chunks of positions, (2) exp and the 16-group sums by chunks of
+// groups, (3) p and V^T p by quarters of the 64 lanes (the group sums added in order by each).
+// Tasks write disjoint contiguous ranges (interleaved writes cost more in cache-line traffic
+// than the work). The lanes are then reduced on the calling thread.
+void attend_split(const float* q, int n_heads, int group, float scale, const int32_t* blocks, int32_t L,
+                  const KVLayer& kv, float* out, ThreadPool& pool) {
+  const int hd = kv.head_dim;
+  constexpr int32_t kChunk = 512;  // positions per score task
+  const int32_t ng = (L + 15) / 16, Lp = 16 * ng, n_chunks = (L + kChunk - 1) / kChunk;
+  const int n_kv = kv.n_kv_heads;
+  // The caller's buffers, shared by the tasks below through plain pointers (a thread_local
+  // named inside a task would be the worker's own).
+  thread_local std::vector<float> s_buf, g_buf, a_buf, q_buf, m_buf;
+  thread_local std::vector<size_t> o_buf;
+  s_buf.resize(size_t(n_heads) * Lp);
+  g_buf.resize(size_t(n_heads) * ng);
+  a_buf.resize(size_t(n_heads) * 64 * hd);
+  q_buf.resize(size_t(n_heads) * hd);
+  m_buf.resize(size_t(n_heads) * n_chunks);
+  o_buf.resize(size_t(n_kv) * L);
+  float *S = s_buf.data(), *G = g_buf.data(), *A = a_buf.data(), *Q = q_buf.data(), *M = m_buf.data();
+  size_t* offs = o_buf.data();
+  for (int g = 0; g < n_kv; ++g) row_offsets(blocks, L, g, kv, offs + size_t(g) * L);
+  for (int i = 0; i < n_heads * hd; ++i) Q[i] = round_fp16(q[i]);
+  pool.run(int64_t(n_heads) * n_chunks, [&](int64_t u, int) {
+    const int h = int(u / n_chunks);
+    const int32_t c = int32_t(u % n_chunks), j0 = c * kChunk, j1 = std::min(L, j0 + kChunk);
+    M[u] = scores(Q + size_t(h) * hd, kv, offs + size_t(h / group) * L, j0, j1, false, scale, S + size_t(h) * Lp);
+  });
+  pool.run(int64_t(n_heads) * n_chunks, [&](int64_t u, int) {
+    const int h = int(u / n_chunks);
+    const int32_t c = int32_t(u % n_chunks), g0 = c * (kChunk / 16), g1 = std::min(ng, g0 + kChunk / 16);
+    const float mx = *std::max_element(M + int64_t(h) * n_chunks, M + int64_t(h + 1) * n_chunks);
+    exp_groups(S + size_t(h) * Lp, L, mx, g0, g1, 1, G + size_t(h) * ng);
+  });
+  pool.run(int64_t(n_heads) * 4, [&](int64_t u, int) {
+    const int h = int(u / 4), qt = int(u % 4);
+    accumulate_lanes(S + size_t(h) * Lp, inv_sum(G + size_t(h) * ng, ng), kv, offs + size_t(h / group) * L, L, 64,
+                     16 * qt, 16 * qt + 16, A + size_t(h) * 64 * hd);
+  });
+  for (int h = 0; h < n_heads; ++h)
+    reduce_lanes(A + size_t(h) * 64 * hd, hd, 64, int(std::min<int32_t>(L, 64)), out + size_t(h) * hd);
 }
 
 }  // namespace
@@ -286,27 +324,36 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
                float* out, ThreadPool& pool) {
   const int hd = kv.head_dim;
   const int group = n_heads / kv.n_kv_heads;
+  // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
+  // (StepPlan::in_prompt), so a sequence's results do not depend on what shares its steps or how
+  // its prompt was cut into chunks. (A plan made by hand without in_prompt: the token's slice has
+  // >= 2 tokens.)
+  auto prompt = [&](int64_t t) {
+    const int32_t seq = plan.token_seq[size_t(t)];
+    return plan.in_prompt.empty() ? (t > 0 && plan.token_seq[size_t(t - 1)] == seq) ||
+                                        (t + 1 < n && plan.token_seq[size_t(t + 1)] == seq)
+                                  : plan.in_prompt[size_t(t)] != 0;
+  };
+  auto blocks_of = [&](int64_t t) { return plan.block_ids.data() + plan.block_begin[plan.token_seq[size_t(t)]]; };
+  // One decode token over a long context: split each head over the pool (attend_split).
+  constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster
+  if (n == 1 && !prompt(0) && plan.positions[0] + 1 >= kSplitMin && pool.size() > 1) {
+    attend_split(q, n_heads, group, scale, blocks_of(0), plan.positions[0] + 1, kv, out, pool);
+    return;
+  }
   pool.run(n * n_heads, [&](int64_t u, int) {
-    thread_local std::vector<float> sc, acc;  // grow once per thread, then reused
-    thread_local std::vector<size_t> offs;
+    thread_local HeadScratch w;  // grows once per thread, then reused
     const int64_t t = u / n_heads;
     const int h = int(u % n_heads);
     HeadTask T;
     T.q = q + (t * n_heads + h) * hd;
     T.out = out + (t * n_heads + h) * hd;
-    T.blocks = plan.block_ids.data() + plan.block_begin[plan.token_seq[size_t(t)]];
+    T.blocks = blocks_of(t);
     T.len = plan.positions[size_t(t)] + 1;
     T.g = h / group;
     T.scale = scale;
-    // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
-    // (StepPlan::in_prompt), so a sequence's results do not depend on what shares its steps or
-    // how its prompt was cut into chunks.
-    // (A plan made by hand without in_prompt: the token's slice has >= 2 tokens.)
-    const int32_t seq = plan.token_seq[size_t(t)];
-    T.batched = plan.in_prompt.empty() ? (t > 0 && plan.token_seq[size_t(t - 1)] == seq) ||
-                                             (t + 1 < n && plan.token_seq[size_t(t + 1)] == seq)
-                                       : plan.in_prompt[size_t(t)] != 0;
-    attend_head(T, kv, sc, acc, offs);
+    T.prompt = prompt(t);
+    attend_head(T, kv, w);
   });
 }
 
