@@ -60,8 +60,9 @@ def test_free_running_greedy_decode_against_llamacpp(greta_bin, default_model, r
     print(f"\nllama.cpp free-running greedy: tokens identical before the first divergence {matched} of {ref['n_gen']}")
     full = sum(n == ref["n_gen"] for n in matched)
     if not simd_build(greta_bin):
-        print("(not asserted: greta built without its x86 SIMD kernels, whose rounding is ggml's)")
-        return
+        # Prompt ids and first tokens were checked above; the 64-token identity needs ggml's
+        # rounding, which only the SIMD kernels reproduce, so say "skipped", never "passed".
+        pytest.skip(f"64-token identity not asserted: greta built without its x86 SIMD kernels ({matched})")
     assert full >= 5, f"only {full} of {len(matched)} prompts match llama.cpp for all {ref['n_gen']} tokens: {matched}"
 
 
