@@ -17,6 +17,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
 
@@ -186,26 +187,9 @@ int main() {
         const bool ok = std::isfinite(rel) && rel < 2e-2;
         all_ok = all_ok && ok;
         // Time: graph of 20 launches (partition + merge kernels each, or partition alone).
-        cudaGraph_t g;
-        cudaGraphExec_t ge;
-        GRETA_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-        for (int i = 0; i < 20; ++i)
+        const double ms = median_graph_ms([&](int) {
           greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, arr, prop.multiProcessorCount, s);
-        GRETA_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-        GRETA_CUDA_CHECK(cudaGraphInstantiate(&ge, g, 0));
-        GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-        std::vector<double> ts;
-        for (int r = 0; r < 11; ++r) {
-          GRETA_CUDA_CHECK(cudaEventRecord(e0, s));
-          GRETA_CUDA_CHECK(cudaGraphLaunch(ge, s));
-          GRETA_CUDA_CHECK(cudaEventRecord(e1, s));
-          GRETA_CUDA_CHECK(cudaEventSynchronize(e1));
-          float ms = 0;
-          GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-          ts.push_back(ms / 20.0);
-        }
-        std::sort(ts.begin(), ts.end());
-        const double ms = ts[ts.size() / 2];
+        }, s, 11, 20);
         const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
         const double gbs = bytes / (ms * 1e6);
         std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
@@ -213,8 +197,6 @@ int main() {
                     "\"ok\":%s}\n",
                     dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, vr.last ? "last" : "kernel", ms * 1e3, gbs, 100 * gbs / copy_gbs,
                     rel, ok ? "true" : "false");
-        GRETA_CUDA_CHECK(cudaGraphExecDestroy(ge));
-        GRETA_CUDA_CHECK(cudaGraphDestroy(g));
       }
       for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref,
                       (void*)arrivals})
