@@ -49,29 +49,6 @@ __global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* si
   if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
-template <class F>
-double median_ms(F&& launch, int reps, int inner, cudaStream_t s = nullptr) {
-  cudaEvent_t a, b;
-  GRETA_CUDA_CHECK(cudaEventCreate(&a));
-  GRETA_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) launch(i);  // warm-up
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    GRETA_CUDA_CHECK(cudaEventRecord(a, s));
-    for (int i = 0; i < inner; ++i) launch(r * inner + i);
-    GRETA_CUDA_CHECK(cudaEventRecord(b, s));
-    GRETA_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    GRETA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(double(ms) / inner);
-  }
-  GRETA_CUDA_CHECK(cudaEventDestroy(a));
-  GRETA_CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-
 }  // namespace
 
 int main() {
