@@ -151,24 +151,30 @@ int main() {
       fill_random<<<64, 256>>>(q, int64_t(qn), 13);
       GRETA_CUDA_LAUNCH_CHECK();
       GRETA_CUDA_CHECK(cudaDeviceSynchronize());
-      const size_t sf = greta::cuda::attention_decode_scratch_floats(st, c.n_heads, c.hd, c.n_kv, prop.multiProcessorCount);
+      const auto plan_for = [&](bool last) {
+        return greta::cuda::plan_attention_decode(st, c.n_heads, c.n_kv, c.hd, prop.multiProcessorCount, last);
+      };
+      const size_t sf = size_t(plan_for(false).scratch_floats);
       float *scratch, *scores, *ref;
       GRETA_CUDA_CHECK(cudaMalloc(&scratch, sf * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&scores, size_t(c.n_seqs) * c.n_heads * c.ctx * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&ref, qn * 4));
       int32_t* arrivals;  // the last-block merge's counters, zero between launches
-      const size_t na = greta::cuda::attention_decode_arrivals(st, c.n_heads, c.n_kv);
+      const size_t na = std::max<size_t>(1, size_t(plan_for(true).arrivals));
       GRETA_CUDA_CHECK(cudaMalloc(&arrivals, na * 4));
       GRETA_CUDA_CHECK(cudaMemset(arrivals, 0, na * 4));
       const float scale = 1.f / std::sqrt(float(c.hd));
-      // Each variant of the kernel (keys per lane group per iteration; partitions merged by a
-      // second kernel or by the last partition block), checked, then timed.
+      // Each variant of the kernel's plan (keys per lane group per iteration; partitions merged
+      // by a second kernel or by the last partition block where the plan allows it), checked,
+      // then timed.
       struct Variant { int keys; bool last; };
       for (const Variant vr : {Variant{0, true}, Variant{0, false}, Variant{2, false}, Variant{4, false}}) {
         const int keys = vr.keys;  // 0: the production choice
-        int32_t* arr = vr.last ? arrivals : nullptr;
+        greta::cuda::AttentionDecodePlan plan = plan_for(vr.last);
+        if (keys != 0) plan.keys = keys;
+        int32_t* arr = plan.last_merge ? arrivals : nullptr;
         GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
-        greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, arr, prop.multiProcessorCount, s);
+        greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, scratch, arr, s);
         naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
             q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
         GRETA_CUDA_LAUNCH_CHECK();
@@ -188,14 +194,14 @@ int main() {
         all_ok = all_ok && ok;
         // Time: graph of 20 launches (partition + merge kernels each, or partition alone).
         const double ms = median_graph_ms([&](int) {
-          greta::cuda::attention_decode_variant(keys, q, out, st, kv, c.n_heads, scale, scratch, arr, prop.multiProcessorCount, s);
+          greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, scratch, arr, s);
         }, s, 11, 20);
         const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
         const double gbs = bytes / (ms * 1e6);
         std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
                     "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"merge\":\"%s\",\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
                     "\"ok\":%s}\n",
-                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, vr.last ? "last" : "kernel", ms * 1e3, gbs, 100 * gbs / copy_gbs,
+                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, plan.last_merge ? "last" : "kernel", ms * 1e3, gbs, 100 * gbs / copy_gbs,
                     rel, ok ? "true" : "false");
       }
       for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref,

@@ -21,6 +21,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "gemv_variants.cuh"
 #include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
@@ -56,6 +57,7 @@ int main() {
     cudaDeviceProp prop{};
     GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     const std::string dev = prop.name;
+    greta::cuda::GemvSplitWorkspace split_ws;  // variant 302
     std::printf("{\"bench\":\"device\",\"device\":\"%s\",\"sms\":%d,\"l2_mb\":%.1f}\n", dev.c_str(),
                 prop.multiProcessorCount, prop.l2CacheSize / 1048576.0);
 
@@ -125,7 +127,7 @@ int main() {
         // Beyond 8 tokens only the production kernel has token tiles.
         for (int unroll : n <= 8 ? std::vector<int>{2, 200, 220, 240, 302} : std::vector<int>{200, 220, 302}) {
           GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, size_t(n * sh.m) * 2, cs));  // poison: NaN bf16
-          greta::cuda::gemv_variant(unroll, x, ws[0], nullptr, out, n, sh.m, sh.k, cs);
+          greta::cuda::gemv_variant(unroll, x, ws[0], nullptr, out, n, sh.m, sh.k, split_ws, cs);
           GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));
           std::vector<uint16_t> hout(size_t(n * sh.m));
           GRETA_CUDA_CHECK(cudaMemcpy(hout.data(), out, hout.size() * 2, cudaMemcpyDeviceToHost));
@@ -139,10 +141,10 @@ int main() {
           const bool ok = std::isfinite(rel) && rel < 2e-2;
           all_ok = all_ok && ok;
           const double ms_stream = median_ms([&](int i) {
-            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, cs);
+            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws, cs);
           }, 15, 20, cs);
           const double ms = median_graph_ms([&](int i) {
-            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, cs);
+            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws, cs);
           }, cs, 15, 40);
           const double bytes = double(wbytes) + double(n * sh.k * 2) + double(n * sh.m * 2);
           const double gbs = bytes / (ms * 1e6);
@@ -202,7 +204,7 @@ int main() {
             size_t wi = 0;
             for (int l = 0; l < n_layers; ++l)
               for (const L& g : layer)
-                greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k, cs);
+                greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k, split_ws, cs);
           }, cs, 15, 1);
           const double gbs = bytes / (ms * 1e6);
           std::printf("{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b%s\",\"layers\":%d,"

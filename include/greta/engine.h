@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "runtime/sampler.h"
+#include "greta/error.h"
+#include "greta/sampling.h"
 
 namespace greta {
 

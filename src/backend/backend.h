@@ -19,6 +19,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "backend/device_sample_params.h"
 #include "core/host_tensor.h"
 #include "runtime/batch.h"
 
@@ -62,17 +63,6 @@ class KVStorage {
   virtual ~KVStorage() = default;
   KVCacheDesc desc;
   DType dtype = DType::F32;  // element type of the K/V pools (for bytes-moved accounting)
-};
-
-// Per-row settings of Backend::sample: the host Sampler's chain without penalties (a request
-// with penalties or logprobs samples on the host). u is the uniform draw in [0, 1), taken from
-// the request's seeded Sampler (Sampler::next_uniform) so a seed repeats its tokens run to run.
-struct DeviceSampleParams {
-  float temperature = 0;  // <= 0: greedy (argmax, lowest id on ties)
-  int top_k = 0;          // <= 0 or >= vocab: off
-  float top_p = 1;        // (0, 1]; 1: off
-  float min_p = 0;        // [0, 1]; 0: off
-  double u = 0;           // [0, 1)
 };
 
 struct RopeSpec {
@@ -120,34 +110,58 @@ class Backend {
   // --- fused ops ---
   // Each default composes the plain ops above, so a backend without the fusion (CPU) gives
   // exactly what the separate calls give; CUDA overrides them for decode-sized steps to save
-  // kernels and passes over the activations (see cuda/gemv.cu).
+  // kernels and passes over the activations (docs/notes/fusion.md). Every fusion is visible in
+  // the model's forward: no op changes what it does depending on the op that follows it.
   struct MatmulTarget {
     const Weight* w = nullptr;     // [m, k]
     const Weight* bias = nullptr;  // [1, m] or null
     Tensor out;                    // [n, m]
   };
-  // h = rms_norm(x) * norm; then out = h @ w^T (+ bias) for each target. x [n, k]; h [n, k] is
-  // scratch (a fusing backend may never write it). No out may alias x or h.
-  virtual void norm_matmul(Tensor x, const Weight& norm, float eps, Tensor h,
-                           std::initializer_list<MatmulTarget> targets) {
-    rms_norm(x, norm, eps, h);
+  // The input of the matmuls that follow an RMSNorm, handed from the op that produced it (norm
+  // or matmul_add_norm) to the one that consumes it (the normed_* ops). Two forms:
+  // - plain: h = rms_norm(x) * w, split_ss null;
+  // - split (a fusing backend's matmul_add_norm): h = x * w and split_ss holds the sums of squares
+  //   of x's rows in that backend's own partial layout; the consumer finishes the norm (scales
+  //   its results by 1/rms). Valid until the next matmul_add_norm, which reuses that memory.
+  // A consumer that cannot take the split form recomputes the plain one from x, w and eps
+  // (Backend::normed_rows), so every consumer takes either form.
+  struct NormedRows {
+    Tensor x;                         // [n, k] the rows that were normalized (residual stream)
+    const Weight* w = nullptr;        // [1, k] the norm's scale
+    float eps = 0;
+    Tensor h;                         // [n, k] see above
+    const float* split_ss = nullptr;  // split form: backend-owned partial sums; else null
+  };
+  // h = rms_norm(x) * w, as the input of normed_* ops. x, h [n, k]; h must not alias x.
+  virtual NormedRows norm(Tensor x, const Weight& w, float eps, Tensor h) {
+    rms_norm(x, w, eps, h);
+    return NormedRows{x, &w, eps, h, nullptr};
+  }
+  // x += a @ w^T, then the next norm's input over the new x: the residual add at the end of a
+  // block and the RMSNorm that starts the next one. a [n, k]; w [m, k]; x, h [n, m]; h is also
+  // scratch. a and h must not alias x.
+  virtual NormedRows matmul_add_norm(Tensor a, const Weight& w, Tensor x, const Weight& next_norm, float eps,
+                                     Tensor h) {
+    matmul_add(a, w, h, x);
+    return norm(x, next_norm, eps, h);
+  }
+  // out = h @ w^T (+ bias) for each target. No out may alias in.x or in.h.
+  virtual void normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets) {
+    const Tensor h = normed_rows(in);
     for (const MatmulTarget& t : targets) matmul(h, *t.w, t.bias, t.out);
   }
-  // Attention input: q, k, v = rms_norm(x) * norm @ w^T (+ bias), then rope_kv_write(q, k, v,
-  // rope, kv, layer) -- RoPE on q and k, k and v into the cache. Shapes as in norm_matmul and
-  // rope_kv_write.
-  virtual void norm_qkv_rope(Tensor x, const Weight& norm, float eps, Tensor h, const MatmulTarget& q,
-                             const MatmulTarget& k, const MatmulTarget& v, const RopeSpec& rope, KVStorage& kv,
-                             int layer) {
-    norm_matmul(x, norm, eps, h, {q, k, v});
+  // Attention input: q, k, v = h @ w^T (+ bias), then rope_kv_write(q, k, v, rope, kv, layer) --
+  // RoPE on q and k, k and v into the cache. Shapes as in normed_matmul and rope_kv_write.
+  virtual void normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
+                               const MatmulTarget& v, const RopeSpec& rope, KVStorage& kv, int layer) {
+    normed_matmul(in, {q, k, v});
     rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
   }
-  // SwiGLU feed-forward input: h = rms_norm(x) * norm; out = silu(h @ w_gate^T) * (h @ w_up^T).
-  // x, h [n, k]; w_gate, w_up [m, k]; gate, out [n, m]. h and gate are scratch (a fusing backend
-  // may never write them).
-  virtual void norm_swiglu(Tensor x, const Weight& norm, float eps, Tensor h, const Weight& w_gate,
-                           const Weight& w_up, Tensor gate, Tensor out) {
-    rms_norm(x, norm, eps, h);
+  // SwiGLU feed-forward input: out = silu(h @ w_gate^T) * (h @ w_up^T). w_gate, w_up [m, k];
+  // gate, out [n, m]; gate is scratch (a fusing backend may never write it).
+  virtual void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,
+                             Tensor out) {
+    const Tensor h = normed_rows(in);
     matmul(h, w_gate, nullptr, gate);
     matmul(h, w_up, nullptr, out);
     silu_mul(gate, out, out);
@@ -177,10 +191,13 @@ class Backend {
                       float* probs_out) {
     throw Error("backend " + name() + " does not sample on the device (check supports_device_sampling())");
   }
-};
 
-// Backend factory: "cpu" or "cuda" (throws greta::Error if not built / no device).
-std::unique_ptr<Backend> make_backend(const std::string& device, int n_threads);
-bool cuda_available();
+ protected:
+  // in.h in the plain form: a split-form input gets its norm recomputed from in.x into in.h.
+  Tensor normed_rows(const NormedRows& in) {
+    if (in.split_ss) rms_norm(in.x, *in.w, in.eps, in.h);
+    return in.h;
+  }
+};
 
 }  // namespace greta

@@ -185,10 +185,10 @@ void bench_batch(Ctx& c, int B, int steps) {
       b.seqs.push_back(std::move(q));
     }
     if (device) {
-      c.L.model->forward_sample(b, *kv, greedy, picked.data(), probs.data());
+      c.L.model->forward(b, *kv, LlamaModel::DeviceDraw{greedy, picked.data(), probs.data()});
     } else {
       logits.resize(size_t(B) * vocab);
-      c.L.model->forward(b, *kv, logits.data());
+      c.L.model->forward(b, *kv, LlamaModel::HostLogits{logits.data()});
       for (int s = 0; s < B; ++s) picked[size_t(s)] = argmax(logits.data() + size_t(s) * vocab, vocab);
     }
   };

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "backend/backend_env.h"
+#include "backend/backend_factory.h"
 #include "core/error.h"
 
 #ifndef GRETA_COMMIT
@@ -84,7 +86,10 @@ Loaded load(const ModelOptions& o, bool need_tokenizer) {
   }
   L.device = resolve_device(o.device);
   int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
-  L.backend = make_backend(L.device, threads);
+  BackendOptions bo = backend_options_from_env();
+  bo.device = L.device;
+  bo.cpu.n_threads = threads;
+  L.backend = make_backend(bo);
   L.model = std::make_unique<LlamaModel>(*L.file, *L.backend);
   if (need_tokenizer) L.tokenizer = L.file->load_tokenizer();
   L.load_seconds = now_seconds() - t0;

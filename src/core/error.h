@@ -1,16 +1,3 @@
-// Error type used at every boundary (file parsing, CLI/HTTP input).
-// Inside the engine violated invariants are bugs (assert); anything caused by
-// user input or files throws greta::Error with what/where/what-was-expected,
-// and the boundary (CLI main, HTTP handler) turns it into a message, never an abort.
+// greta::Error lives in the public header; internal code includes it through here.
 #pragma once
-#include <stdexcept>
-#include <string>
-
-namespace greta {
-
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& msg) : std::runtime_error(msg) {}
-};
-
-}  // namespace greta
+#include "greta/error.h"

@@ -251,10 +251,10 @@ struct Engine::Impl {
         for (Sequence* s : st.sampled) dev_params.push_back(device_sample_params(s->sampler));
         dev_tokens.resize(st.sampled.size());
         dev_probs.resize(st.sampled.size());
-        model.forward_sample(st.batch, *kv, dev_params, dev_tokens.data(), dev_probs.data());
+        model.forward(st.batch, *kv, LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data()});
       } else {
         logits.resize(st.batch.logit_rows.size() * size_t(vocab));
-        model.forward(st.batch, *kv, logits.data());
+        model.forward(st.batch, *kv, LlamaModel::HostLogits{logits.data()});
       }
     } catch (const std::exception& e) {
       for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), "error", e.what(), out);

@@ -99,10 +99,18 @@ void LlamaModel::ensure_scratch(int n_tokens, int n_logits) {
   }
 }
 
-void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
+void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& output) {
   const int n = batch.n_tokens();
   const int nl = int(batch.logit_rows.size());
   assert(n > 0);
+  const auto* draw = std::get_if<DeviceDraw>(&output);
+  if (draw) {
+    if (!be_.supports_device_sampling())
+      throw Error("forward: backend " + be_.name() + " does not sample on the device");
+    if (draw->per_row.size() != size_t(nl))
+      throw Error("forward: " + std::to_string(draw->per_row.size()) + " sampling settings for " +
+                  std::to_string(nl) + " logit rows");
+  }
   ensure_scratch(n, std::max(nl, 1));
   be_.begin_step(StepPlan::build(batch, kv.desc.block_size));
 
@@ -111,44 +119,32 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, float* logits) {
   Tensor q = s.q.rows_slice(0, n), k = s.k.rows_slice(0, n), v = s.v.rows_slice(0, n);
   Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
   const float scale = 1.0f / std::sqrt(float(cfg_.head_dim));
+  const float eps = cfg_.norm_eps;
 
   be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
+  // xn: the next block's normalized input. Each block ends with the residual add that also
+  // prepares the following norm (matmul_add_norm), except the last, whose norm applies only
+  // to the rows that produce logits.
+  Backend::NormedRows xn = be_.norm(x, *layers_[0].attn_norm, eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
-    // attention block
-    be_.norm_qkv_rope(x, *L.attn_norm, cfg_.norm_eps, h, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k},
-                      {L.wv.get(), L.bv.get(), v}, rope_, kv, l);
+    // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
+    be_.normed_qkv_rope(xn, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v},
+                        rope_, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
-    be_.matmul_add(att, *L.wo, h, x);  // x += att @ wo^T
-    // feed-forward block (SwiGLU): up = silu(x_n @ gate^T) * (x_n @ up^T), x_n = rms_norm(x)
-    be_.norm_swiglu(x, *L.ffn_norm, cfg_.norm_eps, h, *L.w_gate, *L.w_up, gate, up);
-    be_.matmul_add(up, *L.w_down, h, x);  // x += up @ down^T
+    xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
+    // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T
+    be_.normed_swiglu(xn, *L.w_gate, *L.w_up, gate, up);
+    if (l + 1 < cfg_.n_layers) xn = be_.matmul_add_norm(up, *L.w_down, x, *layers_[l + 1].attn_norm, eps, h);
+    else be_.matmul_add(up, *L.w_down, h, x);
   }
   if (nl == 0) return;
   Tensor last = s.last.rows_slice(0, nl), out = s.logits.rows_slice(0, nl);
   be_.gather_rows(x, batch.logit_rows, last);
-  be_.rms_norm(last, *out_norm_, cfg_.norm_eps, last);
+  be_.rms_norm(last, *out_norm_, eps, last);
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
-  if (sample_to_) be_.sample(out, *sample_to_->per_row, sample_to_->tokens, sample_to_->probs);
-  else be_.to_host(out, logits);
-}
-
-void LlamaModel::forward_sample(const Batch& batch, KVStorage& kv, const std::vector<DeviceSampleParams>& per_row,
-                                int32_t* tokens, float* probs) {
-  if (!be_.supports_device_sampling())
-    throw Error("forward_sample: backend " + be_.name() + " does not sample on the device");
-  if (per_row.size() != batch.logit_rows.size())
-    throw Error("forward_sample: " + std::to_string(per_row.size()) + " sampling settings for " +
-                std::to_string(batch.logit_rows.size()) + " logit rows");
-  const SampleTarget t{&per_row, tokens, probs};
-  sample_to_ = &t;
-  try {
-    forward(batch, kv, nullptr);
-  } catch (...) {
-    sample_to_ = nullptr;
-    throw;
-  }
-  sample_to_ = nullptr;
+  if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
+  else be_.to_host(out, std::get<HostLogits>(output).logits);
 }
 
 DeviceSampleParams device_sample_params(Sampler& s) {

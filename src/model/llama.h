@@ -3,6 +3,7 @@
 // over the paged KV cache, returning logits for Batch::logit_rows.
 #pragma once
 #include <memory>
+#include <variant>
 #include <vector>
 
 #include "backend/backend.h"
@@ -39,13 +40,21 @@ class LlamaModel {
   // projection; one embedding row is negligible), in the backend's stored formats.
   size_t weight_bytes_per_token() const;
 
-  // Runs the step; writes logits [batch.logit_rows.size(), vocab] to `logits` (host).
-  void forward(const Batch& batch, KVStorage& kv, float* logits);
-  // The same step, ending in Backend::sample instead of a copy of the logits: one token and
-  // its probability per logit row go to `tokens` and `probs` (host, [logit_rows.size()]),
-  // drawn with per_row[i] for logit row i. Throws greta::Error if the backend cannot sample.
-  void forward_sample(const Batch& batch, KVStorage& kv, const std::vector<DeviceSampleParams>& per_row,
-                      int32_t* tokens, float* probs);
+  // Where a step's result goes: the logits themselves, copied to host memory, or one token per
+  // logit row drawn on the device (Backend::sample), so only ids and probabilities come back.
+  struct HostLogits {
+    float* logits;  // host [batch.logit_rows.size(), vocab]
+  };
+  struct DeviceDraw {
+    const std::vector<DeviceSampleParams>& per_row;  // [logit_rows.size()]: logit row i's settings
+    int32_t* tokens;                                 // host [logit_rows.size()]
+    float* probs;                                    // host [logit_rows.size()]: each token's probability
+  };
+  using StepOutput = std::variant<HostLogits, DeviceDraw>;
+
+  // Runs the step over the batch and delivers its result to `output`. A DeviceDraw throws
+  // greta::Error on a backend that cannot sample (Backend::supports_device_sampling).
+  void forward(const Batch& batch, KVStorage& kv, const StepOutput& output);
 
  private:
   struct Scratch;
@@ -59,13 +68,6 @@ class LlamaModel {
   std::unique_ptr<Weight> output_;     // [vocab, dim] or null (tied: tok_embd_)
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Scratch> s_;
-  // Set by forward_sample for the duration of its forward(): where the step's logits go.
-  struct SampleTarget {
-    const std::vector<DeviceSampleParams>* per_row;
-    int32_t* tokens;
-    float* probs;
-  };
-  const SampleTarget* sample_to_ = nullptr;
 };
 
 // The device-sampling settings of `s` for its next token, drawing the uniform from its

@@ -33,14 +33,14 @@ int32_t SequenceRunner::eval_sample(const std::vector<int32_t>& tokens, const De
   if (tokens.empty()) throw Error("eval_sample: no tokens to append");
   int32_t token = 0;
   float pr = 0;
-  const DeviceDraw d{&p, &token, &pr};
+  const Draw d{&p, &token, &pr};
   run(tokens, {int32_t(tokens.size()) - 1}, nullptr, &d);
   if (prob) *prob = pr;
   return token;
 }
 
 void SequenceRunner::run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want, float* logits,
-                         const DeviceDraw* draw) {
+                         const Draw* draw) {
   const int vocab = model_.config().vocab_size;
   const int n = int(tokens.size());
   if (n_past_ + n > n_ctx_)
@@ -64,10 +64,12 @@ void SequenceRunner::run(const std::vector<int32_t>& tokens, const std::vector<i
     b.seqs.push_back(std::move(s));
     const size_t w0 = w;
     while (w < want.size() && want[w] < begin + len) b.logit_rows.push_back(want[w++] - begin);
-    if (draw && !b.logit_rows.empty())  // only the last token is wanted: this is the final step
-      model_.forward_sample(b, *kv_, {*draw->p}, draw->token, draw->prob);
-    else
-      model_.forward(b, *kv_, logits ? logits + w0 * vocab : nullptr);
+    if (draw && !b.logit_rows.empty()) {  // only the last token is wanted: this is the final step
+      const std::vector<DeviceSampleParams> per_row{*draw->p};
+      model_.forward(b, *kv_, LlamaModel::DeviceDraw{per_row, draw->token, draw->prob});
+    } else {
+      model_.forward(b, *kv_, LlamaModel::HostLogits{logits ? logits + w0 * vocab : nullptr});
+    }
     n_past_ += len;
   }
 }

@@ -26,7 +26,7 @@ class SequenceRunner {
   // Logits of the last token only.
   std::vector<float> eval_last(const std::vector<int32_t>& tokens);
   // Appends `tokens` and samples the next token from the last one's logits on the device
-  // (LlamaModel::forward_sample): only the token id and its probability (`prob`, if not null)
+  // (LlamaModel::DeviceDraw): only the token id and its probability (`prob`, if not null)
   // come back to the host. Needs a backend with supports_device_sampling().
   int32_t eval_sample(const std::vector<int32_t>& tokens, const DeviceSampleParams& p, float* prob = nullptr);
   void reset();
@@ -36,13 +36,13 @@ class SequenceRunner {
   void truncate(int n);
 
  private:
-  struct DeviceDraw {
+  struct Draw {
     const DeviceSampleParams* p;
     int32_t* token;
     float* prob;
   };
   // eval's loop; with `draw`, the step holding the last token samples it on the device.
-  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want, float* logits, const DeviceDraw* draw);
+  void run(const std::vector<int32_t>& tokens, const std::vector<int32_t>& want, float* logits, const Draw* draw);
 
   LlamaModel& model_;
   int n_ctx_, max_step_, n_past_ = 0;

@@ -34,8 +34,8 @@ class GpuTest : public ::testing::Test {
     if (e != cudaSuccess || count == 0)
       GTEST_SKIP() << "no CUDA device (cudaGetDeviceCount: " << (e == cudaSuccess ? "0 devices" : cudaGetErrorString(e))
                    << "): GPU op tests need a GPU";
-    gpu = make_cuda_backend(0);
-    cpu = make_cpu_backend(0);
+    gpu = make_cuda_backend();
+    cpu = make_cpu_backend({.n_threads = 0});
   }
   std::unique_ptr<Backend> gpu, cpu;
 };

@@ -105,12 +105,11 @@ class AttentionRunner {
 using GpuAttention = GpuTest;
 
 // A CUDA backend whose decode attention merges its partitions in the last partition block
-// (last = 1, the default) or in a second kernel (GRETA_CUDA_ATTN_LAST_MERGE=0).
+// (last = 1, the default) or in a second kernel (CudaOptions::attn_last_merge off).
 std::unique_ptr<Backend> cuda_with_merge(int last) {
-  setenv("GRETA_CUDA_ATTN_LAST_MERGE", std::to_string(last).c_str(), 1);
-  auto b = make_cuda_backend(0);
-  unsetenv("GRETA_CUDA_ATTN_LAST_MERGE");
-  return b;
+  CudaOptions o;
+  o.attn_last_merge = last != 0;
+  return make_cuda_backend(o);
 }
 
 TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {

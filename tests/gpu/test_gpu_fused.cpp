@@ -1,12 +1,9 @@
-// Fused decode ops (Backend::norm_matmul, norm_swiglu, matmul_add) on CUDA vs the CPU backend,
-// which runs their unfused definitions (rms_norm, matmul, silu_mul, add). Covers every
-// GRETA_CUDA_FUSION level (0: unfused kernels, 1: fused GEMV launches and epilogues, 2: also
-// the RMSNorm inside the GEMV, 3: the RMSNorm split between the GEMV producing x and the one
-// consuming it) with and without the pipelined GEMV weight stream
-// (GRETA_CUDA_GEMV_PIPE), token counts in 1-4 tiles of 8 and past the GEMV limit (32), k that is not
-// a multiple of the 32-wide chunk, row counts that are not a multiple of the 16-row (8 for
-// SwiGLU) block, and biases on some targets only.
-#include <cstdlib>
+// Fused decode ops (Backend::norm + normed_matmul / normed_swiglu, matmul_add, matmul_add_norm)
+// on CUDA vs the CPU backend, which runs their plain definitions (rms_norm, matmul, silu_mul,
+// add). With and without the pipelined GEMV weight stream and split-K, token counts in 1-4 tiles
+// of 8 and past the GEMV limit (32, the plain ops), k that is not a multiple of the 32-wide
+// chunk, row counts that are not a multiple of the 16-row (8 for SwiGLU) block, and biases on
+// some targets only.
 #include <deque>
 #include <string>
 #include <vector>
@@ -19,34 +16,28 @@ namespace {
 
 using GpuFused = GpuTest;
 
-// A CUDA backend built with GRETA_CUDA_FUSION=level and GRETA_CUDA_GEMV_PIPE=pipe (read once,
-// at construction) and the GEMV path for up to 32 tokens (the default switches to cuBLASLt
-// past 16), so every token-tile count of the GEMV is exercised.
-std::unique_ptr<Backend> cuda_with_fusion(int level, int pipe) {
-  setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
-  setenv("GRETA_CUDA_GEMV_PIPE", std::to_string(pipe).c_str(), 1);
-  setenv("GRETA_CUDA_GEMV_MAX_TOKENS", "32", 1);
-  auto b = make_cuda_backend(0);
-  unsetenv("GRETA_CUDA_FUSION");
-  unsetenv("GRETA_CUDA_GEMV_PIPE");
-  unsetenv("GRETA_CUDA_GEMV_MAX_TOKENS");
-  return b;
-}
-
-// Every fusion level with the pipelined GEMV (the default), and the fused levels without it.
+// The GEMV path for up to 32 tokens (the default switches to cuBLASLt past 16), so every
+// token-tile count of the GEMV is exercised.
 struct Config {
-  int level, pipe;
-  std::string tag() const { return "fusion " + std::to_string(level) + " pipe " + std::to_string(pipe); }
+  bool pipe, split_k;
+  std::string tag() const { return std::string("pipe ") + (pipe ? "1" : "0") + " split-k " + (split_k ? "1" : "0"); }
+  std::unique_ptr<Backend> make() const {
+    CudaOptions o;
+    o.gemv_max_tokens = 32;
+    o.gemv_pipeline = pipe;
+    o.split_k = split_k;
+    return make_cuda_backend(o);
+  }
 };
-const std::vector<Config> kConfigs = {{0, 1}, {1, 1}, {2, 1}, {1, 0}, {2, 0}, {3, 1}};
+const std::vector<Config> kConfigs = {{true, true}, {false, true}, {true, false}};
 
 struct Case {
   int64_t n, k;
-  std::vector<int64_t> ms;  // norm_matmul: one target per m (1-3); norm_swiglu: {m}
+  std::vector<int64_t> ms;  // normed_matmul: one target per m (1-3); normed_swiglu: {m}
   bool swiglu;
 };
 
-// Runs norm_matmul (targets with a bias on even ones) or norm_swiglu on both backends and
+// Runs norm then normed_matmul (targets with a bias on even ones) or normed_swiglu on both backends and
 // compares the outputs.
 void check_norm_op(Backend& gpu, Backend& cpu, const Case& c, const std::string& tag, std::mt19937& rng) {
   const int64_t n = c.n, k = c.k;
@@ -71,14 +62,15 @@ void check_norm_op(Backend& gpu, Backend& cpu, const Case& c, const std::string&
       if (which == 0) poison(o.back());
     }
     auto t = [&](size_t i) { return Backend::MatmulTarget{w[i].get(), i % 2 == 0 ? bias[i].get() : nullptr, o[i]}; };
-    if (c.swiglu) b.norm_swiglu(x, *wn, 1e-5f, h, *w[0], *w[1], o[0], o[1]);  // out = o[1]; o[0] is scratch
-    else if (ms.size() == 1) b.norm_matmul(x, *wn, 1e-5f, h, {t(0)});
-    else if (ms.size() == 2) b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1)});
-    else b.norm_matmul(x, *wn, 1e-5f, h, {t(0), t(1), t(2)});
+    const Backend::NormedRows xn = b.norm(x, *wn, 1e-5f, h);
+    if (c.swiglu) b.normed_swiglu(xn, *w[0], *w[1], o[0], o[1]);  // out = o[1]; o[0] is scratch
+    else if (ms.size() == 1) b.normed_matmul(xn, {t(0)});
+    else if (ms.size() == 2) b.normed_matmul(xn, {t(0), t(1)});
+    else b.normed_matmul(xn, {t(0), t(1), t(2)});
     for (Tensor& ot : o) outs[which].push_back(read(b, ot)), b.free(ot);
     b.free(x), b.free(h);
   }
-  const std::string what = tag + (c.swiglu ? " norm_swiglu" : " norm_matmul") + " n=" + std::to_string(n) +
+  const std::string what = tag + (c.swiglu ? " normed_swiglu" : " normed_matmul") + " n=" + std::to_string(n) +
                            " k=" + std::to_string(k);
   if (c.swiglu) {
     report(what + " m=" + std::to_string(c.ms[0]), rel_err(outs[0][1], outs[1][1]), kBf16Tol);
@@ -89,7 +81,7 @@ void check_norm_op(Backend& gpu, Backend& cpu, const Case& c, const std::string&
            kBf16Tol);
 }
 
-TEST_F(GpuFused, NormOpsEveryFusionLevel) {
+TEST_F(GpuFused, NormedOps) {
   const std::vector<Case> cases = {
       {1, 576, {576, 192, 192}, false},  // SmolLM2 q, k, v
       {1, 4096, {4096, 1024, 1024}, false},
@@ -108,20 +100,20 @@ TEST_F(GpuFused, NormOpsEveryFusionLevel) {
       {2, 100, {31}, true},
   };
   for (const Config& cf : kConfigs) {
-    auto g = cuda_with_fusion(cf.level, cf.pipe);
+    auto g = cf.make();
     std::mt19937 rng(11);
     for (const Case& c : cases) check_norm_op(*g, *cpu, c, cf.tag(), rng);
   }
 }
 
-TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
+TEST_F(GpuFused, MatmulAdd) {
   struct Shape { int64_t n, m, k; };
   // {8, 4096, 11008}, {3, 577, 8200} and {20, 1000, 8216} take the split-K path (few row tiles,
   // k >= 8192; the last two end in a partial 32-wide chunk, 20 tokens are 3 token tiles).
   const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {8, 4096, 11008}, {3, 577, 8200}, {4, 7, 64},
                                      {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}, {20, 1000, 8216}};
   for (const Config& cf : kConfigs) {
-    auto g = cuda_with_fusion(cf.level, cf.pipe);
+    auto g = cf.make();
     std::mt19937 rng(12);
     for (const Shape& s : shapes) {
       const auto av = random_values(size_t(s.n * s.k), 2.f, rng), xv = random_values(size_t(s.n * s.m), 4.f, rng);
@@ -142,16 +134,17 @@ TEST_F(GpuFused, MatmulAddEveryFusionLevel) {
   }
 }
 
-// A layer's residual add then the next norm: x += a @ Wr^T (matmul_add), then norm_swiglu and
-// norm_matmul on x, twice in a row (the second pair reuses the sums-of-squares buffer). At
-// fusion 3 the norm's work moves into the matmul_add GEMV's epilogue; every level must agree
-// with the CPU. Hidden sizes a multiple of 16 (the fused path) and not (the norm kernel).
-TEST_F(GpuFused, ResidualAddThenNormEveryFusionLevel) {
+// A layer's residual add then the next norm: x += a @ Wr^T with the next norm's input
+// prepared (matmul_add_norm), then normed_swiglu, and again with normed_matmul (the second pair
+// reuses the sums-of-squares region). On CUDA the norm's work moves into the residual GEMV's
+// epilogue (the split form of NormedRows); the CPU runs matmul_add then rms_norm. Hidden sizes
+// a multiple of 16 (the split form) and not (the norm kernel).
+TEST_F(GpuFused, ResidualAddThenNorm) {
   struct Shape { int64_t n, dim, kr, ff; };
   const std::vector<Shape> shapes = {{1, 576, 1536, 1536}, {8, 4096, 4096, 1000}, {13, 1024, 11008, 320},
-                                     {16, 576, 320, 64}, {3, 200, 64, 72}};
-  for (int level : {1, 2, 3}) {
-    auto g = cuda_with_fusion(level, 1);
+                                     {16, 576, 320, 64}, {3, 200, 64, 72}, {40, 576, 320, 64}};
+  for (const Config& cf : kConfigs) {
+    auto g = cf.make();
     std::mt19937 rng(14);
     for (const Shape& s : shapes) {
       const auto xv = random_values(size_t(s.n * s.dim), 2.f, rng), av = random_values(size_t(s.n * s.kr), 1.f, rng);
@@ -166,16 +159,14 @@ TEST_F(GpuFused, ResidualAddThenNormEveryFusionLevel) {
         Backend& b = which == 0 ? *g : *cpu;
         std::vector<std::unique_ptr<Weight>> w;
         for (const HostWeight& h : hw) w.push_back(b.upload(h.t));
-        Tensor x = make_tensor(b, s.n, s.dim, xv), a = make_tensor(b, s.n, s.kr, av), tmp = b.alloc(s.n, s.dim);
+        Tensor x = make_tensor(b, s.n, s.dim, xv), a = make_tensor(b, s.n, s.kr, av);
         Tensor h = b.alloc(s.n, s.dim), gate = b.alloc(s.n, s.ff), sw = b.alloc(s.n, s.ff), mo = b.alloc(s.n, s.ff);
-        b.matmul_add(a, *w[0], tmp, x);
-        b.norm_swiglu(x, *w[1], 1e-5f, h, *w[2], *w[3], gate, sw);
-        b.matmul_add(a, *w[0], tmp, x);
-        b.norm_matmul(x, *w[1], 1e-5f, h, {{w[4].get(), nullptr, mo}});
+        b.normed_swiglu(b.matmul_add_norm(a, *w[0], x, *w[1], 1e-5f, h), *w[2], *w[3], gate, sw);
+        b.normed_matmul(b.matmul_add_norm(a, *w[0], x, *w[1], 1e-5f, h), {{w[4].get(), nullptr, mo}});
         res[which][0] = read(b, sw), res[which][1] = read(b, mo), res[which][2] = read(b, x);
-        for (Tensor* t : {&x, &a, &tmp, &h, &gate, &sw, &mo}) b.free(*t);
+        for (Tensor* t : {&x, &a, &h, &gate, &sw, &mo}) b.free(*t);
       }
-      const std::string what = "fusion " + std::to_string(level) + " residual add + norm n=" + std::to_string(s.n) +
+      const std::string what = cf.tag() + " residual add + norm n=" + std::to_string(s.n) +
                                " dim=" + std::to_string(s.dim) + " ";
       report(what + "swiglu", rel_err(res[0][0], res[1][0]), kBf16Tol);
       report(what + "matmul", rel_err(res[0][1], res[1][1]), kBf16Tol);
@@ -190,9 +181,9 @@ TEST_F(GpuFused, MismatchedShapesThrow) {
   HostWeight w(DType::BF16, {32, 128}, random_values(32 * 128, 1.f, rng));
   auto wn = gpu->upload(norm.t), wt = gpu->upload(w.t);
   Tensor x = gpu->alloc(1, 64), h = gpu->alloc(1, 64), o = gpu->alloc(1, 32);
-  EXPECT_THROW(gpu->norm_matmul(x, *wn, 1e-5f, h, {{wt.get(), nullptr, o}}), Error);  // w takes k = 128
+  EXPECT_THROW(gpu->normed_matmul(gpu->norm(x, *wn, 1e-5f, h), {{wt.get(), nullptr, o}}), Error);  // w takes k = 128
   EXPECT_THROW(gpu->matmul_add(x, *wt, o, o), Error);
-  EXPECT_THROW(gpu->norm_swiglu(x, *wn, 1e-5f, h, *wt, *wt, o, o), Error);
+  EXPECT_THROW(gpu->normed_swiglu(gpu->norm(x, *wn, 1e-5f, h), *wt, *wt, o, o), Error);
   gpu->free(x), gpu->free(h), gpu->free(o);
 }
 

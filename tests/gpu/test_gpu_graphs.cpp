@@ -22,8 +22,10 @@ class GpuGraphs : public GpuTest {
   void SetUp() override {
     GpuTest::SetUp();
     if (IsSkipped()) return;
-    on = make_cuda_backend(0, /*use_graphs=*/true);
-    off = make_cuda_backend(0, /*use_graphs=*/false);
+    CudaOptions no_graphs;
+    no_graphs.graphs = false;
+    on = make_cuda_backend();
+    off = make_cuda_backend(no_graphs);
     file = ModelFile::synthetic("tiny", DType::BF16, 11);
   }
   std::unique_ptr<Backend> on, off;
@@ -95,7 +97,7 @@ struct BatchRunner {
       n_past[id] = past + int(toks.size());
     }
     std::vector<float> logits(b.logit_rows.size() * size_t(model.config().vocab_size));
-    model.forward(b, *kv, logits.data());
+    model.forward(b, *kv, LlamaModel::HostLogits{logits.data()});
     return logits;
   }
   void finish(int id) {
@@ -134,7 +136,7 @@ TEST_F(GpuGraphs, RaggedBatchWithSequencesJoiningAndLeaving) {
 // Graph replays and direct launches agree with the CPU reference too (the graph path is not
 // merely self-consistent): a short decode on the graphs-on backend against the CPU backend.
 TEST_F(GpuGraphs, GraphReplaysMatchTheCpu) {
-  auto cpu = make_cpu_backend(0);
+  auto cpu = make_cpu_backend({.n_threads = 0});
   LlamaModel gm(*file, *on), cm(*file, *cpu);
   const int vocab = file->config().vocab_size;
   SequenceRunner g(gm, 128, 8), c(cm, 128, 8);

@@ -1,10 +1,10 @@
-// Backend::norm_qkv_rope on CUDA (one GEMV launch whose epilogue applies RoPE and writes the
-// KV cache) vs the CPU backend (norm_matmul + rope_kv_write). Every step compares q, k, v and
-// then attention over the caches, so a wrong cache slot or an unrotated key shows up in the
+// Backend::normed_qkv_rope on CUDA (one GEMV launch whose epilogue applies RoPE and writes the
+// KV cache) vs the CPU backend (matmul + rope_kv_write). Every step compares q, k, v and then
+// attention over the caches, so a wrong cache slot or an unrotated key shows up in the
 // attention output of later steps. Both RoPE pairings, GQA, biases, head_dim 64 and 128,
-// several sequences with shuffled block tables, and every GRETA_CUDA_FUSION level. x comes
-// from a residual add (matmul_add) first, as in a layer, so fusion 3 moves the norm's work
-// into that GEMV.
+// several sequences with shuffled block tables. x comes from a residual add first, as in a
+// layer: either matmul_add_norm (on CUDA the norm's work moves into that GEMV: the split form
+// of NormedRows) or matmul_add then norm (the plain form, as after the embedding).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -28,7 +28,7 @@ struct Side {  // one backend's weights, cache and activations
   std::unique_ptr<KVStorage> kv;
 };
 
-void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& tag) {
+void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const std::string& tag) {
   constexpr int kBlock = 16, kBlocks = 24, kDim = 576, kRes = 320;  // kRes: k of the residual GEMV
   std::mt19937 rng(uint32_t(c.n_heads * 131 + c.hd));
   const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
@@ -87,10 +87,15 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& t
       Tensor x = make_tensor(b, n, kDim, xv), h = b.alloc(n, kDim), a = make_tensor(b, n, kRes, av);
       Tensor q = b.alloc(n, qw), k = b.alloc(n, kw), v = b.alloc(n, kw), o = b.alloc(n, qw), tmp = b.alloc(n, kDim);
       b.begin_step(plan);
-      b.matmul_add(a, *s.wr, tmp, x);  // x += a @ wr^T
-      b.norm_qkv_rope(x, *s.norm, 1e-5f, h, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
-                      {s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, {s.wv.get(), c.bias ? s.bv.get() : nullptr, v},
-                      rope, *s.kv, 0);
+      Backend::NormedRows xn;  // x += a @ wr^T, then the norm of x
+      if (split) {
+        xn = b.matmul_add_norm(a, *s.wr, x, *s.norm, 1e-5f, h);
+      } else {
+        b.matmul_add(a, *s.wr, tmp, x);
+        xn = b.norm(x, *s.norm, 1e-5f, h);
+      }
+      b.normed_qkv_rope(xn, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q}, {s.wk.get(), c.bias ? s.bk.get() : nullptr, k},
+                        {s.wv.get(), c.bias ? s.bv.get() : nullptr, v}, rope, *s.kv, 0);
       b.attention(q, *s.kv, 0, c.n_heads, 1.f / std::sqrt(float(c.hd)), o);
       res[which][0] = read(b, q), res[which][1] = read(b, k), res[which][2] = read(b, v), res[which][3] = read(b, o);
       for (Tensor* t : {&x, &h, &q, &k, &v, &o, &a, &tmp}) b.free(*t);
@@ -106,15 +111,18 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, const std::string& t
 
 using GpuQkvRope = GpuTest;
 
-TEST_F(GpuQkvRope, MatchesNormMatmulPlusRopeKvWrite) {
+TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
   const std::vector<QkvCase> cases = {{9, 3, 64, false, false}, {32, 8, 128, true, true}, {4, 4, 128, false, true},
                                       {16, 2, 64, true, false}};
-  for (int level : {0, 1, 2, 3}) {
-    setenv("GRETA_CUDA_FUSION", std::to_string(level).c_str(), 1);
-    auto g = make_cuda_backend(0);
-    unsetenv("GRETA_CUDA_FUSION");
-    for (const QkvCase& c : cases) run_case(*g, *cpu, c, "fusion " + std::to_string(level));
-  }
+  CudaOptions one_token;  // steps of more than 1 token take the plain ops
+  one_token.gemv_max_tokens = 1;
+  for (bool split : {true, false})
+    for (const CudaOptions& o : {CudaOptions{}, one_token}) {
+      auto g = make_cuda_backend(o);
+      const std::string tag = std::string(split ? "matmul_add_norm" : "matmul_add + norm") + " gemv<=" +
+                              std::to_string(o.gemv_max_tokens);
+      for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, tag);
+    }
 }
 
 }  // namespace

@@ -73,7 +73,7 @@ void check(DType dt, int64_t n, int64_t k, int64_t m, bool with_bias) {
   x[0] = 25.0f;  // an outlier: per-block activation scales must keep the others accurate
   HostTensor bt{"b", DType::F32, {m}, reinterpret_cast<const uint8_t*>(bias.data()), bias.size() * 4};
 
-  auto be1 = make_cpu_backend(1), be2 = make_cpu_backend(2);
+  auto be1 = make_cpu_backend({.n_threads = 1}), be2 = make_cpu_backend({.n_threads = 2});
   auto w1 = be1->upload(w.t), w2 = be2->upload(w.t);
   auto b1 = be1->upload(bt), b2 = be2->upload(bt);
   const auto out1 = run_matmul(*be1, *w1, with_bias ? b1.get() : nullptr, x, n, k, m);
@@ -145,7 +145,7 @@ TEST(CpuMatmul, DefaultModelShapes) {
 
 TEST(CpuMatmul, RejectsMismatchedShapes) {
   const HostWeight w = make_weight(DType::Q4_1, 8, 64, 1);
-  auto be = make_cpu_backend(1);
+  auto be = make_cpu_backend({.n_threads = 1});
   auto wt = be->upload(w.t);
   Tensor x = be->alloc(2, 32), out = be->alloc(2, 8);
   EXPECT_THROW(be->matmul(x, *wt, nullptr, out), Error);
@@ -169,7 +169,7 @@ TEST(CpuMatmul, ExactModeHasNoActivationQuantizationError) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
     std::vector<float> x(static_cast<size_t>(n * k));
     for (auto& v : x) v = nd(rng);
-    auto exact = make_cpu_backend(2, true), fast = make_cpu_backend(2);
+    auto exact = make_cpu_backend({.n_threads = 2, .exact_matmul = true}), fast = make_cpu_backend({.n_threads = 2});
     auto we = exact->upload(w.t), wf = fast->upload(w.t);
     const auto oe = run_matmul(*exact, *we, nullptr, x, n, k, m);
     const auto of = run_matmul(*fast, *wf, nullptr, x, n, k, m);

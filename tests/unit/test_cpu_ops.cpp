@@ -57,7 +57,7 @@ TEST(CpuOps, Elementwise) {
     for (int64_t n : {1, 3, 37})
       for (int64_t dim : {7, 576, 1536}) {
         SCOPED_TRACE("threads " + std::to_string(threads) + " n " + std::to_string(n) + " dim " + std::to_string(dim));
-        auto be = make_cpu_backend(threads);
+        auto be = make_cpu_backend({.n_threads = threads});
         const auto a = randn(size_t(n * dim), 1, 3.0f), b = randn(size_t(n * dim), 2), w = randn(size_t(dim), 3);
         HostTensor wt{"norm", DType::F32, {dim}, reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4};
         auto wn = be->upload(wt);
@@ -91,7 +91,7 @@ TEST(CpuOps, Elementwise) {
 }
 
 TEST(CpuOps, SiluExtremes) {
-  auto be = make_cpu_backend(1);
+  auto be = make_cpu_backend({.n_threads = 1});
   std::vector<float> g = {-1000.0f, -100.0f, -20.0f, 0.0f, 20.0f, 100.0f, 1000.0f, 3.5f, -3.5f};
   std::vector<float> u(g.size(), 2.0f);
   Tensor tg = upload_act(*be, g, 1, int64_t(g.size())), tu = upload_act(*be, u, 1, int64_t(u.size()));
@@ -115,7 +115,7 @@ TEST(CpuOps, EmbedEveryDtypeAndGather) {
     std::vector<uint8_t> bytes(row_bytes(dt, dim) * vocab);
     for (int64_t r = 0; r < vocab; ++r) quantize_row(dt, table.data() + r * dim, bytes.data() + r * row_bytes(dt, dim), dim);
     HostTensor ht{"emb", dt, {vocab, dim}, bytes.data(), bytes.size()};
-    auto be = make_cpu_backend(2);
+    auto be = make_cpu_backend({.n_threads = 2});
     auto w = be->upload(ht);
     const std::vector<int32_t> tok = {3, 0, 49, 3, 17};
     Tensor out = be->alloc(int64_t(tok.size()), dim);
@@ -177,7 +177,7 @@ struct AttnCase {
 // Two steps: first fills the history of two sequences, then one step mixes a fresh prompt,
 // a decode token and a 2-token continuation. Returns the second step's attention output.
 std::vector<float> run_attention_case(const AttnCase& c) {
-  auto be = make_cpu_backend(c.threads);
+  auto be = make_cpu_backend({.n_threads = c.threads});
   KVCacheDesc d{2, 64 + c.history / c.block_size, c.block_size, c.n_kv, c.hd};
   auto kv = be->alloc_kv(d);
   RopeSpec rope;

@@ -67,7 +67,7 @@ class EngineGenerate : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!std::filesystem::exists(default_model())) return;
     file_ = ModelFile::open(default_model()).release();
-    backend_ = make_cpu_backend(2).release();
+    backend_ = make_cpu_backend({.n_threads = 2}).release();
     model_ = new LlamaModel(*file_, *backend_);
     tok_ = file_->load_tokenizer().release();
   }

@@ -19,7 +19,7 @@ class ModelBatch : public ::testing::Test {
   void SetUp() override {
     if (!std::filesystem::exists(default_model())) GTEST_SKIP() << "default model missing: " << default_model();
     file = ModelFile::open(default_model());
-    backend = make_cpu_backend(2);
+    backend = make_cpu_backend({.n_threads = 2});
     model = std::make_unique<LlamaModel>(*file, *backend);
   }
   std::unique_ptr<ModelFile> file;
@@ -77,14 +77,14 @@ TEST_F(ModelBatch, RaggedBatchMatchesSequencesRunAlone) {
   add_seq(b1, 1, std::vector<int32_t>(prompt[1].begin(), prompt[1].begin() + 12), 0);
   add_seq(b1, 2, prompt[2], 0);
   std::vector<float> out1(b1.logit_rows.size() * vocab);
-  model->forward(b1, *kv, out1.data());
+  model->forward(b1, *kv, LlamaModel::HostLogits{out1.data()});
   // Step 2: A decodes, B's remaining 8 prompt tokens, C decodes.
   Batch b2;
   add_seq(b2, 0, {next[0]}, 7);
   add_seq(b2, 1, std::vector<int32_t>(prompt[1].begin() + 12, prompt[1].end()), 12);
   add_seq(b2, 2, {next[2]}, 3);
   std::vector<float> out2(b2.logit_rows.size() * vocab);
-  model->forward(b2, *kv, out2.data());
+  model->forward(b2, *kv, LlamaModel::HostLogits{out2.data()});
 
   double worst = 0;
   int row = 0;

@@ -55,8 +55,8 @@ float* f32(Tensor t) { return static_cast<float*>(t.data); }
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int n_threads, bool exact_matmul)
-      : pool_(n_threads), exact_matmul_(exact_matmul), dump_(cpu::Dumper::from_env()) {}
+  explicit CpuBackend(const CpuOptions& o)
+      : pool_(o.n_threads), exact_matmul_(o.exact_matmul), dump_(cpu::Dumper::open(o.dump_dir)) {}
 
   std::string name() const override { return exact_matmul_ ? "cpu (exact matmul)" : "cpu"; }
   DType act_dtype() const override { return DType::F32; }
@@ -225,7 +225,7 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool exact_matmul_ = false;
-  std::unique_ptr<cpu::Dumper> dump_;  // GRETA_DUMP_DIR; null (no cost) when unset
+  std::unique_ptr<cpu::Dumper> dump_;  // CpuOptions::dump_dir; null (no cost) when unset
   cpu::Scratch act_scratch_, norm_scratch_, bias_scratch_;
   StepPlan plan_;
   std::vector<float> rope_freq_, rope_cs_;
@@ -234,10 +234,6 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact_matmul) {
-  const char* env = std::getenv("GRETA_CPU_EXACT_MATMUL");
-  if (env && std::string(env) == "1") exact_matmul = true;
-  return std::make_unique<CpuBackend>(n_threads, exact_matmul);
-}
+std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& o) { return std::make_unique<CpuBackend>(o); }
 
 }  // namespace greta

@@ -11,14 +11,11 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/backend_options.h"
 
 namespace greta {
 
-// n_threads <= 0: std::thread::hardware_concurrency().
-// exact_matmul (also switched on by the environment variable GRETA_CPU_EXACT_MATMUL=1): quantized
-// weights are dequantized row by row and multiplied with float activations instead of int8-quantized
-// ones. Several times slower; for reference runs where activation quantization error (~1/254 of
-// each 32-value block's largest activation) must not enter the comparison.
-std::unique_ptr<Backend> make_cpu_backend(int n_threads, bool exact_matmul = false);
+// See CpuOptions (backend_options.h) for what each option does.
+std::unique_ptr<Backend> make_cpu_backend(const CpuOptions& o = {});
 
 }  // namespace greta

@@ -1,15 +1,13 @@
 #include "backend/cpu/dump.h"
 
 #include <cstdio>
-#include <cstdlib>
 
 #include "core/error.h"
 
 namespace greta::cpu {
 
-std::unique_ptr<Dumper> Dumper::from_env() {
-  const char* dir = std::getenv("GRETA_DUMP_DIR");
-  if (!dir || !*dir) return nullptr;
+std::unique_ptr<Dumper> Dumper::open(const std::string& dir) {
+  if (dir.empty()) return nullptr;
   return std::unique_ptr<Dumper>(new Dumper(dir));
 }
 
@@ -18,7 +16,7 @@ void Dumper::save(const char* op, const float* data, int64_t rows, int64_t cols)
   std::snprintf(name, sizeof name, "/s%d_%04d_%s.npy", step_, index_++, op);
   const std::string path = dir_ + name;
   FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f) throw Error("GRETA_DUMP_DIR: cannot write " + path);
+  if (!f) throw Error("op dump: cannot write " + path);
   // .npy version 1.0: magic, header length, a dict literal padded with spaces to a multiple of 64.
   std::string hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
                     std::to_string(cols) + "), }";

@@ -1,7 +1,7 @@
 // Debug dump of every CPU op's output, for op-by-op comparison with llama.cpp
 // (tools/dump_llamacpp_tensors.py writes the other side, tools/compare_dumps.py lines them up).
 //
-// Off unless the environment variable GRETA_DUMP_DIR names a directory when the backend is made;
+// Off unless CpuOptions::dump_dir (GRETA_DUMP_DIR) names a directory when the backend is made;
 // then each op writes its output as a float32 .npy file DIR/s{step}_{index}_{op}.npy, where step
 // counts begin_step() calls (0 = the first forward) and index the op's order within the step.
 // When off the backend holds no Dumper and each op pays one null-pointer test.
@@ -14,8 +14,8 @@ namespace greta::cpu {
 
 class Dumper {
  public:
-  // The dumper GRETA_DUMP_DIR asks for, or null when it is unset or empty.
-  static std::unique_ptr<Dumper> from_env();
+  // A dumper writing into dir, or null when dir is empty.
+  static std::unique_ptr<Dumper> open(const std::string& dir);
   void begin_step() { ++step_, index_ = 0; }
   // data: [rows, cols] floats.
   void save(const char* op, const float* data, int64_t rows, int64_t cols);

@@ -37,31 +37,6 @@ int max_g_for(int group) {
   return g;
 }
 
-struct Split {
-  int part = 0;     // positions per partition
-  int n_parts = 0;  // partitions of the longest context
-  int n_gchunks = 0;
-  int max_g = 8;    // query heads per block
-};
-
-Split plan_split(const DevStep& st, int n_heads, int n_kv, int n_sms) {
-  Split sp;
-  const int G = n_heads / n_kv;
-  sp.max_g = max_g_for(G);
-  sp.n_gchunks = (G + sp.max_g - 1) / sp.max_g;
-  const int64_t items = int64_t(st.n_decode) * n_kv * sp.n_gchunks;
-  const int64_t want_parts = std::max<int64_t>(1, (int64_t(4) * n_sms + items - 1) / std::max<int64_t>(items, 1));
-  int part = int((st.max_decode_ctx + want_parts - 1) / want_parts);
-  // At least 32 positions per partition: a block's loop then runs >= 1-2 rounds of loads, and
-  // short contexts (the common decode case) still split over enough blocks to fill the GPU
-  // (a 256-position bucket with 32 kv heads: 8 x 32 blocks) instead of 4 x 32 blocks that each
-  // wait for 4 dependent rounds of K/V loads.
-  part = std::max(32, (part + 31) / 32 * 32);
-  sp.part = part;
-  sp.n_parts = std::max(1, (st.max_decode_ctx + part - 1) / part);
-  return sp;
-}
-
 // Dimension d of one (item, head)'s output from its `valid` partitions at base (per partition:
 // HD accumulators, then m and l): sum_p o_p 2^(m_p - M) / sum_p l_p 2^(m_p - M). Read through
 // L2 (__ldcg): other blocks wrote the partials.
@@ -314,59 +289,62 @@ auto partition_kernel(int max_g) {
 }
 
 // The last-block merge is one block per (token, kv head) walking every partition, after its own
-// share; the merge kernel has a block per query head. Measured on an H100 (bench/NOTES.md): the
-// last-block merge wins end to end with few partitions (Llama-2-7B batch 1 at positions
-// 16-272 and at 4000 (16 partitions): +0.8-0.9%, batch 8: +1.2%; one partition, written
-// directly: serving shapes 5% faster) and loses badly with many (Llama-3-8B at 4096 positions,
-// 64 partitions: 35.5 against 20.9 us), so beyond this many the merge kernel runs.
+// share; the merge kernel has a block per query head. The last-block merge wins with few
+// partitions and loses badly with many (docs/notes/attention.md), so beyond this many the merge
+// kernel runs.
 constexpr int kLastMergeMaxParts = 16;
 
 template <int HD>
-void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float* scratch,
-            int32_t* arrivals, int n_sms, int keys, cudaStream_t s) {
-  const Split sp = plan_split(st, n_heads, kv.n_kv_heads, n_sms);
-  if (sp.n_parts > kLastMergeMaxParts) arrivals = nullptr;
-  dim3 grid(unsigned(sp.n_parts), unsigned(kv.n_kv_heads * sp.n_gchunks), unsigned(st.n_decode));
-  // Production choice, measured on an H100 (bench/NOTES.md): 4 keys per iteration for 1-2 query
-  // heads per kv head, and for larger groups when many tokens fill the GPU anyway (serving);
-  // 2 for a few long sequences with big groups, where blocks per SM matter more.
-  if (keys == 0) keys = sp.max_g <= 2 || st.n_decode >= 8 ? 4 : 2;
-  auto kernel = keys == 4 ? partition_kernel<HD, 4>(sp.max_g) : partition_kernel<HD, 2>(sp.max_g);
-  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, sp.part,
-             sp.n_parts, scratch, arrivals, out);
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
+            int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s) {
+  if (!p.last_merge) arrivals = nullptr;
+  dim3 grid(unsigned(p.n_parts), unsigned(kv.n_kv_heads * p.n_gchunks), unsigned(st.n_decode));
+  auto kernel = p.keys == 4 ? partition_kernel<HD, 4>(p.max_g) : partition_kernel<HD, 2>(p.max_g);
+  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, p.part,
+             p.n_parts, scratch, arrivals, out);
   if (arrivals) return;  // merged by the last partition block
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
-             n_heads, sp.part, sp.n_parts, out);
+             n_heads, p.part, p.n_parts, out);
 }
 
 }  // namespace
 
 bool attention_head_dim_supported(int hd) { return hd == 64 || hd == 128 || hd == 256; }
 
-size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms) {
-  if (st.n_decode == 0) return 0;
-  const Split sp = plan_split(st, n_heads, n_kv_heads, n_sms);
-  return size_t(st.n_decode) * n_heads * sp.n_parts * (head_dim + 2);
+AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_kv, int head_dim, int n_sms,
+                                          bool last_merge) {
+  AttentionDecodePlan p;
+  if (st.n_decode == 0) return p;
+  const int G = n_heads / n_kv;
+  p.max_g = max_g_for(G);
+  p.n_gchunks = (G + p.max_g - 1) / p.max_g;
+  const int64_t items = int64_t(st.n_decode) * n_kv * p.n_gchunks;
+  const int64_t want_parts = std::max<int64_t>(1, (int64_t(4) * n_sms + items - 1) / std::max<int64_t>(items, 1));
+  int part = int((st.max_decode_ctx + want_parts - 1) / want_parts);
+  // At least 32 positions per partition: a block's loop then runs >= 1-2 rounds of loads, and
+  // short contexts (the common decode case) still split over enough blocks to fill the GPU
+  // (a 256-position bucket with 32 kv heads: 8 x 32 blocks) instead of 4 x 32 blocks that each
+  // wait for 4 dependent rounds of K/V loads.
+  part = std::max(32, (part + 31) / 32 * 32);
+  p.part = part;
+  p.n_parts = std::max(1, (st.max_decode_ctx + part - 1) / part);
+  // 4 keys per iteration for 1-2 query heads per kv head, and for larger groups when many
+  // tokens fill the GPU anyway (serving); 2 for a few long sequences with big groups, where
+  // blocks per SM matter more (docs/notes/attention.md).
+  p.keys = p.max_g <= 2 || st.n_decode >= 8 ? 4 : 2;
+  p.last_merge = last_merge && p.n_parts <= kLastMergeMaxParts ? 1 : 0;
+  p.scratch_floats = int64_t(st.n_decode) * n_heads * p.n_parts * (head_dim + 2);
+  p.arrivals = p.last_merge ? int64_t(st.n_decode) * n_kv * p.n_gchunks : 0;
+  return p;
 }
 
-size_t attention_decode_arrivals(const DevStep& st, int n_heads, int n_kv_heads) {
-  const int G = n_heads / std::max(1, n_kv_heads);
-  const int max_g = max_g_for(G);
-  return size_t(st.n_decode) * n_kv_heads * ((G + max_g - 1) / max_g);
-}
-
-void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                      float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s) {
-  attention_decode_variant(kDecodeKeysPerIteration, q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, s);
-}
-
-void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
-                              float scale, float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s) {
+void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
+                      int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s) {
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
-    case 128: launch<128>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
-    case 256: launch<256>(q, out, st, kv, n_heads, scale, scratch, arrivals, n_sms, keys, s); break;
+    case 64: launch<64>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
+    case 128: launch<128>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
+    case 256: launch<256>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
     default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
   }
 }

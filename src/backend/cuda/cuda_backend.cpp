@@ -1,10 +1,72 @@
-// CudaBackend (cuda_backend_impl.h): memory, weight upload, step plans, RoPE and attention.
-#include "backend/cuda/cuda_backend_impl.h"
-
+// CudaBackend (cuda_backend_impl.h): the device, memory, weight upload, steps and the plain ops.
 #include <algorithm>
 #include <string>
 
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/step_plan.h"
+
 namespace greta::cuda {
+
+DeviceContext::DeviceContext(int device) {
+  int count = 0;
+  GRETA_CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (device < 0 || device >= count)
+    throw Error("cuda:" + std::to_string(device) + ": no such device (" + std::to_string(count) + " present)");
+  GRETA_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop{};
+  GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  name = "cuda:" + std::to_string(device) + " (" + prop.name + ")";
+  n_sms = prop.multiProcessorCount;
+  GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+}
+
+DeviceContext::~DeviceContext() {
+  cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+}
+
+CudaBackend::CudaBackend(const CudaOptions& o)
+    : opt_(o),
+      dev_(o.device),
+      rec_(dev_.stream, o.graphs),
+      prof_(o.step_profile, o.graphs),
+      ws_(dev_.stream, [this] { flush(); }),
+      gemm_(std::make_unique<LtGemm>()),
+      flush_hook_(std::make_shared<std::function<void()>>([this] { flush(); })) {
+  if (o.gemv_max_tokens < 1 || o.gemv_max_tokens > kGemvMaxTokens)
+    throw Error("cuda: gemv_max_tokens " + std::to_string(o.gemv_max_tokens) + " outside [1, " +
+                std::to_string(kGemvMaxTokens) + "]");
+}
+
+CudaBackend::~CudaBackend() {
+  try {
+    flush();
+  } catch (const Error&) {  // a destructor cannot report it; the work is abandoned
+  }
+  flush_hook_.reset();  // weights and caches that outlive the backend must not call back
+  cudaStreamSynchronize(stream_);
+}
+
+// ---- memory ----
+
+Tensor CudaBackend::alloc(int64_t rows, int64_t cols) {
+  Tensor t;
+  t.dtype = DType::BF16;
+  t.rows = rows;
+  t.cols = cols;
+  if (rows * cols > 0) GRETA_CUDA_CHECK(cudaMalloc(&t.data, size_t(rows * cols) * sizeof(bf16)));
+  return t;
+}
+
+void CudaBackend::free(Tensor& t) {
+  if (t.data) {
+    flush();  // recorded launches may use this memory
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    GRETA_CUDA_CHECK(cudaFree(t.data));
+  }
+  t.data = nullptr;
+}
 
 std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   auto out = std::make_unique<CudaWeight>();
@@ -31,7 +93,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     GRETA_CUDA_CHECK(cudaMemcpy(out->data, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
     return out;
   }
-  if (!cuda::convert_supported(w.dtype))
+  if (!convert_supported(w.dtype))
     throw Error("cuda upload: tensor '" + w.name + "' has unsupported type " + std::string(dtype_name(w.dtype)));
   out->dtype = DType::BF16;
   GRETA_CUDA_CHECK(cudaMalloc(&out->data, size_t(rows * cols) * sizeof(bf16)));
@@ -40,15 +102,10 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   return out;
 }
 
-double CudaBackend::measure_bandwidth_gbs() {
-  flush();
-  return cuda::measure_copy_bandwidth_gbs(stream_);
-}
-
 std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   if (d.n_layers <= 0 || d.n_blocks <= 0 || d.block_size <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0)
     throw Error("cuda alloc_kv: every KV cache dimension must be positive");
-  if (!cuda::attention_head_dim_supported(d.head_dim))
+  if (!attention_head_dim_supported(d.head_dim))
     throw Error("cuda alloc_kv: head_dim " + std::to_string(d.head_dim) + " not supported (64, 128, 256)");
   auto kv = std::make_unique<CudaKV>();
   kv->flush = flush_hook_;
@@ -58,7 +115,7 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   GRETA_CUDA_CHECK(cudaMalloc(&kv->mem, per * 2 * size_t(d.n_layers) * sizeof(bf16)));
   auto* base = static_cast<bf16*>(kv->mem);
   for (int l = 0; l < d.n_layers; ++l) {
-    cuda::KVLayerDev L;
+    KVLayerDev L;
     L.k = base + size_t(2 * l) * per;
     L.v = base + size_t(2 * l + 1) * per;
     L.n_blocks = d.n_blocks;
@@ -70,81 +127,127 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   return kv;
 }
 
+double CudaBackend::measure_bandwidth_gbs() {
+  flush();
+  return measure_copy_bandwidth_gbs(stream_);
+}
+
+// ---- steps ----
+
 void CudaBackend::begin_step(const StepPlan& p) {
-  flush();  // a step that ended without to_host (no logits wanted)
-  deferring_ = false;
+  rec_.begin(false);  // runs what a step that ended without to_host (no logits wanted) recorded
   // The host packs every per-step array into one buffer (step_plan.h); one upload, then the
   // device view points into it.
-  const cuda::PackedStep ps = cuda::pack_step(p, kDecodeMaxNewTokens, kDecodeCtxBucket, packed_);
+  const PackedStep ps = pack_step(p, kDecodeMaxNewTokens, kDecodeCtxBucket, packed_);
   max_slot_ = ps.max_slot;
   max_block_ = ps.max_block;
   const auto* dev = static_cast<const int32_t*>(plan_stage_.put(packed_.data(), packed_.size() * 4, stream_));
-  step_ = cuda::bind_step(ps, dev);
-  const int n = step_.n_tokens;
+  step_ = bind_step(ps, dev);
   have_step_ = true;
-  deferring_ = graphs_on_ && step_.n_prefill == 0 && n <= kGraphMaxTokens;
-  prof_.active = prof_.on && step_.n_prefill == 0 && n <= kGraphMaxTokens;  // decode steps of any batch
-  if (prof_.active) {
-    GRETA_CUDA_CHECK(cudaEventRecord(prof_.ev[0], stream_));
-    prof_.t0 = std::chrono::steady_clock::now();
-    prof_.tokens = n;
+  attn_plan_heads_ = attn_plan_kv_heads_ = 0;
+  const bool decode = step_.n_prefill == 0 && step_.n_tokens <= kGraphMaxTokens;
+  rec_.begin(decode);
+  prof_.begin(decode, step_.n_tokens, stream_);
+}
+
+void CudaBackend::end_step() {
+  prof_.before_run(stream_);
+  flush();  // the step's recorded launches: a graph replay, a capture, or direct
+  prof_.after_run(stream_);
+}
+
+// ---- checks shared by the implementation files ----
+
+void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
+  if (t.dtype != DType::BF16 || t.rows != rows || t.cols != cols)
+    throw Error(std::string("cuda ") + what + ": expected bf16 " + shape_str(rows, cols) + ", got " +
+                std::string(dtype_name(t.dtype)) + " " + shape_str(t.rows, t.cols));
+}
+
+const CudaWeight& weight2d(const Weight& w, const char* op) {
+  const auto* cw = dynamic_cast<const CudaWeight*>(&w);
+  if (!cw || cw->dtype != DType::BF16)
+    throw Error(std::string("cuda ") + op + ": weight was not uploaded to this backend as a 2-D bf16 matrix");
+  return *cw;
+}
+
+const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op) {
+  const auto* cw = dynamic_cast<const CudaWeight*>(&w);
+  if (!cw || cw->dtype != DType::F32 || cw->n_in != n)
+    throw Error(std::string("cuda ") + op + ": expected a 1-D weight of " + std::to_string(n) +
+                " values uploaded to this backend");
+  return *cw;
+}
+
+// ---- plain ops ----
+
+void CudaBackend::embed(const Weight& table, const int32_t* tokens, int n, Tensor out) {
+  const auto& t = weight2d(table, "embed");
+  expect_act(out, n, t.n_in, "embed out");
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= t.n_out)
+      throw Error("embed: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(t.n_out) + ")");
+  const auto* idx = static_cast<const int32_t*>(rec_.stage(tokens_stage_, tokens, size_t(n) * 4));
+  launch(&cuda::gather_rows, static_cast<const bf16*>(t.data), idx, act(out), int64_t(n), t.n_in, stream_);
+}
+
+void CudaBackend::rms_norm(Tensor x, const Weight& w, float eps, Tensor out) {
+  const auto& v = weight1d(w, x.cols, "rms_norm");
+  expect_act(x, x.rows, x.cols, "rms_norm x");
+  expect_act(out, x.rows, x.cols, "rms_norm out");
+  launch(&cuda::rms_norm, act(x), static_cast<const float*>(v.data), eps, act(out), x.rows, x.cols, stream_);
+}
+
+void CudaBackend::matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) {
+  const auto& wt = weight2d(w, "matmul");
+  expect_act(x, x.rows, wt.n_in, "matmul x");
+  expect_act(out, x.rows, wt.n_out, "matmul out");
+  const float* b = bias ? static_cast<const float*>(weight1d(*bias, wt.n_out, "matmul bias").data) : nullptr;
+  if (x.rows <= opt_.gemv_max_tokens) {
+    launch(&gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
+           int(opt_.gemv_pipeline), stream_);
+  } else {
+    launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in,
+           0, stream_);
+    if (b) launch(&add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
   }
 }
 
-void CudaBackend::rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) {
-  const cuda::KVLayerDev& L = prepare_rope(q, k, v, rope, kv, layer);
-  launch(&rope_kv_cmd, act(q), act(k), static_cast<const bf16*>(act(v)), int(q.cols / L.head_dim),
-         static_cast<const float*>(inv_freq_dev_), rope.neox, step_, L, stream_);
+void CudaBackend::add(Tensor a, Tensor b, Tensor out) {
+  expect_act(b, a.rows, a.cols, "add b");
+  expect_act(out, a.rows, a.cols, "add out");
+  launch(&cuda::add, act(a), act(b), act(out), a.rows * a.cols, stream_);
 }
 
-// rope_kv_write's checks, and the RoPE frequencies uploaded when they change.
-const cuda::KVLayerDev& CudaBackend::prepare_rope(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv,
-                                                  int layer) {
-  if (!have_step_) throw Error("cuda rope_kv_write: called before begin_step");
-  const auto& L = kv_layer(kv, layer, "rope_kv_write");
-  const int64_t n = step_.n_tokens, hd = L.head_dim;
-  if (q.cols % hd != 0) throw Error("cuda rope_kv_write: q width " + std::to_string(q.cols) + " is not a multiple of head_dim");
-  expect_act(q, n, q.cols, "rope_kv_write q");
-  expect_act(k, n, int64_t(L.n_kv_heads) * hd, "rope_kv_write k");
-  expect_act(v, n, int64_t(L.n_kv_heads) * hd, "rope_kv_write v");
-  if (int64_t(rope.inv_freq.size()) != hd / 2)
-    throw Error("cuda rope_kv_write: RopeSpec has " + std::to_string(rope.inv_freq.size()) + " frequencies, head_dim/2 = " +
-                std::to_string(hd / 2));
-  if (max_slot_ >= int64_t(L.n_blocks) * L.block_size)
-    throw Error("cuda rope_kv_write: slot " + std::to_string(max_slot_) + " outside the KV pool");
-  if (rope.inv_freq != inv_freq_host_) {
-    flush();
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // earlier kernels may read the old table
-    GRETA_CUDA_CHECK(cudaFree(inv_freq_dev_));
-    inv_freq_dev_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&inv_freq_dev_, rope.inv_freq.size() * 4));
-    GRETA_CUDA_CHECK(cudaMemcpy(inv_freq_dev_, rope.inv_freq.data(), rope.inv_freq.size() * 4, cudaMemcpyHostToDevice));
-    inv_freq_host_ = rope.inv_freq;
-  }
-  return L;
+void CudaBackend::silu_mul(Tensor gate, Tensor up, Tensor out) {
+  expect_act(up, gate.rows, gate.cols, "silu_mul up");
+  expect_act(out, gate.rows, gate.cols, "silu_mul out");
+  launch(&cuda::silu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
 }
 
-void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) {
-  if (!have_step_) throw Error("cuda attention: called before begin_step");
-  const auto& L = kv_layer(kv, layer, "attention");
-  if (n_heads <= 0 || n_heads % L.n_kv_heads != 0)
-    throw Error("cuda attention: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +
-                std::to_string(L.n_kv_heads));
-  expect_act(q, step_.n_tokens, int64_t(n_heads) * L.head_dim, "attention q");
-  expect_act(out, step_.n_tokens, int64_t(n_heads) * L.head_dim, "attention out");
-  if (max_block_ >= L.n_blocks)
-    throw Error("cuda attention: block " + std::to_string(max_block_) + " outside the KV pool of " +
-                std::to_string(L.n_blocks) + " blocks");
-  if (skip_ & cuda::kSkipAttention) return;  // GRETA_CUDA_SKIP: timing experiments only
-  const size_t need = cuda::attention_decode_scratch_floats(step_, n_heads, L.head_dim, L.n_kv_heads, n_sms_);
-  grow(scratch_, scratch_floats_, need, false);
-  int32_t* arrivals = nullptr;
-  if (attn_last_merge_) {  // counters start at zero; the kernel leaves them zero
-    grow(arrivals_, arrivals_n_, cuda::attention_decode_arrivals(step_, n_heads, L.n_kv_heads), true);
-    arrivals = arrivals_;
+void CudaBackend::gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) {
+  expect_act(out, int64_t(rows.size()), x.cols, "gather_rows out");
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (rows[i] < 0 || rows[i] >= x.rows)
+      throw Error("gather_rows: row " + std::to_string(rows[i]) + " outside [0, " + std::to_string(x.rows) + ")");
+  const auto* idx = static_cast<const int32_t*>(rec_.stage(rows_stage_, rows.data(), rows.size() * 4));
+  launch(&cuda::gather_rows, static_cast<const bf16*>(act(x)), idx, act(out), int64_t(rows.size()), x.cols, stream_);
+}
+
+void CudaBackend::to_host(Tensor x, float* dst) {
+  end_step();
+  const size_t n = size_t(x.rows * x.cols);
+  if (x.dtype == DType::F32) {
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, x.data, n * 4, cudaMemcpyDeviceToHost, stream_));
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return;
   }
-  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, n_heads, scale, scratch_, arrivals, n_sms_,
-         prefill_tc_, stream_);
+  expect_act(x, x.rows, x.cols, "to_host x");
+  host_bf16_.resize(n);
+  GRETA_CUDA_CHECK(cudaMemcpyAsync(host_bf16_.data(), x.data, n * 2, cudaMemcpyDeviceToHost, stream_));
+  GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(host_bf16_[i]);
 }
 
 }  // namespace greta::cuda
@@ -158,15 +261,12 @@ bool cuda_device_present() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device, cuda::graphs_from_env()); }
-std::unique_ptr<Backend> make_cuda_backend(int device, bool use_graphs) {
-  return std::make_unique<CudaBackend>(device, use_graphs);
-}
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& o) { return std::make_unique<CudaBackend>(o); }
 
 CudaGraphStats cuda_graph_stats(const Backend& b) {
   const auto* cb = dynamic_cast<const CudaBackend*>(&b);
   if (!cb) throw Error("cuda_graph_stats: not a CUDA backend");
-  const auto s = cb->graph_stats();
+  const auto& s = cb->graph_stats();
   return CudaGraphStats{s.eager, s.captured, s.replayed};
 }
 

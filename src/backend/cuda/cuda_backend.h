@@ -7,16 +7,15 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/backend_options.h"
 
 namespace greta {
 
 // True when the CUDA runtime loads and reports at least one device.
 bool cuda_device_present();
-// Throws greta::Error if the device does not exist or cannot be initialised. Decode steps
-// run as CUDA graphs unless the environment sets GRETA_CUDA_GRAPHS=0.
-std::unique_ptr<Backend> make_cuda_backend(int device);
-// Same, with step graphs explicitly on or off (tests compare the two).
-std::unique_ptr<Backend> make_cuda_backend(int device, bool use_graphs);
+// Throws greta::Error if the device does not exist or cannot be initialised, or an option is
+// out of its range.
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& o = {});
 
 // How the backend's recorded steps ran so far: launched directly, captured into a new graph
 // (and launched), or replayed from a graph. Throws greta::Error for a non-CUDA backend.

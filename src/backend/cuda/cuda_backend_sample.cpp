@@ -3,6 +3,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
 
 namespace greta::cuda {
 
@@ -16,7 +17,6 @@ void CudaBackend::sample_rows(Tensor logits, const std::vector<DeviceSampleParam
   if (vocab < 1 || vocab > cuda::kSampleMaxVocab)
     throw Error("cuda sample: vocabulary of " + std::to_string(vocab) + " tokens, expected 1 to " +
                 std::to_string(cuda::kSampleMaxVocab));
-  std::vector<cuda::SampleRowParams> p(per_row.size());
   for (size_t r = 0; r < per_row.size(); ++r) {
     const DeviceSampleParams& q = per_row[r];
     if (std::isnan(q.temperature) || !(q.top_p > 0.0f && q.top_p <= 1.0f) || !(q.min_p >= 0.0f && q.min_p <= 1.0f) ||
@@ -24,33 +24,20 @@ void CudaBackend::sample_rows(Tensor logits, const std::vector<DeviceSampleParam
       throw Error("cuda sample: row " + std::to_string(r) + ": temperature " + std::to_string(q.temperature) +
                   ", top_p " + std::to_string(q.top_p) + ", min_p " + std::to_string(q.min_p) + ", u " +
                   std::to_string(q.u) + ": expected a number, (0, 1], [0, 1] and [0, 1)");
-    p[r] = cuda::SampleRowParams{q.temperature, q.top_k, q.top_p, q.min_p, q.u};
   }
   end_step();
   if (rows == 0) return;
-  if (size_t(rows) > sample_cap_) {
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRETA_CUDA_CHECK(cudaFree(sample_out_));
-    sample_out_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&sample_out_, size_t(rows) * 8));
-    sample_cap_ = size_t(rows);
-  }
-  if (dist && size_t(rows * vocab) > sample_dist_cap_) {
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    GRETA_CUDA_CHECK(cudaFree(sample_dist_));
-    sample_dist_ = nullptr;
-    GRETA_CUDA_CHECK(cudaMalloc(&sample_dist_, size_t(rows * vocab) * 4));
-    sample_dist_cap_ = size_t(rows * vocab);
-  }
-  const auto* dp = static_cast<const cuda::SampleRowParams*>(sample_stage_.put(p.data(), p.size() * sizeof(p[0]), stream_));
-  auto* tok = static_cast<int32_t*>(sample_out_);
-  auto* prob = reinterpret_cast<float*>(tok + sample_cap_);
-  cuda::sample_rows(static_cast<const bf16*>(logits.data), int(rows), vocab, dp, tok, prob, dist ? sample_dist_ : nullptr,
-                    stream_);
+  ws_.reserve<int32_t>(DeviceWorkspace::kSampleOut, size_t(rows) * 2);  // tokens, then probabilities
+  if (dist) ws_.reserve<float>(DeviceWorkspace::kSampleDist, size_t(rows * vocab));
+  const auto* dp = static_cast<const DeviceSampleParams*>(
+      sample_stage_.put(per_row.data(), per_row.size() * sizeof(DeviceSampleParams), stream_));
+  auto* tok = ws_.at<int32_t>(DeviceWorkspace::kSampleOut);
+  auto* prob = reinterpret_cast<float*>(tok + rows);
+  float* dev_dist = dist ? ws_.at<float>(DeviceWorkspace::kSampleDist) : nullptr;
+  cuda::sample_rows(static_cast<const bf16*>(logits.data), int(rows), vocab, dp, tok, prob, dev_dist, stream_);
   GRETA_CUDA_CHECK(cudaMemcpyAsync(tokens_out, tok, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
   GRETA_CUDA_CHECK(cudaMemcpyAsync(probs_out, prob, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
-  if (dist)
-    GRETA_CUDA_CHECK(cudaMemcpyAsync(dist, sample_dist_, size_t(rows * vocab) * 4, cudaMemcpyDeviceToHost, stream_));
+  if (dist) GRETA_CUDA_CHECK(cudaMemcpyAsync(dist, dev_dist, size_t(rows * vocab) * 4, cudaMemcpyDeviceToHost, stream_));
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 
+#include "backend/device_sample_params.h"
 #include "core/dtype.h"
 
 namespace greta::cuda {
@@ -53,7 +54,6 @@ struct GemvArgs {
   int64_t k = 0;
   GemvSeg seg0, seg1, seg2;  // up to 3 matrices sharing x (q, k, v), one launch
   int64_t blk1 = 0, blk2 = 0;  // set by gemv_fused: first block of seg1 / seg2
-  const float* norm_w = nullptr;  // [k] or null: the GEMV reads rms_norm(x) * norm_w instead of x
   int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
   int32_t accumulate = 0;         // 1: out += result (residual add)
   int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
@@ -62,7 +62,7 @@ struct GemvArgs {
   GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
   float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
   int32_t* split_count = nullptr;  // split > 1: [row tiles] arrivals, zero between launches
-  // The RMSNorm of the next GEMV's input done here and there (fusion 3, gemv.cu kNormPre):
+  // An RMSNorm split between two GEMVs (Backend::NormedRows, gemv_kernel.cuh kNormPre):
   const float* norm_ss = nullptr;      // consumer: [k / 16][kGemvMaxTokens] sums of squares of x's
                                        // 16-row tiles; x is already x * norm weight (k % 16 == 0)
   const float* next_norm_w = nullptr;  // producer (accumulate): the next norm's weight [m]
@@ -72,17 +72,9 @@ struct GemvArgs {
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
 size_t gemv_split_scratch_floats(int64_t m, int n);
 size_t gemv_split_counters(int64_t m);
-// eps: the RMSNorm epsilon when a.norm_w is set (a float is kept out of GemvArgs so the struct
+// eps: the RMSNorm epsilon when a.norm_ss is set (a float is kept out of GemvArgs so the struct
 // has a unique byte representation).
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
-
-// Explicit variants for the benchmark: 2/4 = register loads in flight per row per lane (plain
-// launch), 1602/1604 = the same with 16 warps per block, 200 = PDL launch, 220/240 = PDL with
-// the pipelined weight stream (2/4 chunks per stage), 302 = split-K over 2 blocks per row tile.
-// Measured slower and removed (NOTES.md): a cp.async-pipelined variant, L2 prefetch before the
-// PDL wait (202/208/216), split-K pipelined (322).
-void gemv_variant(int unroll, const bf16* x, const bf16* w, const float* bias, bf16* out, int n,
-                  int64_t m, int64_t k, cudaStream_t s);
 
 // ---- elementwise.cu ----
 void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s);      // out may alias
@@ -141,20 +133,25 @@ void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* in
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 bool attention_head_dim_supported(int head_dim);
-// Floats of scratch the decode kernel needs for this step (partials of every partition).
-size_t attention_decode_scratch_floats(const DevStep& st, int n_heads, int head_dim, int n_kv_heads, int n_sms);
-// Arrival counters the partitions' last-block merge needs for this step (int32, zero before the
-// first launch; the kernel leaves them zero).
-size_t attention_decode_arrivals(const DevStep& st, int n_heads, int n_kv_heads);
-// arrivals: the partitions are merged by the last block of each token to finish (null: by a
-// second kernel).
-void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                      float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s);
-// Keys per lane group per loop iteration of the decode kernel: 2 or 4 (benchmark variants);
-// 0: the production choice (4 for 1-2 query heads per kv head, else 2).
-constexpr int kDecodeKeysPerIteration = 0;
-void attention_decode_variant(int keys, const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads,
-                              float scale, float* scratch, int32_t* arrivals, int n_sms, cudaStream_t s);
+// The decode kernel's work split for one step, planned once per step on the host and passed
+// to every layer's launch (plan apart from run, as FlashInfer does). Plain int data: launches
+// are recorded and compared by their bytes.
+struct AttentionDecodePlan {
+  int32_t part = 0;        // context positions per partition
+  int32_t n_parts = 0;     // partitions of the longest decode context
+  int32_t max_g = 8;       // query heads per block (a power of two >= the GQA group, at most 8)
+  int32_t n_gchunks = 0;   // blocks per kv head: ceil(group / max_g)
+  int32_t keys = 4;        // keys per lane group per loop iteration: 2 or 4
+  int32_t last_merge = 0;  // 1: partitions merged by the last block of each (token, kv head); 0: a second kernel
+  int64_t scratch_floats = 0;  // partial results of every partition
+  int64_t arrivals = 0;        // last_merge: int32 counters, zero before the first launch (kernels leave them zero)
+};
+// last_merge: whether the last-block merge may be used (it is, when the partitions are few).
+AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_kv_heads, int head_dim, int n_sms,
+                                          bool last_merge);
+// scratch [plan.scratch_floats]; arrivals [plan.arrivals] (null when !plan.last_merge).
+void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& plan,
+                      int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
@@ -167,18 +164,10 @@ void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLaye
 namespace greta::cuda {
 
 // ---- sample.cu: one token per row of logits, drawn on the device ----
-// Per-row settings as DeviceSampleParams (backend.h) describes them; u in [0, 1).
-struct SampleRowParams {
-  float temperature = 0;  // <= 0: greedy
-  int top_k = 0;          // <= 0: off
-  float top_p = 1;        // (0, 1]; 1: off
-  float min_p = 0;        // [0, 1]; 0: off
-  double u = 0;
-};
 constexpr int64_t kSampleMaxVocab = int64_t(1) << 24;  // ids fit the 24-bit field of the order key
 // logits [rows, vocab]; params, tokens, probs [rows]; dist [rows, vocab] or null (the final
 // distribution, for tests). All device pointers.
-void sample_rows(const bf16* logits, int rows, int64_t vocab, const SampleRowParams* params, int32_t* tokens,
+void sample_rows(const bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, int32_t* tokens,
                  float* probs, float* dist, cudaStream_t s);
 
 }  // namespace greta::cuda

@@ -212,14 +212,14 @@ __device__ u64 radix_select(int64_t n, u64 target, Elem elem, Smem& sm) {
 }
 
 __global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict__ logits, int64_t vocab,
-                                                          const SampleRowParams* __restrict__ params,
+                                                          const DeviceSampleParams* __restrict__ params,
                                                           int32_t* __restrict__ tokens, float* __restrict__ probs,
                                                           float* __restrict__ dist) {
   __shared__ Smem sm;
   const int row = blockIdx.x;
   const bf16* x = logits + int64_t(row) * vocab;  // [vocab]
   float* drow = dist ? dist + int64_t(row) * vocab : nullptr;
-  const SampleRowParams P = params[row];
+  const DeviceSampleParams P = params[row];
   auto logit = [&](int64_t i) { return clean(__bfloat162float(x[i])); };
 
   // Pass 1: the best key (argmax, lowest id on ties) and the number of drawable candidates.
@@ -330,7 +330,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict
 
 }  // namespace
 
-void sample_rows(const bf16* logits, int rows, int64_t vocab, const SampleRowParams* params, int32_t* tokens,
+void sample_rows(const bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, int32_t* tokens,
                  float* probs, float* dist, cudaStream_t s) {
   if (rows <= 0) return;
   if (vocab < 1 || vocab > kSampleMaxVocab) fail("sample_rows: vocab " + std::to_string(vocab) + " out of range", __FILE__, __LINE__);

@@ -1,0 +1,42 @@
+// What each backend can be told, as plain structs. They are built in one place: the CLI starts
+// from backend_options_from_env (backend_env.h, the one table of developer switches) and sets
+// what its flags say; tests and benchmarks build them directly. No backend reads the
+// environment itself.
+#pragma once
+#include <string>
+
+namespace greta {
+
+struct CpuOptions {
+  int n_threads = 0;  // <= 0: std::thread::hardware_concurrency()
+  // Quantized weights dequantized row by row and multiplied with float activations instead of
+  // int8-quantized ones. Several times slower; for reference runs where activation quantization
+  // error (~1/254 of each 32-value block's largest activation) must not enter the comparison.
+  bool exact_matmul = false;
+  // Non-empty: every op's output is written to this directory as a float32 .npy file, for
+  // op-by-op comparison with llama.cpp (backend/cpu/dump.h, tools/compare_dumps.py).
+  std::string dump_dir;
+};
+
+// Every choice below changes only the launch plan: results differ between settings by
+// floating-point rounding at most. The defaults are the measured best (docs/notes/).
+struct CudaOptions {
+  int device = 0;             // CUDA device index
+  bool graphs = true;         // decode steps replayed as CUDA graphs (else launched one by one)
+  int gemv_max_tokens = 16;   // steps of up to this many tokens use the streaming GEMV, more use
+                              // cuBLASLt (1..32; docs/notes/gemv.md)
+  bool prefill_tc = true;     // prompt attention on tensor cores where the head size allows
+  bool split_k = true;        // split-K for GEMVs with few row tiles and a long k (down projections)
+  bool gemv_pipeline = true;  // decode GEMVs software-pipeline their weight stream
+  bool attn_last_merge = true;  // decode attention partitions merged by their last block (else by
+                                // a second kernel) when there are few of them
+  bool step_profile = false;  // per-step device timing of decode steps, printed at destruction
+};
+
+struct BackendOptions {
+  std::string device = "cpu";  // "cpu", "cuda" or "cuda:N" (N overrides cuda.device)
+  CpuOptions cpu;
+  CudaOptions cuda;
+};
+
+}  // namespace greta
