@@ -20,7 +20,8 @@
 #             GRETA_AB_PROFILE=1 adds the device time per decode step
 #   serve     `greta serve` on synthetic Llama-3-8B under bench/serve_load.py, tools/serve_bench.py:
 #             GRETA_SERVE_REQUESTS, _CONCURRENCY, _MAX_RUNNING, _KV_BLOCKS, _STEP_TOKENS, _PROCS,
-#             _MAX_TIME, _MODEL, _DEVICE and GRETA_SERVE_SHORT_ONLY=1 set its flags of the same names
+#             _MAX_TIME, _DEVICE and GRETA_SERVE_SHORT_ONLY=1 set its flags of those names,
+#             _MODEL sets --synthetic and _STEP_TOKENS --max-step-tokens
 #   hf        a random Llama-2-7B saved by transformers, run by transformers and by greta
 #
 # Dependencies: nvcc, cmake, ninja. nlohmann-json, CLI11 and GoogleTest come from the system
