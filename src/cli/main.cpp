@@ -4,12 +4,14 @@
 #include <cstdio>
 #include <exception>
 
+#include "backend/backend_env.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"GRETA CORE: fast inference for Llama-family models", "greta"};
   app.require_subcommand(1);
+  app.footer("Developer switches (environment, read when a backend is made):\n" + greta::backend_env_help());
   app.set_version_flag("--version", std::string("greta ") + greta::cli::commit_id());
   greta::cli::register_run(app);
   greta::cli::register_chat(app);
