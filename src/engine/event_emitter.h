@@ -1,9 +1,9 @@
 // Delivers engine events to their callbacks on a thread of its own.
 //
 // Why: the engine thread used to run every callback itself between two model steps, and a
-// callback wakes an HTTP handler (mutex + condition variable, a futex syscall). Serving 512
-// streams on an H200 that was 12% of the engine thread's wall time with the GPU idle
-// (greta_engine_seconds_total{phase="emit"}, bench/NOTES.md). Handing each step's events to
+// callback wakes an HTTP handler (mutex + condition variable, a futex syscall). Serving hundreds
+// of streams that was a large share of the engine thread's wall time with the GPU idle
+// (greta_engine_seconds_total{phase="emit"}, docs/notes/serving.md). Handing each step's events to
 // this thread lets the next step run on the GPU while they are delivered.
 //
 // Order is kept: one thread delivers batches in the order they were posted, events of a batch

@@ -34,7 +34,7 @@ def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
         err = np.abs(ours - ref).max() / np.abs(ref).max()
         print(f"\n{kind} step {step}: max |diff| / max |logit| = {err:.2e}")
         # 3e-4, not the float-cache 1e-4: the CPU KV cache is F16 and attention rounds q and the
-        # softmax weights to fp16 as llama.cpp does (bench/NOTES.md "CPU numerics: op-by-op"),
+        # softmax weights to fp16 as llama.cpp does (docs/notes/cpu-numerics.md "What it costs"),
         # ~1e-4 of the largest logit here (it was ~2e-7 with an F32 cache); a wrong op is ~1e-2.
         assert err < 3e-4
         assert int(ours.argmax()) == int(ref.argmax())

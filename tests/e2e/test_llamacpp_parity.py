@@ -43,7 +43,7 @@ def test_free_running_greedy_decode_against_llamacpp(greta_bin, default_model, r
     """Both engines decode greedily on their own for 64 tokens. Greedy paths part at the first
     near-tie unless the arithmetic is the same, op by op: the CPU backend follows ggml's rounding
     (8-bit activations as Q8_1/Q8_0, F16 KV cache and fp16 attention, ggml's exp, rms_norm and
-    rope; bench/NOTES.md "CPU numerics: op-by-op against llama.cpp"), so at least 5 of the 6
+    rope; docs/notes/cpu-numerics.md "Op by op against llama.cpp"), so at least 5 of the 6
     prompts must give llama.cpp's 64 tokens exactly (on the build the dumps came from: x86 with
     AVX-512, AMX off), and every prompt its first token."""
     matched = []

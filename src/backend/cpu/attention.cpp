@@ -353,7 +353,7 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
   };
   auto blocks_of = [&](int64_t t) { return plan.block_ids.data() + plan.block_begin[plan.token_seq[size_t(t)]]; };
   // One decode token over a long context: split each head over the pool (attend_split).
-  constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster
+  constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster (docs/notes/cpu-numerics.md)
   if (n == 1 && !prompt(0) && plan.positions[0] + 1 >= kSplitMin && pool.size() > 1) {
     attend_split(q, n_heads, group, scale, blocks_of(0), plan.positions[0] + 1, kv, out, pool);
     return;

@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
       vr[u] = *reinterpret_cast<const uint4*>(vc + so[u]);
     }
     // With several query heads per block each key is used kMaxG times: unpack it once here
-    // (measured faster for groups of 4). With 1-2 heads, unpacking at each use keeps the
+    // (measured faster for groups of 4, docs/notes/attention.md). With 1-2 heads, unpacking at each use keeps the
     // register count (and so the blocks per SM) lower.
     constexpr bool kEager = kMaxG >= 4;
     float kfe[kEager ? KEYS : 1][8], vfe[kEager ? KEYS : 1][8];

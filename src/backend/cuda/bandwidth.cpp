@@ -1,4 +1,4 @@
-// The card's memory bandwidth as the benchmark protocol defines it (DESIGN.md): a large
+// The card's memory bandwidth as the benchmark protocol defines it (docs/DESIGN.md, "Performance protocol"): a large
 // device-to-device copy, bytes read + written per second.
 #include <algorithm>
 

@@ -67,7 +67,7 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 // flight per lane), and the first iteration's weights -- which never depend on the previous
 // kernel -- are loaded into registers *before* the wait, so the DRAM latency of a kernel's
 // first loads overlaps the previous kernel's tail. (Prefetching to L2 instead lost: the
-// prefetched lines competed with the running grid and were partly evicted; NOTES.md item 4.)
+// prefetched lines competed with the running grid and were partly evicted; docs/notes/gemv.md, "Getting bytes in flight earlier".)
 //
 // Fusions (GemvArgs, cuda_ops.h), each a compile-time switch so the plain kernel pays nothing:
 // - NORM = kNormPre: the GEMV computes rms_norm(x0) * norm_w @ W^T with the norm's work done by
@@ -475,7 +475,7 @@ void launch_tiles_as(const GemvArgs& a, float eps, cudaStream_t s) {
   else if (a.n <= 16) launch_mma<2, LAUNCH, kWarps, NORM, EPI, 2, SPLIT>(a, s, eps);
   else launch_mma<2, LAUNCH, kWarps, NORM, EPI, 4, SPLIT>(a, s, eps);
 }
-// Split-K launches stay unpipelined: H100, 4096 x 11008, 85.7% of copy plain vs 83.8% pipelined.
+// Split-K launches stay unpipelined: measured slower pipelined (docs/notes/gemv.md, "Getting bytes in flight earlier").
 template <int NORM, int EPI, int SPLIT = 1>
 void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
   if (a.pipeline && SPLIT == 1) launch_tiles_as<kLaunchPipe, NORM, EPI, SPLIT>(a, eps, s);
