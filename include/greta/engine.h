@@ -49,6 +49,15 @@ struct GenerationRequest {
   int top_logprobs = 0;           // also the N most likely tokens (needs logprobs)
 };
 
+// Why a request ended. The wire names ("stop", "length", ...) belong to the API that reports them.
+enum class FinishReason {
+  None,       // not finished yet
+  Stop,       // an end-of-sequence token or a stop string
+  Length,     // max_tokens or the context reached
+  Cancelled,  // cancel(), a consumer callback that threw, or engine shutdown
+  Error,      // the request could not go on (TokenEvent::error says why)
+};
+
 // One sampled token, or the end of a request. Text is only ever complete UTF-8 characters:
 // it may be empty when a token ends mid-character or could start a stop string (held back
 // until resolved, then emitted with a later event).
@@ -59,8 +68,8 @@ struct TokenEvent {
   float logprob = 0;                 // of `token` (when requested)
   std::vector<TokenLogprob> top;     // top_logprobs most likely tokens (when requested)
   bool finished = false;
-  std::string finish_reason;         // "stop" | "length" | "cancelled" | "error" (when finished)
-  std::string error;                 // message when finish_reason == "error"
+  FinishReason finish_reason = FinishReason::None;  // set when finished
+  std::string error;                 // message when finish_reason == Error
   int prompt_tokens = 0;             // usage, valid on every event
   int completion_tokens = 0;         // tokens generated so far, this one included
   int cached_tokens = 0;             // prompt tokens served from the prefix cache at admission
@@ -112,7 +121,7 @@ class Engine {
   // the engine exists (it owns the model's scratch on its thread). Throws greta::Error on a
   // bad config.
   Engine(LlamaModel& model, const Tokenizer& tokenizer, EngineConfig cfg = {});
-  // Stops the thread; requests still queued or running finish with "cancelled".
+  // Stops the thread; requests still queued or running finish as Cancelled.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -124,7 +133,7 @@ class Engine {
   // RequestError when the request is refused.
   uint64_t submit(GenerationRequest req, EventCallback on_event);
 
-  // Thread-safe. Ends the request with "cancelled" at the next step boundary at the latest and
+  // Thread-safe. Ends the request as Cancelled at the next step boundary at the latest and
   // frees its KV blocks. Returns false if the id is unknown or already finished.
   bool cancel(uint64_t id);
 

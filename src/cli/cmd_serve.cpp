@@ -1,4 +1,6 @@
 // greta serve: an OpenAI-compatible HTTP server (src/server) on the continuous-batching engine.
+#include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 
 #include <csignal>
@@ -26,8 +28,32 @@ struct ServeOptions {
   std::string model_id;
 };
 
+// True when every address `host` names is a loopback one (only this machine can connect).
+bool loopback_only(const std::string& host) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &res) != 0) return false;
+  bool loopback = res != nullptr;
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    if (a->ai_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+      loopback = loopback && (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    } else if (a->ai_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(a->ai_addr);
+      loopback = loopback && IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+    } else {
+      loopback = false;
+    }
+  }
+  ::freeaddrinfo(res);
+  return loopback;
+}
 
 void serve(ServeOptions& o) {
+  if (o.http.api_key.empty() && !loopback_only(o.http.host))
+    std::fprintf(stderr, "greta: warning: serving on %s without --api-key: anyone who can reach this address "
+                         "can use the server\n", o.http.host.c_str());
   // SIGINT/SIGTERM go to one thread that stops the server (blocked here, before any thread
   // starts, so every thread inherits the mask); SIGPIPE must never kill the server.
   std::signal(SIGPIPE, SIG_IGN);
@@ -110,8 +136,19 @@ void register_serve(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   sub->add_option("--max-body", o->http.max_body_bytes, "largest request body in bytes (more gets 413)")
       ->check(CLI::Range(1024, 1 << 30));
-  sub->add_option("--http-threads", o->http.threads, "connections served at once (each stream holds one)")
+  sub->add_option("--http-threads", o->http.threads, "requests handled at once (each stream holds one)")
       ->check(CLI::Range(4, 4096));
+  sub->add_option("--header-timeout", o->http.head_timeout_s,
+                  "seconds a request's headers may take, from their first byte (more gets 408)")
+      ->check(CLI::Range(1, 3600));
+  sub->add_option("--body-timeout", o->http.body_timeout_s,
+                  "seconds a request's body may take, after its headers (more gets 408)")
+      ->check(CLI::Range(1, 3600));
+  sub->add_option("--idle-timeout", o->http.idle_timeout_s, "seconds a connection may wait with no request")
+      ->check(CLI::Range(1, 3600));
+  sub->add_option("--max-client-connections", o->http.max_client_connections,
+                  "open connections per client address, 0 = no limit (more get 429)")
+      ->check(CLI::Range(0, 1 << 20));
   sub->callback([o] { serve(*o); });
 }
 

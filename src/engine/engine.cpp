@@ -150,7 +150,7 @@ struct Engine::Impl {
   }
 
   // Ends a sequence already taken out of the scheduler.
-  void end(std::unique_ptr<Sequence> s, TokenEvent ev, const std::string& reason, const std::string& error,
+  void end(std::unique_ptr<Sequence> s, TokenEvent ev, FinishReason reason, const std::string& error,
            std::vector<Emit>& out) {
     ev.finished = true;
     ev.finish_reason = reason;
@@ -161,7 +161,7 @@ struct Engine::Impl {
     done.push_back(std::move(s));
   }
 
-  void end_without_token(std::unique_ptr<Sequence> s, const std::string& reason, const std::string& error,
+  void end_without_token(std::unique_ptr<Sequence> s, FinishReason reason, const std::string& error,
                          std::vector<Emit>& out) {
     TokenEvent ev = event_for(*s);
     end(std::move(s), std::move(ev), reason, error, out);
@@ -184,22 +184,24 @@ struct Engine::Impl {
     ev.token = res.token;
     ev.logprob = res.logprob;
     ev.top = res.top;
-    std::string reason;
+    FinishReason reason = FinishReason::None;
     const bool eos = !s.req.ignore_eos &&
                      std::find(tok.stop_ids.begin(), tok.stop_ids.end(), res.token) != tok.stop_ids.end();
     if (eos) {
       flush_text(s, ev.text);  // the stop token itself has no text
-      reason = "stop";
+      reason = FinishReason::Stop;
     } else {
-      StopMatcher::Result r = s.stop.feed(s.decoder.feed(res.token));
+      // Models may have more embedding rows than their tokenizer has tokens (padding, or a
+      // tokenizer that was cut down): such a token is real output with no text, as in `greta run`.
+      StopMatcher::Result r = s.stop.feed(res.token < tok.vocab_size() ? s.decoder.feed(res.token) : std::string());
       ev.text = std::move(r.text);
       if (r.matched) {
-        reason = "stop";
+        reason = FinishReason::Stop;
       } else if (s.n_generated() >= s.req.max_tokens || int(s.tokens.size()) >= n_ctx) {
-        reason = flush_text(s, ev.text) ? "stop" : "length";
+        reason = flush_text(s, ev.text) ? FinishReason::Stop : FinishReason::Length;
       }
     }
-    if (reason.empty()) {
+    if (reason == FinishReason::None) {
       out.push_back({s.on_event, std::move(ev)});
       return;
     }
@@ -229,7 +231,7 @@ struct Engine::Impl {
       const std::string msg = "request needs more KV cache than the whole pool holds (" +
                               std::to_string(f->tokens.size()) + "+ tokens, pool " +
                               std::to_string(cfg.kv_blocks * cfg.block_size) + " tokens)";
-      end_without_token(std::move(f), "error", msg, out);
+      end_without_token(std::move(f), FinishReason::Error, msg, out);
     }
   }
 
@@ -257,7 +259,7 @@ struct Engine::Impl {
         model.forward(st.batch, *kv, LlamaModel::HostLogits{logits.data()});
       }
     } catch (const std::exception& e) {
-      for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), "error", e.what(), out);
+      for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), FinishReason::Error, e.what(), out);
       return false;
     }
     return true;
@@ -280,7 +282,7 @@ struct Engine::Impl {
         }
         on_token(*s, res, out);
       } catch (const std::exception& e) {
-        if (auto own = sched.remove(s->id)) end_without_token(std::move(own), "error", e.what(), out);
+        if (auto own = sched.remove(s->id)) end_without_token(std::move(own), FinishReason::Error, e.what(), out);
       }
     }
   }
@@ -322,7 +324,7 @@ struct Engine::Impl {
         callback_failed.clear();
       }
       for (uint64_t id : to_cancel)
-        if (auto s = sched.remove(id)) end_without_token(std::move(s), "cancelled", "", out);
+        if (auto s = sched.remove(id)) end_without_token(std::move(s), FinishReason::Cancelled, "", out);
       run_step(out);
       {
         std::lock_guard<std::mutex> lk(mu);
@@ -341,7 +343,7 @@ struct Engine::Impl {
       incoming.clear();
       for (auto& s : rest) live.erase(s->id);
     }
-    for (auto& s : rest) end_without_token(std::move(s), "cancelled", "", out);
+    for (auto& s : rest) end_without_token(std::move(s), FinishReason::Cancelled, "", out);
     {
       std::lock_guard<std::mutex> lk(mu);
       ended.clear();

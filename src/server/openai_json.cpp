@@ -1,6 +1,9 @@
 #include "server/openai_json.h"
 
 #include <cmath>
+#include <cstdio>
+
+#include "server/json_reader.h"
 
 namespace greta::server {
 
@@ -30,6 +33,17 @@ json error_body(int status, const std::string& message, const std::string& param
             {"code", code.empty() ? json(nullptr) : json(code)}}}};
 }
 
+std::string finish_reason_name(FinishReason r) {
+  switch (r) {
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+    case FinishReason::None: break;
+  }
+  return "";
+}
+
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 namespace {
@@ -38,12 +52,28 @@ namespace {
   throw ApiError(400, "'" + param + "': " + msg, param);
 }
 
-const char* type_name(const json& v) { return v.type_name(); }
+// What kind of value the client sent, for messages that name a field and what it expected
+// (never the value itself: it may be huge or deeply nested).
+std::string type_name(const json& v) {
+  if (v.is_number_integer()) return "an integer";
+  if (v.is_number_float()) return "a non-integral number";
+  if (v.is_string()) return "a string";
+  if (v.is_boolean()) return "a boolean";
+  if (v.is_array()) return "an array";
+  if (v.is_object()) return "an object";
+  return "null";
+}
+
+std::string number_text(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
 
 bool get_bool(const json& body, const char* key, bool def) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return def;
-  if (!it->is_boolean()) bad(key, std::string("expected a boolean, got ") + type_name(*it));
+  if (!it->is_boolean()) bad(key, "expected a boolean, got " + type_name(*it));
   return it->get<bool>();
 }
 
@@ -58,7 +88,7 @@ std::optional<int64_t> get_int(const json& body, const char* key, int64_t lo, in
              std::fabs(it->get<double>()) < 9e15) {
     v = int64_t(it->get<double>());
   } else {
-    bad(key, std::string("expected an integer, got ") + (it->is_number() ? it->dump() : type_name(*it)));
+    bad(key, "expected an integer, got " + type_name(*it));
   }
   if (v < lo || v > hi)
     bad(key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(v));
@@ -68,9 +98,10 @@ std::optional<int64_t> get_int(const json& body, const char* key, int64_t lo, in
 std::optional<double> get_number(const json& body, const char* key, double lo, double hi) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number()) bad(key, std::string("expected a number, got ") + type_name(*it));
+  if (!it->is_number()) bad(key, "expected a number, got " + type_name(*it));
   const double v = it->get<double>();
-  if (!(v >= lo && v <= hi)) bad(key, "must be in [" + json(lo).dump() + ", " + json(hi).dump() + "], got " + it->dump());
+  if (!(v >= lo && v <= hi))
+    bad(key, "must be in [" + number_text(lo) + ", " + number_text(hi) + "], got " + number_text(v));
   return v;
 }
 
@@ -78,7 +109,7 @@ std::optional<double> get_number(const json& body, const char* key, double lo, d
 std::string message_content(const json& c, const std::string& param) {
   if (c.is_null()) return "";
   if (c.is_string()) return c.get<std::string>();
-  if (!c.is_array()) bad(param, std::string("expected a string or an array of content parts, got ") + type_name(c));
+  if (!c.is_array()) bad(param, "expected a string or an array of content parts, got " + type_name(c));
   std::string out;
   for (size_t i = 0; i < c.size(); ++i) {
     const json& part = c[i];
@@ -86,7 +117,7 @@ std::string message_content(const json& c, const std::string& param) {
     if (!part.is_object()) bad(p, "expected a content part object");
     auto t = part.find("type");
     if (t == part.end() || !t->is_string()) bad(p + ".type", "expected a string");
-    if (*t != "text") bad(p + ".type", "only 'text' content parts are supported, got '" + t->get<std::string>() + "'");
+    if (*t != "text") bad(p + ".type", "only 'text' content parts are supported");
     auto tx = part.find("text");
     if (tx == part.end() || !tx->is_string()) bad(p + ".text", "expected a string");
     out += tx->get<std::string>();
@@ -97,17 +128,17 @@ std::string message_content(const json& c, const std::string& param) {
 void parse_messages(const json& body, ApiRequest& r) {
   auto it = body.find("messages");
   if (it == body.end()) bad("messages", "is required");
-  if (!it->is_array()) bad("messages", std::string("expected an array, got ") + type_name(*it));
+  if (!it->is_array()) bad("messages", "expected an array, got " + type_name(*it));
   if (it->empty()) bad("messages", "must contain at least one message");
   for (size_t i = 0; i < it->size(); ++i) {
     const json& m = (*it)[i];
     const std::string p = "messages[" + std::to_string(i) + "]";
-    if (!m.is_object()) bad(p, std::string("expected an object, got ") + type_name(m));
+    if (!m.is_object()) bad(p, "expected an object, got " + type_name(m));
     auto role = m.find("role");
     if (role == m.end() || !role->is_string()) bad(p + ".role", "is required and must be a string");
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "developer" && rs != "tool")
-      bad(p + ".role", "must be one of system, developer, user, assistant, tool; got '" + rs + "'");
+      bad(p + ".role", "must be one of system, developer, user, assistant, tool");
     if (m.contains("tool_calls") && !m["tool_calls"].is_null() && !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
       bad(p + ".tool_calls", "tool calls are not supported");
     auto content = m.find("content");
@@ -126,7 +157,7 @@ void parse_prompt(const json& body, ApiRequest& r) {
     std::vector<int32_t> ids;
     for (const json& t : a) {
       if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
-        bad(param, "expected non-negative integer token ids, got " + t.dump());
+        bad(param, "expected non-negative integer token ids below 2^31, got " + type_name(t));
       ids.push_back(int32_t(t.get<int64_t>()));
     }
     if (ids.empty()) bad(param, "must not be empty");
@@ -141,7 +172,7 @@ void parse_prompt(const json& body, ApiRequest& r) {
       const std::string param = "prompt[" + std::to_string(i) + "]";
       if (p[i].is_string()) r.prompts.push_back(p[i].get<std::string>());
       else if (p[i].is_array()) r.prompt_ids.push_back(token_list(p[i], param));
-      else bad(param, std::string("expected a string or an array of token ids, got ") + type_name(p[i]));
+      else bad(param, "expected a string or an array of token ids, got " + type_name(p[i]));
     }
     if (!r.prompts.empty() && !r.prompt_ids.empty()) bad("prompt", "mix of text and token-id prompts");
   } else {
@@ -158,7 +189,7 @@ void parse_stop(const json& body, ApiRequest& r) {
     if (!it->get<std::string>().empty()) r.stop.push_back(it->get<std::string>());
     return;
   }
-  if (!it->is_array()) bad("stop", std::string("expected a string or an array of strings, got ") + type_name(*it));
+  if (!it->is_array()) bad("stop", "expected a string or an array of strings, got " + type_name(*it));
   if (it->size() > 4) bad("stop", "at most 4 stop sequences");
   for (const json& s : *it) {
     if (!s.is_string()) bad("stop", "expected an array of strings");
@@ -176,7 +207,8 @@ void refuse_unsupported(const json& body, bool chat) {
     bad("tools", "tools are not supported");
   if (body.contains("functions") && !body["functions"].is_null()) bad("functions", "functions are not supported");
   if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
-    if (!rf->is_object() || rf->value("type", json()) != "text")
+    auto type = rf->is_object() ? rf->find("type") : rf->end();
+    if (!rf->is_object() || type == rf->end() || !type->is_string() || *type != "text")
       bad("response_format", "only {\"type\": \"text\"} is supported");
   }
 }
@@ -187,9 +219,9 @@ ApiRequest parse_request(const std::string& text, bool chat) {
   // nlohmann's lexer rejects invalid UTF-8 inside strings, so this also covers bad encodings.
   json body;
   try {
-    body = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw ApiError(400, std::string("the request body is not valid JSON (or not valid UTF-8): ") + e.what());
+    body = read_json(text);
+  } catch (const JsonReadError& e) {
+    throw ApiError(400, e.what(), e.field());
   }
   if (!body.is_object()) throw ApiError(400, "the request body must be a JSON object");
 

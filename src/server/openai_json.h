@@ -20,6 +20,7 @@
 
 #include "chat/chat_template.h"
 #include "core/error.h"
+#include "greta/engine.h"
 #include "runtime/sampler.h"
 
 namespace greta::server {
@@ -105,6 +106,10 @@ nlohmann::json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>
 nlohmann::json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first,
                           const std::string& finish_reason, const std::vector<TokenLogprobOut>& lp);
 nlohmann::json usage_chunk_json(const ResponseMeta& m, const Usage& u);
+
+// The wire name of a finish reason ("" while not finished). Only "stop" and "length" reach a
+// choice: Cancelled and Error become error responses or error events.
+std::string finish_reason_name(FinishReason r);
 
 // Dumps JSON replacing invalid UTF-8 (never throws).
 std::string dump(const nlohmann::json& j);

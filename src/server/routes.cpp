@@ -6,6 +6,7 @@
 #include <chrono>
 #include <random>
 
+#include "server/connection.h"
 #include "server/openai_json.h"
 #include "server/sse.h"
 
@@ -125,11 +126,16 @@ std::vector<uint64_t> submit_all(const ServerContext& ctx, Plan& p, const std::s
   return ids;
 }
 
+// A model may have more embedding rows than its tokenizer has tokens; those ids have no text.
+std::string token_text(const Tokenizer& tok, int32_t id) {
+  return id >= 0 && id < tok.vocab_size() ? tok.token_bytes(id) : std::string();
+}
+
 TokenLogprobOut logprob_out(const Tokenizer& tok, const TokenEvent& ev) {
   TokenLogprobOut o;
-  o.token = tok.token_bytes(ev.token);
+  o.token = token_text(tok, ev.token);
   o.logprob = ev.logprob;
-  for (const auto& t : ev.top) o.top.emplace_back(tok.token_bytes(t.token), t.logprob);
+  for (const auto& t : ev.top) o.top.emplace_back(token_text(tok, t.token), t.logprob);
   return o;
 }
 
@@ -143,9 +149,13 @@ void add_usage(Usage& u, const TokenEvent& ev, bool first_of_prompt) {
 
 // A finished event that is not a normal end becomes an error for the client.
 void check_finish(const TokenEvent& ev) {
-  if (ev.finish_reason == "error") throw ApiError(500, "generation failed: " + ev.error);
-  if (ev.finish_reason == "cancelled") throw ApiError(503, "the request was cancelled (server shutting down)");
+  if (ev.finish_reason == FinishReason::Error) throw ApiError(500, "generation failed: " + ev.error);
+  if (ev.finish_reason == FinishReason::Cancelled)
+    throw ApiError(503, "the request was cancelled (server shutting down)");
 }
+
+// nginx's status for "the client closed the connection before the answer": only metrics see it.
+constexpr int kClientClosedRequest = 499;
 
 void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta,
               httplib::Response& res) {
@@ -155,21 +165,30 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
   std::vector<uint64_t> ids = submit_all(ctx, p, ch);
   std::vector<ChoiceOut> outs(n);
   Usage usage;
+  // The socket of this request: a client that hung up gets its generations cancelled instead of
+  // holding a worker and the engine for tokens nobody reads.
+  const Connection* conn = current_connection();
   try {
     // The engine guarantees one finished event per request, so this loop ends.
     bool cancelled = false;
     while (!ch->drained()) {
       if (!cancelled && ctx.stopping && ctx.stopping->load()) {
-        for (uint64_t id : ids) ctx.engine->cancel(id);  // their "cancelled" events end the loop
+        for (uint64_t id : ids) ctx.engine->cancel(id);  // their Cancelled events end the loop
         cancelled = true;
       }
-      for (auto& it : ch->wait(std::chrono::milliseconds(500))) {
+      if (conn && conn->peer_closed()) {
+        for (uint64_t id : ids) ctx.engine->cancel(id);
+        ctx.metrics->count_disconnect();
+        res.status = kClientClosedRequest;
+        return;
+      }
+      for (auto& it : ch->wait(std::chrono::milliseconds(100))) {
         ChoiceOut& c = outs[size_t(it.index)];
         c.text += it.ev.text;
         if (r.logprobs && it.ev.token >= 0) c.logprobs.push_back(logprob_out(*ctx.tokenizer, it.ev));
         if (it.ev.finished) {
           check_finish(it.ev);
-          c.finish_reason = it.ev.finish_reason;
+          c.finish_reason = finish_reason_name(it.ev.finish_reason);
           add_usage(usage, it.ev, first[size_t(it.index)]);
         }
       }
@@ -193,6 +212,84 @@ struct StreamState {
   std::chrono::steady_clock::time_point last_write;
 };
 
+// What one call of the chunked content provider does. Returns false when the client is gone
+// (a write failed); throws on anything unexpected, which stream() turns into an error event.
+class StreamWriter {
+ public:
+  StreamWriter(StreamState& st, const ServerContext& ctx, httplib::DataSink& sink) : st_(st), c_(ctx), sink_(sink) {}
+
+  bool step() {
+    if (!st_.started) {
+      st_.started = true;
+      // Chat streams open every choice with its role, as OpenAI does.
+      if (st_.meta.chat)
+        for (size_t i = 0; i < st_.ids.size(); ++i)
+          if (!write(sse_event(chunk_json(st_.meta, int(i), "", true, "", {})))) return false;
+      st_.last_write = std::chrono::steady_clock::now();
+    }
+    if (c_.stopping && c_.stopping->load()) return end_with_error(503, "the server is shutting down");
+    for (auto& it : st_.ch->wait(std::chrono::milliseconds(100)))
+      if (!event(it.index, it.ev)) return false;
+    if (st_.ch->drained()) {
+      if (st_.include_usage && !write(sse_event(usage_chunk_json(st_.meta, st_.usage)))) return false;
+      return finish();
+    }
+    // Nothing to say for a while (queued, long prefill): a comment probes the connection so a
+    // client that left is noticed even before its first token.
+    if (std::chrono::steady_clock::now() - st_.last_write > std::chrono::seconds(1) && !write(sse_comment()))
+      return false;
+    return sink_.is_writable();
+  }
+
+  // The stream's last words after a failure: an error event, then [DONE].
+  bool end_with_error(int status, const std::string& message) {
+    cancel_all(st_, c_);
+    return write(sse_event(error_body(status, message))) && finish();
+  }
+
+  bool try_end_with_error(int status, const std::string& message) noexcept {
+    try {
+      return end_with_error(status, message);
+    } catch (...) {
+      return false;
+    }
+  }
+
+  static void cancel_all(const StreamState& st, const ServerContext& ctx) {
+    for (uint64_t id : st.ids) ctx.engine->cancel(id);
+  }
+
+ private:
+  bool write(const std::string& s) {
+    if (!sink_.write(s.data(), s.size())) return false;
+    st_.last_write = std::chrono::steady_clock::now();
+    return true;
+  }
+
+  bool finish() {
+    if (!write(sse_done())) return false;
+    sink_.done();
+    return true;
+  }
+
+  bool event(int index, const TokenEvent& ev) {
+    if (ev.finished) add_usage(st_.usage, ev, st_.first_of_prompt[size_t(index)]);
+    if (ev.finished && ev.finish_reason == FinishReason::Error)
+      return write(sse_event(error_body(500, "generation failed: " + ev.error)));
+    if (ev.finished && ev.finish_reason == FinishReason::Cancelled)
+      return write(sse_event(error_body(503, "the request was cancelled")));
+    std::vector<TokenLogprobOut> lp;
+    if (st_.logprobs && ev.token >= 0) lp.push_back(logprob_out(*c_.tokenizer, ev));
+    if (!ev.finished && ev.text.empty() && lp.empty()) return true;
+    return write(sse_event(chunk_json(st_.meta, index, ev.text, false,
+                                      ev.finished ? finish_reason_name(ev.finish_reason) : "", lp)));
+  }
+
+  StreamState& st_;
+  const ServerContext& c_;
+  httplib::DataSink& sink_;
+};
+
 void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta,
             httplib::Response& res) {
   auto st = std::make_shared<StreamState>();
@@ -203,66 +300,31 @@ void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Respon
   st->logprobs = r.logprobs;
   st->ids = submit_all(ctx, p, st->ch);  // refusals become a plain JSON error, before any SSE
   const ServerContext c = ctx;
-  auto cancel_all = [st, c] {
-    for (uint64_t id : st->ids) c.engine->cancel(id);
-  };
   res.set_header("Cache-Control", "no-cache");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [st, c, cancel_all](size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& s) { return sink.write(s.data(), s.size()); };
-        auto gone = [&] {
-          cancel_all();
-          c.metrics->count_disconnect();
-          return false;
-        };
-        if (!st->started) {
-          st->started = true;
-          // Chat streams open every choice with its role, as OpenAI does.
-          if (st->meta.chat)
-            for (size_t i = 0; i < st->ids.size(); ++i)
-              if (!write(sse_event(chunk_json(st->meta, int(i), "", true, "", {})))) return gone();
-          st->last_write = std::chrono::steady_clock::now();
+      // No exception may leave this function: httplib calls it outside any handler guard, and
+      // an exception there ends the process.
+      [st, c](size_t, httplib::DataSink& sink) {
+        StreamWriter w(*st, c, sink);
+        try {
+          if (w.step()) return true;
+        } catch (const std::exception& e) {
+          if (w.try_end_with_error(500, std::string("internal error: ") + e.what())) return true;
+        } catch (...) {
+          if (w.try_end_with_error(500, "internal error")) return true;
         }
-        for (auto& it : st->ch->wait(std::chrono::milliseconds(100))) {
-          const TokenEvent& ev = it.ev;
-          std::vector<TokenLogprobOut> lp;
-          if (st->logprobs && ev.token >= 0) lp.push_back(logprob_out(*c.tokenizer, ev));
-          std::string out;
-          if (ev.finished && (ev.finish_reason == "error" || ev.finish_reason == "cancelled")) {
-            const int status = ev.finish_reason == "error" ? 500 : 503;
-            out = sse_event(error_body(status, ev.finish_reason == "error" ? "generation failed: " + ev.error
-                                                                           : "the request was cancelled"));
-          } else if (ev.finished || !ev.text.empty() || !lp.empty()) {
-            out = sse_event(chunk_json(st->meta, it.index, ev.text, false, ev.finished ? ev.finish_reason : "", lp));
-          }
-          if (ev.finished) add_usage(st->usage, ev, st->first_of_prompt[size_t(it.index)]);
-          if (!out.empty()) {
-            if (!write(out)) return gone();
-            st->last_write = std::chrono::steady_clock::now();
-          }
-        }
-        if (st->ch->drained()) {
-          if (st->include_usage && !write(sse_event(usage_chunk_json(st->meta, st->usage)))) return gone();
-          if (!write(sse_done())) return gone();
-          sink.done();
-          return true;
-        }
-        // Nothing to say for a while (queued, long prefill): a comment probes the connection so a
-        // client that left is noticed even before its first token.
-        if (std::chrono::steady_clock::now() - st->last_write > std::chrono::seconds(1)) {
-          if (!write(sse_comment())) return gone();
-          st->last_write = std::chrono::steady_clock::now();
-        }
-        if (!sink.is_writable()) return gone();
-        return true;
+        StreamWriter::cancel_all(*st, c);  // the client is gone (or cannot be told): free the engine
+        c.metrics->count_disconnect();
+        return false;
       },
-      [st, cancel_all](bool success) {
-        if (!success) cancel_all();  // connection dropped or server stopping: free the engine
+      [st, c](bool success) {
+        if (!success) StreamWriter::cancel_all(*st, c);  // connection dropped: free the engine
       });
 }
 
 void generate(const ServerContext& ctx, const httplib::Request& req, httplib::Response& res, bool chat) {
+  if (ctx.stopping && ctx.stopping->load()) throw ApiError(503, "the server is shutting down");
   const ApiRequest r = parse_request(req.body, chat);
   if (!r.model.empty() && r.model != ctx.model_id)
     throw ApiError(404, "the model '" + r.model + "' does not exist; this server serves '" + ctx.model_id + "'",

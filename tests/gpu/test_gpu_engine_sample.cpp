@@ -95,7 +95,7 @@ TEST_F(GpuEngineSample, GreedyRequestEqualsTheHostPath) {
   const uint64_t id = e.submit(r, out.callback());
   ASSERT_TRUE(out.wait(1));
   EXPECT_EQ(out.tokens(id), want);
-  EXPECT_EQ(out.last(id).finish_reason, "length");
+  EXPECT_EQ(out.last(id).finish_reason, greta::FinishReason::Length);
 }
 
 TEST_F(GpuEngineSample, SeededSamplingRepeatsAndMixedStepsServeEveryone) {

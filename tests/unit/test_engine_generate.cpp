@@ -163,7 +163,7 @@ class EngineGenerate : public ::testing::Test {
     for (size_t i = 0; i < ps.size(); ++i) {
       Collector::Result r = c.get(ids[i]);
       EXPECT_EQ(r.tokens, want[i]) << "request " << i;
-      EXPECT_EQ(r.last.finish_reason, "length");
+      EXPECT_EQ(r.last.finish_reason, greta::FinishReason::Length);
       EXPECT_EQ(r.text, tok_->decode(r.tokens)) << "request " << i;
       EXPECT_EQ(int(r.events.size()), max_tokens);  // one event per token, the last one finishing
     }
@@ -275,11 +275,11 @@ TEST_F(EngineGenerate, EosEndsWithStopAndMaxTokensWithLength) {
   ASSERT_TRUE(c.wait(2));
   Collector::Result r1 = c.get(i1), r2 = c.get(i2);
   EXPECT_EQ(r1.tokens, want);
-  EXPECT_EQ(r1.last.finish_reason, "stop");
+  EXPECT_EQ(r1.last.finish_reason, greta::FinishReason::Stop);
   EXPECT_EQ(r1.last.token, want.back());
   EXPECT_EQ(r1.last.completion_tokens, int(want.size()));
   EXPECT_EQ(r1.text, tok_->decode(want));  // the stop token adds no text
-  EXPECT_EQ(r2.last.finish_reason, "length");
+  EXPECT_EQ(r2.last.finish_reason, greta::FinishReason::Length);
   EXPECT_EQ(r2.tokens.size(), 2u);
 }
 
@@ -299,7 +299,7 @@ TEST_F(EngineGenerate, StopStringCutsTextExactly) {
   const uint64_t id = engine.submit(r, c.callback());
   ASSERT_TRUE(c.wait(1));
   Collector::Result res = c.get(id);
-  EXPECT_EQ(res.last.finish_reason, "stop");
+  EXPECT_EQ(res.last.finish_reason, greta::FinishReason::Stop);
   EXPECT_EQ(res.text, text.substr(0, first));
   EXPECT_LT(res.tokens.size(), full.size());
   EXPECT_TRUE(std::equal(res.tokens.begin(), res.tokens.end(), full.begin()));
@@ -343,12 +343,12 @@ TEST_F(EngineGenerate, CancelFreesBlocksAtOnce) {
   };
   ASSERT_TRUE(c.wait(1));
   Collector::Result r = c.get(running);
-  EXPECT_EQ(r.last.finish_reason, "cancelled");
+  EXPECT_EQ(r.last.finish_reason, greta::FinishReason::Cancelled);
   EXPECT_GE(r.tokens.size(), 3u);
   EXPECT_LT(r.tokens.size(), 10u);
   EXPECT_TRUE(engine.cancel(queued));
   ASSERT_TRUE(c.wait(2));
-  EXPECT_EQ(c.get(queued).last.finish_reason, "cancelled");
+  EXPECT_EQ(c.get(queued).last.finish_reason, greta::FinishReason::Cancelled);
   EXPECT_FALSE(engine.cancel(queued));  // already finished
   EXPECT_FALSE(engine.cancel(987654));  // never existed
   EngineStats st = engine.stats();
@@ -422,11 +422,11 @@ TEST_F(EngineGenerate, RequestLargerThanThePoolEndsWithError) {
   const uint64_t huge = engine.submit(greedy(std::vector<int32_t>(100, 7), 4), c.callback());
   ASSERT_TRUE(c.wait(2));
   Collector::Result r = c.get(id);
-  EXPECT_EQ(r.last.finish_reason, "error");
+  EXPECT_EQ(r.last.finish_reason, greta::FinishReason::Error);
   EXPECT_FALSE(r.last.error.empty());
   // It ran until the pool was full: 48 tokens in the cache, plus the token sampled from the last.
   EXPECT_EQ(int(p.size() + r.tokens.size()), 48 + 1);
-  EXPECT_EQ(c.get(huge).last.finish_reason, "error");
+  EXPECT_EQ(c.get(huge).last.finish_reason, greta::FinishReason::Error);
   EXPECT_EQ(engine.stats().kv_blocks_used, 0);
 }
 
@@ -438,7 +438,7 @@ TEST_F(EngineGenerate, DestructionCancelsEverything) {
     while (engine.stats().steps < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   ASSERT_EQ(c.n_finished, 3);
-  for (auto& [id, r] : c.results) EXPECT_EQ(r.last.finish_reason, "cancelled");
+  for (auto& [id, r] : c.results) EXPECT_EQ(r.last.finish_reason, greta::FinishReason::Cancelled);
 }
 
 }  // namespace

@@ -1,0 +1,227 @@
+#include "server/connection_gate.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace greta::server {
+
+namespace {
+
+constexpr int kMaxAcceptsPerRound = 256;  // then the held connections get their turn
+
+// A complete answer for a connection the gate refuses; written best effort (non-blocking: a
+// client that does not read it just gets the close).
+void refuse(int fd, int status, const char* reason, const char* message) {
+  const std::string body = std::string(R"({"error":{"message":")") + message +
+                           R"(","type":"invalid_request_error","param":null,"code":null}})";
+  const std::string resp = "HTTP/1.1 " + std::to_string(status) + " " + reason +
+                           "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n" + body;
+  [[maybe_unused]] ssize_t n = ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+std::string peer_address(const sockaddr_storage& addr, int& port) {
+  char host[INET6_ADDRSTRLEN] = {};
+  port = 0;
+  if (addr.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    port = ntohs(a->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    port = ntohs(a->sin6_port);
+  }
+  return host;
+}
+
+bool head_complete(const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; }
+
+// The probes get their own threads; anything else (other methods, paths, HEAD) is ordinary.
+bool is_probe(const std::string& s) {
+  for (const char* p : {"GET /health ", "GET /health?", "GET /metrics ", "GET /metrics?"})
+    if (s.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+ConnectionGate::ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch)
+    : listen_fd_(listen_fd), limits_(limits), dispatch_(std::move(dispatch)) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw Error(std::string("cannot create the server's wake-up event: ") + std::strerror(errno));
+  const int flags = ::fcntl(listen_fd_, F_GETFL, 0);
+  ::fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK);
+}
+
+// Connections release their count under mu_ when destroyed, so they are dropped outside it.
+void ConnectionGate::drop_all() {
+  conns_.clear();
+  std::vector<std::shared_ptr<Connection>> back;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    back.swap(returned_);
+  }
+}
+
+ConnectionGate::~ConnectionGate() {
+  drop_all();
+  ::close(wake_fd_);
+}
+
+void ConnectionGate::wake() {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void ConnectionGate::stop() {
+  stopping_ = true;
+  wake();
+}
+
+void ConnectionGate::give_back(std::shared_ptr<Connection> c) {
+  if (stopping_) return;  // dropping it closes the socket
+  c->idle_since = Clock::now();
+  c->head_in_progress = !c->pending.empty();  // a pipelined request has begun
+  c->head_started = c->idle_since;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    returned_.push_back(std::move(c));
+  }
+  wake();
+}
+
+int ConnectionGate::connections_of(const std::string& peer) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = per_client_.find(peer);
+  return it == per_client_.end() ? 0 : it->second;
+}
+
+void ConnectionGate::release(const std::string& peer) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = per_client_.find(peer);
+  if (it != per_client_.end() && --it->second <= 0) per_client_.erase(it);
+}
+
+void ConnectionGate::accept_all() {
+  for (int i = 0; i < kMaxAcceptsPerRound; ++i) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      // Out of descriptors: the listening socket stays readable, so pause instead of spinning.
+      if (errno == EMFILE || errno == ENFILE) ::usleep(10000);
+      return;  // EAGAIN: no more for now
+    }
+    int port = 0;
+    std::string peer = peer_address(addr, port);
+    bool over = false;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      int& n = per_client_[peer];
+      over = limits_.max_per_client > 0 && n >= limits_.max_per_client;
+      if (!over) ++n;
+      else if (n == 0) per_client_.erase(peer);
+    }
+    if (over) {
+      refuse(fd, 429, "Too Many Requests", "too many connections from this address");
+      ::shutdown(fd, SHUT_RDWR);
+      ::close(fd);
+      continue;
+    }
+    conns_.push_back(std::make_shared<Connection>(fd, std::move(peer), port,
+                                                  [this](const std::string& p) { release(p); }));
+  }
+}
+
+void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      if (!c->head_in_progress) {
+        c->head_in_progress = true;
+        c->head_started = Clock::now();
+      }
+      c->pending.append(buf, size_t(n));
+      if (c->pending.size() > kMaxHeadBytes || head_complete(c->pending)) return;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    c.reset();  // the client closed, or the socket failed
+    return;
+  }
+}
+
+// Hands the connection on, or closes it, when its head is complete or a limit passed. Returns
+// true when the gate no longer holds it.
+bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now) {
+  if (!c) return true;
+  if (head_complete(c->pending)) {
+    const bool probe = is_probe(c->pending);
+    dispatch_(std::move(c), probe);
+    return true;
+  }
+  if (c->pending.size() > kMaxHeadBytes) {
+    refuse(c->fd, 431, "Request Header Fields Too Large", "the request head is too large");
+    c.reset();
+    return true;
+  }
+  if (c->head_in_progress && now - c->head_started > limits_.head_timeout) {
+    refuse(c->fd, 408, "Request Timeout", "the request head did not arrive in time");
+    c.reset();
+    return true;
+  }
+  if (!c->head_in_progress && now - c->idle_since > limits_.idle_timeout) {
+    c.reset();  // idle keep-alive connection: closed silently, as servers do
+    return true;
+  }
+  return false;
+}
+
+void ConnectionGate::run() {
+  std::vector<pollfd> fds;
+  while (!stopping_) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (auto& c : returned_) conns_.push_back(std::move(c));
+      returned_.clear();  // only moved-from pointers: nothing is destroyed under the lock
+    }
+    // Returned connections may already hold a pipelined request; expired ones go.
+    const Clock::time_point now = Clock::now();
+    conns_.erase(std::remove_if(conns_.begin(), conns_.end(),
+                                [&](std::shared_ptr<Connection>& c) { return ready_or_expired(c, now); }),
+                 conns_.end());
+
+    fds.clear();
+    fds.push_back({wake_fd_, POLLIN, 0});
+    fds.push_back({listen_fd_, POLLIN, 0});
+    for (auto& c : conns_) fds.push_back({c->fd, POLLIN, 0});
+    // Wake at least every 100 ms so deadlines are enforced promptly.
+    const int r = ::poll(fds.data(), fds.size(), 100);
+    if (r < 0 && errno != EINTR) throw Error(std::string("server poll failed: ") + std::strerror(errno));
+    if (r <= 0) continue;
+    if (fds[0].revents) {
+      uint64_t v;
+      [[maybe_unused]] ssize_t n = ::read(wake_fd_, &v, sizeof v);
+    }
+    for (size_t i = 2; i < fds.size(); ++i)
+      if (fds[i].revents) read_from(conns_[i - 2]);
+    if (fds[1].revents & POLLIN) accept_all();
+  }
+  drop_all();
+}
+
+}  // namespace greta::server
