@@ -16,9 +16,10 @@ thread_local Connection* tl_current = nullptr;
 
 constexpr size_t kReadChunk = 16384;
 
-// Milliseconds left until `deadline` (0 when past), for poll().
+// Milliseconds left until `deadline` (0 when past), rounded up so that a poll() that times out
+// returns at or after the deadline.
 int ms_until(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return left <= 0 ? 0 : int(std::min<long long>(left, 1 << 30));
 }
 
@@ -37,9 +38,19 @@ bool wait_for(int fd, short events, int timeout_ms) {
 Connection::Connection(int fd_, std::string peer_, int port_, std::function<void(const std::string&)> release)
     : fd(fd_), peer(std::move(peer_)), port(port_), idle_since(Clock::now()), release_(std::move(release)) {}
 
-Connection::~Connection() {
-  ::shutdown(fd, SHUT_RDWR);
+void close_gracefully(int fd) {
+  // Unread input makes close() send a reset, which can destroy a response the client has not
+  // read yet (a 400 or 431 to a request whose rest was never read). Finish sending, take what
+  // has already arrived (bounded; never waits), then close.
+  ::shutdown(fd, SHUT_WR);
+  char sink[16384];
+  for (int i = 0; i < 64 && ::recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; ++i) {
+  }
   ::close(fd);
+}
+
+Connection::~Connection() {
+  close_gracefully(fd);
   if (release_) release_(peer);
 }
 
@@ -77,6 +88,7 @@ ssize_t ConnectionStream::read(char* ptr, size_t size) {
     pos_ = 0;
     if (!wait_for(c_.fd, POLLIN, ms_until(deadline_))) {
       if (Clock::now() >= deadline_) c_.body_timed_out = true;
+      c_.must_close = true;  // the rest of this request may still come: nothing after it can be parsed
       return -1;
     }
     buf_.resize(kReadChunk);
@@ -86,6 +98,7 @@ ssize_t ConnectionStream::read(char* ptr, size_t size) {
     } while (n < 0 && errno == EINTR);
     if (n <= 0) {
       buf_.clear();
+      c_.must_close = true;
       return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? -1 : n;
     }
     buf_.resize(size_t(n));

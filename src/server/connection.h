@@ -47,6 +47,9 @@ struct Connection {
   std::function<void(const std::string&)> release_;
 };
 
+// Closes a client socket without a reset that could destroy the response just sent.
+void close_gracefully(int fd);
+
 // The connection the calling thread is serving a request on, or null (outside a request).
 Connection* current_connection();
 

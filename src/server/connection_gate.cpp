@@ -136,8 +136,7 @@ void ConnectionGate::accept_all() {
     }
     if (over) {
       refuse(fd, 429, "Too Many Requests", "too many connections from this address");
-      ::shutdown(fd, SHUT_RDWR);
-      ::close(fd);
+      close_gracefully(fd);
       continue;
     }
     conns_.push_back(std::make_shared<Connection>(fd, std::move(peer), port,
