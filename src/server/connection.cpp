@@ -129,18 +129,22 @@ void ConnectionStream::get_local_ip_and_port(std::string& ip, int& port) const {
   socklen_t len = sizeof addr;
   ip.clear();
   port = 0;
-  if (::getsockname(c_.fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return;
+  if (::getsockname(c_.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) ip = address_text(addr, port);
+}
+
+std::string address_text(const sockaddr_storage& addr, int& port) {
   char host[INET6_ADDRSTRLEN] = {};
+  port = 0;
   if (addr.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+    auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
     ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
     port = ntohs(a->sin_port);
   } else if (addr.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
     ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
     port = ntohs(a->sin6_port);
   }
-  ip = host;
+  return host;
 }
 
 }  // namespace greta::server

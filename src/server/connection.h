@@ -17,6 +17,7 @@
 #include <string>
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 namespace greta::server {
 
@@ -46,6 +47,9 @@ struct Connection {
  private:
   std::function<void(const std::string&)> release_;
 };
+
+// The numeric address of an IPv4 or IPv6 socket address ("" for other families), and its port.
+std::string address_text(const sockaddr_storage& addr, int& port);
 
 // Closes a client socket without a reset that could destroy the response just sent.
 void close_gracefully(int fd);

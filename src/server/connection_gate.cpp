@@ -1,8 +1,6 @@
 #include "server/connection_gate.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -29,21 +27,6 @@ void refuse(int fd, int status, const char* reason, const char* message) {
                            "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
                            std::to_string(body.size()) + "\r\n\r\n" + body;
   [[maybe_unused]] ssize_t n = ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
-std::string peer_address(const sockaddr_storage& addr, int& port) {
-  char host[INET6_ADDRSTRLEN] = {};
-  port = 0;
-  if (addr.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-    port = ntohs(a->sin_port);
-  } else if (addr.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-    port = ntohs(a->sin6_port);
-  }
-  return host;
 }
 
 bool head_complete(const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; }
@@ -125,7 +108,7 @@ void ConnectionGate::accept_all() {
       return;  // EAGAIN: no more for now
     }
     int port = 0;
-    std::string peer = peer_address(addr, port);
+    std::string peer = address_text(addr, port);
     bool over = false;
     {
       std::lock_guard<std::mutex> lk(mu_);
