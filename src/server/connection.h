@@ -40,6 +40,9 @@ struct Connection {
   Clock::time_point idle_since;        // when the connection last had no request in progress
   Clock::time_point head_started;      // first byte of the current request head (gate)
   bool head_in_progress = false;
+  size_t request_bytes = 0;            // gate: head + the body it waits for (0: head incomplete)
+  bool probe = false;                  // gate: the request is GET /health or /metrics
+  Clock::time_point body_started;      // gate: when the head was complete
   int requests = 0;                    // requests answered on this connection
   bool must_close = false;             // set while handling: close after this response
   bool body_timed_out = false;         // the body deadline passed while reading (answer 408)

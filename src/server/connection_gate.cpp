@@ -11,12 +11,16 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "server/request_head.h"
 
 namespace greta::server {
 
 namespace {
 
 constexpr int kMaxAcceptsPerRound = 256;  // then the held connections get their turn
+// Bodies the gate holds at once, all connections together; past it, complete heads go to the
+// workers at once (which then read their bodies under the body deadline).
+constexpr size_t kMaxHeldBodyBytes = size_t(64) << 20;
 
 // A complete answer for a connection the gate refuses; written best effort (non-blocking: a
 // client that does not read it just gets the close).
@@ -27,15 +31,6 @@ void refuse(int fd, int status, const char* reason, const char* message) {
                            "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
                            std::to_string(body.size()) + "\r\n\r\n" + body;
   [[maybe_unused]] ssize_t n = ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-}
-
-bool head_complete(const std::string& s) { return s.find("\r\n\r\n") != std::string::npos; }
-
-// The probes get their own threads; anything else (other methods, paths, HEAD) is ordinary.
-bool is_probe(const std::string& s) {
-  for (const char* p : {"GET /health ", "GET /health?", "GET /metrics ", "GET /metrics?"})
-    if (s.rfind(p, 0) == 0) return true;
-  return false;
 }
 
 }  // namespace
@@ -78,6 +73,8 @@ void ConnectionGate::give_back(std::shared_ptr<Connection> c) {
   c->idle_since = Clock::now();
   c->head_in_progress = !c->pending.empty();  // a pipelined request has begun
   c->head_started = c->idle_since;
+  c->request_bytes = 0;
+  c->probe = false;
   {
     std::lock_guard<std::mutex> lk(mu_);
     returned_.push_back(std::move(c));
@@ -137,7 +134,10 @@ void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
         c->head_started = Clock::now();
       }
       c->pending.append(buf, size_t(n));
-      if (c->pending.size() > kMaxHeadBytes || head_complete(c->pending)) return;
+      // Read no further than the request needs (the head, then its body) or may have.
+      if (c->request_bytes > 0 ? c->pending.size() >= c->request_bytes
+                               : c->pending.size() > kMaxHeadBytes || c->pending.find("\r\n\r\n") != std::string::npos)
+        return;
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -147,14 +147,34 @@ void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
   }
 }
 
-// Hands the connection on, or closes it, when its head is complete or a limit passed. Returns
-// true when the gate no longer holds it.
-bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now) {
+// Hands the connection on, or closes it, when its request is complete or a limit passed.
+// Returns true when the gate no longer holds it.
+bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now, size_t& held) {
   if (!c) return true;
-  if (head_complete(c->pending)) {
-    const bool probe = is_probe(c->pending);
-    dispatch_(std::move(c), probe);
-    return true;
+  if (c->request_bytes == 0) {
+    const RequestHead head = scan_head(c->pending);
+    if (head.bytes > 0) {
+      // Wait for a body of known length here too, so a slow body costs no worker either.
+      const bool wait = head.body_known && head.body > 0 && head.body <= limits_.max_body;
+      c->request_bytes = head.bytes + (wait ? size_t(head.body) : 0);
+      c->probe = head.probe;
+      c->body_started = now;
+    }
+  }
+  if (c->request_bytes > 0) {
+    const bool complete = c->pending.size() >= c->request_bytes;
+    if (complete || held + c->pending.size() > kMaxHeldBodyBytes) {
+      const bool probe = c->probe;
+      dispatch_(std::move(c), probe);
+      return true;
+    }
+    if (now - c->body_started > limits_.body_timeout) {
+      refuse(c->fd, 408, "Request Timeout", "the request body did not arrive in time");
+      c.reset();
+      return true;
+    }
+    held += c->pending.size();
+    return false;
   }
   if (c->pending.size() > kMaxHeadBytes) {
     refuse(c->fd, 431, "Request Header Fields Too Large", "the request head is too large");
@@ -183,8 +203,9 @@ void ConnectionGate::run() {
     }
     // Returned connections may already hold a pipelined request; expired ones go.
     const Clock::time_point now = Clock::now();
+    size_t held = 0;
     conns_.erase(std::remove_if(conns_.begin(), conns_.end(),
-                                [&](std::shared_ptr<Connection>& c) { return ready_or_expired(c, now); }),
+                                [&](std::shared_ptr<Connection>& c) { return ready_or_expired(c, now, held); }),
                  conns_.end());
 
     fds.clear();

@@ -1,6 +1,7 @@
 // The accept side of the HTTP server: one thread that accepts connections and holds every
-// connection that has no complete request head yet (new, keep-alive idle, or slow senders),
-// and hands a connection to a worker only once its whole head has arrived.
+// connection that has no complete request yet (new, keep-alive idle, or slow senders), and
+// hands a connection to a worker only once its head, and its body when the head gives its
+// length, have arrived.
 //
 // Why not cpp-httplib's own loop: it gives each accepted connection a pool thread for its whole
 // life, and its read timeout restarts with every byte, so 64 clients sending a byte a second
@@ -9,7 +10,8 @@
 //
 // Guarantees
 // - A request head must be complete within head_timeout of its first byte (408 otherwise), and
-//   be at most kMaxHeadBytes (431 otherwise); the clock is not restarted by each byte.
+//   be at most kMaxHeadBytes (431 otherwise); a body the gate waits for must follow within
+//   body_timeout of the head. No clock is restarted by each byte.
 // - A connection with no request in progress is closed after idle_timeout.
 // - A client address holds at most max_per_client connections; more are answered 429 and
 //   closed at once.
@@ -33,14 +35,17 @@ constexpr size_t kMaxHeadBytes = 32 * 1024;
 
 struct GateLimits {
   std::chrono::milliseconds head_timeout{10000};
+  std::chrono::milliseconds body_timeout{30000};
+  size_t max_body = 1 << 20;  // longer bodies are left to the worker (which answers 413)
   std::chrono::milliseconds idle_timeout{15000};
   int max_per_client = 1024;  // 0: no limit
 };
 
 class ConnectionGate {
  public:
-  // dispatch(conn, probe): a connection whose `pending` bytes hold a complete request head;
-  // probe is true for GET /health and GET /metrics. Called on the gate's thread.
+  // dispatch(conn, probe): a connection whose `pending` bytes hold a complete request head (and
+  // its body, when the gate waited for it); probe is true for GET /health and GET /metrics.
+  // Called on the gate's thread.
   using Dispatch = std::function<void(std::shared_ptr<Connection>, bool probe)>;
 
   ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch);
@@ -60,7 +65,8 @@ class ConnectionGate {
   void wake();
   void accept_all();
   void read_from(std::shared_ptr<Connection>& c);  // resets c when the connection is done
-  bool ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now);
+  // `held`: body bytes of the connections kept so far in this pass.
+  bool ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now, size_t& held);
   void release(const std::string& peer);
   void drop_all();
 

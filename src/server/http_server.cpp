@@ -173,6 +173,8 @@ int HttpServer::bind() {
   GateLimits limits;
   limits.head_timeout = std::chrono::seconds(opt_.head_timeout_s);
   limits.idle_timeout = std::chrono::seconds(opt_.idle_timeout_s);
+  limits.body_timeout = std::chrono::seconds(opt_.body_timeout_s);
+  limits.max_body = opt_.max_body_bytes;
   limits.max_per_client = opt_.max_client_connections;
   gate_ = std::make_unique<ConnectionGate>(listen_fd_, limits, [this](std::shared_ptr<Connection> c, bool probe) {
     (probe ? probes_ : workers_)->enqueue([this, c = std::move(c)]() mutable { serve(std::move(c)); });

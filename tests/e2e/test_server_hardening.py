@@ -167,6 +167,27 @@ def test_slow_body_gets_408(tiny):
     assert time.time() - t0 < 6
 
 
+def test_slow_bodies_do_not_hold_the_workers(tiny):
+    """70 requests (more than the 64 workers) whose bodies trickle in: an ordinary request is
+    still answered at once, since a body of known length is collected before a worker is used."""
+    socks = []
+    try:
+        for _ in range(70):
+            s = raw_connect(tiny)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{")
+            socks.append(s)
+        time.sleep(0.5)
+        for s in socks:
+            s.send(b" ")
+        t0 = time.time()
+        r = requests.post(tiny.url + "/v1/completions", json={"prompt": TINY_IDS, "max_tokens": 2}, timeout=10)
+        assert r.status_code == 200 and time.time() - t0 < 1.0, (r.status_code, time.time() - t0)
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_idle_connection_is_closed(tiny):
     s = raw_connect(tiny)
     try:
