@@ -327,7 +327,7 @@ void generate(const ServerContext& ctx, const httplib::Request& req, httplib::Re
   if (ctx.stopping && ctx.stopping->load()) throw ApiError(503, "the server is shutting down");
   const ApiRequest r = parse_request(req.body, chat);
   if (!r.model.empty() && r.model != ctx.model_id)
-    throw ApiError(404, "the model '" + r.model + "' does not exist; this server serves '" + ctx.model_id + "'",
+    throw ApiError(404, "the model named in 'model' does not exist; this server serves '" + ctx.model_id + "'",
                    "model", "", "model_not_found");
   Plan p;
   try {
@@ -375,7 +375,7 @@ void add_routes(httplib::Server& http, const ServerContext& ctx) {
            }));
   http.Get(R"(/v1/models/(.+))", guarded([ctx](const httplib::Request& req, auto& res) {
              if (req.matches[1] != ctx.model_id)
-               throw ApiError(404, "the model '" + std::string(req.matches[1]) + "' does not exist", "model", "",
+               throw ApiError(404, "no such model; this server serves '" + ctx.model_id + "'", "model", "",
                               "model_not_found");
              send_json(res, 200, model_json(ctx));
            }));

@@ -94,6 +94,16 @@ def test_huge_number_is_a_400_naming_the_field(tiny, field):
     assert err["error"]["param"] == field and "out of range" in err["error"]["message"]
 
 
+def test_errors_do_not_echo_request_values(tiny):
+    secret = "SECRET" + "x" * 5000
+    r = tiny.post("/v1/completions", {"prompt": TINY_IDS, "model": secret})
+    assert "SECRET" not in assert_error(r, 404)["message"]
+    r = requests.get(tiny.url + "/v1/models/" + secret, timeout=10)
+    assert "SECRET" not in assert_error(r, 404)["message"]
+    r = tiny.post("/v1/completions", {"prompt": [1, [secret]]})
+    assert "SECRET" not in assert_error(r, 400)["message"]
+
+
 @pytest.mark.parametrize("framing", [
     b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
     b"Content-Length: 5\r\nContent-Length: 5\r\n",

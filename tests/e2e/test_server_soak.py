@@ -2,7 +2,7 @@
 (whose greedy answers must stay exactly right), clients that hang up mid-stream or before their
 answer, adversarial clients (malformed JSON, deep nesting, huge numbers, smuggling framings,
 garbage, oversized heads) and slow senders, while a monitor requires /health to answer within
-a second. Afterwards the server must be alive, idle, leak no KV blocks, and still answer right."""
+two seconds. Afterwards the server must be alive, idle, leak no KV blocks, and still answer right."""
 import json
 import random
 import socket
@@ -123,7 +123,7 @@ class Soak:
         t = health_time(self.server)
         with self.lock:
             self.worst_health = max(self.worst_health, t)
-        assert t < 1.0, t
+        assert t < 2.0, t
         time.sleep(0.2)
 
 
