@@ -11,6 +11,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "server/metrics.h"
+#include "server/openai_json.h"
 #include "server/request_head.h"
 
 namespace greta::server {
@@ -22,25 +24,34 @@ constexpr int kMaxAcceptsPerRound = 256;  // then the held connections get their
 // workers at once (which then read their bodies under the body deadline).
 constexpr size_t kMaxHeldBodyBytes = size_t(64) << 20;
 
-// A complete answer for a connection the gate refuses; written best effort (non-blocking: a
-// client that does not read it just gets the close).
-void refuse(int fd, int status, const char* reason, const char* message) {
-  const std::string body = std::string(R"({"error":{"message":")") + message +
-                           R"(","type":"invalid_request_error","param":null,"code":null}})";
-  const std::string resp = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                           "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
-                           std::to_string(body.size()) + "\r\n\r\n" + body;
-  [[maybe_unused]] ssize_t n = ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 408: return "Request Timeout";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    default: return "Error";
+  }
 }
 
 }  // namespace
 
-ConnectionGate::ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch)
-    : listen_fd_(listen_fd), limits_(limits), dispatch_(std::move(dispatch)) {
+ConnectionGate::ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch, Metrics* metrics)
+    : listen_fd_(listen_fd), limits_(limits), dispatch_(std::move(dispatch)), metrics_(metrics) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw Error(std::string("cannot create the server's wake-up event: ") + std::strerror(errno));
   const int flags = ::fcntl(listen_fd_, F_GETFL, 0);
   ::fcntl(listen_fd_, F_SETFL, flags | O_NONBLOCK);
+}
+
+// A complete answer for a connection the gate refuses, written best effort (non-blocking: a
+// client that does not read it just gets the close); `label` names the reason in the metrics.
+void ConnectionGate::refuse(int fd, int status, const char* label, const char* message) {
+  const std::string body = dump(error_body(status, message));
+  const std::string resp = "HTTP/1.1 " + std::to_string(status) + " " + reason_phrase(status) +
+                           "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n" + body;
+  [[maybe_unused]] ssize_t n = ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (metrics_) metrics_->count_refused(label);
 }
 
 // Connections release their count under mu_ when destroyed, so they are dropped outside it.
@@ -115,7 +126,7 @@ void ConnectionGate::accept_all() {
       else if (n == 0) per_client_.erase(peer);
     }
     if (over) {
-      refuse(fd, 429, "Too Many Requests", "too many connections from this address");
+      refuse(fd, 429, "too_many_connections", "too many connections from this address");
       close_gracefully(fd);
       continue;
     }
@@ -169,7 +180,7 @@ bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::tim
       return true;
     }
     if (now - c->body_started > limits_.body_timeout) {
-      refuse(c->fd, 408, "Request Timeout", "the request body did not arrive in time");
+      refuse(c->fd, 408, "body_timeout", "the request body did not arrive in time");
       c.reset();
       return true;
     }
@@ -177,12 +188,12 @@ bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::tim
     return false;
   }
   if (c->pending.size() > kMaxHeadBytes) {
-    refuse(c->fd, 431, "Request Header Fields Too Large", "the request head is too large");
+    refuse(c->fd, 431, "head_too_large", "the request head is too large");
     c.reset();
     return true;
   }
   if (c->head_in_progress && now - c->head_started > limits_.head_timeout) {
-    refuse(c->fd, 408, "Request Timeout", "the request head did not arrive in time");
+    refuse(c->fd, 408, "head_timeout", "the request head did not arrive in time");
     c.reset();
     return true;
   }

@@ -31,6 +31,8 @@
 
 namespace greta::server {
 
+class Metrics;
+
 constexpr size_t kMaxHeadBytes = 32 * 1024;
 
 struct GateLimits {
@@ -48,7 +50,8 @@ class ConnectionGate {
   // Called on the gate's thread.
   using Dispatch = std::function<void(std::shared_ptr<Connection>, bool probe)>;
 
-  ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch);
+  // metrics (may be null) counts the connections the gate refuses.
+  ConnectionGate(int listen_fd, GateLimits limits, Dispatch dispatch, Metrics* metrics);
   ~ConnectionGate();
   ConnectionGate(const ConnectionGate&) = delete;
   ConnectionGate& operator=(const ConnectionGate&) = delete;
@@ -68,11 +71,13 @@ class ConnectionGate {
   // `held`: body bytes of the connections kept so far in this pass.
   bool ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now, size_t& held);
   void release(const std::string& peer);
+  void refuse(int fd, int status, const char* label, const char* message);
   void drop_all();
 
   const int listen_fd_;
   const GateLimits limits_;
   Dispatch dispatch_;
+  Metrics* metrics_;
   int wake_fd_ = -1;
   std::atomic<bool> stopping_{false};
   std::vector<std::shared_ptr<Connection>> conns_;  // gate thread only

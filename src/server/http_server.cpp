@@ -178,7 +178,7 @@ int HttpServer::bind() {
   limits.max_per_client = opt_.max_client_connections;
   gate_ = std::make_unique<ConnectionGate>(listen_fd_, limits, [this](std::shared_ptr<Connection> c, bool probe) {
     (probe ? probes_ : workers_)->enqueue([this, c = std::move(c)]() mutable { serve(std::move(c)); });
-  });
+  }, ctx_.metrics);
   return port;
 }
 

@@ -52,6 +52,10 @@ void Metrics::count_disconnect() {
   std::lock_guard<std::mutex> lock(mu_);
   ++disconnects_;
 }
+void Metrics::count_refused(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++refused_[reason];
+}
 
 namespace {
 void metric(std::string& out, const char* name, const char* type, const char* help, double v) {
@@ -88,8 +92,12 @@ std::string Metrics::render(const EngineStats& s) const {
   metric(out, "greta_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", double(s.preemptions));
   metric(out, "greta_finished_requests_total", "counter", "Engine requests finished (any reason).",
          double(s.finished_requests));
-  metric(out, "greta_client_disconnects_total", "counter", "Streams cancelled because the client went away.",
+  metric(out, "greta_client_disconnects_total", "counter", "Requests cancelled because the client went away.",
          double(disconnects_));
+  out += "# HELP greta_connections_refused_total Connections answered and closed before any handler ran.\n"
+         "# TYPE greta_connections_refused_total counter\n";
+  for (const auto& [reason, n] : refused_)
+    out += "greta_connections_refused_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
   metric(out, "greta_requests_waiting", "gauge", "Requests queued for admission (queue depth).", s.waiting);
   metric(out, "greta_requests_running", "gauge", "Sequences running (holding KV blocks).", s.running);
   metric(out, "greta_kv_blocks_used", "gauge", "KV blocks held by running sequences.", s.kv_blocks_used);

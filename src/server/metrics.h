@@ -35,7 +35,10 @@ class Metrics {
   void count_request(const std::string& path, int status);
   void observe_ttft(double seconds);
   void observe_itl(double seconds);
-  void count_disconnect();  // a streaming client went away and its requests were cancelled
+  void count_disconnect();  // a client went away and its requests were cancelled
+  // A connection the server answered and closed before any handler ran (the connection bound,
+  // a head or body deadline, an oversized head): `reason` is a fixed label.
+  void count_refused(const std::string& reason);
   std::string render(const EngineStats& s) const;  // Prometheus text exposition format 0.0.4
 
  private:
@@ -43,6 +46,7 @@ class Metrics {
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   Histogram ttft_, itl_;
   uint64_t disconnects_ = 0;
+  std::map<std::string, uint64_t> refused_;
 };
 
 }  // namespace greta::server

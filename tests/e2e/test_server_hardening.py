@@ -220,6 +220,7 @@ def test_connections_per_address_are_bounded(greta_bin):
         extra.close()
         assert resp.startswith(b"HTTP/1.1 429"), resp[:80]
         assert health_time(srv) < 2  # another address is not affected
+        assert srv.metrics()['greta_connections_refused_total{reason="too_many_connections"}'] == 1
         socks.pop().close()
         time.sleep(0.3)
         ok = raw_connect(srv)
