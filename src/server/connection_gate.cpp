@@ -84,6 +84,7 @@ void ConnectionGate::give_back(std::shared_ptr<Connection> c) {
   c->idle_since = Clock::now();
   c->head_in_progress = !c->pending.empty();  // a pipelined request has begun
   c->head_started = c->idle_since;
+  c->stage = Connection::Stage::Head;
   c->request_bytes = 0;
   c->probe = false;
   {
@@ -144,10 +145,16 @@ void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
         c->head_in_progress = true;
         c->head_started = Clock::now();
       }
+      if (c->stage == Connection::Stage::Discard) {  // a body over the limit: read and dropped, then 413
+        c->discard -= std::min<uint64_t>(c->discard, uint64_t(n));
+        if (c->discard == 0) return;
+        continue;
+      }
       c->pending.append(buf, size_t(n));
       // Read no further than the request needs (the head, then its body) or may have.
-      if (c->request_bytes > 0 ? c->pending.size() >= c->request_bytes
-                               : c->pending.size() > kMaxHeadBytes || c->pending.find("\r\n\r\n") != std::string::npos)
+      if (c->stage == Connection::Stage::Body ? c->pending.size() >= c->request_bytes
+                                              : c->pending.size() > kMaxHeadBytes ||
+                                                    c->pending.find("\r\n\r\n") != std::string::npos)
         return;
       continue;
     }
@@ -158,49 +165,59 @@ void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
   }
 }
 
+// Once the head is complete: what the gate waits for next.
+void ConnectionGate::head_done(Connection& c, const RequestHead& head, Clock::time_point now) {
+  c.body_started = now;
+  c.probe = head.probe;
+  if (head.body_known && head.body > limits_.max_body) {
+    // Too large: answered by the gate once the body has been read and dropped (bounded by the
+    // body deadline), so a client that sends it all before reading gets the 413, not a reset.
+    c.stage = Connection::Stage::Discard;
+    c.discard = head.body - std::min<uint64_t>(head.body, c.pending.size() - head.bytes);
+    c.pending.clear();
+    return;
+  }
+  // A body of known length is collected here too, so a slow body costs no worker either.
+  c.stage = Connection::Stage::Body;
+  c.request_bytes = head.bytes + (head.body_known ? size_t(head.body) : 0);
+}
+
 // Hands the connection on, or closes it, when its request is complete or a limit passed.
 // Returns true when the gate no longer holds it.
 bool ConnectionGate::ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now, size_t& held) {
   if (!c) return true;
-  if (c->request_bytes == 0) {
-    const RequestHead head = scan_head(c->pending);
-    if (head.bytes > 0) {
-      // Wait for a body of known length here too, so a slow body costs no worker either.
-      const bool wait = head.body_known && head.body > 0 && head.body <= limits_.max_body;
-      c->request_bytes = head.bytes + (wait ? size_t(head.body) : 0);
-      c->probe = head.probe;
-      c->body_started = now;
-    }
+  if (c->stage == Connection::Stage::Head) {
+    if (const RequestHead head = scan_head(c->pending); head.bytes > 0) head_done(*c, head, now);
   }
-  if (c->request_bytes > 0) {
-    const bool complete = c->pending.size() >= c->request_bytes;
-    if (complete || held + c->pending.size() > kMaxHeldBodyBytes) {
-      const bool probe = c->probe;
-      dispatch_(std::move(c), probe);
-      return true;
-    }
-    if (now - c->body_started > limits_.body_timeout) {
-      refuse(c->fd, 408, "body_timeout", "the request body did not arrive in time");
-      c.reset();
-      return true;
-    }
-    held += c->pending.size();
-    return false;
-  }
-  if (c->pending.size() > kMaxHeadBytes) {
-    refuse(c->fd, 431, "head_too_large", "the request head is too large");
+  auto close_with = [&](int status, const char* label, const char* message) {
+    refuse(c->fd, status, label, message);
     c.reset();
     return true;
+  };
+  switch (c->stage) {
+    case Connection::Stage::Head:
+      if (c->pending.size() > kMaxHeadBytes) return close_with(431, "head_too_large", "the request head is too large");
+      if (c->head_in_progress && now - c->head_started > limits_.head_timeout)
+        return close_with(408, "head_timeout", "the request head did not arrive in time");
+      if (!c->head_in_progress && now - c->idle_since > limits_.idle_timeout) {
+        c.reset();  // idle keep-alive connection: closed silently, as servers do
+        return true;
+      }
+      return false;
+    case Connection::Stage::Body:
+      if (c->pending.size() >= c->request_bytes || held + c->pending.size() > kMaxHeldBodyBytes) {
+        const bool probe = c->probe;
+        dispatch_(std::move(c), probe);
+        return true;
+      }
+      break;
+    case Connection::Stage::Discard:
+      if (c->discard == 0) return close_with(413, "body_too_large", "the request body is too large");
+      break;
   }
-  if (c->head_in_progress && now - c->head_started > limits_.head_timeout) {
-    refuse(c->fd, 408, "head_timeout", "the request head did not arrive in time");
-    c.reset();
-    return true;
-  }
-  if (!c->head_in_progress && now - c->idle_since > limits_.idle_timeout) {
-    c.reset();  // idle keep-alive connection: closed silently, as servers do
-    return true;
-  }
+  if (now - c->body_started > limits_.body_timeout)
+    return close_with(408, "body_timeout", "the request body did not arrive in time");
+  held += c->pending.size();
   return false;
 }
 

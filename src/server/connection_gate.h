@@ -13,6 +13,7 @@
 //   be at most kMaxHeadBytes (431 otherwise); a body the gate waits for must follow within
 //   body_timeout of the head. No clock is restarted by each byte.
 // - A connection with no request in progress is closed after idle_timeout.
+// - A body longer than max_body (by its Content-Length) is read and dropped, then answered 413.
 // - A client address holds at most max_per_client connections; more are answered 429 and
 //   closed at once.
 // - Requests for /health and /metrics go to their own small pool, so they are answered while
@@ -32,6 +33,7 @@
 namespace greta::server {
 
 class Metrics;
+struct RequestHead;
 
 constexpr size_t kMaxHeadBytes = 32 * 1024;
 
@@ -68,6 +70,7 @@ class ConnectionGate {
   void wake();
   void accept_all();
   void read_from(std::shared_ptr<Connection>& c);  // resets c when the connection is done
+  void head_done(Connection& c, const RequestHead& head, Clock::time_point now);
   // `held`: body bytes of the connections kept so far in this pass.
   bool ready_or_expired(std::shared_ptr<Connection>& c, Clock::time_point now, size_t& held);
   void release(const std::string& peer);

@@ -198,6 +198,28 @@ def test_slow_bodies_do_not_hold_the_workers(tiny):
             s.close()
 
 
+def test_oversized_body_costs_no_worker(tiny):
+    """A body over --max-body is read and dropped by the gate and answered 413, so 70 clients
+    announcing huge bodies they never send hold no worker (and none gets a reset)."""
+    socks = []
+    try:
+        for _ in range(70):
+            s = raw_connect(tiny)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n{")
+            socks.append(s)
+        time.sleep(0.3)
+        t0 = time.time()
+        r = requests.post(tiny.url + "/v1/completions", json={"prompt": TINY_IDS, "max_tokens": 2}, timeout=10)
+        assert r.status_code == 200 and time.time() - t0 < 1.0, (r.status_code, time.time() - t0)
+        resp = recv_all(socks[0])  # the body deadline ends the wait
+        assert resp.startswith(b"HTTP/1.1 408"), resp[:80]
+    finally:
+        for s in socks:
+            s.close()
+    r = tiny.post("/v1/completions", {"prompt": "x" * (2 << 20)})
+    assert_error(r, 413)
+
+
 def test_idle_connection_is_closed(tiny):
     s = raw_connect(tiny)
     try:
