@@ -3,12 +3,15 @@
 // limits that keep it serving under abuse.
 //
 // cpp-httplib parses and answers each request (routing, handlers, chunked streams), but the
-// connections are ours: a ConnectionGate thread accepts them and holds them until a complete
-// request head has arrived, then a worker runs that one request and gives the connection back.
+// connections are ours (cpp-httplib 0.11 ties a pool thread to each connection for its whole
+// life): a ConnectionGate thread accepts them and holds them until a complete request has
+// arrived, then a worker runs that one request through httplib's parser and router and gives
+// the connection back.
 //
 // Guarantees
-// - Slow, idle or half-sent requests cost no worker thread; their limits (head, body, idle,
-//   connections per client address) are in HttpOptions and ConnectionGate.
+// - Slow, idle or half-sent requests cost no worker thread (a chunked or Expect: 100-continue
+//   body is the exception: a worker reads it, under the body deadline); their limits (head,
+//   body, idle, connections per client address) are in HttpOptions and ConnectionGate.
 // - /health and /metrics have their own threads: they answer while every worker is busy.
 // - Refused at once, connection closed: Content-Length together with Transfer-Encoding, or
 //   more than one Content-Length (400; the ways requests are smuggled past a proxy).
