@@ -397,7 +397,8 @@ Rendered render_program(const Body& program, const Dict& variables, const Templa
   Renderer r(variables);
   Out out = Value::string("");
   r.run(program, out);
-  return {std::move(out.s), data_spans_of(out)};
+  std::vector<Span> spans = data_spans_of(out);  // before out.s is moved from
+  return {std::move(out.s), std::move(spans)};
 }
 
 }  // namespace greta::jinja
