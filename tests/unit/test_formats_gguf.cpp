@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "formats/aligned_copies.h"
 #include "formats/gguf.h"
 #include "formats_test_util.h"
 

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include "core/error.h"
+#include "formats/aligned_copies.h"
 #include "formats/safetensors.h"
 #include "formats_test_util.h"
 
