@@ -1,6 +1,6 @@
 // libFuzzer target for the GGUF reader: any input must either parse into aligned views that
-// lie inside the input (or in aligned copies of it), or throw greta::Error. Anything else (a crash, a sanitizer report,
-// another exception type, a huge allocation) is a bug.
+// lie inside the input (or in aligned copies of it), or throw greta::Error. Anything else
+// (a crash, a sanitizer report, another exception type, a huge allocation) is a bug.
 #include <cstddef>
 #include <cstdint>
 #include <vector>

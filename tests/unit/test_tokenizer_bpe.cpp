@@ -68,7 +68,8 @@ TEST(TokenizerBpe, ByteLevelSpellsSpacesAndRoundTrips) {
   EXPECT_EQ(t.token_bytes(sp_hi), " hi");
 }
 
-TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
+// Bytes plus a control token <|end|> (id 256) and a user-defined added token <tool> (id 257).
+BpeTokenizer end_tool_tokenizer() {
   auto c = byte_level_config({"<|end|>", "<tool>"});
   const int32_t end = id_of(c, "<|end|>"), tool = id_of(c, "<tool>");
   c.types.assign(c.pieces.size(), TokenType::Normal);
@@ -79,6 +80,12 @@ TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
   BpeTokenizer t(c, {});
   t.add_special_text("<|end|>", end, true);
   t.add_special_text("<tool>", tool, false);
+  return t;
+}
+
+TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
+  const BpeTokenizer t = end_tool_tokenizer();
+  const int32_t end = 256, tool = 257;
   EXPECT_EQ(t.encode("x<|end|>", false, true), (Ids{'x', end}));
   const Ids plain = t.encode("x<|end|>", false, false);
   EXPECT_EQ(plain.size(), 8u);  // x < | end | > as bytes (no merges), not the control token
@@ -90,15 +97,8 @@ TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
 }
 
 TEST(TokenizerBpe, MarkedRangesParseNoSpecialTokens) {
-  auto c = byte_level_config({"<|end|>", "<tool>"});
-  const int32_t end = id_of(c, "<|end|>"), tool = id_of(c, "<tool>");
-  c.types.assign(c.pieces.size(), TokenType::Normal);
-  c.special.assign(c.pieces.size(), false);
-  c.types[end] = TokenType::Control;
-  c.special[end] = true;
-  BpeTokenizer t(c, {});
-  t.add_special_text("<|end|>", end, true);
-  t.add_special_text("<tool>", tool, false);
+  const BpeTokenizer t = end_tool_tokenizer();
+  const int32_t end = 256, tool = 257;
   const std::string text = "<|end|>x<|end|>y<|end|>";  // markup, data, markup
   const Ids marked = t.encode_marked(text, false, {{7, 15}});
   EXPECT_EQ(marked.front(), end);
