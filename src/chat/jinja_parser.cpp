@@ -26,9 +26,10 @@ class Parser {
   const Token& peek(size_t k = 1) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
   const Token& next() { return t_[p_ < t_.size() - 1 ? p_++ : p_]; }
 
-  [[noreturn]] static void fail(const Token& at, const std::string& what) {
-    throw Error("chat template " + std::to_string(at.line) + ":" + std::to_string(at.col) + ": " + what);
+  [[noreturn]] static void fail_at(int line, int col, const std::string& what) {
+    throw Error("chat template " + std::to_string(line) + ":" + std::to_string(col) + ": " + what);
   }
+  [[noreturn]] static void fail(const Token& at, const std::string& what) { fail_at(at.line, at.col, what); }
   static std::string describe(const Token& t) {
     switch (t.kind) {
       case Tok::Eof: return "end of template";
@@ -79,9 +80,6 @@ class Parser {
       fail_at(n->line, n->col, "expression nested deeper than the limit of " +
                                    std::to_string(active_limits().max_depth) + " levels");
     return n;
-  }
-  [[noreturn]] static void fail_at(int line, int col, const std::string& what) {
-    throw Error("chat template " + std::to_string(line) + ":" + std::to_string(col) + ": " + what);
   }
 
   template <class N>

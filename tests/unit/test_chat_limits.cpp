@@ -81,6 +81,12 @@ TEST(ChatLimits, IntegerArithmeticIsCheckedNotUndefined) {
   EXPECT_EQ(R("{{ (1e308 * 10) | int }} {{ 'nan' | float | int(5) }}"), "0 5");
 }
 
+TEST(ChatLimits, OutOfRangeLiterals) {
+  // As Python reads them: floats overflow to inf and underflow to 0.0; ints past 64 bits are an error.
+  EXPECT_EQ(R("{{ 5e5555 }} {{ -1e999 }} {{ 1e-999 }}"), "inf -inf 0.0");
+  EXPECT_ERROR_HAS(error_of("{{ 99999999999999999999 }}"), "integer literal out of range");
+}
+
 TEST(ChatLimits, HugePowersAndRepetitionsFailAtOnce) {
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(R("{{ 1 ** 9000000000000000000 }}"), "1");
