@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fuzz the model-file readers with libFuzzer + ASan/UBSan.
+# Fuzz the model-file readers and the chat template engine with libFuzzer + ASan/UBSan.
 #   scripts/fuzz.sh [SECONDS]   (default 60 seconds per fuzzer)
 # Builds build-fuzz/ with clang, writes a seed corpus of small valid files into
-# fuzz-corpus/<target>/ (git-ignored), and runs fuzz_gguf then fuzz_safetensors.
+# fuzz-corpus/<target>/ (git-ignored), and runs fuzz_gguf, fuzz_safetensors, then fuzz_jinja
+# (seeded with the chat templates of tests/data/chat_templates/).
 # Crash reproducers land in fuzz-corpus/crashes/; rerun one with build-fuzz/<target> <file>.
 set -euo pipefail
 SECONDS_PER_TARGET="${1:-60}"
@@ -12,9 +13,10 @@ JOBS="${JOBS:-2}"
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DGRETA_FUZZ=ON -DGRETA_TESTS=OFF -DGRETA_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz --target fuzz_gguf fuzz_safetensors -j"$JOBS"
+cmake --build build-fuzz --target fuzz_gguf fuzz_safetensors fuzz_jinja -j"$JOBS"
 
-mkdir -p fuzz-corpus/gguf fuzz-corpus/safetensors fuzz-corpus/crashes
+mkdir -p fuzz-corpus/gguf fuzz-corpus/safetensors fuzz-corpus/jinja fuzz-corpus/crashes
+cp tests/data/chat_templates/*.jinja fuzz-corpus/jinja/
 # Seeds come from the reference writers (gguf and safetensors PyPI packages, tools/requirements.txt),
 # so the fuzzer starts from files other tools produce, not only from our own idea of the format.
 python3 - "$ROOT/fuzz-corpus" <<'PY'
@@ -71,5 +73,6 @@ run() {  # run TARGET CORPUS MAX_LEN
 status=0
 run fuzz_gguf gguf 131072 || status=$?
 run fuzz_safetensors safetensors 65536 || status=$?
+run fuzz_jinja jinja 16384 || status=$?
 if [ "$status" -ne 0 ]; then echo "fuzzing found a problem: see fuzz-corpus/crashes/" >&2; fi
 exit "$status"

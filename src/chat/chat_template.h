@@ -2,6 +2,8 @@
 // apply_chat_template does (jinja2 with trim_blocks, lstrip_blocks, loop controls, and the
 // globals raise_exception / strftime_now / namespace, tojson with ensure_ascii=False), using
 // our own interpreter of the Jinja subset chat templates use (src/chat/jinja_*).
+// Resource limits (chat/jinja_limits.h) bound parsing and rendering: templates come from
+// strangers. Messages are rendered as data: RenderedChat marks the text that came from them.
 #pragma once
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -9,7 +11,12 @@
 #include <string_view>
 #include <vector>
 
+#include "chat/jinja_limits.h"
+#include "tokenizer/text_range.h"
+
 namespace greta {
+
+using TemplateLimits = jinja::TemplateLimits;
 
 namespace jinja {
 struct Stmt;
@@ -20,17 +27,34 @@ struct ChatMessage {
   std::string content;
 };
 
+// A rendered conversation: the text, and the byte ranges of it that came from the messages
+// and `extra` variables (content, names, tool calls, roles outside the known ones) or were
+// computed from them, rather than written by the template. Only the template's own text may
+// become special tokens (Tokenizer::encode_marked).
+struct RenderedChat {
+  std::string text;
+  std::vector<TextRange> data;
+};
+
 class ChatTemplate {
  public:
-  // Throws greta::Error with line:col and the construct for anything unsupported or malformed.
-  static ChatTemplate parse(const std::string& source);
+  // Throws greta::Error with line:col and the construct for anything unsupported or malformed,
+  // or nested past limits.max_depth.
+  static ChatTemplate parse(const std::string& source, const TemplateLimits& limits = {});
 
   // Variables as transformers passes them: messages, add_generation_prompt, bos_token,
   // eos_token, tools = None, documents = None, then `extra` (tools, date_string, ...) on top.
   // raise_exception(msg) in the template throws greta::Error whose what() is msg.
+  // Going past a limit throws greta::Error naming it.
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                      const std::string& bos_token, const std::string& eos_token,
                      const nlohmann::json& extra = {}) const;
+  // Same, marking what came from the messages and `extra`. Roles are the template's own
+  // vocabulary when they are one of system, developer, user, assistant, tool (the server admits
+  // no others); any other role is data.
+  RenderedChat render_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                           const std::string& bos_token, const std::string& eos_token,
+                           const nlohmann::json& extra = {}) const;
 
   // Same with every variable given as JSON (messages with tool_calls, ...): `variables` must be
   // an object; tools/documents default to None when absent. Ordered JSON keeps each object's
@@ -38,9 +62,14 @@ class ChatTemplate {
   std::string render_json(const nlohmann::ordered_json& variables) const;
 
   const std::string& source() const { return source_; }
+  const TemplateLimits& limits() const { return limits_; }
 
  private:
+  // `markup` variables are the template's own (bos_token, ...); `data` ones came from the caller.
+  RenderedChat render_marked(const nlohmann::ordered_json& markup, const nlohmann::ordered_json& data) const;
+
   std::string source_;
+  TemplateLimits limits_;
   std::shared_ptr<const std::vector<std::unique_ptr<jinja::Stmt>>> program_;
 };
 

@@ -44,6 +44,7 @@ struct Expr {
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
   bool negated = false;
   bool is_tuple = false;
+  int height = 1;  // of this subtree: bounded by the parser (TemplateLimits::max_depth)
 };
 
 struct Stmt;

@@ -1,8 +1,11 @@
 #include "chat/jinja_builtins.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 
+#include "chat/jinja_limits.h"
 #include "chat/jinja_parser.h"
 #include "chat/jinja_pystr.h"
 
@@ -31,18 +34,30 @@ static int64_t int_arg(const Args& a, size_t idx, const char* name, int64_t dflt
   return v->as_int();
 }
 std::vector<Value> py_iterate(const Value& v) {
+  // What comes out of a container of caller data is data; dict keys of a container that holds
+  // any data are data too (they came from the same caller object).
   switch (v.kind) {
     case Value::Kind::Undefined: return {};
-    case Value::Kind::List: return *v.list;
+    case Value::Kind::List: {
+      charge_steps(int64_t(v.list->size()));
+      if (!v.data) return *v.list;
+      std::vector<Value> items;
+      for (const Value& x : *v.list) items.push_back(as_data(x));
+      return items;
+    }
     case Value::Kind::Dict: {
+      charge_steps(int64_t(v.dict->items.size()));
       std::vector<Value> keys;
-      for (const auto& kv : v.dict->items) keys.push_back(Value::string(kv.first));
+      for (const auto& kv : v.dict->items) keys.push_back(with_data_of(Value::string(kv.first), has_data(v)));
       return keys;
     }
     case Value::Kind::String: {
       std::vector<Value> chars;
       auto cps = py_codepoints(v.s);
-      for (size_t k = 0; k < cps.size(); ++k) chars.push_back(Value::string(py_from_codepoints(cps, k, k + 1)));
+      check_list_size(cps.size());
+      charge_steps(int64_t(cps.size()));
+      for (size_t k = 0; k < cps.size(); ++k)
+        chars.push_back(with_data_of(Value::string(py_from_codepoints(cps, k, k + 1)), has_data(v)));
       return chars;
     }
     default: throw Error("'" + v.type_name() + "' object is not iterable");
@@ -69,7 +84,7 @@ Value py_getattr(const Value& obj, const std::string& name) {
       // Python attributes (methods) win over keys for `.name`, as in jinja2's getattr.
       if (is_dict_method(name)) return Value::function(name, std::make_shared<Value>(obj));
       const Value* v = obj.dict->find(name);
-      return v ? *v : Value::undefined(hint);
+      return v ? with_data_of(*v, obj.data) : Value::undefined(hint);
     }
     case Value::Kind::Namespace: {
       const Value* v = obj.dict->find(name);
@@ -89,13 +104,13 @@ Value py_getattr(const Value& obj, const std::string& name) {
 Value py_getitem(const Value& obj, const Value& key) {
   require_defined(obj);
   if (obj.is_dict() && key.is_string()) {
-    if (const Value* v = obj.dict->find(key.s)) return *v;
+    if (const Value* v = obj.dict->find(key.s)) return with_data_of(*v, obj.data);
   } else if ((obj.is_list() || obj.is_string()) && (key.kind == Value::Kind::Int || key.kind == Value::Kind::Bool)) {
     int64_t n = obj.is_list() ? static_cast<int64_t>(obj.list->size()) : static_cast<int64_t>(py_len(obj.s));
     int64_t k = key.as_int() < 0 ? key.as_int() + n : key.as_int();
     if (k >= 0 && k < n) {
-      if (obj.is_list()) return (*obj.list)[k];
-      return Value::string(py_slice_str(obj.s, k, k + 1, 1));
+      if (obj.is_list()) return with_data_of((*obj.list)[k], obj.data);
+      return with_data_of(Value::string(py_slice_str(obj.s, k, k + 1, 1)), has_data(obj));
     }
   }
   // jinja2 falls back to attribute lookup for string keys, then to undefined.
@@ -110,8 +125,10 @@ bool contains(const Value& c, const Value& item) {
     case Value::Kind::Undefined: return false;
     case Value::Kind::String:
       if (!item.is_string()) throw Error("'in <string>' requires string as left operand, not " + item.type_name());
+      charge_search(c.s.size(), item.s.size());
       return c.s.find(item.s) != std::string::npos;
     case Value::Kind::List:
+      charge_steps(int64_t(c.list->size()));
       return std::any_of(c.list->begin(), c.list->end(), [&](const Value& x) { return py_equal(x, item); });
     case Value::Kind::Dict: return item.is_string() && c.dict->find(item.s) != nullptr;
     default: throw Error("argument of type '" + c.type_name() + "' is not iterable");
@@ -125,20 +142,32 @@ static Value arith(const std::string& op, const Value& a, const Value& b) {
     return Value::number(a.as_double() / b.as_double());
   }
   if (ints) {
-    int64_t x = a.as_int(), y = b.as_int();
-    if (op == "+") return Value::integer(x + y);
-    if (op == "-") return Value::integer(x - y);
-    if (op == "*") return Value::integer(x * y);
+    // Python integers are unbounded; ours are 64-bit, so overflow is an error, never UB.
+    int64_t x = a.as_int(), y = b.as_int(), r = 0;
+    auto overflow = [&]() -> Value {
+      throw Error("integer overflow: " + std::to_string(x) + " " + op + " " + std::to_string(y) +
+                  " does not fit in 64 bits");
+    };
+    if (op == "+") return __builtin_add_overflow(x, y, &r) ? overflow() : Value::integer(r);
+    if (op == "-") return __builtin_sub_overflow(x, y, &r) ? overflow() : Value::integer(r);
+    if (op == "*") return __builtin_mul_overflow(x, y, &r) ? overflow() : Value::integer(r);
     if (op == "//" || op == "%") {
       if (y == 0) throw Error("ZeroDivisionError: integer division or modulo by zero");
-      int64_t q = x / y, r = x % y;
+      if (x == INT64_MIN && y == -1) return op == "%" ? Value::integer(0) : overflow();
+      int64_t q = x / y;
+      r = x % y;
       if (r != 0 && ((r < 0) != (y < 0))) --q, r += y;  // Python floors
       return Value::integer(op == "//" ? q : r);
     }
     if (op == "**") {
       if (y < 0) return Value::number(std::pow(static_cast<double>(x), static_cast<double>(y)));
-      int64_t r = 1;
-      for (int64_t k = 0; k < y; ++k) r *= x;
+      // Exponentiation by squaring: 64 steps at most, whatever the exponent.
+      int64_t base = x;
+      r = 1;
+      for (int64_t e = y; e > 0; e >>= 1) {
+        if ((e & 1) && __builtin_mul_overflow(r, base, &r)) return overflow();
+        if (e > 1 && __builtin_mul_overflow(base, base, &base)) return overflow();
+      }
       return Value::integer(r);
     }
   }
@@ -159,19 +188,33 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   require_defined(a);
   require_defined(b);
   if (a.is_number() && b.is_number()) return arith(op, a, b);
-  if (op == "+" && a.is_string() && b.is_string()) return Value::string(a.s + b.s);
+  if (op == "+" && a.is_string() && b.is_string()) {
+    Value r = a;  // keeps which bytes of each side are caller data
+    append_text(r, b);
+    return r;
+  }
   if (op == "+" && a.is_list() && b.is_list() && a.is_tuple == b.is_tuple) {
+    check_list_size(a.list->size() + b.list->size());
     List l = *a.list;
     l.insert(l.end(), b.list->begin(), b.list->end());
-    return Value::make_list(std::move(l), a.is_tuple);
+    return with_data_of(Value::make_list(std::move(l), a.is_tuple), a.data || b.data);
   }
   if (op == "*" && (a.is_string() || a.is_list()) && (b.kind == Value::Kind::Int || b.kind == Value::Kind::Bool)) {
+    // Sized before building: "a" * 10**11 must fail at once, not after eating the memory.
+    const uint64_t n = uint64_t(std::max<int64_t>(0, b.as_int()));
+    const uint64_t unit = a.is_string() ? a.s.size() : a.list->size();
+    const uint64_t unit_bytes = a.is_string() ? a.s.size() : string_bytes(*a.list);
+    if (unit != 0 && n > active_limits().max_list_items / unit && a.is_list()) check_list_size(SIZE_MAX);
+    if (unit_bytes != 0 && n > active_limits().max_string_bytes / unit_bytes) check_string_size(SIZE_MAX);
     Value r = a.is_string() ? Value::string("") : Value::make_list({}, a.is_tuple);
-    for (int64_t k = 0; k < b.as_int(); ++k) {
+    if (a.is_string()) r.s.reserve(unit * n);
+    else r.list->reserve(unit * n);
+    for (uint64_t k = 0; k < n; ++k) {
       if (a.is_string()) r.s += a.s;
       else r.list->insert(r.list->end(), a.list->begin(), a.list->end());
     }
-    return r;
+    if (a.is_list()) r = Value::make_list(std::move(*r.list), a.is_tuple);  // sizes and summaries
+    return with_data_of(std::move(r), has_data(a));
   }
   if (op == "%" && a.is_string()) throw Error("unsupported construct: printf-style string formatting with '%'");
   throw Error("unsupported operand type(s) for " + op + ": '" + a.type_name() + "' and '" + b.type_name() + "'");
@@ -225,8 +268,8 @@ bool apply_test(const std::string& n, const Value& v, const Args& a) {
     if (v.kind != K::Int && v.kind != K::Bool) throw Error("test '" + n + "' needs an integer");
     int64_t m = n == "divisibleby" ? int_arg(a, 0, "num", 1) : 2;
     if (m == 0) throw Error("ZeroDivisionError: integer division or modulo by zero");
-    int64_t r = ((v.as_int() % m) + m) % m;
-    return n == "odd" ? r == 1 : r == 0;
+    const int64_t r = m == -1 ? 0 : v.as_int() % m;  // INT64_MIN % -1 is UB in C++
+    return n == "odd" ? r != 0 : r == 0;
   }
   if (n == "lower") return py_lower(py_str(v)) == py_str(v);
   if (n == "upper") return py_upper(py_str(v)) == py_str(v);

@@ -1,9 +1,13 @@
 // jinja2 filters, Python methods and template globals (see jinja_builtins.h).
 #include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <ctime>
 
 #include "chat/jinja_builtins.h"
 #include "chat/jinja_lexer.h"
+#include "chat/jinja_limits.h"
 #include "chat/jinja_parser.h"
 #include "chat/jinja_pystr.h"
 
@@ -61,8 +65,13 @@ Value tojson(const Value& v, const Args& a) {
   JsonOptions o;
   o.ensure_ascii = bool_of(a, 0, "ensure_ascii", false);
   if (const Value* ind = arg(a, 1, "indent"); ind && !ind->is_none()) {
-    if (ind->is_string()) o.indent = ind->s;
-    else o.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, ind->as_int())), ' ');
+    if (ind->is_string()) {
+      o.indent = ind->s;
+    } else {
+      const int64_t w = std::max<int64_t>(0, ind->as_int());
+      check_string_size(uint64_t(w));
+      o.indent = std::string(static_cast<size_t>(w), ' ');
+    }
   }
   if (const Value* sep = arg(a, 2, "separators"); sep && !sep->is_none()) {
     if (!sep->is_list() || sep->list->size() != 2) throw Error("tojson separators must be a pair");
@@ -75,11 +84,14 @@ Value tojson(const Value& v, const Args& a) {
 
 Value do_indent(const Value& v, const Args& a) {
   const Value* w = arg(a, 0, "width");
-  std::string ind = (w && w->is_string()) ? w->s : std::string(static_cast<size_t>(w ? w->as_int() : 4), ' ');
+  const int64_t width = w ? std::max<int64_t>(0, w->as_int()) : 4;
+  if (!(w && w->is_string())) check_string_size(uint64_t(width));
+  std::string ind = (w && w->is_string()) ? w->s : std::string(static_cast<size_t>(width), ' ');
   bool first = bool_of(a, 1, "first", false), blank = bool_of(a, 2, "blank", false);
   auto lines = py_splitlines(py_str(v) + "\n");
   std::string rv;
   for (size_t k = 0; k < lines.size(); ++k) {
+    check_string_size(rv.size() + ind.size() + lines[k].size());
     if (k) rv += "\n";
     bool indent_it = k > 0 && (blank || !lines[k].empty());
     rv += (indent_it ? ind : "") + lines[k];
@@ -96,6 +108,7 @@ Value sort_filter(const Value& v, const Args& a) {
     return (!case_sensitive && k.is_string()) ? Value::string(py_lower(k.s)) : k;
   };
   std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
+    charge_steps(1);
     auto c = py_compare(key(x), key(y));
     if (!c) throw Error("'<' not supported between '" + x.type_name() + "' and '" + y.type_name() + "'");
     return reverse ? *c > 0 : *c < 0;
@@ -153,10 +166,19 @@ Value items_of(const Value& v) {
   return Value::make_list(std::move(l));
 }
 
+// int(d) for a float: NaN and infinities give the default (jinja2's int filter catches
+// Python's ValueError/OverflowError); values past 64 bits are an error rather than UB.
+Value float_to_int(double d, int64_t dflt) {
+  if (!std::isfinite(d)) return Value::integer(dflt);
+  if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+    throw Error("integer " + py_float_repr(d) + " does not fit in 64 bits");
+  return Value::integer(static_cast<int64_t>(d));
+}
+
 Value to_int(const Value& v, const Args& a) {
   int64_t dflt = int_of(a, 0, "default", 0);
   if (v.kind == Value::Kind::Int || v.kind == Value::Kind::Bool) return Value::integer(v.as_int());
-  if (v.kind == Value::Kind::Float) return Value::integer(static_cast<int64_t>(v.f));
+  if (v.kind == Value::Kind::Float) return float_to_int(v.f, dflt);
   if (v.is_string()) {
     std::string s = py_strip(v.s, std::nullopt, true, true);
     try {
@@ -168,7 +190,7 @@ Value to_int(const Value& v, const Args& a) {
     try {
       size_t used = 0;
       double d = std::stod(s, &used);
-      if (used == s.size()) return Value::integer(static_cast<int64_t>(d));
+      if (used == s.size()) return float_to_int(d, dflt);
     } catch (const std::exception&) {
     }
   }
@@ -233,7 +255,10 @@ Value apply_filter(const std::string& n, const Value& v, const Args& a) {
   if (n == "float") return to_float(v, a);
   if (n == "abs") {
     if (v.kind == Value::Kind::Float) return Value::number(std::abs(v.f));
-    if (v.is_number()) return Value::integer(std::abs(v.as_int()));
+    if (v.is_number()) {
+      if (v.as_int() == INT64_MIN) throw Error("integer overflow: abs(" + std::to_string(INT64_MIN) + ") does not fit in 64 bits");
+      return Value::integer(std::abs(v.as_int()));
+    }
     throw Error("bad operand type for abs(): '" + v.type_name() + "'");
   }
   if (n == "items") return items_of(v);
@@ -254,6 +279,7 @@ Value apply_filter(const std::string& n, const Value& v, const Args& a) {
     bool first = true;
     for (const Value& item : py_iterate(v)) {
       out += (first ? "" : sep) + py_str(attr ? attr_path(item, *attr) : item);
+      check_string_size(out.size());
       first = false;
     }
     return Value::string(out);
@@ -286,6 +312,7 @@ Value apply_filter(const std::string& n, const Value& v, const Args& a) {
       auto same = [&](const Value& y) {
         return (x.is_string() && y.is_string()) ? py_lower(x.s) == py_lower(y.s) : py_equal(x, y);
       };
+      charge_steps(int64_t(out.size()));
       if (std::none_of(out.begin(), out.end(), same)) out.push_back(x);
     }
     return Value::make_list(std::move(out));
@@ -311,11 +338,14 @@ Value call_global(const std::string& n, const Args& a) {
       if (a.pos.size() == 3) step = int_of(a, 2, "", 1);
     }
     if (step == 0) throw Error("range() arg 3 must not be zero");
+    // Python's len(range(...)), in 128 bits so no bound or step overflows.
+    const __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
+    const __int128 mag = step > 0 ? __int128(step) : -__int128(step);
+    const __int128 count = span <= 0 ? 0 : (span + mag - 1) / mag;
+    check_list_size(count > __int128(SIZE_MAX >> 1) ? SIZE_MAX : size_t(count));
     List l;
-    for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step) {
-      l.push_back(Value::integer(k));
-      if (l.size() > 1000000) throw Error("range too large for a chat template");
-    }
+    l.reserve(size_t(count));
+    for (__int128 k = 0; k < count; ++k) l.push_back(Value::integer(int64_t(start + k * step)));
     return Value::make_list(std::move(l));
   }
   if (n == "namespace" || n == "dict") {
@@ -375,6 +405,7 @@ static Value str_method(const std::string& s, const std::string& n, const Args& 
     for (const Value& x : py_iterate(a.pos[0])) {
       if (!x.is_string()) throw Error("sequence item: expected str instance, " + x.type_name() + " found");
       out += (first ? "" : s) + x.s;
+      check_string_size(out.size());
       first = false;
     }
     return Value::string(out);
@@ -409,6 +440,7 @@ Value call_method(const Value& self, const std::string& n, const Args& a) {
     }
   }
   if (self.is_list() && !a.pos.empty()) {
+    charge_steps(int64_t(self.list->size()));
     if (n == "count")
       return Value::integer(std::count_if(self.list->begin(), self.list->end(), [&](const Value& x) { return py_equal(x, a.pos[0]); }));
     if (n == "index") {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <cstring>
 
 #include "chat/jinja_utf8.h"
@@ -249,7 +250,8 @@ class Lexer {
     Token t;
     if (is_float) {
       push(Tok::Float, lit, i);
-      out_.back().fval = std::stod(lit);
+      // strtod, not stod: out-of-range literals are inf or 0.0, as Python's float() makes them.
+      out_.back().fval = std::strtod(lit.c_str(), nullptr);
     } else {
       push(Tok::Int, lit, i);
       try {

@@ -1,6 +1,7 @@
 #include "chat/jinja_parser.h"
 
 #include "chat/jinja_lexer.h"
+#include "chat/jinja_limits.h"
 #include "core/error.h"
 
 namespace greta::jinja {
@@ -25,9 +26,10 @@ class Parser {
   const Token& peek(size_t k = 1) const { return t_[std::min(p_ + k, t_.size() - 1)]; }
   const Token& next() { return t_[p_ < t_.size() - 1 ? p_++ : p_]; }
 
-  [[noreturn]] static void fail(const Token& at, const std::string& what) {
-    throw Error("chat template " + std::to_string(at.line) + ":" + std::to_string(at.col) + ": " + what);
+  [[noreturn]] static void fail_at(int line, int col, const std::string& what) {
+    throw Error("chat template " + std::to_string(line) + ":" + std::to_string(col) + ": " + what);
   }
+  [[noreturn]] static void fail(const Token& at, const std::string& what) { fail_at(at.line, at.col, what); }
   static std::string describe(const Token& t) {
     switch (t.kind) {
       case Tok::Eof: return "end of template";
@@ -51,6 +53,33 @@ class Parser {
   void expect_block_end() {
     if (cur().kind != Tok::BlockEnd) fail(cur(), "expected end of statement block '%}', got " + describe(cur()));
     next();
+  }
+
+  // Recursion guard: blocks and parenthesised expressions nest by recursion here, so their
+  // depth is bounded before it can overflow the stack.
+  int nesting_ = 0;
+  struct Nest {
+    Nest(Parser& p, const Token& at) : p_(p) {
+      if (++p_.nesting_ > active_limits().max_depth)
+        fail(at, "nesting deeper than the limit of " + std::to_string(active_limits().max_depth) + " levels");
+    }
+    ~Nest() { --p_.nesting_; }
+    Parser& p_;
+  };
+
+  // Operator chains (1+1+1+...) nest without recursion here, so every composite node's height is
+  // checked as it is built: the renderer walks (and the destructor frees) the tree recursively.
+  template <class P>
+  P sealed(P n) {
+    int h = 0;
+    for (const auto& a : n->args)
+      if (a) h = std::max(h, a->height);
+    for (const auto& kv : n->kwargs) h = std::max(h, kv.second->height);
+    n->height = h + 1;
+    if (n->height > active_limits().max_depth)
+      fail_at(n->line, n->col, "expression nested deeper than the limit of " +
+                                   std::to_string(active_limits().max_depth) + " levels");
+    return n;
   }
 
   template <class N>
@@ -109,6 +138,7 @@ class Parser {
 
   StmtPtr parse_statement() {
     const Token& nm = cur();
+    Nest guard(*this, nm);
     const std::string tag = nm.text;
     next();
     std::string stop;
@@ -242,10 +272,11 @@ class Parser {
       if (cur().kind == Tok::BlockEnd || cur().kind == Tok::VarEnd || is_op(")")) break;
       t->args.push_back(with_condexpr ? parse_expression() : parse_or());
     }
-    return t;
+    return sealed(std::move(t));
   }
 
   ExprPtr parse_expression() {
+    Nest guard(*this, cur());
     ExprPtr e = parse_or();
     while (is_name("if")) {
       const Token& at = next();
@@ -259,7 +290,7 @@ class Parser {
       c->args.push_back(std::move(cond));
       c->args.push_back(std::move(e));
       c->args.push_back(std::move(other));
-      e = std::move(c);
+      e = sealed(std::move(c));
     }
     return e;
   }
@@ -269,7 +300,7 @@ class Parser {
     b->name = std::move(op);
     b->args.push_back(std::move(l));
     b->args.push_back(std::move(r));
-    return b;
+    return sealed(std::move(b));
   }
 
   ExprPtr parse_or() {
@@ -291,9 +322,10 @@ class Parser {
   ExprPtr parse_not() {
     if (is_name("not")) {
       const Token& at = next();
+      Nest guard(*this, at);
       auto n = make<Expr>(Expr::Kind::Not, at);
       n->args.push_back(parse_not());
-      return n;
+      return sealed(std::move(n));
     }
     return parse_compare();
   }
@@ -323,7 +355,7 @@ class Parser {
       cmp->ops.push_back(op);
       cmp->args.push_back(parse_math1());
     }
-    return cmp ? std::move(cmp) : std::move(first);
+    return cmp ? sealed(std::move(cmp)) : std::move(first);
   }
   ExprPtr parse_math1() {
     ExprPtr l = parse_concat();
@@ -343,7 +375,7 @@ class Parser {
       next();
       c->args.push_back(parse_math2());
     }
-    return c;
+    return sealed(std::move(c));
   }
   ExprPtr parse_math2() {
     ExprPtr l = parse_pow();
@@ -365,8 +397,10 @@ class Parser {
     ExprPtr node;
     if (is_op("-") || is_op("+")) {
       const Token& at = next();
+      Nest guard(*this, at);
       node = make<Expr>(at.text == "-" ? Expr::Kind::Neg : Expr::Kind::Pos, at);
       node->args.push_back(parse_unary(false));
+      node = sealed(std::move(node));
     } else {
       node = parse_primary();
     }
@@ -420,7 +454,7 @@ class Parser {
           if (is_op(")")) break;
           t->args.push_back(parse_expression());
         }
-        e = std::move(t);
+        e = sealed(std::move(t));
       }
       expect_op(")");
       return e;
@@ -434,7 +468,7 @@ class Parser {
         next();
       }
       expect_op("]");
-      return l;
+      return sealed(std::move(l));
     }
     if (is_op("{")) {
       next();
@@ -447,7 +481,7 @@ class Parser {
         next();
       }
       expect_op("}");
-      return d;
+      return sealed(std::move(d));
     }
     fail(tk, "unexpected " + describe(tk) + " in expression");
   }
@@ -462,12 +496,12 @@ class Parser {
           idx->value = Value::integer(next().ival);
           g->args.push_back(std::move(node));
           g->args.push_back(std::move(idx));
-          node = std::move(g);
+          node = sealed(std::move(g));
         } else {
           auto g = make<Expr>(Expr::Kind::Getattr, at);
           g->name = expect_name();
           g->args.push_back(std::move(node));
-          node = std::move(g);
+          node = sealed(std::move(g));
         }
       } else if (is_op("[")) {
         node = parse_subscript(std::move(node));
@@ -501,12 +535,12 @@ class Parser {
       auto g = make<Expr>(Expr::Kind::Getitem, at);
       g->args.push_back(std::move(obj));
       g->args.push_back(std::move(parts[0]));
-      return g;
+      return sealed(std::move(g));
     }
     auto s = make<Expr>(Expr::Kind::Slice, at);
     s->args.push_back(std::move(obj));
     for (auto& p : parts) s->args.push_back(std::move(p));
-    return s;
+    return sealed(std::move(s));
   }
 
   // Arguments of a call, filter or test: positional then keyword (name=value).
@@ -532,7 +566,7 @@ class Parser {
     auto c = make<Expr>(Expr::Kind::Call, cur());
     c->args.push_back(std::move(callee));
     parse_args(*c);
-    return c;
+    return sealed(std::move(c));
   }
 
   ExprPtr parse_filter_expr(ExprPtr node) {
@@ -546,7 +580,7 @@ class Parser {
         f->name = name;
         f->args.push_back(std::move(node));
         if (is_op("(")) parse_args(*f);
-        node = std::move(f);
+        node = sealed(std::move(f));
       } else if (is_name("is")) {
         next();
         bool neg = false;
@@ -572,7 +606,7 @@ class Parser {
           arg = parse_postfix(std::move(arg));
           t->args.push_back(std::move(arg));
         }
-        node = std::move(t);
+        node = sealed(std::move(t));
       } else if (is_op("(")) {
         node = parse_call(std::move(node));
       } else {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "chat/jinja_lexer.h"
+#include "chat/jinja_limits.h"
 #include "chat/jinja_utf8.h"
 #include "core/error.h"
 
@@ -37,6 +38,7 @@ size_t py_len(const std::string& s) {
 }
 
 std::string py_strip(const std::string& s, const std::optional<std::string>& chars, bool left, bool right) {
+  if (chars) charge_search(s.size(), chars->size());
   auto cps = py_codepoints(s);
   std::vector<uint32_t> set;
   if (chars) set = py_codepoints(*chars);
@@ -52,6 +54,7 @@ std::string py_strip(const std::string& s, const std::optional<std::string>& cha
 }
 
 std::vector<std::string> py_split(const std::string& s, const std::optional<std::string>& sep, int64_t maxsplit) {
+  if (sep) charge_search(s.size(), sep->size());
   std::vector<std::string> out;
   if (sep) {
     if (sep->empty()) throw Error("ValueError: empty separator");
@@ -85,6 +88,7 @@ std::vector<std::string> py_split(const std::string& s, const std::optional<std:
 }
 
 std::vector<std::string> py_rsplit(const std::string& s, const std::optional<std::string>& sep, int64_t maxsplit) {
+  if (sep) charge_search(s.size(), sep->size());
   if (maxsplit < 0) return py_split(s, sep, maxsplit);
   std::vector<std::string> out;
   if (sep) {
@@ -137,6 +141,7 @@ std::vector<std::string> py_splitlines(const std::string& s) {
 }
 
 std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, int64_t count) {
+  charge_search(s.size(), old.size());
   std::string out;
   int64_t done = 0;
   if (old.empty()) {  // Python inserts repl before every code point and at the end
@@ -144,6 +149,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     for (size_t k = 0; k <= cps.size(); ++k) {
       if (count < 0 || done < count) {
         out += repl;
+        check_string_size(out.size());
         ++done;
       }
       if (k < cps.size()) utf8_append(out, cps[k]);
@@ -156,6 +162,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     if (f == std::string::npos) break;
     out.append(s, pos, f - pos);
     out += repl;
+    check_string_size(out.size());
     pos = f + old.size();
     ++done;
   }
@@ -164,12 +171,14 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
 }
 
 int64_t py_find(const std::string& s, const std::string& sub, bool reverse) {
+  charge_search(s.size(), sub.size());
   size_t f = reverse ? s.rfind(sub) : s.find(sub);
   if (f == std::string::npos) return -1;
   return static_cast<int64_t>(py_len(s.substr(0, f)));
 }
 
 int64_t py_count(const std::string& s, const std::string& sub) {
+  charge_search(s.size(), sub.size());
   if (sub.empty()) return static_cast<int64_t>(py_len(s)) + 1;
   int64_t n = 0;
   for (size_t f = s.find(sub); f != std::string::npos; f = s.find(sub, f + sub.size())) ++n;

@@ -3,6 +3,7 @@
 #include <unordered_map>
 
 #include "chat/jinja_builtins.h"
+#include "chat/jinja_limits.h"
 #include "chat/jinja_pystr.h"
 
 namespace greta::jinja {
@@ -11,6 +12,11 @@ namespace {
 
 enum class Flow { Normal, Break, Continue };
 
+// Output is a string Value: it carries which of its bytes came from caller data.
+using Out = Value;
+
+size_t text_bytes(const Value& v) { return v.is_string() ? v.s.size() : 0; }
+
 class Renderer {
  public:
   explicit Renderer(const Dict& vars) {
@@ -18,7 +24,7 @@ class Renderer {
     for (const auto& kv : vars.items) scopes_[0][kv.first] = kv.second;
   }
 
-  void run(const Body& program, std::string& out) {
+  void run(const Body& program, Out& out) {
     if (render_body(program, out) != Flow::Normal) fail_at(0, 0, "'break' or 'continue' outside of a loop");
   }
 
@@ -28,6 +34,31 @@ class Renderer {
   std::unordered_map<std::string, const Stmt*> macros_;
   int loop_depth_ = 0;
   int call_depth_ = 0;
+  int depth_ = 0;  // renderer recursion: statements, expressions, macro calls
+
+  // Bounds the renderer's recursion and counts one evaluation step.
+  struct Enter {
+    template <class N>
+    Enter(Renderer& r, const N& at) : r_(r) {
+      charge_steps(1);
+      if (++r_.depth_ > active_limits().max_depth)
+        fail_at(at.line, at.col, "rendering nests deeper than the limit of " +
+                                     std::to_string(active_limits().max_depth) + " levels");
+    }
+    ~Enter() { --r_.depth_; }
+    Renderer& r_;
+  };
+
+  // Results of builtins computed from caller data are data as a whole; the text they read and
+  // make counts toward the step budget.
+  static Value from_builtin(Value r, const Value& in, const Args& a) {
+    bool data = has_data(in);
+    size_t bytes = text_bytes(in) + text_bytes(r);
+    for (const Value& v : a.pos) data = data || has_data(v), bytes += text_bytes(v);
+    for (const auto& kv : a.kw) data = data || has_data(kv.second), bytes += text_bytes(kv.second);
+    charge_steps(int64_t(bytes / 256));
+    return with_data_of(std::move(r), data);
+  }
 
   [[noreturn]] static void fail_at(int line, int col, const std::string& what) {
     throw Error("chat template " + std::to_string(line) + ":" + std::to_string(col) + ": " + what);
@@ -58,7 +89,7 @@ class Renderer {
   }
 
   // ---- statements ----------------------------------------------------------------------
-  Flow render_body(const Body& body, std::string& out) {
+  Flow render_body(const Body& body, Out& out) {
     for (const auto& s : body) {
       Flow f = render_stmt(*s, out);
       if (f != Flow::Normal) return f;
@@ -78,12 +109,17 @@ class Renderer {
     for (size_t k = 0; k < targets.size(); ++k) scopes_.back()[targets[k]] = parts[k];
   }
 
-  Flow render_stmt(const Stmt& s, std::string& out) {
+  Flow render_stmt(const Stmt& s, Out& out) {
+    Enter enter(*this, s);
     switch (s.kind) {
-      case Stmt::Kind::Text: out += s.text; return Flow::Normal;
+      case Stmt::Kind::Text: located(s, [&] { append_text(out, s.text, false); }); return Flow::Normal;
       case Stmt::Kind::Output: {
         Value v = eval(*s.expr);
-        out += py_str(v);
+        located(s, [&] {
+          const size_t before = out.s.size();
+          append_text(out, v);
+          charge_steps(int64_t((out.s.size() - before) / 256));
+        });
         return Flow::Normal;
       }
       case Stmt::Kind::If:
@@ -98,6 +134,10 @@ class Renderer {
           Value ns = lookup(s.target_ns);
           if (ns.kind != Value::Kind::Namespace)
             fail_at(s.line, s.col, "cannot assign attribute on non-namespace object '" + s.target_ns + "'");
+          // Namespaces are mutable: one holding another could form a cycle or grow without bound.
+          if (v.kind == Value::Kind::Namespace || v.holds_namespace)
+            fail_at(s.line, s.col, "a namespace cannot hold another namespace in chat templates");
+          ns.dict->holds_data = ns.dict->holds_data || has_data(v);
           ns.dict->set(s.target_attr, std::move(v));
         } else {
           assign(s.targets, v, s);
@@ -105,9 +145,9 @@ class Renderer {
         return Flow::Normal;
       }
       case Stmt::Kind::SetBlock: {
-        std::string captured;
+        Out captured = Value::string("");
         if (render_body(s.body, captured) != Flow::Normal) fail_at(s.line, s.col, "'break'/'continue' in set block");
-        scopes_.back()[s.targets[0]] = Value::string(captured);
+        scopes_.back()[s.targets[0]] = std::move(captured);
         return Flow::Normal;
       }
       case Stmt::Kind::Break:
@@ -120,7 +160,7 @@ class Renderer {
     return Flow::Normal;
   }
 
-  Flow render_for(const Stmt& s, std::string& out) {
+  Flow render_for(const Stmt& s, Out& out) {
     Value iterable = eval(*s.expr);
     std::vector<Value> items = located(s, [&] { return py_iterate(iterable); });
     if (s.filter) {
@@ -139,6 +179,7 @@ class Renderer {
     const int64_t n = static_cast<int64_t>(items.size());
     ++loop_depth_;
     for (int64_t k = 0; k < n; ++k) {
+      located(s, [] { charge_loop_iteration(); });
       scopes_.emplace_back();
       Dict loop;
       loop.set("index", Value::integer(k + 1));
@@ -191,7 +232,7 @@ class Renderer {
       const Value* v = a.get(k, pname.c_str());
       scopes_.back()[pname] = v ? *v : dflt ? eval(*dflt) : Value::undefined("'" + pname + "' is undefined");
     }
-    std::string out;
+    Out out = Value::string("");
     try {
       render_body(m.body, out);
     } catch (...) {
@@ -203,26 +244,31 @@ class Renderer {
     scopes_.swap(saved);
     loop_depth_ = saved_loops;
     --call_depth_;
-    return Value::string(out);
+    return out;
   }
 
   Value eval(const Expr& e) {
+    Enter enter(*this, e);
     switch (e.kind) {
       case Expr::Kind::Const: return e.value;
       case Expr::Kind::Name: return lookup(e.name);
       case Expr::Kind::List: {
         List l;
         for (const auto& x : e.args) l.push_back(eval(*x));
-        return Value::make_list(std::move(l), e.is_tuple);
+        return located(e, [&] { return Value::make_list(std::move(l), e.is_tuple); });
       }
       case Expr::Kind::Dict: {
         Dict d;
+        bool key_data = false;
         for (size_t k = 0; k + 1 < e.args.size(); k += 2) {
           Value key = eval(*e.args[k]);
           if (!key.is_string()) fail_at(e.line, e.col, "dict keys must be strings in chat templates");
+          key_data = key_data || has_data(key);
           d.set(key.s, eval(*e.args[k + 1]));
         }
-        return Value::make_dict(std::move(d));
+        Value v = located(e, [&] { return Value::make_dict(std::move(d)); });
+        v.holds_data = v.holds_data || key_data;  // the keys it yields are then data
+        return v;
       }
       case Expr::Kind::Getattr: {
         Value obj = eval(*e.args[0]);
@@ -241,12 +287,14 @@ class Renderer {
         if (obj.is_undefined()) located(e, [&]() -> int { undefined_error(obj); });
         int64_t step = b[2].value_or(1);
         return located(e, [&] {
-          if (obj.is_string()) return Value::string(py_slice_str(obj.s, b[0], b[1], step));
+          charge_steps(int64_t(text_bytes(obj) / 256));
+          if (obj.is_string()) return with_data_of(Value::string(py_slice_str(obj.s, b[0], b[1], step)), has_data(obj));
           if (!obj.is_list()) return Value::undefined(std::string("'").append(obj.type_name()).append("' object is not subscriptable"));
           List l;
           for (int64_t k : py_slice_indices(static_cast<int64_t>(obj.list->size()), b[0], b[1], step))
             l.push_back((*obj.list)[k]);
-          return Value::make_list(std::move(l), obj.is_tuple);
+          charge_steps(int64_t(l.size()));
+          return with_data_of(Value::make_list(std::move(l), obj.is_tuple), obj.data);
         });
       }
       case Expr::Kind::Call: {
@@ -255,21 +303,21 @@ class Renderer {
         return located(e, [&]() -> Value {
           if (callee.is_undefined()) undefined_error(callee);
           if (callee.kind != Value::Kind::Function) throw Error("'" + callee.type_name() + "' object is not callable");
-          if (callee.self) return call_method(*callee.self, callee.s, a);
+          if (callee.self) return from_builtin(call_method(*callee.self, callee.s, a), *callee.self, a);
           if (callee.s.rfind("macro:", 0) == 0) return call_macro(*macros_.at(callee.s.substr(6)), a, e);
-          return call_global(callee.s, a);
+          return from_builtin(call_global(callee.s, a), Value::none(), a);
         });
       }
       case Expr::Kind::Filter: {
         Value in = eval(*e.args[0]);
         Args a = eval_args(e, 1);
-        return located(e, [&] { return apply_filter(e.name, in, a); });
+        return located(e, [&] { return from_builtin(apply_filter(e.name, in, a), in, a); });
       }
       case Expr::Kind::Test: {
         Value in = eval(*e.args[0]);
         Args a = eval_args(e, 1);
         bool r = located(e, [&] { return apply_test(e.name, in, a); });
-        return Value::boolean(r != e.negated);
+        return from_builtin(Value::boolean(r != e.negated), in, a);
       }
       case Expr::Kind::Not: return Value::boolean(!eval(*e.args[0]).truthy());
       case Expr::Kind::Neg:
@@ -278,19 +326,30 @@ class Renderer {
         return located(e, [&]() -> Value {
           if (v.is_undefined()) undefined_error(v);
           if (!v.is_number()) throw Error("bad operand type for unary " + std::string(e.kind == Expr::Kind::Neg ? "-" : "+") + ": '" + v.type_name() + "'");
-          if (e.kind == Expr::Kind::Pos) return v.kind == Value::Kind::Float ? v : Value::integer(v.as_int());
-          return v.kind == Value::Kind::Float ? Value::number(-v.f) : Value::integer(-v.as_int());
+          if (e.kind == Expr::Kind::Pos) return with_data_of(v.kind == Value::Kind::Float ? v : Value::integer(v.as_int()), has_data(v));
+          if (v.kind != Value::Kind::Float && v.as_int() == INT64_MIN)
+            throw Error("integer overflow: -(" + std::to_string(INT64_MIN) + ") does not fit in 64 bits");
+          return with_data_of(v.kind == Value::Kind::Float ? Value::number(-v.f) : Value::integer(-v.as_int()), has_data(v));
         });
       }
       case Expr::Kind::Binary: {
         Value l = eval(*e.args[0]);
         Value r = eval(*e.args[1]);
-        return located(e, [&] { return binary_op(e.name, l, r); });
+        return located(e, [&] {
+          // String and list results carry their own provenance (see binary_op); numbers from data are data.
+          Value out = binary_op(e.name, l, r);
+          charge_steps(int64_t(text_bytes(out) / 256));
+          return l.is_number() && r.is_number() ? with_data_of(std::move(out), has_data(l) || has_data(r)) : out;
+        });
       }
       case Expr::Kind::Concat: {
-        std::string s;
-        for (const auto& x : e.args) s += py_str(eval(*x));
-        return Value::string(s);
+        Value s = Value::string("");
+        for (const auto& x : e.args) {
+          Value v = eval(*x);
+          located(e, [&] { append_text(s, v); });
+        }
+        charge_steps(int64_t(s.s.size() / 256));
+        return s;
       }
       case Expr::Kind::Compare: {
         Value left = eval(*e.args[0]);
@@ -332,11 +391,14 @@ class Renderer {
 
 }  // namespace
 
-std::string render_program(const Body& program, const Dict& variables) {
+Rendered render_program(const Body& program, const Dict& variables, const TemplateLimits& limits) {
+  RenderBudget budget(limits);
+  RenderBudget::Scope scope(budget);
   Renderer r(variables);
-  std::string out;
+  Out out = Value::string("");
   r.run(program, out);
-  return out;
+  std::vector<Span> spans = data_spans_of(out);  // before out.s is moved from
+  return {std::move(out.s), std::move(spans)};
 }
 
 }  // namespace greta::jinja

@@ -6,11 +6,20 @@
 #include <string>
 
 #include "chat/jinja_ast.h"
+#include "chat/jinja_limits.h"
 
 namespace greta::jinja {
 
+// The rendered text, and the byte ranges of it that came from caller data (variables marked as
+// data, and anything computed from them); the rest is the template's own text.
+struct Rendered {
+  std::string text;
+  std::vector<Span> data_spans;
+};
+
 // Renders `program` with the given top-level variables. Errors throw greta::Error with
-// line:col; raise_exception(msg) throws TemplateRaise carrying msg unchanged.
-std::string render_program(const Body& program, const Dict& variables);
+// line:col; raise_exception(msg) throws TemplateRaise carrying msg unchanged. Going past a
+// limit throws greta::Error naming it.
+Rendered render_program(const Body& program, const Dict& variables, const TemplateLimits& limits);
 
 }  // namespace greta::jinja

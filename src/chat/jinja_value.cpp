@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "chat/jinja_limits.h"
 #include "chat/jinja_utf8.h"
 #include "core/error.h"
 
@@ -60,9 +61,27 @@ Value Value::string(std::string x) {
   v.s = std::move(x);
   return v;
 }
+// Depth, namespace and data summaries of a container from its elements.
+static void summarize(Value& c, const Value& e) {
+  c.depth = std::max(c.depth, e.depth + 1);
+  c.holds_namespace = c.holds_namespace || e.holds_namespace || e.kind == Value::Kind::Namespace;
+  c.holds_data = c.holds_data || has_data(e);
+}
+
+size_t string_bytes(const List& l) {
+  size_t n = 0;
+  for (const Value& e : l) n += e.s.size();
+  return n;
+}
+
 Value Value::make_list(List x, bool tuple) {
+  check_list_size(x.size());
+  check_string_size(string_bytes(x));
   Value v;
   v.kind = Kind::List;
+  v.depth = 1;
+  for (const Value& e : x) summarize(v, e);
+  check_depth(v.depth);
   v.list = std::make_shared<List>(std::move(x));
   v.is_tuple = tuple;
   return v;
@@ -70,13 +89,19 @@ Value Value::make_list(List x, bool tuple) {
 Value Value::make_dict(Dict d) {
   Value v;
   v.kind = Kind::Dict;
+  v.depth = 1;
+  for (const auto& kv : d.items) summarize(v, kv.second);
+  check_depth(v.depth);
   v.dict = std::make_shared<Dict>(std::move(d));
   return v;
 }
 Value Value::make_namespace(Dict d) {
-  Value v;
+  Value v = make_dict(std::move(d));
+  // Namespaces are mutable: one holding another could form a cycle or grow without bound.
+  if (v.holds_namespace) throw Error("a namespace cannot hold another namespace in chat templates");
   v.kind = Kind::Namespace;
-  v.dict = std::make_shared<Dict>(std::move(d));
+  v.dict->holds_data = v.holds_data;
+  v.holds_data = false;
   return v;
 }
 Value Value::function(std::string name, std::shared_ptr<Value> self) {
@@ -88,30 +113,89 @@ Value Value::function(std::string name, std::shared_ptr<Value> self) {
 }
 
 template <class J>
-static Value value_from_json(const J& j) {
+static Value value_from_json(const J& j, bool data, int depth) {
+  check_depth(depth);
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value::boolean(j.template get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value::integer(j.template get<int64_t>());
-    case nlohmann::json::value_t::number_unsigned: return Value::integer(static_cast<int64_t>(j.template get<uint64_t>()));
-    case nlohmann::json::value_t::number_float: return Value::number(j.template get<double>());
-    case nlohmann::json::value_t::string: return Value::string(j.template get<std::string>());
+    case nlohmann::json::value_t::null: return with_data_of(Value::none(), data);
+    case nlohmann::json::value_t::boolean: return with_data_of(Value::boolean(j.template get<bool>()), data);
+    case nlohmann::json::value_t::number_integer: return with_data_of(Value::integer(j.template get<int64_t>()), data);
+    case nlohmann::json::value_t::number_unsigned: {
+      const uint64_t u = j.template get<uint64_t>();
+      if (u > uint64_t(INT64_MAX)) throw Error("integer " + std::to_string(u) + " is too large for a chat template");
+      return with_data_of(Value::integer(static_cast<int64_t>(u)), data);
+    }
+    case nlohmann::json::value_t::number_float: return with_data_of(Value::number(j.template get<double>()), data);
+    case nlohmann::json::value_t::string: {
+      check_string_size(j.template get_ref<const std::string&>().size());
+      return with_data_of(Value::string(j.template get<std::string>()), data);
+    }
     case nlohmann::json::value_t::array: {
       List l;
-      for (const auto& e : j) l.push_back(value_from_json(e));
+      for (const auto& e : j) l.push_back(value_from_json(e, data, depth + 1));
       return Value::make_list(std::move(l));
     }
     case nlohmann::json::value_t::object: {
       Dict d;
-      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), value_from_json(it.value()));
-      return Value::make_dict(std::move(d));
+      // Keys of caller objects are data too: a container that holds data marks the keys it yields.
+      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), value_from_json(it.value(), data, depth + 1));
+      Value v = Value::make_dict(std::move(d));
+      v.holds_data = v.holds_data || data;
+      return v;
     }
     default: return Value::undefined();
   }
 }
 
-Value Value::from_json(const nlohmann::json& j) { return value_from_json(j); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return value_from_json(j); }
+Value Value::from_json(const nlohmann::json& j, bool as_data) { return value_from_json(j, as_data, 0); }
+Value Value::from_json(const nlohmann::ordered_json& j, bool as_data) { return value_from_json(j, as_data, 0); }
+
+bool has_data(const Value& v) {
+  return v.data || v.holds_data || !v.data_spans.empty() || (v.kind == Value::Kind::Namespace && v.dict->holds_data);
+}
+
+Value as_data(Value v) {
+  v.data = true;
+  v.data_spans.clear();
+  return v;
+}
+
+Value with_data_of(Value v, bool from_data) { return from_data ? as_data(std::move(v)) : v; }
+
+std::vector<Span> data_spans_of(const Value& s) {
+  if (s.data) return {Span{0, s.s.size()}};
+  return s.data_spans;
+}
+
+static void add_span(std::vector<Span>& spans, Span sp) {
+  if (sp.begin == sp.end) return;
+  if (!spans.empty() && spans.back().end == sp.begin) spans.back().end = sp.end;
+  else spans.push_back(sp);
+}
+
+void append_text(Value& acc, const std::string& text, bool is_data) {
+  check_string_size(acc.s.size() + text.size());
+  if (acc.data && !is_data) acc.data_spans = data_spans_of(acc), acc.data = false;
+  const size_t at = acc.s.size();
+  acc.s += text;
+  if (acc.data) return;
+  if (is_data) {
+    if (at == 0 && acc.data_spans.empty() && !text.empty()) {
+      acc.data = true;  // the whole string so far
+      return;
+    }
+    add_span(acc.data_spans, {at, acc.s.size()});
+  }
+}
+
+void append_text(Value& acc, const Value& v) {
+  if (!v.is_string()) return append_text(acc, py_str(v), has_data(v));
+  if (v.data || v.data_spans.empty()) return append_text(acc, v.s, v.data);
+  check_string_size(acc.s.size() + v.s.size());
+  if (acc.data) acc.data_spans = data_spans_of(acc), acc.data = false;
+  const size_t at = acc.s.size();
+  acc.s += v.s;
+  for (const Span& sp : v.data_spans) add_span(acc.data_spans, {sp.begin + at, sp.end + at});
+}
 
 bool Value::truthy() const {
   switch (kind) {
@@ -224,7 +308,11 @@ std::string py_repr(const Value& v) {
     case Value::Kind::String: return repr_string(v.s);
     case Value::Kind::List: {
       std::string out = v.is_tuple ? "(" : "[";
-      for (size_t k = 0; k < v.list->size(); ++k) out += (k ? ", " : "") + py_repr((*v.list)[k]);
+      for (size_t k = 0; k < v.list->size(); ++k) {
+        charge_steps(1);
+        out += (k ? ", " : "") + py_repr((*v.list)[k]);
+        check_string_size(out.size());
+      }
       if (v.is_tuple && v.list->size() == 1) out += ",";
       return out + (v.is_tuple ? ")" : "]");
     }
@@ -232,7 +320,9 @@ std::string py_repr(const Value& v) {
       std::string out = "{";
       bool first = true;
       for (const auto& kv : v.dict->items) {
+        charge_steps(1);
         out += (first ? "" : ", ") + repr_string(kv.first) + ": " + py_repr(kv.second);
+        check_string_size(out.size());
         first = false;
       }
       return out + "}";
@@ -241,7 +331,9 @@ std::string py_repr(const Value& v) {
       std::string out = "<Namespace {";
       bool first = true;
       for (const auto& kv : v.dict->items) {
+        charge_steps(1);
         out += (first ? "" : ", ") + repr_string(kv.first) + ": " + py_repr(kv.second);
+        check_string_size(out.size());
         first = false;
       }
       return out + "}>";
@@ -276,12 +368,14 @@ bool py_equal(const Value& a, const Value& b) {
     case K::String: return a.s == b.s;
     case K::List: {
       if (a.list->size() != b.list->size() || a.is_tuple != b.is_tuple) return false;
+      charge_steps(int64_t(a.list->size()));
       for (size_t k = 0; k < a.list->size(); ++k)
         if (!py_equal((*a.list)[k], (*b.list)[k])) return false;
       return true;
     }
     case K::Dict: {
       if (a.dict->items.size() != b.dict->items.size()) return false;
+      charge_steps(int64_t(a.dict->items.size() * a.dict->items.size()));  // find() is a linear scan
       for (const auto& kv : a.dict->items) {
         const Value* o = b.dict->find(kv.first);
         if (!o || !py_equal(kv.second, *o)) return false;
@@ -307,6 +401,7 @@ std::optional<int> py_compare(const Value& a, const Value& b) {
   }
   if (a.is_list() && b.is_list() && a.is_tuple == b.is_tuple) {
     for (size_t k = 0; k < a.list->size() && k < b.list->size(); ++k) {
+      charge_steps(1);
       if (py_equal((*a.list)[k], (*b.list)[k])) continue;
       return py_compare((*a.list)[k], (*b.list)[k]);
     }
@@ -351,6 +446,7 @@ static void json_string(std::string& out, const std::string& s, bool ensure_asci
 static void dumps(std::string& out, const Value& v, const JsonOptions& o, int depth) {
   auto newline = [&](int d) {
     if (!o.indent) return;
+    check_string_size(out.size() + 1 + size_t(d) * o.indent->size());
     out += '\n';
     for (int k = 0; k < d; ++k) out += *o.indent;
   };
@@ -372,6 +468,8 @@ static void dumps(std::string& out, const Value& v, const JsonOptions& o, int de
       }
       out += '[';
       for (size_t k = 0; k < v.list->size(); ++k) {
+        charge_steps(1);
+        check_string_size(out.size());
         if (k) out += item_sep;
         newline(depth + 1);
         dumps(out, (*v.list)[k], o, depth + 1);
@@ -391,6 +489,8 @@ static void dumps(std::string& out, const Value& v, const JsonOptions& o, int de
         std::stable_sort(items.begin(), items.end(), [](auto* x, auto* y) { return x->first < y->first; });
       out += '{';
       for (size_t k = 0; k < items.size(); ++k) {
+        charge_steps(1);
+        check_string_size(out.size());
         if (k) out += item_sep;
         newline(depth + 1);
         json_string(out, items[k]->first, o.ensure_ascii);
@@ -408,6 +508,7 @@ static void dumps(std::string& out, const Value& v, const JsonOptions& o, int de
 std::string py_json_dumps(const Value& v, const JsonOptions& opt) {
   std::string out;
   dumps(out, v, opt, 0);
+  check_string_size(out.size());
   return out;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "chat/chat_prompt.h"
 #include "core/error.h"
 
 namespace greta::cli {
@@ -47,7 +48,8 @@ ChatPrompt ChatSession::prepare(const std::string& user) {
   size_t first = 0;  // index of the oldest history message kept
   while (true) {
     try {
-      p.tokens = tokenize(render(messages_from(first, user)));
+      // Only the template's markup becomes special tokens; message text stays text.
+      p.tokens = tokenize_chat(tok_, tmpl_.render_chat(messages_from(first, user), true, bos_text_, eos_text_));
     } catch (const Error& e) {
       p.error = std::string("the chat template refused this conversation: ") + e.what();
       return p;

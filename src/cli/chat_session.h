@@ -37,7 +37,8 @@ class ChatSession {
   void reset() { history_.clear(); }
 
   // Renders system + history + `user` with the generation prompt and tokenizes it (special
-  // tokens parsed, BOS added only when the model wants one and the template did not write it).
+  // tokens from the template's markup only, never from message text; BOS added only when the
+  // model wants one and the template did not write it).
   // Drops the oldest turns from the history (for good) when that is what it takes to fit.
   ChatPrompt prepare(const std::string& user);
   // Records a finished (or interrupted) turn.

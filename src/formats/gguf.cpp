@@ -197,6 +197,7 @@ GGUFFile GGUFFile::parse(std::shared_ptr<MappedFile> file) {
   g.data_offset_ = st.data_offset;
   g.kv_ = std::move(st.kv);
   g.tensors_ = std::move(st.tensors);
+  for (HostTensor& t : g.tensors_) g.aligned_.align(t);
   for (size_t i = 0; i < g.kv_.size(); ++i) g.kv_index_.emplace(g.kv_[i].first, i);
   for (size_t i = 0; i < g.tensors_.size(); ++i) g.tensor_index_.emplace(g.tensors_[i].name, i);
   return g;

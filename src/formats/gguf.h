@@ -15,6 +15,7 @@
 
 #include "core/host_tensor.h"
 #include "core/mapped_file.h"
+#include "formats/aligned_copies.h"
 
 namespace greta {
 
@@ -93,6 +94,7 @@ class GGUFFile {
   std::map<std::string, size_t, std::less<>> kv_index_;
   std::vector<HostTensor> tensors_;
   std::map<std::string, size_t, std::less<>> tensor_index_;
+  AlignedCopies aligned_;  // tensors the file's alignment left misaligned (general.alignment < 4)
 };
 
 // GGML's name for a tensor type id: "Q5_K (type 13)", or "unknown type 99".

@@ -24,6 +24,11 @@ using nlohmann::json;
 // Real headers are a few hundred KB even for 70B models; the cap keeps a corrupt
 // length from making us parse (or allocate for) gigabytes of "JSON".
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+// A header nests three levels ({"name": {"shape": [...]}}), an index two. Parsed JSON costs
+// tens of bytes per value more than its text, so a hostile header (30 MB of '[') is bounded in
+// nesting and in values too, each about ten per tensor.
+constexpr int kMaxJsonDepth = 16;
+constexpr size_t kMaxJsonValues = size_t(1) << 20;
 
 bool dtype_from_name(const std::string& s, DType* out) {
   if (s == "F32") { *out = DType::F32; return true; }
@@ -36,10 +41,18 @@ bool dtype_from_name(const std::string& s, DType* out) {
 // dup_top_key receives the first repeated top-level key (nlohmann would silently keep the last).
 json parse_json(const char* begin, const char* end, const std::string& where, std::string* dup_top_key) {
   std::set<std::string> seen;
+  size_t values = 0;
+  // Called before a container is allocated, so the limits hold before the memory is spent.
   auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
     if (ev == json::parse_event_t::key && depth == 1 && parsed.is_string() && dup_top_key->empty()) {
       if (!seen.insert(parsed.get_ref<const std::string&>()).second) *dup_top_key = parsed.get<std::string>();
     }
+    if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) && depth >= kMaxJsonDepth)
+      throw Error(where + ": invalid JSON: nested deeper than " + std::to_string(kMaxJsonDepth) +
+                  " levels (a safetensors header nests 3)");
+    if (ev != json::parse_event_t::object_end && ev != json::parse_event_t::array_end && ++values > kMaxJsonValues)
+      throw Error(where + ": JSON of more than " + std::to_string(kMaxJsonValues) +
+                  " values (about ten per tensor; expected a safetensors header)");
     return true;
   };
   try {
@@ -153,6 +166,7 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
   out.file_ = std::move(file);
   out.tensors_.reserve(spans.size());
   for (Span& s : spans) {
+    out.aligned_.align(s.t);
     out.index_.emplace(s.t.name, out.tensors_.size());
     out.tensors_.push_back(std::move(s.t));
   }

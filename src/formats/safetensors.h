@@ -11,6 +11,7 @@
 
 #include "core/host_tensor.h"
 #include "core/mapped_file.h"
+#include "formats/aligned_copies.h"
 
 namespace greta {
 
@@ -28,6 +29,7 @@ class SafetensorsFile {
   std::vector<HostTensor> tensors_;
   std::map<std::string, size_t, std::less<>> index_;
   std::map<std::string, std::string> metadata_;
+  AlignedCopies aligned_;  // tensors whose offsets (after a header of any length) left them misaligned
 };
 
 // All tensors of a Hugging Face model directory: model.safetensors, or the shards named

@@ -1,8 +1,21 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <cstdio>
+
+#include "core/error.h"
 
 namespace greta {
+
+float positive_finite(double v, const std::string& key, const std::string& where) {
+  const float f = float(v);
+  if (!(std::isfinite(f) && f > 0.0f)) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.9g", v);
+    throw Error(where + ": " + key + " = " + buf + " (expected a finite number > 0)");
+  }
+  return f;
+}
 
 std::vector<float> ModelConfig::rope_inv_freq() const {
   const int half = head_dim / 2;

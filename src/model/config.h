@@ -32,6 +32,11 @@ struct ModelConfig {
   std::vector<float> rope_inv_freq() const;
 };
 
+// A hyper-parameter that must be a finite number > 0 in float (RoPE theta, RMS epsilon, RoPE
+// scaling factors): 0, negative or NaN values load silently and make every output NaN. Returns
+// it as float; throws greta::Error "<where>: <key> = <value> (expected ...)" otherwise.
+float positive_finite(double v, const std::string& key, const std::string& where);
+
 // Llama 3.1 rope_scaling (type "llama3") -> per-frequency divisors, as Meta defines them.
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,
                                        float high_freq_factor, int original_max_positions);

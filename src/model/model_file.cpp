@@ -1,5 +1,6 @@
 #include "model/model_file.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -91,8 +92,9 @@ void ModelFile::open_gguf(const std::string& path) {
   c.head_dim = positive(g.get_int(a + "attention.key_length").value_or(c.dim / c.n_heads),
                         a + "attention.key_length", path);
   c.max_context = positive(g.get_int(a + "context_length").value_or(4096), a + "context_length", path);
-  c.norm_eps = float(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5));
-  c.rope_theta = float(g.get_float(a + "rope.freq_base").value_or(10000.0));
+  c.norm_eps = positive_finite(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5),
+                               a + "attention.layer_norm_rms_epsilon", path);
+  c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
   // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 keeps halves.
   c.rope_neox = (c.arch == "qwen2");
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
@@ -104,11 +106,13 @@ void ModelFile::open_gguf(const std::string& path) {
     if (rf->dtype != DType::F32 || rf->numel() != c.head_dim / 2)
       throw Error(path + ": tensor 'rope_freqs.weight' must be F32 of " + std::to_string(c.head_dim / 2) +
                   " values");
-    const float* f = reinterpret_cast<const float*>(rf->data);
-    c.rope_freq_factors.assign(f, f + c.head_dim / 2);
+    c.rope_freq_factors.resize(c.head_dim / 2);
+    std::memcpy(c.rope_freq_factors.data(), rf->data, c.rope_freq_factors.size() * sizeof(float));
+    for (size_t i = 0; i < c.rope_freq_factors.size(); ++i)
+      positive_finite(c.rope_freq_factors[i], "tensor 'rope_freqs.weight' value " + std::to_string(i), path);
   }
   if (auto st = g.get_string(a + "rope.scaling.type"); st && *st == "linear") {
-    const float factor = float(g.get_float(a + "rope.scaling.factor").value_or(1.0));
+    const float factor = positive_finite(g.get_float(a + "rope.scaling.factor").value_or(1.0), a + "rope.scaling.factor", path);
     if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
     for (float& f : c.rope_freq_factors) f *= factor;
   }
@@ -155,25 +159,45 @@ void ModelFile::open_hf(const std::string& dir) {
   c.head_dim = positive(get_int("head_dim", c.dim / c.n_heads), "head_dim", cfg_path);
   c.vocab_size = positive(get_int("vocab_size", std::nullopt), "vocab_size", cfg_path);
   c.max_context = positive(get_int("max_position_embeddings", 4096), "max_position_embeddings", cfg_path);
-  c.norm_eps = float(get_float("rms_norm_eps", 1e-6));
-  c.rope_theta = float(get_float("rope_theta", 10000.0));
+  c.norm_eps = positive_finite(get_float("rms_norm_eps", 1e-6), "rms_norm_eps", cfg_path);
+  c.rope_theta = positive_finite(get_float("rope_theta", 10000.0), "rope_theta", cfg_path);
   c.rope_neox = true;  // HF checkpoints rotate halves
   c.tied_embeddings = j.value("tie_word_embeddings", false);
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
   // older checkpoints use "rope_theta" + "rope_scaling". Read both.
   auto rs = j.find("rope_scaling");
+  std::string rs_name = "rope_scaling";
   if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) {
-    if (auto th = rp->find("rope_theta"); th != rp->end() && th->is_number()) c.rope_theta = th->get<float>();
+    if (auto th = rp->find("rope_theta"); th != rp->end() && th->is_number())
+      c.rope_theta = positive_finite(th->get<double>(), "rope_parameters.rope_theta", cfg_path);
     rs = rp;
+    rs_name = "rope_parameters";
   }
   if (rs != j.end() && rs->is_object()) {
-    const std::string type = rs->value("rope_type", rs->value("type", std::string()));
+    // A scaling number: present and a finite number > 0, or the default.
+    auto factor = [&](const char* k, double def) {
+      auto it = rs->find(k);
+      if (it == rs->end() || it->is_null()) return float(def);
+      if (!it->is_number()) throw Error(cfg_path + ": key '" + rs_name + "." + k + "' must be a number");
+      return positive_finite(it->get<double>(), rs_name + "." + k, cfg_path);
+    };
+    auto type_of = [&](const char* k) {
+      auto it = rs->find(k);
+      return it != rs->end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    const std::string type = !type_of("rope_type").empty() ? type_of("rope_type") : type_of("type");
     if (type == "llama3") {
-      c.rope_freq_factors = llama3_rope_factors(
-          c.head_dim, c.rope_theta, float(rs->value("factor", 8.0)), float(rs->value("low_freq_factor", 1.0)),
-          float(rs->value("high_freq_factor", 4.0)), int(rs->value("original_max_position_embeddings", 8192)));
+      const float low = factor("low_freq_factor", 1.0), high = factor("high_freq_factor", 4.0);
+      if (!(high > low))
+        throw Error(cfg_path + ": " + rs_name + ".high_freq_factor = " + std::to_string(high) +
+                    " must be greater than low_freq_factor = " + std::to_string(low) + " (llama3 RoPE scaling)");
+      const float omp = factor("original_max_position_embeddings", 8192);
+      if (omp > float(1 << 30))
+        throw Error(cfg_path + ": " + rs_name + ".original_max_position_embeddings = " + std::to_string(omp) +
+                    " (expected a positive size)");
+      c.rope_freq_factors = llama3_rope_factors(c.head_dim, c.rope_theta, factor("factor", 8.0), low, high, int(omp));
     } else if (type == "linear") {
-      c.rope_freq_factors.assign(c.head_dim / 2, float(rs->value("factor", 1.0)));
+      c.rope_freq_factors.assign(c.head_dim / 2, factor("factor", 1.0));
     } else if (!type.empty() && type != "default") {
       throw Error(cfg_path + ": unsupported rope_scaling type '" + type + "' (supported: llama3, linear)");
     }

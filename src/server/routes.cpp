@@ -6,6 +6,7 @@
 #include <chrono>
 #include <random>
 
+#include "chat/chat_prompt.h"
 #include "server/connection.h"
 #include "server/openai_json.h"
 #include "server/sse.h"
@@ -38,17 +39,15 @@ std::vector<int32_t> chat_prompt(const ServerContext& ctx, const std::vector<Cha
   if (!ctx.chat_template)
     throw ApiError(400, "this model has no chat template; restart the server with --chat-template NAME|FILE");
   const Tokenizer& tok = *ctx.tokenizer;
-  // Templates write BOS/EOS as text ({{ bos_token }}); parse_special turns them into ids.
-  const std::string bos = tok.bos_id >= 0 ? std::string(tok.piece(tok.bos_id)) : "";
-  const std::string eos = tok.eos_id >= 0 ? std::string(tok.piece(tok.eos_id)) : "";
-  std::string rendered;
+  RenderedChat rendered;
   try {
-    rendered = ctx.chat_template->render(messages, /*add_generation_prompt=*/true, bos, eos);
+    rendered = ctx.chat_template->render_chat(messages, /*add_generation_prompt=*/true, chat_bos_text(tok),
+                                              chat_eos_text(tok));
   } catch (const Error& e) {
     throw ApiError(400, std::string("the chat template refused these messages: ") + e.what(), "messages");
   }
-  const bool template_wrote_bos = !bos.empty() && rendered.rfind(bos, 0) == 0;
-  return tok.encode(rendered, tok.add_bos && !template_wrote_bos, /*parse_special=*/true);
+  // Only the template's markup becomes special tokens; message text stays text.
+  return tokenize_chat(tok, rendered);
 }
 
 // One engine request per choice, prompt-major: choice = prompt_index * n + j.

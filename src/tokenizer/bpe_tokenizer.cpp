@@ -90,9 +90,34 @@ std::string_view BpeTokenizer::piece(int32_t id) const {
 
 std::vector<int32_t> BpeTokenizer::encode(std::string_view raw, bool add_bos, bool parse_special) const {
   const std::string text = utf8_sanitize(raw);
+  return encode_fragments(text, add_bos, specials_.split(text, parse_special));
+}
+
+std::vector<int32_t> BpeTokenizer::encode_marked(std::string_view raw, bool add_bos,
+                                                 const std::vector<TextRange>& plain) const {
+  // Sanitized piece by piece, so that the ranges still mark the same characters afterwards.
+  std::string text;
+  std::vector<TextRange> ranges;
+  size_t pos = 0;
+  for (const TextRange& r : plain) {
+    if (r.begin < pos || r.end < r.begin || r.end > raw.size())
+      throw Error("tokenizer: plain range [" + std::to_string(r.begin) + ", " + std::to_string(r.end) +
+                  ") is out of order or outside a text of " + std::to_string(raw.size()) + " bytes");
+    text += utf8_sanitize(raw.substr(pos, r.begin - pos));
+    const size_t begin = text.size();
+    text += utf8_sanitize(raw.substr(r.begin, r.end - r.begin));
+    ranges.push_back({begin, text.size()});
+    pos = r.end;
+  }
+  text += utf8_sanitize(raw.substr(pos));
+  return encode_fragments(text, add_bos, specials_.split(text, ranges));
+}
+
+std::vector<int32_t> BpeTokenizer::encode_fragments(const std::string& text, bool add_bos,
+                                                    const std::vector<SpecialMatcher::Fragment>& fragments) const {
   std::vector<int32_t> out;
   if (add_bos && bos_id >= 0) out.push_back(bos_id);
-  for (const SpecialMatcher::Fragment& f : specials_.split(text, parse_special)) {
+  for (const SpecialMatcher::Fragment& f : fragments) {
     if (f.token >= 0) {
       out.push_back(f.token);
     } else if (cfg_.kind == BpeKind::ByteLevel) {

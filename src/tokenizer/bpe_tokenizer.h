@@ -66,6 +66,8 @@ class BpeTokenizer final : public Tokenizer {
   BpeKind kind() const { return cfg_.kind; }
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;
+  std::vector<int32_t> encode_marked(std::string_view text, bool add_bos,
+                                     const std::vector<TextRange>& plain) const override;
   std::string token_bytes(int32_t id) const override;
   std::string decode(const std::vector<int32_t>& ids, bool skip_special = true) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(cfg_.pieces.size()); }
@@ -76,6 +78,8 @@ class BpeTokenizer final : public Tokenizer {
   }
 
  private:
+  std::vector<int32_t> encode_fragments(const std::string& text, bool add_bos,
+                                        const std::vector<SpecialMatcher::Fragment>& fragments) const;
   void encode_byte_level(std::string_view text, std::vector<int32_t>& out) const;
   void encode_spm(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
 

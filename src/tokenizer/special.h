@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/text_range.h"
+
 namespace greta {
 
 class SpecialMatcher {
@@ -19,8 +21,13 @@ class SpecialMatcher {
   void add(std::string text, int32_t id, bool needs_parse_special);
   bool empty() const { return entries_.empty(); }
   std::vector<Fragment> split(std::string_view text, bool parse_special) const;
+  // As split(text, true), except that a special token overlapping a range of `plain` (sorted,
+  // disjoint) is not recognised: that text stays ordinary text.
+  std::vector<Fragment> split(std::string_view text, const std::vector<TextRange>& plain) const;
 
  private:
+  std::vector<Fragment> split_impl(std::string_view text, bool parse_special, const std::vector<TextRange>* plain) const;
+
   struct Entry {
     std::string text;
     int32_t id;

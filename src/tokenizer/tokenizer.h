@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/text_range.h"
+
 namespace greta {
 
 class GGUFFile;
@@ -28,6 +30,13 @@ class Tokenizer {
   static std::unique_ptr<Tokenizer> from_hf_dir(const std::string& dir);
 
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const = 0;
+  // As encode(text, add_bos, /*parse_special=*/true), except that no special token is taken
+  // from the byte ranges `plain` (sorted, disjoint, inside text): there the text is tokenized as
+  // with parse_special = false. The tokens of text without special-token strings in those ranges
+  // are exactly encode()'s. Chat prompts mark message text so: a message cannot write markup.
+  // Throws greta::Error for ranges that are unsorted, overlapping or outside the text.
+  virtual std::vector<int32_t> encode_marked(std::string_view text, bool add_bos,
+                                             const std::vector<TextRange>& plain) const = 0;
   // Raw bytes of one token (byte tokens decode to their byte; may be part of a UTF-8 char).
   virtual std::string token_bytes(int32_t id) const = 0;
   // Whole-sequence decode; special/control tokens are skipped when skip_special.

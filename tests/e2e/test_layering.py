@@ -17,7 +17,7 @@ BELOW = {
     "runtime": ["core", "greta"],
     "formats": ["core", "greta"],
     "tokenizer": ["formats", "core", "greta"],
-    "chat": ["core", "greta"],
+    "chat": ["tokenizer", "formats", "core", "greta"],
     "backend/cpu": ["backend", "runtime", "core", "greta"],
     "backend/cuda": ["backend", "runtime", "core", "greta"],
     "backend": ["backend/cpu", "backend/cuda", "runtime", "core", "greta"],

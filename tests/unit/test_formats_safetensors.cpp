@@ -1,8 +1,10 @@
 // safetensors reader: single files built in memory, corruption of every checked field,
 // and model directories (single file, sharded index) written under a temp dir.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include "core/error.h"
+#include "formats/aligned_copies.h"
 #include "formats/safetensors.h"
 #include "formats_test_util.h"
 
@@ -105,6 +107,47 @@ TEST(Safetensors, BadJson) {
   expect_error(b.build_with(""), {"invalid JSON"});
   // Nesting deep enough to overflow a recursive parser must be an ordinary error.
   expect_error(b.build_with(std::string(100000, '[')), {"invalid JSON"});
+}
+
+// Peak resident memory of this process so far, in MB.
+long peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1024;
+}
+
+TEST(Safetensors, HostileJsonIsBoundedInNestingAndValues) {
+  // 30 MB of '[' used to parse into 30M nested arrays (2.4 GB) before failing.
+  const long before = peak_rss_mb();
+  SafetensorsBuilder b;
+  expect_error(b.build_with(std::string(30u << 20, '[')), {"invalid JSON", "nested deeper than 16 levels"});
+  EXPECT_LT(peak_rss_mb() - before, 200) << "MB of peak memory for a 30 MB header";
+  // Flat but huge: one value per two bytes.
+  std::string many = "{\"a\": [0";
+  for (int k = 0; k < (1 << 20); ++k) many += ",0";
+  expect_error(b.build_with(many + "]}"), {"JSON of more than 1048576 values"});
+  // Real headers nest three levels.
+  EXPECT_NO_THROW(parse_bytes(small_file().build()));
+}
+
+TEST(Safetensors, OddOffsetsAreReadFromAnAlignedCopy) {
+  // The data section starts right after a header of any length: an odd length puts every
+  // tensor off its alignment, which typed reads (float*, uint16_t*) must never see.
+  SafetensorsBuilder b = small_file();
+  for (size_t pad = 0; pad < 4; ++pad) {
+    std::string header = b.header().dump() + std::string(pad, ' ');
+    test::ByteWriter w;
+    w.u64(header.size());
+    w.b.insert(w.b.end(), header.begin(), header.end());
+    for (const auto& t : b.tensors) w.raw(t.data);
+    SafetensorsFile f = parse_bytes(w.b);
+    for (const auto& bt : b.tensors) {
+      const HostTensor* t = f.find_tensor(bt.name);
+      ASSERT_NE(t, nullptr);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % tensor_data_alignment(t->dtype), 0u) << t->name << " pad " << pad;
+      EXPECT_EQ(std::vector<uint8_t>(t->data, t->data + t->nbytes), bt.data) << t->name << " pad " << pad;
+    }
+  }
 }
 
 TEST(Safetensors, DuplicateTensorName) {

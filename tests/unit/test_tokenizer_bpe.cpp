@@ -2,6 +2,8 @@
 // streaming decode. Parity with Hugging Face on real vocabularies is tests/e2e/test_tokenizer_parity.py.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "tokenizer/bpe_tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -66,7 +68,8 @@ TEST(TokenizerBpe, ByteLevelSpellsSpacesAndRoundTrips) {
   EXPECT_EQ(t.token_bytes(sp_hi), " hi");
 }
 
-TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
+// Bytes plus a control token <|end|> (id 256) and a user-defined added token <tool> (id 257).
+BpeTokenizer end_tool_tokenizer() {
   auto c = byte_level_config({"<|end|>", "<tool>"});
   const int32_t end = id_of(c, "<|end|>"), tool = id_of(c, "<tool>");
   c.types.assign(c.pieces.size(), TokenType::Normal);
@@ -77,6 +80,12 @@ TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
   BpeTokenizer t(c, {});
   t.add_special_text("<|end|>", end, true);
   t.add_special_text("<tool>", tool, false);
+  return t;
+}
+
+TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
+  const BpeTokenizer t = end_tool_tokenizer();
+  const int32_t end = 256, tool = 257;
   EXPECT_EQ(t.encode("x<|end|>", false, true), (Ids{'x', end}));
   const Ids plain = t.encode("x<|end|>", false, false);
   EXPECT_EQ(plain.size(), 8u);  // x < | end | > as bytes (no merges), not the control token
@@ -85,6 +94,28 @@ TEST(TokenizerBpe, SpecialTokensOnlyWhenParsingSpecial) {
   EXPECT_EQ(t.encode("<tool>", false, false), (Ids{tool}));
   EXPECT_EQ(t.decode({tool, end}), "<tool>");
   EXPECT_EQ(t.decode({tool, end}, false), "<tool><|end|>");
+}
+
+TEST(TokenizerBpe, MarkedRangesParseNoSpecialTokens) {
+  const BpeTokenizer t = end_tool_tokenizer();
+  const int32_t end = 256, tool = 257;
+  const std::string text = "<|end|>x<|end|>y<|end|>";  // markup, data, markup
+  const Ids marked = t.encode_marked(text, false, {{7, 15}});
+  EXPECT_EQ(marked.front(), end);
+  EXPECT_EQ(marked.back(), end);
+  EXPECT_EQ(std::count(marked.begin(), marked.end(), end), 2);
+  EXPECT_EQ(t.decode(marked, false), text);
+  // A special token that only partly lies in a range is not recognised either.
+  const Ids straddling = t.encode_marked(text, false, {{10, 11}});
+  EXPECT_EQ(std::count(straddling.begin(), straddling.end(), end), 2);
+  // Outside any range it is the plain encode(parse_special = true); inside, parse_special = false.
+  EXPECT_EQ(t.encode_marked(text, true, {}), t.encode(text, true, true));
+  EXPECT_EQ(t.encode_marked(text, false, {{0, text.size()}}), t.encode(text, false, false));
+  // User-defined added tokens are text-level tokens: recognised everywhere, as encode() does.
+  EXPECT_EQ(t.encode_marked("<tool>", false, {{0, 6}}), (Ids{tool}));
+  EXPECT_THROW(t.encode_marked(text, false, {{5, 3}}), Error);
+  EXPECT_THROW(t.encode_marked(text, false, {{4, 6}, {2, 3}}), Error);
+  EXPECT_THROW(t.encode_marked(text, false, {{0, 99}}), Error);
 }
 
 TEST(TokenizerBpe, SpecialTokensLongestMatchWins) {

@@ -1,0 +1,123 @@
+// Hyper-parameters that load silently but make every output NaN (RoPE theta, RMS epsilon and
+// RoPE scaling factors that are 0, negative or NaN) are refused at load, naming key and value.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/error.h"
+#include "formats_test_util.h"
+#include "model/model_file.h"
+
+namespace greta {
+namespace {
+
+using test::GGUFBuilder;
+using test::TempDir;
+
+// A GGUF Llama header of dim 8, 2 heads (head_dim 4), one layer; tensors as the caller adds.
+GGUFBuilder llama_header() {
+  GGUFBuilder g;
+  g.kv_string("general.architecture", "llama");
+  g.kv("llama.block_count", GGUFType::UINT32, uint32_t(1));
+  g.kv("llama.embedding_length", GGUFType::UINT32, uint32_t(8));
+  g.kv("llama.feed_forward_length", GGUFType::UINT32, uint32_t(16));
+  g.kv("llama.attention.head_count", GGUFType::UINT32, uint32_t(2));
+  return g;
+}
+
+std::string open_error(const GGUFBuilder& g) {
+  TempDir dir;
+  dir.write("m.gguf", g.build());
+  try {
+    ModelFile::open((dir.path() / "m.gguf").string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+std::string open_hf_error(const nlohmann::json& config) {
+  TempDir dir;
+  dir.write("config.json", config.dump());
+  try {
+    ModelFile::open(dir.path().string());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+}  // namespace
+
+TEST(ModelConfig, GgufRefusesBadThetaAndEpsilon) {
+  for (const char* key : {"llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon"}) {
+    for (float v : {0.0f, -1.0f, kNaN, std::numeric_limits<float>::infinity()}) {
+      GGUFBuilder g = llama_header();
+      g.kv(key, GGUFType::FLOAT32, v);
+      const std::string err = open_error(g);
+      EXPECT_ERROR_HAS(err, std::string(key) + " = ");
+      EXPECT_ERROR_HAS(err, "expected a finite number > 0");
+    }
+  }
+  GGUFBuilder g = llama_header();
+  g.kv("llama.rope.freq_base", GGUFType::FLOAT32, -2.5f);
+  EXPECT_ERROR_HAS(open_error(g), "llama.rope.freq_base = -2.5 (expected a finite number > 0)");
+  // Good values get past the check (to the missing tensors of this bare file).
+  g = llama_header();
+  g.kv("llama.rope.freq_base", GGUFType::FLOAT32, 10000.0f);
+  g.kv("llama.attention.layer_norm_rms_epsilon", GGUFType::FLOAT32, 1e-5f);
+  EXPECT_ERROR_HAS(open_error(g), "token_embd.weight");
+}
+
+TEST(ModelConfig, GgufRefusesBadRopeScaling) {
+  for (float v : {0.0f, -4.0f, kNaN}) {
+    GGUFBuilder g = llama_header();
+    g.tensor("token_embd.weight", {8, 4}, test::kF32);
+    g.kv_string("llama.rope.scaling.type", "linear");
+    g.kv("llama.rope.scaling.factor", GGUFType::FLOAT32, v);
+    EXPECT_ERROR_HAS(open_error(g), "llama.rope.scaling.factor = ");
+  }
+  GGUFBuilder g = llama_header();
+  g.tensor("token_embd.weight", {8, 4}, test::kF32);
+  auto& rf = g.tensor("rope_freqs.weight", {2}, test::kF32);
+  const float factors[2] = {1.0f, 0.0f};
+  std::memcpy(rf.data.data(), factors, sizeof factors);
+  EXPECT_ERROR_HAS(open_error(g), "tensor 'rope_freqs.weight' value 1 = 0 (expected a finite number > 0)");
+}
+
+TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
+  const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}},
+                               {"num_hidden_layers", 1},
+                               {"hidden_size", 8},
+                               {"intermediate_size", 16},
+                               {"num_attention_heads", 2},
+                               {"vocab_size", 4}};
+  auto with = [&](const std::string& k, nlohmann::json v) {
+    nlohmann::json c = base;
+    c[k] = std::move(v);
+    return c;
+  };
+  EXPECT_ERROR_HAS(open_hf_error(with("rms_norm_eps", 0)), "rms_norm_eps = 0 (expected a finite number > 0)");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_theta", -10000)), "rope_theta = -10000");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_theta", 1e300)), "rope_theta = 1e+300");  // inf in float
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 0}})),
+                   "rope_scaling.factor = 0");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", -1}})),
+                   "rope_scaling.low_freq_factor = -1");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}})),
+                   "must be greater than low_freq_factor");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", -2}})), "rope_scaling.factor = -2");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", "two"}})), "must be a number");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_parameters", {{"rope_theta", 0}})), "rope_parameters.rope_theta = 0");
+  // Good values get past the checks (to the missing weights of this bare directory).
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}})),
+                   "no model.safetensors");
+}
+
+}  // namespace greta
