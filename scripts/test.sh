@@ -8,5 +8,6 @@ bash scripts/build.sh
 BUILD=${GRETA_BUILD_DIR:-build}
 status=0
 (cd "$BUILD" && ctest --output-on-failure -j"$(nproc)") || status=1
-GRETA_BUILD_DIR="$PWD/$BUILD" python3 -m pytest -q -rs tests/e2e || status=1
+# pytest from the project venv (scripts/setup.sh); tests start Python tools with the same interpreter.
+GRETA_BUILD_DIR="$PWD/$BUILD" .venv/bin/python -m pytest -q -rs tests/e2e || status=1
 exit $status
