@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GRETA_SETUP_NO_BUILD=1 bash scripts/setup.sh
-bash scripts/build.sh
+# Warnings are errors here (GRETA_WERROR), so CI fails on any new compiler warning.
+GRETA_CMAKE_ARGS="${GRETA_CMAKE_ARGS:-} -DGRETA_WERROR=ON" bash scripts/build.sh
 BUILD=${GRETA_BUILD_DIR:-build}
 status=0
 (cd "$BUILD" && ctest --output-on-failure -j"$(nproc)") || status=1
