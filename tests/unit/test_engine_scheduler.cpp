@@ -28,15 +28,19 @@ class EngineScheduler : public ::testing::Test {
     r.sampling.temperature = 0;
     return std::make_unique<Sequence>(id, std::move(r), [](const TokenEvent&) {}, *tok);
   }
+  static EngineConfig config(int kv_blocks, int block_size, int max_step_tokens, int prefill_chunk) {
+    EngineConfig cfg;
+    cfg.kv_blocks = kv_blocks;
+    cfg.block_size = block_size;
+    cfg.max_step_tokens = max_step_tokens;
+    cfg.prefill_chunk = prefill_chunk;
+    return cfg;
+  }
   std::unique_ptr<Tokenizer> tok;
 };
 
 TEST_F(EngineScheduler, DecodeFirstThenChunksWithinBudget) {
-  EngineConfig cfg;
-  cfg.kv_blocks = 64;
-  cfg.block_size = 4;
-  cfg.max_step_tokens = 10;
-  cfg.prefill_chunk = 6;
+  const EngineConfig cfg = config(64, 4, 10, 6);
   Scheduler s(cfg);
   s.enqueue(seq(1, 3, 5));
   ScheduledStep a = s.schedule();  // request 1 prefills alone
@@ -65,11 +69,7 @@ TEST_F(EngineScheduler, DecodeFirstThenChunksWithinBudget) {
 // whole prompt, hence its first token, in the next step; the long prompt keeps the rest of
 // every step, and alone it fills the whole budget again.
 TEST_F(EngineScheduler, ShortRequestIsNotBlockedByLongPrompt) {
-  EngineConfig cfg;
-  cfg.kv_blocks = 256;
-  cfg.block_size = 16;
-  cfg.max_step_tokens = 64;
-  cfg.prefill_chunk = 64;
+  const EngineConfig cfg = config(256, 16, 64, 64);
   Scheduler s(cfg);
   s.enqueue(seq(1, 2000, 4));
   ScheduledStep a = s.schedule();  // the long prompt alone takes the whole budget
@@ -100,11 +100,7 @@ TEST_F(EngineScheduler, ShortRequestIsNotBlockedByLongPrompt) {
 // Several short requests queued behind two long prompts all get their first token within a
 // few steps, long before the long prompts are done.
 TEST_F(EngineScheduler, ShortRequestsFirstTokensBoundedBehindLongPrompts) {
-  EngineConfig cfg;
-  cfg.kv_blocks = 1024;
-  cfg.block_size = 16;
-  cfg.max_step_tokens = 512;
-  cfg.prefill_chunk = 512;
+  const EngineConfig cfg = config(1024, 16, 512, 512);
   Scheduler s(cfg);
   s.enqueue(seq(1, 8000, 4));
   s.enqueue(seq(2, 6000, 4));
