@@ -20,9 +20,9 @@
 //   a sequence that cannot fit in the pool even alone. So the loop never stalls.
 // - The oldest running sequence is never preempted by a younger one.
 // - Budget: a step holds at most max_step_tokens tokens; decode tokens never wait for prompts.
-// - First token: behind one running prompt of any length, a newly queued request whose
-//   prompt fits in half the budget the decodes leave (and in the free KV blocks) is admitted
-//   by the next schedule() and computed whole in that step, so it samples its first token.
+// - First token: behind one running prompt of any length, a newly queued request whose prompt
+//   fits in half (rounded down) of the budget the decodes leave, and in the free KV blocks, is
+//   admitted by the next schedule() and computed whole in that step: it samples its first token.
 // - KV: only running sequences hold blocks; queued ones hold none.
 #pragma once
 #include <deque>
