@@ -8,7 +8,7 @@ Writes tests/data/reference/llamacpp_smollm2.json: for each prompt, llama.cpp's 
 `greta perplexity` scores it (chunks of CTX tokens, second half of each chunk).
 
 Usage:
-  bash tools/install_llamacpp_reference.sh     # llama-cpp-python into .venv, built so it runs here
+  bash tools/install_llamacpp_reference.sh     # llama-cpp-python into .venv, built for this CPU
   .venv/bin/python tools/make_llamacpp_reference.py
 """
 import argparse
