@@ -56,7 +56,8 @@ def main():
     try:
         from llama_cpp import Llama, __version__ as llama_cpp_version
     except ImportError:
-        raise SystemExit("llama-cpp-python is not installed (see tools/make_llamacpp_reference.py for how)")
+        raise SystemExit("llama-cpp-python is not installed: run bash tools/install_llamacpp_reference.sh "
+                         "and use .venv/bin/python")
     llm = Llama(model_path=a.model, n_ctx=2048, n_threads=a.threads, n_batch=512, verbose=False)
     g_ms, l_ms = [], []
     for _ in range(a.rounds):

@@ -29,6 +29,10 @@ Why these choices:
   their change over the run: forward time near the whole wall means the GPU bounds throughput;
   schedule + sample + emit the engine's host work between steps; idle a client or HTTP layer
   that does not keep the engine fed.
+- Head of line (--long-prompt L): one request with an L-token prompt is sent first, and the
+  N short requests start once the server has begun computing it (its computed-token counter
+  moved). The short requests' TTFT (ttft_ms_*) then shows whether a long prompt holds up
+  everyone behind it; the long request's own TTFT is reported as long_ttft_ms.
 - Bounded: every request has a deadline (--request-timeout) checked on every line it reads
   (the server sends a keep-alive comment each second while a request is queued), sockets time
   out, and the whole run stops at --max-time: no new request starts after it, workers are
@@ -299,6 +303,24 @@ def client_process(k, endpoint, prompts, a, threads, counter, start, go, reports
     reports.put(("done", k, recs, time.process_time() - cpu0))
 
 
+def start_long_request(target, a, lo, hi):
+    """Sends one --long-prompt request on a thread and returns once the server has begun to
+    compute it; the thread's record lands in the returned dict under "rec"."""
+    ids = make_prompts(1, a.long_prompt, 0, lo, hi, a.seed + 2_000_003)[0]
+    endpoint = Endpoint(target.host, target.port, target.headers)
+    computed = "greta_computed_tokens_total"
+    before = target.metrics().get(computed, 0)
+    out = {}
+    body = request_body(ids, a.gen, a.ignore_eos)
+    out["thread"] = threading.Thread(daemon=True, target=lambda: out.update(
+        rec=stream_one(endpoint, body, time.monotonic() + a.request_timeout)))
+    out["thread"].start()
+    deadline = time.monotonic() + a.request_timeout
+    while target.metrics().get(computed, 0) == before and time.monotonic() < deadline and "rec" not in out:
+        time.sleep(0.005)
+    return out
+
+
 def split(total, parts):
     """total as `parts` near-equal shares, the larger ones first."""
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
@@ -411,6 +433,8 @@ def main():
     ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                     help="generate exactly max_tokens tokens, EOS or not")
     ap.add_argument("--shared-prefix", type=int, default=0, help="prompt tokens every request shares")
+    ap.add_argument("--long-prompt", type=int, default=0, metavar="L",
+                    help="head of line: send one L-token prompt first, then the -n short requests")
     ap.add_argument("--id-range", default="auto",
                     help="prompt token ids are drawn from [LO, HI); auto: [1000, 20000) clipped to the "
                          "model's vocabulary V as [min(1000, V/10), min(20000, V)) (above most special tokens)")
@@ -428,6 +452,8 @@ def main():
     if a.procs < 1:
         ap.error("--procs must be >= 1")
     a.procs = min(a.procs, a.concurrency)  # no process without a client
+    if a.long_prompt < 0:
+        ap.error("--long-prompt must be >= 0")
     if not 0 <= a.shared_prefix <= a.prompt_tokens:
         ap.error("--shared-prefix must be in [0, -p]")
     id_range = None
@@ -472,8 +498,11 @@ def main():
                 raise SystemExit(f"serve_load: {len(failed)} warm-up requests failed, e.g.: {failed[0]}")
         prompts = make_prompts(a.requests, a.prompt_tokens, a.shared_prefix, lo, hi, a.seed)
         before = {}
+        long_req = start_long_request(target, a, lo, hi) if a.long_prompt else None
         results, t0, t1, client_cpu = run_load(target, prompts, a, lambda: before.update(target.metrics()))
         after = target.metrics()
+        if long_req:
+            long_req["thread"].join(a.request_timeout)
     finally:
         target.stop()
 
@@ -503,9 +532,17 @@ def main():
         "output_tok_per_s": round(out_tokens / wall, 2) if wall > 0 else None,
         "requests_per_s": round(len(ok) / wall, 3) if wall > 0 else None,
         "ttft_ms_p50": ms(percentile(ttft, 0.5)), "ttft_ms_p99": ms(percentile(ttft, 0.99)),
+        "ttft_ms_max": ms(max(ttft, default=None)),
         "itl_ms_p50": ms(percentile(itl, 0.5)), "itl_ms_p99": ms(percentile(itl, 0.99)),
         "client_cpu_s": round(client_cpu, 3),
     }
+    if long_req:
+        rec = long_req.get("rec")
+        result["long_prompt"] = a.long_prompt
+        result["long_ttft_ms"] = ms(rec["chunks"][0] - rec["start"]) if rec and rec["chunks"] else None
+        if not rec or rec["error"]:
+            errors.append("long request: " + (rec["error"] if rec else "not finished"))
+            result["errors"] = len(errors)
     for name, key in METRICS.items():
         if name in after:
             result[key] = int(after[name] - before.get(name, 0))

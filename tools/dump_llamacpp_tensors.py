@@ -2,7 +2,7 @@
 """Dumps llama.cpp's intermediate tensors of one forward pass, for op-by-op comparison with greta's
 CPU backend (GRETA_DUMP_DIR, see src/backend/cpu/dump.h and tools/compare_dumps.py).
 
-llama.cpp (PyPI llama-cpp-python, same build as tools/make_llamacpp_reference.py) calls an eval
+llama.cpp (PyPI llama-cpp-python, installed by tools/install_llamacpp_reference.sh) calls an eval
 callback (llama_context_params.cb_eval, ggml_backend_sched_eval_callback) for every node of its
 compute graph: once with ask=true ("do you want this one?") and, for the nodes we say yes to, once
 more with ask=false after the node is computed, when its data can be copied. The graph is then

@@ -8,13 +8,8 @@ Writes tests/data/reference/llamacpp_smollm2.json: for each prompt, llama.cpp's 
 `greta perplexity` scores it (chunks of CTX tokens, second half of each chunk).
 
 Usage:
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
-    -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
-    -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-    pip install --no-cache-dir llama-cpp-python==0.3.36
-  python3 tools/make_llamacpp_reference.py
-(The default native build enables AMX on these Xeons, and its decode crashes with a segfault in
-this sandbox; every other SIMD path llama.cpp has for this CPU stays on.)
+  bash tools/install_llamacpp_reference.sh     # llama-cpp-python into .venv, built for this CPU
+  .venv/bin/python tools/make_llamacpp_reference.py
 """
 import argparse
 import json
@@ -23,7 +18,12 @@ import os
 import time
 
 import numpy as np
-from llama_cpp import Llama
+
+try:
+    from llama_cpp import Llama
+except ImportError:
+    raise SystemExit("llama-cpp-python is not installed: run bash tools/install_llamacpp_reference.sh "
+                     "and use .venv/bin/python")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")

@@ -15,7 +15,7 @@ struct CpuOptions {
   bool exact_matmul = false;
   // Non-empty: every op's output is written to this directory as a float32 .npy file, for
   // op-by-op comparison with llama.cpp (backend/cpu/dump.h, tools/compare_dumps.py).
-  std::string dump_dir;
+  std::string dump_dir = {};
 };
 
 // Every choice below changes only the launch plan: results differ between settings by

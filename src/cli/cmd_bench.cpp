@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
@@ -175,7 +176,6 @@ void bench_batch(Ctx& c, int B, int steps) {
     for (int s = 0; s < B; ++s) {
       if (!seqs[s].reserve(pool, n_past + int(in[s].size()))) throw Error("bench: KV pool too small");
       SeqSlice q;
-      q.seq_id = s;
       q.token_begin = b.n_tokens();
       q.n_tokens = int(in[s].size());
       q.n_past = n_past;
@@ -290,15 +290,15 @@ void register_bench(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("bench", "measure decode, batched decode and prefill speed (JSON lines, output checked)");
   o->model.add_to(sub);
   o->model.add_synthetic_to(sub);
-  sub->add_option("-p,--prompt-len", o->prompt, "prompt tokens before batch-1 decode")->check(CLI::Range(1, 1 << 20));
-  sub->add_option("-n,--gen-len", o->gen, "tokens generated at batch 1")->check(CLI::Range(2, 1 << 20));
-  sub->add_option("-r,--reps", o->reps, "repetitions (best is reported)")->check(CLI::Range(1, 1000));
-  sub->add_option("--at-pos", o->at_pos, "also decode after a prompt of this many tokens")->check(CLI::Range(0, 1 << 20));
-  sub->add_option("--long-gen", o->long_gen, "tokens generated for --at-pos")->check(CLI::Range(2, 1 << 20));
-  sub->add_option("--batch", o->batches, "batched decode sizes, e.g. --batch 8 32 128")->check(CLI::Range(1, 4096));
-  sub->add_option("--batch-steps", o->batch_steps, "decode steps per batched run")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("-p,--prompt-len", o->prompt, "prompt tokens before batch-1 decode")->check(integer_in(1, 1 << 20));
+  sub->add_option("-n,--gen-len", o->gen, "tokens generated at batch 1")->check(integer_in(2, 1 << 20));
+  sub->add_option("-r,--reps", o->reps, "repetitions (best is reported)")->check(integer_in(1, 1000));
+  sub->add_option("--at-pos", o->at_pos, "also decode after a prompt of this many tokens")->check(integer_in(0, 1 << 20));
+  sub->add_option("--long-gen", o->long_gen, "tokens generated for --at-pos")->check(integer_in(2, 1 << 20));
+  sub->add_option("--batch", o->batches, "batched decode sizes, e.g. --batch 8 32 128")->check(integer_in(1, 4096));
+  sub->add_option("--batch-steps", o->batch_steps, "decode steps per batched run")->check(integer_in(2, 1 << 20));
   sub->add_option("--prefill", o->prefill, "prompt lengths for time to first token, e.g. --prefill 512 2048")
-      ->check(CLI::Range(2, 1 << 20));
+      ->check(integer_in(2, 1 << 20));
   sub->callback([o] { bench(*o); });
 }
 

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "cli/arg_checks.h"
 #include "cli/chat_session.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -281,10 +282,10 @@ void register_chat(CLI::App& app) {
       "  /exit or Ctrl-D leaves; Ctrl-C stops a reply, at the prompt it exits");
   o->model.add_to(sub);
   o->sampling.add_to(sub);
-  sub->add_option("-n,--n-predict", o->n_predict, "most tokens per reply")->check(CLI::Range(1, 1 << 24));
+  sub->add_option("-n,--n-predict", o->n_predict, "most tokens per reply")->check(integer_in(1, 1 << 24));
   sub->add_option("-c,--ctx", o->ctx,
                   "context size in tokens (default: min(model's, 4096)); when full, the oldest turns are dropped")
-      ->check(CLI::Range(0, 1 << 24));
+      ->check(integer_in(0, 1 << 24));
   sub->add_option("--chat-template", o->chat_template,
                   "override the model's template: a built-in name (chatml, llama2, llama3, mistral, qwen2) or a "
                   "Jinja file");

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
@@ -70,8 +71,8 @@ void register_perplexity(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("perplexity", "perplexity of the model on a text file");
   o->model.add_to(sub);
   sub->add_option("-f,--file", o->file, "text file")->required()->check(CLI::ExistingFile);
-  sub->add_option("-c,--ctx", o->ctx, "chunk length in tokens")->check(CLI::Range(4, 1 << 20));
-  sub->add_option("--chunks", o->chunks, "score at most this many chunks (0 = all)")->check(CLI::Range(0, 1 << 20));
+  sub->add_option("-c,--ctx", o->ctx, "chunk length in tokens")->check(integer_in(4, 1 << 20));
+  sub->add_option("--chunks", o->chunks, "score at most this many chunks (0 = all)")->check(integer_in(0, 1 << 20));
   sub->callback([o] { perplexity(*o); });
 }
 

@@ -1,9 +1,14 @@
 // greta run: generate text from a prompt, streaming it to stdout as it is produced.
+#include <signal.h>
+
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
@@ -12,6 +17,23 @@
 namespace greta::cli {
 
 namespace {
+
+// Ctrl-C stops generation after the token in flight, so the summary line (and --report) still
+// come out; a second Ctrl-C leaves at once.
+volatile std::sig_atomic_t g_interrupted = 0;
+
+extern "C" void run_on_sigint(int) {
+  if (g_interrupted) std::_Exit(130);
+  g_interrupted = 1;
+}
+
+void install_sigint() {
+  struct sigaction sa = {};
+  sa.sa_handler = run_on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;  // a write to stdout in progress finishes; the token loop polls the flag
+  sigaction(SIGINT, &sa, nullptr);
+}
 
 struct RunOptions {
   ModelOptions model;
@@ -53,7 +75,15 @@ nlohmann::json top_logits(const float* logits, int vocab, int k) {
   return out;
 }
 
-void run(const RunOptions& o) {
+// Returns the exit status: 0, or 130 when Ctrl-C cut generation short.
+int run(const RunOptions& o) {
+  // The report file is opened before the model loads, so a path that cannot be written fails
+  // at once rather than after the whole generation.
+  std::ofstream report_out;
+  if (!o.report.empty()) {
+    report_out.open(o.report);
+    if (!report_out) throw Error("cannot write report file '" + o.report + "'");
+  }
   std::string prompt = o.prompt;
   if (!o.prompt_file.empty()) {
     std::ifstream in(o.prompt_file, std::ios::binary);
@@ -72,7 +102,8 @@ void run(const RunOptions& o) {
                 std::to_string(n_ctx) + " (raise -c/--ctx up to " + std::to_string(cfg.max_context) + ")");
   std::vector<int32_t> forced;
   if (!o.force.empty()) forced = parse_ids(o.force, "--force", cfg.vocab_size);
-  const int n_gen = std::min(forced.empty() ? o.n_predict : int(forced.size()), n_ctx - int(ids.size()));
+  const int n_wanted = forced.empty() ? o.n_predict : int(forced.size());
+  const int n_gen = std::min(n_wanted, n_ctx - int(ids.size()));
 
   SequenceRunner seq(*L.model, n_ctx);
   Sampler sampler(o.sampling.p);
@@ -90,13 +121,15 @@ void run(const RunOptions& o) {
     if (on_device) device_tok = seq.eval_sample(in, device_sample_params(sampler));
     else logits = seq.eval_last(in);
   };
+  install_sigint();
   const double t0 = now_seconds();
   step(ids);
   const double t_prompt = now_seconds() - t0;
   std::vector<int32_t> history = ids;
   int generated = 0;
+  bool stopped = false;
   const double t1 = now_seconds();
-  for (; generated < n_gen; ++generated) {
+  for (; generated < n_gen && !g_interrupted; ++generated) {
     if (!o.report.empty()) report["steps"].push_back(top_logits(logits.data(), cfg.vocab_size, o.report_top));
     const int32_t tok = !forced.empty() ? forced[size_t(generated)]
                         : on_device     ? device_tok
@@ -105,7 +138,11 @@ void run(const RunOptions& o) {
     report["generated_ids"].push_back(tok);
     const bool stop = !o.ignore_eos && forced.empty() && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
                                            L.tokenizer->stop_ids.end();
-    if (stop) { ++generated; break; }
+    if (stop) {
+      ++generated;
+      stopped = true;
+      break;
+    }
     // Models may have more embedding rows than the tokenizer has pieces (padded vocabularies);
     // such ids have no text.
     std::string text = tok < L.tokenizer->vocab_size() ? dec.feed(tok) : std::string();
@@ -124,11 +161,16 @@ void run(const RunOptions& o) {
                "greta: %s on %s | load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
                cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, ids.size(),
                ids.size() / std::max(t_prompt, 1e-9), generated, decode_steps / std::max(t_gen, 1e-9));
-  if (!o.report.empty()) {
-    std::ofstream out(o.report);
-    if (!out) throw Error("cannot write report file '" + o.report + "'");
-    out << report.dump() << "\n";
+  if (g_interrupted)
+    std::fprintf(stderr, "greta: interrupted after %d of %d tokens\n", generated, n_gen);
+  else if (!stopped && n_gen < n_wanted)
+    std::fprintf(stderr, "greta: stopped after %d tokens: the context of %d tokens is full (raise -c/--ctx, up to %d)\n",
+                 generated, n_ctx, cfg.max_context);
+  if (report_out.is_open()) {
+    report_out << report.dump() << "\n";
+    if (!report_out.flush()) throw Error("cannot write report file '" + o.report + "'");
   }
+  return g_interrupted ? 130 : 0;
 }
 
 }  // namespace
@@ -138,24 +180,27 @@ void register_run(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("run", "generate text from a prompt (streams to stdout)");
   o->model.add_to(sub);
   o->sampling.add_to(sub);
-  sub->add_option("-p,--prompt", o->prompt, "prompt text");
-  sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
-  sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->check(CLI::Range(0, 1 << 24));
+  CLI::Option* text = sub->add_option("-p,--prompt", o->prompt, "prompt text");
+  CLI::Option* file = sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
+  sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->check(integer_in(0, 1 << 24));
   sub->add_option("-c,--ctx", o->ctx, "context size in tokens (default: min(model's, 4096))")
-      ->check(CLI::Range(0, 1 << 24));
+      ->check(integer_in(0, 1 << 24));
   sub->add_flag("--ignore-eos", o->ignore_eos, "keep generating past end-of-sequence tokens");
   sub->add_flag("--no-bos", o->no_bos, "do not add the BOS token even if the model wants it");
   sub->add_flag("--special", o->special, "parse special tokens (e.g. <|im_start|>) in the prompt");
   sub->add_option("--report", o->report, "write prompt/generated ids and per-step top logits as JSON");
-  sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(CLI::Range(1, 1 << 20));
-  sub->add_option("--prompt-ids", o->prompt_ids, "prompt as a JSON array of token ids (no tokenizer involved)");
+  sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(integer_in(1, 1 << 20));
+  CLI::Option* ids = sub->add_option("--prompt-ids", o->prompt_ids, "prompt as a JSON array of token ids (no tokenizer involved)");
+  // One prompt source: -p, -f and --prompt-ids exclude each other.
+  text->excludes(file)->excludes(ids);
+  file->excludes(ids);
   sub->add_option("--force", o->force,
                   "teacher forcing: feed this JSON array of token ids instead of sampling (with --report, "
                   "scores another engine's output step by step)");
   sub->callback([o] {
     if (o->prompt.empty() && o->prompt_file.empty() && o->prompt_ids.empty())
       throw Error("no prompt: pass -p TEXT, -f FILE or --prompt-ids");
-    run(*o);
+    if (const int status = run(*o)) std::exit(status);
   });
 }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
@@ -119,37 +120,46 @@ void register_serve(CLI::App& app) {
   // no download (the text they produce is noise; prompts are best sent as token ids).
   o->model.add_synthetic_to(sub);
   sub->add_option("--host", o->http.host, "address to bind (default 127.0.0.1: this machine only)");
-  sub->add_option("--port", o->http.port, "TCP port (0 = any free port)")->check(CLI::Range(0, 65535));
+  sub->add_option("--port", o->http.port, "TCP port (0 = any free port)")->check(integer_in(0, 65535));
   sub->add_option("--api-key", o->http.api_key, "require 'Authorization: Bearer KEY' (all but /health)");
   sub->add_option("--model-id", o->model_id, "model name clients use (default: the model's file name)");
   sub->add_option("--chat-template", o->chat_template,
                   "chat template: a built-in name (chatml, llama2, llama3, mistral, qwen2) or a Jinja file");
   sub->add_option("-c,--ctx", o->engine.max_context, "prompt + max_tokens limit (0 = min(model's, KV pool))")
-      ->check(CLI::Range(0, 1 << 24));
-  sub->add_option("--kv-blocks", o->engine.kv_blocks, "KV cache pool size in blocks")->check(CLI::Range(1, 1 << 24));
-  sub->add_option("--block-size", o->engine.block_size, "tokens per KV block")->check(CLI::Range(1, 4096));
+      ->check(integer_in(0, 1 << 24));
+  sub->add_option("--kv-blocks", o->engine.kv_blocks, "KV cache pool size in blocks")->check(integer_in(1, 1 << 24));
+  sub->add_option("--block-size", o->engine.block_size, "tokens per KV block")->check(integer_in(1, 4096));
   sub->add_option("--max-running", o->engine.max_running, "most sequences in flight at once")
-      ->check(CLI::Range(1, 1 << 16));
+      ->check(integer_in(1, 1 << 16));
   sub->add_option("--max-queue", o->engine.max_queue, "most requests waiting; more get 429")
-      ->check(CLI::Range(0, 1 << 20));
+      ->check(integer_in(0, 1 << 20));
   sub->add_option("--max-step-tokens", o->engine.max_step_tokens, "token budget of one engine step")
-      ->check(CLI::Range(1, 1 << 20));
+      ->check(integer_in(1, 1 << 20));
   sub->add_option("--max-body", o->http.max_body_bytes, "largest request body in bytes (more gets 413)")
-      ->check(CLI::Range(1024, 1 << 30));
+      ->check(integer_in(1024, 1 << 30));
   sub->add_option("--http-threads", o->http.threads, "requests handled at once (each stream holds one)")
-      ->check(CLI::Range(4, 4096));
+      ->check(integer_in(4, 4096));
   sub->add_option("--header-timeout", o->http.head_timeout_s,
                   "seconds a request's headers may take, from their first byte (more gets 408)")
-      ->check(CLI::Range(1, 3600));
+      ->check(integer_in(1, 3600));
   sub->add_option("--body-timeout", o->http.body_timeout_s,
                   "seconds a request's body may take, after its headers (more gets 408)")
-      ->check(CLI::Range(1, 3600));
+      ->check(integer_in(1, 3600));
   sub->add_option("--idle-timeout", o->http.idle_timeout_s, "seconds a connection may wait with no request")
-      ->check(CLI::Range(1, 3600));
+      ->check(integer_in(1, 3600));
   sub->add_option("--max-client-connections", o->http.max_client_connections,
                   "open connections per client address, 0 = no limit (more get 429)")
-      ->check(CLI::Range(0, 1 << 20));
-  sub->callback([o] { serve(*o); });
+      ->check(integer_in(0, 1 << 20));
+  sub->callback([o] {
+    // KV slots (block * block_size + offset) are 32-bit throughout the engine and backends.
+    const int64_t slots = int64_t(o->engine.kv_blocks) * o->engine.block_size;
+    if (slots > INT32_MAX)
+      throw CLI::ValidationError("--kv-blocks x --block-size", std::to_string(o->engine.kv_blocks) + " x " +
+                                                                std::to_string(o->engine.block_size) + " = " +
+                                                                std::to_string(slots) + " token slots, more than the " +
+                                                                std::to_string(INT32_MAX) + " the KV cache can address");
+    serve(*o);
+  });
 }
 
 }  // namespace greta::cli

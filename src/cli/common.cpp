@@ -9,6 +9,7 @@
 
 #include "backend/backend_env.h"
 #include "backend/backend_factory.h"
+#include "cli/arg_checks.h"
 #include "core/error.h"
 
 #ifndef GRETA_COMMIT
@@ -50,7 +51,7 @@ std::string resolve_device(const std::string& d) {
 void ModelOptions::add_to(CLI::App* app) {
   app->add_option("-m,--model", model, "GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct)");
   app->add_option("--device", device, "cpu, cuda, cuda:N or auto (default: cuda when a GPU is present)");
-  app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
+  app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(integer_in(0, 1024));
 }
 
 void ModelOptions::add_synthetic_to(CLI::App* app) {
@@ -59,19 +60,19 @@ void ModelOptions::add_synthetic_to(CLI::App* app) {
                   "llama-3-8b, smollm2-135m, tiny");
   app->add_option("--dtype", dtype, "synthetic weight type: bf16, f16 or f32")
       ->check(CLI::IsMember({"bf16", "f16", "f32"}));
-  app->add_option("--seed", seed, "synthetic weight seed");
+  app->add_option("--seed", seed, "synthetic weight seed")->check(integer_in(0, UINT64_MAX));
 }
 
 void SamplingOptions::add_to(CLI::App* app) {
-  app->add_option("--temp", p.temperature, "temperature; 0 = greedy")->check(CLI::Range(0.0, 100.0));
-  app->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(CLI::Range(0, 1 << 30));
-  app->add_option("--top-p", p.top_p, "nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
+  app->add_option("--temp", p.temperature, "temperature; 0 = greedy")->check(number_in(0.0, 100.0));
+  app->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)")->check(integer_in(0, 1 << 30));
+  app->add_option("--top-p", p.top_p, "nucleus sampling mass (1 = off)")->check(number_in(0.0, 1.0));
   app->add_option("--min-p", p.min_p, "drop tokens below min-p x the top probability (0 = off)")
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(number_in(0.0, 1.0));
   app->add_option("--repeat-penalty", p.repeat_penalty, "penalty for recently seen tokens (1 = off)")
-      ->check(CLI::Range(0.0, 10.0));
-  app->add_option("--repeat-last-n", p.repeat_last_n, "window of the repeat penalty")->check(CLI::Range(0, 1 << 20));
-  app->add_option("--seed", p.seed, "sampling seed (0 = random)");
+      ->check(number_in(0.0, 10.0));
+  app->add_option("--repeat-last-n", p.repeat_last_n, "window of the repeat penalty")->check(integer_in(0, 1 << 20));
+  app->add_option("--seed", p.seed, "sampling seed (0 = random)")->check(integer_in(0, UINT64_MAX));
 }
 
 Loaded load(const ModelOptions& o, bool need_tokenizer) {

@@ -1,10 +1,12 @@
-// `greta`: run | chat | info | tokenize | perplexity | bench. Every command reports bad input or
-// files with a one-line reason and a non-zero exit, never a crash.
+// `greta`: run | chat | info | tokenize | perplexity | bench | serve. Every command reports bad
+// input or files with a one-line reason and a non-zero exit (2 for a bad command line), never
+// a crash.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 
 #include "backend/backend_env.h"
+#include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "core/error.h"
 
@@ -25,7 +27,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return greta::cli::report_parse_error(app, e, argc, argv);
   } catch (const greta::Error& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "greta: error: %s\n", e.what());

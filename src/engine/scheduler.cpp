@@ -22,11 +22,8 @@ int Scheduler::fit(const Sequence& s, int want) const {
 }
 
 void Scheduler::add_slice(ScheduledStep& st, Sequence* s, int n) {
-  const bool ok = s->kv.reserve(pool_, s->n_computed + n);
-  assert(ok && "fit() promised these blocks");
-  (void)ok;
+  reserve(*s, n);
   SeqSlice q;
-  q.seq_id = int32_t(st.seqs.size());
   q.token_begin = st.batch.n_tokens();
   q.n_tokens = n;
   q.n_past = s->n_computed;
@@ -43,6 +40,24 @@ void Scheduler::add_slice(ScheduledStep& st, Sequence* s, int n) {
   st.batch.seqs.push_back(std::move(q));
   st.seqs.push_back(s);
   s->in_step = true;
+}
+
+void Scheduler::reserve(Sequence& s, int n) {
+  const bool ok = s.kv.reserve(pool_, s.n_computed + n);
+  assert(ok && "fit() promised these blocks");
+  (void)ok;
+}
+
+void Scheduler::plan(std::vector<Planned>& chunks, Sequence* s, int n) {
+  reserve(*s, n);
+  s->in_step = true;  // its blocks are spoken for: no later sequence may preempt it
+  chunks.push_back({s, n});
+}
+
+bool Scheduler::wants_prompt_after(size_t i, int64_t preempted_before) const {
+  for (size_t j = i + 1; j < running_.size(); ++j)
+    if (!running_[j]->in_step && running_[j]->remaining() > 0) return true;
+  return !waiting_.empty() && int(running_.size()) < cfg_.max_running && preemptions_ == preempted_before;
 }
 
 std::unique_ptr<Sequence> Scheduler::take_running(size_t i) {
@@ -106,11 +121,18 @@ ScheduledStep Scheduler::schedule() {
     ++i;
   }
 
-  // 2. Prompt chunks (or recomputation) of sequences already running, oldest first.
+  // 2. Prompt chunks: running sequences with a prompt (or recomputation) left, oldest first,
+  // then newcomers from the queue, front first. While someone after it also wants prompt
+  // tokens, a sequence takes at most half of the budget left (rounded up), so one long prompt
+  // cannot hold every step: a short request behind it is admitted in the next step and gets
+  // its whole prompt in if that fits in the other half. Whatever the halving left unused goes
+  // back to the chunks already planned, oldest first, so a prompt alone still fills the step.
+  std::vector<Planned> chunks;
+  auto share = [&](bool others_waiting) { return others_waiting ? (budget + 1) / 2 : budget; };
   for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
     Sequence* s = running_[i].get();
     if (s->in_step) continue;
-    const int want = std::min({s->remaining(), cfg_.prefill_chunk, budget});
+    const int want = std::min({s->remaining(), cfg_.prefill_chunk, share(wants_prompt_after(i, preempted_before))});
     int n = fit(*s, want);
     while (n == 0) {
       // Only a younger sequence that is not in this step may give way.
@@ -125,7 +147,7 @@ ScheduledStep Scheduler::schedule() {
       n = fit(*s, want);
     }
     if (n == 0) continue;
-    add_slice(st, s, n);
+    plan(chunks, s, n);
     budget -= n;
   }
 
@@ -137,7 +159,8 @@ ScheduledStep Scheduler::schedule() {
     Sequence* s = waiting_.front().get();
     const int hit = s->kv.attach_prefix(pool_, s->tokens);
     s->n_computed = hit;
-    const int n = fit(*s, std::min({s->remaining(), cfg_.prefill_chunk, budget}));
+    const bool others = waiting_.size() > 1 && int(running_.size()) + 1 < cfg_.max_running;
+    const int n = fit(*s, std::min({s->remaining(), cfg_.prefill_chunk, share(others)}));
     if (n == 0) {
       s->kv.release_all(pool_);
       s->n_computed = 0;
@@ -155,10 +178,22 @@ ScheduledStep Scheduler::schedule() {
     }
     std::unique_ptr<Sequence> own = std::move(waiting_.front());
     waiting_.pop_front();
-    add_slice(st, own.get(), n);
+    plan(chunks, own.get(), n);
     budget -= n;
     insert_running(std::move(own));
   }
+
+  // The budget the halving held back for others who then took less (or could not come in).
+  for (Planned& c : chunks) {
+    if (budget == 0) break;
+    const int more = std::min({c.s->remaining() - c.n, cfg_.prefill_chunk - c.n, budget});
+    const int extra = fit(*c.s, c.n + more) - c.n;
+    if (extra <= 0) continue;
+    c.n += extra;
+    budget -= extra;
+    reserve(*c.s, c.n);
+  }
+  for (const Planned& c : chunks) add_slice(st, c.s, c.n);
 
   // 4. Progress. An empty step with work left means the oldest sequence could not take one
   // token even after every younger one gave way: it is alone with the whole pool and needs

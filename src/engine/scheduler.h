@@ -5,19 +5,24 @@
 //    If its block cannot be reserved, the youngest running sequence is preempted (blocks
 //    released, sent to the front of the queue to be recomputed later); a sequence that is
 //    itself the youngest preempts itself.
-// 2. Prefill: running sequences with a prompt (or recomputation) still to compute get chunks
-//    of at most prefill_chunk tokens from the remaining budget, oldest first; they may
-//    preempt younger sequences that are not in this step.
-// 3. Admission: queued sequences join, front first, while budget and max_running allow; each
-//    first attaches cached prefix blocks, then takes a chunk that fits the free blocks. A
-//    request that does not fit waits (head of line: FCFS). A step that had to preempt admits
-//    nobody (the freed blocks go to the running sequences, not to a thrashing readmission).
+// 2. Prompt chunks share what the decodes left: running sequences with a prompt (or
+//    recomputation) still to compute, oldest first, then queued sequences, front first, each
+//    of which first attaches cached prefix blocks. A chunk is at most prefill_chunk tokens and,
+//    while someone after it also wants prompt tokens, at most half the budget left, so a long
+//    prompt never takes a whole step from the requests behind it (no head-of-line blocking);
+//    budget the halving held back and nobody took goes back to the planned chunks, oldest
+//    first. Running sequences may preempt younger ones that are not in this step. A queued
+//    request that does not fit waits (FCFS). A step that had to preempt admits nobody (the
+//    freed blocks go to the running sequences, not to a thrashing readmission).
 //
 // Guarantees
 // - Progress: every call either returns a non-empty step or fails (hands back in `failed`)
 //   a sequence that cannot fit in the pool even alone. So the loop never stalls.
 // - The oldest running sequence is never preempted by a younger one.
 // - Budget: a step holds at most max_step_tokens tokens; decode tokens never wait for prompts.
+// - First token: behind one running prompt of any length, a newly queued request whose prompt
+//   fits in half (rounded down) of the budget the decodes leave, and in the free KV blocks, is
+//   admitted by the next schedule() and computed whole in that step: it samples its first token.
 // - KV: only running sequences hold blocks; queued ones hold none.
 #pragma once
 #include <deque>
@@ -60,8 +65,17 @@ class Scheduler {
   int64_t admitted_prompt_tokens() const { return prompt_tokens_; }
 
  private:
+  struct Planned {  // a prompt chunk decided on, not yet in the batch
+    Sequence* s;
+    int n;
+  };
   // Most tokens (<= want) that s can take now without preempting anybody.
   int fit(const Sequence& s, int want) const;
+  void reserve(Sequence& s, int n);  // blocks for s's next n tokens; fit() said they exist
+  void plan(std::vector<Planned>& chunks, Sequence* s, int n);
+  // Whether a running sequence younger than running_[i], or a queued one, could still take
+  // prompt tokens in this step.
+  bool wants_prompt_after(size_t i, int64_t preempted_before) const;
   void add_slice(ScheduledStep& st, Sequence* s, int n);
   void preempt(size_t running_index);
   std::unique_ptr<Sequence> take_running(size_t i);

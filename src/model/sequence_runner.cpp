@@ -56,7 +56,6 @@ void SequenceRunner::run(const std::vector<int32_t>& tokens, const std::vector<i
     Batch b;
     b.tokens.assign(tokens.begin() + begin, tokens.begin() + begin + len);
     SeqSlice s;
-    s.seq_id = 0;
     s.token_begin = 0;
     s.n_tokens = len;
     s.n_past = n_past_;

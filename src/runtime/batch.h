@@ -9,7 +9,6 @@ namespace greta {
 // One sequence's part of a step. Its tokens are Batch::tokens[token_begin, token_begin+n_tokens)
 // at positions n_past .. n_past+n_tokens-1; attention sees positions 0 .. its own.
 struct SeqSlice {
-  int32_t seq_id = 0;
   int32_t token_begin = 0;
   int32_t n_tokens = 0;
   int32_t n_past = 0;                // tokens of this sequence already in the KV cache

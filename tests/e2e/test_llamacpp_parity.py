@@ -16,7 +16,8 @@ REF = os.path.join(REF_DIR, "llamacpp_smollm2.json")
 @pytest.fixture(scope="module")
 def ref():
     if not os.path.exists(REF):
-        pytest.skip(f"reference dump missing: {REF} (run tools/make_llamacpp_reference.py)")
+        pytest.skip(f"reference dump missing: {REF} (bash tools/install_llamacpp_reference.sh, then "
+                    ".venv/bin/python tools/make_llamacpp_reference.py)")
     return read_json(REF)
 
 

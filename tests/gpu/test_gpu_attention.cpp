@@ -47,7 +47,6 @@ class AttentionRunner {
     for (size_t s = 0; s < new_tokens.size(); ++s) {
       if (new_tokens[s] == 0) continue;
       SeqSlice sl;
-      sl.seq_id = int32_t(s);
       sl.token_begin = b.n_tokens();
       sl.n_tokens = new_tokens[s];
       sl.n_past = lens_[s];

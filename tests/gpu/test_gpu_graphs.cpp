@@ -86,7 +86,6 @@ struct BatchRunner {
       const int past = n_past[id];
       EXPECT_TRUE(s.reserve(pool, past + int(toks.size())));
       SeqSlice sl;
-      sl.seq_id = id;
       sl.token_begin = b.n_tokens();
       sl.n_tokens = int(toks.size());
       sl.n_past = past;

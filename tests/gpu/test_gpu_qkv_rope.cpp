@@ -64,7 +64,6 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
       const int nt = steps[st][size_t(s)];
       if (nt == 0) continue;
       SeqSlice sl;
-      sl.seq_id = s;
       sl.token_begin = batch.n_tokens();
       sl.n_tokens = nt;
       sl.n_past = lens[size_t(s)];

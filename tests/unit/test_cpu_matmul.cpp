@@ -41,7 +41,7 @@ HostWeight make_weight(DType dt, int64_t m, int64_t k, uint32_t seed) {
     quantize_row(dt, row.data(), w.bytes.data() + r * rb, k);
     dequantize_row(dt, w.bytes.data() + r * rb, w.deq.data() + r * k, k);
   }
-  w.t.name = "w";
+  w.t.name = std::string("w");  // not = "w": GCC 12 -O3 reports a false -Wrestrict on that assign
   w.t.dtype = dt;
   w.t.shape = {m, k};
   w.t.data = w.bytes.data();

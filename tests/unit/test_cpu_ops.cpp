@@ -188,7 +188,8 @@ std::vector<float> run_attention_case(const AttnCase& c) {
   // Reference cache: per sequence, per position, rotated K and V rows.
   std::map<int, std::vector<std::vector<double>>> kref, vref;
 
-  auto step = [&](const Batch& b, uint32_t seed, bool check) {
+  // sids[s]: which reference sequence Batch::seqs[s] continues.
+  auto step = [&](const Batch& b, const std::vector<int>& sids, uint32_t seed, bool check) {
     const int n = b.n_tokens();
     const StepPlan plan = StepPlan::build(b, c.block_size);
     be->begin_step(plan);
@@ -199,7 +200,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
     std::vector<double> qrot(q.size());
     for (int t = 0; t < n; ++t) {
       const int s = plan.token_seq[size_t(t)], pos = plan.positions[size_t(t)];
-      const int sid = b.seqs[size_t(s)].seq_id;
+      const int sid = sids[size_t(s)];
       for (int h = 0; h < c.n_heads; ++h) {
         std::vector<double> x(q.begin() + t * qd + h * c.hd, q.begin() + t * qd + (h + 1) * c.hd);
         rope_ref(x, pos, rope.inv_freq, c.neox);
@@ -225,7 +226,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
     // same rounding, so what is compared is the attention arithmetic itself.
     const auto q_be = download(*be, tq), k_be = download(*be, tk);
     for (int t = 0; t < n; ++t) {
-      const int sid = b.seqs[size_t(plan.token_seq[size_t(t)])].seq_id, pos = plan.positions[size_t(t)];
+      const int sid = sids[size_t(plan.token_seq[size_t(t)])], pos = plan.positions[size_t(t)];
       for (int i = 0; i < kd; ++i) {
         kref[sid][size_t(pos)][size_t(i)] = f16(k_be[size_t(t * kd + i)]);
         vref[sid][size_t(pos)][size_t(i)] = f16(v[size_t(t * kd + i)]);
@@ -238,7 +239,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
       std::vector<double> ref(out.size()), slack(out.size(), 0.0);
       const int group = c.n_heads / c.n_kv;
       for (int t = 0; t < n; ++t) {
-        const int sid = b.seqs[size_t(plan.token_seq[size_t(t)])].seq_id, pos = plan.positions[size_t(t)];
+        const int sid = sids[size_t(plan.token_seq[size_t(t)])], pos = plan.positions[size_t(t)];
         for (int h = 0; h < c.n_heads; ++h) {
           const int g = h / group;
           std::vector<double> sc(size_t(pos) + 1);
@@ -303,24 +304,24 @@ std::vector<float> run_attention_case(const AttnCase& c) {
   const int H = c.history;
   Batch b1;
   b1.tokens.assign(size_t(H) + 3, 0);
-  b1.seqs.push_back(SeqSlice{10, 0, H, 0, table_for(10, H)});
-  b1.seqs.push_back(SeqSlice{20, H, 3, 0, table_for(20, 3)});
-  step(b1, 100, !c.decode_alone);  // (a long history is checked where it is read: steps 2 and 3)
+  b1.seqs.push_back(SeqSlice{0, H, 0, table_for(10, H)});
+  b1.seqs.push_back(SeqSlice{H, 3, 0, table_for(20, 3)});
+  step(b1, {10, 20}, 100, !c.decode_alone);  // (a long history is checked where it is read: steps 2 and 3)
   // Step 2: a new 7-token prompt (seq 30), one decode token of seq 10 at position H and two
   // tokens of seq 20 at positions 3, 4 (crossing into a new block for block_size 4).
   Batch b2;
   b2.tokens.assign(10, 0);
-  b2.seqs.push_back(SeqSlice{30, 0, 7, 0, table_for(30, 7)});
-  b2.seqs.push_back(SeqSlice{10, 7, 1, H, table_for(10, H + 1)});
-  b2.seqs.push_back(SeqSlice{20, 8, 2, 3, table_for(20, 5)});
-  const auto out2 = step(b2, 200, true);
+  b2.seqs.push_back(SeqSlice{0, 7, 0, table_for(30, 7)});
+  b2.seqs.push_back(SeqSlice{7, 1, H, table_for(10, H + 1)});
+  b2.seqs.push_back(SeqSlice{8, 2, 3, table_for(20, 5)});
+  const auto out2 = step(b2, {30, 10, 20}, 200, true);
   if (!c.decode_alone) return out2;
   // Step 3: sequence 10 decodes alone at position H + 1 (for long histories the backend splits
   // this one token's heads over the threads).
   Batch b3;
   b3.tokens.assign(1, 0);
-  b3.seqs.push_back(SeqSlice{10, 0, 1, H + 1, table_for(10, H + 2)});
-  return step(b3, 300, true);
+  b3.seqs.push_back(SeqSlice{0, 1, H + 1, table_for(10, H + 2)});
+  return step(b3, {10}, 300, true);
 }
 
 }  // namespace

@@ -28,15 +28,19 @@ class EngineScheduler : public ::testing::Test {
     r.sampling.temperature = 0;
     return std::make_unique<Sequence>(id, std::move(r), [](const TokenEvent&) {}, *tok);
   }
+  static EngineConfig config(int kv_blocks, int block_size, int max_step_tokens, int prefill_chunk) {
+    EngineConfig cfg;
+    cfg.kv_blocks = kv_blocks;
+    cfg.block_size = block_size;
+    cfg.max_step_tokens = max_step_tokens;
+    cfg.prefill_chunk = prefill_chunk;
+    return cfg;
+  }
   std::unique_ptr<Tokenizer> tok;
 };
 
 TEST_F(EngineScheduler, DecodeFirstThenChunksWithinBudget) {
-  EngineConfig cfg;
-  cfg.kv_blocks = 64;
-  cfg.block_size = 4;
-  cfg.max_step_tokens = 10;
-  cfg.prefill_chunk = 6;
+  const EngineConfig cfg = config(64, 4, 10, 6);
   Scheduler s(cfg);
   s.enqueue(seq(1, 3, 5));
   ScheduledStep a = s.schedule();  // request 1 prefills alone
@@ -59,6 +63,64 @@ TEST_F(EngineScheduler, DecodeFirstThenChunksWithinBudget) {
   ASSERT_EQ(c.seqs.size(), 2u);
   EXPECT_EQ(c.batch.seqs[1].n_past, 6);
   EXPECT_EQ(c.batch.seqs[1].n_tokens, 6);
+}
+
+// Head of line: a short request that arrives behind a long prompt being prefilled gets its
+// whole prompt, hence its first token, in the next step; the long prompt keeps the rest of
+// every step, and alone it fills the whole budget again.
+TEST_F(EngineScheduler, ShortRequestIsNotBlockedByLongPrompt) {
+  const EngineConfig cfg = config(256, 16, 64, 64);
+  Scheduler s(cfg);
+  s.enqueue(seq(1, 2000, 4));
+  ScheduledStep a = s.schedule();  // the long prompt alone takes the whole budget
+  ASSERT_EQ(a.seqs.size(), 1u);
+  EXPECT_EQ(a.batch.n_tokens(), 64);
+  s.commit(a);
+  s.enqueue(seq(2, 6, 4));
+  ScheduledStep b = s.schedule();
+  ASSERT_EQ(b.seqs.size(), 2u);
+  EXPECT_EQ(b.seqs[1]->id, 2u);
+  EXPECT_EQ(b.batch.seqs[1].n_tokens, 6);  // the whole short prompt...
+  ASSERT_EQ(b.sampled.size(), 1u);         // ...so it samples its first token now
+  EXPECT_EQ(b.sampled[0]->id, 2u);
+  EXPECT_EQ(b.batch.n_tokens(), 64);  // the long prompt took what the short one left
+  s.commit(b);
+  b.sampled[0]->tokens.push_back(7);
+  ScheduledStep c = s.schedule();  // the short one decodes, the long one takes the rest
+  ASSERT_EQ(c.seqs.size(), 2u);
+  EXPECT_EQ(c.seqs[0]->id, 2u);
+  EXPECT_EQ(c.batch.seqs[0].n_tokens, 1);
+  EXPECT_EQ(c.batch.n_tokens(), 64);
+  s.commit(c);
+  s.remove(2);
+  ScheduledStep d = s.schedule();
+  EXPECT_EQ(d.batch.n_tokens(), 64);
+}
+
+// Several short requests queued behind two long prompts all get their first token within a
+// few steps, long before the long prompts are done.
+TEST_F(EngineScheduler, ShortRequestsFirstTokensBoundedBehindLongPrompts) {
+  const EngineConfig cfg = config(1024, 16, 512, 512);
+  Scheduler s(cfg);
+  s.enqueue(seq(1, 8000, 4));
+  s.enqueue(seq(2, 6000, 4));
+  s.commit(s.schedule());
+  for (uint64_t id = 3; id <= 6; ++id) s.enqueue(seq(id, 6 + int(id), 4));
+  std::map<uint64_t, int> first_token_step;
+  for (int step = 1; step <= 8; ++step) {
+    ScheduledStep st = s.schedule();
+    EXPECT_LE(st.batch.n_tokens(), cfg.max_step_tokens);
+    s.commit(st);
+    for (Sequence* q : st.sampled) {
+      if (!first_token_step.count(q->id)) first_token_step[q->id] = step;
+      q->tokens.push_back(1);
+    }
+  }
+  for (uint64_t id = 3; id <= 6; ++id) {
+    ASSERT_TRUE(first_token_step.count(id)) << "request " << id << " got no first token in 8 steps";
+    EXPECT_LE(first_token_step[id], 2) << "request " << id;
+  }
+  EXPECT_FALSE(first_token_step.count(1));  // the long prompts are still being computed
 }
 
 TEST_F(EngineScheduler, RandomWorkloadsNeverStallAndKeepAccounting) {

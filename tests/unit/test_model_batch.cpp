@@ -61,7 +61,6 @@ TEST_F(ModelBatch, RaggedBatchMatchesSequencesRunAlone) {
   };
   auto add_seq = [&](Batch& b, int s, const std::vector<int32_t>& toks, int n_past) {
     SeqSlice q;
-    q.seq_id = s;
     q.token_begin = b.n_tokens();
     q.n_tokens = int(toks.size());
     q.n_past = n_past;
