@@ -61,10 +61,15 @@ class BoundedBuilder : public nlohmann::json_sax<json> {
   std::string path() const {
     std::string p;
     for (const Frame& f : stack_) {
+      // Appended piece by piece: GCC 12 misreads `"[" + std::to_string(...)` temporaries
+      // under -Wrestrict (a false positive that warnings-as-errors builds would stop on).
       if (f.value->is_array()) {
-        p += "[" + std::to_string(f.value->size()) + "]";
+        p += '[';
+        p += std::to_string(f.value->size());
+        p += ']';
       } else if (!f.key.empty()) {
-        p += (p.empty() ? "" : ".") + printable_key(f.key);
+        if (!p.empty()) p += '.';
+        p += printable_key(f.key);
       }
     }
     return p;
