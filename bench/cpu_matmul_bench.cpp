@@ -53,7 +53,8 @@ void verify(const W& w, const std::vector<float>& x, const std::vector<float>& o
     dequantize_row(w.view.dtype, w.view.data + size_t(r) * w.view.row_stride, row.data(), k);
     for (int64_t i = 0; i < n; ++i) {
       double ref = 0, mag = 0;
-      for (int64_t j = 0; j < k; ++j) ref += double(x[size_t(i * k + j)]) * row[size_t(j)], mag += std::fabs(x[size_t(i * k + j)] * row[size_t(j)]);
+      for (int64_t j = 0; j < k; ++j)
+        ref += double(x[size_t(i * k + j)]) * row[size_t(j)], mag += std::fabs(x[size_t(i * k + j)] * row[size_t(j)]);
       if (std::fabs(out[size_t(i * m + r)] - ref) > 0.02 * mag + 1e-4) {
         std::fprintf(stderr, "VERIFY FAILED: row %lld token %lld got %g want %g\n", (long long)r, (long long)i,
                      out[size_t(i * m + r)], ref);
@@ -82,13 +83,12 @@ int main(int argc, char** argv) {
     int64_t k, m;
     DType dt;
   };
-  const Shape shapes[] = {{"attn_q/o 576->576", 576, 576, DType::Q4_1},   {"attn_k/v 576->192", 576, 192, DType::Q4_1},
-                          {"ffn_gate/up 576->1536", 576, 1536, DType::Q4_1}, {"ffn_down 1536->576", 1536, 576, DType::Q4_1},
-                          {"output 576->49152", 576, 49152, DType::Q8_0},
-                          {"ffn_gate/up 576->1536", 576, 1536, DType::BF16},
-                          {"ffn_gate/up 576->1536", 576, 1536, DType::F16},
-                          {"768->1536 (K-quant)", 768, 1536, DType::Q4_K},
-                          {"768->1536 (K-quant)", 768, 1536, DType::Q6_K}};
+  const Shape shapes[] = {
+      {"attn_q/o 576->576", 576, 576, DType::Q4_1},      {"attn_k/v 576->192", 576, 192, DType::Q4_1},
+      {"ffn_gate/up 576->1536", 576, 1536, DType::Q4_1}, {"ffn_down 1536->576", 1536, 576, DType::Q4_1},
+      {"output 576->49152", 576, 49152, DType::Q8_0},    {"ffn_gate/up 576->1536", 576, 1536, DType::BF16},
+      {"ffn_gate/up 576->1536", 576, 1536, DType::F16},  {"768->1536 (K-quant)", 768, 1536, DType::Q4_K},
+      {"768->1536 (K-quant)", 768, 1536, DType::Q6_K}};
   for (const Shape& s : shapes) {
     const W w = make_weight(s.dt, s.m, s.k, rng);
     for (int64_t n : {1, 16}) {
@@ -105,10 +105,11 @@ int main(int argc, char** argv) {
         us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
       }
       const double med = median(us);
-      std::printf("{\"bench\":\"cpu_matmul\",\"shape\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"threads\":%d,"
-                  "\"us_per_call\":%.2f,\"weight_GBps\":%.2f,\"GFLOPs\":%.1f}\n",
-                  s.name, std::string(dtype_name(s.dt)).c_str(), (long long)n, threads, med,
-                  double(w.bytes.size()) / med * 1e-3, 2.0 * n * s.m * s.k / med * 1e-3);
+      std::printf(
+          "{\"bench\":\"cpu_matmul\",\"shape\":\"%s\",\"dtype\":\"%s\",\"n\":%lld,\"threads\":%d,"
+          "\"us_per_call\":%.2f,\"weight_GBps\":%.2f,\"GFLOPs\":%.1f}\n",
+          s.name, std::string(dtype_name(s.dt)).c_str(), (long long)n, threads, med,
+          double(w.bytes.size()) / med * 1e-3, 2.0 * n * s.m * s.k / med * 1e-3);
     }
   }
 
@@ -117,8 +118,13 @@ int main(int argc, char** argv) {
   size_t total = 0;
   const int n_layers = 30;
   for (int l = 0; l < n_layers; ++l)
-    for (auto [k, m] : {std::pair<int64_t, int64_t>{576, 576}, {576, 192}, {576, 192}, {576, 576}, {576, 1536},
-                        {576, 1536}, {1536, 576}}) {
+    for (auto [k, m] : {std::pair<int64_t, int64_t>{576, 576},
+                        {576, 192},
+                        {576, 192},
+                        {576, 576},
+                        {576, 1536},
+                        {576, 1536},
+                        {1536, 576}}) {
       layers.push_back(make_weight(DType::Q4_1, m, k, rng));
       total += layers.back().bytes.size();
     }
@@ -132,9 +138,11 @@ int main(int argc, char** argv) {
     ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   const double med = median(ms), best = *std::min_element(ms.begin(), ms.end());
-  std::printf("{\"bench\":\"cpu_matmul\",\"shape\":\"decode_set (30 layers + output)\",\"n\":1,\"threads\":%d,"
-              "\"ms_per_token\":%.3f,\"best_ms_per_token\":%.3f,\"weight_MB\":%.1f,\"weight_GBps\":%.2f,\"tokens_per_s_matmul_only\":%.1f}\n",
-              threads, med, best, total * 1e-6, double(total) / med * 1e-6, 1000.0 / med);
+  std::printf(
+      "{\"bench\":\"cpu_matmul\",\"shape\":\"decode_set (30 layers + output)\",\"n\":1,\"threads\":%d,"
+      "\"ms_per_token\":%.3f,\"best_ms_per_token\":%.3f,\"weight_MB\":%.1f,\"weight_GBps\":%.2f,\"tokens_per_s_matmul_"
+      "only\":%.1f}\n",
+      threads, med, best, total * 1e-6, double(total) / med * 1e-6, 1000.0 / med);
 
   // Decode attention over a paged cache (9 heads, 3 kv heads, head_dim 64, blocks of 16), as in
   // one decode token of the default model: 30 layers' worth of calls at context L.
@@ -162,9 +170,10 @@ int main(int argc, char** argv) {
       t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
     const double best = *std::min_element(t.begin(), t.end());
-    std::printf("{\"bench\":\"cpu_attention\",\"context\":%d,\"heads\":\"9/3x64\",\"threads\":%d,"
-                "\"ms_per_token_30_layers\":%.3f,\"kv_GBps\":%.2f}\n",
-                L, threads, best, double(kc.size() + vc.size()) * 2 * n_layers / best * 1e-6);
+    std::printf(
+        "{\"bench\":\"cpu_attention\",\"context\":%d,\"heads\":\"9/3x64\",\"threads\":%d,"
+        "\"ms_per_token_30_layers\":%.3f,\"kv_GBps\":%.2f}\n",
+        L, threads, best, double(kc.size() + vc.size()) * 2 * n_layers / best * 1e-6);
   }
   return 0;
 }

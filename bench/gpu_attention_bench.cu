@@ -26,7 +26,11 @@ namespace {
 __global__ void fill_random(bf16* p, int64_t n, uint32_t seed) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
     p[i] = __float2bfloat16(float(h & 0xffffff) / 16777216.f * 2.f - 1.f);
   }
 }
@@ -94,13 +98,21 @@ int main() {
     GRETA_CUDA_CHECK(cudaFree(b));
     std::printf("{\"bench\":\"copy\",\"device\":\"%s\",\"GBps\":%.1f}\n", dev.c_str(), copy_gbs);
 
-    struct Case { const char* model; int n_heads, n_kv, hd, ctx, n_seqs; };
-    const Case cases[] = {{"llama3-8b", 32, 8, 128, 4096, 1},  {"llama3-8b", 32, 8, 128, 32768, 1},
-                          {"llama3-8b", 32, 8, 128, 4096, 16}, {"llama2-7b", 32, 32, 128, 4096, 1},
-                          {"llama2-7b", 32, 32, 128, 4096, 8}, {"smollm2-135m", 9, 3, 64, 8192, 1},
+    struct Case {
+      const char* model;
+      int n_heads, n_kv, hd, ctx, n_seqs;
+    };
+    const Case cases[] = {{"llama3-8b", 32, 8, 128, 4096, 1},
+                          {"llama3-8b", 32, 8, 128, 32768, 1},
+                          {"llama3-8b", 32, 8, 128, 4096, 16},
+                          {"llama2-7b", 32, 32, 128, 4096, 1},
+                          {"llama2-7b", 32, 32, 128, 4096, 8},
+                          {"smollm2-135m", 9, 3, 64, 8192, 1},
                           // serving-shaped: many sequences at moderate context (issue 4's load test)
-                          {"llama3-8b", 32, 8, 128, 512, 256},  {"llama2-7b", 32, 32, 128, 256, 32},
-                          {"llama2-7b", 32, 32, 128, 32, 1},    {"llama2-7b", 32, 32, 128, 160, 1}};
+                          {"llama3-8b", 32, 8, 128, 512, 256},
+                          {"llama2-7b", 32, 32, 128, 256, 32},
+                          {"llama2-7b", 32, 32, 128, 32, 1},
+                          {"llama2-7b", 32, 32, 128, 160, 1}};
     const int bs = 16;
     bool all_ok = true;
     std::mt19937 rng(1);
@@ -167,7 +179,10 @@ int main() {
       // Each variant of the kernel's plan (keys per lane group per iteration; partitions merged
       // by a second kernel or by the last partition block where the plan allows it), checked,
       // then timed.
-      struct Variant { int keys; bool last; };
+      struct Variant {
+        int keys;
+        bool last;
+      };
       for (const Variant vr : {Variant{0, true}, Variant{0, false}, Variant{2, false}, Variant{4, false}}) {
         const int keys = vr.keys;  // 0: the production choice
         greta::cuda::AttentionDecodePlan plan = plan_for(vr.last);
@@ -193,19 +208,21 @@ int main() {
         const bool ok = std::isfinite(rel) && rel < 2e-2;
         all_ok = all_ok && ok;
         // Time: graph of 20 launches (partition + merge kernels each, or partition alone).
-        const double ms = median_graph_ms([&](int) {
-          greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, scratch, arr, s);
-        }, s, 11, 20);
+        const double ms = median_graph_ms(
+            [&](int) { greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, scratch, arr, s); }, s, 11,
+            20);
         const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
         const double gbs = bytes / (ms * 1e6);
-        std::printf("{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
-                    "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"merge\":\"%s\",\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"rel_err\":%.2e,"
-                    "\"ok\":%s}\n",
-                    dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, plan.last_merge ? "last" : "kernel", ms * 1e3, gbs, 100 * gbs / copy_gbs,
-                    rel, ok ? "true" : "false");
+        std::printf(
+            "{\"bench\":\"decode_attention\",\"device\":\"%s\",\"model\":\"%s\",\"heads\":%d,\"kv_heads\":%d,"
+            "\"head_dim\":%d,\"ctx\":%d,\"seqs\":%d,\"keys\":%d,\"merge\":\"%s\",\"us\":%.2f,\"GBps\":%.1f,\"pct_"
+            "copy\":%.1f,\"rel_err\":%.2e,"
+            "\"ok\":%s}\n",
+            dev.c_str(), c.model, c.n_heads, c.n_kv, c.hd, c.ctx, c.n_seqs, keys, plan.last_merge ? "last" : "kernel",
+            ms * 1e3, gbs, 100 * gbs / copy_gbs, rel, ok ? "true" : "false");
       }
-      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores, (void*)ref,
-                      (void*)arrivals})
+      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scratch, (void*)scores,
+                      (void*)ref, (void*)arrivals})
         GRETA_CUDA_CHECK(cudaFree(p));
     }
     return all_ok ? 0 : 1;

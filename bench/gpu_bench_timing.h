@@ -35,7 +35,11 @@ double median_event_ms(F&& run_rep, int reps, int per_rep, cudaStream_t s) {
 template <class F>
 double median_ms(F&& launch, int reps, int inner, cudaStream_t s = nullptr) {
   for (int i = 0; i < 3; ++i) launch(i);
-  return median_event_ms([&](int r) { for (int i = 0; i < inner; ++i) launch(r * inner + i); }, reps, inner, s);
+  return median_event_ms(
+      [&](int r) {
+        for (int i = 0; i < inner; ++i) launch(r * inner + i);
+      },
+      reps, inner, s);
 }
 
 // Median time of one launch(i) call over `reps` replays: the `inner` launches are captured once

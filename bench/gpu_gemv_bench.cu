@@ -31,7 +31,11 @@ namespace {
 __global__ void fill_random(bf16* p, int64_t n, uint32_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15; h *= 2246822519u; h ^= h >> 13; h *= 3266489917u; h ^= h >> 16;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
     p[i] = __float2bfloat16((float(h & 0xffffff) / 16777216.f - 0.5f) * scale);
   }
 }
@@ -46,7 +50,10 @@ __global__ void read_kernel(const uint4* __restrict__ p, int64_t n, uint32_t* si
     uint4 a = __ldcs(p + i), b = __ldcs(p + i + stride), c = __ldcs(p + i + 2 * stride), d = __ldcs(p + i + 3 * stride);
     acc ^= a.x ^ a.y ^ a.z ^ a.w ^ b.x ^ b.y ^ b.z ^ b.w ^ c.x ^ c.y ^ c.z ^ c.w ^ d.x ^ d.y ^ d.z ^ d.w;
   }
-  for (; i < n; i += stride) { uint4 a = p[i]; acc ^= a.x ^ a.y ^ a.z ^ a.w; }
+  for (; i < n; i += stride) {
+    uint4 a = p[i];
+    acc ^= a.x ^ a.y ^ a.z ^ a.w;
+  }
   if (acc == 0x9e3779b9u) sink[0] = acc;
 }
 
@@ -70,15 +77,20 @@ int main() {
     GRETA_CUDA_CHECK(cudaMalloc(&sink, 4));
     fill_random<<<4096, 256>>>(static_cast<bf16*>(src), int64_t(big / 2), 1, 1.f);
     GRETA_CUDA_LAUNCH_CHECK();
-    const double copy_ms = median_ms([&](int) { GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice)); }, 9, 3);
+    const double copy_ms = median_ms(
+        [&](int) { GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice)); }, 9, 3);
     const double copy_gbs = 2.0 * big / (copy_ms * 1e6);
-    std::printf("{\"bench\":\"copy\",\"device\":\"%s\",\"bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f}\n", dev.c_str(), big, copy_ms, copy_gbs);
-    const double read_ms = median_ms([&](int) {
-      read_kernel<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const uint4*>(src), int64_t(big / 16), sink);
-      GRETA_CUDA_LAUNCH_CHECK();
-    }, 9, 3);
+    std::printf("{\"bench\":\"copy\",\"device\":\"%s\",\"bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f}\n", dev.c_str(), big,
+                copy_ms, copy_gbs);
+    const double read_ms = median_ms(
+        [&](int) {
+          read_kernel<<<prop.multiProcessorCount * 8, 512>>>(static_cast<const uint4*>(src), int64_t(big / 16), sink);
+          GRETA_CUDA_LAUNCH_CHECK();
+        },
+        9, 3);
     const double read_gbs = double(big) / (read_ms * 1e6);
-    std::printf("{\"bench\":\"read\",\"device\":\"%s\",\"bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f}\n", dev.c_str(), big, read_ms, read_gbs);
+    std::printf("{\"bench\":\"read\",\"device\":\"%s\",\"bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f}\n", dev.c_str(), big,
+                read_ms, read_gbs);
     GRETA_CUDA_CHECK(cudaFree(dst));
 
     cublasHandle_t blas;
@@ -86,10 +98,13 @@ int main() {
     cudaStream_t cs;
     GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&cs, cudaStreamNonBlocking));
     GRETA_CUDA_CHECK(cublasSetStream(blas, cs));
-    struct Shape { int64_t m, k; const char* what; };
-    const Shape shapes[] = {{4096, 4096, "llama2-7b qkvo"}, {11008, 4096, "llama2-7b gate/up"},
-                            {4096, 11008, "llama2-7b down"}, {32000, 4096, "llama2-7b lm_head"},
-                            {14336, 4096, "llama3-8b gate/up"}, {4096, 14336, "llama3-8b down"},
+    struct Shape {
+      int64_t m, k;
+      const char* what;
+    };
+    const Shape shapes[] = {{4096, 4096, "llama2-7b qkvo"},      {11008, 4096, "llama2-7b gate/up"},
+                            {4096, 11008, "llama2-7b down"},     {32000, 4096, "llama2-7b lm_head"},
+                            {14336, 4096, "llama3-8b gate/up"},  {4096, 14336, "llama3-8b down"},
                             {128256, 4096, "llama3-8b lm_head"}, {1536, 576, "smollm2-135m up"}};
     bool all_ok = true;
     for (const Shape& sh : shapes) {
@@ -118,9 +133,9 @@ int main() {
       for (int n : {1, 8, 16, 32}) {
         // Reference: ref [n, m] (row-major) = x [n,k] @ w0^T via column-major C (m x n) = W^T' X.
         const float one = 1.f, zero = 0.f;
-        GRETA_CUDA_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(sh.m), n, int(sh.k), &one, ws[0],
-                                      CUDA_R_16BF, int(sh.k), x, CUDA_R_16BF, int(sh.k), &zero, ref, CUDA_R_32F,
-                                      int(sh.m), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        GRETA_CUDA_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(sh.m), n, int(sh.k), &one, ws[0], CUDA_R_16BF,
+                                      int(sh.k), x, CUDA_R_16BF, int(sh.k), &zero, ref, CUDA_R_32F, int(sh.m),
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         GRETA_CUDA_CHECK(cudaStreamSynchronize(cs));
         std::vector<float> href(size_t(n * sh.m));
         GRETA_CUDA_CHECK(cudaMemcpy(href.data(), ref, href.size() * 4, cudaMemcpyDeviceToHost));
@@ -140,32 +155,42 @@ int main() {
           const double rel = std::sqrt(num / std::max(den, 1e-30));
           const bool ok = std::isfinite(rel) && rel < 2e-2;
           all_ok = all_ok && ok;
-          const double ms_stream = median_ms([&](int i) {
-            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws, cs);
-          }, 15, 20, cs);
-          const double ms = median_graph_ms([&](int i) {
-            greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws, cs);
-          }, cs, 15, 40);
+          const double ms_stream = median_ms(
+              [&](int i) {
+                greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws,
+                                          cs);
+              },
+              15, 20, cs);
+          const double ms = median_graph_ms(
+              [&](int i) {
+                greta::cuda::gemv_variant(unroll, x, ws[size_t(i) % ws.size()], nullptr, out, n, sh.m, sh.k, split_ws,
+                                          cs);
+              },
+              cs, 15, 40);
           const double bytes = double(wbytes) + double(n * sh.k * 2) + double(n * sh.m * 2);
           const double gbs = bytes / (ms * 1e6);
-          std::printf("{\"bench\":\"gemv\",\"device\":\"%s\",\"shape\":\"%s\",\"m\":%lld,\"k\":%lld,\"n\":%d,"
-                      "\"unroll\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"pct_read\":%.1f,"
-                      "\"rel_err\":%.2e,\"copies\":%d,\"us_no_graph\":%.2f,\"ok\":%s}\n",
-                      dev.c_str(), sh.what, (long long)sh.m, (long long)sh.k, n, unroll, ms * 1e3, gbs,
-                      100.0 * gbs / copy_gbs, 100.0 * gbs / read_gbs, rel, copies, ms_stream * 1e3, ok ? "true" : "false");
+          std::printf(
+              "{\"bench\":\"gemv\",\"device\":\"%s\",\"shape\":\"%s\",\"m\":%lld,\"k\":%lld,\"n\":%d,"
+              "\"unroll\":%d,\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f,\"pct_read\":%.1f,"
+              "\"rel_err\":%.2e,\"copies\":%d,\"us_no_graph\":%.2f,\"ok\":%s}\n",
+              dev.c_str(), sh.what, (long long)sh.m, (long long)sh.k, n, unroll, ms * 1e3, gbs, 100.0 * gbs / copy_gbs,
+              100.0 * gbs / read_gbs, rel, copies, ms_stream * 1e3, ok ? "true" : "false");
         }
         // cuBLAS itself on the same shape, for comparison.
-        const double ms_blas = median_graph_ms([&](int i) {
-          GRETA_CUDA_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(sh.m), n, int(sh.k), &one,
-                                        ws[size_t(i) % ws.size()], CUDA_R_16BF, int(sh.k), x, CUDA_R_16BF,
-                                        int(sh.k), &zero, out, CUDA_R_16BF, int(sh.m), CUBLAS_COMPUTE_32F,
-                                        CUBLAS_GEMM_DEFAULT));
-        }, cs, 15, 40);
+        const double ms_blas = median_graph_ms(
+            [&](int i) {
+              GRETA_CUDA_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, int(sh.m), n, int(sh.k), &one,
+                                            ws[size_t(i) % ws.size()], CUDA_R_16BF, int(sh.k), x, CUDA_R_16BF,
+                                            int(sh.k), &zero, out, CUDA_R_16BF, int(sh.m), CUBLAS_COMPUTE_32F,
+                                            CUBLAS_GEMM_DEFAULT));
+            },
+            cs, 15, 40);
         const double gbs_blas = double(wbytes) / (ms_blas * 1e6);
-        std::printf("{\"bench\":\"cublas_gemm\",\"device\":\"%s\",\"shape\":\"%s\",\"m\":%lld,\"k\":%lld,\"n\":%d,"
-                    "\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
-                    dev.c_str(), sh.what, (long long)sh.m, (long long)sh.k, n, ms_blas * 1e3, gbs_blas,
-                    100.0 * gbs_blas / copy_gbs);
+        std::printf(
+            "{\"bench\":\"cublas_gemm\",\"device\":\"%s\",\"shape\":\"%s\",\"m\":%lld,\"k\":%lld,\"n\":%d,"
+            "\"us\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
+            dev.c_str(), sh.what, (long long)sh.m, (long long)sh.k, n, ms_blas * 1e3, gbs_blas,
+            100.0 * gbs_blas / copy_gbs);
       }
       GRETA_CUDA_CHECK(cudaFree(x));
       GRETA_CUDA_CHECK(cudaFree(out));
@@ -176,9 +201,11 @@ int main() {
     // layers' worth of distinct weights: what a decode step streams, kernel boundaries included;
     // then the four GEMVs of the fused decode step (qkv, o, gate+up, down) as plain GEMVs.
     for (int fused = 0; fused < 2; ++fused) {
-      struct L { int64_t m, k; };
+      struct L {
+        int64_t m, k;
+      };
       const std::vector<L> layer = fused ? std::vector<L>{{12288, 4096}, {4096, 4096}, {22016, 4096}, {4096, 11008}}
-                                         : std::vector<L>{{4096, 4096}, {4096, 4096}, {4096, 4096}, {4096, 4096},
+                                         : std::vector<L>{{4096, 4096},  {4096, 4096},  {4096, 4096}, {4096, 4096},
                                                           {11008, 4096}, {11008, 4096}, {4096, 11008}};
       const int n_layers = 4;
       std::vector<void*> wl;
@@ -200,16 +227,21 @@ int main() {
       GRETA_CUDA_CHECK(cudaDeviceSynchronize());
       for (int variant : {200, 220, 240})
         for (int n : {1, 8}) {
-          const double ms = median_graph_ms([&](int) {
-            size_t wi = 0;
-            for (int l = 0; l < n_layers; ++l)
-              for (const L& g : layer)
-                greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k, split_ws, cs);
-          }, cs, 15, 1);
+          const double ms = median_graph_ms(
+              [&](int) {
+                size_t wi = 0;
+                for (int l = 0; l < n_layers; ++l)
+                  for (const L& g : layer)
+                    greta::cuda::gemv_variant(variant, xa, static_cast<const bf16*>(wl[wi++]), nullptr, xb, n, g.m, g.k,
+                                              split_ws, cs);
+              },
+              cs, 15, 1);
           const double gbs = bytes / (ms * 1e6);
-          std::printf("{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b%s\",\"layers\":%d,"
-                      "\"variant\":%d,\"n\":%d,\"us_per_layer\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
-                      dev.c_str(), fused ? " fused" : "", n_layers, variant, n, ms * 1e3 / n_layers, gbs, 100.0 * gbs / copy_gbs);
+          std::printf(
+              "{\"bench\":\"gemv_layer_chain\",\"device\":\"%s\",\"model\":\"llama2-7b%s\",\"layers\":%d,"
+              "\"variant\":%d,\"n\":%d,\"us_per_layer\":%.2f,\"GBps\":%.1f,\"pct_copy\":%.1f}\n",
+              dev.c_str(), fused ? " fused" : "", n_layers, variant, n, ms * 1e3 / n_layers, gbs,
+              100.0 * gbs / copy_gbs);
         }
       for (void* p : wl) GRETA_CUDA_CHECK(cudaFree(p));
       GRETA_CUDA_CHECK(cudaFree(xa));

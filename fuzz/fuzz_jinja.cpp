@@ -35,8 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   static const greta::TemplateLimits limits = fuzz_limits();
   try {
-    const greta::ChatTemplate t =
-        greta::ChatTemplate::parse(std::string(reinterpret_cast<const char*>(data), size), limits);
+    const greta::ChatTemplate t = greta::ChatTemplate::parse(std::string(reinterpret_cast<const char*>(data), size),
+                                                             limits);
     const greta::RenderedChat r = t.render_chat(messages, /*add_generation_prompt=*/true, "<s>", "</s>",
                                                 {{"tools", nlohmann::json::array({{{"name", "f"}}})}});
     size_t prev_end = 0;

@@ -9,7 +9,7 @@ if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
 APT_PKGS=(build-essential cmake ninja-build git pkg-config
           nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libfmt-dev
-          libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev
+          libgtest-dev libgmock-dev libbenchmark-dev clang libclang-rt-14-dev clang-format
           python3 python3-pip python3-venv unzip)
 missing=()
 for p in "${APT_PKGS[@]}"; do

@@ -28,13 +28,13 @@ class LlamaModel;
 class Tokenizer;
 
 struct EngineConfig {
-  int kv_blocks = 1024;        // KV pool size in blocks (the one KV budget for all requests)
-  int block_size = 16;         // tokens per KV block
-  int max_step_tokens = 512;   // token budget of one step (decode tokens + prompt chunks)
-  int max_running = 64;        // most sequences in flight at once (<= max_step_tokens)
-  int max_queue = 256;         // most requests waiting for admission; more are rejected
-  int prefill_chunk = 512;     // most prompt tokens of one sequence in one step
-  int max_context = 0;         // prompt + max_tokens limit; 0: min(model context, KV pool)
+  int kv_blocks = 1024;       // KV pool size in blocks (the one KV budget for all requests)
+  int block_size = 16;        // tokens per KV block
+  int max_step_tokens = 512;  // token budget of one step (decode tokens + prompt chunks)
+  int max_running = 64;       // most sequences in flight at once (<= max_step_tokens)
+  int max_queue = 256;        // most requests waiting for admission; more are rejected
+  int prefill_chunk = 512;    // most prompt tokens of one sequence in one step
+  int max_context = 0;        // prompt + max_tokens limit; 0: min(model context, KV pool)
 
   void validate() const;  // throws greta::Error naming the field and its valid range
 };
@@ -63,16 +63,16 @@ enum class FinishReason {
 // until resolved, then emitted with a later event).
 struct TokenEvent {
   uint64_t request_id = 0;
-  int32_t token = -1;                // -1 on a finish event that carries no token (cancel, error)
-  std::string text;                  // decoded text released by this event
-  float logprob = 0;                 // of `token` (when requested)
-  std::vector<TokenLogprob> top;     // top_logprobs most likely tokens (when requested)
+  int32_t token = -1;             // -1 on a finish event that carries no token (cancel, error)
+  std::string text;               // decoded text released by this event
+  float logprob = 0;              // of `token` (when requested)
+  std::vector<TokenLogprob> top;  // top_logprobs most likely tokens (when requested)
   bool finished = false;
   FinishReason finish_reason = FinishReason::None;  // set when finished
-  std::string error;                 // message when finish_reason == Error
-  int prompt_tokens = 0;             // usage, valid on every event
-  int completion_tokens = 0;         // tokens generated so far, this one included
-  int cached_tokens = 0;             // prompt tokens served from the prefix cache at admission
+  std::string error;                                // message when finish_reason == Error
+  int prompt_tokens = 0;                            // usage, valid on every event
+  int completion_tokens = 0;                        // tokens generated so far, this one included
+  int cached_tokens = 0;                            // prompt tokens served from the prefix cache at admission
 };
 
 using EventCallback = std::function<void(const TokenEvent&)>;
@@ -93,18 +93,18 @@ class RequestError : public Error {
 };
 
 struct EngineStats {
-  int waiting = 0;                  // queued, including preempted sequences
-  int running = 0;                  // admitted sequences holding KV blocks
+  int waiting = 0;  // queued, including preempted sequences
+  int running = 0;  // admitted sequences holding KV blocks
   int kv_blocks_total = 0;
-  int kv_blocks_used = 0;           // held by running sequences
-  int kv_blocks_cached = 0;         // free but still holding a reusable prefix
-  int64_t prefix_hit_tokens = 0;    // prompt tokens taken from the prefix cache
-  int64_t prompt_tokens = 0;        // prompt tokens of admitted requests (counted once each)
-  int64_t computed_tokens = 0;      // tokens run through the model (recomputation included)
+  int kv_blocks_used = 0;         // held by running sequences
+  int kv_blocks_cached = 0;       // free but still holding a reusable prefix
+  int64_t prefix_hit_tokens = 0;  // prompt tokens taken from the prefix cache
+  int64_t prompt_tokens = 0;      // prompt tokens of admitted requests (counted once each)
+  int64_t computed_tokens = 0;    // tokens run through the model (recomputation included)
   int64_t generated_tokens = 0;
   int64_t steps = 0;
   int64_t preemptions = 0;
-  int64_t finished_requests = 0;    // every reason, cancelled and error included
+  int64_t finished_requests = 0;  // every reason, cancelled and error included
   // Wall-clock seconds of the engine thread per phase of its loop, cumulative. Every instant of
   // the loop is charged to exactly one phase, so they add up to the engine's lifetime and show
   // where a step's time goes: host work between GPU steps, the forward itself, or waiting.
@@ -137,9 +137,9 @@ class Engine {
   // frees its KV blocks. Returns false if the id is unknown or already finished.
   bool cancel(uint64_t id);
 
-  EngineStats stats() const;   // thread-safe snapshot, taken after the last step
+  EngineStats stats() const;  // thread-safe snapshot, taken after the last step
   const EngineConfig& config() const;
-  int max_context() const;     // the limit for prompt + max_tokens
+  int max_context() const;  // the limit for prompt + max_tokens
 
  private:
   struct Impl;

@@ -73,7 +73,7 @@ struct RopeSpec {
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;         // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
   virtual DType act_dtype() const = 0;
 
   // --- memory ---
@@ -100,12 +100,10 @@ class Backend {
   // Applies RoPE at the step's positions to q [n, n_heads*head_dim] (in place) and to
   // k [n, n_kv_heads*head_dim], then writes k and v [n, n_kv_heads*head_dim] into the
   // cache of `layer` at the step's slots.
-  virtual void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv,
-                             int layer) = 0;
+  virtual void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) = 0;
   // Causal attention of each token over its sequence's cache positions [0, pos]:
   // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
-  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale,
-                         Tensor out) = 0;
+  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) = 0;
 
   // --- fused ops ---
   // Each default composes the plain ops above, so a backend without the fusion (CPU) gives
@@ -126,8 +124,8 @@ class Backend {
   // A consumer that cannot take the split form recomputes the plain one from x, w and eps
   // (Backend::normed_rows), so every consumer takes either form.
   struct NormedRows {
-    Tensor x;                         // [n, k] the rows that were normalized (residual stream)
-    const Weight* w = nullptr;        // [1, k] the norm's scale
+    Tensor x;                   // [n, k] the rows that were normalized (residual stream)
+    const Weight* w = nullptr;  // [1, k] the norm's scale
     float eps = 0;
     Tensor h;                         // [n, k] see above
     const float* split_ss = nullptr;  // split form: backend-owned partial sums; else null
@@ -159,8 +157,7 @@ class Backend {
   }
   // SwiGLU feed-forward input: out = silu(h @ w_gate^T) * (h @ w_up^T). w_gate, w_up [m, k];
   // gate, out [n, m]; gate is scratch (a fusing backend may never write it).
-  virtual void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,
-                             Tensor out) {
+  virtual void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) {
     const Tensor h = normed_rows(in);
     matmul(h, w_gate, nullptr, gate);
     matmul(h, w_up, nullptr, out);

@@ -30,7 +30,8 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) { o.cpu.dump_dir = v; }},
     {"GRETA_CUDA_GRAPHS", "0|1", "CUDA: decode steps replayed as CUDA graphs (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.graphs = parse_bool("GRETA_CUDA_GRAPHS", v); }},
-    {"GRETA_CUDA_GEMV_MAX_TOKENS", "1..32", "CUDA: streaming GEMV up to this many tokens a step, cuBLASLt beyond (default 16)",
+    {"GRETA_CUDA_GEMV_MAX_TOKENS", "1..32",
+     "CUDA: streaming GEMV up to this many tokens a step, cuBLASLt beyond (default 16)",
      [](BackendOptions& o, const std::string& v) {
        o.cuda.gemv_max_tokens = parse_int("GRETA_CUDA_GEMV_MAX_TOKENS", v, 1, 32);
      }},

@@ -11,9 +11,9 @@
 namespace greta {
 
 struct EnvSwitch {
-  const char* name;    // GRETA_...
-  const char* values;  // what it takes, e.g. "0|1"
-  const char* doc;     // what it does
+  const char* name;                                            // GRETA_...
+  const char* values;                                          // what it takes, e.g. "0|1"
+  const char* doc;                                             // what it does
   void (*apply)(BackendOptions& o, const std::string& value);  // throws greta::Error on a bad value
 };
 

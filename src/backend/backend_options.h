@@ -21,16 +21,16 @@ struct CpuOptions {
 // Every choice below changes only the launch plan: results differ between settings by
 // floating-point rounding at most. The defaults are the measured best (docs/notes/).
 struct CudaOptions {
-  int device = 0;             // CUDA device index
-  bool graphs = true;         // decode steps replayed as CUDA graphs (else launched one by one)
-  int gemv_max_tokens = 16;   // steps of up to this many tokens use the streaming GEMV, more use
-                              // cuBLASLt (1..32; docs/notes/gemv.md)
-  bool prefill_tc = true;     // prompt attention on tensor cores where the head size allows
-  bool split_k = true;        // split-K for GEMVs with few row tiles and a long k (down projections)
-  bool gemv_pipeline = true;  // decode GEMVs software-pipeline their weight stream
+  int device = 0;               // CUDA device index
+  bool graphs = true;           // decode steps replayed as CUDA graphs (else launched one by one)
+  int gemv_max_tokens = 16;     // steps of up to this many tokens use the streaming GEMV, more use
+                                // cuBLASLt (1..32; docs/notes/gemv.md)
+  bool prefill_tc = true;       // prompt attention on tensor cores where the head size allows
+  bool split_k = true;          // split-K for GEMVs with few row tiles and a long k (down projections)
+  bool gemv_pipeline = true;    // decode GEMVs software-pipeline their weight stream
   bool attn_last_merge = true;  // decode attention partitions merged by their last block (else by
                                 // a second kernel) when there are few of them
-  bool step_profile = false;  // per-step device timing of decode steps, printed at destruction
+  bool step_profile = false;    // per-step device timing of decode steps, printed at destruction
 };
 
 struct BackendOptions {

@@ -29,7 +29,8 @@ ChatTemplate ChatTemplate::parse(const std::string& source, const TemplateLimits
   return t;
 }
 
-RenderedChat ChatTemplate::render_marked(const nlohmann::ordered_json& markup, const nlohmann::ordered_json& data) const {
+RenderedChat ChatTemplate::render_marked(const nlohmann::ordered_json& markup,
+                                         const nlohmann::ordered_json& data) const {
   if (!markup.is_object() || !data.is_object()) throw Error("chat template variables must be a JSON object");
   jinja::RenderBudget budget(limits_);  // from_json below checks the limits too
   jinja::RenderBudget::Scope scope(budget);

@@ -46,9 +46,8 @@ class ChatTemplate {
   // eos_token, tools = None, documents = None, then `extra` (tools, date_string, ...) on top.
   // raise_exception(msg) in the template throws greta::Error whose what() is msg.
   // Going past a limit throws greta::Error naming it.
-  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                     const std::string& bos_token, const std::string& eos_token,
-                     const nlohmann::json& extra = {}) const;
+  std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt, const std::string& bos_token,
+                     const std::string& eos_token, const nlohmann::json& extra = {}) const;
   // Same, marking what came from the messages and `extra`. Roles are the template's own
   // vocabulary when they are one of system, developer, user, assistant, tool (the server admits
   // no others); any other role is data.

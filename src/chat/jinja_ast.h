@@ -53,16 +53,16 @@ using Body = std::vector<StmtPtr>;
 
 struct Stmt {
   enum class Kind {
-    Text,        // text
-    Output,      // expr
-    If,          // branches: (condition, body); the else branch has a null condition
-    For,         // targets, expr = iterable, filter (may be null), body, else_body
-    Set,         // targets (or target_ns + target_attr), expr
-    SetBlock,    // targets[0], body (captured output)
+    Text,      // text
+    Output,    // expr
+    If,        // branches: (condition, body); the else branch has a null condition
+    For,       // targets, expr = iterable, filter (may be null), body, else_body
+    Set,       // targets (or target_ns + target_attr), expr
+    SetBlock,  // targets[0], body (captured output)
     Break,
     Continue,
-    Scope,       // body rendered in place ({% generation %} of transformers' AssistantTracker)
-    Macro,       // name, params (with defaults, null when none), body
+    Scope,  // body rendered in place ({% generation %} of transformers' AssistantTracker)
+    Macro,  // name, params (with defaults, null when none), body
   };
   Kind kind;
   int line = 0, col = 0;

@@ -18,9 +18,7 @@ const Value* Args::get(size_t idx, const char* name) const {
   return nullptr;
 }
 
-void undefined_error(const Value& v) {
-  throw Error(v.s.empty() ? "undefined value used" : v.s);
-}
+void undefined_error(const Value& v) { throw Error(v.s.empty() ? "undefined value used" : v.s); }
 
 static void require_defined(const Value& v) {
   if (v.is_undefined()) undefined_error(v);
@@ -65,10 +63,10 @@ std::vector<Value> py_iterate(const Value& v) {
 }
 
 static bool is_str_method(const std::string& n) {
-  static const char* const names[] = {"strip", "lstrip", "rstrip", "split", "rsplit", "splitlines", "startswith",
-                                      "endswith", "upper", "lower", "title", "capitalize", "replace", "find",
-                                      "rfind", "count", "join", "isdigit", "isalpha", "isalnum", "isspace",
-                                      "isupper", "islower"};
+  static const char* const names[] = {"strip",      "lstrip",   "rstrip",  "split",   "rsplit", "splitlines",
+                                      "startswith", "endswith", "upper",   "lower",   "title",  "capitalize",
+                                      "replace",    "find",     "rfind",   "count",   "join",   "isdigit",
+                                      "isalpha",    "isalnum",  "isspace", "isupper", "islower"};
   return std::find_if(std::begin(names), std::end(names), [&](const char* x) { return n == x; }) != std::end(names);
 }
 static bool is_dict_method(const std::string& n) { return n == "items" || n == "keys" || n == "values" || n == "get"; }
@@ -277,10 +275,11 @@ bool apply_test(const std::string& n, const Value& v, const Args& a) {
 }
 
 bool is_known_test(const std::string& n) {
-  static const char* const names[] = {"defined", "undefined", "none", "boolean", "true", "false", "integer", "float",
-                                      "number", "string", "mapping", "iterable", "sequence", "callable", "sameas",
-                                      "eq", "equalto", "ne", "lt", "lessthan", "le", "gt", "greaterthan", "ge", "in",
-                                      "odd", "even", "divisibleby", "lower", "upper"};
+  static const char* const names[] = {"defined",  "undefined", "none",   "boolean",     "true",        "false",
+                                      "integer",  "float",     "number", "string",      "mapping",     "iterable",
+                                      "sequence", "callable",  "sameas", "eq",          "equalto",     "ne",
+                                      "lt",       "lessthan",  "le",     "gt",          "greaterthan", "ge",
+                                      "in",       "odd",       "even",   "divisibleby", "lower",       "upper"};
   return std::find_if(std::begin(names), std::end(names), [&](const char* x) { return n == x; }) != std::end(names);
 }
 

@@ -37,6 +37,6 @@ Value py_getattr(const Value& obj, const std::string& name);  // obj.name
 Value py_getitem(const Value& obj, const Value& key);         // obj[key]
 std::vector<Value> py_iterate(const Value& v);                // for x in v
 Value binary_op(const std::string& op, const Value& a, const Value& b);
-bool contains(const Value& container, const Value& item);     // item in container
+bool contains(const Value& container, const Value& item);  // item in container
 
 }  // namespace greta::jinja

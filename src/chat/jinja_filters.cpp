@@ -215,13 +215,15 @@ Value to_float(const Value& v, const Args& a) {
 
 }  // namespace
 
-static const char* const kFilters[] = {
-    "trim", "upper", "lower", "length", "count", "first", "last", "default", "d", "tojson", "join", "replace",
-    "capitalize", "title", "string", "int", "float", "list", "items", "selectattr", "rejectattr", "select", "reject",
-    "map", "indent", "reverse", "sort", "abs", "safe", "sum", "unique", "dictsort"};
+static const char* const kFilters[] = {"trim",    "upper",  "lower",  "length",  "count",   "first",      "last",
+                                       "default", "d",      "tojson", "join",    "replace", "capitalize", "title",
+                                       "string",  "int",    "float",  "list",    "items",   "selectattr", "rejectattr",
+                                       "select",  "reject", "map",    "indent",  "reverse", "sort",       "abs",
+                                       "safe",    "sum",    "unique", "dictsort"};
 
 bool is_known_filter(const std::string& n) {
-  return std::find_if(std::begin(kFilters), std::end(kFilters), [&](const char* x) { return n == x; }) != std::end(kFilters);
+  return std::find_if(std::begin(kFilters), std::end(kFilters), [&](const char* x) { return n == x; }) !=
+         std::end(kFilters);
 }
 
 Value apply_filter(const std::string& n, const Value& v, const Args& a) {
@@ -256,7 +258,8 @@ Value apply_filter(const std::string& n, const Value& v, const Args& a) {
   if (n == "abs") {
     if (v.kind == Value::Kind::Float) return Value::number(std::abs(v.f));
     if (v.is_number()) {
-      if (v.as_int() == INT64_MIN) throw Error("integer overflow: abs(" + std::to_string(INT64_MIN) + ") does not fit in 64 bits");
+      if (v.as_int() == INT64_MIN)
+        throw Error("integer overflow: abs(" + std::to_string(INT64_MIN) + ") does not fit in 64 bits");
       return Value::integer(std::abs(v.as_int()));
     }
     throw Error("bad operand type for abs(): '" + v.type_name() + "'");
@@ -396,7 +399,8 @@ static Value str_method(const std::string& s, const std::string& n, const Args& 
     if (a.pos.size() < 2) throw Error("replace() takes at least 2 arguments");
     return Value::string(py_replace(s, py_str(a.pos[0]), py_str(a.pos[1]), int_of(a, 2, "count", -1)));
   }
-  if (n == "find" || n == "rfind") return Value::integer(py_find(s, a.pos.empty() ? "" : py_str(a.pos[0]), n == "rfind"));
+  if (n == "find" || n == "rfind")
+    return Value::integer(py_find(s, a.pos.empty() ? "" : py_str(a.pos[0]), n == "rfind"));
   if (n == "count") return Value::integer(py_count(s, a.pos.empty() ? "" : py_str(a.pos[0])));
   if (n == "join") {
     if (a.pos.empty()) throw Error("join() takes exactly one argument");
@@ -416,7 +420,8 @@ static Value str_method(const std::string& s, const std::string& n, const Args& 
   };
   if (n == "isdigit") return all([](uint32_t c) { return c >= '0' && c <= '9'; });
   if (n == "isalpha") return all([](uint32_t c) { return (c | 32) >= 'a' && (c | 32) <= 'z'; });
-  if (n == "isalnum") return all([](uint32_t c) { return ((c | 32) >= 'a' && (c | 32) <= 'z') || (c >= '0' && c <= '9'); });
+  if (n == "isalnum")
+    return all([](uint32_t c) { return ((c | 32) >= 'a' && (c | 32) <= 'z') || (c >= '0' && c <= '9'); });
   if (n == "isspace") return all([](uint32_t c) { return py_isspace(c); });
   if (n == "isupper") return Value::boolean(py_upper(s) == s && py_lower(s) != s);
   if (n == "islower") return Value::boolean(py_lower(s) == s && py_upper(s) != s);
@@ -442,7 +447,8 @@ Value call_method(const Value& self, const std::string& n, const Args& a) {
   if (self.is_list() && !a.pos.empty()) {
     charge_steps(int64_t(self.list->size()));
     if (n == "count")
-      return Value::integer(std::count_if(self.list->begin(), self.list->end(), [&](const Value& x) { return py_equal(x, a.pos[0]); }));
+      return Value::integer(
+          std::count_if(self.list->begin(), self.list->end(), [&](const Value& x) { return py_equal(x, a.pos[0]); }));
     if (n == "index") {
       for (size_t k = 0; k < self.list->size(); ++k)
         if (py_equal((*self.list)[k], a.pos[0])) return Value::integer(static_cast<int64_t>(k));

@@ -11,9 +11,8 @@
 namespace greta::jinja {
 
 bool py_isspace(uint32_t c) {
-  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
-         c == 0x202f || c == 0x205f || c == 0x3000;
+  return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
 std::string normalize_source(const std::string& source) {
@@ -171,8 +170,8 @@ class Lexer {
     const char close = var ? '}' : '%';
     std::vector<char> brackets;
     while (true) {
-      while (i < s_.size() && (s_[i] == ' ' || s_[i] == '\t' || s_[i] == '\n' || s_[i] == '\r' ||
-                               s_[i] == '\f' || s_[i] == '\v'))
+      while (i < s_.size() &&
+             (s_[i] == ' ' || s_[i] == '\t' || s_[i] == '\n' || s_[i] == '\r' || s_[i] == '\f' || s_[i] == '\v'))
         ++i;
       if (i >= s_.size()) fail(i, std::string("unexpected end of template, expected '") + close + "}'");
       // Closing delimiter, recognized only where brackets balance (as jinja2 does).
@@ -198,9 +197,8 @@ class Lexer {
       } else if (c == '\'' || c == '"') {
         i = lex_string(i);
       } else {
-        static const char* const ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%",
-                                          "~", "[", "]", "(", ")", "{", "}", ">", "<", "=", ".", ":",
-                                          "|", ",", ";"};
+        static const char* const ops[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%", "~", "[",
+                                          "]",  "(",  ")",  "{",  "}",  ">",  "<", "=", ".", ":", "|", ",", ";"};
         const char* op = nullptr;
         for (const char* o : ops) {
           if (s_.compare(i, std::strlen(o), o) == 0) {
@@ -308,7 +306,8 @@ class Lexer {
         default:
           if (e >= '0' && e <= '7') {
             uint32_t cp = e - '0';
-            for (int k = 0; k < 2 && j < s_.size() && s_[j] >= '0' && s_[j] <= '7'; ++k, ++j) cp = cp * 8 + (s_[j] - '0');
+            for (int k = 0; k < 2 && j < s_.size() && s_[j] >= '0' && s_[j] <= '7'; ++k, ++j)
+              cp = cp * 8 + (s_[j] - '0');
             utf8_append(v, cp);
           } else {
             v += '\\';  // unknown escapes keep their backslash

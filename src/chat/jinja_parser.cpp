@@ -77,8 +77,8 @@ class Parser {
     for (const auto& kv : n->kwargs) h = std::max(h, kv.second->height);
     n->height = h + 1;
     if (n->height > active_limits().max_depth)
-      fail_at(n->line, n->col, "expression nested deeper than the limit of " +
-                                   std::to_string(active_limits().max_depth) + " levels");
+      fail_at(n->line, n->col,
+              "expression nested deeper than the limit of " + std::to_string(active_limits().max_depth) + " levels");
     return n;
   }
 
@@ -597,10 +597,9 @@ class Parser {
         t->args.push_back(std::move(node));
         if (is_op("(")) {
           parse_args(*t);
-        } else if ((cur().kind == Tok::Name && cur().text != "else" && cur().text != "or" &&
-                    cur().text != "and") ||
-                   cur().kind == Tok::String || cur().kind == Tok::Int || cur().kind == Tok::Float ||
-                   is_op("[") || is_op("{")) {
+        } else if ((cur().kind == Tok::Name && cur().text != "else" && cur().text != "or" && cur().text != "and") ||
+                   cur().kind == Tok::String || cur().kind == Tok::Int || cur().kind == Tok::Float || is_op("[") ||
+                   is_op("{")) {
           // `x is divisibleby 3`, `x is sameas none`: one argument without parentheses.
           ExprPtr arg = parse_primary();
           arg = parse_postfix(std::move(arg));

@@ -42,9 +42,7 @@ std::string py_strip(const std::string& s, const std::optional<std::string>& cha
   auto cps = py_codepoints(s);
   std::vector<uint32_t> set;
   if (chars) set = py_codepoints(*chars);
-  auto strip_it = [&](uint32_t c) {
-    return chars ? std::find(set.begin(), set.end(), c) != set.end() : py_isspace(c);
-  };
+  auto strip_it = [&](uint32_t c) { return chars ? std::find(set.begin(), set.end(), c) != set.end() : py_isspace(c); };
   size_t b = 0, e = cps.size();
   if (left)
     while (b < e && strip_it(cps[b])) ++b;
@@ -233,7 +231,8 @@ std::string jinja_title_filter(const std::string& s) {
   return out;
 }
 
-std::vector<int64_t> py_slice_indices(int64_t n, std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step) {
+std::vector<int64_t> py_slice_indices(int64_t n, std::optional<int64_t> start, std::optional<int64_t> stop,
+                                      int64_t step) {
   if (step == 0) throw Error("ValueError: slice step cannot be zero");
   auto clamp = [&](std::optional<int64_t> v, int64_t dflt, int64_t lo, int64_t hi) {
     if (!v) return dflt;
@@ -252,7 +251,8 @@ std::vector<int64_t> py_slice_indices(int64_t n, std::optional<int64_t> start, s
   return idx;
 }
 
-std::string py_slice_str(const std::string& s, std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step) {
+std::string py_slice_str(const std::string& s, std::optional<int64_t> start, std::optional<int64_t> stop,
+                         int64_t step) {
   auto cps = py_codepoints(s);
   std::string out;
   for (int64_t k : py_slice_indices(static_cast<int64_t>(cps.size()), start, stop, step)) utf8_append(out, cps[k]);

@@ -27,12 +27,13 @@ int64_t py_count(const std::string& s, const std::string& sub);
 std::string py_upper(const std::string& s);
 std::string py_lower(const std::string& s);
 std::string py_capitalize(const std::string& s);
-std::string py_str_title(const std::string& s);     // str.title()
+std::string py_str_title(const std::string& s);        // str.title()
 std::string jinja_title_filter(const std::string& s);  // jinja2's |title (splits on [-\s({\[<]+)
 
 // s[start:stop:step] by code point, Python index rules (negative, clamped; step != 0).
 std::string py_slice_str(const std::string& s, std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step);
 // The index list that slicing a sequence of length n selects.
-std::vector<int64_t> py_slice_indices(int64_t n, std::optional<int64_t> start, std::optional<int64_t> stop, int64_t step);
+std::vector<int64_t> py_slice_indices(int64_t n, std::optional<int64_t> start, std::optional<int64_t> stop,
+                                      int64_t step);
 
 }  // namespace greta::jinja

@@ -42,8 +42,8 @@ class Renderer {
     Enter(Renderer& r, const N& at) : r_(r) {
       charge_steps(1);
       if (++r_.depth_ > active_limits().max_depth)
-        fail_at(at.line, at.col, "rendering nests deeper than the limit of " +
-                                     std::to_string(active_limits().max_depth) + " levels");
+        fail_at(at.line, at.col,
+                "rendering nests deeper than the limit of " + std::to_string(active_limits().max_depth) + " levels");
     }
     ~Enter() { --r_.depth_; }
     Renderer& r_;
@@ -104,8 +104,9 @@ class Renderer {
     }
     std::vector<Value> parts = located(at, [&] { return py_iterate(v); });
     if (parts.size() != targets.size())
-      fail_at(at.line, at.col, "cannot unpack " + std::to_string(parts.size()) + " values into " +
-                                   std::to_string(targets.size()) + " names");
+      fail_at(at.line, at.col,
+              "cannot unpack " + std::to_string(parts.size()) + " values into " + std::to_string(targets.size()) +
+                  " names");
     for (size_t k = 0; k < targets.size(); ++k) scopes_.back()[targets[k]] = parts[k];
   }
 
@@ -220,7 +221,8 @@ class Renderer {
 
   Value call_macro(const Stmt& m, const Args& a, const Expr& at) {
     if (++call_depth_ > 64) fail_at(at.line, at.col, "macro recursion too deep");
-    if (a.pos.size() > m.params.size()) fail_at(at.line, at.col, "macro '" + m.name + "' takes " + std::to_string(m.params.size()) + " arguments");
+    if (a.pos.size() > m.params.size())
+      fail_at(at.line, at.col, "macro '" + m.name + "' takes " + std::to_string(m.params.size()) + " arguments");
     std::vector<Scope> saved;
     saved.swap(scopes_);
     scopes_.push_back(saved[0]);  // macros see the template's top-level names
@@ -289,7 +291,8 @@ class Renderer {
         return located(e, [&] {
           charge_steps(int64_t(text_bytes(obj) / 256));
           if (obj.is_string()) return with_data_of(Value::string(py_slice_str(obj.s, b[0], b[1], step)), has_data(obj));
-          if (!obj.is_list()) return Value::undefined(std::string("'").append(obj.type_name()).append("' object is not subscriptable"));
+          if (!obj.is_list())
+            return Value::undefined(std::string("'").append(obj.type_name()).append("' object is not subscriptable"));
           List l;
           for (int64_t k : py_slice_indices(static_cast<int64_t>(obj.list->size()), b[0], b[1], step))
             l.push_back((*obj.list)[k]);
@@ -325,11 +328,15 @@ class Renderer {
         Value v = eval(*e.args[0]);
         return located(e, [&]() -> Value {
           if (v.is_undefined()) undefined_error(v);
-          if (!v.is_number()) throw Error("bad operand type for unary " + std::string(e.kind == Expr::Kind::Neg ? "-" : "+") + ": '" + v.type_name() + "'");
-          if (e.kind == Expr::Kind::Pos) return with_data_of(v.kind == Value::Kind::Float ? v : Value::integer(v.as_int()), has_data(v));
+          if (!v.is_number())
+            throw Error("bad operand type for unary " + std::string(e.kind == Expr::Kind::Neg ? "-" : "+") + ": '" +
+                        v.type_name() + "'");
+          if (e.kind == Expr::Kind::Pos)
+            return with_data_of(v.kind == Value::Kind::Float ? v : Value::integer(v.as_int()), has_data(v));
           if (v.kind != Value::Kind::Float && v.as_int() == INT64_MIN)
             throw Error("integer overflow: -(" + std::to_string(INT64_MIN) + ") does not fit in 64 bits");
-          return with_data_of(v.kind == Value::Kind::Float ? Value::number(-v.f) : Value::integer(-v.as_int()), has_data(v));
+          return with_data_of(v.kind == Value::Kind::Float ? Value::number(-v.f) : Value::integer(-v.as_int()),
+                              has_data(v));
         });
       }
       case Expr::Kind::Binary: {
@@ -364,7 +371,9 @@ class Renderer {
             if (left.is_undefined()) undefined_error(left);
             if (right.is_undefined()) undefined_error(right);
             auto c = py_compare(left, right);
-            if (!c) throw Error("'" + op + "' not supported between instances of '" + left.type_name() + "' and '" + right.type_name() + "'");
+            if (!c)
+              throw Error("'" + op + "' not supported between instances of '" + left.type_name() + "' and '" +
+                          right.type_name() + "'");
             return op == "<" ? *c < 0 : op == "<=" ? *c <= 0 : op == ">" ? *c > 0 : *c >= 0;
           });
           if (!ok) return Value::boolean(false);
@@ -382,7 +391,9 @@ class Renderer {
       }
       case Expr::Kind::CondExpr: {
         if (eval(*e.args[0]).truthy()) return eval(*e.args[1]);
-        return e.args[2] ? eval(*e.args[2]) : Value::undefined("the inline if-expression evaluated to false and no else section was defined");
+        return e.args[2]
+                   ? eval(*e.args[2])
+                   : Value::undefined("the inline if-expression evaluated to false and no else section was defined");
       }
     }
     return Value::undefined();

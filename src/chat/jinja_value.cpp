@@ -137,7 +137,8 @@ static Value value_from_json(const J& j, bool data, int depth) {
     case nlohmann::json::value_t::object: {
       Dict d;
       // Keys of caller objects are data too: a container that holds data marks the keys it yields.
-      for (auto it = j.begin(); it != j.end(); ++it) d.items.emplace_back(it.key(), value_from_json(it.value(), data, depth + 1));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d.items.emplace_back(it.key(), value_from_json(it.value(), data, depth + 1));
       Value v = Value::make_dict(std::move(d));
       v.holds_data = v.holds_data || data;
       return v;
@@ -265,8 +266,8 @@ static bool py_printable(uint32_t cp) {
   // characters; this covers the ranges that occur in practice.
   if (cp < 0x20 || cp == 0x7f) return false;
   if (cp >= 0x80 && cp < 0xa0) return false;
-  if (cp == 0xa0 || cp == 0xad || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) ||
-      (cp >= 0x2028 && cp <= 0x202f) || (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0xfeff)
+  if (cp == 0xa0 || cp == 0xad || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+      (cp >= 0x205f && cp <= 0x206f) || cp == 0x3000 || cp == 0xfeff)
     return false;
   if (cp >= 0xd800 && cp <= 0xdfff) return false;
   return true;

@@ -40,17 +40,17 @@ struct Value {
   bool b = false;
   int64_t i = 0;
   double f = 0;
-  std::string s;                 // String text; Undefined: the name, for error messages; Function: its name
-  std::shared_ptr<List> list;    // List (tuple when is_tuple)
-  std::shared_ptr<Dict> dict;    // Dict and Namespace attributes
-  std::shared_ptr<Value> self;   // Function: the object a method is bound to (null for globals)
+  std::string s;                // String text; Undefined: the name, for error messages; Function: its name
+  std::shared_ptr<List> list;   // List (tuple when is_tuple)
+  std::shared_ptr<Dict> dict;   // Dict and Namespace attributes
+  std::shared_ptr<Value> self;  // Function: the object a method is bound to (null for globals)
   bool is_tuple = false;
-  int depth = 0;                  // List/Dict/Namespace: 1 + the deepest element's depth
-  bool holds_namespace = false;   // List/Dict: some element is or holds a namespace
+  int depth = 0;                 // List/Dict/Namespace: 1 + the deepest element's depth
+  bool holds_namespace = false;  // List/Dict: some element is or holds a namespace
   // Provenance (see above).
-  bool data = false;              // the whole value is caller data, and so is anything taken from it
-  bool holds_data = false;        // List/Dict: some element is or holds caller data
-  std::vector<Span> data_spans;   // String, when !data: the byte ranges that are caller data
+  bool data = false;             // the whole value is caller data, and so is anything taken from it
+  bool holds_data = false;       // List/Dict: some element is or holds caller data
+  std::vector<Span> data_spans;  // String, when !data: the byte ranges that are caller data
 
   static Value undefined(std::string hint = {});
   static Value none();
@@ -73,7 +73,9 @@ struct Value {
   bool is_list() const { return kind == Kind::List; }
   bool is_dict() const { return kind == Kind::Dict; }
   bool is_number() const { return kind == Kind::Int || kind == Kind::Float || kind == Kind::Bool; }
-  double as_double() const { return kind == Kind::Float ? f : kind == Kind::Bool ? (b ? 1 : 0) : static_cast<double>(i); }
+  double as_double() const {
+    return kind == Kind::Float ? f : kind == Kind::Bool ? (b ? 1 : 0) : static_cast<double>(i);
+  }
   int64_t as_int() const { return kind == Kind::Bool ? (b ? 1 : 0) : i; }
 
   bool truthy() const;
@@ -84,8 +86,8 @@ struct Value {
 size_t string_bytes(const List& l);
 
 // Provenance helpers.
-bool has_data(const Value& v);        // v is, or holds, caller data
-Value as_data(Value v);               // v marked as caller data as a whole
+bool has_data(const Value& v);                // v is, or holds, caller data
+Value as_data(Value v);                       // v marked as caller data as a whole
 Value with_data_of(Value v, bool from_data);  // as_data(v) when from_data, else v
 // Appends the text of `v` (str(v) for non-strings) to the string `acc`, with its provenance.
 // Throws greta::Error past the string size limit.

@@ -57,8 +57,8 @@ ChatPrompt ChatSession::prepare(const std::string& user) {
     if (int(p.tokens.size()) <= limit) break;
     if (first == history_.size()) {
       p.error = "this message needs " + std::to_string(p.tokens.size()) + " tokens with the template, but only " +
-                std::to_string(limit) + " of the context (" + std::to_string(n_ctx_) + ", " +
-                std::to_string(reserve_) + " kept for the reply) are available; it was skipped (raise -c or lower -n)";
+                std::to_string(limit) + " of the context (" + std::to_string(n_ctx_) + ", " + std::to_string(reserve_) +
+                " kept for the reply) are available; it was skipped (raise -c or lower -n)";
       return p;
     }
     // Drop one whole turn: the next message, then up to the next user message.
@@ -73,7 +73,8 @@ ChatPrompt ChatSession::prepare(const std::string& user) {
 
 size_t reusable_prefix(const std::vector<int32_t>& cached, const std::vector<int32_t>& next) {
   const size_t n = std::min(cached.size(), next.size());
-  const size_t common = size_t(std::mismatch(cached.begin(), cached.begin() + long(n), next.begin()).first - cached.begin());
+  const size_t common = size_t(std::mismatch(cached.begin(), cached.begin() + long(n), next.begin()).first -
+                               cached.begin());
   return std::min(common, next.empty() ? 0 : next.size() - 1);
 }
 

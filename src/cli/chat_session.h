@@ -24,7 +24,7 @@ struct ChatPrompt {
   std::vector<int32_t> tokens;  // the whole conversation, ending with the generation prompt
   int dropped_messages = 0;     // oldest history messages dropped to make it fit
   bool ok = false;
-  std::string error;            // why the message was refused when !ok
+  std::string error;  // why the message was refused when !ok
 };
 
 class ChatSession {

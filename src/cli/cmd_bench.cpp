@@ -27,11 +27,11 @@ struct BenchOptions {
   int prompt = 16;
   int gen = 128;
   int reps = 2;
-  int at_pos = 0;                // also decode `long_gen` tokens after a prompt of this length
+  int at_pos = 0;  // also decode `long_gen` tokens after a prompt of this length
   int long_gen = 32;
-  std::vector<int> batches;      // batched decode sizes
+  std::vector<int> batches;  // batched decode sizes
   int batch_steps = 32;
-  std::vector<int> prefill;      // prompt lengths for time-to-first-token
+  std::vector<int> prefill;  // prompt lengths for time-to-first-token
 };
 
 int argmax(const float* x, int n) { return int(std::max_element(x, x + n) - x); }
@@ -146,12 +146,18 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
   seq.reset();
   std::vector<float> ref = seq.eval(all, want);
   Check chk;
-  for (int i = 0; i < gen; ++i) chk.row(dec_logits.data() + size_t(i) * vocab, ref.data() + size_t(i) * vocab, vocab, gen_ids[i]);
+  for (int i = 0; i < gen; ++i)
+    chk.row(dec_logits.data() + size_t(i) * vocab, ref.data() + size_t(i) * vocab, vocab, gen_ids[i]);
   const double steps = std::max(1, gen - 1);
   const double tps = steps / best;
   const double bytes = double(c.L.model->weight_bytes_per_token()) + c.kv_bytes(prompt_len + gen / 2.0, probe->dtype);
-  c.emit({{"measure", measure}, {"batch", 1}, {"prompt_len", prompt_len}, {"gen_len", gen}, {"tokens_per_s", tps},
-          {"ms_per_token", 1000.0 / tps}, {"prefill_ms", best_prefill * 1000},
+  c.emit({{"measure", measure},
+          {"batch", 1},
+          {"prompt_len", prompt_len},
+          {"gen_len", gen},
+          {"tokens_per_s", tps},
+          {"ms_per_token", 1000.0 / tps},
+          {"prefill_ms", best_prefill * 1000},
           {"sampling", on_device ? "device" : "host"}},
          chk, bytes, tps);
 }
@@ -237,9 +243,14 @@ void bench_batch(Ctx& c, int B, int steps) {
               toks[s][prompt_len + i]);
   }
   const double tps = double(B) * std::max(1, steps - 1) / dt;
-  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) + B * c.kv_bytes(prompt_len + steps / 2.0, kv->dtype);
-  c.emit({{"measure", "decode_batch"}, {"batch", B}, {"prompt_len", prompt_len}, {"gen_len", steps},
-          {"tokens_per_s", tps}, {"ms_per_step", 1000.0 * dt / std::max(1, steps - 1)},
+  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) +
+                                B * c.kv_bytes(prompt_len + steps / 2.0, kv->dtype);
+  c.emit({{"measure", "decode_batch"},
+          {"batch", B},
+          {"prompt_len", prompt_len},
+          {"gen_len", steps},
+          {"tokens_per_s", tps},
+          {"ms_per_step", 1000.0 * dt / std::max(1, steps - 1)},
           {"sampling", on_device ? "device" : "host"}},
          chk, bytes_per_step / B, tps);
 }
@@ -263,7 +274,10 @@ void bench_prefill(Ctx& c, int len, int reps) {
   std::vector<float> ref = seq.eval_last({prompt.back()});
   Check chk;
   chk.row(logits.data(), ref.data(), vocab, argmax(logits.data(), vocab));
-  c.emit({{"measure", "prefill"}, {"batch", 1}, {"prompt_len", len}, {"ttft_ms", best * 1000},
+  c.emit({{"measure", "prefill"},
+          {"batch", 1},
+          {"prompt_len", len},
+          {"ttft_ms", best * 1000},
           {"tokens_per_s", len / best}},
          chk, 0, 0);
 }
@@ -273,27 +287,33 @@ void bench(const BenchOptions& o) {
   c.L = load(o.model, /*need_tokenizer=*/false);
   c.bandwidth = c.L.backend->measure_bandwidth_gbs();
   const ModelConfig& cfg = c.L.model->config();
-  c.base = {{"model", cfg.name}, {"format", c.L.file->format()}, {"device", c.L.backend->name()},
-            {"commit", commit_id()}, {"weight_bytes", c.L.model->weight_bytes_per_token()}};
+  c.base = {{"model", cfg.name},
+            {"format", c.L.file->format()},
+            {"device", c.L.backend->name()},
+            {"commit", commit_id()},
+            {"weight_bytes", c.L.model->weight_bytes_per_token()}};
   if (c.bandwidth > 0) c.base["device_bandwidth_gb_s"] = c.bandwidth;
   bench_decode(c, o.prompt, o.gen, o.reps, "decode");
   if (o.at_pos > 0) bench_decode(c, o.at_pos, o.long_gen, 1, "decode_long");
   for (int b : o.batches) bench_batch(c, b, o.batch_steps);
   for (int p : o.prefill) bench_prefill(c, p, o.reps);
-  if (!c.all_ok) throw Error("benchmark output check failed (see the FAIL lines): a speed from wrong output is no result");
+  if (!c.all_ok)
+    throw Error("benchmark output check failed (see the FAIL lines): a speed from wrong output is no result");
 }
 
 }  // namespace
 
 void register_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* sub = app.add_subcommand("bench", "measure decode, batched decode and prefill speed (JSON lines, output checked)");
+  CLI::App* sub = app.add_subcommand("bench",
+                                     "measure decode, batched decode and prefill speed (JSON lines, output checked)");
   o->model.add_to(sub);
   o->model.add_synthetic_to(sub);
   sub->add_option("-p,--prompt-len", o->prompt, "prompt tokens before batch-1 decode")->check(integer_in(1, 1 << 20));
   sub->add_option("-n,--gen-len", o->gen, "tokens generated at batch 1")->check(integer_in(2, 1 << 20));
   sub->add_option("-r,--reps", o->reps, "repetitions (best is reported)")->check(integer_in(1, 1000));
-  sub->add_option("--at-pos", o->at_pos, "also decode after a prompt of this many tokens")->check(integer_in(0, 1 << 20));
+  sub->add_option("--at-pos", o->at_pos, "also decode after a prompt of this many tokens")
+      ->check(integer_in(0, 1 << 20));
   sub->add_option("--long-gen", o->long_gen, "tokens generated for --at-pos")->check(integer_in(2, 1 << 20));
   sub->add_option("--batch", o->batches, "batched decode sizes, e.g. --batch 8 32 128")->check(integer_in(1, 4096));
   sub->add_option("--batch-steps", o->batch_steps, "decode steps per batched run")->check(integer_in(2, 1 << 20));

@@ -61,7 +61,6 @@ struct ChatOptions {
   bool verbose = false;
 };
 
-
 ChatTemplate parse_template(const std::string& source, const std::string& where) {
   try {
     return ChatTemplate::parse(source);
@@ -231,8 +230,9 @@ void chat(const ChatOptions& o) {
     where = "the model";
   }
   if (source.empty())
-    throw Error("the model has no chat template; pass one with --chat-template NAME|FILE (e.g. --chat-template "
-                "chatml; built-in names: chatml, llama2, llama3, mistral, qwen2)");
+    throw Error(
+        "the model has no chat template; pass one with --chat-template NAME|FILE (e.g. --chat-template "
+        "chatml; built-in names: chatml, llama2, llama3, mistral, qwen2)");
   const ChatTemplate tmpl = parse_template(source, where);
   const ModelConfig& cfg = L.model->config();
   const int n_ctx = o.ctx > 0 ? o.ctx : std::min(cfg.max_context, 4096);
@@ -240,8 +240,8 @@ void chat(const ChatOptions& o) {
 
   const bool tty = isatty(STDIN_FILENO);
   if (tty)
-    std::fprintf(stderr, "greta chat: %s on %s, context %d tokens. %s\n", cfg.name.c_str(),
-                 L.backend->name().c_str(), n_ctx, kHelp);
+    std::fprintf(stderr, "greta chat: %s on %s, context %d tokens. %s\n", cfg.name.c_str(), L.backend->name().c_str(),
+                 n_ctx, kHelp);
   std::string msg;
   while (read_message(tty, msg)) {
     const std::string t = trim(msg);
@@ -255,8 +255,9 @@ void chat(const ChatOptions& o) {
         if (tty) std::fprintf(stderr, "(conversation reset)\n");
       } else if (cmd == "/system") {
         c.session().set_system(arg);
-        if (tty) std::fprintf(stderr, arg.empty() ? "(system message cleared, conversation reset)\n"
-                                                  : "(system message set, conversation reset)\n");
+        if (tty)
+          std::fprintf(stderr, arg.empty() ? "(system message cleared, conversation reset)\n"
+                                           : "(system message set, conversation reset)\n");
       } else if (cmd == "/help" || cmd == "/?") {
         std::fprintf(stderr, "%s\n", kHelp);
       } else {

@@ -29,19 +29,31 @@ void info(const InfoOptions& o) {
     total_bytes += t->nbytes;
     total_params += t->numel();
   }
-  nlohmann::json j = {
-      {"path", f->path()}, {"format", f->format()}, {"name", c.name}, {"architecture", c.arch},
-      {"layers", c.n_layers}, {"dim", c.dim}, {"heads", c.n_heads}, {"kv_heads", c.n_kv_heads},
-      {"head_dim", c.head_dim}, {"ffn_dim", c.ffn_dim}, {"vocab", c.vocab_size}, {"context", c.max_context},
-      {"rope_theta", c.rope_theta}, {"rope_pairs", c.rope_neox ? "halves (neox)" : "adjacent"},
-      {"rope_scaled", !c.rope_freq_factors.empty()}, {"norm_eps", c.norm_eps},
-      {"tied_embeddings", c.tied_embeddings}, {"qkv_bias", c.qkv_bias}, {"parameters", total_params},
-      {"bytes", total_bytes}};
+  nlohmann::json j = {{"path", f->path()},
+                      {"format", f->format()},
+                      {"name", c.name},
+                      {"architecture", c.arch},
+                      {"layers", c.n_layers},
+                      {"dim", c.dim},
+                      {"heads", c.n_heads},
+                      {"kv_heads", c.n_kv_heads},
+                      {"head_dim", c.head_dim},
+                      {"ffn_dim", c.ffn_dim},
+                      {"vocab", c.vocab_size},
+                      {"context", c.max_context},
+                      {"rope_theta", c.rope_theta},
+                      {"rope_pairs", c.rope_neox ? "halves (neox)" : "adjacent"},
+                      {"rope_scaled", !c.rope_freq_factors.empty()},
+                      {"norm_eps", c.norm_eps},
+                      {"tied_embeddings", c.tied_embeddings},
+                      {"qkv_bias", c.qkv_bias},
+                      {"parameters", total_params},
+                      {"bytes", total_bytes}};
   for (auto& [type, e] : by_type) j["tensor_types"][type] = {{"count", e.first}, {"bytes", e.second}};
   if (o.tensors) {
     for (const HostTensor* t : f->all_tensors())
-      j["tensors"].push_back({{"name", t->name}, {"type", dtype_name(t->dtype)}, {"shape", t->shape},
-                              {"bytes", t->nbytes}});
+      j["tensors"].push_back(
+          {{"name", t->name}, {"type", dtype_name(t->dtype)}, {"shape", t->shape}, {"bytes", t->nbytes}});
   }
   if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -63,7 +75,8 @@ void info(const InfoOptions& o) {
   std::printf("embeddings    %s\n", c.tied_embeddings ? "tied" : "separate output");
   std::printf("qkv bias      %s\n", c.qkv_bias ? "yes" : "no");
   std::printf("tensor types \n");
-  for (auto& [type, e] : by_type) std::printf("  %-6s %4d tensors %10.2f MiB\n", type.c_str(), e.first, e.second / 1048576.0);
+  for (auto& [type, e] : by_type)
+    std::printf("  %-6s %4d tensors %10.2f MiB\n", type.c_str(), e.first, e.second / 1048576.0);
   if (o.tensors)
     for (const HostTensor* t : f->all_tensors()) {
       std::string shape;

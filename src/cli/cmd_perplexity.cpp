@@ -58,9 +58,14 @@ void perplexity(const PplOptions& o) {
     }
     std::fprintf(stderr, "chunk %d/%d: ppl so far %.4f\n", c + 1, n_chunks, std::exp(nll / count));
   }
-  nlohmann::json j = {{"file", o.file},   {"tokens", ids.size()}, {"ctx", o.ctx},
-                      {"chunks", n_chunks}, {"scored", count},    {"perplexity", std::exp(nll / count)},
-                      {"seconds", now_seconds() - t0}, {"device", L.backend->name()}};
+  nlohmann::json j = {{"file", o.file},
+                      {"tokens", ids.size()},
+                      {"ctx", o.ctx},
+                      {"chunks", n_chunks},
+                      {"scored", count},
+                      {"perplexity", std::exp(nll / count)},
+                      {"seconds", now_seconds() - t0},
+                      {"device", L.backend->name()}};
   std::printf("%s\n", j.dump().c_str());
 }
 

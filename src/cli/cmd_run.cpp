@@ -47,7 +47,7 @@ struct RunOptions {
   bool special = false;
   std::string report;  // JSON file: ids and per-step top logits (parity checks, debugging)
   int report_top = 20;
-  std::string force;   // JSON array of token ids fed instead of the sampled ones (teacher forcing)
+  std::string force;       // JSON array of token ids fed instead of the sampled ones (teacher forcing)
   std::string prompt_ids;  // JSON array of token ids used as the prompt instead of -p text
 };
 
@@ -108,7 +108,8 @@ int run(const RunOptions& o) {
   SequenceRunner seq(*L.model, n_ctx);
   Sampler sampler(o.sampling.p);
   StreamDecoder dec(*L.tokenizer);
-  nlohmann::json report = {{"prompt_ids", ids}, {"generated_ids", nlohmann::json::array()},
+  nlohmann::json report = {{"prompt_ids", ids},
+                           {"generated_ids", nlohmann::json::array()},
                            {"steps", nlohmann::json::array()}};
 
   // Sampling on the device when the backend can and nothing needs the logits on the host
@@ -136,8 +137,9 @@ int run(const RunOptions& o) {
                                         : sampler.sample(logits.data(), cfg.vocab_size, history);
     history.push_back(tok);
     report["generated_ids"].push_back(tok);
-    const bool stop = !o.ignore_eos && forced.empty() && std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
-                                           L.tokenizer->stop_ids.end();
+    const bool stop = !o.ignore_eos && forced.empty() &&
+                      std::find(L.tokenizer->stop_ids.begin(), L.tokenizer->stop_ids.end(), tok) !=
+                          L.tokenizer->stop_ids.end();
     if (stop) {
       ++generated;
       stopped = true;
@@ -157,14 +159,15 @@ int run(const RunOptions& o) {
   const double t_gen = now_seconds() - t1;
   // The first generated token comes from the prompt pass; the rest each took one decode step.
   const int decode_steps = std::max(0, generated - 1);
-  std::fprintf(stderr,
-               "greta: %s on %s | load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
-               cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, ids.size(),
-               ids.size() / std::max(t_prompt, 1e-9), generated, decode_steps / std::max(t_gen, 1e-9));
-  if (g_interrupted)
-    std::fprintf(stderr, "greta: interrupted after %d of %d tokens\n", generated, n_gen);
+  std::fprintf(
+      stderr,
+      "greta: %s on %s | load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
+      cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, ids.size(), ids.size() / std::max(t_prompt, 1e-9),
+      generated, decode_steps / std::max(t_gen, 1e-9));
+  if (g_interrupted) std::fprintf(stderr, "greta: interrupted after %d of %d tokens\n", generated, n_gen);
   else if (!stopped && n_gen < n_wanted)
-    std::fprintf(stderr, "greta: stopped after %d tokens: the context of %d tokens is full (raise -c/--ctx, up to %d)\n",
+    std::fprintf(stderr,
+                 "greta: stopped after %d tokens: the context of %d tokens is full (raise -c/--ctx, up to %d)\n",
                  generated, n_ctx, cfg.max_context);
   if (report_out.is_open()) {
     report_out << report.dump() << "\n";
@@ -181,7 +184,8 @@ void register_run(CLI::App& app) {
   o->model.add_to(sub);
   o->sampling.add_to(sub);
   CLI::Option* text = sub->add_option("-p,--prompt", o->prompt, "prompt text");
-  CLI::Option* file = sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
+  CLI::Option* file =
+      sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file")->check(CLI::ExistingFile);
   sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate")->check(integer_in(0, 1 << 24));
   sub->add_option("-c,--ctx", o->ctx, "context size in tokens (default: min(model's, 4096))")
       ->check(integer_in(0, 1 << 24));
@@ -190,7 +194,8 @@ void register_run(CLI::App& app) {
   sub->add_flag("--special", o->special, "parse special tokens (e.g. <|im_start|>) in the prompt");
   sub->add_option("--report", o->report, "write prompt/generated ids and per-step top logits as JSON");
   sub->add_option("--report-top", o->report_top, "logits per step in --report")->check(integer_in(1, 1 << 20));
-  CLI::Option* ids = sub->add_option("--prompt-ids", o->prompt_ids, "prompt as a JSON array of token ids (no tokenizer involved)");
+  CLI::Option* ids = sub->add_option("--prompt-ids", o->prompt_ids,
+                                     "prompt as a JSON array of token ids (no tokenizer involved)");
   // One prompt source: -p, -f and --prompt-ids exclude each other.
   text->excludes(file)->excludes(ids);
   file->excludes(ids);

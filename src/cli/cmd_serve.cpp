@@ -53,8 +53,10 @@ bool loopback_only(const std::string& host) {
 
 void serve(ServeOptions& o) {
   if (o.http.api_key.empty() && !loopback_only(o.http.host))
-    std::fprintf(stderr, "greta: warning: serving on %s without --api-key: anyone who can reach this address "
-                         "can use the server\n", o.http.host.c_str());
+    std::fprintf(stderr,
+                 "greta: warning: serving on %s without --api-key: anyone who can reach this address "
+                 "can use the server\n",
+                 o.http.host.c_str());
   // SIGINT/SIGTERM go to one thread that stops the server (blocked here, before any thread
   // starts, so every thread inherits the mask); SIGPIPE must never kill the server.
   std::signal(SIGPIPE, SIG_IGN);
@@ -68,8 +70,10 @@ void serve(ServeOptions& o) {
   std::unique_ptr<ChatTemplate> tmpl;
   const std::string source = o.chat_template.empty() ? L.tokenizer->chat_template : load_chat_template(o.chat_template);
   if (!source.empty()) tmpl = std::make_unique<ChatTemplate>(ChatTemplate::parse(source));
-  else std::fprintf(stderr, "greta: warning: the model has no chat template; /v1/chat/completions will answer 400 "
-                            "(pass --chat-template NAME|FILE)\n");
+  else
+    std::fprintf(stderr,
+                 "greta: warning: the model has no chat template; /v1/chat/completions will answer 400 "
+                 "(pass --chat-template NAME|FILE)\n");
 
   std::string id = o.model_id;
   if (id.empty() && !o.model.synthetic.empty()) {
@@ -88,8 +92,8 @@ void serve(ServeOptions& o) {
   ctx.metrics = &metrics;
   ctx.model_id = id;
   ctx.vocab_size = L.model->config().vocab_size;
-  ctx.created = std::chrono::duration_cast<std::chrono::seconds>(
-                    std::chrono::system_clock::now().time_since_epoch()).count();
+  ctx.created =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   server::HttpServer http(ctx, o.http);
   const int port = http.bind();
 
@@ -154,10 +158,10 @@ void register_serve(CLI::App& app) {
     // KV slots (block * block_size + offset) are 32-bit throughout the engine and backends.
     const int64_t slots = int64_t(o->engine.kv_blocks) * o->engine.block_size;
     if (slots > INT32_MAX)
-      throw CLI::ValidationError("--kv-blocks x --block-size", std::to_string(o->engine.kv_blocks) + " x " +
-                                                                std::to_string(o->engine.block_size) + " = " +
-                                                                std::to_string(slots) + " token slots, more than the " +
-                                                                std::to_string(INT32_MAX) + " the KV cache can address");
+      throw CLI::ValidationError("--kv-blocks x --block-size",
+                                 std::to_string(o->engine.kv_blocks) + " x " + std::to_string(o->engine.block_size) +
+                                     " = " + std::to_string(slots) + " token slots, more than the " +
+                                     std::to_string(INT32_MAX) + " the KV cache can address");
     serve(*o);
   });
 }

@@ -37,7 +37,8 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model) {
   const std::string path = resolve_model_path(model);
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) return Tokenizer::from_hf_dir(path);
-  if (!std::filesystem::exists(path, ec)) throw Error(path + ": no such file or directory (expected a GGUF file or a Hugging Face model directory)");
+  if (!std::filesystem::exists(path, ec))
+    throw Error(path + ": no such file or directory (expected a GGUF file or a Hugging Face model directory)");
   GGUFFile f = GGUFFile::open(path);
   return Tokenizer::from_gguf(f);
 }

@@ -22,10 +22,10 @@ std::string resolve_model_path(const std::string& m);
 std::string resolve_device(const std::string& d);
 
 struct ModelOptions {
-  std::string model;      // -m
-  std::string device;     // --device
-  int threads = 0;        // -t
-  std::string synthetic;  // --synthetic NAME (bench, serve)
+  std::string model;           // -m
+  std::string device;          // --device
+  int threads = 0;             // -t
+  std::string synthetic;       // --synthetic NAME (bench, serve)
   std::string dtype = "bf16";  // --dtype for synthetic weights
   uint64_t seed = 1;
   void add_to(CLI::App* app);

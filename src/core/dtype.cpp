@@ -27,7 +27,10 @@ float fp16_to_float(uint16_t h) {
       u = sign;
     } else {  // subnormal: normalise
       int e = -1;
-      do { mant <<= 1; ++e; } while ((mant & 0x400u) == 0);
+      do {
+        mant <<= 1;
+        ++e;
+      } while ((mant & 0x400u) == 0);
       mant &= 0x3ffu;
       u = sign | uint32_t(127 - 15 - e) << 23 | mant << 13;
     }
@@ -46,10 +49,10 @@ uint16_t float_to_fp16(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (abs > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
   if (abs >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // overflow -> inf (also inf)
-  if (abs < 0x38800000u) {  // below smallest normal half: subnormal or zero
-    if (abs < 0x33000000u) return sign;  // rounds to zero
+  if (abs < 0x38800000u) {                                  // below smallest normal half: subnormal or zero
+    if (abs < 0x33000000u) return sign;                     // rounds to zero
     const uint32_t e = abs >> 23;
     const uint32_t m = (abs & 0x7fffffu) | 0x800000u;
     const uint32_t shift = 126 - e;  // 14 - (e - 112)

@@ -14,16 +14,21 @@ enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32 }
 // Values per block (1 for plain types).
 constexpr int64_t block_elems(DType t) {
   switch (t) {
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: return 32;
-    case DType::Q4_K: case DType::Q6_K: return 256;
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1: return 32;
+    case DType::Q4_K:
+    case DType::Q6_K: return 256;
     default: return 1;
   }
 }
 // Bytes per block.
 constexpr size_t block_bytes(DType t) {
   switch (t) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: return 2;
+    case DType::F32:
+    case DType::I32: return 4;
+    case DType::F16:
+    case DType::BF16: return 2;
     case DType::Q8_0: return 34;
     case DType::Q4_0: return 18;
     case DType::Q4_1: return 20;

@@ -114,8 +114,7 @@ void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n) {
       }
     }
     for (int p = 0; p < 4; ++p)  // sub-blocks 2p (low nibbles) and 2p+1 (high nibbles)
-      for (int i = 0; i < 32; ++i)
-        y[b].qs[32 * p + i] = uint8_t(q[64 * p + i] | (q[64 * p + 32 + i] << 4));
+      for (int i = 0; i < 32; ++i) y[b].qs[32 * p + i] = uint8_t(q[64 * p + i] | (q[64 * p + 32 + i] << 4));
   }
 }
 

@@ -40,8 +40,9 @@ class ThreadPool {
       return;
     }
     using Fn = std::remove_reference_t<F>;
-    run_erased(n_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
-               const_cast<void*>(static_cast<const void*>(&fn)));
+    run_erased(
+        n_tasks, [](void* ctx, int64_t task, int thread) { (*static_cast<Fn*>(ctx))(task, thread); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
   }
 
  private:
@@ -65,9 +66,9 @@ class ThreadPool {
   void* ctx_ = nullptr;
   int64_t base_ = 0;  // first task of this round (jobs above kMaxTasks run in rounds)
   alignas(64) std::atomic<uint64_t> ticket_{0};
-  alignas(64) std::atomic<int64_t> done_{0};          // tasks finished in the current job
-  alignas(64) std::atomic<uint32_t> generation_{0};   // bumped once per job
-  alignas(64) std::atomic<int> sleepers_{0};          // workers blocked on sleep_cv_
+  alignas(64) std::atomic<int64_t> done_{0};         // tasks finished in the current job
+  alignas(64) std::atomic<uint32_t> generation_{0};  // bumped once per job
+  alignas(64) std::atomic<int> sleepers_{0};         // workers blocked on sleep_cv_
   std::atomic<bool> stop_{false};
   // Sleeping uses a mutex + condition variable: std::atomic::wait/notify in GCC 12's libstdc++
   // was seen to miss the destructor's wake-up (a join that never returned).

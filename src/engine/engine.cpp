@@ -81,7 +81,7 @@ struct Engine::Impl {
 
   // Engine thread only.
   Scheduler sched;
-  std::vector<float> logits;  // [sampled rows, vocab]
+  std::vector<float> logits;                   // [sampled rows, vocab]
   std::vector<DeviceSampleParams> dev_params;  // device sampling: settings, tokens, probs [sampled rows]
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
@@ -100,7 +100,7 @@ struct Engine::Impl {
   std::vector<std::unique_ptr<Sequence>> incoming;
   std::vector<uint64_t> cancels;
   std::unordered_set<uint64_t> live;
-  std::vector<uint64_t> ended;  // finished this iteration: leave `live` before the events go out
+  std::vector<uint64_t> ended;            // finished this iteration: leave `live` before the events go out
   std::vector<uint64_t> callback_failed;  // requests whose consumer threw (from the emitter)
   EngineStats stats;
   bool waiting_for_work = false;             // idle since idle_since
@@ -116,7 +116,7 @@ struct Engine::Impl {
     cv.notify_all();
   }};
 
-  void publish_stats() {  // under mu
+  void publish_stats() {                // under mu
     stats.waiting = sched.n_waiting();  // stats() adds `incoming`
     stats.running = sched.n_running();
     stats.kv_blocks_total = sched.pool().n_blocks();
@@ -239,8 +239,7 @@ struct Engine::Impl {
   // then returns one token per row instead of rows * vocab logits.
   bool samples_on_device(const ScheduledStep& st) const {
     bool on_device = !st.sampled.empty() && model.backend().supports_device_sampling();
-    for (const Sequence* s : st.sampled)
-      on_device = on_device && !s->req.logprobs && s->sampler.device_eligible();
+    for (const Sequence* s : st.sampled) on_device = on_device && !s->req.logprobs && s->sampler.device_eligible();
     return on_device;
   }
 
@@ -396,8 +395,8 @@ uint64_t Engine::submit(GenerationRequest req, EventCallback on_event) {
   std::unique_lock<std::mutex> lk(I.mu);
   if (I.stopping) throw RequestError(K::ShuttingDown, "the engine is shutting down");
   if (I.stats.waiting + int(I.incoming.size()) >= I.cfg.max_queue)  // preempted ones count too
-    throw RequestError(K::QueueFull, "too many requests waiting (" + std::to_string(I.cfg.max_queue) +
-                                         "); try again later");
+    throw RequestError(K::QueueFull,
+                       "too many requests waiting (" + std::to_string(I.cfg.max_queue) + "); try again later");
   const uint64_t id = I.next_id++;
   // Built under the lock so ids enter the queue in order; the Sampler is cheap to construct.
   I.incoming.push_back(std::make_unique<Sequence>(id, std::move(req), std::move(on_event), I.tok));

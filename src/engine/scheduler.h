@@ -38,8 +38,8 @@ namespace greta {
 
 struct ScheduledStep {
   Batch batch;
-  std::vector<Sequence*> seqs;      // parallel to batch.seqs
-  std::vector<Sequence*> sampled;   // parallel to batch.logit_rows: these get a new token
+  std::vector<Sequence*> seqs;                    // parallel to batch.seqs
+  std::vector<Sequence*> sampled;                 // parallel to batch.logit_rows: these get a new token
   std::vector<std::unique_ptr<Sequence>> failed;  // cannot fit even alone: end with an error
   bool empty() const { return seqs.empty(); }
 };

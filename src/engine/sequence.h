@@ -26,15 +26,15 @@ struct Sequence {
         stop(req.stop) {}
 
   // --- scheduling (scheduler.cpp) ---
-  uint64_t id;                  // also the age: lower id = older = scheduled first
+  uint64_t id;  // also the age: lower id = older = scheduled first
   GenerationRequest req;
   std::shared_ptr<const EventCallback> on_event;  // shared with events still being delivered
-  std::vector<int32_t> tokens;  // prompt + generated so far
+  std::vector<int32_t> tokens;                    // prompt + generated so far
   int n_prompt;
-  int n_computed = 0;           // tokens[0, n_computed) are in the KV cache
+  int n_computed = 0;  // tokens[0, n_computed) are in the KV cache
   SequenceKV kv;
-  bool admitted_once = false;   // prompt counted in stats; cached_tokens fixed
-  bool in_step = false;         // has a slice in the step being built
+  bool admitted_once = false;  // prompt counted in stats; cached_tokens fixed
+  bool in_step = false;        // has a slice in the step being built
 
   int remaining() const { return int(tokens.size()) - n_computed; }
   int n_generated() const { return int(tokens.size()) - n_prompt; }

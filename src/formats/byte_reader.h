@@ -16,8 +16,7 @@ namespace greta {
 
 class ByteReader {
  public:
-  ByteReader(const uint8_t* data, size_t size, std::string name)
-      : data_(data), size_(size), name_(std::move(name)) {}
+  ByteReader(const uint8_t* data, size_t size, std::string name) : data_(data), size_(size), name_(std::move(name)) {}
 
   size_t pos() const { return pos_; }
   size_t size() const { return size_; }
@@ -32,9 +31,8 @@ class ByteReader {
   // Ensures n more bytes exist; `what` says what was being read.
   void need(size_t n, std::string_view what) const {
     if (n > remaining())
-      fail_at(pos_, "truncated: expected " + std::to_string(n) + " bytes of " + std::string(what) +
-                        ", but only " + std::to_string(remaining()) + " remain in a file of " +
-                        std::to_string(size_) + " bytes");
+      fail_at(pos_, "truncated: expected " + std::to_string(n) + " bytes of " + std::string(what) + ", but only " +
+                        std::to_string(remaining()) + " remain in a file of " + std::to_string(size_) + " bytes");
   }
 
   template <class T>

@@ -24,12 +24,19 @@ constexpr uint64_t kDefaultAlignment = 32;
 // file cannot possibly hold (a u64 array length of 2^60 in a 1 KB file) up front.
 size_t min_value_bytes(GGUFType t) {
   switch (t) {
-    case GGUFType::UINT8: case GGUFType::INT8: case GGUFType::BOOL: return 1;
-    case GGUFType::UINT16: case GGUFType::INT16: return 2;
-    case GGUFType::UINT32: case GGUFType::INT32: case GGUFType::FLOAT32: return 4;
-    case GGUFType::UINT64: case GGUFType::INT64: case GGUFType::FLOAT64: return 8;
-    case GGUFType::STRING: return 8;   // u64 length, possibly no bytes
-    case GGUFType::ARRAY: return 12;   // u32 element type + u64 count
+    case GGUFType::UINT8:
+    case GGUFType::INT8:
+    case GGUFType::BOOL: return 1;
+    case GGUFType::UINT16:
+    case GGUFType::INT16: return 2;
+    case GGUFType::UINT32:
+    case GGUFType::INT32:
+    case GGUFType::FLOAT32: return 4;
+    case GGUFType::UINT64:
+    case GGUFType::INT64:
+    case GGUFType::FLOAT64: return 8;
+    case GGUFType::STRING: return 8;  // u64 length, possibly no bytes
+    case GGUFType::ARRAY: return 12;  // u32 element type + u64 count
   }
   return 1;
 }
@@ -148,11 +155,10 @@ class Parser {
 std::string ggml_type_describe(uint32_t id) {
   // Index = ggml type id; ids 4, 5, 31..33 and 36..38 were removed from ggml but keep their names.
   static const char* const kNames[] = {
-      "F32",     "F16",     "Q4_0",    "Q4_1",     "Q4_2",     "Q4_3",       "Q5_0",       "Q5_1",
-      "Q8_0",    "Q8_1",    "Q2_K",    "Q3_K",     "Q4_K",     "Q5_K",       "Q6_K",       "Q8_K",
-      "IQ2_XXS", "IQ2_XS",  "IQ3_XXS", "IQ1_S",    "IQ4_NL",   "IQ3_S",      "IQ2_S",      "IQ4_XS",
-      "I8",      "I16",     "I32",     "I64",      "F64",      "IQ1_M",      "BF16",       "Q4_0_4_4",
-      "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0",    "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+      "F32",    "F16",      "Q4_0",     "Q4_1",     "Q4_2",  "Q4_3",  "Q5_0",       "Q5_1",       "Q8_0",       "Q8_1",
+      "Q2_K",   "Q3_K",     "Q4_K",     "Q5_K",     "Q6_K",  "Q8_K",  "IQ2_XXS",    "IQ2_XS",     "IQ3_XXS",    "IQ1_S",
+      "IQ4_NL", "IQ3_S",    "IQ2_S",    "IQ4_XS",   "I8",    "I16",   "I32",        "I64",        "F64",        "IQ1_M",
+      "BF16",   "Q4_0_4_4", "Q4_0_4_8", "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
   };
   if (id < std::size(kNames)) return std::string(kNames[id]) + " (type " + std::to_string(id) + ")";
   return "unknown type " + std::to_string(id);
@@ -219,8 +225,8 @@ GGUFFile::ParseState Parser::parse() {
   // Each key/value needs >= 13 bytes (u64 key length, u32 type, 1-byte value); each tensor
   // info >= 32 (u64 name length, u32 n_dims, one u64 dim, u32 type, u64 offset).
   if (n_kv > r_.remaining() / 13)
-    r_.fail_at(16, "metadata count " + std::to_string(n_kv) + " cannot fit in the " +
-                       std::to_string(r_.remaining()) + " bytes that remain (each needs at least 13)");
+    r_.fail_at(16, "metadata count " + std::to_string(n_kv) + " cannot fit in the " + std::to_string(r_.remaining()) +
+                       " bytes that remain (each needs at least 13)");
   if (n_tensors > r_.remaining() / 32 || n_kv * 13 + n_tensors * 32 > r_.remaining())
     r_.fail_at(8, "tensor count " + std::to_string(n_tensors) + " (with " + std::to_string(n_kv) +
                       " metadata entries) cannot fit in the " + std::to_string(r_.remaining()) +
@@ -251,7 +257,10 @@ GGUFFile::ParseState Parser::parse() {
   st.alignment = size_t(alignment);
 
   // ---- tensor infos
-  struct Span { uint64_t begin, end; size_t idx; };
+  struct Span {
+    uint64_t begin, end;
+    size_t idx;
+  };
   std::vector<Span> spans;
   spans.reserve(size_t(n_tensors));  // bounded by the file size (checked above)
   std::set<std::string, std::less<>> names;
@@ -281,8 +290,8 @@ GGUFFile::ParseState Parser::parse() {
            " (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)");
     uint64_t offset = r_.u64("data offset of tensor '" + name + "'");
     if (int64_t(dims[0]) % block_elems(dt) != 0)
-      fail("first dimension " + std::to_string(dims[0]) + " is not a multiple of the " +
-           std::string(dtype_name(dt)) + " block size " + std::to_string(block_elems(dt)));
+      fail("first dimension " + std::to_string(dims[0]) + " is not a multiple of the " + std::string(dtype_name(dt)) +
+           " block size " + std::to_string(block_elems(dt)));
     if (offset % alignment != 0)
       fail("data offset " + std::to_string(offset) + " is not a multiple of the alignment " +
            std::to_string(alignment));
@@ -309,16 +318,16 @@ GGUFFile::ParseState Parser::parse() {
   for (const Span& s : spans) {
     const HostTensor& t = st.tensors[s.idx];
     if (s.end > data_size)
-      throw Error(fname + ": tensor '" + t.name + "': data [" + std::to_string(s.begin) + ", " +
-                  std::to_string(s.end) + ") of the data section at byte " + std::to_string(st.data_offset) +
+      throw Error(fname + ": tensor '" + t.name + "': data [" + std::to_string(s.begin) + ", " + std::to_string(s.end) +
+                  ") of the data section at byte " + std::to_string(st.data_offset) +
                   " runs past the end of the file (data section holds " + std::to_string(data_size) + " bytes)");
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < spans.size(); ++i) {
     if (spans[i].begin < spans[i - 1].end)
       throw Error(fname + ": tensor '" + st.tensors[spans[i].idx].name + "' data at offset " +
-                  std::to_string(spans[i].begin) + " overlaps tensor '" + st.tensors[spans[i - 1].idx].name +
-                  "' [" + std::to_string(spans[i - 1].begin) + ", " + std::to_string(spans[i - 1].end) + ")");
+                  std::to_string(spans[i].begin) + " overlaps tensor '" + st.tensors[spans[i - 1].idx].name + "' [" +
+                  std::to_string(spans[i - 1].begin) + ", " + std::to_string(spans[i - 1].end) + ")");
   }
   for (const Span& s : spans) st.tensors[s.idx].data = f_.data() + st.data_offset + s.begin;
   return st;

@@ -20,8 +20,19 @@
 namespace greta {
 
 enum class GGUFType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
-  BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 
 struct GGUFValue;
@@ -35,8 +46,8 @@ struct GGUFValue {
   GGUFType type = GGUFType::UINT8;
   std::variant<int64_t, uint64_t, double, bool, std::string, std::shared_ptr<GGUFArray>> v;
 
-  std::optional<int64_t> as_int() const;    // any integer type (uint64 must fit)
-  std::optional<double> as_float() const;   // float or integer types
+  std::optional<int64_t> as_int() const;   // any integer type (uint64 must fit)
+  std::optional<double> as_float() const;  // float or integer types
   std::optional<bool> as_bool() const;
   const std::string* as_string() const;
   const GGUFArray* as_array() const;

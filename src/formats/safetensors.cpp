@@ -31,9 +31,18 @@ constexpr int kMaxJsonDepth = 16;
 constexpr size_t kMaxJsonValues = size_t(1) << 20;
 
 bool dtype_from_name(const std::string& s, DType* out) {
-  if (s == "F32") { *out = DType::F32; return true; }
-  if (s == "F16") { *out = DType::F16; return true; }
-  if (s == "BF16") { *out = DType::BF16; return true; }
+  if (s == "F32") {
+    *out = DType::F32;
+    return true;
+  }
+  if (s == "F16") {
+    *out = DType::F16;
+    return true;
+  }
+  if (s == "BF16") {
+    *out = DType::BF16;
+    return true;
+  }
   return false;
 }
 
@@ -85,8 +94,8 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
     throw Error(fname + ": at byte 0: header length " + std::to_string(hlen) + " exceeds the limit of " +
                 std::to_string(kMaxHeaderBytes) + " bytes (corrupt or not a safetensors file)");
   if (hlen > size - 8)
-    throw Error(fname + ": at byte 0: header length " + std::to_string(hlen) +
-                " runs past the end of the file (" + std::to_string(size - 8) + " bytes follow it)");
+    throw Error(fname + ": at byte 0: header length " + std::to_string(hlen) + " runs past the end of the file (" +
+                std::to_string(size - 8) + " bytes follow it)");
   const char* hbeg = reinterpret_cast<const char*>(file->data() + 8);
   std::string dup;
   json header = parse_json(hbeg, hbeg + hlen, fname + ": header (bytes 8.." + std::to_string(8 + hlen) + ")", &dup);
@@ -95,7 +104,10 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
 
   const uint64_t data_start = 8 + hlen;
   const uint64_t data_size = size - data_start;
-  struct Span { uint64_t begin, end; HostTensor t; };
+  struct Span {
+    uint64_t begin, end;
+    HostTensor t;
+  };
   std::vector<Span> spans;
   SafetensorsFile out;
   for (auto it = header.cbegin(); it != header.cend(); ++it) {
@@ -138,13 +150,11 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
     auto e = as_count((*off_it)[1]);
     if (!b || !e) fail("data_offsets must be non-negative integers");
     if (*b > *e || *e > data_size)
-      fail("data_offsets [" + std::to_string(*b) + ", " + std::to_string(*e) +
-           ") are not inside the data section of " + std::to_string(data_size) + " bytes at byte " +
-           std::to_string(data_start));
+      fail("data_offsets [" + std::to_string(*b) + ", " + std::to_string(*e) + ") are not inside the data section of " +
+           std::to_string(data_size) + " bytes at byte " + std::to_string(data_start));
     if (*e - *b != nbytes)
-      fail("data_offsets [" + std::to_string(*b) + ", " + std::to_string(*e) + ") span " +
-           std::to_string(*e - *b) + " bytes, but " + dts + " shape of " + std::to_string(numel) +
-           " elements needs " + std::to_string(nbytes));
+      fail("data_offsets [" + std::to_string(*b) + ", " + std::to_string(*e) + ") span " + std::to_string(*e - *b) +
+           " bytes, but " + dts + " shape of " + std::to_string(numel) + " elements needs " + std::to_string(nbytes));
     t.nbytes = size_t(nbytes);
     t.data = file->data() + data_start + *b;
     spans.push_back({*b, *e, std::move(t)});
@@ -219,7 +229,8 @@ SafetensorsModel SafetensorsModel::open_dir(const std::string& dir) {
     std::map<std::string, size_t> shard_of_file;  // shard file name -> index in shards_
     for (const auto& [tensor, shard] : wm.items()) {
       if (!shard.is_string())
-        throw Error(ipath + ": weight_map entry for '" + tensor + "' is " + shard.type_name() + " (expected file name)");
+        throw Error(ipath + ": weight_map entry for '" + tensor + "' is " + shard.type_name() +
+                    " (expected file name)");
       const std::string& sname = shard.get_ref<const std::string&>();
       check_shard_name(ipath, tensor, sname);
       auto it = shard_of_file.find(sname);
@@ -231,7 +242,8 @@ SafetensorsModel SafetensorsModel::open_dir(const std::string& dir) {
         it = shard_of_file.emplace(sname, m.shards_.size() - 1).first;
       }
       if (!m.shards_[it->second]->find_tensor(tensor))
-        throw Error(ipath + ": tensor '" + tensor + "' is listed in shard '" + sname + "' but that shard does not hold it");
+        throw Error(ipath + ": tensor '" + tensor + "' is listed in shard '" + sname +
+                    "' but that shard does not hold it");
     }
   } else {
     std::error_code ec;

@@ -7,16 +7,16 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;            // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
-  std::string name;            // human-readable, for `greta info`
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
+  std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
-  int dim = 0;                 // hidden size
+  int dim = 0;  // hidden size
   int n_heads = 0;
-  int n_kv_heads = 0;          // < n_heads: grouped-query attention
-  int head_dim = 0;            // usually dim / n_heads
-  int ffn_dim = 0;             // intermediate size
+  int n_kv_heads = 0;  // < n_heads: grouped-query attention
+  int head_dim = 0;    // usually dim / n_heads
+  int ffn_dim = 0;     // intermediate size
   int vocab_size = 0;
-  int max_context = 0;         // trained context length
+  int max_context = 0;  // trained context length
   float norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   // RoPE pairing: false = adjacent pairs (x[2i], x[2i+1]) as GGUF Llama weights expect

@@ -12,7 +12,7 @@ struct LlamaModel::Scratch {
   Backend& be;
   int cap_tokens = 0, cap_logits = 0;
   Tensor x, h, q, k, v, att, gate, up;  // [cap_tokens, *]
-  Tensor last, logits;                   // [cap_logits, *]
+  Tensor last, logits;                  // [cap_logits, *]
   explicit Scratch(Backend& b) : be(b) {}
   ~Scratch() { release(); }
   void release() {
@@ -67,8 +67,8 @@ size_t LlamaModel::weight_bytes_per_token() const {
   };
   size_t total = bytes(out_norm_) + bytes(output_ ? output_ : tok_embd_);
   for (const LayerWeights& L : layers_)
-    for (const auto* w : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
-                          &L.w_up, &L.w_down})
+    for (const auto* w :
+         {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       total += bytes(*w);
   return total;
 }
@@ -108,8 +108,8 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     if (!be_.supports_device_sampling())
       throw Error("forward: backend " + be_.name() + " does not sample on the device");
     if (draw->per_row.size() != size_t(nl))
-      throw Error("forward: " + std::to_string(draw->per_row.size()) + " sampling settings for " +
-                  std::to_string(nl) + " logit rows");
+      throw Error("forward: " + std::to_string(draw->per_row.size()) + " sampling settings for " + std::to_string(nl) +
+                  " logit rows");
   }
   ensure_scratch(n, std::max(nl, 1));
   be_.begin_step(StepPlan::build(batch, kv.desc.block_size));

@@ -14,13 +14,13 @@
 namespace greta {
 
 struct LayerWeights {
-  std::unique_ptr<Weight> attn_norm;        // [1, dim]
-  std::unique_ptr<Weight> wq, wk, wv;       // [n_heads*hd, dim], [n_kv*hd, dim] x2
-  std::unique_ptr<Weight> bq, bk, bv;       // [1, ...] (Qwen2) or null
-  std::unique_ptr<Weight> wo;               // [dim, n_heads*hd]
-  std::unique_ptr<Weight> ffn_norm;         // [1, dim]
-  std::unique_ptr<Weight> w_gate, w_up;     // [ffn, dim]
-  std::unique_ptr<Weight> w_down;           // [dim, ffn]
+  std::unique_ptr<Weight> attn_norm;     // [1, dim]
+  std::unique_ptr<Weight> wq, wk, wv;    // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;    // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> wo;            // [dim, n_heads*hd]
+  std::unique_ptr<Weight> ffn_norm;      // [1, dim]
+  std::unique_ptr<Weight> w_gate, w_up;  // [ffn, dim]
+  std::unique_ptr<Weight> w_down;        // [dim, ffn]
 };
 
 class LlamaModel {
@@ -63,9 +63,9 @@ class LlamaModel {
   ModelConfig cfg_;
   Backend& be_;
   RopeSpec rope_;
-  std::unique_ptr<Weight> tok_embd_;   // [vocab, dim]
-  std::unique_ptr<Weight> out_norm_;   // [1, dim]
-  std::unique_ptr<Weight> output_;     // [vocab, dim] or null (tied: tok_embd_)
+  std::unique_ptr<Weight> tok_embd_;  // [vocab, dim]
+  std::unique_ptr<Weight> out_norm_;  // [1, dim]
+  std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Scratch> s_;
 };

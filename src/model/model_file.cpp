@@ -22,19 +22,17 @@ const char* kSupported =
     "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
 
 std::string gguf_role_name(int layer, Role r) {
-  static const char* names[] = {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
-                                "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias",
-                                "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+  static const char* names[] = {"attn_norm.weight",   "attn_q.weight",   "attn_k.weight", "attn_v.weight",
+                                "attn_output.weight", "attn_q.bias",     "attn_k.bias",   "attn_v.bias",
+                                "ffn_norm.weight",    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
   return "blk." + std::to_string(layer) + "." + names[int(r)];
 }
 
 std::string hf_role_name(int layer, Role r) {
-  static const char* names[] = {"input_layernorm.weight", "self_attn.q_proj.weight",
-                                "self_attn.k_proj.weight", "self_attn.v_proj.weight",
-                                "self_attn.o_proj.weight", "self_attn.q_proj.bias",
-                                "self_attn.k_proj.bias", "self_attn.v_proj.bias",
-                                "post_attention_layernorm.weight", "mlp.gate_proj.weight",
-                                "mlp.up_proj.weight", "mlp.down_proj.weight"};
+  static const char* names[] = {"input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+                                "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "post_attention_layernorm.weight",
+                                "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
 }
 
@@ -87,10 +85,10 @@ void ModelFile::open_gguf(const std::string& path) {
   c.dim = positive(g.require_int(a + "embedding_length"), a + "embedding_length", path);
   c.ffn_dim = positive(g.require_int(a + "feed_forward_length"), a + "feed_forward_length", path);
   c.n_heads = positive(g.require_int(a + "attention.head_count"), a + "attention.head_count", path);
-  c.n_kv_heads = positive(g.get_int(a + "attention.head_count_kv").value_or(c.n_heads),
-                          a + "attention.head_count_kv", path);
-  c.head_dim = positive(g.get_int(a + "attention.key_length").value_or(c.dim / c.n_heads),
-                        a + "attention.key_length", path);
+  c.n_kv_heads = positive(g.get_int(a + "attention.head_count_kv").value_or(c.n_heads), a + "attention.head_count_kv",
+                          path);
+  c.head_dim = positive(g.get_int(a + "attention.key_length").value_or(c.dim / c.n_heads), a + "attention.key_length",
+                        path);
   c.max_context = positive(g.get_int(a + "context_length").value_or(4096), a + "context_length", path);
   c.norm_eps = positive_finite(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5),
                                a + "attention.layer_norm_rms_epsilon", path);
@@ -104,15 +102,15 @@ void ModelFile::open_gguf(const std::string& path) {
   c.tied_embeddings = g.find_tensor("output.weight") == nullptr;
   if (const HostTensor* rf = g.find_tensor("rope_freqs.weight")) {
     if (rf->dtype != DType::F32 || rf->numel() != c.head_dim / 2)
-      throw Error(path + ": tensor 'rope_freqs.weight' must be F32 of " + std::to_string(c.head_dim / 2) +
-                  " values");
+      throw Error(path + ": tensor 'rope_freqs.weight' must be F32 of " + std::to_string(c.head_dim / 2) + " values");
     c.rope_freq_factors.resize(c.head_dim / 2);
     std::memcpy(c.rope_freq_factors.data(), rf->data, c.rope_freq_factors.size() * sizeof(float));
     for (size_t i = 0; i < c.rope_freq_factors.size(); ++i)
       positive_finite(c.rope_freq_factors[i], "tensor 'rope_freqs.weight' value " + std::to_string(i), path);
   }
   if (auto st = g.get_string(a + "rope.scaling.type"); st && *st == "linear") {
-    const float factor = positive_finite(g.get_float(a + "rope.scaling.factor").value_or(1.0), a + "rope.scaling.factor", path);
+    const float factor = positive_finite(g.get_float(a + "rope.scaling.factor").value_or(1.0),
+                                         a + "rope.scaling.factor", path);
     if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
     for (float& f : c.rope_freq_factors) f *= factor;
   }
@@ -149,7 +147,9 @@ void ModelFile::open_hf(const std::string& dir) {
   if (archname == "LlamaForCausalLM" || model_type == "llama") c.arch = "llama";
   else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
   else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
-  else throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " + kSupported);
+  else
+    throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
+                kSupported);
   c.name = fs::path(dir).filename().string();
   c.n_layers = positive(get_int("num_hidden_layers", std::nullopt), "num_hidden_layers", cfg_path);
   c.dim = positive(get_int("hidden_size", std::nullopt), "hidden_size", cfg_path);
@@ -249,8 +249,8 @@ void validate_model_tensors(const ModelFile& f) {
         for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
         return o + "]";
       };
-      throw Error(f.path() + ": tensor '" + t->name + "' (" + what + ") has shape " + str(t->shape) +
-                  ", expected " + str(shape));
+      throw Error(f.path() + ": tensor '" + t->name + "' (" + what + ") has shape " + str(t->shape) + ", expected " +
+                  str(shape));
     }
   };
   const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;

@@ -27,13 +27,13 @@ struct Batch {
 // Per-token view derived from a Batch (host side; backends upload it once per step).
 struct StepPlan {
   int32_t block_size = 16;
-  std::vector<int32_t> positions;    // [n_tokens]
-  std::vector<int32_t> token_seq;    // [n_tokens] index into Batch::seqs
-  std::vector<int32_t> slot;         // [n_tokens] physical KV slot = block*block_size + pos%block_size
+  std::vector<int32_t> positions;  // [n_tokens]
+  std::vector<int32_t> token_seq;  // [n_tokens] index into Batch::seqs
+  std::vector<int32_t> slot;       // [n_tokens] physical KV slot = block*block_size + pos%block_size
   // Block tables flattened CSR-style: seq s owns block_ids[block_begin[s] .. block_begin[s+1]).
   std::vector<int32_t> block_begin;  // [n_seqs+1]
   std::vector<int32_t> block_ids;
-  std::vector<int32_t> seq_len;      // [n_seqs] n_past + n_tokens (context after this step)
+  std::vector<int32_t> seq_len;  // [n_seqs] n_past + n_tokens (context after this step)
   // [n_tokens] 1 where the token is part of a prompt of >= 2 tokens: its position is below its
   // sequence's n_prompt (>= 2) when that is known, else its slice has >= 2 tokens. The CPU
   // backend follows llama.cpp, whose attention rounds differently for a prompt than for a

@@ -24,8 +24,8 @@ inline float clean(float x) {
 
 void require(bool ok, const char* field, float value, const char* expected) {
   if (!ok) {
-    throw Error("sampling parameter '" + std::string(field) + "' = " + std::to_string(value) +
-                ": expected " + expected);
+    throw Error("sampling parameter '" + std::string(field) + "' = " + std::to_string(value) + ": expected " +
+                expected);
   }
 }
 }  // namespace
@@ -34,14 +34,12 @@ void SamplingParams::validate() const {
   require(!std::isnan(temperature), "temperature", temperature, "a number (<= 0 means greedy)");
   require(top_p > 0.0f && top_p <= 1.0f, "top_p", top_p, "a value in (0, 1]");
   require(min_p >= 0.0f && min_p <= 1.0f, "min_p", min_p, "a value in [0, 1]");
-  require(std::isfinite(repeat_penalty) && repeat_penalty > 0.0f, "repeat_penalty",
-          repeat_penalty, "a finite value > 0 (1 disables it)");
+  require(std::isfinite(repeat_penalty) && repeat_penalty > 0.0f, "repeat_penalty", repeat_penalty,
+          "a finite value > 0 (1 disables it)");
   require(repeat_last_n >= -1, "repeat_last_n", float(repeat_last_n),
           "-1 (whole history), 0 (off) or a positive window");
-  require(std::isfinite(presence_penalty), "presence_penalty", presence_penalty,
-          "a finite value");
-  require(std::isfinite(frequency_penalty), "frequency_penalty", frequency_penalty,
-          "a finite value");
+  require(std::isfinite(presence_penalty), "presence_penalty", presence_penalty, "a finite value");
+  require(std::isfinite(frequency_penalty), "frequency_penalty", frequency_penalty, "a finite value");
   require(penalty_prompt_len >= -1, "penalty_prompt_len", float(penalty_prompt_len),
           "-1 (window over the whole history) or the prompt length");
 }
@@ -68,16 +66,14 @@ bool Sampler::device_eligible() const {
 // Penalties over the last repeat_last_n tokens of history, like llama.cpp: the repetition
 // penalty applies once per distinct token, presence once, frequency once per occurrence.
 void Sampler::apply_penalties(const std::vector<int32_t>& history, int vocab) {
-  const bool any = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f ||
-                   p_.frequency_penalty != 0.0f;
+  const bool any = p_.repeat_penalty != 1.0f || p_.presence_penalty != 0.0f || p_.frequency_penalty != 0.0f;
   if (!any || history.empty()) return;
   if (p_.penalty_prompt_len >= 0) {
     apply_openai_penalties(history, vocab);
     return;
   }
   if (p_.repeat_last_n == 0) return;
-  const size_t n = p_.repeat_last_n < 0 ? history.size()
-                                        : std::min(history.size(), size_t(p_.repeat_last_n));
+  const size_t n = p_.repeat_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.repeat_last_n));
   window_.clear();
   for (size_t i = history.size() - n; i < history.size(); ++i) {
     const int32_t t = history[i];
@@ -150,7 +146,7 @@ void Sampler::top_k(int k) {
 // finds the bucket where the cumulative mass crosses top_p. Only candidates in that bucket
 // or above can be in the nucleus, so only they are sorted and walked exactly.
 void Sampler::top_p_min_p() {
-  const bool use_p = p_.top_p < 1.0f, use_min = p_.min_p > 0.0f;
+  const bool use_p = p_.top_p<1.0f, use_min = p_.min_p> 0.0f;
   if ((!use_p && !use_min) || cand_.size() <= 1) return;
   float mx = kNegInf;
   for (const Cand& c : cand_) mx = std::max(mx, c.logit);
@@ -190,8 +186,7 @@ void Sampler::top_p_min_p() {
   cand_.resize(w);
   if (!use_p || cand_.size() <= 1) return;
 
-  if (!std::is_sorted(cand_.begin(), cand_.end(), Better{}))
-    std::sort(cand_.begin(), cand_.end(), Better{});
+  if (!std::is_sorted(cand_.begin(), cand_.end(), Better{})) std::sort(cand_.begin(), cand_.end(), Better{});
   double cum = 0;
   for (size_t i = 0; i < cand_.size(); ++i) {
     cum += std::exp(double(cand_[i].logit) - mx);
@@ -268,8 +263,7 @@ std::vector<TokenProb> Sampler::distribution(const float* logits, int vocab, con
   return out;
 }
 
-SampleResult Sampler::sample_full(const float* logits, int vocab,
-                                  const std::vector<int32_t>& history, int n_logprobs) {
+SampleResult Sampler::sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs) {
   if (vocab < 1) throw Error("sampler: vocab size " + std::to_string(vocab) + ", expected >= 1");
   SampleResult r;
   work_.resize(size_t(vocab));
@@ -306,8 +300,7 @@ SampleResult Sampler::sample_full(const float* logits, int vocab,
   } else {
     r.token = draw(&r.prob);
   }
-  if (n_logprobs >= 0)
-    r.logprob = degenerate ? kNegInf : float(double(clean(logits[r.token])) - lse);
+  if (n_logprobs >= 0) r.logprob = degenerate ? kNegInf : float(double(clean(logits[r.token])) - lse);
   return r;
 }
 

@@ -26,8 +26,8 @@ struct SampleResult {
   int32_t token = 0;
   float prob = 1;  // probability of `token` in the final (filtered, tempered) distribution
   // Filled only when logprobs were requested (n_logprobs >= 0):
-  float logprob = 0;                // log-softmax of the raw logits at `token`
-  std::vector<TokenLogprob> top;    // n_logprobs most likely raw tokens, best first
+  float logprob = 0;              // log-softmax of the raw logits at `token`
+  std::vector<TokenLogprob> top;  // n_logprobs most likely raw tokens, best first
 };
 
 struct TokenProb {
@@ -47,8 +47,7 @@ class Sampler {
   }
   // logits: [vocab] raw model output; history: tokens so far (prompt + generated).
   // n_logprobs < 0: no logprobs; 0: the chosen token's; N: also the top N.
-  SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history,
-                           int n_logprobs);
+  SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs);
 
   // The distribution sample() would draw from for these logits: every token left after the
   // filters with its probability, by token id (one token with probability 1 when greedy).
@@ -74,7 +73,7 @@ class Sampler {
   };
   void apply_penalties(const std::vector<int32_t>& history, int vocab);
   void apply_openai_penalties(const std::vector<int32_t>& history, int vocab);
-  bool filter(int vocab);         // work_ -> cand_ after top-k/top-p/min-p; false: greedy
+  bool filter(int vocab);           // work_ -> cand_ after top-k/top-p/min-p; false: greedy
   int32_t greedy(int vocab) const;  // argmax of work_, lowest id on ties
   void top_k(int k);
   void top_p_min_p();
@@ -83,8 +82,8 @@ class Sampler {
   SamplingParams p_;
   uint64_t seed_;
   std::mt19937_64 rng_;
-  std::vector<float> work_;   // [vocab] NaN-cleaned, penalised logits
-  std::vector<Cand> cand_;    // surviving candidates
+  std::vector<float> work_;  // [vocab] NaN-cleaned, penalised logits
+  std::vector<Cand> cand_;   // surviving candidates
   std::vector<int32_t> window_;
   std::vector<double> mass_;  // top-p histogram scratch
 };

@@ -78,9 +78,7 @@ bool ConnectionStream::is_readable() const {
   return pos_ < buf_.size() || wait_for(c_.fd, POLLIN, ms_until(deadline_));
 }
 
-bool ConnectionStream::is_writable() const {
-  return wait_for(c_.fd, POLLOUT, int(t_.write.count()));
-}
+bool ConnectionStream::is_writable() const { return wait_for(c_.fd, POLLOUT, int(t_.write.count())); }
 
 ssize_t ConnectionStream::read(char* ptr, size_t size) {
   if (pos_ == buf_.size()) {

@@ -36,21 +36,21 @@ struct Connection {
   const int fd;
   const std::string peer;  // client IP address
   const int port;
-  std::string pending;                 // bytes read but not yet parsed (the next request's start)
-  Clock::time_point idle_since;        // when the connection last had no request in progress
-  Clock::time_point head_started;      // first byte of the current request head (gate)
+  std::string pending;             // bytes read but not yet parsed (the next request's start)
+  Clock::time_point idle_since;    // when the connection last had no request in progress
+  Clock::time_point head_started;  // first byte of the current request head (gate)
   bool head_in_progress = false;
   // What the gate is waiting for: the head, the body of known length, or the end of a body
   // over the limit that it drops.
   enum class Stage { Head, Body, Discard };
   Stage stage = Stage::Head;
-  size_t request_bytes = 0;            // Body: head + body bytes
-  uint64_t discard = 0;                // Discard: body bytes still to drop
-  bool probe = false;                  // the request is GET /health or /metrics
-  Clock::time_point body_started;      // when the head was complete
-  int requests = 0;                    // requests answered on this connection
-  bool must_close = false;             // set while handling: close after this response
-  bool body_timed_out = false;         // the body deadline passed while reading (answer 408)
+  size_t request_bytes = 0;        // Body: head + body bytes
+  uint64_t discard = 0;            // Discard: body bytes still to drop
+  bool probe = false;              // the request is GET /health or /metrics
+  Clock::time_point body_started;  // when the head was complete
+  int requests = 0;                // requests answered on this connection
+  bool must_close = false;         // set while handling: close after this response
+  bool body_timed_out = false;     // the body deadline passed while reading (answer 408)
 
  private:
   std::function<void(const std::string&)> release_;

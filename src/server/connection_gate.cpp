@@ -131,8 +131,8 @@ void ConnectionGate::accept_all() {
       close_gracefully(fd);
       continue;
     }
-    conns_.push_back(std::make_shared<Connection>(fd, std::move(peer), port,
-                                                  [this](const std::string& p) { release(p); }));
+    conns_.push_back(
+        std::make_shared<Connection>(fd, std::move(peer), port, [this](const std::string& p) { release(p); }));
   }
 }
 
@@ -152,9 +152,9 @@ void ConnectionGate::read_from(std::shared_ptr<Connection>& c) {
       }
       c->pending.append(buf, size_t(n));
       // Read no further than the request needs (the head, then its body) or may have.
-      if (c->stage == Connection::Stage::Body ? c->pending.size() >= c->request_bytes
-                                              : c->pending.size() > kMaxHeadBytes ||
-                                                    c->pending.find("\r\n\r\n") != std::string::npos)
+      if (c->stage == Connection::Stage::Body
+              ? c->pending.size() >= c->request_bytes
+              : c->pending.size() > kMaxHeadBytes || c->pending.find("\r\n\r\n") != std::string::npos)
         return;
       continue;
     }

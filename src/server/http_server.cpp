@@ -24,8 +24,8 @@ class HttpServer::Parser : public httplib::Server {
 namespace {
 
 constexpr int kListenBacklog = 4096;
-constexpr int kProbeThreads = 2;                  // /health and /metrics
-constexpr int kMaxRequestsPerConnection = 1000;   // then the client reconnects
+constexpr int kProbeThreads = 2;                 // /health and /metrics
+constexpr int kMaxRequestsPerConnection = 1000;  // then the client reconnects
 
 // Compares without an early exit, so response time does not reveal how much of a key matched.
 bool same_secret(const std::string& a, const std::string& b) {
@@ -124,10 +124,10 @@ HttpServer::HttpServer(const ServerContext& ctx, HttpOptions opt)
     if (std::string why = framing_problem(req); !why.empty()) return refuse_request(res, 400, "refused: " + why);
     if (expected.empty() || req.path == "/health") return HR::Unhandled;  // probes stay open
     if (same_secret(req.get_header_value("Authorization"), expected)) return HR::Unhandled;
-    return refuse_request(res, 401,
-                          req.has_header("Authorization") ? "invalid API key"
-                                                          : "missing API key: send 'Authorization: Bearer KEY'",
-                          "invalid_api_key");
+    return refuse_request(
+        res, 401,
+        req.has_header("Authorization") ? "invalid API key" : "missing API key: send 'Authorization: Bearer KEY'",
+        "invalid_api_key");
   });
   // httplib's own errors (no route, body too large, malformed HTTP) get OpenAI-shaped bodies;
   // responses our handlers already filled are left alone.
@@ -176,9 +176,12 @@ int HttpServer::bind() {
   limits.body_timeout = std::chrono::seconds(opt_.body_timeout_s);
   limits.max_body = opt_.max_body_bytes;
   limits.max_per_client = opt_.max_client_connections;
-  gate_ = std::make_unique<ConnectionGate>(listen_fd_, limits, [this](std::shared_ptr<Connection> c, bool probe) {
-    (probe ? probes_ : workers_)->enqueue([this, c = std::move(c)]() mutable { serve(std::move(c)); });
-  }, ctx_.metrics);
+  gate_ = std::make_unique<ConnectionGate>(
+      listen_fd_, limits,
+      [this](std::shared_ptr<Connection> c, bool probe) {
+        (probe ? probes_ : workers_)->enqueue([this, c = std::move(c)]() mutable { serve(std::move(c)); });
+      },
+      ctx_.metrics);
   return port;
 }
 

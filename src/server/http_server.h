@@ -38,14 +38,14 @@ struct Connection;
 
 struct HttpOptions {
   std::string host = "127.0.0.1";
-  int port = 8000;               // 0: any free port
-  std::string api_key;           // "": no authentication
+  int port = 8000;      // 0: any free port
+  std::string api_key;  // "": no authentication
   size_t max_body_bytes = 1 << 20;
-  int threads = 64;              // requests handled at once (a stream holds one until it ends)
-  int head_timeout_s = 10;       // a request head must arrive within this, from its first byte
-  int body_timeout_s = 30;       // its body within this, from the end of the head
-  int idle_timeout_s = 15;       // a connection with no request in progress is closed after this
-  int write_timeout_s = 10;      // a client that accepts no bytes for this long is dropped
+  int threads = 64;                   // requests handled at once (a stream holds one until it ends)
+  int head_timeout_s = 10;            // a request head must arrive within this, from its first byte
+  int body_timeout_s = 30;            // its body within this, from the end of the head
+  int idle_timeout_s = 15;            // a connection with no request in progress is closed after this
+  int write_timeout_s = 10;           // a client that accepts no bytes for this long is dropped
   int max_client_connections = 1024;  // open connections per client address (0: no limit)
 };
 

@@ -98,8 +98,7 @@ class BoundedBuilder : public nlohmann::json_sax<json> {
   bool open(json empty) {
     if (int(stack_.size()) >= max_depth_) {
       const std::string field = path();
-      throw JsonReadError(where(field) + "nested deeper than " + std::to_string(max_depth_) + " levels",
-                          field);
+      throw JsonReadError(where(field) + "nested deeper than " + std::to_string(max_depth_) + " levels", field);
     }
     stack_.push_back({place(std::move(empty)), ""});
     return true;

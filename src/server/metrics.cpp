@@ -59,17 +59,21 @@ void Metrics::count_refused(const std::string& reason) {
 
 namespace {
 void metric(std::string& out, const char* name, const char* type, const char* help, double v) {
-  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + num(v) + "\n";
+  out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + num(v) +
+         "\n";
 }
 
 // One labelled family rather than five metrics: the phases add up to the engine thread's wall
 // time, so rate() over all of them shows the share of each (host work, forward, idle).
 void engine_phases(std::string& out, const EngineStats& s) {
-  out += "# HELP greta_engine_seconds_total Wall-clock seconds of the engine thread by loop phase.\n"
-         "# TYPE greta_engine_seconds_total counter\n";
-  const std::pair<const char*, double> phases[] = {
-      {"idle", s.idle_s}, {"schedule", s.schedule_s}, {"forward", s.forward_s}, {"sample", s.sample_s},
-      {"emit", s.emit_s}};
+  out +=
+      "# HELP greta_engine_seconds_total Wall-clock seconds of the engine thread by loop phase.\n"
+      "# TYPE greta_engine_seconds_total counter\n";
+  const std::pair<const char*, double> phases[] = {{"idle", s.idle_s},
+                                                   {"schedule", s.schedule_s},
+                                                   {"forward", s.forward_s},
+                                                   {"sample", s.sample_s},
+                                                   {"emit", s.emit_s}};
   for (const auto& [phase, v] : phases)
     out += std::string("greta_engine_seconds_total{phase=\"") + phase + "\"} " + num(v) + "\n";
 }
@@ -78,8 +82,9 @@ void engine_phases(std::string& out, const EngineStats& s) {
 std::string Metrics::render(const EngineStats& s) const {
   std::string out;
   std::lock_guard<std::mutex> lock(mu_);
-  out += "# HELP greta_http_requests_total HTTP requests by path and status code.\n"
-         "# TYPE greta_http_requests_total counter\n";
+  out +=
+      "# HELP greta_http_requests_total HTTP requests by path and status code.\n"
+      "# TYPE greta_http_requests_total counter\n";
   for (const auto& [key, n] : requests_)
     out += "greta_http_requests_total{path=\"" + key.first + "\",code=\"" + std::to_string(key.second) + "\"} " +
            std::to_string(n) + "\n";
@@ -89,13 +94,15 @@ std::string Metrics::render(const EngineStats& s) const {
          double(s.prefix_hit_tokens));
   metric(out, "greta_computed_tokens_total", "counter", "Tokens run through the model (recomputation included).",
          double(s.computed_tokens));
-  metric(out, "greta_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.", double(s.preemptions));
+  metric(out, "greta_preemptions_total", "counter", "Sequences preempted for lack of KV blocks.",
+         double(s.preemptions));
   metric(out, "greta_finished_requests_total", "counter", "Engine requests finished (any reason).",
          double(s.finished_requests));
   metric(out, "greta_client_disconnects_total", "counter", "Requests cancelled because the client went away.",
          double(disconnects_));
-  out += "# HELP greta_connections_refused_total Connections answered and closed before any handler ran.\n"
-         "# TYPE greta_connections_refused_total counter\n";
+  out +=
+      "# HELP greta_connections_refused_total Connections answered and closed before any handler ran.\n"
+      "# TYPE greta_connections_refused_total counter\n";
   for (const auto& [reason, n] : refused_)
     out += "greta_connections_refused_total{reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
   metric(out, "greta_requests_waiting", "gauge", "Requests queued for admission (queue depth).", s.waiting);
@@ -104,11 +111,13 @@ std::string Metrics::render(const EngineStats& s) const {
   metric(out, "greta_kv_blocks_cached", "gauge", "Free KV blocks still holding a reusable prefix.", s.kv_blocks_cached);
   metric(out, "greta_kv_blocks_total", "gauge", "KV blocks in the pool.", s.kv_blocks_total);
   engine_phases(out, s);
-  out += "# HELP greta_time_to_first_token_seconds Time from request arrival to its first token.\n"
-         "# TYPE greta_time_to_first_token_seconds histogram\n";
+  out +=
+      "# HELP greta_time_to_first_token_seconds Time from request arrival to its first token.\n"
+      "# TYPE greta_time_to_first_token_seconds histogram\n";
   ttft_.render(out, "greta_time_to_first_token_seconds");
-  out += "# HELP greta_inter_token_latency_seconds Time between consecutive tokens of one sequence.\n"
-         "# TYPE greta_inter_token_latency_seconds histogram\n";
+  out +=
+      "# HELP greta_inter_token_latency_seconds Time between consecutive tokens of one sequence.\n"
+      "# TYPE greta_inter_token_latency_seconds histogram\n";
   itl_.render(out, "greta_inter_token_latency_seconds");
   return out;
 }

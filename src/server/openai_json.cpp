@@ -10,8 +10,11 @@ namespace greta::server {
 using nlohmann::json;
 
 ApiError::ApiError(int status, std::string message, std::string param, std::string type, std::string code)
-    : Error(std::move(message)), status_(status), type_(type.empty() ? error_type_for(status) : std::move(type)),
-      param_(std::move(param)), code_(std::move(code)) {}
+    : Error(std::move(message)),
+      status_(status),
+      type_(type.empty() ? error_type_for(status) : std::move(type)),
+      param_(std::move(param)),
+      code_(std::move(code)) {}
 
 json ApiError::body() const { return error_body(status_, what(), param_, code_); }
 
@@ -139,13 +142,14 @@ void parse_messages(const json& body, ApiRequest& r) {
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "developer" && rs != "tool")
       bad(p + ".role", "must be one of system, developer, user, assistant, tool");
-    if (m.contains("tool_calls") && !m["tool_calls"].is_null() && !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null() &&
+        !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
       bad(p + ".tool_calls", "tool calls are not supported");
     auto content = m.find("content");
     if (content == m.end() && rs != "assistant") bad(p + ".content", "is required");
     // "developer" is OpenAI's newer name for the system role; templates know "system".
-    r.messages.push_back({rs == "developer" ? "system" : rs,
-                          content == m.end() ? "" : message_content(*content, p + ".content")});
+    r.messages.push_back(
+        {rs == "developer" ? "system" : rs, content == m.end() ? "" : message_content(*content, p + ".content")});
   }
 }
 
@@ -199,7 +203,8 @@ void parse_stop(const json& body, ApiRequest& r) {
 
 void refuse_unsupported(const json& body, bool chat) {
   if (get_bool(body, "echo", false)) bad("echo", "echo is not supported");
-  if (body.contains("suffix") && !body["suffix"].is_null() && body["suffix"] != "") bad("suffix", "suffix is not supported");
+  if (body.contains("suffix") && !body["suffix"].is_null() && body["suffix"] != "")
+    bad("suffix", "suffix is not supported");
   if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
       !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
     bad("logit_bias", "logit_bias is not supported");
@@ -237,8 +242,7 @@ ApiRequest parse_request(const std::string& text, bool chat) {
 
   r.n = int(get_int(body, "n", 1, kMaxN).value_or(1));
   if (auto bo = get_int(body, "best_of", 1, kMaxN); bo && *bo != r.n) bad("best_of", "best_of must equal n");
-  if (int(r.n_prompts()) * r.n > kMaxChoices)
-    bad("n", "prompts x n must be at most " + std::to_string(kMaxChoices));
+  if (int(r.n_prompts()) * r.n > kMaxChoices) bad("n", "prompts x n must be at most " + std::to_string(kMaxChoices));
   r.stream = get_bool(body, "stream", false);
   if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
     if (!so->is_object()) bad("stream_options", "expected an object");
@@ -298,7 +302,8 @@ json logprobs_json(const ResponseMeta& m, const std::vector<TokenLogprobOut>& lp
     for (const auto& t : lp) {
       json top = json::array();
       for (const auto& [tok, p] : t.top) top.push_back({{"token", tok}, {"logprob", p}, {"bytes", bytes_of(tok)}});
-      content.push_back({{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_of(t.token)}, {"top_logprobs", top}});
+      content.push_back(
+          {{"token", t.token}, {"logprob", t.logprob}, {"bytes", bytes_of(t.token)}, {"top_logprobs", top}});
     }
     return {{"content", content}, {"refusal", nullptr}};
   }
@@ -336,12 +341,17 @@ json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>& choices,
       cs.push_back({{"index", i}, {"text", c.text}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     }
   }
-  return {{"id", m.id}, {"object", object_name(m, false)}, {"created", m.created}, {"model", m.model},
-          {"system_fingerprint", nullptr}, {"choices", cs}, {"usage", usage_json(u)}};
+  return {{"id", m.id},
+          {"object", object_name(m, false)},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", nullptr},
+          {"choices", cs},
+          {"usage", usage_json(u)}};
 }
 
-json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first,
-                const std::string& finish_reason, const std::vector<TokenLogprobOut>& lp) {
+json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first, const std::string& finish_reason,
+                const std::vector<TokenLogprobOut>& lp) {
   json choice = {{"index", index},
                  {"logprobs", m.logprobs && !lp.empty() ? logprobs_json(m, lp) : json(nullptr)},
                  {"finish_reason", finish_reason.empty() ? json(nullptr) : json(finish_reason)}};
@@ -353,13 +363,18 @@ json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool 
   } else {
     choice["text"] = text;
   }
-  return {{"id", m.id}, {"object", object_name(m, true)}, {"created", m.created}, {"model", m.model},
-          {"system_fingerprint", nullptr}, {"choices", json::array({choice})}};
+  return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
+          {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
 }
 
 json usage_chunk_json(const ResponseMeta& m, const Usage& u) {
-  return {{"id", m.id}, {"object", object_name(m, true)}, {"created", m.created}, {"model", m.model},
-          {"system_fingerprint", nullptr}, {"choices", json::array()}, {"usage", usage_json(u)}};
+  return {{"id", m.id},
+          {"object", object_name(m, true)},
+          {"created", m.created},
+          {"model", m.model},
+          {"system_fingerprint", nullptr},
+          {"choices", json::array()},
+          {"usage", usage_json(u)}};
 }
 
 }  // namespace greta::server

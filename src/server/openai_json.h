@@ -28,8 +28,7 @@ namespace greta::server {
 // An error as the client sees it: HTTP status plus OpenAI's {"error": {...}} fields.
 class ApiError : public Error {
  public:
-  ApiError(int status, std::string message, std::string param = "", std::string type = "",
-           std::string code = "");
+  ApiError(int status, std::string message, std::string param = "", std::string type = "", std::string code = "");
   int status() const { return status_; }
   nlohmann::json body() const;  // {"error": {"message", "type", "param", "code"}}
 
@@ -49,16 +48,16 @@ constexpr int kMaxTopLogprobs = 20;
 
 struct ApiRequest {
   bool chat = false;
-  std::string model;                               // "" when the client sent none
-  std::vector<ChatMessage> messages;               // chat
-  std::vector<std::string> prompts;                // completions: text prompts
-  std::vector<std::vector<int32_t>> prompt_ids;    // completions: token-id prompts
+  std::string model;                             // "" when the client sent none
+  std::vector<ChatMessage> messages;             // chat
+  std::vector<std::string> prompts;              // completions: text prompts
+  std::vector<std::vector<int32_t>> prompt_ids;  // completions: token-id prompts
   int n = 1;
   bool stream = false;
-  bool include_usage = false;                      // stream_options.include_usage
-  std::optional<int> max_tokens;                   // max_tokens or max_completion_tokens
+  bool include_usage = false;     // stream_options.include_usage
+  std::optional<int> max_tokens;  // max_tokens or max_completion_tokens
   SamplingParams sampling;
-  bool seeded = false;                             // the client gave a seed
+  bool seeded = false;  // the client gave a seed
   bool ignore_eos = false;
   std::vector<std::string> stop;
   bool logprobs = false;
@@ -72,7 +71,7 @@ ApiRequest parse_request(const std::string& body, bool chat);
 
 // One token's logprob data for a response (token text already decoded by the caller).
 struct TokenLogprobOut {
-  std::string token;                               // raw bytes of the token (may be partial UTF-8)
+  std::string token;  // raw bytes of the token (may be partial UTF-8)
   float logprob = 0;
   std::vector<std::pair<std::string, float>> top;  // most likely tokens, best first
 };
@@ -91,7 +90,7 @@ struct Usage {
 
 // Identity of one response: shared by all its chunks.
 struct ResponseMeta {
-  std::string id;     // chatcmpl-... / cmpl-...
+  std::string id;  // chatcmpl-... / cmpl-...
   int64_t created = 0;
   std::string model;
   bool chat = false;

@@ -49,7 +49,8 @@ RequestHead scan_head(const std::string& bytes) {
   while (pos != std::string_view::npos && pos < head.size()) {
     const size_t start = pos + 2;
     const size_t next = head.find("\r\n", start);
-    const std::string_view line = head.substr(start, next == std::string_view::npos ? head.size() - start : next - start);
+    const std::string_view line = head.substr(start,
+                                              next == std::string_view::npos ? head.size() - start : next - start);
     pos = next;
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos) continue;

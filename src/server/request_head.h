@@ -8,13 +8,13 @@
 namespace greta::server {
 
 struct RequestHead {
-  size_t bytes = 0;          // the head through its blank line; 0 while incomplete
-  bool probe = false;        // GET /health or GET /metrics
+  size_t bytes = 0;    // the head through its blank line; 0 while incomplete
+  bool probe = false;  // GET /health or GET /metrics
   // Body bytes the gate can wait for: the one Content-Length, when no Transfer-Encoding or
   // Expect: 100-continue is present (then the worker reads the body; httplib answers Expect
   // and refuses ambiguous framings).
   uint64_t body = 0;
-  bool body_known = false;   // `body` holds a usable Content-Length
+  bool body_known = false;  // `body` holds a usable Content-Length
 };
 
 // Scans `bytes`, the start of a connection's input.

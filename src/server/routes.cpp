@@ -280,8 +280,8 @@ class StreamWriter {
     std::vector<TokenLogprobOut> lp;
     if (st_.logprobs && ev.token >= 0) lp.push_back(logprob_out(*c_.tokenizer, ev));
     if (!ev.finished && ev.text.empty() && lp.empty()) return true;
-    return write(sse_event(chunk_json(st_.meta, index, ev.text, false,
-                                      ev.finished ? finish_reason_name(ev.finish_reason) : "", lp)));
+    return write(sse_event(
+        chunk_json(st_.meta, index, ev.text, false, ev.finished ? finish_reason_name(ev.finish_reason) : "", lp)));
   }
 
   StreamState& st_;
@@ -289,8 +289,7 @@ class StreamWriter {
   httplib::DataSink& sink_;
 };
 
-void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta,
-            httplib::Response& res) {
+void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const ResponseMeta& meta, httplib::Response& res) {
   auto st = std::make_shared<StreamState>();
   st->ch = std::make_shared<EventChannel>(int(p.requests.size()), ctx.metrics);
   st->first_of_prompt = p.first_of_prompt;
@@ -326,8 +325,8 @@ void generate(const ServerContext& ctx, const httplib::Request& req, httplib::Re
   if (ctx.stopping && ctx.stopping->load()) throw ApiError(503, "the server is shutting down");
   const ApiRequest r = parse_request(req.body, chat);
   if (!r.model.empty() && r.model != ctx.model_id)
-    throw ApiError(404, "the model named in 'model' does not exist; this server serves '" + ctx.model_id + "'",
-                   "model", "", "model_not_found");
+    throw ApiError(404, "the model named in 'model' does not exist; this server serves '" + ctx.model_id + "'", "model",
+                   "", "model_not_found");
   Plan p;
   try {
     p = plan(ctx, r);
@@ -358,7 +357,10 @@ httplib::Server::Handler guarded(F f) {
 json model_json(const ServerContext& ctx) {
   // max_model_len as vLLM reports it; vocab_size is ours: the range of valid token ids, which a
   // client sending token-id prompts (bench/serve_load.py) needs to know.
-  json m = {{"id", ctx.model_id}, {"object", "model"}, {"created", ctx.created}, {"owned_by", "greta"},
+  json m = {{"id", ctx.model_id},
+            {"object", "model"},
+            {"created", ctx.created},
+            {"owned_by", "greta"},
             {"max_model_len", ctx.engine->max_context()}};
   if (ctx.vocab_size > 0) m["vocab_size"] = ctx.vocab_size;
   return m;

@@ -6,8 +6,11 @@
 namespace greta::server {
 
 EventChannel::EventChannel(int n_choices, Metrics* metrics)
-    : unfinished_(n_choices), metrics_(metrics), start_(std::chrono::steady_clock::now()),
-      last_token_(size_t(n_choices)), got_token_(size_t(n_choices), false) {}
+    : unfinished_(n_choices),
+      metrics_(metrics),
+      start_(std::chrono::steady_clock::now()),
+      last_token_(size_t(n_choices)),
+      got_token_(size_t(n_choices), false) {}
 
 EventCallback EventChannel::callback(int index) {
   return [self = shared_from_this(), index](const TokenEvent& ev) { self->push(index, ev); };

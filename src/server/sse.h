@@ -56,7 +56,7 @@ class EventChannel : public std::enable_shared_from_this<EventChannel> {
 
 // "data: <json>\n\n": one SSE event.
 std::string sse_event(const nlohmann::json& j);
-std::string sse_done();           // "data: [DONE]\n\n"
-std::string sse_comment();        // ": keep-alive\n\n" (clients ignore it; probes the socket)
+std::string sse_done();     // "data: [DONE]\n\n"
+std::string sse_comment();  // ": keep-alive\n\n" (clients ignore it; probes the socket)
 
 }  // namespace greta::server

@@ -21,7 +21,7 @@ void BpeMerges::apply(std::vector<int32_t>& ids) const {
   }
   struct Cand {
     uint32_t rank;
-    int32_t pos;  // index of the left symbol
+    int32_t pos;          // index of the left symbol
     int32_t left, right;  // ids when queued; a stale candidate no longer matches them
     bool operator>(const Cand& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
   };

@@ -72,19 +72,19 @@ void BpeTokenizer::collect_stop_ids(const std::vector<int32_t>& extra) {
   for (int32_t id : extra) add(id);
   // End-of-turn markers of common chat formats; only tokens that are special in this
   // vocabulary (a byte-level vocab may hold the same characters as ordinary text).
-  for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>",
-                           "<|eom_id|>", "<end_of_turn>", "<|end|>"}) {
+  for (const char* name : {"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<|eom_id|>",
+                           "<end_of_turn>", "<|end|>"}) {
     const int32_t id = find_piece(name);
     if (id >= 0 && (cfg_.special[id] || cfg_.types[id] == TokenType::Control)) add(id);
   }
 }
 
-bool BpeTokenizer::is_special(int32_t id) const {
-  return id >= 0 && id < vocab_size() && cfg_.special[id];
-}
+bool BpeTokenizer::is_special(int32_t id) const { return id >= 0 && id < vocab_size() && cfg_.special[id]; }
 
 std::string_view BpeTokenizer::piece(int32_t id) const {
-  if (id < 0 || id >= vocab_size()) throw Error("tokenizer: token id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_size()) + ")");
+  if (id < 0 || id >= vocab_size())
+    throw Error("tokenizer: token id " + std::to_string(id) + " out of range [0, " + std::to_string(vocab_size()) +
+                ")");
   return cfg_.pieces[id];
 }
 

@@ -21,16 +21,24 @@
 namespace greta {
 
 // GGUF tokenizer.ggml.token_type values.
-enum class TokenType : uint8_t { Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+enum class TokenType : uint8_t {
+  Undefined = 0,
+  Normal = 1,
+  Unknown = 2,
+  Control = 3,
+  UserDefined = 4,
+  Unused = 5,
+  Byte = 6
+};
 
 enum class BpeKind { ByteLevel, SentencePiece };
 
 // How a SentencePiece vocabulary marks the start of text.
 enum class SpmPrefix {
-  None,         // no prefix
-  First,        // HF Metaspace(prepend_scheme="first"): prepend U+2581 to the fragment at the
-                // very start of the text unless it already starts with a space
-  EveryFragment // HF normalizer Prepend("\u2581"): prepend to every fragment between added tokens
+  None,          // no prefix
+  First,         // HF Metaspace(prepend_scheme="first"): prepend U+2581 to the fragment at the
+                 // very start of the text unless it already starts with a space
+  EveryFragment  // HF normalizer Prepend("\u2581"): prepend to every fragment between added tokens
 };
 
 class BpeTokenizer final : public Tokenizer {
@@ -41,7 +49,7 @@ class BpeTokenizer final : public Tokenizer {
     std::vector<TokenType> types;     // same size as pieces
     std::vector<bool> special;        // token is "special" (skipped by decode(skip_special))
     PreTokenizer pre = PreTokenizer::GPT2;
-    bool ignore_merges = false;       // a piece that is a whole vocab entry is not merged (Llama 3)
+    bool ignore_merges = false;  // a piece that is a whole vocab entry is not merged (Llama 3)
     SpmPrefix spm_prefix = SpmPrefix::First;
     bool byte_fallback = true;
     int32_t unk_id = -1;
@@ -87,9 +95,9 @@ class BpeTokenizer final : public Tokenizer {
   BpeMerges merges_;
   SpecialMatcher specials_;
   std::unordered_map<std::string, int32_t> piece_to_id_;
-  std::array<int32_t, 256> byte_token_{};        // SPM: id of <0xNN>, or -1
-  std::array<int32_t, 256> byte_char_token_{};   // byte-level: id of the 1-char piece of byte b
-  std::array<uint32_t, 256> byte_to_cp_{};       // GPT-2 byte alphabet
+  std::array<int32_t, 256> byte_token_{};       // SPM: id of <0xNN>, or -1
+  std::array<int32_t, 256> byte_char_token_{};  // byte-level: id of the 1-char piece of byte b
+  std::array<uint32_t, 256> byte_to_cp_{};      // GPT-2 byte alphabet
   std::unordered_map<uint32_t, uint8_t> cp_to_byte_;
 };
 

@@ -15,9 +15,7 @@ namespace greta {
 
 namespace {
 
-std::string where(const GGUFFile& f, std::string_view key) {
-  return f.path() + ": " + std::string(key);
-}
+std::string where(const GGUFFile& f, std::string_view key) { return f.path() + ": " + std::string(key); }
 
 std::vector<std::string> string_array(const GGUFFile& f, std::string_view key, bool required) {
   const GGUFArray* a = f.get_array(key);
@@ -40,8 +38,8 @@ std::vector<T> number_array(const GGUFFile& f, std::string_view key, size_t n, G
   const GGUFArray* a = f.get_array(key);
   if (!a) return {};
   if (a->items.size() != n)
-    throw Error(where(f, key) + ": has " + std::to_string(a->items.size()) + " entries, expected " +
-                std::to_string(n) + " (one per token)");
+    throw Error(where(f, key) + ": has " + std::to_string(a->items.size()) + " entries, expected " + std::to_string(n) +
+                " (one per token)");
   std::vector<T> out(n);
   for (size_t i = 0; i < n; ++i) {
     auto v = get(a->items[i]);
@@ -70,11 +68,9 @@ std::vector<BpeTokenizer::MergeSpec> parse_merges(const GGUFFile& f, const std::
     const std::string& m = merges[i];
     const size_t sp = m.find(' ', 1);
     if (sp == std::string::npos)
-      throw Error(where(f, "tokenizer.ggml.merges") + "[" + std::to_string(i) + "]: '" + m +
-                  "' is not 'left right'");
+      throw Error(where(f, "tokenizer.ggml.merges") + "[" + std::to_string(i) + "]: '" + m + "' is not 'left right'");
     const std::string l = m.substr(0, sp), r = m.substr(sp + 1);
-    const int32_t li = vocab_only.find_piece(l), ri = vocab_only.find_piece(r),
-                  mi = vocab_only.find_piece(l + r);
+    const int32_t li = vocab_only.find_piece(l), ri = vocab_only.find_piece(r), mi = vocab_only.find_piece(l + r);
     if (li < 0 || ri < 0 || mi < 0)
       throw Error(where(f, "tokenizer.ggml.merges") + "[" + std::to_string(i) + "]: '" + m +
                   "' uses a piece that is not in tokenizer.ggml.tokens");
@@ -144,8 +140,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GGUFFile& f) {
   cfg.types.assign(n, TokenType::Normal);
   for (size_t i = 0; i < types.size(); ++i) {
     if (types[i] < 0 || types[i] > 6)
-      throw Error(where(f, "tokenizer.ggml.token_type") + "[" + std::to_string(i) + "]: " +
-                  std::to_string(types[i]) + " is not a token type (expected 0..6)");
+      throw Error(where(f, "tokenizer.ggml.token_type") + "[" + std::to_string(i) + "]: " + std::to_string(types[i]) +
+                  " is not a token type (expected 0..6)");
     cfg.types[i] = static_cast<TokenType>(types[i]);
   }
   cfg.special.assign(n, false);
@@ -163,8 +159,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GGUFFile& f) {
   } else {
     for (size_t i = 0; i < n; ++i)
       if (cfg.types[i] == TokenType::Byte && parse_byte_piece(cfg.pieces[i]) < 0)
-        throw Error(where(f, "tokenizer.ggml.tokens") + "[" + std::to_string(i) + "]: byte token '" +
-                    cfg.pieces[i] + "' is not of the form <0xNN>");
+        throw Error(where(f, "tokenizer.ggml.tokens") + "[" + std::to_string(i) + "]: byte token '" + cfg.pieces[i] +
+                    "' is not of the form <0xNN>");
     cfg.spm_prefix = f.get_bool("tokenizer.ggml.add_space_prefix").value_or(true) ? SpmPrefix::First : SpmPrefix::None;
     if (merge_strings.empty() && scores.empty())
       throw Error(where(f, "tokenizer.ggml.scores") + ": missing (a llama tokenizer needs scores or merges)");
@@ -172,17 +168,15 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const GGUFFile& f) {
 
   // Merges refer to pieces, so look-ups need the vocabulary first: build it, then the merges.
   BpeTokenizer vocab_only(cfg, {});
-  std::vector<BpeTokenizer::MergeSpec> merges =
-      !merge_strings.empty() ? parse_merges(f, merge_strings, vocab_only)
-                             : merges_from_scores(cfg.pieces, scores, vocab_only);
+  std::vector<BpeTokenizer::MergeSpec> merges = !merge_strings.empty()
+                                                    ? parse_merges(f, merge_strings, vocab_only)
+                                                    : merges_from_scores(cfg.pieces, scores, vocab_only);
   auto tok = std::make_unique<BpeTokenizer>(std::move(cfg), merges);
 
   for (int32_t i = 0; i < tok->vocab_size(); ++i) {
     const TokenType t = static_cast<TokenType>(types.empty() ? 1 : types[i]);
-    if (t == TokenType::Control || t == TokenType::Unknown)
-      tok->add_special_text(tok->token_bytes(i), i, true);
-    else if (t == TokenType::UserDefined)
-      tok->add_special_text(tok->token_bytes(i), i, false);
+    if (t == TokenType::Control || t == TokenType::Unknown) tok->add_special_text(tok->token_bytes(i), i, true);
+    else if (t == TokenType::UserDefined) tok->add_special_text(tok->token_bytes(i), i, false);
   }
   tok->bos_id = token_id(f, "tokenizer.ggml.bos_token_id", n);
   tok->eos_id = token_id(f, "tokenizer.ggml.eos_token_id", n);

@@ -82,7 +82,9 @@ Shape detect_shape(const std::string& path, const json& root) {
     } else if (type == "Metaspace") {
       const std::string scheme = p->value("prepend_scheme", p->value("add_prefix_space", true) ? "always" : "never");
       return {BpeKind::SentencePiece, PreTokenizer::GPT2,
-              scheme == "first" ? SpmPrefix::First : scheme == "always" ? SpmPrefix::EveryFragment : SpmPrefix::None};
+              scheme == "first"    ? SpmPrefix::First
+              : scheme == "always" ? SpmPrefix::EveryFragment
+                                   : SpmPrefix::None};
     }
   }
   if (byte_level) {
@@ -96,8 +98,7 @@ Shape detect_shape(const std::string& path, const json& root) {
     if (type == "Replace" && n->contains("pattern") && (*n)["pattern"].value("String", "") == " " &&
         n->value("content", "") == "\u2581")
       replace_space = true;
-    else if (type == "Prepend" && n->value("prepend", "") == "\u2581")
-      prepend = true;
+    else if (type == "Prepend" && n->value("prepend", "") == "\u2581") prepend = true;
   }
   if (replace_space && pres.empty())
     return {BpeKind::SentencePiece, PreTokenizer::GPT2, prepend ? SpmPrefix::EveryFragment : SpmPrefix::None};
@@ -170,7 +171,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
     }
     const int32_t li = vocab_only.find_piece(l), ri = vocab_only.find_piece(r), mi = vocab_only.find_piece(l + r);
     if (l.empty() || li < 0 || ri < 0 || mi < 0)
-      throw Error(path + ": model.merges[" + std::to_string(i) + "] is not a pair of vocabulary pieces whose "
+      throw Error(path + ": model.merges[" + std::to_string(i) +
+                  "] is not a pair of vocabulary pieces whose "
                   "concatenation is in the vocabulary");
     merges.push_back({li, ri, mi});
   }

@@ -10,8 +10,7 @@ namespace {
 
 using Ranges = std::vector<std::pair<size_t, size_t>>;
 
-constexpr const char* kGPT2Regex =
-    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+constexpr const char* kGPT2Regex = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr const char* kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr const char* kQwen2Regex =
@@ -23,11 +22,10 @@ struct Name {
 };
 // GGUF tokenizer.ggml.pre values (llama.cpp convert_hf_to_gguf.py names) we implement.
 constexpr Name kNames[] = {
-    {"default", PreTokenizer::GPT2},   {"gpt2", PreTokenizer::GPT2},
-    {"gpt-2", PreTokenizer::GPT2},     {"smollm", PreTokenizer::SmolLM},
-    {"llama-bpe", PreTokenizer::Llama3}, {"llama3", PreTokenizer::Llama3},
-    {"llama-v3", PreTokenizer::Llama3}, {"smaug-bpe", PreTokenizer::Llama3},
-    {"qwen2", PreTokenizer::Qwen2},    {"deepseek-r1-qwen", PreTokenizer::Qwen2},
+    {"default", PreTokenizer::GPT2},           {"gpt2", PreTokenizer::GPT2},        {"gpt-2", PreTokenizer::GPT2},
+    {"smollm", PreTokenizer::SmolLM},          {"llama-bpe", PreTokenizer::Llama3}, {"llama3", PreTokenizer::Llama3},
+    {"llama-v3", PreTokenizer::Llama3},        {"smaug-bpe", PreTokenizer::Llama3}, {"qwen2", PreTokenizer::Qwen2},
+    {"deepseek-r1-qwen", PreTokenizer::Qwen2},
 };
 
 bool is_nl(uint32_t c) { return c == '\r' || c == '\n'; }
@@ -48,8 +46,7 @@ size_t contraction(const std::vector<uint32_t>& c, size_t i, bool fold) {
     return ch == static_cast<uint32_t>(want);
   };
   if (eq(i + 1, 's') || eq(i + 1, 't') || eq(i + 1, 'm') || eq(i + 1, 'd')) return 2;
-  if ((eq(i + 1, 'r') && eq(i + 2, 'e')) || (eq(i + 1, 'v') && eq(i + 2, 'e')) ||
-      (eq(i + 1, 'l') && eq(i + 2, 'l')))
+  if ((eq(i + 1, 'r') && eq(i + 2, 'e')) || (eq(i + 1, 'v') && eq(i + 2, 'e')) || (eq(i + 1, 'l') && eq(i + 2, 'l')))
     return 3;
   return 0;
 }
@@ -159,9 +156,7 @@ std::vector<std::pair<size_t, size_t>> pre_tokenize(PreTokenizer type, const std
   Ranges out;
   out.reserve(cps.size() / 3 + 1);
   switch (type) {
-    case PreTokenizer::GPT2:
-      split_gpt2(cps, 0, cps.size(), out);
-      break;
+    case PreTokenizer::GPT2: split_gpt2(cps, 0, cps.size(), out); break;
     case PreTokenizer::SmolLM: {
       size_t start = 0;
       for (size_t i = 0; i < cps.size(); ++i) {
@@ -173,12 +168,8 @@ std::vector<std::pair<size_t, size_t>> pre_tokenize(PreTokenizer type, const std
       split_gpt2(cps, start, cps.size(), out);
       break;
     }
-    case PreTokenizer::Llama3:
-      split_llama3(cps, 3, out);
-      break;
-    case PreTokenizer::Qwen2:
-      split_llama3(cps, 1, out);
-      break;
+    case PreTokenizer::Llama3: split_llama3(cps, 3, out); break;
+    case PreTokenizer::Qwen2: split_llama3(cps, 1, out); break;
   }
   return out;
 }

@@ -13,9 +13,8 @@ void SpecialMatcher::add(std::string text, int32_t id, bool needs_parse_special)
   entries_.push_back({std::move(text), id, needs_parse_special});
   auto& bucket = by_first_byte_[first];
   bucket.push_back(static_cast<uint32_t>(entries_.size() - 1));
-  std::stable_sort(bucket.begin(), bucket.end(), [&](uint32_t a, uint32_t b) {
-    return entries_[a].text.size() > entries_[b].text.size();
-  });
+  std::stable_sort(bucket.begin(), bucket.end(),
+                   [&](uint32_t a, uint32_t b) { return entries_[a].text.size() > entries_[b].text.size(); });
 }
 
 std::vector<SpecialMatcher::Fragment> SpecialMatcher::split(std::string_view text, bool parse_special) const {
@@ -30,7 +29,7 @@ std::vector<SpecialMatcher::Fragment> SpecialMatcher::split(std::string_view tex
 std::vector<SpecialMatcher::Fragment> SpecialMatcher::split_impl(std::string_view text, bool parse_special,
                                                                  const std::vector<TextRange>* plain) const {
   std::vector<Fragment> out;
-  size_t start = 0;   // beginning of the pending ordinary text
+  size_t start = 0;       // beginning of the pending ordinary text
   size_t next_plain = 0;  // first range of *plain that ends after the position being matched
   for (size_t i = 0; i < text.size();) {
     while (plain && next_plain < plain->size() && (*plain)[next_plain].end <= i) ++next_plain;
@@ -38,7 +37,8 @@ std::vector<SpecialMatcher::Fragment> SpecialMatcher::split_impl(std::string_vie
     for (uint32_t idx : by_first_byte_[static_cast<uint8_t>(text[i])]) {
       const Entry& e = entries_[idx];
       if (e.needs_parse_special && !parse_special) continue;
-      if (e.needs_parse_special && plain && next_plain < plain->size() && (*plain)[next_plain].begin < i + e.text.size())
+      if (e.needs_parse_special && plain && next_plain < plain->size() &&
+          (*plain)[next_plain].begin < i + e.text.size())
         continue;  // would take (part of) its text from a plain range
       if (text.compare(i, e.text.size(), e.text) == 0) {
         hit = &e;

@@ -26,7 +26,8 @@ class SpecialMatcher {
   std::vector<Fragment> split(std::string_view text, const std::vector<TextRange>& plain) const;
 
  private:
-  std::vector<Fragment> split_impl(std::string_view text, bool parse_special, const std::vector<TextRange>* plain) const;
+  std::vector<Fragment> split_impl(std::string_view text, bool parse_special,
+                                   const std::vector<TextRange>* plain) const;
 
   struct Entry {
     std::string text;

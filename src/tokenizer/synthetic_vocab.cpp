@@ -31,8 +31,9 @@ struct Rng {
 
 std::unique_ptr<Tokenizer> synthetic_tokenizer(int32_t vocab_size) {
   if (vocab_size < kSyntheticVocabMin)
-    throw Error("synthetic tokenizer: vocabulary of " + std::to_string(vocab_size) + " tokens is too small (need at least " +
-                std::to_string(kSyntheticVocabMin) + " for the special, byte and base-character tokens)");
+    throw Error("synthetic tokenizer: vocabulary of " + std::to_string(vocab_size) +
+                " tokens is too small (need at least " + std::to_string(kSyntheticVocabMin) +
+                " for the special, byte and base-character tokens)");
   BpeTokenizer::Config cfg;
   cfg.kind = BpeKind::SentencePiece;
   cfg.spm_prefix = SpmPrefix::None;  // exact round trips: no space is added, so none is stripped

@@ -43,7 +43,7 @@ class Tokenizer {
   virtual std::string decode(const std::vector<int32_t>& ids, bool skip_special = true) const = 0;
 
   virtual int32_t vocab_size() const = 0;
-  virtual bool is_special(int32_t id) const = 0;       // control / added special token
+  virtual bool is_special(int32_t id) const = 0;         // control / added special token
   virtual std::string_view piece(int32_t id) const = 0;  // vocabulary string as stored
   // SentencePiece vocabularies drop the space their prefix U+2581 decodes to at the start of
   // the text (HF decoder Strip(" ", 1, 0), llama.cpp likewise); StreamDecoder needs to know.
@@ -52,8 +52,8 @@ class Tokenizer {
   int32_t bos_id = -1;
   int32_t eos_id = -1;
   std::vector<int32_t> stop_ids;  // EOS, EOT, <|im_end|>, <|eot_id|>, ... (generation stops)
-  bool add_bos = false;          // model expects BOS at the start of a prompt
-  std::string chat_template;     // Jinja source from the model, may be empty
+  bool add_bos = false;           // model expects BOS at the start of a prompt
+  std::string chat_template;      // Jinja source from the model, may be empty
 };
 
 // Streams decoded text: feed tokens one at a time, get back only complete UTF-8 characters

@@ -50,13 +50,13 @@ size_t decode_one(std::string_view s, size_t i, uint32_t& cp, bool& truncated) {
   } else if (b0 >= 0xE0 && b0 <= 0xEF) {
     len = 3;
     cp = b0 & 0x0F;
-    if (b0 == 0xE0) lo = 0xA0;         // no overlong forms
-    else if (b0 == 0xED) hi = 0x9F;    // no surrogates
+    if (b0 == 0xE0) lo = 0xA0;       // no overlong forms
+    else if (b0 == 0xED) hi = 0x9F;  // no surrogates
   } else if (b0 >= 0xF0 && b0 <= 0xF4) {
     len = 4;
     cp = b0 & 0x07;
     if (b0 == 0xF0) lo = 0x90;
-    else if (b0 == 0xF4) hi = 0x8F;    // <= U+10FFFF
+    else if (b0 == 0xF4) hi = 0x8F;  // <= U+10FFFF
   } else {
     cp = kReplacementChar;
     return 1;
@@ -129,8 +129,7 @@ std::string utf8_sanitize(std::string_view s) {
     const size_t n = decode_one(s, i, cp, truncated);
     if (cp == kReplacementChar && !(n == 3 && static_cast<uint8_t>(s[i]) == 0xEF))
       utf8_append(out, kReplacementChar);  // invalid subpart (a literal U+FFFD is 3 valid bytes)
-    else
-      out.append(s.substr(i, n));
+    else out.append(s.substr(i, n));
     i += n;
   }
   return out;

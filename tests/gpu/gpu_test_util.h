@@ -63,9 +63,7 @@ inline Tensor make_tensor(Backend& b, int64_t rows, int64_t cols, const std::vec
 }
 
 // Fills a GPU tensor with NaN bf16 so unwritten outputs cannot pass.
-inline void poison(Tensor t) {
-  EXPECT_EQ(cudaMemset(t.data, 0xff, size_t(t.rows * t.cols) * 2), cudaSuccess);
-}
+inline void poison(Tensor t) { EXPECT_EQ(cudaMemset(t.data, 0xff, size_t(t.rows * t.cols) * 2), cudaSuccess); }
 
 inline std::vector<float> read(Backend& b, Tensor t) {
   std::vector<float> v(size_t(t.rows * t.cols));
@@ -113,7 +111,8 @@ struct HostWeight {
     const int64_t cols = t.cols(), rows = t.rows();
     std::vector<float> f(size_t(rows * cols));
     const size_t rb = row_bytes(t.dtype, cols);
-    for (int64_t r = 0; r < rows; ++r) dequantize_row(t.dtype, bytes.data() + size_t(r) * rb, f.data() + r * cols, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      dequantize_row(t.dtype, bytes.data() + size_t(r) * rb, f.data() + r * cols, cols);
     return f;
   }
 };

@@ -23,7 +23,11 @@ class AttentionRunner {
  public:
   AttentionRunner(Backend& gpu, Backend& cpu, AttnCase c, int n_blocks, uint32_t seed)
       : gpu_(gpu), cpu_(cpu), c_(c), rng_(seed) {
-    const KVCacheDesc d{.n_layers = 2, .n_blocks = n_blocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
+    const KVCacheDesc d{.n_layers = 2,
+                        .n_blocks = n_blocks,
+                        .block_size = kBlock,
+                        .n_kv_heads = c.n_kv,
+                        .head_dim = c.hd};
     kvg_ = gpu.alloc_kv(d);
     kvc_ = cpu.alloc_kv(d);
     // Blocks handed out in a shuffled order so every table is non-contiguous.
@@ -114,36 +118,36 @@ std::unique_ptr<Backend> cuda_with_merge(int last) {
 TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
   // GQA groups 3, 4, 1, 16 and 2: every query-heads-per-block size of the decode kernel (1, 2, 4, 8).
   for (int last : {1, 0})
-  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
-                     AttnCase{16, 1, 64, true}, AttnCase{8, 4, 256, false}}) {
-    auto g = cuda_with_merge(last);
-    const std::string m = last ? "" : "[merge kernel] ";
-    AttentionRunner r(*g, *cpu, c, 512, 11);
-    const int a = r.add_seq(), b = r.add_seq(), s3 = r.add_seq();
-    (void)a, (void)b, (void)s3;
-    r.step({37, 1, 0}, m + "prompt 37 + prompt 1");           // two prompts, one of a single token
-    r.step({1, 1, 0}, m + "decode x2");                         // plain decode
-    r.step({1, 0, 577}, m + "decode + prompt 577");             // mixed prompt + decode
-    r.step({3, 1, 1}, m + "3-token + decode x2");               // multi-token (speculative-like) decode item
-    r.step({0, 200, 1}, m + "chunked prompt (n_past>0) + decode");
-  }
+    for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
+                       AttnCase{16, 1, 64, true}, AttnCase{8, 4, 256, false}}) {
+      auto g = cuda_with_merge(last);
+      const std::string m = last ? "" : "[merge kernel] ";
+      AttentionRunner r(*g, *cpu, c, 512, 11);
+      const int a = r.add_seq(), b = r.add_seq(), s3 = r.add_seq();
+      (void)a, (void)b, (void)s3;
+      r.step({37, 1, 0}, m + "prompt 37 + prompt 1");  // two prompts, one of a single token
+      r.step({1, 1, 0}, m + "decode x2");              // plain decode
+      r.step({1, 0, 577}, m + "decode + prompt 577");  // mixed prompt + decode
+      r.step({3, 1, 1}, m + "3-token + decode x2");    // multi-token (speculative-like) decode item
+      r.step({0, 200, 1}, m + "chunked prompt (n_past>0) + decode");
+    }
 }
 
 TEST_F(GpuAttention, LongContextDecode) {
   // A 4096-token context: the cache is filled by prompt chunks (attention checked on the last
   // chunk only), then decode steps split the context over many partitions.
   for (int last : {1, 0})
-  for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false}}) {
-    auto g = cuda_with_merge(last);
-    const std::string m = last ? "" : "[merge kernel] ";
-    AttentionRunner r(*g, *cpu, c, 600, 12);
-    r.add_seq();
-    r.add_seq();
-    r.step({2048, 100}, m + "fill 2048 + 100", false);
-    r.step({2047, 0}, m + "fill to 4095", false);
-    r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
-    r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
-  }
+    for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false}}) {
+      auto g = cuda_with_merge(last);
+      const std::string m = last ? "" : "[merge kernel] ";
+      AttentionRunner r(*g, *cpu, c, 600, 12);
+      r.add_seq();
+      r.add_seq();
+      r.step({2048, 100}, m + "fill 2048 + 100", false);
+      r.step({2047, 0}, m + "fill to 4095", false);
+      r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
+      r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
+    }
 }
 
 }  // namespace

@@ -85,18 +85,18 @@ TEST_F(GpuFused, NormedOps) {
   const std::vector<Case> cases = {
       {1, 576, {576, 192, 192}, false},  // SmolLM2 q, k, v
       {1, 4096, {4096, 1024, 1024}, false},
-      {3, 4104, {577, 7, 33}, false},     // k % 32 != 0, m % 16 != 0
+      {3, 4104, {577, 7, 33}, false},  // k % 32 != 0, m % 16 != 0
       {2, 64, {5, 1}, false},
-      {1, 576, {1536}, true},             // SmolLM2 gate/up
-      {8, 4096, {11008}, true},           // Llama-2-7B gate/up, 8 tokens
-      {5, 1000, {301}, true},             // m % 8 != 0
-      {9, 576, {577, 64}, false},         // 9..32 tokens: 2 and 4 token tiles
+      {1, 576, {1536}, true},      // SmolLM2 gate/up
+      {8, 4096, {11008}, true},    // Llama-2-7B gate/up, 8 tokens
+      {5, 1000, {301}, true},      // m % 8 != 0
+      {9, 576, {577, 64}, false},  // 9..32 tokens: 2 and 4 token tiles
       {16, 4104, {300}, true},
       {32, 576, {576, 192, 192}, false},
       {27, 1000, {301}, true},
-      {33, 576, {577, 64}, false},        // 33 tokens: the unfused path (cuBLASLt)
+      {33, 576, {577, 64}, false},  // 33 tokens: the unfused path (cuBLASLt)
       {33, 576, {100}, true},
-      {2, 100, {31}, false},              // k % 8 != 0: the unfused path
+      {2, 100, {31}, false},  // k % 8 != 0: the unfused path
       {2, 100, {31}, true},
   };
   for (const Config& cf : kConfigs) {
@@ -107,11 +107,13 @@ TEST_F(GpuFused, NormedOps) {
 }
 
 TEST_F(GpuFused, MatmulAdd) {
-  struct Shape { int64_t n, m, k; };
+  struct Shape {
+    int64_t n, m, k;
+  };
   // {8, 4096, 11008}, {3, 577, 8200} and {20, 1000, 8216} take the split-K path (few row tiles,
   // k >= 8192; the last two end in a partial 32-wide chunk, 20 tokens are 3 token tiles).
-  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {8, 4096, 11008}, {3, 577, 8200}, {4, 7, 64},
-                                     {12, 300, 256}, {32, 576, 1536}, {40, 300, 256}, {20, 1000, 8216}};
+  const std::vector<Shape> shapes = {{1, 576, 1536}, {8, 4096, 4096}, {8, 4096, 11008}, {3, 577, 8200},  {4, 7, 64},
+                                     {12, 300, 256}, {32, 576, 1536}, {40, 300, 256},   {20, 1000, 8216}};
   for (const Config& cf : kConfigs) {
     auto g = cf.make();
     std::mt19937 rng(12);
@@ -140,9 +142,11 @@ TEST_F(GpuFused, MatmulAdd) {
 // epilogue (the split form of NormedRows); the CPU runs matmul_add then rms_norm. Hidden sizes
 // a multiple of 16 (the split form) and not (the norm kernel).
 TEST_F(GpuFused, ResidualAddThenNorm) {
-  struct Shape { int64_t n, dim, kr, ff; };
+  struct Shape {
+    int64_t n, dim, kr, ff;
+  };
   const std::vector<Shape> shapes = {{1, 576, 1536, 1536}, {8, 4096, 4096, 1000}, {13, 1024, 11008, 320},
-                                     {16, 576, 320, 64}, {3, 200, 64, 72}, {40, 576, 320, 64}};
+                                     {16, 576, 320, 64},   {3, 200, 64, 72},      {40, 576, 320, 64}};
   for (const Config& cf : kConfigs) {
     auto g = cf.make();
     std::mt19937 rng(14);

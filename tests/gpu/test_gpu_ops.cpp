@@ -17,8 +17,8 @@ std::string shape(const char* op, int64_t n, int64_t m, int64_t k) {
 }
 
 // out = x @ w^T (+ bias) on both backends; w given as float values stored as `dtype`.
-void check_matmul(Backend& gpu, Backend& cpu, int64_t n, int64_t m, int64_t k, DType dtype, bool with_bias,
-                  double tol, std::mt19937& rng) {
+void check_matmul(Backend& gpu, Backend& cpu, int64_t n, int64_t m, int64_t k, DType dtype, bool with_bias, double tol,
+                  std::mt19937& rng) {
   const auto xv = random_values(size_t(n * k), 1.f, rng);
   const auto wv = random_values(size_t(m * k), 0.5f, rng);
   const auto bv = random_values(size_t(m), 1.f, rng);
@@ -63,7 +63,8 @@ TEST_F(GpuOps, UploadDecodesEveryFormatLikeTheCpu) {
   // embed() of every row reads the uploaded weight back: it must equal dequantize_row's
   // values rounded to bf16.
   std::mt19937 rng(4);
-  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+  for (DType t :
+       {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
     const int64_t rows = 37, cols = 512;
     HostWeight w(t, {rows, cols}, random_values(size_t(rows * cols), 2.f, rng));
     auto wg = gpu->upload(w.t);

@@ -34,8 +34,10 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
   const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
   std::deque<HostWeight> host;
   host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
-  for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
-  for (int64_t m : {qw, kw, kw}) host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
+  for (int64_t m : {qw, kw, kw})
+    host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
+  for (int64_t m : {qw, kw, kw})
+    host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
   host.emplace_back(DType::BF16, std::vector<int64_t>{kDim, kRes}, random_values(size_t(kDim * kRes), 0.1f, rng));
   const KVCacheDesc d{.n_layers = 1, .n_blocks = kBlocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
   Side side[2];
@@ -93,15 +95,16 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
         b.matmul_add(a, *s.wr, tmp, x);
         xn = b.norm(x, *s.norm, 1e-5f, h);
       }
-      b.normed_qkv_rope(xn, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q}, {s.wk.get(), c.bias ? s.bk.get() : nullptr, k},
-                        {s.wv.get(), c.bias ? s.bv.get() : nullptr, v}, rope, *s.kv, 0);
+      b.normed_qkv_rope(xn, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
+                        {s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, {s.wv.get(), c.bias ? s.bv.get() : nullptr, v},
+                        rope, *s.kv, 0);
       b.attention(q, *s.kv, 0, c.n_heads, 1.f / std::sqrt(float(c.hd)), o);
       res[which][0] = read(b, q), res[which][1] = read(b, k), res[which][2] = read(b, v), res[which][3] = read(b, o);
       for (Tensor* t : {&x, &h, &q, &k, &v, &o, &a, &tmp}) b.free(*t);
     }
-    const std::string what = tag + " step " + std::to_string(st) + " (" + std::to_string(n) + " tokens) h=" +
-                             std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) + " hd=" + std::to_string(c.hd) +
-                             (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "");
+    const std::string what = tag + " step " + std::to_string(st) + " (" + std::to_string(n) +
+                             " tokens) h=" + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) +
+                             " hd=" + std::to_string(c.hd) + (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "");
     const char* names[4] = {"q", "k", "v", "attention"};
     for (int i = 0; i < 4; ++i)
       report(what + " " + names[i], rel_err(res[0][i], res[1][i]), i == 3 ? 2 * kBf16Tol : kBf16Tol);
@@ -111,15 +114,17 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
 using GpuQkvRope = GpuTest;
 
 TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
-  const std::vector<QkvCase> cases = {{9, 3, 64, false, false}, {32, 8, 128, true, true}, {4, 4, 128, false, true},
+  const std::vector<QkvCase> cases = {{9, 3, 64, false, false},
+                                      {32, 8, 128, true, true},
+                                      {4, 4, 128, false, true},
                                       {16, 2, 64, true, false}};
   CudaOptions one_token;  // steps of more than 1 token take the plain ops
   one_token.gemv_max_tokens = 1;
   for (bool split : {true, false})
     for (const CudaOptions& o : {CudaOptions{}, one_token}) {
       auto g = make_cuda_backend(o);
-      const std::string tag = std::string(split ? "matmul_add_norm" : "matmul_add + norm") + " gemv<=" +
-                              std::to_string(o.gemv_max_tokens);
+      const std::string tag = std::string(split ? "matmul_add_norm" : "matmul_add + norm") +
+                              " gemv<=" + std::to_string(o.gemv_max_tokens);
       for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, tag);
     }
 }

@@ -85,7 +85,7 @@ TEST_F(GpuSample, GreedyIsTheHostArgmaxOnAwkwardRows) {
     // The device sees bf16: the host reference gets exactly those values.
     std::vector<float> seen = read(*gpu, t);
     std::vector<DeviceSampleParams> p(static_cast<size_t>(rows));  // temperature 0: greedy
-    p[1].temperature = -1.0f;                         // negative is greedy too
+    p[1].temperature = -1.0f;                                      // negative is greedy too
     std::vector<int32_t> tok(size_t(rows), -7);
     std::vector<float> prob(size_t(rows), -1.0f);
     gpu->sample(t, p, tok.data(), prob.data());
@@ -168,7 +168,8 @@ TEST_F(GpuSample, FinalDistributionMatchesTheHostSampler) {
       std::vector<float> dist(size_t(rows) * vocab, -1.0f);
       cuda_sample_with_distribution(*gpu, t, p, tok.data(), prob.data(), dist.data());
       for (int r = 0; r < rows; ++r) {
-        const std::string what = std::string(s.name) + ", vocab " + std::to_string(vocab) + ", row " + std::to_string(r);
+        const std::string what = std::string(s.name) + ", vocab " + std::to_string(vocab) + ", row " +
+                                 std::to_string(r);
         const auto host = host_dist(p[size_t(r)], seen.data() + size_t(r) * vocab, vocab);
         expect_same_distribution(host, dist.data() + size_t(r) * vocab, vocab, what);
         ASSERT_TRUE(host.count(tok[size_t(r)])) << what << ": drew token " << tok[size_t(r)] << ", not a host survivor";

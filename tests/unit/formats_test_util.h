@@ -38,7 +38,17 @@ struct ByteWriter {
 };
 
 // GGML type ids used by the tests.
-enum GGML : uint32_t { kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30 };
+enum GGML : uint32_t {
+  kF32 = 0,
+  kF16 = 1,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ8_0 = 8,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
+  kBF16 = 30
+};
 
 // Bytes of a tensor with GGUF dims (innermost first) of a supported type.
 inline size_t ggml_nbytes(uint32_t type, const std::vector<uint64_t>& dims) {
@@ -46,12 +56,28 @@ inline size_t ggml_nbytes(uint32_t type, const std::vector<uint64_t>& dims) {
   size_t bb = 1;
   switch (type) {
     case kF32: bb = 4; break;
-    case kF16: case kBF16: bb = 2; break;
-    case kQ4_0: be = 32; bb = 18; break;
-    case kQ4_1: be = 32; bb = 20; break;
-    case kQ8_0: be = 32; bb = 34; break;
-    case kQ4_K: be = 256; bb = 144; break;
-    case kQ6_K: be = 256; bb = 210; break;
+    case kF16:
+    case kBF16: bb = 2; break;
+    case kQ4_0:
+      be = 32;
+      bb = 18;
+      break;
+    case kQ4_1:
+      be = 32;
+      bb = 20;
+      break;
+    case kQ8_0:
+      be = 32;
+      bb = 34;
+      break;
+    case kQ4_K:
+      be = 256;
+      bb = 144;
+      break;
+    case kQ6_K:
+      be = 256;
+      bb = 210;
+      break;
     default: bb = 1; break;
   }
   uint64_t n = 1;
@@ -63,7 +89,7 @@ class GGUFBuilder {
  public:
   uint32_t version = 3;
   uint32_t magic = 0x46554747;
-  uint64_t alignment = 32;                   // where build() places data
+  uint64_t alignment = 32;                     // where build() places data
   std::optional<uint64_t> n_tensors_override;  // lie about counts
   std::optional<uint64_t> n_kv_override;
 

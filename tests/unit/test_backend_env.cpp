@@ -49,8 +49,9 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
 }
 
 TEST(BackendEnv, BadValuesNameTheVariable) {
-  for (auto [name, value] : {std::pair{"GRETA_CUDA_GRAPHS", "yes"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "33"},
-                             std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "abc"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "0"}}) {
+  for (auto [name, value] :
+       {std::pair{"GRETA_CUDA_GRAPHS", "yes"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "33"},
+        std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "abc"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "0"}}) {
     EnvVar v(name, value);
     try {
       backend_options_from_env();

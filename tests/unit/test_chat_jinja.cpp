@@ -57,9 +57,7 @@ TEST(ChatLexer, StringEscapesDecodeLikePython) {
   EXPECT_EQ(R(R"({{ "x" 'y' }})"), "xy");  // adjacent literals concatenate
 }
 
-TEST(ChatLexer, BracesInsideExpressionsDoNotCloseTheTag) {
-  EXPECT_EQ(R("{{ {'a': {'b': 1}}['a']['b'] }}"), "1");
-}
+TEST(ChatLexer, BracesInsideExpressionsDoNotCloseTheTag) { EXPECT_EQ(R("{{ {'a': {'b': 1}}['a']['b'] }}"), "1"); }
 
 TEST(ChatParser, UnsupportedTagNamesItWithLineAndColumn) {
   std::string e = error_of([] { ChatTemplate::parse("line one\n  {% include 'x.jinja' %}"); });
@@ -76,7 +74,8 @@ TEST(ChatParser, UnknownFilterAndTestAreErrors) {
 }
 
 TEST(ChatParser, MalformedTemplatesAreErrors) {
-  EXPECT_NE(error_of([] { ChatTemplate::parse("{% if x %}no end"); }).find("expected 'elif' or 'else' or 'endif'"), std::string::npos);
+  EXPECT_NE(error_of([] { ChatTemplate::parse("{% if x %}no end"); }).find("expected 'elif' or 'else' or 'endif'"),
+            std::string::npos);
   EXPECT_NE(error_of([] { ChatTemplate::parse("{{ 'open"); }).find("unterminated string"), std::string::npos);
   EXPECT_NE(error_of([] { ChatTemplate::parse("{# never closed"); }).find("missing end of comment"), std::string::npos);
   EXPECT_NE(error_of([] { ChatTemplate::parse("{{ (1 }}"); }).find("1:"), std::string::npos);
@@ -129,22 +128,26 @@ TEST(ChatRender, ForLoopVariablesElseAndScoping) {
 }
 
 TEST(ChatRender, SlicesAndIndexing) {
-  EXPECT_EQ(R("{{ xs[1:] }}{{ xs[::-1] }}{{ xs[-1] }}{{ 'héllo'[1:3] }}{{ xs[9] is defined }}",
-              {{"xs", {1, 2, 3}}}),
+  EXPECT_EQ(R("{{ xs[1:] }}{{ xs[::-1] }}{{ xs[-1] }}{{ 'héllo'[1:3] }}{{ xs[9] is defined }}", {{"xs", {1, 2, 3}}}),
             "[2, 3][3, 2, 1]3élFalse");
 }
 
 TEST(ChatRender, FiltersAndMethods) {
   EXPECT_EQ(R("{{ '  hi  ' | trim }}|{{ 'ab' | upper }}|{{ 'héllo' | length }}|{{ [3,1] | first }}|{{ [3,1] | last }}"),
             "hi|AB|5|3|1");
-  EXPECT_EQ(R("{{ x | default('d') }}|{{ '' | default('d', true) }}|{{ [1,2] | join(', ') }}|{{ 'aXa' | replace('a','b') }}"),
-            "d|d|1, 2|bXb");
+  EXPECT_EQ(
+      R("{{ x | default('d') }}|{{ '' | default('d', true) }}|{{ [1,2] | join(', ') }}|{{ 'aXa' | replace('a','b') }}"),
+      "d|d|1, 2|bXb");
   EXPECT_EQ(R("{{ 'hello world' | title }}|{{ 'hELLO' | capitalize }}|{{ '42' | int + 1 }}|{{ 'ab' | list }}"),
             "Hello World|Hello|43|['a', 'b']");
   EXPECT_EQ(R("{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}",
-              {{"ms", {{{"role", "user"}, {"content", "a"}}, {{"role", "bot"}, {"content", "b"}}, {{"role", "user"}, {"content", "c"}}}}}),
+              {{"ms",
+                {{{"role", "user"}, {"content", "a"}},
+                 {{"role", "bot"}, {"content", "b"}},
+                 {{"role", "user"}, {"content", "c"}}}}}),
             "a,c");
-  EXPECT_EQ(R("{{ ' a b '.strip() }}|{{ 'a,b'.split(',') }}|{{ 'abc'.startswith('ab') }}|{{ d.get('z', 'no') }}|{{ 'x'.upper() }}",
+  EXPECT_EQ(R("{{ ' a b '.strip() }}|{{ 'a,b'.split(',') }}|{{ 'abc'.startswith('ab') }}|{{ d.get('z', 'no') }}|{{ "
+              "'x'.upper() }}",
               {{"d", nlohmann::ordered_json::object()}}),
             "a b|['a', 'b']|True|no|X");
 }
@@ -152,12 +155,14 @@ TEST(ChatRender, FiltersAndMethods) {
 TEST(ChatRender, ToJsonMatchesPythonJsonDumps) {
   nlohmann::ordered_json v = {{"t", {{"b", 1}, {"a", {true, nullptr, 1.5, "é\n\"q\""}}}}};
   EXPECT_EQ(R("{{ t | tojson }}", v), R"({"b": 1, "a": [true, null, 1.5, "é\n\"q\""]})");
-  EXPECT_EQ(R("{{ t | tojson(indent=2) }}", v), "{\n  \"b\": 1,\n  \"a\": [\n    true,\n    null,\n    1.5,\n    \"é\\n\\\"q\\\"\"\n  ]\n}");
+  EXPECT_EQ(R("{{ t | tojson(indent=2) }}", v),
+            "{\n  \"b\": 1,\n  \"a\": [\n    true,\n    null,\n    1.5,\n    \"é\\n\\\"q\\\"\"\n  ]\n}");
   EXPECT_EQ(R("{{ {} | tojson(indent=2) }}{{ 'é' | tojson(ensure_ascii=true) }}"), "{}\"\\u00e9\"");
 }
 
 TEST(ChatRender, MacrosAndSetBlocks) {
-  EXPECT_EQ(R("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('Bo') }} {{ greet('Al', punct='?') }}"),
+  EXPECT_EQ(R("{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('Bo') }} {{ "
+              "greet('Al', punct='?') }}"),
             "Hi Bo! Hi Al?");
   EXPECT_EQ(R("{% set s %}inner {{ 1 + 1 }}{% endset %}[{{ s }}]"), "[inner 2]");
 }
@@ -168,7 +173,8 @@ TEST(ChatTemplateApi, RendersMessagesWithDefaultsAndExtras) {
       "{% if add_generation_prompt %}<assistant>{% endif %}{{ tools is none }}{{ date_string }}");
   std::vector<ChatMessage> msgs = {{"user", "hi"}, {"assistant", "yo"}};
   EXPECT_EQ(t.render(msgs, true, "<s>", "</s>"), "<s><user>hi<assistant>yo<assistant>True");
-  EXPECT_EQ(t.render(msgs, false, "", "", {{"date_string", "1 Jan"}, {"tools", {1}}}), "<user>hi<assistant>yoFalse1 Jan");
+  EXPECT_EQ(t.render(msgs, false, "", "", {{"date_string", "1 Jan"}, {"tools", {1}}}),
+            "<user>hi<assistant>yoFalse1 Jan");
 }
 
 TEST(ChatTemplateApi, BuiltinTemplatesParseAndRender) {
@@ -182,7 +188,9 @@ TEST(ChatTemplateApi, BuiltinTemplatesParseAndRender) {
   EXPECT_EQ(greta::builtin_chat_template("nope"), nullptr);
   // Llama 2's template rejects non-alternating roles with its own message.
   ChatTemplate l2 = ChatTemplate::parse(*greta::builtin_chat_template("llama2"));
-  EXPECT_EQ(error_of([&] { l2.render({{"user", "a"}, {"user", "b"}}, true, "<s>", "</s>"); }),
+  EXPECT_EQ(error_of([&] {
+              l2.render({{"user", "a"}, {"user", "b"}}, true, "<s>", "</s>");
+            }),
             "Conversation roles must alternate user/assistant/user/assistant/...");
   EXPECT_EQ(l2.render({{"system", "S"}, {"user", "U"}, {"assistant", " A "}}, false, "<s>", "</s>"),
             "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST] A </s>");

@@ -32,7 +32,9 @@ std::string error_of(const std::string& tmpl, const nlohmann::ordered_json& vars
   return "<no error>";
 }
 
-std::string R(const std::string& tmpl) { return ChatTemplate::parse(tmpl).render_json(nlohmann::ordered_json::object()); }
+std::string R(const std::string& tmpl) {
+  return ChatTemplate::parse(tmpl).render_json(nlohmann::ordered_json::object());
+}
 
 #define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
 
@@ -41,7 +43,8 @@ std::string R(const std::string& tmpl) { return ChatTemplate::parse(tmpl).render
 TEST(ChatLimits, DeeplyNestedBlocksAreAnErrorNotAStackOverflow) {
   const size_t n = 100000;
   EXPECT_ERROR_HAS(error_of(repeat("{% if true %}", n) + repeat("{% endif %}", n)), "nesting deeper than the limit");
-  EXPECT_ERROR_HAS(error_of(repeat("{% for x in [1] %}", n) + repeat("{% endfor %}", n)), "nesting deeper than the limit");
+  EXPECT_ERROR_HAS(error_of(repeat("{% for x in [1] %}", n) + repeat("{% endfor %}", n)),
+                   "nesting deeper than the limit");
 }
 
 TEST(ChatLimits, DeeplyNestedExpressionsAreAnError) {
@@ -76,7 +79,8 @@ TEST(ChatLimits, IntegerArithmeticIsCheckedNotUndefined) {
   EXPECT_ERROR_HAS(error_of("{{ 7 % 0 }}"), "ZeroDivisionError");
   EXPECT_ERROR_HAS(error_of("{{ 7 is divisibleby 0 }}"), "ZeroDivisionError");
   EXPECT_EQ(R("{{ " + min + " is divisibleby(-1) }}"), "True");
-  EXPECT_EQ(R("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ -7 // 2 }} {{ -7 % 2 }}"), "4611686018427387904 -9223372036854775808 -4 1");
+  EXPECT_EQ(R("{{ 2 ** 62 }} {{ (-2) ** 63 }} {{ -7 // 2 }} {{ -7 % 2 }}"),
+            "4611686018427387904 -9223372036854775808 -4 1");
   EXPECT_ERROR_HAS(error_of("{{ 1e300 | int }}"), "does not fit in 64 bits");
   EXPECT_EQ(R("{{ (1e308 * 10) | int }} {{ 'nan' | float | int(5) }}"), "0 5");
 }
@@ -103,9 +107,11 @@ TEST(ChatLimits, HugePowersAndRepetitionsFailAtOnce) {
 
 TEST(ChatLimits, GrowingStringsAndLoopsHitTheirBudgets) {
   // Doubling a string in a loop.
-  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"),
-                   "string size limit");
-  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s.replace('a', ns.s) %}{% endfor %}"),
+  EXPECT_ERROR_HAS(
+      error_of("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"),
+      "string size limit");
+  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s.replace('a', "
+                            "ns.s) %}{% endfor %}"),
                    "string size limit");
   EXPECT_ERROR_HAS(error_of("{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}"), "string size limit");
   // Nested loops: iterations of all loops together.
@@ -122,14 +128,17 @@ TEST(ChatLimits, GrowingStringsAndLoopsHitTheirBudgets) {
 
 TEST(ChatLimits, DeepValuesAndNamespaceCyclesAreErrors) {
   // tojson (and repr, equality) recurse over values: nesting is bounded where values are built.
-  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
-                            "{{ ns.x | tojson }}"),
-                   "nesting depth limit");
+  EXPECT_ERROR_HAS(
+      error_of("{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+               "{{ ns.x | tojson }}"),
+      "nesting depth limit");
   nlohmann::ordered_json vars = nlohmann::ordered_json::object();
   vars["x"] = nlohmann::ordered_json::parse(repeat("[", 100000) + repeat("]", 100000));
   EXPECT_ERROR_HAS(error_of("{{ x | tojson }}", vars), "nesting depth limit");
-  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}"), "cannot hold another namespace");
-  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(a=1) %}{% set ns.a = [ns] %}{{ ns }}"), "cannot hold another namespace");
+  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}"),
+                   "cannot hold another namespace");
+  EXPECT_ERROR_HAS(error_of("{% set ns = namespace(a=1) %}{% set ns.a = [ns] %}{{ ns }}"),
+                   "cannot hold another namespace");
   EXPECT_ERROR_HAS(error_of("{% set ns = namespace(a=1) %}{{ namespace(b=ns) }}"), "cannot hold another namespace");
   EXPECT_ERROR_HAS(error_of("{{ ([1,[2,[3]]] * 3) | tojson }}"), "<no error>");
 }

@@ -68,15 +68,19 @@ TEST(CoreQuant, DequantizeMatchesGgufGolden) {
 TEST(CoreQuant, RoundTripErrorBounds) {
   const int64_t n = 768;  // 3 super-blocks, 24 small blocks
   const auto x = random_floats(n, 7);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16,
-                  DType::F32}) {
+  for (DType t :
+       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32}) {
     std::vector<uint8_t> q(row_bytes(t, n));
     std::vector<float> y(n);
     quantize_row(t, x.data(), q.data(), n);
     dequantize_row(t, q.data(), y.data(), n);
     // Per 32-value group: error <= step/2 (+ scale rounding), step = range / levels.
-    const double levels = t == DType::Q8_0 ? 254 : t == DType::Q6_K ? 63 : t == DType::F16 ? 2048
-                          : t == DType::BF16 ? 256 : t == DType::F32 ? 1e9 : 15;
+    const double levels = t == DType::Q8_0   ? 254
+                          : t == DType::Q6_K ? 63
+                          : t == DType::F16  ? 2048
+                          : t == DType::BF16 ? 256
+                          : t == DType::F32  ? 1e9
+                                             : 15;
     double worst = 0.0;
     for (int64_t b = 0; b < n / 32; ++b) {
       double amax = 0.0;
@@ -137,7 +141,7 @@ TEST(CoreDType, Fp16RoundTripsEveryHalf) {
 }
 
 TEST(CoreDType, Fp16SpecialValues) {
-  EXPECT_EQ(fp16_to_float(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
+  EXPECT_EQ(fp16_to_float(0x0001), std::ldexp(1.0f, -24));     // smallest subnormal
   EXPECT_EQ(fp16_to_float(0x03ff), std::ldexp(1023.0f, -24));  // largest subnormal
   EXPECT_EQ(fp16_to_float(0x7bff), 65504.0f);
   EXPECT_TRUE(std::isinf(fp16_to_float(0x7c00)) && fp16_to_float(0x7c00) > 0);

@@ -49,8 +49,8 @@ HostWeight make_weight(DType dt, int64_t m, int64_t k, uint32_t seed) {
   return w;
 }
 
-std::vector<float> run_matmul(Backend& be, const Weight& w, const Weight* bias, const std::vector<float>& x,
-                              int64_t n, int64_t k, int64_t m) {
+std::vector<float> run_matmul(Backend& be, const Weight& w, const Weight* bias, const std::vector<float>& x, int64_t n,
+                              int64_t k, int64_t m) {
   Tensor tx = be.alloc(n, k), to = be.alloc(n, m);
   std::copy(x.begin(), x.end(), static_cast<float*>(tx.data));
   be.matmul(tx, w, bias, to);

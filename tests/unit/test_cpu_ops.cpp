@@ -109,11 +109,12 @@ TEST(CpuOps, SiluExtremes) {
 TEST(CpuOps, EmbedEveryDtypeAndGather) {
   const int64_t vocab = 50, dim = 256;
   const auto table = randn(size_t(vocab * dim), 9);
-  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K,
-                   DType::Q6_K}) {
+  for (DType dt :
+       {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
     SCOPED_TRACE(dtype_name(dt));
     std::vector<uint8_t> bytes(row_bytes(dt, dim) * vocab);
-    for (int64_t r = 0; r < vocab; ++r) quantize_row(dt, table.data() + r * dim, bytes.data() + r * row_bytes(dt, dim), dim);
+    for (int64_t r = 0; r < vocab; ++r)
+      quantize_row(dt, table.data() + r * dim, bytes.data() + r * row_bytes(dt, dim), dim);
     HostTensor ht{"emb", dt, {vocab, dim}, bytes.data(), bytes.size()};
     auto be = make_cpu_backend({.n_threads = 2});
     auto w = be->upload(ht);
@@ -170,7 +171,7 @@ struct AttnCase {
   int n_heads = 6, n_kv = 2, hd = 16, block_size = 4;
   bool neox = false;
   int threads = 1;
-  int history = 9;  // prompt length of sequence 10 in step 1
+  int history = 9;            // prompt length of sequence 10 in step 1
   bool decode_alone = false;  // a third step: one decode token of sequence 10, alone in its step
 };
 
@@ -193,7 +194,8 @@ std::vector<float> run_attention_case(const AttnCase& c) {
     const int n = b.n_tokens();
     const StepPlan plan = StepPlan::build(b, c.block_size);
     be->begin_step(plan);
-    const auto q = randn(size_t(n * qd), seed), k = randn(size_t(n * kd), seed + 1), v = randn(size_t(n * kd), seed + 2);
+    const auto q = randn(size_t(n * qd), seed), k = randn(size_t(n * kd), seed + 1),
+               v = randn(size_t(n * kd), seed + 2);
     Tensor tq = upload_act(*be, q, n, qd), tk = upload_act(*be, k, n, kd), tv = upload_act(*be, v, n, kd);
     be->rope_kv_write(tq, tk, tv, rope, *kv, layer);
     // Reference rope of q and k; remember k/v per (seq, pos).
@@ -246,7 +248,8 @@ std::vector<float> run_attention_case(const AttnCase& c) {
           double mx = -1e300, sum = 0;
           for (int j = 0; j <= pos; ++j) {
             double dot = 0;
-            for (int i = 0; i < c.hd; ++i) dot += f16(q_be[size_t(t * qd + h * c.hd + i)]) * kref[sid][size_t(j)][size_t(g * c.hd + i)];
+            for (int i = 0; i < c.hd; ++i)
+              dot += f16(q_be[size_t(t * qd + h * c.hd + i)]) * kref[sid][size_t(j)][size_t(g * c.hd + i)];
             sc[size_t(j)] = dot / std::sqrt(double(c.hd));
             mx = std::max(mx, sc[size_t(j)]);
           }
@@ -278,7 +281,8 @@ std::vector<float> run_attention_case(const AttnCase& c) {
       int bad = 0;
       for (size_t i = 0; i < out.size(); ++i)
         if (!(std::fabs(out[i] - ref[i]) <= 2e-5 * (std::fabs(ref[i]) + 0.1) + slack[i]) && bad++ < 5)
-          ADD_FAILURE() << "attention[" << i << "] = " << out[i] << ", reference " << ref[i] << " (slack " << slack[i] << ")";
+          ADD_FAILURE() << "attention[" << i << "] = " << out[i] << ", reference " << ref[i] << " (slack " << slack[i]
+                        << ")";
       EXPECT_EQ(bad, 0) << "attention";
     }
     be->free(tq);

@@ -191,7 +191,7 @@ TEST_F(EngineGenerate, ChunkedPrefillUnderSmallBudgetMatches) {
   cfg.kv_blocks = 128;
   cfg.max_step_tokens = 8;  // long prompts take several steps, interleaved with decodes
   cfg.prefill_chunk = 5;
-  cfg.max_running = 4;      // the rest wait in the queue
+  cfg.max_running = 4;  // the rest wait in the queue
   EngineStats st;
   expect_matches_alone(cfg, 8, &st);
   EXPECT_GE(st.computed_tokens, st.prompt_tokens);
@@ -210,8 +210,9 @@ TEST_F(EngineGenerate, PreemptionUnderTinyPoolMatches) {
 }
 
 TEST_F(EngineGenerate, PrefixCacheReusesSystemPromptAndKeepsOutputs) {
-  std::string system = "<|im_start|>system\nYou are a helpful assistant named Greta. You answer briefly, "
-                       "precisely and politely, and you never make up facts you do not know.<|im_end|>\n";
+  std::string system =
+      "<|im_start|>system\nYou are a helpful assistant named Greta. You answer briefly, "
+      "precisely and politely, and you never make up facts you do not know.<|im_end|>\n";
   std::vector<int32_t> a = encode(system + "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n");
   std::vector<int32_t> b = encode(system + "<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n");
   std::vector<int32_t> sys_ids = encode(system);
@@ -396,10 +397,10 @@ TEST_F(EngineGenerate, InvalidRequestsAreRefused) {
     return -1;
   };
   const int invalid = int(RequestError::Kind::Invalid);
-  EXPECT_EQ(kind_of(greedy({}, 4)), invalid);                                   // empty prompt
-  EXPECT_EQ(kind_of(greedy(std::vector<int32_t>(120, 5), 9)), invalid);         // 129 > 128
-  EXPECT_EQ(kind_of(greedy({1, 49152}, 4)), invalid);                           // token out of range
-  EXPECT_EQ(kind_of(greedy({1, 2}, 0)), invalid);                               // max_tokens 0
+  EXPECT_EQ(kind_of(greedy({}, 4)), invalid);                            // empty prompt
+  EXPECT_EQ(kind_of(greedy(std::vector<int32_t>(120, 5), 9)), invalid);  // 129 > 128
+  EXPECT_EQ(kind_of(greedy({1, 49152}, 4)), invalid);                    // token out of range
+  EXPECT_EQ(kind_of(greedy({1, 2}, 0)), invalid);                        // max_tokens 0
   GenerationRequest bad_stop = greedy({1, 2}, 4);
   bad_stop.stop = {""};
   EXPECT_EQ(kind_of(bad_stop), invalid);

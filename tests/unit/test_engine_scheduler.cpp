@@ -26,7 +26,8 @@ class EngineScheduler : public ::testing::Test {
     for (int i = 0; i < prompt_len; ++i) r.prompt.push_back(int32_t((id * 131 + uint64_t(i) * 7) % 500));
     r.max_tokens = max_tokens;
     r.sampling.temperature = 0;
-    return std::make_unique<Sequence>(id, std::move(r), [](const TokenEvent&) {}, *tok);
+    return std::make_unique<Sequence>(
+        id, std::move(r), [](const TokenEvent&) {}, *tok);
   }
   static EngineConfig config(int kv_blocks, int block_size, int max_step_tokens, int prefill_chunk) {
     EngineConfig cfg;
@@ -189,8 +190,8 @@ TEST_F(EngineScheduler, RandomWorkloadsNeverStallAndKeepAccounting) {
   EXPECT_GT(preemptions, 0);
   EXPECT_GT(n_failed, 0);
   EXPECT_GT(n_finished, n_failed);
-  std::printf("[ info ] %lld finished, %lld failed (too big for the pool), %lld preemptions\n",
-              (long long)n_finished, (long long)n_failed, (long long)preemptions);
+  std::printf("[ info ] %lld finished, %lld failed (too big for the pool), %lld preemptions\n", (long long)n_finished,
+              (long long)n_failed, (long long)preemptions);
 }
 
 }  // namespace

@@ -63,7 +63,7 @@ TEST(EngineStop, MatchInsideOnePieceKeepsTextBefore) {
 
 TEST(EngineStop, HoldBackKeepsUtf8Whole) {
   // Stop string starts with a 2-byte character; the released text must end on a boundary.
-  StopMatcher m({"\xC3\xA9t\xC3\xA9"});  // "été"
+  StopMatcher m({"\xC3\xA9t\xC3\xA9"});           // "été"
   StopMatcher::Result r = m.feed("caf\xC3\xA9");  // "café": "é" could start "été"
   EXPECT_EQ(r.text, "caf");
   r = m.feed("!");

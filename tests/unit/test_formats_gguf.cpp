@@ -152,7 +152,8 @@ TEST(GGUF, RequireNamesKeyAndType) {
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("missing required key 'llama.block_count' (expected integer)"),
-              std::string::npos) << e.what();
+              std::string::npos)
+        << e.what();
   }
   try {
     f.require_int("name");
@@ -182,7 +183,7 @@ TEST(GGUF, TensorsOfEveryType) {
   EXPECT_EQ(f.alignment(), 32u);
   EXPECT_EQ(f.data_offset() % 32, 0u);
   ASSERT_EQ(f.tensors().size(), 8u);
-  const DType want[] = {DType::F32, DType::F16, DType::BF16, DType::Q4_0,
+  const DType want[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
                         DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
   const uint8_t* base = f.file()->data();
   for (size_t i = 0; i < 8; ++i) {
@@ -419,7 +420,8 @@ TEST(GGUF, OverlappingTensors) {
 
 TEST(GGUF, SmolLM2Model) {
   const std::string path = std::string(GRETA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << "default model not found at " << path << " (scripts/fetch-default-model.sh)";
+  if (!std::filesystem::exists(path))
+    GTEST_SKIP() << "default model not found at " << path << " (scripts/fetch-default-model.sh)";
   GGUFFile f = GGUFFile::open(path);
   EXPECT_EQ(f.version(), 3u);
   EXPECT_EQ(f.tensors().size(), 272u);

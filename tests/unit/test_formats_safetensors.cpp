@@ -144,7 +144,8 @@ TEST(Safetensors, OddOffsetsAreReadFromAnAlignedCopy) {
     for (const auto& bt : b.tensors) {
       const HostTensor* t = f.find_tensor(bt.name);
       ASSERT_NE(t, nullptr);
-      EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % tensor_data_alignment(t->dtype), 0u) << t->name << " pad " << pad;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(t->data) % tensor_data_alignment(t->dtype), 0u)
+          << t->name << " pad " << pad;
       EXPECT_EQ(std::vector<uint8_t>(t->data, t->data + t->nbytes), bt.data) << t->name << " pad " << pad;
     }
   }
@@ -171,7 +172,8 @@ TEST(Safetensors, UnsupportedDtype) {
 
 TEST(Safetensors, BadShape) {
   SafetensorsBuilder b = small_file();
-  expect_error(with_field(b, "model.norm.weight", "shape", {-5}), {"tensor 'model.norm.weight'", "non-negative integer"});
+  expect_error(with_field(b, "model.norm.weight", "shape", {-5}),
+               {"tensor 'model.norm.weight'", "non-negative integer"});
   expect_error(with_field(b, "model.norm.weight", "shape", {2.5}), {"non-negative integer"});
   expect_error(with_field(b, "model.norm.weight", "shape", "5"), {"non-array 'shape'"});
   expect_error(with_field(b, "model.norm.weight", "shape", {uint64_t(1) << 40, uint64_t(1) << 40}),

@@ -137,8 +137,8 @@ TEST(RopeScaling, Llama3FactorsKeepHighAndSlowLowFrequencies) {
   // Llama 3.1 8B settings: theta 500000, factor 8, low 1, high 4, original 8192.
   std::vector<float> f = llama3_rope_factors(128, 500000.0f, 8.0f, 1.0f, 4.0f, 8192);
   ASSERT_EQ(f.size(), 64u);
-  EXPECT_FLOAT_EQ(f[0], 1.0f);    // wavelength 2*pi: far below 8192/4
-  EXPECT_FLOAT_EQ(f[63], 8.0f);   // longest wavelengths: slowed by the full factor
+  EXPECT_FLOAT_EQ(f[0], 1.0f);                                      // wavelength 2*pi: far below 8192/4
+  EXPECT_FLOAT_EQ(f[63], 8.0f);                                     // longest wavelengths: slowed by the full factor
   for (size_t i = 1; i < f.size(); ++i) EXPECT_GE(f[i], f[i - 1]);  // monotone in between
 }
 

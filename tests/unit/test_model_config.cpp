@@ -110,9 +110,11 @@ TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
                    "rope_scaling.factor = 0");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", -1}})),
                    "rope_scaling.low_freq_factor = -1");
-  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}})),
-                   "must be greater than low_freq_factor");
-  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", -2}})), "rope_scaling.factor = -2");
+  EXPECT_ERROR_HAS(
+      open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", 4}, {"high_freq_factor", 4}})),
+      "must be greater than low_freq_factor");
+  EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", -2}})),
+                   "rope_scaling.factor = -2");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", "two"}})), "must be a number");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_parameters", {{"rope_theta", 0}})), "rope_parameters.rope_theta = 0");
   // Good values get past the checks (to the missing weights of this bare directory).

@@ -145,7 +145,7 @@ TEST(KVSequence, CommitRegistersGeneratedTokensToo) {
   ASSERT_TRUE(a.reserve(pool, 3));
   a.commit(pool, toks, 3);
   EXPECT_EQ(a.n_committed_blocks(), 0);  // no full block yet
-  for (int32_t t = 50; t < 56; ++t) {  // decode six tokens one at a time
+  for (int32_t t = 50; t < 56; ++t) {    // decode six tokens one at a time
     toks.push_back(t);
     ASSERT_TRUE(a.reserve(pool, int(toks.size())));
     a.commit(pool, toks, int(toks.size()));
@@ -199,9 +199,9 @@ TEST(KVBlockPool, EvictsCachedOnlyWhenEmptyRunOutLeastRecentlyFreedFirst) {
   // e3 released uncached and x gone, the next evictions take the uncached one first.
   pool.release(*e3);
   auto e4 = pool.allocate();
-  EXPECT_EQ(*e4, *e3);          // empty block preferred over cached y
+  EXPECT_EQ(*e4, *e3);  // empty block preferred over cached y
   EXPECT_EQ(pool.n_cached(), 1);
-  auto e5 = pool.allocate();    // only y's cached block is left
+  auto e5 = pool.allocate();  // only y's cached block is left
   ASSERT_TRUE(e5);
   EXPECT_EQ(*e5, by);
   EXPECT_FALSE(pool.allocate().has_value());
@@ -295,8 +295,7 @@ TEST(KVSequence, RandomizedInvariants) {
     // Every computed position of every live sequence still holds its token.
     for (auto& [id, s] : live)
       for (int pos = 0; pos < s.n_computed; ++pos)
-        ASSERT_EQ(shadow[size_t(s.kv.table()[size_t(pos / bs)] * bs + pos % bs)],
-                  s.tokens[size_t(pos)])
+        ASSERT_EQ(shadow[size_t(s.kv.table()[size_t(pos / bs)] * bs + pos % bs)], s.tokens[size_t(pos)])
             << "seq " << id << " pos " << pos;
   };
 
@@ -313,8 +312,7 @@ TEST(KVSequence, RandomizedInvariants) {
       ASSERT_EQ(covered % bs, 0);
       hits += covered > 0;
       for (int pos = 0; pos < covered; ++pos)  // a hit must really hold these tokens
-        ASSERT_EQ(shadow[size_t(s.kv.table()[size_t(pos / bs)] * bs + pos % bs)],
-                  s.tokens[size_t(pos)]);
+        ASSERT_EQ(shadow[size_t(s.kv.table()[size_t(pos / bs)] * bs + pos % bs)], s.tokens[size_t(pos)]);
       if (!reserve(s, int(s.tokens.size()))) {
         ++evict_pressure;
         s.kv.release_all(pool);  // not admitted

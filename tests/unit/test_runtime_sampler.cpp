@@ -309,9 +309,8 @@ TEST(Sampler, LargeVocabTopPWithoutTopK) {
   const auto sm = softmax(l);
   std::vector<int> order(static_cast<size_t>(V));
   for (int i = 0; i < V; ++i) order[size_t(i)] = i;
-  std::sort(order.begin(), order.end(), [&](int a, int b) {
-    return l[size_t(a)] > l[size_t(b)] || (l[size_t(a)] == l[size_t(b)] && a < b);
-  });
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return l[size_t(a)] > l[size_t(b)] || (l[size_t(a)] == l[size_t(b)] && a < b); });
   std::set<int> nucleus;
   double cum = 0;
   for (int id : order) {
@@ -442,10 +441,10 @@ TEST(Sampler, OpenAiPenaltiesCountGeneratedTokensOnly) {
   p.penalty_prompt_len = 3;  // OpenAI: generated tokens only, every one of them
   const auto openai = penalised(p, zero, history);
   ASSERT_EQ(openai.size(), 8u);
-  EXPECT_NEAR(openai[3], 0.0, 1e-9);     // prompt only: untouched
-  EXPECT_NEAR(openai[5], -1.25, 1e-6);   // 3 x 0.25 + 0.5
-  EXPECT_NEAR(openai[6], -0.75, 1e-6);   // generated once (its prompt occurrence does not count)
-  p.penalty_prompt_len = -1;  // llama.cpp: the whole window, prompt included
+  EXPECT_NEAR(openai[3], 0.0, 1e-9);    // prompt only: untouched
+  EXPECT_NEAR(openai[5], -1.25, 1e-6);  // 3 x 0.25 + 0.5
+  EXPECT_NEAR(openai[6], -0.75, 1e-6);  // generated once (its prompt occurrence does not count)
+  p.penalty_prompt_len = -1;            // llama.cpp: the whole window, prompt included
   p.repeat_last_n = -1;
   const auto window = penalised(p, zero, history);
   EXPECT_NEAR(window[3], -1.0, 1e-6);
@@ -478,4 +477,3 @@ TEST(Sampler, PenaltyPromptLengthIsValidated) {
   p.penalty_prompt_len = -2;
   EXPECT_THROW(Sampler{p}, greta::Error);
 }
-

@@ -32,7 +32,8 @@ std::string param_of(const std::string& body, bool chat) {
 
 TEST(ServerJson, ChatDefaultsAreOpenAIs) {
   ApiRequest r = parse_request(R"({"model":"m","messages":[{"role":"developer","content":"be nice"},
-      {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]})", true);
+      {"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}]})",
+                               true);
   EXPECT_EQ(r.model, "m");
   ASSERT_EQ(r.messages.size(), 2u);
   EXPECT_EQ(r.messages[0].role, "system");  // developer is the newer name of system
@@ -51,7 +52,8 @@ TEST(ServerJson, ChatDefaultsAreOpenAIs) {
 TEST(ServerJson, FieldsAreRead) {
   ApiRequest r = parse_request(R"({"prompt":["x","y"],"n":2,"stream":true,"stream_options":{"include_usage":true},
       "max_tokens":5,"max_completion_tokens":7,"temperature":0,"top_p":0.5,"top_k":3,"min_p":0.1,
-      "presence_penalty":1.5,"frequency_penalty":-1,"seed":0,"stop":"END","logprobs":2,"unknown_field":{"a":1}})", false);
+      "presence_penalty":1.5,"frequency_penalty":-1,"seed":0,"stop":"END","logprobs":2,"unknown_field":{"a":1}})",
+                               false);
   EXPECT_EQ(r.prompts, (std::vector<std::string>{"x", "y"}));
   EXPECT_EQ(r.n_prompts(), 2u);
   EXPECT_TRUE(r.stream && r.include_usage);

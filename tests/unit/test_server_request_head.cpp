@@ -24,9 +24,10 @@ TEST(ServerRequestHead, EndProbeAndLength) {
 }
 
 TEST(ServerRequestHead, AmbiguousOrDeferredBodiesAreLeftToTheWorker) {
-  for (const char* framing : {"Content-Length: 5\r\nContent-Length: 5\r\n", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-                              "Content-Length: 5\r\nExpect: 100-continue\r\n", "Content-Length: -5\r\n",
-                              "Content-Length: 99999999999999999999\r\n", "Transfer-Encoding: chunked\r\n"}) {
+  for (const char* framing :
+       {"Content-Length: 5\r\nContent-Length: 5\r\n", "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        "Content-Length: 5\r\nExpect: 100-continue\r\n", "Content-Length: -5\r\n",
+        "Content-Length: 99999999999999999999\r\n", "Transfer-Encoding: chunked\r\n"}) {
     const auto h = scan_head(std::string("POST / HTTP/1.1\r\n") + framing + "\r\n");
     EXPECT_GT(h.bytes, 0u) << framing;
     EXPECT_FALSE(h.body_known) << framing;

@@ -174,7 +174,10 @@ TEST(TokenizerSpm, UnknownWithoutByteTokensFusesToOneUnk) {
   c.pieces = {"<unk>", "a"};
   c.unk_id = 0;
   BpeTokenizer t(c, {});
-  EXPECT_EQ(t.encode("a\xC3\xA9\xC3\xA9" "a", false, false), (Ids{1, 0, 1}));
+  EXPECT_EQ(t.encode("a\xC3\xA9\xC3\xA9"
+                     "a",
+                     false, false),
+            (Ids{1, 0, 1}));
 }
 
 }  // namespace

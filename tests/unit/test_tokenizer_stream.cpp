@@ -38,12 +38,14 @@ TEST(TokenizerStream, FourByteEmojiSplitOverTokensComesOutWhole) {
 TEST(TokenizerStream, InvalidBytesBecomeReplacementCharacters) {
   BpeTokenizer t = bytes_only();
   StreamDecoder d(t);
-  EXPECT_EQ(d.feed(0xE2), "");                 // could still become a 3-byte character
-  EXPECT_EQ(d.feed('a'), "\xEF\xBF\xBD" "a");  // now it cannot: U+FFFD, then 'a'
-  EXPECT_EQ(d.feed(0xFF), "\xEF\xBF\xBD");     // never valid in UTF-8
+  EXPECT_EQ(d.feed(0xE2), "");  // could still become a 3-byte character
+  EXPECT_EQ(d.feed('a'),
+            "\xEF\xBF\xBD"
+            "a");                           // now it cannot: U+FFFD, then 'a'
+  EXPECT_EQ(d.feed(0xFF), "\xEF\xBF\xBD");  // never valid in UTF-8
   EXPECT_EQ(d.feed(0xF0), "");
   EXPECT_EQ(d.feed(0x9F), "");
-  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");        // truncated at the end: one U+FFFD
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // truncated at the end: one U+FFFD
   EXPECT_EQ(t.decode({0xF0, 0x9F}), "\xEF\xBF\xBD");
 }
 

@@ -76,7 +76,8 @@ TEST(TokenizerSynthetic, MergesCompressText) {
   const std::string english = "the quick brown fox jumps over the lazy dog and then it sleeps";
   for (int32_t n : {1000, 32000}) {
     const size_t got = synthetic_tokenizer(n)->encode(english, false, false).size();
-    EXPECT_LT(got * 3, english.size() * 2) << "vocab " << n << ": " << got << " tokens for " << english.size() << " bytes";
+    EXPECT_LT(got * 3, english.size() * 2)
+        << "vocab " << n << ": " << got << " tokens for " << english.size() << " bytes";
   }
 }
 

@@ -25,10 +25,10 @@ TEST(TokenizerUnicode, SanitizeMatchesPythonReplace) {
 
 TEST(TokenizerUnicode, Categories) {
   EXPECT_TRUE(is_letter('a'));
-  EXPECT_TRUE(is_letter(0x4E2D));   // 中
-  EXPECT_TRUE(is_number(0x0663));   // Arabic-indic three
-  EXPECT_TRUE(is_number(0x00BD));   // ½ (No)
-  EXPECT_TRUE(is_punct(0x3001));    // 、
+  EXPECT_TRUE(is_letter(0x4E2D));    // 中
+  EXPECT_TRUE(is_number(0x0663));    // Arabic-indic three
+  EXPECT_TRUE(is_number(0x00BD));    // ½ (No)
+  EXPECT_TRUE(is_punct(0x3001));     // 、
   EXPECT_FALSE(is_letter(0x1F600));  // 😀 is So
   EXPECT_TRUE(is_whitespace(0x3000));
   EXPECT_TRUE(is_whitespace(0x85));
@@ -48,8 +48,7 @@ std::vector<std::string> split(PreTokenizer p, const std::string& s) {
 using V = std::vector<std::string>;
 
 TEST(TokenizerPreTokenize, Gpt2) {
-  EXPECT_EQ(split(PreTokenizer::GPT2, "Hello world's  end!!  "),
-            (V{"Hello", " world", "'s", " ", " end", "!!", "  "}));
+  EXPECT_EQ(split(PreTokenizer::GPT2, "Hello world's  end!!  "), (V{"Hello", " world", "'s", " ", " end", "!!", "  "}));
   EXPECT_EQ(split(PreTokenizer::GPT2, "a\tb 123x"), (V{"a", "\t", "b", " 123", "x"}));
   EXPECT_EQ(split(PreTokenizer::GPT2, "I'M"), (V{"I", "'", "M"}));  // case-sensitive
 }

@@ -87,7 +87,9 @@ float dot_scalar(const float* x, const uint16_t* y, int n, bool tiny) {
 }
 
 #ifdef GRETA_AVX2
-inline __m256 load_h8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256 load_h8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 
 // dot_scalar for n % 16 == 0, 16 lanes as two 8-float vectors. Always inlined: it runs once per
 // (position, head), and a call per position cost a third of attention's time.
@@ -210,7 +212,8 @@ void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t
       int i = d0;
 #ifdef GRETA_AVX2
       const __m256 pv = _mm256_set1_ps(p);
-      for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(a_row + i, _mm256_fmadd_ps(pv, load_h8(v + i), _mm256_loadu_ps(a_row + i)));
+      for (; i + 8 <= hd; i += 8)
+        _mm256_storeu_ps(a_row + i, _mm256_fmadd_ps(pv, load_h8(v + i), _mm256_loadu_ps(a_row + i)));
 #endif
       for (; i < hd; ++i) a_row[i] += p * h2f(v[i]);
     }
@@ -227,7 +230,8 @@ void reduce_lanes(const float* A, int hd, int lanes, int used, float* out) {
   for (; i0 + 8 <= hd; i0 += 8) {
     __m256 f[16];
     for (int l = 0; l < 16; ++l)
-      f[l] = lanes == 64 ? _mm256_add_ps(_mm256_add_ps(lv(l, i0), lv(l + 32, i0)), _mm256_add_ps(lv(l + 16, i0), lv(l + 48, i0)))
+      f[l] = lanes == 64 ? _mm256_add_ps(_mm256_add_ps(lv(l, i0), lv(l + 32, i0)),
+                                         _mm256_add_ps(lv(l + 16, i0), lv(l + 48, i0)))
                          : lv(l, i0);
     for (int l = 0; l < 8; ++l) f[l] = _mm256_add_ps(f[l], f[l + 8]);
     for (int l = 0; l < 4; ++l) f[l] = _mm256_add_ps(f[l], f[l + 4]);
@@ -254,10 +258,10 @@ struct HeadTask {
   const float* q;  // [hd] this head's query (rotated)
   float* out;      // [hd]
   const int32_t* blocks;
-  int32_t len;   // positions 0..len-1
-  int g;         // kv head
+  int32_t len;  // positions 0..len-1
+  int g;        // kv head
   float scale;
-  bool prompt;   // ggml would take tinyBLAS (see the top)
+  bool prompt;  // ggml would take tinyBLAS (see the top)
 };
 
 struct HeadScratch {
@@ -337,8 +341,8 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
 
 }  // namespace
 
-void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv,
-               float* out, ThreadPool& pool) {
+void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
+               ThreadPool& pool) {
   const int hd = kv.head_dim;
   const int group = n_heads / kv.n_kv_heads;
   // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
@@ -347,9 +351,9 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
   // >= 2 tokens.)
   auto prompt = [&](int64_t t) {
     const int32_t seq = plan.token_seq[size_t(t)];
-    return plan.in_prompt.empty() ? (t > 0 && plan.token_seq[size_t(t - 1)] == seq) ||
-                                        (t + 1 < n && plan.token_seq[size_t(t + 1)] == seq)
-                                  : plan.in_prompt[size_t(t)] != 0;
+    return plan.in_prompt.empty()
+               ? (t > 0 && plan.token_seq[size_t(t - 1)] == seq) || (t + 1 < n && plan.token_seq[size_t(t + 1)] == seq)
+               : plan.in_prompt[size_t(t)] != 0;
   };
   auto blocks_of = [&](int64_t t) { return plan.block_ids.data() + plan.block_begin[plan.token_seq[size_t(t)]]; };
   // One decode token over a long context: split each head over the pool (attend_split).

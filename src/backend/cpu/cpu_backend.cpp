@@ -82,9 +82,8 @@ class CpuBackend final : public Backend {
     w->n_out = h.rows();
     w->n_in = h.cols();
     if (w->n_in % block_elems(h.dtype) != 0)
-      throw Error("cpu backend: tensor '" + h.name + "' has rows of " + std::to_string(w->n_in) +
-                  " values; " + std::string(dtype_name(h.dtype)) + " needs a multiple of " +
-                  std::to_string(block_elems(h.dtype)));
+      throw Error("cpu backend: tensor '" + h.name + "' has rows of " + std::to_string(w->n_in) + " values; " +
+                  std::string(dtype_name(h.dtype)) + " needs a multiple of " + std::to_string(block_elems(h.dtype)));
     const size_t rb = row_bytes(h.dtype, w->n_in);
     if (!h.data || h.nbytes < rb * size_t(w->n_out))
       throw Error("cpu backend: tensor '" + h.name + "' holds " + std::to_string(h.nbytes) + " bytes; expected " +
@@ -124,8 +123,8 @@ class CpuBackend final : public Backend {
   void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) override {
     const auto& wv = view_of(w);
     if (x.cols != wv.n_in || out.rows != x.rows || out.cols != wv.n_out)
-      throw Error("cpu matmul: x " + shape_str(x.rows, x.cols) + " @ w " + shape_str(wv.n_out, wv.n_in) +
-                  "^T -> out " + shape_str(out.rows, out.cols) + ": shapes do not match");
+      throw Error("cpu matmul: x " + shape_str(x.rows, x.cols) + " @ w " + shape_str(wv.n_out, wv.n_in) + "^T -> out " +
+                  shape_str(out.rows, out.cols) + ": shapes do not match");
     const float* b = nullptr;
     if (bias) {
       const auto& bv = view_of(*bias);
@@ -150,8 +149,8 @@ class CpuBackend final : public Backend {
   }
 
   void silu_mul(Tensor gate, Tensor up, Tensor out) override {
-    expect(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols,
-           "silu_mul", out, gate.rows, gate.cols);
+    expect(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols, "silu_mul",
+           out, gate.rows, gate.cols);
     cpu::silu_mul(f32(gate), f32(up), f32(out), gate.rows * gate.cols, pool_);
     dump("silu_mul", out);
   }
@@ -163,11 +162,10 @@ class CpuBackend final : public Backend {
     if (size_t(n) != plan_.positions.size() || k.rows != n || v.rows != n || k.cols != int64_t(n_kv) * hd ||
         v.cols != k.cols || q.cols % hd != 0 || rope.inv_freq.size() != size_t(hd / 2) || layer < 0 ||
         layer >= ckv.desc.n_layers)
-      throw Error("cpu rope_kv_write: q " + shape_str(q.rows, q.cols) + ", k " + shape_str(k.rows, k.cols) +
-                  ", v " + shape_str(v.rows, v.cols) + " do not match the step (" +
-                  std::to_string(plan_.positions.size()) + " tokens), head_dim " + std::to_string(hd) +
-                  ", kv heads " + std::to_string(n_kv) + ", inv_freq of " + std::to_string(rope.inv_freq.size()) +
-                  " or layer " + std::to_string(layer));
+      throw Error("cpu rope_kv_write: q " + shape_str(q.rows, q.cols) + ", k " + shape_str(k.rows, k.cols) + ", v " +
+                  shape_str(v.rows, v.cols) + " do not match the step (" + std::to_string(plan_.positions.size()) +
+                  " tokens), head_dim " + std::to_string(hd) + ", kv heads " + std::to_string(n_kv) + ", inv_freq of " +
+                  std::to_string(rope.inv_freq.size()) + " or layer " + std::to_string(layer));
     if (!rope_valid_ || rope_freq_ != rope.inv_freq) {  // once per step: positions are shared by all layers
       rope_freq_ = rope.inv_freq;
       rope_cs_.resize(size_t(n) * hd);

@@ -51,8 +51,8 @@ struct ActBlock {
 
 // Activations x [n, k] quantized to int8 in blocks of 32 (k % 32 == 0).
 struct QuantActs {
-  const int8_t* q = nullptr;        // [n, k]
-  const ActBlock* blk = nullptr;    // [n, k/32]
+  const int8_t* q = nullptr;      // [n, k]
+  const ActBlock* blk = nullptr;  // [n, k/32]
   int64_t n = 0, k = 0;
 };
 
@@ -71,23 +71,19 @@ struct WeightView {
 
 // out [n, m] = x [n, k] @ w^T + bias. bias: float [m] or null.
 // Quantized w: x is quantized once (into `scratch`), then integer block dot products.
-void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, float* out,
-            Scratch& scratch, ThreadPool& pool);
+void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, Scratch& scratch,
+            ThreadPool& pool);
 // Quantized-weight part, on already quantized activations.
-void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, float* out,
-                  ThreadPool& pool);
+void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
 // Reference mode for any weight dtype: each weight row is dequantized to floats (one row at a time,
 // in a per-thread buffer) and dotted with the float activations; no activation quantization.
 // Several times slower than matmul_quant; used when the backend is made with exact_matmul.
-void matmul_dequant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out,
-                    ThreadPool& pool);
+void matmul_dequant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
 // F32 / F16 / BF16 weights.
-void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out,
-                  ThreadPool& pool);
+void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
 
 // --- elementwise (rows split over the pool when there are enough of them) ---
-void rms_norm(const float* x, const float* w, float eps, float* out, int64_t n, int64_t dim,
-              ThreadPool& pool);
+void rms_norm(const float* x, const float* w, float eps, float* out, int64_t n, int64_t dim, ThreadPool& pool);
 void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& pool);
 void silu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool);
 
@@ -109,7 +105,7 @@ void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, c
                    const int32_t* slots, const KVLayer& kv, ThreadPool& pool);
 // out [n, n_heads*hd] = causal softmax(scale q.k) v over each token's sequence, through the plan's
 // block tables, rounding as llama.cpp's CPU backend does (see attention.cpp).
-void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan,
-               const KVLayer& kv, float* out, ThreadPool& pool);
+void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
+               ThreadPool& pool);
 
 }  // namespace greta::cpu

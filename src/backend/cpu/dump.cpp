@@ -22,7 +22,15 @@ void Dumper::save(const char* op, const float* data, int64_t rows, int64_t cols)
                     std::to_string(cols) + "), }";
   while ((10 + hdr.size() + 1) % 64) hdr += ' ';
   hdr += '\n';
-  const unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(hdr.size() & 0xff),
+  const unsigned char pre[10] = {0x93,
+                                 'N',
+                                 'U',
+                                 'M',
+                                 'P',
+                                 'Y',
+                                 1,
+                                 0,
+                                 static_cast<unsigned char>(hdr.size() & 0xff),
                                  static_cast<unsigned char>(hdr.size() >> 8)};
   std::fwrite(pre, 1, 10, f);
   std::fwrite(hdr.data(), 1, hdr.size(), f);

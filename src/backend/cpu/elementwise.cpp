@@ -80,7 +80,8 @@ void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& 
   for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
     int64_t i = i0;
 #ifdef GRETA_AVX2
-    for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i + 8 <= i1; i += 8)
+      _mm256_storeu_ps(out + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
 #endif
     for (; i < i1; ++i) out[i] = a[i] + b[i];
   });

@@ -232,8 +232,10 @@ struct KQ4_K {
             const ActBlock* xa = xb + j * nb + a0;
             mins[i][j] += mn[2 * p] * xa[0].s + mn[2 * p + 1] * xa[1].s;
 #ifdef GRETA_AVX2
-            const __m256i p0 = dot_u8s8(_mm256_setzero_si256(), lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
-            const __m256i p1 = dot_u8s8(_mm256_setzero_si256(), hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32)));
+            const __m256i p0 = dot_u8s8(_mm256_setzero_si256(), lo,
+                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+            const __m256i p1 = dot_u8s8(_mm256_setzero_si256(), hi,
+                                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32)));
             acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(sc[2 * p] * xa[0].d), acc[i][j]);
             acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(sc[2 * p + 1] * xa[1].d), acc[i][j]);
 #else
@@ -291,7 +293,8 @@ struct KQ6_K {
             const __m256i wv = _mm256_sub_epi8(g[gi], c32);
             const __m256i wa = _mm256_abs_epi8(wv);
             const int G = 4 * h + gi;  // 32-value group in the super-block
-            const __m256i scv = _mm256_setr_m128i(_mm_set1_epi32(blk->scales[2 * G]), _mm_set1_epi32(blk->scales[2 * G + 1]));
+            const __m256i scv = _mm256_setr_m128i(_mm_set1_epi32(blk->scales[2 * G]),
+                                                  _mm_set1_epi32(blk->scales[2 * G + 1]));
             for (int j = 0; j < NX; ++j) {
               const int64_t a = 8 * B + G;
               const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * k + 32 * a));

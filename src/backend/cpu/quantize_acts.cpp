@@ -78,8 +78,7 @@ QuantActs quantize_acts(const float* x, int64_t n, int64_t k, Scratch& scratch, 
   const int64_t rows_per_task = 16;
   pool.run((n + rows_per_task - 1) / rows_per_task, [&](int64_t t, int) {
     const int64_t r1 = std::min(n, (t + 1) * rows_per_task);
-    for (int64_t r = t * rows_per_task; r < r1; ++r)
-      quantize_act_row(x + r * k, k, q + r * k, blk + r * (k / 32));
+    for (int64_t r = t * rows_per_task; r < r1; ++r) quantize_act_row(x + r * k, k, q + r * k, blk + r * (k / 32));
   });
   return QuantActs{q, blk, n, k};
 }

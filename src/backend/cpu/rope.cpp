@@ -42,7 +42,8 @@ void to_fp16(const float* x, uint16_t* h, size_t n) {
   size_t i = 0;
 #ifdef GRETA_AVX2
   for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
 #endif
   for (; i < n; ++i) h[i] = float_to_fp16(x[i]);
 }

@@ -59,10 +59,10 @@ __device__ float merge_partitions(const float* base, int valid, int d) {
 // token's partitions done; zero between launches (the last block resets it); out as the merge
 // kernel's.
 template <int HD, int kMaxG, int KEYS>
-__global__ void __launch_bounds__(kWarps * 32) decode_partition_kernel(
-    const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st, int n_heads,
-    int n_kv, float scale_log2, int part, int n_parts, float* __restrict__ scratch, int32_t* __restrict__ arrivals,
-    bf16* __restrict__ out) {
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_partition_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
+                            DevStep st, int n_heads, int n_kv, float scale_log2, int part, int n_parts,
+                            float* __restrict__ scratch, int32_t* __restrict__ arrivals, bf16* __restrict__ out) {
   constexpr int kLanesPerKey = HD / 8;
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   pdl_allow_dependents();

@@ -27,11 +27,11 @@ constexpr int kKeys = 32;                     // keys per shared-memory chunk
 int group_chunk(int G) { return std::min(G, kRows); }  // query heads per block
 
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc,
-                                                              const bf16* __restrict__ vc, DevStep st, int n_heads,
-                                                              int n_kv, float scale_log2, bf16* __restrict__ out) {
-  constexpr int kPad = HD + 8;     // bf16 per shared K/V row
-  constexpr int kDpl = HD / 32;    // output dims per lane
+__global__ void __launch_bounds__(kWarps * 32)
+    prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
+                   int n_heads, int n_kv, float scale_log2, bf16* __restrict__ out) {
+  constexpr int kPad = HD + 8;   // bf16 per shared K/V row
+  constexpr int kDpl = HD / 32;  // output dims per lane
   const int G = n_heads / n_kv;
   const int gc = min(G, kRows);
   const int n_gchunks = (G + gc - 1) / gc;
@@ -154,7 +154,8 @@ __global__ void __launch_bounds__(kWarps * 32) prefill_kernel(const bf16* __rest
 }
 
 template <int HD>
-void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, cudaStream_t s) {
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+            cudaStream_t s) {
   const int G = n_heads / kv.n_kv_heads;
   const int gc = group_chunk(G);
   const int tile_tokens = kRows / gc;

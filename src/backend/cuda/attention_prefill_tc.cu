@@ -37,13 +37,11 @@ __device__ __forceinline__ float quad_sum(float v) {
 
 // q, out [n_tokens, n_heads * HD]; grid (ceil(max new tokens / 64), n_heads, n_prefill).
 template <int HD>
-__global__ void __launch_bounds__(kWarpsTc * 32) prefill_tc_kernel(const bf16* __restrict__ q,
-                                                                    const bf16* __restrict__ kc,
-                                                                    const bf16* __restrict__ vc, DevStep st,
-                                                                    int n_heads, int n_kv, float scale_log2,
-                                                                    bf16* __restrict__ out) {
-  constexpr int kPadK = HD + 8;        // bf16 per K row: 16-byte rows, quads of a warp on distinct banks
-  constexpr int kPadV = kKeysTc + 2;   // bf16 per transposed V row (one dim): odd word stride
+__global__ void __launch_bounds__(kWarpsTc * 32)
+    prefill_tc_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
+                      int n_heads, int n_kv, float scale_log2, bf16* __restrict__ out) {
+  constexpr int kPadK = HD + 8;       // bf16 per K row: 16-byte rows, quads of a warp on distinct banks
+  constexpr int kPadV = kKeysTc + 2;  // bf16 per transposed V row (one dim): odd word stride
   __shared__ __align__(16) bf16 sk[kKeysTc][kPadK];
   __shared__ __align__(16) bf16 svt[HD][kPadV];
   const int seq = st.prefill_seqs[3 * blockIdx.z];

@@ -100,8 +100,14 @@ unsigned blocks_for(int64_t n, int per) { return unsigned((n + per - 1) / per); 
 
 bool convert_supported(DType t) {
   switch (t) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
-    case DType::Q4_1: case DType::Q4_K: case DType::Q6_K: return true;
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q4_K:
+    case DType::Q6_K: return true;
     default: return false;
   }
 }
@@ -110,17 +116,17 @@ void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_
   if (n <= 0) return;
   const auto* b = static_cast<const uint8_t*>(src);
   switch (t) {
-    case DType::F32: case DType::F16: case DType::BF16:
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16:
       plain_kernel<<<std::min<unsigned>(blocks_for(n, 256), 132 * 16), 256, 0, s>>>(t, src, dst, n);
       break;
-    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q4_K:
-      dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32);
-      break;
-    case DType::Q6_K:
-      dequant_q6k_kernel<<<blocks_for(n / 256 * 64, 128), 128, 0, s>>>(b, dst, n / 256 * 64);
-      break;
-    default:
-      throw Error("CUDA upload: cannot convert weights of type " + std::string(dtype_name(t)) + " to bf16");
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q4_K: dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32); break;
+    case DType::Q6_K: dequant_q6k_kernel<<<blocks_for(n / 256 * 64, 128), 128, 0, s>>>(b, dst, n / 256 * 64); break;
+    default: throw Error("CUDA upload: cannot convert weights of type " + std::string(dtype_name(t)) + " to bf16");
   }
   GRETA_CUDA_LAUNCH_CHECK();
 }

@@ -208,8 +208,8 @@ void CudaBackend::matmul(Tensor x, const Weight& w, const Weight* bias, Tensor o
     launch(&gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
            int(opt_.gemv_pipeline), stream_);
   } else {
-    launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in,
-           0, stream_);
+    launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in, 0,
+           stream_);
     if (b) launch(&add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
   }
 }

@@ -109,7 +109,8 @@ void CudaBackend::set_segments(GemvArgs& a, const NormedRows& in, std::initializ
       throw Error("cuda normed_matmul: weight " + shape_str(wt.n_out, wt.n_in) + " does not take x " +
                   shape_str(in.h.rows, in.h.cols));
     expect_act(t.out, in.h.rows, wt.n_out, "normed_matmul out");
-    const float* b = t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "normed_matmul bias").data) : nullptr;
+    const float* b = t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "normed_matmul bias").data)
+                            : nullptr;
     *segs[i++] = GemvSeg{static_cast<const bf16*>(wt.data), b, act(t.out), wt.n_out};
   }
 }
@@ -128,16 +129,15 @@ void CudaBackend::normed_matmul(const NormedRows& in, std::initializer_list<Matm
 void CudaBackend::normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
                                   const MatmulTarget& v, const RopeSpec& rope, KVStorage& kv, int layer) {
   const auto* ck = dynamic_cast<const CudaKV*>(&kv);
-  if (!gemv_takes(in, {q, k, v}) || !have_step_ || !ck || ck->desc.head_dim % 16 != 0 ||
-      step_.n_tokens != in.h.rows) {
+  if (!gemv_takes(in, {q, k, v}) || !have_step_ || !ck || ck->desc.head_dim % 16 != 0 || step_.n_tokens != in.h.rows) {
     Backend::normed_qkv_rope(in, q, k, v, rope, kv, layer);
     return;
   }
   const KVLayerDev& L = prepare_rope(q.out, k.out, v.out, rope, kv, layer);
   GemvArgs a = gemv_input(in);
   set_segments(a, in, {q, k, v});
-  a.rope = GemvRope{step_.positions, step_.slot, static_cast<const float*>(inv_freq_dev_.get()), L.k, L.v, L.head_dim,
-                    rope.neox ? 1 : 0};
+  a.rope = GemvRope{step_.positions, step_.slot,       static_cast<const float*>(inv_freq_dev_.get()), L.k, L.v,
+                    L.head_dim,      rope.neox ? 1 : 0};
   launch(&gemv_fused, a, in.eps, stream_);
 }
 
@@ -152,8 +152,8 @@ void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, cons
     return;
   }
   if (wg.n_in != k || wu.n_in != k || wu.n_out != wg.n_out)
-    throw Error("cuda normed_swiglu: gate " + shape_str(wg.n_out, wg.n_in) + " and up " +
-                shape_str(wu.n_out, wu.n_in) + " do not both take x " + shape_str(n, k) + " to the same width");
+    throw Error("cuda normed_swiglu: gate " + shape_str(wg.n_out, wg.n_in) + " and up " + shape_str(wu.n_out, wu.n_in) +
+                " do not both take x " + shape_str(n, k) + " to the same width");
   expect_act(out, n, wg.n_out, "normed_swiglu out");
   GemvArgs a = gemv_input(in);
   a.seg0 = GemvSeg{static_cast<const bf16*>(wg.data), nullptr, act(out), wg.n_out};

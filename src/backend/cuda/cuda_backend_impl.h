@@ -44,8 +44,8 @@ constexpr int kDecodeCtxBucket = 256;
 // Checks shared by the implementation files: each throws greta::Error naming the op.
 inline std::string shape_str(int64_t r, int64_t c) { return "[" + std::to_string(r) + ", " + std::to_string(c) + "]"; }
 void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what);  // bf16 [rows, cols]
-const CudaWeight& weight2d(const Weight& w, const char* op);                   // a 2-D bf16 matrix
-const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op);        // f32 [n]
+const CudaWeight& weight2d(const Weight& w, const char* op);                     // a 2-D bf16 matrix
+const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op);          // f32 [n]
 inline bf16* act(const Tensor& t) { return static_cast<bf16*>(t.data); }
 
 // The device, its name and size, and the backend's one stream.
@@ -89,8 +89,7 @@ class CudaBackend final : public Backend {
   void normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets) override;
   void normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k, const MatmulTarget& v,
                        const RopeSpec& rope, KVStorage& kv, int layer) override;
-  void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,
-                     Tensor out) override;
+  void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) override;
   void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
 
   // Sampling runs after the step's graph, launched directly and never recorded: its per-call
@@ -101,8 +100,8 @@ class CudaBackend final : public Backend {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
   }
   // dist: host [rows, vocab] for the final distributions (a test hook), or null.
-  void sample_rows(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
-                   float* probs_out, float* dist);
+  void sample_rows(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out, float* probs_out,
+                   float* dist);
 
   const StepGraphs::Stats& graph_stats() const { return rec_.stats(); }
 
@@ -127,7 +126,7 @@ class CudaBackend final : public Backend {
   const AttentionDecodePlan& attention_plan(int n_heads, const KVLayerDev& L);
 
   CudaOptions opt_;
-  DeviceContext dev_;                   // first: destroyed last, after everything using its stream
+  DeviceContext dev_;  // first: destroyed last, after everything using its stream
   cudaStream_t stream_ = dev_.stream;
   StepRecorder rec_;
   StepProfiler prof_;

@@ -37,7 +37,8 @@ void CudaBackend::sample_rows(Tensor logits, const std::vector<DeviceSampleParam
   cuda::sample_rows(static_cast<const bf16*>(logits.data), int(rows), vocab, dp, tok, prob, dev_dist, stream_);
   GRETA_CUDA_CHECK(cudaMemcpyAsync(tokens_out, tok, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
   GRETA_CUDA_CHECK(cudaMemcpyAsync(probs_out, prob, size_t(rows) * 4, cudaMemcpyDeviceToHost, stream_));
-  if (dist) GRETA_CUDA_CHECK(cudaMemcpyAsync(dist, dev_dist, size_t(rows * vocab) * 4, cudaMemcpyDeviceToHost, stream_));
+  if (dist)
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(dist, dev_dist, size_t(rows * vocab) * 4, cudaMemcpyDeviceToHost, stream_));
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 

@@ -15,7 +15,8 @@ namespace greta::cuda {
   throw Error(std::string("CUDA error at ") + file + ":" + std::to_string(line) + ": " + what);
 }
 inline void check(cudaError_t e, const char* expr, const char* file, int line) {
-  if (e != cudaSuccess) fail(std::string(expr) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")", file, line);
+  if (e != cudaSuccess)
+    fail(std::string(expr) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")", file, line);
 }
 inline void check(cublasStatus_t s, const char* expr, const char* file, int line) {
   if (s != CUBLAS_STATUS_SUCCESS) fail(std::string(expr) + ": cuBLAS status " + std::to_string(int(s)), file, line);

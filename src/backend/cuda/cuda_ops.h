@@ -46,20 +46,20 @@ struct GemvRope {
   const float* inv_freq = nullptr;     // [head_dim / 2]
   bf16* k_cache = nullptr;             // this layer's pools [n_blocks * block_size, n_kv * head_dim]
   bf16* v_cache = nullptr;
-  int32_t head_dim = 0;                // 0: no RoPE epilogue; else a multiple of 16
-  int32_t neox = 0;                    // pairs (i, i + hd/2) instead of (2i, 2i + 1)
+  int32_t head_dim = 0;  // 0: no RoPE epilogue; else a multiple of 16
+  int32_t neox = 0;      // pairs (i, i + hd/2) instead of (2i, 2i + 1)
 };
 struct GemvArgs {
   const bf16* x = nullptr;  // [n, k]
   int64_t k = 0;
-  GemvSeg seg0, seg1, seg2;  // up to 3 matrices sharing x (q, k, v), one launch
-  int64_t blk1 = 0, blk2 = 0;  // set by gemv_fused: first block of seg1 / seg2
-  int32_t n = 0;                  // tokens, 1..kGemvMaxTokens
-  int32_t accumulate = 0;         // 1: out += result (residual add)
-  int32_t swiglu = 0;             // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
-  int16_t split = 1;              // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
-  int16_t pipeline = 1;           // 1: weight stream software-pipelined, first loads before the PDL wait
-  GemvRope rope;                  // rope.head_dim > 0: the RoPE epilogue above
+  GemvSeg seg0, seg1, seg2;        // up to 3 matrices sharing x (q, k, v), one launch
+  int64_t blk1 = 0, blk2 = 0;      // set by gemv_fused: first block of seg1 / seg2
+  int32_t n = 0;                   // tokens, 1..kGemvMaxTokens
+  int32_t accumulate = 0;          // 1: out += result (residual add)
+  int32_t swiglu = 0;              // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
+  int16_t split = 1;               // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
+  int16_t pipeline = 1;            // 1: weight stream software-pipelined, first loads before the PDL wait
+  GemvRope rope;                   // rope.head_dim > 0: the RoPE epilogue above
   float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
   int32_t* split_count = nullptr;  // split > 1: [row tiles] arrivals, zero between launches
   // An RMSNorm split between two GEMVs (Backend::NormedRows, gemv_kernel.cuh kNormPre):
@@ -77,7 +77,7 @@ size_t gemv_split_counters(int64_t m);
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
 
 // ---- elementwise.cu ----
-void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s);      // out may alias
+void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s);  // out may alias
 void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s);
 void add_bias_rows(bf16* out, const float* bias, int64_t n, int64_t m, cudaStream_t s);  // out[i,j] += bias[j]
 void bf16_to_f32(const bf16* x, float* out, int64_t count, cudaStream_t s);
@@ -104,18 +104,18 @@ namespace greta::cuda {
 // sequences with few new tokens go to the split-K decode kernel (one work item per token),
 // the others to the tiled prefill kernel (one item per sequence).
 struct DevStep {
-  const int32_t* positions = nullptr;    // [n_tokens]
-  const int32_t* token_seq = nullptr;    // [n_tokens]
-  const int32_t* slot = nullptr;         // [n_tokens]
-  const int32_t* block_begin = nullptr;  // [n_seqs + 1]
-  const int32_t* block_ids = nullptr;    // [block_begin[n_seqs]]
-  const int32_t* seq_len = nullptr;      // [n_seqs]
+  const int32_t* positions = nullptr;      // [n_tokens]
+  const int32_t* token_seq = nullptr;      // [n_tokens]
+  const int32_t* slot = nullptr;           // [n_tokens]
+  const int32_t* block_begin = nullptr;    // [n_seqs + 1]
+  const int32_t* block_ids = nullptr;      // [block_begin[n_seqs]]
+  const int32_t* seq_len = nullptr;        // [n_seqs]
   const int32_t* decode_tokens = nullptr;  // [n_decode] token indices for the decode kernel
   const int32_t* prefill_seqs = nullptr;   // [n_prefill][3]: seq, first token, token count
   int n_tokens = 0, n_seqs = 0, block_size = 16;
   int n_decode = 0, max_decode_ctx = 0;       // longest context among decode tokens
   int n_prefill = 0, max_prefill_tokens = 0;  // most new tokens among prefill sequences
-  int unused_ = 0;  // fills the tail padding: step graphs compare launch arguments by bytes
+  int unused_ = 0;                            // fills the tail padding: step graphs compare launch arguments by bytes
 };
 
 // One layer of the paged cache: k, v [n_blocks, block_size, n_kv_heads, head_dim].
@@ -128,8 +128,8 @@ struct KVLayerDev {
 // ---- rope_kv.cu ----
 // q [n, n_heads*hd] and k [n, n_kv*hd] rotated in place at the step's positions; k and
 // v [n, n_kv*hd] written to the cache at the step's slots. inv_freq [hd/2] on the device.
-void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox,
-                   const DevStep& st, const KVLayerDev& kv, cudaStream_t s);
+void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, const DevStep& st,
+                   const KVLayerDev& kv, cudaStream_t s);
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 bool attention_head_dim_supported(int head_dim);
@@ -137,12 +137,12 @@ bool attention_head_dim_supported(int head_dim);
 // to every layer's launch (plan apart from run, as FlashInfer does). Plain int data: launches
 // are recorded and compared by their bytes.
 struct AttentionDecodePlan {
-  int32_t part = 0;        // context positions per partition
-  int32_t n_parts = 0;     // partitions of the longest decode context
-  int32_t max_g = 8;       // query heads per block (a power of two >= the GQA group, at most 8)
-  int32_t n_gchunks = 0;   // blocks per kv head: ceil(group / max_g)
-  int32_t keys = 4;        // keys per lane group per loop iteration: 2 or 4
-  int32_t last_merge = 0;  // 1: partitions merged by the last block of each (token, kv head); 0: a second kernel
+  int32_t part = 0;            // context positions per partition
+  int32_t n_parts = 0;         // partitions of the longest decode context
+  int32_t max_g = 8;           // query heads per block (a power of two >= the GQA group, at most 8)
+  int32_t n_gchunks = 0;       // blocks per kv head: ceil(group / max_g)
+  int32_t keys = 4;            // keys per lane group per loop iteration: 2 or 4
+  int32_t last_merge = 0;      // 1: partitions merged by the last block of each (token, kv head); 0: a second kernel
   int64_t scratch_floats = 0;  // partial results of every partition
   int64_t arrivals = 0;        // last_merge: int32 counters, zero before the first launch (kernels leave them zero)
 };
@@ -150,8 +150,9 @@ struct AttentionDecodePlan {
 AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_kv_heads, int head_dim, int n_sms,
                                           bool last_merge);
 // scratch [plan.scratch_floats]; arrivals [plan.arrivals] (null when !plan.last_merge).
-void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& plan,
-                      int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s);
+void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv,
+                      const AttentionDecodePlan& plan, int n_heads, float scale, float* scratch, int32_t* arrivals,
+                      cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,

@@ -35,7 +35,8 @@ class DeviceWorkspace {
   };
 
   // before_grow: runs whatever may still use the old buffer (the owner's recorded launches).
-  DeviceWorkspace(cudaStream_t s, std::function<void()> before_grow) : stream_(s), before_grow_(std::move(before_grow)) {}
+  DeviceWorkspace(cudaStream_t s, std::function<void()> before_grow)
+      : stream_(s), before_grow_(std::move(before_grow)) {}
 
   // Makes region r hold at least count T's. Growth moves every region: reserve all the regions
   // an op needs before taking their addresses.

@@ -66,7 +66,9 @@ void binary(const bf16* a, const bf16* b, bf16* out, int64_t n, cudaStream_t s, 
 
 }  // namespace
 
-void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s) { binary(a, b, out, count, s, AddOp{}); }
+void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s) {
+  binary(a, b, out, count, s, AddOp{});
+}
 void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s) {
   binary(gate, up, out, count, s, SiluMulOp{});
 }

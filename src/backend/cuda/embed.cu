@@ -37,8 +37,7 @@ void gather_rows(const bf16* table, const int32_t* idx, bf16* out, int64_t n, in
   if (vec)
     launch_pdl(gather_vec8, dim3(unsigned(n)), dim3(128), 0, s, reinterpret_cast<const uint4*>(table), idx,
                reinterpret_cast<uint4*>(out), cols / 8);
-  else
-    launch_pdl(gather_scalar, dim3(unsigned(n)), dim3(128), 0, s, table, idx, out, cols);
+  else launch_pdl(gather_scalar, dim3(unsigned(n)), dim3(128), 0, s, table, idx, out, cols);
 }
 
 }  // namespace greta::cuda

@@ -52,9 +52,7 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {  // read-once data: 
 }
 __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by every warp, keep in L1
   uint4 v;
-  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
 
@@ -67,7 +65,8 @@ __device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by ev
 // flight per lane), and the first iteration's weights -- which never depend on the previous
 // kernel -- are loaded into registers *before* the wait, so the DRAM latency of a kernel's
 // first loads overlaps the previous kernel's tail. (Prefetching to L2 instead lost: the
-// prefetched lines competed with the running grid and were partly evicted; docs/notes/gemv.md, "Getting bytes in flight earlier".)
+// prefetched lines competed with the running grid and were partly evicted; docs/notes/gemv.md, "Getting bytes in flight
+// earlier".)
 //
 // Fusions (GemvArgs, cuda_ops.h), each a compile-time switch so the plain kernel pays nothing:
 // - NORM = kNormPre: the GEMV computes rms_norm(x0) * norm_w @ W^T with the norm's work done by
@@ -113,7 +112,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int n = p.n;
-  const int64_t k = p.k;  // row length of w and x
+  const int64_t k = p.k;                                            // row length of w and x
   const int64_t bid = SPLIT > 1 ? blockIdx.x / SPLIT : blockIdx.x;  // row tile
   const int part = SPLIT > 1 ? int(blockIdx.x % SPLIT) : 0;
   // This block's part of k: [kb0, kb0 + kl), whole 32-wide chunks except at the very end.
@@ -334,8 +333,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
           sg *= r, su *= r;
         }
         const float gt = __bfloat162float(__float2bfloat16_rn(sg));
-        out[int64_t(tok) * m + row] =
-            __float2bfloat16_rn(gt / (1.f + __expf(-gt)) * __bfloat162float(__float2bfloat16_rn(su)));
+        out[int64_t(tok) * m + row] = __float2bfloat16_rn(gt / (1.f + __expf(-gt)) *
+                                                          __bfloat162float(__float2bfloat16_rn(su)));
       }
     }
   } else {
@@ -425,8 +424,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
 
 // Any shape, any alignment: one warp per (row, token). Used only off the fast path.
 __global__ void gemv_fallback_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                     const float* __restrict__ bias, bf16* __restrict__ out, int n,
-                                     int64_t m, int64_t k) {
+                                     const float* __restrict__ bias, bf16* __restrict__ out, int n, int64_t m,
+                                     int64_t k) {
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int tok = blockIdx.y, lane = threadIdx.x % 32;
   if (row >= m) return;
@@ -462,8 +461,8 @@ void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
     gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)),
-               dim3(WARPS * 32), 0, s, a, eps);
+    launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)), dim3(WARPS * 32),
+               0, s, a, eps);
   }
 }
 
@@ -481,7 +480,6 @@ void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
   if (a.pipeline && SPLIT == 1) launch_tiles_as<kLaunchPipe, NORM, EPI, SPLIT>(a, eps, s);
   else launch_tiles_as<kLaunchPdl, NORM, EPI, SPLIT>(a, eps, s);
 }
-
 
 void launch_fallback(const bf16* x, const bf16* w, const float* bias, bf16* out, int n, int64_t m, int64_t k,
                      cudaStream_t s) {

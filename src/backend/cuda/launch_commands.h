@@ -23,10 +23,8 @@ inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const floa
 inline void attention_cmd(const bf16* q, bf16* out, DevStep st, KVLayerDev L, AttentionDecodePlan plan, int n_heads,
                           float scale, float* scratch, int32_t* arrivals, int prefill_tc, cudaStream_t s) {
   attention_decode(q, out, st, L, plan, n_heads, scale, scratch, arrivals, s);
-  if (prefill_tc && attention_prefill_tc_supported(L.head_dim))
-    attention_prefill_tc(q, out, st, L, n_heads, scale, s);
-  else
-    attention_prefill(q, out, st, L, n_heads, scale, s);
+  if (prefill_tc && attention_prefill_tc_supported(L.head_dim)) attention_prefill_tc(q, out, st, L, n_heads, scale, s);
+  else attention_prefill(q, out, st, L, n_heads, scale, s);
 }
 
 }  // namespace greta::cuda

@@ -64,8 +64,8 @@ void LtGemm::run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* 
   if (n <= 0 || m <= 0) return;
   Plan& p = plan(n, m, k);
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  GRETA_CUDA_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo,
-                                  workspace_, workspace_bytes_, s));
+  GRETA_CUDA_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
+                                  workspace_bytes_, s));
 }
 
 }  // namespace greta::cuda

@@ -14,8 +14,8 @@ constexpr int kThreads = 256;
 
 // x, out [n, dim]; w [dim] (f32). vec8: dim % 8 == 0 and rows 16-byte aligned.
 template <bool kVec8>
-__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const float* __restrict__ w,
-                                                            float eps, bf16* out, int64_t dim) {
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_kernel(const bf16* x, const float* __restrict__ w, float eps, bf16* out, int64_t dim) {
   pdl_allow_dependents();
   pdl_wait();
   const bf16* xr = x + blockIdx.x * dim;
@@ -26,10 +26,16 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const
       const uint4 v = *reinterpret_cast<const uint4*>(xr + i);
       const bf16* p = reinterpret_cast<const bf16*>(&v);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) { const float f = __bfloat162float(p[j]); ss += f * f; }
+      for (int j = 0; j < 8; ++j) {
+        const float f = __bfloat162float(p[j]);
+        ss += f * f;
+      }
     }
   } else {
-    for (int64_t i = threadIdx.x; i < dim; i += kThreads) { const float f = __bfloat162float(xr[i]); ss += f * f; }
+    for (int64_t i = threadIdx.x; i < dim; i += kThreads) {
+      const float f = __bfloat162float(xr[i]);
+      ss += f * f;
+    }
   }
   __shared__ float part[kThreads / 32];
 #pragma unroll
@@ -61,9 +67,10 @@ __global__ void __launch_bounds__(kThreads) rms_norm_kernel(const bf16* x, const
 
 void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, int64_t dim, cudaStream_t s) {
   if (n <= 0) return;
-  const bool vec = dim % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
-  launch_pdl(vec ? rms_norm_kernel<true> : rms_norm_kernel<false>, dim3(unsigned(n)), dim3(kThreads), 0, s, x, w, eps, out,
-             dim);
+  const bool vec = dim % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 &&
+                   (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+  launch_pdl(vec ? rms_norm_kernel<true> : rms_norm_kernel<false>, dim3(unsigned(n)), dim3(kThreads), 0, s, x, w, eps,
+             out, dim);
 }
 
 }  // namespace greta::cuda

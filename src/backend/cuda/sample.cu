@@ -32,19 +32,19 @@ namespace greta::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
-constexpr int kKeyBits = 40;      // 16 value bits + 24 id bits
+constexpr int kKeyBits = 40;       // 16 value bits + 24 id bits
 constexpr float kFixed = 0x1p38f;  // fixed-point scale of weights in [0, 1]
 using u64 = unsigned long long;
 
 struct Smem {
-  u64 hw[256];        // radix pass: weight per bin
-  u64 key[256];       // radix pass: a key of the bin (exact when the bin holds one element)
-  unsigned hc[256];   // radix pass: element count per bin
-  u64 red[32];        // block reductions and scans: one value per warp
-  u64 above;          // radix pass: weight of the bins above the chosen one
-  int digit;          // radix pass: the chosen bin, -1 if none
-  int pick;           // draw: chosen token
-  u64 pick_w;         // draw: its weight
+  u64 hw[256];       // radix pass: weight per bin
+  u64 key[256];      // radix pass: a key of the bin (exact when the bin holds one element)
+  unsigned hc[256];  // radix pass: element count per bin
+  u64 red[32];       // block reductions and scans: one value per warp
+  u64 above;         // radix pass: weight of the bins above the chosen one
+  int digit;         // radix pass: the chosen bin, -1 if none
+  int pick;          // draw: chosen token
+  u64 pick_w;        // draw: its weight
 };
 
 // +inf -> largest finite bf16 so that logit - max stays finite; NaN -> -inf; -0 -> +0 so
@@ -211,10 +211,9 @@ __device__ u64 radix_select(int64_t n, u64 target, Elem elem, Smem& sm) {
   return prefix;
 }
 
-__global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict__ logits, int64_t vocab,
-                                                          const DeviceSampleParams* __restrict__ params,
-                                                          int32_t* __restrict__ tokens, float* __restrict__ probs,
-                                                          float* __restrict__ dist) {
+__global__ void __launch_bounds__(kThreads)
+    sample_kernel(const bf16* __restrict__ logits, int64_t vocab, const DeviceSampleParams* __restrict__ params,
+                  int32_t* __restrict__ tokens, float* __restrict__ probs, float* __restrict__ dist) {
   __shared__ Smem sm;
   const int row = blockIdx.x;
   const bf16* x = logits + int64_t(row) * vocab;  // [vocab]
@@ -248,12 +247,15 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict
   // top-k: keep keys >= tk (0 keeps every candidate).
   u64 tk = 0;
   if (P.top_k > 0 && u64(P.top_k) < n_cand) {
-    tk = radix_select<true>(vocab, u64(P.top_k), [&](int64_t i, u64& k, u64& w) {
-      const float f = logit(i);
-      k = order_key(f, i);
-      w = 1;
-      return f != -INFINITY;
-    }, sm);
+    tk = radix_select<true>(
+        vocab, u64(P.top_k),
+        [&](int64_t i, u64& k, u64& w) {
+          const float f = logit(i);
+          k = order_key(f, i);
+          w = 1;
+          return f != -INFINITY;
+        },
+        sm);
   }
   // Untempered weight of a top-k survivor (0 if not one): the host's top-p probabilities.
   // exp in double, as on the host: where the nucleus ends depends on sums of these, and float
@@ -333,7 +335,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const bf16* __restrict
 void sample_rows(const bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, int32_t* tokens,
                  float* probs, float* dist, cudaStream_t s) {
   if (rows <= 0) return;
-  if (vocab < 1 || vocab > kSampleMaxVocab) fail("sample_rows: vocab " + std::to_string(vocab) + " out of range", __FILE__, __LINE__);
+  if (vocab < 1 || vocab > kSampleMaxVocab)
+    fail("sample_rows: vocab " + std::to_string(vocab) + " out of range", __FILE__, __LINE__);
   sample_kernel<<<unsigned(rows), kThreads, 0, s>>>(logits, vocab, params, tokens, probs, dist);
   GRETA_CUDA_LAUNCH_CHECK();
 }

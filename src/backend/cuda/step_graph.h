@@ -33,8 +33,8 @@ namespace greta::cuda {
 
 // Argument types must compare by their bytes: no padding, no owning members.
 template <class T>
-inline constexpr bool kByteComparable =
-    std::is_trivially_copyable_v<T> && (std::has_unique_object_representations_v<T> || std::is_floating_point_v<T>);
+inline constexpr bool kByteComparable = std::is_trivially_copyable_v<T> &&
+                                        (std::has_unique_object_representations_v<T> || std::is_floating_point_v<T>);
 
 class StepCommands {
  public:
@@ -108,9 +108,9 @@ class StepGraphs {
   };
   cudaGraphExec_t capture(const StepCommands& c, cudaStream_t s);
 
-  std::list<Graph> graphs_;                    // most recently used first
-  std::unordered_map<uint64_t, int> seen_;     // hash -> sightings without a graph
-  bool capture_broken_ = false;                // a capture failed: run everything directly
+  std::list<Graph> graphs_;                 // most recently used first
+  std::unordered_map<uint64_t, int> seen_;  // hash -> sightings without a graph
+  bool capture_broken_ = false;             // a capture failed: run everything directly
   Stats stats_;
 };
 

@@ -18,8 +18,8 @@
 namespace greta::cuda {
 
 struct PackedStep {
-  std::array<size_t, 8> off{};  // offsets in the packed buffer, in the order above
-  DevStep shape;                // counts filled, pointers null (bind_step sets them)
+  std::array<size_t, 8> off{};            // offsets in the packed buffer, in the order above
+  DevStep shape;                          // counts filled, pointers null (bind_step sets them)
   int32_t max_slot = -1, max_block = -1;  // for the backend's bounds checks against the cache
 };
 

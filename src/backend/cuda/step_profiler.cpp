@@ -14,9 +14,10 @@ StepProfiler::StepProfiler(bool on, bool graphs) : on_(on), graphs_(graphs) {
 StepProfiler::~StepProfiler() {
   if (!on_) return;
   for (const auto& [tokens, p] : by_tokens_)
-    std::fprintf(stderr,
-                 "greta cuda step profile (%s): %d decode steps of %d tokens, host %.1f us, tail %.3f ms, step %.3f ms\n",
-                 graphs_ ? "graphs" : "no graphs", p.n, tokens, p.host_us / p.n, p.tail_ms / p.n, p.step_ms / p.n);
+    std::fprintf(
+        stderr,
+        "greta cuda step profile (%s): %d decode steps of %d tokens, host %.1f us, tail %.3f ms, step %.3f ms\n",
+        graphs_ ? "graphs" : "no graphs", p.n, tokens, p.host_us / p.n, p.tail_ms / p.n, p.step_ms / p.n);
   for (cudaEvent_t e : ev_) cudaEventDestroy(e);
 }
 
@@ -30,7 +31,8 @@ void StepProfiler::begin(bool decode_step, int tokens, cudaStream_t s) {
 
 void StepProfiler::before_run(cudaStream_t s) {
   if (!active_) return;
-  by_tokens_[tokens_].host_us += std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0_).count();
+  by_tokens_[tokens_].host_us +=
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0_).count();
   GRETA_CUDA_CHECK(cudaEventRecord(ev_[1], s));
 }
 
