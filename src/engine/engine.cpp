@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -24,6 +25,10 @@ void EngineConfig::validate() const {
   };
   need(kv_blocks >= 1, "kv_blocks must be >= 1, got " + std::to_string(kv_blocks));
   need(block_size >= 1, "block_size must be >= 1, got " + std::to_string(block_size));
+  // KV slots (block * block_size + offset) are 32-bit in the engine and the backends.
+  need(int64_t(kv_blocks) * block_size <= INT32_MAX,
+       "kv_blocks x block_size = " + std::to_string(int64_t(kv_blocks) * block_size) + " token slots, more than " +
+           std::to_string(INT32_MAX));
   need(max_step_tokens >= 1, "max_step_tokens must be >= 1, got " + std::to_string(max_step_tokens));
   // Every running sequence must be able to decode in every step.
   need(max_running >= 1 && max_running <= max_step_tokens,

@@ -444,3 +444,25 @@ TEST_F(EngineGenerate, DestructionCancelsEverything) {
 
 }  // namespace
 }  // namespace greta
+
+namespace greta {
+namespace {
+
+// KV slots are 32-bit: a pool whose blocks x block size would overflow them is refused with the
+// product named, never wrapped around.
+TEST(EngineConfigValidate, KvSlotsBeyond32BitsAreRefused) {
+  EngineConfig cfg;
+  cfg.kv_blocks = 1 << 24;
+  cfg.block_size = 256;
+  try {
+    cfg.validate();
+    ADD_FAILURE() << "an overflowing KV pool was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("4294967296"), std::string::npos) << e.what();
+  }
+  cfg.block_size = 16;
+  EXPECT_NO_THROW(cfg.validate());
+}
+
+}  // namespace
+}  // namespace greta
