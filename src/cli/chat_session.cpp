@@ -24,16 +24,6 @@ void ChatSession::add_turn(std::string user, std::string reply) {
   history_.push_back({"assistant", std::move(reply)});
 }
 
-std::string ChatSession::render(const std::vector<ChatMessage>& messages) const {
-  return tmpl_.render(messages, /*add_generation_prompt=*/true, bos_text_, eos_text_);
-}
-
-std::vector<int32_t> ChatSession::tokenize(const std::string& rendered) const {
-  // Most templates that want BOS write it themselves; adding another would double it.
-  const bool template_wrote_bos = !bos_text_.empty() && rendered.rfind(bos_text_, 0) == 0;
-  return tok_.encode(rendered, tok_.add_bos && !template_wrote_bos, /*parse_special=*/true);
-}
-
 std::vector<ChatMessage> ChatSession::messages_from(size_t first, const std::string& user) const {
   std::vector<ChatMessage> m;
   if (!system_.empty()) m.push_back({"system", system_});

@@ -44,10 +44,6 @@ class ChatSession {
   // Records a finished (or interrupted) turn.
   void add_turn(std::string user, std::string reply);
 
-  // Renders messages as prepare() does, without fitting (tests, --verbose).
-  std::string render(const std::vector<ChatMessage>& messages) const;
-  std::vector<int32_t> tokenize(const std::string& rendered) const;
-
   const std::vector<ChatMessage>& history() const { return history_; }
   const std::string& system() const { return system_; }
 
