@@ -9,7 +9,7 @@ alternate for --rounds rounds so both see the same machine load; the best round 
 
   python3 bench/cpu_vs_llamacpp.py [--greta build/greta] [--threads 2] [--rounds 3]
 
-Prints one JSON line: tokens/s of both, their ratio (issue 2 asks greta >= 0.7x llama.cpp).
+Prints one JSON line: tokens/s of both, their ratio.
 """
 import argparse
 import json
