@@ -108,7 +108,7 @@ int main() {
                           {"llama2-7b", 32, 32, 128, 4096, 1},
                           {"llama2-7b", 32, 32, 128, 4096, 8},
                           {"smollm2-135m", 9, 3, 64, 8192, 1},
-                          // serving-shaped: many sequences at moderate context (issue 4's load test)
+                          // serving-shaped: many sequences at moderate context (the serving load test's shape)
                           {"llama3-8b", 32, 8, 128, 512, 256},
                           {"llama2-7b", 32, 32, 128, 256, 32},
                           {"llama2-7b", 32, 32, 128, 32, 1},
