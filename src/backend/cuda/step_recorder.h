@@ -26,7 +26,6 @@ class StepRecorder {
     flush();
     recording_ = graphs_on_ && record;
   }
-  bool recording() const { return recording_; }
 
   // Runs fn(args...) now, or records it while the step is recorded.
   template <class... P, class... A>
@@ -58,7 +57,6 @@ class StepRecorder {
     cmds_.clear();
   }
 
-  bool graphs_on() const { return graphs_on_; }
   const StepGraphs::Stats& stats() const { return graphs_.stats(); }
 
  private:
