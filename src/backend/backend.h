@@ -47,6 +47,7 @@ class Weight {
   DType dtype = DType::F32;  // format as stored on the backend
   int64_t n_out = 0;         // rows
   int64_t n_in = 0;          // cols
+  size_t bytes = 0;          // memory it takes on the backend (device memory on a GPU)
 };
 
 // Paged KV cache storage: per layer, K and V pools of

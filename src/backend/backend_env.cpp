@@ -46,6 +46,11 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.attn_last_merge = parse_bool("GRETA_CUDA_ATTN_LAST_MERGE", v);
      }},
+    {"GRETA_CUDA_PACKED_WEIGHTS", "0|1",
+     "CUDA: GGUF quantized weights stay in their format on the device (default 1; 0: converted to bf16)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.packed_weights = parse_bool("GRETA_CUDA_PACKED_WEIGHTS", v);
+     }},
     {"GRETA_CUDA_STEP_PROFILE", "0|1", "CUDA: per-step device timing of decode steps, printed at exit (default 0)",
      [](BackendOptions& o, const std::string& v) { o.cuda.step_profile = parse_bool("GRETA_CUDA_STEP_PROFILE", v); }},
 };

@@ -161,9 +161,10 @@ int run(const RunOptions& o) {
   const int decode_steps = std::max(0, generated - 1);
   std::fprintf(
       stderr,
-      "greta: %s on %s | load %.2f s | prompt %zu tokens, %.1f tokens/s | generation %d tokens, %.1f tokens/s\n",
-      cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, ids.size(), ids.size() / std::max(t_prompt, 1e-9),
-      generated, decode_steps / std::max(t_gen, 1e-9));
+      "greta: %s on %s | load %.2f s, weights %.2f GB | prompt %zu tokens, %.1f tokens/s | generation %d tokens, "
+      "%.1f tokens/s\n",
+      cfg.name.c_str(), L.backend->name().c_str(), L.load_seconds, double(L.model->weight_bytes_on_backend()) / 1e9,
+      ids.size(), ids.size() / std::max(t_prompt, 1e-9), generated, decode_steps / std::max(t_gen, 1e-9));
   if (g_interrupted) std::fprintf(stderr, "greta: interrupted after %d of %d tokens\n", generated, n_gen);
   else if (!stopped && n_gen < n_wanted)
     std::fprintf(stderr,

@@ -176,7 +176,10 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n) {
     case DType::Q4_1: quantize_row_q4_1(x, static_cast<BlockQ4_1*>(dst), n); return;
     case DType::Q4_K: quantize_row_q4_k(x, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_k(x, static_cast<BlockQ6_K*>(dst), n); return;
-    case DType::I32: break;
+    case DType::I32:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q5_K: break;
   }
   throw Error("quantize_row: unsupported dtype " + std::string(dtype_name(t)));
 }
@@ -266,7 +269,10 @@ void dequantize_row(DType t, const void* src, float* y, int64_t n) {
       }
       return;
     }
-    case DType::I32: break;
+    case DType::I32:
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q5_K: break;
   }
   throw Error("dequantize_row: unsupported dtype " + std::string(dtype_name(t)));
 }

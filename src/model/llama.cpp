@@ -73,6 +73,16 @@ size_t LlamaModel::weight_bytes_per_token() const {
   return total;
 }
 
+size_t LlamaModel::weight_bytes_on_backend() const {
+  auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t { return w ? w->bytes : 0; };
+  size_t total = bytes(tok_embd_) + bytes(out_norm_) + bytes(output_);
+  for (const LayerWeights& L : layers_)
+    for (const auto* w :
+         {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
+      total += bytes(*w);
+  return total;
+}
+
 void LlamaModel::ensure_scratch(int n_tokens, int n_logits) {
   Scratch& s = *s_;
   if (n_tokens > s.cap_tokens) {

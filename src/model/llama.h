@@ -39,6 +39,8 @@ class LlamaModel {
   // Bytes of weights one decode step reads (every layer weight, the final norm and output
   // projection; one embedding row is negligible), in the backend's stored formats.
   size_t weight_bytes_per_token() const;
+  // Memory every weight takes on the backend (device memory on a GPU), the embedding included.
+  size_t weight_bytes_on_backend() const;
 
   // Where a step's result goes: the logits themselves, copied to host memory, or one token per
   // logit row drawn on the device (Backend::sample), so only ids and probabilities come back.

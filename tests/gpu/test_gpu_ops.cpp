@@ -55,7 +55,8 @@ TEST_F(GpuOps, MatmulQuantizedWeights) {
   // The CPU multiplies quantized blocks by int8-quantized activations; the GPU dequantizes to
   // bf16. Both approximate x @ w^T of the *stored* weights, so the bound is looser.
   std::mt19937 rng(3);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K})
+  for (DType t :
+       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     for (int64_t n : {1, 37}) check_matmul(*gpu, *cpu, n, 577, 512, t, false, 3e-2, rng);
 }
 
@@ -63,8 +64,8 @@ TEST_F(GpuOps, UploadDecodesEveryFormatLikeTheCpu) {
   // embed() of every row reads the uploaded weight back: it must equal dequantize_row's
   // values rounded to bf16.
   std::mt19937 rng(4);
-  for (DType t :
-       {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                  DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const int64_t rows = 37, cols = 512;
     HostWeight w(t, {rows, cols}, random_values(size_t(rows * cols), 2.f, rng));
     auto wg = gpu->upload(w.t);
@@ -81,8 +82,10 @@ TEST_F(GpuOps, UploadDecodesEveryFormatLikeTheCpu) {
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c)
         want[size_t(r * cols + c)] = bf16_to_float(float_to_bf16(dec[size_t(ids[size_t(r)] * cols + c)]));
-    // Same float formula, same rounding: equal up to an occasional 1-ulp bf16 difference.
-    report("upload+embed " + std::string(dtype_name(t)), rel_err(got, want), 2e-3);
+    // Plain types: the same float formula and rounding, equal up to an occasional 1-ulp bf16
+    // difference. Quantized types stay packed and are dequantized with bf16 math (the scale is
+    // rounded to bf16 before the product is): two roundings of at most 2^-9 each.
+    report("upload+embed " + std::string(dtype_name(t)), rel_err(got, want), is_quantized(t) ? 4e-3 : 2e-3);
     gpu->free(out);
   }
 }

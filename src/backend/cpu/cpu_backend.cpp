@@ -90,6 +90,7 @@ class CpuBackend final : public Backend {
                   std::to_string(rb * size_t(w->n_out)) + " for " + shape_str(w->n_out, w->n_in) + " " +
                   std::string(dtype_name(h.dtype)));
     w->view = cpu::WeightView{h.dtype, h.data, w->n_out, w->n_in, rb};
+    w->bytes = rb * size_t(w->n_out);  // read in place from the mapping
     return w;
   }
 

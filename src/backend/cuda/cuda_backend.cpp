@@ -4,6 +4,7 @@
 
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/quant_planes.h"
 #include "backend/cuda/step_plan.h"
 
 namespace greta::cuda {
@@ -89,14 +90,24 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     dequantize_row(w.dtype, w.data, f.data(), cols);
     out->dtype = DType::F32;
     out->n_out = 1;
+    out->bytes = f.size() * 4;
     GRETA_CUDA_CHECK(cudaMalloc(&out->data, f.size() * 4));
     GRETA_CUDA_CHECK(cudaMemcpy(out->data, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+    return out;
+  }
+  if (opt_.packed_weights && packed_on_device(w.dtype)) {
+    out->dtype = w.dtype;
+    out->bytes = quant_planes(w.dtype, rows, cols).total;
+    GRETA_CUDA_CHECK(cudaMalloc(&out->data, out->bytes));
+    upload_.repack(w.dtype, w.data, rb, rows, cols, out->data, stream_);
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
     return out;
   }
   if (!convert_supported(w.dtype))
     throw Error("cuda upload: tensor '" + w.name + "' has unsupported type " + std::string(dtype_name(w.dtype)));
   out->dtype = DType::BF16;
-  GRETA_CUDA_CHECK(cudaMalloc(&out->data, size_t(rows * cols) * sizeof(bf16)));
+  out->bytes = size_t(rows * cols) * sizeof(bf16);
+  GRETA_CUDA_CHECK(cudaMalloc(&out->data, out->bytes));
   upload_.convert(w.dtype, w.data, rb, rows, cols, static_cast<bf16*>(out->data), stream_);
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
   return out;
@@ -166,9 +177,30 @@ void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what) {
 
 const CudaWeight& weight2d(const Weight& w, const char* op) {
   const auto* cw = dynamic_cast<const CudaWeight*>(&w);
-  if (!cw || cw->dtype != DType::BF16)
-    throw Error(std::string("cuda ") + op + ": weight was not uploaded to this backend as a 2-D bf16 matrix");
+  if (!cw || (cw->dtype != DType::BF16 && !packed_on_device(cw->dtype)))
+    throw Error(std::string("cuda ") + op + ": weight was not uploaded to this backend as a 2-D matrix");
   return *cw;
+}
+
+bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) {
+  if (w.dtype == DType::BF16) return gemv_fast_path(x, w.data, n, k);
+  return n >= 1 && n <= kGemvMaxTokens && k == w.n_in && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+}
+
+void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate) {
+  if (w.dtype == DType::BF16) {
+    launch(&lt_gemm_cmd, gemm_.get(), x, static_cast<const bf16*>(w.data), out, n, w.n_out, w.n_in, int(accumulate),
+           stream_);
+    return;
+  }
+  // Rows of the packed weight are dequantized a slice at a time into the workspace: a slice
+  // of at most kDequantValues values keeps the scratch small next to the model, and at 16+
+  // rows a slice the GEMMs still fill the device.
+  constexpr int64_t kDequantValues = int64_t(32) << 20;
+  const int64_t per = std::min(w.n_out, std::max<int64_t>(16, kDequantValues / w.n_in / 16 * 16));
+  ws_.reserve<bf16>(DeviceWorkspace::kDequant, size_t(per * w.n_in));
+  launch(&packed_gemm_cmd, gemm_.get(), x, w.dtype, static_cast<const void*>(w.data),
+         ws_.at<bf16>(DeviceWorkspace::kDequant), per, out, n, w.n_out, w.n_in, int(accumulate), stream_);
 }
 
 const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op) {
@@ -189,6 +221,11 @@ void CudaBackend::embed(const Weight& table, const int32_t* tokens, int n, Tenso
       throw Error("embed: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                   " is outside the vocabulary [0, " + std::to_string(t.n_out) + ")");
   const auto* idx = static_cast<const int32_t*>(rec_.stage(tokens_stage_, tokens, size_t(n) * 4));
+  if (t.dtype != DType::BF16) {  // a packed table: its rows dequantized
+    launch(&dequant_rows, t.dtype, static_cast<const void*>(t.data), t.n_out, t.n_in, idx, int64_t(0), int64_t(n),
+           act(out), stream_);
+    return;
+  }
   launch(&cuda::gather_rows, static_cast<const bf16*>(t.data), idx, act(out), int64_t(n), t.n_in, stream_);
 }
 
@@ -204,12 +241,19 @@ void CudaBackend::matmul(Tensor x, const Weight& w, const Weight* bias, Tensor o
   expect_act(x, x.rows, wt.n_in, "matmul x");
   expect_act(out, x.rows, wt.n_out, "matmul out");
   const float* b = bias ? static_cast<const float*>(weight1d(*bias, wt.n_out, "matmul bias").data) : nullptr;
-  if (x.rows <= opt_.gemv_max_tokens) {
+  if (x.rows <= opt_.gemv_max_tokens && wt.dtype == DType::BF16) {
     launch(&gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
            int(opt_.gemv_pipeline), stream_);
+  } else if (x.rows <= opt_.gemv_max_tokens && gemv_takes_weight(wt, x.data, int(x.rows), x.cols)) {
+    GemvArgs g{};
+    g.x = act(x);
+    g.k = wt.n_in;
+    g.n = int32_t(x.rows);
+    g.seg0 = GemvSeg{static_cast<const bf16*>(wt.data), b, act(out), wt.n_out};
+    g.wfmt = int32_t(wt.dtype);
+    launch(&gemv_fused, g, 0.f, stream_);
   } else {
-    launch(&lt_gemm_cmd, gemm_.get(), act(x), static_cast<const bf16*>(wt.data), act(out), x.rows, wt.n_out, wt.n_in, 0,
-           stream_);
+    weight_gemm(act(x), wt, act(out), x.rows, false);
     if (b) launch(&add_bias_rows, act(out), b, x.rows, wt.n_out, stream_);
   }
 }

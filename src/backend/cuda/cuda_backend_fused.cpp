@@ -5,7 +5,11 @@
 //   o, down + residual add      one GEMV launch each, whose epilogue also writes the next
 //                               RMSNorm's input x * w and its sums of squares (matmul_add_norm)
 // so no norm kernel runs between layers: the consuming GEMV scales by 1/rms from those sums.
-// Shapes the GEMV does not take fall back to the plain ops (Backend's defaults).
+// Shapes the GEMV does not take fall back to the plain ops (Backend's defaults), and so do
+// fused launches whose matrices differ in storage (a Q4_K_M file's q and k in Q4_K with v in
+// Q6_K): one launch reads one weight format.
+// Packed weights (quant_planes.h) run the same kernel with the format's dequantization in its
+// weight loads, 8 tokens a launch (gemv_quant.cu).
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -17,7 +21,7 @@ namespace greta::cuda {
 bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvArgs& g) {
   expect_act(a, a.rows, wt.n_in, "matmul_add a");
   expect_act(x, a.rows, wt.n_out, "matmul_add x");
-  if (a.data == x.data || a.rows > opt_.gemv_max_tokens || !gemv_fast_path(a.data, wt.data, int(a.rows), wt.n_in))
+  if (a.data == x.data || a.rows > opt_.gemv_max_tokens || !gemv_takes_weight(wt, a.data, int(a.rows), wt.n_in))
     return false;
   g = GemvArgs{};
   g.x = act(a);
@@ -26,10 +30,11 @@ bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvAr
   g.seg0 = GemvSeg{static_cast<const bf16*>(wt.data), nullptr, act(x), wt.n_out};
   g.accumulate = 1;
   g.pipeline = int16_t(opt_.gemv_pipeline);
+  g.wfmt = int32_t(wt.dtype);
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
   // a long k over 2 blocks per tile helps the down projections but not a short k
   // (docs/notes/gemv.md, split-K).
-  if (opt_.split_k && (wt.n_out + 15) / 16 <= 2 * dev_.n_sms && wt.n_in >= 8192) {
+  if (opt_.split_k && wt.dtype == DType::BF16 && (wt.n_out + 15) / 16 <= 2 * dev_.n_sms && wt.n_in >= 8192) {
     ws_.reserve<float>(DeviceWorkspace::kSplitPartials, gemv_split_scratch_floats(wt.n_out, int(a.rows)));
     ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, gemv_split_counters(wt.n_out));
     g.split = 2;
@@ -46,8 +51,7 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
     launch(&gemv_fused, g, 0.f, stream_);
   } else if (a.rows > opt_.gemv_max_tokens && a.data != x.data) {
     // Many tokens (prefill, large decode batches): cuBLASLt adds into x in its epilogue.
-    launch(&lt_gemm_cmd, gemm_.get(), act(a), static_cast<const bf16*>(wt.data), act(x), a.rows, wt.n_out, wt.n_in, 1,
-           stream_);
+    weight_gemm(act(a), wt, act(x), a.rows, true);
   } else {
     Backend::matmul_add(a, w, tmp, x);
   }
@@ -82,9 +86,12 @@ Backend::NormedRows CudaBackend::matmul_add_norm(Tensor a, const Weight& w, Tens
 // outputs distinct from the inputs).
 bool CudaBackend::gemv_takes(const NormedRows& in, std::initializer_list<MatmulTarget> targets) const {
   bool ok = in.h.rows <= opt_.gemv_max_tokens && targets.size() <= 3;
-  for (const MatmulTarget& t : targets)
-    ok = ok && gemv_fast_path(in.h.data, weight2d(*t.w, "normed_matmul").data, int(in.h.rows), in.h.cols) &&
+  const DType fmt = weight2d(*targets.begin()->w, "normed_matmul").dtype;
+  for (const MatmulTarget& t : targets) {
+    const CudaWeight& w = weight2d(*t.w, "normed_matmul");
+    ok = ok && w.dtype == fmt && gemv_takes_weight(w, in.h.data, int(in.h.rows), in.h.cols) &&
          t.out.data != in.x.data && t.out.data != in.h.data;
+  }
   return ok;
 }
 
@@ -112,6 +119,7 @@ void CudaBackend::set_segments(GemvArgs& a, const NormedRows& in, std::initializ
     const float* b = t.bias ? static_cast<const float*>(weight1d(*t.bias, wt.n_out, "normed_matmul bias").data)
                             : nullptr;
     *segs[i++] = GemvSeg{static_cast<const bf16*>(wt.data), b, act(t.out), wt.n_out};
+    a.wfmt = int32_t(wt.dtype);  // the same for every target (gemv_takes)
   }
 }
 
@@ -146,8 +154,8 @@ void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, cons
   const int64_t n = in.h.rows, k = in.h.cols;
   const auto& wg = weight2d(w_gate, "normed_swiglu gate");
   const auto& wu = weight2d(w_up, "normed_swiglu up");
-  if (n > opt_.gemv_max_tokens || !gemv_fast_path(in.h.data, wg.data, int(n), k) ||
-      !gemv_fast_path(in.h.data, wu.data, int(n), k) || out.data == in.x.data || out.data == in.h.data) {
+  if (n > opt_.gemv_max_tokens || wg.dtype != wu.dtype || !gemv_takes_weight(wg, in.h.data, int(n), k) ||
+      !gemv_takes_weight(wu, in.h.data, int(n), k) || out.data == in.x.data || out.data == in.h.data) {
     Backend::normed_swiglu(in, w_gate, w_up, gate, out);
     return;
   }
@@ -159,6 +167,7 @@ void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, cons
   a.seg0 = GemvSeg{static_cast<const bf16*>(wg.data), nullptr, act(out), wg.n_out};
   a.seg1 = GemvSeg{static_cast<const bf16*>(wu.data), nullptr, nullptr, wu.n_out};
   a.swiglu = 1;
+  a.wfmt = int32_t(wg.dtype);
   launch(&gemv_fused, a, in.eps, stream_);
 }
 

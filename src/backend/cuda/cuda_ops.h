@@ -68,6 +68,11 @@ struct GemvArgs {
   const float* next_norm_w = nullptr;  // producer (accumulate): the next norm's weight [m]
   bf16* next_h = nullptr;              // producer: [n, m] out * next_norm_w, or null
   float* next_ss = nullptr;            // producer: [m / 16][kGemvMaxTokens] per-tile sums of out^2
+  // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h),
+  // whose GEMV runs one token tile (8 tokens) a launch, so more tokens take several launches, and
+  // no split-K.
+  int32_t wfmt = int32_t(DType::BF16);
+  int32_t unused_ = 0;  // keeps the struct free of tail padding
 };
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
 size_t gemv_split_scratch_floats(int64_t m, int n);
@@ -75,6 +80,15 @@ size_t gemv_split_counters(int64_t m);
 // eps: the RMSNorm epsilon when a.norm_ss is set (a float is kept out of GemvArgs so the struct
 // has a unique byte representation).
 void gemv_fused(GemvArgs a, float eps, cudaStream_t s);
+
+// ---- quant_repack.cu: GGUF formats kept packed on the device (quant_planes.h) ----
+// rows x src_row_bytes of GGUF blocks (on the device) -> rows [row0, row0 + rows) of the planes of an
+// [m, k] weight at dst (quant_planes(t, m, k).total bytes).
+void repack_quant(DType t, const void* src, size_t src_row_bytes, int64_t rows, int64_t row0, int64_t m, int64_t k,
+                  void* dst, cudaStream_t s);
+// out [n_rows, k] bf16 = rows of the packed [m, k] weight w: ids[i] (device [n_rows]), or row0 + i when ids is null.
+void dequant_rows(DType t, const void* w, int64_t m, int64_t k, const int32_t* ids, int64_t row0, int64_t n_rows,
+                  bf16* out, cudaStream_t s);
 
 // ---- elementwise.cu ----
 void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s);  // out may alias

@@ -31,6 +31,7 @@ class DeviceWorkspace {
     kNormSums,       // float: the split RMSNorm's per-tile sums of squares
     kSampleOut,      // int32 tokens then float probabilities of a sampled step
     kSampleDist,     // float: the sampled distributions (a test hook)
+    kDequant,        // bf16: rows of a packed weight dequantized for a cuBLASLt GEMM
     kRegionCount
   };
 

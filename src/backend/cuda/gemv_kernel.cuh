@@ -30,6 +30,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemv_weights.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
@@ -38,23 +39,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kRowsPerBlock = 16;
-
-// Both loads and the mma are `asm volatile` on purpose: volatile asm keeps its program order,
-// which pins all UNROLL x 3 loads of an iteration ahead of the first mma. Without it ptxas
-// interleaves loads with the (serially dependent) mmas and only ~4 loads are in flight when
-// the first mma stalls on its operands (seen in the SASS of the first version).
-__device__ __forceinline__ uint4 ld_stream(const void* p) {  // read-once data: skip L1
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint4 ld_cached(const void* p) {  // x: re-read by every warp, keep in L1
-  uint4 v;
-  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
 
 // x [n, k], w [m, k], bias [m] or null, out [n, m]; n <= 8 * NT (NT below), k % 8 == 0, rows 16-byte aligned.
 // LAUNCH (kLaunch* below): kLaunchPdl and kLaunchPipe are launched with programmatic dependent
@@ -103,20 +87,23 @@ enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 // SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
 // row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
 // the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
+// WF (gemv_weights.cuh): how a lane reads its weights; with WF::kSub > 1 a chunk is 32 * kSub
+// values wide and each lane's granule feeds kSub mma pairs.
 template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
-          int SPLIT = 1>
+          int SPLIT = 1, class WF = WeightBf16>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
   static_assert(SPLIT == 1 || (NORM == kNormNone && (EPI == kEpiStore || EPI == kEpiAdd)),
                 "split-K: plain and add epilogues");
   constexpr int kSets = NT == 1 ? 2 : 1;
+  constexpr int kSub = WF::kSub, kChunk = 32 * kSub;  // values a lane, a chunk (4 lanes) takes
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int n = p.n;
   const int64_t k = p.k;                                            // row length of w and x
   const int64_t bid = SPLIT > 1 ? blockIdx.x / SPLIT : blockIdx.x;  // row tile
   const int part = SPLIT > 1 ? int(blockIdx.x % SPLIT) : 0;
-  // This block's part of k: [kb0, kb0 + kl), whole 32-wide chunks except at the very end.
-  const int64_t per = ((k + 31) / 32 + SPLIT - 1) / SPLIT * 32;
+  // This block's part of k: [kb0, kb0 + kl), whole chunks except at the very end.
+  const int64_t per = ((k + kChunk - 1) / kChunk + SPLIT - 1) / SPLIT * kChunk;
   const int64_t kb0 = SPLIT > 1 ? min(k, part * per) : 0;
   const int64_t kl = SPLIT > 1 ? min(k, kb0 + per) - kb0 : k;
   const bool s1 = bid >= p.blk1, s2 = bid >= p.blk2;
@@ -140,13 +127,13 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     ra = head * hd + (p.rope.neox ? pair0 + g : 2 * (pair0 + g));
     rb = ra + (p.rope.neox ? hd / 2 : 1);
   }
-  const bf16* wa = w + ra * k + kb0 + 8 * t;
-  const bf16* wb = (EPI == kEpiDual ? p.seg1.w : w) + rb * k + kb0 + 8 * t;
+  const typename WF::Lane wa = WF::lane(w, ra, m, k, kb0, t);
+  const typename WF::Lane wb = WF::lane(EPI == kEpiDual ? p.seg1.w : w, rb, m, k, kb0, t);
   // Lanes whose token 8i + g >= n load a real row anyway: B column g only feeds output column
   // g of tile i, which is dropped at the store, so the main loop needs no masks.
   const bf16* xr[NT];
 #pragma unroll
-  for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + kb0 + 8 * t;
+  for (int i = 0; i < NT; ++i) xr[i] = p.x + int64_t(min(8 * i + g, n - 1)) * k + kb0 + 8 * kSub * t;
   // EPI_ROPE: the cos/sin of the one epilogue pair this thread will rotate (thread e handles
   // item e < 64 * NT), computed before waiting for the previous kernel: positions and
   // frequencies are uploaded before the step starts, so the sincos (in double, of the fp32
@@ -164,17 +151,16 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       rope_s = float(sd);
     }
   }
-  const int64_t full = kl / 32;  // whole 32-wide chunks
+  const int64_t full = kl / kChunk;  // whole chunks
   int64_t c0 = warp;
   if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.launch_dependents;");
-  uint4 pa[UNROLL], pb[UNROLL];  // kLaunchPipe: this lane's weights for the iteration about to run
+  typename WF::Raw pa[UNROLL], pb[UNROLL];  // kLaunchPipe: this lane's weights for the iteration about to run
   if constexpr (LAUNCH == kLaunchPipe) {
     if (c0 + int64_t(UNROLL - 1) * WARPS < full) {
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
-        const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
-        pa[u] = ld_stream(wa + off);
-        pb[u] = ld_stream(wb + off);
+        pa[u] = WF::load(wa, c0 + int64_t(u) * WARPS);
+        pb[u] = WF::load(wb, c0 + int64_t(u) * WARPS);
       }
     }
   }
@@ -199,28 +185,37 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
       const int64_t cn = c0 + int64_t(WARPS) * UNROLL;
       const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
-      uint4 na[UNROLL], nb[UNROLL], vx[UNROLL][NT];
+      typename WF::Raw na[UNROLL], nb[UNROLL];
+      uint4 vx[UNROLL][NT][kSub];
       if (more) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-          const int64_t off = 32 * (cn + int64_t(u) * WARPS);
-          na[u] = ld_stream(wa + off);
-          nb[u] = ld_stream(wb + off);
+          na[u] = WF::load(wa, cn + int64_t(u) * WARPS);
+          nb[u] = WF::load(wb, cn + int64_t(u) * WARPS);
         }
       }
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
-        const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
+        const int64_t off = kChunk * (c0 + int64_t(u) * WARPS);
 #pragma unroll
-        for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
+        for (int i = 0; i < NT; ++i) {
+#pragma unroll
+          for (int q = 0; q < kSub; ++q) vx[u][i][q] = ld_cached(xr[i] + off + 8 * q);
+        }
       }
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
+        uint4 da[kSub], db[kSub];
+        WF::dequant(wa, pa[u], c0 + int64_t(u) * WARPS, da);
+        WF::dequant(wb, pb[u], c0 + int64_t(u) * WARPS, db);
 #pragma unroll
-        for (int i = 0; i < NT; ++i) {
-          float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
-          mma_bf16(c, pa[u].x, pb[u].x, pa[u].y, pb[u].y, vx[u][i].x, vx[u][i].y);
-          mma_bf16(c, pa[u].z, pb[u].z, pa[u].w, pb[u].w, vx[u][i].z, vx[u][i].w);
+        for (int q = 0; q < kSub; ++q) {
+#pragma unroll
+          for (int i = 0; i < NT; ++i) {
+            float(&c)[4] = acc[i][kSets == 2 ? (u * kSub + q) % 2 : 0];
+            mma_bf16(c, da[q].x, db[q].x, da[q].y, db[q].y, vx[u][i][q].x, vx[u][i][q].y);
+            mma_bf16(c, da[q].z, db[q].z, da[q].w, db[q].w, vx[u][i][q].z, vx[u][i][q].w);
+          }
         }
       }
       if (more) {
@@ -231,39 +226,56 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   }
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
   for (; LAUNCH != kLaunchPipe && c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
-    uint4 va[UNROLL], vb[UNROLL], vx[UNROLL][NT];
+    typename WF::Raw va[UNROLL], vb[UNROLL];
+    uint4 vx[UNROLL][NT][kSub];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
-      const int64_t off = 32 * (c0 + int64_t(u) * WARPS);
-      va[u] = ld_stream(wa + off);
-      vb[u] = ld_stream(wb + off);
+      const int64_t off = kChunk * (c0 + int64_t(u) * WARPS);
+      va[u] = WF::load(wa, c0 + int64_t(u) * WARPS);
+      vb[u] = WF::load(wb, c0 + int64_t(u) * WARPS);
 #pragma unroll
-      for (int i = 0; i < NT; ++i) vx[u][i] = ld_cached(xr[i] + off);
+      for (int i = 0; i < NT; ++i) {
+#pragma unroll
+        for (int q = 0; q < kSub; ++q) vx[u][i][q] = ld_cached(xr[i] + off + 8 * q);
+      }
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
+      uint4 da[kSub], db[kSub];
+      WF::dequant(wa, va[u], c0 + int64_t(u) * WARPS, da);
+      WF::dequant(wb, vb[u], c0 + int64_t(u) * WARPS, db);
 #pragma unroll
-      for (int i = 0; i < NT; ++i) {
-        float(&c)[4] = acc[i][kSets == 2 ? u % 2 : 0];
-        mma_bf16(c, va[u].x, vb[u].x, va[u].y, vb[u].y, vx[u][i].x, vx[u][i].y);
-        mma_bf16(c, va[u].z, vb[u].z, va[u].w, vb[u].w, vx[u][i].z, vx[u][i].w);
+      for (int q = 0; q < kSub; ++q) {
+#pragma unroll
+        for (int i = 0; i < NT; ++i) {
+          float(&c)[4] = acc[i][kSets == 2 ? (u * kSub + q) % 2 : 0];
+          mma_bf16(c, da[q].x, db[q].x, da[q].y, db[q].y, vx[u][i][q].x, vx[u][i][q].y);
+          mma_bf16(c, da[q].z, db[q].z, da[q].w, db[q].w, vx[u][i][q].z, vx[u][i][q].w);
+        }
       }
     }
   }
-  // Tail: the remaining chunks one at a time; the last may be partial (k % 32 != 0). A lane's
-  // 8-value granule at 32c + 8t is whole or absent since k % 8 == 0; absent ones count as 0.
-  const int64_t n_chunks = (kl + 31) / 32;
+  // Tail: the remaining chunks one at a time; the last may be partial (k % kChunk != 0). A
+  // lane's granule at kChunk c + 8 kSub t is whole or absent (k % (8 kSub) == 0, checked by the
+  // caller); absent ones count as 0 (a zero raw granule dequantizes to zeros).
+  const int64_t n_chunks = (kl + kChunk - 1) / kChunk;
   for (; c0 < n_chunks; c0 += WARPS) {
-    const int64_t off = 32 * c0;
-    const bool ok = off + 8 * t < kl;
+    const int64_t off = kChunk * c0;
+    const bool ok = off + 8 * kSub * t < kl;
     const uint4 z = make_uint4(0, 0, 0, 0);
-    const uint4 va = ok ? ld_stream(wa + off) : z;
-    const uint4 vb = ok ? ld_stream(wb + off) : z;
+    const typename WF::Raw ra_ = ok ? WF::load(wa, c0) : WF::zero();
+    const typename WF::Raw rb_ = ok ? WF::load(wb, c0) : WF::zero();
+    uint4 da[kSub], db[kSub];
+    WF::dequant(wa, ra_, c0, da);
+    WF::dequant(wb, rb_, c0, db);
 #pragma unroll
-    for (int i = 0; i < NT; ++i) {
-      const uint4 vx = ok ? ld_cached(xr[i] + off) : z;
-      mma_bf16(acc[i][0], va.x, vb.x, va.y, vb.y, vx.x, vx.y);
-      mma_bf16(acc[i][0], va.z, vb.z, va.w, vb.w, vx.z, vx.w);
+    for (int q = 0; q < kSub; ++q) {
+#pragma unroll
+      for (int i = 0; i < NT; ++i) {
+        const uint4 vx = ok ? ld_cached(xr[i] + off + 8 * q) : z;
+        mma_bf16(acc[i][0], da[q].x, db[q].x, da[q].y, db[q].y, vx.x, vx.y);
+        mma_bf16(acc[i][0], da[q].z, db[q].z, da[q].w, db[q].w, vx.z, vx.w);
+      }
     }
   }
   // Cross-warp reduction through shared memory: red[warp][tile][j][lane].
@@ -454,17 +466,22 @@ GemvArgs single(const bf16* x, const bf16* w, const float* bias, bf16* out, int 
 }
 
 template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
-          int SPLIT = 1>
+          int SPLIT = 1, class WF = WeightBf16>
 void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
   const int64_t blocks = (a.blk2 + gemv_blocks(a.seg2.m)) * SPLIT;
   if constexpr (LAUNCH == kLaunchPlain) {
-    gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
+    gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT, WF><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
-    launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT>, dim3(unsigned(blocks)), dim3(WARPS * 32),
-               0, s, a, eps);
+    launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT, WF>, dim3(unsigned(blocks)),
+               dim3(WARPS * 32), 0, s, a, eps);
   }
 }
+
+}  // namespace
+// Packed weights (a.wfmt != BF16; gemv_quant.cu): the pipelined PDL kernel, one token tile.
+void launch_quant(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s);
+namespace {
 
 // The production variants (PDL, 2 chunks per lane per iteration; pipelined when a.pipeline)
 // with the token tiles n needs.
@@ -477,6 +494,10 @@ void launch_tiles_as(const GemvArgs& a, float eps, cudaStream_t s) {
 // Split-K launches stay unpipelined: measured slower pipelined (docs/notes/gemv.md, "Getting bytes in flight earlier").
 template <int NORM, int EPI, int SPLIT = 1>
 void launch_tiles(const GemvArgs& a, float eps, cudaStream_t s) {
+  if (a.wfmt != int32_t(DType::BF16)) {
+    launch_quant(a, eps, NORM, EPI, s);
+    return;
+  }
   if (a.pipeline && SPLIT == 1) launch_tiles_as<kLaunchPipe, NORM, EPI, SPLIT>(a, eps, s);
   else launch_tiles_as<kLaunchPdl, NORM, EPI, SPLIT>(a, eps, s);
 }

@@ -13,6 +13,18 @@ inline void lt_gemm_cmd(LtGemm* g, const bf16* x, const bf16* w, bf16* out, int6
   g->run(x, w, out, n, m, k, accumulate != 0, s);
 }
 
+// out [n, m] (rows ldo apart) = x [n, k] @ w^T for a weight kept packed (quant_planes.h): rows
+// [r0, r0 + per) at a time are dequantized into scratch [per, k] and multiplied into out's
+// columns [r0, r0 + per).
+inline void packed_gemm_cmd(LtGemm* g, const bf16* x, DType t, const void* w, bf16* scratch, int64_t per, bf16* out,
+                            int64_t n, int64_t m, int64_t k, int accumulate, cudaStream_t s) {
+  for (int64_t r0 = 0; r0 < m; r0 += per) {
+    const int64_t rows = m - r0 < per ? m - r0 : per;
+    dequant_rows(t, w, m, k, nullptr, r0, rows, scratch, s);
+    g->run(x, scratch, out + r0, n, rows, k, accumulate != 0, s, m);
+  }
+}
+
 inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, DevStep st,
                         KVLayerDev L, cudaStream_t s) {
   rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);

@@ -26,8 +26,8 @@ void LtGemm::destroy(Plan& p) {
 
 // Row-major out [n, m] is column-major C (m x n, ld m). With W row-major [m, k] seen as
 // column-major (k x m, ld k) and X as column-major (k x n, ld k): C = op_T(W) * X ("TN").
-LtGemm::Plan& LtGemm::plan(int64_t n, int64_t m, int64_t k) {
-  const auto key = std::make_tuple(n, m, k);
+LtGemm::Plan& LtGemm::plan(int64_t n, int64_t m, int64_t k, int64_t ldo) {
+  const auto key = std::make_tuple(n, m, k, ldo);
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
   if (plans_.size() > 512) {  // many distinct prompt lengths: start over rather than grow forever
@@ -41,7 +41,7 @@ LtGemm::Plan& LtGemm::plan(int64_t n, int64_t m, int64_t k) {
   GRETA_CUDA_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
   GRETA_CUDA_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, uint64_t(k), uint64_t(m), k));
   GRETA_CUDA_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, uint64_t(k), uint64_t(n), k));
-  GRETA_CUDA_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_16BF, uint64_t(m), uint64_t(n), m));
+  GRETA_CUDA_CHECK(cublasLtMatrixLayoutCreate(&p.c, CUDA_R_16BF, uint64_t(m), uint64_t(n), ldo));
   cublasLtMatmulPreference_t pref;
   GRETA_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   GRETA_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -60,9 +60,9 @@ LtGemm::Plan& LtGemm::plan(int64_t n, int64_t m, int64_t k) {
 }
 
 void LtGemm::run(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* out, int64_t n, int64_t m, int64_t k,
-                 bool accumulate, cudaStream_t s) {
+                 bool accumulate, cudaStream_t s, int64_t ldo) {
   if (n <= 0 || m <= 0) return;
-  Plan& p = plan(n, m, k);
+  Plan& p = plan(n, m, k, ldo > 0 ? ldo : m);
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   GRETA_CUDA_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_,
                                   workspace_bytes_, s));

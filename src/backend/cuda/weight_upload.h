@@ -22,8 +22,15 @@ class WeightUploader {
   // src: rows x row_bytes host bytes of type t (cols values per row) -> dst [rows, cols] bf16.
   // Asynchronous on s; the caller synchronizes before src may go away.
   void convert(DType t, const uint8_t* src, size_t row_bytes, int64_t rows, int64_t cols, bf16* dst, cudaStream_t s);
+  // The same rows kept in their format t (packed_on_device), repacked into the planes at dst
+  // (quant_planes(t, rows, cols).total bytes).
+  void repack(DType t, const uint8_t* src, size_t row_bytes, int64_t rows, int64_t cols, void* dst, cudaStream_t s);
 
  private:
+  // Copies the rows in chunks through buf_ and calls each(r0, nr) once a chunk is on the device.
+  template <class F>
+  void in_chunks(const uint8_t* src, size_t row_bytes, int64_t rows, cudaStream_t s, F each);
+
   void* buf_ = nullptr;
   size_t cap_ = 0;
 };
