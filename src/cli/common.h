@@ -25,17 +25,25 @@ struct ModelOptions {
   std::string model;           // -m
   std::string device;          // --device
   int threads = 0;             // -t
+  std::string quantize;        // --quantize TYPE: a float model's matrices in a block type
   std::string synthetic;       // --synthetic NAME (bench, serve)
-  std::string dtype = "bf16";  // --dtype for synthetic weights
+  std::string dtype = "bf16";  // --dtype for synthetic weights: a float or block type
   uint64_t seed = 1;
   void add_to(CLI::App* app);
   void add_synthetic_to(CLI::App* app);
 };
 
+// Checks a --quantize value; a bad one is reported with the list of block types.
+CLI::Validator quant_type_check();
+
 struct SamplingOptions {
   SamplingParams p;
   void add_to(CLI::App* app);
 };
+
+// Opens the model file that o names (-m or --synthetic), quantized when o asks; says on stderr
+// what the weights are stored as (types, fallbacks, bytes).
+std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o);
 
 // A model loaded and ready: file (kept alive for zero-copy weights), backend, model, tokenizer.
 struct Loaded {
