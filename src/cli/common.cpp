@@ -58,7 +58,11 @@ const char* kFloatTypes[] = {"bf16", "f16", "f32"};
 DType weight_type(const std::string& name) {
   for (const char* f : kFloatTypes)
     if (name == f) return name == "f32" ? DType::F32 : name == "f16" ? DType::F16 : DType::BF16;
-  return parse_quant_type(name);
+  try {
+    return parse_quant_type(name);
+  } catch (const Error&) {
+    throw Error("unknown weight type '" + name + "' (choices: bf16, f16, f32, " + quant_choice_names() + ")");
+  }
 }
 
 // A value check that takes its message from the parser's greta::Error (which lists the choices).
@@ -83,7 +87,7 @@ void print_weight_summary(const ModelFile& f) {
     types += (types.empty() ? "" : ", ") + std::string(dtype_name(t.type)) + " x" + std::to_string(t.tensors);
     bytes += t.bytes;
   }
-  std::fprintf(stderr, "greta: weights %s: %.1f MiB in host memory\n", types.c_str(), bytes / 1048576.0);
+  std::fprintf(stderr, "greta: weights %s: %.1f MiB on the host\n", types.c_str(), bytes / 1048576.0);
 }
 
 }  // namespace
@@ -123,6 +127,10 @@ void SamplingOptions::add_to(CLI::App* app) {
   app->add_option("--seed", p.seed, "sampling seed (0 = random)")->check(integer_in(0, UINT64_MAX));
 }
 
+namespace {
+
+// The model file o names (-m or --synthetic), quantized when o asks; says on stderr what its
+// weights are stored as (fallbacks, types, bytes).
 std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o) {
   std::unique_ptr<ModelFile> f;
   if (!o.synthetic.empty()) {
@@ -143,6 +151,8 @@ std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o) {
   print_weight_summary(*f);
   return f;
 }
+
+}  // namespace
 
 Loaded load(const ModelOptions& o, bool need_tokenizer) {
   Loaded L;

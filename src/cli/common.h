@@ -41,11 +41,8 @@ struct SamplingOptions {
   void add_to(CLI::App* app);
 };
 
-// Opens the model file that o names (-m or --synthetic), quantized when o asks; says on stderr
-// what the weights are stored as (types, fallbacks, bytes).
-std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o);
-
 // A model loaded and ready: file (kept alive for zero-copy weights), backend, model, tokenizer.
+// load() says on stderr what the weights are stored as (fallbacks of --quantize, types, bytes).
 struct Loaded {
   std::unique_ptr<ModelFile> file;
   std::unique_ptr<Backend> backend;
