@@ -146,7 +146,13 @@ std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o) {
     }
   } else {
     f = ModelFile::open(resolve_model_path(o.model));
-    if (!o.quantize.empty()) f->quantize(parse_quant_type(o.quantize), o.threads);
+    if (!o.quantize.empty()) {
+      const double t0 = now_seconds();
+      const DType q = parse_quant_type(o.quantize);
+      f->quantize(q, o.threads);
+      std::fprintf(stderr, "greta: quantized to %s on load in %.2f s\n", std::string(dtype_name(q)).c_str(),
+                   now_seconds() - t0);
+    }
   }
   print_weight_summary(*f);
   return f;
