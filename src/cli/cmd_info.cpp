@@ -1,10 +1,10 @@
 // greta info: what a model file holds -- architecture, dimensions, tensor formats and sizes.
 #include <cstdio>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "model/quantize_on_load.h"
 
 namespace greta::cli {
 
@@ -12,23 +12,20 @@ namespace {
 
 struct InfoOptions {
   std::string model;
+  std::string quantize;  // show the model as --quantize TYPE would load it
   bool json = false;
   bool tensors = false;
 };
 
 void info(const InfoOptions& o) {
   auto f = ModelFile::open(resolve_model_path(o.model));
+  if (!o.quantize.empty()) f->quantize(parse_quant_type(o.quantize));
   const ModelConfig& c = f->config();
-  std::map<std::string, std::pair<int, size_t>> by_type;  // dtype -> (count, bytes)
+  const std::vector<ModelFile::TypeTotal> types = f->type_totals();
   size_t total_bytes = 0;
   int64_t total_params = 0;
-  for (const HostTensor* t : f->all_tensors()) {
-    auto& e = by_type[std::string(dtype_name(t->dtype))];
-    e.first++;
-    e.second += t->nbytes;
-    total_bytes += t->nbytes;
-    total_params += t->numel();
-  }
+  for (const HostTensor* t : f->all_tensors()) total_params += t->numel();
+  for (const ModelFile::TypeTotal& e : types) total_bytes += e.bytes;
   nlohmann::json j = {{"path", f->path()},
                       {"format", f->format()},
                       {"name", c.name},
@@ -49,7 +46,10 @@ void info(const InfoOptions& o) {
                       {"qkv_bias", c.qkv_bias},
                       {"parameters", total_params},
                       {"bytes", total_bytes}};
-  for (auto& [type, e] : by_type) j["tensor_types"][type] = {{"count", e.first}, {"bytes", e.second}};
+  for (const ModelFile::TypeTotal& e : types)
+    j["tensor_types"][std::string(dtype_name(e.type))] = {{"count", e.tensors}, {"bytes", e.bytes}};
+  if (!o.quantize.empty()) j["quantized_on_load"] = std::string(dtype_name(parse_quant_type(o.quantize)));
+  for (const std::string& note : f->load_notes()) j["load_notes"].push_back(note);
   if (o.tensors) {
     for (const HostTensor* t : f->all_tensors())
       j["tensors"].push_back(
@@ -74,9 +74,12 @@ void info(const InfoOptions& o) {
   std::printf("norm eps      %g\n", c.norm_eps);
   std::printf("embeddings    %s\n", c.tied_embeddings ? "tied" : "separate output");
   std::printf("qkv bias      %s\n", c.qkv_bias ? "yes" : "no");
-  std::printf("tensor types \n");
-  for (auto& [type, e] : by_type)
-    std::printf("  %-6s %4d tensors %10.2f MiB\n", type.c_str(), e.first, e.second / 1048576.0);
+  std::printf("tensor types  %s\n", o.quantize.empty() ? "" : ("(quantized on load to " + o.quantize + ")").c_str());
+  for (const ModelFile::TypeTotal& e : types)
+    std::printf("  %-6s %4d tensors %10.2f MiB\n", std::string(dtype_name(e.type)).c_str(), e.tensors,
+                e.bytes / 1048576.0);
+  std::printf("  total  %4zu tensors %10.2f MiB\n", f->all_tensors().size(), total_bytes / 1048576.0);
+  for (const std::string& note : f->load_notes()) std::printf("  note: %s\n", note.c_str());
   if (o.tensors)
     for (const HostTensor* t : f->all_tensors()) {
       std::string shape;
@@ -91,6 +94,8 @@ void register_info(CLI::App& app) {
   auto o = std::make_shared<InfoOptions>();
   CLI::App* sub = app.add_subcommand("info", "show a model's architecture, dimensions and tensor formats");
   sub->add_option("-m,--model", o->model, "GGUF file or Hugging Face model directory (default model if omitted)");
+  sub->add_option("--quantize", o->quantize, "show a float model as --quantize TYPE loads it: " + quant_choice_names())
+      ->check(quant_type_check());
   sub->add_flag("--json", o->json, "print JSON");
   sub->add_flag("--tensors", o->tensors, "list every tensor");
   sub->callback([o] { info(*o); });

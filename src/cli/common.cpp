@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "backend/backend_factory.h"
 #include "cli/arg_checks.h"
 #include "core/error.h"
+#include "model/quantize_on_load.h"
 
 #ifndef GRETA_COMMIT
 #define GRETA_COMMIT "unknown"
@@ -48,18 +50,68 @@ std::string resolve_device(const std::string& d) {
   return d;
 }
 
+namespace {
+
+const char* kFloatTypes[] = {"bf16", "f16", "f32"};
+
+// --dtype value -> DType: a float type or a block type of quant_choices().
+DType weight_type(const std::string& name) {
+  for (const char* f : kFloatTypes)
+    if (name == f) return name == "f32" ? DType::F32 : name == "f16" ? DType::F16 : DType::BF16;
+  try {
+    return parse_quant_type(name);
+  } catch (const Error&) {
+    throw Error("unknown weight type '" + name + "' (choices: bf16, f16, f32, " + quant_choice_names() + ")");
+  }
+}
+
+// A value check that takes its message from the parser's greta::Error (which lists the choices).
+CLI::Validator parses_as(DType (*parse)(const std::string&), const std::string& what) {
+  return CLI::Validator(
+      [parse](std::string& v) -> std::string {
+        try {
+          parse(v);
+          return std::string();
+        } catch (const Error& e) {
+          return e.what();
+        }
+      },
+      what);
+}
+
+void print_weight_summary(const ModelFile& f) {
+  for (const std::string& note : f.load_notes()) std::fprintf(stderr, "greta: %s\n", note.c_str());
+  std::string types;
+  size_t bytes = 0;
+  for (const ModelFile::TypeTotal& t : f.type_totals()) {
+    types += (types.empty() ? "" : ", ") + std::string(dtype_name(t.type)) + " x" + std::to_string(t.tensors);
+    bytes += t.bytes;
+  }
+  std::fprintf(stderr, "greta: weights %s: %.1f MiB on the host\n", types.c_str(), bytes / 1048576.0);
+}
+
+}  // namespace
+
+CLI::Validator quant_type_check() {
+  return parses_as([](const std::string& v) { return parse_quant_type(v); }, "TYPE");
+}
+
 void ModelOptions::add_to(CLI::App* app) {
   app->add_option("-m,--model", model, "GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct)");
   app->add_option("--device", device, "cpu, cuda, cuda:N or auto (default: cuda when a GPU is present)");
   app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(integer_in(0, 1024));
+  app->add_option("--quantize", quantize,
+                  "store a float (f32/f16/bf16) model's weight matrices in a GGUF block type as it loads: " +
+                      quant_choice_names())
+      ->check(quant_type_check());
 }
 
 void ModelOptions::add_synthetic_to(CLI::App* app) {
   app->add_option("--synthetic", synthetic,
                   "random-weight model of a known shape instead of -m: llama-2-7b, llama-2-13b, llama-2-70b, "
                   "llama-3-8b, smollm2-135m, tiny");
-  app->add_option("--dtype", dtype, "synthetic weight type: bf16, f16 or f32")
-      ->check(CLI::IsMember({"bf16", "f16", "f32"}));
+  app->add_option("--dtype", dtype, "synthetic weight type: bf16, f16, f32 or a block type: " + quant_choice_names())
+      ->check(parses_as(weight_type, "TYPE"));
   app->add_option("--seed", seed, "synthetic weight seed")->check(integer_in(0, UINT64_MAX));
 }
 
@@ -75,16 +127,43 @@ void SamplingOptions::add_to(CLI::App* app) {
   app->add_option("--seed", p.seed, "sampling seed (0 = random)")->check(integer_in(0, UINT64_MAX));
 }
 
+namespace {
+
+// The model file o names (-m or --synthetic), quantized when o asks; says on stderr what its
+// weights are stored as (fallbacks, types, bytes).
+std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o) {
+  std::unique_ptr<ModelFile> f;
+  if (!o.synthetic.empty()) {
+    if (!o.model.empty()) throw Error("pass either -m MODEL or --synthetic NAME, not both");
+    DType dt = weight_type(o.dtype);
+    if (!o.quantize.empty()) {  // made in the block type directly; --dtype names the float type
+      if (is_quantized(dt))
+        throw Error("--dtype " + o.dtype + " and --quantize " + o.quantize +
+                    " both name a block type; pass one (--dtype alone makes synthetic weights of a block type)");
+      f = ModelFile::synthetic(o.synthetic, parse_quant_type(o.quantize), o.seed, o.threads, dt);
+    } else {
+      f = ModelFile::synthetic(o.synthetic, dt, o.seed, o.threads);
+    }
+  } else {
+    f = ModelFile::open(resolve_model_path(o.model));
+    if (!o.quantize.empty()) {
+      const double t0 = now_seconds();
+      const DType q = parse_quant_type(o.quantize);
+      f->quantize(q, o.threads);
+      std::fprintf(stderr, "greta: quantized to %s on load in %.2f s\n", std::string(dtype_name(q)).c_str(),
+                   now_seconds() - t0);
+    }
+  }
+  print_weight_summary(*f);
+  return f;
+}
+
+}  // namespace
+
 Loaded load(const ModelOptions& o, bool need_tokenizer) {
   Loaded L;
   const double t0 = now_seconds();
-  if (!o.synthetic.empty()) {
-    if (!o.model.empty()) throw Error("pass either -m MODEL or --synthetic NAME, not both");
-    const DType dt = o.dtype == "f32" ? DType::F32 : o.dtype == "f16" ? DType::F16 : DType::BF16;
-    L.file = ModelFile::synthetic(o.synthetic, dt, o.seed);
-  } else {
-    L.file = ModelFile::open(resolve_model_path(o.model));
-  }
+  L.file = open_model_file(o);
   L.device = resolve_device(o.device);
   int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   BackendOptions bo = backend_options_from_env();

@@ -25,12 +25,16 @@ struct ModelOptions {
   std::string model;           // -m
   std::string device;          // --device
   int threads = 0;             // -t
+  std::string quantize;        // --quantize TYPE: a float model's matrices in a block type
   std::string synthetic;       // --synthetic NAME (bench, serve)
-  std::string dtype = "bf16";  // --dtype for synthetic weights
+  std::string dtype = "bf16";  // --dtype for synthetic weights: a float or block type
   uint64_t seed = 1;
   void add_to(CLI::App* app);
   void add_synthetic_to(CLI::App* app);
 };
+
+// Checks a --quantize value; a bad one is reported with the list of block types.
+CLI::Validator quant_type_check();
 
 struct SamplingOptions {
   SamplingParams p;
@@ -38,6 +42,7 @@ struct SamplingOptions {
 };
 
 // A model loaded and ready: file (kept alive for zero-copy weights), backend, model, tokenizer.
+// load() says on stderr what the weights are stored as (fallbacks of --quantize, types, bytes).
 struct Loaded {
   std::unique_ptr<ModelFile> file;
   std::unique_ptr<Backend> backend;

@@ -1,5 +1,6 @@
 #include "model/model_file.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,8 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/owned_tensors.h"
+#include "model/quantize_on_load.h"
 #include "model/synthetic.h"
 #include "tokenizer/synthetic_vocab.h"
 
@@ -61,14 +64,54 @@ std::unique_ptr<ModelFile> ModelFile::open(const std::string& path) {
   return m;
 }
 
-std::unique_ptr<ModelFile> ModelFile::synthetic(const std::string& name, DType dtype, uint64_t seed) {
+std::unique_ptr<ModelFile> ModelFile::synthetic(const std::string& name, DType dtype, uint64_t seed, int n_threads,
+                                                DType keep) {
   std::unique_ptr<ModelFile> m(new ModelFile());
   m->config_ = synthetic_config(name);  // throws for unknown names, listing the known ones
   m->path_ = "synthetic:" + name;
   m->format_ = "synthetic";
-  m->syn_ = std::make_shared<SyntheticWeights>(m->config_, dtype, seed);
+  m->syn_ = std::make_shared<SyntheticWeights>(m->config_, dtype, seed, n_threads, keep);
+  m->notes_ = m->syn_->notes();
   validate_model_tensors(*m);
   return m;
+}
+
+std::vector<const HostTensor*> ModelFile::matrices() const {
+  std::vector<const HostTensor*> v = {token_embedding()};
+  if (const HostTensor* o = output()) v.push_back(o);
+  for (int l = 0; l < config_.n_layers; ++l)
+    for (Role r : {Role::Wq, Role::Wk, Role::Wv, Role::Wo, Role::WGate, Role::WUp, Role::WDown})
+      v.push_back(layer_tensor(l, r));
+  return v;
+}
+
+void ModelFile::quantize(DType type, int n_threads) {
+  if (!is_quantized(type))
+    throw Error("quantize: " + std::string(dtype_name(type)) +
+                " is not a block type (choices: " + quant_choice_names() + ")");
+  const std::vector<const HostTensor*> mats = matrices();
+  for (const HostTensor* t : mats)
+    if (!is_float_weight_type(t->dtype))
+      throw Error(path_ + ": cannot quantize to " + std::string(dtype_name(type)) + " on load: tensor '" + t->name +
+                  "' is already " + std::string(dtype_name(t->dtype)) +
+                  " (quantize on load takes a model whose weights are F32, F16 or BF16; run the file as it is)");
+  auto q = std::make_shared<OwnedTensors>();
+  MatrixQuantizer quantizer(type, n_threads);
+  for (const HostTensor* t : mats) quantizer.add(*q, *t);
+  quantized_ = std::move(q);
+  notes_ = quantizer.fallback_notes();
+}
+
+std::vector<ModelFile::TypeTotal> ModelFile::type_totals() const {
+  std::vector<TypeTotal> v;
+  for (const HostTensor* t : all_tensors()) {
+    auto it = std::find_if(v.begin(), v.end(), [&](const TypeTotal& e) { return e.type == t->dtype; });
+    if (it == v.end()) it = v.insert(v.end(), TypeTotal{t->dtype});
+    it->tensors++;
+    it->bytes += t->nbytes;
+  }
+  std::sort(v.begin(), v.end(), [](const TypeTotal& a, const TypeTotal& b) { return a.type < b.type; });
+  return v;
 }
 
 void ModelFile::open_gguf(const std::string& path) {
@@ -215,6 +258,8 @@ std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
 }
 
 const HostTensor* ModelFile::find(const std::string& name) const {
+  if (quantized_)
+    if (const HostTensor* t = quantized_->find(name)) return t;
   if (syn_) return syn_->find(name);
   return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
 }
@@ -232,10 +277,14 @@ const HostTensor* ModelFile::output() const {
 }
 
 std::vector<const HostTensor*> ModelFile::all_tensors() const {
-  if (st_) return st_->tensors();
-  if (syn_) return syn_->tensors();
   std::vector<const HostTensor*> v;
-  for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
+  if (st_) v = st_->tensors();
+  else if (syn_) v = syn_->tensors();
+  else
+    for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
+  if (quantized_)
+    for (const HostTensor*& t : v)
+      if (const HostTensor* q = quantized_->find(t->name)) t = q;
   return v;
 }
 

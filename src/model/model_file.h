@@ -14,6 +14,7 @@
 namespace greta {
 
 class GGUFFile;
+class OwnedTensors;
 class SafetensorsModel;
 class SyntheticWeights;
 
@@ -25,8 +26,10 @@ class ModelFile {
   // `path`: a .gguf file or a directory in Hugging Face layout. Throws greta::Error.
   static std::unique_ptr<ModelFile> open(const std::string& path);
   // A model of a known shape with seeded random weights (model/synthetic.h); its tokenizer is
-  // generated (tokenizer/synthetic_vocab.h).
-  static std::unique_ptr<ModelFile> synthetic(const std::string& name, DType dtype, uint64_t seed);
+  // generated (tokenizer/synthetic_vocab.h). dtype: F32, F16, BF16 or a block type of
+  // quant_choices() (model/quantize_on_load.h), whose fallback rows stay `keep`.
+  static std::unique_ptr<ModelFile> synthetic(const std::string& name, DType dtype, uint64_t seed, int n_threads = 0,
+                                              DType keep = DType::BF16);
   ~ModelFile();
 
   const ModelConfig& config() const { return config_; }
@@ -40,6 +43,25 @@ class ModelFile {
   const HostTensor* output_norm() const;
   const HostTensor* output() const;  // nullptr when embeddings are tied
   std::vector<const HostTensor*> all_tensors() const;
+  // The weights a quantizer stores in a block type: the token embedding, the output projection
+  // (when not tied) and every layer's projections (model/quantize_on_load.h says why these).
+  std::vector<const HostTensor*> matrices() const;
+
+  // Quantize on load: stores matrices() in block type `type` (with quantize_on_load.h's
+  // fallbacks), held here; the tensors above then return the quantized ones. Throws
+  // greta::Error when a matrix is not F32, F16 or BF16 (an already quantized model).
+  // n_threads <= 0: all cores.
+  void quantize(DType type, int n_threads = 0);
+  // What loading changed that the load log should say (fallback types), one line each.
+  const std::vector<std::string>& load_notes() const { return notes_; }
+
+  struct TypeTotal {
+    DType type;
+    int tensors = 0;
+    size_t bytes = 0;
+  };
+  // Tensor count and bytes of all_tensors() per type, in DType order.
+  std::vector<TypeTotal> type_totals() const;
 
  private:
   ModelFile() = default;
@@ -53,6 +75,8 @@ class ModelFile {
   std::shared_ptr<GGUFFile> gguf_;
   std::shared_ptr<SafetensorsModel> st_;
   std::shared_ptr<SyntheticWeights> syn_;
+  std::shared_ptr<OwnedTensors> quantized_;  // quantize(): found before the file's tensors
+  std::vector<std::string> notes_;
 };
 
 // Checks every tensor the forward needs is present with the shape the config implies;

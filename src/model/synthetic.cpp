@@ -1,9 +1,10 @@
 #include "model/synthetic.h"
 
+#include <algorithm>
 #include <cmath>
-#include <thread>
 
 #include "core/error.h"
+#include "model/quantize_on_load.h"
 
 namespace greta {
 
@@ -65,9 +66,29 @@ ModelConfig synthetic_config(const std::string& name) {
   throw Error("unknown synthetic model '" + name + "' (available: " + names + ")");
 }
 
-SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t seed) : dtype_(dtype), seed_(seed) {
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
-    throw Error("synthetic weights must be F32, F16 or BF16, not " + std::string(dtype_name(dtype)));
+SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t seed, int n_threads, DType keep) {
+  if (!is_float_weight_type(keep))
+    throw Error("synthetic weights: rows no block type fits must stay F32, F16 or BF16, not " +
+                std::string(dtype_name(keep)));
+  MatrixQuantizer quantizer(dtype, n_threads);  // throws for a type weights cannot be stored in
+  // Value i of tensor number k (in the order added) is a pure function of (seed, k, i).
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool is_norm) {
+    const uint64_t tensor_seed = mix(seed ^ mix(tensors_.size() + 1));
+    if (is_norm) {  // exactly 1, F32 as in GGUF files
+      const OwnedTensors::Added a = tensors_.add(name, DType::F32, std::move(shape));
+      std::fill_n(reinterpret_cast<float*>(a.bytes), a.tensor->numel(), 1.0f);
+      return;
+    }
+    const int64_t n_in = shape.back();
+    const float amp = 1.0f / std::sqrt(float(n_in));
+    quantizer.add(tensors_, name, std::move(shape), keep, [&](int64_t row, float* x) {
+      const uint64_t first = tensor_seed + uint64_t(row * n_in);
+      for (int64_t i = 0; i < n_in; ++i) {  // uniform in [-amp, amp)
+        const float u = float(mix(first + uint64_t(i)) >> 40) * (1.0f / 16777216.0f);
+        x[i] = (2.0f * u - 1.0f) * amp;
+      }
+    });
+  };
   const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;
   add("token_embd.weight", {c.vocab_size, c.dim}, false);
   add("output_norm.weight", {c.dim}, true);
@@ -84,54 +105,7 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     add(p + "ffn_up.weight", {c.ffn_dim, c.dim}, false);
     add(p + "ffn_down.weight", {c.dim, c.ffn_dim}, false);
   }
-}
-
-void SyntheticWeights::add(const std::string& name, std::vector<int64_t> shape, bool is_norm) {
-  HostTensor t;
-  t.name = name;
-  // Norm weights stay F32 (as in GGUF files); matrices use the requested dtype.
-  t.dtype = is_norm ? DType::F32 : dtype_;
-  t.shape = std::move(shape);
-  const int64_t n = t.numel();
-  t.nbytes = size_t(n) * block_bytes(t.dtype);
-  storage_.emplace_back(new uint8_t[t.nbytes]);
-  uint8_t* data = storage_.back().get();
-  t.data = data;
-  const uint64_t tensor_seed = mix(seed_ ^ mix(tensors_.size() + 1));
-  const float amp = is_norm ? 0.0f : 1.0f / std::sqrt(float(t.cols()));
-  const DType dt = t.dtype;
-  auto fill = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      // uniform in [-amp, amp); norms are exactly 1
-      const float u = float(mix(tensor_seed + uint64_t(i)) >> 40) * (1.0f / 16777216.0f);
-      const float v = is_norm ? 1.0f : (2.0f * u - 1.0f) * amp;
-      if (dt == DType::F32) reinterpret_cast<float*>(data)[i] = v;
-      else if (dt == DType::F16) reinterpret_cast<uint16_t*>(data)[i] = float_to_fp16(v);
-      else reinterpret_cast<uint16_t*>(data)[i] = float_to_bf16(v);
-    }
-  };
-  const int n_threads = n < (int64_t(1) << 20) ? 1 : int(std::max(1u, std::thread::hardware_concurrency()));
-  std::vector<std::thread> threads;
-  const int64_t chunk = (n + n_threads - 1) / n_threads;
-  for (int k = 1; k < n_threads; ++k) {
-    const int64_t b = std::min(n, k * chunk), e = std::min(n, (k + 1) * chunk);
-    threads.emplace_back(fill, b, e);
-  }
-  fill(0, std::min(n, chunk));
-  for (auto& th : threads) th.join();
-  tensors_.push_back(std::move(t));
-}
-
-const HostTensor* SyntheticWeights::find(const std::string& name) const {
-  for (const HostTensor& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
-}
-
-std::vector<const HostTensor*> SyntheticWeights::tensors() const {
-  std::vector<const HostTensor*> v;
-  for (const HostTensor& t : tensors_) v.push_back(&t);
-  return v;
+  notes_ = quantizer.fallback_notes();
 }
 
 }  // namespace greta

@@ -1,15 +1,17 @@
 // Synthetic models: the exact shapes of well-known Llama-family models with seeded random
 // weights, made in memory (no file, no download), so 7B-class speed can be measured anywhere.
 // Weights are uniform in +-1/sqrt(n_in) (activations stay O(1) through the layers); norms are 1.
+// Matrices of a block type (Q4_K, ...) are made from the same float values, quantized as
+// --quantize does (model/quantize_on_load.h), so the weights never exist in float all at once.
 #pragma once
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/host_tensor.h"
 #include "model/config.h"
+#include "model/owned_tensors.h"
 
 namespace greta {
 
@@ -18,19 +20,21 @@ namespace greta {
 ModelConfig synthetic_config(const std::string& name);
 std::vector<std::string> synthetic_names();
 
-// Owns the tensors, named as in GGUF (blk.N.attn_q.weight, ...). dtype: F32, F16 or BF16.
+// Owns the tensors, named as in GGUF (blk.N.attn_q.weight, ...). Norms are F32; the matrices
+// (and the token embedding) are `dtype`: F32, F16, BF16 or a block type of quant_choices(),
+// whose rows that no block fits fall back (matrix_type) and stay `keep`, a float type.
+// n_threads <= 0: all cores.
 class SyntheticWeights {
  public:
-  SyntheticWeights(const ModelConfig& cfg, DType dtype, uint64_t seed);
-  const HostTensor* find(const std::string& name) const;
-  std::vector<const HostTensor*> tensors() const;
+  SyntheticWeights(const ModelConfig& cfg, DType dtype, uint64_t seed, int n_threads = 0, DType keep = DType::BF16);
+  const HostTensor* find(const std::string& name) const { return tensors_.find(name); }
+  std::vector<const HostTensor*> tensors() const { return tensors_.tensors(); }
+  // The fallbacks taken (MatrixQuantizer::fallback_notes), for the load log.
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
-  void add(const std::string& name, std::vector<int64_t> shape, bool is_norm);
-  DType dtype_;
-  uint64_t seed_;
-  std::vector<HostTensor> tensors_;
-  std::vector<std::unique_ptr<uint8_t[]>> storage_;
+  OwnedTensors tensors_;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace greta
