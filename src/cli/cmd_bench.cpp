@@ -292,7 +292,8 @@ void bench(const BenchOptions& o) {
             {"device", c.L.backend->name()},
             {"commit", commit_id()},
             {"weight_bytes", c.L.model->weight_bytes_per_token()},
-            {"weight_bytes_on_device", c.L.model->weight_bytes_on_backend()}};
+            {"weight_bytes_on_device", c.L.model->weight_bytes_on_backend()},
+            {"weight_dtype", std::string(dtype_name(c.L.model->matmul_dtype()))}};
   if (c.bandwidth > 0) c.base["device_bandwidth_gb_s"] = c.bandwidth;
   bench_decode(c, o.prompt, o.gen, o.reps, "decode");
   if (o.at_pos > 0) bench_decode(c, o.at_pos, o.long_gen, 1, "decode_long");

@@ -41,6 +41,8 @@ class LlamaModel {
   size_t weight_bytes_per_token() const;
   // Memory every weight takes on the backend (device memory on a GPU), the embedding included.
   size_t weight_bytes_on_backend() const;
+  // How the backend stores the layers' matrices (the first feed-forward matrix's format).
+  DType matmul_dtype() const { return layers_.front().w_gate->dtype; }
 
   // Where a step's result goes: the logits themselves, copied to host memory, or one token per
   // logit row drawn on the device (Backend::sample), so only ids and probabilities come back.
