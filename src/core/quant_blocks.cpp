@@ -54,6 +54,19 @@ void pack_bit4_32(const uint8_t* q, uint8_t* qh) {
   for (int l = 0; l < kQK; ++l) qh[l / 8] |= uint8_t(((q[l] >> 4) & 1) << (l % 8));
 }
 
+// Q4_0 / Q4_1 / Q5_0 / Q5_1 rows: symmetric, or affine where the block has an offset m; the
+// fifth bit of the 5-bit formats goes to qh.
+template <int kBits, class Block>
+void quantize_small_blocks(const float* x, Block* y, int64_t n) {
+  uint8_t q[kQK];
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    if constexpr (requires { y->m; }) quantize_affine32(x, (1 << kBits) - 1, &y[b].d, &y[b].m, q);
+    else y[b].d = quantize_sym32(x, 1 << (kBits - 1), q);
+    pack_nibbles32(q, y[b].qs);
+    if constexpr (kBits == 5) pack_bit4_32(q, y[b].qh);
+  }
+}
+
 // Q4_K / Q5_K super-block with quants in [0, nmax]: per sub-block of 32 a step and a
 // non-negative offset, both quantized to 6 bits against the fp16 super-scales d and dmin.
 // Writes d, dmin, the packed scales (see q4k_scale_min) and the 256 quants q.
@@ -130,39 +143,10 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
   }
 }
 
-void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
-  uint8_t q[kQK];
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    y[b].d = quantize_sym32(x, 8, q);
-    pack_nibbles32(q, y[b].qs);
-  }
-}
-
-void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) {
-  uint8_t q[kQK];
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    quantize_affine32(x, 15, &y[b].d, &y[b].m, q);
-    pack_nibbles32(q, y[b].qs);
-  }
-}
-
-void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n) {
-  uint8_t q[kQK];
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    y[b].d = quantize_sym32(x, 16, q);
-    pack_nibbles32(q, y[b].qs);
-    pack_bit4_32(q, y[b].qh);
-  }
-}
-
-void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n) {
-  uint8_t q[kQK];
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    quantize_affine32(x, 31, &y[b].d, &y[b].m, q);
-    pack_nibbles32(q, y[b].qs);
-    pack_bit4_32(q, y[b].qh);
-  }
-}
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) { quantize_small_blocks<4>(x, y, n); }
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) { quantize_small_blocks<4>(x, y, n); }
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n) { quantize_small_blocks<5>(x, y, n); }
+void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n) { quantize_small_blocks<5>(x, y, n); }
 
 void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n) {
   uint8_t q[kQKK];
