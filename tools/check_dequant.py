@@ -5,8 +5,9 @@ Writes tests/data/dequant_golden.bin: records of random blocks of every quantize
 read (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) and, when the default model is present,
 real rows of its token_embd (Q8_0) and blk.0.attn_q / ffn_down (Q4_1), each with the floats
 gguf.quants produces. --quantized FILE (repeatable) adds two rows of the first tensor of each
-type in another GGUF, e.g. a Q5_K_M file made by llama.cpp's quantizer, so real rows of the
-formats the default model lacks are covered too. tests/unit/test_core_quant.cpp reads the file and compares dequantize_row with it
+type in another GGUF, so real rows of the formats the default model lacks are covered too. The
+committed file takes them from llama.cpp's Q4_K_M and Q5_K_M of the default model
+(llama_cpp.llama_model_quantize on the Q4_1 file with allow_requantize, llama-cpp-python 0.3.36). tests/unit/test_core_quant.cpp reads the file and compares dequantize_row with it
 bit for bit, so our block layouts are checked against an independent implementation without
 needing Python or the model at test time.
 
