@@ -92,10 +92,9 @@ inline int q5_quant(const uint8_t* qs, const uint8_t* qh, int l) {
   return nib | (((qh[l / 8] >> (l % 8)) & 1) << 4);
 }
 // The quant (0..15 / 0..31) of element l (0..31) of sub-block j (0..7) of a Q4_K / Q5_K block.
-inline int k_quant(const BlockQ4_K& b, int j, int l) { return (b.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f; }
-inline int k_quant(const BlockQ5_K& b, int j, int l) {
-  return ((b.qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f) | (((b.qh[l] >> j) & 1) << 4);
-}
+inline int k_nibble(const uint8_t* qs, int j, int l) { return (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f; }
+inline int k_quant(const BlockQ4_K& b, int j, int l) { return k_nibble(b.qs, j, l); }
+inline int k_quant(const BlockQ5_K& b, int j, int l) { return k_nibble(b.qs, j, l) | (((b.qh[l] >> j) & 1) << 4); }
 
 // Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block: the first four
 // sub-blocks keep theirs in the low 6 bits of bytes 0..3 / 4..7; the last four keep the low
