@@ -11,11 +11,11 @@ namespace greta {
 namespace {
 
 // The block types offered. A K-quant's fallback is the one llama.cpp's llama_tensor_get_type
-// picks for rows its 256-value blocks do not divide (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0),
-// except that Q4_K takes Q8_0 while DType has no Q5_0: the nearest type at least as precise.
+// picks for rows its 256-value blocks do not divide (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
 constexpr QuantChoice kChoices[] = {
     {"q8_0", DType::Q8_0, std::nullopt}, {"q4_0", DType::Q4_0, std::nullopt}, {"q4_1", DType::Q4_1, std::nullopt},
-    {"q4_k", DType::Q4_K, DType::Q8_0},  {"q6_k", DType::Q6_K, DType::Q8_0},
+    {"q5_0", DType::Q5_0, std::nullopt}, {"q5_1", DType::Q5_1, std::nullopt}, {"q4_k", DType::Q4_K, DType::Q5_0},
+    {"q5_k", DType::Q5_K, DType::Q5_1},  {"q6_k", DType::Q6_K, DType::Q8_0},
 };
 
 const QuantChoice* choice_of(DType t) {

@@ -15,7 +15,9 @@ from conftest import ROOT, read_json, run_greta
 PROMPT = "The capital of France is"
 # GGUF block sizes: (values per block, bytes per block)
 BLOCKS = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q8_0": (32, 34), "Q4_0": (32, 18), "Q4_1": (32, 20),
-          "Q4_K": (256, 144), "Q6_K": (256, 210)}
+          "Q5_0": (32, 22), "Q5_1": (32, 24), "Q4_K": (256, 144), "Q5_K": (256, 176), "Q6_K": (256, 210)}
+# llama.cpp's type for rows a K-quant's 256-value blocks do not divide
+FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 WEIGHTS = re.compile(r"^greta: weights (.*): ([0-9.]+) MiB on the host$", re.M)
 
 
@@ -66,9 +68,9 @@ def test_k_quant_fallback_is_said_once_per_type(greta_bin, f32_model):
     assert p.stdout.strip(), "no text generated"
     notes = [line for line in p.stderr.splitlines() if "instead of" in line]
     # Rows of 576 values (every matrix but ffn_down, and the embedding) are not a multiple of 256.
-    assert notes == ["greta: 181 tensors stored as Q8_0 instead of Q4_K: rows of 576 values (token_embd.weight and "
+    assert notes == ["greta: 181 tensors stored as Q5_0 instead of Q4_K: rows of 576 values (token_embd.weight and "
                      "others) are not a multiple of Q4_K's 256-value blocks"], p.stderr
-    assert weight_types(p.stderr) == {"F32": 61, "Q8_0": 181, "Q4_K": 30}, p.stderr
+    assert weight_types(p.stderr) == {"F32": 61, "Q5_0": 181, "Q4_K": 30}, p.stderr
 
 
 def test_info_shows_the_model_as_quantized_on_load(greta_bin, f32_model):
@@ -99,10 +101,10 @@ def test_already_quantized_model_is_refused(greta_bin, default_model):
 
 
 @pytest.mark.parametrize("args,reason", [
-    (["run", "--quantize", "q3_k"], "--quantize: unknown quantization type 'q3_k' (choices: q8_0, q4_0, q4_1, q4_k, q6_k)"),
-    (["info", "--quantize", "int4"], "--quantize: unknown quantization type 'int4' (choices: q8_0, q4_0, q4_1, q4_k"),
+    (["run", "--quantize", "q3_k"], "--quantize: unknown quantization type 'q3_k' (choices: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)"),
+    (["info", "--quantize", "int4"], "--quantize: unknown quantization type 'int4' (choices: q8_0, q4_0, q4_1, q5_0"),
     (["bench", "--synthetic", "tiny", "--dtype", "q9"],
-     "--dtype: unknown weight type 'q9' (choices: bf16, f16, f32, q8_0, q4_0, q4_1, q4_k, q6_k)")])
+     "--dtype: unknown weight type 'q9' (choices: bf16, f16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)")])
 def test_unknown_type_is_one_error_line_with_the_choices(greta_bin, args, reason):
     p = run_greta(greta_bin, *args, check=False, timeout=30)
     lines = p.stderr.splitlines()
@@ -119,11 +121,11 @@ def test_dtype_and_quantize_both_block_types_is_refused(greta_bin):
 def tiny_weight_bytes(matrix_type):
     """Bytes a decode step reads from synthetic `tiny` (4 layers, dim 512, 8/2 heads of 64, ffn 1376,
     vocab 1000, separate output) with matrices of `matrix_type`: every layer tensor, the output
-    projection and its norm; K-quant rows of 1376 values fall back to Q8_0."""
+    projection and its norm; K-quant rows of 1376 values fall back (FALLBACK)."""
     def matrix(rows, cols):
         t = matrix_type
         if cols % BLOCKS[t][0]:
-            t = "Q8_0"
+            t = FALLBACK[t]
         return rows * cols // BLOCKS[t][0] * BLOCKS[t][1]
     dim, q, kv, ffn = 512, 512, 128, 1376
     layer = (matrix(q, dim) + 2 * matrix(kv, dim) + matrix(dim, q) + 2 * matrix(ffn, dim) + matrix(dim, ffn)
@@ -144,4 +146,4 @@ def test_bench_on_synthetic_block_type_counts_the_quantized_bytes(greta_bin, dty
     kv = j["bytes_per_token"] - j["weight_bytes"]
     assert kv > 0 and kv % (2 * 4 * 2 * 64 * (16 + 2)) == 0, kv
     if dtype == "q4_k":
-        assert "4 tensors stored as Q8_0 instead of Q4_K: rows of 1376 values" in p.stderr, p.stderr
+        assert "4 tensors stored as Q5_0 instead of Q4_K: rows of 1376 values" in p.stderr, p.stderr

@@ -73,7 +73,8 @@ TEST(QuantizeOnLoad, FallbackFollowsLlamaCppsRule) {
   for (const QuantChoice& c : quant_choices()) EXPECT_EQ(matrix_type(c.type, 4096, DType::BF16), c.type) << c.name;
   // 576 = 18 x 32, not a multiple of 256: a K-quant takes its 32-value fallback.
   EXPECT_EQ(matrix_type(DType::Q6_K, 576, DType::BF16), DType::Q8_0);
-  EXPECT_EQ(matrix_type(DType::Q4_K, 576, DType::BF16), DType::Q8_0);
+  EXPECT_EQ(matrix_type(DType::Q4_K, 576, DType::BF16), DType::Q5_0);
+  EXPECT_EQ(matrix_type(DType::Q5_K, 576, DType::BF16), DType::Q5_1);
   // Neither the block nor the fallback divides the row: the float type it came in.
   EXPECT_EQ(matrix_type(DType::Q4_K, 80, DType::F16), DType::F16);
   EXPECT_EQ(matrix_type(DType::Q6_K, 48, DType::F32), DType::F32);
@@ -122,15 +123,15 @@ TEST(QuantizeOnLoad, FallbacksAreNotedOncePerType) {
       d("d", DType::F32, 2, 512);
   OwnedTensors out;
   MatrixQuantizer q(DType::Q4_K, 2);
-  EXPECT_EQ(q.add(out, a.t)->dtype, DType::Q8_0);
-  EXPECT_EQ(q.add(out, b.t)->dtype, DType::Q8_0);
+  EXPECT_EQ(q.add(out, a.t)->dtype, DType::Q5_0);
+  EXPECT_EQ(q.add(out, b.t)->dtype, DType::Q5_0);
   EXPECT_EQ(q.add(out, c.t), &c.t);  // no block type fits: the source tensor itself, no copy
   EXPECT_EQ(q.add(out, d.t)->dtype, DType::Q4_K);
   EXPECT_EQ(out.size(), 3u);
   const std::vector<std::string> notes = q.fallback_notes();
   ASSERT_EQ(notes.size(), 2u);
   const std::string all = notes[0] + "\n" + notes[1];
-  EXPECT_NE(all.find("2 tensors stored as Q8_0 instead of Q4_K: rows of 576 values (a and others)"), std::string::npos)
+  EXPECT_NE(all.find("2 tensors stored as Q5_0 instead of Q4_K: rows of 576 values (a and others)"), std::string::npos)
       << all;
   EXPECT_NE(all.find("1 tensor stored as BF16 instead of Q4_K: rows of 48 values (c)"), std::string::npos) << all;
 }
@@ -156,24 +157,24 @@ TEST(QuantizeOnLoad, ModelFileQuantizesItsMatrices) {
   for (const HostTensor* t : mats) {
     // tiny's ffn_dim 1376 is a multiple of 32, not of 256: ffn_down (rows of 1376) falls back.
     const bool down = t->name.find("ffn_down") != std::string::npos;
-    EXPECT_EQ(t->dtype, down ? DType::Q8_0 : DType::Q4_K) << t->name;
+    EXPECT_EQ(t->dtype, down ? DType::Q5_0 : DType::Q4_K) << t->name;
   }
   EXPECT_EQ(f->layer_tensor(0, Role::Wq)->dtype, DType::Q4_K);
   EXPECT_EQ(f->token_embedding()->dtype, DType::Q4_K);
   EXPECT_EQ(f->output()->dtype, DType::Q4_K);
   EXPECT_EQ(f->layer_tensor(1, Role::AttnNorm)->dtype, DType::F32);
   EXPECT_EQ(f->output_norm()->dtype, DType::F32);
-  int q4k = 0, q8 = 0, f32 = 0;
+  int q4k = 0, q5 = 0, f32 = 0;
   for (const HostTensor* t : f->all_tensors()) {
     q4k += t->dtype == DType::Q4_K;
-    q8 += t->dtype == DType::Q8_0;
+    q5 += t->dtype == DType::Q5_0;
     f32 += t->dtype == DType::F32;
   }
   EXPECT_EQ(q4k, 2 + 6 * c.n_layers);
-  EXPECT_EQ(q8, c.n_layers);
+  EXPECT_EQ(q5, c.n_layers);
   EXPECT_EQ(f32, 1 + 2 * c.n_layers);
   ASSERT_EQ(f->load_notes().size(), 1u);
-  EXPECT_NE(f->load_notes()[0].find("4 tensors stored as Q8_0 instead of Q4_K"), std::string::npos)
+  EXPECT_NE(f->load_notes()[0].find("4 tensors stored as Q5_0 instead of Q4_K"), std::string::npos)
       << f->load_notes()[0];
   size_t bytes = 0;
   int tensors = 0;
