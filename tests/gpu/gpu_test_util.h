@@ -48,6 +48,15 @@ inline std::vector<float> random_values(size_t n, float scale, std::mt19937& rng
   return v;
 }
 
+// Weights as a model file holds them: not rounded to bf16, so block scales are arbitrary fp16
+// values (rounded bf16 inputs make every scale exact in bf16, hiding scale rounding).
+inline std::vector<float> random_floats(size_t n, float scale, std::mt19937& rng) {
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
 // A tensor on `b` holding v (host floats): the CPU backend's memory is host f32, the CUDA
 // backend's is device bf16.
 inline Tensor make_tensor(Backend& b, int64_t rows, int64_t cols, const std::vector<float>& v) {

@@ -67,7 +67,7 @@ TEST_F(GpuOps, UploadDecodesEveryFormatLikeTheCpu) {
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
                   DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const int64_t rows = 37, cols = 512;
-    HostWeight w(t, {rows, cols}, random_values(size_t(rows * cols), 2.f, rng));
+    HostWeight w(t, {rows, cols}, random_floats(size_t(rows * cols), 2.f, rng));
     auto wg = gpu->upload(w.t);
     EXPECT_EQ(wg->n_out, rows);
     EXPECT_EQ(wg->n_in, cols);

@@ -36,7 +36,7 @@ TEST_F(GpuQuant, WeightsStayPacked) {
   std::mt19937 rng(1);
   for (DType t : kFormats) {
     const int64_t m = 48, k = 512;
-    HostWeight w(t, {m, k}, random_values(size_t(m * k), 1.f, rng));
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 1.f, rng));
     auto wg = packed->upload(w.t);
     EXPECT_EQ(wg->dtype, t) << fmt(t);
     // The planes hold the file's bytes plus at most 256 bytes of alignment per plane.
@@ -52,7 +52,7 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
     const std::vector<int64_t> ks = k_quant(t) ? std::vector<int64_t>{768, 2816} : std::vector<int64_t>{576, 1056};
     for (int64_t k : ks)
       for (int64_t m : {int64_t(40), int64_t(301)}) {
-        HostWeight w(t, {m, k}, random_values(size_t(m * k), 0.5f, rng));
+        HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
         HostWeight bias(DType::F32, {m}, random_values(size_t(m), 1.f, rng));
         auto wg = packed->upload(w.t), wc = exact->upload(w.t);
         auto bg = packed->upload(bias.t), bc = exact->upload(bias.t);
@@ -86,7 +86,7 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std:
   for (int i = 0; i < 7; ++i) {
     const DType wt = i == 3 || i == 6 ? res : t;
     w.emplace_back(wt, std::vector<int64_t>{shapes[i][0], shapes[i][1]},
-                   random_values(size_t(shapes[i][0] * shapes[i][1]), 0.2f, rng));
+                   random_floats(size_t(shapes[i][0] * shapes[i][1]), 0.2f, rng));
   }
   const auto xv = random_values(size_t(n * dim), 2.f, rng);
   std::vector<std::vector<float>> outs[2];
@@ -137,7 +137,7 @@ TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
   std::mt19937 rng(5);
   for (DType t : kFormats) {
     const int64_t m = 130, k = k_quant(t) ? 1024 : 992, n = 4;
-    HostWeight w(t, {m, k}, random_values(size_t(m * k), 1.f, rng));
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 1.f, rng));
     auto wp = packed->upload(w.t), wc = converted->upload(w.t);
     EXPECT_EQ(wc->dtype, DType::BF16);
     const auto xv = random_values(size_t(n * k), 1.f, rng);

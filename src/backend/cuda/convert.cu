@@ -1,5 +1,5 @@
 // Weight conversion at upload: plain (F32/F16/BF16) and GGUF block formats (Q8_0, Q4_0,
-// Q4_1, Q4_K, Q6_K) -> bf16, on the GPU, so a 7B GGUF loads at PCIe speed rather than at
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) -> bf16, on the GPU, so a 7B GGUF loads at PCIe speed rather than at
 // single-thread host dequantization speed. The block layouts are GGML's, byte for byte
 // (see core/quant_blocks.h); each formula mirrors greta::dequantize_row, which the GPU tests
 // compare against. Blocks may be only 2-byte aligned (34-byte Q8_0 blocks), so scales are
@@ -41,11 +41,25 @@ __global__ void dequant32_kernel(DType t, const uint8_t* __restrict__ src, bf16*
       y[i] = __float2bfloat16_rn(d * float(b[4 + i] & 15) + m);
       y[i + 16] = __float2bfloat16_rn(d * float(b[4 + i] >> 4) + m);
     }
-  } else if (t == DType::Q4_K) {
-    // Sub-block j of super-block sb: value = d*sc*q - dmin*mn, q = nibble (low for even j).
+  } else if (t == DType::Q5_0 || t == DType::Q5_1) {
+    // Bit i of qh is value i's fifth bit; value = d*(q - 16) or d*q + m.
+    const bool one = t == DType::Q5_1;
+    const uint8_t* b = src + gidx * (one ? 24 : 22);
+    const float d = h2f(b), m = one ? h2f(b + 2) : 0.f;
+    const uint8_t* qh = b + (one ? 4 : 2);
+    const uint32_t h = uint32_t(qh[0]) | uint32_t(qh[1]) << 8 | uint32_t(qh[2]) << 16 | uint32_t(qh[3]) << 24;
+    const uint8_t* qs = qh + 4;
+    for (int i = 0; i < 32; ++i) {
+      const int q = ((qs[i % 16] >> (4 * (i / 16))) & 15) | int((h >> i) & 1u) << 4;
+      y[i] = __float2bfloat16_rn(one ? d * float(q) + m : d * float(q - 16));
+    }
+  } else if (t == DType::Q4_K || t == DType::Q5_K) {
+    // Sub-block j of super-block sb: value = d*sc*q - dmin*mn, q = nibble (low for even j), plus
+    // for Q5_K bit j of qh[l] as the fifth bit.
+    const bool five = t == DType::Q5_K;
     const int64_t sb = gidx / 8;
     const int j = int(gidx % 8);
-    const uint8_t* b = src + sb * 144;
+    const uint8_t* b = src + sb * (five ? 176 : 144);
     const float d = h2f(b), dmin = h2f(b + 2);
     const uint8_t* s = b + 4;
     int sc, mn;
@@ -57,9 +71,12 @@ __global__ void dequant32_kernel(DType t, const uint8_t* __restrict__ src, bf16*
       mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
     }
     const float ds = d * float(sc), dm = dmin * float(mn);
-    const uint8_t* q = b + 16 + 32 * (j / 2);
+    const uint8_t* q = b + (five ? 48 : 16) + 32 * (j / 2);
     const int shift = (j % 2) * 4;
-    for (int l = 0; l < 32; ++l) y[l] = __float2bfloat16_rn(ds * float((q[l] >> shift) & 15) - dm);
+    for (int l = 0; l < 32; ++l) {
+      const int hi = five ? ((b[16 + l] >> j) & 1) << 4 : 0;
+      y[l] = __float2bfloat16_rn(ds * float(((q[l] >> shift) & 15) | hi) - dm);
+    }
   }
 }
 
@@ -106,7 +123,10 @@ bool convert_supported(DType t) {
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1:
     case DType::Q4_K:
+    case DType::Q5_K:
     case DType::Q6_K: return true;
     default: return false;
   }
@@ -124,7 +144,10 @@ void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_1:
-    case DType::Q4_K: dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32); break;
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K: dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32); break;
     case DType::Q6_K: dequant_q6k_kernel<<<blocks_for(n / 256 * 64, 128), 128, 0, s>>>(b, dst, n / 256 * 64); break;
     default: throw Error("CUDA upload: cannot convert weights of type " + std::string(dtype_name(t)) + " to bf16");
   }

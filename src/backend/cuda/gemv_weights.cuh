@@ -9,8 +9,9 @@
 //                     (16 for Q8_0), i.e. one 16-byte load of quants plus the group's scales,
 //                     dequantized in registers: values are built as bf16 128 + q by OR-ing the
 //                     quant bits into 0x4300 (exact, q < 128), then scaled with bf16x2 math.
-// Dequantized values are rounded to bf16 once (two for Q4_1/Q5_1/K-quants, whose scale and min
-// are rounded to bf16 first), as the bf16 path rounds the weights it converts at upload.
+// Dequantized values are rounded to bf16 once, as the bf16 path rounds the weights it converts
+// at upload; the symmetric formats (Q4_0, Q5_0, Q6_K) also round their block scale to bf16
+// first, and formats with a min (Q4_1, Q5_1, Q4_K, Q5_K) compute d q + m in fp32.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -151,24 +152,42 @@ struct WeightQuant {
       }
 #pragma unroll
       for (int s = 0; s < kSub; ++s) o[s] = make_uint4(out[4 * s], out[4 * s + 1], out[4 * s + 2], out[4 * s + 3]);
-    } else {
-      __nv_bfloat162 mul[2], add = __float2bfloat162_rn(0.f);
-      float off = 128.f;  // 128 + the format's zero point, taken off before scaling
-      if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
-        mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x));
-        off = T == DType::Q4_0 ? 136.f : 144.f;
-      } else if constexpr (kMin) {
-        mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x & 0xffffu));
-        add = __float2bfloat162_rn(half_bits(r.sc.x >> 16));
-      } else if constexpr (kK) {
+    } else if constexpr (kMin || kK) {
+      // value = d q + m: in fp32, rounded once. With d and m rounded to bf16 first, m's rounding
+      // (|m| is as large as the values) doubled the error of the symmetric formats (measured).
+      float d, m;
+      if constexpr (kMin) {
+        d = half_bits(r.sc.x & 0xffffu);
+        m = half_bits(r.sc.x >> 16);
+      } else {
         // Sub-block j of the super-block: its 6-bit scale and min (core/quant_blocks.h q4k_scale_min).
         const int j = int((l.g0 + 4 * c) % 8), jj = j & 3;
         const uint32_t a = (r.sc.y >> (8 * jj)) & 0xffu, b = (r.sc.z >> (8 * jj)) & 0xffu,
                        e = (r.sc.w >> (8 * jj)) & 0xffu;
         const uint32_t sc = j < 4 ? a & 63u : (e & 15u) | ((a >> 6) << 4);
         const uint32_t mn = j < 4 ? b & 63u : (e >> 4) | ((b >> 6) << 4);
-        mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x & 0xffffu) * float(sc));
-        add = __float2bfloat162_rn(-half_bits(r.sc.x >> 16) * float(mn));
+        d = half_bits(r.sc.x & 0xffffu) * float(sc);
+        m = -half_bits(r.sc.x >> 16) * float(mn);
+      }
+      const float c0 = m - 128.f * d;  // the pairs hold 128 + q
+#pragma unroll
+      for (int s = 0; s < kSub; ++s) {
+        uint32_t w[4];
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+          const uint32_t v = pair(r, s, p);
+          w[p] = pack_bf16(fmaf(__uint_as_float(v << 16), d, c0), fmaf(__uint_as_float(v & 0xffff0000u), d, c0));
+        }
+        o[s] = make_uint4(w[0], w[1], w[2], w[3]);
+      }
+    } else {
+      // Symmetric formats: value = d (q - z) with q - z exact in bf16 and one product rounded;
+      // the scale is rounded to bf16 first (at most 2^-9 of the block's scale).
+      __nv_bfloat162 mul[2];
+      float off = 128.f;  // 128 + the format's zero point, taken off before scaling
+      if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
+        mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x));
+        off = T == DType::Q4_0 ? 136.f : 144.f;
       } else {  // Q6_K: two 16-value sub-blocks, int8 scales
         const float d = half_bits(r.d);
         mul[0] = __float2bfloat162_rn(d * float(int8_t(r.sc.x & 0xffu)));
@@ -182,7 +201,7 @@ struct WeightQuant {
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const __nv_bfloat162 q = __hsub2(as_bf2(pair(r, s, p)), off2);  // exact: small integers
-          w[p] = as_u32(kMin || kK ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
+          w[p] = as_u32(__hmul2(q, mul[s / 2]));
         }
         o[s] = make_uint4(w[0], w[1], w[2], w[3]);
       }
