@@ -24,7 +24,8 @@ struct CudaOptions {
   int device = 0;               // CUDA device index
   bool graphs = true;           // decode steps replayed as CUDA graphs (else launched one by one)
   int gemv_max_tokens = 16;     // steps of up to this many tokens use the streaming GEMV, more use
-                                // cuBLASLt (1..32; docs/notes/gemv.md)
+                                // cuBLASLt (1..32; docs/notes/gemv.md); bf16 weights only: packed
+                                // ones take the GEMV up to 32 tokens
   bool prefill_tc = true;       // prompt attention on tensor cores where the head size allows
   bool split_k = true;          // split-K for GEMVs with few row tiles and a long k (down projections)
   bool gemv_pipeline = true;    // decode GEMVs software-pipeline their weight stream

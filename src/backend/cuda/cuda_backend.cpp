@@ -182,9 +182,14 @@ const CudaWeight& weight2d(const Weight& w, const char* op) {
   return *cw;
 }
 
-bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) {
+int CudaBackend::gemv_limit(const CudaWeight& w) const {
+  return w.dtype == DType::BF16 ? opt_.gemv_max_tokens : kGemvMaxTokens;
+}
+
+bool CudaBackend::gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) const {
+  if (n > gemv_limit(w)) return false;
   if (w.dtype == DType::BF16) return gemv_fast_path(x, w.data, n, k);
-  return n >= 1 && n <= kGemvMaxTokens && k == w.n_in && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  return n >= 1 && k == w.n_in && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
 }
 
 void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate) {
@@ -244,7 +249,7 @@ void CudaBackend::matmul(Tensor x, const Weight& w, const Weight* bias, Tensor o
   if (x.rows <= opt_.gemv_max_tokens && wt.dtype == DType::BF16) {
     launch(&gemv, act(x), static_cast<const bf16*>(wt.data), b, act(out), int(x.rows), wt.n_out, wt.n_in,
            int(opt_.gemv_pipeline), stream_);
-  } else if (x.rows <= opt_.gemv_max_tokens && gemv_takes_weight(wt, x.data, int(x.rows), x.cols)) {
+  } else if (wt.dtype != DType::BF16 && gemv_takes_weight(wt, x.data, int(x.rows), x.cols)) {
     GemvArgs g{};
     g.x = act(x);
     g.k = wt.n_in;

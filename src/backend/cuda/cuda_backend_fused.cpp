@@ -1,5 +1,5 @@
 // CudaBackend (cuda_backend_impl.h): the decode GEMV with its fusions (gemv_kernel.cuh) behind
-// the fused ops of backend.h. A decode-sized step (at most gemv_max_tokens tokens) runs
+// the fused ops of backend.h. A decode-sized step (at most gemv_limit tokens) runs
 //   q, k, v + RoPE + KV write   one GEMV launch (normed_qkv_rope)
 //   gate, up + SiLU             one GEMV launch (normed_swiglu)
 //   o, down + residual add      one GEMV launch each, whose epilogue also writes the next
@@ -9,7 +9,7 @@
 // fused launches whose matrices differ in storage (a Q4_K_M file's q and k in Q4_K with v in
 // Q6_K): one launch reads one weight format.
 // Packed weights (quant_planes.h) run the same kernel with the format's dequantization in its
-// weight loads, 8 tokens a launch (gemv_quant.cu).
+// weight loads (gemv_quant.cu).
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -21,7 +21,7 @@ namespace greta::cuda {
 bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvArgs& g) {
   expect_act(a, a.rows, wt.n_in, "matmul_add a");
   expect_act(x, a.rows, wt.n_out, "matmul_add x");
-  if (a.data == x.data || a.rows > opt_.gemv_max_tokens || !gemv_takes_weight(wt, a.data, int(a.rows), wt.n_in))
+  if (a.data == x.data || !gemv_takes_weight(wt, a.data, int(a.rows), wt.n_in))
     return false;
   g = GemvArgs{};
   g.x = act(a);
@@ -49,7 +49,7 @@ void CudaBackend::matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
   GemvArgs g;
   if (residual_gemv(a, wt, x, g)) {
     launch(&gemv_fused, g, 0.f, stream_);
-  } else if (a.rows > opt_.gemv_max_tokens && a.data != x.data) {
+  } else if (a.rows > gemv_limit(wt) && a.data != x.data) {
     // Many tokens (prefill, large decode batches): cuBLASLt adds into x in its epilogue.
     weight_gemm(act(a), wt, act(x), a.rows, true);
   } else {
@@ -85,7 +85,7 @@ Backend::NormedRows CudaBackend::matmul_add_norm(Tensor a, const Weight& w, Tens
 // Whether up to 3 targets over in.h can run as one GEMV launch (few tokens, aligned shapes,
 // outputs distinct from the inputs).
 bool CudaBackend::gemv_takes(const NormedRows& in, std::initializer_list<MatmulTarget> targets) const {
-  bool ok = in.h.rows <= opt_.gemv_max_tokens && targets.size() <= 3;
+  bool ok = targets.size() <= 3;
   const DType fmt = weight2d(*targets.begin()->w, "normed_matmul").dtype;
   for (const MatmulTarget& t : targets) {
     const CudaWeight& w = weight2d(*t.w, "normed_matmul");
@@ -154,7 +154,7 @@ void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, cons
   const int64_t n = in.h.rows, k = in.h.cols;
   const auto& wg = weight2d(w_gate, "normed_swiglu gate");
   const auto& wu = weight2d(w_up, "normed_swiglu up");
-  if (n > opt_.gemv_max_tokens || wg.dtype != wu.dtype || !gemv_takes_weight(wg, in.h.data, int(n), k) ||
+  if (wg.dtype != wu.dtype || !gemv_takes_weight(wg, in.h.data, int(n), k) ||
       !gemv_takes_weight(wu, in.h.data, int(n), k) || out.data == in.x.data || out.data == in.h.data) {
     Backend::normed_swiglu(in, w_gate, w_up, gate, out);
     return;

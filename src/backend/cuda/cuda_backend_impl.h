@@ -45,8 +45,6 @@ constexpr int kDecodeCtxBucket = 256;
 inline std::string shape_str(int64_t r, int64_t c) { return "[" + std::to_string(r) + ", " + std::to_string(c) + "]"; }
 void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what);  // bf16 [rows, cols]
 const CudaWeight& weight2d(const Weight& w, const char* op);                     // a 2-D matrix, bf16 or packed
-// Whether the decode GEMV takes n tokens of x [n, k] (16-byte aligned) against w.
-bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k);
 const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op);  // f32 [n]
 inline bf16* act(const Tensor& t) { return static_cast<bf16*>(t.data); }
 
@@ -118,6 +116,11 @@ class CudaBackend final : public Backend {
     rec_.launch(fn, args...);
   }
 
+  // The most tokens the decode GEMV takes against w: CudaOptions::gemv_max_tokens for bf16; all
+  // its token tiles (kGemvMaxTokens) for packed weights, whose cuBLASLt path must dequantize first.
+  int gemv_limit(const CudaWeight& w) const;
+  // Whether the decode GEMV takes n tokens of x [n, k] (16-byte aligned) against w.
+  bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) const;
   // out [n, m] (+)= x [n, k] @ w^T through cuBLASLt; a packed w is dequantized slice by slice.
   void weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate);
   // The decode GEMV's arguments for x += a @ w^T, or false when the shape is not the GEMV's.

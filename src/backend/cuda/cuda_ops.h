@@ -69,8 +69,7 @@ struct GemvArgs {
   bf16* next_h = nullptr;              // producer: [n, m] out * next_norm_w, or null
   float* next_ss = nullptr;            // producer: [m / 16][kGemvMaxTokens] per-tile sums of out^2
   // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h),
-  // whose GEMV runs one token tile (8 tokens) a launch, so more tokens take several launches, and
-  // no split-K.
+  // which has no split-K.
   int32_t wfmt = int32_t(DType::BF16);
   int32_t unused_ = 0;  // keeps the struct free of tail padding
 };
