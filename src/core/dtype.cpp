@@ -1,5 +1,8 @@
 #include "core/dtype.h"
 
+#include <cmath>
+#include <limits>
+
 namespace greta {
 
 std::string_view dtype_name(DType t) {
@@ -16,6 +19,11 @@ std::string_view dtype_name(DType t) {
     case DType::Q5_0: return "Q5_0";
     case DType::Q5_1: return "Q5_1";
     case DType::Q5_K: return "Q5_K";
+    case DType::F8_E4M3: return "F8_E4M3";
+    case DType::F8_B64: return "F8_B64";
+    case DType::I4_G32: return "I4_G32";
+    case DType::I4_G64: return "I4_G64";
+    case DType::I4_G128: return "I4_G128";
   }
   return "?";
 }
@@ -45,6 +53,15 @@ float fp16_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+
+float fp8_e4m3_to_float(uint8_t v) {
+  const int exp = (v >> 3) & 0x0f, mant = v & 0x07;
+  float f;
+  if ((v & 0x7f) == 0x7f) f = std::numeric_limits<float>::quiet_NaN();
+  else if (exp == 0) f = std::ldexp(float(mant), -9);  // subnormal: mant/8 * 2^-6
+  else f = std::ldexp(float(8 + mant), exp - 10);      // (1 + mant/8) * 2^(exp-7)
+  return (v & 0x80) ? -f : f;
 }
 
 uint16_t float_to_fp16(float f) {

@@ -77,6 +77,33 @@ struct BlockQ6_K {
   uint16_t d;
 };
 
+// Hugging Face FP8 (e4m3) weights: value = scale * fp8(qs[l]) for the 64 values of the block.
+// Checkpoints give one scale per tensor, per output row, or per 128x128 tile; each of these is
+// exactly one scale per 64-value run of a row, so all three load into this one type without
+// loss, at 68 bytes per 64 weights (1.06 bytes a weight). A single scale per row (1 byte a
+// weight) could not hold the tile-scaled checkpoints, and a row-level scale has no place in the
+// rows-of-fixed-blocks model that every loader, backend and test shares. Made in memory only
+// (never overlaid on a file), so the float scale is 4-byte aligned.
+struct BlockF8_64 {
+  float scale;
+  uint8_t qs[64];
+};
+// AWQ / GPTQ int4: one block per group of G values along a row (the checkpoint's group_size),
+// value = fp16(d) * (q - z). z is the group's integer zero point (AWQ 0..15; GPTQ's classic
+// format stores zero - 1, so 1..16 after the + 1), a whole byte so both fit exactly. In each run
+// of 32 values, byte j holds element j (low nibble) and element j + 16 (high nibble), as Q4_0
+// does, so the GGML formats' nibble unpacking applies. 68 bytes per 128 values: 4.25 bits.
+template <int G>
+struct BlockI4 {
+  uint16_t d;  // fp16 scale, as the checkpoints store it
+  uint8_t z;
+  uint8_t pad;
+  uint8_t qs[G / 2];
+};
+using BlockI4_32 = BlockI4<32>;
+using BlockI4_64 = BlockI4<64>;
+using BlockI4_128 = BlockI4<128>;
+
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0) == block_bytes(DType::Q8_0));
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_0) == block_bytes(DType::Q4_0));
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ4_1) == block_bytes(DType::Q4_1));
@@ -85,6 +112,19 @@ static_assert(sizeof(BlockQ5_1) == 24 && sizeof(BlockQ5_1) == block_bytes(DType:
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ4_K) == block_bytes(DType::Q4_K));
 static_assert(sizeof(BlockQ5_K) == 176 && sizeof(BlockQ5_K) == block_bytes(DType::Q5_K));
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ6_K) == block_bytes(DType::Q6_K));
+static_assert(sizeof(BlockF8_64) == block_bytes(DType::F8_B64));
+static_assert(sizeof(BlockI4_32) == block_bytes(DType::I4_G32) && sizeof(BlockI4_64) == block_bytes(DType::I4_G64) &&
+              sizeof(BlockI4_128) == block_bytes(DType::I4_G128));
+
+// The int4 quant (0..15) of element l of a BlockI4's qs, and its setter (the nibble must be 0).
+inline int i4_quant(const uint8_t* qs, int l) { return (qs[16 * (l / 32) + l % 16] >> (4 * ((l % 32) / 16))) & 0x0f; }
+inline void i4_set_quant(uint8_t* qs, int l, int q) {
+  qs[16 * (l / 32) + l % 16] |= uint8_t((q & 0x0f) << (4 * ((l % 32) / 16)));
+}
+// The BlockI4 type of a group size (32, 64 or 128), or F32 for any other.
+constexpr DType i4_type_for_group(int64_t g) {
+  return g == 32 ? DType::I4_G32 : g == 64 ? DType::I4_G64 : g == 128 ? DType::I4_G128 : DType::F32;
+}
 
 // The 5-bit quant (0..31) of element l (0..31) of a Q5_0 / Q5_1 block.
 inline int q5_quant(const uint8_t* qs, const uint8_t* qh, int l) {

@@ -1,0 +1,163 @@
+"""Hugging Face quantized checkpoints (FP8 compressed-tensors / fp8 / fbgemm_fp8, AWQ, GPTQ) through
+the safetensors loader on the CPU. tools/make_quantized_hf.py writes each format from a tiny random
+Llama 3 model (tools/random_hf_model.py) as the publishing tools lay it out, and dequantizes it
+again with numpy, independently of greta; greta's logits on the quantized directory must match the
+float64 numpy forward on those dequantized weights. Broken checkpoints must fail to load with a
+message naming what is wrong, never crash."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_json, run_greta
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import make_quantized_hf as mq  # noqa: E402
+
+RANDOM_HF = os.path.join(ROOT, "tools", "random_hf_model.py")
+MAKE = os.path.join(ROOT, "tools", "make_quantized_hf.py")
+LAYER0 = "model.layers.0.self_attn.q_proj"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    d = tmp_path_factory.mktemp("base") / "llama3"
+    subprocess.run([sys.executable, RANDOM_HF, "write", "llama3", str(d)], check=True)
+    return d
+
+
+def make(base, tmp_path, fmt, *extra):
+    q = tmp_path / fmt
+    subprocess.run([sys.executable, MAKE, "quantize", str(base), fmt, str(q), *extra], check=True)
+    return q
+
+
+@pytest.mark.parametrize("fmt,group", [("fp8-tensor", None), ("fp8-channel", None), ("fp8-block", None),
+                                       ("fbgemm-fp8", None), ("awq", "128"), ("awq", "64"), ("gptq", "128"),
+                                       ("gptq", "32")])
+def test_quantized_matches_numpy_dequantized_reference(greta_bin, base, tmp_path, fmt, group):
+    q = make(base, tmp_path, fmt, *(["--group", group] if group else []))
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, MAKE, "dequantize", str(q), str(ref)], check=True)
+    rep = tmp_path / "r.json"
+    p = run_greta(greta_bin, "run", "-m", q, "--device", "cpu", "-p", "The GNU General Public License is", "-n", 3,
+                  "--temp", "0", "--ignore-eos", "--report", rep, "--report-top", 1000)
+    r = read_json(rep)
+    for step in (0, 2):
+        ids = r["prompt_ids"] + r["generated_ids"][:step]
+        out = subprocess.run([sys.executable, RANDOM_HF, "logits", str(ref), json.dumps(ids)], check=True,
+                             capture_output=True, text=True).stdout
+        want = np.array(json.loads(out))
+        ours = np.zeros_like(want)
+        for t, v in r["steps"][step]:
+            ours[t] = v
+        err = np.abs(ours - want).max() / np.abs(want).max()
+        print(f"\n{fmt} g{group} step {step}: max |diff| / max |logit| = {err:.2e}")
+        # As tests/e2e/test_architectures.py: the F16 KV cache costs ~1e-4; a wrong nibble order,
+        # zero point or scale moves logits by ~1e-2 or more.
+        assert err < 3e-4
+        assert int(ours.argmax()) == int(want.argmax())
+    # The load log says what the checkpoint became.
+    assert "linear weights loaded as" in p.stderr
+
+
+def test_info_counts_converted_weights(greta_bin, base, tmp_path):
+    q = make(base, tmp_path, "awq")
+    j = json.loads(run_greta(greta_bin, "info", "-m", q, "--json").stdout)
+    text = json.dumps(j)
+    assert "I4_G128" in text and "I32" not in text, text
+
+
+def load_error(greta_bin, model):
+    p = run_greta(greta_bin, "info", "-m", model, check=False)
+    assert p.returncode == 1, (p.returncode, p.stderr)  # an error, not a signal
+    return p.stderr
+
+
+def edit_config(d, fn):
+    path = d / "config.json"
+    cfg = json.loads(path.read_text())
+    fn(cfg)
+    path.write_text(json.dumps(cfg))
+
+
+def edit_tensors(d, fn):
+    path = str(d / "model.safetensors")
+    t = mq.read_st(path)
+    fn(t)
+    mq.write_st(path, t)
+
+
+@pytest.mark.parametrize("change,expect", [
+    (lambda c: c.__setitem__("quantization_config", "awq"), ["quantization_config", "expected an object"]),
+    (lambda c: c["quantization_config"].pop("quant_method"), ["missing 'quant_method'"]),
+    (lambda c: c["quantization_config"].__setitem__("quant_method", "bitsandbytes"),
+     ["'bitsandbytes' is not supported", "awq, gptq, compressed-tensors, fp8, fbgemm_fp8"]),
+    (lambda c: c["quantization_config"].__setitem__("bits", 8), ["bits = 8 is not supported", "supported: 4"]),
+    (lambda c: c["quantization_config"].__setitem__("bits", "4"), ["'bits' is string", "expected an integer"]),
+    (lambda c: c["quantization_config"].__setitem__("group_size", 256),
+     ["group_size = 256 is not supported", "32, 64, 128"]),
+    (lambda c: c["quantization_config"].__setitem__("version", "gemv"), ["AWQ version 'gemv' is not supported"]),
+    (lambda c: c.pop("quantization_config"), ["no 'quantization_config'", "qweight"]),
+])
+def test_bad_awq_config_is_a_clear_error(greta_bin, base, tmp_path, change, expect):
+    q = make(base, tmp_path, "awq")
+    edit_config(q, change)
+    err = load_error(greta_bin, q)
+    for e in expect:
+        assert e in err, err
+
+
+def test_wrong_shaped_scales_and_zeros_name_the_tensor(greta_bin, base, tmp_path):
+    q = make(base, tmp_path, "awq")
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".scales", ("F16", t[LAYER0 + ".scales"][1][:, :-8])))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.scales'" in err and "expected [4, 512]" in err, err
+
+    q = make(base, tmp_path / "z", "gptq")
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".qzeros", ("I32", t[LAYER0 + ".qzeros"][1][:-1])))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.qzeros'" in err and "expected [4, 64]" in err, err
+
+    q = make(base, tmp_path / "t", "gptq")
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".scales", ("F32", t[LAYER0 + ".scales"][1])))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.scales'" in err and "is F32 (expected F16)" in err, err
+
+    q = make(base, tmp_path / "m", "gptq")
+    edit_tensors(q, lambda t: t.pop(LAYER0 + ".qzeros"))
+    assert f"missing tensor '{LAYER0}.qzeros'" in load_error(greta_bin, q)
+
+
+def test_gptq_act_order_is_refused(greta_bin, base, tmp_path):
+    err = load_error(greta_bin, make(base, tmp_path, "gptq-desc-act"))
+    assert ".g_idx'" in err and "desc_act" in err and "not supported" in err, err
+
+
+def test_bad_fp8_checkpoints_name_the_problem(greta_bin, base, tmp_path):
+    q = make(base, tmp_path, "fp8-channel")
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".weight_scale", ("F32", np.ones((4, 1), np.float32))))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.weight_scale'" in err and "expected [512, 1]" in err, err
+
+    q = make(base, tmp_path / "b", "fp8-block")
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".weight_scale_inv", ("F32", np.ones((4, 1), np.float32))))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.weight_scale_inv'" in err and "expected [4, 4]" in err, err
+
+    q = make(base, tmp_path / "n", "fp8-tensor")
+    edit_tensors(q, lambda t: t.pop(LAYER0 + ".weight_scale"))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.weight' is F8_E4M3 but there is no" in err, err
+
+    q = make(base, tmp_path / "c", "fp8-tensor")
+    edit_config(q, lambda c: c["quantization_config"]["config_groups"]["group_0"]["weights"].__setitem__("num_bits", 4))
+    err = load_error(greta_bin, q)
+    assert "config_groups.group_0.weights" in err and "num_bits 4" in err, err
+
+    q = make(base, tmp_path / "s", "fp8-block")
+    edit_config(q, lambda c: c["quantization_config"].__setitem__("weight_block_size", [128, 32]))
+    assert "tiles of 32 columns are not supported" in load_error(greta_bin, q)
