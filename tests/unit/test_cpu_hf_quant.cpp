@@ -69,5 +69,9 @@ void check(DType t, int64_t n, int64_t k, int64_t m) {
 
 TEST(CpuHfQuant, MatmulMatchesDequantizedWeights) {
   for (DType t : {DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128})
-    for (int64_t n : {1, 3, 9}) check(t, n, 384, 37);
+    for (int64_t n : {1, 2, 3, 9}) {
+      check(t, n, 384, 37);
+      check(t, n, 640, 40);
+      if (block_elems(t) <= 64) check(t, n, 576, 24);  // the default model's hidden size
+    }
 }
