@@ -161,3 +161,27 @@ def test_bad_fp8_checkpoints_name_the_problem(greta_bin, base, tmp_path):
     q = make(base, tmp_path / "s", "fp8-block")
     edit_config(q, lambda c: c["quantization_config"].__setitem__("weight_block_size", [128, 32]))
     assert "tiles of 32 columns are not supported" in load_error(greta_bin, q)
+
+
+def perplexity(greta_bin, model, text):
+    p = run_greta(greta_bin, "perplexity", "-m", model, "--device", "cpu", "-f", text, "-c", 256, "--chunks", 2)
+    return json.loads(p.stdout.strip().splitlines()[-1])["perplexity"]
+
+
+def test_default_model_quantized_perplexity(greta_bin, default_model, tmp_path):
+    """The default model's own shapes (hidden 576: group 64, tied embeddings) in FP8 and AWQ: FP8
+    costs little perplexity over the float weights, and AWQ scores exactly as its numpy-dequantized
+    weights do in float (same numbers, two loaders)."""
+    hf = tmp_path / "f32"
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_hf.py"), default_model, str(hf)], check=True,
+                   capture_output=True)
+    text = os.path.join(ROOT, "README.md")
+    base = perplexity(greta_bin, hf, text)
+    fp8 = perplexity(greta_bin, make(hf, tmp_path, "fp8-channel"), text)
+    awq = make(hf, tmp_path, "awq", "--group", "64")
+    ref = tmp_path / "awq-ref"
+    subprocess.run([sys.executable, MAKE, "dequantize", str(awq), str(ref)], check=True)
+    awq_ppl, ref_ppl = perplexity(greta_bin, awq, text), perplexity(greta_bin, ref, text)
+    print(f"\nperplexity: float {base:.3f}, fp8 per-channel {fp8:.3f}, awq g64 (round to nearest) {awq_ppl:.3f}")
+    assert fp8 < base * 1.02
+    assert abs(awq_ppl - ref_ppl) < 1e-4 * ref_ppl
