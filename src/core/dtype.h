@@ -16,10 +16,12 @@ namespace greta {
 //   F8_B64        : Hugging Face FP8 weights, blocks of 64 fp8 e4m3 values and a float scale.
 //   I4_G32/64/128 : AWQ / GPTQ int4 weights, one group (fp16 scale, integer zero point) per block.
 // Layouts and why in quant_blocks.h.
+// clang-format off
 enum class DType : uint8_t {
   F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32, Q5_0, Q5_1, Q5_K,
   F8_E4M3, F8_B64, I4_G32, I4_G64, I4_G128
 };
+// clang-format on
 
 // Values per block (1 for plain types).
 constexpr int64_t block_elems(DType t) {

@@ -144,7 +144,8 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
     HostTensor t;
     t.name = name;
     const std::string& dts = dt_it->get_ref<const std::string&>();
-    if (!dtype_from_name(dts, &t.dtype)) fail("unsupported dtype '" + dts + "' (expected F32, F16 or BF16, or F8_E4M3 / I32 of a quantized checkpoint)");
+    if (!dtype_from_name(dts, &t.dtype))
+      fail("unsupported dtype '" + dts + "' (expected F32, F16 or BF16, or F8_E4M3 / I32 of a quantized checkpoint)");
     int64_t numel = 1;
     for (const json& d : *shape_it) {
       auto n = as_count(d);

@@ -33,12 +33,12 @@ enum class Method { Fp8, Awq, Gptq };
 
 struct QuantSpec {
   Method method = Method::Fp8;
-  std::string name;        // quant_method as written
-  int group = 0;           // int4: values per group
-  bool gptq_v2 = false;    // GPTQ zeros stored as they are (not minus one)
-  int64_t tile_out = 0;    // FP8 tile scales: rows and columns of a tile (0: none declared)
+  std::string name;      // quant_method as written
+  int group = 0;         // int4: values per group
+  bool gptq_v2 = false;  // GPTQ zeros stored as they are (not minus one)
+  int64_t tile_out = 0;  // FP8 tile scales: rows and columns of a tile (0: none declared)
   int64_t tile_in = 0;
-  std::string strategy;    // FP8 compressed-tensors: "tensor", "channel" or "block"; "" = by shape
+  std::string strategy;  // FP8 compressed-tensors: "tensor", "channel" or "block"; "" = by shape
 };
 
 constexpr int kAwqNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // output 8c+j sits in nibble kAwqNibble[j]
@@ -93,7 +93,8 @@ void parse_int4(const ConfigReader& r, QuantSpec& s) {
       r.fail("AWQ zero_point must be true (symmetric AWQ without zeros is not supported)");
   } else {
     const std::string f = r.string("checkpoint_format", "gptq");
-    if (f != "gptq" && f != "gptq_v2") r.fail("checkpoint_format '" + f + "' is not supported (supported: gptq, gptq_v2)");
+    if (f != "gptq" && f != "gptq_v2")
+      r.fail("checkpoint_format '" + f + "' is not supported (supported: gptq, gptq_v2)");
     s.gptq_v2 = f == "gptq_v2";
     if (const json* d = r.find("desc_act"); d && !d->is_boolean()) r.fail("'desc_act' must be true or false");
   }
@@ -127,7 +128,8 @@ void parse_compressed_tensors(const ConfigReader& r, QuantSpec& s) {
     const std::string st = w.string("strategy", "tensor");
     if (st != "tensor" && st != "channel" && st != "block")
       w.fail("strategy '" + st + "' is not supported (supported: tensor, channel, block)");
-    if (!s.strategy.empty() && s.strategy != st) r.fail("config groups mix weight strategies '" + s.strategy + "' and '" + st + "'");
+    if (!s.strategy.empty() && s.strategy != st)
+      r.fail("config groups mix weight strategies '" + s.strategy + "' and '" + st + "'");
     s.strategy = st;
     if (st == "block") {
       const json* bs = w.find("block_structure");
@@ -151,11 +153,12 @@ QuantSpec parse_config(const json& q, const std::string& where) {
   } else if (s.name == "fp8" || s.name == "fbgemm_fp8") {
     if (const json* b = r.find("weight_block_size")) read_tile(r, *b, "weight_block_size", s);
   } else {
-    r.fail("quant_method '" + s.name + "' is not supported (supported: awq, gptq, compressed-tensors, fp8, fbgemm_fp8)");
+    r.fail("quant_method '" + s.name +
+           "' is not supported (supported: awq, gptq, compressed-tensors, fp8, fbgemm_fp8)");
   }
   if (s.tile_in % 64 != 0)
-    r.fail("FP8 tiles of " + std::to_string(s.tile_in) + " columns are not supported (a multiple of 64 is: greta keeps " +
-           "one scale per 64 values)");
+    r.fail("FP8 tiles of " + std::to_string(s.tile_in) +
+           " columns are not supported (a multiple of 64 is: greta keeps " + "one scale per 64 values)");
   return s;
 }
 
@@ -179,7 +182,8 @@ struct Converter {
     return *t;
   }
   void expect_shape(const HostTensor& t, const std::vector<int64_t>& shape, const std::string& what) {
-    if (t.shape != shape) fail(t.name, "has shape " + shape_str(t.shape) + ", expected " + shape_str(shape) + " (" + what + ")");
+    if (t.shape != shape)
+      fail(t.name, "has shape " + shape_str(t.shape) + ", expected " + shape_str(shape) + " (" + what + ")");
   }
 
   void int4(const std::string& prefix);
@@ -213,7 +217,8 @@ void Converter::int4(const std::string& prefix) {
       for (int64_t i = 0; i < in; ++i)
         if (g[i] != i / G)
           fail(gi->name, "input " + std::to_string(i) + " is in group " + std::to_string(g[i]) + ", expected " +
-                             std::to_string(i / G) + ": GPTQ act-order (desc_act) checkpoints whose g_idx permutes "
+                             std::to_string(i / G) +
+                             ": GPTQ act-order (desc_act) checkpoints whose g_idx permutes "
                              "the inputs are not supported (quantize with desc_act=false)");
     }
   }
@@ -252,29 +257,32 @@ void Converter::fp8(const HostTensor& w, const std::string& prefix) {
   if (w.shape.size() != 2) fail(w.name, "F8_E4M3 weight of shape " + shape_str(w.shape) + " (expected [out, in])");
   const int64_t out_dim = w.shape[0], in = w.shape[1];
   if (in % 64 != 0)
-    fail(w.name, "has " + std::to_string(in) + " input features, not a multiple of 64 (FP8 weights load as blocks of 64)");
+    fail(w.name,
+         "has " + std::to_string(in) + " input features, not a multiple of 64 (FP8 weights load as blocks of 64)");
   const HostTensor* s = st.find_tensor(prefix + ".weight_scale");
   if (!s) s = st.find_tensor(prefix + ".weight_scale_inv");
-  if (!s) throw Error(dir + ": tensor '" + w.name + "' is F8_E4M3 but there is no '" + prefix + ".weight_scale' (or '" +
-                      prefix + ".weight_scale_inv') to scale it");
+  if (!s)
+    throw Error(dir + ": tensor '" + w.name + "' is F8_E4M3 but there is no '" + prefix + ".weight_scale' (or '" +
+                prefix + ".weight_scale_inv') to scale it");
   if (s->dtype != DType::F32 && s->dtype != DType::F16 && s->dtype != DType::BF16)
     fail(s->name, "is " + std::string(dtype_name(s->dtype)) + " (expected F32, F16 or BF16 scales)");
   out.consumed.insert(s->name);
   const bool per_tensor = s->numel() == 1 && s->shape.size() <= 2;
-  const bool per_channel = s->numel() == out_dim && (s->shape.size() == 1 || (s->shape.size() == 2 && s->shape[1] == 1));
+  const bool per_channel = s->numel() == out_dim &&
+                           (s->shape.size() == 1 || (s->shape.size() == 2 && s->shape[1] == 1));
   std::vector<int64_t> tile;
-  if (spec.tile_in > 0)
-    tile = {(out_dim + spec.tile_out - 1) / spec.tile_out, (in + spec.tile_in - 1) / spec.tile_in};
+  if (spec.tile_in > 0) tile = {(out_dim + spec.tile_out - 1) / spec.tile_out, (in + spec.tile_in - 1) / spec.tile_in};
   const std::string st_name = !spec.strategy.empty() ? spec.strategy : spec.tile_in > 0 ? "block" : "";
   const bool ok = st_name == "tensor"    ? per_tensor
                   : st_name == "channel" ? per_channel
                   : st_name == "block"   ? s->shape == tile
                                          : per_tensor || per_channel;
   if (!ok) {
-    const std::string want = st_name == "tensor"    ? "[1] (one scale per tensor)"
-                             : st_name == "channel" ? "[" + std::to_string(out_dim) + ", 1] (one scale per output channel)"
-                             : st_name == "block"   ? shape_str(tile) + " (one scale per tile of weight_block_size)"
-                                                    : "[1] or [" + std::to_string(out_dim) + ", 1]";
+    const std::string want = st_name == "tensor" ? "[1] (one scale per tensor)"
+                             : st_name == "channel"
+                                 ? "[" + std::to_string(out_dim) + ", 1] (one scale per output channel)"
+                             : st_name == "block" ? shape_str(tile) + " (one scale per tile of weight_block_size)"
+                                                  : "[1] or [" + std::to_string(out_dim) + ", 1]";
     fail(s->name, "has shape " + shape_str(s->shape) + ", expected " + want + " for weight " + shape_str(w.shape));
   }
   auto added = out.tensors->add(w.name, DType::F8_B64, {out_dim, in});
@@ -314,7 +322,8 @@ HfQuantized load_hf_quantized(const json& config, const std::string& cfg_path, c
   for (const HostTensor* t : st.tensors()) {
     if (spec.method == Method::Fp8) {
       if (t->dtype == DType::F8_E4M3) {
-        if (!ends_with(t->name, ".weight")) cv.fail(t->name, "is F8_E4M3 but not a '.weight' (expected FP8 linear weights only)");
+        if (!ends_with(t->name, ".weight"))
+          cv.fail(t->name, "is F8_E4M3 but not a '.weight' (expected FP8 linear weights only)");
         cv.fp8(*t, t->name.substr(0, t->name.size() - 7));
       }
       input_scales += ends_with(t->name, ".input_scale");
@@ -332,7 +341,8 @@ HfQuantized load_hf_quantized(const json& config, const std::string& cfg_path, c
   // backends quantize activations themselves (or keep them in float), so the weights alone
   // define each layer and these are left unused.
   if (input_scales > 0)
-    out.notes.push_back(std::to_string(input_scales) + " input_scale tensors (static FP8 activation scales) not used: " +
+    out.notes.push_back(std::to_string(input_scales) +
+                        " input_scale tensors (static FP8 activation scales) not used: " +
                         "activations are scaled per token at run time");
   for (const HostTensor* t : st.tensors())
     if ((t->dtype == DType::F8_E4M3 || t->dtype == DType::I32) && !out.consumed.count(t->name) &&

@@ -23,9 +23,9 @@ class OwnedTensors;
 class SafetensorsModel;
 
 struct HfQuantized {
-  std::shared_ptr<OwnedTensors> tensors;           // null: the checkpoint is not quantized
-  std::set<std::string, std::less<>> consumed;     // file tensors folded into `tensors`
-  std::vector<std::string> notes;                  // for the load log: what was converted or left unused
+  std::shared_ptr<OwnedTensors> tensors;        // null: the checkpoint is not quantized
+  std::set<std::string, std::less<>> consumed;  // file tensors folded into `tensors`
+  std::vector<std::string> notes;               // for the load log: what was converted or left unused
 };
 
 // config: the parsed config.json (an object); cfg_path names it in errors. Without a

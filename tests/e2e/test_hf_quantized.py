@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_json, run_greta
+from conftest import ROOT, logits_error_vs_reference, run_greta
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_quantized_hf as mq  # noqa: E402
@@ -42,26 +42,15 @@ def test_quantized_matches_numpy_dequantized_reference(greta_bin, base, tmp_path
     q = make(base, tmp_path, fmt, *(["--group", group] if group else []))
     ref = tmp_path / "ref"
     subprocess.run([sys.executable, MAKE, "dequantize", str(q), str(ref)], check=True)
-    rep = tmp_path / "r.json"
-    p = run_greta(greta_bin, "run", "-m", q, "--device", "cpu", "-p", "The GNU General Public License is", "-n", 3,
-                  "--temp", "0", "--ignore-eos", "--report", rep, "--report-top", 1000)
-    r = read_json(rep)
-    for step in (0, 2):
-        ids = r["prompt_ids"] + r["generated_ids"][:step]
-        out = subprocess.run([sys.executable, RANDOM_HF, "logits", str(ref), json.dumps(ids)], check=True,
-                             capture_output=True, text=True).stdout
-        want = np.array(json.loads(out))
-        ours = np.zeros_like(want)
-        for t, v in r["steps"][step]:
-            ours[t] = v
-        err = np.abs(ours - want).max() / np.abs(want).max()
+    for step, err, ours, want in logits_error_vs_reference(greta_bin, q, ref, tmp_path / "r.json", (0, 2), n=3):
         print(f"\n{fmt} g{group} step {step}: max |diff| / max |logit| = {err:.2e}")
         # As tests/e2e/test_architectures.py: the F16 KV cache costs ~1e-4; a wrong nibble order,
         # zero point or scale moves logits by ~1e-2 or more.
         assert err < 3e-4
         assert int(ours.argmax()) == int(want.argmax())
     # The load log says what the checkpoint became.
-    assert "linear weights loaded as" in p.stderr
+    notes = json.loads(run_greta(greta_bin, "info", "-m", q, "--json").stdout)["load_notes"]
+    assert any("linear weights loaded as" in n for n in notes), notes
 
 
 def test_info_counts_converted_weights(greta_bin, base, tmp_path):

@@ -16,9 +16,9 @@ using namespace greta;
 TEST(HfQuantBlocks, Fp8E4M3DecodesEveryCode) {
   EXPECT_EQ(fp8_e4m3_to_float(0x00), 0.0f);
   EXPECT_TRUE(std::signbit(fp8_e4m3_to_float(0x80)));
-  EXPECT_EQ(fp8_e4m3_to_float(0x38), 1.0f);      // exponent 7 = bias
-  EXPECT_EQ(fp8_e4m3_to_float(0x39), 1.125f);    // one mantissa step
-  EXPECT_EQ(fp8_e4m3_to_float(0x7e), 448.0f);    // largest finite
+  EXPECT_EQ(fp8_e4m3_to_float(0x38), 1.0f);    // exponent 7 = bias
+  EXPECT_EQ(fp8_e4m3_to_float(0x39), 1.125f);  // one mantissa step
+  EXPECT_EQ(fp8_e4m3_to_float(0x7e), 448.0f);  // largest finite
   EXPECT_EQ(fp8_e4m3_to_float(0xfe), -448.0f);
   EXPECT_EQ(fp8_e4m3_to_float(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
   EXPECT_EQ(fp8_e4m3_to_float(0x08), std::ldexp(1.0f, -6));  // smallest normal
