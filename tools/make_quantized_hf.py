@@ -2,7 +2,7 @@
 """Small quantized checkpoints in Hugging Face layout, as the publishing tools write them, and an
 independent numpy dequantizer for checking a loader against.
 
-  python3 tools/make_quantized_hf.py quantize SRC FORMAT OUT [--group G]
+  python3 tools/make_quantized_hf.py quantize SRC FORMAT OUT [--group G] [--lm-head]
       SRC: a float HF directory (e.g. from tools/random_hf_model.py write llama3 SRC).
       FORMAT: fp8-tensor | fp8-channel  compressed-tensors FP8 ("float-quantized"), per-tensor or
                                         per-channel weight_scale, with static input_scale
@@ -10,7 +10,8 @@ independent numpy dequantizer for checking a loader against.
               fbgemm-fp8                quant_method "fbgemm_fp8", weight_scale [out, 1]
               awq                       AutoAWQ GEMM packing (zero_point, group G, default 128)
               gptq | gptq-desc-act      AutoGPTQ packing (classic zeros - 1); desc-act permutes g_idx
-      Every linear layer of the decoder is quantized; embeddings, norms and lm_head stay float.
+      Every linear layer of the decoder is quantized; embeddings and norms stay float, and so
+      does lm_head unless --lm-head is given (as GPTQ's lm_head option does).
   python3 tools/make_quantized_hf.py dequantize QDIR OUT
       Writes QDIR's weights dequantized to float32 (no quantization_config) to OUT, so a float
       forward (tools/random_hf_model.py logits OUT ids, or transformers) is the reference.
@@ -144,10 +145,11 @@ def quantize_fp8(w, scheme):
     elif scheme == "channel":
         s = (np.abs(w).max(1, keepdims=True) / 448).astype(np.float32)
         full = np.broadcast_to(s, w.shape)
-    else:  # 128 x 128 tiles
-        t = np.abs(w).reshape(o // 128, 128, i // 128, 128).max((1, 3)) / 448
-        s = t.astype(np.float32)
-        full = np.repeat(np.repeat(s, 128, 0), 128, 1)
+    else:  # 128 x 128 tiles; the last row of tiles may be partial (e.g. a vocabulary of 1000)
+        po = -o % 128
+        a = np.pad(np.abs(w), ((0, po), (0, 0)))
+        s = (a.reshape(-1, 128, i // 128, 128).max((1, 3)) / 448).astype(np.float32)
+        full = np.repeat(np.repeat(s, 128, 0), 128, 1)[:o]
     return fp8_encode(w / full), s
 
 
@@ -171,13 +173,13 @@ def quant_config(fmt, g):
             "checkpoint_format": "gptq"}
 
 
-def quantize(src, fmt, out, g=128):
+def quantize(src, fmt, out, g=128, lm_head=False):
     rng = np.random.default_rng(7)
     tensors = read_st(os.path.join(src, "model.safetensors"))
     res = {}
     for name, (dt, arr) in tensors.items():
         prefix = name[:-len(".weight")]
-        if not name.endswith(".weight") or not prefix.split(".", 3)[-1] in LINEARS:
+        if not name.endswith(".weight") or not (prefix.split(".", 3)[-1] in LINEARS or lm_head and prefix == "lm_head"):
             res[name] = (dt, arr)
             continue
         w = arr.astype(np.float32)
@@ -239,13 +241,11 @@ def dequantize(qdir, out):
     t = read_st(os.path.join(qdir, "model.safetensors"))
     res = {}
     for name, (dt, arr) in t.items():
-        for suffix in (".qweight", ".weight"):
-            if name.endswith(suffix) and name[:-len(suffix)].split(".", 3)[-1] in LINEARS:
-                res[name[:-len(suffix)] + ".weight"] = ("F32", dequantize_layer(t, name[:-len(suffix)], qc))
-                break
-        else:
-            if not name.endswith((".qzeros", ".scales", ".g_idx", "_scale", "_scale_inv")):
-                res[name] = ("F32", arr.astype(np.float32))
+        if name.endswith(".qweight") or dt == "F8_E4M3":
+            prefix = name[:-len(".qweight")] if name.endswith(".qweight") else name[:-len(".weight")]
+            res[prefix + ".weight"] = ("F32", dequantize_layer(t, prefix, qc))
+        elif not name.endswith((".qzeros", ".scales", ".g_idx", "_scale", "_scale_inv")):
+            res[name] = ("F32", arr.astype(np.float32))
     os.makedirs(out, exist_ok=True)
     write_st(os.path.join(out, "model.safetensors"), res)
     json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=2)
@@ -258,7 +258,7 @@ def main():
     a = sys.argv[1:]
     if len(a) >= 4 and a[0] == "quantize":
         g = int(a[a.index("--group") + 1]) if "--group" in a else 128
-        quantize(a[1], a[2], a[3], g)
+        quantize(a[1], a[2], a[3], g, "--lm-head" in a)
     elif len(a) == 3 and a[0] == "dequantize":
         dequantize(a[1], a[2])
     else:

@@ -254,7 +254,7 @@ void ModelFile::open_hf(const std::string& dir) {
     notes_ = std::move(hq.notes);
   }
   c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
-  if (!c.tied_embeddings && !st_->find_tensor("lm_head.weight")) c.tied_embeddings = true;
+  if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 
 std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {

@@ -35,15 +35,17 @@ def make(base, tmp_path, fmt, *extra):
     return q
 
 
-@pytest.mark.parametrize("fmt,group", [("fp8-tensor", None), ("fp8-channel", None), ("fp8-block", None),
-                                       ("fbgemm-fp8", None), ("awq", "128"), ("awq", "64"), ("gptq", "128"),
-                                       ("gptq", "32")])
-def test_quantized_matches_numpy_dequantized_reference(greta_bin, base, tmp_path, fmt, group):
-    q = make(base, tmp_path, fmt, *(["--group", group] if group else []))
+@pytest.mark.parametrize("fmt,extra", [("fp8-tensor", []), ("fp8-channel", []), ("fp8-block", ["--lm-head"]),
+                                       ("fbgemm-fp8", []), ("awq", ["--group", "128"]), ("awq", ["--group", "64"]),
+                                       ("gptq", ["--group", "128", "--lm-head"]), ("gptq", ["--group", "32"])])
+def test_quantized_matches_numpy_dequantized_reference(greta_bin, base, tmp_path, fmt, extra):
+    # --lm-head with GPTQ: a quantized output projection has no "lm_head.weight" in the files and
+    # must not be mistaken for tied embeddings.
+    q = make(base, tmp_path, fmt, *extra)
     ref = tmp_path / "ref"
     subprocess.run([sys.executable, MAKE, "dequantize", str(q), str(ref)], check=True)
     for step, err, ours, want in logits_error_vs_reference(greta_bin, q, ref, tmp_path / "r.json", (0, 2), n=3):
-        print(f"\n{fmt} g{group} step {step}: max |diff| / max |logit| = {err:.2e}")
+        print(f"\n{fmt} {' '.join(extra)} step {step}: max |diff| / max |logit| = {err:.2e}")
         # As tests/e2e/test_architectures.py: the F16 KV cache costs ~1e-4; a wrong nibble order,
         # zero point or scale moves logits by ~1e-2 or more.
         assert err < 3e-4
