@@ -12,6 +12,7 @@
 //         channel ([out, 1] / [out]) or per tile of weight_block_size ([ceil(out/bo), ceil(in/bi)]).
 #include "model/hf_quant.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "core/error.h"
 #include "core/host_tensor.h"
 #include "core/quant_blocks.h"
+#include "core/thread_pool.h"
 #include "formats/safetensors.h"
 #include "model/owned_tensors.h"
 
@@ -41,6 +43,7 @@ struct QuantSpec {
   std::string strategy;  // FP8 compressed-tensors: "tensor", "channel" or "block"; "" = by shape
 };
 
+constexpr int64_t kRowsPerTask = 64;
 constexpr int kAwqNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};  // output 8c+j sits in nibble kAwqNibble[j]
 
 std::string shape_str(const std::vector<int64_t>& s) {
@@ -169,6 +172,7 @@ struct Converter {
   const QuantSpec& spec;
   const std::string& dir;  // for messages
   HfQuantized& out;
+  ThreadPool& pool;  // rows are converted in parallel; nothing in a task throws
 
   [[noreturn]] void fail(const std::string& tensor, const std::string& msg) const {
     throw Error(dir + ": tensor '" + tensor + "': " + msg);
@@ -226,21 +230,23 @@ void Converter::int4(const std::string& prefix) {
   auto added = out.tensors->add(prefix + ".weight", type, {out_dim, in});
   std::memset(added.bytes, 0, added.tensor->nbytes);
   const size_t rb = row_bytes(type, in), bb = block_bytes(type);
-  for (int64_t o = 0; o < out_dim; ++o) {
-    uint8_t* row = added.bytes + size_t(o) * rb;
-    const int zshift = 4 * (awq ? kAwqNibble[o % 8] : int(o % 8));
-    for (int64_t g = 0; g < ng; ++g) {
-      uint8_t* blk = row + size_t(g) * bb;  // BlockI4<G>: d, z, pad, qs
-      std::memcpy(blk, &scd[g * out_dim + o], 2);
-      const int zn = int((qzd[g * (out_dim / 8) + o / 8] >> zshift) & 0x0f);
-      blk[2] = uint8_t(awq || spec.gptq_v2 ? zn : zn + 1);
-      for (int64_t l = 0; l < G; ++l) {
-        const int64_t i = g * G + l;
-        const uint32_t word = awq ? qwd[i * (out_dim / 8) + o / 8] : qwd[(i / 8) * out_dim + o];
-        i4_set_quant(blk + 4, int(l), int((word >> (awq ? zshift : 4 * int(i % 8))) & 0x0f));
+  pool.run((out_dim + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int) {
+    for (int64_t o = task * kRowsPerTask; o < std::min(out_dim, (task + 1) * kRowsPerTask); ++o) {
+      uint8_t* row = added.bytes + size_t(o) * rb;
+      const int zshift = 4 * (awq ? kAwqNibble[o % 8] : int(o % 8));
+      for (int64_t g = 0; g < ng; ++g) {
+        uint8_t* blk = row + size_t(g) * bb;  // BlockI4<G>: d, z, pad, qs
+        std::memcpy(blk, &scd[g * out_dim + o], 2);
+        const int zn = int((qzd[g * (out_dim / 8) + o / 8] >> zshift) & 0x0f);
+        blk[2] = uint8_t(awq || spec.gptq_v2 ? zn : zn + 1);
+        for (int64_t l = 0; l < G; ++l) {
+          const int64_t i = g * G + l;
+          const uint32_t word = awq ? qwd[i * (out_dim / 8) + o / 8] : qwd[(i / 8) * out_dim + o];
+          i4_set_quant(blk + 4, int(l), int((word >> (awq ? zshift : 4 * int(i % 8))) & 0x0f));
+        }
       }
     }
-  }
+  });
 }
 
 float Converter::fp8_scale(const HostTensor& s, int64_t out_rows, int64_t in, int64_t row, int64_t col) const {
@@ -285,16 +291,21 @@ void Converter::fp8(const HostTensor& w, const std::string& prefix) {
                                                   : "[1] or [" + std::to_string(out_dim) + ", 1]";
     fail(s->name, "has shape " + shape_str(s->shape) + ", expected " + want + " for weight " + shape_str(w.shape));
   }
+  for (int64_t i = 0; i < s->numel(); ++i) {  // checked here: the threads below cannot throw
+    float v;
+    dequantize_row(s->dtype, s->data + size_t(i) * block_bytes(s->dtype), &v, 1);
+    if (!std::isfinite(v)) fail(s->name, "value " + std::to_string(i) + " is not finite (expected finite scales)");
+  }
   auto added = out.tensors->add(w.name, DType::F8_B64, {out_dim, in});
   auto* blocks = reinterpret_cast<BlockF8_64*>(added.bytes);
-  for (int64_t o = 0; o < out_dim; ++o)
-    for (int64_t b = 0; b < in / 64; ++b) {
-      BlockF8_64& blk = blocks[o * (in / 64) + b];
-      blk.scale = fp8_scale(*s, out_dim, in, o, 64 * b);
-      if (!std::isfinite(blk.scale))
-        fail(s->name, "holds a non-finite scale for row " + std::to_string(o) + " (expected finite numbers)");
-      std::memcpy(blk.qs, w.data + size_t(o * in + 64 * b), 64);
-    }
+  pool.run((out_dim + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int) {
+    for (int64_t o = task * kRowsPerTask; o < std::min(out_dim, (task + 1) * kRowsPerTask); ++o)
+      for (int64_t b = 0; b < in / 64; ++b) {
+        BlockF8_64& blk = blocks[o * (in / 64) + b];
+        blk.scale = fp8_scale(*s, out_dim, in, o, 64 * b);
+        std::memcpy(blk.qs, w.data + size_t(o * in + 64 * b), 64);
+      }
+  });
   if (const HostTensor* is = st.find_tensor(prefix + ".input_scale")) out.consumed.insert(is->name);
 }
 
@@ -317,7 +328,8 @@ HfQuantized load_hf_quantized(const json& config, const std::string& cfg_path, c
   }
   const QuantSpec spec = parse_config(*qc, cfg_path + ": quantization_config");
   out.tensors = std::make_shared<OwnedTensors>();
-  Converter cv{st, spec, cfg_path.substr(0, cfg_path.size() - std::string("/config.json").size()), out};
+  ThreadPool pool(0);
+  Converter cv{st, spec, cfg_path.substr(0, cfg_path.size() - std::string("/config.json").size()), out, pool};
   int input_scales = 0;
   for (const HostTensor* t : st.tensors()) {
     if (spec.method == Method::Fp8) {

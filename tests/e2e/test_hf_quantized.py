@@ -176,3 +176,12 @@ def test_default_model_quantized_perplexity(greta_bin, default_model, tmp_path):
     print(f"\nperplexity: float {base:.3f}, fp8 per-channel {fp8:.3f}, awq g64 (round to nearest) {awq_ppl:.3f}")
     assert fp8 < base * 1.02
     assert abs(awq_ppl - ref_ppl) < 1e-4 * ref_ppl
+
+
+def test_non_finite_fp8_scale_is_an_error(greta_bin, base, tmp_path):
+    q = make(base, tmp_path, "fp8-channel")
+    nan_row = np.ones((512, 1), np.float32)
+    nan_row[7] = np.nan
+    edit_tensors(q, lambda t: t.__setitem__(LAYER0 + ".weight_scale", ("F32", nan_row)))
+    err = load_error(greta_bin, q)
+    assert f"'{LAYER0}.weight_scale': value 7 is not finite" in err, err
