@@ -81,6 +81,8 @@ uint16_t float_to_fp16(float f);
 
 // fp8 e4m3 ("fn": no infinities; 0x7f / 0xff are NaN) -> float, exact.
 float fp8_e4m3_to_float(uint8_t v);
+// float -> fp8 e4m3, round to nearest even, saturating at +-448 (NaN -> 0x7f).
+uint8_t float_to_fp8_e4m3(float f);
 
 // bfloat16 is the top half of a float32.
 inline float bf16_to_float(uint16_t b) {

@@ -227,6 +227,32 @@ void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n) {
   }
 }
 
+void quantize_row_f8_b64(const float* x, BlockF8_64* y, int64_t n) {
+  for (int64_t b = 0; b < n / 64; ++b, x += 64) {
+    float amax = 0.0f;
+    for (int i = 0; i < 64; ++i) amax = std::max(amax, std::fabs(x[i]));
+    y[b].scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    for (int i = 0; i < 64; ++i) y[b].qs[i] = float_to_fp8_e4m3(x[i] / y[b].scale);
+  }
+}
+
+template <int G>
+void quantize_row_i4(const float* x, BlockI4<G>* y, int64_t n) {
+  for (int64_t b = 0; b < n / G; ++b, x += G) {
+    float lo = 0.0f, hi = 0.0f;
+    for (int i = 0; i < G; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+    y[b].d = float_to_fp16(hi > lo ? (hi - lo) / 15.0f : 1.0f);
+    const float d = h2f(y[b].d);
+    y[b].z = uint8_t(std::clamp(nearest(-lo / d), 0, 15));
+    y[b].pad = 0;
+    std::memset(y[b].qs, 0, sizeof(y[b].qs));
+    for (int i = 0; i < G; ++i) i4_set_quant(y[b].qs, i, std::clamp(nearest(x[i] / d) + y[b].z, 0, 15));
+  }
+}
+template void quantize_row_i4<32>(const float*, BlockI4<32>*, int64_t);
+template void quantize_row_i4<64>(const float*, BlockI4<64>*, int64_t);
+template void quantize_row_i4<128>(const float*, BlockI4<128>*, int64_t);
+
 void quantize_row(DType t, const float* x, void* dst, int64_t n) {
   switch (t) {
     case DType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
@@ -248,7 +274,11 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n) {
     case DType::Q4_K: quantize_row_q4_k(x, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q5_K: quantize_row_q5_k(x, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_k(x, static_cast<BlockQ6_K*>(dst), n); return;
-    default: break;  // I32, and the Hugging Face types, which only come from their checkpoints
+    case DType::F8_B64: quantize_row_f8_b64(x, static_cast<BlockF8_64*>(dst), n); return;
+    case DType::I4_G32: quantize_row_i4(x, static_cast<BlockI4_32*>(dst), n); return;
+    case DType::I4_G64: quantize_row_i4(x, static_cast<BlockI4_64*>(dst), n); return;
+    case DType::I4_G128: quantize_row_i4(x, static_cast<BlockI4_128*>(dst), n); return;
+    default: break;  // I32, and raw F8_E4M3, which has no scale to quantize against
   }
   throw Error("quantize_row: unsupported dtype " + std::string(dtype_name(t)));
 }

@@ -94,3 +94,43 @@ TEST(HfQuantBlocks, NibbleLayoutPairsElementsSixteenApart) {
   EXPECT_EQ(qs[16], 0x03);
   EXPECT_EQ(qs[17], 0x40);
 }
+
+TEST(HfQuantBlocks, Fp8EncoderRoundsToNearestCode) {
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;
+    EXPECT_EQ(float_to_fp8_e4m3(fp8_e4m3_to_float(uint8_t(c))), c == 0x80 ? 0x80 : c) << c;
+  }
+  // Halfway between codes rounds to the even one; beyond the range saturates.
+  EXPECT_EQ(float_to_fp8_e4m3(1.0625f), 0x38);  // between 1.0 (0x38) and 1.125 (0x39)
+  EXPECT_EQ(float_to_fp8_e4m3(1.1875f), 0x3a);  // between 1.125 and 1.25 (0x3a)
+  EXPECT_EQ(float_to_fp8_e4m3(1.97f), 0x40);    // rounds up into the next binade: 2.0
+  EXPECT_EQ(float_to_fp8_e4m3(1000.0f), 0x7e);
+  EXPECT_EQ(float_to_fp8_e4m3(-1000.0f), 0xfe);
+  EXPECT_EQ(float_to_fp8_e4m3(std::ldexp(1.5f, -9)), 0x02);  // subnormal half-way: to even
+  EXPECT_EQ(float_to_fp8_e4m3(std::ldexp(1.0f, -12)), 0x00);
+  EXPECT_EQ(float_to_fp8_e4m3(std::nanf("")), 0x7f);
+}
+
+TEST(HfQuantBlocks, QuantizeRoundTrips) {
+  std::vector<float> x(256), y(256);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(float(i) * 0.37f) * (1.0f + float(i % 7));
+  for (DType t : {DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128}) {
+    std::vector<uint8_t> q(row_bytes(t, 256));
+    quantize_row(t, x.data(), q.data(), 256);
+    dequantize_row(t, q.data(), y.data(), 256);
+    const int64_t B = block_elems(t);
+    for (int64_t b = 0; b < 256 / B; ++b) {
+      float lo = 0.0f, hi = 0.0f;
+      for (int64_t i = b * B; i < (b + 1) * B; ++i) lo = std::min(lo, x[size_t(i)]), hi = std::max(hi, x[size_t(i)]);
+      // fp8: half a step of 3 mantissa bits (1/16 relative) plus the subnormal step of the block;
+      // int4: one step of (hi - lo) / 15 (half from rounding x, half more at the ends from
+      // rounding the zero point), plus the fp16 rounding of the step.
+      for (int64_t i = b * B; i < (b + 1) * B; ++i) {
+        const float xi = x[size_t(i)], err = std::fabs(y[size_t(i)] - xi);
+        const float bound = t == DType::F8_B64 ? std::fabs(xi) / 16 + std::max(-lo, hi) / 448 * std::ldexp(1.0f, -9)
+                                               : (hi - lo) / 15 * 1.01f;
+        EXPECT_LE(err, bound) << dtype_name(t) << " element " << i;
+      }
+    }
+  }
+}
