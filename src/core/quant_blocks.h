@@ -1,8 +1,9 @@
-// GGML quantized block layouts, byte for byte as GGUF files store them, and reference
-// (scalar, obviously-correct) quantizers. dequantize_row() (host_tensor.h) is defined next
-// to these in quant_blocks.cpp.
+// GGML quantized block layouts, byte for byte as GGUF files store them, the block types that
+// Hugging Face FP8 / AWQ / GPTQ checkpoints are converted into at load (model/hf_quant.h), and
+// reference (scalar, obviously-correct) quantizers. dequantize_row() (host_tensor.h) is defined
+// next to these in quant_blocks.cpp.
 //
-// Every block type is a plain struct of bytes: fp16 scales are kept as uint16_t bit patterns
+// Every GGML block type is a plain struct of bytes: fp16 scales are kept as uint16_t bit patterns
 // so the structs have no alignment padding and can be overlaid on a file mapping at any
 // offset (blocks in a row are packed back to back, so a block may be only 2-byte aligned).
 //
