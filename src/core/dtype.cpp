@@ -1,5 +1,9 @@
 #include "core/dtype.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 namespace greta {
 
 std::string_view dtype_name(DType t) {
@@ -16,6 +20,11 @@ std::string_view dtype_name(DType t) {
     case DType::Q5_0: return "Q5_0";
     case DType::Q5_1: return "Q5_1";
     case DType::Q5_K: return "Q5_K";
+    case DType::F8_E4M3: return "F8_E4M3";
+    case DType::F8_B64: return "F8_B64";
+    case DType::I4_G32: return "I4_G32";
+    case DType::I4_G64: return "I4_G64";
+    case DType::I4_G128: return "I4_G128";
   }
   return "?";
 }
@@ -45,6 +54,31 @@ float fp16_to_float(uint16_t h) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
+}
+
+float fp8_e4m3_to_float(uint8_t v) {
+  const int exp = (v >> 3) & 0x0f, mant = v & 0x07;
+  float f;
+  if ((v & 0x7f) == 0x7f) f = std::numeric_limits<float>::quiet_NaN();
+  else if (exp == 0) f = std::ldexp(float(mant), -9);  // subnormal: mant/8 * 2^-6
+  else f = std::ldexp(float(8 + mant), exp - 10);      // (1 + mant/8) * 2^(exp-7)
+  return (v & 0x80) ? -f : f;
+}
+
+uint8_t float_to_fp8_e4m3(float f) {
+  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return 0x7f;
+  if (a >= 448.0f) return uint8_t(sign | 0x7e);
+  int e;
+  std::frexp(a, &e);              // a = m * 2^e, m in [0.5, 1): the leading bit is 2^(e-1)
+  if (a == 0.0f || e - 1 < -6) {  // subnormal range: steps of 2^-9; code 8 is the smallest normal
+    return uint8_t(sign | int(std::nearbyint(std::ldexp(a, 9))));
+  }
+  int m = int(std::nearbyint(std::ldexp(a, 4 - e))) - 8;  // mantissa steps of 2^(e-4), leading 1 = 8
+  int ex = e - 1 + 7;
+  if (m == 8) m = 0, ++ex;  // rounded up to the next power of two
+  return uint8_t(sign | std::min(ex << 3 | m, 0x7e));
 }
 
 uint16_t float_to_fp16(float f) {

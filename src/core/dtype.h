@@ -11,7 +11,17 @@ namespace greta {
 
 // The numeric values are stored in tests/data/dequant_golden.bin (tools/check_dequant.py):
 // new types go at the end.
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32, Q5_0, Q5_1, Q5_K };
+//   F8_E4M3       : raw fp8 e4m3 bytes as a safetensors file stores them (no scale); loaders
+//                   convert it to F8_B64 with the checkpoint's scales, never a weight as it is.
+//   F8_B64        : Hugging Face FP8 weights, blocks of 64 fp8 e4m3 values and a float scale.
+//   I4_G32/64/128 : AWQ / GPTQ int4 weights, one group (fp16 scale, integer zero point) per block.
+// Layouts and why in quant_blocks.h.
+// clang-format off
+enum class DType : uint8_t {
+  F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32, Q5_0, Q5_1, Q5_K,
+  F8_E4M3, F8_B64, I4_G32, I4_G64, I4_G128
+};
+// clang-format on
 
 // Values per block (1 for plain types).
 constexpr int64_t block_elems(DType t) {
@@ -24,6 +34,10 @@ constexpr int64_t block_elems(DType t) {
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K: return 256;
+    case DType::F8_B64: return 64;
+    case DType::I4_G32: return 32;
+    case DType::I4_G64: return 64;
+    case DType::I4_G128: return 128;
     default: return 1;
   }
 }
@@ -42,10 +56,20 @@ constexpr size_t block_bytes(DType t) {
     case DType::Q4_K: return 144;
     case DType::Q5_K: return 176;
     case DType::Q6_K: return 210;
+    case DType::F8_E4M3: return 1;
+    case DType::F8_B64: return 68;
+    case DType::I4_G32: return 20;
+    case DType::I4_G64: return 36;
+    case DType::I4_G128: return 68;
   }
   return 0;
 }
 constexpr bool is_quantized(DType t) { return block_elems(t) > 1; }
+// The block types converted from Hugging Face quantized checkpoints. The CPU backend runs them on
+// float activations (dequantize a row, then float dot products), not on int8-quantized ones.
+constexpr bool is_hf_quant_block(DType t) {
+  return t == DType::F8_B64 || t == DType::I4_G32 || t == DType::I4_G64 || t == DType::I4_G128;
+}
 // Bytes of a row of n values; n must be a multiple of block_elems(t).
 constexpr size_t row_bytes(DType t, int64_t n) { return size_t(n / block_elems(t)) * block_bytes(t); }
 
@@ -54,6 +78,11 @@ std::string_view dtype_name(DType t);
 // IEEE half <-> float (round to nearest even).
 float fp16_to_float(uint16_t h);
 uint16_t float_to_fp16(float f);
+
+// fp8 e4m3 ("fn": no infinities; 0x7f / 0xff are NaN) -> float, exact.
+float fp8_e4m3_to_float(uint8_t v);
+// float -> fp8 e4m3, round to nearest even, saturating at +-448 (NaN -> 0x7f).
+uint8_t float_to_fp8_e4m3(float f);
 
 // bfloat16 is the top half of a float32.
 inline float bf16_to_float(uint16_t b) {

@@ -4,6 +4,7 @@
 #include "core/quant_blocks.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -130,6 +131,25 @@ void dequant_k_super(const Block& b, float* y) {
   }
 }
 
+// fp8 e4m3 -> float for all 256 bytes, built once.
+const float* fp8_table() {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[size_t(i)] = fp8_e4m3_to_float(uint8_t(i));
+    return t;
+  }();
+  return table.data();
+}
+
+template <int G>
+void dequant_i4(const void* src, float* y, int64_t n) {
+  const auto* b = static_cast<const BlockI4<G>*>(src);
+  for (int64_t k = 0; k < n / G; ++k, y += G) {
+    const float d = h2f(b[k].d), z = float(b[k].z);
+    for (int l = 0; l < G; ++l) y[l] = d * (float(i4_quant(b[k].qs, l)) - z);
+  }
+}
+
 }  // namespace
 
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
@@ -207,6 +227,32 @@ void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n) {
   }
 }
 
+void quantize_row_f8_b64(const float* x, BlockF8_64* y, int64_t n) {
+  for (int64_t b = 0; b < n / 64; ++b, x += 64) {
+    float amax = 0.0f;
+    for (int i = 0; i < 64; ++i) amax = std::max(amax, std::fabs(x[i]));
+    y[b].scale = amax > 0.0f ? amax / 448.0f : 1.0f;
+    for (int i = 0; i < 64; ++i) y[b].qs[i] = float_to_fp8_e4m3(x[i] / y[b].scale);
+  }
+}
+
+template <int G>
+void quantize_row_i4(const float* x, BlockI4<G>* y, int64_t n) {
+  for (int64_t b = 0; b < n / G; ++b, x += G) {
+    float lo = 0.0f, hi = 0.0f;
+    for (int i = 0; i < G; ++i) lo = std::min(lo, x[i]), hi = std::max(hi, x[i]);
+    y[b].d = float_to_fp16(hi > lo ? (hi - lo) / 15.0f : 1.0f);
+    const float d = h2f(y[b].d);
+    y[b].z = uint8_t(std::clamp(nearest(-lo / d), 0, 15));
+    y[b].pad = 0;
+    std::memset(y[b].qs, 0, sizeof(y[b].qs));
+    for (int i = 0; i < G; ++i) i4_set_quant(y[b].qs, i, std::clamp(nearest(x[i] / d) + y[b].z, 0, 15));
+  }
+}
+template void quantize_row_i4<32>(const float*, BlockI4<32>*, int64_t);
+template void quantize_row_i4<64>(const float*, BlockI4<64>*, int64_t);
+template void quantize_row_i4<128>(const float*, BlockI4<128>*, int64_t);
+
 void quantize_row(DType t, const float* x, void* dst, int64_t n) {
   switch (t) {
     case DType::F32: std::memcpy(dst, x, size_t(n) * 4); return;
@@ -228,7 +274,11 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n) {
     case DType::Q4_K: quantize_row_q4_k(x, static_cast<BlockQ4_K*>(dst), n); return;
     case DType::Q5_K: quantize_row_q5_k(x, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_k(x, static_cast<BlockQ6_K*>(dst), n); return;
-    case DType::I32: break;
+    case DType::F8_B64: quantize_row_f8_b64(x, static_cast<BlockF8_64*>(dst), n); return;
+    case DType::I4_G32: quantize_row_i4(x, static_cast<BlockI4_32*>(dst), n); return;
+    case DType::I4_G64: quantize_row_i4(x, static_cast<BlockI4_64*>(dst), n); return;
+    case DType::I4_G128: quantize_row_i4(x, static_cast<BlockI4_128*>(dst), n); return;
+    default: break;  // I32, and raw F8_E4M3, which has no scale to quantize against
   }
   throw Error("quantize_row: unsupported dtype " + std::string(dtype_name(t)));
 }
@@ -326,6 +376,21 @@ void dequantize_row(DType t, const void* src, float* y, int64_t n) {
       }
       return;
     }
+    case DType::F8_E4M3: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) y[i] = fp8_table()[s[i]];
+      return;
+    }
+    case DType::F8_B64: {
+      const auto* b = static_cast<const BlockF8_64*>(src);
+      const float* lut = fp8_table();
+      for (int64_t k = 0; k < n / 64; ++k, y += 64)
+        for (int l = 0; l < 64; ++l) y[l] = b[k].scale * lut[b[k].qs[l]];
+      return;
+    }
+    case DType::I4_G32: return dequant_i4<32>(src, y, n);
+    case DType::I4_G64: return dequant_i4<64>(src, y, n);
+    case DType::I4_G128: return dequant_i4<128>(src, y, n);
     case DType::I32: break;
   }
   throw Error("dequantize_row: unsupported dtype " + std::string(dtype_name(t)));

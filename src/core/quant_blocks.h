@@ -1,8 +1,9 @@
-// GGML quantized block layouts, byte for byte as GGUF files store them, and reference
-// (scalar, obviously-correct) quantizers. dequantize_row() (host_tensor.h) is defined next
-// to these in quant_blocks.cpp.
+// GGML quantized block layouts, byte for byte as GGUF files store them, the block types that
+// Hugging Face FP8 / AWQ / GPTQ checkpoints are converted into at load (model/hf_quant.h), and
+// reference (scalar, obviously-correct) quantizers. dequantize_row() (host_tensor.h) is defined
+// next to these in quant_blocks.cpp.
 //
-// Every block type is a plain struct of bytes: fp16 scales are kept as uint16_t bit patterns
+// Every GGML block type is a plain struct of bytes: fp16 scales are kept as uint16_t bit patterns
 // so the structs have no alignment padding and can be overlaid on a file mapping at any
 // offset (blocks in a row are packed back to back, so a block may be only 2-byte aligned).
 //
@@ -77,6 +78,33 @@ struct BlockQ6_K {
   uint16_t d;
 };
 
+// Hugging Face FP8 (e4m3) weights: value = scale * fp8(qs[l]) for the 64 values of the block.
+// Checkpoints give one scale per tensor, per output row, or per 128x128 tile; each of these is
+// exactly one scale per 64-value run of a row, so all three load into this one type without
+// loss, at 68 bytes per 64 weights (1.06 bytes a weight). A single scale per row (1 byte a
+// weight) could not hold the tile-scaled checkpoints, and a row-level scale has no place in the
+// rows-of-fixed-blocks model that every loader, backend and test shares. Made in memory only
+// (never overlaid on a file), so the float scale is 4-byte aligned.
+struct BlockF8_64 {
+  float scale;
+  uint8_t qs[64];
+};
+// AWQ / GPTQ int4: one block per group of G values along a row (the checkpoint's group_size),
+// value = fp16(d) * (q - z). z is the group's integer zero point (AWQ 0..15; GPTQ's classic
+// format stores zero - 1, so 1..16 after the + 1), a whole byte so both fit exactly. In each run
+// of 32 values, byte j holds element j (low nibble) and element j + 16 (high nibble), as Q4_0
+// does, so the GGML formats' nibble unpacking applies. 68 bytes per 128 values: 4.25 bits.
+template <int G>
+struct BlockI4 {
+  uint16_t d;  // fp16 scale, as the checkpoints store it
+  uint8_t z;
+  uint8_t pad;
+  uint8_t qs[G / 2];
+};
+using BlockI4_32 = BlockI4<32>;
+using BlockI4_64 = BlockI4<64>;
+using BlockI4_128 = BlockI4<128>;
+
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0) == block_bytes(DType::Q8_0));
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_0) == block_bytes(DType::Q4_0));
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ4_1) == block_bytes(DType::Q4_1));
@@ -85,6 +113,19 @@ static_assert(sizeof(BlockQ5_1) == 24 && sizeof(BlockQ5_1) == block_bytes(DType:
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ4_K) == block_bytes(DType::Q4_K));
 static_assert(sizeof(BlockQ5_K) == 176 && sizeof(BlockQ5_K) == block_bytes(DType::Q5_K));
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ6_K) == block_bytes(DType::Q6_K));
+static_assert(sizeof(BlockF8_64) == block_bytes(DType::F8_B64));
+static_assert(sizeof(BlockI4_32) == block_bytes(DType::I4_G32) && sizeof(BlockI4_64) == block_bytes(DType::I4_G64) &&
+              sizeof(BlockI4_128) == block_bytes(DType::I4_G128));
+
+// The int4 quant (0..15) of element l of a BlockI4's qs, and its setter (the nibble must be 0).
+inline int i4_quant(const uint8_t* qs, int l) { return (qs[16 * (l / 32) + l % 16] >> (4 * ((l % 32) / 16))) & 0x0f; }
+inline void i4_set_quant(uint8_t* qs, int l, int q) {
+  qs[16 * (l / 32) + l % 16] |= uint8_t((q & 0x0f) << (4 * ((l % 32) / 16)));
+}
+// The BlockI4 type of a group size (32, 64 or 128), or F32 for any other.
+constexpr DType i4_type_for_group(int64_t g) {
+  return g == 32 ? DType::I4_G32 : g == 64 ? DType::I4_G64 : g == 128 ? DType::I4_G128 : DType::F32;
+}
 
 // The 5-bit quant (0..31) of element l (0..31) of a Q5_0 / Q5_1 block.
 inline int q5_quant(const uint8_t* qs, const uint8_t* qh, int l) {
@@ -118,6 +159,11 @@ void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n);
 void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n);
 void quantize_row_q5_k(const float* x, BlockQ5_K* y, int64_t n);
 void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n);
+// F8_B64 with the scale of each block at amax / 448; I4_G* with the block's [min, max] (widened to
+// hold 0) over 15 steps, as the reference round-to-nearest quantizers of those formats do.
+void quantize_row_f8_b64(const float* x, BlockF8_64* y, int64_t n);
+template <int G>
+void quantize_row_i4(const float* x, BlockI4<G>* y, int64_t n);
 // Dispatch on dtype; plain types (F32/F16/BF16) are converted. dst holds row_bytes(t, n).
 void quantize_row(DType t, const float* x, void* dst, int64_t n);
 

@@ -43,6 +43,15 @@ bool dtype_from_name(const std::string& s, DType* out) {
     *out = DType::BF16;
     return true;
   }
+  // Quantized checkpoints: fp8 weights, and the int32 words AWQ / GPTQ pack 4-bit values into.
+  if (s == "F8_E4M3") {
+    *out = DType::F8_E4M3;
+    return true;
+  }
+  if (s == "I32") {
+    *out = DType::I32;
+    return true;
+  }
   return false;
 }
 
@@ -135,7 +144,8 @@ SafetensorsFile SafetensorsFile::parse(std::shared_ptr<MappedFile> file) {
     HostTensor t;
     t.name = name;
     const std::string& dts = dt_it->get_ref<const std::string&>();
-    if (!dtype_from_name(dts, &t.dtype)) fail("unsupported dtype '" + dts + "' (expected F32, F16 or BF16)");
+    if (!dtype_from_name(dts, &t.dtype))
+      fail("unsupported dtype '" + dts + "' (expected F32, F16 or BF16, or F8_E4M3 / I32 of a quantized checkpoint)");
     int64_t numel = 1;
     for (const json& d : *shape_it) {
       auto n = as_count(d);

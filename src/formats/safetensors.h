@@ -1,7 +1,8 @@
 // Hugging Face safetensors: one file, or shards listed in model.safetensors.index.json.
 // Same validation standard as GGUF: header length, JSON, dtype, shape and offsets are
 // all checked against the file; errors name the file, tensor and expectation.
-// Supported dtypes: F32, F16, BF16 (others -> error naming the dtype).
+// Supported dtypes: F32, F16, BF16, and F8_E4M3 / I32 for quantized checkpoints (model/hf_quant.h);
+// others -> error naming the dtype.
 #pragma once
 #include <map>
 #include <memory>

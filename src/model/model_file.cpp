@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/hf_quant.h"
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
@@ -246,8 +247,14 @@ void ModelFile::open_hf(const std::string& dir) {
     }
   }
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
+  HfQuantized hq = load_hf_quantized(j, cfg_path, *st_);
+  if (hq.tensors) {
+    quantized_ = std::move(hq.tensors);
+    replaced_ = std::move(hq.consumed);
+    notes_ = std::move(hq.notes);
+  }
   c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
-  if (!c.tied_embeddings && !st_->find_tensor("lm_head.weight")) c.tied_embeddings = true;
+  if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 
 std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
@@ -278,13 +285,21 @@ const HostTensor* ModelFile::output() const {
 
 std::vector<const HostTensor*> ModelFile::all_tensors() const {
   std::vector<const HostTensor*> v;
-  if (st_) v = st_->tensors();
-  else if (syn_) v = syn_->tensors();
-  else
+  if (st_) {
+    for (const HostTensor* t : st_->tensors())
+      if (!replaced_.count(t->name)) v.push_back(t);
+  } else if (syn_) {
+    v = syn_->tensors();
+  } else {
     for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
-  if (quantized_)
+  }
+  if (quantized_) {
     for (const HostTensor*& t : v)
       if (const HostTensor* q = quantized_->find(t->name)) t = q;
+    if (st_)  // weights converted from a quantized checkpoint's packed tensors (AWQ / GPTQ qweight)
+      for (const HostTensor* q : quantized_->tensors())
+        if (!st_->find_tensor(q->name)) v.push_back(q);
+  }
   return v;
 }
 

@@ -3,6 +3,7 @@
 // Nothing is uploaded here; model/weights.h binds these tensors to a backend.
 #pragma once
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -75,7 +76,9 @@ class ModelFile {
   std::shared_ptr<GGUFFile> gguf_;
   std::shared_ptr<SafetensorsModel> st_;
   std::shared_ptr<SyntheticWeights> syn_;
-  std::shared_ptr<OwnedTensors> quantized_;  // quantize(): found before the file's tensors
+  // quantize(), or the weights converted from a quantized HF checkpoint: found before the file's tensors
+  std::shared_ptr<OwnedTensors> quantized_;
+  std::set<std::string, std::less<>> replaced_;  // file tensors folded into quantized_ (qweight, scales, ...)
   std::vector<std::string> notes_;
 };
 

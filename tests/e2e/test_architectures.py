@@ -2,15 +2,13 @@
 of the HF model definitions (tools/random_hf_model.py): Llama 3 (GQA + llama3 RoPE scaling),
 Qwen2 (QKV bias, tied embeddings), Mistral (GQA), Llama 2 (tied, linear RoPE scaling).
 Tiny random-weight F32 checkpoints, CPU backend: greta's float path must match to ~1e-5."""
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from conftest import ROOT, read_json, run_greta
+from conftest import ROOT, logits_error_vs_reference
 
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
@@ -19,19 +17,7 @@ TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
     d = tmp_path / kind
     subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)
-    rep = tmp_path / "r.json"
-    run_greta(greta_bin, "run", "-m", d, "--device", "cpu", "-p", "The GNU General Public License is", "-n", 4,
-              "--temp", "0", "--ignore-eos", "--report", rep, "--report-top", 1000)
-    r = read_json(rep)
-    for step in (0, 3):
-        ids = r["prompt_ids"] + r["generated_ids"][:step]
-        out = subprocess.run([sys.executable, TOOL, "logits", str(d), json.dumps(ids)], check=True,
-                             capture_output=True, text=True).stdout
-        ref = np.array(json.loads(out))
-        ours = np.zeros_like(ref)
-        for t, v in r["steps"][step]:
-            ours[t] = v
-        err = np.abs(ours - ref).max() / np.abs(ref).max()
+    for step, err, ours, ref in logits_error_vs_reference(greta_bin, d, d, tmp_path / "r.json", (0, 3)):
         print(f"\n{kind} step {step}: max |diff| / max |logit| = {err:.2e}")
         # 3e-4, not the float-cache 1e-4: the CPU KV cache is F16 and attention rounds q and the
         # softmax weights to fp16 as llama.cpp does (docs/notes/cpu-numerics.md "What it costs"),

@@ -195,7 +195,7 @@ class SafetensorsBuilder {
   std::map<std::string, std::string> metadata;
 
   Tensor& tensor(const std::string& name, const std::string& dtype, std::vector<int64_t> shape) {
-    size_t es = dtype == "F32" ? 4 : dtype == "I64" ? 8 : dtype == "F8_E4M3" ? 1 : 2;
+    size_t es = dtype == "F32" || dtype == "I32" ? 4 : dtype == "I64" ? 8 : dtype == "F8_E4M3" ? 1 : 2;
     size_t n = 1;
     for (int64_t d : shape) n *= size_t(d);
     Tensor t{name, dtype, std::move(shape), std::vector<uint8_t>(n * es)};

@@ -151,6 +151,25 @@ TEST(Safetensors, OddOffsetsAreReadFromAnAlignedCopy) {
   }
 }
 
+TEST(Safetensors, QuantizedCheckpointDtypes) {
+  // FP8 weights (1 byte a value) and the int32 words AWQ / GPTQ pack int4 values into; an odd
+  // fp8 tensor first leaves the int32 one misaligned, and it must still be read from 4-byte
+  // aligned memory.
+  SafetensorsBuilder b;
+  b.tensor("w.weight", "F8_E4M3", {3, 3});
+  b.tensor("w.qweight", "I32", {2, 2});
+  SafetensorsFile f = parse_bytes(b.build());
+  const HostTensor* w = f.find_tensor("w.weight");
+  const HostTensor* q = f.find_tensor("w.qweight");
+  ASSERT_TRUE(w && q);
+  EXPECT_EQ(w->dtype, DType::F8_E4M3);
+  EXPECT_EQ(w->nbytes, 9u);
+  EXPECT_EQ(q->dtype, DType::I32);
+  EXPECT_EQ(q->nbytes, 16u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q->data) % 4, 0u);
+  EXPECT_EQ(std::vector<uint8_t>(q->data, q->data + 16), b.tensors[1].data);
+}
+
 TEST(Safetensors, DuplicateTensorName) {
   SafetensorsBuilder b;
   b.tensor("x", "F32", {1});
@@ -164,8 +183,8 @@ TEST(Safetensors, UnsupportedDtype) {
   b.tensor("ids", "I64", {2});
   expect_error(b.build(), {"tensor 'ids'", "unsupported dtype 'I64'", "F32, F16 or BF16"});
   SafetensorsBuilder b8;
-  b8.tensor("w8", "F8_E4M3", {4});
-  expect_error(b8.build(), {"tensor 'w8'", "'F8_E4M3'"});
+  b8.tensor("w8", "F8_E5M2", {4});
+  expect_error(b8.build(), {"tensor 'w8'", "'F8_E5M2'"});
   SafetensorsBuilder s = small_file();
   expect_error(with_field(s, "model.norm.weight", "dtype", 16), {"tensor 'model.norm.weight'", "'dtype'"});
 }

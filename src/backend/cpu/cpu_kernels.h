@@ -79,6 +79,8 @@ void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, f
 // in a per-thread buffer) and dotted with the float activations; no activation quantization.
 // Several times slower than matmul_quant; used when the backend is made with exact_matmul.
 void matmul_dequant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
+// F8_B64 / I4_G* weights (Hugging Face quantized checkpoints), on float activations.
+void matmul_hf_quant(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
 // F32 / F16 / BF16 weights.
 void matmul_float(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, ThreadPool& pool);
 

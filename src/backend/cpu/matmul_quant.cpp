@@ -464,6 +464,8 @@ void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, f
 void matmul(const float* x, int64_t n, const WeightView& w, const float* bias, float* out, Scratch& scratch,
             ThreadPool& pool) {
   if (!is_quantized(w.dtype)) return matmul_float(x, n, w, bias, out, pool);
+  // Hugging Face FP8 / int4 weights run on float activations (matmul_hf_quant.cpp says why).
+  if (is_hf_quant_block(w.dtype)) return matmul_hf_quant(x, n, w, bias, out, pool);
   const QuantActs xa = quantize_acts(x, n, w.n_in, scratch, pool);
   matmul_quant(xa, w, bias, out, pool);
 }
