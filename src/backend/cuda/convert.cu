@@ -6,6 +6,7 @@
 // read as 16-bit words and quants as bytes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
@@ -103,6 +104,33 @@ __global__ void dequant_q6k_kernel(const uint8_t* __restrict__ src, bf16* __rest
   y[l + 96] = __float2bfloat16_rn(d * float(sc[is + 6]) * float(q4));
 }
 
+// Hugging Face blocks (core/quant_blocks.h), one thread per 32 values: F8_B64 (64 fp8 e4m3 and a
+// float scale) and I4_G* (fp16 d, byte zero point, nibbles as Q4_0 per 32-value run).
+__global__ void dequant_hf_kernel(DType t, const uint8_t* __restrict__ src, bf16* __restrict__ dst, int64_t n_groups) {
+  const int64_t gidx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (gidx >= n_groups) return;
+  bf16* y = dst + gidx * 32;
+  if (t == DType::F8_B64) {
+    const uint8_t* b = src + (gidx / 2) * 68;
+    float scale;
+    memcpy(&scale, b, 4);
+    const uint8_t* q = b + 4 + 32 * (gidx % 2);
+    for (int i = 0; i < 32; ++i)
+      y[i] = __float2bfloat16_rn(scale * __half2float(__half(__nv_cvt_fp8_to_halfraw(q[i], __NV_E4M3))));
+    return;
+  }
+  const int g = t == DType::I4_G32 ? 32 : t == DType::I4_G64 ? 64 : 128;
+  const int64_t per = g / 32;  // 32-value runs a block
+  const uint8_t* b = src + (gidx / per) * (4 + g / 2);
+  const float d = h2f(b);
+  const int z = b[2];
+  const uint8_t* q = b + 4 + 16 * (gidx % per);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = __float2bfloat16_rn(d * float(int(q[j] & 15) - z));
+    y[j + 16] = __float2bfloat16_rn(d * float(int(q[j] >> 4) - z));
+  }
+}
+
 __global__ void plain_kernel(DType t, const void* __restrict__ src, bf16* __restrict__ dst, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if (t == DType::F32) dst[i] = __float2bfloat16_rn(static_cast<const float*>(src)[i]);
@@ -127,7 +155,11 @@ bool convert_supported(DType t) {
     case DType::Q5_1:
     case DType::Q4_K:
     case DType::Q5_K:
-    case DType::Q6_K: return true;
+    case DType::Q6_K:
+    case DType::F8_B64:
+    case DType::I4_G32:
+    case DType::I4_G64:
+    case DType::I4_G128: return true;
     default: return false;
   }
 }
@@ -149,6 +181,10 @@ void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_
     case DType::Q4_K:
     case DType::Q5_K: dequant32_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32); break;
     case DType::Q6_K: dequant_q6k_kernel<<<blocks_for(n / 256 * 64, 128), 128, 0, s>>>(b, dst, n / 256 * 64); break;
+    case DType::F8_B64:
+    case DType::I4_G32:
+    case DType::I4_G64:
+    case DType::I4_G128: dequant_hf_kernel<<<blocks_for(n / 32, 128), 128, 0, s>>>(t, b, dst, n / 32); break;
     default: throw Error("CUDA upload: cannot convert weights of type " + std::string(dtype_name(t)) + " to bf16");
   }
   GRETA_CUDA_LAUNCH_CHECK();

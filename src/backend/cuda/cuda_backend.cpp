@@ -1,5 +1,6 @@
 // CudaBackend (cuda_backend_impl.h): the device, memory, weight upload, steps and the plain ops.
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
@@ -105,6 +106,10 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   }
   if (!convert_supported(w.dtype))
     throw Error("cuda upload: tensor '" + w.name + "' has unsupported type " + std::string(dtype_name(w.dtype)));
+  if (is_quantized(w.dtype) && converted_types_.insert(w.dtype).second)
+    std::fprintf(stderr, "greta: cuda: %s weights are converted to bf16 on the device (%s)\n",
+                 std::string(dtype_name(w.dtype)).c_str(),
+                 packed_on_device(w.dtype) ? "packed weights switched off" : "no kernel reads this format packed yet");
   out->dtype = DType::BF16;
   out->bytes = size_t(rows * cols) * sizeof(bf16);
   GRETA_CUDA_CHECK(cudaMalloc(&out->data, out->bytes));

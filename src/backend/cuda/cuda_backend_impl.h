@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@ constexpr int kDecodeCtxBucket = 256;
 inline std::string shape_str(int64_t r, int64_t c) { return "[" + std::to_string(r) + ", " + std::to_string(c) + "]"; }
 void expect_act(const Tensor& t, int64_t rows, int64_t cols, const char* what);  // bf16 [rows, cols]
 const CudaWeight& weight2d(const Weight& w, const char* op);                     // a 2-D matrix, bf16 or packed
-const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op);  // f32 [n]
+const CudaWeight& weight1d(const Weight& w, int64_t n, const char* op);          // f32 [n]
 inline bf16* act(const Tensor& t) { return static_cast<bf16*>(t.data); }
 
 // The device, its name and size, and the backend's one stream.
@@ -152,7 +153,8 @@ class CudaBackend final : public Backend {
   // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec's.
   std::vector<float> inv_freq_host_;
   DeviceBuffer inv_freq_dev_;
-  WeightUploader upload_;  // raw weight bytes -> device -> bf16
+  WeightUploader upload_;            // raw weight bytes -> device -> bf16 or packed planes
+  std::set<DType> converted_types_;  // quantized types converted to bf16 so far (said once each)
   std::vector<uint16_t> host_bf16_;
 };
 
