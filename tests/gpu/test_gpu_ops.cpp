@@ -55,8 +55,8 @@ TEST_F(GpuOps, MatmulQuantizedWeights) {
   // The CPU multiplies quantized blocks by int8-quantized activations; the GPU dequantizes to
   // bf16. Both approximate x @ w^T of the *stored* weights, so the bound is looser.
   std::mt19937 rng(3);
-  for (DType t :
-       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K,
+                  DType::Q6_K, DType::F8_B64, DType::I4_G128})
     for (int64_t n : {1, 37}) check_matmul(*gpu, *cpu, n, 577, 512, t, false, 3e-2, rng);
 }
 
@@ -65,7 +65,7 @@ TEST_F(GpuOps, UploadDecodesEveryFormatLikeTheCpu) {
   // values rounded to bf16.
   std::mt19937 rng(4);
   for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                  DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+                  DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128}) {
     const int64_t rows = 37, cols = 512;
     HostWeight w(t, {rows, cols}, random_floats(size_t(rows * cols), 2.f, rng));
     auto wg = gpu->upload(w.t);
