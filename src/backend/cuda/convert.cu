@@ -143,25 +143,9 @@ unsigned blocks_for(int64_t n, int per) { return unsigned((n + per - 1) / per); 
 
 }  // namespace
 
+// Every block type has a kernel below; of the plain types, the float ones.
 bool convert_supported(DType t) {
-  switch (t) {
-    case DType::F32:
-    case DType::F16:
-    case DType::BF16:
-    case DType::Q8_0:
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-    case DType::F8_B64:
-    case DType::I4_G32:
-    case DType::I4_G64:
-    case DType::I4_G128: return true;
-    default: return false;
-  }
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quantized(t);
 }
 
 void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_t s) {
