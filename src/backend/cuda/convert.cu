@@ -144,9 +144,7 @@ unsigned blocks_for(int64_t n, int per) { return unsigned((n + per - 1) / per); 
 }  // namespace
 
 // Every block type has a kernel below; of the plain types, the float ones.
-bool convert_supported(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quantized(t);
-}
+bool convert_supported(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || is_quantized(t); }
 
 void convert_to_bf16(DType t, const void* src, bf16* dst, int64_t n, cudaStream_t s) {
   if (n <= 0) return;

@@ -21,8 +21,7 @@ namespace greta::cuda {
 bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvArgs& g) {
   expect_act(a, a.rows, wt.n_in, "matmul_add a");
   expect_act(x, a.rows, wt.n_out, "matmul_add x");
-  if (a.data == x.data || !gemv_takes_weight(wt, a.data, int(a.rows), wt.n_in))
-    return false;
+  if (a.data == x.data || !gemv_takes_weight(wt, a.data, int(a.rows), wt.n_in)) return false;
   g = GemvArgs{};
   g.x = act(a);
   g.k = wt.n_in;
