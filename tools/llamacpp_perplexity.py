@@ -58,7 +58,8 @@ def perplexity(model, text_file, ctx=512, chunks=0, threads=2):
     import llama_cpp
     from llama_cpp import Llama
 
-    llm = Llama(model_path=model, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=threads, verbose=False)
+    llm = Llama(model_path=model, n_ctx=ctx, n_batch=ctx, n_ubatch=ctx, n_threads=threads,
+                n_threads_batch=threads, verbose=False)
     add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     with open(text_file, "rb") as f:
         ids = llm.tokenize(f.read(), add_bos=add_bos, special=False)

@@ -3,9 +3,14 @@
 text is within 1% of llama.cpp's on the same file, scored the same way
 (tools/llamacpp_perplexity.py follows `greta perplexity` token for token).
 
+Only Q8_0 is bit-identical. The rest agree to rounding, not bit for bit: llama.cpp repacks Q4_0
+and Q4_K weights on AVX2 CPUs (q4_0_8x8, q4_K_8x8 kernels: another summation order), and it
+quantizes the activations of K-quant matmuls to Q8_K (one float scale per 256 values) where
+greta's CPU backend uses 32-value blocks with fp16 scales for every format.
+
 Needs PyPI llama-cpp-python (tools/install_llamacpp_reference.sh, run by scripts/setup.sh);
 skipped, with the reason, only where it is not installed. The files are made once, into the
-git-ignored models/quantized/; after that the whole test takes seconds per type."""
+git-ignored models/quantized/."""
 import importlib.util
 import json
 import os
@@ -18,9 +23,10 @@ from conftest import ROOT, run_greta
 
 TEXT = os.path.join(ROOT, "tests", "data", "perplexity_text.txt")
 TOOLS = os.path.join(ROOT, "tools")
-# The text is 6 chunks of 256 tokens, 762 of them scored: a few seconds per model and engine on 2
-# cores. Fewer scored tokens would leave too little room under 1%: the same arithmetic summed in
-# another order moves the perplexity of one 256-token chunk of a 4-bit model by up to ~2%.
+# The text is 6 chunks of 256 tokens, 762 of them scored, which keeps each engine to seconds per
+# model on 2 cores. Fewer scored tokens would leave too little room under 1%: the same arithmetic
+# summed in another order moves the perplexity of a single 256-token chunk of a 4-bit model by up
+# to about 2%.
 CTX = 256
 TYPES = ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K"]
 MAX_REL_DIFF = 0.01
