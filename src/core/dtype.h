@@ -9,15 +9,20 @@
 
 namespace greta {
 
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32 };
+// The numeric values are stored in tests/data/dequant_golden.bin (tools/check_dequant.py):
+// new types go at the end.
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, I32, Q5_0, Q5_1, Q5_K };
 
 // Values per block (1 for plain types).
 constexpr int64_t block_elems(DType t) {
   switch (t) {
     case DType::Q8_0:
     case DType::Q4_0:
-    case DType::Q4_1: return 32;
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1: return 32;
     case DType::Q4_K:
+    case DType::Q5_K:
     case DType::Q6_K: return 256;
     default: return 1;
   }
@@ -32,7 +37,10 @@ constexpr size_t block_bytes(DType t) {
     case DType::Q8_0: return 34;
     case DType::Q4_0: return 18;
     case DType::Q4_1: return 20;
+    case DType::Q5_0: return 22;
+    case DType::Q5_1: return 24;
     case DType::Q4_K: return 144;
+    case DType::Q5_K: return 176;
     case DType::Q6_K: return 210;
   }
   return 0;

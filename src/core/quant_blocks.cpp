@@ -17,6 +17,119 @@ namespace {
 inline float h2f(uint16_t h) { return fp16_to_float(h); }
 inline int nearest(float v) { return int(std::lrintf(v)); }
 
+// Symmetric block of 32 with levels [0, 2*half): the value of largest magnitude maps to level 0
+// (d = vmax / -half) so the whole signed range is used; q = round(x / d) + half.
+uint16_t quantize_sym32(const float* x, int half, uint8_t* q) {
+  float vmax = 0.0f;
+  for (int i = 0; i < kQK; ++i)
+    if (std::fabs(x[i]) > std::fabs(vmax)) vmax = x[i];
+  const uint16_t dh = float_to_fp16(vmax / float(-half));
+  const float d = h2f(dh);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::clamp(nearest(x[i] * id) + half, 0, 2 * half - 1));
+  return dh;
+}
+
+// Affine block of 32 with levels [0, nmax]: value = d * q + m, m = the block minimum.
+void quantize_affine32(const float* x, int nmax, uint16_t* dh, uint16_t* mh, uint8_t* q) {
+  float lo = x[0], hi = x[0];
+  for (int i = 1; i < kQK; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  *dh = float_to_fp16((hi - lo) / float(nmax));
+  *mh = float_to_fp16(lo);
+  const float d = h2f(*dh), m = h2f(*mh);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::clamp(nearest((x[i] - m) * id), 0, nmax));
+}
+
+// Low 4 bits of 32 quants: byte j holds element j (low nibble) and element j + 16 (high nibble).
+void pack_nibbles32(const uint8_t* q, uint8_t* qs) {
+  for (int i = 0; i < kQK / 2; ++i) qs[i] = uint8_t((q[i] & 0x0f) | ((q[i + 16] & 0x0f) << 4));
+}
+// Bit 4 of 32 quants: bit l of the little-endian u32 qh.
+void pack_bit4_32(const uint8_t* q, uint8_t* qh) {
+  std::memset(qh, 0, 4);
+  for (int l = 0; l < kQK; ++l) qh[l / 8] |= uint8_t(((q[l] >> 4) & 1) << (l % 8));
+}
+
+// Q4_0 / Q4_1 / Q5_0 / Q5_1 rows: symmetric, or affine where the block has an offset m; the
+// fifth bit of the 5-bit formats goes to qh.
+template <int kBits, class Block>
+void quantize_small_blocks(const float* x, Block* y, int64_t n) {
+  uint8_t q[kQK];
+  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
+    if constexpr (requires { y->m; }) quantize_affine32(x, (1 << kBits) - 1, &y[b].d, &y[b].m, q);
+    else y[b].d = quantize_sym32(x, 1 << (kBits - 1), q);
+    pack_nibbles32(q, y[b].qs);
+    if constexpr (kBits == 5) pack_bit4_32(q, y[b].qh);
+  }
+}
+
+// Q4_K / Q5_K super-block with quants in [0, nmax]: per sub-block of 32 a step and a
+// non-negative offset, both quantized to 6 bits against the fp16 super-scales d and dmin.
+// Writes d, dmin, the packed scales (see q4k_scale_min) and the 256 quants q.
+void quantize_k_super(const float* x, int nmax, uint16_t* dh, uint16_t* mh, uint8_t* scales, uint8_t* q) {
+  float scale[8], minv[8];
+  float max_scale = 0.0f, max_min = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    float lo = 0.0f, hi = x[32 * j];  // the format needs lo <= 0 (value = d*q - m, m >= 0)
+    for (int i = 0; i < 32; ++i) {
+      lo = std::min(lo, x[32 * j + i]);
+      hi = std::max(hi, x[32 * j + i]);
+    }
+    scale[j] = (hi - lo) / float(nmax);
+    minv[j] = -lo;
+    max_scale = std::max(max_scale, scale[j]);
+    max_min = std::max(max_min, minv[j]);
+  }
+  *dh = float_to_fp16(max_scale / 63.0f);
+  *mh = float_to_fp16(max_min / 63.0f);
+  const float d = h2f(*dh), dmin = h2f(*mh);
+  uint8_t isc[8], imn[8];
+  for (int j = 0; j < 8; ++j) {
+    isc[j] = uint8_t(d > 0.0f ? std::clamp(nearest(scale[j] / d), 0, 63) : 0);
+    imn[j] = uint8_t(dmin > 0.0f ? std::clamp(nearest(minv[j] / dmin), 0, 63) : 0);
+  }
+  std::memset(scales, 0, 12);
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      scales[j] |= isc[j];
+      scales[j + 4] |= imn[j];
+    } else {
+      scales[j + 4] = uint8_t((isc[j] & 0x0f) | ((imn[j] & 0x0f) << 4));
+      scales[j - 4] |= uint8_t((isc[j] >> 4) << 6);
+      scales[j] |= uint8_t((imn[j] >> 4) << 6);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    const float sd = d * isc[j], sm = dmin * imn[j];
+    for (int i = 0; i < 32; ++i) {
+      const float v = x[32 * j + i] + sm;
+      q[32 * j + i] = uint8_t(sd > 0.0f ? std::clamp(nearest(v / sd), 0, nmax) : 0);
+    }
+  }
+}
+
+// Low 4 bits of a K-quant super-block: bytes qs[32p .. 32p+32) hold sub-block 2p in their low
+// nibbles and sub-block 2p+1 in their high nibbles.
+void pack_k_nibbles(const uint8_t* q, uint8_t* qs) {
+  for (int p = 0; p < 4; ++p)
+    for (int i = 0; i < 32; ++i) qs[32 * p + i] = uint8_t((q[64 * p + i] & 0x0f) | ((q[64 * p + 32 + i] & 0x0f) << 4));
+}
+
+// Values of a Q4_K / Q5_K super-block: sub-block j is d*sc_j*q - dmin*mn_j.
+template <class Block>
+void dequant_k_super(const Block& b, float* y) {
+  const float d = h2f(b.d), dmin = h2f(b.dmin);
+  for (int j = 0; j < 8; ++j, y += 32) {
+    uint8_t sc, mn;
+    q4k_scale_min(j, b.scales, &sc, &mn);
+    for (int l = 0; l < 32; ++l) y[l] = d * sc * float(k_quant(b, j, l)) - dmin * mn;
+  }
+}
+
 }  // namespace
 
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
@@ -30,91 +143,27 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
   }
 }
 
-void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    // The value of largest magnitude maps to -8 so the full signed range [-8, 7] is used.
-    float vmax = 0.0f;
-    for (int i = 0; i < kQK; ++i)
-      if (std::fabs(x[i]) > std::fabs(vmax)) vmax = x[i];
-    const uint16_t dh = float_to_fp16(vmax / -8.0f);
-    const float d = h2f(dh);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = dh;
-    for (int i = 0; i < kQK / 2; ++i) {
-      const int q0 = std::clamp(nearest(x[i] * id) + 8, 0, 15);
-      const int q1 = std::clamp(nearest(x[i + 16] * id) + 8, 0, 15);
-      y[b].qs[i] = uint8_t(q0 | (q1 << 4));
-    }
-  }
-}
-
-void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) {
-  for (int64_t b = 0; b < n / kQK; ++b, x += kQK) {
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < kQK; ++i) {
-      lo = std::min(lo, x[i]);
-      hi = std::max(hi, x[i]);
-    }
-    const uint16_t dh = float_to_fp16((hi - lo) / 15.0f);
-    const uint16_t mh = float_to_fp16(lo);
-    const float d = h2f(dh), m = h2f(mh);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y[b].d = dh;
-    y[b].m = mh;
-    for (int i = 0; i < kQK / 2; ++i) {
-      const int q0 = std::clamp(nearest((x[i] - m) * id), 0, 15);
-      const int q1 = std::clamp(nearest((x[i + 16] - m) * id), 0, 15);
-      y[b].qs[i] = uint8_t(q0 | (q1 << 4));
-    }
-  }
-}
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) { quantize_small_blocks<4>(x, y, n); }
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) { quantize_small_blocks<4>(x, y, n); }
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n) { quantize_small_blocks<5>(x, y, n); }
+void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n) { quantize_small_blocks<5>(x, y, n); }
 
 void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n) {
+  uint8_t q[kQKK];
   for (int64_t b = 0; b < n / kQKK; ++b, x += kQKK) {
-    float scale[8], minv[8];  // per sub-block: step and (non-negative) offset
-    float max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-      float lo = 0.0f, hi = x[32 * j];  // the format needs lo <= 0 (value = d*q - m, m >= 0)
-      for (int i = 0; i < 32; ++i) {
-        lo = std::min(lo, x[32 * j + i]);
-        hi = std::max(hi, x[32 * j + i]);
-      }
-      scale[j] = (hi - lo) / 15.0f;
-      minv[j] = -lo;
-      max_scale = std::max(max_scale, scale[j]);
-      max_min = std::max(max_min, minv[j]);
-    }
-    const uint16_t dh = float_to_fp16(max_scale / 63.0f);
-    const uint16_t mh = float_to_fp16(max_min / 63.0f);
-    const float d = h2f(dh), dmin = h2f(mh);
-    y[b].d = dh;
-    y[b].dmin = mh;
-    uint8_t isc[8], imn[8];
-    for (int j = 0; j < 8; ++j) {
-      isc[j] = uint8_t(d > 0.0f ? std::clamp(nearest(scale[j] / d), 0, 63) : 0);
-      imn[j] = uint8_t(dmin > 0.0f ? std::clamp(nearest(minv[j] / dmin), 0, 63) : 0);
-    }
-    std::memset(y[b].scales, 0, sizeof(y[b].scales));
-    for (int j = 0; j < 8; ++j) {
-      if (j < 4) {
-        y[b].scales[j] |= isc[j];
-        y[b].scales[j + 4] |= imn[j];
-      } else {
-        y[b].scales[j + 4] = uint8_t((isc[j] & 0x0f) | ((imn[j] & 0x0f) << 4));
-        y[b].scales[j - 4] |= uint8_t((isc[j] >> 4) << 6);
-        y[b].scales[j] |= uint8_t((imn[j] >> 4) << 6);
-      }
-    }
-    uint8_t q[kQKK];
-    for (int j = 0; j < 8; ++j) {
-      const float sd = d * isc[j], sm = dmin * imn[j];
-      for (int i = 0; i < 32; ++i) {
-        const float v = x[32 * j + i] + sm;
-        q[32 * j + i] = uint8_t(sd > 0.0f ? std::clamp(nearest(v / sd), 0, 15) : 0);
-      }
-    }
-    for (int p = 0; p < 4; ++p)  // sub-blocks 2p (low nibbles) and 2p+1 (high nibbles)
-      for (int i = 0; i < 32; ++i) y[b].qs[32 * p + i] = uint8_t(q[64 * p + i] | (q[64 * p + 32 + i] << 4));
+    quantize_k_super(x, 15, &y[b].d, &y[b].dmin, y[b].scales, q);
+    pack_k_nibbles(q, y[b].qs);
+  }
+}
+
+void quantize_row_q5_k(const float* x, BlockQ5_K* y, int64_t n) {
+  uint8_t q[kQKK];
+  for (int64_t b = 0; b < n / kQKK; ++b, x += kQKK) {
+    quantize_k_super(x, 31, &y[b].d, &y[b].dmin, y[b].scales, q);
+    pack_k_nibbles(q, y[b].qs);
+    std::memset(y[b].qh, 0, sizeof(y[b].qh));
+    for (int j = 0; j < 8; ++j)  // bit j of qh[l]: bit 4 of element l of sub-block j
+      for (int l = 0; l < 32; ++l) y[b].qh[l] |= uint8_t(((q[32 * j + l] >> 4) & 1) << j);
   }
 }
 
@@ -174,7 +223,10 @@ void quantize_row(DType t, const float* x, void* dst, int64_t n) {
     case DType::Q8_0: quantize_row_q8_0(x, static_cast<BlockQ8_0*>(dst), n); return;
     case DType::Q4_0: quantize_row_q4_0(x, static_cast<BlockQ4_0*>(dst), n); return;
     case DType::Q4_1: quantize_row_q4_1(x, static_cast<BlockQ4_1*>(dst), n); return;
+    case DType::Q5_0: quantize_row_q5_0(x, static_cast<BlockQ5_0*>(dst), n); return;
+    case DType::Q5_1: quantize_row_q5_1(x, static_cast<BlockQ5_1*>(dst), n); return;
     case DType::Q4_K: quantize_row_q4_k(x, static_cast<BlockQ4_K*>(dst), n); return;
+    case DType::Q5_K: quantize_row_q5_k(x, static_cast<BlockQ5_K*>(dst), n); return;
     case DType::Q6_K: quantize_row_q6_k(x, static_cast<BlockQ6_K*>(dst), n); return;
     case DType::I32: break;
   }
@@ -226,19 +278,27 @@ void dequantize_row(DType t, const void* src, float* y, int64_t n) {
     }
     case DType::Q4_K: {
       const auto* b = static_cast<const BlockQ4_K*>(src);
-      for (int64_t k = 0; k < n / kQKK; ++k) {
-        const float d = h2f(b[k].d), dmin = h2f(b[k].dmin);
-        for (int p = 0; p < 4; ++p) {
-          uint8_t sc0, mn0, sc1, mn1;
-          q4k_scale_min(2 * p, b[k].scales, &sc0, &mn0);
-          q4k_scale_min(2 * p + 1, b[k].scales, &sc1, &mn1);
-          const uint8_t* q = b[k].qs + 32 * p;
-          for (int i = 0; i < 32; ++i) {
-            y[i] = d * sc0 * float(q[i] & 0x0f) - dmin * mn0;
-            y[i + 32] = d * sc1 * float(q[i] >> 4) - dmin * mn1;
-          }
-          y += 64;
-        }
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) dequant_k_super(b[k], y);
+      return;
+    }
+    case DType::Q5_K: {
+      const auto* b = static_cast<const BlockQ5_K*>(src);
+      for (int64_t k = 0; k < n / kQKK; ++k, y += kQKK) dequant_k_super(b[k], y);
+      return;
+    }
+    case DType::Q5_0: {
+      const auto* b = static_cast<const BlockQ5_0*>(src);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = h2f(b[k].d);
+        for (int l = 0; l < kQK; ++l) y[l] = d * float(q5_quant(b[k].qs, b[k].qh, l) - 16);
+      }
+      return;
+    }
+    case DType::Q5_1: {
+      const auto* b = static_cast<const BlockQ5_1*>(src);
+      for (int64_t k = 0; k < n / kQK; ++k, y += kQK) {
+        const float d = h2f(b[k].d), m = h2f(b[k].m);
+        for (int l = 0; l < kQK; ++l) y[l] = d * float(q5_quant(b[k].qs, b[k].qh, l)) + m;
       }
       return;
     }

@@ -17,7 +17,7 @@
 
 namespace greta {
 
-constexpr int kQK = 32;    // values per Q8_0 / Q4_0 / Q4_1 block
+constexpr int kQK = 32;    // values per Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1 block
 constexpr int kQKK = 256;  // values per K-quant super-block
 
 // value = d * q
@@ -36,6 +36,20 @@ struct BlockQ4_1 {
   uint16_t m;
   uint8_t qs[kQK / 2];
 };
+// value = d * (q - 16), q in [0, 31]: the low 4 bits as Q4_0's nibbles, bit 4 of element j is
+// bit j of qh (read as a little-endian u32).
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+// value = d * q + m, q in [0, 31]; bit layout as Q5_0
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
 // 8 sub-blocks of 32. Sub-block j: value = d*sc[j]*q - dmin*mn[j], with 6-bit sc/mn packed
 // into scales[12] (see q4k_scale_min). Bytes qs[32*i .. 32*i+32) hold sub-block 2i in their
 // low nibbles and sub-block 2i+1 in their high nibbles.
@@ -43,6 +57,15 @@ struct BlockQ4_K {
   uint16_t d;
   uint16_t dmin;
   uint8_t scales[12];
+  uint8_t qs[kQKK / 2];
+};
+// As Q4_K with 5-bit quants q in [0, 31]: the low 4 bits sit in qs as in Q4_K, and bit 4 of
+// element l of sub-block j is bit j of qh[l].
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQKK / 8];
   uint8_t qs[kQKK / 2];
 };
 // 16 sub-blocks of 16 with int8 scales; 6-bit quants q in [0, 63], value = d*sc*(q - 32).
@@ -57,10 +80,23 @@ struct BlockQ6_K {
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ8_0) == block_bytes(DType::Q8_0));
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_0) == block_bytes(DType::Q4_0));
 static_assert(sizeof(BlockQ4_1) == 20 && sizeof(BlockQ4_1) == block_bytes(DType::Q4_1));
+static_assert(sizeof(BlockQ5_0) == 22 && sizeof(BlockQ5_0) == block_bytes(DType::Q5_0));
+static_assert(sizeof(BlockQ5_1) == 24 && sizeof(BlockQ5_1) == block_bytes(DType::Q5_1));
 static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ4_K) == block_bytes(DType::Q4_K));
+static_assert(sizeof(BlockQ5_K) == 176 && sizeof(BlockQ5_K) == block_bytes(DType::Q5_K));
 static_assert(sizeof(BlockQ6_K) == 210 && sizeof(BlockQ6_K) == block_bytes(DType::Q6_K));
 
-// Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K block: the first four
+// The 5-bit quant (0..31) of element l (0..31) of a Q5_0 / Q5_1 block.
+inline int q5_quant(const uint8_t* qs, const uint8_t* qh, int l) {
+  const int nib = l < 16 ? (qs[l] & 0x0f) : (qs[l - 16] >> 4);
+  return nib | (((qh[l / 8] >> (l % 8)) & 1) << 4);
+}
+// The quant (0..15 / 0..31) of element l (0..31) of sub-block j (0..7) of a Q4_K / Q5_K block.
+inline int k_nibble(const uint8_t* qs, int j, int l) { return (qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f; }
+inline int k_quant(const BlockQ4_K& b, int j, int l) { return k_nibble(b.qs, j, l); }
+inline int k_quant(const BlockQ5_K& b, int j, int l) { return k_nibble(b.qs, j, l) | (((b.qh[l] >> j) & 1) << 4); }
+
+// Unpacks the 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block: the first four
 // sub-blocks keep theirs in the low 6 bits of bytes 0..3 / 4..7; the last four keep the low
 // 4 bits in bytes 8..11 and the top 2 bits in the spare top bits of bytes 0..7.
 inline void q4k_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* mn) {
@@ -77,7 +113,10 @@ inline void q4k_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* mn) {
 void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
 void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n);
 void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n);
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n);
+void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n);
 void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n);
+void quantize_row_q5_k(const float* x, BlockQ5_K* y, int64_t n);
 void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n);
 // Dispatch on dtype; plain types (F32/F16/BF16) are converted. dst holds row_bytes(t, n).
 void quantize_row(DType t, const float* x, void* dst, int64_t n);

@@ -60,19 +60,30 @@ const char* value_type_name(GGUFType t) {
   return "?";
 }
 
-// The ggml type ids we load, and what they become.
+// The ggml type ids we load, and what they become: the one list both the loader and its
+// "unsupported tensor type" message read.
+struct GgmlType {
+  uint32_t id;
+  DType dtype;
+};
+constexpr GgmlType kLoadable[] = {
+    {0, DType::F32},  {1, DType::F16},  {30, DType::BF16}, {2, DType::Q4_0},  {3, DType::Q4_1},  {6, DType::Q5_0},
+    {7, DType::Q5_1}, {8, DType::Q8_0}, {12, DType::Q4_K}, {13, DType::Q5_K}, {14, DType::Q6_K},
+};
+
 bool ggml_to_dtype(uint32_t id, DType* out) {
-  switch (id) {
-    case 0: *out = DType::F32; return true;
-    case 1: *out = DType::F16; return true;
-    case 2: *out = DType::Q4_0; return true;
-    case 3: *out = DType::Q4_1; return true;
-    case 8: *out = DType::Q8_0; return true;
-    case 12: *out = DType::Q4_K; return true;
-    case 14: *out = DType::Q6_K; return true;
-    case 30: *out = DType::BF16; return true;
-    default: return false;
-  }
+  for (const GgmlType& t : kLoadable)
+    if (t.id == id) {
+      *out = t.dtype;
+      return true;
+    }
+  return false;
+}
+
+std::string loadable_type_names() {
+  std::string s;
+  for (const GgmlType& t : kLoadable) s += (s.empty() ? "" : ", ") + std::string(dtype_name(t.dtype));
+  return s;
 }
 
 // Reads one file. Holds the cursor and the file name for error messages.
@@ -286,8 +297,7 @@ GGUFFile::ParseState Parser::parse() {
     uint32_t type_id = r_.u32("type of tensor '" + name + "'");
     DType dt;
     if (!ggml_to_dtype(type_id, &dt))
-      fail("unsupported tensor type " + ggml_type_describe(type_id) +
-           " (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)");
+      fail("unsupported tensor type " + ggml_type_describe(type_id) + " (supported: " + loadable_type_names() + ")");
     uint64_t offset = r_.u64("data offset of tensor '" + name + "'");
     if (int64_t(dims[0]) % block_elems(dt) != 0)
       fail("first dimension " + std::to_string(dims[0]) + " is not a multiple of the " + std::string(dtype_name(dt)) +

@@ -43,7 +43,10 @@ enum GGML : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,
   kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ3_K = 11,
   kQ4_K = 12,
   kQ5_K = 13,
   kQ6_K = 14,
@@ -66,6 +69,14 @@ inline size_t ggml_nbytes(uint32_t type, const std::vector<uint64_t>& dims) {
       be = 32;
       bb = 20;
       break;
+    case kQ5_0:
+      be = 32;
+      bb = 22;
+      break;
+    case kQ5_1:
+      be = 32;
+      bb = 24;
+      break;
     case kQ8_0:
       be = 32;
       bb = 34;
@@ -73,6 +84,10 @@ inline size_t ggml_nbytes(uint32_t type, const std::vector<uint64_t>& dims) {
     case kQ4_K:
       be = 256;
       bb = 144;
+      break;
+    case kQ5_K:
+      be = 256;
+      bb = 176;
       break;
     case kQ6_K:
       be = 256;

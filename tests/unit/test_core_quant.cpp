@@ -60,7 +60,8 @@ TEST(CoreQuant, DequantizeMatchesGgufGolden) {
     ++records;
   }
   EXPECT_GE(records, 10);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K})
+  for (DType t :
+       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K})
     EXPECT_TRUE(saw[int(t)]) << "no golden record for " << dtype_name(t);
 }
 
@@ -68,19 +69,20 @@ TEST(CoreQuant, DequantizeMatchesGgufGolden) {
 TEST(CoreQuant, RoundTripErrorBounds) {
   const int64_t n = 768;  // 3 super-blocks, 24 small blocks
   const auto x = random_floats(n, 7);
-  for (DType t :
-       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K,
+                  DType::Q6_K, DType::F16, DType::BF16, DType::F32}) {
     std::vector<uint8_t> q(row_bytes(t, n));
     std::vector<float> y(n);
     quantize_row(t, x.data(), q.data(), n);
     dequantize_row(t, q.data(), y.data(), n);
     // Per 32-value group: error <= step/2 (+ scale rounding), step = range / levels.
-    const double levels = t == DType::Q8_0   ? 254
-                          : t == DType::Q6_K ? 63
-                          : t == DType::F16  ? 2048
-                          : t == DType::BF16 ? 256
-                          : t == DType::F32  ? 1e9
-                                             : 15;
+    const double levels = t == DType::Q8_0                                           ? 254
+                          : t == DType::Q6_K                                         ? 63
+                          : t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q5_K ? 31
+                          : t == DType::F16                                          ? 2048
+                          : t == DType::BF16                                         ? 256
+                          : t == DType::F32                                          ? 1e9
+                                                                                     : 15;
     double worst = 0.0;
     for (int64_t b = 0; b < n / 32; ++b) {
       double amax = 0.0;
@@ -88,7 +90,8 @@ TEST(CoreQuant, RoundTripErrorBounds) {
       for (int i = 0; i < 32; ++i) {
         const double e = std::fabs(double(y[b * 32 + i]) - x[b * 32 + i]);
         // K-quants quantize their sub-block scales too (6-bit / 8-bit): allow a wider margin.
-        const double bound = (t == DType::Q4_K || t == DType::Q6_K ? 1.6 : 1.05) * 2 * amax / levels;
+        const bool k_quant = t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+        const double bound = (k_quant ? 1.6 : 1.05) * 2 * amax / levels;
         worst = std::max(worst, e / bound);
         ASSERT_LE(e, bound) << dtype_name(t) << " element " << b * 32 + i << " x=" << x[b * 32 + i]
                             << " y=" << y[b * 32 + i];
@@ -100,7 +103,8 @@ TEST(CoreQuant, RoundTripErrorBounds) {
 
 TEST(CoreQuant, ZeroBlocksStayZero) {
   std::vector<float> x(256, 0.0f), y(256, 1.0f);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+  for (DType t :
+       {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     std::vector<uint8_t> q(row_bytes(t, 256));
     quantize_row(t, x.data(), q.data(), 256);
     dequantize_row(t, q.data(), y.data(), 256);
@@ -123,6 +127,104 @@ TEST(CoreQuant, Q4KScaleUnpacking) {
     q4k_scale_min(j, s, &a, &b);
     EXPECT_EQ(a, sc[j]) << j;
     EXPECT_EQ(b, mn[j]) << j;
+  }
+}
+
+// Blocks built by hand from the layout GGML documents (ggml-common.h), byte by byte, decode to
+// the values the format defines; the reference quantizers write the same bytes back.
+TEST(CoreQuant, Q5_0AndQ5_1LayoutByHand) {
+  // Quant of element l: a pattern that uses both halves of every nibble byte and all 32 qh bits.
+  int q[32];
+  for (int l = 0; l < 32; ++l) q[l] = (l * 13 + 5) % 32;
+  uint8_t qs[16] = {}, qh[4] = {};
+  for (int j = 0; j < 16; ++j) qs[j] = uint8_t((q[j] & 15) | ((q[j + 16] & 15) << 4));
+  for (int l = 0; l < 32; ++l) qh[l / 8] |= uint8_t((q[l] >> 4) << (l % 8));
+  const uint16_t d = 0x3800, m = 0xc000;  // 0.5 and -2.0
+  // Q5_0: bytes d, qh[4], qs[16]; value = d * (q - 16).
+  uint8_t b0[22];
+  std::memcpy(b0, &d, 2);
+  std::memcpy(b0 + 2, qh, 4);
+  std::memcpy(b0 + 6, qs, 16);
+  float y[32];
+  dequantize_row(DType::Q5_0, b0, y, 32);
+  for (int l = 0; l < 32; ++l) ASSERT_EQ(y[l], 0.5f * float(q[l] - 16)) << l;
+  // The value of largest magnitude, -8, maps to quant 0, so the quantizer finds d = 0.5 exactly.
+  std::vector<uint8_t> again(22);
+  quantize_row(DType::Q5_0, y, again.data(), 32);
+  EXPECT_EQ(again, std::vector<uint8_t>(b0, b0 + 22));
+  // Q5_1: bytes d, m, qh[4], qs[16]; value = d * q + m.
+  uint8_t b1[24];
+  std::memcpy(b1, &d, 2);
+  std::memcpy(b1 + 2, &m, 2);
+  std::memcpy(b1 + 4, qh, 4);
+  std::memcpy(b1 + 8, qs, 16);
+  dequantize_row(DType::Q5_1, b1, y, 32);
+  for (int l = 0; l < 32; ++l) ASSERT_EQ(y[l], 0.5f * float(q[l]) - 2.0f) << l;
+  // The pattern reaches 0 and 31, so the affine quantizer finds d = 0.5, m = -2 exactly.
+  again.resize(24);
+  quantize_row(DType::Q5_1, y, again.data(), 32);
+  EXPECT_EQ(again, std::vector<uint8_t>(b1, b1 + 24));
+}
+
+TEST(CoreQuant, Q5_KLayoutByHand) {
+  // Sub-block j: scale j + 1 and min 2j (6-bit, packed as Q4_K packs them); element l of
+  // sub-block j has quant (7j + 3l) % 32: low nibbles in qs as Q4_K, bit 4 in bit j of qh[l].
+  BlockQ5_K b{};
+  b.d = 0x3c00;     // 1.0
+  b.dmin = 0x3400;  // 0.25
+  uint8_t sc[8], mn[8];
+  for (int j = 0; j < 8; ++j) sc[j] = uint8_t(j + 1), mn[j] = uint8_t(2 * j);
+  for (int j = 0; j < 4; ++j) b.scales[j] = sc[j], b.scales[j + 4] = mn[j];
+  for (int j = 4; j < 8; ++j) {
+    b.scales[j + 4] = uint8_t((sc[j] & 15) | ((mn[j] & 15) << 4));
+    b.scales[j - 4] |= uint8_t((sc[j] >> 4) << 6);
+    b.scales[j] |= uint8_t((mn[j] >> 4) << 6);
+  }
+  auto quant = [](int j, int l) { return (7 * j + 3 * l) % 32; };
+  for (int j = 0; j < 8; ++j)
+    for (int l = 0; l < 32; ++l) {
+      b.qs[32 * (j / 2) + l] |= uint8_t((quant(j, l) & 15) << (4 * (j % 2)));
+      b.qh[l] |= uint8_t((quant(j, l) >> 4) << j);
+    }
+  const auto* bytes = reinterpret_cast<const uint8_t*>(&b);
+  EXPECT_EQ(bytes[0], 0x00);  // d first, then dmin, scales[12], qh[32], qs[128]
+  EXPECT_EQ(bytes[3], 0x34);
+  EXPECT_EQ(bytes[4], b.scales[0]);
+  EXPECT_EQ(bytes[16], b.qh[0]);
+  EXPECT_EQ(bytes[48], b.qs[0]);
+  float y[256];
+  dequantize_row(DType::Q5_K, &b, y, 256);
+  for (int j = 0; j < 8; ++j)
+    for (int l = 0; l < 32; ++l)
+      ASSERT_EQ(y[32 * j + l], float(sc[j]) * float(quant(j, l)) - 0.25f * float(mn[j])) << j << " " << l;
+}
+
+// Rows whose length is any multiple of the block (576 = 18 blocks of 32, not a multiple of
+// 256: the widths where Q4_K_M / Q5_K_M files fall back to Q5_0 / Q5_1) and single blocks;
+// each block of a row decodes as that block alone, and constant or one-signed blocks are exact
+// where the format can hold them.
+TEST(CoreQuant, AwkwardShapes) {
+  for (DType t : {DType::Q5_0, DType::Q5_1, DType::Q5_K}) {
+    SCOPED_TRACE(std::string(dtype_name(t)));
+    const int64_t be = block_elems(t);
+    for (int64_t n : {be, 3 * be, t == DType::Q5_K ? 5 * be : int64_t(576)}) {
+      const auto x = random_floats(size_t(n), uint32_t(n), 3.0f);
+      std::vector<uint8_t> q(row_bytes(t, n));
+      std::vector<float> y(static_cast<size_t>(n)), one(static_cast<size_t>(be));
+      quantize_row(t, x.data(), q.data(), n);
+      dequantize_row(t, q.data(), y.data(), n);
+      for (int64_t b = 0; b < n / be; ++b) {
+        dequantize_row(t, q.data() + b * block_bytes(t), one.data(), be);
+        for (int64_t i = 0; i < be; ++i) ASSERT_EQ(one[size_t(i)], y[size_t(b * be + i)]) << n << " " << b;
+      }
+    }
+    // A constant block: Q5_1 (m = the value) and Q5_K (the top quant) hold it to fp16
+    // precision, Q5_0 to within its step.
+    std::vector<float> c(static_cast<size_t>(be), 1.5f), yc(static_cast<size_t>(be));
+    std::vector<uint8_t> qc(block_bytes(t));
+    quantize_row(t, c.data(), qc.data(), be);
+    dequantize_row(t, qc.data(), yc.data(), be);
+    for (float v : yc) ASSERT_NEAR(v, 1.5f, t == DType::Q5_0 ? 1.5f / 16 : 1e-3f);
   }
 }
 

@@ -9,10 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_kernels.h"
 #include "core/error.h"
 #include "core/quant_blocks.h"
 
@@ -114,7 +117,7 @@ void check(DType dt, int64_t n, int64_t k, int64_t m, bool with_bias) {
 }  // namespace
 
 TEST(CpuMatmul, SmallBlockFormats) {
-  for (DType dt : {DType::Q4_1, DType::Q8_0, DType::Q4_0})
+  for (DType dt : {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q5_1})
     for (int64_t n : {1, 3, 37})
       for (int64_t k : {32, 96, 576, 1536})
         for (int64_t m : {1, 7, 577}) {
@@ -124,7 +127,7 @@ TEST(CpuMatmul, SmallBlockFormats) {
 }
 
 TEST(CpuMatmul, KQuants) {
-  for (DType dt : {DType::Q4_K, DType::Q6_K})
+  for (DType dt : {DType::Q4_K, DType::Q5_K, DType::Q6_K})
     for (int64_t n : {1, 3, 37})
       for (int64_t k : {256, 768})
         for (int64_t m : {1, 7, 577}) check(dt, n, k, m, m == 577);
@@ -141,6 +144,10 @@ TEST(CpuMatmul, DefaultModelShapes) {
   check(DType::Q4_1, 1, 576, 1536, false);
   check(DType::Q4_1, 5, 1536, 576, false);
   check(DType::Q8_0, 2, 576, 4099, false);  // tied output projection shape (rows trimmed)
+  // Its Q4_K_M / Q5_K_M files: 576-wide rows fall back to Q5_0 / Q5_1, 1536-wide ones are K-quants.
+  check(DType::Q5_0, 5, 576, 1536, false);
+  check(DType::Q5_1, 1, 576, 192, true);
+  check(DType::Q5_K, 5, 1536, 576, false);
 }
 
 TEST(CpuMatmul, RejectsMismatchedShapes) {
@@ -161,7 +168,8 @@ TEST(CpuMatmul, RejectsMismatchedShapes) {
 TEST(CpuMatmul, ExactModeHasNoActivationQuantizationError) {
   // The reference mode multiplies dequantized weights with float activations: float-rounding
   // error only, far below the int8 activation bound the fast path is held to.
-  for (DType dt : {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+  for (DType dt :
+       {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     SCOPED_TRACE(std::string(dtype_name(dt)));
     const int64_t n = 3, k = 768, m = 37;
     const HostWeight w = make_weight(dt, m, k, 99);
@@ -187,3 +195,82 @@ TEST(CpuMatmul, ExactModeHasNoActivationQuantizationError) {
     EXPECT_GT(worst_fast, 1e-5) << "the fast path was expected to show int8 activation error";
   }
 }
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+namespace {
+
+// llama.cpp's AVX2 vec_dot of one weight row in a 32-value format against int8 activations
+// (ggml_vec_dot_q8_0_q8_0 / q4_0_q8_0 / q5_0_q8_0 / q4_1_q8_1 / q5_1_q8_1), written out in
+// scalar: per block, 8 lanes each hold the integer sum of 4 adjacent products, converted to
+// float and fused-multiply-added with fp32(d_w) * fp32(d_x); the end is the fixed-order sum of
+// the 8 lanes plus, for the formats with an offset, the sum of m_w * s_x in block order. That
+// last product may be fused into the sum or not, by the compiler's choice in either engine:
+// both roundings are returned.
+std::pair<float, float> ggml_avx2_dot(DType dt, const uint8_t* w, const int8_t* xq, const cpu::ActBlock* xb,
+                                      int64_t k) {
+  const size_t bb = block_bytes(dt);
+  const bool offset = dt == DType::Q4_1 || dt == DType::Q5_1;
+  float acc[8] = {}, summs_mul = 0.0f, summs_fma = 0.0f;
+  for (int64_t b = 0; b < k / 32; ++b) {
+    const uint8_t* blk = w + size_t(b) * bb;
+    uint16_t d, m = 0;
+    std::memcpy(&d, blk, 2);
+    if (offset) std::memcpy(&m, blk + 2, 2);
+    int q[32];
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t* qs = blk + (dt == DType::Q4_0 ? 2 : dt == DType::Q4_1 ? 4 : dt == DType::Q5_0 ? 6 : 8);
+      const int nib = l < 16 ? (qs[l] & 15) : (qs[l - 16] >> 4);
+      switch (dt) {
+        case DType::Q8_0: q[l] = int8_t(blk[2 + l]); break;
+        case DType::Q4_0: q[l] = nib - 8; break;
+        case DType::Q4_1: q[l] = nib; break;
+        case DType::Q5_0: q[l] = q5_quant(qs, blk + 2, l) - 16; break;
+        default: q[l] = q5_quant(qs, blk + 4, l); break;
+      }
+    }
+    const float dd = fp16_to_float(d) * xb[b].d;
+    for (int lane = 0; lane < 8; ++lane) {
+      int32_t s = 0;
+      for (int e = 4 * lane; e < 4 * lane + 4; ++e) s += q[e] * xq[32 * b + e];
+      acc[lane] = std::fma(float(s), dd, acc[lane]);
+    }
+    volatile float ms = fp16_to_float(m) * xb[b].s;  // volatile: rounded on its own, never fused
+    summs_mul += ms;
+    summs_fma = std::fma(fp16_to_float(m), xb[b].s, summs_fma);
+  }
+  float r[4];
+  for (int i = 0; i < 4; ++i) r[i] = acc[i] + acc[i + 4];
+  const float lanes = (r[0] + r[2]) + (r[1] + r[3]);
+  return {lanes + summs_mul, lanes + summs_fma};
+}
+
+}  // namespace
+
+// The fast path rounds as llama.cpp does for the 32-value formats, so both engines give the
+// same logits: every output equals the lane model above exactly, through every tile shape.
+TEST(CpuMatmul, SmallBlockFormatsRoundAsGgml) {
+  for (DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    SCOPED_TRACE(std::string(dtype_name(dt)));
+    const int64_t n = 6, k = 576, m = 23;  // 4-token and 1-token tiles, 4/2/1-row tiles
+    const HostWeight w = make_weight(dt, m, k, 17);
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n * k)), out(static_cast<size_t>(n * m));
+    for (auto& v : x) v = nd(rng);
+    ThreadPool pool(2);
+    cpu::Scratch scratch;
+    const cpu::WeightView wv{dt, w.bytes.data(), m, k, row_bytes(dt, k)};
+    cpu::matmul(x.data(), n, wv, nullptr, out.data(), scratch, pool);
+    std::vector<int8_t> xq(static_cast<size_t>(k));
+    std::vector<cpu::ActBlock> xb(static_cast<size_t>(k / 32));
+    for (int64_t i = 0; i < n; ++i) {
+      cpu::quantize_act_row(x.data() + i * k, k, xq.data(), xb.data());
+      for (int64_t r = 0; r < m; ++r) {
+        const auto [a, b] = ggml_avx2_dot(dt, wv.data + r * wv.row_stride, xq.data(), xb.data(), k);
+        const float got = out[size_t(i * m + r)];
+        ASSERT_TRUE(got == a || got == b) << "out[" << i << "," << r << "] = " << got << ", ggml " << a << " / " << b;
+      }
+    }
+  }
+}
+#endif

@@ -109,8 +109,8 @@ TEST(CpuOps, SiluExtremes) {
 TEST(CpuOps, EmbedEveryDtypeAndGather) {
   const int64_t vocab = 50, dim = 256;
   const auto table = randn(size_t(vocab * dim), 9);
-  for (DType dt :
-       {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q6_K}) {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                   DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     SCOPED_TRACE(dtype_name(dt));
     std::vector<uint8_t> bytes(row_bytes(dt, dim) * vocab);
     for (int64_t r = 0; r < vocab; ++r)

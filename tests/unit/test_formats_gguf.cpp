@@ -177,16 +177,19 @@ TEST(GGUF, TensorsOfEveryType) {
   g.tensor("q8_0", {96, 2}, kQ8_0);
   g.tensor("q4_k", {256, 2}, kQ4_K);
   g.tensor("q6_k", {512, 1, 1, 2}, kQ6_K);
+  g.tensor("q5_0", {576, 3}, kQ5_0);  // rows that are not a multiple of 256, as Q4_K_M files have
+  g.tensor("q5_1", {32, 5}, kQ5_1);
+  g.tensor("q5_k", {768, 2}, kQ5_K);
   auto bytes = g.build();
   GGUFFile f = parse_bytes(bytes);
   EXPECT_EQ(f.version(), 2u);
   EXPECT_EQ(f.alignment(), 32u);
   EXPECT_EQ(f.data_offset() % 32, 0u);
-  ASSERT_EQ(f.tensors().size(), 8u);
-  const DType want[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0,
-                        DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K};
+  const DType want[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0,
+                        DType::Q4_K, DType::Q6_K, DType::Q5_0, DType::Q5_1, DType::Q5_K};
+  ASSERT_EQ(f.tensors().size(), std::size(want));
   const uint8_t* base = f.file()->data();
-  for (size_t i = 0; i < 8; ++i) {
+  for (size_t i = 0; i < std::size(want); ++i) {
     const HostTensor& t = f.tensors()[i];
     EXPECT_EQ(t.name, g.tensors[i].name);
     EXPECT_EQ(t.dtype, want[i]) << t.name;
@@ -204,6 +207,10 @@ TEST(GGUF, TensorsOfEveryType) {
   EXPECT_EQ(f.find_tensor("q4_1")->shape, (std::vector<int64_t>{3, 1, 32}));
   EXPECT_EQ(f.find_tensor("q6_k")->shape, (std::vector<int64_t>{2, 1, 1, 512}));
   EXPECT_EQ(f.find_tensor("q6_k")->nbytes, 4u * 210u);
+  EXPECT_EQ(f.find_tensor("q5_0")->shape, (std::vector<int64_t>{3, 576}));
+  EXPECT_EQ(f.find_tensor("q5_0")->nbytes, 3u * 18u * 22u);
+  EXPECT_EQ(f.find_tensor("q5_1")->nbytes, 5u * 24u);
+  EXPECT_EQ(f.find_tensor("q5_k")->nbytes, 2u * 3u * 176u);
   EXPECT_EQ(f.find_tensor("nope"), nullptr);
 }
 
@@ -383,15 +390,23 @@ TEST(GGUF, BadDims) {
   g = small_file();
   g.tensor("ragged_k", {128}, kQ4_K, 144);
   expect_error(g.build(), {"tensor 'ragged_k'", "Q4_K block size 256"});
+  g = small_file();
+  g.tensor("ragged_q5_k", {576}, kQ5_K, 176 * 2);  // a 576-wide row cannot be Q5_K
+  expect_error(g.build(), {"tensor 'ragged_q5_k'", "first dimension 576", "Q5_K block size 256"});
+  g = small_file();
+  g.tensor("ragged_q5_0", {48}, kQ5_0, 22 * 2);
+  expect_error(g.build(), {"tensor 'ragged_q5_0'", "Q5_0 block size 32"});
 }
 
 TEST(GGUF, UnsupportedTensorType) {
+  // The message names the type and lists every type the loader takes.
+  const std::string supported = "(supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)";
   GGUFBuilder g = small_file();
-  g.tensor("blk.0.ffn_down.weight", {256}, kQ5_K, 176);
-  expect_error(g.build(), {"tensor 'blk.0.ffn_down.weight'", "Q5_K (type 13)"});
+  g.tensor("blk.0.ffn_down.weight", {256}, kQ3_K, 110);
+  expect_error(g.build(), {"tensor 'blk.0.ffn_down.weight'", "unsupported tensor type Q3_K (type 11)", supported});
   g = small_file();
   g.tensor("odd", {4}, 99, 4);
-  expect_error(g.build(), {"tensor 'odd'", "unknown type 99"});
+  expect_error(g.build(), {"tensor 'odd'", "unknown type 99", supported});
   EXPECT_EQ(ggml_type_describe(30), "BF16 (type 30)");
   EXPECT_EQ(ggml_type_describe(39), "MXFP4 (type 39)");
   EXPECT_EQ(ggml_type_describe(40), "unknown type 40");

@@ -5,15 +5,17 @@
 // block meets an activation block and the dot product is integer: 32 u8*s8 products summed
 // by one VNNI dpbusd (or AVX2 maddubs+madd), converted to float once per block and scaled by
 // d_w * d_x. Zero points never enter the inner product:
-//   Q4_1: sum (d q + m) x  = d dx sum(q xq) + m * (dx sum xq)      -> m * s, s stored per act block
+//   Q4_1, Q5_1: sum (d q + m) x  = d dx sum(q xq) + m * (dx sum xq)   -> m * s, s stored per act block
 //   Q4_0: sum d (q - 8) x  = d dx (sum(q xq) - 8 isum)   -> dpbusd seeded with -8 * (lane's x sum)
-//   Q8_0: dpbusd(|q|, sign(xq, q))
-// Rounding follows llama.cpp's CPU vec_dot kernels (ggml_vec_dot_q4_1_q8_1 / q4_0_q8_0 /
-// q8_0_q8_0): each 32-bit lane holds the integer sum of 4 adjacent byte products, is converted
-// to float and fmadd-ed with fp32(d_w) * fp32(d_x) into 8 float lanes; Q4_1 adds m_w * s_x in a
-// separate scalar sum, in block order; the end is hsum(lanes) + that sum. With the activation
-// scales rounded as ggml rounds them (quantize_acts.cpp) the results are bit-identical to
-// llama.cpp's for these formats.
+//   Q8_0, Q5_0 (as signed q - 16): dpbusd(|q|, sign(xq, q))
+//   Q4_K, Q5_K: per 32-value sub-block as Q4_1, with 6-bit sub-scales and mins
+// Rounding follows llama.cpp's CPU vec_dot kernels (ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1 /
+// q4_0_q8_0 / q5_0_q8_0 / q8_0_q8_0): each 32-bit lane holds the integer sum of 4 adjacent byte
+// products, is converted to float and fmadd-ed with fp32(d_w) * fp32(d_x) into 8 float lanes;
+// Q4_1 / Q5_1 add m_w * s_x in a separate scalar sum, in block order; the end is hsum(lanes) +
+// that sum. With the activation scales rounded as ggml rounds them (quantize_acts.cpp) the
+// results are bit-identical to llama.cpp's for these formats. The K-quants are not: llama.cpp
+// quantizes their activations in blocks of 256 (Q8_K) and sums in another order.
 //
 // Tiling: a micro-kernel computes NW weight rows x NX activation rows, so each weight block
 // is decoded once for NX tokens (prefill) and each activation block load serves NW rows
@@ -21,6 +23,7 @@
 // handed out dynamically by the pool.
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/simd.h"
@@ -48,16 +51,54 @@ inline void reduce_store(__m256 (&acc)[NW][NX], const float (&extra)[NW][NX], fl
 inline float h2f(uint16_t h) { return fp16_to_float(h); }
 #endif
 
-struct KQ4_1 {
+// Weight decoders of the 32-value formats: Block, the block's 32 quants in element order
+// (bytes(): one vector; quant(): one at a time, for the scalar path).
+struct DecQ8_0 {  // signed quants
+  using Block = BlockQ8_0;
+#ifdef GRETA_AVX2
+  static __m256i bytes(const Block* b) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b->qs)); }
+#endif
+  static int quant(const Block* b, int l) { return b->qs[l]; }
+};
+struct DecQ5_0 {  // signed q - 16: bytes whose bit 4 is clear become nibble - 16 (top bits set)
+  using Block = BlockQ5_0;
+#ifdef GRETA_AVX2
+  static __m256i bytes(const Block* b) {
+    return _mm256_or_si256(nibbles_to_bytes(b->qs),
+                           _mm256_andnot_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(int8_t(0xf0))));
+  }
+#endif
+  static int quant(const Block* b, int l) { return q5_quant(b->qs, b->qh, l) - 16; }
+};
+struct DecQ4_1 {  // unsigned quants
+  using Block = BlockQ4_1;
+#ifdef GRETA_AVX2
+  static __m256i bytes(const Block* b) { return nibbles_to_bytes(b->qs); }
+#endif
+  static int quant(const Block* b, int l) { return l < 16 ? (b->qs[l] & 0x0f) : (b->qs[l - 16] >> 4); }
+};
+struct DecQ5_1 {
+  using Block = BlockQ5_1;
+#ifdef GRETA_AVX2
+  static __m256i bytes(const Block* b) {
+    return _mm256_or_si256(nibbles_to_bytes(b->qs), _mm256_and_si256(bits_to_bytes(b->qh), _mm256_set1_epi8(0x10)));
+  }
+#endif
+  static int quant(const Block* b, int l) { return q5_quant(b->qs, b->qh, l); }
+};
+
+// Unsigned quants with an fp16 step d and offset m in the block's first 4 bytes (Q4_1, Q5_1).
+template <class Dec>
+struct KOffset {
   template <int NW, int NX>
   static void run(const uint8_t* w, size_t ws, const int8_t* xq, const ActBlock* xb, int64_t k, float* res) {
     const int64_t nb = k / 32;
+    using Block = typename Dec::Block;
 #ifdef GRETA_AVX2
     __m256 acc[NW][NX];
     __m128 accm[NW][NX];  // lane 1 accumulates m_w * s_x (lane 0 is a by-product, ignored)
     for (int i = 0; i < NW; ++i)
       for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_setzero_ps(), accm[i][j] = _mm_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; ++b) {
       __m256i xv[NX];
       __m128 xds[NX];  // [d_x, s_x, 0, 0]
@@ -66,9 +107,8 @@ struct KQ4_1 {
         xds[j] = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xb + j * nb + b)));
       }
       for (int i = 0; i < NW; ++i) {
-        const auto* blk = reinterpret_cast<const BlockQ4_1*>(w + i * ws) + b;
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
-        const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+        const auto* blk = reinterpret_cast<const Block*>(w + i * ws) + b;
+        const __m256i wq = Dec::bytes(blk);
         int32_t dm_bits;
         std::memcpy(&dm_bits, blk, 4);
         const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(dm_bits));  // [d_w, m_w, 0, 0]
@@ -87,12 +127,12 @@ struct KQ4_1 {
 #else
     for (int i = 0; i < NW; ++i)
       for (int j = 0; j < NX; ++j) {
-        const auto* blk = reinterpret_cast<const BlockQ4_1*>(w + i * ws);
+        const auto* blk = reinterpret_cast<const Block*>(w + i * ws);
         float sum = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
           const int8_t* x = xq + j * k + 32 * b;
           int32_t isum = 0;
-          for (int l = 0; l < 16; ++l) isum += (blk[b].qs[l] & 0x0f) * x[l] + (blk[b].qs[l] >> 4) * x[l + 16];
+          for (int l = 0; l < 32; ++l) isum += Dec::quant(blk + b, l) * x[l];
           const ActBlock& a = xb[j * nb + b];
           sum += h2f(blk[b].d) * a.d * float(isum) + h2f(blk[b].m) * a.s;
         }
@@ -110,7 +150,6 @@ struct KQ4_0 {
     __m256 acc[NW][NX];
     for (int i = 0; i < NW; ++i)
       for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; ++b) {
       __m256i xv[NX], seed[NX];
       for (int j = 0; j < NX; ++j) {
@@ -122,8 +161,7 @@ struct KQ4_0 {
       }
       for (int i = 0; i < NW; ++i) {
         const auto* blk = reinterpret_cast<const BlockQ4_0*>(w + i * ws) + b;
-        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
-        const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+        const __m256i wq = nibbles_to_bytes(blk->qs);
         const float dw = h2f(blk->d);
         for (int j = 0; j < NX; ++j) {
           const __m256i p = dot_u8s8(seed[j], wq, xv[j]);
@@ -151,10 +189,13 @@ struct KQ4_0 {
   }
 };
 
-struct KQ8_0 {
+// Signed quants with an fp16 step d (Q8_0, Q5_0).
+template <class Dec>
+struct KSigned {
   template <int NW, int NX>
   static void run(const uint8_t* w, size_t ws, const int8_t* xq, const ActBlock* xb, int64_t k, float* res) {
     const int64_t nb = k / 32;
+    using Block = typename Dec::Block;
 #ifdef GRETA_AVX2
     __m256 acc[NW][NX];
     for (int i = 0; i < NW; ++i)
@@ -163,8 +204,8 @@ struct KQ8_0 {
       __m256i xv[NX];
       for (int j = 0; j < NX; ++j) xv[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + j * k + 32 * b));
       for (int i = 0; i < NW; ++i) {
-        const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * ws) + b;
-        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs));
+        const auto* blk = reinterpret_cast<const Block*>(w + i * ws) + b;
+        const __m256i wq = Dec::bytes(blk);
         // |w| * sign(x, w): lanes hold the plain 4-byte sums of w*x (as ggml's lanes do, so the
         // float rounding matches), and |w| <= 128 keeps maddubs pairs unsaturated without VNNI.
         const __m256i wa = _mm256_abs_epi8(wq);
@@ -180,12 +221,12 @@ struct KQ8_0 {
 #else
     for (int i = 0; i < NW; ++i)
       for (int j = 0; j < NX; ++j) {
-        const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * ws);
+        const auto* blk = reinterpret_cast<const Block*>(w + i * ws);
         float sum = 0.0f;
         for (int64_t b = 0; b < nb; ++b) {
           const int8_t* x = xq + j * k + 32 * b;
           int32_t isum = 0;
-          for (int l = 0; l < 32; ++l) isum += blk[b].qs[l] * x[l];
+          for (int l = 0; l < 32; ++l) isum += Dec::quant(blk + b, l) * x[l];
           sum += h2f(blk[b].d) * xb[j * nb + b].d * float(isum);
         }
         res[i * NX + j] = sum;
@@ -194,9 +235,11 @@ struct KQ8_0 {
   }
 };
 
-// Q4_K: per super-block of 256, sub-block s (32 values, = activation block 8B+s) contributes
-// d sc_s dx sum(q xq) - dmin mn_s s_x.
-struct KQ4_K {
+// Q4_K / Q5_K: per super-block of 256, sub-block s (32 values, = activation block 8B+s)
+// contributes d sc_s dx sum(q xq) - dmin mn_s s_x.
+template <class Block>
+struct KQ45_K {
+  static constexpr bool kHighBit = std::is_same_v<Block, BlockQ5_K>;
   template <int NW, int NX>
   static void run(const uint8_t* w, size_t ws, const int8_t* xq, const ActBlock* xb, int64_t k, float* res) {
     const int64_t nb = k / 32, nsb = k / 256;
@@ -205,13 +248,13 @@ struct KQ4_K {
     __m256 acc[NW][NX];
     for (int i = 0; i < NW; ++i)
       for (int j = 0; j < NX; ++j) acc[i][j] = _mm256_setzero_ps();
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), bit0 = _mm256_set1_epi8(1), bit1 = _mm256_set1_epi8(2);
 #else
     float acc[NW][NX] = {};
 #endif
     for (int64_t B = 0; B < nsb; ++B) {
       for (int i = 0; i < NW; ++i) {
-        const auto* blk = reinterpret_cast<const BlockQ4_K*>(w + i * ws) + B;
+        const auto* blk = reinterpret_cast<const Block*>(w + i * ws) + B;
         const float d = h2f(blk->d), dmin = h2f(blk->dmin);
         float sc[8], mn[8];
         for (int s = 0; s < 8; ++s) {
@@ -220,11 +263,23 @@ struct KQ4_K {
           sc[s] = d * a;
           mn[s] = dmin * c;
         }
+#ifdef GRETA_AVX2
+        // Q5_K: bits 2p and 2p+1 of qh[l] are bit 4 of element l of sub-blocks 2p and 2p+1;
+        // shifted down by 2 per pair (16-bit shifts: bits 0..1 of a byte only ever come from
+        // the same byte for the four pairs).
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (kHighBit) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qh));
+#endif
         for (int p = 0; p < 4; ++p) {
 #ifdef GRETA_AVX2
           const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs + 32 * p));
-          const __m256i lo = _mm256_and_si256(q, m4);
-          const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+          __m256i lo = _mm256_and_si256(q, m4);
+          __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+          if constexpr (kHighBit) {
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(qh, bit0), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(qh, bit1), 3));
+            qh = _mm256_srli_epi16(qh, 2);
+          }
 #endif
           for (int j = 0; j < NX; ++j) {
             const int64_t a0 = 8 * B + 2 * p;  // activation block of sub-block 2p
@@ -241,8 +296,8 @@ struct KQ4_K {
 #else
             int32_t s0 = 0, s1 = 0;
             for (int l = 0; l < 32; ++l) {
-              s0 += (blk->qs[32 * p + l] & 0x0f) * x[l];
-              s1 += (blk->qs[32 * p + l] >> 4) * x[l + 32];
+              s0 += k_quant(*blk, 2 * p, l) * x[l];
+              s1 += k_quant(*blk, 2 * p + 1, l) * x[l + 32];
             }
             acc[i][j] += sc[2 * p] * xa[0].d * float(s0) + sc[2 * p + 1] * xa[1].d * float(s1);
 #endif
@@ -393,10 +448,13 @@ void run_tiles(const QuantActs& xa, const WeightView& w, const float* bias, floa
 
 void matmul_quant(const QuantActs& xa, const WeightView& w, const float* bias, float* out, ThreadPool& pool) {
   switch (w.dtype) {
-    case DType::Q4_1: return run_tiles<KQ4_1>(xa, w, bias, out, pool);
-    case DType::Q8_0: return run_tiles<KQ8_0>(xa, w, bias, out, pool);
+    case DType::Q4_1: return run_tiles<KOffset<DecQ4_1>>(xa, w, bias, out, pool);
+    case DType::Q5_1: return run_tiles<KOffset<DecQ5_1>>(xa, w, bias, out, pool);
+    case DType::Q8_0: return run_tiles<KSigned<DecQ8_0>>(xa, w, bias, out, pool);
+    case DType::Q5_0: return run_tiles<KSigned<DecQ5_0>>(xa, w, bias, out, pool);
     case DType::Q4_0: return run_tiles<KQ4_0>(xa, w, bias, out, pool);
-    case DType::Q4_K: return run_tiles<KQ4_K>(xa, w, bias, out, pool);
+    case DType::Q4_K: return run_tiles<KQ45_K<BlockQ4_K>>(xa, w, bias, out, pool);
+    case DType::Q5_K: return run_tiles<KQ45_K<BlockQ5_K>>(xa, w, bias, out, pool);
     case DType::Q6_K: return run_tiles<KQ6_K>(xa, w, bias, out, pool);
     default: break;
   }

@@ -3,6 +3,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define GRETA_AVX2 1
@@ -49,6 +50,24 @@ inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
 #else
   return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 #endif
+}
+
+// The 32 bits at p (a little-endian u32) as 32 bytes: byte i is 0xff where bit i is set, else 0.
+inline __m256i bits_to_bytes(const uint8_t* p) {
+  uint32_t u;
+  std::memcpy(&u, p, 4);
+  // Bytes 8g .. 8g+7 take source byte g (shuffles stay within 128-bit halves; both hold u),
+  // then each keeps its own bit.
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(int32_t(u)), _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201ull));
+  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+// 16 bytes of packed nibbles at p as 32 bytes: the low nibbles of bytes 0..15, then their high nibbles.
+inline __m256i nibbles_to_bytes(const uint8_t* p) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
 }
 
 // exp(x), inputs clamped to [-87.3, 88.3]; relative error ~2e-7. Range reduction
