@@ -100,9 +100,10 @@ void ModelOptions::add_to(CLI::App* app) {
   app->add_option("-m,--model", model, "GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct)");
   app->add_option("--device", device, "cpu, cuda, cuda:N or auto (default: cuda when a GPU is present)");
   app->add_option("-t,--threads", threads, "CPU threads (default: all cores)")->check(integer_in(0, 1024));
-  app->add_option("--quantize", quantize,
-                  "store a float (f32/f16/bf16) model's weight matrices in a GGUF block type as it loads: " +
-                      quant_choice_names())
+  app->add_option(
+         "--quantize", quantize,
+         "store a float (f32/f16/bf16) model's weight matrices in a block type as it loads (GGUF types, fp8, int4): " +
+             quant_choice_names())
       ->check(quant_type_check());
 }
 

@@ -13,9 +13,18 @@ namespace {
 // The block types offered. A K-quant's fallback is the one llama.cpp's llama_tensor_get_type
 // picks for rows its 256-value blocks do not divide (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0).
 constexpr QuantChoice kChoices[] = {
-    {"q8_0", DType::Q8_0, std::nullopt}, {"q4_0", DType::Q4_0, std::nullopt}, {"q4_1", DType::Q4_1, std::nullopt},
-    {"q5_0", DType::Q5_0, std::nullopt}, {"q5_1", DType::Q5_1, std::nullopt}, {"q4_k", DType::Q4_K, DType::Q5_0},
-    {"q5_k", DType::Q5_K, DType::Q5_1},  {"q6_k", DType::Q6_K, DType::Q8_0},
+    {"q8_0", DType::Q8_0, std::nullopt},
+    {"q4_0", DType::Q4_0, std::nullopt},
+    {"q4_1", DType::Q4_1, std::nullopt},
+    {"q5_0", DType::Q5_0, std::nullopt},
+    {"q5_1", DType::Q5_1, std::nullopt},
+    {"q4_k", DType::Q4_K, DType::Q5_0},
+    {"q5_k", DType::Q5_K, DType::Q5_1},
+    {"q6_k", DType::Q6_K, DType::Q8_0},
+    // The Hugging Face block types: FP8 e4m3 with a scale per 64 values, and int4 with a scale
+    // and zero point per 128 (per 32 where 128 does not divide the row).
+    {"fp8", DType::F8_B64, std::nullopt},
+    {"int4", DType::I4_G128, DType::I4_G32},
 };
 
 const QuantChoice* choice_of(DType t) {

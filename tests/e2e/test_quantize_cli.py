@@ -101,10 +101,10 @@ def test_already_quantized_model_is_refused(greta_bin, default_model):
 
 
 @pytest.mark.parametrize("args,reason", [
-    (["run", "--quantize", "q3_k"], "--quantize: unknown quantization type 'q3_k' (choices: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)"),
-    (["info", "--quantize", "int4"], "--quantize: unknown quantization type 'int4' (choices: q8_0, q4_0, q4_1, q5_0"),
+    (["run", "--quantize", "q3_k"], "--quantize: unknown quantization type 'q3_k' (choices: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, fp8, int4)"),
+    (["info", "--quantize", "int3"], "--quantize: unknown quantization type 'int3' (choices: q8_0, q4_0, q4_1, q5_0"),
     (["bench", "--synthetic", "tiny", "--dtype", "q9"],
-     "--dtype: unknown weight type 'q9' (choices: bf16, f16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)")])
+     "--dtype: unknown weight type 'q9' (choices: bf16, f16, f32, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, fp8, int4)")])
 def test_unknown_type_is_one_error_line_with_the_choices(greta_bin, args, reason):
     p = run_greta(greta_bin, *args, check=False, timeout=30)
     lines = p.stderr.splitlines()
