@@ -3,8 +3,6 @@
 // tiles of 8, with the pipelined PDL launch only (no plain-launch or split-K variants), which
 // keeps the kernel count (formats x norm x epilogue x tiles) and the build time in check.
 // Steps of more tokens dequantize slices of the matrix into bf16 for cuBLASLt instead.
-#include <string>
-
 #include "backend/cuda/gemv_kernel.cuh"
 
 namespace greta::cuda {
@@ -27,27 +25,19 @@ void launch_norm(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s
 }
 // Token tiles of 8 as the bf16 kernel picks them: every weight is read once for all n tokens.
 template <DType T>
-void launch_tiles(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if (a.n <= 8) launch_norm<T, 1>(a, eps, norm, epi, s);
-  else if (a.n <= 16) launch_norm<T, 2>(a, eps, norm, epi, s);
-  else launch_norm<T, 4>(a, eps, norm, epi, s);
-}
+struct LaunchTokenTiles {
+  static void run(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
+    if (a.n <= 8) launch_norm<T, 1>(a, eps, norm, epi, s);
+    else if (a.n <= 16) launch_norm<T, 2>(a, eps, norm, epi, s);
+    else launch_norm<T, 4>(a, eps, norm, epi, s);
+  }
+};
 
 }  // namespace
 
 void launch_quant(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
   if (a.split != 1) throw Error("cuda gemv: packed weights have no split-K launch");
-  switch (DType(a.wfmt)) {
-    case DType::Q8_0: launch_tiles<DType::Q8_0>(a, eps, norm, epi, s); break;
-    case DType::Q4_0: launch_tiles<DType::Q4_0>(a, eps, norm, epi, s); break;
-    case DType::Q4_1: launch_tiles<DType::Q4_1>(a, eps, norm, epi, s); break;
-    case DType::Q5_0: launch_tiles<DType::Q5_0>(a, eps, norm, epi, s); break;
-    case DType::Q5_1: launch_tiles<DType::Q5_1>(a, eps, norm, epi, s); break;
-    case DType::Q4_K: launch_tiles<DType::Q4_K>(a, eps, norm, epi, s); break;
-    case DType::Q5_K: launch_tiles<DType::Q5_K>(a, eps, norm, epi, s); break;
-    case DType::Q6_K: launch_tiles<DType::Q6_K>(a, eps, norm, epi, s); break;
-    default: throw Error("cuda gemv: no kernel for " + std::string(dtype_name(DType(a.wfmt))) + " weights");
-  }
+  on_packed_format<LaunchTokenTiles>(DType(a.wfmt), a, eps, norm, epi, s);
 }
 
 }  // namespace greta::cuda

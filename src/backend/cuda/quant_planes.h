@@ -21,8 +21,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
+#include "core/error.h"
 
 #if defined(__CUDACC__)
 #define GRETA_HD __host__ __device__
@@ -66,6 +68,23 @@ GRETA_HD constexpr QuantPlanes quant_planes(DType t, int64_t m, int64_t k) {
 GRETA_HD constexpr bool packed_on_device(DType t) {
   return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
          t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
+// Host dispatch on a packed format: F<T>::run(a...) with T = t, or an error for a format the
+// device does not keep packed. The one list of the formats' instantiations.
+template <template <DType> class F, class... A>
+void on_packed_format(DType t, A&&... a) {
+  switch (t) {
+    case DType::Q8_0: F<DType::Q8_0>::run(a...); break;
+    case DType::Q4_0: F<DType::Q4_0>::run(a...); break;
+    case DType::Q4_1: F<DType::Q4_1>::run(a...); break;
+    case DType::Q5_0: F<DType::Q5_0>::run(a...); break;
+    case DType::Q5_1: F<DType::Q5_1>::run(a...); break;
+    case DType::Q4_K: F<DType::Q4_K>::run(a...); break;
+    case DType::Q5_K: F<DType::Q5_K>::run(a...); break;
+    case DType::Q6_K: F<DType::Q6_K>::run(a...); break;
+    default: throw Error("cuda: " + std::string(dtype_name(t)) + " weights are not kept packed on the device");
+  }
 }
 
 }  // namespace greta::cuda

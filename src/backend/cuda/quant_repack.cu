@@ -108,21 +108,6 @@ __global__ void dequant_rows_kernel(const bf16* __restrict__ w, int64_t m, int64
   for (int s = 0; s < WF::kSub; ++s) dst[s] = o[s];
 }
 
-template <template <DType> class F, class... A>
-void on_format(DType t, A&&... a) {
-  switch (t) {
-    case DType::Q8_0: F<DType::Q8_0>::run(a...); break;
-    case DType::Q4_0: F<DType::Q4_0>::run(a...); break;
-    case DType::Q4_1: F<DType::Q4_1>::run(a...); break;
-    case DType::Q5_0: F<DType::Q5_0>::run(a...); break;
-    case DType::Q5_1: F<DType::Q5_1>::run(a...); break;
-    case DType::Q4_K: F<DType::Q4_K>::run(a...); break;
-    case DType::Q5_K: F<DType::Q5_K>::run(a...); break;
-    case DType::Q6_K: F<DType::Q6_K>::run(a...); break;
-    default: throw Error("cuda: " + std::string(dtype_name(t)) + " weights are not kept packed on the device");
-  }
-}
-
 template <DType T>
 struct Repack {
   static void run(const uint8_t* src, size_t rb, int64_t rows, int64_t row0, int64_t m, int64_t k, uint8_t* dst,
@@ -145,15 +130,15 @@ struct DequantRows {
 void repack_quant(DType t, const void* src, size_t src_row_bytes, int64_t rows, int64_t row0, int64_t m, int64_t k,
                   void* dst, cudaStream_t s) {
   if (rows <= 0) return;
-  on_format<Repack>(t, static_cast<const uint8_t*>(src), src_row_bytes, rows, row0, m, k, static_cast<uint8_t*>(dst),
-                    s);
+  on_packed_format<Repack>(t, static_cast<const uint8_t*>(src), src_row_bytes, rows, row0, m, k,
+                           static_cast<uint8_t*>(dst), s);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
 void dequant_rows(DType t, const void* w, int64_t m, int64_t k, const int32_t* ids, int64_t row0, int64_t n_rows,
                   bf16* out, cudaStream_t s) {
   if (n_rows <= 0) return;
-  on_format<DequantRows>(t, static_cast<const bf16*>(w), m, k, ids, row0, n_rows, out, s);
+  on_packed_format<DequantRows>(t, static_cast<const bf16*>(w), m, k, ids, row0, n_rows, out, s);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
