@@ -191,10 +191,10 @@ int CudaBackend::gemv_limit(const CudaWeight& w) const {
   return w.dtype == DType::BF16 ? opt_.gemv_max_tokens : kGemvMaxTokens;
 }
 
+// Packed planes are 256-byte aligned and their rows multiples of 32 values, so the shape
+// checks are the bf16 ones.
 bool CudaBackend::gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) const {
-  if (n > gemv_limit(w)) return false;
-  if (w.dtype == DType::BF16) return gemv_fast_path(x, w.data, n, k);
-  return n >= 1 && k == w.n_in && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  return n <= gemv_limit(w) && gemv_fast_path(x, w.data, n, k);
 }
 
 void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate) {
