@@ -5,8 +5,8 @@ the step time measured without the profiler.
 For each position: `greta bench` (no profiler) gives the step time and the card's copy
 bandwidth; `ncu` then runs a short `greta bench` with every decode kernel profiled alone (time,
 DRAM bytes read and written, registers), and tools/ncu_step_table.py prints the last full step
-as a table against both. Files per position, in --out-dir: profile_pP{tag}.jsonl/.err (the
-timed run), ncu_pP{tag}.csv/.err (the profiled one).
+as a table against both. Files per position, in --out-dir: profile_{dtype}_pP{tag}.jsonl/.err
+(the timed run), ncu_{dtype}_pP{tag}.csv/.err (the profiled one).
 
 Usage: ncu_profile_step.py --greta build-gpu/greta --out-dir /tmp/gpu-check [--positions 16 4000]
 """
@@ -59,6 +59,7 @@ def main():
     ap.add_argument("--out-dir", required=True, help="where the runs' files go")
     ap.add_argument("--positions", nargs="+", type=int, default=[16, 4000], help="context positions of the step")
     ap.add_argument("--synthetic", default="llama-2-7b", help="model shape (greta bench --synthetic)")
+    ap.add_argument("--dtype", default="bf16", help="weight format of the synthetic model (greta bench --dtype)")
     ap.add_argument("--tag", default=default_tag(), help="file name suffix (default: the switches set in the "
                     "environment, e.g. _gemv_pipe0)")
     ap.add_argument("--ncu", default=find_ncu(), help="Nsight Compute CLI (default: on PATH or under /opt/nvidia)")
@@ -66,16 +67,16 @@ def main():
     a = ap.parse_args()
     if not a.ncu:
         ap.error("no ncu found: pass --ncu")
-    model = ["--synthetic", a.synthetic, "--device", "cuda"]
+    model = ["--synthetic", a.synthetic, "--dtype", a.dtype, "--device", "cuda"]
     status = 0
     for p in a.positions:
-        base = os.path.join(a.out_dir, f"profile_p{p}{a.tag}")
+        base = os.path.join(a.out_dir, f"profile_{a.dtype}_p{p}{a.tag}")
         if run([a.greta, "bench", *model, "-p", str(p), "-n", "64", "-r", "2"], base + ".jsonl", base + ".err"):
             status = 1
             continue
         timed = [r for r in read_json_lines(base + ".jsonl") if "tokens_per_s" in r][0]
         copy_gbs, step_us = timed["device_bandwidth_gb_s"], 1e6 / timed["tokens_per_s"]
-        ncu_base = os.path.join(a.out_dir, f"ncu_p{p}{a.tag}")
+        ncu_base = os.path.join(a.out_dir, f"ncu_{a.dtype}_p{p}{a.tag}")
         ncu = [a.ncu, "--clock-control", "none", "--cache-control", "none", "--csv", "--page", "raw",
                "--print-units", "base", "--kernel-name-base", "function", "--kernel-name", a.kernels,
                "--metrics", METRICS]

