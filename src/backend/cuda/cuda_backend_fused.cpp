@@ -31,11 +31,9 @@ bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvAr
   g.pipeline = int16_t(opt_.gemv_pipeline);
   g.wfmt = int32_t(wt.dtype);
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
-  // a long k over 2 blocks per tile helps the bf16 down projections but not a short k
-  // (docs/notes/gemv.md, split-K). Packed weights (up to 8 tokens) split any k: their kernels
-  // are latency-bound at that occupancy (docs/notes/quantized-weights.md).
-  const bool split_shape = wt.dtype == DType::BF16 ? wt.n_in >= 8192 : a.rows <= 8;
-  if (opt_.split_k && split_shape && (wt.n_out + 15) / 16 <= 2 * dev_.n_sms) {
+  // a long k over 2 blocks per tile helps the down projections but not a short k
+  // (docs/notes/gemv.md, split-K).
+  if (opt_.split_k && wt.dtype == DType::BF16 && (wt.n_out + 15) / 16 <= 2 * dev_.n_sms && wt.n_in >= 8192) {
     ws_.reserve<float>(DeviceWorkspace::kSplitPartials, gemv_split_scratch_floats(wt.n_out, int(a.rows)));
     ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, gemv_split_counters(wt.n_out));
     g.split = 2;

@@ -1,7 +1,7 @@
 // The decode GEMV over weights kept packed on the device (gemv_weights.cuh WeightQuant): the
 // instantiations of gemv_kernel.cuh for each GGUF format, up to kGemvMaxTokens tokens in token
-// tiles of 8, with the pipelined PDL launch only (no plain-launch variants, split-K for one token
-// tile), which keeps the kernel count (formats x norm x epilogue x tiles) and the build time in check.
+// tiles of 8, with the pipelined PDL launch only (no plain-launch or split-K variants), which
+// keeps the kernel count (formats x norm x epilogue x tiles) and the build time in check.
 // Steps of more tokens dequantize slices of the matrix into bf16 for cuBLASLt instead.
 #include "backend/cuda/gemv_kernel.cuh"
 
@@ -11,13 +11,6 @@ namespace {
 template <DType T, int NORM, int NT>
 void launch_epi(const GemvArgs& a, float eps, int epi, cudaStream_t s) {
   using WF = WeightQuant<T>;
-  if constexpr (NORM == kNormNone && NT == 1) {
-    if (a.split == 2) {  // split-K: one token tile, plain and add epilogues (gemv_fused)
-      if (epi == kEpiAdd) launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiAdd, NT, 2, WF>(a, s, eps);
-      else launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiStore, NT, 2, WF>(a, s, eps);
-      return;
-    }
-  }
   switch (epi) {
     case kEpiStore: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiStore, NT, 1, WF>(a, s, eps); break;
     case kEpiAdd: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiAdd, NT, 1, WF>(a, s, eps); break;
@@ -43,8 +36,7 @@ struct LaunchTokenTiles {
 }  // namespace
 
 void launch_quant(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if (a.split != 1 && (a.split != 2 || a.n > 8 || norm != kNormNone || (epi != kEpiStore && epi != kEpiAdd)))
-    throw Error("cuda gemv: packed weights split k in 2, for up to 8 tokens, plain and add epilogues only");
+  if (a.split != 1) throw Error("cuda gemv: packed weights have no split-K launch");
   on_packed_format<LaunchTokenTiles>(DType(a.wfmt), a, eps, norm, epi, s);
 }
 
