@@ -1,10 +1,13 @@
-// GGUF weights kept packed on the device (quant_planes.h, gemv_weights.cuh) against the CPU
-// backend with exact matmuls (dequantize, then float products), which reads the same blocks:
-// every format through the decode GEMV (1..32 tokens: one launch per 8), the many-token path
-// (dequantized slices + cuBLASLt) and the fused decode ops; row lengths that end in a partial
-// GEMV chunk; formats that differ between the matrices of one fused op.
+// Quantized weights kept packed on the device (quant_planes.h, gemv_weights.cuh: GGUF's block
+// formats and the Hugging Face FP8 / int4 ones) against the CPU backend with exact matmuls
+// (dequantize, then float products), which reads the same blocks: every format through the
+// decode GEMV (1..32 tokens in token tiles of 8), the many-token path (dequantized slices +
+// cuBLASLt) and the fused decode ops; row lengths that end in a partial GEMV chunk; formats that
+// differ between the matrices of one fused op.
+#include <algorithm>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -12,10 +15,29 @@
 namespace greta::gputest {
 namespace {
 
-const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                          DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1,   DType::Q5_0,   DType::Q5_1,   DType::Q4_K,
+                          DType::Q5_K, DType::Q6_K, DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128};
 
-bool k_quant(DType t) { return block_elems(t) == 256; }
+// Two row lengths k a format's blocks divide, awkward for the GEMV: 576 ends in a partial
+// 128-value chunk of the 4-bit formats; 1056, 1088 and 1152 are odd numbers of blocks (33 x 32,
+// 17 x 64, 9 x 128), 2816 = 11 super-blocks.
+std::vector<int64_t> row_lengths(DType t) {
+  switch (block_elems(t)) {
+    case 32: return {576, 1056};
+    case 64: return {576, 1088};
+    case 128: return {640, 1152};
+    default: return {768, 2816};
+  }
+}
+// A decode layer's (dim, ffn) for two formats: both divide each by the larger block size.
+std::pair<int64_t, int64_t> layer_dims(DType t, DType res) {
+  switch (std::max(block_elems(t), block_elems(res))) {
+    case 32: return {576, 1568};
+    case 64: return {576, 1600};
+    case 128: return {640, 1664};
+    default: return {512, 1536};
+  }
+}
 
 class GpuQuant : public GpuTest {
  protected:
@@ -48,15 +70,14 @@ TEST_F(GpuQuant, WeightsStayPacked) {
 TEST_F(GpuQuant, MatmulEveryFormat) {
   std::mt19937 rng(2);
   for (DType t : kFormats) {
-    // k: 576 ends in a partial 128-value chunk; 2816 = 11 super-blocks; m not a multiple of 16.
-    const std::vector<int64_t> ks = k_quant(t) ? std::vector<int64_t>{768, 2816} : std::vector<int64_t>{576, 1056};
-    for (int64_t k : ks)
+    // m not a multiple of 16; 40 tokens take the dequantized slices and cuBLASLt.
+    for (int64_t k : row_lengths(t))
       for (int64_t m : {int64_t(40), int64_t(301)}) {
         HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
         HostWeight bias(DType::F32, {m}, random_values(size_t(m), 1.f, rng));
         auto wg = packed->upload(w.t), wc = exact->upload(w.t);
         auto bg = packed->upload(bias.t), bc = exact->upload(bias.t);
-        for (int64_t n : {1, 5, 8, 13, 32, 40}) {
+        for (int64_t n : {1, 3, 8, 13, 17, 32, 40}) {
           const auto xv = random_values(size_t(n * k), 1.f, rng);
           Tensor xg = make_tensor(*packed, n, k, xv), xc = make_tensor(*exact, n, k, xv);
           Tensor og = packed->alloc(n, m), oc = exact->alloc(n, m);
@@ -73,11 +94,33 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
   }
 }
 
+TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
+  // Past 32 tokens the rows of a packed weight are dequantized a slice at a time into the
+  // workspace (CudaBackend::weight_gemm, at most kDequantValues values a slice) for cuBLASLt:
+  // 8200 rows of 4096 values take more than one slice, the last one short, so rows past the
+  // first slice must be read from their own place in the planes.
+  std::mt19937 rng(6);
+  const int64_t m = 8200, k = 4096, n = 40;
+  for (DType t : {DType::F8_B64, DType::I4_G128}) {
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
+    auto wg = packed->upload(w.t), wc = exact->upload(w.t);
+    const auto xv = random_values(size_t(n * k), 1.f, rng);
+    Tensor xg = make_tensor(*packed, n, k, xv), xc = make_tensor(*exact, n, k, xv);
+    Tensor og = packed->alloc(n, m), oc = exact->alloc(n, m);
+    poison(og);
+    packed->matmul(xg, *wg, nullptr, og);
+    exact->matmul(xc, *wc, nullptr, oc);
+    report("packed matmul in slices " + fmt(t) + " n=40 m=8200 k=4096", rel_err(read(*packed, og), read(*exact, oc)),
+           kBf16Tol);
+    packed->free(xg), packed->free(og), exact->free(xc), exact->free(oc);
+  }
+}
+
 // One decode layer's fused ops over packed weights of format t (the o/down projection in `res`):
 // norm + q/k/v targets, matmul_add_norm (the split norm) into normed_swiglu, and the residual
 // add of the down projection, for n tokens; every output compared with the CPU.
 void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std::mt19937& rng) {
-  const int64_t dim = k_quant(t) || k_quant(res) ? 512 : 576, ffn = k_quant(t) || k_quant(res) ? 1536 : 1568;
+  const auto [dim, ffn] = layer_dims(t, res);
   HostWeight norm1(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   HostWeight norm2(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   std::deque<HostWeight> w;
@@ -121,10 +164,13 @@ TEST_F(GpuQuant, FusedDecodeOps) {
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {
   // As a Q4_K_M file mixes them: Q4_K projections with Q6_K output/down projections, and
   // 32-value formats next to each other.
+  // An int4 model quantized on load keeps I4_G32 where 128 does not divide a row.
   std::mt19937 rng(4);
   for (int64_t n : {1, 3}) {
     check_layer(*packed, *exact, DType::Q4_K, DType::Q6_K, n, rng);
     check_layer(*packed, *exact, DType::Q5_0, DType::Q8_0, n, rng);
+    check_layer(*packed, *exact, DType::I4_G128, DType::I4_G32, n, rng);
+    check_layer(*packed, *exact, DType::F8_B64, DType::I4_G128, n, rng);
   }
 }
 
@@ -136,7 +182,7 @@ TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
   auto converted = make_cuda_backend(o);
   std::mt19937 rng(5);
   for (DType t : kFormats) {
-    const int64_t m = 130, k = k_quant(t) ? 1024 : 992, n = 4;
+    const int64_t m = 130, k = block_elems(t) == 32 ? 992 : 1024, n = 4;
     HostWeight w(t, {m, k}, random_floats(size_t(m * k), 1.f, rng));
     auto wp = packed->upload(w.t), wc = converted->upload(w.t);
     EXPECT_EQ(wc->dtype, DType::BF16);
