@@ -67,6 +67,35 @@ TEST_F(GpuQuant, WeightsStayPacked) {
   }
 }
 
+TEST_F(GpuQuant, HuggingFaceTypesDecodeExactly) {
+  // F8_B64 and I4_G* values are one fp32 product (scale * e4m3, d * (q - z)) on both backends,
+  // rounded to bf16 once on the GPU, so embedding rows equal the CPU's rounded values exactly.
+  // Zero points past 15 too: GPTQ stores zero - 1, so 16 after the + 1; any byte must hold.
+  std::mt19937 rng(7);
+  for (DType t : {DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128}) {
+    const int64_t m = 7, k = 512;
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 3.f, rng));
+    if (t != DType::F8_B64) {
+      const size_t bb = block_bytes(t);  // the zero point is byte 2 of every block
+      for (size_t b = 0; b < w.bytes.size() / bb; ++b)
+        w.bytes[b * bb + 2] = uint8_t(b % 3 == 0 ? 16 : b % 3 == 1 ? 200 : 7);
+    }
+    auto wg = packed->upload(w.t);
+    std::vector<int32_t> ids(static_cast<size_t>(m));
+    for (int32_t i = 0; i < int32_t(m); ++i) ids[size_t(i)] = int32_t(m) - 1 - i;
+    Tensor out = packed->alloc(m, k);
+    poison(out);
+    packed->embed(*wg, ids.data(), int(m), out);
+    const auto got = read(*packed, out), dec = w.decoded();
+    int64_t differ = 0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        differ += got[size_t(r * k + c)] != bf16_to_float(float_to_bf16(dec[size_t(ids[size_t(r)] * k + c)]));
+    EXPECT_EQ(differ, 0) << fmt(t) << ": values that differ from the CPU's rounded to bf16";
+    packed->free(out);
+  }
+}
+
 TEST_F(GpuQuant, MatmulEveryFormat) {
   std::mt19937 rng(2);
   for (DType t : kFormats) {
