@@ -28,14 +28,16 @@ struct Side {  // one backend's weights, cache and activations
   std::unique_ptr<KVStorage> kv;
 };
 
-void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const std::string& tag) {
+// wt: the storage of the q/k/v weights (bf16, or a block format the GPU keeps packed).
+void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const std::string& tag,
+              DType wt = DType::BF16) {
   constexpr int kBlock = 16, kBlocks = 24, kDim = 576, kRes = 320;  // kRes: k of the residual GEMV
   std::mt19937 rng(uint32_t(c.n_heads * 131 + c.hd));
   const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
   std::deque<HostWeight> host;
   host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
   for (int64_t m : {qw, kw, kw})
-    host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
+    host.emplace_back(wt, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
   for (int64_t m : {qw, kw, kw})
     host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
   host.emplace_back(DType::BF16, std::vector<int64_t>{kDim, kRes}, random_values(size_t(kDim * kRes), 0.1f, rng));
@@ -127,6 +129,19 @@ TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
                               " gemv<=" + std::to_string(o.gemv_max_tokens);
       for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, tag);
     }
+}
+
+TEST_F(GpuQkvRope, PackedWeights) {
+  // The RoPE epilogue over weights read packed (gemv_weights.cuh WeightQuant), against the CPU
+  // reading the same blocks with exact matmuls (no int8 activations). kDim (576) is a whole
+  // number of these formats' blocks.
+  auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
+  for (DType t : {DType::Q8_0, DType::Q4_1, DType::F8_B64, DType::I4_G64}) {
+    auto g = make_cuda_backend();
+    const std::string tag = "packed " + std::string(dtype_name(t));
+    for (const QkvCase& c : {QkvCase{9, 3, 64, false, false}, QkvCase{16, 2, 128, true, true}})
+      run_case(*g, *exact, c, true, tag, t);
+  }
 }
 
 }  // namespace

@@ -187,7 +187,7 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std:
 TEST_F(GpuQuant, FusedDecodeOps) {
   std::mt19937 rng(3);
   for (DType t : kFormats)
-    for (int64_t n : {1, 8, 11}) check_layer(*packed, *exact, t, t, n, rng);
+    for (int64_t n : {1, 3, 8, 11, 17, 32}) check_layer(*packed, *exact, t, t, n, rng);  // token tiles 1, 2, 4
 }
 
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {
