@@ -124,10 +124,10 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
 }
 
 TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
-  // Past 32 tokens the rows of a packed weight are dequantized a slice at a time into the
-  // workspace (CudaBackend::weight_gemm, at most kDequantValues values a slice) for cuBLASLt:
-  // 8200 rows of 4096 values take more than one slice, the last one short, so rows past the
-  // first slice must be read from their own place in the planes.
+  // Past the GEMV's token limit the rows of a packed weight are dequantized a slice at a time
+  // into the workspace (CudaBackend::weight_gemm, at most kDequantValues = 32 M values a slice)
+  // for cuBLASLt: 8200 rows of 4096 values take a slice of 8192 rows and one of 8, so rows past
+  // the first slice must be read from their own place in the planes.
   std::mt19937 rng(6);
   const int64_t m = 8200, k = 4096, n = 40;
   for (DType t : {DType::F8_B64, DType::I4_G128}) {
