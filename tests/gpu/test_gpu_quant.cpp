@@ -147,8 +147,8 @@ TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
 
 // One decode layer's fused ops over packed weights of format t (the o/down projection in `res`):
 // norm + q/k/v targets, matmul_add_norm (the split norm) into normed_swiglu, and the residual
-// add of the down projection, for n tokens; every output compared with the CPU.
-void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std::mt19937& rng) {
+// add of the down projection, for each token count of ns; every output compared with the CPU.
+void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vector<int64_t>& ns, std::mt19937& rng) {
   const auto [dim, ffn] = layer_dims(t, res);
   HostWeight norm1(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   HostWeight norm2(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
@@ -160,47 +160,52 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std:
     w.emplace_back(wt, std::vector<int64_t>{shapes[i][0], shapes[i][1]},
                    random_floats(size_t(shapes[i][0] * shapes[i][1]), 0.2f, rng));
   }
-  const auto xv = random_values(size_t(n * dim), 2.f, rng);
-  std::vector<std::vector<float>> outs[2];
+  std::vector<std::unique_ptr<Weight>> up[2];  // per backend: norm1, norm2, then the 7 matrices
   for (int which = 0; which < 2; ++which) {
     Backend& b = which == 0 ? gpu : cpu;
-    auto n1 = b.upload(norm1.t), n2 = b.upload(norm2.t);
-    std::vector<std::unique_ptr<Weight>> up;
-    for (const HostWeight& hw : w) up.push_back(b.upload(hw.t));
-    Tensor x = make_tensor(b, n, dim, xv), h = b.alloc(n, dim), q = b.alloc(n, dim);
-    Tensor kk = b.alloc(n, shapes[1][0]), v = b.alloc(n, shapes[2][0]);
-    Tensor g = b.alloc(n, ffn), f = b.alloc(n, ffn), tmp = b.alloc(n, dim);
-    const Backend::NormedRows in1 = b.norm(x, *n1, 1e-5f, h);
-    b.normed_matmul(in1, {{up[0].get(), nullptr, q}, {up[1].get(), nullptr, kk}, {up[2].get(), nullptr, v}});
-    const Backend::NormedRows in2 = b.matmul_add_norm(q, *up[3], x, *n2, 1e-5f, h);
-    b.normed_swiglu(in2, *up[4], *up[5], g, f);
-    b.matmul_add(f, *up[6], tmp, x);
-    for (Tensor o : {q, kk, v, f, x}) outs[which].push_back(read(b, o));
-    for (Tensor o : {x, h, q, kk, v, g, f, tmp}) b.free(o);
+    up[which].push_back(b.upload(norm1.t));
+    up[which].push_back(b.upload(norm2.t));
+    for (const HostWeight& hw : w) up[which].push_back(b.upload(hw.t));
   }
-  const char* names[] = {"q", "k", "v", "swiglu", "residual"};
-  for (size_t i = 0; i < outs[0].size(); ++i)
-    report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
-           rel_err(outs[0][i], outs[1][i]), kBf16Tol);
+  for (int64_t n : ns) {
+    const auto xv = random_values(size_t(n * dim), 2.f, rng);
+    std::vector<std::vector<float>> outs[2];
+    for (int which = 0; which < 2; ++which) {
+      Backend& b = which == 0 ? gpu : cpu;
+      const auto& u = up[which];
+      Tensor x = make_tensor(b, n, dim, xv), h = b.alloc(n, dim), q = b.alloc(n, dim);
+      Tensor kk = b.alloc(n, shapes[1][0]), v = b.alloc(n, shapes[2][0]);
+      Tensor g = b.alloc(n, ffn), f = b.alloc(n, ffn), tmp = b.alloc(n, dim);
+      const Backend::NormedRows in1 = b.norm(x, *u[0], 1e-5f, h);
+      b.normed_matmul(in1, {{u[2].get(), nullptr, q}, {u[3].get(), nullptr, kk}, {u[4].get(), nullptr, v}});
+      const Backend::NormedRows in2 = b.matmul_add_norm(q, *u[5], x, *u[1], 1e-5f, h);
+      b.normed_swiglu(in2, *u[6], *u[7], g, f);
+      b.matmul_add(f, *u[8], tmp, x);
+      for (Tensor o : {q, kk, v, f, x}) outs[which].push_back(read(b, o));
+      for (Tensor o : {x, h, q, kk, v, g, f, tmp}) b.free(o);
+    }
+    const char* names[] = {"q", "k", "v", "swiglu", "residual"};
+    for (size_t i = 0; i < outs[0].size(); ++i)
+      report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
+             rel_err(outs[0][i], outs[1][i]), kBf16Tol);
+  }
 }
 
 TEST_F(GpuQuant, FusedDecodeOps) {
   std::mt19937 rng(3);
-  for (DType t : kFormats)
-    for (int64_t n : {1, 3, 8, 11, 17, 32}) check_layer(*packed, *exact, t, t, n, rng);  // token tiles 1, 2, 4
+  for (DType t : kFormats) check_layer(*packed, *exact, t, t, {1, 3, 8, 11, 17, 32}, rng);  // token tiles 1, 2, 4
 }
 
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {
   // As a Q4_K_M file mixes them: Q4_K projections with Q6_K output/down projections, and
-  // 32-value formats next to each other.
-  // An int4 model quantized on load keeps I4_G32 where 128 does not divide a row.
+  // 32-value formats next to each other; an int4 model quantized on load keeps I4_G32 where 128
+  // does not divide a row; FP8 next to int4.
   std::mt19937 rng(4);
-  for (int64_t n : {1, 3}) {
-    check_layer(*packed, *exact, DType::Q4_K, DType::Q6_K, n, rng);
-    check_layer(*packed, *exact, DType::Q5_0, DType::Q8_0, n, rng);
-    check_layer(*packed, *exact, DType::I4_G128, DType::I4_G32, n, rng);
-    check_layer(*packed, *exact, DType::F8_B64, DType::I4_G128, n, rng);
-  }
+  const DType pairs[][2] = {{DType::Q4_K, DType::Q6_K},
+                            {DType::Q5_0, DType::Q8_0},
+                            {DType::I4_G128, DType::I4_G32},
+                            {DType::F8_B64, DType::I4_G128}};
+  for (const auto& p : pairs) check_layer(*packed, *exact, p[0], p[1], {1, 3}, rng);
 }
 
 TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
