@@ -47,7 +47,7 @@ const std::vector<EnvSwitch> kSwitches = {
        o.cuda.attn_last_merge = parse_bool("GRETA_CUDA_ATTN_LAST_MERGE", v);
      }},
     {"GRETA_CUDA_PACKED_WEIGHTS", "0|1",
-     "CUDA: GGUF quantized weights stay in their format on the device (default 1; 0: converted to bf16)",
+     "CUDA: quantized weights (GGUF, FP8, int4) stay in their format on the device (default 1; 0: converted to bf16)",
      [](BackendOptions& o, const std::string& v) {
        o.cuda.packed_weights = parse_bool("GRETA_CUDA_PACKED_WEIGHTS", v);
      }},

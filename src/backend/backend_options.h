@@ -32,9 +32,9 @@ struct CudaOptions {
   bool attn_last_merge = true;  // decode attention partitions merged by their last block (else by
                                 // a second kernel) when there are few of them
   bool step_profile = false;    // per-step device timing of decode steps, printed at destruction
-  bool packed_weights = true;   // GGUF quantized weights stay in their format on the device (read
-                                // and dequantized by the GEMV; docs/notes/quantized-weights.md);
-                                // false: converted to bf16 at upload
+  bool packed_weights = true;   // quantized weights (GGUF, FP8, int4) stay in their format on the
+                                // device (read and dequantized by the GEMV;
+                                // docs/notes/quantized-weights.md); false: converted to bf16 at upload
 };
 
 struct BackendOptions {

@@ -57,9 +57,11 @@ TEST_F(GpuModel, SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, 
 TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // Weights kept packed on the GPU against the CPU reading the same blocks with exact matmuls
   // (no int8 activations), so the difference is the GPU's bf16 rounding. The tiny shape's
-  // 1376-wide rows are not a multiple of 256: K-quant models mix in a fallback format.
+  // 1376-wide rows are not a multiple of 256, 128 or 64: K-quant and int4 models mix in a
+  // fallback format (Q5_0, Q8_0, I4_G32), an FP8 model keeps those matrices in bf16.
   auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
-  for (DType t : {DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K}) decode_like_cpu(*gpu, *exact, t);
+  for (DType t : {DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F8_B64, DType::I4_G128})
+    decode_like_cpu(*gpu, *exact, t);
 }
 
 }  // namespace

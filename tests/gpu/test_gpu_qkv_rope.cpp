@@ -28,14 +28,17 @@ struct Side {  // one backend's weights, cache and activations
   std::unique_ptr<KVStorage> kv;
 };
 
-void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const std::string& tag) {
+// wt: the storage of the q/k/v weights (bf16, or a block format the GPU keeps packed); tol: the
+// bound of the q/k/v outputs (twice it for the cache).
+void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const std::string& tag, DType wt = DType::BF16,
+              double tol = kBf16Tol) {
   constexpr int kBlock = 16, kBlocks = 24, kDim = 576, kRes = 320;  // kRes: k of the residual GEMV
   std::mt19937 rng(uint32_t(c.n_heads * 131 + c.hd));
   const int64_t qw = int64_t(c.n_heads) * c.hd, kw = int64_t(c.n_kv) * c.hd;
   std::deque<HostWeight> host;
   host.emplace_back(DType::F32, std::vector<int64_t>{kDim}, random_values(kDim, 1.5f, rng));
   for (int64_t m : {qw, kw, kw})
-    host.emplace_back(DType::BF16, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
+    host.emplace_back(wt, std::vector<int64_t>{m, kDim}, random_values(size_t(m * kDim), 0.1f, rng));
   for (int64_t m : {qw, kw, kw})
     host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
   host.emplace_back(DType::BF16, std::vector<int64_t>{kDim, kRes}, random_values(size_t(kDim * kRes), 0.1f, rng));
@@ -106,8 +109,7 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
                              " tokens) h=" + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) +
                              " hd=" + std::to_string(c.hd) + (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "");
     const char* names[4] = {"q", "k", "v", "attention"};
-    for (int i = 0; i < 4; ++i)
-      report(what + " " + names[i], rel_err(res[0][i], res[1][i]), i == 3 ? 2 * kBf16Tol : kBf16Tol);
+    for (int i = 0; i < 4; ++i) report(what + " " + names[i], rel_err(res[0][i], res[1][i]), i == 3 ? 2 * tol : tol);
   }
 }
 
@@ -127,6 +129,21 @@ TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
                               " gemv<=" + std::to_string(o.gemv_max_tokens);
       for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, tag);
     }
+}
+
+TEST_F(GpuQkvRope, PackedWeights) {
+  // The RoPE epilogue over weights read packed (gemv_weights.cuh WeightQuant), against the CPU
+  // reading the same blocks with exact matmuls (no int8 activations). kDim (576) is a whole
+  // number of these formats' blocks.
+  auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
+  for (DType t : {DType::Q8_0, DType::Q4_1, DType::F8_B64, DType::I4_G64}) {
+    auto g = make_cuda_backend();
+    const std::string tag = "packed " + std::string(dtype_name(t));
+    // Q4_1 and I4_G64 round their scale and min (-d z) to bf16 in the GEMV: twice the error.
+    const double tol = t == DType::Q4_1 || t == DType::I4_G64 ? 2 * kBf16Tol : kBf16Tol;
+    for (const QkvCase& c : {QkvCase{9, 3, 64, false, false}, QkvCase{16, 2, 128, true, true}})
+      run_case(*g, *exact, c, true, tag, t, tol);
+  }
 }
 
 }  // namespace

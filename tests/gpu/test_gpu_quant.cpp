@@ -1,11 +1,13 @@
-// GGUF weights kept packed on the device (quant_planes.h, gemv_weights.cuh) against the CPU
-// backend with exact matmuls (dequantize, then float products), which reads the same blocks:
-// every format through the decode GEMV (1..32 tokens: one launch per 8), the many-token path
-// (dequantized slices + cuBLASLt) and the fused decode ops; row lengths that end in a partial
-// GEMV chunk; formats that differ between the matrices of one fused op.
+// Quantized weights kept packed on the device (quant_planes.h, gemv_weights.cuh: GGUF's block
+// formats and the Hugging Face FP8 / int4 ones) against the CPU backend with exact matmuls
+// (dequantize, then float products), which reads the same blocks: every format through the
+// decode GEMV (1..32 tokens in token tiles of 8), the many-token path (dequantized slices +
+// cuBLASLt) and the fused decode ops; row lengths that end in a partial GEMV chunk; formats that
+// differ between the matrices of one fused op.
 #include <algorithm>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -13,16 +15,39 @@
 namespace greta::gputest {
 namespace {
 
-const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
-                          DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1,   DType::Q5_0,   DType::Q5_1,   DType::Q4_K,
+                          DType::Q5_K, DType::Q6_K, DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128};
 
-bool k_quant(DType t) { return block_elems(t) == 256; }
-// The decode GEMV computes d q + m of the formats with a min in bf16x2 math (gemv_weights.cuh):
+// The decode GEMV computes d q + m of the formats with a min (I4_G*: m = -d z) in bf16x2 math
+// (gemv_weights.cuh):
 // the scale's and the min's own rounding double its error against exact products (a fused layer
 // measured 1.3e-2 against the symmetric formats' 0.75e-2), still far below the formats' own
 // quantization error. The many-token path dequantizes in fp32 and meets kBf16Tol.
-bool has_min(DType t) { return t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K; }
+bool has_min(DType t) {
+  return t == DType::Q4_1 || t == DType::Q5_1 || t == DType::Q4_K || t == DType::Q5_K || t == DType::I4_G32 ||
+         t == DType::I4_G64 || t == DType::I4_G128;
+}
 double gemv_tol(DType t) { return has_min(t) ? 2 * kBf16Tol : kBf16Tol; }
+// Two row lengths k a format's blocks divide, awkward for the GEMV: 576 ends in a partial
+// 128-value chunk of the 4-bit formats; 1056, 1088 and 1152 are odd numbers of blocks (33 x 32,
+// 17 x 64, 9 x 128), 2816 = 11 super-blocks.
+std::vector<int64_t> row_lengths(DType t) {
+  switch (block_elems(t)) {
+    case 32: return {576, 1056};
+    case 64: return {576, 1088};
+    case 128: return {640, 1152};
+    default: return {768, 2816};
+  }
+}
+// A decode layer's (dim, ffn) for two formats: both divide each by the larger block size.
+std::pair<int64_t, int64_t> layer_dims(DType t, DType res) {
+  switch (std::max(block_elems(t), block_elems(res))) {
+    case 32: return {576, 1568};
+    case 64: return {576, 1600};
+    case 128: return {640, 1664};
+    default: return {512, 1536};
+  }
+}
 
 class GpuQuant : public GpuTest {
  protected:
@@ -52,18 +77,46 @@ TEST_F(GpuQuant, WeightsStayPacked) {
   }
 }
 
+TEST_F(GpuQuant, HuggingFaceTypesDecodeExactly) {
+  // F8_B64 and I4_G* values are one fp32 product (scale * e4m3, d * (q - z)) on both backends,
+  // rounded to bf16 once on the GPU, so embedding rows equal the CPU's rounded values exactly.
+  // Zero points past 15 too: GPTQ stores zero - 1, so 16 after the + 1; any byte must hold.
+  std::mt19937 rng(7);
+  for (DType t : {DType::F8_B64, DType::I4_G32, DType::I4_G64, DType::I4_G128}) {
+    const int64_t m = 7, k = 512;
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 3.f, rng));
+    if (t != DType::F8_B64) {
+      const size_t bb = block_bytes(t);  // the zero point is byte 2 of every block
+      for (size_t b = 0; b < w.bytes.size() / bb; ++b)
+        w.bytes[b * bb + 2] = uint8_t(b % 3 == 0 ? 16 : b % 3 == 1 ? 200 : 7);
+    }
+    auto wg = packed->upload(w.t);
+    std::vector<int32_t> ids(static_cast<size_t>(m));
+    for (int32_t i = 0; i < int32_t(m); ++i) ids[size_t(i)] = int32_t(m) - 1 - i;
+    Tensor out = packed->alloc(m, k);
+    poison(out);
+    packed->embed(*wg, ids.data(), int(m), out);
+    const auto got = read(*packed, out), dec = w.decoded();
+    int64_t differ = 0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        differ += got[size_t(r * k + c)] != bf16_to_float(float_to_bf16(dec[size_t(ids[size_t(r)] * k + c)]));
+    EXPECT_EQ(differ, 0) << fmt(t) << ": values that differ from the CPU's rounded to bf16";
+    packed->free(out);
+  }
+}
+
 TEST_F(GpuQuant, MatmulEveryFormat) {
   std::mt19937 rng(2);
   for (DType t : kFormats) {
-    // k: 576 ends in a partial 128-value chunk; 2816 = 11 super-blocks; m not a multiple of 16.
-    const std::vector<int64_t> ks = k_quant(t) ? std::vector<int64_t>{768, 2816} : std::vector<int64_t>{576, 1056};
-    for (int64_t k : ks)
+    // m not a multiple of 16; 40 tokens take the dequantized slices and cuBLASLt.
+    for (int64_t k : row_lengths(t))
       for (int64_t m : {int64_t(40), int64_t(301)}) {
         HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
         HostWeight bias(DType::F32, {m}, random_values(size_t(m), 1.f, rng));
         auto wg = packed->upload(w.t), wc = exact->upload(w.t);
         auto bg = packed->upload(bias.t), bc = exact->upload(bias.t);
-        for (int64_t n : {1, 5, 8, 13, 32, 40}) {
+        for (int64_t n : {1, 3, 8, 13, 17, 32, 40}) {
           const auto xv = random_values(size_t(n * k), 1.f, rng);
           Tensor xg = make_tensor(*packed, n, k, xv), xc = make_tensor(*exact, n, k, xv);
           Tensor og = packed->alloc(n, m), oc = exact->alloc(n, m);
@@ -80,11 +133,33 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
   }
 }
 
+TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
+  // Past the GEMV's token limit the rows of a packed weight are dequantized a slice at a time
+  // into the workspace (CudaBackend::weight_gemm, at most kDequantValues = 32 M values a slice)
+  // for cuBLASLt: 8200 rows of 4096 values take a slice of 8192 rows and one of 8, so rows past
+  // the first slice must be read from their own place in the planes.
+  std::mt19937 rng(6);
+  const int64_t m = 8200, k = 4096, n = 40;
+  for (DType t : {DType::F8_B64, DType::I4_G128}) {
+    HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
+    auto wg = packed->upload(w.t), wc = exact->upload(w.t);
+    const auto xv = random_values(size_t(n * k), 1.f, rng);
+    Tensor xg = make_tensor(*packed, n, k, xv), xc = make_tensor(*exact, n, k, xv);
+    Tensor og = packed->alloc(n, m), oc = exact->alloc(n, m);
+    poison(og);
+    packed->matmul(xg, *wg, nullptr, og);
+    exact->matmul(xc, *wc, nullptr, oc);
+    report("packed matmul in slices " + fmt(t) + " n=40 m=8200 k=4096", rel_err(read(*packed, og), read(*exact, oc)),
+           kBf16Tol);
+    packed->free(xg), packed->free(og), exact->free(xc), exact->free(oc);
+  }
+}
+
 // One decode layer's fused ops over packed weights of format t (the o/down projection in `res`):
 // norm + q/k/v targets, matmul_add_norm (the split norm) into normed_swiglu, and the residual
-// add of the down projection, for n tokens; every output compared with the CPU.
-void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std::mt19937& rng) {
-  const int64_t dim = k_quant(t) || k_quant(res) ? 512 : 576, ffn = k_quant(t) || k_quant(res) ? 1536 : 1568;
+// add of the down projection, for each token count of ns; every output compared with the CPU.
+void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vector<int64_t>& ns, std::mt19937& rng) {
+  const auto [dim, ffn] = layer_dims(t, res);
   HostWeight norm1(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   HostWeight norm2(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   std::deque<HostWeight> w;
@@ -95,44 +170,52 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, int64_t n, std:
     w.emplace_back(wt, std::vector<int64_t>{shapes[i][0], shapes[i][1]},
                    random_floats(size_t(shapes[i][0] * shapes[i][1]), 0.2f, rng));
   }
-  const auto xv = random_values(size_t(n * dim), 2.f, rng);
-  std::vector<std::vector<float>> outs[2];
+  std::vector<std::unique_ptr<Weight>> up[2];  // per backend: norm1, norm2, then the 7 matrices
   for (int which = 0; which < 2; ++which) {
     Backend& b = which == 0 ? gpu : cpu;
-    auto n1 = b.upload(norm1.t), n2 = b.upload(norm2.t);
-    std::vector<std::unique_ptr<Weight>> up;
-    for (const HostWeight& hw : w) up.push_back(b.upload(hw.t));
-    Tensor x = make_tensor(b, n, dim, xv), h = b.alloc(n, dim), q = b.alloc(n, dim);
-    Tensor kk = b.alloc(n, shapes[1][0]), v = b.alloc(n, shapes[2][0]);
-    Tensor g = b.alloc(n, ffn), f = b.alloc(n, ffn), tmp = b.alloc(n, dim);
-    const Backend::NormedRows in1 = b.norm(x, *n1, 1e-5f, h);
-    b.normed_matmul(in1, {{up[0].get(), nullptr, q}, {up[1].get(), nullptr, kk}, {up[2].get(), nullptr, v}});
-    const Backend::NormedRows in2 = b.matmul_add_norm(q, *up[3], x, *n2, 1e-5f, h);
-    b.normed_swiglu(in2, *up[4], *up[5], g, f);
-    b.matmul_add(f, *up[6], tmp, x);
-    for (Tensor o : {q, kk, v, f, x}) outs[which].push_back(read(b, o));
-    for (Tensor o : {x, h, q, kk, v, g, f, tmp}) b.free(o);
+    up[which].push_back(b.upload(norm1.t));
+    up[which].push_back(b.upload(norm2.t));
+    for (const HostWeight& hw : w) up[which].push_back(b.upload(hw.t));
   }
-  const char* names[] = {"q", "k", "v", "swiglu", "residual"};
-  for (size_t i = 0; i < outs[0].size(); ++i)
-    report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
-           rel_err(outs[0][i], outs[1][i]), std::max(gemv_tol(t), gemv_tol(res)));
+  for (int64_t n : ns) {
+    const auto xv = random_values(size_t(n * dim), 2.f, rng);
+    std::vector<std::vector<float>> outs[2];
+    for (int which = 0; which < 2; ++which) {
+      Backend& b = which == 0 ? gpu : cpu;
+      const auto& u = up[which];
+      Tensor x = make_tensor(b, n, dim, xv), h = b.alloc(n, dim), q = b.alloc(n, dim);
+      Tensor kk = b.alloc(n, shapes[1][0]), v = b.alloc(n, shapes[2][0]);
+      Tensor g = b.alloc(n, ffn), f = b.alloc(n, ffn), tmp = b.alloc(n, dim);
+      const Backend::NormedRows in1 = b.norm(x, *u[0], 1e-5f, h);
+      b.normed_matmul(in1, {{u[2].get(), nullptr, q}, {u[3].get(), nullptr, kk}, {u[4].get(), nullptr, v}});
+      const Backend::NormedRows in2 = b.matmul_add_norm(q, *u[5], x, *u[1], 1e-5f, h);
+      b.normed_swiglu(in2, *u[6], *u[7], g, f);
+      b.matmul_add(f, *u[8], tmp, x);
+      for (Tensor o : {q, kk, v, f, x}) outs[which].push_back(read(b, o));
+      for (Tensor o : {x, h, q, kk, v, g, f, tmp}) b.free(o);
+    }
+    const char* names[] = {"q", "k", "v", "swiglu", "residual"};
+    for (size_t i = 0; i < outs[0].size(); ++i)
+      report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
+             rel_err(outs[0][i], outs[1][i]), std::max(gemv_tol(t), gemv_tol(res)));
+  }
 }
 
 TEST_F(GpuQuant, FusedDecodeOps) {
   std::mt19937 rng(3);
-  for (DType t : kFormats)
-    for (int64_t n : {1, 8, 11}) check_layer(*packed, *exact, t, t, n, rng);
+  for (DType t : kFormats) check_layer(*packed, *exact, t, t, {1, 3, 8, 11, 17, 32}, rng);  // token tiles 1, 2, 4
 }
 
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {
   // As a Q4_K_M file mixes them: Q4_K projections with Q6_K output/down projections, and
-  // 32-value formats next to each other.
+  // 32-value formats next to each other; an int4 model quantized on load keeps I4_G32 where 128
+  // does not divide a row; FP8 next to int4.
   std::mt19937 rng(4);
-  for (int64_t n : {1, 3}) {
-    check_layer(*packed, *exact, DType::Q4_K, DType::Q6_K, n, rng);
-    check_layer(*packed, *exact, DType::Q5_0, DType::Q8_0, n, rng);
-  }
+  const DType pairs[][2] = {{DType::Q4_K, DType::Q6_K},
+                            {DType::Q5_0, DType::Q8_0},
+                            {DType::I4_G128, DType::I4_G32},
+                            {DType::F8_B64, DType::I4_G128}};
+  for (const auto& p : pairs) check_layer(*packed, *exact, p[0], p[1], {1, 3}, rng);
 }
 
 TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
@@ -143,7 +226,7 @@ TEST_F(GpuQuant, PackedAndConvertedUploadsAgree) {
   auto converted = make_cuda_backend(o);
   std::mt19937 rng(5);
   for (DType t : kFormats) {
-    const int64_t m = 130, k = k_quant(t) ? 1024 : 992, n = 4;
+    const int64_t m = 130, k = block_elems(t) == 32 ? 992 : 1024, n = 4;
     HostWeight w(t, {m, k}, random_floats(size_t(m * k), 1.f, rng));
     auto wp = packed->upload(w.t), wc = converted->upload(w.t);
     EXPECT_EQ(wc->dtype, DType::BF16);

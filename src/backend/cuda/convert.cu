@@ -1,9 +1,10 @@
-// Weight conversion at upload: plain (F32/F16/BF16) and GGUF block formats (Q8_0, Q4_0,
-// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) -> bf16, on the GPU, so a 7B GGUF loads at PCIe speed rather than at
-// single-thread host dequantization speed. The block layouts are GGML's, byte for byte
-// (see core/quant_blocks.h); each formula mirrors greta::dequantize_row, which the GPU tests
-// compare against. Blocks may be only 2-byte aligned (34-byte Q8_0 blocks), so scales are
-// read as 16-bit words and quants as bytes.
+// Weight conversion at upload: plain (F32/F16/BF16) and block formats (GGUF's Q8_0, Q4_0, Q4_1,
+// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K; Hugging Face F8_B64, I4_G*) -> bf16, on the GPU, so a 7B model
+// loads at PCIe speed rather than at single-thread host dequantization speed. Block formats come
+// here only when CudaOptions::packed_weights is off (else they stay packed: quant_repack.cu).
+// The block layouts are byte for byte core/quant_blocks.h's; each formula mirrors
+// greta::dequantize_row, which the GPU tests compare against. Blocks may be only 2-byte aligned
+// (34-byte Q8_0 blocks), so scales are read as 16-bit words and quants as bytes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>

@@ -5,12 +5,15 @@
 // with x exactly as the bf16 weights' words do: word .x holds values (0, 1) of the 8-value
 // sub-granule, .y (2, 3), .z (4, 5), .w (6, 7).
 //   WeightBf16        bf16 rows, 8 values (one 16-byte load) a lane a chunk
-//   WeightQuant<T>    GGUF formats repacked into planes (quant_planes.h): 32 values a lane a chunk
-//                     (16 for Q8_0), i.e. one 16-byte load of quants plus the group's scales,
-//                     dequantized in registers: values are built as bf16 128 + q by OR-ing the
-//                     quant bits into 0x4300 (exact, q < 128), then scaled with bf16x2 math.
+//   WeightQuant<T>    block formats repacked into planes (quant_planes.h): 32 values a lane a
+//                     chunk (16 for the 8-bit Q8_0 and F8_B64), i.e. one 16-byte load of quants
+//                     plus the group's scales, dequantized in registers: 4/5/6-bit values are
+//                     built as bf16 128 + q by OR-ing the quant bits into 0x4300 (exact,
+//                     q < 128), then scaled; FP8 e4m3 pairs go through the hardware conversion
+//                     to f16x2 (exact), then fp32.
 // Dequantized values are rounded to bf16, as the bf16 path rounds the weights it converts at
-// upload: q - z is exact in bf16, the scale (and the min of Q4_1/Q5_1/Q4_K/Q5_K) is rounded to
+// upload. The 8-bit formats (Q8_0, F8_B64) compute d q in fp32. For the 4/5/6-bit formats q - z
+// is exact in bf16, the scale (and the min of Q4_1/Q5_1/Q4_K/Q5_K, -d z of I4_G*) is rounded to
 // bf16 first, then one bf16x2 multiply (or fma with the min) per pair. Computing d q + m in fp32
 // instead halves the error of the formats with a min (whose m is as large as the values) but
 // costs 3 more instructions a pair, and these kernels are bound by instruction latency at low
@@ -19,6 +22,7 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -85,14 +89,18 @@ __device__ __forceinline__ uint32_t shift_r(uint32_t x, int n) { return n >= 0 ?
 template <DType T, bool EXACT_MIN = false>
 struct WeightQuant {
   static constexpr bool kQ8 = T == DType::Q8_0;
+  static constexpr bool kF8 = T == DType::F8_B64;
+  static constexpr bool kBytes = byte_quants(T);  // a byte a value: 16 values a lane a chunk
   static constexpr bool kK = T == DType::Q4_K || T == DType::Q5_K;
   static constexpr bool kHi1 = T == DType::Q5_0 || T == DType::Q5_1 || T == DType::Q5_K;
   static constexpr bool kHi2 = T == DType::Q6_K;
   static constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;  // fp16 (d, m) per group
-  static constexpr int kSub = kQ8 ? 2 : 4;                            // 8-value sub-granules a lane a chunk
-  // Chunks in flight a lane (gemv_kernel.cuh UNROLL): more for Q8_0, whose chunk is half the
-  // values; more for the 4-bit formats costs registers and with them occupancy (measured slower).
-  static constexpr int kUnroll = kQ8 ? 4 : 1;
+  static constexpr bool kI4 = int4_format(T);                         // (fp16 d, zero) per G values
+  static constexpr int kSub = kBytes ? 2 : 4;                         // 8-value sub-granules a lane a chunk
+  // Chunks in flight a lane (gemv_kernel.cuh UNROLL): more for the byte formats, whose chunk is
+  // half the values; more for the 4-bit formats costs registers and with them occupancy
+  // (measured slower).
+  static constexpr int kUnroll = kBytes ? 4 : 1;
   static constexpr int kMinBlocks = 0;
   struct Lane {
     const uint8_t* q;   // this lane's first granule's quants; + 64 B a chunk
@@ -104,7 +112,8 @@ struct WeightQuant {
   struct Raw {
     uint4 q;
     uint2 hi;    // Q5: .x; Q6_K: .x (sub-granules 0, 1), .y (2, 3)
-    uint4 sc;    // Q8_0/Q4_0/Q5_0: .x = fp16 d; Q4_1/Q5_1: .x = (d, m); K: the 16-byte record; Q6_K: .x = 2 int8 scales
+    uint4 sc;    // Q8_0/Q4_0/Q5_0: .x = fp16 d; Q4_1/Q5_1: .x = (d, m); K: the 16-byte record; Q6_K: .x = 2
+                 // int8 scales; F8_B64: .x = fp32 scale; I4_G*: .x = (fp16 d, zero byte, pad)
     uint32_t d;  // Q6_K: fp16 super-block d
   };
   __device__ static Lane lane(const bf16* w, int64_t row, int64_t m, int64_t k, int64_t kb0, int t) {
@@ -112,7 +121,7 @@ struct WeightQuant {
     const QuantPlanes P = quant_planes(T, m, k);
     const int64_t v0 = kb0 + 8 * kSub * t;  // first value of the lane's granule in chunk 0
     Lane l;
-    l.q = base + P.q + row * int64_t(plane_q_row(T, k)) + (kQ8 ? v0 : v0 / 2);
+    l.q = base + P.q + row * int64_t(plane_q_row(T, k)) + (kBytes ? v0 : v0 / 2);
     l.hi = base + P.hi + row * int64_t(plane_hi_row(T, k)) + (kHi2 ? v0 / 4 : v0 / 8);
     l.sc = base + P.sc + row * int64_t(plane_sc_row(T, k));
     l.d = base + P.d + row * int64_t(plane_d_row(T, k));
@@ -122,10 +131,12 @@ struct WeightQuant {
   __device__ static Raw load(const Lane& l, int64_t c) {
     Raw r;
     r.q = ld_stream(l.q + 64 * c);
-    const int64_t g = l.g0 + (kQ8 ? 2 : 4) * c;  // this granule's group
+    const int64_t g = l.g0 + (kBytes ? 2 : 4) * c;  // this granule's group
     if constexpr (kHi1) r.hi.x = ld_u32(l.hi + 16 * c);
     if constexpr (kHi2) r.hi = ld_u64(l.hi + 32 * c);
-    if constexpr (kK) r.sc = ld_cached(l.sc + 16 * (g / 8));
+    if constexpr (kF8) r.sc.x = ld_u32(l.sc + 4 * (g / 2));
+    else if constexpr (kI4) r.sc.x = ld_u32(l.sc + 4 * (g / (int4_group(T) / 32)));
+    else if constexpr (kK) r.sc = ld_cached(l.sc + 16 * (g / 8));
     else if constexpr (kHi2) r.sc.x = ld_u16(l.sc + 16 * (g / 8) + 2 * (g % 8));
     else if constexpr (kMin) r.sc.x = ld_u32(l.sc + 4 * g);
     else r.sc.x = ld_u16(l.sc + 2 * g);
@@ -148,11 +159,14 @@ struct WeightQuant {
     if constexpr (kHi2) v |= shift_r(s < 2 ? r.hi.x : r.hi.y, 2 * (4 * (s % 2) + p) - 4) & 0x00300030u;
     return v;
   }
-  // Formats with a min: the scale d and min m of this chunk's group (value = d q + m).
+  // Formats with a min or zero point: this chunk's group's scale d and min m (value = d q + m; I4_G*: m = -d z).
   __device__ static void scale_min(const Lane& l, const Raw& r, int64_t c, float& d, float& m) {
     if constexpr (kMin) {
       d = half_bits(r.sc.x & 0xffffu);
       m = half_bits(r.sc.x >> 16);
+    } else if constexpr (kI4) {
+      d = half_bits(r.sc.x & 0xffffu);
+      m = -d * float((r.sc.x >> 16) & 0xffu);
     } else {
       // Sub-block j of the super-block: its 6-bit scale and min (core/quant_blocks.h q4k_scale_min).
       const int j = int((l.g0 + 4 * c) % 8), jj = j & 3;
@@ -178,7 +192,23 @@ struct WeightQuant {
       }
 #pragma unroll
       for (int s = 0; s < kSub; ++s) o[s] = make_uint4(out[4 * s], out[4 * s + 1], out[4 * s + 2], out[4 * s + 3]);
-    } else if constexpr ((kMin || kK) && EXACT_MIN) {
+    } else if constexpr (kF8) {
+      // e4m3 -> f16 is exact (cvt.rn.f16x2.e4m3x2 on sm_89+); the product is taken in fp32 and
+      // rounded to bf16 once, as the CPU's scale * value rounded to bf16.
+      const float d = __uint_as_float(r.sc.x);
+      const uint32_t words[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+      uint32_t out[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {  // values 2j, 2j + 1: the low (j even) or high half of word j / 2
+        const auto two = __nv_fp8x2_storage_t((words[j / 2] >> (16 * (j % 2))) & 0xffffu);
+        const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3)));
+        out[j] = pack_bf16(f.x * d, f.y * d);
+      }
+#pragma unroll
+      for (int s = 0; s < kSub; ++s) o[s] = make_uint4(out[4 * s], out[4 * s + 1], out[4 * s + 2], out[4 * s + 3]);
+    } else if constexpr ((kMin || kK || kI4) && EXACT_MIN) {
+      // I4_G*: m = -d z; d (z + 128) is exact in fp32 (at most 11 + 9 significant bits), so c0
+      // below adds no rounding of its own.
       float d, m;
       scale_min(l, r, c, d, m);
       const float c0 = m - 128.f * d;  // the pairs hold 128 + q
@@ -198,7 +228,7 @@ struct WeightQuant {
       if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
         mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x));
         off = T == DType::Q4_0 ? 136.f : 144.f;
-      } else if constexpr (kMin || kK) {
+      } else if constexpr (kMin || kK || kI4) {
         float d, m;
         scale_min(l, r, c, d, m);
         mul[0] = mul[1] = __float2bfloat162_rn(d);
@@ -216,7 +246,7 @@ struct WeightQuant {
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const __nv_bfloat162 q = __hsub2(as_bf2(pair(r, s, p)), off2);  // exact: small integers
-          w[p] = as_u32(kMin || kK ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
+          w[p] = as_u32(kMin || kK || kI4 ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
         }
         o[s] = make_uint4(w[0], w[1], w[2], w[3]);
       }

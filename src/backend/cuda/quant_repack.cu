@@ -1,7 +1,8 @@
-// GGUF blocks -> device planes (quant_planes.h) at upload, and planes -> bf16 rows (the
+// Weight blocks -> device planes (quant_planes.h) at upload, and planes -> bf16 rows (the
 // dequantized weights the many-token GEMM reads, and embedding rows). The block layouts are
-// GGML's, byte for byte (core/quant_blocks.h); the dequantization is the GEMV's own
-// (gemv_weights.cuh), so the two paths cannot disagree about a format.
+// GGML's and the Hugging Face block types', byte for byte (core/quant_blocks.h); the
+// dequantization is the GEMV's own (gemv_weights.cuh), so the two paths cannot disagree about
+// a format.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_weights.cuh"
 #include "backend/cuda/mma.cuh"
@@ -33,6 +34,13 @@ __global__ void repack_kernel(const uint8_t* __restrict__ src, size_t src_row_by
     sc[2 * g + 1] = b[1];
     return;
   }
+  if constexpr (T == DType::F8_B64) {  // group g is half g % 2 of block g / 2: scale, then 64 bytes
+    const uint8_t* b = row + (g / 2) * 68;
+    for (int i = 0; i < 32; ++i) q[32 * g + i] = b[4 + 32 * (g % 2) + i];
+    if (g % 2 == 0)
+      for (int i = 0; i < 4; ++i) sc[4 * (g / 2) + i] = b[i];
+    return;
+  }
   uint8_t lo[32], hb[32];  // low 4 bits and the bits above them, value by value
   if constexpr (T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1) {
     constexpr int kBytes = T == DType::Q4_0 ? 18 : T == DType::Q4_1 ? 20 : T == DType::Q5_0 ? 22 : 24;
@@ -44,6 +52,16 @@ __global__ void repack_kernel(const uint8_t* __restrict__ src, size_t src_row_by
     for (int j = 0; j < 16; ++j) lo[j] = b[qs + j] & 15, lo[j + 16] = b[qs + j] >> 4;
     for (int j = 0; j < 32; ++j) hb[j] = (qh >> j) & 1u;
     for (int i = 0; i < (kMin ? 4 : 2); ++i) sc[(kMin ? 4 : 2) * g + i] = b[i];
+  } else if constexpr (int4_format(T)) {
+    // Group g is 32-value run g % kRuns of block g / kRuns: (fp16 d, zero, pad), then 16 bytes
+    // a run with Q4_0's nibble order.
+    constexpr int kGroup = int4_group(T), kRuns = kGroup / 32;
+    const uint8_t* b = row + (g / kRuns) * (4 + kGroup / 2);
+    const uint8_t* qs = b + 4 + 16 * (g % kRuns);
+    for (int j = 0; j < 16; ++j) lo[j] = qs[j] & 15, lo[j + 16] = qs[j] >> 4;
+    for (int j = 0; j < 32; ++j) hb[j] = 0;
+    if (g % kRuns == 0)
+      for (int i = 0; i < 4; ++i) sc[4 * (g / kRuns) + i] = b[i];
   } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
     constexpr int kBytes = T == DType::Q4_K ? 144 : 176;
     const int64_t sb = g / 8;

@@ -1,6 +1,7 @@
 // Weight upload for the CUDA backend: raw bytes of a 2-D weight in any supported format (plain
-// or GGUF blocks) go to the device in chunks of whole rows through one reused device buffer and
-// are converted to bf16 there, so a 7B model never needs a second full-size copy in memory.
+// or quantized blocks) go to the device in chunks of whole rows through one reused device buffer
+// and are converted to bf16 or repacked into the packed planes there, so a 7B model never needs
+// a second full-size copy in memory.
 #pragma once
 #include <cuda_runtime.h>
 

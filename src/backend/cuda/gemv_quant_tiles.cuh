@@ -1,0 +1,38 @@
+// The decode GEMV over weights kept packed on the device (gemv_weights.cuh WeightQuant): how
+// one format's instantiations of gemv_kernel.cuh are launched, up to kGemvMaxTokens tokens in
+// token tiles of 8, with the pipelined PDL launch only (no plain-launch or split-K variants),
+// which keeps the kernel count (formats x norm x epilogue x tiles) and the build time in check.
+// Steps of more tokens dequantize slices of the matrix into bf16 for cuBLASLt instead.
+// Included by the format families' translation units (gemv_quant_*.cu) only.
+#pragma once
+#include "backend/cuda/gemv_kernel.cuh"
+#include "backend/cuda/gemv_quant_formats.h"
+
+namespace greta::cuda {
+namespace {
+
+template <DType T, int NORM, int NT>
+void launch_epi(const GemvArgs& a, float eps, int epi, cudaStream_t s) {
+  using WF = WeightQuant<T>;
+  switch (epi) {
+    case kEpiStore: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiStore, NT, 1, WF>(a, s, eps); break;
+    case kEpiAdd: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiAdd, NT, 1, WF>(a, s, eps); break;
+    case kEpiDual: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiDual, NT, 1, WF>(a, s, eps); break;
+    default: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiRope, NT, 1, WF>(a, s, eps); break;
+  }
+}
+template <DType T, int NT>
+void launch_norm(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
+  if (norm == kNormPre) launch_epi<T, kNormPre, NT>(a, eps, epi, s);
+  else launch_epi<T, kNormNone, NT>(a, eps, epi, s);
+}
+// Token tiles of 8 as the bf16 kernel picks them: every weight is read once for all n tokens.
+template <DType T>
+void launch_token_tiles(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
+  if (a.n <= 8) launch_norm<T, 1>(a, eps, norm, epi, s);
+  else if (a.n <= 16) launch_norm<T, 2>(a, eps, norm, epi, s);
+  else launch_norm<T, 4>(a, eps, norm, epi, s);
+}
+
+}  // namespace
+}  // namespace greta::cuda
