@@ -10,12 +10,13 @@ what a float checkpoint looks like, and it decides what these runs can show:
   hardly matters: they are held to the bounds above.
 - Every other format rounds the values onto a grid of its own that does not contain the Q4_1
   grid, so each weight is rounded a second time, with errors about as large as the first
-  rounding's (llama.cpp's own quantizer, requantizing the Q4_1 file, loses as much). fp8's three
-  mantissa bits do the same on a smaller scale. q4_1, which gives the Q4_1 grid back, still
-  loses: --quantize stores the tied embedding, which is also the output projection, in Q4_1,
-  where the Q4_1 file (as llama.cpp's quantizer makes it) keeps it Q8_0. These formats are held to
-  a ceiling some points over what they measure here: it catches a broken format (a wrong block
-  gives perplexities in the hundreds), but it is not the bound a real float model is held to.
+  rounding's (llama.cpp's own quantizer, requantizing the Q4_1 file, loses about as much); fp8's
+  three mantissa bits do the same on a smaller scale. On top of that, --quantize stores the tied
+  embedding, which is also the output projection, in the type asked, where llama.cpp's quantizer
+  keeps the output projection at Q6_K or Q8_0 (the Q4_1 file has it Q8_0). That alone is why q4_1,
+  which gives the Q4_1 grid back, misses its bound. These formats are held to a ceiling some
+  points over what they measure here: it catches a broken format (a wrong block gives
+  perplexities in the hundreds), but it is not the bound a real float model is held to.
 docs/notes/quantized-weights.md has the numbers.
 
 Each run must also have stored its matrices in the type asked (the load log names the types and
