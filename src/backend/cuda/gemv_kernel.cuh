@@ -91,7 +91,7 @@ enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 // values wide and each lane's granule feeds kSub mma pairs.
 template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1, class WF = WeightBf16>
-__global__ void __launch_bounds__(WARPS * 32, WF::kMinBlocks) gemv_mma_kernel(const GemvArgs p, float eps) {
+__global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
   static_assert(SPLIT == 1 || (NORM == kNormNone && (EPI == kEpiStore || EPI == kEpiAdd)),
                 "split-K: plain and add epilogues");
   constexpr int kSets = NT == 1 ? 2 : 1;
