@@ -98,9 +98,15 @@ void ModelFile::quantize(DType type, int n_threads) {
                   " (quantize on load takes a model whose weights are F32, F16 or BF16; run the file as it is)");
   auto q = std::make_shared<OwnedTensors>();
   MatrixQuantizer quantizer(type, n_threads);
-  for (const HostTensor* t : mats) quantizer.add(*q, *t);
-  quantized_ = std::move(q);
+  const HostTensor* out_proj = output() ? output() : token_embedding();
+  for (const HostTensor* t : mats)
+    if (t != out_proj) quantizer.add(*q, *t);
   notes_ = quantizer.fallback_notes();
+  const DType out_type = output_projection_type(type, out_proj->cols(), out_proj->dtype);
+  if (out_type != out_proj->dtype) MatrixQuantizer(out_type, n_threads).add(*q, *out_proj);
+  notes_.push_back("output projection '" + out_proj->name + "' stored as " + std::string(dtype_name(out_type)) +
+                   " (finer, as llama.cpp's quantizer and Hugging Face FP8 / int4 checkpoints keep it)");
+  quantized_ = std::move(q);
 }
 
 std::vector<ModelFile::TypeTotal> ModelFile::type_totals() const {

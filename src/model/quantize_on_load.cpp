@@ -63,6 +63,11 @@ DType matrix_type(DType want, int64_t n_in, DType keep) {
   return keep;
 }
 
+DType output_projection_type(DType want, int64_t n_in, DType keep) {
+  if (want == DType::F8_B64 || want == DType::I4_G32 || want == DType::I4_G64 || want == DType::I4_G128) return keep;
+  return matrix_type(want == DType::Q8_0 ? DType::Q8_0 : DType::Q6_K, n_in, keep);
+}
+
 MatrixQuantizer::MatrixQuantizer(DType want, int n_threads) : want_(want), pool_(n_threads) {
   if (!is_float_weight_type(want) && !choice_of(want))
     throw Error("cannot store weights as " + std::string(dtype_name(want)) + " (block types: " + quant_choice_names() +

@@ -4,7 +4,9 @@
 //
 // Which tensors: every 2-D weight the forward multiplies by (q/k/v/o, gate/up/down, the output
 // projection) and the token embedding, as llama.cpp's quantizer does (GGUF files ship quantized
-// embeddings; both backends embed from any block type). Norms and biases stay F32/float.
+// embeddings; both backends embed from any block type). Norms and biases stay F32/float. A
+// model quantized on load keeps its output projection finer (output_projection_type); synthetic
+// weights of a block type take that type for every matrix.
 //
 // Rows whose length the block does not divide fall back as llama.cpp's llama_tensor_get_type
 // does: a K-quant takes its listed 32-value type; when that does not divide the row either
@@ -43,6 +45,13 @@ bool is_float_weight_type(DType t);
 // The type a matrix with rows of n_in values is stored in when `want` is asked for: want when
 // its block divides n_in, else want's fallback when that divides, else `keep` (a float type).
 DType matrix_type(DType want, int64_t n_in, DType keep);
+
+// The type the output projection (the output matrix, or the token embedding where the two are
+// tied) takes when `want` is asked for a whole model: llama.cpp's quantizer keeps it at Q6_K (Q8_0
+// when Q8_0 is asked or 256 does not divide its rows), as every GGUF file it writes has it, since
+// the logits are the most sensitive matrix product; the Hugging Face types (FP8, int4) leave it
+// in its float type `keep`, as AWQ, GPTQ and FP8 checkpoints do.
+DType output_projection_type(DType want, int64_t n_in, DType keep);
 
 // Writes row `row` (n_in floats) of the matrix being made into `out`. Called from several
 // threads at once, for distinct rows.

@@ -49,7 +49,8 @@ def test_q8_0_on_load_runs_close_to_the_float_model(greta_bin, f32_model, tmp_pa
     p = run_cpu(greta_bin, f32_model, "--quantize", "q8_0", "--prompt-ids", json.dumps(r["prompt_ids"]), "--force",
                 json.dumps(r["generated_ids"]), "--report", q, "--report-top", 50)
     assert p.stdout.strip(), "no text generated"
-    # SmolLM2's 211 matrices (the tied embedding among them) are Q8_0; its 61 norms stay F32.
+    # SmolLM2's 211 matrices (the tied embedding, its output projection, among them) are Q8_0;
+    # its 61 norms stay F32.
     assert weight_types(p.stderr) == {"F32": 61, "Q8_0": 211}, p.stderr
     assert "instead of" not in p.stderr  # 576 and 1536 are multiples of 32: no fallback
     s = read_json(q)
@@ -67,10 +68,12 @@ def test_k_quant_fallback_is_said_once_per_type(greta_bin, f32_model):
     p = run_cpu(greta_bin, f32_model, "--quantize", "q4_k", "-p", PROMPT, "-n", 4)
     assert p.stdout.strip(), "no text generated"
     notes = [line for line in p.stderr.splitlines() if "instead of" in line]
-    # Rows of 576 values (every matrix but ffn_down, and the embedding) are not a multiple of 256.
-    assert notes == ["greta: 181 tensors stored as Q5_0 instead of Q4_K: rows of 576 values (token_embd.weight and "
-                     "others) are not a multiple of Q4_K's 256-value blocks"], p.stderr
-    assert weight_types(p.stderr) == {"F32": 61, "Q5_0": 181, "Q4_K": 30}, p.stderr
+    # Rows of 576 values (every matrix but ffn_down) are not a multiple of 256. The tied embedding
+    # is the output projection: Q8_0, as llama.cpp's quantizer keeps it where Q6_K does not fit.
+    assert notes == ["greta: 180 tensors stored as Q5_0 instead of Q4_K: rows of 576 values (blk.0.attn_q.weight "
+                     "and others) are not a multiple of Q4_K's 256-value blocks"], p.stderr
+    assert "greta: output projection 'token_embd.weight' stored as Q8_0" in p.stderr, p.stderr
+    assert weight_types(p.stderr) == {"F32": 61, "Q5_0": 180, "Q4_K": 30, "Q8_0": 1}, p.stderr
 
 
 def test_info_shows_the_model_as_quantized_on_load(greta_bin, f32_model):
@@ -78,7 +81,7 @@ def test_info_shows_the_model_as_quantized_on_load(greta_bin, f32_model):
     types = {t: v["count"] for t, v in j["tensor_types"].items()}
     assert types == {"F32": 61, "Q8_0": 181, "Q6_K": 30}
     assert j["bytes"] == sum(v["bytes"] for v in j["tensor_types"].values())
-    assert j["quantized_on_load"] == "Q6_K" and len(j["load_notes"]) == 1
+    assert j["quantized_on_load"] == "Q6_K" and len(j["load_notes"]) == 2  # the fallback, the output projection
 
 
 def test_safetensors_checkpoint_is_quantized_on_load(greta_bin, tmp_path):
@@ -87,8 +90,9 @@ def test_safetensors_checkpoint_is_quantized_on_load(greta_bin, tmp_path):
                    check=True)
     p = run_cpu(greta_bin, d, "--quantize", "q4_0", "-p", PROMPT, "-n", 4)
     assert p.stdout.strip()
-    # 2 layers x 7 projections, the embedding and lm_head; the 5 norms stay F32.
-    assert weight_types(p.stderr) == {"F32": 5, "Q4_0": 16}, p.stderr
+    # 2 layers x 7 projections and the embedding in Q4_0, lm_head in Q6_K (llama.cpp's choice for
+    # the output projection); the 5 norms stay F32.
+    assert weight_types(p.stderr) == {"F32": 5, "Q4_0": 15, "Q6_K": 1}, p.stderr
 
 
 def test_already_quantized_model_is_refused(greta_bin, default_model):

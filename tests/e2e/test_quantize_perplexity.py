@@ -6,17 +6,16 @@ matrices BF16, norms F32, as llama.cpp's converter writes --outtype bf16), made 
 git-ignored models/quantized/. No float copy of the default model is published, so its weights
 are the Q4_1 file's, dequantized: every 32-value block lies on a grid of 16 levels. That is not
 what a float checkpoint looks like, and it decides what these runs can show:
-- q8_0, and q6_k (whose rows of 576 values fall back to Q8_0), are fine enough that the grid
-  hardly matters: they are held to the bounds above.
+- q8_0, q6_k (whose rows of 576 values fall back to Q8_0) and q4_1 (which gives the Q4_1 grid
+  back) are held to the bounds above.
 - Every other format rounds the values onto a grid of its own that does not contain the Q4_1
   grid, so each weight is rounded a second time, with errors about as large as the first
   rounding's (llama.cpp's own quantizer, requantizing the Q4_1 file, loses about as much); fp8's
-  three mantissa bits do the same on a smaller scale. On top of that, --quantize stores the tied
-  embedding, which is also the output projection, in the type asked, where llama.cpp's quantizer
-  keeps the output projection at Q6_K or Q8_0 (the Q4_1 file has it Q8_0). That alone is why q4_1,
-  which gives the Q4_1 grid back, misses its bound. These formats are held to a ceiling some
+  three mantissa bits do the same on a smaller scale. These formats are held to a ceiling some
   points over what they measure here: it catches a broken format (a wrong block gives
   perplexities in the hundreds), but it is not the bound a real float model is held to.
+The tied embedding is the output projection, which --quantize keeps finer, as llama.cpp's
+quantizer (Q8_0 here) and Hugging Face FP8 / int4 checkpoints (BF16) do.
 docs/notes/quantized-weights.md has the numbers.
 
 Each run must also have stored its matrices in the type asked (the load log names the types and
@@ -39,23 +38,28 @@ FLOAT_MODEL = os.path.join(ROOT, "models", "quantized", "SmolLM2-135M-Instruct.B
 CTX = 256
 CHUNKS = 6  # all of the text
 EIGHT_BIT, FEWER_BITS = 0.01, 0.05  # the bounds on the relative increase in perplexity
+# Ceilings: a few points over what each format measures here (docs/notes/quantized-weights.md).
+CEIL_FP8, CEIL_Q4_0, CEIL_Q5_0, CEIL_Q5_1, CEIL_Q4_K, CEIL_Q5_K, CEIL_INT4 = 0.04, 0.25, 0.13, 0.20, 0.11, 0.20, 0.28
 # SmolLM2-135M: 211 matrices, 181 with rows of 576 values (the tied embedding, q/k/v/o, gate, up),
 # 30 with rows of 1536 (ffn_down); 61 norms stay F32. 576 is not a multiple of 256 or 128, so the
-# K-quants and int4 store those 181 in their fallback type.
+# K-quants and int4 store those rows in their fallback type. The tied embedding is the output
+# projection: Q8_0 for the GGUF types (llama.cpp's choice where Q6_K does not fit its rows), BF16
+# for fp8 and int4 (as Hugging Face checkpoints keep it).
 MATRICES, ROWS_576, ROWS_1536 = 211, 181, 30
+LAYER_576 = ROWS_576 - 1  # without the output projection
 # --quantize choice -> (stored matrix types, bound, ceiling): a ceiling, where given, replaces the
 # bound for a format that rounds the Q4_1 grid a second time (docstring).
 FORMATS = {
     "q8_0": ({"Q8_0": MATRICES}, EIGHT_BIT, None),
-    "fp8": ({"F8_B64": MATRICES}, EIGHT_BIT, 0.05),
+    "fp8": ({"F8_B64": MATRICES - 1, "BF16": 1}, EIGHT_BIT, CEIL_FP8),
     "q6_k": ({"Q6_K": ROWS_1536, "Q8_0": ROWS_576}, FEWER_BITS, None),
-    "q4_1": ({"Q4_1": MATRICES}, FEWER_BITS, 0.09),
-    "q4_0": ({"Q4_0": MATRICES}, FEWER_BITS, 0.40),
-    "q5_0": ({"Q5_0": MATRICES}, FEWER_BITS, 0.18),
-    "q5_1": ({"Q5_1": MATRICES}, FEWER_BITS, 0.24),
-    "q4_k": ({"Q4_K": ROWS_1536, "Q5_0": ROWS_576}, FEWER_BITS, 0.18),
-    "q5_k": ({"Q5_K": ROWS_1536, "Q5_1": ROWS_576}, FEWER_BITS, 0.24),
-    "int4": ({"I4_G128": ROWS_1536, "I4_G32": ROWS_576}, FEWER_BITS, 0.42),
+    "q4_1": ({"Q4_1": MATRICES - 1, "Q8_0": 1}, FEWER_BITS, None),
+    "q4_0": ({"Q4_0": MATRICES - 1, "Q8_0": 1}, FEWER_BITS, CEIL_Q4_0),
+    "q5_0": ({"Q5_0": MATRICES - 1, "Q8_0": 1}, FEWER_BITS, CEIL_Q5_0),
+    "q5_1": ({"Q5_1": MATRICES - 1, "Q8_0": 1}, FEWER_BITS, CEIL_Q5_1),
+    "q4_k": ({"Q4_K": ROWS_1536, "Q5_0": LAYER_576, "Q8_0": 1}, FEWER_BITS, CEIL_Q4_K),
+    "q5_k": ({"Q5_K": ROWS_1536, "Q5_1": LAYER_576, "Q8_0": 1}, FEWER_BITS, CEIL_Q5_K),
+    "int4": ({"I4_G128": ROWS_1536, "I4_G32": LAYER_576, "BF16": 1}, FEWER_BITS, CEIL_INT4),
 }
 NORMS = 61
 WEIGHTS = re.compile(r"^greta: weights (.*): ([0-9.]+) MiB on the host$", re.M)
@@ -98,7 +102,7 @@ def test_quantized_perplexity_within_bound_of_the_float_model(greta_bin, float_m
     ref_ppl, ref_mib = reference
     j, (types, mib) = perplexity(greta_bin, float_model, "--quantize", choice)
     assert types == {"F32": NORMS, **matrix_types}, f"{choice} stored its weights as {types}"
-    assert mib < 0.6 * ref_mib, f"{choice}: {mib} MiB of weights against {ref_mib} MiB in BF16"
+    assert mib < 0.7 * ref_mib, f"{choice}: {mib} MiB of weights against {ref_mib} MiB in BF16"
     rel = j["perplexity"] / ref_ppl - 1
     limit = bound if ceiling is None else ceiling
     print(f"\n{choice}: perplexity {j['perplexity']:.4f} against BF16 {ref_ppl:.4f} ({rel:+.2%}; bound {bound:.0%}"

@@ -155,13 +155,14 @@ TEST(QuantizeOnLoad, ModelFileQuantizesItsMatrices) {
   const std::vector<const HostTensor*> mats = f->matrices();
   EXPECT_EQ(mats.size(), size_t(2 + 7 * c.n_layers));
   for (const HostTensor* t : mats) {
-    // tiny's ffn_dim 1376 is a multiple of 32, not of 256: ffn_down (rows of 1376) falls back.
-    const bool down = t->name.find("ffn_down") != std::string::npos;
-    EXPECT_EQ(t->dtype, down ? DType::Q5_0 : DType::Q4_K) << t->name;
+    // tiny's ffn_dim 1376 is a multiple of 32, not of 256: ffn_down (rows of 1376) falls back;
+    // the output projection takes Q6_K, as llama.cpp's quantizer gives it.
+    const bool down = t->name.find("ffn_down") != std::string::npos, out = t->name == "output.weight";
+    EXPECT_EQ(t->dtype, out ? DType::Q6_K : down ? DType::Q5_0 : DType::Q4_K) << t->name;
   }
   EXPECT_EQ(f->layer_tensor(0, Role::Wq)->dtype, DType::Q4_K);
   EXPECT_EQ(f->token_embedding()->dtype, DType::Q4_K);
-  EXPECT_EQ(f->output()->dtype, DType::Q4_K);
+  EXPECT_EQ(f->output()->dtype, DType::Q6_K);
   EXPECT_EQ(f->layer_tensor(1, Role::AttnNorm)->dtype, DType::F32);
   EXPECT_EQ(f->output_norm()->dtype, DType::F32);
   int q4k = 0, q5 = 0, f32 = 0;
@@ -170,12 +171,14 @@ TEST(QuantizeOnLoad, ModelFileQuantizesItsMatrices) {
     q5 += t->dtype == DType::Q5_0;
     f32 += t->dtype == DType::F32;
   }
-  EXPECT_EQ(q4k, 2 + 6 * c.n_layers);
+  EXPECT_EQ(q4k, 1 + 6 * c.n_layers);
   EXPECT_EQ(q5, c.n_layers);
   EXPECT_EQ(f32, 1 + 2 * c.n_layers);
-  ASSERT_EQ(f->load_notes().size(), 1u);
+  ASSERT_EQ(f->load_notes().size(), 2u);
   EXPECT_NE(f->load_notes()[0].find("4 tensors stored as Q5_0 instead of Q4_K"), std::string::npos)
       << f->load_notes()[0];
+  EXPECT_NE(f->load_notes()[1].find("output projection 'output.weight' stored as Q6_K"), std::string::npos)
+      << f->load_notes()[1];
   size_t bytes = 0;
   int tensors = 0;
   for (const ModelFile::TypeTotal& t : f->type_totals()) {
@@ -189,7 +192,8 @@ TEST(QuantizeOnLoad, ModelFileQuantizesItsMatrices) {
 }
 
 // Synthetic weights of a block type come from the same float values through the same
-// quantizer: byte for byte what quantizing the F32 synthetic model on load gives.
+// quantizer: byte for byte what quantizing the F32 synthetic model on load gives, except the
+// output projection, which quantizing a model keeps finer (output_projection_type).
 TEST(QuantizeOnLoad, SyntheticBlockTypeEqualsQuantizingTheFloatModel) {
   for (const QuantChoice& c : quant_choices()) {
     auto made = ModelFile::synthetic("tiny", c.type, 5, 2, DType::F32);
@@ -199,12 +203,44 @@ TEST(QuantizeOnLoad, SyntheticBlockTypeEqualsQuantizingTheFloatModel) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) {
       ASSERT_EQ(a[i]->name, b[i]->name);
+      if (a[i]->name == "output.weight") {
+        EXPECT_EQ(b[i]->dtype, output_projection_type(c.type, b[i]->cols(), DType::F32)) << c.name;
+        continue;
+      }
       ASSERT_EQ(a[i]->dtype, b[i]->dtype) << c.name << " " << a[i]->name;
       ASSERT_EQ(a[i]->nbytes, b[i]->nbytes);
       ASSERT_EQ(std::memcmp(a[i]->data, b[i]->data, a[i]->nbytes), 0) << c.name << " " << a[i]->name;
     }
-    EXPECT_EQ(made->load_notes(), loaded->load_notes()) << c.name;
+    std::vector<std::string> notes = loaded->load_notes();
+    ASSERT_FALSE(notes.empty());
+    EXPECT_NE(notes.back().find("output projection"), std::string::npos) << notes.back();
+    notes.pop_back();
+    EXPECT_EQ(made->load_notes(), notes) << c.name;
   }
+}
+
+// The output projection as llama.cpp's quantizer stores it (Q6_K; Q8_0 where Q8_0 is asked or
+// 256 does not divide the rows), and in its float type for the Hugging Face types. (A tied
+// embedding taking its place: tests/e2e/test_quantize_perplexity.py, on the default model.)
+TEST(QuantizeOnLoad, OutputProjectionIsKeptFiner) {
+  EXPECT_EQ(output_projection_type(DType::Q4_0, 4096, DType::BF16), DType::Q6_K);
+  EXPECT_EQ(output_projection_type(DType::Q4_K, 4096, DType::BF16), DType::Q6_K);
+  EXPECT_EQ(output_projection_type(DType::Q6_K, 4096, DType::BF16), DType::Q6_K);
+  EXPECT_EQ(output_projection_type(DType::Q8_0, 4096, DType::BF16), DType::Q8_0);
+  EXPECT_EQ(output_projection_type(DType::Q4_1, 576, DType::BF16), DType::Q8_0);
+  EXPECT_EQ(output_projection_type(DType::Q4_1, 40, DType::F16), DType::F16);
+  EXPECT_EQ(output_projection_type(DType::F8_B64, 4096, DType::BF16), DType::BF16);
+  EXPECT_EQ(output_projection_type(DType::I4_G128, 4096, DType::F32), DType::F32);
+  auto f = ModelFile::synthetic("tiny", DType::BF16, 3);
+  f->quantize(DType::Q4_0, 2);
+  EXPECT_EQ(f->output()->dtype, DType::Q6_K);
+  EXPECT_EQ(f->token_embedding()->dtype, DType::Q4_0);
+  EXPECT_EQ(f->layer_tensor(0, Role::Wq)->dtype, DType::Q4_0);
+  auto g = ModelFile::synthetic("tiny", DType::BF16, 3);
+  g->quantize(DType::F8_B64, 2);
+  EXPECT_EQ(g->output()->dtype, DType::BF16);
+  EXPECT_EQ(g->token_embedding()->dtype, DType::F8_B64);
+  EXPECT_EQ(g->layer_tensor(0, Role::Wq)->dtype, DType::F8_B64);
 }
 
 TEST(QuantizeOnLoad, AlreadyQuantizedModelIsRefused) {
