@@ -4,7 +4,7 @@ and a float64 numpy forward of the HF definitions (LlamaForCausalLM / MistralFor
 Qwen2ForCausalLM: RMSNorm, rotate-half RoPE with optional llama3/linear scaling, grouped-query
 attention, SwiGLU, QKV bias for Qwen2, tied or separate output).
 
-  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | qwen2 | mistral | llama2-tied
+  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | qwen2 | mistral | mistral-swa | llama2-tied
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
 
 The tokenizer is the small SentencePiece vocabulary of tests/data/tokenizer/spm (1000 pieces)."""
@@ -28,6 +28,9 @@ KINDS = {
                   rope_theta=1000000.0, rope_scaling=None),
     "mistral": dict(arch="MistralForCausalLM", model_type="mistral", heads=8, kv=4, tie=False, bias=False,
                     rope_theta=10000.0, rope_scaling=None),
+    # Mistral v0.1's sliding-window attention, with a window shorter than the test prompt
+    "mistral-swa": dict(arch="MistralForCausalLM", model_type="mistral", heads=8, kv=4, tie=False, bias=False,
+                        rope_theta=10000.0, rope_scaling=None, window=5),
     "llama2-tied": dict(arch="LlamaForCausalLM", model_type="llama", heads=8, kv=8, tie=True, bias=False,
                         rope_theta=10000.0, rope_scaling={"type": "linear", "factor": 2.0}),
 }
@@ -67,6 +70,8 @@ def write(kind, out):
            "hidden_act": "silu", "torch_dtype": "float32"}
     if k["rope_scaling"]:
         cfg["rope_scaling"] = k["rope_scaling"]
+    if k.get("window"):
+        cfg["sliding_window"] = k["window"]
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -104,6 +109,8 @@ def logits(d, ids):
     rope = lambda q: np.concatenate([q[..., :hd // 2] * cos - q[..., hd // 2:] * sin,
                                      q[..., :hd // 2] * sin + q[..., hd // 2:] * cos], -1)
     mask = np.triu(np.full((T, T), -np.inf), 1)
+    if cfg.get("sliding_window"):  # transformers' sliding-window mask: key j seen by query i when j > i - window
+        mask += np.tril(np.full((T, T), -np.inf), -cfg["sliding_window"])
     x = W["model.embed_tokens.weight"][ids]
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."

@@ -76,6 +76,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
   virtual DType act_dtype() const = 0;
+  // attention() honours a sliding window past its length (false: only within it).
+  virtual bool windowed_attention() const = 0;
 
   // --- memory ---
   virtual Tensor alloc(int64_t rows, int64_t cols) = 0;  // act_dtype(); freed by free()
@@ -102,9 +104,11 @@ class Backend {
   // k [n, n_kv_heads*head_dim], then writes k and v [n, n_kv_heads*head_dim] into the
   // cache of `layer` at the step's slots.
   virtual void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) = 0;
-  // Causal attention of each token over its sequence's cache positions [0, pos]:
+  // Causal attention of each token over its sequence's cache positions [0, pos], or with
+  // window > 0 (sliding-window attention) over [pos - window + 1, pos]:
   // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
-  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) = 0;
+  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
+                         int window = 0) = 0;
 
   // --- fused ops ---
   // Each default composes the plain ops above, so a backend without the fusion (CPU) gives

@@ -27,6 +27,10 @@ struct ModelConfig {
   std::vector<float> rope_freq_factors;
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
+  // Sliding-window attention (Mistral v0.1): a token at position p sees the keys at positions
+  // p - sliding_window + 1 .. p (itself included), as transformers' sliding-window mask;
+  // 0 = every earlier position.
+  int sliding_window = 0;
 
   // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
   std::vector<float> rope_inv_freq() const;

@@ -22,6 +22,10 @@ struct LlamaModel::Scratch {
 };
 
 LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
+  // A backend whose attention ignores a sliding window runs such a model exactly up to the
+  // window's length: its context stops there (the load log says so).
+  if (cfg_.sliding_window > 0 && !be_.windowed_attention() && cfg_.max_context > cfg_.sliding_window)
+    cfg_.max_context = cfg_.sliding_window;
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   tok_embd_ = be_.upload(*file.token_embedding());
@@ -141,7 +145,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
     be_.normed_qkv_rope(xn, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v},
                         rope_, kv, l);
-    be_.attention(q, kv, l, cfg_.n_heads, scale, att);
+    be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.sliding_window);
     xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
     // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T
     be_.normed_swiglu(xn, *L.w_gate, *L.w_up, gate, up);

@@ -146,6 +146,9 @@ void ModelFile::open_gguf(const std::string& path) {
   // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 keeps halves.
   c.rope_neox = (c.arch == "qwen2");
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  // The window as transformers applies it (hf_sliding_window below): Mistral's, none for Llama or Qwen2.
+  if (auto w = g.get_int(a + "attention.sliding_window"); w && c.arch == "mistral")
+    c.sliding_window = positive(*w, a + "attention.sliding_window", path);
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
   c.vocab_size = positive(g.get_int(a + "vocab_size").value_or(emb->rows()), a + "vocab_size", path);
@@ -165,6 +168,28 @@ void ModelFile::open_gguf(const std::string& path) {
     for (float& f : c.rope_freq_factors) f *= factor;
   }
 }
+
+namespace {
+// config.json's sliding window, as transformers applies it: Mistral's "sliding_window" (null or
+// absent: none); Llama's modeling code has none. Qwen2 writes one but applies it only with
+// "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
+// greta does not run: refused rather than run wrong.
+int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
+  auto w = j.find("sliding_window");
+  if (c.arch == "qwen2") {
+    auto use = j.find("use_sliding_window");
+    if (use != j.end() && use->is_boolean() && use->get<bool>())
+      throw Error(cfg_path +
+                  ": use_sliding_window = true (sliding-window attention in the layers from "
+                  "max_window_layers on) is not implemented for qwen2");
+    return 0;
+  }
+  if (c.arch == "llama" || w == j.end() || w->is_null()) return 0;
+  if (!w->is_number_integer() || w->get<int64_t>() <= 0 || w->get<int64_t>() > (int64_t(1) << 30))
+    throw Error(cfg_path + ": sliding_window = " + w->dump() + " (expected a positive number of positions or null)");
+  return int(w->get<int64_t>());
+}
+}  // namespace
 
 void ModelFile::open_hf(const std::string& dir) {
   format_ = "safetensors";
@@ -213,6 +238,7 @@ void ModelFile::open_hf(const std::string& dir) {
   c.rope_theta = positive_finite(get_float("rope_theta", 10000.0), "rope_theta", cfg_path);
   c.rope_neox = true;  // HF checkpoints rotate halves
   c.tied_embeddings = j.value("tie_word_embeddings", false);
+  c.sliding_window = hf_sliding_window(j, c, cfg_path);
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
   // older checkpoints use "rope_theta" + "rope_scaling". Read both.
   auto rs = j.find("rope_scaling");

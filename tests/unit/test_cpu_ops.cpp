@@ -173,6 +173,7 @@ struct AttnCase {
   int threads = 1;
   int history = 9;            // prompt length of sequence 10 in step 1
   bool decode_alone = false;  // a third step: one decode token of sequence 10, alone in its step
+  int window = 0;             // sliding-window attention: the last `window` positions (0: all)
 };
 
 // Two steps: first fills the history of two sequences, then one step mixes a fresh prompt,
@@ -235,7 +236,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
       }
     }
     Tensor to = be->alloc(n, qd);
-    be->attention(tq, *kv, layer, c.n_heads, 1.0f / std::sqrt(float(c.hd)), to);
+    be->attention(tq, *kv, layer, c.n_heads, 1.0f / std::sqrt(float(c.hd)), to, c.window);
     const auto out = download(*be, to);
     if (check) {
       std::vector<double> ref(out.size()), slack(out.size(), 0.0);
@@ -244,16 +245,17 @@ std::vector<float> run_attention_case(const AttnCase& c) {
         const int sid = sids[size_t(plan.token_seq[size_t(t)])], pos = plan.positions[size_t(t)];
         for (int h = 0; h < c.n_heads; ++h) {
           const int g = h / group;
-          std::vector<double> sc(size_t(pos) + 1);
+          const int lo = c.window > 0 ? std::max(0, pos + 1 - c.window) : 0;  // positions before: weight 0
+          std::vector<double> sc(size_t(pos) + 1, 0.0);
           double mx = -1e300, sum = 0;
-          for (int j = 0; j <= pos; ++j) {
+          for (int j = lo; j <= pos; ++j) {
             double dot = 0;
             for (int i = 0; i < c.hd; ++i)
               dot += f16(q_be[size_t(t * qd + h * c.hd + i)]) * kref[sid][size_t(j)][size_t(g * c.hd + i)];
             sc[size_t(j)] = dot / std::sqrt(double(c.hd));
             mx = std::max(mx, sc[size_t(j)]);
           }
-          for (auto& s : sc) sum += (s = std::exp(s - mx));
+          for (int j = lo; j <= pos; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
           // The weights are rounded to fp16 before they meet V, as llama.cpp rounds them. Where
           // the exact weight lies within 4e-6 (relative) of an fp16 rounding midpoint, the
           // backend's float weight may round the other way: one fp16 step of slack there.
@@ -375,6 +377,39 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
   c.block_size = 16;
   c.history = 3100;
   c.decode_alone = true;
+  const auto a = run_attention_case(c);
+  c.threads = 2;
+  EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result";
+}
+
+TEST(CpuOps, AttentionSlidingWindow) {
+  // A window of 3 positions: shorter than the prompts and the history, crossed within a step
+  // (the 7-token prompt) and by the decode tokens.
+  AttnCase c;
+  c.window = 3;
+  run_attention_case(c);
+  c.n_heads = 9;
+  c.n_kv = 3;
+  c.hd = 64;
+  c.block_size = 16;
+  c.history = 40;
+  c.window = 17;
+  const auto a = run_attention_case(c);
+  c.threads = 2;
+  EXPECT_EQ(a, run_attention_case(c));
+}
+
+TEST(CpuOps, AttentionSlidingWindowLongDecodeSplit) {
+  // The split decode path (past 3072 positions) with a window that starts inside a position
+  // chunk and a lane cycle, and bit for bit the 1-thread run.
+  AttnCase c;
+  c.n_heads = 2;
+  c.n_kv = 1;
+  c.hd = 64;
+  c.block_size = 16;
+  c.history = 3100;
+  c.decode_alone = true;
+  c.window = 1001;
   const auto a = run_attention_case(c);
   c.threads = 2;
   EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result";

@@ -122,4 +122,32 @@ TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
                    "no model.safetensors");
 }
 
+TEST(ModelConfig, HfSlidingWindowIsReadOrRefused) {
+  nlohmann::json mistral = {{"architectures", {"MistralForCausalLM"}},
+                            {"num_hidden_layers", 1},
+                            {"hidden_size", 8},
+                            {"intermediate_size", 16},
+                            {"num_attention_heads", 2},
+                            {"vocab_size", 4}};
+  for (const nlohmann::json& bad :
+       {nlohmann::json(0), nlohmann::json(-4), nlohmann::json(2.5), nlohmann::json("4096")}) {
+    nlohmann::json c = mistral;
+    c["sliding_window"] = bad;
+    EXPECT_ERROR_HAS(open_hf_error(c), "sliding_window = " + bad.dump() + " (expected a positive number");
+  }
+  // A good window (or none) gets past the checks, to the missing weights of this bare directory.
+  for (const nlohmann::json& good : {nlohmann::json(4096), nlohmann::json(nullptr)}) {
+    nlohmann::json c = mistral;
+    c["sliding_window"] = good;
+    EXPECT_ERROR_HAS(open_hf_error(c), "no model.safetensors");
+  }
+  // Qwen2 applies its window only with use_sliding_window, and then to some layers: refused.
+  nlohmann::json qwen = mistral;
+  qwen["architectures"] = {"Qwen2ForCausalLM"};
+  qwen["sliding_window"] = 4096;
+  EXPECT_ERROR_HAS(open_hf_error(qwen), "no model.safetensors");
+  qwen["use_sliding_window"] = true;
+  EXPECT_ERROR_HAS(open_hf_error(qwen), "use_sliding_window = true");
+}
+
 }  // namespace greta

@@ -183,11 +183,13 @@ void exp_groups(float* s, int32_t L, float mx, int32_t g0, int32_t g1, int32_t g
 // A[l] (one row of hd floats per lane) = sum over positions j = l, l + lanes, ... < L of p_j v_j,
 // in position order, for lanes [l0, l1), with p_j = fp16(e_j * inv) formed on the fly (each
 // position is read by one lane; nothing is written back to e). Lanes no position reaches are
-// left alone.
+// left alone. Positions below lo (outside a sliding window: p_j = 0) are skipped.
 void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t* offs, int32_t L, int lanes, int l0,
-                      int l1, float* A) {
+                      int l1, float* A, int32_t lo = 0) {
   const int hd = kv.head_dim;
   l1 = int(std::min<int32_t>(l1, L));
+  // Lane l's first position at or past lo.
+  auto first = [&](int l) { return l >= lo ? int32_t(l) : int32_t(l + (lo - l + lanes - 1) / lanes * lanes); };
   for (int l = l0; l < l1; ++l) {
     float* a_row = A + size_t(l) * hd;
     int d0 = 0;
@@ -196,7 +198,7 @@ void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t
     for (; d0 + 64 <= hd; d0 += 64) {
       __m256 a[8];
       for (auto& r : a) r = _mm256_setzero_ps();
-      for (int32_t j = l; j < L; j += lanes) {
+      for (int32_t j = first(l); j < L; j += lanes) {
         const uint16_t* v = kv.v + offs[j] + d0;
         const __m256 pv = _mm256_set1_ps(round_fp16(e[j] * inv));
         for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(pv, load_h8(v + 8 * r), a[r]);
@@ -206,7 +208,7 @@ void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t
 #endif
     if (d0 == hd) continue;
     std::fill(a_row + d0, a_row + hd, 0.0f);
-    for (int32_t j = l; j < L; j += lanes) {
+    for (int32_t j = first(l); j < L; j += lanes) {
       const uint16_t* v = kv.v + offs[j];
       const float p = round_fp16(e[j] * inv);
       int i = d0;
@@ -259,6 +261,7 @@ struct HeadTask {
   float* out;      // [hd]
   const int32_t* blocks;
   int32_t len;  // positions 0..len-1
+  int32_t lo;   // the first position seen (a sliding window's start; 0 without one)
   int g;        // kv head
   float scale;
   bool prompt;  // ggml would take tinyBLAS (see the top)
@@ -282,9 +285,11 @@ void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
   // q rounded to fp16 (ggml converts the f32 activations to the F16 cache's vec_dot type).
   for (int i = 0; i < hd; ++i) w.q[size_t(i)] = round_fp16(T.q[i]);
   float* s = w.s.data();
-  const float mx = scores(w.q.data(), kv, w.offs.data(), 0, L, kq_tiny, T.scale, s);
+  // Positions before the window: score -inf, softmax weight exactly 0 (exp_ggml(-inf) = 0).
+  std::fill(s, s + T.lo, -std::numeric_limits<float>::infinity());
+  const float mx = scores(w.q.data(), kv, w.offs.data(), T.lo, L, kq_tiny, T.scale, s);
   exp_groups(s, L, mx, 0, ng, 1, w.gsum.data());
-  accumulate_lanes(s, inv_sum(w.gsum.data(), ng), kv, w.offs.data(), L, lanes, 0, lanes, w.acc.data());
+  accumulate_lanes(s, inv_sum(w.gsum.data(), ng), kv, w.offs.data(), L, lanes, 0, lanes, w.acc.data(), T.lo);
   reduce_lanes(w.acc.data(), hd, lanes, int(std::min<int32_t>(L, lanes)), T.out);
 }
 
@@ -294,7 +299,7 @@ void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
 // groups, (3) p and V^T p by quarters of the 64 lanes (the group sums added in order by each).
 // Tasks write disjoint contiguous ranges (interleaved writes cost more in cache-line traffic
 // than the work). The lanes are then reduced on the calling thread.
-void attend_split(const float* q, int n_heads, int group, float scale, const int32_t* blocks, int32_t L,
+void attend_split(const float* q, int n_heads, int group, float scale, const int32_t* blocks, int32_t L, int32_t lo,
                   const KVLayer& kv, float* out, ThreadPool& pool) {
   const int hd = kv.head_dim;
   constexpr int32_t kChunk = 512;  // positions per score task
@@ -319,9 +324,14 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
   pool.run(int64_t(n_kv) * n_chunks, [&](int64_t u, int) {
     const int g = int(u / n_chunks);
     const int32_t c = int32_t(u % n_chunks), j0 = c * kChunk, j1 = std::min(L, j0 + kChunk);
-    for (int h = g * group; h < (g + 1) * group; ++h)
-      M[size_t(h) * n_chunks + c] = scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, j0, j1, false, scale,
-                                           S + size_t(h) * Lp);
+    const int32_t js = std::min(j1, std::max(j0, lo));  // positions before the window: -inf
+    for (int h = g * group; h < (g + 1) * group; ++h) {
+      float* s = S + size_t(h) * Lp;
+      std::fill(s + j0, s + js, -std::numeric_limits<float>::infinity());
+      M[size_t(h) * n_chunks + c] = js < j1
+                                        ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false, scale, s)
+                                        : -std::numeric_limits<float>::infinity();
+    }
   });
   pool.run(int64_t(n_heads) * n_chunks, [&](int64_t u, int) {
     const int h = int(u / n_chunks);
@@ -333,7 +343,7 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
     const int g = int(u / 4), qt = int(u % 4);
     for (int h = g * group; h < (g + 1) * group; ++h)
       accumulate_lanes(S + size_t(h) * Lp, inv_sum(G + size_t(h) * ng, ng), kv, offs + size_t(g) * L, L, 64, 16 * qt,
-                       16 * qt + 16, A + size_t(h) * 64 * hd);
+                       16 * qt + 16, A + size_t(h) * 64 * hd, lo);
   });
   for (int h = 0; h < n_heads; ++h)
     reduce_lanes(A + size_t(h) * 64 * hd, hd, 64, int(std::min<int32_t>(L, 64)), out + size_t(h) * hd);
@@ -342,7 +352,7 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
 }  // namespace
 
 void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
-               ThreadPool& pool) {
+               ThreadPool& pool, int window) {
   const int hd = kv.head_dim;
   const int group = n_heads / kv.n_kv_heads;
   // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
@@ -356,10 +366,14 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
                : plan.in_prompt[size_t(t)] != 0;
   };
   auto blocks_of = [&](int64_t t) { return plan.block_ids.data() + plan.block_begin[plan.token_seq[size_t(t)]]; };
+  // The first position token t sees: its window's start (transformers' sliding-window mask).
+  auto first_seen = [&](int64_t t) {
+    return window > 0 ? std::max<int32_t>(0, plan.positions[size_t(t)] + 1 - window) : 0;
+  };
   // One decode token over a long context: split each head over the pool (attend_split).
   constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster (docs/notes/cpu-numerics.md)
   if (n == 1 && !prompt(0) && plan.positions[0] + 1 >= kSplitMin && pool.size() > 1) {
-    attend_split(q, n_heads, group, scale, blocks_of(0), plan.positions[0] + 1, kv, out, pool);
+    attend_split(q, n_heads, group, scale, blocks_of(0), plan.positions[0] + 1, first_seen(0), kv, out, pool);
     return;
   }
   pool.run(n * n_heads, [&](int64_t u, int) {
@@ -371,6 +385,7 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
     T.out = out + (t * n_heads + h) * hd;
     T.blocks = blocks_of(t);
     T.len = plan.positions[size_t(t)] + 1;
+    T.lo = first_seen(t);
     T.g = h / group;
     T.scale = scale;
     T.prompt = prompt(t);

@@ -179,7 +179,9 @@ class CpuBackend final : public Backend {
     dump("rope_k", k);
   }
 
-  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) override {
+  bool windowed_attention() const override { return true; }
+  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
+                 int window = 0) override {
     const auto& ckv = static_cast<const CpuKV&>(kv);
     const int hd = ckv.desc.head_dim, n_kv = ckv.desc.n_kv_heads;
     if (size_t(q.rows) != plan_.positions.size() || q.cols != int64_t(n_heads) * hd || out.rows != q.rows ||
@@ -188,7 +190,7 @@ class CpuBackend final : public Backend {
                   " do not match " + std::to_string(n_heads) + " heads of " + std::to_string(hd) + " (" +
                   std::to_string(n_kv) + " kv heads), " + std::to_string(plan_.positions.size()) +
                   " step tokens, layer " + std::to_string(layer));
-    cpu::attention(f32(q), q.rows, n_heads, scale, plan_, ckv.layer(layer), f32(out), pool_);
+    cpu::attention(f32(q), q.rows, n_heads, scale, plan_, ckv.layer(layer), f32(out), pool_, window);
     dump("attention", out);
   }
 

@@ -106,8 +106,9 @@ void rope_tables(const int32_t* positions, int64_t n, const float* inv_freq, int
 void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, const float* cs, bool neox,
                    const int32_t* slots, const KVLayer& kv, ThreadPool& pool);
 // out [n, n_heads*hd] = causal softmax(scale q.k) v over each token's sequence, through the plan's
-// block tables, rounding as llama.cpp's CPU backend does (see attention.cpp).
+// block tables, rounding as llama.cpp's CPU backend does (see attention.cpp); window > 0: over
+// the last `window` positions only (sliding-window attention).
 void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
-               ThreadPool& pool);
+               ThreadPool& pool, int window = 0);
 
 }  // namespace greta::cpu

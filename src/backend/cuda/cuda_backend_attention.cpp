@@ -61,8 +61,16 @@ const AttentionDecodePlan& CudaBackend::attention_plan(int n_heads, const KVLaye
   return attn_plan_;
 }
 
-void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) {
+void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
+                            int window) {
   if (!have_step_) throw Error("cuda attention: called before begin_step");
+  // The kernels attend over every earlier position; within the window that is the same thing.
+  // LlamaModel keeps a windowed model's context to its window on this backend
+  // (Backend::windowed_attention), so this is the guard, not the path.
+  if (window > 0 && max_position_ >= window)
+    throw Error("cuda attention: position " + std::to_string(max_position_) +
+                " is past the model's sliding window of " + std::to_string(window) +
+                " positions, which the CUDA kernels do not run yet");
   const auto& L = kv_layer(kv, layer, "attention");
   if (n_heads <= 0 || n_heads % L.n_kv_heads != 0)
     throw Error("cuda attention: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +

@@ -81,7 +81,9 @@ class CudaBackend final : public Backend {
   void add(Tensor a, Tensor b, Tensor out) override;
   void silu_mul(Tensor gate, Tensor up, Tensor out) override;
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
-  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out) override;
+  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
+                 int window = 0) override;
+  bool windowed_attention() const override { return false; }
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override;
   void to_host(Tensor x, float* dst) override;
 
@@ -147,6 +149,7 @@ class CudaBackend final : public Backend {
   DevStep step_;
   bool have_step_ = false;
   int32_t max_slot_ = -1, max_block_ = -1;
+  int32_t max_position_ = -1;  // the step's largest token position (sliding-window check)
   // The decode attention split of this step (planned at its first attention call).
   AttentionDecodePlan attn_plan_;
   int attn_plan_heads_ = 0, attn_plan_kv_heads_ = 0;  // 0: not planned for this step
