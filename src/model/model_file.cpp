@@ -21,6 +21,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A bias tensor the Llama-family forward has no place for (only q/k/v biases are added).
+std::string unsupported_bias(const std::string& name) {
+  return "tensor '" + name +
+         "': biases of the output and feed-forward projections are not implemented "
+         "(supported: q/k/v biases)";
+}
+
 const char* kSupported =
     "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2 "
     "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
@@ -166,7 +173,11 @@ void ModelFile::open_gguf(const std::string& path) {
                                          a + "rope.scaling.factor", path);
     if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
     for (float& f : c.rope_freq_factors) f *= factor;
+  } else if (st && *st != "none") {
+    throw Error(path + ": unsupported " + a + "rope.scaling.type '" + *st + "' (supported: none, linear)");
   }
+  for (const char* b : {"blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"})
+    if (g.find_tensor(b)) throw Error(path + ": " + unsupported_bias(b));
 }
 
 namespace {
@@ -239,6 +250,10 @@ void ModelFile::open_hf(const std::string& dir) {
   c.rope_neox = true;  // HF checkpoints rotate halves
   c.tied_embeddings = j.value("tie_word_embeddings", false);
   c.sliding_window = hf_sliding_window(j, c, cfg_path);
+  // The feed-forward block is SwiGLU: another activation would run wrong.
+  if (auto act = j.find("hidden_act");
+      act != j.end() && !act->is_null() && !(act->is_string() && (*act == "silu" || *act == "swish")))
+    throw Error(cfg_path + ": hidden_act = " + act->dump() + " is not implemented (supported: silu)");
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
   // older checkpoints use "rope_theta" + "rope_scaling". Read both.
   auto rs = j.find("rope_scaling");
@@ -286,6 +301,9 @@ void ModelFile::open_hf(const std::string& dir) {
     notes_ = std::move(hq.notes);
   }
   c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  for (const char* b : {"model.layers.0.self_attn.o_proj.bias", "model.layers.0.mlp.gate_proj.bias",
+                        "model.layers.0.mlp.up_proj.bias", "model.layers.0.mlp.down_proj.bias"})
+    if (st_->find_tensor(b)) throw Error(cfg_path + ": " + unsupported_bias(b));
   if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 

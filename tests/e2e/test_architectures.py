@@ -25,3 +25,20 @@ def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
         # ~1e-4 of the largest logit here (it was ~2e-7 with an F32 cache); a wrong op is ~1e-2.
         assert err < 3e-4
         assert int(ours.argmax()) == int(ref.argmax())
+
+
+def test_unsupported_bias_is_refused_by_name(greta_bin, tmp_path):
+    """A checkpoint with a bias the Llama-family forward would not add (o_proj) is refused at load,
+    naming the tensor, instead of running without it."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+    d = tmp_path / "llama3"
+    subprocess.run([sys.executable, TOOL, "write", "llama3", str(d)], check=True)
+    t = load_file(str(d / "model.safetensors"))
+    t["model.layers.0.self_attn.o_proj.bias"] = np.zeros(t["model.layers.0.self_attn.o_proj.weight"].shape[0],
+                                                         np.float32)
+    save_file(t, str(d / "model.safetensors"))
+    p = subprocess.run([greta_bin, "run", "-m", str(d), "--device", "cpu", "-p", "hi", "-n", "2"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert "tensor 'model.layers.0.self_attn.o_proj.bias': biases of the output and feed-forward" in p.stderr, p.stderr

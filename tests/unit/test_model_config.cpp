@@ -91,6 +91,19 @@ TEST(ModelConfig, GgufRefusesBadRopeScaling) {
   EXPECT_ERROR_HAS(open_error(g), "tensor 'rope_freqs.weight' value 1 = 0 (expected a finite number > 0)");
 }
 
+TEST(ModelConfig, GgufRefusesMathItDoesNotRun) {
+  GGUFBuilder g = llama_header();
+  g.tensor("token_embd.weight", {8, 4}, test::kF32);
+  g.kv_string("llama.rope.scaling.type", "yarn");
+  EXPECT_ERROR_HAS(open_error(g), "unsupported llama.rope.scaling.type 'yarn' (supported: none, linear)");
+  for (const char* bias : {"blk.0.attn_output.bias", "blk.0.ffn_down.bias"}) {
+    GGUFBuilder b = llama_header();
+    b.tensor("token_embd.weight", {8, 4}, test::kF32);
+    b.tensor(bias, {4}, test::kF32);
+    EXPECT_ERROR_HAS(open_error(b), "tensor '" + std::string(bias) + "': biases of the output and feed-forward");
+  }
+}
+
 TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
   const nlohmann::json base = {{"architectures", {"LlamaForCausalLM"}},
                                {"num_hidden_layers", 1},
@@ -106,6 +119,8 @@ TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
   EXPECT_ERROR_HAS(open_hf_error(with("rms_norm_eps", 0)), "rms_norm_eps = 0 (expected a finite number > 0)");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_theta", -10000)), "rope_theta = -10000");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_theta", 1e300)), "rope_theta = 1e+300");  // inf in float
+  EXPECT_ERROR_HAS(open_hf_error(with("hidden_act", "gelu")), "hidden_act = \"gelu\" is not implemented");
+  EXPECT_ERROR_HAS(open_hf_error(with("hidden_act", "silu")), "no model.safetensors");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 0}})),
                    "rope_scaling.factor = 0");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"low_freq_factor", -1}})),
