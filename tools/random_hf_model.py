@@ -4,7 +4,7 @@ and a float64 numpy forward of the HF definitions (LlamaForCausalLM / MistralFor
 Qwen2ForCausalLM: RMSNorm, rotate-half RoPE with optional llama3/linear scaling, grouped-query
 attention, SwiGLU, QKV bias for Qwen2, tied or separate output).
 
-  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | qwen2 | mistral | mistral-swa | llama2-tied
+  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | llama3.2 | qwen2 | mistral | mistral-swa | llama2-tied
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
 
 The tokenizer is the small SentencePiece vocabulary of tests/data/tokenizer/spm (1000 pieces)."""
@@ -31,6 +31,10 @@ KINDS = {
     # Mistral v0.1's sliding-window attention, with a window shorter than the test prompt
     "mistral-swa": dict(arch="MistralForCausalLM", model_type="mistral", heads=8, kv=4, tie=False, bias=False,
                         rope_theta=10000.0, rope_scaling=None, window=5),
+    # Llama 3.2 1B/3B: GQA, llama3 RoPE scaling (factor 32), tied embeddings
+    "llama3.2": dict(arch="LlamaForCausalLM", model_type="llama", heads=8, kv=2, tie=True, bias=False,
+                     rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
     "llama2-tied": dict(arch="LlamaForCausalLM", model_type="llama", heads=8, kv=8, tie=True, bias=False,
                         rope_theta=10000.0, rope_scaling={"type": "linear", "factor": 2.0}),
 }

@@ -14,6 +14,7 @@ struct Shape {
   const char* name;
   int layers, dim, heads, kv_heads, ffn, vocab, ctx;
   float theta;
+  bool tied = false;  // the output projection is the token embedding
 };
 constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
@@ -21,6 +22,8 @@ constexpr Shape kShapes[] = {
     {"llama-2-70b", 80, 8192, 64, 8, 28672, 32000, 4096, 10000.0f},
     {"llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8192, 500000.0f},
     {"smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192, 100000.0f},
+    // Llama 3.2 1B (its llama3 RoPE scaling to 131072 positions left out: same bytes and kernels)
+    {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, true},
     {"tiny", 4, 512, 8, 2, 1376, 1000, 2048, 10000.0f},  // head_dim 64: every backend supports it
 };
 
@@ -58,7 +61,7 @@ ModelConfig synthetic_config(const std::string& name) {
     c.norm_eps = 1e-5f;
     c.rope_theta = s.theta;
     c.rope_neox = false;
-    c.tied_embeddings = false;
+    c.tied_embeddings = s.tied;
     return c;
   }
   std::string names;
@@ -92,7 +95,7 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
   const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;
   add("token_embd.weight", {c.vocab_size, c.dim}, false);
   add("output_norm.weight", {c.dim}, true);
-  add("output.weight", {c.vocab_size, c.dim}, false);
+  if (!c.tied_embeddings) add("output.weight", {c.vocab_size, c.dim}, false);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     add(p + "attn_norm.weight", {c.dim}, true);
