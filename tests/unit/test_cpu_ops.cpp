@@ -369,17 +369,21 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
   // One decode token after 3100 positions (past the backend's 3072 threshold): with 2 threads
   // each head's scores, softmax and V^T p are cut over the pool; the result must equal the
   // reference and, bit for bit, the 1-thread run. (Two query heads on one kv head: the split's
-  // tasks take a kv head's query heads together.)
-  AttnCase c;
-  c.n_heads = 2;
-  c.n_kv = 1;
-  c.hd = 64;
-  c.block_size = 16;
-  c.history = 3100;
-  c.decode_alone = true;
-  const auto a = run_attention_case(c);
-  c.threads = 2;
-  EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result";
+  // tasks take a kv head's query heads together.) Also with a sliding window that starts inside
+  // a position chunk and a lane cycle.
+  for (int window : {0, 1001}) {
+    AttnCase c;
+    c.n_heads = 2;
+    c.n_kv = 1;
+    c.hd = 64;
+    c.block_size = 16;
+    c.history = 3100;
+    c.decode_alone = true;
+    c.window = window;
+    const auto a = run_attention_case(c);
+    c.threads = 2;
+    EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result (window " << window << ")";
+  }
 }
 
 TEST(CpuOps, AttentionSlidingWindow) {
@@ -397,22 +401,6 @@ TEST(CpuOps, AttentionSlidingWindow) {
   const auto a = run_attention_case(c);
   c.threads = 2;
   EXPECT_EQ(a, run_attention_case(c));
-}
-
-TEST(CpuOps, AttentionSlidingWindowLongDecodeSplit) {
-  // The split decode path (past 3072 positions) with a window that starts inside a position
-  // chunk and a lane cycle, and bit for bit the 1-thread run.
-  AttnCase c;
-  c.n_heads = 2;
-  c.n_kv = 1;
-  c.hd = 64;
-  c.block_size = 16;
-  c.history = 3100;
-  c.decode_alone = true;
-  c.window = 1001;
-  const auto a = run_attention_case(c);
-  c.threads = 2;
-  EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result";
 }
 
 TEST(CpuOps, AttentionLongHistory) {
