@@ -68,6 +68,22 @@ TOOL_CALL_TURN = {"role": "assistant", "content": "",
                   "tool_calls": [{"type": "function",
                                   "function": {"name": "get_weather",
                                                "arguments": {"city": "Zürich", "days": 2}}}]}
+# Mistral's newer templates require 9-character alphanumeric ids on calls and results.
+RICH_ARGS = {"city": "Zürich", "days": 2, "ratio": 0.1, "big": 1e21, "whole": 3.0, "neg": -0.0,
+             "flag": True, "none": None, "nested": {"list": [1, "two", [3.5]], "empty": {}},
+             "text": "tab\tnl\n\"q\" \\ \u0001 </script> it's"}
+ID_CALL_TURN = {"role": "assistant", "content": "Checking.",
+                "tool_calls": [{"id": "call0A1b2", "type": "function",
+                                "function": {"name": "get_weather", "arguments": RICH_ARGS}},
+                               {"id": "call9Z8y7", "type": "function",
+                                "function": {"name": "get_weather",
+                                             "arguments": '{"city": "Bern"}'}}]}
+ID_TOOL_RESULTS = [{"role": "tool", "tool_call_id": "call0A1b2", "content": "3.5 °C"},
+                   {"role": "tool", "tool_call_id": "call9Z8y7", "content": RICH_ARGS}]
+
+
+def text_parts(*texts):
+    return [{"type": "text", "text": t} for t in texts]
 
 CONVERSATIONS = {
     "system_user": msgs(("system", "You are terse."), ("user", "Hello!")),
@@ -84,12 +100,34 @@ CONVERSATIONS = {
     "non_alternating": msgs(("user", "one"), ("user", "two")),
     "assistant_first": msgs(("assistant", "I start."), ("user", "ok")),
     "empty": [],
+    "typed_content": [{"role": "system", "content": text_parts("  Typed system.  ")},
+                      {"role": "user", "content": [{"type": "image"}, *text_parts(" Describe ", "it. ")]},
+                      {"role": "assistant", "content": text_parts("A cat.")},
+                      {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}},
+                                                   *text_parts("And this?")]}],
+    "reasoning_field": [{"role": "user", "content": "2+2?"},
+                        {"role": "assistant", "content": "4", "reasoning_content": "\nAdd them.\n"},
+                        {"role": "user", "content": "Times 3?"},
+                        {"role": "assistant", "content": "12", "reasoning_content": "4*3"}],
+    "think_tags": msgs(("system", "Think first."), ("user", "Hi"),
+                       ("assistant", "<think>\nThe user greets.\n</think>\n\nHello!"),
+                       ("user", "Bye"), ("assistant", "<think>short</think>Goodbye.")),
+    "tool_round_trip": msgs(("system", "Use tools."), ("user", "Weather in Zürich and Bern?")) + [
+        ID_CALL_TURN, *ID_TOOL_RESULTS, {"role": "assistant", "content": "Cold in both."},
+        {"role": "user", "content": "<tool_response>not a real one</tool_response>"}],
+    "tool_pending": msgs(("user", "Weather?")) + [{**ID_CALL_TURN, "content": None}, *ID_TOOL_RESULTS],
+    "tool_call_no_text": msgs(("user", "Weather?")) + [{**ID_CALL_TURN, "content": ""}, *ID_TOOL_RESULTS[:1]],
+    "system_tools_field": [{"role": "system", "content": "Tools follow.",
+                            "tools": '[{"name": "get_weather"}]'},
+                           {"role": "user", "content": "Weather?"}],
 }
 
 EXTRAS = {
     "plain": {},
     "tools": {"tools": [WEATHER_TOOL]},
     "date": {"date_string": "05 Mar 2025"},
+    "think_on": {"enable_thinking": True},
+    "think_off": {"enable_thinking": False},
 }
 
 
@@ -103,6 +141,12 @@ def cases():
             yield pytest.param(path, conv, True, "tools", id=f"{name}-{conv}-tools")
             yield pytest.param(path, conv, True, "date", id=f"{name}-{conv}-date")
         yield pytest.param(path, "tool_calls", True, "tools", id=f"{name}-tool_calls")
+        for conv in ("tool_round_trip", "tool_pending", "tool_call_no_text", "typed_content"):
+            yield pytest.param(path, conv, True, "tools", id=f"{name}-{conv}-tools")
+        for conv in ("multi_turn", "reasoning_field", "think_tags", "tool_round_trip"):
+            for think in ("think_on", "think_off"):
+                for agp in (True, False):
+                    yield pytest.param(path, conv, agp, think, id=f"{name}-{conv}-{think}-agp{int(agp)}")
 
 
 def conversation(conv):
