@@ -221,6 +221,20 @@ def test_templates_present():
             "mistral_small3_2.jinja", "ministral3_reasoning.jinja"} <= names
 
 
+# greta's built-in templates (--chat-template NAME) are the tested files, byte for byte.
+BUILTIN_FILES = {"chatml": "chatml.jinja", "llama2": "llama2.jinja", "llama3": "llama3.jinja",
+                 "mistral": "mistral.jinja", "qwen2": "qwen2.jinja", "gemma": "gemma3.jinja",
+                 "qwen3": "qwen3.jinja", "phi3": "phi3_5.jinja", "phi4": "phi4.jinja"}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_FILES))
+def test_builtin_is_the_tested_file(render_bin, name):
+    p = subprocess.run([render_bin, "--builtin", name], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(TEMPLATE_DIR, BUILTIN_FILES[name]), encoding="utf-8") as f:
+        assert p.stdout == f.read()
+
+
 def test_sources_match_files():
     """SOURCES.json names where each model's template was copied from; its digests keep the
     copies verbatim (a template edited by hand no longer matches)."""
