@@ -1,6 +1,7 @@
 // Where a Hugging Face model directory keeps its chat template: tokenizer_config.json's
 // "chat_template", or chat_template.jinja beside it, which wins as it does in transformers.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,7 +16,8 @@ namespace {
 const fs::path kSpm = fs::path(GRETA_SOURCE_DIR) / "tests/data/tokenizer/spm";
 
 fs::path model_dir(const std::string& name, const std::string& config_template) {
-  const fs::path dir = fs::temp_directory_path() / ("greta_hf_chat_template_" + name);
+  const fs::path dir = fs::temp_directory_path() /
+                       ("greta_hf_chat_template_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   fs::copy_file(kSpm / "tokenizer.json", dir / "tokenizer.json");
