@@ -72,10 +72,11 @@ class ChatTemplate {
   std::shared_ptr<const std::vector<std::unique_ptr<jinja::Stmt>>> program_;
 };
 
-// Built-in templates by name for --chat-template NAME: "chatml", "llama2", "llama3",
-// "mistral", "qwen2"; nullptr for other names.
+// Built-in templates by name for --chat-template NAME (chat_builtin_templates.cpp lists them);
+// nullptr for other names.
 const std::string* builtin_chat_template(std::string_view name);
 std::vector<std::string> builtin_chat_template_names();
+std::string builtin_chat_template_names_text();  // "chatml, llama2, ..." for help and errors
 // --chat-template NAME|FILE: the built-in template of that name, else the contents of that file.
 // Throws greta::Error listing the built-in names when it is neither.
 std::string load_chat_template(const std::string& name_or_path);

@@ -232,7 +232,8 @@ void chat(const ChatOptions& o) {
   if (source.empty())
     throw Error(
         "the model has no chat template; pass one with --chat-template NAME|FILE (e.g. --chat-template "
-        "chatml; built-in names: chatml, llama2, llama3, mistral, qwen2)");
+        "chatml; built-in names: " +
+        builtin_chat_template_names_text() + ")");
   const ChatTemplate tmpl = parse_template(source, where);
   const ModelConfig& cfg = L.model->config();
   const int n_ctx = o.ctx > 0 ? o.ctx : std::min(cfg.max_context, 4096);
@@ -287,9 +288,9 @@ void register_chat(CLI::App& app) {
   sub->add_option("-c,--ctx", o->ctx,
                   "context size in tokens (default: min(model's, 4096)); when full, the oldest turns are dropped")
       ->check(integer_in(0, 1 << 24));
-  sub->add_option("--chat-template", o->chat_template,
-                  "override the model's template: a built-in name (chatml, llama2, llama3, mistral, qwen2) or a "
-                  "Jinja file");
+  sub->add_option(
+      "--chat-template", o->chat_template,
+      "override the model's template: a built-in name (" + builtin_chat_template_names_text() + ") or a Jinja file");
   sub->add_option("--system", o->system, "system message to start with");
   sub->add_flag("--ignore-eos", o->ignore_eos, "keep generating past end-of-turn tokens (until -n)");
   sub->add_flag("-v,--verbose", o->verbose, "per reply on stderr: prompt tokens, how many came from the cache, time");

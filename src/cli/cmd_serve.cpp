@@ -128,7 +128,7 @@ void register_serve(CLI::App& app) {
   sub->add_option("--api-key", o->http.api_key, "require 'Authorization: Bearer KEY' (all but /health)");
   sub->add_option("--model-id", o->model_id, "model name clients use (default: the model's file name)");
   sub->add_option("--chat-template", o->chat_template,
-                  "chat template: a built-in name (chatml, llama2, llama3, mistral, qwen2) or a Jinja file");
+                  "chat template: a built-in name (" + builtin_chat_template_names_text() + ") or a Jinja file");
   sub->add_option("-c,--ctx", o->engine.max_context, "prompt + max_tokens limit (0 = min(model's, KV pool))")
       ->check(integer_in(0, 1 << 24));
   sub->add_option("--kv-blocks", o->engine.kv_blocks, "KV cache pool size in blocks")->check(integer_in(1, 1 << 24));

@@ -204,6 +204,13 @@ std::unique_ptr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
         if (t.value("name", "") == "default") tok->chat_template = t.value("template", "");
     }
   }
+  // transformers saves a template as chat_template.jinja beside tokenizer_config.json (the only
+  // place newer checkpoints keep it), and loads that file in preference to the config's entry.
+  if (std::ifstream jinja(dir + "/chat_template.jinja", std::ios::binary); jinja) {
+    std::ostringstream text;
+    text << jinja.rdbuf();
+    tok->chat_template = text.str();
+  }
   tok->collect_stop_ids({});
   return tok;
 }
