@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -27,6 +27,9 @@ struct ModelConfig {
   std::vector<float> rope_freq_factors;
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
+  // Qwen3: RMSNorm (weights q_norm / k_norm of size head_dim, eps norm_eps) over each head of
+  // q and k after the projections, before RoPE.
+  bool qk_norm = false;
 
   // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
   std::vector<float> rope_inv_freq() const;
