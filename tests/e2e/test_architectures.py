@@ -1,6 +1,7 @@
 """Every supported architecture through the Hugging Face loader, against a float64 numpy forward
 of the HF model definitions (tools/random_hf_model.py): Llama 3 (GQA + llama3 RoPE scaling),
-Qwen2 (QKV bias, tied embeddings), Mistral (GQA), Llama 2 (tied, linear RoPE scaling).
+Qwen2 (QKV bias, tied embeddings), Mistral (GQA), Llama 2 (tied, linear RoPE scaling), Qwen3 (q/k
+norm per head, head_dim 128 != hidden / heads).
 Tiny random-weight F32 checkpoints, CPU backend: greta's float path must match to ~1e-5."""
 import os
 import subprocess
@@ -13,7 +14,7 @@ from conftest import ROOT, logits_error_vs_reference
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
 
-@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied"])
+@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied", "qwen3"])
 def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
     d = tmp_path / kind
     subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)
