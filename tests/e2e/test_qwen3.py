@@ -23,6 +23,15 @@ def qwen3_dir(tmp_path_factory):
     return d
 
 
+def linked_copy(src, dst, without):
+    """dst: a directory linking every file of src but `without`, which the caller writes."""
+    dst.mkdir()
+    for f in os.listdir(src):
+        if f != without:
+            os.symlink(src / f, dst / f)
+    return dst
+
+
 def assert_close_to_reference(greta_bin, model, ref_dir, tmp_path, label):
     for step, err, ours, ref in logits_error_vs_reference(greta_bin, model, ref_dir, tmp_path / "r.json", (0, 3)):
         print(f"\nqwen3 {label} step {step}: max |diff| / max |logit| = {err:.2e}")
@@ -44,11 +53,7 @@ def test_qwen3_config_written_by_transformers(greta_bin, qwen3_dir, tmp_path):
     # that form, not only the hand-written one.
     transformers = pytest.importorskip("transformers")
     cfg = json.load(open(qwen3_dir / "config.json"))
-    d = tmp_path / "tf-config"
-    d.mkdir()
-    for f in os.listdir(qwen3_dir):
-        if f != "config.json":
-            os.symlink(qwen3_dir / f, d / f)
+    d = linked_copy(qwen3_dir, tmp_path / "tf-config", "config.json")
     keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
             "head_dim", "vocab_size", "tie_word_embeddings", "rope_theta", "rms_norm_eps", "max_position_embeddings")
     transformers.Qwen3Config(**{k: cfg[k] for k in keys}, architectures=["Qwen3ForCausalLM"]).save_pretrained(d)
@@ -78,11 +83,7 @@ def test_qwen3_matches_transformers_forward(greta_bin, qwen3_dir, tmp_path):
 
 def test_qwen3_missing_k_norm_is_refused(greta_bin, qwen3_dir, tmp_path):
     from safetensors.numpy import load_file, save_file
-    d = tmp_path / "no-k-norm"
-    d.mkdir()
-    for f in os.listdir(qwen3_dir):
-        if f != "model.safetensors":
-            os.symlink(qwen3_dir / f, d / f)
+    d = linked_copy(qwen3_dir, tmp_path / "no-k-norm", "model.safetensors")
     t = load_file(str(qwen3_dir / "model.safetensors"))
     del t["model.layers.1.self_attn.k_norm.weight"]
     save_file(t, str(d / "model.safetensors"))
@@ -92,11 +93,7 @@ def test_qwen3_missing_k_norm_is_refused(greta_bin, qwen3_dir, tmp_path):
 
 
 def test_qwen3_sliding_window_is_refused(greta_bin, qwen3_dir, tmp_path):
-    d = tmp_path / "windowed"
-    d.mkdir()
-    for f in os.listdir(qwen3_dir):
-        if f != "config.json":
-            os.symlink(qwen3_dir / f, d / f)
+    d = linked_copy(qwen3_dir, tmp_path / "windowed", "config.json")
     cfg = json.load(open(qwen3_dir / "config.json"))
     cfg.update(use_sliding_window=True, sliding_window=64)
     json.dump(cfg, open(d / "config.json", "w"))
