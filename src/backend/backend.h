@@ -168,6 +168,16 @@ class Backend {
     normed_matmul(in, {q, k, v});
     rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
   }
+  // Qwen3's attention input: q, k, v = h @ w^T (+ bias), then head_rms_norm of q with q_norm and
+  // of k with k_norm (each [1, head_dim]), then rope_kv_write. Shapes as in normed_qkv_rope.
+  virtual void normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
+                                        const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm, float eps,
+                                        const RopeSpec& rope, KVStorage& kv, int layer) {
+    normed_matmul(in, {q, k, v});
+    head_rms_norm(q.out, q_norm, eps);
+    head_rms_norm(k.out, k_norm, eps);
+    rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
+  }
   // SwiGLU feed-forward input: out = silu(h @ w_gate^T) * (h @ w_up^T). w_gate, w_up [m, k];
   // gate, out [n, m]; gate is scratch (a fusing backend may never write it).
   virtual void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) {

@@ -141,14 +141,10 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
     const Backend::MatmulTarget tq{L.wq.get(), L.bq.get(), q}, tk{L.wk.get(), L.bk.get(), k},
         tv{L.wv.get(), L.bv.get(), v};
-    if (L.q_norm) {  // Qwen3: each head of q and k normalized between the projection and RoPE
-      be_.normed_matmul(xn, {tq, tk, tv});
-      be_.head_rms_norm(q, *L.q_norm, eps);
-      be_.head_rms_norm(k, *L.k_norm, eps);
-      be_.rope_kv_write(q, k, v, rope_, kv, l);
-    } else {
+    if (L.q_norm)  // Qwen3: each head of q and k normalized between the projection and RoPE
+      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope_, kv, l);
+    else
       be_.normed_qkv_rope(xn, tq, tk, tv, rope_, kv, l);
-    }
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
     xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
     // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T
