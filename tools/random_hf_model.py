@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Tiny random-weight checkpoints in Hugging Face layout for the architectures greta supports,
 and a float64 numpy forward of the HF definitions (LlamaForCausalLM / MistralForCausalLM /
-Qwen2ForCausalLM: RMSNorm, rotate-half RoPE with optional llama3/linear scaling, grouped-query
-attention, SwiGLU, QKV bias for Qwen2, tied or separate output).
+Qwen2ForCausalLM / Qwen3ForCausalLM: RMSNorm, rotate-half RoPE with optional llama3/linear scaling,
+grouped-query attention, SwiGLU, QKV bias for Qwen2, per-head q/k RMSNorm and a head_dim of its own
+for Qwen3, tied or separate output).
 
-  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | llama3.2 | qwen2 | mistral | mistral-swa | llama2-tied
+  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | llama3.2 | qwen2 | mistral | mistral-swa | llama2-tied | qwen3
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
+  python3 tools/random_hf_model.py gguf DIR OUT.gguf      the same F32 weights as llama.cpp's converter
+                                                          names them (qwen2, qwen3: no Q/K permutation)
 
 The tokenizer is the small SentencePiece vocabulary of tests/data/tokenizer/spm (1000 pieces)."""
 import json
@@ -37,6 +40,9 @@ KINDS = {
                                                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
     "llama2-tied": dict(arch="LlamaForCausalLM", model_type="llama", heads=8, kv=8, tie=True, bias=False,
                         rope_theta=10000.0, rope_scaling={"type": "linear", "factor": 2.0}),
+    # head_dim 128 while hidden / heads is 64, as Qwen3-0.6B has
+    "qwen3": dict(arch="Qwen3ForCausalLM", model_type="qwen3", heads=8, kv=2, tie=True, bias=False,
+                  rope_theta=1000000.0, rope_scaling=None, head_dim=128, qk_norm=True),
 }
 DIM, LAYERS, FFN, VOCAB, HEAD_DIM = 512, 2, 1024, 1000, 64
 
@@ -50,7 +56,8 @@ def write(kind, out):
          "model.norm.weight": (1 + 0.1 * rng.standard_normal(DIM)).astype(np.float32)}
     if not k["tie"]:
         t["lm_head.weight"] = mat(VOCAB, DIM)
-    q, kvd = k["heads"] * HEAD_DIM, k["kv"] * HEAD_DIM
+    hd = k.get("head_dim", HEAD_DIM)
+    q, kvd = k["heads"] * hd, k["kv"] * hd
     for l in range(LAYERS):
         p = f"model.layers.{l}."
         t[p + "input_layernorm.weight"] = (1 + 0.1 * rng.standard_normal(DIM)).astype(np.float32)
@@ -62,6 +69,9 @@ def write(kind, out):
         if k["bias"]:
             for n, d in (("q", q), ("k", kvd), ("v", kvd)):
                 t[p + f"self_attn.{n}_proj.bias"] = (0.5 * rng.standard_normal(d)).astype(np.float32)
+        if k.get("qk_norm"):
+            for n in ("q", "k"):
+                t[p + f"self_attn.{n}_norm.weight"] = (1 + 0.3 * rng.standard_normal(hd)).astype(np.float32)
         t[p + "mlp.gate_proj.weight"] = mat(FFN, DIM)
         t[p + "mlp.up_proj.weight"] = mat(FFN, DIM)
         t[p + "mlp.down_proj.weight"] = mat(DIM, FFN)
@@ -76,14 +86,22 @@ def write(kind, out):
         cfg["rope_scaling"] = k["rope_scaling"]
     if k.get("window"):
         cfg["sliding_window"] = k["window"]
+    if "head_dim" in k:
+        cfg["head_dim"] = hd
+    if k["model_type"] == "qwen3":
+        cfg.update(attention_bias=False, use_sliding_window=False)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(ROOT, "tests", "data", "tokenizer", "spm", name), os.path.join(out, name))
 
 
+def head_dim(cfg):
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
 def inv_freq(cfg):
-    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    hd = head_dim(cfg)
     inv = 1.0 / cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     rs = cfg.get("rope_scaling")
     if rs:
@@ -106,7 +124,7 @@ def logits(d, ids):
     cfg = json.load(open(os.path.join(d, "config.json")))
     W = {k: v.astype(np.float64) for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
-    hd, eps, T = H // nh, cfg["rms_norm_eps"], len(ids)
+    hd, eps, T = head_dim(cfg), cfg["rms_norm_eps"], len(ids)
     rms = lambda x, w: x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
     ang = np.arange(T)[:, None] * inv_freq(cfg)[None]
     cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
@@ -121,13 +139,15 @@ def logits(d, ids):
         h = rms(x, W[p + "input_layernorm.weight"])
         proj = lambda n: h @ W[p + f"self_attn.{n}_proj.weight"].T + W.get(p + f"self_attn.{n}_proj.bias", 0)
         q, k, v = proj("q").reshape(T, nh, hd), proj("k").reshape(T, nkv, hd), proj("v").reshape(T, nkv, hd)
+        if p + "self_attn.q_norm.weight" in W:  # Qwen3: each head normalized before RoPE
+            q, k = rms(q, W[p + "self_attn.q_norm.weight"]), rms(k, W[p + "self_attn.k_norm.weight"])
         q, k = rope(q), rope(k)
         o = np.zeros((T, nh, hd))
         for hh in range(nh):
             s = q[:, hh] @ k[:, hh // (nh // nkv)].T / math.sqrt(hd) + mask
             s = np.exp(s - s.max(-1, keepdims=True))
             o[:, hh] = (s / s.sum(-1, keepdims=True)) @ v[:, hh // (nh // nkv)]
-        x = x + o.reshape(T, H) @ W[p + "self_attn.o_proj.weight"].T
+        x = x + o.reshape(T, nh * hd) @ W[p + "self_attn.o_proj.weight"].T
         h = rms(x, W[p + "post_attention_layernorm.weight"])
         g, u = h @ W[p + "mlp.gate_proj.weight"].T, h @ W[p + "mlp.up_proj.weight"].T
         x = x + (g / (1 + np.exp(-g)) * u) @ W[p + "mlp.down_proj.weight"].T
@@ -136,11 +156,53 @@ def logits(d, ids):
     return x[-1] @ out.T
 
 
+# HF tensor name suffix -> GGUF name suffix, per layer (llama.cpp's tensor names).
+GGUF_LAYER = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+              "self_attn.o_proj.weight": "attn_output.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+              "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
+              **{f"self_attn.{n}_proj.{w}": f"attn_{n}.{w}" for n in "qkv" for w in ("weight", "bias")},
+              **{f"self_attn.{n}_norm.weight": f"attn_{n}_norm.weight" for n in "qk"}}
+
+
+def write_gguf(d, out):
+    from gguf import GGUFReader, GGUFWriter, LlamaFileType
+    from dequantize_gguf import copy_metadata
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    arch = cfg["model_type"]
+    if arch not in ("qwen2", "qwen3"):  # Llama's GGUF Q/K rows are permuted for adjacent-pair RoPE
+        sys.exit(f"random_hf_model: gguf for {arch} not supported (qwen2, qwen3)")
+    w = GGUFWriter(out, arch)
+    copy_metadata(GGUFReader(os.path.join(ROOT, "tests", "data", "tokenizer", "spm", "spm.gguf")), w,
+                  LlamaFileType.ALL_F32)  # the same vocabulary as the checkpoint's tokenizer.json
+    for key, v in (("block_count", cfg["num_hidden_layers"]), ("context_length", cfg["max_position_embeddings"]),
+                   ("embedding_length", cfg["hidden_size"]), ("feed_forward_length", cfg["intermediate_size"]),
+                   ("attention.head_count", cfg["num_attention_heads"]),
+                   ("attention.head_count_kv", cfg["num_key_value_heads"]),
+                   ("attention.key_length", head_dim(cfg)), ("attention.value_length", head_dim(cfg))):
+        w.add_uint32(f"{arch}.{key}", v)
+    w.add_float32(f"{arch}.rope.freq_base", cfg["rope_theta"])
+    w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])
+    glob = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+            "lm_head.weight": "output.weight"}
+    for name, t in load_file(os.path.join(d, "model.safetensors")).items():
+        if name in glob:
+            w.add_tensor(glob[name], t.astype(np.float32))
+        else:
+            _, _, l, suffix = name.split(".", 3)
+            w.add_tensor(f"blk.{l}.{GGUF_LAYER[suffix]}", t.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "write":
         write(sys.argv[2], sys.argv[3])
     elif len(sys.argv) == 4 and sys.argv[1] == "logits":
         print(json.dumps(logits(sys.argv[2], json.loads(sys.argv[3])).tolist()))
+    elif len(sys.argv) == 4 and sys.argv[1] == "gguf":
+        write_gguf(sys.argv[2], sys.argv[3])
     else:
         sys.exit(__doc__)
 

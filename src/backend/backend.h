@@ -94,6 +94,18 @@ class Backend {
   virtual void embed(const Weight& table, const int32_t* tokens, int n, Tensor out) = 0;
   // out = x / rms(x) * w        x, out [n, dim]; w [1, dim]; out may alias x
   virtual void rms_norm(Tensor x, const Weight& w, float eps, Tensor out) = 0;
+  // RMSNorm of each head: x [n, n_heads*head_dim] as n*n_heads rows of head_dim, each scaled by
+  // w [1, head_dim], in place (Qwen3's q/k norm). The default is rms_norm over that view.
+  virtual void head_rms_norm(Tensor x, const Weight& w, float eps) {
+    const int64_t hd = w.n_out * w.n_in;
+    if (hd <= 0 || x.cols % hd != 0)
+      throw Error("head_rms_norm: row of " + std::to_string(x.cols) + " values is not whole heads of " +
+                  std::to_string(hd));
+    Tensor heads = x;
+    heads.rows = x.rows * (x.cols / hd);
+    heads.cols = hd;
+    rms_norm(heads, w, eps, heads);
+  }
   // out = x @ w^T (+ bias)      x [n, k]; w [m, k]; bias [1, m] or null; out [n, m]
   virtual void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) = 0;
   // out = a + b                 same shapes; out may alias a or b
@@ -158,6 +170,16 @@ class Backend {
   virtual void normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
                                const MatmulTarget& v, const RopeSpec& rope, KVStorage& kv, int layer) {
     normed_matmul(in, {q, k, v});
+    rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
+  }
+  // Qwen3's attention input: q, k, v = h @ w^T (+ bias), then head_rms_norm of q with q_norm and
+  // of k with k_norm (each [1, head_dim]), then rope_kv_write. Shapes as in normed_qkv_rope.
+  virtual void normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
+                                        const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm, float eps,
+                                        const RopeSpec& rope, KVStorage& kv, int layer) {
+    normed_matmul(in, {q, k, v});
+    head_rms_norm(q.out, q_norm, eps);
+    head_rms_norm(k.out, k_norm, eps);
     rope_kv_write(q.out, k.out, v.out, rope, kv, layer);
   }
   // SwiGLU feed-forward input: out = silu(h @ w_gate^T) * (h @ w_up^T). w_gate, w_up [m, k];

@@ -44,6 +44,7 @@ void info(const InfoOptions& o) {
                       {"norm_eps", c.norm_eps},
                       {"tied_embeddings", c.tied_embeddings},
                       {"qkv_bias", c.qkv_bias},
+                      {"qk_norm", c.qk_norm},
                       {"parameters", total_params},
                       {"bytes", total_bytes}};
   for (const ModelFile::TypeTotal& e : types)
@@ -74,6 +75,7 @@ void info(const InfoOptions& o) {
   std::printf("norm eps      %g\n", c.norm_eps);
   std::printf("embeddings    %s\n", c.tied_embeddings ? "tied" : "separate output");
   std::printf("qkv bias      %s\n", c.qkv_bias ? "yes" : "no");
+  std::printf("q/k norm      %s\n", c.qk_norm ? "per head" : "no");
   std::printf("tensor types  %s\n", o.quantize.empty() ? "" : ("(quantized on load to " + o.quantize + ")").c_str());
   for (const ModelFile::TypeTotal& e : types)
     std::printf("  %-6s %4d tensors %10.2f MiB\n", std::string(dtype_name(e.type)).c_str(), e.tensors,

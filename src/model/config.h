@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -31,6 +31,9 @@ struct ModelConfig {
   // p - sliding_window + 1 .. p (itself included), as transformers' sliding-window mask;
   // 0 = every earlier position.
   int sliding_window = 0;
+  // Qwen3: RMSNorm (weights q_norm / k_norm of size head_dim, eps norm_eps) over each head of
+  // q and k after the projections, before RoPE.
+  bool qk_norm = false;
 
   // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
   std::vector<float> rope_inv_freq() const;

@@ -45,6 +45,10 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
       L.bk = up(Role::Bk);
       L.bv = up(Role::Bv);
     }
+    if (cfg_.qk_norm) {
+      L.q_norm = up(Role::QNorm);
+      L.k_norm = up(Role::KNorm);
+    }
     L.ffn_norm = up(Role::FfnNorm);
     L.w_gate = up(Role::WGate);
     L.w_up = up(Role::WUp);
@@ -71,9 +75,7 @@ size_t LlamaModel::weight_bytes_per_token() const {
   };
   size_t total = bytes(out_norm_) + bytes(output_ ? output_ : tok_embd_);
   for (const LayerWeights& L : layers_)
-    for (const auto* w :
-         {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
-      total += bytes(*w);
+    for (const auto* w : L.all()) total += bytes(*w);
   return total;
 }
 
@@ -81,9 +83,7 @@ size_t LlamaModel::weight_bytes_on_backend() const {
   auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t { return w ? w->bytes : 0; };
   size_t total = bytes(tok_embd_) + bytes(out_norm_) + bytes(output_);
   for (const LayerWeights& L : layers_)
-    for (const auto* w :
-         {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
-      total += bytes(*w);
+    for (const auto* w : L.all()) total += bytes(*w);
   return total;
 }
 
@@ -143,8 +143,11 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
-    be_.normed_qkv_rope(xn, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v},
-                        rope_, kv, l);
+    const Backend::MatmulTarget tq{L.wq.get(), L.bq.get(), q}, tk{L.wk.get(), L.bk.get(), k},
+        tv{L.wv.get(), L.bv.get(), v};
+    if (L.q_norm)  // Qwen3: each head of q and k normalized between the projection and RoPE
+      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope_, kv, l);
+    else be_.normed_qkv_rope(xn, tq, tk, tv, rope_, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.sliding_window);
     xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
     // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T

@@ -2,6 +2,7 @@
 // One call runs one step: a ragged Batch (many sequences, prompt and decode tokens mixed)
 // over the paged KV cache, returning logits for Batch::logit_rows.
 #pragma once
+#include <array>
 #include <memory>
 #include <variant>
 #include <vector>
@@ -17,10 +18,16 @@ struct LayerWeights {
   std::unique_ptr<Weight> attn_norm;     // [1, dim]
   std::unique_ptr<Weight> wq, wk, wv;    // [n_heads*hd, dim], [n_kv*hd, dim] x2
   std::unique_ptr<Weight> bq, bk, bv;    // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> q_norm, k_norm;  // [1, head_dim] (Qwen3) or null
   std::unique_ptr<Weight> wo;            // [dim, n_heads*hd]
   std::unique_ptr<Weight> ffn_norm;      // [1, dim]
   std::unique_ptr<Weight> w_gate, w_up;  // [ffn, dim]
   std::unique_ptr<Weight> w_down;        // [dim, ffn]
+
+  // Every weight slot of the layer, the null ones (absent optional weights) included.
+  std::array<const std::unique_ptr<Weight>*, 14> all() const {
+    return {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &q_norm, &k_norm, &wo, &ffn_norm, &w_gate, &w_up, &w_down};
+  }
 };
 
 class LlamaModel {

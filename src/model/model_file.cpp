@@ -29,13 +29,15 @@ std::string unsupported_bias(const std::string& name) {
 }
 
 const char* kSupported =
-    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2 "
-    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
+    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2, qwen3 "
+    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
+    "Qwen3ForCausalLM)";
 
 std::string gguf_role_name(int layer, Role r) {
-  static const char* names[] = {"attn_norm.weight",   "attn_q.weight",   "attn_k.weight", "attn_v.weight",
-                                "attn_output.weight", "attn_q.bias",     "attn_k.bias",   "attn_v.bias",
-                                "ffn_norm.weight",    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+  static const char* names[] = {"attn_norm.weight",   "attn_q.weight",     "attn_k.weight", "attn_v.weight",
+                                "attn_output.weight", "attn_q.bias",       "attn_k.bias",   "attn_v.bias",
+                                "ffn_norm.weight",    "ffn_gate.weight",   "ffn_up.weight", "ffn_down.weight",
+                                "attn_q_norm.weight", "attn_k_norm.weight"};
   return "blk." + std::to_string(layer) + "." + names[int(r)];
 }
 
@@ -43,7 +45,8 @@ std::string hf_role_name(int layer, Role r) {
   static const char* names[] = {"input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
                                 "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
                                 "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "post_attention_layernorm.weight",
-                                "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
+                                "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
+                                "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
 }
 
@@ -134,7 +137,7 @@ void ModelFile::open_gguf(const std::string& path) {
   const GGUFFile& g = *gguf_;
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
-  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2")
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -150,8 +153,9 @@ void ModelFile::open_gguf(const std::string& path) {
   c.norm_eps = positive_finite(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5),
                                a + "attention.layer_norm_rms_epsilon", path);
   c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
-  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 keeps halves.
-  c.rope_neox = (c.arch == "qwen2");
+  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2/3 keep halves.
+  c.rope_neox = (c.arch == "qwen2" || c.arch == "qwen3");
+  c.qk_norm = (c.arch == "qwen3");
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   // The window as transformers applies it (hf_sliding_window below): Mistral's, none for Llama or Qwen2.
   if (auto w = g.get_int(a + "attention.sliding_window"); w && c.arch == "mistral")
@@ -182,17 +186,18 @@ void ModelFile::open_gguf(const std::string& path) {
 
 namespace {
 // config.json's sliding window, as transformers applies it: Mistral's "sliding_window" (null or
-// absent: none); Llama's modeling code has none. Qwen2 writes one but applies it only with
-// "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
+// absent: none); Llama's modeling code has none. Qwen2 and Qwen3 write one but apply it only
+// with "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
 // greta does not run: refused rather than run wrong.
 int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
   auto w = j.find("sliding_window");
-  if (c.arch == "qwen2") {
+  if (c.arch == "qwen2" || c.arch == "qwen3") {
     auto use = j.find("use_sliding_window");
     if (use != j.end() && use->is_boolean() && use->get<bool>())
       throw Error(cfg_path +
                   ": use_sliding_window = true (sliding-window attention in the layers from "
-                  "max_window_layers on) is not implemented for qwen2");
+                  "max_window_layers on) is not implemented for " +
+                  c.arch);
     return 0;
   }
   if (c.arch == "llama" || w == j.end() || w->is_null()) return 0;
@@ -233,6 +238,7 @@ void ModelFile::open_hf(const std::string& dir) {
   if (archname == "LlamaForCausalLM" || model_type == "llama") c.arch = "llama";
   else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
   else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
+  else if (archname == "Qwen3ForCausalLM" || model_type == "qwen3") c.arch = "qwen3";
   else
     throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
                 kSupported);
@@ -254,6 +260,7 @@ void ModelFile::open_hf(const std::string& dir) {
   if (auto act = j.find("hidden_act");
       act != j.end() && !act->is_null() && !(act->is_string() && (*act == "silu" || *act == "swish")))
     throw Error(cfg_path + ": hidden_act = " + act->dump() + " is not implemented (supported: silu)");
+  c.qk_norm = (c.arch == "qwen3");
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
   // older checkpoints use "rope_theta" + "rope_scaling". Read both.
   auto rs = j.find("rope_scaling");
@@ -386,6 +393,10 @@ void validate_model_tensors(const ModelFile& f) {
     check(f.layer_tensor(l, Role::WGate), L + "ffn gate", {c.ffn_dim, c.dim});
     check(f.layer_tensor(l, Role::WUp), L + "ffn up", {c.ffn_dim, c.dim});
     check(f.layer_tensor(l, Role::WDown), L + "ffn down", {c.dim, c.ffn_dim});
+    if (c.qk_norm) {
+      check(f.layer_tensor(l, Role::QNorm), L + "q norm", {c.head_dim});
+      check(f.layer_tensor(l, Role::KNorm), L + "k norm", {c.head_dim});
+    }
     if (c.qkv_bias) {
       check(f.layer_tensor(l, Role::Bq), L + "q bias", {q});
       check(f.layer_tensor(l, Role::Bk), L + "k bias", {kv});

@@ -20,7 +20,7 @@ class SafetensorsModel;
 class SyntheticWeights;
 
 // Tensor roles of one layer / of the model, independent of file naming.
-enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown };
+enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown, QNorm, KNorm };
 
 class ModelFile {
  public:

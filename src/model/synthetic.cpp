@@ -14,7 +14,9 @@ struct Shape {
   const char* name;
   int layers, dim, heads, kv_heads, ffn, vocab, ctx;
   float theta;
-  bool tied = false;  // the output projection is the token embedding
+  int head_dim = 0;    // 0: dim / heads
+  bool qwen3 = false;  // Qwen3 layout: q/k norms, halves RoPE, eps 1e-6
+  bool tied = false;   // the output projection is the token embedding
 };
 constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
@@ -23,8 +25,11 @@ constexpr Shape kShapes[] = {
     {"llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8192, 500000.0f},
     {"smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192, 100000.0f},
     // Llama 3.2 1B (its llama3 RoPE scaling to 131072 positions left out: same bytes and kernels)
-    {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, true},
+    {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, 0, false, true},
     {"tiny", 4, 512, 8, 2, 1376, 1000, 2048, 10000.0f},  // head_dim 64: every backend supports it
+    {"qwen3-8b", 36, 4096, 32, 8, 12288, 151936, 40960, 1000000.0f, 128, true},
+    // q/k norms with head_dim 128 != dim / heads (as Qwen3-0.6B has): for tests
+    {"tiny-qwen3", 4, 512, 8, 2, 1376, 1000, 2048, 1000000.0f, 128, true},
 };
 
 // Counter-based generator (splitmix64): value i of tensor t is a pure function of (seed, t, i),
@@ -48,19 +53,20 @@ ModelConfig synthetic_config(const std::string& name) {
   for (const Shape& s : kShapes) {
     if (name != s.name) continue;
     ModelConfig c;
-    c.arch = "llama";
+    c.arch = s.qwen3 ? "qwen3" : "llama";
     c.name = "synthetic " + name;
     c.n_layers = s.layers;
     c.dim = s.dim;
     c.n_heads = s.heads;
     c.n_kv_heads = s.kv_heads;
-    c.head_dim = s.dim / s.heads;
+    c.head_dim = s.head_dim ? s.head_dim : s.dim / s.heads;
     c.ffn_dim = s.ffn;
     c.vocab_size = s.vocab;
     c.max_context = s.ctx;
-    c.norm_eps = 1e-5f;
+    c.norm_eps = s.qwen3 ? 1e-6f : 1e-5f;
     c.rope_theta = s.theta;
-    c.rope_neox = false;
+    c.rope_neox = s.qwen3;
+    c.qk_norm = s.qwen3;
     c.tied_embeddings = s.tied;
     return c;
   }
@@ -103,6 +109,10 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     add(p + "attn_k.weight", {kv, c.dim}, false);
     add(p + "attn_v.weight", {kv, c.dim}, false);
     add(p + "attn_output.weight", {c.dim, q}, false);
+    if (c.qk_norm) {
+      add(p + "attn_q_norm.weight", {c.head_dim}, true);
+      add(p + "attn_k_norm.weight", {c.head_dim}, true);
+    }
     add(p + "ffn_norm.weight", {c.dim}, true);
     add(p + "ffn_gate.weight", {c.ffn_dim, c.dim}, false);
     add(p + "ffn_up.weight", {c.ffn_dim, c.dim}, false);

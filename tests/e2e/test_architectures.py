@@ -1,8 +1,8 @@
 """Every supported architecture through the Hugging Face loader, against a float64 numpy forward
 of the HF model definitions (tools/random_hf_model.py): Llama 3 (GQA + llama3 RoPE scaling),
-Llama 3.2 (the same with tied embeddings),
-Qwen2 (QKV bias, tied embeddings), Mistral (GQA; and with a sliding window of 5 positions, which
-the prompt crosses), Llama 2 (tied, linear RoPE scaling).
+Llama 3.2 (the same with tied embeddings), Qwen2 (QKV bias, tied embeddings), Mistral (GQA; and
+with a sliding window of 5 positions, which the prompt crosses), Llama 2 (tied, linear RoPE
+scaling), Qwen3 (q/k norm per head, head_dim 128 != hidden / heads).
 Tiny random-weight F32 checkpoints, CPU backend: greta's float path must match to ~1e-5."""
 import os
 import subprocess
@@ -15,7 +15,7 @@ from conftest import ROOT, logits_error_vs_reference
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
 
-@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "mistral", "mistral-swa", "llama2-tied"])
+@pytest.mark.parametrize("kind", ["llama3", "llama3.2", "qwen2", "mistral", "mistral-swa", "llama2-tied", "qwen3"])
 def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
     d = tmp_path / kind
     subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)

@@ -1,4 +1,4 @@
-// The whole forward on the GPU against the CPU backend: a synthetic model (tiny shape, seeded
+// The whole forward on the GPU against the CPU backend: a synthetic model (tiny and tiny-qwen3, seeded
 // weights in bf16 or a GGUF block type, so both backends see identical values) over a ragged batch of two
 // sequences (prompt chunks, then decode steps). Logits must agree to bf16 accuracy and greedy
 // decoding must pick the same tokens.
@@ -24,8 +24,8 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Greedy decoding on both backends from the same prompt; logits compared at every step.
-void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype) {
-  auto file = ModelFile::synthetic("tiny", dtype, 7);
+void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype, const std::string& shape = "tiny") {
+  auto file = ModelFile::synthetic(shape, dtype, 7);
   LlamaModel gm(*file, gpu), cm(*file, cpu);
   const int vocab = file->config().vocab_size;
   std::vector<int32_t> prompt = {3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 327, 950, 288, 419};
@@ -46,13 +46,17 @@ void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype) {
     lg = g.eval_last({tc});
     lc = c.eval_last({tc});
   }
-  std::printf("rel_err model logits (%s weights, 32 decode steps) %.3g; greedy tokens equal %d/%d\n",
-              std::string(dtype_name(dtype)).c_str(), worst, same, steps);
+  std::printf("rel_err model logits (%s, %s weights, 32 decode steps) %.3g; greedy tokens equal %d/%d\n",
+              shape.c_str(), std::string(dtype_name(dtype)).c_str(), worst, same, steps);
   EXPECT_LT(worst, 3e-2) << dtype_name(dtype);
   EXPECT_GE(same, steps - 2) << dtype_name(dtype);
 }
 
 TEST_F(GpuModel, SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16); }
+
+// Qwen3's layout: q/k norm per head between the projections and RoPE (the unfused q, k, v path),
+// head_dim 128 while dim / heads is 64.
+TEST_F(GpuModel, Qwen3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16, "tiny-qwen3"); }
 
 TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // Weights kept packed on the GPU against the CPU reading the same blocks with exact matmuls

@@ -1,5 +1,5 @@
 // CUDA ops vs the CPU backend on random inputs of awkward shapes: matmul (GEMV path n <= 8
-// and cuBLASLt path), rms_norm, add, silu_mul, embed, gather_rows, upload of every weight
+// and cuBLASLt path), rms_norm, head_rms_norm, add, silu_mul, embed, gather_rows, upload of every weight
 // format, to_host, and the errors the backend must raise instead of crashing.
 #include <string>
 #include <vector>
@@ -107,6 +107,24 @@ TEST_F(GpuOps, RmsNorm) {
       report(shape("rms_norm in-place", n, dim, 0), rel_err(read(*gpu, xg), read(*cpu, oc)), kBf16Tol);
       gpu->free(xg), gpu->free(og), cpu->free(xc), cpu->free(oc);
     }
+}
+
+// Qwen3's q/k norm: each head_dim slice of a row normalized with its own RMS, shared weights.
+TEST_F(GpuOps, HeadRmsNorm) {
+  std::mt19937 rng(11);
+  for (int64_t n : {1, 5, 130})
+    for (int64_t hd : {64, 128})
+      for (int64_t heads : {2, 8, 32}) {
+        const int64_t cols = heads * hd;
+        const auto xv = random_values(size_t(n * cols), 4.f, rng);
+        HostWeight w(DType::F32, {hd}, random_values(size_t(hd), 1.5f, rng));
+        auto wg = gpu->upload(w.t), wc = cpu->upload(w.t);
+        Tensor xg = make_tensor(*gpu, n, cols, xv), xc = make_tensor(*cpu, n, cols, xv);
+        gpu->head_rms_norm(xg, *wg, 1e-6f);
+        cpu->head_rms_norm(xc, *wc, 1e-6f);
+        report(shape("head_rms_norm", n, heads, hd), rel_err(read(*gpu, xg), read(*cpu, xc)), kBf16Tol);
+        gpu->free(xg), cpu->free(xc);
+      }
 }
 
 TEST_F(GpuOps, AddAndSiluMul) {

@@ -5,6 +5,8 @@
 // several sequences with shuffled block tables. x comes from a residual add first, as in a
 // layer: either matmul_add_norm (on CUDA the norm's work moves into that GEMV: the split form
 // of NormedRows) or matmul_add then norm (the plain form, as after the embedding).
+// normed_qkv_headnorm_rope (Qwen3: each q and k head RMS-normalized before RoPE, on CUDA in the
+// RoPE kernel) runs the same steps against the CPU's head_rms_norm + rope_kv_write.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -21,10 +23,11 @@ namespace {
 struct QkvCase {
   int n_heads, n_kv, hd;
   bool neox, bias;
+  bool head_norm = false;
 };
 
 struct Side {  // one backend's weights, cache and activations
-  std::unique_ptr<Weight> norm, wq, wk, wv, bq, bk, bv, wr;
+  std::unique_ptr<Weight> norm, wq, wk, wv, bq, bk, bv, wr, q_norm, k_norm;
   std::unique_ptr<KVStorage> kv;
 };
 
@@ -42,6 +45,12 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
   for (int64_t m : {qw, kw, kw})
     host.emplace_back(DType::F32, std::vector<int64_t>{m}, random_values(size_t(m), 0.5f, rng));
   host.emplace_back(DType::BF16, std::vector<int64_t>{kDim, kRes}, random_values(size_t(kDim * kRes), 0.1f, rng));
+  if (c.head_norm)  // q_norm, k_norm: 1 +- 0.5, as trained ones vary around 1
+    for (int i = 0; i < 2; ++i) {
+      std::vector<float> w = random_values(size_t(c.hd), 0.5f, rng);
+      for (float& x : w) x += 1.f;
+      host.emplace_back(DType::F32, std::vector<int64_t>{c.hd}, w);
+    }
   const KVCacheDesc d{.n_layers = 1, .n_blocks = kBlocks, .block_size = kBlock, .n_kv_heads = c.n_kv, .head_dim = c.hd};
   Side side[2];
   for (int which = 0; which < 2; ++which) {
@@ -51,6 +60,7 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
     s.wq = b.upload(host[1].t), s.wk = b.upload(host[2].t), s.wv = b.upload(host[3].t);
     s.bq = b.upload(host[4].t), s.bk = b.upload(host[5].t), s.bv = b.upload(host[6].t);
     s.wr = b.upload(host[7].t);
+    if (c.head_norm) s.q_norm = b.upload(host[8].t), s.k_norm = b.upload(host[9].t);
     s.kv = b.alloc_kv(d);
   }
   RopeSpec rope;
@@ -98,16 +108,18 @@ void run_case(Backend& gpu, Backend& cpu, const QkvCase& c, bool split, const st
         b.matmul_add(a, *s.wr, tmp, x);
         xn = b.norm(x, *s.norm, 1e-5f, h);
       }
-      b.normed_qkv_rope(xn, {s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
-                        {s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, {s.wv.get(), c.bias ? s.bv.get() : nullptr, v},
-                        rope, *s.kv, 0);
+      const Backend::MatmulTarget tq{s.wq.get(), c.bias ? s.bq.get() : nullptr, q},
+          tk{s.wk.get(), c.bias ? s.bk.get() : nullptr, k}, tv{s.wv.get(), c.bias ? s.bv.get() : nullptr, v};
+      if (c.head_norm) b.normed_qkv_headnorm_rope(xn, tq, tk, tv, *s.q_norm, *s.k_norm, 1e-6f, rope, *s.kv, 0);
+      else b.normed_qkv_rope(xn, tq, tk, tv, rope, *s.kv, 0);
       b.attention(q, *s.kv, 0, c.n_heads, 1.f / std::sqrt(float(c.hd)), o);
       res[which][0] = read(b, q), res[which][1] = read(b, k), res[which][2] = read(b, v), res[which][3] = read(b, o);
       for (Tensor* t : {&x, &h, &q, &k, &v, &o, &a, &tmp}) b.free(*t);
     }
     const std::string what = tag + " step " + std::to_string(st) + " (" + std::to_string(n) +
                              " tokens) h=" + std::to_string(c.n_heads) + "/" + std::to_string(c.n_kv) +
-                             " hd=" + std::to_string(c.hd) + (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "");
+                             " hd=" + std::to_string(c.hd) + (c.neox ? " neox" : " adj") + (c.bias ? " bias" : "") +
+                             (c.head_norm ? " head_norm" : "");
     const char* names[4] = {"q", "k", "v", "attention"};
     for (int i = 0; i < 4; ++i) report(what + " " + names[i], rel_err(res[0][i], res[1][i]), i == 3 ? 2 * tol : tol);
   }
@@ -129,6 +141,17 @@ TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
                               " gemv<=" + std::to_string(o.gemv_max_tokens);
       for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, tag);
     }
+}
+
+TEST_F(GpuQkvRope, HeadNormMatchesCpu) {
+  // Qwen3-8B's heads (32/8 of 128), Qwen3-0.6B's (16/8 of 128), adjacent pairs and head_dim 64 too.
+  const std::vector<QkvCase> cases = {{32, 8, 128, true, false, true},
+                                      {16, 8, 128, true, false, true},
+                                      {9, 3, 64, false, true, true}};
+  for (bool split : {true, false}) {
+    auto g = make_cuda_backend();
+    for (const QkvCase& c : cases) run_case(*g, *cpu, c, split, split ? "matmul_add_norm" : "matmul_add + norm");
+  }
 }
 
 TEST_F(GpuQkvRope, PackedWeights) {

@@ -1,5 +1,5 @@
 // CPU backend ops other than matmul, each against a plain double-precision reference written
-// here: embed, rms_norm, add, silu_mul, gather_rows, rope_kv_write (both pairings) and paged
+// here: embed, rms_norm, head_rms_norm, add, silu_mul, gather_rows, rope_kv_write (both pairings) and paged
 // attention (GQA, several sequences, non-contiguous block tables, prompt + decode in one step).
 // Attention's reference rounds q, K, V and the softmax weights to fp16 where the backend does
 // (llama.cpp's F16-cache arithmetic) and is exact (double) everywhere else.
@@ -88,6 +88,29 @@ TEST(CpuOps, Elementwise) {
         be->free(tb);
         be->free(to);
       }
+}
+
+// Qwen3's q/k norm: every head_dim slice of a row gets its own RMS; the weight is shared by heads.
+TEST(CpuOps, HeadRmsNorm) {
+  auto be = make_cpu_backend({.n_threads = 2});
+  const int64_t n = 3, heads = 4, hd = 128, cols = heads * hd;
+  const auto x = randn(size_t(n * cols), 4, 3.0f), w = randn(size_t(hd), 5);
+  HostTensor wt{"q_norm", DType::F32, {hd}, reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4};
+  auto wn = be->upload(wt);
+  Tensor tx = upload_act(*be, x, n, cols);
+  be->head_rms_norm(tx, *wn, 1e-6f);
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < n * heads; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < hd; ++i) ss += double(x[r * hd + i]) * x[r * hd + i];
+    const double s = 1.0 / std::sqrt(ss / hd + 1e-6);
+    for (int64_t i = 0; i < hd; ++i) ref[r * hd + i] = x[r * hd + i] * s * w[i];
+  }
+  expect_close(download(*be, tx), ref, 1e-5, "head_rms_norm");
+  Tensor odd = be->alloc(1, 200);  // not whole heads of 128
+  EXPECT_THROW(be->head_rms_norm(odd, *wn, 1e-6f), Error);
+  be->free(odd);
+  be->free(tx);
 }
 
 TEST(CpuOps, SiluExtremes) {

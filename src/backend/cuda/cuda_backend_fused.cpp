@@ -1,6 +1,9 @@
 // CudaBackend (cuda_backend_impl.h): the decode GEMV with its fusions (gemv_kernel.cuh) behind
 // the fused ops of backend.h. A decode-sized step (at most gemv_limit tokens) runs
 //   q, k, v + RoPE + KV write   one GEMV launch (normed_qkv_rope)
+//   q, k, v, then per-head q/k norm + RoPE + KV write (Qwen3)
+//                               one GEMV launch (normed_matmul) and one RoPE launch whose heads
+//                               are normalized first (normed_qkv_headnorm_rope)
 //   gate, up + SiLU             one GEMV launch (normed_swiglu)
 //   o, down + residual add      one GEMV launch each, whose epilogue also writes the next
 //                               RMSNorm's input x * w and its sums of squares (matmul_add_norm)
@@ -146,6 +149,20 @@ void CudaBackend::normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, c
   a.rope = GemvRope{step_.positions, step_.slot,       static_cast<const float*>(inv_freq_dev_.get()), L.k, L.v,
                     L.head_dim,      rope.neox ? 1 : 0};
   launch(&gemv_fused, a, in.eps, stream_);
+}
+
+// The head norm needs each whole head of q and k, which the GEMV's epilogue does not hold, so
+// it runs in the RoPE kernel: the projections' GEMV, then one launch for norm, RoPE and KV write.
+void CudaBackend::normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
+                                           const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm,
+                                           float eps, const RopeSpec& rope, KVStorage& kv, int layer) {
+  normed_matmul(in, {q, k, v});
+  const KVLayerDev& L = prepare_rope(q.out, k.out, v.out, rope, kv, layer);
+  const auto& qn = weight1d(q_norm, L.head_dim, "normed_qkv_headnorm_rope q_norm");
+  const auto& kn = weight1d(k_norm, L.head_dim, "normed_qkv_headnorm_rope k_norm");
+  launch(&rope_kv_headnorm_cmd, act(q.out), act(k.out), static_cast<const bf16*>(act(v.out)),
+         int(q.out.cols / L.head_dim), static_cast<const float*>(qn.data), static_cast<const float*>(kn.data), eps,
+         static_cast<const float*>(inv_freq_dev_.get()), rope.neox, step_, L, stream_);
 }
 
 void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,

@@ -92,6 +92,9 @@ class CudaBackend final : public Backend {
   void normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets) override;
   void normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k, const MatmulTarget& v,
                        const RopeSpec& rope, KVStorage& kv, int layer) override;
+  void normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
+                                const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm, float eps,
+                                const RopeSpec& rope, KVStorage& kv, int layer) override;
   void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) override;
   void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
 

@@ -143,6 +143,10 @@ struct KVLayerDev {
 // v [n, n_kv*hd] written to the cache at the step's slots. inv_freq [hd/2] on the device.
 void rope_kv_write(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, const DevStep& st,
                    const KVLayerDev& kv, cudaStream_t s);
+// As rope_kv_write, each q and k head first RMS-normalized (Qwen3): q_norm, k_norm fp32 [head_dim].
+void rope_kv_write_headnorm(bf16* q, bf16* k, const bf16* v, int n_heads, const float* q_norm, const float* k_norm,
+                            float eps, const float* inv_freq, bool neox, const DevStep& st, const KVLayerDev& kv,
+                            cudaStream_t s);
 
 // ---- attention_decode.cu / attention_prefill.cu ----
 bool attention_head_dim_supported(int head_dim);
