@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "phi3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -25,11 +25,18 @@ struct ModelConfig {
   bool rope_neox = false;
   // Per-frequency divisors (Llama 3.1 "llama3" scaling); empty = none. Size head_dim/2.
   std::vector<float> rope_freq_factors;
+  // LongRoPE (Phi-3 "longrope", older "su"): rope_freq_factors are the short factors and these the
+  // long ones, used by a step once a sequence in it exceeds rope_original_context tokens
+  // (model/longrope.h); empty = none.
+  std::vector<float> rope_long_freq_factors;
+  int rope_original_context = 0;
+  float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's attention factor)
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
 
-  // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
-  std::vector<float> rope_inv_freq() const;
+  // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2; factor from
+  // rope_long_freq_factors when `long_factors`, else rope_freq_factors.
+  std::vector<float> rope_inv_freq(bool long_factors = false) const;
 };
 
 // A hyper-parameter that must be a finite number > 0 in float (RoPE theta, RMS epsilon, RoPE

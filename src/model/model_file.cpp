@@ -9,7 +9,9 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/fused_tensors.h"
 #include "model/hf_quant.h"
+#include "model/longrope.h"
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
@@ -22,8 +24,9 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kSupported =
-    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2 "
-    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM)";
+    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2, phi3 (Phi-3, Phi-3.5, Phi-4) "
+    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
+    "Phi3ForCausalLM)";
 
 std::string gguf_role_name(int layer, Role r) {
   static const char* names[] = {"attn_norm.weight",   "attn_q.weight",   "attn_k.weight", "attn_v.weight",
@@ -121,7 +124,7 @@ void ModelFile::open_gguf(const std::string& path) {
   const GGUFFile& g = *gguf_;
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
-  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2")
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "phi3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -137,8 +140,11 @@ void ModelFile::open_gguf(const std::string& path) {
   c.norm_eps = positive_finite(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5),
                                a + "attention.layer_norm_rms_epsilon", path);
   c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
-  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 keeps halves.
-  c.rope_neox = (c.arch == "qwen2");
+  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 and Phi-3 keep halves.
+  c.rope_neox = (c.arch == "qwen2" || c.arch == "phi3");
+  if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim)
+    throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) + " but head_dim = " +
+                std::to_string(c.head_dim) + " (partial rotary embedding is not supported)");
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
@@ -157,6 +163,10 @@ void ModelFile::open_gguf(const std::string& path) {
                                          a + "rope.scaling.factor", path);
     if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
     for (float& f : c.rope_freq_factors) f *= factor;
+  }
+  if (c.arch == "phi3") {
+    read_gguf_longrope(g, c, path);
+    split_fused();
   }
 }
 
@@ -191,6 +201,7 @@ void ModelFile::open_hf(const std::string& dir) {
   if (archname == "LlamaForCausalLM" || model_type == "llama") c.arch = "llama";
   else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
   else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
+  else if (archname == "Phi3ForCausalLM" || model_type == "phi3") c.arch = "phi3";
   else
     throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
                 kSupported);
@@ -242,9 +253,19 @@ void ModelFile::open_hf(const std::string& dir) {
       c.rope_freq_factors = llama3_rope_factors(c.head_dim, c.rope_theta, factor("factor", 8.0), low, high, int(omp));
     } else if (type == "linear") {
       c.rope_freq_factors.assign(c.head_dim / 2, factor("factor", 1.0));
+    } else if (type == "longrope" || type == "su") {
+      read_hf_longrope(*rs, rs_name, j, c, cfg_path);
     } else if (!type.empty() && type != "default") {
-      throw Error(cfg_path + ": unsupported rope_scaling type '" + type + "' (supported: llama3, linear)");
+      throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type + "' (supported: llama3, linear, longrope)");
     }
+  }
+  // Phi-4-mini rotates only part of each head; greta's RoPE rotates whole heads.
+  for (const auto* obj : {&j, rs != j.end() && rs->is_object() ? &*rs : nullptr}) {
+    if (!obj) continue;
+    auto pr = obj->find("partial_rotary_factor");
+    if (pr != obj->end() && !pr->is_null() && !(pr->is_number() && pr->get<double>() == 1.0))
+      throw Error(cfg_path + ": partial_rotary_factor = " + pr->dump() +
+                  " (partial rotary embedding is not supported; only 1.0)");
   }
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
   HfQuantized hq = load_hf_quantized(j, cfg_path, *st_);
@@ -254,6 +275,7 @@ void ModelFile::open_hf(const std::string& dir) {
     notes_ = std::move(hq.notes);
   }
   c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  if (c.arch == "phi3") split_fused();
   if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 
@@ -264,16 +286,40 @@ std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
   return Tokenizer::from_hf_dir(path_);
 }
 
+void ModelFile::split_fused() {
+  const ModelConfig& c = config_;
+  const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;
+  auto split = std::make_shared<SplitTensors>();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string L = std::to_string(l);
+    const std::string qkv = st_ ? "model.layers." + L + ".self_attn.qkv_proj.weight" : "blk." + L + ".attn_qkv.weight";
+    if (const HostTensor* t = find(qkv))
+      split->split(*t, {{layer_name(l, Role::Wq), q}, {layer_name(l, Role::Wk), kv}, {layer_name(l, Role::Wv), kv}},
+                   c.dim, "layer " + L + " fused q, k, v", path_);
+    // GGUF Phi-3 has no ffn_gate: its ffn_up holds [gate; up] (llama.cpp's fused SwiGLU).
+    const std::string gate_up = st_ ? "model.layers." + L + ".mlp.gate_up_proj.weight" : "blk." + L + ".ffn_up.weight";
+    if (st_ || !find(layer_name(l, Role::WGate)))
+      if (const HostTensor* t = find(gate_up))
+        split->split(*t, {{layer_name(l, Role::WGate), c.ffn_dim}, {layer_name(l, Role::WUp), c.ffn_dim}}, c.dim,
+                     "layer " + L + " fused gate, up", path_);
+  }
+  if (!split->empty()) split_ = std::move(split);
+}
+
+std::string ModelFile::layer_name(int layer, Role r) const {
+  return st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r);
+}
+
 const HostTensor* ModelFile::find(const std::string& name) const {
   if (quantized_)
     if (const HostTensor* t = quantized_->find(name)) return t;
+  if (split_)
+    if (const HostTensor* t = split_->find(name)) return t;
   if (syn_) return syn_->find(name);
   return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
 }
 
-const HostTensor* ModelFile::layer_tensor(int layer, Role r) const {
-  return find(st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r));
-}
+const HostTensor* ModelFile::layer_tensor(int layer, Role r) const { return find(layer_name(layer, r)); }
 const HostTensor* ModelFile::token_embedding() const {
   return find(st_ ? "model.embed_tokens.weight" : "token_embd.weight");
 }
@@ -293,12 +339,17 @@ std::vector<const HostTensor*> ModelFile::all_tensors() const {
   } else {
     for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
   }
+  if (split_) {  // the parts in place of the fused matrices
+    std::erase_if(v, [&](const HostTensor* t) { return split_->is_fused(t->name); });
+    for (const HostTensor* t : split_->parts()) v.push_back(t);
+  }
   if (quantized_) {
     for (const HostTensor*& t : v)
       if (const HostTensor* q = quantized_->find(t->name)) t = q;
     if (st_)  // weights converted from a quantized checkpoint's packed tensors (AWQ / GPTQ qweight)
       for (const HostTensor* q : quantized_->tensors())
-        if (!st_->find_tensor(q->name)) v.push_back(q);
+        if (!st_->find_tensor(q->name) && !(split_ && (split_->find(q->name) || split_->is_fused(q->name))))
+          v.push_back(q);
   }
   return v;
 }

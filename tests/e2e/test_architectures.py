@@ -13,7 +13,7 @@ from conftest import ROOT, logits_error_vs_reference
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
 
-@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied"])
+@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied", "phi3", "phi3-short"])
 def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
     d = tmp_path / kind
     subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)
