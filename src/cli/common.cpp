@@ -13,6 +13,7 @@
 #include "cli/arg_checks.h"
 #include "core/error.h"
 #include "model/quantize_on_load.h"
+#include "model/synthetic.h"
 
 #ifndef GRETA_COMMIT
 #define GRETA_COMMIT "unknown"
@@ -108,9 +109,9 @@ void ModelOptions::add_to(CLI::App* app) {
 }
 
 void ModelOptions::add_synthetic_to(CLI::App* app) {
-  app->add_option("--synthetic", synthetic,
-                  "random-weight model of a known shape instead of -m: llama-2-7b, llama-2-13b, llama-2-70b, "
-                  "llama-3-8b, smollm2-135m, tiny");
+  std::string names;
+  for (const std::string& n : synthetic_names()) names += (names.empty() ? "" : ", ") + n;
+  app->add_option("--synthetic", synthetic, "random-weight model of a known shape instead of -m: " + names);
   app->add_option("--dtype", dtype, "synthetic weight type: bf16, f16, f32 or a block type: " + quant_choice_names())
       ->check(parses_as(weight_type, "TYPE"));
   app->add_option("--seed", seed, "synthetic weight seed")->check(integer_in(0, UINT64_MAX));

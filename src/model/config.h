@@ -31,6 +31,7 @@ struct ModelConfig {
   std::vector<float> rope_long_freq_factors;
   int rope_original_context = 0;
   float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's attention factor)
+
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
 

@@ -4,8 +4,8 @@
 
 namespace greta {
 
-void SplitTensors::split(const HostTensor& fused, const std::vector<Part>& parts, int64_t cols,
-                         const std::string& what, const std::string& where) {
+void SplitTensors::split(const HostTensor& fused, const std::vector<Part>& parts, int64_t cols, const std::string& what,
+                         const std::string& where) {
   int64_t rows = 0;
   std::string expected;
   for (const Part& p : parts) {

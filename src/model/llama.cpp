@@ -143,8 +143,8 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
-    be_.normed_qkv_rope(xn, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v},
-                        rope, kv, l);
+    be_.normed_qkv_rope(xn, {L.wq.get(), L.bq.get(), q}, {L.wk.get(), L.bk.get(), k}, {L.wv.get(), L.bv.get(), v}, rope,
+                        kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att);
     xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
     // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T

@@ -67,7 +67,7 @@ class LlamaModel {
   ModelConfig cfg_;
   Backend& be_;
   RopeSpec rope_;
-  RopeSpec rope_long_;  // LongRoPE's long factors (model/longrope.h); unused without them
+  RopeSpec rope_long_;                // LongRoPE's long factors (model/longrope.h); unused without them
   std::unique_ptr<Weight> tok_embd_;  // [vocab, dim]
   std::unique_ptr<Weight> out_norm_;  // [1, dim]
   std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)

@@ -19,8 +19,8 @@ std::vector<float> factor_list(const nlohmann::json& rs, const std::string& rs_n
   if (it == rs.end() || !it->is_array())
     throw Error(where + ": longrope RoPE scaling needs '" + name + "' (a list of " + std::to_string(n) + " numbers)");
   if (int64_t(it->size()) != n)
-    throw Error(where + ": '" + name + "' has " + std::to_string(it->size()) + " values, expected head_dim/2 = " +
-                std::to_string(n));
+    throw Error(where + ": '" + name + "' has " + std::to_string(it->size()) +
+                " values, expected head_dim/2 = " + std::to_string(n));
   std::vector<float> out(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     const nlohmann::json& v = (*it)[size_t(i)];
@@ -49,8 +49,8 @@ int context_size(double v, const std::string& key, const std::string& where) {
 std::vector<float> gguf_factors(const GGUFFile& g, const char* name, int n, const std::string& path) {
   const HostTensor* t = g.find_tensor(name);
   if (!t || t->dtype != DType::F32 || t->numel() != n)
-    throw Error(path + ": LongRoPE needs tensor '" + std::string(name) + "' as F32 of head_dim/2 = " +
-                std::to_string(n) + " values");
+    throw Error(path + ": LongRoPE needs tensor '" + std::string(name) +
+                "' as F32 of head_dim/2 = " + std::to_string(n) + " values");
   std::vector<float> out(static_cast<size_t>(n));
   std::memcpy(out.data(), t->data, out.size() * sizeof(float));
   for (int i = 0; i < n; ++i)
@@ -80,8 +80,8 @@ void read_hf_longrope(const nlohmann::json& rs, const std::string& rs_name, cons
   }
   c.rope_original_context = omp ? context_size(*omp, omp_key, where) : 4096;
   // factor: the scaling object's, else max_position_embeddings / original (Phi-3's convention).
-  const double factor = positive_key(rs, rs_name, "factor", where)
-                            .value_or(double(c.max_context) / double(c.rope_original_context));
+  const double factor =
+      positive_key(rs, rs_name, "factor", where).value_or(double(c.max_context) / double(c.rope_original_context));
   const auto attn = positive_key(rs, rs_name, "attention_factor", where);
   c.rope_attn_factor = attn ? float(*attn) : longrope_default_attn_factor(factor, c.rope_original_context);
 }
@@ -99,8 +99,8 @@ void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& pa
   if (auto af = g.get_float(a + "attn_factor")) {
     c.rope_attn_factor = positive_finite(*af, a + "attn_factor", path);
   } else {
-    c.rope_attn_factor =
-        longrope_default_attn_factor(double(c.max_context) / double(c.rope_original_context), c.rope_original_context);
+    c.rope_attn_factor = longrope_default_attn_factor(double(c.max_context) / double(c.rope_original_context),
+                                                      c.rope_original_context);
   }
 }
 

@@ -143,8 +143,8 @@ void ModelFile::open_gguf(const std::string& path) {
   // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 and Phi-3 keep halves.
   c.rope_neox = (c.arch == "qwen2" || c.arch == "phi3");
   if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim)
-    throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) + " but head_dim = " +
-                std::to_string(c.head_dim) + " (partial rotary embedding is not supported)");
+    throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) +
+                " but head_dim = " + std::to_string(c.head_dim) + " (partial rotary embedding is not supported)");
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");

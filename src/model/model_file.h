@@ -81,7 +81,7 @@ class ModelFile {
   std::shared_ptr<SyntheticWeights> syn_;
   // quantize(), or the weights converted from a quantized HF checkpoint: found before the file's tensors
   std::shared_ptr<OwnedTensors> quantized_;
-  std::shared_ptr<SplitTensors> split_;  // row slices of fused matrices, found before the file's
+  std::shared_ptr<SplitTensors> split_;          // row slices of fused matrices, found before the file's
   std::set<std::string, std::less<>> replaced_;  // file tensors folded into quantized_ (qweight, scales, ...)
   std::vector<std::string> notes_;
 };

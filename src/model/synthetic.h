@@ -15,7 +15,7 @@
 
 namespace greta {
 
-// Names: llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, smollm2-135m, tiny (4 layers, dim 512,
+// Names: llama-2-7b, llama-2-13b, llama-2-70b, phi-3-mini, llama-3-8b, smollm2-135m, tiny (4 layers, dim 512,
 // GQA 8/2, vocab 1000: for tests). Throws greta::Error listing them for anything else.
 ModelConfig synthetic_config(const std::string& name);
 std::vector<std::string> synthetic_names();

@@ -140,8 +140,9 @@ TEST(Phi3, FusedTensorOfWrongShapeIsRefusedByName) {
   g.tensors[4].data.resize(60 * kDim * 4);
   TempDir dir;
   dir.write("m.gguf", g.build());
-  EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
-                   "tensor 'blk.0.attn_qkv.weight' (layer 0 fused q, k, v) has shape [60, 32], expected [32 + 16 + 16, 32]");
+  EXPECT_ERROR_HAS(
+      error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+      "tensor 'blk.0.attn_qkv.weight' (layer 0 fused q, k, v) has shape [60, 32], expected [32 + 16 + 16, 32]");
 }
 
 TEST(Phi3, HfFusedTensorsSplit) {
@@ -250,7 +251,7 @@ TEST(Phi3, StepUsesLongFactorsPastTheOriginalContext) {
   ModelConfig c;
   c.rope_original_context = 32;
   Batch b;
-  b.seqs.push_back({0, 1, 31, {}, -1});  // the 32nd token: still within
+  b.seqs.push_back({0, 1, 31, {}, -1});     // the 32nd token: still within
   EXPECT_FALSE(rope_step_uses_long(c, b));  // no long factors: never
   c.rope_long_freq_factors.assign(8, 2.0f);
   EXPECT_FALSE(rope_step_uses_long(c, b));
