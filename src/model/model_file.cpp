@@ -43,6 +43,16 @@ std::string hf_role_name(int layer, Role r) {
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
 }
 
+// Phi-3-mini-4k and -medium-4k attend over a sliding window of 2047 positions (transformers
+// masks older keys); greta's attention has no window, so such a model runs at most `window`
+// positions, where every key is inside it and the two agree exactly.
+void limit_context_to_window(ModelConfig& c, int64_t window, const std::string& key, std::vector<std::string>& notes) {
+  if (window <= 0 || window >= c.max_context) return;
+  notes.push_back(key + " = " + std::to_string(window) + " is below the context of " + std::to_string(c.max_context) +
+                  ": context limited to " + std::to_string(window) + " (windowed attention is not implemented)");
+  c.max_context = int(window);
+}
+
 int positive(int64_t v, const std::string& what, const std::string& where) {
   if (v <= 0 || v > (int64_t(1) << 30))
     throw Error(where + ": " + what + " = " + std::to_string(v) + " (expected a positive size)");
@@ -166,6 +176,8 @@ void ModelFile::open_gguf(const std::string& path) {
   }
   if (c.arch == "phi3") {
     read_gguf_longrope(g, c, path);
+    limit_context_to_window(c, g.get_int(a + "attention.sliding_window").value_or(0), a + "attention.sliding_window",
+                            notes_);
     split_fused();
   }
 }
@@ -275,7 +287,10 @@ void ModelFile::open_hf(const std::string& dir) {
     notes_ = std::move(hq.notes);
   }
   c.qkv_bias = st_->find_tensor("model.layers.0.self_attn.q_proj.bias") != nullptr;
-  if (c.arch == "phi3") split_fused();
+  if (c.arch == "phi3") {
+    limit_context_to_window(c, get_int("sliding_window", 0), "sliding_window", notes_);
+    split_fused();
+  }
   if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 

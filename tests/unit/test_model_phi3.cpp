@@ -147,7 +147,9 @@ TEST(Phi3, FusedTensorOfWrongShapeIsRefusedByName) {
 
 TEST(Phi3, HfFusedTensorsSplit) {
   TempDir dir;
-  dir.write("config.json", phi3_config().dump());
+  nlohmann::json config = phi3_config();
+  config["sliding_window"] = 2047;
+  dir.write("config.json", config.dump());
   SafetensorsBuilder st;
   st.tensor("model.embed_tokens.weight", "F32", {kVocab, kDim});
   st.tensor("model.norm.weight", "F32", {kDim});
@@ -172,6 +174,10 @@ TEST(Phi3, HfFusedTensorsSplit) {
   EXPECT_EQ(c.rope_original_context, 4096);
   EXPECT_NEAR(c.rope_attn_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)), 1e-6);
   EXPECT_EQ(c.rope_long_freq_factors, std::vector<float>(8, 4.0f));
+  // A sliding window below the context limits the context to it (no windowed attention).
+  EXPECT_EQ(c.max_context, 2047);
+  ASSERT_EQ(m->load_notes().size(), 1u);
+  EXPECT_ERROR_HAS(m->load_notes()[0], "sliding_window = 2047 is below the context of 131072: context limited to 2047");
   const std::vector<float> s = c.rope_inv_freq(false), l = c.rope_inv_freq(true);
   for (int i = 0; i < 8; ++i) {
     const double base = 1.0 / std::pow(10000.0, 2.0 * i / 16.0);
@@ -232,6 +238,13 @@ TEST(Phi3, GgufLongRope) {
   add_gguf_longrope(g);
   o = open_gguf(g);
   EXPECT_NEAR(o->m->config().rope_attn_factor, std::sqrt(1.0 + std::log(4.0) / std::log(32.0)), 1e-6);
+  EXPECT_EQ(o->m->config().max_context, 128);
+  EXPECT_TRUE(o->m->load_notes().empty());
+  // llama.cpp's converter writes sliding_window 0 for none; a window below the context limits it.
+  g.kv("phi3.attention.sliding_window", GGUFType::UINT32, uint32_t(100));
+  o = open_gguf(g);
+  EXPECT_EQ(o->m->config().max_context, 100);
+  EXPECT_EQ(o->m->load_notes().size(), 1u);
   // A factor table without the original context length, or partial rotary: refused.
   g = phi3_gguf(test::kF32);
   set_floats(g.tensor("rope_factors_short.weight", {8}, test::kF32), std::vector<float>(8, 1.0f));
