@@ -29,7 +29,7 @@ LAYER = {"input_layernorm.weight": "attn_norm.weight", "self_attn.qkv_proj.weigh
 
 
 def add_config(w, cfg):
-    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    hd = int(cfg["hidden_size"] // cfg["num_attention_heads"] * cfg.get("partial_rotary_factor", 1.0))  # rotated
     w.add_context_length(cfg["max_position_embeddings"])
     w.add_embedding_length(cfg["hidden_size"])
     w.add_feed_forward_length(cfg["intermediate_size"])

@@ -6,14 +6,15 @@ scaling, grouped-query attention, SwiGLU, QKV bias for Qwen2, Phi-3's fused qkv_
 gate_up_proj, tied or separate output).
 
   python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | qwen2 | mistral | llama2-tied |
-                                                                phi3 | phi3-short
+                                                                phi3 | phi3-short | phi4-mini
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
   python3 tools/random_hf_model.py hf-logits DIR '[ids]'  the same from transformers' own forward
                                                           (float32; needs torch)
 
 phi3 is Phi-3.5's layout with LongRoPE scaled down: original_max_position_embeddings 4, so a
 prompt of more than 4 tokens runs on the long factors; phi3-short has 64, so a short prompt runs
-on the short ones (with the attention factor in both).
+on the short ones (with the attention factor in both); phi4-mini rotates half of each head
+(partial_rotary_factor 0.5) and ties its embeddings.
 
 The tokenizer is the small SentencePiece vocabulary of tests/data/tokenizer/spm (1000 pieces)."""
 import json
@@ -43,6 +44,9 @@ KINDS = {
                  rope_theta=10000.0, rope_scaling="longrope", original_max=4),
     "phi3-short": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
                        rope_theta=10000.0, rope_scaling="longrope", original_max=64),
+    # Phi-4-mini's layout: RoPE on part of each head, tied embeddings
+    "phi4-mini": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=True, bias=False,
+                      rope_theta=10000.0, rope_scaling="longrope", original_max=4, partial_rotary=0.5),
 }
 DIM, LAYERS, FFN, VOCAB, HEAD_DIM = 512, 2, 1024, 1000, 64
 
@@ -82,10 +86,13 @@ def write(kind, out):
            "hidden_act": "silu", "torch_dtype": "float32"}
     if k["rope_scaling"] == "longrope":
         # short factors near 1, long ones up to ~40 (Phi-3.5's span), both rising with the dimension
-        ramp = np.linspace(0, 1, HEAD_DIM // 2)
+        half = int(HEAD_DIM * k.get("partial_rotary", 1.0)) // 2
+        ramp = np.linspace(0, 1, half)
         cfg["rope_scaling"] = {"type": "longrope",
-                               "short_factor": (1 + 0.1 * ramp + 0.02 * rng.random(HEAD_DIM // 2)).tolist(),
-                               "long_factor": (1 + 39 * ramp ** 2 + 0.5 * rng.random(HEAD_DIM // 2)).tolist()}
+                               "short_factor": (1 + 0.1 * ramp + 0.02 * rng.random(half)).tolist(),
+                               "long_factor": (1 + 39 * ramp ** 2 + 0.5 * rng.random(half)).tolist()}
+        if "partial_rotary" in k:
+            cfg["partial_rotary_factor"] = k["partial_rotary"]
         cfg["original_max_position_embeddings"] = k["original_max"]
         cfg.update(bos_token_id=1, eos_token_id=2, pad_token_id=0, sliding_window=None)
     elif k["rope_scaling"]:
@@ -117,8 +124,9 @@ def unfuse_phi3(W, cfg):
 
 
 def inv_freq(cfg, seq_len):
-    """(inverse frequencies, cos/sin scale) for a forward over seq_len positions."""
-    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    """(inverse frequencies, cos/sin scale) for a forward over seq_len positions; as many
+    frequencies as the rotated dims have pairs (partial_rotary_factor)."""
+    hd = int(cfg["hidden_size"] // cfg["num_attention_heads"] * cfg.get("partial_rotary_factor", 1.0))
     inv = 1.0 / cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     rs = cfg.get("rope_scaling")
     if rs:
@@ -155,8 +163,9 @@ def logits(d, ids):
     inv, attn_factor = inv_freq(cfg, T)
     ang = np.arange(T)[:, None] * inv[None]
     cos, sin = attn_factor * np.cos(ang)[:, None], attn_factor * np.sin(ang)[:, None]
-    rope = lambda q: np.concatenate([q[..., :hd // 2] * cos - q[..., hd // 2:] * sin,
-                                     q[..., :hd // 2] * sin + q[..., hd // 2:] * cos], -1)
+    rd = 2 * len(inv)  # rotated dims: the first rd of each head, pairs (i, i + rd/2); the rest pass
+    rope = lambda q: np.concatenate([q[..., :rd // 2] * cos - q[..., rd // 2:rd] * sin,
+                                     q[..., :rd // 2] * sin + q[..., rd // 2:rd] * cos, q[..., rd:]], -1)
     mask = np.triu(np.full((T, T), -np.inf), 1)
     x = W["model.embed_tokens.weight"][ids]
     for l in range(cfg["num_hidden_layers"]):

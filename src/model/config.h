@@ -31,12 +31,16 @@ struct ModelConfig {
   std::vector<float> rope_long_freq_factors;
   int rope_original_context = 0;
   float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's attention factor)
+  // Dims of each head that RoPE rotates; 0 = head_dim. Fewer (Phi-4-mini's partial rotary): the
+  // load reorders q/k rows so that greta's whole-head RoPE does it (model/partial_rotary.h), and
+  // the factor lists above cover rope_dim/2 frequencies.
+  int rope_dim = 0;
 
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
 
-  // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2; factor from
-  // rope_long_freq_factors when `long_factors`, else rope_freq_factors.
+  // inv_freq[i] = 1 / (theta^(2i/rope_dim) * factor[i]) for i < rope_dim/2, 0 (no rotation) up
+  // to head_dim/2; factor from rope_long_freq_factors when `long_factors`, else rope_freq_factors.
   std::vector<float> rope_inv_freq(bool long_factors = false) const;
 };
 

@@ -1,5 +1,7 @@
 #include "model/fused_tensors.h"
 
+#include <cstring>
+
 #include "core/error.h"
 
 namespace greta {
@@ -24,16 +26,43 @@ void SplitTensors::split(const HostTensor& fused, const std::vector<Part>& parts
                 std::to_string(rb * size_t(rows)) + " for its shape");
   int64_t row0 = 0;
   for (const Part& p : parts) {
-    HostTensor& v = views_.emplace_back();
-    v.name = p.name;
+    HostTensor& v = add(p.name);
     v.dtype = fused.dtype;
     v.shape = {p.rows, cols};
     v.data = fused.data + size_t(row0) * rb;
     v.nbytes = size_t(p.rows) * rb;
-    index_[v.name] = &v;
     row0 += p.rows;
   }
   fused_.insert(fused.name);
+}
+
+uint8_t* SplitTensors::reorder_heads(const HostTensor& t, int head_dim, const std::vector<int>& order,
+                                     const std::string& where) {
+  if (t.shape.size() != 2 || t.shape[0] % head_dim != 0 || order.size() != size_t(head_dim))
+    throw Error(where + ": tensor '" + t.name + "' is not whole heads of " + std::to_string(head_dim) + " rows");
+  const size_t rb = row_bytes(t.dtype, t.shape[1]);
+  std::vector<uint8_t>& bytes = owned_.emplace_back(t.nbytes);
+  for (int64_t h = 0; h < t.shape[0] / head_dim; ++h)
+    for (int j = 0; j < head_dim; ++j)
+      std::memcpy(bytes.data() + size_t(h * head_dim + j) * rb, t.data + size_t(h * head_dim + order[size_t(j)]) * rb,
+                  rb);
+  const HostTensor src = t;  // t may be the part about to be replaced
+  HostTensor& v = add(src.name);
+  v.dtype = src.dtype;
+  v.shape = src.shape;
+  v.data = bytes.data();
+  v.nbytes = src.nbytes;
+  fused_.insert(src.name);  // a file tensor of that name (unfused q or k) is replaced too
+  return bytes.data();
+}
+
+HostTensor& SplitTensors::add(const std::string& name) {
+  auto it = index_.find(name);
+  if (it != index_.end()) return *it->second;
+  HostTensor& v = views_.emplace_back();
+  v.name = name;
+  index_[name] = &v;
+  return v;
 }
 
 const HostTensor* SplitTensors::find(std::string_view name) const {

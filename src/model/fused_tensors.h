@@ -7,6 +7,7 @@
 // type, block-quantized ones too, is whole blocks, so rows are byte ranges), nothing is copied,
 // and every backend, quantize on load and the fused GPU kernels (QKV + RoPE GEMV, SwiGLU) take
 // the parts as they take any model's. One fused GEMV would read the same bytes.
+// It also holds the q/k copies reordered for partial rotary embedding (model/partial_rotary.h).
 #pragma once
 #include <deque>
 #include <map>
@@ -32,15 +33,23 @@ class SplitTensors {
   void split(const HostTensor& fused, const std::vector<Part>& parts, int64_t cols, const std::string& what,
              const std::string& where);
 
+  // Replaces `t` (a part above or a file tensor) by a copy of it [n_heads * head_dim, cols]
+  // whose rows within each head are reordered: new row j = old row order[j]
+  // (model/partial_rotary.h). Returns the copy's bytes, for the caller to adjust.
+  uint8_t* reorder_heads(const HostTensor& t, int head_dim, const std::vector<int>& order, const std::string& where);
+
   const HostTensor* find(std::string_view name) const;
-  std::vector<const HostTensor*> parts() const;  // in the order split
-  bool is_fused(std::string_view name) const { return fused_.count(name) != 0; }
+  std::vector<const HostTensor*> parts() const;                                   // in the order split
+  bool is_fused(std::string_view name) const { return fused_.count(name) != 0; }  // replaced by parts
   bool empty() const { return views_.empty(); }
 
  private:
-  std::deque<HostTensor> views_;  // a deque never moves its elements when it grows
-  std::map<std::string, const HostTensor*, std::less<>> index_;
-  std::set<std::string, std::less<>> fused_;
+  HostTensor& add(const std::string& name);  // a new part, or the existing part of that name
+
+  std::deque<HostTensor> views_;            // a deque never moves its elements when it grows
+  std::deque<std::vector<uint8_t>> owned_;  // bytes of reordered copies
+  std::map<std::string, HostTensor*, std::less<>> index_;
+  std::set<std::string, std::less<>> fused_;  // file tensors the parts replace
 };
 
 }  // namespace greta

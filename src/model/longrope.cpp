@@ -11,7 +11,7 @@ namespace greta {
 
 namespace {
 
-// A list of head_dim/2 finite numbers > 0.
+// A list of rope_dim/2 finite numbers > 0.
 std::vector<float> factor_list(const nlohmann::json& rs, const std::string& rs_name, const char* key, int n,
                                const std::string& where) {
   const std::string name = rs_name + "." + key;
@@ -20,7 +20,7 @@ std::vector<float> factor_list(const nlohmann::json& rs, const std::string& rs_n
     throw Error(where + ": longrope RoPE scaling needs '" + name + "' (a list of " + std::to_string(n) + " numbers)");
   if (int64_t(it->size()) != n)
     throw Error(where + ": '" + name + "' has " + std::to_string(it->size()) +
-                " values, expected head_dim/2 = " + std::to_string(n));
+                " values, expected rope_dim/2 = " + std::to_string(n));
   std::vector<float> out(static_cast<size_t>(n));
   for (int i = 0; i < n; ++i) {
     const nlohmann::json& v = (*it)[size_t(i)];
@@ -50,7 +50,7 @@ std::vector<float> gguf_factors(const GGUFFile& g, const char* name, int n, cons
   const HostTensor* t = g.find_tensor(name);
   if (!t || t->dtype != DType::F32 || t->numel() != n)
     throw Error(path + ": LongRoPE needs tensor '" + std::string(name) +
-                "' as F32 of head_dim/2 = " + std::to_string(n) + " values");
+                "' as F32 of rope_dim/2 = " + std::to_string(n) + " values");
   std::vector<float> out(static_cast<size_t>(n));
   std::memcpy(out.data(), t->data, out.size() * sizeof(float));
   for (int i = 0; i < n; ++i)
@@ -67,7 +67,7 @@ float longrope_default_attn_factor(double factor, int original_context) {
 
 void read_hf_longrope(const nlohmann::json& rs, const std::string& rs_name, const nlohmann::json& config,
                       ModelConfig& c, const std::string& where) {
-  const int n = c.head_dim / 2;
+  const int n = (c.rope_dim > 0 ? c.rope_dim : c.head_dim) / 2;
   c.rope_freq_factors = factor_list(rs, rs_name, "short_factor", n, where);
   c.rope_long_freq_factors = factor_list(rs, rs_name, "long_factor", n, where);
   // transformers' Phi3Config keeps original_max_position_embeddings at the top level (default
@@ -88,7 +88,7 @@ void read_hf_longrope(const nlohmann::json& rs, const std::string& rs_name, cons
 
 void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& path) {
   if (!g.find_tensor("rope_factors_long.weight")) return;
-  const int n = c.head_dim / 2;
+  const int n = (c.rope_dim > 0 ? c.rope_dim : c.head_dim) / 2;
   c.rope_long_freq_factors = gguf_factors(g, "rope_factors_long.weight", n, path);
   c.rope_freq_factors = gguf_factors(g, "rope_factors_short.weight", n, path);
   const std::string a = c.arch + ".rope.scaling.";

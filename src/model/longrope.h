@@ -24,12 +24,12 @@ class GGUFFile;
 
 // HF config: `rs` is the rope_scaling / rope_parameters object (named `rs_name` in errors) of
 // type "longrope" or "su"; `config` the whole config.json. Fills c's short and long factors,
-// original context and attention factor (head_dim, max_context must be set). Throws
+// original context and attention factor (head_dim, rope_dim, max_context must be set). Throws
 // greta::Error naming the key for a missing, mis-sized or non-positive value.
 void read_hf_longrope(const nlohmann::json& rs, const std::string& rs_name, const nlohmann::json& config,
                       ModelConfig& c, const std::string& where);
 
-// GGUF (llama.cpp's converter): tensors rope_factors_short / rope_factors_long (F32, head_dim/2),
+// GGUF (llama.cpp's converter): tensors rope_factors_short / rope_factors_long (F32, rope_dim/2),
 // <arch>.rope.scaling.original_context_length and <arch>.rope.scaling.attn_factor. Does nothing
 // when the file has no rope_factors_long tensor.
 void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& path);

@@ -12,6 +12,7 @@
 #include "model/fused_tensors.h"
 #include "model/hf_quant.h"
 #include "model/longrope.h"
+#include "model/partial_rotary.h"
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
@@ -51,6 +52,26 @@ void limit_context_to_window(ModelConfig& c, int64_t window, const std::string& 
   notes.push_back(key + " = " + std::to_string(window) + " is below the context of " + std::to_string(c.max_context) +
                   ": context limited to " + std::to_string(window) + " (windowed attention is not implemented)");
   c.max_context = int(window);
+}
+
+// partial_rotary_factor (Phi-4-mini: 0.75), at the top level or in the RoPE settings, where
+// transformers reads it: sets rope_dim = int(head_dim * factor). Only Phi-3's load reorders q/k
+// for it (model/partial_rotary.h).
+void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, ModelConfig& c,
+                         const std::string& where) {
+  for (const nlohmann::json* obj : {&j, rope}) {
+    if (!obj) continue;
+    auto pr = obj->find("partial_rotary_factor");
+    if (pr == obj->end() || pr->is_null()) continue;
+    const double f = pr->is_number() ? pr->get<double>() : 0.0;
+    if (f == 1.0) continue;
+    const int rd = int(c.head_dim * f);
+    if (!(f > 0.0 && f < 1.0) || rd < 2 || rd % 2 != 0 || c.arch != "phi3")
+      throw Error(where + ": partial_rotary_factor = " + pr->dump() +
+                  (c.arch != "phi3" ? " (partial rotary embedding is supported for phi3 only)"
+                                    : " (expected a number in (0, 1] giving an even number of rotated dims)"));
+    c.rope_dim = rd;
+  }
 }
 
 int positive(int64_t v, const std::string& what, const std::string& where) {
@@ -152,9 +173,12 @@ void ModelFile::open_gguf(const std::string& path) {
   c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
   // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2 and Phi-3 keep halves.
   c.rope_neox = (c.arch == "qwen2" || c.arch == "phi3");
-  if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim)
-    throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) +
-                " but head_dim = " + std::to_string(c.head_dim) + " (partial rotary embedding is not supported)");
+  if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim) {
+    if (c.arch != "phi3" || *rd < 2 || *rd > c.head_dim || *rd % 2 != 0)
+      throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) + " but head_dim = " +
+                  std::to_string(c.head_dim) + " (partial rotary embedding: phi3 only, an even count < head_dim)");
+    c.rope_dim = int(*rd);  // Phi-4-mini
+  }
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
@@ -240,6 +264,7 @@ void ModelFile::open_hf(const std::string& dir) {
     rs = rp;
     rs_name = "rope_parameters";
   }
+  read_partial_rotary(j, rs != j.end() && rs->is_object() ? &*rs : nullptr, c, cfg_path);
   if (rs != j.end() && rs->is_object()) {
     // A scaling number: present and a finite number > 0, or the default.
     auto factor = [&](const char* k, double def) {
@@ -271,14 +296,7 @@ void ModelFile::open_hf(const std::string& dir) {
       throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type + "' (supported: llama3, linear, longrope)");
     }
   }
-  // Phi-4-mini rotates only part of each head; greta's RoPE rotates whole heads.
-  for (const auto* obj : {&j, rs != j.end() && rs->is_object() ? &*rs : nullptr}) {
-    if (!obj) continue;
-    auto pr = obj->find("partial_rotary_factor");
-    if (pr != obj->end() && !pr->is_null() && !(pr->is_number() && pr->get<double>() == 1.0))
-      throw Error(cfg_path + ": partial_rotary_factor = " + pr->dump() +
-                  " (partial rotary embedding is not supported; only 1.0)");
-  }
+
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
   HfQuantized hq = load_hf_quantized(j, cfg_path, *st_);
   if (hq.tensors) {
@@ -317,6 +335,21 @@ void ModelFile::split_fused() {
       if (const HostTensor* t = find(gate_up))
         split->split(*t, {{layer_name(l, Role::WGate), c.ffn_dim}, {layer_name(l, Role::WUp), c.ffn_dim}}, c.dim,
                      "layer " + L + " fused gate, up", path_);
+  }
+  if (c.rope_dim > 0 && c.rope_dim < c.head_dim) {
+    if (c.qkv_bias) throw Error(path_ + ": partial rotary embedding with q/k biases is not supported");
+    const std::vector<int> order = partial_rotary_order(c.head_dim, c.rope_dim);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (Role r : {Role::Wq, Role::Wk}) {
+        const std::string name = layer_name(l, r);
+        const HostTensor* t = split->find(name) ? split->find(name) : find(name);
+        if (!t) continue;  // a missing one: validate_model_tensors names it
+        const HostTensor src = *t;
+        uint8_t* bytes = split->reorder_heads(src, c.head_dim, order, path_);
+        if (r == Role::Wq && c.rope_attn_factor != 1.0f)
+          scale_pass_through_rows(bytes, src.dtype, src.shape[0], src.shape[1], c.head_dim, c.rope_dim,
+                                  1.0f / (c.rope_attn_factor * c.rope_attn_factor), path_ + ": " + name);
+      }
   }
   if (!split->empty()) split_ = std::move(split);
 }

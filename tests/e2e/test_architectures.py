@@ -1,7 +1,8 @@
 """Every supported architecture through the Hugging Face loader, against a float64 numpy forward
 of the HF model definitions (tools/random_hf_model.py): Llama 3 (GQA + llama3 RoPE scaling),
 Qwen2 (QKV bias, tied embeddings), Mistral (GQA), Llama 2 (tied, linear RoPE scaling), Phi-3
-(fused qkv / gate_up, LongRoPE on its long and on its short factors; also through GGUF).
+(fused qkv / gate_up, LongRoPE on its long and on its short factors; also through GGUF), Phi-4-mini
+(partial rotary, tied embeddings).
 Tiny random-weight F32 checkpoints, CPU backend: greta's float path must match to ~1e-5."""
 import os
 import subprocess
@@ -14,7 +15,7 @@ from conftest import ROOT, logits_error_vs_reference
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
 
-@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied", "phi3", "phi3-short"])
+@pytest.mark.parametrize("kind", ["llama3", "qwen2", "mistral", "llama2-tied", "phi3", "phi3-short", "phi4-mini"])
 def test_architecture_matches_float64_reference(greta_bin, kind, tmp_path):
     d = tmp_path / kind
     subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)
@@ -33,21 +34,22 @@ GGUF_TOOL = os.path.join(ROOT, "tools", "phi3_to_gguf.py")
 # 3e-4 for F32 as above. Q8_0 is compared with its own dequantized weights, so only greta's 8-bit
 # activations (llama.cpp's Q8_0 matmul) separate them: ~7e-3 of the largest logit here; a wrong
 # split or the wrong RoPE factors move them by ~1e-1.
-@pytest.mark.parametrize("qtype,tol", [("f32", 3e-4), ("q8_0", 2e-2)])
-def test_phi3_gguf_matches_float64_reference(greta_bin, qtype, tol, tmp_path):
+@pytest.mark.parametrize("kind,qtype,tol", [("phi3", "f32", 3e-4), ("phi3", "q8_0", 2e-2), ("phi4-mini", "f32", 3e-4),
+                                            ("phi4-mini", "q8_0", 2e-2)])
+def test_phi3_gguf_matches_float64_reference(greta_bin, kind, qtype, tol, tmp_path):
     """Phi-3 through the GGUF loader: llama.cpp's layout (attn_qkv, ffn_up holding gate and up,
     rope_factors_long/short tensors), LongRoPE on its long factors (the prompt is longer than the
-    original context of 4)."""
-    d, ref, gg = tmp_path / "phi3", tmp_path / "ref", tmp_path / f"phi3-{qtype}.gguf"
-    subprocess.run([sys.executable, TOOL, "write", "phi3", str(d)], check=True)
+    original context of 4); Phi-4-mini's partial rotary through phi3.rope.dimension_count."""
+    d, ref, gg = tmp_path / kind, tmp_path / "ref", tmp_path / f"{kind}-{qtype}.gguf"
+    subprocess.run([sys.executable, TOOL, "write", kind, str(d)], check=True)
     subprocess.run([sys.executable, GGUF_TOOL, str(d), str(gg), "--type", qtype, "--ref", str(ref)], check=True)
     for step, err, ours, want in logits_error_vs_reference(greta_bin, gg, ref, tmp_path / "r.json", (0, 3)):
-        print(f"\nphi3 GGUF {qtype} step {step}: max |diff| / max |logit| = {err:.2e}")
+        print(f"\n{kind} GGUF {qtype} step {step}: max |diff| / max |logit| = {err:.2e}")
         assert err < tol
         assert int(ours.argmax()) == int(want.argmax())
 
 
-@pytest.mark.parametrize("kind", ["phi3", "phi3-short"])
+@pytest.mark.parametrize("kind", ["phi3", "phi3-short", "phi4-mini"])
 def test_phi3_matches_transformers(greta_bin, kind, tmp_path):
     """The same checkpoints against transformers' own Phi3ForCausalLM forward in float32, which
     also checks the float64 reference above. Needs torch (the GPU machine has it)."""

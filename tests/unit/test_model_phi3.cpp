@@ -7,9 +7,11 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/quant_blocks.h"
 #include "formats_test_util.h"
 #include "model/longrope.h"
 #include "model/model_file.h"
+#include "model/partial_rotary.h"
 
 namespace greta {
 namespace {
@@ -189,7 +191,7 @@ TEST(Phi3, HfFusedTensorsSplit) {
 TEST(Phi3, HfLongRopeSettingsAndRefusals) {
   nlohmann::json c = phi3_config();
   c["rope_scaling"]["long_factor"] = std::vector<double>(7, 1.0);
-  EXPECT_ERROR_HAS(open_hf_error(c), "'rope_scaling.long_factor' has 7 values, expected head_dim/2 = 8");
+  EXPECT_ERROR_HAS(open_hf_error(c), "'rope_scaling.long_factor' has 7 values, expected rope_dim/2 = 8");
   c = phi3_config();
   c["rope_scaling"].erase("short_factor");
   EXPECT_ERROR_HAS(open_hf_error(c), "needs 'rope_scaling.short_factor'");
@@ -208,14 +210,22 @@ TEST(Phi3, HfLongRopeSettingsAndRefusals) {
   c = phi3_config();
   c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
   EXPECT_ERROR_HAS(open_hf_error(c), "unsupported rope_scaling type 'yarn'");
-  // Phi-4-mini rotates 3/4 of each head: refused, in either place transformers reads it from.
+  // Partial rotary (Phi-4-mini): the factor lists then cover the rotated dims only (16 * 0.75 / 2).
   c = phi3_config();
   c["partial_rotary_factor"] = 0.75;
-  EXPECT_ERROR_HAS(open_hf_error(c), "partial_rotary_factor = 0.75 (partial rotary embedding is not supported");
+  EXPECT_ERROR_HAS(open_hf_error(c), "'rope_scaling.short_factor' has 8 values, expected rope_dim/2 = 6");
+  for (double bad : {0.0, 1.5, 0.1}) {  // 0.1: int(1.6) = 1 rotated dim
+    c = phi3_config();
+    c["partial_rotary_factor"] = bad;
+    EXPECT_ERROR_HAS(open_hf_error(c), "partial_rotary_factor = ");
+  }
   c = phi3_config();
+  c["architectures"] = {"LlamaForCausalLM"};
+  c["model_type"] = "llama";
   c.erase("rope_scaling");
   c["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"partial_rotary_factor", 0.5}};
-  EXPECT_ERROR_HAS(open_hf_error(c), "partial_rotary_factor = 0.5");
+  EXPECT_ERROR_HAS(open_hf_error(c),
+                   "partial_rotary_factor = 0.5 (partial rotary embedding is supported for phi3 only)");
   // "su" is the older name of longrope; good settings get past to the missing weights.
   c = phi3_config();
   c["rope_scaling"]["type"] = "su";
@@ -254,10 +264,69 @@ TEST(Phi3, GgufLongRope) {
   EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
                    "phi3.rope.scaling.original_context_length");
   g = phi3_gguf(test::kF32);
-  g.kv("phi3.rope.dimension_count", GGUFType::UINT32, uint32_t(12));
+  g.kv("phi3.rope.dimension_count", GGUFType::UINT32, uint32_t(13));
   dir.write("m.gguf", g.build());
   EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
-                   "phi3.rope.dimension_count = 12 but head_dim = 16 (partial rotary embedding is not supported)");
+                   "phi3.rope.dimension_count = 13 but head_dim = 16 (partial rotary embedding: phi3 only, an even");
+}
+
+TEST(Phi3, PartialRotaryReordersQAndKRowsPerHead) {
+  // head_dim 8, 4 rotated: pairs (0, 2) and (1, 3) of the checkpoint go to (0, 4) and (1, 5);
+  // the pass-through dims 4..7 fill slots 2, 3, 6, 7, whose frequencies are 0.
+  EXPECT_EQ(partial_rotary_order(8, 4), (std::vector<int>{0, 1, 4, 5, 2, 3, 6, 7}));
+  EXPECT_EQ(partial_rotary_order(8, 8), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  ModelConfig c;
+  c.head_dim = 8;
+  c.rope_dim = 4;
+  c.rope_theta = 100.0f;
+  EXPECT_EQ(c.rope_inv_freq(), (std::vector<float>{1.0f, 0.1f, 0.0f, 0.0f}));
+
+  // GGUF phi3 of head_dim 16 rotating 12 dims: q (2 heads) and k (1 head) reordered, v kept.
+  GGUFBuilder g = phi3_gguf(test::kF32);
+  g.kv("phi3.rope.dimension_count", GGUFType::UINT32, uint32_t(12));
+  auto o = open_gguf(g);
+  const ModelFile& m = *o->m;
+  EXPECT_EQ(m.config().rope_dim, 12);
+  const std::vector<int> order = partial_rotary_order(16, 12);
+  const size_t rb = kDim * 4;
+  const HostTensor* q = m.layer_tensor(0, Role::Wq);
+  const HostTensor* k = m.layer_tensor(0, Role::Wk);
+  const HostTensor* v = m.layer_tensor(0, Role::Wv);
+  // The fused tensor's bytes: v is still a view into it, 48 rows after q's start.
+  const uint8_t* qkv = v->data - 48 * rb;
+  for (int h = 0; h < 2; ++h)
+    for (int j = 0; j < 16; ++j)
+      EXPECT_EQ(std::memcmp(q->data + (h * 16 + j) * rb, qkv + (h * 16 + order[j]) * rb, rb), 0) << h << " " << j;
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(std::memcmp(k->data + j * rb, qkv + (32 + order[j]) * rb, rb), 0) << j;
+  int n_q = 0;
+  for (const HostTensor* t : m.all_tensors()) n_q += t->name == "blk.0.attn_q.weight";
+  EXPECT_EQ(n_q, 1);
+}
+
+TEST(Phi3, PassThroughRowsScaleInEveryWeightType) {
+  // head_dim 8 rotating 4: rows 2, 3, 6, 7 of each head pass through. A factor of 0.5 is exact in
+  // fp16 and bf16, so each pass-through row dequantizes to exactly half, the others unchanged.
+  constexpr int kCols = 256, kRows = 16;
+  std::vector<float> x(size_t(kRows) * kCols);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * float(i)) * (1.0f + float(i % 7));
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
+                  DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const size_t rb = row_bytes(t, kCols);
+    std::vector<uint8_t> bytes(rb * kRows);
+    for (int r = 0; r < kRows; ++r) quantize_row(t, x.data() + r * kCols, bytes.data() + r * rb, kCols);
+    const std::vector<uint8_t> before = bytes;
+    scale_pass_through_rows(bytes.data(), t, kRows, kCols, 8, 4, 0.5f, "q");
+    for (int r = 0; r < kRows; ++r) {
+      std::vector<float> a(kCols), b(kCols);
+      dequantize_row(t, before.data() + r * rb, a.data(), kCols);
+      dequantize_row(t, bytes.data() + r * rb, b.data(), kCols);
+      const float want = (r % 8) % 4 >= 2 ? 0.5f : 1.0f;
+      for (int i = 0; i < kCols; ++i) ASSERT_EQ(b[i], want * a[i]) << dtype_name(t) << " row " << r << " col " << i;
+    }
+  }
+  std::vector<uint8_t> f8(row_bytes(DType::F8_B64, kCols) * kRows);
+  EXPECT_ERROR_HAS(error_of([&] { scale_pass_through_rows(f8.data(), DType::F8_B64, kRows, kCols, 8, 4, 0.5f, "q"); }),
+                   "tensor 'q' is ");
 }
 
 TEST(Phi3, StepUsesLongFactorsPastTheOriginalContext) {
