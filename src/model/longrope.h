@@ -9,7 +9,8 @@
 // long set from its first chunk, as transformers' single prompt forward does.
 //
 // The attention factor s multiplies q and k after RoPE, so it only ever reaches the model as the
-// product s^2 * q.k: greta folds s^2 into the attention score scale instead (no kernel change).
+// product s^2 * q.k: greta folds s^2 into the attention score scale instead (no kernel change;
+// with partial rotary, model/partial_rotary.h undoes it for the dims RoPE leaves alone).
 #pragma once
 #include <string>
 
