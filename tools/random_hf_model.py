@@ -6,7 +6,7 @@ scaling, grouped-query attention, SwiGLU, QKV bias for Qwen2, Phi-3's fused qkv_
 gate_up_proj, tied or separate output).
 
   python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | qwen2 | mistral | llama2-tied |
-                                                                phi3 | phi3-short | phi4-mini
+                                                                phi3 | phi3-short | phi3-600 | phi4-mini
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
   python3 tools/random_hf_model.py hf-logits DIR '[ids]'  the same from transformers' own forward
                                                           (float32; needs torch)
@@ -44,6 +44,9 @@ KINDS = {
                  rope_theta=10000.0, rope_scaling="longrope", original_max=4),
     "phi3-short": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
                        rope_theta=10000.0, rope_scaling="longrope", original_max=64),
+    # original context 600: a 700-token prompt cut into steps of 512 needs the long set throughout
+    "phi3-600": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
+                     rope_theta=10000.0, rope_scaling="longrope", original_max=600),
     # Phi-4-mini's layout: RoPE on part of each head, tied embeddings
     "phi4-mini": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=True, bias=False,
                       rope_theta=10000.0, rope_scaling="longrope", original_max=4, partial_rotary=0.5),

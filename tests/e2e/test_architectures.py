@@ -4,13 +4,14 @@ Qwen2 (QKV bias, tied embeddings), Mistral (GQA), Llama 2 (tied, linear RoPE sca
 (fused qkv / gate_up, LongRoPE on its long and on its short factors; also through GGUF), Phi-4-mini
 (partial rotary, tied embeddings).
 Tiny random-weight F32 checkpoints, CPU backend: greta's float path must match to ~1e-5."""
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT, logits_error_vs_reference
+from conftest import ROOT, logits_error_vs_reference, read_json, run_greta
 
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 
@@ -47,6 +48,26 @@ def test_phi3_gguf_matches_float64_reference(greta_bin, kind, qtype, tol, tmp_pa
         print(f"\n{kind} GGUF {qtype} step {step}: max |diff| / max |logit| = {err:.2e}")
         assert err < tol
         assert int(ours.argmax()) == int(want.argmax())
+
+
+def test_phi3_long_prompt_in_several_steps_uses_the_long_factors(greta_bin, tmp_path):
+    """A 700-token prompt over an original context of 600, which `greta run` evaluates in steps
+    of 512: the first step must rotate with the long factors too, as transformers' one forward
+    over the whole prompt does."""
+    import numpy as np
+    d = tmp_path / "phi3-600"
+    subprocess.run([sys.executable, TOOL, "write", "phi3-600", str(d)], check=True)
+    ids = [1] + [int(x) for x in np.random.default_rng(7).integers(3, 1000, 699)]
+    run_greta(greta_bin, "run", "-m", d, "--device", "cpu", "--prompt-ids", json.dumps(ids), "-n", 1, "--temp", "0",
+              "-c", 1024, "--report", tmp_path / "r.json", "--report-top", 1000)
+    ours = np.zeros(1000)
+    for t, v in read_json(tmp_path / "r.json")["steps"][0]:
+        ours[t] = v
+    want = np.array(json.loads(subprocess.run([sys.executable, TOOL, "logits", str(d), json.dumps(ids)], check=True,
+                                              capture_output=True, text=True).stdout))
+    err = np.abs(ours - want).max() / np.abs(want).max()
+    print(f"\nphi3 700-token prompt in steps of 512: max |diff| / max |logit| = {err:.2e}")
+    assert err < 3e-4
 
 
 @pytest.mark.parametrize("kind", ["phi3", "phi3-short", "phi4-mini"])
