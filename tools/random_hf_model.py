@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """Tiny random-weight checkpoints in Hugging Face layout for the architectures greta supports,
 and a float64 numpy forward of the HF definitions (LlamaForCausalLM / MistralForCausalLM /
-Qwen2ForCausalLM / Qwen3ForCausalLM: RMSNorm, rotate-half RoPE with optional llama3/linear scaling,
-grouped-query attention, SwiGLU, QKV bias for Qwen2, per-head q/k RMSNorm and a head_dim of its own
-for Qwen3, tied or separate output).
+Qwen2ForCausalLM / Qwen3ForCausalLM / Phi3ForCausalLM: RMSNorm, rotate-half RoPE with optional
+llama3/linear/longrope scaling, grouped-query attention, SwiGLU, QKV bias for Qwen2, per-head q/k
+RMSNorm and a head_dim of its own for Qwen3, Phi-3's fused qkv_proj and gate_up_proj, tied or
+separate output).
 
-  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | llama3.2 | qwen2 | mistral | mistral-swa | llama2-tied | qwen3
+  python3 tools/random_hf_model.py write KIND OUT_DIR     KIND: llama3 | llama3.2 | qwen2 | qwen3 |
+                                                                mistral | mistral-swa | llama2-tied |
+                                                                phi3 | phi3-short | phi3-600 | phi4-mini
   python3 tools/random_hf_model.py logits DIR '[ids]'     prints the last position's logits as JSON
+  python3 tools/random_hf_model.py hf-logits DIR '[ids]'  the same from transformers' own forward
+                                                          (float32; needs torch)
   python3 tools/random_hf_model.py gguf DIR OUT.gguf      the same F32 weights as llama.cpp's converter
                                                           names them (qwen2, qwen3: no Q/K permutation)
+
+phi3 is Phi-3.5's layout with LongRoPE scaled down: original_max_position_embeddings 4, so a
+prompt of more than 4 tokens runs on the long factors; phi3-short has 64, so a short prompt runs
+on the short ones (with the attention factor in both); phi4-mini rotates half of each head
+(partial_rotary_factor 0.5) and ties its embeddings.
 
 The tokenizer is the small SentencePiece vocabulary of tests/data/tokenizer/spm (1000 pieces)."""
 import json
@@ -43,6 +53,17 @@ KINDS = {
     # head_dim 128 while hidden / heads is 64, as Qwen3-0.6B has
     "qwen3": dict(arch="Qwen3ForCausalLM", model_type="qwen3", heads=8, kv=2, tie=True, bias=False,
                   rope_theta=1000000.0, rope_scaling=None, head_dim=128, qk_norm=True),
+    # GQA 8/2 (Phi-3-medium's grouping; mini has kv = heads), fused tensors, LongRoPE
+    "phi3": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
+                 rope_theta=10000.0, rope_scaling="longrope", original_max=4),
+    "phi3-short": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
+                       rope_theta=10000.0, rope_scaling="longrope", original_max=64),
+    # original context 600: a 700-token prompt cut into steps of 512 needs the long set throughout
+    "phi3-600": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=False, bias=False,
+                     rope_theta=10000.0, rope_scaling="longrope", original_max=600),
+    # Phi-4-mini's layout: RoPE on part of each head, tied embeddings
+    "phi4-mini": dict(arch="Phi3ForCausalLM", model_type="phi3", heads=8, kv=2, tie=True, bias=False,
+                      rope_theta=10000.0, rope_scaling="longrope", original_max=4, partial_rotary=0.5),
 }
 DIM, LAYERS, FFN, VOCAB, HEAD_DIM = 512, 2, 1024, 1000, 64
 
@@ -75,6 +96,8 @@ def write(kind, out):
         t[p + "mlp.gate_proj.weight"] = mat(FFN, DIM)
         t[p + "mlp.up_proj.weight"] = mat(FFN, DIM)
         t[p + "mlp.down_proj.weight"] = mat(DIM, FFN)
+    if k["arch"] == "Phi3ForCausalLM":
+        fuse_phi3(t)
     os.makedirs(out, exist_ok=True)
     save_file(t, os.path.join(out, "model.safetensors"))
     cfg = {"architectures": [k["arch"]], "model_type": k["model_type"], "hidden_size": DIM,
@@ -82,7 +105,18 @@ def write(kind, out):
            "num_key_value_heads": k["kv"], "rms_norm_eps": 1e-6, "rope_theta": k["rope_theta"],
            "max_position_embeddings": 2048, "vocab_size": VOCAB, "tie_word_embeddings": k["tie"],
            "hidden_act": "silu", "torch_dtype": "float32"}
-    if k["rope_scaling"]:
+    if k["rope_scaling"] == "longrope":
+        # short factors near 1, long ones up to ~40 (Phi-3.5's span), both rising with the dimension
+        half = int(HEAD_DIM * k.get("partial_rotary", 1.0)) // 2
+        ramp = np.linspace(0, 1, half)
+        cfg["rope_scaling"] = {"type": "longrope",
+                               "short_factor": (1 + 0.1 * ramp + 0.02 * rng.random(half)).tolist(),
+                               "long_factor": (1 + 39 * ramp ** 2 + 0.5 * rng.random(half)).tolist()}
+        if "partial_rotary" in k:
+            cfg["partial_rotary_factor"] = k["partial_rotary"]
+        cfg["original_max_position_embeddings"] = k["original_max"]
+        cfg.update(bos_token_id=1, eos_token_id=2, pad_token_id=0, sliding_window=None)
+    elif k["rope_scaling"]:
         cfg["rope_scaling"] = k["rope_scaling"]
     if k.get("window"):
         cfg["sliding_window"] = k["window"]
@@ -100,12 +134,41 @@ def head_dim(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
-def inv_freq(cfg):
-    hd = head_dim(cfg)
+def fuse_phi3(t):
+    """Phi3ForCausalLM's tensors: qkv_proj = [q; k; v] rows, gate_up_proj = [gate; up] rows."""
+    for l in range(LAYERS):
+        p = f"model.layers.{l}."
+        t[p + "self_attn.qkv_proj.weight"] = np.concatenate([t.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        t[p + "mlp.gate_up_proj.weight"] = np.concatenate([t.pop(p + f"mlp.{n}_proj.weight") for n in ("gate", "up")])
+
+
+def unfuse_phi3(W, cfg):
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    q, kv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        qkv = W.pop(p + "self_attn.qkv_proj.weight")
+        for n, a, b in (("q", 0, q), ("k", q, q + kv), ("v", q + kv, q + 2 * kv)):
+            W[p + f"self_attn.{n}_proj.weight"] = qkv[a:b]
+        gate, up = np.split(W.pop(p + "mlp.gate_up_proj.weight"), 2)
+        W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"] = gate, up
+
+
+def inv_freq(cfg, seq_len):
+    """(inverse frequencies, cos/sin scale) for a forward over seq_len positions; as many
+    frequencies as the rotated dims have pairs (partial_rotary_factor)."""
+    hd = int(head_dim(cfg) * cfg.get("partial_rotary_factor", 1.0))
     inv = 1.0 / cfg["rope_theta"] ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     rs = cfg.get("rope_scaling")
     if rs:
         typ = rs.get("rope_type", rs.get("type"))
+        if typ in ("longrope", "su"):  # as transformers' _compute_longrope_parameters
+            old = cfg["original_max_position_embeddings"]
+            factor = rs.get("factor", cfg["max_position_embeddings"] / old)
+            attn = rs.get("attention_factor", math.sqrt(1 + math.log(factor) / math.log(old)) if factor > 1 else 1.0)
+            # longrope_frequency_update: one set for the whole forward
+            ext = np.array(rs["long_factor"] if seq_len > old else rs["short_factor"], dtype=np.float64)
+            return inv / ext, attn
         if typ == "linear":
             inv = inv / rs["factor"]
         elif typ == "llama3":  # as transformers' _compute_llama3_parameters
@@ -117,19 +180,23 @@ def inv_freq(cfg):
             mid = (1 - smooth) * out / f + smooth * out
             is_mid = (wl >= hi_wl) & (wl <= lo_wl)
             inv = np.where(is_mid, mid, out)
-    return inv
+    return inv, 1.0
 
 
 def logits(d, ids):
     cfg = json.load(open(os.path.join(d, "config.json")))
     W = {k: v.astype(np.float64) for k, v in load_file(os.path.join(d, "model.safetensors")).items()}
+    if "model.layers.0.self_attn.qkv_proj.weight" in W:
+        unfuse_phi3(W, cfg)
     H, nh, nkv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd, eps, T = head_dim(cfg), cfg["rms_norm_eps"], len(ids)
     rms = lambda x, w: x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * w
-    ang = np.arange(T)[:, None] * inv_freq(cfg)[None]
-    cos, sin = np.cos(ang)[:, None], np.sin(ang)[:, None]
-    rope = lambda q: np.concatenate([q[..., :hd // 2] * cos - q[..., hd // 2:] * sin,
-                                     q[..., :hd // 2] * sin + q[..., hd // 2:] * cos], -1)
+    inv, attn_factor = inv_freq(cfg, T)
+    ang = np.arange(T)[:, None] * inv[None]
+    cos, sin = attn_factor * np.cos(ang)[:, None], attn_factor * np.sin(ang)[:, None]
+    rd = 2 * len(inv)  # rotated dims: the first rd of each head, pairs (i, i + rd/2); the rest pass
+    rope = lambda q: np.concatenate([q[..., :rd // 2] * cos - q[..., rd // 2:rd] * sin,
+                                     q[..., :rd // 2] * sin + q[..., rd // 2:rd] * cos, q[..., rd:]], -1)
     mask = np.triu(np.full((T, T), -np.inf), 1)
     if cfg.get("sliding_window"):  # transformers' sliding-window mask: key j seen by query i when j > i - window
         mask += np.tril(np.full((T, T), -np.inf), -cfg["sliding_window"])
@@ -196,6 +263,15 @@ def write_gguf(d, out):
     w.close()
 
 
+def hf_logits(d, ids):
+    """The last position's logits from transformers' AutoModelForCausalLM forward in float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0, -1].double().tolist()
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "write":
         write(sys.argv[2], sys.argv[3])
@@ -203,6 +279,8 @@ def main():
         print(json.dumps(logits(sys.argv[2], json.loads(sys.argv[3])).tolist()))
     elif len(sys.argv) == 4 and sys.argv[1] == "gguf":
         write_gguf(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "hf-logits":
+        print(json.dumps(hf_logits(sys.argv[2], json.loads(sys.argv[3]))))
     else:
         sys.exit(__doc__)
 

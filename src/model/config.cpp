@@ -17,13 +17,14 @@ float positive_finite(double v, const std::string& key, const std::string& where
   return f;
 }
 
-std::vector<float> ModelConfig::rope_inv_freq() const {
-  const int half = head_dim / 2;
-  std::vector<float> inv(half);
-  for (int i = 0; i < half; ++i) {
+std::vector<float> ModelConfig::rope_inv_freq(bool long_factors) const {
+  const int half = head_dim / 2, rd = rope_dim > 0 ? rope_dim : head_dim;
+  const std::vector<float>& factors = long_factors ? rope_long_freq_factors : rope_freq_factors;
+  std::vector<float> inv(half, 0.0f);
+  for (int i = 0; i < rd / 2; ++i) {
     // Computed in double so CPU and GPU backends start from identical frequencies.
-    double f = 1.0 / std::pow(double(rope_theta), double(2 * i) / double(head_dim));
-    if (!rope_freq_factors.empty()) f /= double(rope_freq_factors[i]);
+    double f = 1.0 / std::pow(double(rope_theta), double(2 * i) / double(rd));
+    if (!factors.empty()) f /= double(factors[i]);
     inv[i] = float(f);
   }
   return inv;

@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -25,6 +25,17 @@ struct ModelConfig {
   bool rope_neox = false;
   // Per-frequency divisors (Llama 3.1 "llama3" scaling); empty = none. Size head_dim/2.
   std::vector<float> rope_freq_factors;
+  // LongRoPE (Phi-3 "longrope", older "su"): rope_freq_factors are the short factors and these the
+  // long ones, used by a step once a sequence in it exceeds rope_original_context tokens
+  // (model/longrope.h); empty = none.
+  std::vector<float> rope_long_freq_factors;
+  int rope_original_context = 0;
+  float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's attention factor)
+  // Dims of each head that RoPE rotates; 0 = head_dim. Fewer (Phi-4-mini's partial rotary): the
+  // load reorders q/k rows so that greta's whole-head RoPE does it (model/partial_rotary.h), and
+  // the factor lists above cover rope_dim/2 frequencies.
+  int rope_dim = 0;
+
   bool tied_embeddings = false;  // output projection reuses token_embd
   bool qkv_bias = false;         // Qwen2
   // Sliding-window attention (Mistral v0.1): a token at position p sees the keys at positions
@@ -35,8 +46,9 @@ struct ModelConfig {
   // q and k after the projections, before RoPE.
   bool qk_norm = false;
 
-  // inv_freq[i] = 1 / (theta^(2i/head_dim) * factor[i]), i < head_dim/2.
-  std::vector<float> rope_inv_freq() const;
+  // inv_freq[i] = 1 / (theta^(2i/rope_dim) * factor[i]) for i < rope_dim/2, 0 (no rotation) up
+  // to head_dim/2; factor from rope_long_freq_factors when `long_factors`, else rope_freq_factors.
+  std::vector<float> rope_inv_freq(bool long_factors = false) const;
 };
 
 // A hyper-parameter that must be a finite number > 0 in float (RoPE theta, RMS epsilon, RoPE

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "model/longrope.h"
 
 namespace greta {
 
@@ -28,6 +29,7 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
     cfg_.max_context = cfg_.sliding_window;
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
+  rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};
   tok_embd_ = be_.upload(*file.token_embedding());
   out_norm_ = be_.upload(*file.output_norm());
   if (!cfg_.tied_embeddings) output_ = be_.upload(*file.output());
@@ -132,7 +134,9 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   Tensor x = s.x.rows_slice(0, n), h = s.h.rows_slice(0, n);
   Tensor q = s.q.rows_slice(0, n), k = s.k.rows_slice(0, n), v = s.v.rows_slice(0, n);
   Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
-  const float scale = 1.0f / std::sqrt(float(cfg_.head_dim));
+  const RopeSpec& rope = rope_step_uses_long(cfg_, batch) ? rope_long_ : rope_;
+  // RoPE's cos/sin scaled by a (LongRoPE) scale q and k by a, so their product by a^2.
+  const float scale = cfg_.rope_attn_factor * cfg_.rope_attn_factor / std::sqrt(float(cfg_.head_dim));
   const float eps = cfg_.norm_eps;
 
   be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
@@ -146,8 +150,8 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     const Backend::MatmulTarget tq{L.wq.get(), L.bq.get(), q}, tk{L.wk.get(), L.bk.get(), k},
         tv{L.wv.get(), L.bv.get(), v};
     if (L.q_norm)  // Qwen3: each head of q and k normalized between the projection and RoPE
-      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope_, kv, l);
-    else be_.normed_qkv_rope(xn, tq, tk, tv, rope_, kv, l);
+      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope, kv, l);
+    else be_.normed_qkv_rope(xn, tq, tk, tv, rope, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.sliding_window);
     xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
     // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T

@@ -15,14 +15,14 @@
 namespace greta {
 
 struct LayerWeights {
-  std::unique_ptr<Weight> attn_norm;     // [1, dim]
-  std::unique_ptr<Weight> wq, wk, wv;    // [n_heads*hd, dim], [n_kv*hd, dim] x2
-  std::unique_ptr<Weight> bq, bk, bv;    // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> attn_norm;       // [1, dim]
+  std::unique_ptr<Weight> wq, wk, wv;      // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;      // [1, ...] (Qwen2) or null
   std::unique_ptr<Weight> q_norm, k_norm;  // [1, head_dim] (Qwen3) or null
-  std::unique_ptr<Weight> wo;            // [dim, n_heads*hd]
-  std::unique_ptr<Weight> ffn_norm;      // [1, dim]
-  std::unique_ptr<Weight> w_gate, w_up;  // [ffn, dim]
-  std::unique_ptr<Weight> w_down;        // [dim, ffn]
+  std::unique_ptr<Weight> wo;              // [dim, n_heads*hd]
+  std::unique_ptr<Weight> ffn_norm;        // [1, dim]
+  std::unique_ptr<Weight> w_gate, w_up;    // [ffn, dim]
+  std::unique_ptr<Weight> w_down;          // [dim, ffn]
 
   // Every weight slot of the layer, the null ones (absent optional weights) included.
   std::array<const std::unique_ptr<Weight>*, 14> all() const {
@@ -74,6 +74,7 @@ class LlamaModel {
   ModelConfig cfg_;
   Backend& be_;
   RopeSpec rope_;
+  RopeSpec rope_long_;                // LongRoPE's long factors (model/longrope.h); unused without them
   std::unique_ptr<Weight> tok_embd_;  // [vocab, dim]
   std::unique_ptr<Weight> out_norm_;  // [1, dim]
   std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)

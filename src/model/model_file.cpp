@@ -9,7 +9,10 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/fused_tensors.h"
 #include "model/hf_quant.h"
+#include "model/longrope.h"
+#include "model/partial_rotary.h"
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
@@ -29,9 +32,9 @@ std::string unsupported_bias(const std::string& name) {
 }
 
 const char* kSupported =
-    "supported: llama (Llama 2/3/3.1, SmolLM, TinyLlama), mistral, qwen2, qwen3 "
-    "(GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
-    "Qwen3ForCausalLM)";
+    "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama), mistral, qwen2, qwen3, phi3 (Phi-3, Phi-3.5, "
+    "Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
+    "Qwen3ForCausalLM / Phi3ForCausalLM)";
 
 std::string gguf_role_name(int layer, Role r) {
   static const char* names[] = {"attn_norm.weight",   "attn_q.weight",     "attn_k.weight", "attn_v.weight",
@@ -48,6 +51,26 @@ std::string hf_role_name(int layer, Role r) {
                                 "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
                                 "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
+}
+
+// partial_rotary_factor (Phi-4-mini: 0.75), at the top level or in the RoPE settings, where
+// transformers reads it: sets rope_dim = int(head_dim * factor). Only Phi-3's load reorders q/k
+// for it (model/partial_rotary.h).
+void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, ModelConfig& c,
+                         const std::string& where) {
+  for (const nlohmann::json* obj : {&j, rope}) {
+    if (!obj) continue;
+    auto pr = obj->find("partial_rotary_factor");
+    if (pr == obj->end() || pr->is_null()) continue;
+    const double f = pr->is_number() ? pr->get<double>() : 0.0;
+    if (f == 1.0) continue;
+    const int rd = int(c.head_dim * f);
+    if (!(f > 0.0 && f < 1.0) || rd < 2 || rd % 2 != 0 || c.arch != "phi3")
+      throw Error(where + ": partial_rotary_factor = " + pr->dump() +
+                  (c.arch != "phi3" ? " (partial rotary embedding is supported for phi3 only)"
+                                    : " (expected a number in (0, 1] giving an even number of rotated dims)"));
+    c.rope_dim = rd;
+  }
 }
 
 int positive(int64_t v, const std::string& what, const std::string& where) {
@@ -137,7 +160,7 @@ void ModelFile::open_gguf(const std::string& path) {
   const GGUFFile& g = *gguf_;
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
-  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3")
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "phi3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -153,12 +176,19 @@ void ModelFile::open_gguf(const std::string& path) {
   c.norm_eps = positive_finite(g.get_float(a + "attention.layer_norm_rms_epsilon").value_or(1e-5),
                                a + "attention.layer_norm_rms_epsilon", path);
   c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
-  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2/3 keep halves.
-  c.rope_neox = (c.arch == "qwen2" || c.arch == "qwen3");
+  // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2/3 and Phi-3 keep halves.
+  c.rope_neox = (c.arch == "qwen2" || c.arch == "qwen3" || c.arch == "phi3");
   c.qk_norm = (c.arch == "qwen3");
+  if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim) {
+    if (c.arch != "phi3" || *rd < 2 || *rd > c.head_dim || *rd % 2 != 0)
+      throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) + " but head_dim = " +
+                  std::to_string(c.head_dim) + " (partial rotary embedding: phi3 only, an even count < head_dim)");
+    c.rope_dim = int(*rd);  // Phi-4-mini
+  }
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
-  // The window as transformers applies it (hf_sliding_window below): Mistral's, none for Llama or Qwen2.
-  if (auto w = g.get_int(a + "attention.sliding_window"); w && c.arch == "mistral")
+  // The window as transformers applies it (hf_sliding_window below): Mistral's and Phi-3's (mini-4k:
+  // 2047), none for Llama or Qwen.
+  if (auto w = g.get_int(a + "attention.sliding_window"); w && *w > 0 && (c.arch == "mistral" || c.arch == "phi3"))
     c.sliding_window = positive(*w, a + "attention.sliding_window", path);
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
@@ -182,12 +212,16 @@ void ModelFile::open_gguf(const std::string& path) {
   }
   for (const char* b : {"blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"})
     if (g.find_tensor(b)) throw Error(path + ": " + unsupported_bias(b));
+  if (c.arch == "phi3") {
+    read_gguf_longrope(g, c, path);
+    split_fused();
+  }
 }
 
 namespace {
-// config.json's sliding window, as transformers applies it: Mistral's "sliding_window" (null or
-// absent: none); Llama's modeling code has none. Qwen2 and Qwen3 write one but apply it only
-// with "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
+// config.json's sliding window, as transformers applies it: Mistral's and Phi-3's
+// "sliding_window" (null or absent: none; Phi-3-mini-4k: 2047); Llama's modeling code has none. Qwen2 and Qwen3 write
+// one but apply it only with "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
 // greta does not run: refused rather than run wrong.
 int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
   auto w = j.find("sliding_window");
@@ -239,6 +273,7 @@ void ModelFile::open_hf(const std::string& dir) {
   else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
   else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
   else if (archname == "Qwen3ForCausalLM" || model_type == "qwen3") c.arch = "qwen3";
+  else if (archname == "Phi3ForCausalLM" || model_type == "phi3") c.arch = "phi3";
   else
     throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
                 kSupported);
@@ -271,6 +306,7 @@ void ModelFile::open_hf(const std::string& dir) {
     rs = rp;
     rs_name = "rope_parameters";
   }
+  read_partial_rotary(j, rs != j.end() && rs->is_object() ? &*rs : nullptr, c, cfg_path);
   if (rs != j.end() && rs->is_object()) {
     // A scaling number: present and a finite number > 0, or the default.
     auto factor = [&](const char* k, double def) {
@@ -296,10 +332,13 @@ void ModelFile::open_hf(const std::string& dir) {
       c.rope_freq_factors = llama3_rope_factors(c.head_dim, c.rope_theta, factor("factor", 8.0), low, high, int(omp));
     } else if (type == "linear") {
       c.rope_freq_factors.assign(c.head_dim / 2, factor("factor", 1.0));
+    } else if (type == "longrope" || type == "su") {
+      read_hf_longrope(*rs, rs_name, j, c, cfg_path);
     } else if (!type.empty() && type != "default") {
-      throw Error(cfg_path + ": unsupported rope_scaling type '" + type + "' (supported: llama3, linear)");
+      throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type + "' (supported: llama3, linear, longrope)");
     }
   }
+
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
   HfQuantized hq = load_hf_quantized(j, cfg_path, *st_);
   if (hq.tensors) {
@@ -311,6 +350,7 @@ void ModelFile::open_hf(const std::string& dir) {
   for (const char* b : {"model.layers.0.self_attn.o_proj.bias", "model.layers.0.mlp.gate_proj.bias",
                         "model.layers.0.mlp.up_proj.bias", "model.layers.0.mlp.down_proj.bias"})
     if (st_->find_tensor(b)) throw Error(cfg_path + ": " + unsupported_bias(b));
+  if (c.arch == "phi3") split_fused();
   if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 
@@ -321,16 +361,55 @@ std::unique_ptr<Tokenizer> ModelFile::load_tokenizer() const {
   return Tokenizer::from_hf_dir(path_);
 }
 
+void ModelFile::split_fused() {
+  const ModelConfig& c = config_;
+  const int64_t q = int64_t(c.n_heads) * c.head_dim, kv = int64_t(c.n_kv_heads) * c.head_dim;
+  auto split = std::make_shared<SplitTensors>();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const std::string L = std::to_string(l);
+    const std::string qkv = st_ ? "model.layers." + L + ".self_attn.qkv_proj.weight" : "blk." + L + ".attn_qkv.weight";
+    if (const HostTensor* t = find(qkv))
+      split->split(*t, {{layer_name(l, Role::Wq), q}, {layer_name(l, Role::Wk), kv}, {layer_name(l, Role::Wv), kv}},
+                   c.dim, "layer " + L + " fused q, k, v", path_);
+    // GGUF Phi-3 has no ffn_gate: its ffn_up holds [gate; up] (llama.cpp's fused SwiGLU).
+    const std::string gate_up = st_ ? "model.layers." + L + ".mlp.gate_up_proj.weight" : "blk." + L + ".ffn_up.weight";
+    if (st_ || !find(layer_name(l, Role::WGate)))
+      if (const HostTensor* t = find(gate_up))
+        split->split(*t, {{layer_name(l, Role::WGate), c.ffn_dim}, {layer_name(l, Role::WUp), c.ffn_dim}}, c.dim,
+                     "layer " + L + " fused gate, up", path_);
+  }
+  if (c.rope_dim > 0 && c.rope_dim < c.head_dim) {
+    if (c.qkv_bias) throw Error(path_ + ": partial rotary embedding with q/k biases is not supported");
+    const std::vector<int> order = partial_rotary_order(c.head_dim, c.rope_dim);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (Role r : {Role::Wq, Role::Wk}) {
+        const std::string name = layer_name(l, r);
+        const HostTensor* t = split->find(name) ? split->find(name) : find(name);
+        if (!t) continue;  // a missing one: validate_model_tensors names it
+        const HostTensor src = *t;
+        uint8_t* bytes = split->reorder_heads(src, c.head_dim, order, path_);
+        if (r == Role::Wq && c.rope_attn_factor != 1.0f)
+          scale_pass_through_rows(bytes, src.dtype, src.shape[0], src.shape[1], c.head_dim, c.rope_dim,
+                                  1.0f / (c.rope_attn_factor * c.rope_attn_factor), path_ + ": " + name);
+      }
+  }
+  if (!split->empty()) split_ = std::move(split);
+}
+
+std::string ModelFile::layer_name(int layer, Role r) const {
+  return st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r);
+}
+
 const HostTensor* ModelFile::find(const std::string& name) const {
   if (quantized_)
     if (const HostTensor* t = quantized_->find(name)) return t;
+  if (split_)
+    if (const HostTensor* t = split_->find(name)) return t;
   if (syn_) return syn_->find(name);
   return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
 }
 
-const HostTensor* ModelFile::layer_tensor(int layer, Role r) const {
-  return find(st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r));
-}
+const HostTensor* ModelFile::layer_tensor(int layer, Role r) const { return find(layer_name(layer, r)); }
 const HostTensor* ModelFile::token_embedding() const {
   return find(st_ ? "model.embed_tokens.weight" : "token_embd.weight");
 }
@@ -350,12 +429,17 @@ std::vector<const HostTensor*> ModelFile::all_tensors() const {
   } else {
     for (const HostTensor& t : gguf_->tensors()) v.push_back(&t);
   }
+  if (split_) {  // the parts in place of the fused matrices
+    std::erase_if(v, [&](const HostTensor* t) { return split_->is_fused(t->name); });
+    for (const HostTensor* t : split_->parts()) v.push_back(t);
+  }
   if (quantized_) {
     for (const HostTensor*& t : v)
       if (const HostTensor* q = quantized_->find(t->name)) t = q;
     if (st_)  // weights converted from a quantized checkpoint's packed tensors (AWQ / GPTQ qweight)
       for (const HostTensor* q : quantized_->tensors())
-        if (!st_->find_tensor(q->name)) v.push_back(q);
+        if (!st_->find_tensor(q->name) && !(split_ && (split_->find(q->name) || split_->is_fused(q->name))))
+          v.push_back(q);
   }
   return v;
 }

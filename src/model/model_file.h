@@ -17,6 +17,7 @@ namespace greta {
 class GGUFFile;
 class OwnedTensors;
 class SafetensorsModel;
+class SplitTensors;
 class SyntheticWeights;
 
 // Tensor roles of one layer / of the model, independent of file naming.
@@ -67,8 +68,10 @@ class ModelFile {
  private:
   ModelFile() = default;
   const HostTensor* find(const std::string& name) const;
+  std::string layer_name(int layer, Role r) const;  // the file's name for a layer role
   void open_gguf(const std::string& path);
   void open_hf(const std::string& dir);
+  void split_fused();  // Phi-3's fused q/k/v and gate/up matrices (model/fused_tensors.h)
 
   std::string path_;
   std::string format_;
@@ -78,6 +81,7 @@ class ModelFile {
   std::shared_ptr<SyntheticWeights> syn_;
   // quantize(), or the weights converted from a quantized HF checkpoint: found before the file's tensors
   std::shared_ptr<OwnedTensors> quantized_;
+  std::shared_ptr<SplitTensors> split_;          // row slices of fused matrices, found before the file's
   std::set<std::string, std::less<>> replaced_;  // file tensors folded into quantized_ (qweight, scales, ...)
   std::vector<std::string> notes_;
 };

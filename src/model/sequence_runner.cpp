@@ -60,6 +60,9 @@ void SequenceRunner::run(const std::vector<int32_t>& tokens, const std::vector<i
     s.n_tokens = len;
     s.n_past = n_past_;
     s.block_table = seq_.table();
+    // Tokens cut into several steps: every step knows the whole run's length, as the engine's
+    // prompt chunks do (LongRoPE then rotates every chunk with the set the whole prompt needs).
+    if (n > max_step_) s.n_prompt = n_past_ + n;
     b.seqs.push_back(std::move(s));
     const size_t w0 = w;
     while (w < want.size() && want[w] < begin + len) b.logit_rows.push_back(want[w++] - begin);

@@ -22,6 +22,8 @@ constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
     {"llama-2-13b", 40, 5120, 40, 40, 13824, 32000, 4096, 10000.0f},
     {"llama-2-70b", 80, 8192, 64, 8, 28672, 32000, 4096, 10000.0f},
+    // Phi-3-mini: head_dim 96; its fused qkv / gate_up load split, so this runs the same ops
+    {"phi-3-mini", 32, 3072, 32, 32, 8192, 32064, 4096, 10000.0f},
     {"llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8192, 500000.0f},
     {"smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192, 100000.0f},
     // Llama 3.2 1B (its llama3 RoPE scaling to 131072 positions left out: same bytes and kernels)

@@ -46,17 +46,18 @@ def read_json(path):
         return json.load(f)
 
 
-def logits_error_vs_reference(greta_bin, model, ref_dir, report, steps, n=4):
+def logits_error_vs_reference(greta_bin, model, ref_dir, report, steps, n=4, reference="logits"):
     """Runs greta greedily on `model` (CPU, --report) and yields (step, err, ours, want) for each of
     `steps`: err is max |ours - want| / max |want|, where want is tools/random_hf_model.py's float64
-    forward over the float checkpoint `ref_dir` on the same tokens."""
+    forward over the float checkpoint `ref_dir` on the same tokens (reference "hf-logits":
+    transformers' forward instead)."""
     import numpy as np  # only the tests that compare logits need numpy
     run_greta(greta_bin, "run", "-m", model, "--device", "cpu", "-p", "The GNU General Public License is", "-n", n,
               "--temp", "0", "--ignore-eos", "--report", report, "--report-top", 1000)
     r = read_json(report)
     for step in steps:
         ids = r["prompt_ids"] + r["generated_ids"][:step]
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "random_hf_model.py"), "logits", str(ref_dir),
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "random_hf_model.py"), reference, str(ref_dir),
                               json.dumps(ids)], check=True, capture_output=True, text=True).stdout
         want = np.array(json.loads(out))
         ours = np.zeros_like(want)

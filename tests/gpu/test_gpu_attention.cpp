@@ -38,6 +38,8 @@ class AttentionRunner {
     for (int i = 0; i < c.hd / 2; ++i) rope_.inv_freq.push_back(std::pow(10000.f, -2.f * i / float(c.hd)));
   }
 
+  RopeSpec& rope() { return rope_; }
+
   int add_seq() {
     tables_.emplace_back();
     lens_.push_back(0);
@@ -117,9 +119,11 @@ std::unique_ptr<Backend> cuda_with_merge(int last) {
 
 TEST_F(GpuAttention, PromptDecodeAndMixedSteps) {
   // GQA groups 3, 4, 1, 16 and 2: every query-heads-per-block size of the decode kernel (1, 2, 4, 8).
+  // head_dim 96 (Phi-3-mini): key groups of 16 lanes with 4 idle, CUDA-core prefill.
   for (int last : {1, 0})
-    for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false},
-                       AttnCase{16, 1, 64, true}, AttnCase{8, 4, 256, false}}) {
+    for (AttnCase c :
+         {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 128, false}, AttnCase{16, 1, 64, true},
+          AttnCase{8, 4, 256, false}, AttnCase{8, 8, 96, true}, AttnCase{12, 3, 96, true}}) {
       auto g = cuda_with_merge(last);
       const std::string m = last ? "" : "[merge kernel] ";
       AttentionRunner r(*g, *cpu, c, 512, 11);
@@ -137,7 +141,8 @@ TEST_F(GpuAttention, LongContextDecode) {
   // A 4096-token context: the cache is filled by prompt chunks (attention checked on the last
   // chunk only), then decode steps split the context over many partitions.
   for (int last : {1, 0})
-    for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false}}) {
+    for (AttnCase c : {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{32, 32, 128, false},
+                       AttnCase{32, 32, 96, true}}) {
       auto g = cuda_with_merge(last);
       const std::string m = last ? "" : "[merge kernel] ";
       AttentionRunner r(*g, *cpu, c, 600, 12);
@@ -148,6 +153,23 @@ TEST_F(GpuAttention, LongContextDecode) {
       r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
       r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
     }
+}
+
+TEST_F(GpuAttention, RopeTableChangesBetweenSteps) {
+  // LongRoPE (model/longrope.h): a step rotates with the short or the long frequency table, so
+  // the backend sees another inv_freq between steps (uploaded again) and, in this test, back.
+  auto g = make_cuda_backend();
+  AttentionRunner r(*g, *cpu, AttnCase{8, 2, 64, true}, 256, 13);
+  r.add_seq();
+  const std::vector<float> short_freq = r.rope().inv_freq;
+  std::vector<float> long_freq = short_freq;
+  for (size_t i = 0; i < long_freq.size(); ++i) long_freq[i] /= 1.f + 0.5f * float(i);
+  r.step({40}, "short table, prompt");
+  r.rope().inv_freq = long_freq;
+  r.step({1}, "long table, decode");
+  r.step({1}, "long table, decode again");
+  r.rope().inv_freq = short_freq;
+  r.step({1}, "short table again, decode");
 }
 
 }  // namespace

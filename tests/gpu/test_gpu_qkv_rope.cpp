@@ -1,7 +1,7 @@
 // Backend::normed_qkv_rope on CUDA (one GEMV launch whose epilogue applies RoPE and writes the
 // KV cache) vs the CPU backend (matmul + rope_kv_write). Every step compares q, k, v and then
 // attention over the caches, so a wrong cache slot or an unrotated key shows up in the
-// attention output of later steps. Both RoPE pairings, GQA, biases, head_dim 64 and 128,
+// attention output of later steps. Both RoPE pairings, GQA, biases, head_dim 64, 96 and 128,
 // several sequences with shuffled block tables. x comes from a residual add first, as in a
 // layer: either matmul_add_norm (on CUDA the norm's work moves into that GEMV: the split form
 // of NormedRows) or matmul_add then norm (the plain form, as after the embedding).
@@ -131,8 +131,9 @@ TEST_F(GpuQkvRope, MatchesMatmulPlusRopeKvWrite) {
   const std::vector<QkvCase> cases = {{9, 3, 64, false, false},
                                       {32, 8, 128, true, true},
                                       {4, 4, 128, false, true},
-                                      {16, 2, 64, true, false}};
-  CudaOptions one_token;  // steps of more than 1 token take the plain ops
+                                      {16, 2, 64, true, false},
+                                      {8, 8, 96, true, false}};  // Phi-3-mini's head size
+  CudaOptions one_token;                                         // steps of more than 1 token take the plain ops
   one_token.gemv_max_tokens = 1;
   for (bool split : {true, false})
     for (const CudaOptions& o : {CudaOptions{}, one_token}) {

@@ -13,7 +13,8 @@
 // each (256/HD keys per warp at a time, all loads coalesced), the dot product is finished
 // with shuffles inside that lane group, and each lane group runs its own online softmax over
 // its keys; groups, then warps, are merged at the end. Scores are kept in log2 units (q is
-// prescaled by scale*log2e) so the exponentials are exp2f.
+// prescaled by scale*log2e) so the exponentials are exp2f. A lane group is a power of two of
+// lanes: for HD 96 (Phi-3-mini) 16, of which the last 4 load nothing and add zeros.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -63,8 +64,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     decode_partition_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
                             DevStep st, int n_heads, int n_kv, float scale_log2, int part, int n_parts,
                             float* __restrict__ scratch, int32_t* __restrict__ arrivals, bf16* __restrict__ out) {
-  constexpr int kLanesPerKey = HD / 8;
+  constexpr int kLanesPerKey = HD / 8 <= 8 ? 8 : HD / 8 <= 16 ? 16 : 32;  // HD/8 rounded up to a power of two
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
+  static_assert(HD % 8 == 0 && HD <= 256, "one 16-byte load per lane and key");
   pdl_allow_dependents();
   pdl_wait();  // q and the cache come from the rope kernel (pdl.cuh)
   const int item = blockIdx.z;
@@ -84,6 +86,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int sub = lane / kLanesPerKey, sl = lane % kLanesPerKey;  // key group, lane in group
+  const bool dims = sl * 8 < HD;                                  // this lane holds 8 of the head's dims
   const int seq = st.token_seq[t];
   const int32_t* table = st.block_ids + st.block_begin[seq];
 
@@ -91,7 +94,8 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
   for (int g = 0; g < kMaxG; ++g) {
     if (g < ng) {
-      const uint4 v = *reinterpret_cast<const uint4*>(q + (int64_t(t) * n_heads + head0 + g) * HD + sl * 8);
+      const uint4 v = dims ? *reinterpret_cast<const uint4*>(q + (int64_t(t) * n_heads + head0 + g) * HD + sl * 8)
+                           : make_uint4(0, 0, 0, 0);
       unpack8(v, qf[g]);
 #pragma unroll
       for (int j = 0; j < 8; ++j) qf[g][j] *= scale_log2;
@@ -124,8 +128,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     uint4 kr[KEYS], vr[KEYS];
 #pragma unroll
     for (int u = 0; u < KEYS; ++u) {
-      kr[u] = *reinterpret_cast<const uint4*>(kc + so[u]);
-      vr[u] = *reinterpret_cast<const uint4*>(vc + so[u]);
+      kr[u] = dims ? *reinterpret_cast<const uint4*>(kc + so[u]) : make_uint4(0, 0, 0, 0);
+      vr[u] = dims ? *reinterpret_cast<const uint4*>(vc + so[u]) : make_uint4(0, 0, 0, 0);
     }
     // With several query heads per block each key is used kMaxG times: unpack it once here
     // (measured faster for groups of 4, docs/notes/attention.md). With 1-2 heads, unpacking at each use keeps the
@@ -212,8 +216,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int g = 0; g < kMaxG; ++g) {
       if (g >= ng) continue;
+      if (dims) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) s_acc[warp][g][sl * 8 + j] = acc[g][j];
+        for (int j = 0; j < 8; ++j) s_acc[warp][g][sl * 8 + j] = acc[g][j];
+      }
       if (sl == 0) {
         s_m[warp][g] = m[g];
         s_l[warp][g] = l[g];
@@ -309,7 +315,7 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, c
 
 }  // namespace
 
-bool attention_head_dim_supported(int hd) { return hd == 64 || hd == 128 || hd == 256; }
+bool attention_head_dim_supported(int hd) { return hd == 64 || hd == 96 || hd == 128 || hd == 256; }
 
 AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_kv, int head_dim, int n_sms,
                                           bool last_merge) {
@@ -343,9 +349,11 @@ void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayer
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
     case 64: launch<64>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
+    case 96: launch<96>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
     case 128: launch<128>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
     case 256: launch<256>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
-    default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
+    default:
+      throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }
 }
 

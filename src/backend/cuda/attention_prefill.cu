@@ -173,9 +173,11 @@ void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLaye
   if (st.n_prefill == 0) return;
   switch (kv.head_dim) {
     case 64: launch<64>(q, out, st, kv, n_heads, scale, s); break;
+    case 96: launch<96>(q, out, st, kv, n_heads, scale, s); break;  // HD/32 = 3 output dims per lane
     case 128: launch<128>(q, out, st, kv, n_heads, scale, s); break;
     case 256: launch<256>(q, out, st, kv, n_heads, scale, s); break;
-    default: throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 128, 256)");
+    default:
+      throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }
 }
 

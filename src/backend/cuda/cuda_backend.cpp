@@ -122,7 +122,7 @@ std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
   if (d.n_layers <= 0 || d.n_blocks <= 0 || d.block_size <= 0 || d.n_kv_heads <= 0 || d.head_dim <= 0)
     throw Error("cuda alloc_kv: every KV cache dimension must be positive");
   if (!attention_head_dim_supported(d.head_dim))
-    throw Error("cuda alloc_kv: head_dim " + std::to_string(d.head_dim) + " not supported (64, 128, 256)");
+    throw Error("cuda alloc_kv: head_dim " + std::to_string(d.head_dim) + " not supported (64, 96, 128, 256)");
   auto kv = std::make_unique<CudaKV>();
   kv->flush = flush_hook_;
   kv->desc = d;
