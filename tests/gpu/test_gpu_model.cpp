@@ -46,8 +46,8 @@ void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype, const std::string&
     lg = g.eval_last({tc});
     lc = c.eval_last({tc});
   }
-  std::printf("rel_err model logits (%s, %s weights, 32 decode steps) %.3g; greedy tokens equal %d/%d\n",
-              shape.c_str(), std::string(dtype_name(dtype)).c_str(), worst, same, steps);
+  std::printf("rel_err model logits (%s, %s weights, 32 decode steps) %.3g; greedy tokens equal %d/%d\n", shape.c_str(),
+              std::string(dtype_name(dtype)).c_str(), worst, same, steps);
   EXPECT_LT(worst, 3e-2) << dtype_name(dtype);
   EXPECT_GE(same, steps - 2) << dtype_name(dtype);
 }

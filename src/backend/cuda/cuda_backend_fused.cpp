@@ -154,8 +154,8 @@ void CudaBackend::normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, c
 // The head norm needs each whole head of q and k, which the GEMV's epilogue does not hold, so
 // it runs in the RoPE kernel: the projections' GEMV, then one launch for norm, RoPE and KV write.
 void CudaBackend::normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTarget& q, const MatmulTarget& k,
-                                           const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm,
-                                           float eps, const RopeSpec& rope, KVStorage& kv, int layer) {
+                                           const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm, float eps,
+                                           const RopeSpec& rope, KVStorage& kv, int layer) {
   normed_matmul(in, {q, k, v});
   const KVLayerDev& L = prepare_rope(q.out, k.out, v.out, rope, kv, layer);
   const auto& qn = weight1d(q_norm, L.head_dim, "normed_qkv_headnorm_rope q_norm");

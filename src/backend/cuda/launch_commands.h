@@ -30,9 +30,9 @@ inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const floa
   rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);
 }
 
-inline void rope_kv_headnorm_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* q_norm,
-                                 const float* k_norm, float eps, const float* inv_freq, bool neox, DevStep st,
-                                 KVLayerDev L, cudaStream_t s) {
+inline void rope_kv_headnorm_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* q_norm, const float* k_norm,
+                                 float eps, const float* inv_freq, bool neox, DevStep st, KVLayerDev L,
+                                 cudaStream_t s) {
   rope_kv_write_headnorm(q, k, v, n_heads, q_norm, k_norm, eps, inv_freq, neox, st, L, s);
 }
 
