@@ -161,21 +161,27 @@ def perplexity(greta_bin, model, text):
 
 def test_default_model_quantized_perplexity(greta_bin, default_model, tmp_path):
     """The default model's own shapes (hidden 576: group 64, tied embeddings) in FP8 and AWQ: FP8
-    costs little perplexity over the float weights, and AWQ scores exactly as its numpy-dequantized
-    weights do in float (same numbers, two loaders)."""
+    costs little perplexity over the float weights, and AWQ scores as its numpy-dequantized weights
+    do in float (the same numbers through two loaders, up to the CPU's 8-bit activations)."""
     hf = tmp_path / "f32"
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_hf.py"), default_model, str(hf)], check=True,
                    capture_output=True)
-    text = os.path.join(ROOT, "README.md")
+    text = os.path.join(ROOT, "tests", "data", "perplexity_text.txt")  # fixed text: README changes with the docs
     base = perplexity(greta_bin, hf, text)
     fp8 = perplexity(greta_bin, make(hf, tmp_path, "fp8-channel"), text)
     awq = make(hf, tmp_path, "awq", "--group", "64")
     ref = tmp_path / "awq-ref"
     subprocess.run([sys.executable, MAKE, "dequantize", str(awq), str(ref)], check=True)
     awq_ppl, ref_ppl = perplexity(greta_bin, awq, text), perplexity(greta_bin, ref, text)
-    print(f"\nperplexity: float {base:.3f}, fp8 per-channel {fp8:.3f}, awq g64 (round to nearest) {awq_ppl:.3f}")
-    assert fp8 < base * 1.02
-    assert abs(awq_ppl - ref_ppl) < 1e-4 * ref_ppl
+    print(f"\nperplexity: float {base:.3f}, fp8 per-channel {fp8:.3f}, awq g64 (round to nearest) {awq_ppl:.3f}, "
+          f"its dequantized float {ref_ppl:.3f}")
+    # The float weights are the Q4_1 file's: e4m3 rounds each value a second time, which costs ~3%
+    # on this text (docs/notes/quantized-weights.md, "Perplexity of --quantize"); a wrong scale
+    # layout costs far more.
+    assert fp8 < base * 1.05, (fp8, base)
+    # AWQ runs against 8-bit activations on the CPU (llama.cpp's arithmetic), its float copy in
+    # float: ~1e-4 apart; a wrong zero point or group is percent-level.
+    assert abs(awq_ppl - ref_ppl) < 5e-4 * ref_ppl, (awq_ppl, ref_ppl)
 
 
 def test_non_finite_fp8_scale_is_an_error(greta_bin, base, tmp_path):
