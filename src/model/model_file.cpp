@@ -73,6 +73,30 @@ void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, Mo
   }
 }
 
+// The architectures whose modeling code (transformers) applies a "sliding_window": Mistral and
+// Phi-3 (mini-4k: 2047). Llama's has none; Qwen2/3 apply theirs only with "use_sliding_window".
+bool honours_sliding_window(const std::string& arch) { return arch == "mistral" || arch == "phi3"; }
+
+// config.json's sliding window (null or absent: none) for the architectures above. Qwen2 and Qwen3
+// apply theirs only with "use_sliding_window" true, and then only to the layers from
+// "max_window_layers" on, which greta does not run: refused rather than run wrong.
+int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
+  if (c.arch == "qwen2" || c.arch == "qwen3") {
+    auto use = j.find("use_sliding_window");
+    if (use != j.end() && use->is_boolean() && use->get<bool>())
+      throw Error(cfg_path +
+                  ": use_sliding_window = true (sliding-window attention in the layers from "
+                  "max_window_layers on) is not implemented for " +
+                  c.arch);
+    return 0;
+  }
+  auto w = j.find("sliding_window");
+  if (!honours_sliding_window(c.arch) || w == j.end() || w->is_null()) return 0;
+  if (!w->is_number_integer() || w->get<int64_t>() <= 0 || w->get<int64_t>() > (int64_t(1) << 30))
+    throw Error(cfg_path + ": sliding_window = " + w->dump() + " (expected a positive number of positions or null)");
+  return int(w->get<int64_t>());
+}
+
 int positive(int64_t v, const std::string& what, const std::string& where) {
   if (v <= 0 || v > (int64_t(1) << 30))
     throw Error(where + ": " + what + " = " + std::to_string(v) + " (expected a positive size)");
@@ -186,9 +210,8 @@ void ModelFile::open_gguf(const std::string& path) {
     c.rope_dim = int(*rd);  // Phi-4-mini
   }
   c.qkv_bias = g.find_tensor("blk.0.attn_q.bias") != nullptr;
-  // The window as transformers applies it (hf_sliding_window below): Mistral's and Phi-3's (mini-4k:
-  // 2047), none for Llama or Qwen.
-  if (auto w = g.get_int(a + "attention.sliding_window"); w && *w > 0 && (c.arch == "mistral" || c.arch == "phi3"))
+  // llama.cpp's converter writes 0 for no window.
+  if (auto w = g.get_int(a + "attention.sliding_window"); w && *w > 0 && honours_sliding_window(c.arch))
     c.sliding_window = positive(*w, a + "attention.sliding_window", path);
   const HostTensor* emb = g.find_tensor("token_embd.weight");
   if (!emb) throw Error(path + ": missing tensor 'token_embd.weight'");
@@ -217,29 +240,6 @@ void ModelFile::open_gguf(const std::string& path) {
     split_fused();
   }
 }
-
-namespace {
-// config.json's sliding window, as transformers applies it: Mistral's and Phi-3's
-// "sliding_window" (null or absent: none; Phi-3-mini-4k: 2047); Llama's modeling code has none. Qwen2 and Qwen3 write
-// one but apply it only with "use_sliding_window" true, and then only to the layers from "max_window_layers" on, which
-// greta does not run: refused rather than run wrong.
-int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
-  auto w = j.find("sliding_window");
-  if (c.arch == "qwen2" || c.arch == "qwen3") {
-    auto use = j.find("use_sliding_window");
-    if (use != j.end() && use->is_boolean() && use->get<bool>())
-      throw Error(cfg_path +
-                  ": use_sliding_window = true (sliding-window attention in the layers from "
-                  "max_window_layers on) is not implemented for " +
-                  c.arch);
-    return 0;
-  }
-  if (c.arch == "llama" || w == j.end() || w->is_null()) return 0;
-  if (!w->is_number_integer() || w->get<int64_t>() <= 0 || w->get<int64_t>() > (int64_t(1) << 30))
-    throw Error(cfg_path + ": sliding_window = " + w->dump() + " (expected a positive number of positions or null)");
-  return int(w->get<int64_t>());
-}
-}  // namespace
 
 void ModelFile::open_hf(const std::string& dir) {
   format_ = "safetensors";
@@ -338,7 +338,6 @@ void ModelFile::open_hf(const std::string& dir) {
       throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type + "' (supported: llama3, linear, longrope)");
     }
   }
-
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));
   HfQuantized hq = load_hf_quantized(j, cfg_path, *st_);
   if (hq.tensors) {
