@@ -97,6 +97,7 @@ struct WeightQuant {
   static constexpr bool kHi2 = T == DType::Q6_K;
   static constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;  // fp16 (d, m) per group
   static constexpr bool kI4 = int4_format(T);                         // (fp16 d, zero) per G values
+  static constexpr bool kAffine = kMin || kK || kI4;                  // value = d q + m (scale_min)
   static constexpr int kSub = kBytes ? 2 : 4;                         // 8-value sub-granules a lane a chunk
   // Chunks in flight a lane (gemv_kernel.cuh UNROLL): more for the byte formats, whose chunk is
   // half the values; more for the 4-bit formats costs registers and with them occupancy
@@ -206,7 +207,7 @@ struct WeightQuant {
       }
 #pragma unroll
       for (int s = 0; s < kSub; ++s) o[s] = make_uint4(out[4 * s], out[4 * s + 1], out[4 * s + 2], out[4 * s + 3]);
-    } else if constexpr ((kMin || kK || kI4) && EXACT_MIN) {
+    } else if constexpr (kAffine && EXACT_MIN) {
       // I4_G*: m = -d z; d (z + 128) is exact in fp32 (at most 11 + 9 significant bits), so c0
       // below adds no rounding of its own.
       float d, m;
@@ -228,7 +229,7 @@ struct WeightQuant {
       if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
         mul[0] = mul[1] = __float2bfloat162_rn(half_bits(r.sc.x));
         off = T == DType::Q4_0 ? 136.f : 144.f;
-      } else if constexpr (kMin || kK || kI4) {
+      } else if constexpr (kAffine) {
         float d, m;
         scale_min(l, r, c, d, m);
         mul[0] = mul[1] = __float2bfloat162_rn(d);
@@ -246,7 +247,7 @@ struct WeightQuant {
 #pragma unroll
         for (int p = 0; p < 4; ++p) {
           const __nv_bfloat162 q = __hsub2(as_bf2(pair(r, s, p)), off2);  // exact: small integers
-          w[p] = as_u32(kMin || kK || kI4 ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
+          w[p] = as_u32(kAffine ? __hfma2(q, mul[s / 2], add) : __hmul2(q, mul[s / 2]));
         }
         o[s] = make_uint4(w[0], w[1], w[2], w[3]);
       }
