@@ -1,6 +1,6 @@
 // gpu_fp8_gemm_bench: which cuBLASLt FP8 e4m3 scaling modes run on this card, how fast and how
 // accurate, on the prefill GEMMs of Llama-2-7B: out [n, m] = x [n, k] @ W [m, k]^T. Modes (TN,
-// A = W, B = x, bf16 C and D, fp32 compute; each also with FAST_ACCUM, suffix _fast):
+// A = W, B = x, bf16 C and D, fp32 compute; the first four also with FAST_ACCUM, suffix _fast):
 //   tensor                 SCALAR_32F both: one scale for W, one for x (amax over all of x)
 //   outer_vec              OUTER_VEC_32F both: one scale per weight row, one per token
 //   vec128                 VEC128_32F both: one scale per 128 values along k of a row / token
