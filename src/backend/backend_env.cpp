@@ -35,6 +35,17 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.gemv_max_tokens = parse_int("GRETA_CUDA_GEMV_MAX_TOKENS", v, 1, 32);
      }},
+    {"GRETA_CUDA_PACKED_GEMV_MAX_TOKENS", "1..32",
+     "CUDA, packed weights: decode GEMV up to this many tokens a step (default 32)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.packed_gemv_max_tokens = parse_int("GRETA_CUDA_PACKED_GEMV_MAX_TOKENS", v, 1, 32);
+     }},
+    {"GRETA_CUDA_PACKED_GEMM_MAX_TOKENS", "0..4096",
+     "CUDA, packed weights: batched packed GEMM up to this many tokens, dequantized slices + cuBLASLt beyond "
+     "(default 64)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.packed_gemm_max_tokens = parse_int("GRETA_CUDA_PACKED_GEMM_MAX_TOKENS", v, 0, 4096);
+     }},
     {"GRETA_CUDA_PREFILL_TC", "0|1", "CUDA: prompt attention on tensor cores where the head size allows (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},
     {"GRETA_CUDA_SPLITK", "0|1", "CUDA: split-K for GEMVs with few row tiles and a long k (default 1)",

@@ -21,20 +21,24 @@ struct CpuOptions {
 // Every choice below changes only the launch plan: results differ between settings by
 // floating-point rounding at most. The defaults are the measured best (docs/notes/).
 struct CudaOptions {
-  int device = 0;               // CUDA device index
-  bool graphs = true;           // decode steps replayed as CUDA graphs (else launched one by one)
-  int gemv_max_tokens = 16;     // steps of up to this many tokens use the streaming GEMV, more use
-                                // cuBLASLt (1..32; docs/notes/gemv.md); bf16 weights only: packed
-                                // ones take the GEMV up to 32 tokens
-  bool prefill_tc = true;       // prompt attention on tensor cores where the head size allows
-  bool split_k = true;          // split-K for GEMVs with few row tiles and a long k (down projections)
-  bool gemv_pipeline = true;    // decode GEMVs software-pipeline their weight stream
-  bool attn_last_merge = true;  // decode attention partitions merged by their last block (else by
-                                // a second kernel) when there are few of them
-  bool step_profile = false;    // per-step device timing of decode steps, printed at destruction
-  bool packed_weights = true;   // quantized weights (GGUF, FP8, int4) stay in their format on the
-                                // device (read and dequantized by the GEMV;
-                                // docs/notes/quantized-weights.md); false: converted to bf16 at upload
+  int device = 0;                   // CUDA device index
+  bool graphs = true;               // decode steps replayed as CUDA graphs (else launched one by one)
+  int gemv_max_tokens = 16;         // steps of up to this many tokens use the streaming GEMV, more use
+                                    // cuBLASLt (1..32; docs/notes/gemv.md); bf16 weights only
+  int packed_gemv_max_tokens = 32;  // packed weights: the decode GEMV (with its fused epilogues) up
+                                    // to this many tokens a step (1..32) ...
+  int packed_gemm_max_tokens = 64;  // ... the batched packed GEMM (gemm_packed.h) up to this many
+                                    // (0: none), and beyond, dequantized slices and cuBLASLt
+                                    // (docs/notes/quantized-weights.md, "Batched steps")
+  bool prefill_tc = true;           // prompt attention on tensor cores where the head size allows
+  bool split_k = true;              // split-K for GEMVs with few row tiles and a long k (down projections)
+  bool gemv_pipeline = true;        // decode GEMVs software-pipeline their weight stream
+  bool attn_last_merge = true;      // decode attention partitions merged by their last block (else by
+                                    // a second kernel) when there are few of them
+  bool step_profile = false;        // per-step device timing of decode steps, printed at destruction
+  bool packed_weights = true;       // quantized weights (GGUF, FP8, int4) stay in their format on the
+                                    // device (read and dequantized by the GEMV;
+                                    // docs/notes/quantized-weights.md); false: converted to bf16 at upload
 };
 
 struct BackendOptions {

@@ -1,9 +1,10 @@
 // Quantized weights kept packed on the device (quant_planes.h, gemv_weights.cuh: GGUF's block
 // formats and the Hugging Face FP8 / int4 ones) against the CPU backend with exact matmuls
 // (dequantize, then float products), which reads the same blocks: every format through the
-// decode GEMV (1..32 tokens in token tiles of 8), the many-token path (dequantized slices +
-// cuBLASLt) and the fused decode ops; row lengths that end in a partial GEMV chunk; formats that
-// differ between the matrices of one fused op.
+// decode GEMV (1..32 tokens in token tiles of 8), the batched packed GEMM (gemm_packed.h: token
+// tiles of 16 and 32, split k), the prefill path (dequantized slices + cuBLASLt) and the fused
+// decode ops; row lengths that end in a partial chunk; formats that differ between the matrices
+// of one fused op.
 #include <algorithm>
 #include <deque>
 #include <string>
@@ -21,7 +22,7 @@ const DType kFormats[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1,   DType::Q5_0, 
 // The decode GEMV computes d q + m of the formats with a min (I4_G*: m = -d z; not Q5_1) in
 // bf16x2 math (gemv_weights.cuh): the scale's and the min's own rounding double its error against
 // exact products (a fused layer measured 1.3e-2 against the symmetric formats' 0.75e-2), still
-// far below the formats' own quantization error. The many-token path dequantizes in fp32 and
+// far below the formats' own quantization error. The batched GEMM and the prefill path dequantize in fp32 and
 // meets kBf16Tol.
 bool has_min(DType t) {
   return t == DType::Q4_1 || t == DType::Q4_K || t == DType::Q5_K || t == DType::I4_G32 || t == DType::I4_G64 ||
@@ -55,11 +56,16 @@ class GpuQuant : public GpuTest {
     GpuTest::SetUp();
     if (IsSkipped()) return;
     CudaOptions o;
-    o.gemv_max_tokens = 32;  // every GEMV launch count; 40 tokens take the cuBLASLt path
+    o.gemv_max_tokens = 32;  // every GEMV launch count; 40 tokens take the batched packed GEMM
     packed = make_cuda_backend(o);
+    o.packed_gemv_max_tokens = 8;  // 9+ tokens through the batched GEMM and the unfused ops,
+    o.packed_gemm_max_tokens = 256;
+    batched = make_cuda_backend(o);
+    o.packed_gemm_max_tokens = 0;  // 9+ tokens through dequantized slices and cuBLASLt
+    sliced = make_cuda_backend(o);
     exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
   }
-  std::unique_ptr<Backend> packed, exact;
+  std::unique_ptr<Backend> packed, batched, sliced, exact;
 };
 
 std::string fmt(DType t) { return std::string(dtype_name(t)); }
@@ -109,7 +115,7 @@ TEST_F(GpuQuant, HuggingFaceTypesDecodeExactly) {
 TEST_F(GpuQuant, MatmulEveryFormat) {
   std::mt19937 rng(2);
   for (DType t : kFormats) {
-    // m not a multiple of 16; 40 tokens take the dequantized slices and cuBLASLt.
+    // m not a multiple of 16; 40 tokens take the batched packed GEMM.
     for (int64_t k : row_lengths(t))
       for (int64_t m : {int64_t(40), int64_t(301)}) {
         HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
@@ -133,6 +139,51 @@ TEST_F(GpuQuant, MatmulEveryFormat) {
   }
 }
 
+// A row length of about 4096 (the batched GEMM splits its k over several blocks) that is a
+// whole number of the format's blocks but not of the GEMM's 64- or 128-value chunks where the
+// blocks allow it.
+int64_t long_row(DType t) {
+  switch (block_elems(t)) {
+    case 32: return 4160;   // 130 blocks, 32.5 chunks of 128
+    case 64: return 4160;   // 65 blocks
+    case 128: return 4224;  // 33 blocks
+    default: return 4352;   // 17 super-blocks
+  }
+}
+
+TEST_F(GpuQuant, BatchedGemmEveryFormat) {
+  // Token tiles of 16 and 32 with partial last tiles, several token tiles, k split over blocks
+  // (the long rows) or not, m not a multiple of the 64-row tile, and the accumulating form.
+  std::mt19937 rng(7);
+  for (DType t : kFormats) {
+    for (int64_t k : {row_lengths(t)[0], long_row(t)})
+      for (int64_t m : {int64_t(72), int64_t(301)}) {
+        HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
+        auto wg = batched->upload(w.t), wc = exact->upload(w.t);
+        for (int64_t n : {9, 16, 33, 100, 256}) {
+          const auto xv = random_values(size_t(n * k), 1.f, rng), rv = random_values(size_t(n * m), 1.f, rng);
+          Tensor xg = make_tensor(*batched, n, k, xv), xc = make_tensor(*exact, n, k, xv);
+          Tensor og = make_tensor(*batched, n, m, rv), oc = make_tensor(*exact, n, m, rv);
+          Tensor tg = batched->alloc(n, m), tc = exact->alloc(n, m);
+          const bool add = n % 2 == 0;
+          if (add) {
+            batched->matmul_add(xg, *wg, tg, og);
+            exact->matmul_add(xc, *wc, tc, oc);
+          } else {
+            poison(og);
+            batched->matmul(xg, *wg, nullptr, og);
+            exact->matmul(xc, *wc, nullptr, oc);
+          }
+          report("batched packed " + std::string(add ? "matmul_add " : "matmul ") + fmt(t) + " n=" + std::to_string(n) +
+                     " m=" + std::to_string(m) + " k=" + std::to_string(k),
+                 rel_err(read(*batched, og), read(*exact, oc)), kBf16Tol);
+          for (Tensor x : {xg, og, tg}) batched->free(x);
+          for (Tensor x : {xc, oc, tc}) exact->free(x);
+        }
+      }
+  }
+}
+
 TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
   // Past the GEMV's token limit the rows of a packed weight are dequantized a slice at a time
   // into the workspace (CudaBackend::weight_gemm, at most kDequantValues = 32 M values a slice)
@@ -142,16 +193,16 @@ TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
   const int64_t m = 8200, k = 4096, n = 40;
   for (DType t : {DType::F8_B64, DType::I4_G128}) {
     HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
-    auto wg = packed->upload(w.t), wc = exact->upload(w.t);
+    auto wg = sliced->upload(w.t), wc = exact->upload(w.t);
     const auto xv = random_values(size_t(n * k), 1.f, rng);
-    Tensor xg = make_tensor(*packed, n, k, xv), xc = make_tensor(*exact, n, k, xv);
-    Tensor og = packed->alloc(n, m), oc = exact->alloc(n, m);
+    Tensor xg = make_tensor(*sliced, n, k, xv), xc = make_tensor(*exact, n, k, xv);
+    Tensor og = sliced->alloc(n, m), oc = exact->alloc(n, m);
     poison(og);
-    packed->matmul(xg, *wg, nullptr, og);
+    sliced->matmul(xg, *wg, nullptr, og);
     exact->matmul(xc, *wc, nullptr, oc);
-    report("packed matmul in slices " + fmt(t) + " n=40 m=8200 k=4096", rel_err(read(*packed, og), read(*exact, oc)),
+    report("packed matmul in slices " + fmt(t) + " n=40 m=8200 k=4096", rel_err(read(*sliced, og), read(*exact, oc)),
            kBf16Tol);
-    packed->free(xg), packed->free(og), exact->free(xc), exact->free(oc);
+    sliced->free(xg), sliced->free(og), exact->free(xc), exact->free(oc);
   }
 }
 
@@ -204,6 +255,12 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vect
 TEST_F(GpuQuant, FusedDecodeOps) {
   std::mt19937 rng(3);
   for (DType t : kFormats) check_layer(*packed, *exact, t, t, {1, 3, 8, 11, 17, 32}, rng);  // token tiles 1, 2, 4
+}
+
+TEST_F(GpuQuant, BatchedLayerOps) {
+  // Past the GEMV's token limit the fused ops fall back to the plain ones over the batched GEMM.
+  std::mt19937 rng(8);
+  for (DType t : kFormats) check_layer(*batched, *exact, t, t, {9, 24, 40}, rng);
 }
 
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {

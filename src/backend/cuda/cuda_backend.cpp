@@ -39,6 +39,11 @@ CudaBackend::CudaBackend(const CudaOptions& o)
   if (o.gemv_max_tokens < 1 || o.gemv_max_tokens > kGemvMaxTokens)
     throw Error("cuda: gemv_max_tokens " + std::to_string(o.gemv_max_tokens) + " outside [1, " +
                 std::to_string(kGemvMaxTokens) + "]");
+  if (o.packed_gemv_max_tokens < 1 || o.packed_gemv_max_tokens > kGemvMaxTokens)
+    throw Error("cuda: packed_gemv_max_tokens " + std::to_string(o.packed_gemv_max_tokens) + " outside [1, " +
+                std::to_string(kGemvMaxTokens) + "]");
+  if (o.packed_gemm_max_tokens < 0)
+    throw Error("cuda: packed_gemm_max_tokens " + std::to_string(o.packed_gemm_max_tokens) + " is negative");
 }
 
 CudaBackend::~CudaBackend() {
@@ -189,7 +194,7 @@ const CudaWeight& weight2d(const Weight& w, const char* op) {
 }
 
 int CudaBackend::gemv_limit(const CudaWeight& w) const {
-  return w.dtype == DType::BF16 ? opt_.gemv_max_tokens : kGemvMaxTokens;
+  return w.dtype == DType::BF16 ? opt_.gemv_max_tokens : opt_.packed_gemv_max_tokens;
 }
 
 // Packed planes are 256-byte aligned and their rows multiples of 32 values, so the shape
@@ -202,6 +207,24 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
   if (w.dtype == DType::BF16) {
     launch(&lt_gemm_cmd, gemm_.get(), x, static_cast<const bf16*>(w.data), out, n, w.n_out, w.n_in, int(accumulate),
            stream_);
+    return;
+  }
+  if (n <= opt_.packed_gemm_max_tokens) {
+    const PackedGemmPlan plan = packed_gemm_plan(w.dtype, n, w.n_out, w.n_in, dev_.n_sms);
+    ws_.reserve<float>(DeviceWorkspace::kSplitPartials, packed_gemm_scratch_floats(plan));
+    ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, packed_gemm_counters(plan));
+    PackedGemmArgs a;
+    a.x = x;
+    a.w = w.data;
+    a.out = out;
+    a.scratch = ws_.at<float>(DeviceWorkspace::kSplitPartials);
+    a.counters = ws_.at<int32_t>(DeviceWorkspace::kSplitCounters);
+    a.m = w.n_out;
+    a.k = w.n_in;
+    a.chunks_per_split = plan.chunks_per_split;
+    a.n = int32_t(n);
+    a.accumulate = int32_t(accumulate);
+    launch(&packed_gemm, w.dtype, a, plan, stream_);
     return;
   }
   // Rows of the packed weight are dequantized a slice at a time into the workspace: a slice

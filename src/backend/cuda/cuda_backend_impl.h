@@ -22,6 +22,7 @@
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_workspace.h"
+#include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/launch_commands.h"
 #include "backend/cuda/matmul_lt.h"
 #include "backend/cuda/staging.h"
