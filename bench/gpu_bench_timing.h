@@ -59,3 +59,17 @@ double median_graph_ms(F&& launch, cudaStream_t s, int reps, int inner) {
   GRETA_CUDA_CHECK(cudaGraphDestroy(g));
   return ms;
 }
+
+// The copy bandwidth every percentage in the project is taken of: bytes read + written per second
+// (GB/s) of a 1 GiB device-to-device cudaMemcpy, median of 10.
+inline double copy_bandwidth_gbs(cudaStream_t s) {
+  const size_t big = size_t(1) << 30;
+  void *src = nullptr, *dst = nullptr;
+  GRETA_CUDA_CHECK(cudaMalloc(&src, big));
+  GRETA_CUDA_CHECK(cudaMalloc(&dst, big));
+  const double ms = median_ms(
+      [&](int) { GRETA_CUDA_CHECK(cudaMemcpyAsync(dst, src, big, cudaMemcpyDeviceToDevice, s)); }, 10, 1, s);
+  GRETA_CUDA_CHECK(cudaFree(src));
+  GRETA_CUDA_CHECK(cudaFree(dst));
+  return 2.0 * double(big) / ms / 1e6;
+}
