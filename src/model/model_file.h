@@ -21,7 +21,10 @@ class SplitTensors;
 class SyntheticWeights;
 
 // Tensor roles of one layer / of the model, independent of file naming.
-enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown, QNorm, KNorm };
+enum class Role {
+  AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown, QNorm, KNorm,
+  AttnPostNorm, FfnPostNorm  // Gemma 3's norms of the attention and feed-forward outputs
+};
 
 class ModelFile {
  public:
