@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "formats_test_util.h"
 #include "model/model_file.h"
+#include "model/synthetic.h"
 
 namespace greta {
 namespace {
@@ -166,6 +167,23 @@ TEST(ModelGemma3, RefusesWhatItDoesNotRun) {
   Gemma3File missing;
   missing.with_ffn_post_norm = false;
   EXPECT_ERROR_HAS(open_error(missing), "missing tensor for layer 2 ffn output norm");
+}
+
+// The synthetic shapes load the same fields as a GGUF file (and validate, post norms included).
+TEST(ModelGemma3, SyntheticShapes) {
+  const ModelConfig c = synthetic_config("gemma-3-1b");
+  EXPECT_EQ(c.arch, "gemma3");
+  EXPECT_TRUE(c.qk_norm && c.post_norms && c.rope_neox && c.tied_embeddings);
+  EXPECT_EQ(c.ffn_act, ModelConfig::FfnAct::GeluTanh);
+  EXPECT_EQ((std::vector<int>{c.n_layers, c.dim, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim, c.vocab_size}),
+            (std::vector<int>{26, 1152, 4, 1, 256, 6912, 262144}));
+  EXPECT_EQ(c.embed_scale, std::sqrt(1152.0f));
+  EXPECT_EQ(c.layer_window(4), 512);
+  EXPECT_EQ(c.layer_window(5), 0);
+  EXPECT_EQ(c.rope_local_theta, 10000.0f);
+  auto f = ModelFile::synthetic("tiny-gemma3", DType::BF16, 1);  // validated on creation
+  EXPECT_EQ(f->layer_tensor(5, Role::FfnPostNorm)->shape, std::vector<int64_t>{512});
+  EXPECT_EQ(windows(f->config()), (std::vector<int>{512, 512, 512, 512, 512, 0}));
 }
 
 }  // namespace greta
