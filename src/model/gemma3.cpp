@@ -19,8 +19,8 @@ std::vector<bool> windowed_layers(const GGUFFile& g, const ModelConfig& c, const
   std::vector<bool> w(size_t(c.n_layers), true);
   if (const GGUFArray* arr = g.get_array(key)) {
     if (arr->items.size() != size_t(c.n_layers))
-      throw Error(path + ": " + key + " has " + std::to_string(arr->items.size()) + " entries (expected one per layer, " +
-                  std::to_string(c.n_layers) + ")");
+      throw Error(path + ": " + key + " has " + std::to_string(arr->items.size()) +
+                  " entries (expected one per layer, " + std::to_string(c.n_layers) + ")");
     for (size_t l = 0; l < w.size(); ++l) {
       const std::optional<bool> b = arr->items[l].as_bool();
       if (!b) throw Error(path + ": " + key + "[" + std::to_string(l) + "] is not a boolean");
@@ -51,8 +51,8 @@ void read_gguf_gemma3(const GGUFFile& g, ModelConfig& c, const std::string& path
   c.embed_scale = std::sqrt(float(c.dim));
   if (c.sliding_window > 0) {
     c.windowed_layers = windowed_layers(g, c, path);
-    c.rope_local_theta =
-        positive_finite(g.get_float(a + "rope.freq_base_swa").value_or(10000.0), a + "rope.freq_base_swa", path);
+    c.rope_local_theta = positive_finite(g.get_float(a + "rope.freq_base_swa").value_or(10000.0),
+                                         a + "rope.freq_base_swa", path);
   }
   // The files carry no query_pre_attn_scalar: llama.cpp scales by 1/sqrt(head_dim), except for
   // the 62-layer model (Gemma 3 27B, query_pre_attn_scalar = dim / heads = 168).

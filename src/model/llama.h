@@ -15,20 +15,21 @@
 namespace greta {
 
 struct LayerWeights {
-  std::unique_ptr<Weight> attn_norm;       // [1, dim]
-  std::unique_ptr<Weight> wq, wk, wv;      // [n_heads*hd, dim], [n_kv*hd, dim] x2
-  std::unique_ptr<Weight> bq, bk, bv;      // [1, ...] (Qwen2) or null
-  std::unique_ptr<Weight> q_norm, k_norm;  // [1, head_dim] (Qwen3) or null
-  std::unique_ptr<Weight> wo;              // [dim, n_heads*hd]
-  std::unique_ptr<Weight> ffn_norm;        // [1, dim]
-  std::unique_ptr<Weight> w_gate, w_up;    // [ffn, dim]
-  std::unique_ptr<Weight> w_down;          // [dim, ffn]
+  std::unique_ptr<Weight> attn_norm;                      // [1, dim]
+  std::unique_ptr<Weight> wq, wk, wv;                     // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;                     // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> q_norm, k_norm;                 // [1, head_dim] (Qwen3) or null
+  std::unique_ptr<Weight> wo;                             // [dim, n_heads*hd]
+  std::unique_ptr<Weight> ffn_norm;                       // [1, dim]
+  std::unique_ptr<Weight> w_gate, w_up;                   // [ffn, dim]
+  std::unique_ptr<Weight> w_down;                         // [dim, ffn]
   std::unique_ptr<Weight> attn_post_norm, ffn_post_norm;  // [1, dim] (Gemma 3) or null
 
   // Every weight slot of the layer, the null ones (absent optional weights) included.
   std::array<const std::unique_ptr<Weight>*, 16> all() const {
-    return {&attn_norm, &wq,       &wk,     &wv,   &bq,     &bk,             &bv,           &q_norm,
-            &k_norm,    &wo,       &ffn_norm, &w_gate, &w_up, &w_down, &attn_post_norm, &ffn_post_norm};
+    return {&attn_norm,      &wq,           &wk, &wv,       &bq,     &bk,   &bv,
+            &q_norm,         &k_norm,       &wo, &ffn_norm, &w_gate, &w_up, &w_down,
+            &attn_post_norm, &ffn_post_norm};
   }
 };
 

@@ -38,22 +38,34 @@ const char* kSupported =
     "Qwen3ForCausalLM / Phi3ForCausalLM), gemma3 (Gemma 3 text, GGUF only)";
 
 std::string gguf_role_name(int layer, Role r) {
-  static const char* names[] = {"attn_norm.weight",   "attn_q.weight",     "attn_k.weight", "attn_v.weight",
-                                "attn_output.weight", "attn_q.bias",       "attn_k.bias",   "attn_v.bias",
-                                "ffn_norm.weight",    "ffn_gate.weight",   "ffn_up.weight", "ffn_down.weight",
-                                "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight",
+  static const char* names[] = {"attn_norm.weight",    "attn_q.weight",      "attn_k.weight",
+                                "attn_v.weight",       "attn_output.weight", "attn_q.bias",
+                                "attn_k.bias",         "attn_v.bias",        "ffn_norm.weight",
+                                "ffn_gate.weight",     "ffn_up.weight",      "ffn_down.weight",
+                                "attn_q_norm.weight",  "attn_k_norm.weight", "post_attention_norm.weight",
                                 "post_ffw_norm.weight"};
   return "blk." + std::to_string(layer) + "." + names[int(r)];
 }
 
+// The last two are Gemma's names (whose ffn norm would be pre_feedforward_layernorm); only GGUF
+// Gemma 3 is read so far.
 std::string hf_role_name(int layer, Role r) {
-  static const char* names[] = {"input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                                "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
-                                "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "post_attention_layernorm.weight",
-                                "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
-                                "self_attn.q_norm.weight", "self_attn.k_norm.weight",
-                                // Gemma's names; a Gemma checkpoint's ffn norm is pre_feedforward_layernorm
-                                "post_attention_layernorm.weight", "post_feedforward_layernorm.weight"};
+  static const char* names[] = {"input_layernorm.weight",
+                                "self_attn.q_proj.weight",
+                                "self_attn.k_proj.weight",
+                                "self_attn.v_proj.weight",
+                                "self_attn.o_proj.weight",
+                                "self_attn.q_proj.bias",
+                                "self_attn.k_proj.bias",
+                                "self_attn.v_proj.bias",
+                                "post_attention_layernorm.weight",
+                                "mlp.gate_proj.weight",
+                                "mlp.up_proj.weight",
+                                "mlp.down_proj.weight",
+                                "self_attn.q_norm.weight",
+                                "self_attn.k_norm.weight",
+                                "post_attention_layernorm.weight",
+                                "post_feedforward_layernorm.weight"};
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
 }
 
@@ -79,9 +91,7 @@ void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, Mo
 
 // The architectures whose modeling code (transformers) applies a "sliding_window": Mistral and
 // Phi-3 (mini-4k: 2047). Llama's has none; Qwen2/3 apply theirs only with "use_sliding_window".
-bool honours_sliding_window(const std::string& arch) {
-  return arch == "mistral" || arch == "phi3" || arch == "gemma3";
-}
+bool honours_sliding_window(const std::string& arch) { return arch == "mistral" || arch == "phi3" || arch == "gemma3"; }
 
 // config.json's sliding window (null or absent: none) for the architectures above. Qwen2 and Qwen3
 // apply theirs only with "use_sliding_window" true, and then only to the layers from

@@ -20,10 +20,25 @@ class SafetensorsModel;
 class SplitTensors;
 class SyntheticWeights;
 
-// Tensor roles of one layer / of the model, independent of file naming.
+// Tensor roles of one layer / of the model, independent of file naming. AttnPostNorm and
+// FfnPostNorm: Gemma 3's norms of the attention and feed-forward outputs.
 enum class Role {
-  AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown, QNorm, KNorm,
-  AttnPostNorm, FfnPostNorm  // Gemma 3's norms of the attention and feed-forward outputs
+  AttnNorm,
+  Wq,
+  Wk,
+  Wv,
+  Wo,
+  Bq,
+  Bk,
+  Bv,
+  FfnNorm,
+  WGate,
+  WUp,
+  WDown,
+  QNorm,
+  KNorm,
+  AttnPostNorm,
+  FfnPostNorm
 };
 
 class ModelFile {

@@ -93,6 +93,32 @@ def read_json(path):
         return json.load(f)
 
 
+def compare_forced_steps(label, mine_steps, their_steps, near_tie, ref_name="llama.cpp"):
+    """greta's --report steps when it scores another engine's greedy tokens (--force) against that
+    engine's own steps, each a list of [token, logit] best first. Where the greedy choices differ,
+    both engines' margins between the two tokens must be below near_tie (asserted). Returns the
+    number of steps with the same choice, the largest |logit difference| over the other engine's
+    listed tokens, and the near-ties as (label, step, greta margin, other margin)."""
+    agree, worst, ties = 0, 0.0, []
+    for s, (mine, theirs) in enumerate(zip(mine_steps, their_steps)):
+        md, td = dict(mine), dict(theirs)
+        worst = max(worst, max(abs(md[t] - v) for t, v in theirs if t in md))
+        a, b = mine[0][0], theirs[0][0]
+        if a == b:
+            agree += 1
+            continue
+        ours_margin, their_margin = md[a] - md.get(b, -1e9), td[b] - td.get(a, -1e9)
+        ties.append((label, s, round(ours_margin, 3), round(their_margin, 3)))
+        assert ours_margin < near_tie and their_margin < near_tie, (
+            f"{label} step {s}: greta picks {a}, {ref_name} {b}; margins {ours_margin:.3f} / {their_margin:.3f}")
+    return agree, worst, ties
+
+
+def identical_prefix(a, b):
+    """How many leading items a and b share."""
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def logits_error_vs_reference(greta_bin, model, ref_dir, report, steps, n=4, reference="logits"):
     """Runs greta greedily on `model` (CPU, --report) and yields (step, err, ours, want) for each of
     `steps`: err is max |ours - want| / max |want|, where want is tools/random_hf_model.py's float64

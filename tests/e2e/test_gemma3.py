@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, read_json, run_greta
+from conftest import ROOT, compare_forced_steps, identical_prefix, read_json, run_greta
 
 PROMPTS = [
     ("The capital of France is", False),
@@ -80,18 +80,8 @@ def test_teacher_forced_greedy_and_logits_against_llamacpp(greta_bin, gemma3_mod
                         "--report-top", TOP)
         assert got["prompt_ids"] == p["prompt_ids"], f"prompt {i}: token ids differ from llama.cpp"
         assert len(got["steps"]) == N_GEN
-        for s, (mine, theirs) in enumerate(zip(got["steps"], p["steps"])):
-            md, td = dict(mine), dict(theirs)
-            worst = max(worst, max(abs(md[t] - v) for t, v in theirs if t in md))
-            total += 1
-            a, b = mine[0][0], theirs[0][0]
-            if a == b:
-                agree += 1
-                continue
-            ours_margin, their_margin = md[a] - md.get(b, -1e9), td[b] - td.get(a, -1e9)
-            ties.append((i, s, round(ours_margin, 3), round(their_margin, 3)))
-            assert ours_margin < NEAR_TIE and their_margin < NEAR_TIE, (
-                f"prompt {i} step {s}: greta picks {a}, llama.cpp {b}; margins {ours_margin:.3f} / {their_margin:.3f}")
+        a, w, t = compare_forced_steps(f"prompt {i}", got["steps"], p["steps"], NEAR_TIE)
+        agree, total, worst, ties = agree + a, total + N_GEN, max(worst, w), ties + t
     print(f"\ngemma3 vs llama.cpp teacher-forced: greedy choice identical at {agree}/{total} steps, near-ties "
           f"(prompt, step, greta margin, llama.cpp margin) {ties}; max |logit diff| top-{TOP} {worst:.3f}")
     assert agree >= 0.95 * total
@@ -102,12 +92,7 @@ def test_free_running_greedy_decode_against_llamacpp(greta_bin, gemma3_model, ll
     matched = []
     for i, p in enumerate(llamacpp):
         got = greta_run(greta_bin, gemma3_model, p, tmp_path / f"p{i}.json", "-n", N_GEN)
-        n_same = 0
-        for a, b in zip(got["generated_ids"], p["generated_ids"]):
-            if a != b:
-                break
-            n_same += 1
-        matched.append(n_same)
+        matched.append(identical_prefix(got["generated_ids"], p["generated_ids"]))
     print(f"\ngemma3 vs llama.cpp free-running greedy: identical tokens before the first divergence {matched} of {N_GEN}")
     assert min(matched) >= MIN_FREE_RUNNING, matched
 

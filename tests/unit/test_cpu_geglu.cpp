@@ -62,7 +62,8 @@ TEST(CpuGeglu, MatchesFormulaWithinFp16Rounding) {
         int bad = 0;
         for (size_t i = 0; i < g.size(); ++i) {
           const double want = gelu_tanh(g[i]) * u[i];
-          const double tol = 2.5 * std::ldexp(1.0, -11) * (std::fabs(g[i]) + std::fabs(gelu_tanh(g[i]))) * std::fabs(u[i]);
+          const double tol = 2.5 * std::ldexp(1.0, -11) * (std::fabs(g[i]) + std::fabs(gelu_tanh(g[i]))) *
+                             std::fabs(u[i]);
           if (!(std::fabs(out[i] - want) <= tol + 1e-30) && bad++ < 5)
             ADD_FAILURE() << "gelu(" << g[i] << ") * " << u[i] << " = " << out[i] << ", formula " << want;
         }
@@ -92,7 +93,8 @@ TEST(CpuGeglu, MatchesLlamaCppTableExactly) {
       want = g[i] * u[i];
     } else {
       const float x = fp16_to_float(float_to_fp16(g[i]));
-      const float gelu = 0.5f * x * (1.0f + std::tanh(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
+      const float gelu = 0.5f * x *
+                         (1.0f + std::tanh(0.79788456080286535587989211986876f * x * (1.0f + 0.044715f * x * x)));
       want = fp16_to_float(float_to_fp16(gelu)) * u[i];
     }
     ASSERT_EQ(out[i], want) << "gate " << g[i] << " up " << u[i];
