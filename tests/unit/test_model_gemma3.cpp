@@ -27,7 +27,7 @@ struct Gemma3File {
   int64_t window = 8;  // 0: no sliding_window key
   std::optional<uint32_t> pattern;
   std::optional<std::vector<bool>> pattern_flags;
-  std::optional<float> local_base, final_softcap;
+  std::optional<float> local_base, final_softcap, linear_rope;
   bool with_ffn_post_norm = true;
 
   // dim 16, 2 heads of head_dim 16 (q 32 wide), 1 kv head, ffn 8, vocab 4, tied embeddings.
@@ -52,6 +52,10 @@ struct Gemma3File {
     }
     if (local_base) g.kv("gemma3.rope.freq_base_swa", GGUFType::FLOAT32, *local_base);
     if (final_softcap) g.kv("gemma3.final_logit_softcapping", GGUFType::FLOAT32, *final_softcap);
+    if (linear_rope) {  // Gemma 3 4B and larger: the global layers' RoPE slowed by a factor
+      g.kv_string("gemma3.rope.scaling.type", "linear");
+      g.kv("gemma3.rope.scaling.factor", GGUFType::FLOAT32, *linear_rope);
+    }
     g.tensor("token_embd.weight", {16, 4}, kF32);
     g.tensor("output_norm.weight", {16}, kF32);
     for (int l = 0; l < layers; ++l) {
@@ -144,6 +148,17 @@ TEST(ModelGemma3, LayerPatternFromTheFile) {
   const ModelConfig c = open(no_window, d4)->config();
   EXPECT_EQ(windows(c), (std::vector<int>(7, 0)));
   EXPECT_FALSE(c.layer_local_rope(0));
+}
+
+// Linear RoPE scaling reaches the global layers only (llama.cpp: freq_scale_swa stays 1).
+TEST(ModelGemma3, LinearRopeScalingOnlyInGlobalLayers) {
+  TempDir dir;
+  Gemma3File scaled;
+  scaled.linear_rope = 8.0f;
+  const ModelConfig c = open(scaled, dir)->config();
+  EXPECT_EQ(c.rope_inv_freq()[0], 0.125f);
+  EXPECT_EQ(c.rope_local_inv_freq()[0], 1.0f);
+  EXPECT_NEAR(c.rope_local_inv_freq()[1], std::pow(10000.0, -2.0 / 16), 1e-7);
 }
 
 TEST(ModelGemma3, RefusesWhatItDoesNotRun) {
