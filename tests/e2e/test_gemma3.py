@@ -39,11 +39,16 @@ TEXT = os.path.join(ROOT, "tests", "data", "perplexity_text.txt")
 PPL_CTX = 1024  # scores positions 512 .. 1022: every local layer's window is full
 
 
-@pytest.fixture(scope="module")
-def llamacpp(gemma3_model):
-    """llama.cpp's prompt ids and greedy tokens, with the top logits of every step."""
+@pytest.fixture(scope="session")  # session, as gemma3_model: fixtures are set up widest scope first
+def llama_cpp_installed():
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(f"llama-cpp-python is not installed for {sys.executable} (bash tools/install_llamacpp_reference.sh)")
+
+
+@pytest.fixture(scope="module")
+def llamacpp(llama_cpp_installed, gemma3_model):
+    """llama.cpp's prompt ids and greedy tokens, with the top logits of every step. (Without
+    llama-cpp-python the tests skip before the model is fetched.)"""
     import numpy as np
     from llama_cpp import Llama
     # n_ctx covers the longest prompt and its tokens: llama-cpp-python keeps n_ctx rows of 262144 logits.
@@ -73,7 +78,7 @@ def greta_run(greta_bin, model, p, report, *extra):
     return read_json(report)
 
 
-def test_teacher_forced_greedy_and_logits_against_llamacpp(greta_bin, gemma3_model, llamacpp, tmp_path):
+def test_teacher_forced_greedy_and_logits_against_llamacpp(greta_bin, llamacpp, gemma3_model, tmp_path):
     agree, total, worst, ties = 0, 0, 0.0, []
     for i, p in enumerate(llamacpp):
         got = greta_run(greta_bin, gemma3_model, p, tmp_path / f"f{i}.json", "--force", json.dumps(p["generated_ids"]),
@@ -88,7 +93,7 @@ def test_teacher_forced_greedy_and_logits_against_llamacpp(greta_bin, gemma3_mod
     assert worst < MAX_LOGIT_DIFF
 
 
-def test_free_running_greedy_decode_against_llamacpp(greta_bin, gemma3_model, llamacpp, tmp_path):
+def test_free_running_greedy_decode_against_llamacpp(greta_bin, llamacpp, gemma3_model, tmp_path):
     matched = []
     for i, p in enumerate(llamacpp):
         got = greta_run(greta_bin, gemma3_model, p, tmp_path / f"p{i}.json", "-n", N_GEN)
@@ -97,7 +102,7 @@ def test_free_running_greedy_decode_against_llamacpp(greta_bin, gemma3_model, ll
     assert min(matched) >= MIN_FREE_RUNNING, matched
 
 
-def test_perplexity_past_the_sliding_window_within_one_percent_of_llamacpp(greta_bin, gemma3_model, llamacpp):
+def test_perplexity_past_the_sliding_window_within_one_percent_of_llamacpp(greta_bin, llamacpp, gemma3_model):
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "llamacpp_perplexity.py"), "-m", gemma3_model, "-f",
                         TEXT, "-c", str(PPL_CTX)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-4000:]
