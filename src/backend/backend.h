@@ -112,6 +112,11 @@ class Backend {
   virtual void add(Tensor a, Tensor b, Tensor out) = 0;
   // out = silu(gate) * up       same shapes; out may alias gate or up
   virtual void silu_mul(Tensor gate, Tensor up, Tensor out) = 0;
+  // out = gelu(gate) * up       GeGLU with the tanh approximation,
+  //   gelu(g) = 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))); shapes as silu_mul
+  virtual void gelu_mul(Tensor gate, Tensor up, Tensor out) = 0;
+  // out = x * s                 same shapes; out may alias x
+  virtual void scale(Tensor x, float s, Tensor out) = 0;
   // Applies RoPE at the step's positions to q [n, n_heads*head_dim] (in place) and to
   // k [n, n_kv_heads*head_dim], then writes k and v [n, n_kv_heads*head_dim] into the
   // cache of `layer` at the step's slots.
@@ -185,10 +190,11 @@ class Backend {
   // SwiGLU feed-forward input: out = silu(h @ w_gate^T) * (h @ w_up^T). w_gate, w_up [m, k];
   // gate, out [n, m]; gate is scratch (a fusing backend may never write it).
   virtual void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) {
-    const Tensor h = normed_rows(in);
-    matmul(h, w_gate, nullptr, gate);
-    matmul(h, w_up, nullptr, out);
-    silu_mul(gate, out, out);
+    normed_gated(in, w_gate, w_up, gate, out, &Backend::silu_mul);
+  }
+  // GeGLU feed-forward input: out = gelu(h @ w_gate^T) * (h @ w_up^T); as normed_swiglu.
+  virtual void normed_geglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) {
+    normed_gated(in, w_gate, w_up, gate, out, &Backend::gelu_mul);
   }
   // x += a @ w^T                a [n, k]; w [m, k]; x [n, m]; tmp [n, m] is scratch.
   virtual void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) {
@@ -221,6 +227,14 @@ class Backend {
   Tensor normed_rows(const NormedRows& in) {
     if (in.split_ss) rms_norm(in.x, *in.w, in.eps, in.h);
     return in.h;
+  }
+  // The gated feed-forward input with the activation `act` (silu_mul, gelu_mul) of the two matmuls.
+  void normed_gated(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out,
+                    void (Backend::*act)(Tensor, Tensor, Tensor)) {
+    const Tensor h = normed_rows(in);
+    matmul(h, w_gate, nullptr, gate);
+    matmul(h, w_up, nullptr, out);
+    (this->*act)(gate, out, out);
   }
 };
 

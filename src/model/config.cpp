@@ -30,6 +30,13 @@ std::vector<float> ModelConfig::rope_inv_freq(bool long_factors) const {
   return inv;
 }
 
+std::vector<float> ModelConfig::rope_local_inv_freq() const {
+  ModelConfig local = *this;
+  local.rope_theta = rope_local_theta;
+  local.rope_freq_factors.clear();
+  return local.rope_inv_freq();
+}
+
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,
                                        float high_freq_factor, int original_max_positions) {
   // Meta's Llama 3.1 scaling: long wavelengths are slowed by `factor`, short ones kept,

@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3", "gemma3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -46,9 +46,36 @@ struct ModelConfig {
   // q and k after the projections, before RoPE.
   bool qk_norm = false;
 
+  // Gemma 3 (docs/notes/gemma3.md):
+  // Token embeddings are multiplied by this (sqrt(dim) as a float, as llama.cpp scales them).
+  float embed_scale = 1.0f;
+  // An RMSNorm (attn_post_norm, ffn_post_norm) of each block's output before its residual add.
+  bool post_norms = false;
+  // The feed-forward activation: SwiGLU silu(gate) * up, or GeGLU gelu_tanh(gate) * up.
+  enum class FfnAct { SiLU, GeluTanh };
+  FfnAct ffn_act = FfnAct::SiLU;
+  // With sliding_window > 0: the layers that attend within it (Gemma 3: all but every 6th, the
+  // global ones); empty = every layer.
+  std::vector<bool> windowed_layers;
+  // RoPE base of the windowed layers (Gemma 3: 10000; 0 = rope_theta). They take no
+  // rope_freq_factors: llama.cpp and transformers scale only the global layers' RoPE.
+  float rope_local_theta = 0.0f;
+  // Attention score scale; 0 = 1/sqrt(head_dim).
+  float attn_scale = 0.0f;
+
+  // The sliding window of layer l (0: it attends to every earlier position).
+  int layer_window(int l) const {
+    if (sliding_window <= 0) return 0;
+    return windowed_layers.empty() || windowed_layers[size_t(l)] ? sliding_window : 0;
+  }
+  // Whether layer l rotates with rope_local_inv_freq() (a windowed layer, when rope_local_theta is set).
+  bool layer_local_rope(int l) const { return rope_local_theta > 0.0f && layer_window(l) > 0; }
+
   // inv_freq[i] = 1 / (theta^(2i/rope_dim) * factor[i]) for i < rope_dim/2, 0 (no rotation) up
   // to head_dim/2; factor from rope_long_freq_factors when `long_factors`, else rope_freq_factors.
   std::vector<float> rope_inv_freq(bool long_factors = false) const;
+  // The windowed layers' frequencies: base rope_local_theta, no factors (see layer_local_rope).
+  std::vector<float> rope_local_inv_freq() const;
 };
 
 // A hyper-parameter that must be a finite number > 0 in float (RoPE theta, RMS epsilon, RoPE

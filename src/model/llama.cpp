@@ -30,6 +30,7 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};
+  if (cfg_.rope_local_theta > 0.0f) rope_local_ = {cfg_.rope_local_inv_freq(), cfg_.rope_neox};
   tok_embd_ = be_.upload(*file.token_embedding());
   out_norm_ = be_.upload(*file.output_norm());
   if (!cfg_.tied_embeddings) output_ = be_.upload(*file.output());
@@ -55,6 +56,10 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
     L.w_gate = up(Role::WGate);
     L.w_up = up(Role::WUp);
     L.w_down = up(Role::WDown);
+    if (cfg_.post_norms) {
+      L.attn_post_norm = up(Role::AttnPostNorm);
+      L.ffn_post_norm = up(Role::FfnPostNorm);
+    }
   }
   s_ = std::make_unique<Scratch>(be_);
 }
@@ -136,28 +141,34 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
   const RopeSpec& rope = rope_step_uses_long(cfg_, batch) ? rope_long_ : rope_;
   // RoPE's cos/sin scaled by a (LongRoPE) scale q and k by a, so their product by a^2.
-  const float scale = cfg_.rope_attn_factor * cfg_.rope_attn_factor / std::sqrt(float(cfg_.head_dim));
+  const float a2 = cfg_.rope_attn_factor * cfg_.rope_attn_factor;
+  const float scale = cfg_.attn_scale > 0.0f ? a2 * cfg_.attn_scale : a2 / std::sqrt(float(cfg_.head_dim));
   const float eps = cfg_.norm_eps;
+  const bool geglu = cfg_.ffn_act == ModelConfig::FfnAct::GeluTanh;
 
   be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
-  // xn: the next block's normalized input. Each block ends with the residual add that also
-  // prepares the following norm (matmul_add_norm), except the last, whose norm applies only
-  // to the rows that produce logits.
+  if (cfg_.embed_scale != 1.0f) be_.scale(x, cfg_.embed_scale, x);
+  // xn: the next block's normed input. Each block ends with the residual add that also prepares
+  // the following norm (block_output), except the last, whose norm applies only to the rows
+  // that produce logits.
   Backend::NormedRows xn = be_.norm(x, *layers_[0].attn_norm, eps, h);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = layers_[l];
     // attention block: q, k, v from the normed x, RoPE and the KV write; x += att @ wo^T
     const Backend::MatmulTarget tq{L.wq.get(), L.bq.get(), q}, tk{L.wk.get(), L.bk.get(), k},
         tv{L.wv.get(), L.bv.get(), v};
-    if (L.q_norm)  // Qwen3: each head of q and k normalized between the projection and RoPE
-      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope, kv, l);
-    else be_.normed_qkv_rope(xn, tq, tk, tv, rope, kv, l);
-    be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.sliding_window);
-    xn = be_.matmul_add_norm(att, *L.wo, x, *L.ffn_norm, eps, h);
-    // feed-forward block (SwiGLU): up = silu(xn @ gate^T) * (xn @ up^T); x += up @ down^T
-    be_.normed_swiglu(xn, *L.w_gate, *L.w_up, gate, up);
-    if (l + 1 < cfg_.n_layers) xn = be_.matmul_add_norm(up, *L.w_down, x, *layers_[l + 1].attn_norm, eps, h);
-    else be_.matmul_add(up, *L.w_down, h, x);
+    const RopeSpec& rope_l = cfg_.layer_local_rope(l) ? rope_local_ : rope;
+    if (L.q_norm)  // Qwen3, Gemma 3: each head of q and k normalized between the projection and RoPE
+      be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope_l, kv, l);
+    else be_.normed_qkv_rope(xn, tq, tk, tv, rope_l, kv, l);
+    be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.layer_window(l));
+    xn = block_output(att, *L.wo, L.attn_post_norm.get(), x, L.ffn_norm.get(), h);
+    // feed-forward block: up = act(xn @ gate^T) * (xn @ up^T), act silu (SwiGLU) or gelu
+    // (GeGLU); x += up @ down^T
+    if (geglu) be_.normed_geglu(xn, *L.w_gate, *L.w_up, gate, up);
+    else be_.normed_swiglu(xn, *L.w_gate, *L.w_up, gate, up);
+    const Weight* next = l + 1 < cfg_.n_layers ? layers_[l + 1].attn_norm.get() : nullptr;
+    xn = block_output(up, *L.w_down, L.ffn_post_norm.get(), x, next, h);
   }
   if (nl == 0) return;
   Tensor last = s.last.rows_slice(0, nl), out = s.logits.rows_slice(0, nl);
@@ -166,6 +177,20 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
   if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
   else be_.to_host(out, std::get<HostLogits>(output).logits);
+}
+
+Backend::NormedRows LlamaModel::block_output(Tensor a, const Weight& w, const Weight* post_norm, Tensor x,
+                                             const Weight* next_norm, Tensor h) {
+  const float eps = cfg_.norm_eps;
+  if (post_norm) {  // Gemma 3: x += rms_norm(a @ w^T) * post_norm
+    be_.matmul(a, w, nullptr, h);
+    be_.rms_norm(h, *post_norm, eps, h);
+    be_.add(x, h, x);
+    return next_norm ? be_.norm(x, *next_norm, eps, h) : Backend::NormedRows{};
+  }
+  if (next_norm) return be_.matmul_add_norm(a, w, x, *next_norm, eps, h);
+  be_.matmul_add(a, w, h, x);
+  return {};
 }
 
 DeviceSampleParams device_sample_params(Sampler& s) {

@@ -15,18 +15,21 @@
 namespace greta {
 
 struct LayerWeights {
-  std::unique_ptr<Weight> attn_norm;       // [1, dim]
-  std::unique_ptr<Weight> wq, wk, wv;      // [n_heads*hd, dim], [n_kv*hd, dim] x2
-  std::unique_ptr<Weight> bq, bk, bv;      // [1, ...] (Qwen2) or null
-  std::unique_ptr<Weight> q_norm, k_norm;  // [1, head_dim] (Qwen3) or null
-  std::unique_ptr<Weight> wo;              // [dim, n_heads*hd]
-  std::unique_ptr<Weight> ffn_norm;        // [1, dim]
-  std::unique_ptr<Weight> w_gate, w_up;    // [ffn, dim]
-  std::unique_ptr<Weight> w_down;          // [dim, ffn]
+  std::unique_ptr<Weight> attn_norm;                      // [1, dim]
+  std::unique_ptr<Weight> wq, wk, wv;                     // [n_heads*hd, dim], [n_kv*hd, dim] x2
+  std::unique_ptr<Weight> bq, bk, bv;                     // [1, ...] (Qwen2) or null
+  std::unique_ptr<Weight> q_norm, k_norm;                 // [1, head_dim] (Qwen3) or null
+  std::unique_ptr<Weight> wo;                             // [dim, n_heads*hd]
+  std::unique_ptr<Weight> ffn_norm;                       // [1, dim]
+  std::unique_ptr<Weight> w_gate, w_up;                   // [ffn, dim]
+  std::unique_ptr<Weight> w_down;                         // [dim, ffn]
+  std::unique_ptr<Weight> attn_post_norm, ffn_post_norm;  // [1, dim] (Gemma 3) or null
 
   // Every weight slot of the layer, the null ones (absent optional weights) included.
-  std::array<const std::unique_ptr<Weight>*, 14> all() const {
-    return {&attn_norm, &wq, &wk, &wv, &bq, &bk, &bv, &q_norm, &k_norm, &wo, &ffn_norm, &w_gate, &w_up, &w_down};
+  std::array<const std::unique_ptr<Weight>*, 16> all() const {
+    return {&attn_norm,      &wq,           &wk, &wv,       &bq,     &bk,   &bv,
+            &q_norm,         &k_norm,       &wo, &ffn_norm, &w_gate, &w_up, &w_down,
+            &attn_post_norm, &ffn_post_norm};
   }
 };
 
@@ -70,11 +73,17 @@ class LlamaModel {
  private:
   struct Scratch;
   void ensure_scratch(int n_tokens, int n_logits);
+  // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
+  // block has one (post_norm), then the next block's normed input (next_norm) or, after the
+  // last block (next_norm null), nothing.
+  Backend::NormedRows block_output(Tensor a, const Weight& w, const Weight* post_norm, Tensor x,
+                                   const Weight* next_norm, Tensor h);
 
   ModelConfig cfg_;
   Backend& be_;
   RopeSpec rope_;
   RopeSpec rope_long_;                // LongRoPE's long factors (model/longrope.h); unused without them
+  RopeSpec rope_local_;               // the windowed layers' own base (ModelConfig::layer_local_rope)
   std::unique_ptr<Weight> tok_embd_;  // [vocab, dim]
   std::unique_ptr<Weight> out_norm_;  // [1, dim]
   std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)

@@ -10,6 +10,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/fused_tensors.h"
+#include "model/gemma3.h"
 #include "model/hf_quant.h"
 #include "model/longrope.h"
 #include "model/partial_rotary.h"
@@ -34,22 +35,37 @@ std::string unsupported_bias(const std::string& name) {
 const char* kSupported =
     "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama), mistral, qwen2, qwen3, phi3 (Phi-3, Phi-3.5, "
     "Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
-    "Qwen3ForCausalLM / Phi3ForCausalLM)";
+    "Qwen3ForCausalLM / Phi3ForCausalLM), gemma3 (Gemma 3 text, GGUF only)";
 
 std::string gguf_role_name(int layer, Role r) {
-  static const char* names[] = {"attn_norm.weight",   "attn_q.weight",     "attn_k.weight", "attn_v.weight",
-                                "attn_output.weight", "attn_q.bias",       "attn_k.bias",   "attn_v.bias",
-                                "ffn_norm.weight",    "ffn_gate.weight",   "ffn_up.weight", "ffn_down.weight",
-                                "attn_q_norm.weight", "attn_k_norm.weight"};
+  static const char* names[] = {"attn_norm.weight",    "attn_q.weight",      "attn_k.weight",
+                                "attn_v.weight",       "attn_output.weight", "attn_q.bias",
+                                "attn_k.bias",         "attn_v.bias",        "ffn_norm.weight",
+                                "ffn_gate.weight",     "ffn_up.weight",      "ffn_down.weight",
+                                "attn_q_norm.weight",  "attn_k_norm.weight", "post_attention_norm.weight",
+                                "post_ffw_norm.weight"};
   return "blk." + std::to_string(layer) + "." + names[int(r)];
 }
 
+// The last two are Gemma's names (whose ffn norm would be pre_feedforward_layernorm); only GGUF
+// Gemma 3 is read so far.
 std::string hf_role_name(int layer, Role r) {
-  static const char* names[] = {"input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                                "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
-                                "self_attn.k_proj.bias",   "self_attn.v_proj.bias",   "post_attention_layernorm.weight",
-                                "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight",
-                                "self_attn.q_norm.weight", "self_attn.k_norm.weight"};
+  static const char* names[] = {"input_layernorm.weight",
+                                "self_attn.q_proj.weight",
+                                "self_attn.k_proj.weight",
+                                "self_attn.v_proj.weight",
+                                "self_attn.o_proj.weight",
+                                "self_attn.q_proj.bias",
+                                "self_attn.k_proj.bias",
+                                "self_attn.v_proj.bias",
+                                "post_attention_layernorm.weight",
+                                "mlp.gate_proj.weight",
+                                "mlp.up_proj.weight",
+                                "mlp.down_proj.weight",
+                                "self_attn.q_norm.weight",
+                                "self_attn.k_norm.weight",
+                                "post_attention_layernorm.weight",
+                                "post_feedforward_layernorm.weight"};
   return "model.layers." + std::to_string(layer) + "." + names[int(r)];
 }
 
@@ -75,7 +91,7 @@ void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, Mo
 
 // The architectures whose modeling code (transformers) applies a "sliding_window": Mistral and
 // Phi-3 (mini-4k: 2047). Llama's has none; Qwen2/3 apply theirs only with "use_sliding_window".
-bool honours_sliding_window(const std::string& arch) { return arch == "mistral" || arch == "phi3"; }
+bool honours_sliding_window(const std::string& arch) { return arch == "mistral" || arch == "phi3" || arch == "gemma3"; }
 
 // config.json's sliding window (null or absent: none) for the architectures above. Qwen2 and Qwen3
 // apply theirs only with "use_sliding_window" true, and then only to the layers from
@@ -184,7 +200,8 @@ void ModelFile::open_gguf(const std::string& path) {
   const GGUFFile& g = *gguf_;
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
-  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "phi3")
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "phi3" &&
+      c.arch != "gemma3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -239,6 +256,7 @@ void ModelFile::open_gguf(const std::string& path) {
     read_gguf_longrope(g, c, path);
     split_fused();
   }
+  if (c.arch == "gemma3") read_gguf_gemma3(g, c, path);
 }
 
 void ModelFile::open_hf(const std::string& dir) {
@@ -479,6 +497,10 @@ void validate_model_tensors(const ModelFile& f) {
     if (c.qk_norm) {
       check(f.layer_tensor(l, Role::QNorm), L + "q norm", {c.head_dim});
       check(f.layer_tensor(l, Role::KNorm), L + "k norm", {c.head_dim});
+    }
+    if (c.post_norms) {
+      check(f.layer_tensor(l, Role::AttnPostNorm), L + "attention output norm", {c.dim});
+      check(f.layer_tensor(l, Role::FfnPostNorm), L + "ffn output norm", {c.dim});
     }
     if (c.qkv_bias) {
       check(f.layer_tensor(l, Role::Bq), L + "q bias", {q});

@@ -20,8 +20,26 @@ class SafetensorsModel;
 class SplitTensors;
 class SyntheticWeights;
 
-// Tensor roles of one layer / of the model, independent of file naming.
-enum class Role { AttnNorm, Wq, Wk, Wv, Wo, Bq, Bk, Bv, FfnNorm, WGate, WUp, WDown, QNorm, KNorm };
+// Tensor roles of one layer / of the model, independent of file naming. AttnPostNorm and
+// FfnPostNorm: Gemma 3's norms of the attention and feed-forward outputs.
+enum class Role {
+  AttnNorm,
+  Wq,
+  Wk,
+  Wv,
+  Wo,
+  Bq,
+  Bk,
+  Bv,
+  FfnNorm,
+  WGate,
+  WUp,
+  WDown,
+  QNorm,
+  KNorm,
+  AttnPostNorm,
+  FfnPostNorm
+};
 
 class ModelFile {
  public:

@@ -10,13 +10,18 @@ namespace greta {
 
 namespace {
 
+// Qwen3: q/k norms, halves RoPE, eps 1e-6. Gemma3: those plus Gemma 3's scaled embedding, post
+// norms, GeGLU, a 512-token window in all but every 6th layer (local RoPE base 10k) and tied
+// embeddings, as model/gemma3.h reads them from GGUF.
+enum class Family { Llama, Qwen3, Gemma3 };
+
 struct Shape {
   const char* name;
   int layers, dim, heads, kv_heads, ffn, vocab, ctx;
   float theta;
-  int head_dim = 0;    // 0: dim / heads
-  bool qwen3 = false;  // Qwen3 layout: q/k norms, halves RoPE, eps 1e-6
-  bool tied = false;   // the output projection is the token embedding
+  int head_dim = 0;  // 0: dim / heads
+  Family family = Family::Llama;
+  bool tied = false;  // the output projection is the token embedding
 };
 constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
@@ -27,11 +32,14 @@ constexpr Shape kShapes[] = {
     {"llama-3-8b", 32, 4096, 32, 8, 14336, 128256, 8192, 500000.0f},
     {"smollm2-135m", 30, 576, 9, 3, 1536, 49152, 8192, 100000.0f},
     // Llama 3.2 1B (its llama3 RoPE scaling to 131072 positions left out: same bytes and kernels)
-    {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, 0, false, true},
+    {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, 0, Family::Llama, true},
     {"tiny", 4, 512, 8, 2, 1376, 1000, 2048, 10000.0f},  // head_dim 64: every backend supports it
-    {"qwen3-8b", 36, 4096, 32, 8, 12288, 151936, 40960, 1000000.0f, 128, true},
+    {"qwen3-8b", 36, 4096, 32, 8, 12288, 151936, 40960, 1000000.0f, 128, Family::Qwen3},
     // q/k norms with head_dim 128 != dim / heads (as Qwen3-0.6B has): for tests
-    {"tiny-qwen3", 4, 512, 8, 2, 1376, 1000, 2048, 1000000.0f, 128, true},
+    {"tiny-qwen3", 4, 512, 8, 2, 1376, 1000, 2048, 1000000.0f, 128, Family::Qwen3},
+    {"gemma-3-1b", 26, 1152, 4, 1, 6912, 262144, 32768, 1000000.0f, 256, Family::Gemma3, true},
+    // Gemma 3's layout with head_dim 256 and one global layer (the 6th): for tests
+    {"tiny-gemma3", 6, 512, 4, 1, 1376, 1000, 2048, 1000000.0f, 256, Family::Gemma3, true},
 };
 
 // Counter-based generator (splitmix64): value i of tensor t is a pure function of (seed, t, i),
@@ -55,7 +63,8 @@ ModelConfig synthetic_config(const std::string& name) {
   for (const Shape& s : kShapes) {
     if (name != s.name) continue;
     ModelConfig c;
-    c.arch = s.qwen3 ? "qwen3" : "llama";
+    const bool qk_norm = s.family != Family::Llama;
+    c.arch = s.family == Family::Qwen3 ? "qwen3" : s.family == Family::Gemma3 ? "gemma3" : "llama";
     c.name = "synthetic " + name;
     c.n_layers = s.layers;
     c.dim = s.dim;
@@ -65,11 +74,20 @@ ModelConfig synthetic_config(const std::string& name) {
     c.ffn_dim = s.ffn;
     c.vocab_size = s.vocab;
     c.max_context = s.ctx;
-    c.norm_eps = s.qwen3 ? 1e-6f : 1e-5f;
+    c.norm_eps = qk_norm ? 1e-6f : 1e-5f;
     c.rope_theta = s.theta;
-    c.rope_neox = s.qwen3;
-    c.qk_norm = s.qwen3;
+    c.rope_neox = qk_norm;
+    c.qk_norm = qk_norm;
     c.tied_embeddings = s.tied;
+    if (s.family == Family::Gemma3) {
+      c.embed_scale = std::sqrt(float(c.dim));
+      c.post_norms = true;
+      c.ffn_act = ModelConfig::FfnAct::GeluTanh;
+      c.sliding_window = 512;
+      for (int l = 0; l < c.n_layers; ++l) c.windowed_layers.push_back((l + 1) % 6 != 0);
+      c.rope_local_theta = 10000.0f;
+      c.attn_scale = 1.0f / std::sqrt(float(c.head_dim));
+    }
     return c;
   }
   std::string names;
@@ -119,6 +137,10 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     add(p + "ffn_gate.weight", {c.ffn_dim, c.dim}, false);
     add(p + "ffn_up.weight", {c.ffn_dim, c.dim}, false);
     add(p + "ffn_down.weight", {c.dim, c.ffn_dim}, false);
+    if (c.post_norms) {
+      add(p + "post_attention_norm.weight", {c.dim}, true);
+      add(p + "post_ffw_norm.weight", {c.dim}, true);
+    }
   }
   notes_ = quantizer.fallback_notes();
 }

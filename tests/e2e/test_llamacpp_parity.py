@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_json, run_greta
+from conftest import ROOT, compare_forced_steps, read_json, run_greta
 
 REF_DIR = os.path.join(ROOT, "tests", "data", "reference")
 REF = os.path.join(REF_DIR, "llamacpp_smollm2.json")
@@ -78,19 +78,8 @@ def test_teacher_forced_64_steps_against_llamacpp(greta_bin, default_model, ref,
         got = run_prompt(greta_bin, default_model, p, tmp_path / f"f{i}.json", "--force", json.dumps(p["generated_ids"]),
                          "--report-top", ref["top"])
         assert len(got["steps"]) == ref["n_gen"]
-        for s, (mine, theirs) in enumerate(zip(got["steps"], p["steps"])):
-            md, td = dict(mine), dict(theirs)
-            worst = max(worst, max(abs(md[t] - v) for t, v in theirs if t in md))
-            total += 1
-            a, b = mine[0][0], theirs[0][0]
-            if a == b:
-                agree += 1
-                continue
-            ours_margin = md[a] - md.get(b, -1e9)
-            their_margin = td[b] - td.get(a, -1e9)
-            ties.append((i, s, round(ours_margin, 3), round(their_margin, 3)))
-            assert ours_margin < NEAR_TIE and their_margin < NEAR_TIE, (
-                f"prompt {i} step {s}: greta picks {a}, llama.cpp {b}; margins {ours_margin:.3f} / {their_margin:.3f}")
+        a, w, t = compare_forced_steps(f"prompt {i}", got["steps"], p["steps"], NEAR_TIE)
+        agree, total, worst, ties = agree + a, total + ref["n_gen"], max(worst, w), ties + t
     full_worst = 0.0
     for i, p in enumerate(ref["prompts"]):
         got = run_prompt(greta_bin, default_model, p, tmp_path / f"full{i}.json", "-n", 1, "--report-top", 1 << 20)

@@ -58,6 +58,10 @@ TEST_F(GpuModel, SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, 
 // head_dim 128 while dim / heads is 64.
 TEST_F(GpuModel, Qwen3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16, "tiny-qwen3"); }
 
+// Gemma 3's layout: scaled embedding, post norms, GeGLU, head_dim 256, local and global layers
+// with their own RoPE tables.
+TEST_F(GpuModel, Gemma3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16, "tiny-gemma3"); }
+
 TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // Weights kept packed on the GPU against the CPU reading the same blocks with exact matmuls
   // (no int8 activations), so the difference is the GPU's bf16 rounding. The tiny shape's

@@ -1,6 +1,6 @@
 // CUDA ops vs the CPU backend on random inputs of awkward shapes: matmul (GEMV path n <= 8
-// and cuBLASLt path), rms_norm, head_rms_norm, add, silu_mul, embed, gather_rows, upload of every weight
-// format, to_host, and the errors the backend must raise instead of crashing.
+// and cuBLASLt path), rms_norm, head_rms_norm, add, silu_mul, gelu_mul, scale, embed, gather_rows, upload of every
+// weight format, to_host, and the errors the backend must raise instead of crashing.
 #include <string>
 #include <vector>
 
@@ -127,7 +127,7 @@ TEST_F(GpuOps, HeadRmsNorm) {
       }
 }
 
-TEST_F(GpuOps, AddAndSiluMul) {
+TEST_F(GpuOps, AddSiluMulGeluMulScale) {
   std::mt19937 rng(6);
   for (auto [n, c] : std::vector<std::pair<int64_t, int64_t>>{{1, 64}, {3, 576}, {37, 13}, {577, 1536}, {5, 4099}}) {
     const auto av = random_values(size_t(n * c), 4.f, rng), bv = random_values(size_t(n * c), 4.f, rng);
@@ -143,6 +143,13 @@ TEST_F(GpuOps, AddAndSiluMul) {
     report(shape("silu_mul", n, c, 0), rel_err(read(*gpu, og), read(*cpu, oc)), kBf16Tol);
     gpu->silu_mul(ag, bg, ag);  // out aliases gate
     report(shape("silu_mul in-place", n, c, 0), rel_err(read(*gpu, ag), read(*cpu, oc)), kBf16Tol);
+    poison(og);
+    gpu->gelu_mul(bg, bg, og);  // Gemma's GeGLU (gate = up = b)
+    cpu->gelu_mul(bc, bc, oc);
+    report(shape("gelu_mul", n, c, 0), rel_err(read(*gpu, og), read(*cpu, oc)), kBf16Tol);
+    gpu->scale(bg, 25.3f, og);  // Gemma's embedding scale
+    cpu->scale(bc, 25.3f, oc);
+    report(shape("scale", n, c, 0), rel_err(read(*gpu, og), read(*cpu, oc)), kBf16Tol);
     gpu->free(ag), gpu->free(bg), gpu->free(og), cpu->free(ac), cpu->free(bc), cpu->free(oc);
   }
 }

@@ -156,6 +156,19 @@ class CpuBackend final : public Backend {
     dump("silu_mul", out);
   }
 
+  void gelu_mul(Tensor gate, Tensor up, Tensor out) override {
+    expect(gate.rows == up.rows && gate.cols == up.cols && out.rows == gate.rows && out.cols == gate.cols, "gelu_mul",
+           out, gate.rows, gate.cols);
+    cpu::gelu_mul(f32(gate), f32(up), f32(out), gate.rows * gate.cols, pool_);
+    dump("gelu_mul", out);
+  }
+
+  void scale(Tensor x, float s, Tensor out) override {
+    expect(out.rows == x.rows && out.cols == x.cols, "scale", out, x.rows, x.cols);
+    cpu::scale(f32(x), s, f32(out), x.rows * x.cols, pool_);
+    dump("scale", out);
+  }
+
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override {
     auto& ckv = static_cast<CpuKV&>(kv);
     const int hd = ckv.desc.head_dim, n_kv = ckv.desc.n_kv_heads;

@@ -88,6 +88,12 @@ void matmul_float(const float* x, int64_t n, const WeightView& w, const float* b
 void rms_norm(const float* x, const float* w, float eps, float* out, int64_t n, int64_t dim, ThreadPool& pool);
 void add(const float* a, const float* b, float* out, int64_t count, ThreadPool& pool);
 void silu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool);
+// out = gelu_tanh(gate) * up, gelu rounded through fp16 as llama.cpp's CPU backend does (about
+// 1e-3 relative of the exact gelu_tanh below).
+void gelu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool);
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in float, as ggml's gelu table is built.
+float gelu_tanh(float x);
+void scale(const float* x, float s, float* out, int64_t count, ThreadPool& pool);
 
 // --- attention ---
 // Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16 values (bits) for K

@@ -1,11 +1,13 @@
-// Row-wise and elementwise ops: rms_norm, add, silu_mul. At decode sizes (one row of a few
+// Row-wise and elementwise ops: rms_norm, add, silu_mul, gelu_mul, scale. At decode sizes (one row of a few
 // thousand floats) these take well under a microsecond, so they only go to the thread pool
 // when there is enough work to pay for the dispatch.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/simd.h"
+#include "core/dtype.h"
 
 namespace greta::cpu {
 namespace {
@@ -104,6 +106,36 @@ void silu_mul(const float* gate, const float* up, float* out, int64_t count, Thr
       const float s = gate[i] / (1.0f + exp_ggml(0.0f - gate[i]));
       out[i] = s * up[i];
     }
+  });
+}
+
+float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f, kCoef = 0.044715f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoef * x * x)));
+}
+
+// gelu(g) * up as llama.cpp computes it on the CPU (ggml_vec_geglu_f32 with GGML_GELU_FP16):
+// g <= -10 gives 0, g >= 10 gives g * up; between, g is rounded to fp16 and looked up in a
+// table of gelu_tanh over every fp16 value, itself rounded to fp16.
+void gelu_mul(const float* gate, const float* up, float* out, int64_t count, ThreadPool& pool) {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(1 << 16);
+    for (size_t i = 0; i < t.size(); ++i) t[i] = fp16_to_float(float_to_fp16(gelu_tanh(fp16_to_float(uint16_t(i)))));
+    return t;
+  }();
+  for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) {
+      const float g = gate[i];
+      if (g <= -10.0f) out[i] = 0.0f;
+      else if (g >= 10.0f) out[i] = g * up[i];
+      else out[i] = table[float_to_fp16(g)] * up[i];
+    }
+  });
+}
+
+void scale(const float* x, float s, float* out, int64_t count, ThreadPool& pool) {
+  for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) out[i] = x[i] * s;
   });
 }
 

@@ -304,6 +304,17 @@ void CudaBackend::silu_mul(Tensor gate, Tensor up, Tensor out) {
   launch(&cuda::silu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
 }
 
+void CudaBackend::gelu_mul(Tensor gate, Tensor up, Tensor out) {
+  expect_act(up, gate.rows, gate.cols, "gelu_mul up");
+  expect_act(out, gate.rows, gate.cols, "gelu_mul out");
+  launch(&cuda::gelu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
+}
+
+void CudaBackend::scale(Tensor x, float s, Tensor out) {
+  expect_act(out, x.rows, x.cols, "scale out");
+  launch(&cuda::scale, static_cast<const bf16*>(act(x)), s, act(out), x.rows * x.cols, stream_);
+}
+
 void CudaBackend::gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) {
   expect_act(out, int64_t(rows.size()), x.cols, "gather_rows out");
   for (size_t i = 0; i < rows.size(); ++i)

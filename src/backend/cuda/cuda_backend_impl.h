@@ -81,6 +81,8 @@ class CudaBackend final : public Backend {
   void matmul(Tensor x, const Weight& w, const Weight* bias, Tensor out) override;
   void add(Tensor a, Tensor b, Tensor out) override;
   void silu_mul(Tensor gate, Tensor up, Tensor out) override;
+  void gelu_mul(Tensor gate, Tensor up, Tensor out) override;
+  void scale(Tensor x, float s, Tensor out) override;
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
                  int window = 0) override;

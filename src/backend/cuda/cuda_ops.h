@@ -95,6 +95,10 @@ void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaSt
 void add_bias_rows(bf16* out, const float* bias, int64_t n, int64_t m, cudaStream_t s);  // out[i,j] += bias[j]
 void bf16_to_f32(const bf16* x, float* out, int64_t count, cudaStream_t s);
 
+// ---- gelu_mul.cu: Gemma's GeGLU activation and embedding scale ----
+void gelu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s);  // gelu_tanh(gate) * up
+void scale(const bf16* x, float factor, bf16* out, int64_t count, cudaStream_t s);          // out = x * factor
+
 // ---- rms_norm.cu: out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, in fp32 ----
 void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, int64_t dim, cudaStream_t s);
 
