@@ -76,8 +76,6 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)"
   virtual DType act_dtype() const = 0;
-  // attention() honours a sliding window past its length (false: only within it).
-  virtual bool windowed_attention() const = 0;
 
   // --- memory ---
   virtual Tensor alloc(int64_t rows, int64_t cols) = 0;  // act_dtype(); freed by free()

@@ -173,11 +173,6 @@ Loaded load(const ModelOptions& o, bool need_tokenizer) {
   bo.cpu.n_threads = threads;
   L.backend = make_backend(bo);
   L.model = std::make_unique<LlamaModel>(*L.file, *L.backend);
-  if (const int ctx = L.model->config().max_context; ctx < L.file->config().max_context)
-    std::fprintf(stderr,
-                 "greta: context limited to %d tokens, the model's sliding window: %s does not run sliding-window "
-                 "attention past it yet\n",
-                 ctx, L.backend->name().c_str());
   if (need_tokenizer) L.tokenizer = L.file->load_tokenizer();
   L.load_seconds = now_seconds() - t0;
   return L;

@@ -23,10 +23,6 @@ struct LlamaModel::Scratch {
 };
 
 LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
-  // A backend whose attention ignores a sliding window runs such a model exactly up to the
-  // window's length: its context stops there (the load log says so).
-  if (cfg_.sliding_window > 0 && !be_.windowed_attention() && cfg_.max_context > cfg_.sliding_window)
-    cfg_.max_context = cfg_.sliding_window;
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};

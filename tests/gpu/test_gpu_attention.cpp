@@ -1,7 +1,8 @@
 // rope_kv_write + paged attention vs the CPU backend: GQA, several sequences of different
 // lengths, shuffled (non-contiguous) block tables, prompt steps, decode steps, mixed steps
 // with a chunked prompt, both RoPE pairings, contexts up to 4096; decode partitions merged by
-// their last block (the default: a single partition written directly) and by the merge kernel.
+// their last block (the default: a single partition written directly) and by the merge kernel;
+// sliding windows (windowed and global attention over the same step).
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
@@ -47,8 +48,10 @@ class AttentionRunner {
   }
 
   // One step: new_tokens[s] tokens for sequence s (0 = not in this step). check_attn = false
-  // only fills the caches (for long contexts whose CPU prefill attention would be slow).
-  void step(const std::vector<int>& new_tokens, const std::string& what, bool check_attn = true, int layer = 1) {
+  // only fills the caches (for long contexts whose CPU prefill attention would be slow). window
+  // > 0: attention checked with that sliding window, then again without one.
+  void step(const std::vector<int>& new_tokens, const std::string& what, bool check_attn = true, int layer = 1,
+            int window = 0) {
     Batch b;
     for (size_t s = 0; s < new_tokens.size(); ++s) {
       if (new_tokens[s] == 0) continue;
@@ -81,14 +84,17 @@ class AttentionRunner {
     const std::string tag = what + " h=" + std::to_string(c_.n_heads) + "/" + std::to_string(c_.n_kv) +
                             " hd=" + std::to_string(c_.hd) + (c_.neox ? " neox" : " adj");
     report("rope q " + tag, rel_err(read(gpu_, qg), read(cpu_, qc)), kBf16Tol);
-    if (check_attn) {
+    for (int w : {window, 0}) {
+      if (!check_attn) break;
       Tensor og = gpu_.alloc(n, qw), oc = cpu_.alloc(n, qw);
       poison(og);
       const float scale = 1.f / std::sqrt(float(c_.hd));
-      gpu_.attention(qg, *kvg_, layer, c_.n_heads, scale, og);
-      cpu_.attention(qc, *kvc_, layer, c_.n_heads, scale, oc);
-      report("attention " + tag, rel_err(read(gpu_, og), read(cpu_, oc)), 2 * kBf16Tol);
+      gpu_.attention(qg, *kvg_, layer, c_.n_heads, scale, og, w);
+      cpu_.attention(qc, *kvc_, layer, c_.n_heads, scale, oc, w);
+      report("attention " + tag + (w ? " window " + std::to_string(w) : ""), rel_err(read(gpu_, og), read(cpu_, oc)),
+             2 * kBf16Tol);
       gpu_.free(og), cpu_.free(oc);
+      if (w == 0) break;
     }
     for (Tensor* t : {&qg, &kg, &vg}) gpu_.free(*t);
     for (Tensor* t : {&qc, &kc, &vc}) cpu_.free(*t);
@@ -153,6 +159,29 @@ TEST_F(GpuAttention, LongContextDecode) {
       r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
       r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
     }
+}
+
+TEST_F(GpuAttention, SlidingWindow) {
+  // Windows of 37 and 100 positions (not multiples of the 32-key tiles or the 16-slot blocks)
+  // crossed inside a prompt, by a chunked prompt with n_past > 0, and by decode tokens, with the
+  // decode context split over partitions (2500 positions); both prompt kernels (head_dim 64 / 128
+  // on tensor cores, 96 / 256 on CUDA cores) and both decode merges. Each step also runs the
+  // same q without a window, as a model of interleaved local and global layers does.
+  for (int last : {1, 0})
+    for (AttnCase c :
+         {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 96, true}, AttnCase{8, 4, 256, false}})
+      for (int window : {37, 100}) {
+        auto g = cuda_with_merge(last);
+        const std::string m = (last ? "" : "[merge kernel] ") + std::string("window ") + std::to_string(window) + ": ";
+        AttentionRunner r(*g, *cpu, c, 400, 14);
+        r.add_seq();
+        r.add_seq();
+        r.step({300, 20}, m + "prompts 300 + 20", true, 1, window);
+        r.step({1, 1}, m + "decode x2", true, 1, window);
+        r.step({150, 1}, m + "chunked prompt at 301 + decode", true, 1, window);
+        r.step({2048, 0}, m + "fill", false);
+        r.step({1, 1}, m + "decode ctx 2500 + ctx 23", true, 1, window);
+      }
 }
 
 TEST_F(GpuAttention, RopeTableChangesBetweenSteps) {

@@ -176,9 +176,7 @@ TEST(Phi3, HfFusedTensorsSplit) {
   EXPECT_EQ(c.rope_original_context, 4096);
   EXPECT_NEAR(c.rope_attn_factor, std::sqrt(1.0 + std::log(32.0) / std::log(4096.0)), 1e-6);
   EXPECT_EQ(c.rope_long_freq_factors, std::vector<float>(8, 4.0f));
-  // A sliding window below the context limits the context to it (no windowed attention).
-  // The sliding window is read (attention honours it; a backend without windowed attention stops
-  // the context there: LlamaModel).
+  // The sliding window is read (attention honours it on every backend).
   EXPECT_EQ(c.sliding_window, 2047);
   EXPECT_EQ(c.max_context, 131072);
   EXPECT_TRUE(m->load_notes().empty());

@@ -192,7 +192,6 @@ class CpuBackend final : public Backend {
     dump("rope_k", k);
   }
 
-  bool windowed_attention() const override { return true; }
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
                  int window = 0) override {
     const auto& ckv = static_cast<const CpuKV&>(kv);

@@ -1,8 +1,8 @@
 // Paged decode attention, split over the context ("flash-decoding").
 //
-// Work item = one query token (a decode token attends positions 0..pos of its sequence).
-// Its context is cut into partitions of P positions; a block handles one (partition, kv head,
-// token) for all query heads that share the kv head (GQA: K/V are read once per group), and
+// Work item = one query token (a decode token attends positions 0..pos of its sequence, or
+// pos - window + 1 .. pos with a sliding window). Its context is cut into partitions of P positions; a block handles
+// one (partition, kv head, token) for all query heads that share the kv head (GQA: K/V are read once per group), and
 // writes unnormalised partial results (running max m, sum l, accumulator o) to scratch. The
 // partitions are then merged either by the last block of each (token, kv head) to finish
 // (`arrivals` counters; a context of one partition is written out directly), or by a second
@@ -62,7 +62,7 @@ __device__ float merge_partitions(const float* base, int valid, int d) {
 template <int HD, int kMaxG, int KEYS>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_partition_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-                            DevStep st, int n_heads, int n_kv, float scale_log2, int part, int n_parts,
+                            DevStep st, int n_heads, int n_kv, float scale_log2, int window, int part, int n_parts,
                             float* __restrict__ scratch, int32_t* __restrict__ arrivals, bf16* __restrict__ out) {
   constexpr int kLanesPerKey = HD / 8 <= 8 ? 8 : HD / 8 <= 16 ? 16 : 32;  // HD/8 rounded up to a power of two
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
@@ -73,9 +73,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int t = st.decode_tokens[item];
   const int pos = st.positions[t];
   const int ctx = pos + 1;
-  const int p0 = blockIdx.x * part;
+  const int lo = window > 0 ? max(0, ctx - window) : 0;  // the first position attended; partitions start there
+  const int p0 = lo + blockIdx.x * part;
   if (p0 >= ctx) return;  // the merge reads only partitions that exist for this token (and counts only them)
-  const int valid = (ctx + part - 1) / part;
+  const int valid = (ctx - lo + part - 1) / part;
   const int p1 = min(p0 + part, ctx);
   const int G = n_heads / n_kv;
   const int n_gchunks = (G + kMaxG - 1) / kMaxG;
@@ -274,13 +275,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // Merges the partitions of each (item, head): out = sum_p o_p 2^(m_p - M) / sum_p l_p 2^(m_p - M).
 template <int HD>
-__global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep st, int n_heads, int part, int n_parts,
-                                    bf16* __restrict__ out) {
+__global__ void decode_merge_kernel(const float* __restrict__ scratch, DevStep st, int n_heads, int window, int part,
+                                    int n_parts, bf16* __restrict__ out) {
   pdl_allow_dependents();
   pdl_wait();
   const int item = blockIdx.x, h = blockIdx.y;
   const int t = st.decode_tokens[item];
-  const int valid = (st.positions[t] + 1 + part - 1) / part;
+  const int ctx = st.positions[t] + 1;
+  const int valid = (ctx - (window > 0 ? max(0, ctx - window) : 0) + part - 1) / part;
   const float* base = scratch + (int64_t(item) * n_heads + h) * n_parts * (HD + 2);
   for (int d = threadIdx.x; d < HD; d += blockDim.x)
     out[(int64_t(t) * n_heads + h) * HD + d] = __float2bfloat16_rn(merge_partitions<HD>(base, valid, d));
@@ -302,15 +304,15 @@ constexpr int kLastMergeMaxParts = 16;
 
 template <int HD>
 void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
-            int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s) {
+            int n_heads, float scale, int window, float* scratch, int32_t* arrivals, cudaStream_t s) {
   if (!p.last_merge) arrivals = nullptr;
   dim3 grid(unsigned(p.n_parts), unsigned(kv.n_kv_heads * p.n_gchunks), unsigned(st.n_decode));
   auto kernel = p.keys == 4 ? partition_kernel<HD, 4>(p.max_g) : partition_kernel<HD, 2>(p.max_g);
-  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, p.part,
-             p.n_parts, scratch, arrivals, out);
+  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window,
+             p.part, p.n_parts, scratch, arrivals, out);
   if (arrivals) return;  // merged by the last partition block
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
-             n_heads, p.part, p.n_parts, out);
+             n_heads, window, p.part, p.n_parts, out);
 }
 
 }  // namespace
@@ -345,13 +347,13 @@ AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_
 }
 
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
-                      int n_heads, float scale, float* scratch, int32_t* arrivals, cudaStream_t s) {
+                      int n_heads, float scale, int window, float* scratch, int32_t* arrivals, cudaStream_t s) {
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
-    case 96: launch<96>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
-    case 128: launch<128>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
-    case 256: launch<256>(q, out, st, kv, p, n_heads, scale, scratch, arrivals, s); break;
+    case 64: launch<64>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
+    case 96: launch<96>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
+    case 128: launch<128>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
+    case 256: launch<256>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
     default:
       throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }

@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <climits>
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -29,7 +30,7 @@ int group_chunk(int G) { return std::min(G, kRows); }  // query heads per block
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32)
     prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
-                   int n_heads, int n_kv, float scale_log2, bf16* __restrict__ out) {
+                   int n_heads, int n_kv, float scale_log2, int window, bf16* __restrict__ out) {
   constexpr int kPad = HD + 8;   // bf16 per shared K/V row
   constexpr int kDpl = HD / 32;  // output dims per lane
   const int G = n_heads / n_kv;
@@ -54,8 +55,13 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Row r of the tile: token tt0 + r / gc, head g0 + r % gc; rows past the tile or the
   // sequence's new tokens are absent. Warp w owns rows w*kRowsPerWarp + i.
   const int tile_rows = tile_tokens * gc;
-  int max_pos = 0;
-  for (int tt = tt0; tt < min(tt0 + tile_tokens, count); ++tt) max_pos = max(max_pos, st.positions[first + tt]);
+  int max_pos = 0, min_pos = INT_MAX;
+  for (int tt = tt0; tt < min(tt0 + tile_tokens, count); ++tt) {
+    max_pos = max(max_pos, st.positions[first + tt]);
+    min_pos = min(min_pos, st.positions[first + tt]);
+  }
+  // With a sliding window the tile's rows see nothing before the earliest row's window start.
+  const int kb0 = window > 0 ? max(0, min_pos - window + 1) / kKeys * kKeys : 0;
   int row_tok[kRowsPerWarp], row_head[kRowsPerWarp], row_pos[kRowsPerWarp];
   bool row_ok[kRowsPerWarp];
 #pragma unroll
@@ -83,7 +89,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int d = 0; d < kDpl; ++d) acc[i][d] = 0.f;
   }
   const int64_t row_stride = int64_t(n_kv) * HD;
-  for (int kb = 0; kb <= max_pos; kb += kKeys) {
+  for (int kb = kb0; kb <= max_pos; kb += kKeys) {
     __syncthreads();  // previous chunk fully consumed (and sq written, first time)
     for (int e = threadIdx.x; e < kKeys * (HD / 8); e += blockDim.x) {
       const int j = e / (HD / 8), c = e % (HD / 8);
@@ -121,7 +127,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
       if (!row_ok[i]) continue;  // uniform over the warp
-      const bool valid = p <= row_pos[i];
+      const bool valid = p <= row_pos[i] && (window == 0 || p > row_pos[i] - window);
       float mx = valid ? s[i] : kNoScore;
 #pragma unroll
       for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -154,7 +160,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int HD>
-void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, int window,
             cudaStream_t s) {
   const int G = n_heads / kv.n_kv_heads;
   const int gc = group_chunk(G);
@@ -162,20 +168,21 @@ void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, i
   const int n_gchunks = (G + gc - 1) / gc;
   dim3 grid(unsigned((st.max_prefill_tokens + tile_tokens - 1) / tile_tokens), unsigned(kv.n_kv_heads * n_gchunks),
             unsigned(st.n_prefill));
-  prefill_kernel<HD><<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, out);
+  prefill_kernel<HD>
+      <<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window, out);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                       cudaStream_t s) {
+                       int window, cudaStream_t s) {
   if (st.n_prefill == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, n_heads, scale, s); break;
-    case 96: launch<96>(q, out, st, kv, n_heads, scale, s); break;  // HD/32 = 3 output dims per lane
-    case 128: launch<128>(q, out, st, kv, n_heads, scale, s); break;
-    case 256: launch<256>(q, out, st, kv, n_heads, scale, s); break;
+    case 64: launch<64>(q, out, st, kv, n_heads, scale, window, s); break;
+    case 96: launch<96>(q, out, st, kv, n_heads, scale, window, s); break;  // HD/32 = 3 output dims per lane
+    case 128: launch<128>(q, out, st, kv, n_heads, scale, window, s); break;
+    case 256: launch<256>(q, out, st, kv, n_heads, scale, window, s); break;
     default:
       throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }

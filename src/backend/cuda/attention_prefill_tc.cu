@@ -8,7 +8,8 @@
 //   O += P V    where P, rounded to bf16, is the A operand as it stands: the accumulator layout
 //               of an m16n8 tile pair is exactly the A layout of one k16 slice.
 // No score matrix in memory, K/V read once per (64 queries, head). Keys past a row's own
-// position are masked. Fragment layouts: mma.cuh.
+// position are masked, and with a sliding window those before its window (tiles before the
+// block's first window start are skipped). Fragment layouts: mma.cuh.
 #include <cuda_bf16.h>
 
 #include <string>
@@ -39,7 +40,7 @@ __device__ __forceinline__ float quad_sum(float v) {
 template <int HD>
 __global__ void __launch_bounds__(kWarpsTc * 32)
     prefill_tc_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
-                      int n_heads, int n_kv, float scale_log2, bf16* __restrict__ out) {
+                      int n_heads, int n_kv, float scale_log2, int window, bf16* __restrict__ out) {
   constexpr int kPadK = HD + 8;       // bf16 per K row: 16-byte rows, quads of a warp on distinct banks
   constexpr int kPadV = kKeysTc + 2;  // bf16 per transposed V row (one dim): odd word stride
   __shared__ __align__(16) bf16 sk[kKeysTc][kPadK];
@@ -58,6 +59,10 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   const int pos_a = oka ? st.positions[first + ra] : -1, pos_b = okb ? st.positions[first + rb] : -1;
   // A sequence's new tokens have consecutive positions, so the block's last token sees the most keys.
   const int kv_end = st.positions[first + min(q0 + kRowsTc, count) - 1] + 1;
+  // ... and its first token's window starts earliest.
+  const int kv_begin = window > 0 ? max(0, st.positions[first + q0] - window + 1) / kKeysTc * kKeysTc : 0;
+  // Rows absent from the tile (pos -1) see no key; a window's first position of each row.
+  const int lo_a = window > 0 ? pos_a - window + 1 : 0, lo_b = window > 0 ? pos_b - window + 1 : 0;
 
   uint32_t qa[HD / 16][4];
   {
@@ -77,7 +82,7 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
   float m_a = kNoScore, m_b = kNoScore, l_a = 0.f, l_b = 0.f;  // l: this lane's keys only
   const int64_t row_stride = int64_t(n_kv) * HD;
 
-  for (int kb = 0; kb < kv_end; kb += kKeysTc) {
+  for (int kb = kv_begin; kb < kv_end; kb += kKeysTc) {
     __syncthreads();  // the previous tile is fully consumed
     for (int e = threadIdx.x; e < kKeysTc * (HD / 8); e += kWarpsTc * 32) {
       const int j = e / (HD / 8), c = e % (HD / 8);
@@ -111,8 +116,8 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         const int key = kb + 8 * nt + 2 * t + i;
-        sc[nt][i] = key <= pos_a ? sc[nt][i] * scale_log2 : kNoScore;
-        sc[nt][2 + i] = key <= pos_b ? sc[nt][2 + i] * scale_log2 : kNoScore;
+        sc[nt][i] = key <= pos_a && key >= lo_a ? sc[nt][i] * scale_log2 : kNoScore;
+        sc[nt][2 + i] = key <= pos_b && key >= lo_b ? sc[nt][2 + i] * scale_log2 : kNoScore;
         ta = fmaxf(ta, sc[nt][i]);
         tb = fmaxf(tb, sc[nt][2 + i]);
       }
@@ -126,11 +131,14 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
 #pragma unroll
     for (int d = 0; d < HD / 8; ++d) o[d][0] *= ca, o[d][1] *= ca, o[d][2] *= cb, o[d][3] *= cb;
     // P = 2^(S - m), rounded to bf16 as the A operand of P V (the sums use the rounded values).
+    // Masked keys get exactly 0: a row whose window starts past this tile has m still at
+    // kNoScore, where 2^(S - m) of a masked score would be 1.
     uint32_t pa[4][2];  // [n-tile][row a / row b]: keys 2t, 2t+1 of the n-tile
+    auto p2 = [](float s, float m) { return s == kNoScore ? 0.f : exp2f(s - m); };
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
-      const __nv_bfloat162 A = __floats2bfloat162_rn(exp2f(sc[nt][0] - na), exp2f(sc[nt][1] - na));
-      const __nv_bfloat162 B = __floats2bfloat162_rn(exp2f(sc[nt][2] - nb), exp2f(sc[nt][3] - nb));
+      const __nv_bfloat162 A = __floats2bfloat162_rn(p2(sc[nt][0], na), p2(sc[nt][1], na));
+      const __nv_bfloat162 B = __floats2bfloat162_rn(p2(sc[nt][2], nb), p2(sc[nt][3], nb));
       l_a += __low2float(A) + __high2float(A);
       l_b += __low2float(B) + __high2float(B);
       pa[nt][0] = *reinterpret_cast<const uint32_t*>(&A);
@@ -157,10 +165,11 @@ __global__ void __launch_bounds__(kWarpsTc * 32)
 }
 
 template <int HD>
-void launch_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+void launch_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, int window,
                cudaStream_t s) {
   dim3 grid(unsigned((st.max_prefill_tokens + kRowsTc - 1) / kRowsTc), unsigned(n_heads), unsigned(st.n_prefill));
-  prefill_tc_kernel<HD><<<grid, kWarpsTc * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, out);
+  prefill_tc_kernel<HD>
+      <<<grid, kWarpsTc * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window, out);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
@@ -169,11 +178,11 @@ void launch_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv
 bool attention_prefill_tc_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
 
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                          cudaStream_t s) {
+                          int window, cudaStream_t s) {
   if (st.n_prefill == 0) return;
   switch (kv.head_dim) {
-    case 64: launch_tc<64>(q, out, st, kv, n_heads, scale, s); break;
-    case 128: launch_tc<128>(q, out, st, kv, n_heads, scale, s); break;
+    case 64: launch_tc<64>(q, out, st, kv, n_heads, scale, window, s); break;
+    case 128: launch_tc<128>(q, out, st, kv, n_heads, scale, window, s); break;
     default: throw Error("cuda attention_prefill_tc: head_dim " + std::to_string(kv.head_dim) + " (64 or 128 only)");
   }
 }

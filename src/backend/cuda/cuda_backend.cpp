@@ -162,7 +162,6 @@ void CudaBackend::begin_step(const StepPlan& p) {
   const PackedStep ps = pack_step(p, kDecodeMaxNewTokens, kDecodeCtxBucket, packed_);
   max_slot_ = ps.max_slot;
   max_block_ = ps.max_block;
-  max_position_ = ps.max_position;
   const auto* dev = static_cast<const int32_t*>(plan_stage_.put(packed_.data(), packed_.size() * 4, stream_));
   step_ = bind_step(ps, dev);
   have_step_ = true;

@@ -20,10 +20,10 @@ const KVLayerDev& CudaBackend::kv_layer(const KVStorage& kv, int layer, const ch
 void CudaBackend::rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) {
   const KVLayerDev& L = prepare_rope(q, k, v, rope, kv, layer);
   launch(&rope_kv_cmd, act(q), act(k), static_cast<const bf16*>(act(v)), int(q.cols / L.head_dim),
-         static_cast<const float*>(inv_freq_dev_.get()), rope.neox, step_, L, stream_);
+         rope_table(rope.inv_freq), rope.neox, step_, L, stream_);
 }
 
-// rope_kv_write's checks, and the RoPE frequencies uploaded when they change.
+// rope_kv_write's checks.
 const KVLayerDev& CudaBackend::prepare_rope(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv,
                                             int layer) {
   if (!have_step_) throw Error("cuda rope_kv_write: called before begin_step");
@@ -39,15 +39,26 @@ const KVLayerDev& CudaBackend::prepare_rope(Tensor q, Tensor k, Tensor v, const 
                 " frequencies, head_dim/2 = " + std::to_string(hd / 2));
   if (max_slot_ >= int64_t(L.n_blocks) * L.block_size)
     throw Error("cuda rope_kv_write: slot " + std::to_string(max_slot_) + " outside the KV pool");
-  if (rope.inv_freq != inv_freq_host_) {
-    flush();
-    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // earlier kernels may read the old table
-    inv_freq_dev_.reset(rope.inv_freq.size() * 4);
-    GRETA_CUDA_CHECK(
-        cudaMemcpy(inv_freq_dev_.get(), rope.inv_freq.data(), rope.inv_freq.size() * 4, cudaMemcpyHostToDevice));
-    inv_freq_host_ = rope.inv_freq;
-  }
   return L;
+}
+
+// A model uses one table or a few (Gemma 3's local and global layers, LongRoPE's short and long
+// factors), so each stays on the device once uploaded and switching between them is free. A new
+// table goes to a new buffer no queued kernel reads; only past kMaxRopeTables is the set dropped,
+// after the queued work that may read it.
+const float* CudaBackend::rope_table(const std::vector<float>& inv_freq) {
+  for (const RopeTable& t : rope_tables_)
+    if (t.host == inv_freq) return static_cast<const float*>(t.dev.get());
+  if (rope_tables_.size() >= kMaxRopeTables) {
+    flush();
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    rope_tables_.clear();
+  }
+  RopeTable& t = rope_tables_.emplace_back();
+  t.host = inv_freq;
+  t.dev.reset(inv_freq.size() * 4);
+  GRETA_CUDA_CHECK(cudaMemcpy(t.dev.get(), inv_freq.data(), inv_freq.size() * 4, cudaMemcpyHostToDevice));
+  return static_cast<const float*>(t.dev.get());
 }
 
 // The step's decode attention split: planned at the step's first attention call, reused by
@@ -64,13 +75,7 @@ const AttentionDecodePlan& CudaBackend::attention_plan(int n_heads, const KVLaye
 void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
                             int window) {
   if (!have_step_) throw Error("cuda attention: called before begin_step");
-  // The kernels attend over every earlier position; within the window that is the same thing.
-  // LlamaModel keeps a windowed model's context to its window on this backend
-  // (Backend::windowed_attention), so this is the guard, not the path.
-  if (window > 0 && max_position_ >= window)
-    throw Error("cuda attention: position " + std::to_string(max_position_) +
-                " is past the model's sliding window of " + std::to_string(window) +
-                " positions, which the CUDA kernels do not run yet");
+  if (window < 0) throw Error("cuda attention: sliding window " + std::to_string(window) + " is negative");
   const auto& L = kv_layer(kv, layer, "attention");
   if (n_heads <= 0 || n_heads % L.n_kv_heads != 0)
     throw Error("cuda attention: n_heads " + std::to_string(n_heads) + " is not a multiple of n_kv_heads " +
@@ -84,7 +89,7 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
   ws_.reserve<float>(DeviceWorkspace::kAttnPartials, size_t(plan.scratch_floats));
   ws_.reserve<int32_t>(DeviceWorkspace::kAttnArrivals, size_t(plan.arrivals));
   int32_t* arrivals = plan.last_merge ? ws_.at<int32_t>(DeviceWorkspace::kAttnArrivals) : nullptr;
-  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, plan, n_heads, scale,
+  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, plan, n_heads, scale, window,
          ws_.at<float>(DeviceWorkspace::kAttnPartials), arrivals, int(opt_.prefill_tc), stream_);
 }
 

@@ -146,8 +146,7 @@ void CudaBackend::normed_qkv_rope(const NormedRows& in, const MatmulTarget& q, c
   const KVLayerDev& L = prepare_rope(q.out, k.out, v.out, rope, kv, layer);
   GemvArgs a = gemv_input(in);
   set_segments(a, in, {q, k, v});
-  a.rope = GemvRope{step_.positions, step_.slot,       static_cast<const float*>(inv_freq_dev_.get()), L.k, L.v,
-                    L.head_dim,      rope.neox ? 1 : 0};
+  a.rope = GemvRope{step_.positions, step_.slot, rope_table(rope.inv_freq), L.k, L.v, L.head_dim, rope.neox ? 1 : 0};
   launch(&gemv_fused, a, in.eps, stream_);
 }
 
@@ -162,7 +161,7 @@ void CudaBackend::normed_qkv_headnorm_rope(const NormedRows& in, const MatmulTar
   const auto& kn = weight1d(k_norm, L.head_dim, "normed_qkv_headnorm_rope k_norm");
   launch(&rope_kv_headnorm_cmd, act(q.out), act(k.out), static_cast<const bf16*>(act(v.out)),
          int(q.out.cols / L.head_dim), static_cast<const float*>(qn.data), static_cast<const float*>(kn.data), eps,
-         static_cast<const float*>(inv_freq_dev_.get()), rope.neox, step_, L, stream_);
+         rope_table(rope.inv_freq), rope.neox, step_, L, stream_);
 }
 
 void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,

@@ -10,6 +10,7 @@
 // (step_recorder.h); per-step scratch lives in one workspace (device_workspace.h).
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <memory>
 #include <set>
@@ -86,7 +87,6 @@ class CudaBackend final : public Backend {
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
                  int window = 0) override;
-  bool windowed_attention() const override { return false; }
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override;
   void to_host(Tensor x, float* dst) override;
 
@@ -138,6 +138,7 @@ class CudaBackend final : public Backend {
   GemvArgs gemv_input(const NormedRows& in) const;
   void set_segments(GemvArgs& a, const NormedRows& in, std::initializer_list<MatmulTarget> targets) const;
   const KVLayerDev& prepare_rope(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer);
+  const float* rope_table(const std::vector<float>& inv_freq);  // its device copy
   const KVLayerDev& kv_layer(const KVStorage& kv, int layer, const char* op) const;
   const AttentionDecodePlan& attention_plan(int n_heads, const KVLayerDev& L);
 
@@ -155,13 +156,16 @@ class CudaBackend final : public Backend {
   DevStep step_;
   bool have_step_ = false;
   int32_t max_slot_ = -1, max_block_ = -1;
-  int32_t max_position_ = -1;  // the step's largest token position (sliding-window check)
   // The decode attention split of this step (planned at its first attention call).
   AttentionDecodePlan attn_plan_;
   int attn_plan_heads_ = 0, attn_plan_kv_heads_ = 0;  // 0: not planned for this step
-  // RoPE inverse frequencies (constant per model): device copy of the last RopeSpec's.
-  std::vector<float> inv_freq_host_;
-  DeviceBuffer inv_freq_dev_;
+  // RoPE inverse-frequency tables on the device, each uploaded once (rope_table).
+  struct RopeTable {
+    std::vector<float> host;
+    DeviceBuffer dev;
+  };
+  static constexpr size_t kMaxRopeTables = 8;
+  std::deque<RopeTable> rope_tables_;
   WeightUploader upload_;            // raw weight bytes -> device -> bf16 or packed planes
   std::set<DType> converted_types_;  // quantized types converted to bf16 so far (said once each)
   std::vector<uint16_t> host_bf16_;

@@ -170,16 +170,17 @@ struct AttentionDecodePlan {
 // last_merge: whether the last-block merge may be used (it is, when the partitions are few).
 AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_kv_heads, int head_dim, int n_sms,
                                           bool last_merge);
-// scratch [plan.scratch_floats]; arrivals [plan.arrivals] (null when !plan.last_merge).
+// scratch [plan.scratch_floats]; arrivals [plan.arrivals] (null when !plan.last_merge). window > 0:
+// a token at position p attends positions p - window + 1 .. p only (a sliding window); 0: all.
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv,
-                      const AttentionDecodePlan& plan, int n_heads, float scale, float* scratch, int32_t* arrivals,
-                      cudaStream_t s);
+                      const AttentionDecodePlan& plan, int n_heads, float scale, int window, float* scratch,
+                      int32_t* arrivals, cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                          cudaStream_t s);
+                          int window, cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                       cudaStream_t s);
+                       int window, cudaStream_t s);
 
 }  // namespace greta::cuda
 

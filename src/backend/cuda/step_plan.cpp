@@ -38,7 +38,6 @@ PackedStep pack_step(const StepPlan& p, int decode_max_new, int ctx_bucket, std:
   }
   PackedStep r;
   for (int32_t v : p.slot) r.max_slot = std::max(r.max_slot, v);
-  for (int32_t v : p.positions) r.max_position = std::max(r.max_position, v);
   for (int32_t v : p.block_ids) r.max_block = std::max(r.max_block, v);
   if (max_ctx > 0) max_ctx = (max_ctx + ctx_bucket - 1) / ctx_bucket * ctx_bucket;
   packed.clear();

@@ -21,7 +21,6 @@ struct PackedStep {
   std::array<size_t, 8> off{};            // offsets in the packed buffer, in the order above
   DevStep shape;                          // counts filled, pointers null (bind_step sets them)
   int32_t max_slot = -1, max_block = -1;  // for the backend's bounds checks against the cache
-  int32_t max_position = -1;              // the step's largest token position (sliding-window check)
 };
 
 // Fills `packed` (cleared first). The longest decode context is rounded up to ctx_bucket so
