@@ -72,10 +72,14 @@ struct Ctx {
   double bandwidth = 0;  // GB/s measured on the device, 0 if unknown
   bool all_ok = true;
   int vocab() const { return L.model->config().vocab_size; }
-  // K+V bytes read by attention for one token at context `pos`.
+  // K+V bytes read by attention for one token at context `pos` (a windowed layer reads its
+  // window's keys only).
   double kv_bytes(double pos, DType kv_dtype) const {
     const ModelConfig& c = L.model->config();
-    return 2.0 * c.n_layers * c.n_kv_heads * c.head_dim * pos * double(block_bytes(kv_dtype));
+    double positions = 0;
+    for (int l = 0; l < c.n_layers; ++l)
+      positions += c.layer_window(l) > 0 ? std::min(pos, double(c.layer_window(l))) : pos;
+    return 2.0 * c.n_kv_heads * c.head_dim * positions * double(block_bytes(kv_dtype));
   }
   void emit(nlohmann::json j, const Check& chk, double bytes_per_token, double tokens_per_s) {
     j.update(base);
