@@ -34,9 +34,10 @@ constexpr int kDim = 4096, kFfn = 11008, kLayers = 32, kThreads = 256;
 constexpr int kUnroll = 4;  // 16-byte chunks a lane a row in flight (two rows a warp)
 
 struct Phase {
-  const bf16* w;   // [m, k]
-  const bf16* in;  // [k], or [2 k] (gate then up) with swiglu
-  bf16* out;       // [m]
+  const bf16* w;    // [m, k]
+  const bf16* in;   // [k], or [2 k] (gate then up) with swiglu
+  const bf16* res;  // [m] added to the result (the residual stream), or null
+  bf16* out;        // [m]; may be res (each row is read, then written, by one lane)
   int m, k, swiglu;
 };
 struct Step {
@@ -130,6 +131,10 @@ __device__ void gemv_phase(const Phase& p, int gw, int nw, int lane, Sync sync) 
       a1 += __shfl_xor_sync(0xffffffffu, a1, o);
     }
     if (lane == 0) {
+      if (p.res) {
+        a0 = __bfloat162float(__float2bfloat16_rn(a0)) + __bfloat162float(p.res[r0]);
+        a1 = __bfloat162float(__float2bfloat16_rn(a1)) + __bfloat162float(p.res[r1]);
+      }
       p.out[r0] = __float2bfloat16_rn(a0);
       if (r0 + 1 < p.m) p.out[r0 + 1] = __float2bfloat16_rn(a1);
     }
@@ -206,10 +211,12 @@ int main() {
       off += size_t(2 * kFfn) * kDim;
       const bf16* wd = w + off;
       off += size_t(kDim) * kFfn;
-      hs.ph[4 * l + 0] = Phase{wq, x, qkv, 3 * kDim, kDim, 0};
-      hs.ph[4 * l + 1] = Phase{wo, qkv, x2, kDim, kDim, 0};  // attention left out: o reads q
-      hs.ph[4 * l + 2] = Phase{wg, x2, gu, 2 * kFfn, kDim, 0};
-      hs.ph[4 * l + 3] = Phase{wd, gu, x, kDim, kFfn, 1};
+      // Residual adds after o and down as in the model (without them SwiGLU, quadratic in small
+      // activations, drives the stream to zero within a few layers).
+      hs.ph[4 * l + 0] = Phase{wq, x, nullptr, qkv, 3 * kDim, kDim, 0};
+      hs.ph[4 * l + 1] = Phase{wo, qkv, x, x2, kDim, kDim, 0};  // attention left out: o reads q
+      hs.ph[4 * l + 2] = Phase{wg, x2, nullptr, gu, 2 * kFfn, kDim, 0};
+      hs.ph[4 * l + 3] = Phase{wd, gu, x2, x, kDim, kFfn, 1};
     }
     // Weights uniform in +-sqrt(3/k): each GEMV keeps unit variance, so the activations stay in
     // range through the layers (SwiGLU shrinks them a little each layer).
