@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -72,4 +73,18 @@ inline double copy_bandwidth_gbs(cudaStream_t s) {
   GRETA_CUDA_CHECK(cudaFree(src));
   GRETA_CUDA_CHECK(cudaFree(dst));
   return 2.0 * double(big) / ms / 1e6;
+}
+
+// The card the benchmark runs on: its properties, its name for the JSON lines, and a stream.
+struct BenchDevice {
+  cudaDeviceProp prop{};
+  std::string name;
+  cudaStream_t stream = nullptr;
+};
+inline BenchDevice bench_device() {
+  BenchDevice d;
+  GRETA_CUDA_CHECK(cudaGetDeviceProperties(&d.prop, 0));
+  d.name = d.prop.name;
+  GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking));
+  return d;
 }

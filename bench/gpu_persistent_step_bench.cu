@@ -182,11 +182,10 @@ __global__ void fill_random(bf16* w, size_t n, float scale, uint32_t seed) {
 
 int main() {
   try {
-    cudaDeviceProp prop{};
-    GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    const std::string dev = prop.name;
-    cudaStream_t st;
-    GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const BenchDevice bd = bench_device();
+    const cudaDeviceProp& prop = bd.prop;
+    const std::string& dev = bd.name;
+    cudaStream_t st = bd.stream;
 
     const double copy_gbs = copy_bandwidth_gbs(st);
 

@@ -297,16 +297,17 @@ void CudaBackend::add(Tensor a, Tensor b, Tensor out) {
   launch(&cuda::add, act(a), act(b), act(out), a.rows * a.cols, stream_);
 }
 
-void CudaBackend::silu_mul(Tensor gate, Tensor up, Tensor out) {
-  expect_act(up, gate.rows, gate.cols, "silu_mul up");
-  expect_act(out, gate.rows, gate.cols, "silu_mul out");
-  launch(&cuda::silu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
+void CudaBackend::gated_mul(GatedKernel kernel, Tensor gate, Tensor up, Tensor out, const std::string& op) {
+  expect_act(up, gate.rows, gate.cols, (op + " up").c_str());
+  expect_act(out, gate.rows, gate.cols, (op + " out").c_str());
+  launch(kernel, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
 }
 
+void CudaBackend::silu_mul(Tensor gate, Tensor up, Tensor out) {
+  gated_mul(&cuda::silu_mul, gate, up, out, "silu_mul");
+}
 void CudaBackend::gelu_mul(Tensor gate, Tensor up, Tensor out) {
-  expect_act(up, gate.rows, gate.cols, "gelu_mul up");
-  expect_act(out, gate.rows, gate.cols, "gelu_mul out");
-  launch(&cuda::gelu_mul, act(gate), act(up), act(out), gate.rows * gate.cols, stream_);
+  gated_mul(&cuda::gelu_mul, gate, up, out, "gelu_mul");
 }
 
 void CudaBackend::scale(Tensor x, float s, Tensor out) {

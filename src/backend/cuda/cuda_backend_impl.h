@@ -115,6 +115,9 @@ class CudaBackend final : public Backend {
   const StepGraphs::Stats& graph_stats() const { return rec_.stats(); }
 
  private:
+  // out = act(gate) * up through an elementwise kernel, shapes checked under the op's name.
+  using GatedKernel = void (*)(const bf16*, const bf16*, bf16*, int64_t, cudaStream_t);
+  void gated_mul(GatedKernel kernel, Tensor gate, Tensor up, Tensor out, const std::string& op);
   // The end of a step: its recorded launches run, and the step profile, if on, is taken.
   void end_step();
   // Runs what the step recorded so far; called before anything that frees or rewrites memory
