@@ -1,0 +1,198 @@
+#include "grammar/token_mask.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace greta::grammar {
+
+TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<int32_t> eos_ids)
+    : tokens_(std::move(tokens)), eos_ids_(std::move(eos_ids)) {
+  std::vector<bool> is_eos(tokens_.size(), false);
+  for (int32_t e : eos_ids_) {
+    if (e < 0 || size_t(e) >= tokens_.size())
+      throw GrammarError("token vocabulary: EOS id " + std::to_string(e) + " outside the vocabulary of " +
+                         std::to_string(tokens_.size()) + " tokens");
+    is_eos[size_t(e)] = true;
+  }
+  std::vector<int32_t> order;
+  for (size_t t = 0; t < tokens_.size(); ++t)
+    if (!is_eos[t] && !tokens_[t].empty()) order.push_back(int32_t(t));
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return tokens_[size_t(a)] < tokens_[size_t(b)] || (tokens_[size_t(a)] == tokens_[size_t(b)] && a < b);
+  });
+  token_ids_ = order;  // sorted by bytes: every trie node's tokens are contiguous here
+
+  // Preorder trie over the sorted tokens: the tokens in [a, b) share their first `depth` bytes.
+  auto build = [&](auto&& self, size_t a, size_t b, size_t depth) -> void {
+    size_t i = a;
+    while (i < b && tokens_[size_t(order[i])].size() == depth) ++i;  // ended at the parent
+    while (i < b) {
+      const uint8_t byte = uint8_t(tokens_[size_t(order[i])][depth]);
+      size_t j = i;
+      while (j < b && uint8_t(tokens_[size_t(order[j])][depth]) == byte) ++j;
+      const size_t me = nodes_.size();
+      nodes_.push_back(Node{byte, uint16_t(depth + 1), 0, uint32_t(i), 0});
+      max_depth_ = std::max(max_depth_, depth + 1);
+      size_t k = i;
+      while (k < j && tokens_[size_t(order[k])].size() == depth + 1) ++k;
+      nodes_[me].n_tokens = uint32_t(k - i);
+      self(self, i, j, depth + 1);
+      nodes_[me].end = uint32_t(nodes_.size());
+      i = j;
+    }
+  };
+  for (size_t t : order)
+    if (tokens_[t].size() > 0xFFFF)
+      throw GrammarError("token vocabulary: token " + std::to_string(t) + " longer than 65535 bytes");
+  build(build, 0, order.size(), 0);
+}
+
+TokenMasker::TokenMasker(std::shared_ptr<const TokenVocabulary> vocab) : vocab_(std::move(vocab)) {
+  level_sets_.resize(vocab_->max_depth() + 1);
+  level_partial_.resize(vocab_->max_depth() + 1);
+}
+
+uint32_t TokenMasker::intern(uint32_t pos, uint32_t parent) {
+  const uint64_t key = (uint64_t(pos) << 32) | parent;
+  auto it = interned_.find(key);
+  if (it != interned_.end()) return it->second;
+  const uint32_t depth = parent == kEmpty ? 1 : depth_[parent] + 1;
+  if (depth > limits_.max_stack_depth)
+    throw GrammarError("grammar: nesting deeper than " + std::to_string(limits_.max_stack_depth) + " rules");
+  const uint32_t id = uint32_t(nodes_.size());
+  nodes_.push_back({pos, parent});
+  depth_.push_back(depth);
+  after_.push_back({});
+  interned_.emplace(key, id);
+  return id;
+}
+
+// The stacks reached by expanding the element at `pos` on top of `parent`.
+void TokenMasker::expand(uint32_t pos, uint32_t parent, std::vector<uint32_t>& out, size_t depth) {
+  const auto& elems = grammar_->elements();
+  const Element& e = elems[pos];
+  if (e.kind == Element::Kind::Chars) {
+    out.push_back(intern(pos, parent));
+    return;
+  }
+  const uint32_t cont = pos + 1;
+  const uint32_t next_parent = elems[cont].kind == Element::Kind::End ? parent : intern(cont, parent);
+  for (uint32_t alt : grammar_->rules()[e.rule].alternatives) {
+    if (elems[alt].kind == Element::Kind::End) pop_into(next_parent, out, depth + 1);
+    else expand(alt, next_parent, out, depth + 1);
+  }
+  if (out.size() > 4 * limits_.max_stacks) check_size(out);
+}
+
+// The stacks reached when the rule above `node` has finished and `node` is the new top.
+void TokenMasker::pop_into(uint32_t node, std::vector<uint32_t>& out, size_t depth) {
+  if (node == kEmpty) {
+    out.push_back(kEmpty);
+    return;
+  }
+  const uint32_t pos = nodes_[node].pos;
+  if (grammar_->elements()[pos].kind == Element::Kind::Chars) out.push_back(node);
+  else expand(pos, nodes_[node].parent, out, depth);
+}
+
+void TokenMasker::check_size(std::vector<uint32_t>& set) const {
+  std::sort(set.begin(), set.end());
+  set.erase(std::unique(set.begin(), set.end()), set.end());
+  if (set.size() > limits_.max_stacks)
+    throw GrammarError("grammar: more than " + std::to_string(limits_.max_stacks) +
+                       " alternatives are open at once; the grammar is too ambiguous (e.g. many `x?` in a row: "
+                       "write `x{0,n}`)");
+}
+
+const TokenMasker::Span& TokenMasker::after(uint32_t node) {
+  if (after_[node].done) return after_[node];
+  std::vector<uint32_t> out;
+  const uint32_t next = nodes_[node].pos + 1;
+  if (grammar_->elements()[next].kind != Element::Kind::End) expand(next, nodes_[node].parent, out, 0);
+  else pop_into(nodes_[node].parent, out, 0);
+  check_size(out);
+  Span s{uint32_t(after_ids_.size()), uint32_t(out.size()), true};
+  after_ids_.insert(after_ids_.end(), out.begin(), out.end());
+  after_[node] = s;  // after_ may have grown while expanding: index, never hold a reference across
+  return after_[node];
+}
+
+bool TokenMasker::step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out) {
+  out.clear();
+  size_t sources = 0;
+  for (uint32_t id : in) {
+    if (id == kEmpty || !grammar_->matches(nodes_[id].pos, cp)) continue;
+    const Span s = after(id);
+    out.insert(out.end(), after_ids_.begin() + s.first, after_ids_.begin() + s.first + s.count);
+    ++sources;
+  }
+  if (sources > 1) check_size(out);
+  return !out.empty();
+}
+
+void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
+  const TokenVocabulary& vocab = *vocab_;
+  mask.assign((vocab.size() + 31) / 32, 0u);
+  // The interned stacks and their cached successors stay valid for one grammar; they are
+  // dropped when the grammar changes or the cache has grown large.
+  if (grammar_ != matcher.grammar().get() || nodes_.size() > (1u << 22)) {
+    grammar_ = matcher.grammar().get();
+    nodes_.clear();
+    depth_.clear();
+    interned_.clear();
+    after_.clear();
+    after_ids_.clear();
+  }
+  limits_ = matcher.limits();
+
+  std::vector<uint32_t>& root = level_sets_[0];
+  root.clear();
+  for (const Stack& s : matcher.stacks()) {
+    uint32_t id = kEmpty;
+    for (uint32_t pos : s) id = intern(pos, id);
+    root.push_back(id);
+  }
+  check_size(root);
+  level_partial_[0] = matcher.partial();
+  if (matcher.can_end())
+    for (int32_t e : vocab.eos_ids()) mask[size_t(e) >> 5] |= 1u << (e & 31);
+
+  const auto& nodes = vocab.nodes();
+  const auto& ids = vocab.token_ids();
+  for (size_t i = 0; i < nodes.size();) {
+    const TokenVocabulary::Node& n = nodes[i];
+    const std::vector<uint32_t>& in = level_sets_[n.depth - 1];
+    std::vector<uint32_t>& out = level_sets_[n.depth];
+    Utf8Partial p = level_partial_[n.depth - 1];
+    uint32_t cp = 0;
+    bool ok = false;
+    switch (utf8_feed(p, n.byte, cp)) {
+      case Utf8Step::Invalid: break;
+      case Utf8Step::Complete: ok = step(in, cp, out); break;
+      case Utf8Step::Partial: {
+        uint32_t lo, hi;
+        utf8_partial_range(p, lo, hi);
+        for (uint32_t id : in) {
+          if (id != kEmpty && grammar_->intersects(nodes_[id].pos, lo, hi)) {
+            ok = true;
+            break;
+          }
+        }
+        if (ok) out = in;
+        break;
+      }
+    }
+    if (!ok) {
+      i = n.end;  // no token under this prefix can be accepted
+      continue;
+    }
+    level_partial_[n.depth] = p;
+    for (uint32_t k = n.first_token; k < n.first_token + n.n_tokens; ++k) {
+      const int32_t t = ids[k];
+      mask[size_t(t) >> 5] |= 1u << (t & 31);
+    }
+    ++i;
+  }
+}
+
+}  // namespace greta::grammar

@@ -1,0 +1,94 @@
+// The allowed-token bitmask of a matcher state over a tokenizer's vocabulary.
+//
+// Token t is allowed iff feeding its bytes one by one to a copy of the matcher succeeds
+// (Matcher::accept_byte; a token may end inside a UTF-8 sequence). EOS tokens are allowed iff
+// the grammar can end here. Tokens with no bytes (control tokens, passed as empty strings) are
+// never allowed: they would let the output grow without the grammar advancing.
+//
+// Per vocabulary (TokenVocabulary, built once): a byte trie of the tokens laid out in preorder,
+// so tokens sharing a prefix walk it once and a rejected prefix skips its whole subtree.
+// Per mask (TokenMasker, reusable): the matcher's stacks are interned as linked nodes
+// (position, parent) so equal stacks are one id; the stacks that follow a node once its
+// character class has matched do not depend on which code point matched, so they are computed
+// once per node and cached. A trie step is then a range check per stack plus a cached lookup.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "grammar/grammar.h"
+
+namespace greta::grammar {
+
+class TokenVocabulary {
+ public:
+  TokenVocabulary(std::vector<std::string> tokens, std::vector<int32_t> eos_ids);
+
+  size_t size() const { return tokens_.size(); }
+  const std::string& token(int32_t id) const { return tokens_[size_t(id)]; }
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+  size_t trie_nodes() const { return nodes_.size(); }
+
+  struct Node {
+    uint8_t byte = 0;
+    uint16_t depth = 0;        // bytes from the root (1 for a first byte)
+    uint32_t end = 0;          // index past this node's subtree
+    uint32_t first_token = 0;  // tokens whose bytes end here: token_ids_[first_token, +n_tokens)
+    uint32_t n_tokens = 0;
+  };
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<int32_t>& token_ids() const { return token_ids_; }
+  size_t max_depth() const { return max_depth_; }
+
+ private:
+  std::vector<std::string> tokens_;
+  std::vector<int32_t> eos_ids_;
+  std::vector<Node> nodes_;
+  std::vector<int32_t> token_ids_;
+  size_t max_depth_ = 0;
+};
+
+// Bit t of word t/32 set: token t allowed.
+using TokenBitmask = std::vector<uint32_t>;
+
+inline bool mask_allows(const TokenBitmask& m, int32_t t) { return (m[size_t(t) >> 5] >> (t & 31)) & 1u; }
+
+class TokenMasker {
+ public:
+  explicit TokenMasker(std::shared_ptr<const TokenVocabulary> vocab);
+
+  // Fills `mask` (resized to the vocabulary) for the matcher's current state.
+  void compute(const Matcher& matcher, TokenBitmask& mask);
+
+ private:
+  static constexpr uint32_t kEmpty = 0xFFFFFFFFu;  // the empty stack: the grammar has ended
+  struct StackNode {
+    uint32_t pos, parent;
+  };
+  struct Span {
+    uint32_t first = 0, count = 0;
+    bool done = false;
+  };
+
+  uint32_t intern(uint32_t pos, uint32_t parent);
+  void expand(uint32_t pos, uint32_t parent, std::vector<uint32_t>& out, size_t depth);
+  void pop_into(uint32_t node, std::vector<uint32_t>& out, size_t depth);
+  const Span& after(uint32_t node);
+  bool step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out);
+  void check_size(std::vector<uint32_t>& set) const;
+
+  std::shared_ptr<const TokenVocabulary> vocab_;
+  const Grammar* grammar_ = nullptr;
+  GrammarLimits limits_;
+  std::vector<StackNode> nodes_;
+  std::vector<uint32_t> depth_;  // stack depth of each node
+  std::unordered_map<uint64_t, uint32_t> interned_;
+  std::vector<Span> after_;                        // per node: the stacks once its character class matched
+  std::vector<uint32_t> after_ids_;                // storage of those spans
+  std::vector<std::vector<uint32_t>> level_sets_;  // per trie depth: the stacks there
+  std::vector<Utf8Partial> level_partial_;
+};
+
+}  // namespace greta::grammar
