@@ -135,8 +135,8 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
   mask.assign((vocab.size() + 31) / 32, 0u);
   // The interned stacks and their cached successors stay valid for one grammar; they are
   // dropped when the grammar changes or the cache has grown large.
-  if (grammar_ != matcher.grammar().get() || nodes_.size() > (1u << 22)) {
-    grammar_ = matcher.grammar().get();
+  if (grammar_ != matcher.grammar() || nodes_.size() > (1u << 22)) {
+    grammar_ = matcher.grammar();
     nodes_.clear();
     depth_.clear();
     interned_.clear();

@@ -80,7 +80,9 @@ class TokenMasker {
   void check_size(std::vector<uint32_t>& set) const;
 
   std::shared_ptr<const TokenVocabulary> vocab_;
-  const Grammar* grammar_ = nullptr;
+  // Held, not just compared by address: a new grammar could otherwise reuse a freed one's
+  // address and meet the old grammar's cached stacks.
+  std::shared_ptr<const Grammar> grammar_;
   GrammarLimits limits_;
   std::vector<StackNode> nodes_;
   std::vector<uint32_t> depth_;  // stack depth of each node
