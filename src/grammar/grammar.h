@@ -78,6 +78,7 @@ class Grammar {
 
   const std::vector<Rule>& rules() const { return rules_; }
   const std::vector<Element>& elements() const { return elements_; }
+  const std::vector<CharRange>& ranges() const { return ranges_; }
   uint32_t root() const { return root_; }
 
   bool matches(uint32_t pos, uint32_t cp) const;

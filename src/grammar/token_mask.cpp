@@ -36,6 +36,7 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<in
       size_t k = i;
       while (k < j && tokens_[size_t(order[k])].size() == depth + 1) ++k;
       nodes_[me].n_tokens = uint32_t(k - i);
+      nodes_[me].tokens_end = uint32_t(j);
       self(self, i, j, depth + 1);
       nodes_[me].end = uint32_t(nodes_.size());
       i = j;
@@ -45,6 +46,31 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<in
     if (tokens_[t].size() > 0xFFFF)
       throw GrammarError("token vocabulary: token " + std::to_string(t) + " longer than 65535 bytes");
   build(build, 0, order.size(), 0);
+
+  // UTF-8 validity of each node's path (preorder: a parent before its children), then the
+  // subtree summaries from the last node back (children after their parent).
+  std::vector<bool> valid(nodes_.size());
+  std::vector<Utf8Partial> state(max_depth_ + 1);
+  std::vector<bool> valid_at(max_depth_ + 1, true);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    const Node& n = nodes_[i];
+    Utf8Partial p = state[n.depth - 1];
+    uint32_t cp;
+    valid[i] = valid_at[n.depth - 1] && utf8_feed(p, n.byte, cp) != Utf8Step::Invalid;
+    state[n.depth] = p;
+    valid_at[n.depth] = valid[i];
+  }
+  for (size_t i = nodes_.size(); i-- > 0;) {
+    Node& n = nodes_[i];
+    n.valid_below = true;
+    for (size_t c = i + 1; c < n.end; c = nodes_[c].end) {  // the children
+      const Node& child = nodes_[c];
+      n.valid_below = n.valid_below && valid[c] && child.valid_below;
+      n.ascii_below[0] |= child.ascii_below[0];
+      n.ascii_below[1] |= child.ascii_below[1];
+      if (child.byte < 0x80) n.ascii_below[child.byte >> 6] |= uint64_t(1) << (child.byte & 63);
+    }
+  }
 }
 
 TokenMasker::TokenMasker(std::shared_ptr<const TokenVocabulary> vocab) : vocab_(std::move(vocab)) {
@@ -63,6 +89,8 @@ uint32_t TokenMasker::intern(uint32_t pos, uint32_t parent) {
   nodes_.push_back({pos, parent});
   depth_.push_back(depth);
   after_.push_back({});
+  loop_state_.push_back(0);
+  loop_bytes_.push_back({0, 0});
   interned_.emplace(key, id);
   return id;
 }
@@ -117,6 +145,48 @@ const TokenMasker::Span& TokenMasker::after(uint32_t node) {
   return after_[node];
 }
 
+// The ASCII bytes that leave `set`, if `set` is a loop: the successors of one of its stacks,
+// a negated class of ASCII ranges, are `set` itself, and every other stack is ended or waits
+// for a positive ASCII class. Then any code point outside those bytes leads back to `set`.
+// Null if `set` is no such loop.
+const uint64_t* TokenMasker::loop_excluded(const std::vector<uint32_t>& set) {
+  if (set.size() > 8) return nullptr;
+  const auto& elems = grammar_->elements();
+  const auto& ranges = grammar_->ranges();
+  auto add_ascii = [&](const Element& e, std::array<uint64_t, 2>& bits) {
+    for (uint32_t r = e.first; r < e.first + e.count; ++r) {
+      if (ranges[r].hi >= 0x80) return false;
+      for (uint32_t c = ranges[r].lo; c <= ranges[r].hi; ++c) bits[c >> 6] |= uint64_t(1) << (c & 63);
+    }
+    return true;
+  };
+  for (uint32_t id : set) {
+    if (id == kEmpty) continue;
+    if (loop_state_[id] == 0) {
+      loop_state_[id] = 1;
+      const Element& e = elems[nodes_[id].pos];
+      const Span s = after(id);
+      std::array<uint64_t, 2> bits = {0, 0};
+      bool loop = e.negated && add_ascii(e, bits);
+      bool contains_self = false;
+      for (uint32_t k = s.first; loop && k < s.first + s.count; ++k) {
+        const uint32_t other = after_ids_[k];
+        if (other == id) contains_self = true;
+        else if (other != kEmpty) loop = !elems[nodes_[other].pos].negated && add_ascii(elems[nodes_[other].pos], bits);
+      }
+      if (loop && contains_self) {
+        loop_state_[id] = 2;
+        loop_bytes_[id] = bits;
+      }
+    }
+    if (loop_state_[id] != 2) continue;
+    const Span s = after_[id];
+    if (s.count == set.size() && std::equal(set.begin(), set.end(), after_ids_.begin() + s.first))
+      return loop_bytes_[id].data();
+  }
+  return nullptr;
+}
+
 bool TokenMasker::step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out) {
   out.clear();
   size_t sources = 0;
@@ -142,6 +212,8 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
     interned_.clear();
     after_.clear();
     after_ids_.clear();
+    loop_state_.clear();
+    loop_bytes_.clear();
   }
   limits_ = matcher.limits();
 
@@ -157,6 +229,8 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
   if (matcher.can_end())
     for (int32_t e : vocab.eos_ids()) mask[size_t(e) >> 5] |= 1u << (e & 31);
 
+  // The trie's UTF-8 summaries are read from the root: they hold when no code point is half-read.
+  const bool root_on_boundary = matcher.partial().remaining == 0;
   const auto& nodes = vocab.nodes();
   const auto& ids = vocab.token_ids();
   for (size_t i = 0; i < nodes.size();) {
@@ -187,6 +261,17 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
       continue;
     }
     level_partial_[n.depth] = p;
+    if (root_on_boundary && n.valid_below && n.end > i + 1) {
+      const uint64_t* excluded = loop_excluded(out);
+      if (excluded && (excluded[0] & n.ascii_below[0]) == 0 && (excluded[1] & n.ascii_below[1]) == 0) {
+        for (uint32_t k = n.first_token; k < n.tokens_end; ++k) {
+          const int32_t t = ids[k];
+          mask[size_t(t) >> 5] |= 1u << (t & 31);
+        }
+        i = n.end;  // every token below stays in the loop
+        continue;
+      }
+    }
     for (uint32_t k = n.first_token; k < n.first_token + n.n_tokens; ++k) {
       const int32_t t = ids[k];
       mask[size_t(t) >> 5] |= 1u << (t & 31);

@@ -11,7 +11,12 @@
 // (position, parent) so equal stacks are one id; the stacks that follow a node once its
 // character class has matched do not depend on which code point matched, so they are computed
 // once per node and cached. A trie step is then a range check per stack plus a cached lookup.
+// Loops skip whole subtrees: when the stacks at a trie node are a fixed point of one negated
+// ASCII class (a JSON string's `[^"\\\x00-\x1F]*`: any character but a few ASCII ones leads
+// back to the same stacks), every token below that holds none of those ASCII bytes and is
+// valid UTF-8 is allowed without walking it; the trie keeps per node the ASCII bytes below it.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +42,10 @@ class TokenVocabulary {
     uint32_t end = 0;          // index past this node's subtree
     uint32_t first_token = 0;  // tokens whose bytes end here: token_ids_[first_token, +n_tokens)
     uint32_t n_tokens = 0;
+    uint32_t tokens_end = 0;  // the subtree's tokens: token_ids_[first_token, tokens_end)
+    // Every token below is valid UTF-8 (a complete or partial sequence) read from the root.
+    bool valid_below = false;
+    uint64_t ascii_below[2] = {0, 0};  // the ASCII bytes that occur below this node
   };
   const std::vector<Node>& nodes() const { return nodes_; }
   const std::vector<int32_t>& token_ids() const { return token_ids_; }
@@ -76,6 +85,7 @@ class TokenMasker {
   void expand(uint32_t pos, uint32_t parent, std::vector<uint32_t>& out, size_t depth);
   void pop_into(uint32_t node, std::vector<uint32_t>& out, size_t depth);
   const Span& after(uint32_t node);
+  const uint64_t* loop_excluded(const std::vector<uint32_t>& set);
   bool step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out);
   void check_size(std::vector<uint32_t>& set) const;
 
@@ -87,9 +97,12 @@ class TokenMasker {
   std::vector<StackNode> nodes_;
   std::vector<uint32_t> depth_;  // stack depth of each node
   std::unordered_map<uint64_t, uint32_t> interned_;
-  std::vector<Span> after_;                        // per node: the stacks once its character class matched
-  std::vector<uint32_t> after_ids_;                // storage of those spans
-  std::vector<std::vector<uint32_t>> level_sets_;  // per trie depth: the stacks there
+  std::vector<Span> after_;          // per node: the stacks once its character class matched
+  std::vector<uint32_t> after_ids_;  // storage of those spans
+  // Per node: 0 not yet known, 1 its successors are no loop, 2 they are (loop_bytes_ valid).
+  std::vector<uint8_t> loop_state_;
+  std::vector<std::array<uint64_t, 2>> loop_bytes_;  // ASCII bytes that leave the loop
+  std::vector<std::vector<uint32_t>> level_sets_;    // per trie depth: the stacks there
   std::vector<Utf8Partial> level_partial_;
 };
 
