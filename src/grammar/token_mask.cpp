@@ -229,8 +229,6 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
   if (matcher.can_end())
     for (int32_t e : vocab.eos_ids()) mask[size_t(e) >> 5] |= 1u << (e & 31);
 
-  // The trie's UTF-8 summaries are read from the root: they hold when no code point is half-read.
-  const bool root_on_boundary = matcher.partial().remaining == 0;
   const auto& nodes = vocab.nodes();
   const auto& ids = vocab.token_ids();
   for (size_t i = 0; i < nodes.size();) {
@@ -261,7 +259,10 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
       continue;
     }
     level_partial_[n.depth] = p;
-    if (root_on_boundary && n.valid_below && n.end > i + 1) {
+    // valid_below reads UTF-8 from the root. With a code point half-read before this mask, the
+    // first byte is a continuation byte, invalid when read from the root, so no node under it
+    // has valid_below and the shortcut never applies there.
+    if (n.valid_below && n.end > i + 1) {
       const uint64_t* excluded = loop_excluded(out);
       if (excluded && (excluded[0] & n.ascii_below[0]) == 0 && (excluded[1] & n.ascii_below[1]) == 0) {
         for (uint32_t k = n.first_token; k < n.tokens_end; ++k) {
