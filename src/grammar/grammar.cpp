@@ -11,44 +11,36 @@ std::string rule_label(const RuleSpec& r) {
   return "rule '" + r.name + "'" + (r.origin.empty() ? "" : " (" + r.origin + ")");
 }
 
-// Rules that can match the empty string, to a fixed point.
-std::vector<bool> nullable_rules(const std::vector<RuleSpec>& rules) {
-  std::vector<bool> nullable(rules.size(), false);
+// The rules with an alternative whose every symbol satisfies `holds` (given the rules found so
+// far), to a fixed point.
+template <class Holds>
+std::vector<bool> rules_where_some_alternative(const std::vector<RuleSpec>& rules, Holds holds) {
+  std::vector<bool> found(rules.size(), false);
   for (bool changed = true; changed;) {
     changed = false;
     for (size_t r = 0; r < rules.size(); ++r) {
-      if (nullable[r]) continue;
+      if (found[r]) continue;
       for (const auto& alt : rules[r].alternatives) {
-        bool all = std::all_of(alt.begin(), alt.end(),
-                               [&](const SymbolSpec& s) { return s.is_rule && nullable[s.rule]; });
-        if (all) {
-          nullable[r] = changed = true;
+        if (std::all_of(alt.begin(), alt.end(), [&](const SymbolSpec& s) { return holds(s, found); })) {
+          found[r] = changed = true;
           break;
         }
       }
     }
   }
-  return nullable;
+  return found;
 }
 
-// Rules with at least one finite derivation, to a fixed point.
+// Rules that can match the empty string.
+std::vector<bool> nullable_rules(const std::vector<RuleSpec>& rules) {
+  return rules_where_some_alternative(
+      rules, [](const SymbolSpec& s, const std::vector<bool>& nullable) { return s.is_rule && nullable[s.rule]; });
+}
+
+// Rules with at least one finite derivation.
 std::vector<bool> productive_rules(const std::vector<RuleSpec>& rules) {
-  std::vector<bool> productive(rules.size(), false);
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (size_t r = 0; r < rules.size(); ++r) {
-      if (productive[r]) continue;
-      for (const auto& alt : rules[r].alternatives) {
-        bool all = std::all_of(alt.begin(), alt.end(),
-                               [&](const SymbolSpec& s) { return !s.is_rule || productive[s.rule]; });
-        if (all) {
-          productive[r] = changed = true;
-          break;
-        }
-      }
-    }
-  }
-  return productive;
+  return rules_where_some_alternative(
+      rules, [](const SymbolSpec& s, const std::vector<bool>& productive) { return !s.is_rule || productive[s.rule]; });
 }
 
 // A rule that can reach itself without consuming a character would make the matcher expand
@@ -200,8 +192,7 @@ Matcher::Matcher(std::shared_ptr<const Grammar> grammar, GrammarLimits limits)
 // Expands rule references at the top of `stack` until the top is a character class (or the
 // stack is empty), adding each resulting stack to `out`.
 void Matcher::advance(Stack& stack, std::vector<Stack>& out) const {
-  if (stack.size() > limits_.max_stack_depth)
-    throw GrammarError("grammar: nesting deeper than " + std::to_string(limits_.max_stack_depth) + " rules");
+  if (stack.size() > limits_.max_stack_depth) throw_too_deep(limits_);
   if (stack.empty() || grammar_->elements()[stack.back()].kind == Element::Kind::Chars) {
     out.push_back(stack);
     if (out.size() > 4 * limits_.max_stacks) finish(out);  // early check: bounded memory
@@ -223,14 +214,16 @@ void Matcher::advance(Stack& stack, std::vector<Stack>& out) const {
   stack.push_back(pos);
 }
 
-// Drops duplicate stacks and enforces the stack limit.
-void Matcher::finish(std::vector<Stack>& out) const {
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  if (out.size() > limits_.max_stacks)
-    throw GrammarError("grammar: more than " + std::to_string(limits_.max_stacks) +
-                       " alternatives are open at once; the grammar is too ambiguous (e.g. many `x?` in a row: "
-                       "write `x{0,n}`)");
+void Matcher::finish(std::vector<Stack>& out) const { dedupe_stacks(out, limits_); }
+
+void throw_too_many_stacks(const GrammarLimits& limits) {
+  throw GrammarError("grammar: more than " + std::to_string(limits.max_stacks) +
+                     " alternatives are open at once; the grammar is too ambiguous (e.g. many `x?` in a row: "
+                     "write `x{0,n}`)");
+}
+
+void throw_too_deep(const GrammarLimits& limits) {
+  throw GrammarError("grammar: nesting deeper than " + std::to_string(limits.max_stack_depth) + " rules");
 }
 
 bool Matcher::accept(uint32_t cp) {

@@ -16,6 +16,7 @@
 // once and the nesting depth of one stack. Exceeding either throws GrammarError; it is never
 // silently truncated, since dropping stacks would change what the grammar accepts.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,6 +37,18 @@ struct GrammarLimits {
   size_t max_stacks = 4096;       // alternatives the matcher may track at once
   size_t max_stack_depth = 4096;  // nesting of rules not yet finished (e.g. JSON depth x rules per level)
 };
+
+// The errors of the two limits, shared by the matcher and the token masker.
+[[noreturn]] void throw_too_many_stacks(const GrammarLimits& limits);
+[[noreturn]] void throw_too_deep(const GrammarLimits& limits);
+
+// Sorts a set of open stacks, drops duplicates and enforces limits.max_stacks.
+template <class T>
+void dedupe_stacks(std::vector<T>& set, const GrammarLimits& limits) {
+  std::sort(set.begin(), set.end());
+  set.erase(std::unique(set.begin(), set.end()), set.end());
+  if (set.size() > limits.max_stacks) throw_too_many_stacks(limits);
+}
 
 struct CharRange {
   uint32_t lo = 0, hi = 0;  // inclusive code points

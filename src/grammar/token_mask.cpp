@@ -83,8 +83,7 @@ uint32_t TokenMasker::intern(uint32_t pos, uint32_t parent) {
   auto it = interned_.find(key);
   if (it != interned_.end()) return it->second;
   const uint32_t depth = parent == kEmpty ? 1 : depth_[parent] + 1;
-  if (depth > limits_.max_stack_depth)
-    throw GrammarError("grammar: nesting deeper than " + std::to_string(limits_.max_stack_depth) + " rules");
+  if (depth > limits_.max_stack_depth) throw_too_deep(limits_);
   const uint32_t id = uint32_t(nodes_.size());
   nodes_.push_back({pos, parent});
   depth_.push_back(depth);
@@ -109,7 +108,7 @@ void TokenMasker::expand(uint32_t pos, uint32_t parent, std::vector<uint32_t>& o
     if (elems[alt].kind == Element::Kind::End) pop_into(next_parent, out, depth + 1);
     else expand(alt, next_parent, out, depth + 1);
   }
-  if (out.size() > 4 * limits_.max_stacks) check_size(out);
+  if (out.size() > 4 * limits_.max_stacks) dedupe_stacks(out, limits_);
 }
 
 // The stacks reached when the rule above `node` has finished and `node` is the new top.
@@ -123,22 +122,13 @@ void TokenMasker::pop_into(uint32_t node, std::vector<uint32_t>& out, size_t dep
   else expand(pos, nodes_[node].parent, out, depth);
 }
 
-void TokenMasker::check_size(std::vector<uint32_t>& set) const {
-  std::sort(set.begin(), set.end());
-  set.erase(std::unique(set.begin(), set.end()), set.end());
-  if (set.size() > limits_.max_stacks)
-    throw GrammarError("grammar: more than " + std::to_string(limits_.max_stacks) +
-                       " alternatives are open at once; the grammar is too ambiguous (e.g. many `x?` in a row: "
-                       "write `x{0,n}`)");
-}
-
 const TokenMasker::Span& TokenMasker::after(uint32_t node) {
   if (after_[node].done) return after_[node];
   std::vector<uint32_t> out;
   const uint32_t next = nodes_[node].pos + 1;
   if (grammar_->elements()[next].kind != Element::Kind::End) expand(next, nodes_[node].parent, out, 0);
   else pop_into(nodes_[node].parent, out, 0);
-  check_size(out);
+  dedupe_stacks(out, limits_);
   Span s{uint32_t(after_ids_.size()), uint32_t(out.size()), true};
   after_ids_.insert(after_ids_.end(), out.begin(), out.end());
   after_[node] = s;  // after_ may have grown while expanding: index, never hold a reference across
@@ -196,7 +186,7 @@ bool TokenMasker::step(const std::vector<uint32_t>& in, uint32_t cp, std::vector
     out.insert(out.end(), after_ids_.begin() + s.first, after_ids_.begin() + s.first + s.count);
     ++sources;
   }
-  if (sources > 1) check_size(out);
+  if (sources > 1) dedupe_stacks(out, limits_);
   return !out.empty();
 }
 
@@ -224,7 +214,7 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
     for (uint32_t pos : s) id = intern(pos, id);
     root.push_back(id);
   }
-  check_size(root);
+  dedupe_stacks(root, limits_);
   level_partial_[0] = matcher.partial();
   if (matcher.can_end())
     for (int32_t e : vocab.eos_ids()) mask[size_t(e) >> 5] |= 1u << (e & 31);

@@ -87,7 +87,6 @@ class TokenMasker {
   const Span& after(uint32_t node);
   const uint64_t* loop_excluded(const std::vector<uint32_t>& set);
   bool step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out);
-  void check_size(std::vector<uint32_t>& set) const;
 
   std::shared_ptr<const TokenVocabulary> vocab_;
   // Held, not just compared by address: a new grammar could otherwise reuse a freed one's

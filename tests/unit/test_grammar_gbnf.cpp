@@ -6,20 +6,14 @@
 #include <sstream>
 
 #include "grammar/gbnf_parser.h"
+#include "grammar_test_util.h"
 
 namespace greta::grammar {
 namespace {
 
-bool accepts(const std::shared_ptr<const Grammar>& g, const std::string& text) {
-  Matcher m(g);
-  return m.accept_bytes(text) && m.can_end();
-}
-
 void expect_language(const std::string& gbnf, const std::vector<std::string>& good,
                      const std::vector<std::string>& bad) {
-  auto g = parse_gbnf(gbnf);
-  for (const auto& s : good) EXPECT_TRUE(accepts(g, s)) << "should accept \"" << s << "\" by\n" << gbnf;
-  for (const auto& s : bad) EXPECT_FALSE(accepts(g, s)) << "should reject \"" << s << "\" by\n" << gbnf;
+  expect_language(parse_gbnf(gbnf), gbnf, good, bad);
 }
 
 std::string parse_error(const std::string& gbnf) {
@@ -189,9 +183,7 @@ TEST(GrammarGbnf, LlamaCppGrammarsCorpus) {
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.file);
-    auto g = parse_gbnf(read_corpus(c.file));
-    for (const auto& s : c.good) EXPECT_TRUE(accepts(g, s)) << s;
-    for (const auto& s : c.bad) EXPECT_FALSE(accepts(g, s)) << s;
+    expect_language(parse_gbnf(read_corpus(c.file)), c.file, c.good, c.bad);
   }
 }
 

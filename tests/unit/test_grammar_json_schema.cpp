@@ -4,6 +4,7 @@
 
 #include "grammar/gbnf_parser.h"
 #include "grammar/json_schema_to_gbnf.h"
+#include "grammar_test_util.h"
 
 namespace greta::grammar {
 namespace {
@@ -14,16 +15,9 @@ std::shared_ptr<const Grammar> compile(const std::string& schema) {
   return parse_gbnf(json_schema_to_gbnf(ojson::parse(schema)));
 }
 
-bool accepts(const std::shared_ptr<const Grammar>& g, const std::string& text) {
-  Matcher m(g);
-  return m.accept_bytes(text) && m.can_end();
-}
-
 void expect_instances(const std::string& schema, const std::vector<std::string>& good,
                       const std::vector<std::string>& bad) {
-  auto g = compile(schema);
-  for (const auto& s : good) EXPECT_TRUE(accepts(g, s)) << "should accept " << s << " for " << schema;
-  for (const auto& s : bad) EXPECT_FALSE(accepts(g, s)) << "should reject " << s << " for " << schema;
+  expect_language(compile(schema), schema, good, bad);
 }
 
 std::string schema_error(const std::string& schema) {
