@@ -1,5 +1,6 @@
 #include "grammar/gbnf_parser.h"
 
+#include <algorithm>
 #include <limits>
 #include <map>
 #include <string>
@@ -17,7 +18,11 @@ bool is_name_char(char c) {
 
 class Parser {
  public:
-  Parser(std::string_view src, const GbnfOptions& options) : src_(src), options_(options) {}
+  Parser(std::string_view src, const GbnfOptions& options) : src_(src), options_(options) {
+    line_starts_.push_back(0);
+    for (size_t i = 0; i < src_.size(); ++i)
+      if (src_[i] == '\n') line_starts_.push_back(i + 1);
+  }
 
   std::vector<RuleSpec> parse() {
     skip_space(true);
@@ -32,17 +37,11 @@ class Parser {
   bool eof() const { return pos_ >= src_.size(); }
   char cur() const { return eof() ? '\0' : src_[pos_]; }
 
+  // Line and column of a byte offset; rules record theirs as they are read, so this is a
+  // binary search over the line starts rather than a scan from the top.
   std::string where(size_t at) const {
-    size_t line = 1, col = 1;
-    for (size_t i = 0; i < at && i < src_.size(); ++i) {
-      if (src_[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
-    }
-    return "line " + std::to_string(line) + ", column " + std::to_string(col);
+    const size_t line = size_t(std::upper_bound(line_starts_.begin(), line_starts_.end(), at) - line_starts_.begin());
+    return "line " + std::to_string(line) + ", column " + std::to_string(at - line_starts_[line - 1] + 1);
   }
 
   std::string found() const {
@@ -285,6 +284,8 @@ class Parser {
         out.push_back(s);
         count_symbols(1);
       } else if (c == '(') {
+        if (++nesting_ > options_.max_nesting)
+          fail("groups nested deeper than " + std::to_string(options_.max_nesting));
         ++pos_;
         skip_space(true);
         // The group's rule is numbered before its contents, so names follow the text.
@@ -292,6 +293,7 @@ class Parser {
         rules_[id].alternatives = parse_alternates(rule, true);
         if (cur() != ')') fail("expected ')' to close the group opened at " + where(at));
         ++pos_;
+        --nesting_;
         last = out.size();
         SymbolSpec s;
         s.is_rule = true;
@@ -334,6 +336,8 @@ class Parser {
   GbnfOptions options_;
   size_t pos_ = 0;
   size_t symbols_ = 0;
+  std::vector<size_t> line_starts_;
+  uint32_t nesting_ = 0;
   std::vector<RuleSpec> rules_;
   std::map<std::string, uint32_t> ids_;
   std::map<uint32_t, uint32_t> generated_;  // rule -> generated rules so far

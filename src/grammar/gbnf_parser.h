@@ -22,6 +22,7 @@ struct GbnfOptions {
   // Bounds on what one grammar may expand into: `x{1000000}` would otherwise allocate without end.
   uint32_t max_repetition = 10000;  // largest m or n in x{m,n}
   size_t max_symbols = 1000000;     // elements in all rules after expanding repetitions
+  uint32_t max_nesting = 256;       // groups inside groups (the parser recurses on them)
 };
 
 std::shared_ptr<const Grammar> parse_gbnf(std::string_view text, const GbnfOptions& options = {});

@@ -1,7 +1,7 @@
 #include "grammar/grammar.h"
 
 #include <algorithm>
-#include <functional>
+#include <cstdint>
 #include <map>
 
 namespace greta::grammar {
@@ -11,42 +11,49 @@ std::string rule_label(const RuleSpec& r) {
   return "rule '" + r.name + "'" + (r.origin.empty() ? "" : " (" + r.origin + ")");
 }
 
-// The rules with an alternative whose every symbol satisfies `holds` (given the rules found so
-// far), to a fixed point.
-template <class Holds>
-std::vector<bool> rules_where_some_alternative(const std::vector<RuleSpec>& rules, Holds holds) {
+// The rules with an alternative whose every symbol holds, where a rule reference holds once
+// its rule is found and a character class holds iff `chars_hold`. A worklist: each
+// alternative counts its symbols still open, so the work is linear in the grammar's size.
+std::vector<bool> rules_where_some_alternative(const std::vector<RuleSpec>& rules, bool chars_hold) {
   std::vector<bool> found(rules.size(), false);
-  for (bool changed = true; changed;) {
-    changed = false;
-    for (size_t r = 0; r < rules.size(); ++r) {
-      if (found[r]) continue;
-      for (const auto& alt : rules[r].alternatives) {
-        if (std::all_of(alt.begin(), alt.end(), [&](const SymbolSpec& s) { return holds(s, found); })) {
-          found[r] = changed = true;
-          break;
+  std::vector<uint32_t> open, owner, ready;
+  std::vector<std::vector<uint32_t>> users(rules.size());  // alternatives per occurrence of a rule
+  for (uint32_t r = 0; r < rules.size(); ++r) {
+    for (const auto& alt : rules[r].alternatives) {
+      const uint32_t a = uint32_t(open.size());
+      uint32_t n = 0;
+      bool possible = true;
+      for (const SymbolSpec& s : alt) {
+        if (s.is_rule) {
+          ++n;
+          users[s.rule].push_back(a);
+        } else if (!chars_hold) {
+          possible = false;
         }
       }
+      open.push_back(possible ? n : UINT32_MAX);
+      owner.push_back(r);
+      if (possible && n == 0) ready.push_back(r);
     }
+  }
+  while (!ready.empty()) {
+    const uint32_t r = ready.back();
+    ready.pop_back();
+    if (found[r]) continue;
+    found[r] = true;
+    for (uint32_t a : users[r])
+      if (open[a] != UINT32_MAX && --open[a] == 0) ready.push_back(owner[a]);
   }
   return found;
 }
 
-// Rules that can match the empty string.
-std::vector<bool> nullable_rules(const std::vector<RuleSpec>& rules) {
-  return rules_where_some_alternative(
-      rules, [](const SymbolSpec& s, const std::vector<bool>& nullable) { return s.is_rule && nullable[s.rule]; });
-}
-
-// Rules with at least one finite derivation.
-std::vector<bool> productive_rules(const std::vector<RuleSpec>& rules) {
-  return rules_where_some_alternative(
-      rules, [](const SymbolSpec& s, const std::vector<bool>& productive) { return !s.is_rule || productive[s.rule]; });
-}
-
 // A rule that can reach itself without consuming a character would make the matcher expand
-// it forever: find such a cycle and name it.
+// it forever: find such a cycle and name it. The longest chain of such leading references is
+// how deep the matcher recurses to expand one character: bounded here, so that no grammar can
+// exhaust the thread's stack. Iterative, for the same reason.
 void check_left_recursion(const std::vector<RuleSpec>& rules) {
-  const std::vector<bool> nullable = nullable_rules(rules);
+  constexpr uint32_t kMaxChain = 1000;
+  const std::vector<bool> nullable = rules_where_some_alternative(rules, false);
   std::vector<std::vector<uint32_t>> first(rules.size());  // rules that can start rule r
   for (size_t r = 0; r < rules.size(); ++r) {
     for (const auto& alt : rules[r].alternatives) {
@@ -59,26 +66,38 @@ void check_left_recursion(const std::vector<RuleSpec>& rules) {
   }
   enum : uint8_t { kNew, kOnPath, kDone };
   std::vector<uint8_t> mark(rules.size(), kNew);
-  std::vector<uint32_t> path;
-  std::function<void(uint32_t)> visit = [&](uint32_t r) {
-    mark[r] = kOnPath;
-    path.push_back(r);
-    for (uint32_t next : first[r]) {
+  std::vector<uint32_t> chain(rules.size(), 1);
+  std::vector<std::pair<uint32_t, size_t>> path;  // (rule, next entry of first[rule] to visit)
+  for (uint32_t start = 0; start < rules.size(); ++start) {
+    if (mark[start] != kNew) continue;
+    mark[start] = kOnPath;
+    path.push_back({start, 0});
+    while (!path.empty()) {
+      auto& [r, k] = path.back();
+      if (k == first[r].size()) {
+        for (uint32_t next : first[r]) chain[r] = std::max(chain[r], chain[next] + 1);
+        if (chain[r] > kMaxChain)
+          throw GrammarError("grammar: " + rule_label(rules[r]) + " starts with a chain of more than " +
+                             std::to_string(kMaxChain) + " rule references before any character");
+        mark[r] = kDone;
+        path.pop_back();
+        continue;
+      }
+      const uint32_t next = first[r][k++];
       if (mark[next] == kOnPath) {
         std::string cycle;
-        auto it = std::find(path.begin(), path.end(), next);
-        for (; it != path.end(); ++it) cycle += rules[*it].name + " -> ";
+        auto it = std::find_if(path.begin(), path.end(), [&](const auto& e) { return e.first == next; });
+        for (; it != path.end(); ++it) cycle += rules[it->first].name + " -> ";
         throw GrammarError("grammar: " + rule_label(rules[next]) +
                            " is left-recursive: it can reach itself before matching any character (" + cycle +
                            rules[next].name + "); rewrite it with repetition, e.g. `x ::= y (op y)*`");
       }
-      if (mark[next] == kNew) visit(next);
+      if (mark[next] == kNew) {
+        mark[next] = kOnPath;
+        path.push_back({next, 0});  // invalidates r and k: the loop reads path.back() afresh
+      }
     }
-    path.pop_back();
-    mark[r] = kDone;
-  };
-  for (uint32_t r = 0; r < rules.size(); ++r)
-    if (mark[r] == kNew) visit(r);
+  }
 }
 
 }  // namespace
@@ -97,7 +116,7 @@ std::shared_ptr<const Grammar> Grammar::compile(const std::vector<RuleSpec>& rul
   check_left_recursion(rules);
 
   // Every rule reachable from root must be able to finish, or the output could never end.
-  const std::vector<bool> productive = productive_rules(rules);
+  const std::vector<bool> productive = rules_where_some_alternative(rules, true);
   std::vector<bool> reached(rules.size(), false);
   std::vector<uint32_t> todo{g->root_};
   reached[g->root_] = true;

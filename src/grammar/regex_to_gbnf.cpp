@@ -235,6 +235,7 @@ class RegexParser {
   }
 
   std::string parse_group() {
+    if (++nesting_ > 256) fail("groups nested deeper than 256");
     ++i_;  // '('
     if (cur() == '?') {
       ++i_;
@@ -260,6 +261,7 @@ class RegexParser {
     }
     if (cur() != ')') fail("expected ')' to close the group");
     ++i_;
+    --nesting_;
     std::string out = "(";
     for (size_t k = 0; k < alts.size(); ++k) out += (k ? " | " : " ") + (alts[k].empty() ? "\"\"" : alts[k]);
     return out + " )";
@@ -353,6 +355,7 @@ class RegexParser {
   std::string_view p_;
   const std::string& any_char_;
   size_t i_ = 0;
+  int nesting_ = 0;
 };
 
 }  // namespace

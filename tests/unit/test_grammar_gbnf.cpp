@@ -108,6 +108,31 @@ TEST(GrammarGbnf, StructuralErrors) {
   EXPECT_NE(endless.find("rule 'root' (defined at line 1, column 1) can never finish"), std::string::npos) << endless;
 }
 
+// Rule i of a chain ("r<i>"), built by appending: GCC 12 warns falsely (-Wrestrict) on "r" + s.
+std::string rule_name(int i) {
+  std::string s = "r";
+  s += std::to_string(i);
+  return s;
+}
+
+TEST(GrammarGbnf, HostileSizesAreErrorsNotCrashes) {
+  // Deep nesting: the parser recurses per group.
+  EXPECT_NE(parse_error("root ::= " + std::string(100000, '(')).find("nested deeper than 256"), std::string::npos);
+  // A long chain of leading references: the matcher recurses along it.
+  std::string chain = "root ::= r0\n";
+  for (int i = 0; i < 5000; ++i) chain += rule_name(i) + " ::= " + rule_name(i + 1) + "\n";
+  chain += "r5000 ::= \"x\"\n";
+  const std::string err = parse_error(chain);
+  EXPECT_NE(err.find("chain of more than 1000 rule references"), std::string::npos) << err.substr(0, 200);
+  // The same chain behind a character is fine: each step consumes input. Rules defined in
+  // reverse order exercise the fixed points (nullable, can finish) at their worst order.
+  std::string guarded = "root ::= r0\n";
+  for (int i = 5000; i > 0; --i) guarded += rule_name(i) + " ::= \"x\" " + rule_name(i + 1) + "?\n";
+  guarded += "r0 ::= r1\nr5001 ::= \"y\"\n";
+  auto g = parse_gbnf(guarded);
+  EXPECT_TRUE(accepts(g, "xxx"));
+}
+
 TEST(GrammarGbnf, MatcherStateIsCopyableAndRejectionLeavesItUnchanged) {
   auto g = parse_gbnf(R"(root ::= "ab" | "ac")");
   Matcher m(g);

@@ -176,6 +176,7 @@ TEST(GrammarJsonSchema, UnsupportedFeaturesAreNamed) {
   has(schema_error(R"({"type": "array", "items": [{"type": "string"}]})"), "tuple items");
   has(schema_error(R"({"allOf": [{"type": "string"}, {"minLength": 1}]})"), "allOf");
   has(schema_error(R"(false)"), "accepts nothing");
+  has(schema_error(R"({"type": "string", "pattern": ")" + std::string(10000, '(') + R"("})"), "nested deeper than 256");
   has(schema_error(R"({"type": "string", "maxLength": -1})"), "/maxLength': must be a non-negative integer");
   // A reference cycle that never reaches a value is a grammar error, not a hang.
   EXPECT_THROW(compile(R"({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"})"), GrammarError);
