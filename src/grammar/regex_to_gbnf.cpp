@@ -85,8 +85,19 @@ std::string json_char_class(const Ranges& set, std::string_view pattern) {
   return out + " )";
 }
 
+// The GBNF for one character of `set` in plain text.
+std::string text_char_class(const Ranges& set, std::string_view pattern) {
+  if (set.empty()) throw GrammarError("pattern '" + std::string(pattern) + "': a character class that matches nothing");
+  std::string c = "[";
+  for (const CharRange& r : normalized(set))
+    c += r.lo == r.hi ? class_char(r.lo) : class_char(r.lo) + "-" + class_char(r.hi);
+  return c + "]";
+}
+
 class RegexParser {
  public:
+  // any_char empty: plain text, matched whole; else JSON string contents, unanchored ends
+  // filled with any_char.
   RegexParser(std::string_view p, const std::string& any_char) : p_(p), any_char_(any_char) {}
 
   std::string parse() {
@@ -98,7 +109,8 @@ class RegexParser {
         ++i_;
       }
       std::string body = parse_concat(true, &end);
-      std::string b = (start ? "" : any_char_ + "* ") + body + (end ? "" : " " + any_char_ + "*");
+      std::string b = body;
+      if (!any_char_.empty()) b = (start ? "" : any_char_ + "* ") + body + (end ? "" : " " + any_char_ + "*");
       branches.push_back(b);
       if (eof()) break;
       if (cur() == ')') fail("')' without a matching '('");
@@ -110,6 +122,10 @@ class RegexParser {
   }
 
  private:
+  std::string char_class(const Ranges& set) const {
+    return any_char_.empty() ? text_char_class(set, p_) : json_char_class(set, p_);
+  }
+
   bool eof() const { return i_ >= p_.size(); }
   char cur() const { return eof() ? '\0' : p_[i_]; }
   [[noreturn]] void fail(const std::string& what) const {
@@ -231,7 +247,7 @@ class RegexParser {
     ++i_;
     Ranges r = negated ? complement(set) : normalized(set);
     if (ascii_only) r = intersect(r, {{0, 0x7F}});
-    return json_char_class(r, p_);
+    return char_class(r);
   }
 
   std::string parse_group() {
@@ -329,7 +345,7 @@ class RegexParser {
         atom = parse_class();
       } else if (c == '.') {
         ++i_;
-        atom = json_char_class(complement({{'\n', '\n'}}), p_);
+        atom = char_class(complement({{'\n', '\n'}}));
       } else if (c == '*' || c == '+' || c == '?' || c == '{') {
         fail("quantifier with nothing to repeat");
       } else {
@@ -338,11 +354,11 @@ class RegexParser {
         bool ascii_only = false;
         if (c == '\\') {
           ++i_;
-          if (escape(set, cp, ascii_only)) atom = json_char_class(set, p_);
-          else atom = json_char_class({{cp, cp}}, p_);
+          if (escape(set, cp, ascii_only)) atom = char_class(set);
+          else atom = char_class({{cp, cp}});
         } else {
           cp = next_cp();
-          atom = json_char_class({{cp, cp}}, p_);
+          atom = char_class({{cp, cp}});
         }
       }
       const std::string q = quantifier();
@@ -381,6 +397,11 @@ std::string gbnf_literal(std::string_view text) {
 
 std::string regex_to_gbnf(std::string_view pattern, const std::string& any_char) {
   return RegexParser(pattern, any_char).parse();
+}
+
+std::string regex_to_gbnf_grammar(std::string_view pattern) {
+  const std::string body = RegexParser(pattern, "").parse();
+  return "root ::= " + (body.empty() ? std::string("\"\"") : body) + "\n";
 }
 
 }  // namespace greta::grammar

@@ -9,6 +9,7 @@
 // Refused with an error naming the feature: backreferences, lookaround, \b \B, inline flags,
 // possessive quantifiers, anchors elsewhere.
 //
+// regex_to_gbnf_grammar reads the same subset as plain text instead of JSON string contents.
 // Characters the JSON string must escape come out escaped: `"` as \", `\` as \\, newline, tab
 // and carriage return as \n \t \r; other control characters are left out (never generated).
 #pragma once
@@ -20,6 +21,10 @@ namespace greta::grammar {
 // `any_char` names a GBNF rule for one JSON string character (raw or escaped), used for the
 // unanchored ends. Throws GrammarError("pattern ...: ...") on a feature outside the subset.
 std::string regex_to_gbnf(std::string_view pattern, const std::string& any_char);
+
+// A whole GBNF grammar (its `root` rule) for plain text that matches `pattern` entirely, as
+// Python's re.fullmatch: for a request's `regex` field. ^ and $ are allowed at the ends.
+std::string regex_to_gbnf_grammar(std::string_view pattern);
 
 // A GBNF string literal ("...") matching exactly `text` (UTF-8).
 std::string gbnf_literal(std::string_view text);
