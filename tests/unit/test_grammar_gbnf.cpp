@@ -2,9 +2,6 @@
 // grammars corpus (tests/data/gbnf).
 #include <gtest/gtest.h>
 
-#include <fstream>
-#include <sstream>
-
 #include "grammar/gbnf_parser.h"
 #include "grammar_test_util.h"
 
@@ -177,14 +174,6 @@ TEST(GrammarGbnf, AmbiguityBeyondTheStackLimitIsAClearError) {
   }
   Matcher fine(g);  // the default limit holds it
   EXPECT_TRUE(fine.accept_bytes("aaaa"));
-}
-
-std::string read_corpus(const std::string& name) {
-  std::ifstream f(std::string(GRETA_SOURCE_DIR) + "/tests/data/gbnf/" + name);
-  EXPECT_TRUE(f.good()) << name;
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 TEST(GrammarGbnf, LlamaCppGrammarsCorpus) {
