@@ -15,6 +15,9 @@
 // ASCII class (a JSON string's `[^"\\\x00-\x1F]*`: any character but a few ASCII ones leads
 // back to the same stacks), every token below that holds none of those ASCII bytes and is
 // valid UTF-8 is allowed without walking it; the trie keeps per node the ASCII bytes below it.
+//
+// A TokenVocabulary is immutable and shared by all requests; a TokenMasker belongs to one
+// request (one thread at a time) and keeps its cache across that request's steps.
 #pragma once
 #include <array>
 #include <cstdint>
