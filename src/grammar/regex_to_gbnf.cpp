@@ -270,11 +270,14 @@ class RegexParser {
       }
     }
     std::vector<std::string> alts;
+    bool nullable = false;
     for (;;) {
       alts.push_back(parse_concat(false, nullptr));
+      nullable = nullable || concat_nullable_;
       if (cur() != '|') break;
       ++i_;
     }
+    group_nullable_ = nullable;
     if (cur() != ')') fail("expected ')' to close the group");
     ++i_;
     --nesting_;
@@ -325,11 +328,14 @@ class RegexParser {
     return q;
   }
 
+  // Sets concat_nullable_: whether the sequence can match the empty string.
   std::string parse_concat(bool top, bool* anchored_end) {
     std::string out;
+    bool nullable = true;
     while (!eof() && cur() != '|' && cur() != ')') {
       const char c = cur();
       std::string atom;
+      bool atom_nullable = false;
       if (c == '$') {
         ++i_;
         if (top && (eof() || cur() == '|')) {
@@ -341,6 +347,7 @@ class RegexParser {
         fail("anchor ^ is supported only at the start of the pattern or of a top-level alternative");
       } else if (c == '(') {
         atom = parse_group();
+        atom_nullable = group_nullable_;
       } else if (c == '[') {
         atom = parse_class();
       } else if (c == '.') {
@@ -362,9 +369,16 @@ class RegexParser {
         }
       }
       const std::string q = quantifier();
+      const bool unbounded = q == "*" || q == "+" || q.find(",}") != std::string::npos;
+      // The grammar would loop on the empty match (its repetition rule is left-recursive).
+      if (atom_nullable && unbounded)
+        fail("repeating a group that can match the empty string (like (a*)*) is not supported");
+      const bool min_zero = q == "*" || q == "?" || q.rfind("{0", 0) == 0;
+      nullable = nullable && (atom_nullable || min_zero);
       if (!q.empty()) atom = "( " + atom + " )" + q;
       out += (out.empty() ? "" : " ") + atom;
     }
+    concat_nullable_ = nullable;
     return out;
   }
 
@@ -372,6 +386,8 @@ class RegexParser {
   const std::string& any_char_;
   size_t i_ = 0;
   int nesting_ = 0;
+  bool concat_nullable_ = false;  // of the last parse_concat
+  bool group_nullable_ = false;   // of the last parse_group
 };
 
 }  // namespace

@@ -106,6 +106,10 @@ TEST(GrammarRegex, UnsupportedFeaturesAreNamed) {
   EXPECT_NE(error("a{3,2}").find("n below m"), std::string::npos);
   EXPECT_NE(error("\\p{L}").find("escape \\p is not supported"), std::string::npos);
   EXPECT_NE(error("a\\").find("cannot end with a backslash"), std::string::npos);
+  EXPECT_NE(error("(a*)*").find("can match the empty string"), std::string::npos);
+  EXPECT_NE(error("x(b|(c?)){2,}").find("can match the empty string"), std::string::npos);
+  // Nullable groups repeated a bounded number of times, or non-nullable ones, are fine.
+  EXPECT_TRUE(accepts(parse_gbnf(regex_to_gbnf_grammar("(a*){2}(b?c)+")), "aaccbc"));
 }
 
 }  // namespace
