@@ -60,6 +60,7 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<in
     state[n.depth] = p;
     valid_at[n.depth] = valid[i];
   }
+  for (size_t i = 0; i < nodes_.size(); ++i) nodes_[i].valid_path = valid[i];
   for (size_t i = nodes_.size(); i-- > 0;) {
     Node& n = nodes_[i];
     n.valid_below = true;
@@ -76,6 +77,35 @@ TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<in
 TokenMasker::TokenMasker(std::shared_ptr<const TokenVocabulary> vocab) : vocab_(std::move(vocab)) {
   level_sets_.resize(vocab_->max_depth() + 1);
   level_partial_.resize(vocab_->max_depth() + 1);
+  level_clean_.resize(vocab_->max_depth() + 1);
+}
+
+static bool leaves(const std::array<uint64_t, 2>& leaving, uint8_t byte) {
+  return byte < 0x80 && ((leaving[byte >> 6] >> (byte & 63)) & 1);
+}
+
+// The tokens whose bytes, read from the root, are valid UTF-8 and hold none of `leaving`.
+const TokenBitmask& TokenMasker::loop_base(const std::array<uint64_t, 2>& leaving) {
+  for (const auto& [bytes, mask] : loop_bases_)
+    if (bytes == leaving) return mask;
+  if (loop_bases_.size() >= 8) loop_bases_.erase(loop_bases_.begin());
+  const TokenVocabulary& vocab = *vocab_;
+  TokenBitmask mask((vocab.size() + 31) / 32, 0u);
+  const auto& nodes = vocab.nodes();
+  for (size_t i = 0; i < nodes.size();) {  // preorder: a failing node's subtree is skipped whole
+    const TokenVocabulary::Node& n = nodes[i];
+    if (!n.valid_path || leaves(leaving, n.byte)) {
+      i = n.end;
+      continue;
+    }
+    for (uint32_t k = n.first_token; k < n.first_token + n.n_tokens; ++k) {
+      const int32_t t = vocab.token_ids()[k];
+      mask[size_t(t) >> 5] |= 1u << (t & 31);
+    }
+    ++i;
+  }
+  loop_bases_.emplace_back(leaving, std::move(mask));
+  return loop_bases_.back().second;
 }
 
 uint32_t TokenMasker::intern(uint32_t pos, uint32_t parent) {
@@ -216,6 +246,16 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
   }
   dedupe_stacks(root, limits_);
   level_partial_[0] = matcher.partial();
+  // A state that is a loop (inside a JSON string, say): the tokens that never leave it are
+  // allowed at once from a cached bitmask, and the walk below visits only the other subtrees.
+  // Nodes whose path from the root stays in the loop are "clean": their tokens are in the base.
+  std::array<uint64_t, 2> root_leaving = {0, 0};
+  const uint64_t* root_loop = matcher.partial().remaining == 0 ? loop_excluded(root) : nullptr;
+  if (root_loop) {
+    root_leaving = {root_loop[0], root_loop[1]};
+    mask = loop_base(root_leaving);
+  }
+  level_clean_[0] = root_loop != nullptr;
   if (matcher.can_end())
     for (int32_t e : vocab.eos_ids()) mask[size_t(e) >> 5] |= 1u << (e & 31);
 
@@ -249,13 +289,17 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
       continue;
     }
     level_partial_[n.depth] = p;
+    const bool clean = level_clean_[n.depth - 1] && n.valid_path && !leaves(root_leaving, n.byte);
+    level_clean_[n.depth] = clean;
     // valid_below reads UTF-8 from the root. With a code point half-read before this mask, the
     // first byte is a continuation byte, invalid when read from the root, so no node under it
     // has valid_below and the shortcut never applies there.
     if (n.valid_below && n.end > i + 1) {
       const uint64_t* excluded = loop_excluded(out);
       if (excluded && (excluded[0] & n.ascii_below[0]) == 0 && (excluded[1] & n.ascii_below[1]) == 0) {
-        for (uint32_t k = n.first_token; k < n.tokens_end; ++k) {
+        // Below a clean node, in the same loop, every token is in the base already.
+        const bool in_base = clean && excluded[0] == root_leaving[0] && excluded[1] == root_leaving[1];
+        for (uint32_t k = n.first_token; !in_base && k < n.tokens_end; ++k) {
           const int32_t t = ids[k];
           mask[size_t(t) >> 5] |= 1u << (t & 31);
         }
@@ -263,7 +307,7 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
         continue;
       }
     }
-    for (uint32_t k = n.first_token; k < n.first_token + n.n_tokens; ++k) {
+    for (uint32_t k = n.first_token; !clean && k < n.first_token + n.n_tokens; ++k) {
       const int32_t t = ids[k];
       mask[size_t(t) >> 5] |= 1u << (t & 31);
     }

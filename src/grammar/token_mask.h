@@ -15,6 +15,8 @@
 // ASCII class (a JSON string's `[^"\\\x00-\x1F]*`: any character but a few ASCII ones leads
 // back to the same stacks), every token below that holds none of those ASCII bytes and is
 // valid UTF-8 is allowed without walking it; the trie keeps per node the ASCII bytes below it.
+// When the matcher's own state is such a loop, the tokens that never leave it come as one
+// bitmask, made once per masker and set of leaving bytes, and only the rest is walked.
 //
 // A TokenVocabulary is immutable and shared by all requests; a TokenMasker belongs to one
 // request (one thread at a time) and keeps its cache across that request's steps.
@@ -48,6 +50,7 @@ class TokenVocabulary {
     uint32_t tokens_end = 0;  // the subtree's tokens: token_ids_[first_token, tokens_end)
     // Every token below is valid UTF-8 (a complete or partial sequence) read from the root.
     bool valid_below = false;
+    bool valid_path = false;           // the bytes from the root to here are valid UTF-8 (maybe unfinished)
     uint64_t ascii_below[2] = {0, 0};  // the ASCII bytes that occur below this node
   };
   const std::vector<Node>& nodes() const { return nodes_; }
@@ -89,6 +92,7 @@ class TokenMasker {
   void pop_into(uint32_t node, std::vector<uint32_t>& out, size_t depth);
   const Span& after(uint32_t node);
   const uint64_t* loop_excluded(const std::vector<uint32_t>& set);
+  const TokenBitmask& loop_base(const std::array<uint64_t, 2>& leaving);
   bool step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out);
 
   std::shared_ptr<const TokenVocabulary> vocab_;
@@ -106,6 +110,10 @@ class TokenMasker {
   std::vector<std::array<uint64_t, 2>> loop_bytes_;  // ASCII bytes that leave the loop
   std::vector<std::vector<uint32_t>> level_sets_;    // per trie depth: the stacks there
   std::vector<Utf8Partial> level_partial_;
+  // Per trie depth: the path so far stays in the root's loop (see compute).
+  std::vector<uint8_t> level_clean_;
+  // Per set of bytes that leave a loop: the tokens that never leave it, read from the root.
+  std::vector<std::pair<std::array<uint64_t, 2>, TokenBitmask>> loop_bases_;
 };
 
 }  // namespace greta::grammar
