@@ -25,7 +25,9 @@ std::shared_ptr<TokenVocabulary> small_vocab() {
                         "にちは", "。", "\xE3\x81", "\xE3", "x\xE3\x81", "a\xC3", "\xC0\x80", "\xED\xA0\x80", "2024-",
                         "01-", "T12:", "00Z", "abc\"", " {", ": ", ", ", "\xF4\x90\x80\x80", "\xC3\xA9\xC3",
                         // below prefixes that stay inside a string: bytes that leave it, invalid UTF-8
-                        "a\x01", "ab\xFF", "\xC3\xA9\x80", " a\\", "\xE6\x97\xA5\""};
+                        "a\x01", "ab\xFF", "\xC3\xA9\x80", " a\\", "\xE6\x97\xA5\"",
+                        // under an escape, back in a string: a subtree reached through bytes that leave it
+                        "\\\"x", "\\\"xy", "\\nab", "\\nabc"};
   for (const char* s : more) t.push_back(s);
   return std::make_shared<TokenVocabulary>(t, std::vector<int32_t>{kEos});
 }
