@@ -1,9 +1,17 @@
 #include "grammar/token_mask.h"
 
 #include <algorithm>
-#include <numeric>
 
 namespace greta::grammar {
+
+namespace {
+
+// Whether `byte` is one of the ASCII bytes in the set (bit b of word b/64).
+bool leaves(const std::array<uint64_t, 2>& leaving, uint8_t byte) {
+  return byte < 0x80 && ((leaving[byte >> 6] >> (byte & 63)) & 1);
+}
+
+}  // namespace
 
 TokenVocabulary::TokenVocabulary(std::vector<std::string> tokens, std::vector<int32_t> eos_ids)
     : tokens_(std::move(tokens)), eos_ids_(std::move(eos_ids)) {
@@ -80,32 +88,27 @@ TokenMasker::TokenMasker(std::shared_ptr<const TokenVocabulary> vocab) : vocab_(
   level_clean_.resize(vocab_->max_depth() + 1);
 }
 
-static bool leaves(const std::array<uint64_t, 2>& leaving, uint8_t byte) {
-  return byte < 0x80 && ((leaving[byte >> 6] >> (byte & 63)) & 1);
-}
-
-// The tokens whose bytes, read from the root, are valid UTF-8 and hold none of `leaving`.
-const TokenBitmask& TokenMasker::loop_base(const std::array<uint64_t, 2>& leaving) {
-  for (const auto& [bytes, mask] : loop_bases_)
+std::shared_ptr<const TokenBitmask> TokenVocabulary::tokens_without(const std::array<uint64_t, 2>& leaving) const {
+  std::lock_guard<std::mutex> lock(cache_mutex_);
+  for (const auto& [bytes, mask] : without_cache_)
     if (bytes == leaving) return mask;
-  if (loop_bases_.size() >= 8) loop_bases_.erase(loop_bases_.begin());
-  const TokenVocabulary& vocab = *vocab_;
-  TokenBitmask mask((vocab.size() + 31) / 32, 0u);
-  const auto& nodes = vocab.nodes();
-  for (size_t i = 0; i < nodes.size();) {  // preorder: a failing node's subtree is skipped whole
-    const TokenVocabulary::Node& n = nodes[i];
+  auto mask = std::make_shared<TokenBitmask>((size() + 31) / 32, 0u);
+  for (size_t i = 0; i < nodes_.size();) {  // preorder: a failing node's subtree is skipped whole
+    const Node& n = nodes_[i];
     if (!n.valid_path || leaves(leaving, n.byte)) {
       i = n.end;
       continue;
     }
     for (uint32_t k = n.first_token; k < n.first_token + n.n_tokens; ++k) {
-      const int32_t t = vocab.token_ids()[k];
-      mask[size_t(t) >> 5] |= 1u << (t & 31);
+      const int32_t t = token_ids_[k];
+      (*mask)[size_t(t) >> 5] |= 1u << (t & 31);
     }
     ++i;
   }
-  loop_bases_.emplace_back(leaving, std::move(mask));
-  return loop_bases_.back().second;
+  // Grammars have few distinct loops; the oldest goes if many come (holders keep theirs alive).
+  if (without_cache_.size() >= 16) without_cache_.erase(without_cache_.begin());
+  without_cache_.emplace_back(leaving, mask);
+  return mask;
 }
 
 uint32_t TokenMasker::intern(uint32_t pos, uint32_t parent) {
@@ -253,7 +256,7 @@ void TokenMasker::compute(const Matcher& matcher, TokenBitmask& mask) {
   const uint64_t* root_loop = matcher.partial().remaining == 0 ? loop_excluded(root) : nullptr;
   if (root_loop) {
     root_leaving = {root_loop[0], root_loop[1]};
-    mask = loop_base(root_leaving);
+    mask = *vocab.tokens_without(root_leaving);
   }
   level_clean_[0] = root_loop != nullptr;
   if (matcher.can_end())

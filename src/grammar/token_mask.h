@@ -16,14 +16,15 @@
 // back to the same stacks), every token below that holds none of those ASCII bytes and is
 // valid UTF-8 is allowed without walking it; the trie keeps per node the ASCII bytes below it.
 // When the matcher's own state is such a loop, the tokens that never leave it come as one
-// bitmask, made once per masker and set of leaving bytes, and only the rest is walked.
+// bitmask, made once per vocabulary and set of leaving bytes, and only the rest is walked.
 //
-// A TokenVocabulary is immutable and shared by all requests; a TokenMasker belongs to one
+// A TokenVocabulary is immutable (but for a locked cache) and shared by all requests; a TokenMasker belongs to one
 // request (one thread at a time) and keeps its cache across that request's steps.
 #pragma once
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -31,6 +32,11 @@
 #include "grammar/grammar.h"
 
 namespace greta::grammar {
+
+// Bit t of word t/32 set: token t allowed.
+using TokenBitmask = std::vector<uint32_t>;
+
+inline bool mask_allows(const TokenBitmask& m, int32_t t) { return (m[size_t(t) >> 5] >> (t & 31)) & 1u; }
 
 class TokenVocabulary {
  public:
@@ -57,18 +63,20 @@ class TokenVocabulary {
   const std::vector<int32_t>& token_ids() const { return token_ids_; }
   size_t max_depth() const { return max_depth_; }
 
+  // The tokens whose bytes, read from the root, are valid UTF-8 and hold none of the ASCII
+  // bytes in `leaving` (bit b of word b/64): those that never leave a loop of a grammar.
+  // Made once per set of bytes and shared by all requests (thread-safe).
+  std::shared_ptr<const TokenBitmask> tokens_without(const std::array<uint64_t, 2>& leaving) const;
+
  private:
   std::vector<std::string> tokens_;
   std::vector<int32_t> eos_ids_;
   std::vector<Node> nodes_;
   std::vector<int32_t> token_ids_;
   size_t max_depth_ = 0;
+  mutable std::mutex cache_mutex_;
+  mutable std::vector<std::pair<std::array<uint64_t, 2>, std::shared_ptr<const TokenBitmask>>> without_cache_;
 };
-
-// Bit t of word t/32 set: token t allowed.
-using TokenBitmask = std::vector<uint32_t>;
-
-inline bool mask_allows(const TokenBitmask& m, int32_t t) { return (m[size_t(t) >> 5] >> (t & 31)) & 1u; }
 
 class TokenMasker {
  public:
@@ -92,7 +100,7 @@ class TokenMasker {
   void pop_into(uint32_t node, std::vector<uint32_t>& out, size_t depth);
   const Span& after(uint32_t node);
   const uint64_t* loop_excluded(const std::vector<uint32_t>& set);
-  const TokenBitmask& loop_base(const std::array<uint64_t, 2>& leaving);
+
   bool step(const std::vector<uint32_t>& in, uint32_t cp, std::vector<uint32_t>& out);
 
   std::shared_ptr<const TokenVocabulary> vocab_;
@@ -112,8 +120,6 @@ class TokenMasker {
   std::vector<Utf8Partial> level_partial_;
   // Per trie depth: the path so far stays in the root's loop (see compute).
   std::vector<uint8_t> level_clean_;
-  // Per set of bytes that leave a loop: the tokens that never leave it, read from the root.
-  std::vector<std::pair<std::array<uint64_t, 2>, TokenBitmask>> loop_bases_;
 };
 
 }  // namespace greta::grammar
