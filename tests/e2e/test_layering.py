@@ -16,6 +16,7 @@ BELOW = {
     "core": ["greta"],
     "runtime": ["core", "greta"],
     "formats": ["core", "greta"],
+    "grammar": ["core", "greta"],
     "tokenizer": ["formats", "core", "greta"],
     "chat": ["tokenizer", "formats", "core", "greta"],
     "backend/cpu": ["backend", "runtime", "core", "greta"],
