@@ -124,8 +124,8 @@ class Backend {
   // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
   // softcap > 0 (Gemma 2; only where supports_logit_softcapping()): each score s = scale q.k is
   // replaced by softcap * tanh(s / softcap) before the softmax.
-  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
-                         int window = 0, float softcap = 0.0f) = 0;
+  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window = 0,
+                         float softcap = 0.0f) = 0;
 
   // --- fused ops ---
   // Each default composes the plain ops above, so a backend without the fusion (CPU) gives

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -401,9 +402,11 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
   // each head's scores, softmax and V^T p are cut over the pool; the result must equal the
   // reference and, bit for bit, the 1-thread run. (Two query heads on one kv head: the split's
   // tasks take a kv head's query heads together.) Also with a sliding window that starts inside
-  // a position chunk and a lane cycle.
-  for (int window : {0, 1001}) {
+  // a position chunk and a lane cycle, and with a saturated soft cap.
+  for (auto [window, softcap] : {std::pair{0, 0.0f}, {1001, 0.0f}, {0, 5.0f}}) {
     AttnCase c;
+    c.softcap = softcap;
+    c.q_amp = softcap > 0 ? 20.0f : 1.0f;
     c.n_heads = 2;
     c.n_kv = 1;
     c.hd = 64;
@@ -413,7 +416,8 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
     c.window = window;
     const auto a = run_attention_case(c);
     c.threads = 2;
-    EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result (window " << window << ")";
+    EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result (window " << window << ", softcap "
+                                        << softcap << ")";
   }
 }
 
@@ -450,7 +454,8 @@ TEST(CpuOps, AttentionLongHistory) {
 
 TEST(CpuOps, AttentionSoftcap) {
   // Scores of magnitude ~20 capped at 5: tanh saturates, against the reference cap * tanh(s / cap)
-  // before the softmax; with and without a window, in prompt, decode and split-decode steps.
+  // before the softmax; with and without a window, in prompt and decode steps (the split decode:
+  // AttentionLongDecodeSplitOverThreads).
   AttnCase c;
   c.q_amp = 20.0f;
   c.hd = 64;
@@ -464,14 +469,6 @@ TEST(CpuOps, AttentionSoftcap) {
   EXPECT_GT(diff, 0.5) << "the cap must change the attention of these scores";
   c.window = 17;
   run_attention_case(c);
-  c.window = 0;
-  c.n_heads = 2;
-  c.n_kv = 1;
-  c.history = 3100;
-  c.decode_alone = true;
-  const auto a = run_attention_case(c);
-  c.threads = 2;
-  EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the capped result";
 }
 
 TEST(CpuOps, Softcap) {

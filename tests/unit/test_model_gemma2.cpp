@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "formats_test_util.h"
+#include "model_gguf_test_util.h"
 #include "model/model_file.h"
 #include "model/synthetic.h"
 
@@ -62,28 +63,9 @@ struct Gemma2File {
   }
 };
 
-std::unique_ptr<ModelFile> open(const Gemma2File& spec, TempDir& dir) {
-  dir.write("m.gguf", spec.build().build());
-  return ModelFile::open((dir.path() / "m.gguf").string());
-}
-
-std::string open_error(const Gemma2File& spec) {
-  TempDir dir;
-  try {
-    open(spec, dir);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
-
-std::vector<int> windows(const ModelConfig& c) {
-  std::vector<int> w;
-  for (int l = 0; l < c.n_layers; ++l) w.push_back(c.layer_window(l));
-  return w;
-}
+std::unique_ptr<ModelFile> open(const Gemma2File& spec, TempDir& dir) { return test::open_gguf(spec.build(), dir); }
+std::string open_error(const Gemma2File& spec) { return test::open_gguf_error(spec.build()); }
+using test::layer_windows;
 
 }  // namespace
 
@@ -95,12 +77,12 @@ TEST(ModelGemma2, GgufLoadsGemmaFields) {
   EXPECT_TRUE(c.post_norms && c.rope_neox && c.tied_embeddings);
   EXPECT_FALSE(c.qk_norm);
   EXPECT_EQ(c.ffn_act, ModelConfig::FfnAct::GeluTanh);
-  EXPECT_EQ(c.embed_scale, 4.0f);                     // sqrt(16)
-  EXPECT_EQ(c.attn_scale, 1.0f / std::sqrt(8.0f));    // 1 / sqrt(head_dim)
+  EXPECT_EQ(c.embed_scale, 4.0f);                   // sqrt(16)
+  EXPECT_EQ(c.attn_scale, 1.0f / std::sqrt(8.0f));  // 1 / sqrt(head_dim)
   EXPECT_EQ(c.attn_softcap, 50.0f);
   EXPECT_EQ(c.final_softcap, 30.0f);
   // Layers 0, 2, 4 windowed, 1, 3 global, all with the one RoPE base.
-  EXPECT_EQ(windows(c), (std::vector<int>{8, 0, 8, 0, 8}));
+  EXPECT_EQ(layer_windows(c), (std::vector<int>{8, 0, 8, 0, 8}));
   EXPECT_FALSE(c.layer_local_rope(0));
   EXPECT_EQ(f->layer_tensor(4, Role::FfnPostNorm)->name, "blk.4.post_ffw_norm.weight");
 }
@@ -114,11 +96,11 @@ TEST(ModelGemma2, LlamaCppDefaultsWhenTheFileHasNone) {
   const ModelConfig c = open(bare, d1)->config();
   EXPECT_EQ(c.attn_softcap, 50.0f);
   EXPECT_EQ(c.final_softcap, 30.0f);
-  EXPECT_EQ(windows(c), (std::vector<int>{4096, 0, 4096, 0, 4096}));
+  EXPECT_EQ(layer_windows(c), (std::vector<int>{4096, 0, 4096, 0, 4096}));
 
   Gemma2File all_windowed;
   all_windowed.pattern = 0;
-  EXPECT_EQ(windows(open(all_windowed, d2)->config()), (std::vector<int>(5, 8)));
+  EXPECT_EQ(layer_windows(open(all_windowed, d2)->config()), (std::vector<int>(5, 8)));
 
   // The 46-layer size (27B) scales by 1 / sqrt(dim / heads), as llama.cpp does.
   Gemma2File big;
@@ -152,7 +134,7 @@ TEST(ModelGemma2, SyntheticShapes) {
   EXPECT_EQ(c.final_softcap, 30.0f);
   EXPECT_FALSE(c.qk_norm);
   auto f = ModelFile::synthetic("tiny-gemma2", DType::BF16, 1);  // validated on creation
-  EXPECT_EQ(windows(f->config()), (std::vector<int>{512, 0, 512, 0}));
+  EXPECT_EQ(layer_windows(f->config()), (std::vector<int>{512, 0, 512, 0}));
 }
 
 }  // namespace greta

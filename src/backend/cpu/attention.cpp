@@ -340,9 +340,9 @@ void attend_split(const float* q, int n_heads, int group, float scale, float cap
     for (int h = g * group; h < (g + 1) * group; ++h) {
       float* s = S + size_t(h) * Lp;
       std::fill(s + j0, s + js, -std::numeric_limits<float>::infinity());
-      M[size_t(h) * n_chunks + c] =
-          js < j1 ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false, kq_scale, cap, s)
-                  : -std::numeric_limits<float>::infinity();
+      M[size_t(h) * n_chunks + c] = js < j1 ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false,
+                                                     kq_scale, cap, s)
+                                            : -std::numeric_limits<float>::infinity();
     }
   });
   pool.run(int64_t(n_heads) * n_chunks, [&](int64_t u, int) {
