@@ -122,8 +122,10 @@ class Backend {
   // Causal attention of each token over its sequence's cache positions [0, pos], or with
   // window > 0 (sliding-window attention) over [pos - window + 1, pos]:
   // q [n, n_heads*head_dim] -> out [n, n_heads*head_dim]; scale = 1/sqrt(head_dim).
-  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
-                         int window = 0) = 0;
+  // softcap > 0 (Gemma 2; only where supports_logit_softcapping()): each score s = scale q.k is
+  // replaced by softcap * tanh(s / softcap) before the softmax.
+  virtual void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window = 0,
+                         float softcap = 0.0f) = 0;
 
   // --- fused ops ---
   // Each default composes the plain ops above, so a backend without the fusion (CPU) gives
@@ -208,6 +210,15 @@ class Backend {
   // The device's own memory bandwidth in GB/s as the benchmark protocol defines it (a large
   // device-to-device copy, bytes read + written); 0 where not measured (CPU).
   virtual double measure_bandwidth_gbs() { return 0.0; }
+
+  // --- optional: logit soft-capping (Gemma 2) ---
+  // When true, attention() takes a softcap and softcap() caps the output logits; a model that
+  // needs them is refused at load on a backend without them.
+  virtual bool supports_logit_softcapping() const { return false; }
+  // out = cap * tanh(x / cap)   same shapes; out may alias x
+  virtual void softcap(Tensor x, float cap, Tensor out) {
+    throw Error("backend " + name() + " does not implement logit soft-capping (check supports_logit_softcapping())");
+  }
 
   // --- optional: sampling on the device ---
   // When true, sample() draws one token per row of logits [rows, vocab] with per_row[r]'s

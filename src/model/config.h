@@ -7,7 +7,7 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3", "gemma3"
+  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
@@ -62,6 +62,11 @@ struct ModelConfig {
   float rope_local_theta = 0.0f;
   // Attention score scale; 0 = 1/sqrt(head_dim).
   float attn_scale = 0.0f;
+
+  // Gemma 2 logit soft-capping, x -> cap * tanh(x / cap); 0 = none. attn_softcap caps the
+  // attention scores (after the scale, before the softmax), final_softcap the output logits.
+  float attn_softcap = 0.0f;
+  float final_softcap = 0.0f;
 
   // The sliding window of layer l (0: it attends to every earlier position).
   int layer_window(int l) const {

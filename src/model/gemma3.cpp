@@ -12,9 +12,10 @@ namespace {
 // llama.cpp's default when the file names no pattern: every 6th layer is global.
 constexpr int kDefaultWindowPattern = 6;
 
-// <arch>.attention.sliding_window_pattern: one flag per layer (true = windowed), or a period
-// p (layer l global when (l + 1) % p == 0; 0: every layer windowed).
-std::vector<bool> windowed_layers(const GGUFFile& g, const ModelConfig& c, const std::string& path) {
+}  // namespace
+
+std::vector<bool> gguf_windowed_layers(const GGUFFile& g, const ModelConfig& c, const std::string& path,
+                                       int default_period) {
   const std::string key = c.arch + ".attention.sliding_window_pattern";
   std::vector<bool> w(size_t(c.n_layers), true);
   if (const GGUFArray* arr = g.get_array(key)) {
@@ -28,7 +29,7 @@ std::vector<bool> windowed_layers(const GGUFFile& g, const ModelConfig& c, const
     }
     return w;
   }
-  const int64_t p = g.get_int(key).value_or(kDefaultWindowPattern);
+  const int64_t p = g.get_int(key).value_or(default_period);
   if (p < 0 || p > c.n_layers)
     throw Error(path + ": " + key + " = " + std::to_string(p) + " (expected 0 .. block_count)");
   if (p > 0)
@@ -36,21 +37,23 @@ std::vector<bool> windowed_layers(const GGUFFile& g, const ModelConfig& c, const
   return w;
 }
 
-}  // namespace
+void set_gemma_layout(ModelConfig& c) {
+  c.rope_neox = true;
+  c.post_norms = true;
+  c.ffn_act = ModelConfig::FfnAct::GeluTanh;
+  c.embed_scale = std::sqrt(float(c.dim));
+}
 
 void read_gguf_gemma3(const GGUFFile& g, ModelConfig& c, const std::string& path) {
   const std::string a = c.arch + ".";
   for (const char* cap : {"final_logit_softcapping", "attn_logit_softcapping"})
     if (auto v = g.get_float(a + cap); v && *v != 0.0)
       throw Error(path + ": " + a + cap + " = " + std::to_string(*v) +
-                  " (logit soft-capping, Gemma 2's, is not implemented; Gemma 3 files carry none)");
-  c.rope_neox = true;
+                  " (logit soft-capping is Gemma 2's; Gemma 3 files carry none)");
+  set_gemma_layout(c);
   c.qk_norm = true;
-  c.post_norms = true;
-  c.ffn_act = ModelConfig::FfnAct::GeluTanh;
-  c.embed_scale = std::sqrt(float(c.dim));
   if (c.sliding_window > 0) {
-    c.windowed_layers = windowed_layers(g, c, path);
+    c.windowed_layers = gguf_windowed_layers(g, c, path, kDefaultWindowPattern);
     c.rope_local_theta = positive_finite(g.get_float(a + "rope.freq_base_swa").value_or(10000.0),
                                          a + "rope.freq_base_swa", path);
   }

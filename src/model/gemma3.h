@@ -4,6 +4,7 @@
 // (sliding-window, own RoPE base) and global layers.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 
@@ -16,5 +17,14 @@ class GGUFFile;
 // Gemma's (1 + w). Throws greta::Error naming the key for what greta does not run (logit
 // soft-capping) or a malformed layer pattern.
 void read_gguf_gemma3(const GGUFFile& g, ModelConfig& c, const std::string& path);
+
+// What Gemma 2 shares (model/gemma2.h): halves RoPE, the sqrt(dim) embedding scale, the post
+// norms and GeGLU.
+void set_gemma_layout(ModelConfig& c);
+// The windowed layers from <arch>.attention.sliding_window_pattern: one flag per layer (true =
+// windowed), or a period p (layer l global when (l + 1) % p == 0; 0: every layer windowed);
+// `default_period` when the file has none. Throws greta::Error naming the key when malformed.
+std::vector<bool> gguf_windowed_layers(const GGUFFile& g, const ModelConfig& c, const std::string& path,
+                                       int default_period);
 
 }  // namespace greta

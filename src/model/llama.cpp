@@ -2,6 +2,7 @@
 
 #include <cassert>
 #include <cmath>
+#include <cstdio>
 
 #include "core/error.h"
 #include "model/longrope.h"
@@ -23,6 +24,13 @@ struct LlamaModel::Scratch {
 };
 
 LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
+  if ((cfg_.attn_softcap > 0.0f || cfg_.final_softcap > 0.0f) && !be_.supports_logit_softcapping()) {
+    char caps[96];
+    std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", cfg_.attn_softcap, cfg_.final_softcap);
+    throw Error(cfg_.name + " (" + cfg_.arch + ") needs logit soft-capping (" + caps + "), which backend " +
+                be_.name() + " does not implement (no soft cap in its attention, no logit soft-cap op); " +
+                "the CPU backend runs it");
+  }
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};
@@ -157,7 +165,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     if (L.q_norm)  // Qwen3, Gemma 3: each head of q and k normalized between the projection and RoPE
       be_.normed_qkv_headnorm_rope(xn, tq, tk, tv, *L.q_norm, *L.k_norm, eps, rope_l, kv, l);
     else be_.normed_qkv_rope(xn, tq, tk, tv, rope_l, kv, l);
-    be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.layer_window(l));
+    be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.layer_window(l), cfg_.attn_softcap);
     xn = block_output(att, *L.wo, L.attn_post_norm.get(), x, L.ffn_norm.get(), h);
     // feed-forward block: up = act(xn @ gate^T) * (xn @ up^T), act silu (SwiGLU) or gelu
     // (GeGLU); x += up @ down^T
@@ -171,6 +179,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   be_.gather_rows(x, batch.logit_rows, last);
   be_.rms_norm(last, *out_norm_, eps, last);
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
+  if (cfg_.final_softcap > 0.0f) be_.softcap(out, cfg_.final_softcap, out);  // Gemma 2
   if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
   else be_.to_host(out, std::get<HostLogits>(output).logits);
 }

@@ -10,6 +10,7 @@
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/fused_tensors.h"
+#include "model/gemma2.h"
 #include "model/gemma3.h"
 #include "model/hf_quant.h"
 #include "model/longrope.h"
@@ -35,7 +36,7 @@ std::string unsupported_bias(const std::string& name) {
 const char* kSupported =
     "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama), mistral, qwen2, qwen3, phi3 (Phi-3, Phi-3.5, "
     "Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
-    "Qwen3ForCausalLM / Phi3ForCausalLM), gemma3 (Gemma 3 text, GGUF only)";
+    "Qwen3ForCausalLM / Phi3ForCausalLM), gemma2 (Gemma 2, GGUF only), gemma3 (Gemma 3 text, GGUF only)";
 
 std::string gguf_role_name(int layer, Role r) {
   static const char* names[] = {"attn_norm.weight",    "attn_q.weight",      "attn_k.weight",
@@ -48,7 +49,7 @@ std::string gguf_role_name(int layer, Role r) {
 }
 
 // The last two are Gemma's names (whose ffn norm would be pre_feedforward_layernorm); only GGUF
-// Gemma 3 is read so far.
+// Gemma 2 and 3 are read so far.
 std::string hf_role_name(int layer, Role r) {
   static const char* names[] = {"input_layernorm.weight",
                                 "self_attn.q_proj.weight",
@@ -91,7 +92,9 @@ void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, Mo
 
 // The architectures whose modeling code (transformers) applies a "sliding_window": Mistral and
 // Phi-3 (mini-4k: 2047). Llama's has none; Qwen2/3 apply theirs only with "use_sliding_window".
-bool honours_sliding_window(const std::string& arch) { return arch == "mistral" || arch == "phi3" || arch == "gemma3"; }
+bool honours_sliding_window(const std::string& arch) {
+  return arch == "mistral" || arch == "phi3" || arch == "gemma2" || arch == "gemma3";
+}
 
 // config.json's sliding window (null or absent: none) for the architectures above. Qwen2 and Qwen3
 // apply theirs only with "use_sliding_window" true, and then only to the layers from
@@ -201,7 +204,7 @@ void ModelFile::open_gguf(const std::string& path) {
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
   if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "phi3" &&
-      c.arch != "gemma3")
+      c.arch != "gemma2" && c.arch != "gemma3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -256,6 +259,7 @@ void ModelFile::open_gguf(const std::string& path) {
     read_gguf_longrope(g, c, path);
     split_fused();
   }
+  if (c.arch == "gemma2") read_gguf_gemma2(g, c, path);
   if (c.arch == "gemma3") read_gguf_gemma3(g, c, path);
 }
 

@@ -12,8 +12,9 @@ namespace {
 
 // Qwen3: q/k norms, halves RoPE, eps 1e-6. Gemma3: those plus Gemma 3's scaled embedding, post
 // norms, GeGLU, a 512-token window in all but every 6th layer (local RoPE base 10k) and tied
-// embeddings, as model/gemma3.h reads them from GGUF.
-enum class Family { Llama, Qwen3, Gemma3 };
+// embeddings, as model/gemma3.h reads them from GGUF. Gemma2: Gemma 3's layout without q/k norms,
+// a window in every other layer from the first, one RoPE base, and the soft caps (50, 30).
+enum class Family { Llama, Qwen3, Gemma2, Gemma3 };
 
 struct Shape {
   const char* name;
@@ -22,6 +23,7 @@ struct Shape {
   int head_dim = 0;  // 0: dim / heads
   Family family = Family::Llama;
   bool tied = false;  // the output projection is the token embedding
+  int window = 0;     // Gemma 2: the windowed layers' sliding window
 };
 constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
@@ -37,6 +39,9 @@ constexpr Shape kShapes[] = {
     {"qwen3-8b", 36, 4096, 32, 8, 12288, 151936, 40960, 1000000.0f, 128, Family::Qwen3},
     // q/k norms with head_dim 128 != dim / heads (as Qwen3-0.6B has): for tests
     {"tiny-qwen3", 4, 512, 8, 2, 1376, 1000, 2048, 1000000.0f, 128, Family::Qwen3},
+    {"gemma-2-9b", 42, 3584, 16, 8, 14336, 256000, 8192, 10000.0f, 256, Family::Gemma2, true, 4096},
+    // Gemma 2's layout with head_dim 256 and two windowed layers: for tests
+    {"tiny-gemma2", 4, 512, 4, 2, 1376, 1000, 2048, 10000.0f, 256, Family::Gemma2, true, 512},
     {"gemma-3-1b", 26, 1152, 4, 1, 6912, 262144, 32768, 1000000.0f, 256, Family::Gemma3, true},
     // Gemma 3's layout with head_dim 256 and one global layer (the 6th): for tests
     {"tiny-gemma3", 6, 512, 4, 1, 1376, 1000, 2048, 1000000.0f, 256, Family::Gemma3, true},
@@ -63,8 +68,12 @@ ModelConfig synthetic_config(const std::string& name) {
   for (const Shape& s : kShapes) {
     if (name != s.name) continue;
     ModelConfig c;
-    const bool qk_norm = s.family != Family::Llama;
-    c.arch = s.family == Family::Qwen3 ? "qwen3" : s.family == Family::Gemma3 ? "gemma3" : "llama";
+    const bool gemma = s.family == Family::Gemma2 || s.family == Family::Gemma3;
+    const bool qk_norm = s.family == Family::Qwen3 || s.family == Family::Gemma3;
+    c.arch = s.family == Family::Qwen3    ? "qwen3"
+             : s.family == Family::Gemma2 ? "gemma2"
+             : s.family == Family::Gemma3 ? "gemma3"
+                                          : "llama";
     c.name = "synthetic " + name;
     c.n_layers = s.layers;
     c.dim = s.dim;
@@ -74,9 +83,9 @@ ModelConfig synthetic_config(const std::string& name) {
     c.ffn_dim = s.ffn;
     c.vocab_size = s.vocab;
     c.max_context = s.ctx;
-    c.norm_eps = qk_norm ? 1e-6f : 1e-5f;
+    c.norm_eps = qk_norm || gemma ? 1e-6f : 1e-5f;
     c.rope_theta = s.theta;
-    c.rope_neox = qk_norm;
+    c.rope_neox = qk_norm || gemma;
     c.qk_norm = qk_norm;
     c.tied_embeddings = s.tied;
     if (s.family == Family::Gemma3) {
@@ -87,6 +96,16 @@ ModelConfig synthetic_config(const std::string& name) {
       for (int l = 0; l < c.n_layers; ++l) c.windowed_layers.push_back((l + 1) % 6 != 0);
       c.rope_local_theta = 10000.0f;
       c.attn_scale = 1.0f / std::sqrt(float(c.head_dim));
+    }
+    if (s.family == Family::Gemma2) {
+      c.embed_scale = std::sqrt(float(c.dim));
+      c.post_norms = true;
+      c.ffn_act = ModelConfig::FfnAct::GeluTanh;
+      c.sliding_window = s.window;
+      for (int l = 0; l < c.n_layers; ++l) c.windowed_layers.push_back(l % 2 == 0);
+      c.attn_scale = 1.0f / std::sqrt(float(c.head_dim));
+      c.attn_softcap = 50.0f;
+      c.final_softcap = 30.0f;
     }
     return c;
   }

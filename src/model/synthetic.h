@@ -16,9 +16,10 @@
 namespace greta {
 
 // Names: llama-2-7b, llama-2-13b, llama-2-70b, llama-3-8b, llama-3.2-1b (tied embeddings),
-// phi-3-mini, smollm2-135m, qwen3-8b (q/k norms), gemma-3-1b, tiny (4 layers, dim 512, GQA 8/2,
-// vocab 1000: for tests), tiny-qwen3 (tiny with Qwen3's q/k norms and head_dim 128), tiny-gemma3
-// (6 layers in Gemma 3's layout, head_dim 256). Throws greta::Error listing them for anything else.
+// phi-3-mini, smollm2-135m, qwen3-8b (q/k norms), gemma-2-9b, gemma-3-1b, tiny (4 layers, dim 512,
+// GQA 8/2, vocab 1000: for tests), tiny-qwen3 (tiny with Qwen3's q/k norms and head_dim 128),
+// tiny-gemma2 (4 layers in Gemma 2's layout, head_dim 256, window 512), tiny-gemma3 (6 layers in
+// Gemma 3's layout, head_dim 256). Throws greta::Error listing them for anything else.
 ModelConfig synthetic_config(const std::string& name);
 std::vector<std::string> synthetic_names();
 

@@ -1,6 +1,7 @@
 // CPU backend ops other than matmul, each against a plain double-precision reference written
-// here: embed, rms_norm, head_rms_norm, add, silu_mul, gather_rows, rope_kv_write (both pairings) and paged
-// attention (GQA, several sequences, non-contiguous block tables, prompt + decode in one step).
+// here: embed, rms_norm, head_rms_norm, add, silu_mul, softcap, gather_rows, rope_kv_write (both
+// pairings) and paged attention (GQA, several sequences, non-contiguous block tables, prompt +
+// decode in one step, sliding window, soft cap).
 // Attention's reference rounds q, K, V and the softmax weights to fp16 where the backend does
 // (llama.cpp's F16-cache arithmetic) and is exact (double) everywhere else.
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -197,6 +199,8 @@ struct AttnCase {
   int history = 9;            // prompt length of sequence 10 in step 1
   bool decode_alone = false;  // a third step: one decode token of sequence 10, alone in its step
   int window = 0;             // sliding-window attention: the last `window` positions (0: all)
+  float softcap = 0.0f;       // Gemma 2's score soft cap (0: none)
+  float q_amp = 1.0f;         // q's magnitude: large enough, it makes the soft cap saturate
 };
 
 // Two steps: first fills the history of two sequences, then one step mixes a fresh prompt,
@@ -218,7 +222,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
     const int n = b.n_tokens();
     const StepPlan plan = StepPlan::build(b, c.block_size);
     be->begin_step(plan);
-    const auto q = randn(size_t(n * qd), seed), k = randn(size_t(n * kd), seed + 1),
+    const auto q = randn(size_t(n * qd), seed, c.q_amp), k = randn(size_t(n * kd), seed + 1),
                v = randn(size_t(n * kd), seed + 2);
     Tensor tq = upload_act(*be, q, n, qd), tk = upload_act(*be, k, n, kd), tv = upload_act(*be, v, n, kd);
     be->rope_kv_write(tq, tk, tv, rope, *kv, layer);
@@ -246,7 +250,7 @@ std::vector<float> run_attention_case(const AttnCase& c) {
     }
     // Floor 0.05: cos and sin are floats (cosf/sinf, as llama.cpp), ~6e-8 off each, so an output
     // that cancels to near zero still carries ~|x| * 1e-7 of absolute error (inputs are N(0,1)).
-    expect_close(download(*be, tq), qrot, 1e-5, "rope q", 0.05);
+    expect_close(download(*be, tq), qrot, 1e-5, "rope q", 0.05 * c.q_amp);
     // The cache holds fp16 and attention rounds q to fp16 (llama.cpp's F16 cache arithmetic):
     // the reference takes the backend's rotated q and k (checked just above) and v through the
     // same rounding, so what is compared is the attention arithmetic itself.
@@ -259,7 +263,8 @@ std::vector<float> run_attention_case(const AttnCase& c) {
       }
     }
     Tensor to = be->alloc(n, qd);
-    be->attention(tq, *kv, layer, c.n_heads, 1.0f / std::sqrt(float(c.hd)), to, c.window);
+    const float scale = 1.0f / std::sqrt(float(c.hd));
+    be->attention(tq, *kv, layer, c.n_heads, scale, to, c.window, c.softcap);
     const auto out = download(*be, to);
     if (check) {
       std::vector<double> ref(out.size()), slack(out.size(), 0.0);
@@ -273,9 +278,13 @@ std::vector<float> run_attention_case(const AttnCase& c) {
           double mx = -1e300, sum = 0;
           for (int j = lo; j <= pos; ++j) {
             double dot = 0;
-            for (int i = 0; i < c.hd; ++i)
-              dot += f16(q_be[size_t(t * qd + h * c.hd + i)]) * kref[sid][size_t(j)][size_t(g * c.hd + i)];
-            sc[size_t(j)] = dot / std::sqrt(double(c.hd));
+            // With a soft cap q is scaled before its fp16 rounding (llama.cpp's Gemma 2 graph), and
+            // the score is cap * tanh(score / cap).
+            for (int i = 0; i < c.hd; ++i) {
+              const float qi = q_be[size_t(t * qd + h * c.hd + i)];
+              dot += (c.softcap > 0 ? f16(qi * scale) : f16(qi)) * kref[sid][size_t(j)][size_t(g * c.hd + i)];
+            }
+            sc[size_t(j)] = c.softcap > 0 ? c.softcap * std::tanh(dot / c.softcap) : dot / std::sqrt(double(c.hd));
             mx = std::max(mx, sc[size_t(j)]);
           }
           for (int j = lo; j <= pos; ++j) sum += (sc[size_t(j)] = std::exp(sc[size_t(j)] - mx));
@@ -393,9 +402,11 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
   // each head's scores, softmax and V^T p are cut over the pool; the result must equal the
   // reference and, bit for bit, the 1-thread run. (Two query heads on one kv head: the split's
   // tasks take a kv head's query heads together.) Also with a sliding window that starts inside
-  // a position chunk and a lane cycle.
-  for (int window : {0, 1001}) {
+  // a position chunk and a lane cycle, and with a saturated soft cap.
+  for (auto [window, softcap] : {std::pair{0, 0.0f}, {1001, 0.0f}, {0, 5.0f}}) {
     AttnCase c;
+    c.softcap = softcap;
+    c.q_amp = softcap > 0 ? 20.0f : 1.0f;
     c.n_heads = 2;
     c.n_kv = 1;
     c.hd = 64;
@@ -405,7 +416,8 @@ TEST(CpuOps, AttentionLongDecodeSplitOverThreads) {
     c.window = window;
     const auto a = run_attention_case(c);
     c.threads = 2;
-    EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result (window " << window << ")";
+    EXPECT_EQ(a, run_attention_case(c)) << "the split must not change the result (window " << window << ", softcap "
+                                        << softcap << ")";
   }
 }
 
@@ -438,4 +450,44 @@ TEST(CpuOps, AttentionLongHistory) {
   const auto a = run_attention_case(c);
   c.threads = 2;
   EXPECT_EQ(a, run_attention_case(c)) << "position splits must not depend on the thread count";
+}
+
+TEST(CpuOps, AttentionSoftcap) {
+  // Scores of magnitude ~20 capped at 5: tanh saturates, against the reference cap * tanh(s / cap)
+  // before the softmax; with and without a window, in prompt and decode steps (the split decode:
+  // AttentionLongDecodeSplitOverThreads).
+  AttnCase c;
+  c.q_amp = 20.0f;
+  c.hd = 64;
+  c.block_size = 16;
+  c.history = 40;
+  const auto uncapped = run_attention_case(c);
+  c.softcap = 5.0f;
+  const auto capped = run_attention_case(c);
+  double diff = 0;
+  for (size_t i = 0; i < capped.size(); ++i) diff = std::max(diff, double(std::fabs(capped[i] - uncapped[i])));
+  EXPECT_GT(diff, 0.5) << "the cap must change the attention of these scores";
+  c.window = 17;
+  run_attention_case(c);
+}
+
+TEST(CpuOps, Softcap) {
+  auto be = make_cpu_backend({.n_threads = 2});
+  std::vector<float> x = randn(3000, 7, 40.0f);
+  x[0] = 0.0f, x[1] = 1e4f, x[2] = -1e4f, x[3] = 1e-3f;
+  const float cap = 30.0f;
+  Tensor t = upload_act(*be, x, 3, 1000), out = be->alloc(3, 1000);
+  be->softcap(t, cap, out);
+  std::vector<double> want(x.size());
+  for (size_t i = 0; i < x.size(); ++i) want[i] = cap * std::tanh(double(x[i]) / cap);
+  expect_close(download(*be, out), want, 1e-6, "softcap", 1e-3);
+  const auto got = download(*be, out);
+  EXPECT_EQ(got[1], cap);
+  EXPECT_EQ(got[2], -cap);
+  be->softcap(t, cap, t);  // in place
+  EXPECT_EQ(download(*be, t), got);
+  EXPECT_TRUE(be->supports_logit_softcapping());
+  for (float bad : {0.0f, -1.0f, INFINITY, NAN}) EXPECT_THROW(be->softcap(t, bad, out), Error) << bad;
+  be->free(t);
+  be->free(out);
 }

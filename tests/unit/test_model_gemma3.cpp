@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "formats_test_util.h"
+#include "model_gguf_test_util.h"
 #include "model/model_file.h"
 #include "model/synthetic.h"
 
@@ -78,28 +79,9 @@ struct Gemma3File {
   }
 };
 
-std::unique_ptr<ModelFile> open(const Gemma3File& spec, TempDir& dir) {
-  dir.write("m.gguf", spec.build().build());
-  return ModelFile::open((dir.path() / "m.gguf").string());
-}
-
-std::string open_error(const Gemma3File& spec) {
-  TempDir dir;
-  try {
-    open(spec, dir);
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
-
-std::vector<int> windows(const ModelConfig& c) {
-  std::vector<int> w;
-  for (int l = 0; l < c.n_layers; ++l) w.push_back(c.layer_window(l));
-  return w;
-}
+std::unique_ptr<ModelFile> open(const Gemma3File& spec, TempDir& dir) { return test::open_gguf(spec.build(), dir); }
+std::string open_error(const Gemma3File& spec) { return test::open_gguf_error(spec.build()); }
+using test::layer_windows;
 
 }  // namespace
 
@@ -115,7 +97,7 @@ TEST(ModelGemma3, GgufLoadsGemmaFields) {
   EXPECT_EQ(c.rope_local_theta, 10000.0f);  // llama.cpp's default local base
   EXPECT_EQ(c.rope_theta, 1e6f);
   // Every 6th layer global (llama.cpp's default pattern); the others windowed with the local base.
-  EXPECT_EQ(windows(c), (std::vector<int>{8, 8, 8, 8, 8, 0, 8}));
+  EXPECT_EQ(layer_windows(c), (std::vector<int>{8, 8, 8, 8, 8, 0, 8}));
   EXPECT_TRUE(c.layer_local_rope(0) && !c.layer_local_rope(5) && c.layer_local_rope(6));
   EXPECT_EQ(f->layer_tensor(4, Role::AttnPostNorm)->name, "blk.4.post_attention_norm.weight");
   EXPECT_EQ(f->layer_tensor(4, Role::FfnPostNorm)->name, "blk.4.post_ffw_norm.weight");
@@ -131,22 +113,22 @@ TEST(ModelGemma3, LayerPatternFromTheFile) {
   every_other.pattern = 2;
   every_other.local_base = 5000.0f;
   auto f = open(every_other, d1);
-  EXPECT_EQ(windows(f->config()), (std::vector<int>{8, 0, 8, 0, 8, 0, 8}));
+  EXPECT_EQ(layer_windows(f->config()), (std::vector<int>{8, 0, 8, 0, 8, 0, 8}));
   EXPECT_EQ(f->config().rope_local_theta, 5000.0f);
 
   Gemma3File flags;
   flags.pattern_flags = std::vector<bool>{false, true, true, false, true, true, true};
-  EXPECT_EQ(windows(open(flags, d2)->config()), (std::vector<int>{0, 8, 8, 0, 8, 8, 8}));
+  EXPECT_EQ(layer_windows(open(flags, d2)->config()), (std::vector<int>{0, 8, 8, 0, 8, 8, 8}));
 
   Gemma3File all_windowed;
   all_windowed.pattern = 0;
-  EXPECT_EQ(windows(open(all_windowed, d3)->config()), (std::vector<int>(7, 8)));
+  EXPECT_EQ(layer_windows(open(all_windowed, d3)->config()), (std::vector<int>(7, 8)));
 
   // No window: every layer global, with the global RoPE (llama.cpp builds Gemma 3 without SWA).
   Gemma3File no_window;
   no_window.window = 0;
   const ModelConfig c = open(no_window, d4)->config();
-  EXPECT_EQ(windows(c), (std::vector<int>(7, 0)));
+  EXPECT_EQ(layer_windows(c), (std::vector<int>(7, 0)));
   EXPECT_FALSE(c.layer_local_rope(0));
 }
 
@@ -198,7 +180,7 @@ TEST(ModelGemma3, SyntheticShapes) {
   EXPECT_EQ(c.rope_local_theta, 10000.0f);
   auto f = ModelFile::synthetic("tiny-gemma3", DType::BF16, 1);  // validated on creation
   EXPECT_EQ(f->layer_tensor(5, Role::FfnPostNorm)->shape, std::vector<int64_t>{512});
-  EXPECT_EQ(windows(f->config()), (std::vector<int>{512, 512, 512, 512, 512, 0}));
+  EXPECT_EQ(layer_windows(f->config()), (std::vector<int>{512, 512, 512, 512, 512, 0}));
 }
 
 }  // namespace greta

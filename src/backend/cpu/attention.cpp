@@ -20,6 +20,8 @@
 //     the row count of 4 (V^T p); otherwise the vec_dot shape.
 // Products of two fp16 values are exact in float, so fma and mul+add agree here.
 // The positions of V^T p start at cache cell 0, as llama.cpp's do for a single sequence.
+// With a soft cap (Gemma 2), llama.cpp's graph scales q before the attention (q * scale, then
+// rounded to fp16) and caps each kq before a softmax of scale 1: w = tanhf(kq * (1 / cap)) * cap.
 //
 // 256-bit vectors only: 512-bit FMAs here lowered the core clock enough to slow the (256-bit)
 // quantized matmuls around them by ~3% of a decode step on this Xeon.
@@ -132,10 +134,11 @@ void row_offsets(const int32_t* blocks, int32_t len, int g, const KVLayer& kv, s
   }
 }
 
-// s[j] = (q . k_j) * scale for j in [j0, j1); returns their max. qf: q rounded to fp16.
+// s[j] = (q . k_j) * scale for j in [j0, j1), soft-capped when cap > 0; returns their max. qf: q
+// rounded to fp16.
 template <bool TINY, bool VEC>
 float scores_t(const float* __restrict qf, const uint16_t* __restrict k, const size_t* __restrict offs, int hd,
-               int32_t j0, int32_t j1, float scale, float* __restrict s) {
+               int32_t j0, int32_t j1, float scale, float cap, float* __restrict s) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int32_t j = j0; j < j1; ++j) {
 #ifdef GRETA_AVX2
@@ -143,20 +146,28 @@ float scores_t(const float* __restrict qf, const uint16_t* __restrict k, const s
 #else
     const float d = dot_scalar(qf, k + offs[j], hd, TINY);
 #endif
-    s[j] = d * scale;
+    s[j] = cap > 0.0f ? softcap(d * scale, cap) : d * scale;
     mx = std::max(mx, s[j]);
   }
   return mx;
 }
 
 float scores(const float* qf, const KVLayer& kv, const size_t* offs, int32_t j0, int32_t j1, bool tiny, float scale,
-             float* s) {
+             float cap, float* s) {
   const int hd = kv.head_dim;
   if (hd % 16 == 0)
-    return tiny ? scores_t<true, true>(qf, kv.k, offs, hd, j0, j1, scale, s)
-                : scores_t<false, true>(qf, kv.k, offs, hd, j0, j1, scale, s);
-  return tiny ? scores_t<true, false>(qf, kv.k, offs, hd, j0, j1, scale, s)
-              : scores_t<false, false>(qf, kv.k, offs, hd, j0, j1, scale, s);
+    return tiny ? scores_t<true, true>(qf, kv.k, offs, hd, j0, j1, scale, cap, s)
+                : scores_t<false, true>(qf, kv.k, offs, hd, j0, j1, scale, cap, s);
+  return tiny ? scores_t<true, false>(qf, kv.k, offs, hd, j0, j1, scale, cap, s)
+              : scores_t<false, false>(qf, kv.k, offs, hd, j0, j1, scale, cap, s);
+}
+
+// q rounded to fp16 as the scores take it, and the scale left to apply to q . k: with a soft cap
+// q is scaled first (see the top of the file).
+float prepare_q(const float* q, int count, float scale, float cap, float* qf) {
+  const float qs = cap > 0.0f ? scale : 1.0f;
+  for (int i = 0; i < count; ++i) qf[i] = round_fp16(q[i] * qs);
+  return cap > 0.0f ? 1.0f : scale;
 }
 
 // For the 16-position groups g = g0, g0 + gstep, ... < g1: s = exp(s - mx) in place (zeros past
@@ -264,6 +275,7 @@ struct HeadTask {
   int32_t lo;   // the first position seen (a sliding window's start; 0 without one)
   int g;        // kv head
   float scale;
+  float cap;    // attention soft cap; 0: none
   bool prompt;  // ggml would take tinyBLAS (see the top)
 };
 
@@ -283,11 +295,11 @@ void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
   if (w.q.size() < size_t(hd)) w.q.resize(size_t(hd));
   row_offsets(T.blocks, L, T.g, kv, w.offs.data());
   // q rounded to fp16 (ggml converts the f32 activations to the F16 cache's vec_dot type).
-  for (int i = 0; i < hd; ++i) w.q[size_t(i)] = round_fp16(T.q[i]);
+  const float kq_scale = prepare_q(T.q, hd, T.scale, T.cap, w.q.data());
   float* s = w.s.data();
   // Positions before the window: score -inf, softmax weight exactly 0 (exp_ggml(-inf) = 0).
   std::fill(s, s + T.lo, -std::numeric_limits<float>::infinity());
-  const float mx = scores(w.q.data(), kv, w.offs.data(), T.lo, L, kq_tiny, T.scale, s);
+  const float mx = scores(w.q.data(), kv, w.offs.data(), T.lo, L, kq_tiny, kq_scale, T.cap, s);
   exp_groups(s, L, mx, 0, ng, 1, w.gsum.data());
   accumulate_lanes(s, inv_sum(w.gsum.data(), ng), kv, w.offs.data(), L, lanes, 0, lanes, w.acc.data(), T.lo);
   reduce_lanes(w.acc.data(), hd, lanes, int(std::min<int32_t>(L, lanes)), T.out);
@@ -299,8 +311,8 @@ void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
 // groups, (3) p and V^T p by quarters of the 64 lanes (the group sums added in order by each).
 // Tasks write disjoint contiguous ranges (interleaved writes cost more in cache-line traffic
 // than the work). The lanes are then reduced on the calling thread.
-void attend_split(const float* q, int n_heads, int group, float scale, const int32_t* blocks, int32_t L, int32_t lo,
-                  const KVLayer& kv, float* out, ThreadPool& pool) {
+void attend_split(const float* q, int n_heads, int group, float scale, float cap, const int32_t* blocks, int32_t L,
+                  int32_t lo, const KVLayer& kv, float* out, ThreadPool& pool) {
   const int hd = kv.head_dim;
   constexpr int32_t kChunk = 512;  // positions per score task
   const int32_t ng = (L + 15) / 16, Lp = 16 * ng, n_chunks = (L + kChunk - 1) / kChunk;
@@ -318,7 +330,7 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
   float *S = s_buf.data(), *G = g_buf.data(), *A = a_buf.data(), *Q = q_buf.data(), *M = m_buf.data();
   size_t* offs = o_buf.data();
   for (int g = 0; g < n_kv; ++g) row_offsets(blocks, L, g, kv, offs + size_t(g) * L);
-  for (int i = 0; i < n_heads * hd; ++i) Q[i] = round_fp16(q[i]);
+  const float kq_scale = prepare_q(q, n_heads * hd, scale, cap, Q);
   // Scores and V^T p tasks take the heads of one kv head together, so each chunk of K (V) rows is
   // read from memory once and from cache by the group's other heads.
   pool.run(int64_t(n_kv) * n_chunks, [&](int64_t u, int) {
@@ -328,9 +340,9 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
     for (int h = g * group; h < (g + 1) * group; ++h) {
       float* s = S + size_t(h) * Lp;
       std::fill(s + j0, s + js, -std::numeric_limits<float>::infinity());
-      M[size_t(h) * n_chunks + c] = js < j1
-                                        ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false, scale, s)
-                                        : -std::numeric_limits<float>::infinity();
+      M[size_t(h) * n_chunks + c] = js < j1 ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false,
+                                                     kq_scale, cap, s)
+                                            : -std::numeric_limits<float>::infinity();
     }
   });
   pool.run(int64_t(n_heads) * n_chunks, [&](int64_t u, int) {
@@ -352,7 +364,7 @@ void attend_split(const float* q, int n_heads, int group, float scale, const int
 }  // namespace
 
 void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
-               ThreadPool& pool, int window) {
+               ThreadPool& pool, int window, float softcap) {
   const int hd = kv.head_dim;
   const int group = n_heads / kv.n_kv_heads;
   // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
@@ -373,7 +385,7 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
   // One decode token over a long context: split each head over the pool (attend_split).
   constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster (docs/notes/cpu-numerics.md)
   if (n == 1 && !prompt(0) && plan.positions[0] + 1 >= kSplitMin && pool.size() > 1) {
-    attend_split(q, n_heads, group, scale, blocks_of(0), plan.positions[0] + 1, first_seen(0), kv, out, pool);
+    attend_split(q, n_heads, group, scale, softcap, blocks_of(0), plan.positions[0] + 1, first_seen(0), kv, out, pool);
     return;
   }
   pool.run(n * n_heads, [&](int64_t u, int) {
@@ -388,6 +400,7 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
     T.lo = first_seen(t);
     T.g = h / group;
     T.scale = scale;
+    T.cap = softcap;
     T.prompt = prompt(t);
     attend_head(T, kv, w);
   });

@@ -192,8 +192,8 @@ class CpuBackend final : public Backend {
     dump("rope_k", k);
   }
 
-  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
-                 int window = 0) override {
+  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window = 0,
+                 float softcap = 0.0f) override {
     const auto& ckv = static_cast<const CpuKV&>(kv);
     const int hd = ckv.desc.head_dim, n_kv = ckv.desc.n_kv_heads;
     if (size_t(q.rows) != plan_.positions.size() || q.cols != int64_t(n_heads) * hd || out.rows != q.rows ||
@@ -202,8 +202,19 @@ class CpuBackend final : public Backend {
                   " do not match " + std::to_string(n_heads) + " heads of " + std::to_string(hd) + " (" +
                   std::to_string(n_kv) + " kv heads), " + std::to_string(plan_.positions.size()) +
                   " step tokens, layer " + std::to_string(layer));
-    cpu::attention(f32(q), q.rows, n_heads, scale, plan_, ckv.layer(layer), f32(out), pool_, window);
+    if (!(softcap >= 0.0f) || std::isinf(softcap))
+      throw Error("cpu attention: softcap " + std::to_string(softcap) + " (expected 0 or a finite number > 0)");
+    cpu::attention(f32(q), q.rows, n_heads, scale, plan_, ckv.layer(layer), f32(out), pool_, window, softcap);
     dump("attention", out);
+  }
+
+  bool supports_logit_softcapping() const override { return true; }
+  void softcap(Tensor x, float cap, Tensor out) override {
+    expect(out.rows == x.rows && out.cols == x.cols, "softcap", out, x.rows, x.cols);
+    if (!(cap > 0.0f) || std::isinf(cap))
+      throw Error("cpu softcap: cap " + std::to_string(cap) + " (expected a finite number > 0)");
+    cpu::softcap(f32(x), cap, f32(out), x.rows * x.cols, pool_);
+    dump("softcap", out);
   }
 
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override {

@@ -7,6 +7,7 @@
 // scalar path otherwise. Both paths compute the same integer dot products, so results agree
 // up to float summation order.
 #pragma once
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -94,6 +95,10 @@ void gelu_mul(const float* gate, const float* up, float* out, int64_t count, Thr
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in float, as ggml's gelu table is built.
 float gelu_tanh(float x);
 void scale(const float* x, float s, float* out, int64_t count, ThreadPool& pool);
+// cap * tanh(x / cap) as llama.cpp computes it: tanhf(x * (1 / cap)) * cap, in float.
+inline float softcap(float x, float cap) { return std::tanh(x * (1.0f / cap)) * cap; }
+// out = softcap(x, cap) elementwise (Gemma 2's final logit soft-capping).
+void softcap(const float* x, float cap, float* out, int64_t count, ThreadPool& pool);
 
 // --- attention ---
 // Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16 values (bits) for K
@@ -113,8 +118,9 @@ void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, c
                    const int32_t* slots, const KVLayer& kv, ThreadPool& pool);
 // out [n, n_heads*hd] = causal softmax(scale q.k) v over each token's sequence, through the plan's
 // block tables, rounding as llama.cpp's CPU backend does (see attention.cpp); window > 0: over
-// the last `window` positions only (sliding-window attention).
+// the last `window` positions only (sliding-window attention); softcap > 0: each score s
+// becomes softcap(s, softcap) before the softmax (Gemma 2).
 void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
-               ThreadPool& pool, int window = 0);
+               ThreadPool& pool, int window = 0, float softcap = 0.0f);
 
 }  // namespace greta::cpu

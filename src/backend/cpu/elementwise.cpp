@@ -1,5 +1,5 @@
-// Row-wise and elementwise ops: rms_norm, add, silu_mul, gelu_mul, scale. At decode sizes (one row of a few
-// thousand floats) these take well under a microsecond, so they only go to the thread pool
+// Row-wise and elementwise ops: rms_norm, add, silu_mul, gelu_mul, scale, softcap. At decode
+// sizes (one row of a few thousand floats) these take well under a microsecond, so they only go to the thread pool
 // when there is enough work to pay for the dispatch.
 #include <algorithm>
 #include <cmath>
@@ -136,6 +136,12 @@ void gelu_mul(const float* gate, const float* up, float* out, int64_t count, Thr
 void scale(const float* x, float s, float* out, int64_t count, ThreadPool& pool) {
   for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i) out[i] = x[i] * s;
+  });
+}
+
+void softcap(const float* x, float cap, float* out, int64_t count, ThreadPool& pool) {
+  for_chunks(count, pool, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) out[i] = softcap(x[i], cap);
   });
 }
 

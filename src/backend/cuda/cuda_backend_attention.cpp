@@ -72,9 +72,10 @@ const AttentionDecodePlan& CudaBackend::attention_plan(int n_heads, const KVLaye
   return attn_plan_;
 }
 
-void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
-                            int window) {
+void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window,
+                            float softcap) {
   if (!have_step_) throw Error("cuda attention: called before begin_step");
+  if (softcap != 0.0f) throw Error("cuda attention: attention logit soft-capping is not implemented");
   if (window < 0) throw Error("cuda attention: sliding window " + std::to_string(window) + " is negative");
   const auto& L = kv_layer(kv, layer, "attention");
   if (n_heads <= 0 || n_heads % L.n_kv_heads != 0)

@@ -85,8 +85,11 @@ class CudaBackend final : public Backend {
   void gelu_mul(Tensor gate, Tensor up, Tensor out) override;
   void scale(Tensor x, float s, Tensor out) override;
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
-  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out,
-                 int window = 0) override;
+  void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window = 0,
+                 float softcap = 0.0f) override;
+  // The attention kernels have no score soft-capping and there is no logit soft-capping kernel
+  // yet: a Gemma 2 model is refused at load (LlamaModel), not run without its caps.
+  bool supports_logit_softcapping() const override { return false; }
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override;
   void to_host(Tensor x, float* dst) override;
 
