@@ -1,11 +1,11 @@
 #include "model/longrope.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "formats/gguf.h"
+#include "model/rope_step.h"
 
 namespace greta {
 
@@ -105,10 +105,7 @@ void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& pa
 }
 
 bool rope_step_uses_long(const ModelConfig& c, const Batch& b) {
-  if (c.rope_long_freq_factors.empty()) return false;
-  int64_t longest = 0;
-  for (const SeqSlice& s : b.seqs) longest = std::max({longest, int64_t(s.n_past) + s.n_tokens, int64_t(s.n_prompt)});
-  return longest > c.rope_original_context;
+  return !c.rope_long_freq_factors.empty() && rope_step_length(b) > c.rope_original_context;
 }
 
 }  // namespace greta
