@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <utility>
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -169,22 +170,38 @@ std::string open_hf_error(const nlohmann::json& config) {
   return error_of([&] { ModelFile::open(dir.path().string()); });
 }
 
-// The logits of the last token of `prompt` run as one step from an empty cache (CPU).
-std::vector<float> last_logits(const ModelFile& f, const std::vector<int32_t>& prompt) {
+// Runs `prompt` as one step, then one decode step of `next`, over one cache (CPU); the prompt
+// step by `first`, the decode step by `second` (the same weights: the cache layouts agree; the
+// same file: one model runs both).
+// Returns the last logits of each step.
+std::pair<std::vector<float>, std::vector<float>> two_steps(const ModelFile& first, const ModelFile& second,
+                                                            const std::vector<int32_t>& prompt, int32_t next) {
   auto backend = make_cpu_backend({.n_threads = 1});
-  LlamaModel model(f, *backend);
+  // One model object when both are the same file: it keeps its state (its tables) across steps.
+  LlamaModel a(first, *backend);
+  std::unique_ptr<LlamaModel> other = &first == &second ? nullptr : std::make_unique<LlamaModel>(second, *backend);
+  LlamaModel& b = other ? *other : a;
   const int bs = 16, n = int(prompt.size());
-  auto kv = model.make_kv((n + bs - 1) / bs, bs);
-  Batch b;
+  auto kv = a.make_kv(n / bs + 1, bs);
   SeqSlice s;
+  for (int i = 0; i <= n / bs; ++i) s.block_table.push_back(i);
+  Batch p, d;
   s.n_tokens = n;
-  for (int i = 0; i * bs < n; ++i) s.block_table.push_back(i);
-  b.seqs.push_back(s);
-  b.tokens = prompt;
-  b.logit_rows = {n - 1};
-  std::vector<float> out(kVocab);
-  model.forward(b, *kv, LlamaModel::HostLogits{out.data()});
-  return out;
+  p.seqs = {s};
+  p.tokens = prompt;
+  p.logit_rows = {n - 1};
+  s.n_past = n;
+  s.n_tokens = 1;
+  d.seqs = {s};
+  d.tokens = {next};
+  d.logit_rows = {0};
+  std::vector<float> out_p(kVocab), out_d(kVocab);
+  a.forward(p, *kv, LlamaModel::HostLogits{out_p.data()});
+  b.forward(d, *kv, LlamaModel::HostLogits{out_d.data()});
+  return {out_p, out_d};
+}
+std::vector<float> last_logits(const ModelFile& f, const std::vector<int32_t>& prompt) {
+  return two_steps(f, f, prompt, 1).first;
 }
 
 std::vector<int32_t> prompt_of(int n) {
@@ -347,6 +364,34 @@ TEST(RopeDynamicNtk, ForwardUsesTheStepsBase) {
   EXPECT_EQ(long_dyn, last_logits(*mg->file, prompt_of(40)));
   EXPECT_NE(long_dyn, last_logits(*mp->file, prompt_of(40)));  // the scaling changes the result
   EXPECT_EQ(last_logits(*md->file, prompt_of(12)), last_logits(*mp->file, prompt_of(12)));
+}
+
+}  // namespace greta
+
+namespace greta {
+
+// A decode step past M rotates its token with the base of its own length and leaves the cached
+// keys as the prompt step rotated them (transformers' generate): the same logits as a prompt step
+// by the model of base theta'(40) followed by a decode step by the model of base theta'(41).
+TEST(RopeDynamicNtk, DecodeStepTakesANewBaseAndKeepsTheCachedKeys) {
+  nlohmann::json dyn = llama_config();
+  dyn["max_position_embeddings"] = 16;
+  dyn["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 4.0}};
+  auto md = hf_model(dyn);
+  auto base_model = [&](int64_t length) {
+    nlohmann::json c = llama_config();
+    c["max_position_embeddings"] = 16;
+    c["rope_theta"] = double(float(dynamic_ntk_theta(md->file->config(), length)));
+    return hf_model(c);
+  };
+  auto m40 = base_model(40), m41 = base_model(41);
+  const auto dynamic = two_steps(*md->file, *md->file, prompt_of(40), 5);
+  const auto reference = two_steps(*m40->file, *m41->file, prompt_of(40), 5);
+  EXPECT_EQ(dynamic.first, reference.first);
+  EXPECT_EQ(dynamic.second, reference.second);
+  // Neither the prompt's base kept nor the whole sequence re-rotated gives it.
+  EXPECT_NE(dynamic.second, two_steps(*m40->file, *m40->file, prompt_of(40), 5).second);
+  EXPECT_NE(dynamic.second, two_steps(*m41->file, *m41->file, prompt_of(40), 5).second);
 }
 
 }  // namespace greta
