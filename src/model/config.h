@@ -87,6 +87,11 @@ struct ModelConfig {
 // it as float; throws greta::Error "<where>: <key> = <value> (expected ...)" otherwise.
 float positive_finite(double v, const std::string& key, const std::string& where);
 
+// A context length (original_max_position_embeddings, original_context_length): a whole number
+// in [1, 2^30]. Returns it; throws greta::Error "<where>: <key> = <value> (expected a positive
+// size)" otherwise.
+int positive_context_size(double v, const std::string& key, const std::string& where);
+
 // Llama 3.1 rope_scaling (type "llama3") -> per-frequency divisors, as Meta defines them.
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,
                                        float high_freq_factor, int original_max_positions);

@@ -19,12 +19,6 @@ double correction_dim(double rotations, int rope_dim, double theta, int context)
   return double(rope_dim) * std::log(double(context) / (rotations * 2.0 * kPi)) / (2.0 * std::log(theta));
 }
 
-int context_size(double v, const std::string& key, const std::string& where) {
-  if (!(v >= 1.0 && v <= double(1 << 30) && v == std::floor(v)))
-    throw Error(where + ": " + key + " = " + std::to_string(v) + " (expected a positive size)");
-  return int(v);
-}
-
 // An optional number of `obj` (absent or null: nullopt); a present one must be a number.
 std::optional<double> number_key(const nlohmann::json& obj, const std::string& obj_name, const char* key,
                                  const std::string& where) {
@@ -71,7 +65,7 @@ void read_hf_yarn(const nlohmann::json& rs, const std::string& rs_name, const nl
     omp = number_key(rs, rs_name, "original_max_position_embeddings", where);
     omp_key = rs_name + ".original_max_position_embeddings";
   }
-  p.original_context = omp ? context_size(*omp, omp_key, where) : c.max_context;
+  p.original_context = omp ? positive_context_size(*omp, omp_key, where) : c.max_context;
   // factor null or absent: max_position_embeddings / original (transformers' DeepSeek-V3 rule).
   const auto factor = number_key(rs, rs_name, "factor", where);
   p.factor = factor ? positive_finite(*factor, rs_name + ".factor", where)
@@ -111,7 +105,7 @@ void read_gguf_yarn(const GGUFFile& g, ModelConfig& c, const std::string& path) 
   const double f = g.get_float(a + "factor").value_or(0.0);
   p.factor = f == 0.0 ? 1.0 : positive_finite(f, a + "factor", path);
   const auto orig = g.get_int(a + "original_context_length");
-  p.original_context = orig ? context_size(double(*orig), a + "original_context_length", path) : c.max_context;
+  p.original_context = orig ? positive_context_size(double(*orig), a + "original_context_length", path) : c.max_context;
   if (auto v = g.get_float(a + "yarn_beta_fast")) p.beta_fast = positive_finite(*v, a + "yarn_beta_fast", path);
   if (auto v = g.get_float(a + "yarn_beta_slow")) p.beta_slow = positive_finite(*v, a + "yarn_beta_slow", path);
   if (auto v = g.get_float(a + "yarn_ext_factor")) {

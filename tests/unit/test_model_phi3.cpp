@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/quant_blocks.h"
+#include "error_test_util.h"
 #include "formats_test_util.h"
 #include "model/longrope.h"
 #include "model/model_file.h"
@@ -70,16 +71,7 @@ std::unique_ptr<Opened> open_gguf(const GGUFBuilder& g) {
   return o;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
+using test::error_of;
 
 nlohmann::json phi3_config() {
   std::vector<double> s(8, 1.0), l(8, 4.0);

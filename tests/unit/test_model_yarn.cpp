@@ -33,6 +33,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "error_test_util.h"
 #include "formats_test_util.h"
 #include "model/dynamic_ntk.h"
 #include "model/llama.h"
@@ -143,16 +144,7 @@ std::unique_ptr<HfModel> hf_model(const nlohmann::json& config) {
   return m;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
+using test::error_of;
 
 std::string open_gguf_error(const GGUFBuilder& g) {
   TempDir dir;
