@@ -265,6 +265,23 @@ TEST(Phi3, GgufLongRope) {
   dir.write("m.gguf", g.build());
   EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
                    "phi3.rope.dimension_count = 13 but head_dim = 16 (partial rotary embedding: phi3 only, an even");
+  // rope.scaling.type "longrope" (llama.cpp's name for it) with the factor tensors; without them
+  // or with YaRN next to them: refused.
+  g = phi3_gguf(test::kF32);
+  add_gguf_longrope(g);
+  g.kv_string("phi3.rope.scaling.type", "longrope");
+  EXPECT_FLOAT_EQ(open_gguf(g)->m->config().rope_long_freq_factors[7], 80.0f);
+  g = phi3_gguf(test::kF32);
+  g.kv_string("phi3.rope.scaling.type", "longrope");
+  dir.write("m.gguf", g.build());
+  EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+                   "'longrope' needs tensor 'rope_factors_long.weight'");
+  g = phi3_gguf(test::kF32);
+  add_gguf_longrope(g);
+  g.kv_string("phi3.rope.scaling.type", "yarn");
+  dir.write("m.gguf", g.build());
+  EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+                   "YaRN together with LongRoPE factor tensors");
 }
 
 TEST(Phi3, PartialRotaryReordersQAndKRowsPerHead) {
