@@ -362,10 +362,13 @@ void ModelFile::open_hf(const std::string& dir) {
       c.rope_freq_factors = llama3_rope_factors(c.head_dim, c.rope_theta, factor("factor", 8.0), low, high, int(omp));
     } else if (type == "linear") {
       c.rope_freq_factors.assign(c.head_dim / 2, factor("factor", 1.0));
-    } else if (type == "longrope" || type == "su") {
+    } else if (type == "longrope" || type == "su" || (type == "yarn" && c.arch == "phi3")) {
+      // transformers' Phi3Config reads the older names "su" and "yarn" as longrope.
       read_hf_longrope(*rs, rs_name, j, c, cfg_path);
     } else if (type == "yarn") {
-      read_hf_yarn(*rs, rs_name, j, c, cfg_path);
+      read_hf_yarn(*rs, rs_name, c, cfg_path);
+    } else if (type == "dynamic" && c.arch == "phi3") {
+      throw Error(cfg_path + ": " + rs_name + " type 'dynamic' on phi3 (transformers' Phi3Config takes longrope only)");
     } else if (type == "dynamic") {
       read_hf_dynamic_ntk(*rs, rs_name, c, cfg_path);
     } else if (!type.empty() && type != "default") {

@@ -53,18 +53,14 @@ std::vector<float> yarn_rope_factors(int rope_dim, double theta, const YarnParam
 
 double yarn_mscale(double factor, double mscale) { return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0; }
 
-void read_hf_yarn(const nlohmann::json& rs, const std::string& rs_name, const nlohmann::json& config, ModelConfig& c,
-                  const std::string& where) {
+void read_hf_yarn(const nlohmann::json& rs, const std::string& rs_name, ModelConfig& c, const std::string& where) {
   const int rd = c.rope_dim > 0 ? c.rope_dim : c.head_dim;
   YarnParams p;
-  // transformers' standardize_rope_params: a top-level original_max_position_embeddings wins
-  // over the scaling object's; without either, max_position_embeddings.
-  std::string omp_key = "original_max_position_embeddings";
-  auto omp = number_key(config, "", "original_max_position_embeddings", where);
-  if (!omp) {
-    omp = number_key(rs, rs_name, "original_max_position_embeddings", where);
-    omp_key = rs_name + ".original_max_position_embeddings";
-  }
+  // transformers' standardize_rope_params: the scaling object's original_max_position_embeddings,
+  // else max_position_embeddings. (A top-level key counts only for configs that declare it, of
+  // which Phi3Config reads "yarn" as longrope.)
+  const std::string omp_key = rs_name + ".original_max_position_embeddings";
+  const auto omp = number_key(rs, rs_name, "original_max_position_embeddings", where);
   p.original_context = omp ? positive_context_size(*omp, omp_key, where) : c.max_context;
   // factor null or absent: max_position_embeddings / original (transformers' DeepSeek-V3 rule).
   const auto factor = number_key(rs, rs_name, "factor", where);

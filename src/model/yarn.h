@@ -44,11 +44,10 @@ std::vector<float> yarn_rope_factors(int rope_dim, double theta, const YarnParam
 double yarn_mscale(double factor, double mscale = 1.0);
 
 // HF config: `rs` is the rope_scaling / rope_parameters object (named `rs_name` in errors) of
-// type "yarn"; `config` the whole config.json. Sets c.rope_freq_factors and c.rope_attn_factor
-// (head_dim, rope_dim, rope_theta, max_context must be set), as transformers'
-// _compute_yarn_parameters reads them. Throws greta::Error naming the key for a bad value.
-void read_hf_yarn(const nlohmann::json& rs, const std::string& rs_name, const nlohmann::json& config, ModelConfig& c,
-                  const std::string& where);
+// type "yarn". Sets c.rope_freq_factors and c.rope_attn_factor (head_dim, rope_dim, rope_theta,
+// max_context must be set), as transformers' _compute_yarn_parameters reads them. Throws
+// greta::Error naming the key for a bad value.
+void read_hf_yarn(const nlohmann::json& rs, const std::string& rs_name, ModelConfig& c, const std::string& where);
 
 // GGUF (rope.scaling.type = yarn): <arch>.rope.scaling.factor, .original_context_length
 // (default: context_length), .yarn_beta_fast / .yarn_beta_slow / .yarn_ext_factor (llama.cpp's

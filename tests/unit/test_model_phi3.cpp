@@ -199,10 +199,12 @@ TEST(Phi3, HfLongRopeSettingsAndRefusals) {
     c["rope_scaling"]["type"] = type;
     EXPECT_ERROR_HAS(open_hf_error(c), "unsupported rope_scaling type '" + std::string(type) + "'");
   }
-  // YaRN (model/yarn.h) gets past to the missing weights.
+  // "yarn" is longrope to transformers' Phi3Config (its factor lists required); dynamic is refused.
   c = phi3_config();
   c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_ERROR_HAS(open_hf_error(c), "no model.safetensors");
+  EXPECT_ERROR_HAS(open_hf_error(c), "needs 'rope_scaling.short_factor'");
+  c["rope_scaling"]["rope_type"] = "dynamic";
+  EXPECT_ERROR_HAS(open_hf_error(c), "type 'dynamic' on phi3");
   // Partial rotary (Phi-4-mini): the factor lists then cover the rotated dims only (16 * 0.75 / 2).
   c = phi3_config();
   c["partial_rotary_factor"] = 0.75;

@@ -211,15 +211,15 @@ TEST(RopeYarn, HfTableAndDefaultAttentionFactor) {
   const ModelConfig& cfg = m->file->config();
   expect_table(cfg.rope_inv_freq(), kHfDefault, "yarn defaults");
   EXPECT_NEAR(cfg.rope_attn_factor, 0.1 * std::log(4.0) + 1.0, 1e-6);
-  // transformers >= 5's rope_parameters and a top-level original_max_position_embeddings, which
-  // wins over the scaling object's (standardize_rope_params).
+  // transformers >= 5's rope_parameters; a top-level original_max_position_embeddings does not
+  // count for LlamaConfig (standardize_rope_params reads the scaling object's).
   c = llama_config();
   c.erase("rope_theta");
-  c["original_max_position_embeddings"] = 64;
+  c["original_max_position_embeddings"] = 4096;
   c["rope_parameters"] = {{"rope_type", "yarn"},
                           {"rope_theta", 10000.0},
                           {"factor", 4.0},
-                          {"original_max_position_embeddings", 4096}};
+                          {"original_max_position_embeddings", 64}};
   expect_table(hf_model(c)->file->config().rope_inv_freq(), kHfDefault, "rope_parameters");
 }
 
