@@ -73,12 +73,12 @@ class LlamaModel {
  private:
   struct Scratch;
   void ensure_scratch(int n_tokens, int n_logits);
-  // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
-  // block has one (post_norm), then the next block's normed input (next_norm) or, after the
-  // last block (next_norm null), nothing.
   // The RoPE table of a step: LongRoPE's long set or dynamic NTK's grown base where the step's
   // length asks for them (model/longrope.h, model/dynamic_ntk.h), else the model's one.
   const RopeSpec& step_rope(const Batch& batch);
+  // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
+  // block has one (post_norm), then the next block's normed input (next_norm) or, after the
+  // last block (next_norm null), nothing.
   Backend::NormedRows block_output(Tensor a, const Weight& w, const Weight* post_norm, Tensor x,
                                    const Weight* next_norm, Tensor h);
 
