@@ -17,6 +17,12 @@ float positive_finite(double v, const std::string& key, const std::string& where
   return f;
 }
 
+int positive_context_size(double v, const std::string& key, const std::string& where) {
+  if (!(v >= 1.0 && v <= double(1 << 30) && v == std::floor(v)))
+    throw Error(where + ": " + key + " = " + std::to_string(v) + " (expected a positive size)");
+  return int(v);
+}
+
 std::vector<float> ModelConfig::rope_inv_freq(bool long_factors) const {
   const int half = head_dim / 2, rd = rope_dim > 0 ? rope_dim : head_dim;
   const std::vector<float>& factors = long_factors ? rope_long_freq_factors : rope_freq_factors;

@@ -23,14 +23,18 @@ struct ModelConfig {
   // (llama.cpp's converter permutes Q/K rows); true = halves (x[i], x[i+d/2]) as HF checkpoints
   // and GGUF Qwen2 expect.
   bool rope_neox = false;
-  // Per-frequency divisors (Llama 3.1 "llama3" scaling); empty = none. Size head_dim/2.
+  // Per-frequency divisors (Llama 3.1 "llama3", linear and YaRN scaling, model/yarn.h); empty =
+  // none. Size head_dim/2.
   std::vector<float> rope_freq_factors;
   // LongRoPE (Phi-3 "longrope", older "su"): rope_freq_factors are the short factors and these the
   // long ones, used by a step once a sequence in it exceeds rope_original_context tokens
   // (model/longrope.h); empty = none.
   std::vector<float> rope_long_freq_factors;
   int rope_original_context = 0;
-  float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's attention factor)
+  float rope_attn_factor = 1.0f;  // scale of RoPE's cos and sin (LongRoPE's and YaRN's attention factor)
+  // Dynamic NTK (HF "dynamic"): the factor by which a step longer than max_context grows the RoPE
+  // base (model/dynamic_ntk.h); 0 = none.
+  float rope_dynamic_factor = 0.0f;
   // Dims of each head that RoPE rotates; 0 = head_dim. Fewer (Phi-4-mini's partial rotary): the
   // load reorders q/k rows so that greta's whole-head RoPE does it (model/partial_rotary.h), and
   // the factor lists above cover rope_dim/2 frequencies.
@@ -87,6 +91,11 @@ struct ModelConfig {
 // scaling factors): 0, negative or NaN values load silently and make every output NaN. Returns
 // it as float; throws greta::Error "<where>: <key> = <value> (expected ...)" otherwise.
 float positive_finite(double v, const std::string& key, const std::string& where);
+
+// A context length (original_max_position_embeddings, original_context_length): a whole number
+// in [1, 2^30]. Returns it; throws greta::Error "<where>: <key> = <value> (expected a positive
+// size)" otherwise.
+int positive_context_size(double v, const std::string& key, const std::string& where);
 
 // Llama 3.1 rope_scaling (type "llama3") -> per-frequency divisors, as Meta defines them.
 std::vector<float> llama3_rope_factors(int head_dim, float theta, float factor, float low_freq_factor,

@@ -5,7 +5,9 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "model/dynamic_ntk.h"
 #include "model/longrope.h"
+#include "model/rope_step.h"
 
 namespace greta {
 
@@ -143,8 +145,8 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   Tensor x = s.x.rows_slice(0, n), h = s.h.rows_slice(0, n);
   Tensor q = s.q.rows_slice(0, n), k = s.k.rows_slice(0, n), v = s.v.rows_slice(0, n);
   Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
-  const RopeSpec& rope = rope_step_uses_long(cfg_, batch) ? rope_long_ : rope_;
-  // RoPE's cos/sin scaled by a (LongRoPE) scale q and k by a, so their product by a^2.
+  const RopeSpec& rope = step_rope(batch);
+  // RoPE's cos/sin scaled by a (LongRoPE, YaRN) scale q and k by a, so their product by a^2.
   const float a2 = cfg_.rope_attn_factor * cfg_.rope_attn_factor;
   const float scale = cfg_.attn_scale > 0.0f ? a2 * cfg_.attn_scale : a2 / std::sqrt(float(cfg_.head_dim));
   const float eps = cfg_.norm_eps;
@@ -182,6 +184,21 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   if (cfg_.final_softcap > 0.0f) be_.softcap(out, cfg_.final_softcap, out);  // Gemma 2
   if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
   else be_.to_host(out, std::get<HostLogits>(output).logits);
+}
+
+const RopeSpec& LlamaModel::step_rope(const Batch& batch) {
+  if (rope_step_uses_long(cfg_, batch)) return rope_long_;
+  if (cfg_.rope_dynamic_factor > 0.0f) {
+    const int64_t length = rope_step_length(batch);
+    if (length > cfg_.max_context) {
+      if (length != rope_dynamic_length_) {
+        rope_dynamic_ = {dynamic_ntk_inv_freq(cfg_, length), cfg_.rope_neox};
+        rope_dynamic_length_ = length;
+      }
+      return rope_dynamic_;
+    }
+  }
+  return rope_;
 }
 
 Backend::NormedRows LlamaModel::block_output(Tensor a, const Weight& w, const Weight* post_norm, Tensor x,

@@ -73,6 +73,9 @@ class LlamaModel {
  private:
   struct Scratch;
   void ensure_scratch(int n_tokens, int n_logits);
+  // The RoPE table of a step: LongRoPE's long set or dynamic NTK's grown base where the step's
+  // length asks for them (model/longrope.h, model/dynamic_ntk.h), else the model's one.
+  const RopeSpec& step_rope(const Batch& batch);
   // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
   // block has one (post_norm), then the next block's normed input (next_norm) or, after the
   // last block (next_norm null), nothing.
@@ -82,8 +85,10 @@ class LlamaModel {
   ModelConfig cfg_;
   Backend& be_;
   RopeSpec rope_;
-  RopeSpec rope_long_;                // LongRoPE's long factors (model/longrope.h); unused without them
-  RopeSpec rope_local_;               // the windowed layers' own base (ModelConfig::layer_local_rope)
+  RopeSpec rope_long_;     // LongRoPE's long factors (model/longrope.h); unused without them
+  RopeSpec rope_local_;    // the windowed layers' own base (ModelConfig::layer_local_rope)
+  RopeSpec rope_dynamic_;  // dynamic NTK's table for rope_dynamic_length_ tokens
+  int64_t rope_dynamic_length_ = 0;
   std::unique_ptr<Weight> tok_embd_;  // [vocab, dim]
   std::unique_ptr<Weight> out_norm_;  // [1, dim]
   std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)

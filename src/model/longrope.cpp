@@ -1,11 +1,11 @@
 #include "model/longrope.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "formats/gguf.h"
+#include "model/rope_step.h"
 
 namespace greta {
 
@@ -40,12 +40,6 @@ std::optional<double> positive_key(const nlohmann::json& obj, const std::string&
   return positive_finite(it->get<double>(), name, where);
 }
 
-int context_size(double v, const std::string& key, const std::string& where) {
-  if (v < 1.0 || v > double(1 << 30) || v != std::floor(v))
-    throw Error(where + ": " + key + " = " + std::to_string(v) + " (expected a positive size)");
-  return int(v);
-}
-
 std::vector<float> gguf_factors(const GGUFFile& g, const char* name, int n, const std::string& path) {
   const HostTensor* t = g.find_tensor(name);
   if (!t || t->dtype != DType::F32 || t->numel() != n)
@@ -78,7 +72,7 @@ void read_hf_longrope(const nlohmann::json& rs, const std::string& rs_name, cons
     omp = positive_key(rs, rs_name, "original_max_position_embeddings", where);
     omp_key = rs_name + ".original_max_position_embeddings";
   }
-  c.rope_original_context = omp ? context_size(*omp, omp_key, where) : 4096;
+  c.rope_original_context = omp ? positive_context_size(*omp, omp_key, where) : 4096;
   // factor: the scaling object's, else max_position_embeddings / original (Phi-3's convention).
   const double factor =
       positive_key(rs, rs_name, "factor", where).value_or(double(c.max_context) / double(c.rope_original_context));
@@ -95,7 +89,7 @@ void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& pa
   const auto orig = g.get_int(a + "original_context_length");
   if (!orig)
     throw Error(path + ": LongRoPE factors need " + a + "original_context_length (the pretrained context length)");
-  c.rope_original_context = context_size(double(*orig), a + "original_context_length", path);
+  c.rope_original_context = positive_context_size(double(*orig), a + "original_context_length", path);
   if (auto af = g.get_float(a + "attn_factor")) {
     c.rope_attn_factor = positive_finite(*af, a + "attn_factor", path);
   } else {
@@ -105,10 +99,7 @@ void read_gguf_longrope(const GGUFFile& g, ModelConfig& c, const std::string& pa
 }
 
 bool rope_step_uses_long(const ModelConfig& c, const Batch& b) {
-  if (c.rope_long_freq_factors.empty()) return false;
-  int64_t longest = 0;
-  for (const SeqSlice& s : b.seqs) longest = std::max({longest, int64_t(s.n_past) + s.n_tokens, int64_t(s.n_prompt)});
-  return longest > c.rope_original_context;
+  return !c.rope_long_freq_factors.empty() && rope_step_length(b) > c.rope_original_context;
 }
 
 }  // namespace greta

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
+#include "model/dynamic_ntk.h"
 #include "model/fused_tensors.h"
 #include "model/gemma2.h"
 #include "model/gemma3.h"
@@ -18,6 +19,7 @@
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
+#include "model/yarn.h"
 #include "tokenizer/synthetic_vocab.h"
 
 namespace greta {
@@ -250,8 +252,14 @@ void ModelFile::open_gguf(const std::string& path) {
                                          a + "rope.scaling.factor", path);
     if (c.rope_freq_factors.empty()) c.rope_freq_factors.assign(c.head_dim / 2, 1.0f);
     for (float& f : c.rope_freq_factors) f *= factor;
+  } else if (st && *st == "yarn") {
+    read_gguf_yarn(g, c, path);
+  } else if (st && *st == "longrope" && c.arch == "phi3") {
+    if (!g.find_tensor("rope_factors_long.weight"))
+      throw Error(path + ": " + a + "rope.scaling.type 'longrope' needs tensor 'rope_factors_long.weight'");
   } else if (st && *st != "none") {
-    throw Error(path + ": unsupported " + a + "rope.scaling.type '" + *st + "' (supported: none, linear)");
+    throw Error(path + ": unsupported " + a + "rope.scaling.type '" + *st + "' (supported: none, linear, yarn" +
+                (c.arch == "phi3" ? ", longrope)" : ")"));
   }
   for (const char* b : {"blk.0.attn_output.bias", "blk.0.ffn_gate.bias", "blk.0.ffn_up.bias", "blk.0.ffn_down.bias"})
     if (g.find_tensor(b)) throw Error(path + ": " + unsupported_bias(b));
@@ -261,6 +269,10 @@ void ModelFile::open_gguf(const std::string& path) {
   }
   if (c.arch == "gemma2") read_gguf_gemma2(g, c, path);
   if (c.arch == "gemma3") read_gguf_gemma3(g, c, path);
+  // The attention factor is folded into every layer's score scale; llama.cpp gives the local
+  // layers, which it does not scale, none.
+  if (c.rope_local_theta > 0.0f && c.rope_attn_factor != 1.0f)
+    throw Error(path + ": a RoPE attention factor (YaRN) with local-RoPE sliding-window layers is not supported");
 }
 
 void ModelFile::open_hf(const std::string& dir) {
@@ -354,10 +366,18 @@ void ModelFile::open_hf(const std::string& dir) {
       c.rope_freq_factors = llama3_rope_factors(c.head_dim, c.rope_theta, factor("factor", 8.0), low, high, int(omp));
     } else if (type == "linear") {
       c.rope_freq_factors.assign(c.head_dim / 2, factor("factor", 1.0));
-    } else if (type == "longrope" || type == "su") {
+    } else if (type == "longrope" || type == "su" || (type == "yarn" && c.arch == "phi3")) {
+      // transformers' Phi3Config reads the older names "su" and "yarn" as longrope.
       read_hf_longrope(*rs, rs_name, j, c, cfg_path);
+    } else if (type == "yarn") {
+      read_hf_yarn(*rs, rs_name, c, cfg_path);
+    } else if (type == "dynamic" && c.arch == "phi3") {
+      throw Error(cfg_path + ": " + rs_name + " type 'dynamic' on phi3 (transformers' Phi3Config takes longrope only)");
+    } else if (type == "dynamic") {
+      read_hf_dynamic_ntk(*rs, rs_name, c, cfg_path);
     } else if (!type.empty() && type != "default") {
-      throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type + "' (supported: llama3, linear, longrope)");
+      throw Error(cfg_path + ": unsupported " + rs_name + " type '" + type +
+                  "' (supported: default, linear, llama3, longrope, yarn, dynamic)");
     }
   }
   st_ = std::make_shared<SafetensorsModel>(SafetensorsModel::open_dir(dir));

@@ -126,8 +126,8 @@ TEST(ModelConfig, GgufRefusesBadRopeScaling) {
 TEST(ModelConfig, GgufRefusesMathItDoesNotRun) {
   GGUFBuilder g = llama_header();
   g.tensor("token_embd.weight", {8, 4}, test::kF32);
-  g.kv_string("llama.rope.scaling.type", "yarn");
-  EXPECT_ERROR_HAS(open_error(g), "unsupported llama.rope.scaling.type 'yarn' (supported: none, linear)");
+  g.kv_string("llama.rope.scaling.type", "ntk");
+  EXPECT_ERROR_HAS(open_error(g), "unsupported llama.rope.scaling.type 'ntk' (supported: none, linear, yarn)");
   for (const char* bias : {"blk.0.attn_output.bias", "blk.0.ffn_down.bias"}) {
     GGUFBuilder b = llama_header();
     b.tensor("token_embd.weight", {8, 4}, test::kF32);

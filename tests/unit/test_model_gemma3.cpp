@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "error_test_util.h"
 #include "formats_test_util.h"
 #include "model_gguf_test_util.h"
 #include "model/model_file.h"
@@ -164,6 +165,16 @@ TEST(ModelGemma3, RefusesWhatItDoesNotRun) {
   Gemma3File missing;
   missing.with_ffn_post_norm = false;
   EXPECT_ERROR_HAS(open_error(missing), "missing tensor for layer 2 ffn output norm");
+
+  // YaRN's attention factor would reach the local layers too (greta folds it into every layer's
+  // score scale); llama.cpp leaves them unscaled.
+  GGUFBuilder yarn = Gemma3File{}.build();
+  yarn.kv_string("gemma3.rope.scaling.type", "yarn");
+  yarn.kv("gemma3.rope.scaling.factor", GGUFType::FLOAT32, 8.0f);
+  TempDir dir;
+  dir.write("m.gguf", yarn.build());
+  EXPECT_ERROR_HAS(test::error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+                   "a RoPE attention factor (YaRN) with local-RoPE sliding-window layers is not supported");
 }
 
 // The synthetic shapes load the same fields as a GGUF file (and validate, post norms included).

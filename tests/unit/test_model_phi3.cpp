@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/quant_blocks.h"
+#include "error_test_util.h"
 #include "formats_test_util.h"
 #include "model/longrope.h"
 #include "model/model_file.h"
@@ -70,16 +71,7 @@ std::unique_ptr<Opened> open_gguf(const GGUFBuilder& g) {
   return o;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-#define EXPECT_ERROR_HAS(expr, needle) EXPECT_NE(std::string(expr).find(needle), std::string::npos) << (expr)
+using test::error_of;
 
 nlohmann::json phi3_config() {
   std::vector<double> s(8, 1.0), l(8, 4.0);
@@ -202,14 +194,17 @@ TEST(Phi3, HfLongRopeSettingsAndRefusals) {
   c["rope_scaling"]["attention_factor"] = -1.0;
   EXPECT_ERROR_HAS(open_hf_error(c), "rope_scaling.attention_factor = -1");
   // RoPE scalings greta does not implement are refused by name, not run unscaled.
-  for (const char* type : {"yarn", "dynamic", "ntk", "longrope2"}) {
+  for (const char* type : {"ntk", "longrope2"}) {
     c = phi3_config();
     c["rope_scaling"]["type"] = type;
     EXPECT_ERROR_HAS(open_hf_error(c), "unsupported rope_scaling type '" + std::string(type) + "'");
   }
+  // "yarn" is longrope to transformers' Phi3Config (its factor lists required); dynamic is refused.
   c = phi3_config();
   c["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
-  EXPECT_ERROR_HAS(open_hf_error(c), "unsupported rope_scaling type 'yarn'");
+  EXPECT_ERROR_HAS(open_hf_error(c), "needs 'rope_scaling.short_factor'");
+  c["rope_scaling"]["rope_type"] = "dynamic";
+  EXPECT_ERROR_HAS(open_hf_error(c), "type 'dynamic' on phi3");
   // Partial rotary (Phi-4-mini): the factor lists then cover the rotated dims only (16 * 0.75 / 2).
   c = phi3_config();
   c["partial_rotary_factor"] = 0.75;
@@ -272,6 +267,23 @@ TEST(Phi3, GgufLongRope) {
   dir.write("m.gguf", g.build());
   EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
                    "phi3.rope.dimension_count = 13 but head_dim = 16 (partial rotary embedding: phi3 only, an even");
+  // rope.scaling.type "longrope" (llama.cpp's name for it) with the factor tensors; without them
+  // or with YaRN next to them: refused.
+  g = phi3_gguf(test::kF32);
+  add_gguf_longrope(g);
+  g.kv_string("phi3.rope.scaling.type", "longrope");
+  EXPECT_FLOAT_EQ(open_gguf(g)->m->config().rope_long_freq_factors[7], 80.0f);
+  g = phi3_gguf(test::kF32);
+  g.kv_string("phi3.rope.scaling.type", "longrope");
+  dir.write("m.gguf", g.build());
+  EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+                   "'longrope' needs tensor 'rope_factors_long.weight'");
+  g = phi3_gguf(test::kF32);
+  add_gguf_longrope(g);
+  g.kv_string("phi3.rope.scaling.type", "yarn");
+  dir.write("m.gguf", g.build());
+  EXPECT_ERROR_HAS(error_of([&] { ModelFile::open((dir.path() / "m.gguf").string()); }),
+                   "YaRN together with LongRoPE factor tensors");
 }
 
 TEST(Phi3, PartialRotaryReordersQAndKRowsPerHead) {
