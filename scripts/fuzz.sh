@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Fuzz the model-file readers and the chat template engine with libFuzzer + ASan/UBSan.
+# Fuzz the model-file readers, the chat template engine and the grammar engine with libFuzzer +
+# ASan/UBSan.
 #   scripts/fuzz.sh [SECONDS]   (default 60 seconds per fuzzer)
 # Builds build-fuzz/ with clang, writes a seed corpus of small valid files into
-# fuzz-corpus/<target>/ (git-ignored), and runs fuzz_gguf, fuzz_safetensors, then fuzz_jinja
-# (seeded with the chat templates of tests/data/chat_templates/).
+# fuzz-corpus/<target>/ (git-ignored), and runs fuzz_gguf, fuzz_safetensors, fuzz_jinja (seeded
+# with the chat templates of tests/data/chat_templates/), then fuzz_grammar (seeded with
+# llama.cpp's grammars of tests/data/gbnf/, a few JSON Schemas and regexes).
 # Crash reproducers land in fuzz-corpus/crashes/; rerun one with build-fuzz/<target> <file>.
 set -euo pipefail
 SECONDS_PER_TARGET="${1:-60}"
@@ -13,10 +15,15 @@ JOBS="${JOBS:-2}"
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DGRETA_FUZZ=ON -DGRETA_TESTS=OFF -DGRETA_CUDA=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build-fuzz --target fuzz_gguf fuzz_safetensors fuzz_jinja -j"$JOBS"
+cmake --build build-fuzz --target fuzz_gguf fuzz_safetensors fuzz_jinja fuzz_grammar -j"$JOBS"
 
-mkdir -p fuzz-corpus/gguf fuzz-corpus/safetensors fuzz-corpus/jinja fuzz-corpus/crashes
+mkdir -p fuzz-corpus/gguf fuzz-corpus/safetensors fuzz-corpus/jinja fuzz-corpus/grammar fuzz-corpus/crashes
 cp tests/data/chat_templates/*.jinja fuzz-corpus/jinja/
+# fuzz_grammar's first byte picks the language: 0 GBNF, 1 JSON Schema, 2 regex.
+for g in tests/data/gbnf/*.gbnf; do { printf '\000'; cat "$g"; } > "fuzz-corpus/grammar/$(basename "$g")"; done
+printf '\001{"type":"object","properties":{"a":{"type":"integer","minimum":-5,"maximum":300},"b":{"type":"array","items":{"enum":["x",1,null]},"maxItems":3}},"required":["a"]}' > fuzz-corpus/grammar/schema_object.json
+printf '\001{"$defs":{"n":{"anyOf":[{"type":"string","pattern":"^[a-z]{2,4}$"},{"$ref":"#/$defs/n"}]}},"$ref":"#/$defs/n"}' > fuzz-corpus/grammar/schema_ref.json
+printf '\002(ab|c[0-9]+)*x?\\d{2,3}' > fuzz-corpus/grammar/regex.txt
 # Seeds come from the reference writers (gguf and safetensors PyPI packages, tools/requirements.txt),
 # so the fuzzer starts from files other tools produce, not only from our own idea of the format.
 python3 - "$ROOT/fuzz-corpus" <<'PY'
@@ -74,5 +81,6 @@ status=0
 run fuzz_gguf gguf 131072 || status=$?
 run fuzz_safetensors safetensors 65536 || status=$?
 run fuzz_jinja jinja 16384 || status=$?
+run fuzz_grammar grammar 8192 || status=$?
 if [ "$status" -ne 0 ]; then echo "fuzzing found a problem: see fuzz-corpus/crashes/" >&2; fi
 exit "$status"
