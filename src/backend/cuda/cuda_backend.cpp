@@ -220,7 +220,6 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     a.counters = ws_.at<int32_t>(DeviceWorkspace::kSplitCounters);
     a.m = w.n_out;
     a.k = w.n_in;
-    a.chunks_per_split = plan.chunks_per_split;
     a.n = int32_t(n);
     a.accumulate = int32_t(accumulate);
     launch(&packed_gemm, w.dtype, a, plan, stream_);

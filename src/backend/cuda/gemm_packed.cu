@@ -258,6 +258,7 @@ size_t packed_gemm_counters(const PackedGemmPlan& p) { return p.splits > 1 ? siz
 
 void packed_gemm(DType t, PackedGemmArgs a, PackedGemmPlan plan, cudaStream_t s) {
   if (a.n <= 0 || a.m <= 0) return;
+  a.chunks_per_split = plan.chunks_per_split;
   on_packed_format<LaunchPacked>(t, a, plan, s);
 }
 

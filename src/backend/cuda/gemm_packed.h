@@ -33,7 +33,7 @@ struct PackedGemmArgs {
   float* scratch = nullptr;     // splits > 1: packed_gemm_scratch_floats(plan) partial sums
   int32_t* counters = nullptr;  // splits > 1: packed_gemm_counters(plan) arrivals, zero between launches
   int64_t m = 0, k = 0;
-  int64_t chunks_per_split = 0;  // the plan's
+  int64_t chunks_per_split = 0;  // set by packed_gemm from the plan
   int32_t n = 0;
   int32_t accumulate = 0;  // 1: out += result (rounded to bf16 first)
 };
@@ -42,8 +42,8 @@ struct PackedGemmArgs {
 PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_sms);
 size_t packed_gemm_scratch_floats(const PackedGemmPlan& p);
 size_t packed_gemm_counters(const PackedGemmPlan& p);
-// a.chunks_per_split must be plan.chunks_per_split; k % 256 == 0 for the K-quants, k a whole
-// number of the format's blocks otherwise, and k % 16 == 0 (granules whole), as the upload checks.
+// k % 256 == 0 for the K-quants, k a whole number of the format's blocks otherwise, and
+// k % 16 == 0 (granules whole), as the upload checks.
 void packed_gemm(DType t, PackedGemmArgs a, PackedGemmPlan plan, cudaStream_t s);
 
 }  // namespace greta::cuda
