@@ -78,7 +78,8 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--greta", required=True, help="greta binary with `serve` (built with cpp-httplib)")
     ap.add_argument("--out-dir", required=True)
-    ap.add_argument("--synthetic", default="llama-3-8b", help="model shape served (bf16 weights)")
+    ap.add_argument("--synthetic", default="llama-3-8b", help="model shape served")
+    ap.add_argument("--dtype", default="bf16", help="its weight type (greta serve --dtype: bf16, fp8, q4_k, ...)")
     ap.add_argument("--device", default="cuda", help="server --device (cpu runs the same step on a CPU)")
     ap.add_argument("--requests", type=int, default=1024, help="timed requests per workload")
     ap.add_argument("--concurrency", type=int, default=256, help="clients at once (also the warm-up requests)")
@@ -95,7 +96,7 @@ def main():
         sys.exit(f"serve: {a.greta} has no 'serve' (built without cpp-httplib? run scripts/gpu-deps.sh "
                  "where it is installed, carry .gpu-deps, then build again)")
     log = lambda name: os.path.join(a.out_dir, name)  # noqa: E731
-    server = [a.greta, "serve", "--synthetic", a.synthetic, "--device", a.device, "--port", "0",
+    server = [a.greta, "serve", "--synthetic", a.synthetic, "--dtype", a.dtype, "--device", a.device, "--port", "0",
               "--max-running", str(a.max_running or a.concurrency), "--kv-blocks", str(a.kv_blocks),
               "--max-step-tokens", str(a.max_step_tokens), "--max-queue", "4096",
               "--http-threads", str(a.concurrency + 64)]

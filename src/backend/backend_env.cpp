@@ -62,6 +62,11 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.packed_weights = parse_bool("GRETA_CUDA_PACKED_WEIGHTS", v);
      }},
+    {"GRETA_CUDA_FP8_TENSOR_CORES", "0|1",
+     "CUDA: FP8 weights with a scale a row run steps past the GEMV as W8A8 on FP8 tensor cores (default 1)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.fp8_tensor_cores = parse_bool("GRETA_CUDA_FP8_TENSOR_CORES", v);
+     }},
     {"GRETA_CUDA_STEP_PROFILE", "0|1", "CUDA: per-step device timing of decode steps, printed at exit (default 0)",
      [](BackendOptions& o, const std::string& v) { o.cuda.step_profile = parse_bool("GRETA_CUDA_STEP_PROFILE", v); }},
 };

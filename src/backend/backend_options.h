@@ -18,8 +18,8 @@ struct CpuOptions {
   std::string dump_dir = {};
 };
 
-// Every choice below changes only the launch plan: results differ between settings by
-// floating-point rounding at most. The defaults are the measured best (docs/notes/).
+// Every choice below but fp8_tensor_cores changes only the launch plan: results differ between
+// settings by floating-point rounding at most. The defaults are the measured best (docs/notes/).
 struct CudaOptions {
   int device = 0;                   // CUDA device index
   bool graphs = true;               // decode steps replayed as CUDA graphs (else launched one by one)
@@ -39,6 +39,10 @@ struct CudaOptions {
   bool packed_weights = true;       // quantized weights (GGUF, FP8, int4) stay in their format on the
                                     // device (read and dequantized by the GEMV;
                                     // docs/notes/quantized-weights.md); false: converted to bf16 at upload
+  bool fp8_tensor_cores = true;     // FP8 weights with one scale a row: steps past the decode GEMV
+                                    // quantize the activations to e4m3 per token and multiply on the
+                                    // FP8 tensor cores (W8A8; docs/notes/fp8-gemm.md), which adds the
+                                    // activations' rounding; false: W8A16 as the other formats
 };
 
 struct BackendOptions {

@@ -228,11 +228,12 @@ void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n) {
 }
 
 void quantize_row_f8_b64(const float* x, BlockF8_64* y, int64_t n) {
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float scale = amax > 0.0f ? amax / 448.0f : 1.0f;
   for (int64_t b = 0; b < n / 64; ++b, x += 64) {
-    float amax = 0.0f;
-    for (int i = 0; i < 64; ++i) amax = std::max(amax, std::fabs(x[i]));
-    y[b].scale = amax > 0.0f ? amax / 448.0f : 1.0f;
-    for (int i = 0; i < 64; ++i) y[b].qs[i] = float_to_fp8_e4m3(x[i] / y[b].scale);
+    y[b].scale = scale;
+    for (int i = 0; i < 64; ++i) y[b].qs[i] = float_to_fp8_e4m3(x[i] / scale);
   }
 }
 

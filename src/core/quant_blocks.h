@@ -159,8 +159,9 @@ void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n);
 void quantize_row_q4_k(const float* x, BlockQ4_K* y, int64_t n);
 void quantize_row_q5_k(const float* x, BlockQ5_K* y, int64_t n);
 void quantize_row_q6_k(const float* x, BlockQ6_K* y, int64_t n);
-// F8_B64 with the scale of each block at amax / 448; I4_G* with the block's [min, max] (widened to
-// hold 0) over 15 steps, as the reference round-to-nearest quantizers of those formats do.
+// F8_B64 with one scale for all of x (a matrix row: per-channel FP8, which the CUDA backend's FP8
+// tensor-core GEMM multiplies directly) at amax / 448; I4_G* with the block's [min, max] (widened
+// to hold 0) over 15 steps, as the reference round-to-nearest quantizers of those formats do.
 void quantize_row_f8_b64(const float* x, BlockF8_64* y, int64_t n);
 template <int G>
 void quantize_row_i4(const float* x, BlockI4<G>* y, int64_t n);

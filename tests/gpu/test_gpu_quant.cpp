@@ -56,7 +56,8 @@ class GpuQuant : public GpuTest {
     GpuTest::SetUp();
     if (IsSkipped()) return;
     CudaOptions o;
-    o.gemv_max_tokens = 32;  // every GEMV launch count; 40 tokens take the batched packed GEMM
+    o.fp8_tensor_cores = false;  // FP8 through the W8A16 paths, as every other format (W8A8: test_gpu_fp8_gemm.cpp)
+    o.gemv_max_tokens = 32;      // every GEMV launch count; 40 tokens take the batched packed GEMM
     packed = make_cuda_backend(o);
     o.packed_gemv_max_tokens = 8;  // 9+ tokens through the batched GEMM and the unfused ops,
     o.packed_gemm_max_tokens = 256;

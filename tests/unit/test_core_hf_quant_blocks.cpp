@@ -120,9 +120,12 @@ TEST(HfQuantBlocks, QuantizeRoundTrips) {
     dequantize_row(t, q.data(), y.data(), 256);
     const int64_t B = block_elems(t);
     for (int64_t b = 0; b < 256 / B; ++b) {
+      // fp8 takes one scale for the whole row (per-channel, as the FP8 tensor-core GEMM wants it),
+      // int4 one per group.
+      const int64_t r0 = t == DType::F8_B64 ? 0 : b * B, r1 = t == DType::F8_B64 ? 256 : (b + 1) * B;
       float lo = 0.0f, hi = 0.0f;
-      for (int64_t i = b * B; i < (b + 1) * B; ++i) lo = std::min(lo, x[size_t(i)]), hi = std::max(hi, x[size_t(i)]);
-      // fp8: half a step of 3 mantissa bits (1/16 relative) plus the subnormal step of the block;
+      for (int64_t i = r0; i < r1; ++i) lo = std::min(lo, x[size_t(i)]), hi = std::max(hi, x[size_t(i)]);
+      // fp8: half a step of 3 mantissa bits (1/16 relative) plus the subnormal step of the row;
       // int4: one step of (hi - lo) / 15 (half from rounding x, half more at the ends from
       // rounding the zero point), plus the fp16 rounding of the step.
       for (int64_t i = b * B; i < (b + 1) * B; ++i) {

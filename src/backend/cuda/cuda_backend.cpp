@@ -107,6 +107,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     GRETA_CUDA_CHECK(cudaMalloc(&out->data, out->bytes));
     upload_.repack(w.dtype, w.data, rb, rows, cols, out->data, stream_);
     GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
+    if (w.dtype == DType::F8_B64) find_fp8_row_scales(w.name, *out);
     return out;
   }
   if (!convert_supported(w.dtype))
@@ -121,6 +122,45 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
   upload_.convert(w.dtype, w.data, rb, rows, cols, static_cast<bf16*>(out->data), stream_);
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
   return out;
+}
+
+// The FP8 GEMM's operand rows are k bytes apart and its bf16 output rows m values apart: cuBLASLt
+// wants both 16-byte aligned.
+namespace {
+bool fp8_gemm_shape(int64_t m, int64_t k) { return k % 16 == 0 && m % 8 == 0; }
+}  // namespace
+
+// An F8_B64 weight whose rows each have one scale (per-tensor and per-channel checkpoints,
+// `--quantize fp8`) keeps those scales as a vector for the FP8 tensor-core GEMM; one with scales
+// that vary along a row (128 x 128 tiles) takes the W8A16 paths, and the load log says so.
+void CudaBackend::find_fp8_row_scales(const std::string& name, CudaWeight& w) {
+  if (!opt_.fp8_tensor_cores) return;
+  DeviceBuffer mixed;
+  mixed.reset(sizeof(int32_t));
+  GRETA_CUDA_CHECK(cudaMalloc(&w.row_scale, size_t(w.n_out) * sizeof(float)));
+  GRETA_CUDA_CHECK(cudaMemsetAsync(mixed.get(), 0, sizeof(int32_t), stream_));
+  f8_row_scales(w.data, w.n_out, w.n_in, w.row_scale, static_cast<int32_t*>(mixed.get()), stream_);
+  int32_t rows_mixed = 0;
+  GRETA_CUDA_CHECK(cudaMemcpyAsync(&rows_mixed, mixed.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (rows_mixed == 0 && fp8_gemm_shape(w.n_out, w.n_in)) {
+    w.bytes += size_t(w.n_out) * sizeof(float);
+    if (!said_fp8_rows_)
+      std::fprintf(stderr,
+                   "greta: cuda: FP8 weights with one scale a row: steps past the decode GEMV run on the FP8 tensor "
+                   "cores (W8A8, activations quantized per token)\n");
+    said_fp8_rows_ = true;
+    return;
+  }
+  GRETA_CUDA_CHECK(cudaFree(w.row_scale));
+  w.row_scale = nullptr;
+  if (!said_fp8_blocks_)
+    std::fprintf(stderr,
+                 "greta: cuda: FP8 tensor '%s' (and any like it) %s: steps past the decode GEMV dequantize it to "
+                 "bf16 for cuBLASLt\n",
+                 name.c_str(),
+                 rows_mixed > 0 ? "has scales that vary along its rows" : "has a shape the FP8 GEMM does not take");
+  said_fp8_blocks_ = true;
 }
 
 std::unique_ptr<KVStorage> CudaBackend::alloc_kv(const KVCacheDesc& d) {
@@ -206,6 +246,15 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
   if (w.dtype == DType::BF16) {
     launch(&lt_gemm_cmd, gemm_.get(), x, static_cast<const bf16*>(w.data), out, n, w.n_out, w.n_in, int(accumulate),
            stream_);
+    return;
+  }
+  if (w.row_scale) {
+    ws_.reserve<uint8_t>(DeviceWorkspace::kFp8Acts, size_t(n * w.n_in));
+    ws_.reserve<float>(DeviceWorkspace::kFp8Scales, size_t(n));
+    const auto* wq = static_cast<const uint8_t*>(w.data) + quant_planes(DType::F8_B64, w.n_out, w.n_in).q;
+    launch(&fp8_gemm_cmd, gemm_.get(), x, ws_.at<uint8_t>(DeviceWorkspace::kFp8Acts),
+           ws_.at<float>(DeviceWorkspace::kFp8Scales), wq, static_cast<const float*>(w.row_scale), out, n, w.n_out,
+           w.n_in, int(accumulate), stream_);
     return;
   }
   if (n <= opt_.packed_gemm_max_tokens) {

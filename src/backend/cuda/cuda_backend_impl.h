@@ -136,8 +136,11 @@ class CudaBackend final : public Backend {
   int gemv_limit(const CudaWeight& w) const;
   // Whether the decode GEMV takes n tokens of x [n, k] (16-byte aligned) against w.
   bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) const;
-  // out [n, m] (+)= x [n, k] @ w^T through cuBLASLt; a packed w is dequantized slice by slice.
+  // out [n, m] (+)= x [n, k] @ w^T for steps past the decode GEMV: cuBLASLt (bf16; FP8 tensor cores
+  // for an F8_B64 w with row scales), the batched packed GEMM, or dequantized slices and cuBLASLt.
   void weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate);
+  // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
+  void find_fp8_row_scales(const std::string& name, CudaWeight& w);
   // The decode GEMV's arguments for x += a @ w^T, or false when the shape is not the GEMV's.
   bool residual_gemv(Tensor a, const CudaWeight& w, Tensor x, GemvArgs& g);
   bool gemv_takes(const NormedRows& in, std::initializer_list<MatmulTarget> targets) const;
@@ -172,8 +175,9 @@ class CudaBackend final : public Backend {
   };
   static constexpr size_t kMaxRopeTables = 8;
   std::deque<RopeTable> rope_tables_;
-  WeightUploader upload_;            // raw weight bytes -> device -> bf16 or packed planes
-  std::set<DType> converted_types_;  // quantized types converted to bf16 so far (said once each)
+  WeightUploader upload_;                                 // raw weight bytes -> device -> bf16 or packed planes
+  std::set<DType> converted_types_;                       // quantized types converted to bf16 so far (said once each)
+  bool said_fp8_rows_ = false, said_fp8_blocks_ = false;  // the FP8 GEMM's load-log lines, said once each
   std::vector<uint16_t> host_bf16_;
 };
 

@@ -89,6 +89,13 @@ void repack_quant(DType t, const void* src, size_t src_row_bytes, int64_t rows, 
 void dequant_rows(DType t, const void* w, int64_t m, int64_t k, const int32_t* ids, int64_t row0, int64_t n_rows,
                   bf16* out, cudaStream_t s);
 
+// ---- fp8_acts.cu: around the FP8 tensor-core GEMM (LtGemm::run_fp8) ----
+// For the packed F8_B64 weight w [m, k]: row_scale[r] = row r's scale where all of its 64-value
+// blocks share one; *mixed (device, zeroed by the caller) += the rows where they do not.
+void f8_row_scales(const void* w, int64_t m, int64_t k, float* row_scale, int32_t* mixed, cudaStream_t s);
+// x [n, k] (k % 16 == 0) -> q [n, k] e4m3 = x / scale[i] per token, scale [n] = amax / 448.
+void quantize_tokens_e4m3(const bf16* x, int64_t n, int64_t k, uint8_t* q, float* scale, cudaStream_t s);
+
 // ---- elementwise.cu ----
 void add(const bf16* a, const bf16* b, bf16* out, int64_t count, cudaStream_t s);  // out may alias
 void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s);

@@ -28,8 +28,12 @@ class CudaWeight final : public Weight {
   ~CudaWeight() override {
     run_flush_hook(flush);
     cudaFree(data);
+    cudaFree(row_scale);
   }
   void* data = nullptr;  // bf16 [n_out, n_in] (2-D) or f32 [1, n_in] (1-D)
+  // F8_B64 whose every row has one scale (per-tensor and per-channel FP8): those scales, f32
+  // [n_out], for the FP8 tensor-core GEMM; null otherwise.
+  float* row_scale = nullptr;
   FlushHook flush;
 };
 

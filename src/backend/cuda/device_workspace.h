@@ -32,6 +32,8 @@ class DeviceWorkspace {
     kSampleOut,      // int32 tokens then float probabilities of a sampled step
     kSampleDist,     // float: the sampled distributions (a test hook)
     kDequant,        // bf16: rows of a packed weight dequantized for a cuBLASLt GEMM
+    kFp8Acts,        // uint8: activations quantized to e4m3 for the FP8 GEMM
+    kFp8Scales,      // float: their per-token scales
     kRegionCount
   };
 

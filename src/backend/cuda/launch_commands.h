@@ -25,6 +25,14 @@ inline void packed_gemm_cmd(LtGemm* g, const bf16* x, DType t, const void* w, bf
   }
 }
 
+// out [n, m] (+)= x [n, k] @ w^T on the FP8 tensor cores, for an F8_B64 weight with one scale a
+// row (CudaWeight::row_scale): x is quantized per token into xq [n, k] / x_scale [n] first.
+inline void fp8_gemm_cmd(LtGemm* g, const bf16* x, uint8_t* xq, float* x_scale, const uint8_t* wq, const float* w_scale,
+                         bf16* out, int64_t n, int64_t m, int64_t k, int accumulate, cudaStream_t s) {
+  quantize_tokens_e4m3(x, n, k, xq, x_scale, s);
+  g->run_fp8(xq, x_scale, wq, w_scale, out, n, m, k, accumulate != 0, s);
+}
+
 inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, DevStep st,
                         KVLayerDev L, cudaStream_t s) {
   rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);

@@ -1,0 +1,151 @@
+// FP8 weights on the FP8 tensor cores (W8A8: LtGemm::run_fp8, fp8_acts.cu) against a reference
+// written here from the formats' definitions: each token's activations quantized to e4m3 with
+// scale amax / 448 (core/quant_blocks.h float_to_fp8_e4m3), times the weight's decoded values, in
+// double. The GPU's own error is then only its fp32 (fast) accumulation and the bf16 output;
+// a path that skipped the activation quantization (W8A16) misses the bound by ~10x. Also: the
+// residual form (x += a @ w^T), weights whose scales vary along a row (which must take the W8A16
+// path and agree with the CPU's exact product), and the switch that turns the path off.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+
+namespace greta::gputest {
+namespace {
+
+constexpr double kFp8GemmTol = 4e-3;  // fp32 fast accumulation + bf16 output against the exact product
+
+// out [n, m] = q8(x) [n, k] @ w [m, k]^T, q8 = per-token e4m3 with scale amax / 448.
+std::vector<float> w8a8_reference(const std::vector<float>& x, const std::vector<float>& w, int64_t n, int64_t m,
+                                  int64_t k) {
+  std::vector<float> out(size_t(n * m));
+  std::vector<double> xq(static_cast<size_t>(k));
+  for (int64_t i = 0; i < n; ++i) {
+    float amax = 0.f;
+    for (int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(x[size_t(i * k + j)]));
+    const float s = amax > 0.f ? amax / 448.f : 1.f;
+    for (int64_t j = 0; j < k; ++j)
+      xq[size_t(j)] = double(s) * fp8_e4m3_to_float(float_to_fp8_e4m3(x[size_t(i * k + j)] / s));
+    for (int64_t r = 0; r < m; ++r) {
+      double acc = 0;
+      for (int64_t j = 0; j < k; ++j) acc += xq[size_t(j)] * w[size_t(r * k + j)];
+      out[size_t(i * m + r)] = float(acc);
+    }
+  }
+  return out;
+}
+
+std::vector<float> exact_product(const std::vector<float>& x, const std::vector<float>& w, int64_t n, int64_t m,
+                                 int64_t k) {
+  std::vector<float> out(size_t(n * m));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t r = 0; r < m; ++r) {
+      double acc = 0;
+      for (int64_t j = 0; j < k; ++j) acc += double(x[size_t(i * k + j)]) * w[size_t(r * k + j)];
+      out[size_t(i * m + r)] = float(acc);
+    }
+  return out;
+}
+
+// Activations with tokens of different sizes and a few large channels, as a model's are: the
+// per-token scale must follow each token's own range.
+std::vector<float> activations(int64_t n, int64_t k, std::mt19937& rng) {
+  std::vector<float> x = random_values(size_t(n * k), 1.f, rng);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < k; ++j) {
+      float& v = x[size_t(i * k + j)];
+      v = bf16_to_float(float_to_bf16(v * std::ldexp(1.f, int(i % 7) - 3) * (j % 97 == 5 ? 12.f : 1.f)));
+    }
+  return x;
+}
+
+class GpuFp8Gemm : public GpuTest {};
+
+TEST_F(GpuFp8Gemm, MatmulMatchesTheQuantizedProduct) {
+  std::mt19937 rng(11);
+  struct Shape {
+    int64_t n, m, k;
+  };
+  // 33 tokens: the first step past the decode GEMV; m and k awkward for tiles (k % 64 == 0 is the
+  // format's, m % 8 == 0 the GEMM's).
+  for (const Shape& sh : {Shape{33, 264, 576}, Shape{100, 1000, 1088}, Shape{300, 512, 4096}}) {
+    HostWeight w(DType::F8_B64, {sh.m, sh.k}, random_floats(size_t(sh.m * sh.k), 0.1f, rng));
+    auto wg = gpu->upload(w.t);
+    const std::vector<float> x = activations(sh.n, sh.k, rng);
+    Tensor xt = make_tensor(*gpu, sh.n, sh.k, x), out = gpu->alloc(sh.n, sh.m);
+    poison(out);
+    gpu->matmul(xt, *wg, nullptr, out);
+    const auto got = read(*gpu, out);
+    const auto dec = w.decoded();
+    const std::string what = "fp8 W8A8 n=" + std::to_string(sh.n) + " m=" + std::to_string(sh.m) +
+                             " k=" + std::to_string(sh.k);
+    report(what, rel_err(got, w8a8_reference(x, dec, sh.n, sh.m, sh.k)), kFp8GemmTol);
+    // Against the unquantized activations: the activations' e4m3 rounding (~2^-5 relative).
+    report(what + " vs W8A16", rel_err(got, exact_product(x, dec, sh.n, sh.m, sh.k)), 6e-2);
+    gpu->free(xt);
+    gpu->free(out);
+  }
+}
+
+TEST_F(GpuFp8Gemm, ResidualAddAccumulatesInTheEpilogue) {
+  std::mt19937 rng(12);
+  const int64_t n = 65, m = 576, k = 1536;
+  HostWeight w(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.05f, rng));
+  auto wg = gpu->upload(w.t);
+  const std::vector<float> a = activations(n, k, rng), x0 = random_values(size_t(n * m), 1.f, rng);
+  Tensor at = make_tensor(*gpu, n, k, a), xt = make_tensor(*gpu, n, m, x0), tmp = gpu->alloc(n, m);
+  gpu->matmul_add(at, *wg, tmp, xt);
+  const auto got = read(*gpu, xt);
+  std::vector<float> want = w8a8_reference(a, w.decoded(), n, m, k);
+  for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
+  report("fp8 W8A8 residual add n=65 m=576 k=1536", rel_err(got, want), kFp8GemmTol);
+  gpu->free(at);
+  gpu->free(xt);
+  gpu->free(tmp);
+}
+
+// Scales that vary along a row (a 128 x 128 tile-scaled checkpoint, or F8_B64's own per-block
+// form) have no place in the FP8 GEMM's per-row scales: such a weight takes the W8A16 paths and
+// agrees with the CPU's exact product to bf16 accuracy. So does every FP8 weight with the switch off.
+TEST_F(GpuFp8Gemm, OtherScalesAndTheSwitchTakeTheW8A16Paths) {
+  std::mt19937 rng(13);
+  const int64_t n = 40, m = 128, k = 640;
+  HostWeight w(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.1f, rng));
+  const size_t bb = block_bytes(DType::F8_B64);
+  float scale = 0.f;  // block 3 of row 5 at another scale than the rest of its row
+  std::memcpy(&scale, w.bytes.data() + (5 * (k / 64) + 3) * bb, 4);
+  scale *= 2.f;
+  std::memcpy(w.bytes.data() + (5 * (k / 64) + 3) * bb, &scale, 4);
+  HostWeight uniform(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.1f, rng));
+  CudaOptions off;
+  off.fp8_tensor_cores = false;
+  auto gpu_off = make_cuda_backend(off);
+  auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
+  const std::vector<float> x = activations(n, k, rng);
+  struct Case {
+    const char* what;
+    Backend* gpu;
+    HostWeight* w;
+  };
+  for (const Case& c :
+       {Case{"fp8 mixed scales (W8A16)", gpu.get(), &w}, Case{"fp8 switch off (W8A16)", gpu_off.get(), &uniform}}) {
+    auto wg = c.gpu->upload(c.w->t);
+    auto wc = exact->upload(c.w->t);
+    Tensor xg = make_tensor(*c.gpu, n, k, x), og = c.gpu->alloc(n, m);
+    Tensor xc = make_tensor(*exact, n, k, x), oc = exact->alloc(n, m);
+    poison(og);
+    c.gpu->matmul(xg, *wg, nullptr, og);
+    exact->matmul(xc, *wc, nullptr, oc);
+    report(c.what, rel_err(read(*c.gpu, og), read(*exact, oc)), kBf16Tol);
+    c.gpu->free(xg);
+    c.gpu->free(og);
+    exact->free(xc);
+    exact->free(oc);
+  }
+}
+
+}  // namespace
+}  // namespace greta::gputest
