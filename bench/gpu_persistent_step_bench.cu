@@ -14,7 +14,9 @@
 // A work item is the engine's decode-GEMV tile (16 rows, 8 warps reading adjacent 64-byte chunks
 // of each row), the o and down projections split over 2 parts of k so they have as many items
 // as the others have tiles. Prints JSON lines (card, bytes, ms a step, GB/s, % of the copy
-// bandwidth measured in the same run, difference against `graph`) and a table on stderr.
+// bandwidth measured in the same run, difference against `graph`) and a table on stderr; then
+// the same four with each phase's k split so that its items fill whole rounds of the resident
+// blocks ("_even").
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
@@ -351,43 +353,58 @@ int main() {
       return f;
     };
     const char* names[] = {"graph", "graph_pdl", "coop", "coop_pre"};
-    std::vector<float> ref;
     bool ok = true;
-    std::vector<double> ms(4);
-    for (int v = 0; v < 4; ++v) {
-      auto once = [&] {
-        if (v < 2) launch_phases(v == 1);
-        else launch_coop(v == 3);
-      };
-      const std::vector<float> out = result(once);
-      if (v == 0) ref = out;
-      double diff = 0, mag = 0;
-      bool finite = true;
-      for (int i = 0; i < kDim; ++i) {
-        finite = finite && std::isfinite(out[size_t(i)]) && std::isfinite(ref[size_t(i)]);
-        if (!finite) break;
-        diff = std::max(diff, double(std::fabs(out[size_t(i)] - ref[size_t(i)])));
-        mag = std::max(mag, double(std::fabs(ref[size_t(i)])));
+    std::vector<double> ms(8);
+    // Layout "even": each phase's k split so its items fill whole rounds of the resident blocks
+    // (q/k/v 1, o 3, gate/up 2, down 3 parts: 768 / 768 / 2752 / 768 items, 1.94 / 1.94 / 6.95 /
+    // 1.94 rounds of 396 blocks) against the default's partial rounds (1.94 / 1.29 / 3.47 / 1.29).
+    for (int layout = 0; layout < 2; ++layout) {
+      if (layout == 1) {
+        for (int l = 0; l < kLayers; ++l) {
+          hs.ph[4 * l + 1].parts = 3;
+          hs.ph[4 * l + 2].parts = 2;
+          hs.ph[4 * l + 3].parts = 3;
+        }
+        GRETA_CUDA_CHECK(cudaMemcpyAsync(ds, &hs, sizeof(Step), cudaMemcpyHostToDevice, st));
       }
-      const bool good = finite && diff == 0.0 && mag > 0;
-      ok = ok && good;
-      if (v < 2) ms[size_t(v)] = median_graph_ms([&](int) { launch_phases(v == 1); }, st, 20, 1);
-      else ms[size_t(v)] = median_ms([&](int) { launch_coop(v == 3); }, 20, 1, st);
-      const double gbs = double(n_w) * 2 / ms[size_t(v)] / 1e6;
-      std::printf(
-          "{\"bench\":\"persistent_step\",\"device\":\"%s\",\"variant\":\"%s\",\"layers\":%d,\"blocks\":%d,"
-          "\"weight_bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f,\"pct_of_copy\":%.2f,\"max_diff_vs_graph\":%g,"
-          "\"max_abs\":%g,\"finite\":%s,\"check\":\"%s\"}\n",
-          dev.c_str(), names[v], kLayers, blocks, n_w * 2, ms[size_t(v)], gbs, 100.0 * gbs / copy_gbs, diff, mag,
-          finite ? "true" : "false", good ? "pass" : "FAIL");
-      std::fflush(stdout);
+      const char* lname = layout == 0 ? "" : "_even";
+      std::vector<float> ref;
+      for (int v = 0; v < 4; ++v) {
+        const size_t vi = size_t(4 * layout + v);
+        auto once = [&] {
+          if (v < 2) launch_phases(v == 1);
+          else launch_coop(v == 3);
+        };
+        const std::vector<float> out = result(once);
+        if (v == 0) ref = out;
+        double diff = 0, mag = 0;
+        bool finite = true;
+        for (int i = 0; i < kDim; ++i) {
+          finite = finite && std::isfinite(out[size_t(i)]) && std::isfinite(ref[size_t(i)]);
+          if (!finite) break;
+          diff = std::max(diff, double(std::fabs(out[size_t(i)] - ref[size_t(i)])));
+          mag = std::max(mag, double(std::fabs(ref[size_t(i)])));
+        }
+        const bool good = finite && diff == 0.0 && mag > 0;
+        ok = ok && good;
+        if (v < 2) ms[vi] = median_graph_ms([&](int) { launch_phases(v == 1); }, st, 20, 1);
+        else ms[vi] = median_ms([&](int) { launch_coop(v == 3); }, 20, 1, st);
+        const double gbs = double(n_w) * 2 / ms[vi] / 1e6;
+        std::printf(
+            "{\"bench\":\"persistent_step\",\"device\":\"%s\",\"variant\":\"%s%s\",\"layers\":%d,\"blocks\":%d,"
+            "\"weight_bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f,\"pct_of_copy\":%.2f,\"max_diff_vs_graph\":%g,"
+            "\"max_abs\":%g,\"finite\":%s,\"check\":\"%s\"}\n",
+            dev.c_str(), names[v], lname, kLayers, blocks, n_w * 2, ms[vi], gbs, 100.0 * gbs / copy_gbs, diff, mag,
+            finite ? "true" : "false", good ? "pass" : "FAIL");
+        std::fflush(stdout);
+      }
     }
     std::fprintf(stderr, "%s, copy %.0f GB/s, %d blocks of %d threads, %zu MB of weights a step\n", dev.c_str(),
                  copy_gbs, blocks, kThreads, n_w * 2 >> 20);
-    for (int v = 0; v < 4; ++v) {
-      const double gbs = double(n_w) * 2 / ms[size_t(v)] / 1e6;
-      std::fprintf(stderr, "  %-10s %8.3f ms  %7.1f GB/s  %5.1f%% of copy\n", names[v], ms[size_t(v)], gbs,
-                   100.0 * gbs / copy_gbs);
+    for (size_t vi = 0; vi < ms.size(); ++vi) {
+      const double gbs = double(n_w) * 2 / ms[vi] / 1e6;
+      std::fprintf(stderr, "  %-10s%-5s %8.3f ms  %7.1f GB/s  %5.1f%% of copy\n", names[vi % 4], vi < 4 ? "" : "_even",
+                   ms[vi], gbs, 100.0 * gbs / copy_gbs);
     }
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
