@@ -435,6 +435,10 @@ def main():
     ap.add_argument("--shared-prefix", type=int, default=0, help="prompt tokens every request shares")
     ap.add_argument("--long-prompt", type=int, default=0, metavar="L",
                     help="head of line: send one L-token prompt first, then the -n short requests")
+    ap.add_argument("--long-every", type=int, default=0, metavar="K",
+                    help="with --long-prompt: no head-of-line request; instead every K-th of the -n requests "
+                         "is an L-token prompt among the short ones (long documents mixed with chats); the "
+                         "short requests' inter-token latency is reported apart")
     ap.add_argument("--id-range", default="auto",
                     help="prompt token ids are drawn from [LO, HI); auto: [1000, 20000) clipped to the "
                          "model's vocabulary V as [min(1000, V/10), min(20000, V)) (above most special tokens)")
@@ -452,8 +456,10 @@ def main():
     if a.procs < 1:
         ap.error("--procs must be >= 1")
     a.procs = min(a.procs, a.concurrency)  # no process without a client
-    if a.long_prompt < 0:
-        ap.error("--long-prompt must be >= 0")
+    if a.long_prompt < 0 or a.long_every < 0:
+        ap.error("--long-prompt and --long-every must be >= 0")
+    if a.long_every and not a.long_prompt:
+        ap.error("--long-every needs --long-prompt L")
     if not 0 <= a.shared_prefix <= a.prompt_tokens:
         ap.error("--shared-prefix must be in [0, -p]")
     id_range = None
@@ -497,8 +503,12 @@ def main():
             if failed:
                 raise SystemExit(f"serve_load: {len(failed)} warm-up requests failed, e.g.: {failed[0]}")
         prompts = make_prompts(a.requests, a.prompt_tokens, a.shared_prefix, lo, hi, a.seed)
+        if a.long_every:
+            longs = make_prompts(len(prompts) // a.long_every, a.long_prompt, 0, lo, hi, a.seed + 3_000_017)
+            for j, ids in enumerate(longs):
+                prompts[(j + 1) * a.long_every - 1] = ids
         before = {}
-        long_req = start_long_request(target, a, lo, hi) if a.long_prompt else None
+        long_req = start_long_request(target, a, lo, hi) if a.long_prompt and not a.long_every else None
         results, t0, t1, client_cpu = run_load(target, prompts, a, lambda: before.update(target.metrics()))
         after = target.metrics()
         if long_req:
@@ -536,6 +546,17 @@ def main():
         "itl_ms_p50": ms(percentile(itl, 0.5)), "itl_ms_p99": ms(percentile(itl, 0.99)),
         "client_cpu_s": round(client_cpu, 3),
     }
+    if a.long_every:
+        # Records in prompt order (run_load returns one slot per prompt): short chats and long documents apart.
+        kinds = {"short": [r for r, p in zip(results, prompts) if r and not r["error"] and len(p) != a.long_prompt],
+                 "long": [r for r, p in zip(results, prompts) if r and not r["error"] and len(p) == a.long_prompt]}
+        short_itl = [b - a_ for r in kinds["short"] for a_, b in zip(r["chunks"], r["chunks"][1:])]
+        long_ttft = [r["chunks"][0] - r["start"] for r in kinds["long"] if r["chunks"]]
+        result.update({"long_prompt": a.long_prompt, "long_every": a.long_every, "long_completed": len(kinds["long"]),
+                       "short_itl_ms_p50": ms(percentile(short_itl, 0.5)),
+                       "short_itl_ms_p99": ms(percentile(short_itl, 0.99)),
+                       "long_ttft_ms_p50": ms(percentile(long_ttft, 0.5)),
+                       "long_ttft_ms_max": ms(max(long_ttft, default=None))})
     if long_req:
         rec = long_req.get("rec")
         result["long_prompt"] = a.long_prompt

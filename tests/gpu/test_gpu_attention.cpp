@@ -1,6 +1,6 @@
 // rope_kv_write + paged attention vs the CPU backend: GQA, several sequences of different
 // lengths, shuffled (non-contiguous) block tables, prompt steps, decode steps, mixed steps
-// with a chunked prompt, both RoPE pairings, contexts up to 4096; decode partitions merged by
+// with a chunked prompt, both RoPE pairings, contexts up to 4096 and decode at 8K-128K; decode partitions merged by
 // their last block (the default: a single partition written directly) and by the merge kernel;
 // sliding windows (windowed and global attention over the same step).
 #include <algorithm>
@@ -159,6 +159,29 @@ TEST_F(GpuAttention, LongContextDecode) {
       r.step({1, 1}, m + "decode ctx 4096 + ctx 101");
       r.step({1, 300}, m + "decode ctx 4097 + prompt chunk at 101");
     }
+}
+
+TEST_F(GpuAttention, LongContexts8KTo128K) {
+  // One sequence filled by 4096-token prompt chunks (unchecked), its decode attention checked
+  // at 8K, 32K and 128K positions, each time next to a short sequence in the same step; GQA
+  // (Llama-3's 32/8 heads) and MHA. The shuffled block table spans the whole cache.
+  for (AttnCase c : {AttnCase{32, 8, 128, true}, AttnCase{16, 16, 64, false}}) {
+    const int top = c.n_kv == 8 ? 131072 : 32768;
+    AttentionRunner r(*gpu, *cpu, c, top / 16 + 64, 21);
+    r.add_seq();
+    r.add_seq();
+    int len = 0;
+    for (int ctx : {8192, 32768, 131072}) {
+      if (ctx > top) break;
+      while (len < ctx - 1) {
+        const int chunk = std::min(4096, ctx - 1 - len);
+        r.step({chunk, 0}, "fill", false);
+        len += chunk;
+      }
+      r.step({1, ctx == 8192 ? 37 : 1}, "decode ctx " + std::to_string(ctx) + " + short sequence");
+      ++len;
+    }
+  }
 }
 
 TEST_F(GpuAttention, SlidingWindow) {
