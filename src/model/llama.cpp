@@ -31,18 +31,22 @@ struct LlamaModel::Scratch {
   }
 };
 
-LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
-  if ((cfg_.attn_softcap > 0.0f || cfg_.final_softcap > 0.0f) && !be_.supports_logit_softcapping()) {
+void LlamaModel::check_backend(const ModelConfig& c, const Backend& be) {
+  if ((c.attn_softcap > 0.0f || c.final_softcap > 0.0f) && !be.supports_logit_softcapping()) {
     char caps[96];
-    std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", cfg_.attn_softcap, cfg_.final_softcap);
-    throw Error(cfg_.name + " (" + cfg_.arch + ") needs logit soft-capping (" + caps + "), which backend " +
-                be_.name() + " does not implement (no soft cap in its attention, no logit soft-cap op); " +
+    std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", c.attn_softcap, c.final_softcap);
+    throw Error(c.name + " (" + c.arch + ") needs logit soft-capping (" + caps + "), which backend " +
+                be.name() + " does not implement (no soft cap in its attention, no logit soft-cap op); " +
                 "the CPU backend runs it");
   }
-  if (cfg_.n_experts > 0 && !be_.supports_moe())
-    throw Error(cfg_.name + " (" + cfg_.arch + ") is a mixture of experts (" + std::to_string(cfg_.n_experts) +
-                " experts, " + std::to_string(cfg_.n_experts_used) + " per token), which backend " + be_.name() +
+  if (c.n_experts > 0 && !be.supports_moe())
+    throw Error(c.name + " (" + c.arch + ") is a mixture of experts (" + std::to_string(c.n_experts) +
+                " experts, " + std::to_string(c.n_experts_used) + " per token), which backend " + be.name() +
                 " does not run (no expert router or expert ops); the CPU backend runs it");
+}
+
+LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
+  check_backend(cfg_, be_);
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};

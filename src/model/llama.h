@@ -44,6 +44,10 @@ class LlamaModel {
   // (the CPU backend uses weights straight from the file mapping).
   LlamaModel(const ModelFile& file, Backend& backend);
   ~LlamaModel();
+  // Throws greta::Error when `be` lacks an op a model of config `c` needs (logit soft-capping,
+  // the expert ops), naming both; the constructor checks it first. A caller may check a
+  // synthetic shape's config before making its weights.
+  static void check_backend(const ModelConfig& c, const Backend& be);
 
   const ModelConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }

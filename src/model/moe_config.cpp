@@ -70,7 +70,8 @@ void read_hf_moe(const nlohmann::json& j, ModelConfig& c, const std::string& cfg
     return it->get<int64_t>();
   };
   const bool qwen = c.arch == "qwen3moe";
-  const char* experts_key = qwen ? "num_experts" : "num_local_experts";
+  // transformers >= 5 writes Qwen3-MoE's num_experts as num_local_experts (its attribute map).
+  const char* experts_key = qwen && j.contains("num_experts") ? "num_experts" : "num_local_experts";
   set_counts(c, int_of(experts_key, 0), int_of("num_experts_per_tok", 0), experts_key, "num_experts_per_tok",
              cfg_path);
   if (!qwen) {  // Mixtral: intermediate_size is each expert's; the weights always renormalised

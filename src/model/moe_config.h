@@ -19,7 +19,8 @@ class GGUFFile;
 // or a router tensor is refused. Throws greta::Error naming the key.
 void read_gguf_moe(const GGUFFile& g, ModelConfig& c, const std::string& path);
 
-// config.json of c.arch "qwen3moe" (num_experts, num_experts_per_tok, moe_intermediate_size,
+// config.json of c.arch "qwen3moe" (num_experts, or num_local_experts as transformers >= 5
+// writes it; num_experts_per_tok, moe_intermediate_size,
 // norm_topk_prob, decoder_sparse_step, mlp_only_layers) or "mixtral" (num_local_experts,
 // num_experts_per_tok; intermediate_size is the experts'). Throws greta::Error naming the key.
 void read_hf_moe(const nlohmann::json& j, ModelConfig& c, const std::string& cfg_path);

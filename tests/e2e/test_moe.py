@@ -116,6 +116,29 @@ def test_hf_checkpoint_against_llamacpp_on_the_same_weights(greta_bin, moe, refe
     assert_matches(f"{kind} safetensors", got, reference, MAX_LOGIT_DIFF["f32"])
 
 
+def test_config_written_by_transformers(greta_bin, moe, reference, tmp_path):
+    """The config.json transformers itself writes (rope_parameters; Qwen3-MoE's expert count as
+    num_local_experts) loads to the same model."""
+    transformers = pytest.importorskip("transformers")
+    kind, hf, _ = moe
+    cfg = json.load(open(hf / "config.json"))
+    keys = ["hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "vocab_size", "tie_word_embeddings", "rope_theta", "rms_norm_eps", "max_position_embeddings",
+            "num_experts_per_tok"]
+    if kind == "qwen3moe":
+        keys += ["num_experts", "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step", "mlp_only_layers"]
+        config = transformers.Qwen3MoeConfig
+    else:
+        keys += ["num_local_experts", "sliding_window"]
+        config = transformers.MixtralConfig
+    d = changed_config(hf, tmp_path / "tf")
+    config(**{k: cfg[k] for k in keys}, architectures=cfg["architectures"]).save_pretrained(d)
+    written = json.load(open(d / "config.json"))
+    assert "rope_parameters" in written and "rope_theta" not in written, written  # the form this test is about
+    got = greta_forced(greta_bin, d, reference["generated_ids"], tmp_path / "f.json")
+    assert_matches(f"{kind} transformers config", got, reference, MAX_LOGIT_DIFF["f32"])
+
+
 def test_quantized_experts_against_llamacpp(greta_bin, moe, tmp_path):
     kind, _, gguf = moe
     if importlib.util.find_spec("llama_cpp") is None:

@@ -241,6 +241,10 @@ TEST(ModelMoe, SyntheticQwen3_30B_A3B) {
                               c.n_experts, c.n_experts_used}),
             (std::vector<int>{48, 2048, 32, 4, 128, 768, 151936, 128, 8}));
   EXPECT_TRUE(c.qk_norm && c.expert_weights_norm && !c.tied_embeddings);
+  // A backend without the expert ops refuses the shape before its 30 billion weights are made.
+  test::CpuWithout be("cpu without experts", {.moe = false});
+  EXPECT_THROW(LlamaModel::check_backend(c, be), Error);
+  EXPECT_NO_THROW(LlamaModel::check_backend(c, *make_cpu_backend({.n_threads = 1})));
 }
 
 }  // namespace greta
