@@ -21,6 +21,7 @@ import sys
 import pytest
 
 from conftest import ROOT, compare_forced_steps, identical_prefix, read_json, run_greta
+from llamacpp_greedy import greedy_steps
 
 TOOL = os.path.join(ROOT, "tools", "random_moe_model.py")
 VOCAB = 1000
@@ -52,28 +53,9 @@ def moe(request, tmp_path_factory):
     return request.param, d / "hf", d / "f32.gguf"
 
 
-def llamacpp_steps(model):
-    """llama.cpp's prompt ids, greedy tokens and every logit of every step."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed for {sys.executable} (bash tools/install_llamacpp_reference.sh)")
-    import numpy as np
-    from llama_cpp import Llama
-    llm = Llama(model_path=str(model), n_ctx=128, n_threads=2, n_batch=128, logits_all=True, verbose=False, seed=0)
-    ids = llm.tokenize(PROMPT.encode(), add_bos=True)
-    llm.eval(ids)
-    gen, steps = [], []
-    for _ in range(N_GEN):
-        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-        order = np.lexsort((np.arange(len(row)), -row))
-        steps.append([[int(t), float(row[t])] for t in order])
-        gen.append(int(order[0]))
-        llm.eval([gen[-1]])
-    return {"prompt_ids": ids, "generated_ids": gen, "steps": steps}
-
-
 @pytest.fixture(scope="module")
 def reference(moe):
-    return llamacpp_steps(moe[2])
+    return greedy_steps(moe[2], PROMPT, N_GEN)
 
 
 def greta_forced(greta_bin, model, forced, report):
@@ -149,7 +131,7 @@ def test_quantized_experts_against_llamacpp(greta_bin, moe, tmp_path):
     quantize(str(gguf), str(q), "Q4_K_M", 2)
     types = json.loads(run_greta(greta_bin, "info", "-m", q, "--json").stdout)["tensor_types"]
     assert "Q4_K" in types and "F32" in types, types  # the experts K-quantized, the norms and routers F32
-    ref = llamacpp_steps(q)
+    ref = greedy_steps(q, PROMPT, N_GEN)
     got = greta_forced(greta_bin, q, ref["generated_ids"], tmp_path / "f.json")
     assert_matches(f"{kind} Q4_K_M", got, ref, MAX_LOGIT_DIFF["q4_k_m"])
 

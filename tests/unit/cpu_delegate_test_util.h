@@ -8,6 +8,9 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "model/llama.h"
+#include "model/model_file.h"
 
 namespace greta::test {
 
@@ -49,5 +52,15 @@ class CpuWithout final : public Backend {
   Features f_;
   std::unique_ptr<Backend> cpu_ = make_cpu_backend({.n_threads = 1});
 };
+
+// The message of the greta::Error loading `f` on `be` throws, or "<no error>".
+inline std::string model_load_error(const ModelFile& f, Backend& be) {
+  try {
+    LlamaModel m(f, be);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
 
 }  // namespace greta::test
