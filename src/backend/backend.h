@@ -236,7 +236,7 @@ class Backend {
                                Tensor out) {
     throw Error("backend " + name() + " does not implement add_rows_scaled (check supports_moe())");
   }
-  struct Expert {  // one expert's SwiGLU matrices
+  struct Expert {                  // one expert's SwiGLU matrices
     const Weight* gate = nullptr;  // [f, k]
     const Weight* up = nullptr;    // [f, k]
     const Weight* down = nullptr;  // [k, f]

@@ -15,9 +15,9 @@ namespace greta {
 struct LlamaModel::Scratch {
   Backend& be;
   int cap_tokens = 0, cap_logits = 0;
-  Tensor x, h, q, k, v, att, gate, up;      // [cap_tokens, *]
+  Tensor x, h, q, k, v, att, gate, up;          // [cap_tokens, *]
   Tensor router_logits, expert_in, expert_out;  // [cap_tokens, *], a mixture of experts only
-  Tensor last, logits;                      // [cap_logits, *]
+  Tensor last, logits;                          // [cap_logits, *]
   explicit Scratch(Backend& b) : be(b) {}
   ~Scratch() { release(); }
   std::array<Tensor*, 11> per_token() {
@@ -35,13 +35,13 @@ void LlamaModel::check_backend(const ModelConfig& c, const Backend& be) {
   if ((c.attn_softcap > 0.0f || c.final_softcap > 0.0f) && !be.supports_logit_softcapping()) {
     char caps[96];
     std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", c.attn_softcap, c.final_softcap);
-    throw Error(c.name + " (" + c.arch + ") needs logit soft-capping (" + caps + "), which backend " +
-                be.name() + " does not implement (no soft cap in its attention, no logit soft-cap op); " +
+    throw Error(c.name + " (" + c.arch + ") needs logit soft-capping (" + caps + "), which backend " + be.name() +
+                " does not implement (no soft cap in its attention, no logit soft-cap op); " +
                 "the CPU backend runs it");
   }
   if (c.n_experts > 0 && !be.supports_moe())
-    throw Error(c.name + " (" + c.arch + ") is a mixture of experts (" + std::to_string(c.n_experts) +
-                " experts, " + std::to_string(c.n_experts_used) + " per token), which backend " + be.name() +
+    throw Error(c.name + " (" + c.arch + ") is a mixture of experts (" + std::to_string(c.n_experts) + " experts, " +
+                std::to_string(c.n_experts_used) + " per token), which backend " + be.name() +
                 " does not run (no expert router or expert ops); the CPU backend runs it");
 }
 
@@ -77,8 +77,8 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
       L.router = be_.upload(*file.router_tensor(l));
       for (int e = 0; e < cfg_.n_experts; ++e) {
         auto& w = L.experts.emplace_back();
-        for (Role r : {Role::WGate, Role::WUp, Role::WDown})
-          w[r == Role::WGate ? 0 : r == Role::WUp ? 1 : 2] = be_.upload(*file.expert_tensor(l, e, r));
+        const Role roles[] = {Role::WGate, Role::WUp, Role::WDown};
+        for (size_t i = 0; i < w.size(); ++i) w[i] = be_.upload(*file.expert_tensor(l, e, roles[i]));
         L.expert_ops.push_back({w[0].get(), w[1].get(), w[2].get()});
       }
     } else {

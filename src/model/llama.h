@@ -32,9 +32,9 @@ struct LayerWeights {
 
   // Every weight slot of the layer but the experts', the null ones (absent optional weights) included.
   std::array<const std::unique_ptr<Weight>*, 17> all() const {
-    return {&attn_norm,      &wq,           &wk, &wv,       &bq,     &bk,   &bv,
-            &q_norm,         &k_norm,       &wo, &ffn_norm, &w_gate, &w_up, &w_down,
-            &attn_post_norm, &ffn_post_norm, &router};
+    return {&attn_norm,    &wq, &wk,       &wv,     &bq,     &bk,   &bv,     &q_norm,
+            &k_norm,       &wo, &ffn_norm, &router, &w_gate, &w_up, &w_down, &attn_post_norm,
+            &ffn_post_norm};
   }
 };
 

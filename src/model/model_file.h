@@ -97,7 +97,7 @@ class ModelFile {
   std::string router_name(int layer) const;
   void open_gguf(const std::string& path);
   void open_hf(const std::string& dir);
-  void split_fused();  // Phi-3's fused q/k/v and gate/up matrices (model/fused_tensors.h)
+  void split_fused();    // Phi-3's fused q/k/v and gate/up matrices (model/fused_tensors.h)
   void split_experts();  // GGUF's stacked expert matrices, one view per expert
 
   std::string path_;

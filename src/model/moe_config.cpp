@@ -52,7 +52,8 @@ void read_gguf_moe(const GGUFFile& g, ModelConfig& c, const std::string& path) {
   // a file that says otherwise is honoured.
   c.expert_weights_norm = g.get_bool(a + "expert_weights_norm").value_or(true);
   if (auto s = g.get_int(a + "expert_shared_count"); s && *s != 0)
-    throw Error(path + ": " + a + "expert_shared_count = " + std::to_string(*s) + " (shared experts are not supported)");
+    throw Error(path + ": " + a + "expert_shared_count = " + std::to_string(*s) +
+                " (shared experts are not supported)");
   if (auto s = g.get_float(a + "expert_weights_scale"); s && *s != 0.0 && *s != 1.0)
     throw Error(path + ": " + a + "expert_weights_scale = " + std::to_string(*s) +
                 " (scaled expert weights are not supported; expected 1)");
@@ -72,8 +73,7 @@ void read_hf_moe(const nlohmann::json& j, ModelConfig& c, const std::string& cfg
   const bool qwen = c.arch == "qwen3moe";
   // transformers >= 5 writes Qwen3-MoE's num_experts as num_local_experts (its attribute map).
   const char* experts_key = qwen && j.contains("num_experts") ? "num_experts" : "num_local_experts";
-  set_counts(c, int_of(experts_key, 0), int_of("num_experts_per_tok", 0), experts_key, "num_experts_per_tok",
-             cfg_path);
+  set_counts(c, int_of(experts_key, 0), int_of("num_experts_per_tok", 0), experts_key, "num_experts_per_tok", cfg_path);
   if (!qwen) {  // Mixtral: intermediate_size is each expert's; the weights always renormalised
     c.expert_weights_norm = true;
     return;

@@ -101,8 +101,7 @@ TEST(CpuMoeRoute, RefusesKOutsideTheExperts) {
 namespace {
 
 // A random F32 matrix [rows, cols] as a HostTensor owning its values in `store`.
-HostTensor matrix(std::vector<std::vector<float>>& store, int64_t rows, int64_t cols, std::mt19937& rng,
-                  float scale) {
+HostTensor matrix(std::vector<std::vector<float>>& store, int64_t rows, int64_t cols, std::mt19937& rng, float scale) {
   std::normal_distribution<float> nd(0.0f, scale);
   std::vector<float>& v = store.emplace_back(size_t(rows * cols));
   for (float& x : v) x = nd(rng);
@@ -167,9 +166,8 @@ TEST(CpuMoeFfn, MatchesAPerTokenComputation) {
       std::vector<float> logits(size_t(n * n_exp));
       for (int64_t t = 0; t < n; ++t)
         for (int e = 0; e < n_exp; ++e)
-          logits[size_t(t * n_exp + e)] =
-              float(dot(reinterpret_cast<const float*>(router_h.data) + e * dim,
-                        std::vector<double>(hv + t * dim, hv + (t + 1) * dim)));
+          logits[size_t(t * n_exp + e)] = float(dot(reinterpret_cast<const float*>(router_h.data) + e * dim,
+                                                    std::vector<double>(hv + t * dim, hv + (t + 1) * dim)));
       const Routed r = route(logits, n, k, renorm);
       std::vector<int> used(static_cast<size_t>(n_exp));
       for (int64_t t = 0; t < n; ++t) {
@@ -185,8 +183,8 @@ TEST(CpuMoeFfn, MatchesAPerTokenComputation) {
             a[size_t(i)] = g / (1.0 + std::exp(-g)) * u;
           }
           for (int64_t o = 0; o < dim; ++o)
-            want[size_t(o)] +=
-                double(r.w[size_t(t * k + j)]) * dot(reinterpret_cast<const float*>(down_h[size_t(e)].data) + o * f, a);
+            want[size_t(o)] += double(r.w[size_t(t * k + j)]) *
+                               dot(reinterpret_cast<const float*>(down_h[size_t(e)].data) + o * f, a);
         }
         for (int64_t o = 0; o < dim; ++o)
           EXPECT_NEAR(got[size_t(t * dim + o)], want[size_t(o)], 1e-4 * (1.0 + std::abs(want[size_t(o)])))

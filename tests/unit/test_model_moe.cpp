@@ -65,8 +65,8 @@ struct MoeFile {
       const std::string b = "blk." + std::to_string(l) + ".";
       using Dims = std::vector<uint64_t>;
       std::vector<std::pair<std::string, Dims>> plain = {
-          {"attn_norm", {16}},          {"attn_q", {16, 16}}, {"attn_k", {16, 8}},         {"attn_v", {16, 8}},
-          {"attn_output", {16, 16}},    {"ffn_norm", {16}},   {"ffn_gate_inp", {16, n}}};
+          {"attn_norm", {16}},       {"attn_q", {16, 16}}, {"attn_k", {16, 8}},      {"attn_v", {16, 8}},
+          {"attn_output", {16, 16}}, {"ffn_norm", {16}},   {"ffn_gate_inp", {16, n}}};
       if (arch == "qwen3moe") plain.insert(plain.end(), {{"attn_q_norm", {8}}, {"attn_k_norm", {8}}});
       for (const auto& [name, dims] : plain) g.tensor(b + name + ".weight", dims, kF32);
       if (stacked) {  // GGUF dims are innermost first: [cols, rows, experts]
@@ -188,8 +188,8 @@ TEST(ModelMoe, BytesPerTokenCountOnlyTheActiveExperts) {
   for (const HostTensor* t : f->all_tensors()) {
     if (t->name == "token_embd.weight") continue;  // one row a token: left out
     all += t->nbytes;
-    const bool expert = t->name.find("ffn_gate.") != std::string::npos || t->name.find("ffn_up.") != std::string::npos ||
-                        t->name.find("ffn_down.") != std::string::npos;
+    const bool expert = t->name.find("ffn_gate.") != std::string::npos ||
+                        t->name.find("ffn_up.") != std::string::npos || t->name.find("ffn_down.") != std::string::npos;
     if (expert) experts += t->nbytes;
   }
   ASSERT_GT(experts, all / 2);

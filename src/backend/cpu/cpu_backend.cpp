@@ -225,8 +225,8 @@ class CpuBackend final : public Backend {
   }
   void add_rows_scaled(Tensor x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
                        Tensor out) override {
-    expect(x.rows == int64_t(rows.size()) && weights.size() == rows.size() && x.cols == out.cols, "add_rows_scaled",
-           x, int64_t(rows.size()), out.cols);
+    expect(x.rows == int64_t(rows.size()) && weights.size() == rows.size() && x.cols == out.cols, "add_rows_scaled", x,
+           int64_t(rows.size()), out.cols);
     for (int32_t r : rows)
       if (r < 0 || r >= out.rows)
         throw Error("cpu add_rows_scaled: row " + std::to_string(r) + " outside [0, " + std::to_string(out.rows) + ")");
