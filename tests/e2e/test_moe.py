@@ -7,8 +7,9 @@ by tools/random_moe_model.py, and transformers' own forward where torch is insta
   every logit of every step is compared; free-running, the greedy tokens are the same.
 - The same weights as a Hugging Face checkpoint (per-expert tensors) through greta's safetensors
   loader, against llama.cpp's logits on the GGUF: the HF path, checked in CI.
-- The GGUF quantized by llama.cpp's own quantizer (Q4_K_M: the experts Q4_K and Q6_K, the router
-  kept F32), run by both engines.
+- The GGUF quantized by llama.cpp's own quantizer (Q8_0; Q4_K_M: the experts Q4_K and Q6_K; the
+  routers kept F32), run by both engines; greta's --quantize q8_0 on the HF checkpoint against
+  llama.cpp's Q8_0 file.
 - Routing matters: with one expert per token instead of the file's 2 or 3, or Qwen3-MoE's weights
   left unnormalised (norm_topk_prob false), greta's logits move by far more than the tolerance.
 - What greta does not run (dense layers among the expert layers) is refused with the key."""
@@ -30,9 +31,11 @@ N_GEN = 12
 NEAR_TIE = 0.05  # a step where the engines pick different tokens must be a near-tie in both
 # Max |logit difference| over all 1000 logits (the largest logits are ~2 here). F32: both engines
 # round the same way (F16 KV cache), what is left is float summation order (measured 1.6e-5).
-# Q4_K_M: greta quantizes the activations in blocks of 32 values, llama.cpp in Q8_K blocks of 256,
-# as for dense models (test_gemma3.py); measured 2.2e-2.
-MAX_LOGIT_DIFF = {"f32": 2e-4, "q4_k_m": 5e-2}
+# Q8_0 (llama.cpp's file): the same integer arithmetic in both (measured 0). Q4_K_M: greta
+# quantizes the activations in blocks of 32 values, llama.cpp in Q8_K blocks of 256, as for dense
+# models (test_gemma3.py); measured 2.2e-2. --quantize q8_0: greta's own quantizer rounds some
+# weights otherwise than llama.cpp's (a dense Qwen3 differs too); measured 1.0e-2.
+MAX_LOGIT_DIFF = {"f32": 2e-4, "q8_0": 1e-5, "q4_k_m": 5e-2, "quantize q8_0": 2e-2}
 # What a routing change must move, at least (measured: one expert instead of 2 or 3, 0.3-0.4;
 # Qwen3-MoE's weights left unnormalised, 0.1): far past the F32 tolerance.
 MIN_EFFECT = 0.05
@@ -58,9 +61,10 @@ def reference(moe):
     return greedy_steps(moe[2], PROMPT, N_GEN)
 
 
-def greta_forced(greta_bin, model, forced, report):
+def greta_forced(greta_bin, model, forced, report, *args):
     run_greta(greta_bin, "run", "-m", model, "--device", "cpu", "-t", "2", "-p", PROMPT, "--temp", "0",
-              "--ignore-eos", "--report", report, "--force", json.dumps(forced), "--report-top", VOCAB, timeout=120)
+              "--ignore-eos", "--report", report, "--force", json.dumps(forced), "--report-top", VOCAB, *args,
+              timeout=120)
     return read_json(report)
 
 
@@ -121,19 +125,34 @@ def test_config_written_by_transformers(greta_bin, moe, reference, tmp_path):
     assert_matches(f"{kind} transformers config", got, reference, MAX_LOGIT_DIFF["f32"])
 
 
-def test_quantized_experts_against_llamacpp(greta_bin, moe, tmp_path):
-    kind, _, gguf = moe
+def llamacpp_quantized(gguf, qtype, out):
+    """`gguf` quantized to `qtype` by llama.cpp's own quantizer."""
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip(f"llama-cpp-python is not installed for {sys.executable}")
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     from make_quantized_models import quantize
-    q = tmp_path / "q4_k_m.gguf"
-    quantize(str(gguf), str(q), "Q4_K_M", 2)
+    quantize(str(gguf), str(out), qtype, 2)
+    return out
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K_M"])
+def test_quantized_experts_against_llamacpp(greta_bin, moe, qtype, tmp_path):
+    kind, _, gguf = moe
+    q = llamacpp_quantized(gguf, qtype, tmp_path / "q.gguf")
     types = json.loads(run_greta(greta_bin, "info", "-m", q, "--json").stdout)["tensor_types"]
-    assert "Q4_K" in types and "F32" in types, types  # the experts K-quantized, the norms and routers F32
+    assert qtype[:4] in types and "F32" in types, types  # the experts quantized, the norms and routers F32
     ref = greedy_steps(q, PROMPT, N_GEN)
     got = greta_forced(greta_bin, q, ref["generated_ids"], tmp_path / "f.json")
-    assert_matches(f"{kind} Q4_K_M", got, ref, MAX_LOGIT_DIFF["q4_k_m"])
+    assert_matches(f"{kind} {qtype}", got, ref, MAX_LOGIT_DIFF[qtype.lower()])
+
+
+def test_quantize_on_load_against_llamacpp(greta_bin, moe, tmp_path):
+    """greta's --quantize q8_0 on the HF checkpoint (the experts quantized as they load, the routers
+    kept F32) against llama.cpp on its own Q8_0 file of the same weights."""
+    kind, hf, gguf = moe
+    ref = greedy_steps(llamacpp_quantized(gguf, "Q8_0", tmp_path / "q8_0.gguf"), PROMPT, N_GEN)
+    got = greta_forced(greta_bin, hf, ref["generated_ids"], tmp_path / "f.json", "--quantize", "q8_0")
+    assert_matches(f"{kind} --quantize q8_0", got, ref, MAX_LOGIT_DIFF["quantize q8_0"])
 
 
 def max_diff(a_steps, b_steps):
