@@ -236,22 +236,24 @@ class Backend {
                                Tensor out) {
     throw Error("backend " + name() + " does not implement add_rows_scaled (check supports_moe())");
   }
+  // Shapes below: d the model width, f an expert's intermediate size, n the step's tokens.
   struct Expert {                  // one expert's SwiGLU matrices
-    const Weight* gate = nullptr;  // [f, k]
-    const Weight* up = nullptr;    // [f, k]
-    const Weight* down = nullptr;  // [k, f]
+    const Weight* gate = nullptr;  // [f, d]
+    const Weight* up = nullptr;    // [f, d]
+    const Weight* down = nullptr;  // [d, f]
   };
   struct MoeScratch {  // each at least n rows
     Tensor logits;     // [n, n_experts]
-    Tensor rows;       // [n, k]  one expert's tokens, gathered
+    Tensor rows;       // [n, d]  one expert's tokens, gathered
     Tensor gate, up;   // [n, f]
-    Tensor out;        // [n, k]
+    Tensor out;        // [n, d]
   };
   // The mixture-of-experts block added into the residual stream: for each row t of h (the normed
   // input), x[t] += sum over the top_k experts e that moe_route picks from h @ router^T of
-  // weight_e * down_e(silu(gate_e h[t]) * up_e h[t]). router [n_experts, k]; x [n, k].
+  // weight_e * down_e(silu(gate_e h[t]) * up_e h[t]). router [n_experts, d]; x [n, d].
   // The default routes on the host and runs each chosen expert's matmuls once over the tokens
-  // that chose it (gathered), so a step reads each chosen expert's weights once.
+  // that chose it (gathered), so a step reads each chosen expert's weights once; a GPU backend
+  // would override it whole, routing on the device.
   virtual void moe_ffn_add(const NormedRows& in, const Weight& router, const std::vector<Expert>& experts, int top_k,
                            bool renormalize, const MoeScratch& s, Tensor x) {
     if (router.n_out != int64_t(experts.size()) || top_k < 1 || size_t(top_k) > experts.size())
@@ -267,6 +269,9 @@ class Backend {
     std::vector<std::vector<int32_t>> tokens(experts.size());  // per expert: its tokens, in order
     std::vector<std::vector<float>> weights(experts.size());
     for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || size_t(ids[i]) >= experts.size())
+        throw Error("moe_ffn_add: backend " + name() + " routed to expert " + std::to_string(ids[i]) + " of " +
+                    std::to_string(experts.size()));
       tokens[size_t(ids[i])].push_back(int32_t(i / size_t(top_k)));
       weights[size_t(ids[i])].push_back(w[i]);
     }
