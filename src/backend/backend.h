@@ -220,6 +220,75 @@ class Backend {
     throw Error("backend " + name() + " does not implement logit soft-capping (check supports_logit_softcapping())");
   }
 
+  // --- optional: mixture-of-experts feed-forward (Qwen3-MoE, Mixtral; docs/notes/moe.md) ---
+  // When true, moe_route and add_rows_scaled run (and so moe_ffn_add's default); a model with
+  // experts is refused at load on a backend without them.
+  virtual bool supports_moe() const { return false; }
+  // The router's choice for each row of logits [n, n_experts]: the softmax of the row in fp32,
+  // then its k largest probabilities, largest first (equal ones: the lower expert id first),
+  // divided by their sum when `renormalize`. ids, weights: host [n * k], row-major; waits for the
+  // result like to_host.
+  virtual void moe_route(Tensor logits, int k, bool renormalize, int32_t* ids, float* weights) {
+    throw Error("backend " + name() + " does not implement the expert router (check supports_moe())");
+  }
+  // out[rows[j]] += weights[j] * x[j]    x [m, cols]; rows, weights: host [m]; out [*, cols]
+  virtual void add_rows_scaled(Tensor x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                               Tensor out) {
+    throw Error("backend " + name() + " does not implement add_rows_scaled (check supports_moe())");
+  }
+  // Shapes below: d the model width, f an expert's intermediate size, n the step's tokens.
+  struct Expert {                  // one expert's SwiGLU matrices
+    const Weight* gate = nullptr;  // [f, d]
+    const Weight* up = nullptr;    // [f, d]
+    const Weight* down = nullptr;  // [d, f]
+  };
+  struct MoeScratch {  // each at least n rows
+    Tensor logits;     // [n, n_experts]
+    Tensor rows;       // [n, d]  one expert's tokens, gathered
+    Tensor gate, up;   // [n, f]
+    Tensor out;        // [n, d]
+  };
+  // The mixture-of-experts block added into the residual stream: for each row t of h (the normed
+  // input), x[t] += sum over the top_k experts e that moe_route picks from h @ router^T of
+  // weight_e * down_e(silu(gate_e h[t]) * up_e h[t]). router [n_experts, d]; x [n, d].
+  // The default routes on the host and runs each chosen expert's matmuls once over the tokens
+  // that chose it (gathered), so a step reads each chosen expert's weights once; a GPU backend
+  // would override it whole, routing on the device.
+  virtual void moe_ffn_add(const NormedRows& in, const Weight& router, const std::vector<Expert>& experts, int top_k,
+                           bool renormalize, const MoeScratch& s, Tensor x) {
+    if (router.n_out != int64_t(experts.size()) || top_k < 1 || size_t(top_k) > experts.size())
+      throw Error("moe_ffn_add: router of " + std::to_string(router.n_out) + " rows for " +
+                  std::to_string(experts.size()) + " experts, top " + std::to_string(top_k));
+    const Tensor h = normed_rows(in);
+    const int64_t n = h.rows;
+    const Tensor logits = s.logits.rows_slice(0, n);
+    matmul(h, router, nullptr, logits);
+    std::vector<int32_t> ids(size_t(n) * top_k);
+    std::vector<float> w(ids.size());
+    moe_route(logits, top_k, renormalize, ids.data(), w.data());
+    std::vector<std::vector<int32_t>> tokens(experts.size());  // per expert: its tokens, in order
+    std::vector<std::vector<float>> weights(experts.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] < 0 || size_t(ids[i]) >= experts.size())
+        throw Error("moe_ffn_add: backend " + name() + " routed to expert " + std::to_string(ids[i]) + " of " +
+                    std::to_string(experts.size()));
+      tokens[size_t(ids[i])].push_back(int32_t(i / size_t(top_k)));
+      weights[size_t(ids[i])].push_back(w[i]);
+    }
+    for (size_t e = 0; e < experts.size(); ++e) {
+      const int64_t m = int64_t(tokens[e].size());
+      if (m == 0) continue;
+      const Tensor xe = s.rows.rows_slice(0, m), g = s.gate.rows_slice(0, m), u = s.up.rows_slice(0, m),
+                   o = s.out.rows_slice(0, m);
+      gather_rows(h, tokens[e], xe);
+      matmul(xe, *experts[e].gate, nullptr, g);
+      matmul(xe, *experts[e].up, nullptr, u);
+      silu_mul(g, u, u);
+      matmul(u, *experts[e].down, nullptr, o);
+      add_rows_scaled(o, tokens[e], weights[e], x);
+    }
+  }
+
   // --- optional: sampling on the device ---
   // When true, sample() draws one token per row of logits [rows, vocab] with per_row[r]'s
   // settings and writes tokens_out[r] and probs_out[r] (the token's probability in the final

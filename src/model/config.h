@@ -7,14 +7,16 @@
 namespace greta {
 
 struct ModelConfig {
-  std::string arch;  // "llama" (Llama 2/3, SmolLM, TinyLlama), "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"
+  // "llama" (Llama 2/3, SmolLM, TinyLlama; Mixtral from GGUF), "mistral", "mixtral" (from HF), "qwen2", "qwen3",
+  // "qwen3moe", "phi3", "gemma2", "gemma3"
+  std::string arch;
   std::string name;  // human-readable, for `greta info`
   int n_layers = 0;
   int dim = 0;  // hidden size
   int n_heads = 0;
   int n_kv_heads = 0;  // < n_heads: grouped-query attention
   int head_dim = 0;    // usually dim / n_heads
-  int ffn_dim = 0;     // intermediate size
+  int ffn_dim = 0;     // intermediate size (of each expert in a mixture of experts)
   int vocab_size = 0;
   int max_context = 0;  // trained context length
   float norm_eps = 1e-5f;
@@ -66,6 +68,15 @@ struct ModelConfig {
   float rope_local_theta = 0.0f;
   // Attention score scale; 0 = 1/sqrt(head_dim).
   float attn_scale = 0.0f;
+
+  // Mixture of experts (Qwen3-MoE, Mixtral; docs/notes/moe.md): every layer's feed-forward block
+  // is n_experts SwiGLU experts of ffn_dim, of which a router (a [n_experts, dim] matrix, softmax
+  // in fp32) picks the n_experts_used most probable per token; the block's output is the sum of
+  // their outputs, each weighted by its probability, rescaled to sum 1 over the chosen experts
+  // when expert_weights_norm (Mixtral always, Qwen3-MoE with norm_topk_prob). 0 = a dense model.
+  int n_experts = 0;
+  int n_experts_used = 0;
+  bool expert_weights_norm = false;
 
   // Gemma 2 logit soft-capping, x -> cap * tanh(x / cap); 0 = none. attn_softcap caps the
   // attention scores (after the scale, before the softmax), final_softcap the output logits.

@@ -15,24 +15,38 @@ namespace greta {
 struct LlamaModel::Scratch {
   Backend& be;
   int cap_tokens = 0, cap_logits = 0;
-  Tensor x, h, q, k, v, att, gate, up;  // [cap_tokens, *]
-  Tensor last, logits;                  // [cap_logits, *]
+  Tensor x, h, q, k, v, att, gate, up;          // [cap_tokens, *]
+  Tensor router_logits, expert_in, expert_out;  // [cap_tokens, *], a mixture of experts only
+  Tensor last, logits;                          // [cap_logits, *]
   explicit Scratch(Backend& b) : be(b) {}
   ~Scratch() { release(); }
+  std::array<Tensor*, 11> per_token() {
+    return {&x, &h, &q, &k, &v, &att, &gate, &up, &router_logits, &expert_in, &expert_out};
+  }
   void release() {
-    for (Tensor* t : {&x, &h, &q, &k, &v, &att, &gate, &up, &last, &logits})
+    for (Tensor* t : per_token())
+      if (t->data) be.free(*t);
+    for (Tensor* t : {&last, &logits})
       if (t->data) be.free(*t);
   }
 };
 
-LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
-  if ((cfg_.attn_softcap > 0.0f || cfg_.final_softcap > 0.0f) && !be_.supports_logit_softcapping()) {
+void LlamaModel::check_backend(const ModelConfig& c, const Backend& be) {
+  if ((c.attn_softcap > 0.0f || c.final_softcap > 0.0f) && !be.supports_logit_softcapping()) {
     char caps[96];
-    std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", cfg_.attn_softcap, cfg_.final_softcap);
-    throw Error(cfg_.name + " (" + cfg_.arch + ") needs logit soft-capping (" + caps + "), which backend " +
-                be_.name() + " does not implement (no soft cap in its attention, no logit soft-cap op); " +
+    std::snprintf(caps, sizeof caps, "attention cap %g, final cap %g", c.attn_softcap, c.final_softcap);
+    throw Error(c.name + " (" + c.arch + ") needs logit soft-capping (" + caps + "), which backend " + be.name() +
+                " does not implement (no soft cap in its attention, no logit soft-cap op); " +
                 "the CPU backend runs it");
   }
+  if (c.n_experts > 0 && !be.supports_moe())
+    throw Error(c.name + " (" + c.arch + ") is a mixture of experts (" + std::to_string(c.n_experts) + " experts, " +
+                std::to_string(c.n_experts_used) + " per token), which backend " + be.name() +
+                " does not run (no expert router or expert ops); the CPU backend runs it");
+}
+
+LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.config()), be_(backend) {
+  check_backend(cfg_, be_);
   rope_.inv_freq = cfg_.rope_inv_freq();
   rope_.neox = cfg_.rope_neox;
   rope_long_ = {cfg_.rope_inv_freq(/*long_factors=*/true), cfg_.rope_neox};
@@ -59,9 +73,19 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
       L.k_norm = up(Role::KNorm);
     }
     L.ffn_norm = up(Role::FfnNorm);
-    L.w_gate = up(Role::WGate);
-    L.w_up = up(Role::WUp);
-    L.w_down = up(Role::WDown);
+    if (cfg_.n_experts > 0) {
+      L.router = be_.upload(*file.router_tensor(l));
+      for (int e = 0; e < cfg_.n_experts; ++e) {
+        auto& w = L.experts.emplace_back();
+        const Role roles[] = {Role::WGate, Role::WUp, Role::WDown};
+        for (size_t i = 0; i < w.size(); ++i) w[i] = be_.upload(*file.expert_tensor(l, e, roles[i]));
+        L.expert_ops.push_back({w[0].get(), w[1].get(), w[2].get()});
+      }
+    } else {
+      L.w_gate = up(Role::WGate);
+      L.w_up = up(Role::WUp);
+      L.w_down = up(Role::WDown);
+    }
     if (cfg_.post_norms) {
       L.attn_post_norm = up(Role::AttnPostNorm);
       L.ffn_post_norm = up(Role::FfnPostNorm);
@@ -87,23 +111,31 @@ size_t LlamaModel::weight_bytes_per_token() const {
     return w ? row_bytes(w->dtype, w->n_in) * size_t(w->n_out) : 0;
   };
   size_t total = bytes(out_norm_) + bytes(output_ ? output_ : tok_embd_);
-  for (const LayerWeights& L : layers_)
+  for (const LayerWeights& L : layers_) {
     for (const auto* w : L.all()) total += bytes(*w);
+    size_t experts = 0;
+    for (const auto& e : L.experts)
+      for (const auto& w : e) experts += bytes(w);
+    if (!L.experts.empty()) total += experts * size_t(cfg_.n_experts_used) / L.experts.size();
+  }
   return total;
 }
 
 size_t LlamaModel::weight_bytes_on_backend() const {
   auto bytes = [](const std::unique_ptr<Weight>& w) -> size_t { return w ? w->bytes : 0; };
   size_t total = bytes(tok_embd_) + bytes(out_norm_) + bytes(output_);
-  for (const LayerWeights& L : layers_)
+  for (const LayerWeights& L : layers_) {
     for (const auto* w : L.all()) total += bytes(*w);
+    for (const auto& e : L.experts)
+      for (const auto& w : e) total += bytes(w);
+  }
   return total;
 }
 
 void LlamaModel::ensure_scratch(int n_tokens, int n_logits) {
   Scratch& s = *s_;
   if (n_tokens > s.cap_tokens) {
-    for (Tensor* t : {&s.x, &s.h, &s.q, &s.k, &s.v, &s.att, &s.gate, &s.up})
+    for (Tensor* t : s.per_token())
       if (t->data) be_.free(*t);
     const int64_t n = n_tokens, qd = int64_t(cfg_.n_heads) * cfg_.head_dim,
                   kvd = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
@@ -115,6 +147,11 @@ void LlamaModel::ensure_scratch(int n_tokens, int n_logits) {
     s.att = be_.alloc(n, qd);
     s.gate = be_.alloc(n, cfg_.ffn_dim);
     s.up = be_.alloc(n, cfg_.ffn_dim);
+    if (cfg_.n_experts > 0) {
+      s.router_logits = be_.alloc(n, cfg_.n_experts);
+      s.expert_in = be_.alloc(n, cfg_.dim);
+      s.expert_out = be_.alloc(n, cfg_.dim);
+    }
     s.cap_tokens = n_tokens;
   }
   if (n_logits > s.cap_logits) {
@@ -151,6 +188,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   const float scale = cfg_.attn_scale > 0.0f ? a2 * cfg_.attn_scale : a2 / std::sqrt(float(cfg_.head_dim));
   const float eps = cfg_.norm_eps;
   const bool geglu = cfg_.ffn_act == ModelConfig::FfnAct::GeluTanh;
+  const Backend::MoeScratch moe{s.router_logits, s.expert_in, gate, up, s.expert_out};
 
   be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
   if (cfg_.embed_scale != 1.0f) be_.scale(x, cfg_.embed_scale, x);
@@ -169,11 +207,16 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
     else be_.normed_qkv_rope(xn, tq, tk, tv, rope_l, kv, l);
     be_.attention(q, kv, l, cfg_.n_heads, scale, att, cfg_.layer_window(l), cfg_.attn_softcap);
     xn = block_output(att, *L.wo, L.attn_post_norm.get(), x, L.ffn_norm.get(), h);
+    const Weight* next = l + 1 < cfg_.n_layers ? layers_[l + 1].attn_norm.get() : nullptr;
+    if (L.router) {  // mixture of experts: x += the chosen experts' outputs, each by its weight
+      be_.moe_ffn_add(xn, *L.router, L.expert_ops, cfg_.n_experts_used, cfg_.expert_weights_norm, moe, x);
+      xn = next ? be_.norm(x, *next, eps, h) : Backend::NormedRows{};
+      continue;
+    }
     // feed-forward block: up = act(xn @ gate^T) * (xn @ up^T), act silu (SwiGLU) or gelu
     // (GeGLU); x += up @ down^T
     if (geglu) be_.normed_geglu(xn, *L.w_gate, *L.w_up, gate, up);
     else be_.normed_swiglu(xn, *L.w_gate, *L.w_up, gate, up);
-    const Weight* next = l + 1 < cfg_.n_layers ? layers_[l + 1].attn_norm.get() : nullptr;
     xn = block_output(up, *L.w_down, L.ffn_post_norm.get(), x, next, h);
   }
   if (nl == 0) return;

@@ -24,12 +24,17 @@ struct LayerWeights {
   std::unique_ptr<Weight> w_gate, w_up;                   // [ffn, dim]
   std::unique_ptr<Weight> w_down;                         // [dim, ffn]
   std::unique_ptr<Weight> attn_post_norm, ffn_post_norm;  // [1, dim] (Gemma 3) or null
+  // A mixture-of-experts layer (ModelConfig::n_experts > 0) has these in place of w_gate, w_up
+  // and w_down: the router [n_experts, dim] and each expert's gate, up [ffn, dim] and down [dim, ffn].
+  std::unique_ptr<Weight> router;
+  std::vector<std::array<std::unique_ptr<Weight>, 3>> experts;
+  std::vector<Backend::Expert> expert_ops;  // the same weights as Backend::moe_ffn_add takes them
 
-  // Every weight slot of the layer, the null ones (absent optional weights) included.
-  std::array<const std::unique_ptr<Weight>*, 16> all() const {
-    return {&attn_norm,      &wq,           &wk, &wv,       &bq,     &bk,   &bv,
-            &q_norm,         &k_norm,       &wo, &ffn_norm, &w_gate, &w_up, &w_down,
-            &attn_post_norm, &ffn_post_norm};
+  // Every weight slot of the layer but the experts', the null ones (absent optional weights) included.
+  std::array<const std::unique_ptr<Weight>*, 17> all() const {
+    return {&attn_norm,    &wq, &wk,       &wv,     &bq,     &bk,   &bv,     &q_norm,
+            &k_norm,       &wo, &ffn_norm, &router, &w_gate, &w_up, &w_down, &attn_post_norm,
+            &ffn_post_norm};
   }
 };
 
@@ -39,6 +44,10 @@ class LlamaModel {
   // (the CPU backend uses weights straight from the file mapping).
   LlamaModel(const ModelFile& file, Backend& backend);
   ~LlamaModel();
+  // Throws greta::Error when `be` lacks an op a model of config `c` needs (logit soft-capping,
+  // the expert ops), naming both; the constructor checks it first. A caller may check a
+  // synthetic shape's config before making its weights.
+  static void check_backend(const ModelConfig& c, const Backend& be);
 
   const ModelConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }
@@ -46,13 +55,17 @@ class LlamaModel {
   // KV storage for n_blocks blocks of block_size tokens, all layers.
   std::unique_ptr<KVStorage> make_kv(int n_blocks, int block_size) const;
 
-  // Bytes of weights one decode step reads (every layer weight, the final norm and output
-  // projection; one embedding row is negligible), in the backend's stored formats.
+  // Bytes of weights one decode step of one token reads (every layer weight, the final norm and
+  // output projection; one embedding row is negligible; of a mixture of experts, the
+  // n_experts_used experts a token runs, at the experts' mean size), in the backend's stored formats.
   size_t weight_bytes_per_token() const;
   // Memory every weight takes on the backend (device memory on a GPU), the embedding included.
   size_t weight_bytes_on_backend() const;
   // How the backend stores the layers' matrices (the first feed-forward matrix's format).
-  DType matmul_dtype() const { return layers_.front().w_gate->dtype; }
+  DType matmul_dtype() const {
+    const LayerWeights& L = layers_.front();
+    return (L.w_gate ? L.w_gate : L.experts.front()[0])->dtype;
+  }
 
   // Where a step's result goes: the logits themselves, copied to host memory, or one token per
   // logit row drawn on the device (Backend::sample), so only ids and probabilities come back.

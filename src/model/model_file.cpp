@@ -15,6 +15,7 @@
 #include "model/gemma3.h"
 #include "model/hf_quant.h"
 #include "model/longrope.h"
+#include "model/moe_config.h"
 #include "model/partial_rotary.h"
 #include "model/owned_tensors.h"
 #include "model/quantize_on_load.h"
@@ -36,9 +37,10 @@ std::string unsupported_bias(const std::string& name) {
 }
 
 const char* kSupported =
-    "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama), mistral, qwen2, qwen3, phi3 (Phi-3, Phi-3.5, "
-    "Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / "
-    "Qwen3ForCausalLM / Phi3ForCausalLM), gemma2 (Gemma 2, GGUF only), gemma3 (Gemma 3 text, GGUF only)";
+    "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama, Mixtral), mistral, qwen2, qwen3, qwen3moe, phi3 (Phi-3, "
+    "Phi-3.5, Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM / "
+    "Qwen2ForCausalLM / Qwen3ForCausalLM / Qwen3MoeForCausalLM / Phi3ForCausalLM), gemma2 (Gemma 2, GGUF only), "
+    "gemma3 (Gemma 3 text, GGUF only)";
 
 std::string gguf_role_name(int layer, Role r) {
   static const char* names[] = {"attn_norm.weight",    "attn_q.weight",      "attn_k.weight",
@@ -95,14 +97,14 @@ void read_partial_rotary(const nlohmann::json& j, const nlohmann::json* rope, Mo
 // The architectures whose modeling code (transformers) applies a "sliding_window": Mistral and
 // Phi-3 (mini-4k: 2047). Llama's has none; Qwen2/3 apply theirs only with "use_sliding_window".
 bool honours_sliding_window(const std::string& arch) {
-  return arch == "mistral" || arch == "phi3" || arch == "gemma2" || arch == "gemma3";
+  return arch == "mistral" || arch == "mixtral" || arch == "phi3" || arch == "gemma2" || arch == "gemma3";
 }
 
 // config.json's sliding window (null or absent: none) for the architectures above. Qwen2 and Qwen3
 // apply theirs only with "use_sliding_window" true, and then only to the layers from
 // "max_window_layers" on, which greta does not run: refused rather than run wrong.
 int hf_sliding_window(const nlohmann::json& j, const ModelConfig& c, const std::string& cfg_path) {
-  if (c.arch == "qwen2" || c.arch == "qwen3") {
+  if (c.arch == "qwen2" || c.arch == "qwen3" || c.arch == "qwen3moe") {
     auto use = j.find("use_sliding_window");
     if (use != j.end() && use->is_boolean() && use->get<bool>())
       throw Error(cfg_path +
@@ -158,9 +160,13 @@ std::unique_ptr<ModelFile> ModelFile::synthetic(const std::string& name, DType d
 std::vector<const HostTensor*> ModelFile::matrices() const {
   std::vector<const HostTensor*> v = {token_embedding()};
   if (const HostTensor* o = output()) v.push_back(o);
-  for (int l = 0; l < config_.n_layers; ++l)
-    for (Role r : {Role::Wq, Role::Wk, Role::Wv, Role::Wo, Role::WGate, Role::WUp, Role::WDown})
-      v.push_back(layer_tensor(l, r));
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (Role r : {Role::Wq, Role::Wk, Role::Wv, Role::Wo}) v.push_back(layer_tensor(l, r));
+    // A router stays as it is: llama.cpp's quantizer keeps ffn_gate_inp F32 too.
+    for (int e = 0; e < std::max(config_.n_experts, 1); ++e)
+      for (Role r : {Role::WGate, Role::WUp, Role::WDown})
+        v.push_back(config_.n_experts > 0 ? expert_tensor(l, e, r) : layer_tensor(l, r));
+  }
   return v;
 }
 
@@ -205,8 +211,8 @@ void ModelFile::open_gguf(const std::string& path) {
   const GGUFFile& g = *gguf_;
   ModelConfig& c = config_;
   c.arch = g.require_string("general.architecture");
-  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "phi3" &&
-      c.arch != "gemma2" && c.arch != "gemma3")
+  if (c.arch != "llama" && c.arch != "mistral" && c.arch != "qwen2" && c.arch != "qwen3" && c.arch != "qwen3moe" &&
+      c.arch != "phi3" && c.arch != "gemma2" && c.arch != "gemma3")
     throw Error(path + ": unsupported architecture '" + c.arch + "'; " + kSupported);
   c.name = g.get_string("general.name").value_or(fs::path(path).stem().string());
   const std::string a = c.arch + ".";
@@ -223,8 +229,8 @@ void ModelFile::open_gguf(const std::string& path) {
                                a + "attention.layer_norm_rms_epsilon", path);
   c.rope_theta = positive_finite(g.get_float(a + "rope.freq_base").value_or(10000.0), a + "rope.freq_base", path);
   // llama.cpp's converter permutes Llama Q/K rows for adjacent-pair RoPE; Qwen2/3 and Phi-3 keep halves.
-  c.rope_neox = (c.arch == "qwen2" || c.arch == "qwen3" || c.arch == "phi3");
-  c.qk_norm = (c.arch == "qwen3");
+  c.rope_neox = (c.arch == "qwen2" || c.arch == "qwen3" || c.arch == "qwen3moe" || c.arch == "phi3");
+  c.qk_norm = (c.arch == "qwen3" || c.arch == "qwen3moe");
   if (auto rd = g.get_int(a + "rope.dimension_count"); rd && *rd != c.head_dim) {
     if (c.arch != "phi3" || *rd < 2 || *rd > c.head_dim || *rd % 2 != 0)
       throw Error(path + ": " + a + "rope.dimension_count = " + std::to_string(*rd) + " but head_dim = " +
@@ -267,6 +273,8 @@ void ModelFile::open_gguf(const std::string& path) {
     read_gguf_longrope(g, c, path);
     split_fused();
   }
+  read_gguf_moe(g, c, path);
+  if (c.n_experts > 0) split_experts();
   if (c.arch == "gemma2") read_gguf_gemma2(g, c, path);
   if (c.arch == "gemma3") read_gguf_gemma3(g, c, path);
   // The attention factor is folded into every layer's score scale; llama.cpp gives the local
@@ -307,6 +315,8 @@ void ModelFile::open_hf(const std::string& dir) {
   else if (archname == "MistralForCausalLM" || model_type == "mistral") c.arch = "mistral";
   else if (archname == "Qwen2ForCausalLM" || model_type == "qwen2") c.arch = "qwen2";
   else if (archname == "Qwen3ForCausalLM" || model_type == "qwen3") c.arch = "qwen3";
+  else if (archname == "Qwen3MoeForCausalLM" || model_type == "qwen3_moe") c.arch = "qwen3moe";
+  else if (archname == "MixtralForCausalLM" || model_type == "mixtral") c.arch = "mixtral";
   else if (archname == "Phi3ForCausalLM" || model_type == "phi3") c.arch = "phi3";
   else
     throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
@@ -329,7 +339,8 @@ void ModelFile::open_hf(const std::string& dir) {
   if (auto act = j.find("hidden_act");
       act != j.end() && !act->is_null() && !(act->is_string() && (*act == "silu" || *act == "swish")))
     throw Error(cfg_path + ": hidden_act = " + act->dump() + " is not implemented (supported: silu)");
-  c.qk_norm = (c.arch == "qwen3");
+  c.qk_norm = (c.arch == "qwen3" || c.arch == "qwen3moe");
+  if (c.arch == "qwen3moe" || c.arch == "mixtral") read_hf_moe(j, c, cfg_path);
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
   // older checkpoints use "rope_theta" + "rope_scaling". Read both.
   auto rs = j.find("rope_scaling");
@@ -515,9 +526,19 @@ void validate_model_tensors(const ModelFile& f) {
     check(f.layer_tensor(l, Role::Wv), L + "v projection", {kv, c.dim});
     check(f.layer_tensor(l, Role::Wo), L + "output projection", {c.dim, q});
     check(f.layer_tensor(l, Role::FfnNorm), L + "ffn norm", {c.dim});
-    check(f.layer_tensor(l, Role::WGate), L + "ffn gate", {c.ffn_dim, c.dim});
-    check(f.layer_tensor(l, Role::WUp), L + "ffn up", {c.ffn_dim, c.dim});
-    check(f.layer_tensor(l, Role::WDown), L + "ffn down", {c.dim, c.ffn_dim});
+    if (c.n_experts > 0) {
+      check(f.router_tensor(l), L + "expert router", {c.n_experts, c.dim});
+      for (int e = 0; e < c.n_experts; ++e) {
+        const std::string E = L + "expert " + std::to_string(e) + " ";
+        check(f.expert_tensor(l, e, Role::WGate), E + "gate", {c.ffn_dim, c.dim});
+        check(f.expert_tensor(l, e, Role::WUp), E + "up", {c.ffn_dim, c.dim});
+        check(f.expert_tensor(l, e, Role::WDown), E + "down", {c.dim, c.ffn_dim});
+      }
+    } else {
+      check(f.layer_tensor(l, Role::WGate), L + "ffn gate", {c.ffn_dim, c.dim});
+      check(f.layer_tensor(l, Role::WUp), L + "ffn up", {c.ffn_dim, c.dim});
+      check(f.layer_tensor(l, Role::WDown), L + "ffn down", {c.dim, c.ffn_dim});
+    }
     if (c.qk_norm) {
       check(f.layer_tensor(l, Role::QNorm), L + "q norm", {c.head_dim});
       check(f.layer_tensor(l, Role::KNorm), L + "k norm", {c.head_dim});

@@ -62,6 +62,12 @@ class ModelFile {
   const HostTensor* token_embedding() const;
   const HostTensor* output_norm() const;
   const HostTensor* output() const;  // nullptr when embeddings are tied
+  // A mixture-of-experts layer's (config().n_experts > 0, model/moe_config.h) matrix r of expert
+  // e (WGate, WUp [ffn_dim, dim]; WDown [dim, ffn_dim]) and its router [n_experts, dim]; nullptr
+  // if the file has none. GGUF's stacked [n_experts, rows, cols] tensors are cut into one view per
+  // expert at load (model/moe_tensors.cpp).
+  const HostTensor* expert_tensor(int layer, int expert, Role r) const;
+  const HostTensor* router_tensor(int layer) const;
   std::vector<const HostTensor*> all_tensors() const;
   // The weights a quantizer stores in a block type: the token embedding, the output projection
   // (when not tied) and every layer's projections (model/quantize_on_load.h says why these).
@@ -87,9 +93,12 @@ class ModelFile {
   ModelFile() = default;
   const HostTensor* find(const std::string& name) const;
   std::string layer_name(int layer, Role r) const;  // the file's name for a layer role
+  std::string expert_name(int layer, int expert, Role r) const;
+  std::string router_name(int layer) const;
   void open_gguf(const std::string& path);
   void open_hf(const std::string& dir);
-  void split_fused();  // Phi-3's fused q/k/v and gate/up matrices (model/fused_tensors.h)
+  void split_fused();    // Phi-3's fused q/k/v and gate/up matrices (model/fused_tensors.h)
+  void split_experts();  // GGUF's stacked expert matrices, one view per expert
 
   std::string path_;
   std::string format_;

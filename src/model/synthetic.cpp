@@ -24,6 +24,9 @@ struct Shape {
   Family family = Family::Llama;
   bool tied = false;  // the output projection is the token embedding
   int window = 0;     // Gemma 2: the windowed layers' sliding window
+  // A mixture of experts (Qwen3-MoE): experts of intermediate size `ffn`, experts_used per token,
+  // their weights renormalised (norm_topk_prob); 0 = dense.
+  int experts = 0, experts_used = 0;
 };
 constexpr Shape kShapes[] = {
     {"llama-2-7b", 32, 4096, 32, 32, 11008, 32000, 4096, 10000.0f},
@@ -45,6 +48,10 @@ constexpr Shape kShapes[] = {
     {"gemma-3-1b", 26, 1152, 4, 1, 6912, 262144, 32768, 1000000.0f, 256, Family::Gemma3, true},
     // Gemma 3's layout with head_dim 256 and one global layer (the 6th): for tests
     {"tiny-gemma3", 6, 512, 4, 1, 1376, 1000, 2048, 1000000.0f, 256, Family::Gemma3, true},
+    // Qwen3-30B-A3B: 128 experts of 768, 8 per token
+    {"qwen3-30b-a3b", 48, 2048, 32, 4, 768, 151936, 40960, 1000000.0f, 128, Family::Qwen3, false, 0, 128, 8},
+    // Qwen3-MoE's layout with 8 experts of 256, 2 per token: for tests
+    {"tiny-qwen3moe", 4, 512, 8, 2, 256, 1000, 2048, 1000000.0f, 128, Family::Qwen3, false, 0, 8, 2},
 };
 
 // Counter-based generator (splitmix64): value i of tensor t is a pure function of (seed, t, i),
@@ -70,7 +77,7 @@ ModelConfig synthetic_config(const std::string& name) {
     ModelConfig c;
     const bool gemma = s.family == Family::Gemma2 || s.family == Family::Gemma3;
     const bool qk_norm = s.family == Family::Qwen3 || s.family == Family::Gemma3;
-    c.arch = s.family == Family::Qwen3    ? "qwen3"
+    c.arch = s.family == Family::Qwen3    ? (s.experts > 0 ? "qwen3moe" : "qwen3")
              : s.family == Family::Gemma2 ? "gemma2"
              : s.family == Family::Gemma3 ? "gemma3"
                                           : "llama";
@@ -88,6 +95,9 @@ ModelConfig synthetic_config(const std::string& name) {
     c.rope_neox = qk_norm || gemma;
     c.qk_norm = qk_norm;
     c.tied_embeddings = s.tied;
+    c.n_experts = s.experts;
+    c.n_experts_used = s.experts_used;
+    c.expert_weights_norm = s.experts > 0;
     if (s.family == Family::Gemma3) {
       c.embed_scale = std::sqrt(float(c.dim));
       c.post_norms = true;
@@ -119,8 +129,10 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     throw Error("synthetic weights: rows no block type fits must stay F32, F16 or BF16, not " +
                 std::string(dtype_name(keep)));
   MatrixQuantizer quantizer(dtype, n_threads);  // throws for a type weights cannot be stored in
+  // Expert routers stay in a float type, as llama.cpp's quantizer keeps them.
+  MatrixQuantizer router_quantizer(is_quantized(dtype) ? keep : dtype, n_threads);
   // Value i of tensor number k (in the order added) is a pure function of (seed, k, i).
-  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool is_norm) {
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool is_norm, bool router = false) {
     const uint64_t tensor_seed = mix(seed ^ mix(tensors_.size() + 1));
     if (is_norm) {  // exactly 1, F32 as in GGUF files
       const OwnedTensors::Added a = tensors_.add(name, DType::F32, std::move(shape));
@@ -129,7 +141,7 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     }
     const int64_t n_in = shape.back();
     const float amp = 1.0f / std::sqrt(float(n_in));
-    quantizer.add(tensors_, name, std::move(shape), keep, [&](int64_t row, float* x) {
+    (router ? router_quantizer : quantizer).add(tensors_, name, std::move(shape), keep, [&](int64_t row, float* x) {
       const uint64_t first = tensor_seed + uint64_t(row * n_in);
       for (int64_t i = 0; i < n_in; ++i) {  // uniform in [-amp, amp)
         const float u = float(mix(first + uint64_t(i)) >> 40) * (1.0f / 16777216.0f);
@@ -153,9 +165,19 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
       add(p + "attn_k_norm.weight", {c.head_dim}, true);
     }
     add(p + "ffn_norm.weight", {c.dim}, true);
-    add(p + "ffn_gate.weight", {c.ffn_dim, c.dim}, false);
-    add(p + "ffn_up.weight", {c.ffn_dim, c.dim}, false);
-    add(p + "ffn_down.weight", {c.dim, c.ffn_dim}, false);
+    if (c.n_experts > 0) {  // llama.cpp's per-expert names (ModelFile::expert_tensor)
+      add(p + "ffn_gate_inp.weight", {c.n_experts, c.dim}, false, /*router=*/true);
+      for (int e = 0; e < c.n_experts; ++e) {
+        const std::string E = "." + std::to_string(e) + ".weight";
+        add(p + "ffn_gate" + E, {c.ffn_dim, c.dim}, false);
+        add(p + "ffn_up" + E, {c.ffn_dim, c.dim}, false);
+        add(p + "ffn_down" + E, {c.dim, c.ffn_dim}, false);
+      }
+    } else {
+      add(p + "ffn_gate.weight", {c.ffn_dim, c.dim}, false);
+      add(p + "ffn_up.weight", {c.ffn_dim, c.dim}, false);
+      add(p + "ffn_down.weight", {c.dim, c.ffn_dim}, false);
+    }
     if (c.post_norms) {
       add(p + "post_attention_norm.weight", {c.dim}, true);
       add(p + "post_ffw_norm.weight", {c.dim}, true);

@@ -19,7 +19,9 @@ namespace greta {
 // phi-3-mini, smollm2-135m, qwen3-8b (q/k norms), gemma-2-9b, gemma-3-1b, tiny (4 layers, dim 512,
 // GQA 8/2, vocab 1000: for tests), tiny-qwen3 (tiny with Qwen3's q/k norms and head_dim 128),
 // tiny-gemma2 (4 layers in Gemma 2's layout, head_dim 256, window 512), tiny-gemma3 (6 layers in
-// Gemma 3's layout, head_dim 256). Throws greta::Error listing them for anything else.
+// Gemma 3's layout, head_dim 256), qwen3-30b-a3b (a mixture of 128 experts, 8 per token),
+// tiny-qwen3moe (tiny-qwen3's attention, 8 experts of 256, 2 per token: for tests). Throws
+// greta::Error listing them for anything else.
 ModelConfig synthetic_config(const std::string& name);
 std::vector<std::string> synthetic_names();
 

@@ -10,7 +10,6 @@ and the prompt is longer than the 8-token window of the even layers (0 and 2).
 - free-running: both engines' greedy tokens are the same;
 - each cap and the window change greta's logits by far more than the tolerance (the same file
   with a cap of 1e6, or a window past the prompt), so the comparison above tests them."""
-import importlib.util
 import json
 import os
 import sys
@@ -18,6 +17,7 @@ import sys
 import pytest
 
 from conftest import ROOT, compare_forced_steps, identical_prefix, read_json, run_greta
+from llamacpp_greedy import greedy_steps
 
 SPM_GGUF = os.path.join(ROOT, "tests", "data", "tokenizer", "spm", "spm.gguf")
 VOCAB, DIM, LAYERS, HEADS, KV_HEADS, HEAD_DIM, FFN = 1000, 64, 4, 4, 2, 32, 128
@@ -89,23 +89,9 @@ def gemma2_model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llamacpp(gemma2_model):
     """llama.cpp's prompt ids, greedy tokens and every logit of every step."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip(f"llama-cpp-python is not installed for {sys.executable} (bash tools/install_llamacpp_reference.sh)")
-    import numpy as np
-    from llama_cpp import Llama
-    llm = Llama(model_path=str(gemma2_model), n_ctx=128, n_threads=2, n_batch=128, logits_all=True, verbose=False,
-                seed=0)
-    ids = llm.tokenize(PROMPT.encode(), add_bos=True)
-    assert len(ids) > 2 * WINDOW, "the prompt must cross the window"
-    llm.eval(ids)
-    gen, steps = [], []
-    for _ in range(N_GEN):
-        row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-        order = np.lexsort((np.arange(len(row)), -row))
-        steps.append([[int(t), float(row[t])] for t in order])
-        gen.append(int(order[0]))
-        llm.eval([gen[-1]])
-    return {"prompt_ids": ids, "generated_ids": gen, "steps": steps}
+    ref = greedy_steps(gemma2_model, PROMPT, N_GEN)
+    assert len(ref["prompt_ids"]) > 2 * WINDOW, "the prompt must cross the window"
+    return ref
 
 
 def greta_forced(greta_bin, model, forced, report):

@@ -217,6 +217,23 @@ class CpuBackend final : public Backend {
     dump("softcap", out);
   }
 
+  bool supports_moe() const override { return true; }
+  void moe_route(Tensor logits, int k, bool renormalize, int32_t* ids, float* weights) override {
+    if (k < 1 || k > logits.cols)
+      throw Error("cpu moe_route: top " + std::to_string(k) + " of " + std::to_string(logits.cols) + " experts");
+    cpu::moe_route(f32(logits), logits.rows, int(logits.cols), k, renormalize, ids, weights);
+  }
+  void add_rows_scaled(Tensor x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                       Tensor out) override {
+    expect(x.rows == int64_t(rows.size()) && weights.size() == rows.size() && x.cols == out.cols, "add_rows_scaled", x,
+           int64_t(rows.size()), out.cols);
+    for (int32_t r : rows)
+      if (r < 0 || r >= out.rows)
+        throw Error("cpu add_rows_scaled: row " + std::to_string(r) + " outside [0, " + std::to_string(out.rows) + ")");
+    cpu::add_rows_scaled(f32(x), x.rows, x.cols, rows.data(), weights.data(), f32(out));
+    dump("add_rows_scaled", out);
+  }
+
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override {
     expect(out.rows == int64_t(rows.size()) && out.cols == x.cols, "gather_rows", out, int64_t(rows.size()), x.cols);
     for (size_t j = 0; j < rows.size(); ++j) {

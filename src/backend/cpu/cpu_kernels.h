@@ -100,6 +100,14 @@ inline float softcap(float x, float cap) { return std::tanh(x * (1.0f / cap)) * 
 // out = softcap(x, cap) elementwise (Gemma 2's final logit soft-capping).
 void softcap(const float* x, float cap, float* out, int64_t count, ThreadPool& pool);
 
+// --- mixture of experts (moe.cpp) ---
+// For each row of logits [n, n_experts]: softmax in fp32 (summed in double, as ggml's), then
+// the k largest probabilities, largest first, equal ones by lower expert id, a NaN below every
+// number; with `renormalize` divided by their sum. ids, weights [n, k].
+void moe_route(const float* logits, int64_t n, int n_experts, int k, bool renormalize, int32_t* ids, float* weights);
+// out[rows[j]] += weights[j] * x[j] for j < m; rows of `cols` floats.
+void add_rows_scaled(const float* x, int64_t m, int64_t cols, const int32_t* rows, const float* weights, float* out);
+
 // --- attention ---
 // Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16 values (bits) for K
 // and V. F16 like llama.cpp's default cache, so attention can follow its arithmetic exactly.
