@@ -12,6 +12,7 @@
 #include "backend/backend_factory.h"
 #include "cli/arg_checks.h"
 #include "core/error.h"
+#include "model/llama.h"
 #include "model/quantize_on_load.h"
 #include "model/synthetic.h"
 
@@ -165,13 +166,16 @@ std::unique_ptr<ModelFile> open_model_file(const ModelOptions& o) {
 Loaded load(const ModelOptions& o, bool need_tokenizer) {
   Loaded L;
   const double t0 = now_seconds();
-  L.file = open_model_file(o);
   L.device = resolve_device(o.device);
   int threads = o.threads > 0 ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   BackendOptions bo = backend_options_from_env();
   bo.device = L.device;
   bo.cpu.n_threads = threads;
   L.backend = make_backend(bo);
+  // A synthetic shape the backend cannot run is refused before its weights are made (tens of GB
+  // for the large shapes).
+  if (!o.synthetic.empty()) LlamaModel::check_backend(synthetic_config(o.synthetic), *L.backend);
+  L.file = open_model_file(o);
   L.model = std::make_unique<LlamaModel>(*L.file, *L.backend);
   if (need_tokenizer) L.tokenizer = L.file->load_tokenizer();
   L.load_seconds = now_seconds() - t0;

@@ -168,7 +168,9 @@ SyntheticWeights::SyntheticWeights(const ModelConfig& c, DType dtype, uint64_t s
     if (c.n_experts > 0) {  // llama.cpp's per-expert names (ModelFile::expert_tensor)
       add(p + "ffn_gate_inp.weight", {c.n_experts, c.dim}, false, /*router=*/true);
       for (int e = 0; e < c.n_experts; ++e) {
-        const std::string E = "." + std::to_string(e) + ".weight";
+        std::string E = ".";  // built in steps: GCC 12 warns (-Wrestrict, falsely) on "." + to_string(e)
+        E += std::to_string(e);
+        E += ".weight";
         add(p + "ffn_gate" + E, {c.ffn_dim, c.dim}, false);
         add(p + "ffn_up" + E, {c.ffn_dim, c.dim}, false);
         add(p + "ffn_down" + E, {c.dim, c.ffn_dim}, false);
