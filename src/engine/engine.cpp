@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -90,6 +91,7 @@ struct Engine::Impl {
   std::vector<DeviceSampleParams> dev_params;  // device sampling: settings, tokens, probs [sampled rows]
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;  // made at the first constrained request
   // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
   // at the end of the step (their events hold the callbacks, not the sequences).
   std::vector<std::unique_ptr<Sequence>> done;
@@ -190,8 +192,19 @@ struct Engine::Impl {
     ev.logprob = res.logprob;
     ev.top = res.top;
     FinishReason reason = FinishReason::None;
-    const bool eos = !s.req.ignore_eos &&
+    // A grammar allows a stop token only where the output is complete: it ends the request even
+    // with ignore_eos, which would otherwise leave a finished grammar nothing to allow.
+    const bool eos = (!s.req.ignore_eos || s.grammar) &&
                      std::find(tok.stop_ids.begin(), tok.stop_ids.end(), res.token) != tok.stop_ids.end();
+    bool grammar_done = false;
+    if (s.grammar && !eos) {
+      if (!s.grammar->accept(res.token)) {
+        end(sched.remove(s.id), std::move(ev), FinishReason::Error,
+            "token " + std::to_string(res.token) + " does not continue the request's grammar", out);
+        return;
+      }
+      grammar_done = s.grammar->finished();
+    }
     if (eos) {
       flush_text(s, ev.text);  // the stop token itself has no text
       reason = FinishReason::Stop;
@@ -201,6 +214,9 @@ struct Engine::Impl {
       StopMatcher::Result r = s.stop.feed(res.token < tok.vocab_size() ? s.decoder.feed(res.token) : std::string());
       ev.text = std::move(r.text);
       if (r.matched) {
+        reason = FinishReason::Stop;
+      } else if (grammar_done) {
+        flush_text(s, ev.text);
         reason = FinishReason::Stop;
       } else if (s.n_generated() >= s.req.max_tokens || int(s.tokens.size()) >= n_ctx) {
         reason = flush_text(s, ev.text) ? FinishReason::Stop : FinishReason::Length;
@@ -223,6 +239,7 @@ struct Engine::Impl {
       return;
     }
     const bool on_device = samples_on_device(st);
+    prepare_masks(st);
     clock.lap(times.schedule);
     const bool ran = forward(st, on_device, out);
     clock.lap(times.forward);
@@ -240,6 +257,33 @@ struct Engine::Impl {
     }
   }
 
+  // The allowed-token mask of every constrained sequence that draws in this step, computed on
+  // the host before the forward: the device path uploads it with the step's sampling settings,
+  // the host path applies it in the Sampler. (Computing it while the forward runs would need
+  // the draw split from the forward; the masks cost microseconds per token, see
+  // docs/notes/grammar.md.) A mask that cannot be computed ends its sequence after the step.
+  void prepare_masks(const ScheduledStep& st) {
+    for (Sequence* s : st.sampled) {
+      if (!s->req.grammar || !s->grammar_error.empty()) continue;
+      try {
+        if (!s->grammar) {
+          if (!grammar_vocab) grammar_vocab = grammar_vocabulary(tok, vocab);
+          s->grammar = std::make_unique<GrammarState>(s->req.grammar, grammar_vocab);
+        }
+        s->grammar->compute_mask();
+        if (s->grammar->mask_empty())
+          s->grammar_error = s->grammar->can_end() ? "" : "no token of the vocabulary continues the request's grammar";
+      } catch (const std::exception& e) {
+        s->grammar_error = e.what();
+      }
+    }
+  }
+
+  // Constraints of row s for the host Sampler: its grammar's mask, or none.
+  static const uint32_t* allowed_of(const Sequence& s) {
+    return s.grammar && s.grammar_error.empty() && !s.grammar->mask_empty() ? s.grammar->mask().data() : nullptr;
+  }
+
   // Sampling on the device when every sampled row can (no penalties, no logprobs): the step
   // then returns one token per row instead of rows * vocab logits.
   bool samples_on_device(const ScheduledStep& st) const {
@@ -254,7 +298,14 @@ struct Engine::Impl {
     try {
       if (on_device) {
         dev_params.clear();
-        for (Sequence* s : st.sampled) dev_params.push_back(device_sample_params(s->sampler));
+        for (Sequence* s : st.sampled) {
+          DeviceSampleParams p = device_sample_params(s->sampler);
+          p.allowed = allowed_of(*s);
+          p.bias_ids = s->bias_ids.data();
+          p.bias_values = s->bias_values.data();
+          p.n_bias = int(s->bias_ids.size());
+          dev_params.push_back(p);
+        }
         dev_tokens.resize(st.sampled.size());
         dev_probs.resize(st.sampled.size());
         model.forward(st.batch, *kv, LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data()});
@@ -276,19 +327,36 @@ struct Engine::Impl {
     for (size_t r = 0; r < st.sampled.size(); ++r) {
       Sequence* s = st.sampled[r];
       try {
+        if (s->req.grammar && (!s->grammar_error.empty() || s->grammar->mask_empty())) {
+          end_constrained(*s, out);
+          continue;
+        }
         SampleResult res;
         if (on_device) {
           res.token = dev_tokens[r];
           res.prob = dev_probs[r];
         } else {
           const int n_lp = s->req.logprobs ? s->req.top_logprobs : -1;
-          res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp);
+          res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp, allowed_of(*s));
         }
         on_token(*s, res, out);
       } catch (const std::exception& e) {
         if (auto own = sched.remove(s->id)) end_without_token(std::move(own), FinishReason::Error, e.what(), out);
       }
     }
+  }
+
+  // A constrained sequence with nothing to draw: its grammar is complete and the vocabulary has
+  // no stop token (Stop), or its mask failed or allows nothing (Error).
+  void end_constrained(Sequence& s, std::vector<Emit>& out) {
+    std::unique_ptr<Sequence> own = sched.remove(s.id);
+    if (!s.grammar_error.empty()) {
+      end_without_token(std::move(own), FinishReason::Error, s.grammar_error, out);
+      return;
+    }
+    TokenEvent ev = event_for(s);
+    flush_text(s, ev.text);
+    end(std::move(own), std::move(ev), FinishReason::Stop, "", out);
   }
 
   // Hands the step's events to the emitter thread and returns while they are delivered; the
@@ -358,6 +426,27 @@ struct Engine::Impl {
   }
 };
 
+namespace {
+
+void check_logit_bias(const std::vector<std::pair<int32_t, float>>& bias, int vocab) {
+  std::vector<int32_t> ids;
+  for (const auto& [id, b] : bias) {
+    if (id < 0 || id >= vocab)
+      throw RequestError(RequestError::Kind::Invalid, "logit_bias: token id " + std::to_string(id) +
+                                                          " is outside the vocabulary [0, " + std::to_string(vocab) +
+                                                          ")");
+    if (!std::isfinite(b))
+      throw RequestError(RequestError::Kind::Invalid,
+                         "logit_bias: the bias of token " + std::to_string(id) + " is not a finite number");
+    ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
+    throw RequestError(RequestError::Kind::Invalid, "logit_bias: a token id appears twice");
+}
+
+}  // namespace
+
 Engine::Engine(LlamaModel& model, const Tokenizer& tokenizer, EngineConfig cfg) {
   cfg.validate();
   impl_ = std::make_unique<Impl>(model, tokenizer, cfg);
@@ -391,6 +480,7 @@ uint64_t Engine::submit(GenerationRequest req, EventCallback on_event) {
     if (s.empty()) throw invalid("stop strings must be non-empty");
   if (req.top_logprobs < 0) throw invalid("top_logprobs must be >= 0, got " + std::to_string(req.top_logprobs));
   if (req.top_logprobs > 0 && !req.logprobs) throw invalid("top_logprobs needs logprobs = true");
+  check_logit_bias(req.logit_bias, I.vocab);
   try {
     req.sampling.validate();
   } catch (const Error& e) {

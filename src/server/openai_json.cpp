@@ -205,16 +205,29 @@ void refuse_unsupported(const json& body, bool chat) {
   if (get_bool(body, "echo", false)) bad("echo", "echo is not supported");
   if (body.contains("suffix") && !body["suffix"].is_null() && body["suffix"] != "")
     bad("suffix", "suffix is not supported");
-  if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
-      !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
-    bad("logit_bias", "logit_bias is not supported");
   if (body.contains("tools") && !body["tools"].is_null() && !(body["tools"].is_array() && body["tools"].empty()))
     bad("tools", "tools are not supported");
   if (body.contains("functions") && !body["functions"].is_null()) bad("functions", "functions are not supported");
-  if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
-    auto type = rf->is_object() ? rf->find("type") : rf->end();
-    if (!rf->is_object() || type == rf->end() || !type->is_string() || *type != "text")
-      bad("response_format", "only {\"type\": \"text\"} is supported");
+}
+
+// {"token id": bias}: ids as canonical decimal integers (so two keys never name one token),
+// biases in [-100, 100]. Whether an id is in the vocabulary the engine checks at submit.
+void parse_logit_bias(const json& body, ApiRequest& r) {
+  auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) return;
+  if (!it->is_object()) bad("logit_bias", "expected an object mapping token ids to biases, got " + type_name(*it));
+  for (const auto& [key, v] : it->items()) {
+    const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos &&
+                        (key == "0" || key[0] != '0');
+    if (!digits || std::stoll(key) > INT32_MAX)
+      bad("logit_bias", "keys must be token ids written as decimal integers below 2^31, got a key of " +
+                            std::to_string(key.size()) + " characters that is not one");
+    if (!v.is_number())
+      bad("logit_bias", "the bias of token " + key + " must be a number, got " + type_name(v));
+    const double b = v.get<double>();
+    if (!(b >= -kMaxLogitBias && b <= kMaxLogitBias))
+      bad("logit_bias", "the bias of token " + key + " must be in [-100, 100], got " + number_text(b));
+    r.logit_bias.emplace_back(int32_t(std::stoll(key)), float(b));
   }
 }
 
@@ -239,6 +252,8 @@ ApiRequest parse_request(const std::string& text, bool chat) {
   if (chat) parse_messages(body, r);
   else parse_prompt(body, r);
   refuse_unsupported(body, chat);
+  parse_logit_bias(body, r);
+  r.constraint = parse_constraint(body, text);
 
   r.n = int(get_int(body, "n", 1, kMaxN).value_or(1));
   if (auto bo = get_int(body, "best_of", 1, kMaxN); bo && *bo != r.n) bad("best_of", "best_of must equal n");

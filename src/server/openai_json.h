@@ -6,7 +6,9 @@
 //   type, a value out of range, an unsupported feature) throws ApiError 400 naming the field.
 // - Unknown fields are ignored, as OpenAI's API does for fields it does not use, so newer
 //   clients keep working; fields we recognise but cannot honour (echo, suffix, best_of > n,
-//   logit_bias, tools, a non-text response_format) are refused rather than silently dropped.
+//   tools) are refused rather than silently dropped.
+// - Constraints (response_format, grammar, regex) are read by server/constraint.h; logit_bias
+//   keys are token ids written as decimal integers, values in [-100, 100].
 // - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k/min-p), not the CLI's.
 // - Every JSON we emit is dumped with invalid UTF-8 replaced (token pieces can be partial
 //   characters), so building a response never throws.
@@ -22,6 +24,7 @@
 #include "core/error.h"
 #include "greta/engine.h"
 #include "runtime/sampler.h"
+#include "server/constraint.h"
 
 namespace greta::server {
 
@@ -45,6 +48,7 @@ nlohmann::json error_body(int status, const std::string& message, const std::str
 constexpr int kMaxChoices = 16;  // n x prompts per request: each choice is one engine request
 constexpr int kMaxN = 8;
 constexpr int kMaxTopLogprobs = 20;
+constexpr double kMaxLogitBias = 100;  // |bias|, as OpenAI
 
 struct ApiRequest {
   bool chat = false;
@@ -62,6 +66,8 @@ struct ApiRequest {
   std::vector<std::string> stop;
   bool logprobs = false;
   int top_logprobs = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // by token id, ids distinct
+  ConstraintSpec constraint;
 
   size_t n_prompts() const { return chat ? 1 : prompts.size() + prompt_ids.size(); }
 };

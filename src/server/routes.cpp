@@ -56,7 +56,19 @@ struct Plan {
   std::vector<bool> first_of_prompt;  // usage counts each prompt once, as OpenAI does
 };
 
+// Token ids the model has, checked here so that the error names the field (the engine checks too).
+void check_logit_bias_ids(const ServerContext& ctx, const ApiRequest& r) {
+  for (const auto& [id, b] : r.logit_bias)
+    if (ctx.vocab_size > 0 && id >= ctx.vocab_size)
+      throw ApiError(400,
+                     "'logit_bias': token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                         std::to_string(ctx.vocab_size) + ")",
+                     "logit_bias");
+}
+
 Plan plan(const ServerContext& ctx, const ApiRequest& r) {
+  check_logit_bias_ids(ctx, r);
+  const std::shared_ptr<const grammar::Grammar> grammar = compile_constraint(r.constraint, ctx.grammars);
   std::vector<std::vector<int32_t>> prompts;
   if (r.chat) {
     prompts.push_back(chat_prompt(ctx, r.messages));
@@ -97,6 +109,8 @@ Plan plan(const ServerContext& ctx, const ApiRequest& r) {
       g.stop = r.stop;
       g.logprobs = r.logprobs;
       g.top_logprobs = r.top_logprobs;
+      g.logit_bias = r.logit_bias;
+      g.grammar = grammar;
       out.requests.push_back(std::move(g));
       out.first_of_prompt.push_back(j == 0);
     }

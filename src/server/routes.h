@@ -14,6 +14,7 @@
 
 #include "chat/chat_template.h"
 #include "greta/engine.h"
+#include "server/grammar_cache.h"
 #include "server/metrics.h"
 #include "tokenizer/tokenizer.h"
 
@@ -29,6 +30,7 @@ struct ServerContext {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // null: chat completions answer 400
   Metrics* metrics = nullptr;
+  GrammarCache* grammars = nullptr;  // compiled constraints by source (null: compiled per request)
   std::string model_id;  // what /v1/models lists and requests must name (or omit)
   int64_t created = 0;   // unix time the model was loaded
   int vocab_size = 0;    // the model's: token ids in prompts must be below it (0: not reported)
