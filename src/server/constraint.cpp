@@ -35,7 +35,7 @@ ConstraintSpec parse_response_format(const json& rf, const std::string& text) {
   const std::string t = type->get<std::string>();
   if (t == "text") return {};
   if (t == "json_object") return {Kind::JsonObject, "", p};
-  if (t != "json_schema") bad(p + ".type", "must be text, json_object or json_schema, got '" + t + "'");
+  if (t != "json_schema") bad(p + ".type", "must be text, json_object or json_schema");  // never quotes the value
   if (rf.contains("strict") && !rf["strict"].is_boolean() && !rf["strict"].is_null())
     bad(p + ".strict", "expected a boolean");
   auto js = rf.find("json_schema");

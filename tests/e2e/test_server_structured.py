@@ -157,7 +157,7 @@ BAD = [
      "response_format.json_schema.schema", "not"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}},
      "response_format.json_schema.name", "name"),
-    ({"response_format": {"type": "yaml"}}, "response_format.type", "yaml"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type", "json_object"),
     ({"grammar": "root ::= [a-"}, "grammar", "line 1"),
     ({"grammar": "root ::= missing"}, "grammar", "missing"),
     ({"regex": "(?=a)b"}, "regex", "lookahead"),
