@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "gpu_test_util.h"
+#include "model/llama.h"
 #include "runtime/sampler.h"
 
 namespace greta::gputest {
@@ -18,19 +19,10 @@ namespace {
 
 class GpuSampleConstrained : public GpuTest {};
 
-SamplingParams host_params_of(const DeviceSampleParams& d) {
-  SamplingParams p;
-  p.temperature = d.temperature;
-  p.top_k = d.top_k;
-  p.top_p = d.top_p;
-  p.min_p = d.min_p;
-  p.repeat_penalty = 1.0f;
-  p.seed = 1;
-  return p;
-}
-
-DeviceSampleParams setting(int i) {
-  DeviceSampleParams p;
+// The host settings of row i; the device gets them through device_sample_params, as the
+// engine does.
+SamplingParams setting(int i) {
+  SamplingParams p{.temperature = 0, .top_k = 0, .top_p = 1, .min_p = 0, .seed = 1};
   switch (i % 5) {
     case 0: break;  // greedy
     case 1: p.temperature = 1.0f; break;
@@ -59,13 +51,17 @@ struct RowConstraints {
 };
 
 // Runs the rows on the device (distribution hook) and compares every row with the host.
-void expect_matches_host(Backend& gpu, int vocab, const std::vector<float>& logits, std::vector<DeviceSampleParams> p,
-                         const std::vector<RowConstraints>& c, const std::string& what) {
-  const int rows = int(p.size());
+void expect_matches_host(Backend& gpu, int vocab, const std::vector<float>& logits,
+                         const std::vector<SamplingParams>& settings, const std::vector<RowConstraints>& c,
+                         const std::string& what) {
+  const int rows = int(settings.size());
   Tensor t = make_tensor(gpu, rows, vocab, logits);
   std::vector<float> seen = read(gpu, t);
+  std::vector<DeviceSampleParams> p;
   for (int r = 0; r < rows; ++r) {
     const RowConstraints& rc = c[size_t(r)];
+    Sampler s(settings[size_t(r)]);
+    p.push_back(device_sample_params(s));
     p[size_t(r)].u = (r + 0.37) / rows;
     p[size_t(r)].allowed = rc.mask.empty() ? nullptr : rc.mask.data();
     p[size_t(r)].bias_ids = rc.ids.data();
@@ -78,7 +74,7 @@ void expect_matches_host(Backend& gpu, int vocab, const std::vector<float>& logi
   for (int r = 0; r < rows; ++r) {
     const RowConstraints& rc = c[size_t(r)];
     const std::string row = what + ", vocab " + std::to_string(vocab) + ", row " + std::to_string(r);
-    Sampler host(host_params_of(p[size_t(r)]));
+    Sampler host(settings[size_t(r)]);
     std::vector<std::pair<int32_t, float>> bias;
     for (size_t j = 0; j < rc.ids.size(); ++j) bias.emplace_back(rc.ids[j], rc.values[j]);
     host.set_logit_bias(bias);
@@ -96,8 +92,8 @@ void expect_matches_host(Backend& gpu, int vocab, const std::vector<float>& logi
     }
     ASSERT_TRUE(want.count(tok[size_t(r)])) << row << ": drew " << tok[size_t(r)] << ", not a host survivor";
     if (mask) EXPECT_TRUE((mask[size_t(tok[size_t(r)]) >> 5] >> (tok[size_t(r)] & 31)) & 1u) << row;
-    if (!(p[size_t(r)].temperature > 0)) {
-      Sampler greedy(host_params_of(p[size_t(r)]));
+    if (!(settings[size_t(r)].temperature > 0)) {
+      Sampler greedy(settings[size_t(r)]);
       greedy.set_logit_bias(bias);
       EXPECT_EQ(tok[size_t(r)], greedy.sample_full(x, vocab, {}, -1, mask).token) << row;
     }
@@ -111,8 +107,8 @@ TEST_F(GpuSampleConstrained, MaskedDistributionMatchesTheHostSampler) {
   for (int vocab : {7, 1000, 49152, 128256}) {
     const int rows = 15;
     std::vector<float> all;
-    std::vector<DeviceSampleParams> p;
-    std::vector<RowConstraints> c(size_t(rows));
+    std::vector<SamplingParams> p;
+    std::vector<RowConstraints> c(static_cast<size_t>(rows));
     for (int r = 0; r < rows; ++r) {
       std::vector<float> v = random_values(size_t(vocab), 2.0f + float(r % 4), rng);
       all.insert(all.end(), v.begin(), v.end());
@@ -128,8 +124,8 @@ TEST_F(GpuSampleConstrained, LogitBiasMatchesTheHostSampler) {
   for (int vocab : {7, 1000, 49152}) {
     const int rows = 10;
     std::vector<float> all;
-    std::vector<DeviceSampleParams> p;
-    std::vector<RowConstraints> c(size_t(rows));
+    std::vector<SamplingParams> p;
+    std::vector<RowConstraints> c(static_cast<size_t>(rows));
     for (int r = 0; r < rows; ++r) {
       std::vector<float> v = random_values(size_t(vocab), 3.0f, rng);
       RowConstraints& rc = c[size_t(r)];

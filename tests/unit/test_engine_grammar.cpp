@@ -64,27 +64,37 @@ class Runs {
   int done_ = 0;
 };
 
+// The default model on the CPU backend, loaded once for the whole binary run (null: missing).
+struct DefaultModel {
+  std::unique_ptr<ModelFile> file;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tok;
+  static const DefaultModel* get() {
+    static const std::unique_ptr<DefaultModel> m = []() -> std::unique_ptr<DefaultModel> {
+      if (!std::filesystem::exists(default_model())) return nullptr;
+      auto d = std::make_unique<DefaultModel>();
+      d->file = ModelFile::open(default_model());
+      d->backend = make_cpu_backend({.n_threads = 2});
+      d->model = std::make_unique<LlamaModel>(*d->file, *d->backend);
+      d->tok = d->file->load_tokenizer();
+      return d;
+    }();
+    return m.get();
+  }
+};
+
 class EngineGrammar : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (!std::filesystem::exists(default_model())) return;
-    file_ = ModelFile::open(default_model()).release();
-    backend_ = make_cpu_backend({.n_threads = 2}).release();
-    model_ = new LlamaModel(*file_, *backend_);
-    tok_ = file_->load_tokenizer().release();
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete backend_;
-    delete tok_;
-    delete file_;
-  }
   void SetUp() override {
-    if (!model_) GTEST_SKIP() << "default model missing: " << default_model();
+    const DefaultModel* d = DefaultModel::get();
+    if (!d) GTEST_SKIP() << "default model missing: " << default_model();
+    model_ = d->model.get();
+    tok_ = d->tok.get();
   }
 
-  static GenerationRequest request(const std::string& prompt, std::shared_ptr<const grammar::Grammar> g,
-                                   float temperature, uint64_t seed, int max_tokens) {
+  GenerationRequest request(const std::string& prompt, std::shared_ptr<const grammar::Grammar> g, float temperature,
+                            uint64_t seed, int max_tokens) const {
     GenerationRequest r;
     r.prompt = tok_->encode(prompt, tok_->add_bos, true);
     r.sampling.temperature = temperature;
@@ -94,10 +104,8 @@ class EngineGrammar : public ::testing::Test {
     return r;
   }
 
-  static inline ModelFile* file_ = nullptr;
-  static inline Backend* backend_ = nullptr;
-  static inline LlamaModel* model_ = nullptr;
-  static inline Tokenizer* tok_ = nullptr;
+  LlamaModel* model_ = nullptr;
+  const Tokenizer* tok_ = nullptr;
 };
 
 TEST_F(EngineGrammar, ConstrainedAndFreeRequestsShareStepsAndFollowTheirGrammars) {

@@ -24,14 +24,9 @@ std::vector<uint32_t> mask_of(int vocab, const std::vector<int32_t>& allowed) {
   return m;
 }
 
+// Every filter off: the constraints alone shape the distribution.
 SamplingParams plain(float temperature, uint64_t seed) {
-  SamplingParams p;
-  p.temperature = temperature;
-  p.top_k = 0;
-  p.top_p = 1;
-  p.min_p = 0;
-  p.seed = seed;
-  return p;
+  return {.temperature = temperature, .top_k = 0, .top_p = 1, .min_p = 0, .seed = seed};
 }
 
 TEST(SamplerConstraints, OnlyAllowedTokensAreDrawn) {

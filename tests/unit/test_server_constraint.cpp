@@ -20,6 +20,28 @@ std::string chat_with(const std::string& extra) {
   return R"({"messages":[{"role":"user","content":"x"}],)" + extra + "}";
 }
 
+std::string param(const ApiError& e) {
+  const auto p = e.body()["error"]["param"];
+  return p.is_string() ? p.get<std::string>() : "";
+}
+
+struct Refusal {
+  const char* extra;  // fields added to a chat request
+  const char* param;  // the field the error must name
+  const char* says;   // and a part of its message
+};
+
+// Each case is refused with a 400 naming its field; `refuse` returns the error of one body.
+template <class F>
+void expect_refusals(const std::vector<Refusal>& cases, F refuse) {
+  for (const Refusal& c : cases) {
+    const ApiError e = refuse(chat_with(c.extra));
+    EXPECT_EQ(e.status(), 400) << c.extra;
+    EXPECT_EQ(param(e), c.param) << c.extra;
+    EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << c.extra << ": " << e.what();
+  }
+}
+
 ApiError refusal(const std::string& body) {
   try {
     parse_request(body, true);
@@ -39,11 +61,6 @@ ApiError compile_refusal(const std::string& body) {
   }
   ADD_FAILURE() << "compiled: " << body;
   return ApiError(0, "");
-}
-
-std::string param(const ApiError& e) {
-  const auto p = e.body()["error"]["param"];
-  return p.is_string() ? p.get<std::string>() : "";
 }
 
 bool accepts(const std::shared_ptr<const grammar::Grammar>& g, const std::string& text) {
@@ -82,11 +99,7 @@ TEST(ServerConstraint, ResponseFormatsAndExtensionFieldsAreRead) {
 }
 
 TEST(ServerConstraint, MalformedFieldsAndConflictsAre400NamingTheField) {
-  struct Case {
-    const char* extra;
-    const char* param;
-    const char* says;
-  } cases[] = {
+  expect_refusals({
       {R"("response_format":{"type":"xml"})", "response_format.type", "json_schema"},
       {R"("response_format":"json")", "response_format", "object"},
       {R"("response_format":{"type":"json_schema"})", "response_format.json_schema", "required"},
@@ -100,21 +113,12 @@ TEST(ServerConstraint, MalformedFieldsAndConflictsAre400NamingTheField) {
       {R"("regex":"")", "regex", "empty"},
       {R"("grammar":"root ::= \"a\"","regex":"a")", "regex", "grammar and regex"},
       {R"("response_format":{"type":"json_object"},"grammar":"root ::= \"a\"")", "grammar", "response_format and grammar"},
-  };
-  for (const Case& c : cases) {
-    const ApiError e = refusal(chat_with(c.extra));
-    EXPECT_EQ(e.status(), 400) << c.extra;
-    EXPECT_EQ(param(e), c.param) << c.extra;
-    EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << c.extra << ": " << e.what();
-  }
+  },
+                  refusal);
 }
 
 TEST(ServerConstraint, WhatDoesNotCompileIsA400ThatNamesIt) {
-  struct Case {
-    const char* extra;
-    const char* param;
-    const char* says;
-  } cases[] = {
+  expect_refusals({
       {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","not":{}}}})",
        "response_format.json_schema.schema", "'not'"},
       {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","format":"email"}}})",
@@ -124,13 +128,8 @@ TEST(ServerConstraint, WhatDoesNotCompileIsA400ThatNamesIt) {
       {R"("grammar":"root ::= \"a")", "grammar", "line 1"},
       {R"("grammar":"start ::= \"a\"")", "grammar", "root"},
       {R"("regex":"(a)\\1")", "regex", "backreference"},
-  };
-  for (const Case& c : cases) {
-    const ApiError e = compile_refusal(chat_with(c.extra));
-    EXPECT_EQ(e.status(), 400) << c.extra;
-    EXPECT_EQ(param(e), c.param) << c.extra;
-    EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << c.extra << ": " << e.what();
-  }
+  },
+                  compile_refusal);
 }
 
 TEST(ServerConstraint, LogitBiasIsValidated) {
@@ -198,7 +197,7 @@ TEST(ServerGrammarCache, ConcurrentRequestsShareOneBoundedCache) {
   for (int t = 0; t < 4; ++t)
     threads.emplace_back([&, t] {
       for (int i = 0; i < 200; ++i) {
-        const std::string lit = "x" + std::to_string((i * 7 + t) % 12);
+        const std::string lit = std::string(1 + size_t((i * 7 + t) % 12), 'x');  // 12 distinct keys
         const auto g = cache.get(lit, [&] {
           ++compiled;
           return grammar::parse_gbnf("root ::= \"" + lit + "\"");
