@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "engine/background_job.h"
 #include "engine/event_emitter.h"
 #include "engine/scheduler.h"
 #include "model/llama.h"
@@ -92,6 +93,7 @@ struct Engine::Impl {
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
   std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;  // made at the first constrained request
+  BackgroundJob masks_job;  // the step's token masks, computed while its forward runs
   // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
   // at the end of the step (their events hold the callbacks, not the sequences).
   std::vector<std::unique_ptr<Sequence>> done;
@@ -239,7 +241,7 @@ struct Engine::Impl {
       return;
     }
     const bool on_device = samples_on_device(st);
-    prepare_masks(st);
+    start_masks(st);
     clock.lap(times.schedule);
     const bool ran = forward(st, on_device, out);
     clock.lap(times.forward);
@@ -258,11 +260,22 @@ struct Engine::Impl {
   }
 
   // The allowed-token mask of every constrained sequence that draws in this step, computed on
-  // the host before the forward: the device path uploads it with the step's sampling settings,
-  // the host path applies it in the Sampler. (Computing it while the forward runs would need
-  // the draw split from the forward; the masks cost microseconds per token, see
-  // docs/notes/grammar.md.) A mask that cannot be computed ends its sequence after the step.
-  void prepare_masks(const ScheduledStep& st) {
+  // the worker while the forward runs: the device path attaches the masks to the step's
+  // sampling settings once the logits are ready (DeviceDraw::before_draw), the host path
+  // applies them in the Sampler after the forward. Until finish_masks() the worker owns the
+  // grammar state of the step's sequences (and grammar_vocab); the engine thread touches
+  // neither. A mask that cannot be computed ends its sequence after the step.
+  void start_masks(const ScheduledStep& st) {
+    const bool any = std::any_of(st.sampled.begin(), st.sampled.end(),
+                                 [](const Sequence* s) { return s->req.grammar && s->grammar_error.empty(); });
+    if (any) masks_job.start([this, &st] { prepare_masks(st); });
+  }
+
+  // Never throws (prepare_masks keeps every failure on its sequence), so this is safe in the
+  // forward's error path too.
+  void finish_masks() noexcept { masks_job.wait(); }
+
+  void prepare_masks(const ScheduledStep& st) noexcept {
     for (Sequence* s : st.sampled) {
       if (!s->req.grammar || !s->grammar_error.empty()) continue;
       try {
@@ -275,6 +288,8 @@ struct Engine::Impl {
           s->grammar_error = s->grammar->can_end() ? "" : "no token of the vocabulary continues the request's grammar";
       } catch (const std::exception& e) {
         s->grammar_error = e.what();
+      } catch (...) {
+        s->grammar_error = "the request's token mask could not be computed";
       }
     }
   }
@@ -300,7 +315,6 @@ struct Engine::Impl {
         dev_params.clear();
         for (Sequence* s : st.sampled) {
           DeviceSampleParams p = device_sample_params(s->sampler);
-          p.allowed = allowed_of(*s);
           p.bias_ids = s->bias_ids.data();
           p.bias_values = s->bias_values.data();
           p.n_bias = int(s->bias_ids.size());
@@ -308,15 +322,22 @@ struct Engine::Impl {
         }
         dev_tokens.resize(st.sampled.size());
         dev_probs.resize(st.sampled.size());
-        model.forward(st.batch, *kv, LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data()});
+        auto attach_masks = [&] {
+          finish_masks();
+          for (size_t r = 0; r < st.sampled.size(); ++r) dev_params[r].allowed = allowed_of(*st.sampled[r]);
+        };
+        model.forward(st.batch, *kv,
+                      LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data(), attach_masks});
       } else {
         logits.resize(st.batch.logit_rows.size() * size_t(vocab));
         model.forward(st.batch, *kv, LlamaModel::HostLogits{logits.data()});
       }
     } catch (const std::exception& e) {
+      finish_masks();  // the worker may still be reading these sequences
       for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), FinishReason::Error, e.what(), out);
       return false;
     }
+    finish_masks();
     return true;
   }
 
