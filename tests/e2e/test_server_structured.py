@@ -122,6 +122,28 @@ def test_gbnf_grammar(server, stream):
         assert re.fullmatch(r"(yes|no), because [a-z]+( [a-z]+){0,6}\.", text), text
 
 
+@pytest.mark.parametrize("name", ["json.gbnf", "json_arr.gbnf"])
+def test_llamacpp_corpus_grammar_outputs_parse(server, root, name):
+    """llama.cpp's own JSON grammars, sent as llama-server users send them: what comes out parses."""
+    with open(f"{root}/tests/data/gbnf/{name}") as f:
+        gbnf = f.read()
+    c = server.client()
+    for seed in (1, 2):
+        text, finish = chat(c, seed % 2 == 0, extra_body={"grammar": gbnf}, temperature=1, seed=seed, max_tokens=80)
+        if finish == "stop":
+            value = json.loads(text)
+            assert isinstance(value, list if name == "json_arr.gbnf" else dict), text
+
+
+def test_n_choices_each_follow_the_grammar(server):
+    pattern = r"[A-Z][a-z]{2,8} (is|was) [0-9]+"
+    r = server.client().chat.completions.create(model=MODEL, messages=ASK, n=3, temperature=1, seed=11,
+                                                max_tokens=30, extra_body={"regex": pattern})
+    assert len(r.choices) == 3
+    for ch in r.choices:
+        assert ch.finish_reason == "length" or re.fullmatch(pattern, ch.message.content), ch.message.content
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_regex_on_chat_and_completions(server, stream):
     pattern = r"(red|green|blue)-[0-9]{2,4}"
