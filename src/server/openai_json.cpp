@@ -205,8 +205,9 @@ void refuse_unsupported(const json& body, bool chat) {
   if (get_bool(body, "echo", false)) bad("echo", "echo is not supported");
   if (body.contains("suffix") && !body["suffix"].is_null() && body["suffix"] != "")
     bad("suffix", "suffix is not supported");
-  if (body.contains("tools") && !body["tools"].is_null() && !(body["tools"].is_array() && body["tools"].empty()))
-    bad("tools", "tools are not supported");
+  if (!chat && body.contains("tools") && !body["tools"].is_null() &&
+      !(body["tools"].is_array() && body["tools"].empty()))
+    bad("tools", "tools are supported on chat completions only");
   if (body.contains("functions") && !body["functions"].is_null()) bad("functions", "functions are not supported");
 }
 
@@ -254,6 +255,9 @@ ApiRequest parse_request(const std::string& text, bool chat) {
   refuse_unsupported(body, chat);
   parse_logit_bias(body, r);
   r.constraint = parse_constraint(body, text);
+  if (chat) r.tools = parse_tools(body, text);
+  if (r.tools.forced() && r.constraint.kind != ConstraintSpec::Kind::None)
+    bad("tool_choice", "a forced tool call cannot be combined with " + r.constraint.param);
 
   r.n = int(get_int(body, "n", 1, kMaxN).value_or(1));
   if (auto bo = get_int(body, "best_of", 1, kMaxN); bo && *bo != r.n) bad("best_of", "best_of must equal n");
@@ -337,6 +341,19 @@ json logprobs_json(const ResponseMeta& m, const std::vector<TokenLogprobOut>& lp
   return {{"tokens", tokens}, {"token_logprobs", token_lp}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
+// OpenAI's tool_calls array; stream deltas carry each call's index too.
+static json tool_calls_json(const std::vector<ToolCallOut>& calls, bool delta) {
+  json out = json::array();
+  for (size_t j = 0; j < calls.size(); ++j) {
+    json c = {{"id", calls[j].id},
+              {"type", "function"},
+              {"function", {{"name", calls[j].name}, {"arguments", calls[j].arguments}}}};
+    if (delta) c["index"] = j;
+    out.push_back(c);
+  }
+  return out;
+}
+
 static std::string object_name(const ResponseMeta& m, bool chunk) {
   if (m.chat) return chunk ? "chat.completion.chunk" : "chat.completion";
   return "text_completion";
@@ -348,10 +365,12 @@ json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>& choices,
     const ChoiceOut& c = choices[i];
     json lp = m.logprobs ? logprobs_json(m, c.logprobs) : json(nullptr);
     if (m.chat) {
-      cs.push_back({{"index", i},
-                    {"message", {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}}},
-                    {"logprobs", lp},
-                    {"finish_reason", c.finish_reason}});
+      json msg = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+      if (!c.tool_calls.empty()) {
+        if (c.text.empty()) msg["content"] = nullptr;
+        msg["tool_calls"] = tool_calls_json(c.tool_calls, false);
+      }
+      cs.push_back({{"index", i}, {"message", msg}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     } else {
       cs.push_back({{"index", i}, {"text", c.text}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     }
@@ -378,6 +397,15 @@ json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool 
   } else {
     choice["text"] = text;
   }
+  return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
+          {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
+}
+
+json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls) {
+  json choice = {{"index", index},
+                 {"logprobs", nullptr},
+                 {"finish_reason", nullptr},
+                 {"delta", {{"tool_calls", tool_calls_json(calls, true)}}}};
   return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
           {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
 }
