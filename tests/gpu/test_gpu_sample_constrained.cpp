@@ -5,14 +5,27 @@
 //    mixed in one call;
 //  - logit_bias: biases of +-100 force and ban tokens; the biased logits are chosen so that
 //    logit + bias is exact in bf16 (the kernel rounds the sum to bf16, the host adds in float);
-//  - bad constraints (duplicate or out-of-range ids) are refused with greta::Error.
+//  - bad constraints (duplicate or out-of-range ids) are refused with greta::Error;
+//  - the engine on the GPU: a greedy constrained request sampled on the device gives the host
+//    path's tokens (the same request with logprobs samples on the host), and sampled
+//    constrained requests in one batch follow their grammars (default model; skips without).
 #include <algorithm>
+#include <condition_variable>
+#include <filesystem>
 #include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <regex>
 
 #include "core/error.h"
 #include "gpu_test_util.h"
+#include "grammar/gbnf_parser.h"
+#include "grammar/json_schema_to_gbnf.h"
+#include "grammar/regex_to_gbnf.h"
+#include "greta/engine.h"
 #include "model/llama.h"
 #include "runtime/sampler.h"
+#include "tokenizer/tokenizer.h"
 
 namespace greta::gputest {
 namespace {
@@ -167,6 +180,96 @@ TEST_F(GpuSampleConstrained, BadConstraintsAreRefused) {
   EXPECT_GE(tok, 0);
   EXPECT_LT(tok, vocab);
   gpu->free(t);
+}
+
+// Every request's tokens, text and finish reason, once all have finished.
+struct Finished {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<uint64_t, TokenEvent> last;
+  std::map<uint64_t, std::vector<int32_t>> tokens;
+  std::map<uint64_t, std::string> text;
+  EventCallback callback() {
+    return [this](const TokenEvent& ev) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (ev.token >= 0) tokens[ev.request_id].push_back(ev.token);
+      text[ev.request_id] += ev.text;
+      if (ev.finished) last[ev.request_id] = ev;
+      cv.notify_all();
+    };
+  }
+  void wait(size_t n) {
+    std::unique_lock<std::mutex> lk(mu);
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(120), [&] { return last.size() >= n; }));
+  }
+};
+
+class GpuEngineConstrained : public GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    const std::string path = std::string(GRETA_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    if (!std::filesystem::exists(path)) GTEST_SKIP() << "default model missing: " << path;
+    file = ModelFile::open(path);
+    model = std::make_unique<LlamaModel>(*file, *gpu);
+    tok = file->load_tokenizer();
+  }
+  GenerationRequest request(const std::string& text, std::shared_ptr<const grammar::Grammar> g, float temperature,
+                            uint64_t seed) {
+    GenerationRequest r;
+    r.prompt = tok->encode(text, tok->add_bos, true);
+    r.max_tokens = 60;
+    r.sampling.temperature = temperature;
+    r.sampling.seed = seed;
+    r.grammar = std::move(g);
+    return r;
+  }
+  std::unique_ptr<ModelFile> file;
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<Tokenizer> tok;
+};
+
+TEST_F(GpuEngineConstrained, GreedyConstrainedDeviceDrawEqualsTheHostPath) {
+  const auto g = grammar::parse_gbnf(grammar::json_object_gbnf());
+  std::vector<int32_t> got[2];
+  for (int host = 0; host < 2; ++host) {  // one request alone per engine: its steps sample one way
+    Engine engine(*model, *tok);
+    Finished f;
+    GenerationRequest r = request("A JSON object describing a cat:", g, 0.0f, 1);
+    r.logit_bias = {{28, -100.0f}};  // a ban: the same on both paths whatever the rounding
+    r.logprobs = host == 1;  // logprobs keep a step on the host sampler
+    const uint64_t id = engine.submit(r, f.callback());
+    f.wait(1);
+    got[host] = f.tokens[id];
+    EXPECT_NE(f.last[id].finish_reason, FinishReason::Error) << f.last[id].error;
+  }
+  EXPECT_EQ(got[0], got[1]);
+}
+
+TEST_F(GpuEngineConstrained, SampledConstrainedRequestsFollowTheirGrammars) {
+  Engine engine(*model, *tok);
+  Finished f;
+  const char* pattern = "(yes|no), [0-9]{2,3}!";
+  const auto rx = grammar::parse_gbnf(grammar::regex_to_gbnf_grammar(pattern));
+  const auto obj = grammar::parse_gbnf(grammar::json_object_gbnf());
+  std::vector<uint64_t> regex_ids, json_ids;
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    regex_ids.push_back(engine.submit(request("Is it raining?", rx, 1.0f, seed), f.callback()));
+    json_ids.push_back(engine.submit(request("A JSON object:", obj, 1.0f, seed), f.callback()));
+  }
+  f.wait(8);
+  for (uint64_t id : regex_ids) {
+    EXPECT_EQ(f.last[id].finish_reason, FinishReason::Stop) << f.last[id].error;
+    EXPECT_TRUE(std::regex_match(f.text[id], std::regex(pattern))) << f.text[id];
+  }
+  for (uint64_t id : json_ids) {
+    const FinishReason why = f.last[id].finish_reason;
+    ASSERT_TRUE(why == FinishReason::Stop || why == FinishReason::Length) << f.last[id].error;
+    if (why == FinishReason::Stop) {
+      EXPECT_TRUE(nlohmann::json::parse(f.text[id]).is_object()) << f.text[id];
+    }
+  }
 }
 
 }  // namespace
