@@ -221,8 +221,7 @@ void parse_logit_bias(const json& body, ApiRequest& r) {
     const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos &&
                         (key == "0" || key[0] != '0');
     if (!digits || std::stoll(key) > INT32_MAX)
-      bad("logit_bias", "keys must be token ids written as decimal integers below 2^31, got a key of " +
-                            std::to_string(key.size()) + " characters that is not one");
+      bad("logit_bias", "keys must be token ids: decimal integers below 2^31, no sign, no leading zeros");
     if (!v.is_number())
       bad("logit_bias", "the bias of token " + key + " must be a number, got " + type_name(v));
     const double b = v.get<double>();
