@@ -122,6 +122,12 @@ struct EngineStats {
   double forward_s = 0;   // the model's forward (device work and its sync included)
   double sample_s = 0;    // commit, sampling, token bookkeeping (on_token)
   double emit_s = 0;      // publishing stats and handing the step's events to the emitter thread
+  // Constrained decoding: token masks computed (one per constrained draw), the seconds they took
+  // on the mask worker, and the seconds the engine thread waited for them after its forward
+  // (what the forward did not hide).
+  int64_t grammar_masks = 0;
+  double grammar_mask_s = 0;
+  double grammar_mask_wait_s = 0;
 };
 
 class Engine {

@@ -94,6 +94,8 @@ struct Engine::Impl {
   std::vector<float> dev_probs;
   std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;  // made at the first constrained request
   BackgroundJob masks_job;  // the step's token masks, computed while its forward runs
+  int64_t n_masks = 0;       // written by the mask worker, read once it has finished
+  double mask_s = 0, mask_wait_s = 0;
   // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
   // at the end of the step (their events hold the callbacks, not the sequences).
   std::vector<std::unique_ptr<Sequence>> done;
@@ -138,6 +140,9 @@ struct Engine::Impl {
     stats.steps = steps;
     stats.preemptions = sched.preemptions();
     stats.finished_requests = finished;
+    stats.grammar_masks = n_masks;
+    stats.grammar_mask_s = mask_s;
+    stats.grammar_mask_wait_s = mask_wait_s;
     publish_times();
   }
 
@@ -273,7 +278,11 @@ struct Engine::Impl {
 
   // Never throws (prepare_masks keeps every failure on its sequence), so this is safe in the
   // forward's error path too.
-  void finish_masks() noexcept { masks_job.wait(); }
+  void finish_masks() noexcept {
+    const PhaseClock::Clock::time_point t0 = PhaseClock::Clock::now();
+    masks_job.wait();
+    mask_wait_s += PhaseClock::seconds(PhaseClock::Clock::now() - t0);
+  }
 
   void prepare_masks(const ScheduledStep& st) noexcept {
     for (Sequence* s : st.sampled) {
@@ -283,7 +292,10 @@ struct Engine::Impl {
           if (!grammar_vocab) grammar_vocab = grammar_vocabulary(tok, vocab);
           s->grammar = std::make_unique<GrammarState>(s->req.grammar, grammar_vocab);
         }
+        const PhaseClock::Clock::time_point t0 = PhaseClock::Clock::now();
         s->grammar->compute_mask();
+        mask_s += PhaseClock::seconds(PhaseClock::Clock::now() - t0);
+        ++n_masks;
         if (s->grammar->mask_empty())
           s->grammar_error = s->grammar->can_end() ? "" : "no token of the vocabulary continues the request's grammar";
       } catch (const std::exception& e) {

@@ -260,3 +260,12 @@ def test_fuzz_random_schemas_validate_or_end_by_length(server):
         except Exception as e:
             raise AssertionError(f"schema {json.dumps(schema)}\noutput {text!r} ({finish})") from e
     assert validated >= len(schemas) // 2, results  # most end by themselves: the test checks something
+
+
+def test_mask_work_is_in_the_metrics(server):
+    before = server.metrics()["greta_grammar_masks_total"]
+    r = server.client().chat.completions.create(model=MODEL, messages=ASK, max_tokens=8, temperature=0,
+                                                extra_body={"regex": "[a-z]{5,20}"})
+    m = server.metrics()
+    assert m["greta_grammar_masks_total"] - before >= r.usage.completion_tokens  # one mask per constrained draw
+    assert m["greta_grammar_mask_seconds_total"] > 0 and m["greta_grammar_mask_wait_seconds_total"] >= 0
