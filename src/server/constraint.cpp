@@ -23,8 +23,12 @@ bool present(const json& body, const char* key) {
 
 // The schema of response_format.json_schema.schema with the client's key order.
 std::string ordered_schema_text(const std::string& text) {
-  const nlohmann::ordered_json body = nlohmann::ordered_json::parse(text);  // read_json accepted it already
-  return body.at("response_format").at("json_schema").at("schema").dump();
+  try {
+    const nlohmann::ordered_json body = nlohmann::ordered_json::parse(text);  // read_json accepted it already
+    return body.at("response_format").at("json_schema").at("schema").dump();
+  } catch (const nlohmann::json::exception&) {
+    bad("response_format.json_schema.schema", "could not be read again in order");
+  }
 }
 
 ConstraintSpec parse_response_format(const json& rf, const std::string& text) {

@@ -126,7 +126,11 @@ ToolRequest parse_tools(const json& body, const std::string& text) {
     if (f->contains("parameters") && !(*f)["parameters"].is_object() && !(*f)["parameters"].is_null())
       bad(p + ".function.parameters", "expected a JSON Schema object");
   }
-  t.tools = ordered_json::parse(text).at("tools");  // read_json accepted the body already
+  try {
+    t.tools = ordered_json::parse(text).at("tools");  // read_json accepted the body already
+  } catch (const nlohmann::json::exception&) {
+    bad("tools", "could not be read again in order");
+  }
   t.choice = parse_choice(body, t);
   return t;
 }
