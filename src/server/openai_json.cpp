@@ -142,14 +142,21 @@ void parse_messages(const json& body, ApiRequest& r) {
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "developer" && rs != "tool")
       bad(p + ".role", "must be one of system, developer, user, assistant, tool");
-    if (m.contains("tool_calls") && !m["tool_calls"].is_null() &&
-        !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
-      bad(p + ".tool_calls", "tool calls are not supported");
     auto content = m.find("content");
     if (content == m.end() && rs != "assistant") bad(p + ".content", "is required");
     // "developer" is OpenAI's newer name for the system role; templates know "system".
-    r.messages.push_back(
-        {rs == "developer" ? "system" : rs, content == m.end() ? "" : message_content(*content, p + ".content")});
+    ChatMessage cm{rs == "developer" ? "system" : rs,
+                   content == m.end() ? "" : message_content(*content, p + ".content")};
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null() &&
+        !(m["tool_calls"].is_array() && m["tool_calls"].empty())) {
+      if (rs != "assistant") bad(p + ".tool_calls", "only assistant messages carry tool calls");
+      cm.fields["tool_calls"] = history_tool_calls(m["tool_calls"], p + ".tool_calls");
+    }
+    if (auto id = m.find("tool_call_id"); id != m.end() && !id->is_null()) {
+      if (!id->is_string()) bad(p + ".tool_call_id", "expected a string");
+      cm.fields["tool_call_id"] = id->get<std::string>();
+    }
+    r.messages.push_back(std::move(cm));
   }
 }
 

@@ -220,6 +220,37 @@ ParsedOutput parse_tool_calls(const std::string& text, const ToolRequest& t) {
   return out;
 }
 
+ordered_json history_tool_calls(const json& calls, const std::string& param) {
+  if (!calls.is_array()) bad(param, "expected an array of tool calls");
+  ordered_json out = ordered_json::array();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    const json& c = calls[i];
+    const std::string p = param + "[" + std::to_string(i) + "]";
+    if (!c.is_object()) bad(p, "expected an object");
+    if (c.contains("type") && c["type"] != "function") bad(p + ".type", "must be function");
+    auto f = c.find("function");
+    if (f == c.end() || !f->is_object()) bad(p + ".function", "is required and must be an object");
+    auto name = f->find("name");
+    if (name == f->end() || !name->is_string() || name->get<std::string>().empty())
+      bad(p + ".function.name", "is required and must be a non-empty string");
+    ordered_json args = ordered_json::object();
+    if (auto a = f->find("arguments"); a != f->end() && !a->is_null()) {
+      if (a->is_string()) {
+        args = ordered_json::parse(a->get<std::string>(), nullptr, false);
+        if (args.is_discarded()) bad(p + ".function.arguments", "is not valid JSON");
+      } else if (a->is_object()) {
+        args = ordered_json::parse(a->dump());
+      } else {
+        bad(p + ".function.arguments", "expected a JSON string");
+      }
+    }
+    ordered_json call = {{"type", "function"}, {"function", {{"name", *name}, {"arguments", args}}}};
+    if (c.contains("id") && c["id"].is_string()) call["id"] = c["id"];
+    out.push_back(std::move(call));
+  }
+  return out;
+}
+
 size_t streamable_prefix(const std::string& text) {
   const size_t first = text.find_first_not_of(" \t\r\n");
   if (first != std::string::npos && text[first] == '{') return 0;  // may be a whole-JSON call

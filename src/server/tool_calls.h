@@ -8,7 +8,8 @@
 //   tool_choice without tools is an ApiError 400 naming the field.
 // - tools reach the chat template as the `tools` variable (object keys sorted, as the
 //   template's other variables); with tool_choice "none" they are not rendered and nothing is
-//   parsed as a call. Assistant messages with tool_calls in the history are still refused.
+//   parsed as a call. An assistant message's tool_calls in the history reach the template with
+//   their arguments as objects (history_tool_calls).
 // - A forced call's arguments follow the function's `parameters` schema (JSON Schema, the
 //   subset of grammar/json_schema_to_gbnf.h; a feature outside it is a 400).
 // - parse_tool_calls never throws: text that does not parse as a call stays content.
@@ -53,6 +54,12 @@ struct ParsedOutput {
 
 // The calls in a finished output. Only functions of `t` count; ids come from make_id.
 ParsedOutput parse_tool_calls(const std::string& text, const ToolRequest& t);
+
+// An assistant message's tool_calls from the request history, as chat templates take them:
+// [{"id", "type": "function", "function": {"name", "arguments": <object>}}], the arguments
+// JSON text the client sent parsed into an object (templates print it with tojson). Throws
+// ApiError(400) naming `param` on a malformed call.
+nlohmann::ordered_json history_tool_calls(const nlohmann::json& calls, const std::string& param);
 
 // The part of `text` that may be streamed as content now: everything before a `<tool_call>`
 // tag or before a tail that could still become one; nothing when the text opens with `{`

@@ -82,11 +82,18 @@ def test_tools_are_rendered_unless_choice_is_none(server):
     assert with_tools.prompt_tokens > without.prompt_tokens + 50  # the tool signatures are in the prompt
 
 
-def test_tool_results_go_back_through_the_template(server):
-    msgs = ASK + [{"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 21}"}]
-    r = server.client().chat.completions.create(model=MODEL, messages=msgs, tools=TOOLS, tool_choice="none",
-                                                max_tokens=5, temperature=0)
-    assert r.choices[0].finish_reason in ("stop", "length")
+def test_a_call_and_its_result_go_back_through_the_template(server):
+    c = server.client()
+    first = c.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, max_tokens=60, temperature=0,
+                                      tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    msg = first.choices[0].message
+    assert msg.tool_calls
+    history = ASK + [msg.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": msg.tool_calls[0].id, "content": "{\"temperature\": 21}"}]
+    second = c.chat.completions.create(model=MODEL, messages=history, tools=TOOLS, max_tokens=5, temperature=0)
+    assert second.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    # The call and the result are in the prompt now.
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens + 20
 
 
 BAD = [

@@ -2,6 +2,7 @@
 // (Hermes-style <tool_call> blocks and the whole-JSON fallback) into OpenAI tool_calls.
 #include <gtest/gtest.h>
 
+#include "chat/chat_template.h"
 #include "grammar/gbnf_parser.h"
 #include "server/openai_json.h"
 #include "server/tool_calls.h"
@@ -155,4 +156,32 @@ TEST(ServerToolCalls, ResponsesCarryToolCalls) {
   const auto chunk = tool_calls_chunk_json(m, 0, c.tool_calls);
   EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
   EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+}
+
+TEST(ServerToolCalls, HistoryCallsAndResultsGoThroughTheTemplate) {
+  const ApiRequest r = parse_request(R"({"messages":[
+      {"role":"user","content":"Weather in Oslo?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_7","type":"function",
+        "function":{"name":"get_weather","arguments":"{\"city\": \"Oslo\", \"unit\": \"c\"}"}}]},
+      {"role":"tool","tool_call_id":"call_7","content":"{\"temperature\": 21}"}]})",
+                                     true);
+  ASSERT_EQ(r.messages.size(), 3u);
+  const auto& calls = r.messages[1].fields.at("tool_calls");
+  EXPECT_EQ(calls[0]["function"]["arguments"]["city"], "Oslo");  // parsed: templates print it with tojson
+  EXPECT_EQ(r.messages[2].fields.at("tool_call_id"), "call_7");
+
+  const ChatTemplate t = ChatTemplate::parse(*builtin_chat_template("qwen2"));
+  const std::string text = t.render(r.messages, true, "", "<|im_end|>");
+  EXPECT_NE(text.find("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": \"c\"}}"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("<tool_response>\n{\"temperature\": 21}\n</tool_response>"), std::string::npos) << text;
+
+  for (const char* bad : {R"({"role":"user","content":"x","tool_calls":[{"function":{"name":"f"}}]})",
+                          R"({"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{nope"}}]})",
+                          R"({"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]})",
+                          R"({"role":"assistant","tool_calls":{}})",
+                          R"({"role":"tool","content":"x","tool_call_id":5})"}) {
+    EXPECT_THROW(parse_request(std::string(R"({"messages":[)") + bad + "]}", true), ApiError) << bad;
+  }
 }
