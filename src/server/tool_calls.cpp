@@ -96,6 +96,33 @@ bool call_from(const json& v, const ToolRequest& t, ToolCallOut& out) {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
 
+// How whole-output calls begin: JSON (Llama 3.1/3.2 write one object, Mistral an array after
+// [TOOL_CALLS]; Llama's <|python_tag|> may precede it when special tokens are shown).
+const char* const kCallStarts[] = {"{", "[", "<|python_tag|>", "[TOOL_CALLS]"};
+
+// The text after leading whitespace and one call marker.
+std::string without_marker(const std::string& text) {
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return "";
+  for (const char* m : {"<|python_tag|>", "[TOOL_CALLS]"})
+    if (text.compare(first, std::string(m).size(), m) == 0) return text.substr(first + std::string(m).size());
+  return text.substr(first);
+}
+
+// The whole output as calls: one call object, or an array of them (all must be calls).
+std::vector<ToolCallOut> whole_output_calls(const std::string& text, const ToolRequest& t) {
+  const json v = json::parse(without_marker(text), nullptr, false);
+  std::vector<ToolCallOut> calls;
+  if (v.is_discarded()) return calls;
+  const json items = v.is_array() ? v : json::array({v});
+  for (const json& item : items) {
+    ToolCallOut call;
+    if (!call_from(item, t, call)) return {};
+    calls.push_back(std::move(call));
+  }
+  return calls;
+}
+
 }  // namespace
 
 ToolRequest parse_tools(const json& body, const std::string& text) {
@@ -208,13 +235,9 @@ ParsedOutput parse_tool_calls(const std::string& text, const ToolRequest& t) {
     else out.content += text.substr(open, end - open);  // not a call: it stays text
     pos = end;
   }
-  if (out.calls.empty()) {  // generic fallback: the whole output is one call object
-    const json v = json::parse(text, nullptr, false);
-    ToolCallOut call;
-    if (!v.is_discarded() && call_from(v, t, call)) {
-      out.calls.push_back(std::move(call));
-      out.content.clear();
-    }
+  if (out.calls.empty()) {  // the other formats: the whole output is the calls
+    out.calls = whole_output_calls(text, t);
+    if (!out.calls.empty()) out.content.clear();
   }
   if (!out.calls.empty() && blank(out.content)) out.content.clear();
   return out;
@@ -253,7 +276,11 @@ ordered_json history_tool_calls(const json& calls, const std::string& param) {
 
 size_t streamable_prefix(const std::string& text) {
   const size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && text[first] == '{') return 0;  // may be a whole-JSON call
+  if (first != std::string::npos)
+    for (const char* m : kCallStarts) {  // may be a whole-output call: held to the end
+      const size_t n = std::min(std::string(m).size(), text.size() - first);
+      if (text.compare(first, n, m, n) == 0) return 0;
+    }
   const std::string open = kOpen;
   if (size_t at = text.find(open); at != std::string::npos) return at;
   for (size_t k = std::min(open.size() - 1, text.size()); k > 0; --k)

@@ -1,7 +1,9 @@
 // Tool calling for chat completions: the `tools` and `tool_choice` fields, the grammar that
 // forces a call when tool_choice is "required" or names a function, and the parsing of the
-// model's calls (Hermes / Qwen style `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`,
-// or a whole output that is one such JSON object) into OpenAI's tool_calls.
+// model's calls into OpenAI's tool_calls: Hermes / Qwen `<tool_call>{"name": ..., "arguments":
+// {...}}</tool_call>` blocks, else a whole output that is one call object or an array of them
+// ({"name", "arguments" or "parameters"}), after an optional `<|python_tag|>` (Llama 3.1/3.2) or
+// `[TOOL_CALLS]` (Mistral) marker.
 //
 // Guarantees
 // - A tool without a name, a malformed tool or tool_choice, a tool_choice naming no tool, or
@@ -62,8 +64,8 @@ ParsedOutput parse_tool_calls(const std::string& text, const ToolRequest& t);
 nlohmann::ordered_json history_tool_calls(const nlohmann::json& calls, const std::string& param);
 
 // The part of `text` that may be streamed as content now: everything before a `<tool_call>`
-// tag or before a tail that could still become one; nothing when the text opens with `{`
-// (it may be a whole-JSON call).
+// tag or before a tail that could still become one; nothing when the text opens like a
+// whole-output call (`{`, `[`, a marker, or the start of one).
 size_t streamable_prefix(const std::string& text);
 
 }  // namespace greta::server

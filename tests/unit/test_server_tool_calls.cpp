@@ -185,3 +185,22 @@ TEST(ServerToolCalls, HistoryCallsAndResultsGoThroughTheTemplate) {
     EXPECT_THROW(parse_request(std::string(R"({"messages":[)") + bad + "]}", true), ApiError) << bad;
   }
 }
+
+TEST(ServerToolCalls, LlamaAndMistralStyleOutputsAreCalls) {
+  const ToolRequest t = chat(kTools).tools;
+  const ParsedOutput llama =
+      parse_tool_calls("<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}", t);
+  ASSERT_EQ(llama.calls.size(), 1u);
+  EXPECT_EQ(llama.calls[0].arguments, "{\"city\":\"Rome\"}");
+  const ParsedOutput mistral = parse_tool_calls(
+      "[TOOL_CALLS] [{\"name\": \"ping\", \"arguments\": {}}, {\"name\": \"get_weather\", \"arguments\": {}}]", t);
+  ASSERT_EQ(mistral.calls.size(), 2u);
+  EXPECT_EQ(mistral.calls[1].name, "get_weather");
+  EXPECT_EQ(mistral.content, "");
+  // An array with anything but calls in it is text.
+  EXPECT_TRUE(parse_tool_calls("[{\"name\": \"ping\", \"arguments\": {}}, 3]", t).calls.empty());
+  EXPECT_TRUE(parse_tool_calls("[1, 2, 3]", t).calls.empty());
+  EXPECT_EQ(streamable_prefix("[TOOL_"), 0u);
+  EXPECT_EQ(streamable_prefix("<|py"), 0u);
+  EXPECT_EQ(streamable_prefix(" [1] is a footnote"), 0u);
+}
