@@ -94,7 +94,7 @@ struct Engine::Impl {
   std::vector<float> dev_probs;
   std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;  // made at the first constrained request
   BackgroundJob masks_job;  // the step's token masks, computed while its forward runs
-  int64_t n_masks = 0;       // written by the mask worker, read once it has finished
+  int64_t n_masks = 0;      // written by the mask worker, read once it has finished
   double mask_s = 0, mask_wait_s = 0;
   // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
   // at the end of the step (their events hold the callbacks, not the sequences).

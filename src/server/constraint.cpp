@@ -93,8 +93,8 @@ ConstraintSpec parse_constraint(const json& body, const std::string& text) {
   auto take = [&](ConstraintSpec s, const std::string& field) {
     if (s.kind == Kind::None) return;
     if (out.kind != Kind::None)
-      bad(field, "only one of response_format, grammar and regex may constrain a request; got " + first + " and " +
-                     field);
+      bad(field,
+          "only one of response_format, grammar and regex may constrain a request; got " + first + " and " + field);
     out = std::move(s);
     first = field;
   };

@@ -229,8 +229,7 @@ void parse_logit_bias(const json& body, ApiRequest& r) {
                         (key == "0" || key[0] != '0');
     if (!digits || std::stoll(key) > INT32_MAX)
       bad("logit_bias", "keys must be token ids: decimal integers below 2^31, no sign, no leading zeros");
-    if (!v.is_number())
-      bad("logit_bias", "the bias of token " + key + " must be a number, got " + type_name(v));
+    if (!v.is_number()) bad("logit_bias", "the bias of token " + key + " must be a number, got " + type_name(v));
     const double b = v.get<double>();
     if (!(b >= -kMaxLogitBias && b <= kMaxLogitBias))
       bad("logit_bias", "the bias of token " + key + " must be in [-100, 100], got " + number_text(b));

@@ -26,8 +26,8 @@ namespace greta::server {
 struct ToolRequest {
   enum class Choice { None, Auto, Required, Named };
   nlohmann::ordered_json tools = nlohmann::ordered_json::array();  // as the template gets them
-  Choice choice = Choice::None;  // None also when the request has no tools
-  std::string named;             // Choice::Named: the function
+  Choice choice = Choice::None;                                    // None also when the request has no tools
+  std::string named;                                               // Choice::Named: the function
 
   bool active() const { return choice != Choice::None; }  // calls may come out
   bool forced() const { return choice == Choice::Required || choice == Choice::Named; }
@@ -44,7 +44,7 @@ ToolRequest parse_tools(const nlohmann::json& body, const std::string& text);
 std::string forced_tool_call_gbnf(const ToolRequest& t);
 
 struct ToolCallOut {
-  std::string id;         // call_...
+  std::string id;  // call_...
   std::string name;
   std::string arguments;  // JSON text, as OpenAI sends it
 };

@@ -238,7 +238,7 @@ TEST_F(GpuEngineConstrained, GreedyConstrainedDeviceDrawEqualsTheHostPath) {
     Finished f;
     GenerationRequest r = request("A JSON object describing a cat:", g, 0.0f, 1);
     r.logit_bias = {{28, -100.0f}};  // a ban: the same on both paths whatever the rounding
-    r.logprobs = host == 1;  // logprobs keep a step on the host sampler
+    r.logprobs = host == 1;          // logprobs keep a step on the host sampler
     const uint64_t id = engine.submit(r, f.callback());
     f.wait(1);
     got[host] = f.tokens[id];

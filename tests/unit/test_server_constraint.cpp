@@ -99,37 +99,40 @@ TEST(ServerConstraint, ResponseFormatsAndExtensionFieldsAreRead) {
 }
 
 TEST(ServerConstraint, MalformedFieldsAndConflictsAre400NamingTheField) {
-  expect_refusals({
-      {R"("response_format":{"type":"xml"})", "response_format.type", "json_schema"},
-      {R"("response_format":"json")", "response_format", "object"},
-      {R"("response_format":{"type":"json_schema"})", "response_format.json_schema", "required"},
-      {R"("response_format":{"type":"json_schema","json_schema":{"schema":{}}})", "response_format.json_schema.name",
-       "name"},
-      {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":3}})",
-       "response_format.json_schema.schema", "JSON Schema"},
-      {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","strict":"yes"}})",
-       "response_format.json_schema.strict", "boolean"},
-      {R"("grammar":5)", "grammar", "string"},
-      {R"("regex":"")", "regex", "empty"},
-      {R"("grammar":"root ::= \"a\"","regex":"a")", "regex", "grammar and regex"},
-      {R"("response_format":{"type":"json_object"},"grammar":"root ::= \"a\"")", "grammar", "response_format and grammar"},
-  },
-                  refusal);
+  expect_refusals(
+      {
+          {R"("response_format":{"type":"xml"})", "response_format.type", "json_schema"},
+          {R"("response_format":"json")", "response_format", "object"},
+          {R"("response_format":{"type":"json_schema"})", "response_format.json_schema", "required"},
+          {R"("response_format":{"type":"json_schema","json_schema":{"schema":{}}})",
+           "response_format.json_schema.name", "name"},
+          {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":3}})",
+           "response_format.json_schema.schema", "JSON Schema"},
+          {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","strict":"yes"}})",
+           "response_format.json_schema.strict", "boolean"},
+          {R"("grammar":5)", "grammar", "string"},
+          {R"("regex":"")", "regex", "empty"},
+          {R"("grammar":"root ::= \"a\"","regex":"a")", "regex", "grammar and regex"},
+          {R"("response_format":{"type":"json_object"},"grammar":"root ::= \"a\"")", "grammar",
+           "response_format and grammar"},
+      },
+      refusal);
 }
 
 TEST(ServerConstraint, WhatDoesNotCompileIsA400ThatNamesIt) {
-  expect_refusals({
-      {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","not":{}}}})",
-       "response_format.json_schema.schema", "'not'"},
-      {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","format":"email"}}})",
-       "response_format.json_schema.schema", "email"},
-      {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"$ref":"#/$defs/missing"}}})",
-       "response_format.json_schema.schema", "missing"},
-      {R"("grammar":"root ::= \"a")", "grammar", "line 1"},
-      {R"("grammar":"start ::= \"a\"")", "grammar", "root"},
-      {R"("regex":"(a)\\1")", "regex", "backreference"},
-  },
-                  compile_refusal);
+  expect_refusals(
+      {
+          {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","not":{}}}})",
+           "response_format.json_schema.schema", "'not'"},
+          {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","format":"email"}}})",
+           "response_format.json_schema.schema", "email"},
+          {R"("response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"$ref":"#/$defs/missing"}}})",
+           "response_format.json_schema.schema", "missing"},
+          {R"("grammar":"root ::= \"a")", "grammar", "line 1"},
+          {R"("grammar":"start ::= \"a\"")", "grammar", "root"},
+          {R"("regex":"(a)\\1")", "regex", "backreference"},
+      },
+      compile_refusal);
 }
 
 TEST(ServerConstraint, LogitBiasIsValidated) {

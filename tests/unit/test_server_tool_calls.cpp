@@ -85,13 +85,15 @@ TEST(ServerToolCalls, BadToolsAndChoicesAre400NamingTheField) {
 }
 
 TEST(ServerToolCalls, ForcedCallGrammarFollowsTheParameters) {
-  const std::string named =
-      forced_tool_call_gbnf(chat(std::string(kTools) + R"(,"tool_choice":{"function":{"name":"get_weather"}})").tools);
-  EXPECT_TRUE(accepts(named, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": "
-                             "\"c\"}}\n</tool_call>"));
+  const std::string named = forced_tool_call_gbnf(
+      chat(std::string(kTools) + R"(,"tool_choice":{"function":{"name":"get_weather"}})").tools);
+  EXPECT_TRUE(accepts(named,
+                      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\", \"unit\": "
+                      "\"c\"}}\n</tool_call>"));
   EXPECT_FALSE(accepts(named, "<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>"));
-  EXPECT_FALSE(accepts(named, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
-                              "</tool_call>"));  // unit is required
+  EXPECT_FALSE(accepts(named,
+                       "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n"
+                       "</tool_call>"));  // unit is required
   const std::string any = forced_tool_call_gbnf(chat(std::string(kTools) + R"(,"tool_choice":"required")").tools);
   EXPECT_TRUE(accepts(any, "<tool_call>\n{\"name\": \"ping\", \"arguments\": {\"any\": [1]}}\n</tool_call>"));
   EXPECT_FALSE(accepts(any, "Sure! <tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>"));
@@ -118,8 +120,9 @@ TEST(ServerToolCalls, CallsAreParsedFromTheOutput) {
   EXPECT_EQ(p.content, "Let me check.\n\n");
 
   // Not a call: unknown function, broken JSON, an unclosed block: all stay text.
-  for (const char* text : {"<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>",
-                           "<tool_call>{\"name\": \"ping\", \"arguments\": </tool_call>", "<tool_call>{\"name\": \"pi"}) {
+  for (const char* text :
+       {"<tool_call>{\"name\": \"rm\", \"arguments\": {}}</tool_call>",
+        "<tool_call>{\"name\": \"ping\", \"arguments\": </tool_call>", "<tool_call>{\"name\": \"pi"}) {
     const ParsedOutput q = parse_tool_calls(text, t);
     EXPECT_TRUE(q.calls.empty()) << text;
     EXPECT_EQ(q.content, text);
@@ -177,19 +180,19 @@ TEST(ServerToolCalls, HistoryCallsAndResultsGoThroughTheTemplate) {
       << text;
   EXPECT_NE(text.find("<tool_response>\n{\"temperature\": 21}\n</tool_response>"), std::string::npos) << text;
 
-  for (const char* bad : {R"({"role":"user","content":"x","tool_calls":[{"function":{"name":"f"}}]})",
-                          R"({"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{nope"}}]})",
-                          R"({"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]})",
-                          R"({"role":"assistant","tool_calls":{}})",
-                          R"({"role":"tool","content":"x","tool_call_id":5})"}) {
+  for (const char* bad :
+       {R"({"role":"user","content":"x","tool_calls":[{"function":{"name":"f"}}]})",
+        R"({"role":"assistant","tool_calls":[{"function":{"name":"f","arguments":"{nope"}}]})",
+        R"({"role":"assistant","tool_calls":[{"function":{"arguments":"{}"}}]})",
+        R"({"role":"assistant","tool_calls":{}})", R"({"role":"tool","content":"x","tool_call_id":5})"}) {
     EXPECT_THROW(parse_request(std::string(R"({"messages":[)") + bad + "]}", true), ApiError) << bad;
   }
 }
 
 TEST(ServerToolCalls, LlamaAndMistralStyleOutputsAreCalls) {
   const ToolRequest t = chat(kTools).tools;
-  const ParsedOutput llama =
-      parse_tool_calls("<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}", t);
+  const ParsedOutput llama = parse_tool_calls(
+      "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}", t);
   ASSERT_EQ(llama.calls.size(), 1u);
   EXPECT_EQ(llama.calls[0].arguments, "{\"city\":\"Rome\"}");
   const ParsedOutput mistral = parse_tool_calls(

@@ -224,8 +224,9 @@ __global__ void __launch_bounds__(kThreads)
   const bf16* x = logits + int64_t(row) * vocab;  // [vocab]
   float* drow = dist ? dist + int64_t(row) * vocab : nullptr;
   const DeviceSampleParams P = params[row];
-  const uint32_t* allowed =
-      P.allowed_at ? reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(params) + P.allowed_at) : nullptr;
+  const uint32_t* allowed = P.allowed_at ? reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(params) +
+                                                                             P.allowed_at)
+                                         : nullptr;
   auto logit = [&](int64_t i) {
     if (allowed && !((allowed[i >> 5] >> (i & 31)) & 1u)) return -INFINITY;
     return clean(__bfloat162float(x[i]));
