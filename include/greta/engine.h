@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "greta/error.h"
@@ -26,6 +27,9 @@ namespace greta {
 
 class LlamaModel;
 class Tokenizer;
+namespace grammar {
+class Grammar;
+}
 
 struct EngineConfig {
   int kv_blocks = 1024;       // KV pool size in blocks (the one KV budget for all requests)
@@ -47,6 +51,11 @@ struct GenerationRequest {
   std::vector<std::string> stop;  // stop strings (non-empty); the match is not emitted
   bool logprobs = false;          // fill TokenEvent::logprob
   int top_logprobs = 0;           // also the N most likely tokens (needs logprobs)
+  // OpenAI's logit_bias: (token id, bias) pairs, ids distinct and in the model's vocabulary.
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // Constrained decoding: every token keeps the output a prefix of the grammar's language,
+  // and once the grammar is complete the request ends (Stop). Null: unconstrained.
+  std::shared_ptr<const grammar::Grammar> grammar;
 };
 
 // Why a request ended. The wire names ("stop", "length", ...) belong to the API that reports them.
@@ -113,6 +122,12 @@ struct EngineStats {
   double forward_s = 0;   // the model's forward (device work and its sync included)
   double sample_s = 0;    // commit, sampling, token bookkeeping (on_token)
   double emit_s = 0;      // publishing stats and handing the step's events to the emitter thread
+  // Constrained decoding: token masks computed (one per constrained draw), the seconds they took
+  // on the mask worker, and the seconds the engine thread waited for them after its forward
+  // (what the forward did not hide).
+  int64_t grammar_masks = 0;
+  double grammar_mask_s = 0;
+  double grammar_mask_wait_s = 0;
 };
 
 class Engine {

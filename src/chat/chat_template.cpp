@@ -66,7 +66,11 @@ RenderedChat ChatTemplate::render_chat(const std::vector<ChatMessage>& messages,
   nlohmann::ordered_json markup = nlohmann::ordered_json::object();
   nlohmann::ordered_json data = nlohmann::ordered_json::object();
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
-  for (const auto& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
+  for (const auto& m : messages) {
+    nlohmann::ordered_json msg = {{"role", m.role}, {"content", m.content}};
+    for (auto it = m.fields.begin(); it != m.fields.end(); ++it) msg[it.key()] = it.value();
+    msgs.push_back(std::move(msg));
+  }
   data["messages"] = std::move(msgs);
   markup["add_generation_prompt"] = add_generation_prompt;
   markup["bos_token"] = bos_token;

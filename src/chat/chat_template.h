@@ -25,6 +25,9 @@ struct Stmt;
 struct ChatMessage {
   std::string role;
   std::string content;
+  // Further fields of the message as the template sees them (an assistant's tool_calls, a tool
+  // result's tool_call_id): data, like the content.
+  nlohmann::ordered_json fields = nlohmann::ordered_json::object();
 };
 
 // A rendered conversation: the text, and the byte ranges of it that came from the messages

@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
 
+#include "engine/background_job.h"
 #include "engine/event_emitter.h"
 #include "engine/scheduler.h"
 #include "model/llama.h"
@@ -90,6 +92,10 @@ struct Engine::Impl {
   std::vector<DeviceSampleParams> dev_params;  // device sampling: settings, tokens, probs [sampled rows]
   std::vector<int32_t> dev_tokens;
   std::vector<float> dev_probs;
+  std::shared_ptr<const grammar::TokenVocabulary> grammar_vocab;  // made at the first constrained request
+  BackgroundJob masks_job;  // the step's token masks, computed while its forward runs
+  int64_t n_masks = 0;      // written by the mask worker, read once it has finished
+  double mask_s = 0, mask_wait_s = 0;
   // Finished this iteration: the step's ScheduledStep still points at them, so they are freed
   // at the end of the step (their events hold the callbacks, not the sequences).
   std::vector<std::unique_ptr<Sequence>> done;
@@ -134,6 +140,9 @@ struct Engine::Impl {
     stats.steps = steps;
     stats.preemptions = sched.preemptions();
     stats.finished_requests = finished;
+    stats.grammar_masks = n_masks;
+    stats.grammar_mask_s = mask_s;
+    stats.grammar_mask_wait_s = mask_wait_s;
     publish_times();
   }
 
@@ -190,8 +199,19 @@ struct Engine::Impl {
     ev.logprob = res.logprob;
     ev.top = res.top;
     FinishReason reason = FinishReason::None;
-    const bool eos = !s.req.ignore_eos &&
+    // A grammar allows a stop token only where the output is complete: it ends the request even
+    // with ignore_eos, which would otherwise leave a finished grammar nothing to allow.
+    const bool eos = (!s.req.ignore_eos || s.grammar) &&
                      std::find(tok.stop_ids.begin(), tok.stop_ids.end(), res.token) != tok.stop_ids.end();
+    bool grammar_done = false;
+    if (s.grammar && !eos) {
+      if (!s.grammar->accept(res.token)) {
+        end(sched.remove(s.id), std::move(ev), FinishReason::Error,
+            "token " + std::to_string(res.token) + " does not continue the request's grammar", out);
+        return;
+      }
+      grammar_done = s.grammar->finished();
+    }
     if (eos) {
       flush_text(s, ev.text);  // the stop token itself has no text
       reason = FinishReason::Stop;
@@ -201,6 +221,9 @@ struct Engine::Impl {
       StopMatcher::Result r = s.stop.feed(res.token < tok.vocab_size() ? s.decoder.feed(res.token) : std::string());
       ev.text = std::move(r.text);
       if (r.matched) {
+        reason = FinishReason::Stop;
+      } else if (grammar_done) {
+        flush_text(s, ev.text);
         reason = FinishReason::Stop;
       } else if (s.n_generated() >= s.req.max_tokens || int(s.tokens.size()) >= n_ctx) {
         reason = flush_text(s, ev.text) ? FinishReason::Stop : FinishReason::Length;
@@ -223,6 +246,7 @@ struct Engine::Impl {
       return;
     }
     const bool on_device = samples_on_device(st);
+    start_masks(st);
     clock.lap(times.schedule);
     const bool ran = forward(st, on_device, out);
     clock.lap(times.forward);
@@ -240,6 +264,53 @@ struct Engine::Impl {
     }
   }
 
+  // The allowed-token mask of every constrained sequence that draws in this step, computed on
+  // the worker while the forward runs: the device path attaches the masks to the step's
+  // sampling settings once the logits are ready (DeviceDraw::before_draw), the host path
+  // applies them in the Sampler after the forward. Until finish_masks() the worker owns the
+  // grammar state of the step's sequences (and grammar_vocab); the engine thread touches
+  // neither. A mask that cannot be computed ends its sequence after the step.
+  void start_masks(const ScheduledStep& st) {
+    const bool any = std::any_of(st.sampled.begin(), st.sampled.end(),
+                                 [](const Sequence* s) { return s->req.grammar && s->grammar_error.empty(); });
+    if (any) masks_job.start([this, &st] { prepare_masks(st); });
+  }
+
+  // Never throws (prepare_masks keeps every failure on its sequence), so this is safe in the
+  // forward's error path too.
+  void finish_masks() noexcept {
+    const PhaseClock::Clock::time_point t0 = PhaseClock::Clock::now();
+    masks_job.wait();
+    mask_wait_s += PhaseClock::seconds(PhaseClock::Clock::now() - t0);
+  }
+
+  void prepare_masks(const ScheduledStep& st) noexcept {
+    for (Sequence* s : st.sampled) {
+      if (!s->req.grammar || !s->grammar_error.empty()) continue;
+      try {
+        if (!s->grammar) {
+          if (!grammar_vocab) grammar_vocab = grammar_vocabulary(tok, vocab);
+          s->grammar = std::make_unique<GrammarState>(s->req.grammar, grammar_vocab);
+        }
+        const PhaseClock::Clock::time_point t0 = PhaseClock::Clock::now();
+        s->grammar->compute_mask();
+        mask_s += PhaseClock::seconds(PhaseClock::Clock::now() - t0);
+        ++n_masks;
+        if (s->grammar->mask_empty())
+          s->grammar_error = s->grammar->can_end() ? "" : "no token of the vocabulary continues the request's grammar";
+      } catch (const std::exception& e) {
+        s->grammar_error = e.what();
+      } catch (...) {
+        s->grammar_error = "the request's token mask could not be computed";
+      }
+    }
+  }
+
+  // Constraints of row s for the host Sampler: its grammar's mask, or none.
+  static const uint32_t* allowed_of(const Sequence& s) {
+    return s.grammar && s.grammar_error.empty() && !s.grammar->mask_empty() ? s.grammar->mask().data() : nullptr;
+  }
+
   // Sampling on the device when every sampled row can (no penalties, no logprobs): the step
   // then returns one token per row instead of rows * vocab logits.
   bool samples_on_device(const ScheduledStep& st) const {
@@ -254,18 +325,31 @@ struct Engine::Impl {
     try {
       if (on_device) {
         dev_params.clear();
-        for (Sequence* s : st.sampled) dev_params.push_back(device_sample_params(s->sampler));
+        for (Sequence* s : st.sampled) {
+          DeviceSampleParams p = device_sample_params(s->sampler);
+          p.bias_ids = s->bias_ids.data();
+          p.bias_values = s->bias_values.data();
+          p.n_bias = int(s->bias_ids.size());
+          dev_params.push_back(p);
+        }
         dev_tokens.resize(st.sampled.size());
         dev_probs.resize(st.sampled.size());
-        model.forward(st.batch, *kv, LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data()});
+        auto attach_masks = [&] {
+          finish_masks();
+          for (size_t r = 0; r < st.sampled.size(); ++r) dev_params[r].allowed = allowed_of(*st.sampled[r]);
+        };
+        model.forward(st.batch, *kv,
+                      LlamaModel::DeviceDraw{dev_params, dev_tokens.data(), dev_probs.data(), attach_masks});
       } else {
         logits.resize(st.batch.logit_rows.size() * size_t(vocab));
         model.forward(st.batch, *kv, LlamaModel::HostLogits{logits.data()});
       }
     } catch (const std::exception& e) {
+      finish_masks();  // the worker may still be reading these sequences
       for (Sequence* s : st.seqs) end_without_token(sched.remove(s->id), FinishReason::Error, e.what(), out);
       return false;
     }
+    finish_masks();
     return true;
   }
 
@@ -276,19 +360,36 @@ struct Engine::Impl {
     for (size_t r = 0; r < st.sampled.size(); ++r) {
       Sequence* s = st.sampled[r];
       try {
+        if (s->req.grammar && (!s->grammar_error.empty() || s->grammar->mask_empty())) {
+          end_constrained(*s, out);
+          continue;
+        }
         SampleResult res;
         if (on_device) {
           res.token = dev_tokens[r];
           res.prob = dev_probs[r];
         } else {
           const int n_lp = s->req.logprobs ? s->req.top_logprobs : -1;
-          res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp);
+          res = s->sampler.sample_full(logits.data() + r * size_t(vocab), vocab, s->tokens, n_lp, allowed_of(*s));
         }
         on_token(*s, res, out);
       } catch (const std::exception& e) {
         if (auto own = sched.remove(s->id)) end_without_token(std::move(own), FinishReason::Error, e.what(), out);
       }
     }
+  }
+
+  // A constrained sequence with nothing to draw: its grammar is complete and the vocabulary has
+  // no stop token (Stop), or its mask failed or allows nothing (Error).
+  void end_constrained(Sequence& s, std::vector<Emit>& out) {
+    std::unique_ptr<Sequence> own = sched.remove(s.id);
+    if (!s.grammar_error.empty()) {
+      end_without_token(std::move(own), FinishReason::Error, s.grammar_error, out);
+      return;
+    }
+    TokenEvent ev = event_for(s);
+    flush_text(s, ev.text);
+    end(std::move(own), std::move(ev), FinishReason::Stop, "", out);
   }
 
   // Hands the step's events to the emitter thread and returns while they are delivered; the
@@ -358,6 +459,27 @@ struct Engine::Impl {
   }
 };
 
+namespace {
+
+void check_logit_bias(const std::vector<std::pair<int32_t, float>>& bias, int vocab) {
+  std::vector<int32_t> ids;
+  for (const auto& [id, b] : bias) {
+    if (id < 0 || id >= vocab)
+      throw RequestError(RequestError::Kind::Invalid, "logit_bias: token id " + std::to_string(id) +
+                                                          " is outside the vocabulary [0, " + std::to_string(vocab) +
+                                                          ")");
+    if (!std::isfinite(b))
+      throw RequestError(RequestError::Kind::Invalid,
+                         "logit_bias: the bias of token " + std::to_string(id) + " is not a finite number");
+    ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
+    throw RequestError(RequestError::Kind::Invalid, "logit_bias: a token id appears twice");
+}
+
+}  // namespace
+
 Engine::Engine(LlamaModel& model, const Tokenizer& tokenizer, EngineConfig cfg) {
   cfg.validate();
   impl_ = std::make_unique<Impl>(model, tokenizer, cfg);
@@ -391,6 +513,7 @@ uint64_t Engine::submit(GenerationRequest req, EventCallback on_event) {
     if (s.empty()) throw invalid("stop strings must be non-empty");
   if (req.top_logprobs < 0) throw invalid("top_logprobs must be >= 0, got " + std::to_string(req.top_logprobs));
   if (req.top_logprobs > 0 && !req.logprobs) throw invalid("top_logprobs needs logprobs = true");
+  check_logit_bias(req.logit_bias, I.vocab);
   try {
     req.sampling.validate();
   } catch (const Error& e) {

@@ -4,8 +4,10 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
+#include "engine/grammar_state.h"
 #include "engine/stop_matcher.h"
 #include "greta/engine.h"
 #include "runtime/kv_cache.h"
@@ -23,7 +25,13 @@ struct Sequence {
         n_prompt(int(req.prompt.size())),
         sampler(req.sampling),
         decoder(tok),
-        stop(req.stop) {}
+        stop(req.stop) {
+    sampler.set_logit_bias(req.logit_bias);
+    for (const auto& [id, b] : req.logit_bias) {
+      bias_ids.push_back(id);
+      bias_values.push_back(b);
+    }
+  }
 
   // --- scheduling (scheduler.cpp) ---
   uint64_t id;  // also the age: lower id = older = scheduled first
@@ -44,6 +52,13 @@ struct Sequence {
   StreamDecoder decoder;
   StopMatcher stop;
   int cached_tokens = 0;
+  // logit_bias as the device sampler takes it (DeviceSampleParams), parallel arrays.
+  std::vector<int32_t> bias_ids;
+  std::vector<float> bias_values;
+  // Constrained requests (req.grammar): made at the first draw; its mask is recomputed before
+  // every draw. A mask that could not be computed ends the request with this error.
+  std::unique_ptr<GrammarState> grammar;
+  std::string grammar_error;
 };
 
 }  // namespace greta

@@ -83,15 +83,15 @@ std::string seq(std::initializer_list<std::string> parts) {
 
 class Converter {
  public:
-  explicit Converter(const json& root) : root_(root) {
+  Converter(const json& root, std::string root_rule) : root_(root), root_rule_(std::move(root_rule)) {
     for (const auto& [name, body] : primitives()) used_.insert(name);
-    used_.insert("root");
-    ref_rules_["#"] = "root";
+    used_.insert(root_rule_);
+    ref_rules_["#"] = root_rule_;
   }
 
   std::string run() {
-    const std::string body = visit(root_, "root", "", 0);
-    std::string out = "root ::= " + body + "\n";
+    const std::string body = visit(root_, root_rule_, "", 0);
+    std::string out = root_rule_ + " ::= " + body + "\n";
     for (const auto& [name, rule] : rules_) out += name + " ::= " + rule + "\n";
     // Primitives are added with what they use, so the text is closed under references.
     for (const std::string& name : primitive_order_) out += name + " ::= " + primitives().at(name) + "\n";
@@ -457,6 +457,7 @@ class Converter {
 
   const json& root_;
   std::vector<std::pair<std::string, std::string>> rules_;
+  std::string root_rule_;
   std::set<std::string> used_;
   std::map<std::string, std::string> ref_rules_;
   std::set<std::string> primitive_set_;
@@ -465,9 +466,9 @@ class Converter {
 
 }  // namespace
 
-std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema) {
+std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema, const std::string& root_rule) {
   try {
-    return Converter(schema).run();
+    return Converter(schema, root_rule).run();
   } catch (const nlohmann::json::exception& e) {
     throw SchemaError(std::string("json schema: ") + e.what());
   }

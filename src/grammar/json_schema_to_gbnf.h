@@ -31,8 +31,10 @@ class SchemaError : public GrammarError {
 };
 
 // GBNF text whose root rule is the schema. Key order matters (required properties are written
-// in declared order), so the schema is an ordered_json.
-std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema);
+// in declared order), so the schema is an ordered_json. root_rule names the schema's rule (and
+// prefixes the rules made for its parts), so that a larger grammar can embed the text under
+// its own root: its other rule names must not start with root_rule.
+std::string json_schema_to_gbnf(const nlohmann::ordered_json& schema, const std::string& root_rule = "root");
 
 // Any JSON object (`response_format: {"type": "json_object"}`).
 std::string json_object_gbnf();

@@ -225,6 +225,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   be_.rms_norm(last, *out_norm_, eps, last);
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
   if (cfg_.final_softcap > 0.0f) be_.softcap(out, cfg_.final_softcap, out);  // Gemma 2
+  if (draw && draw->before_draw) draw->before_draw();
   if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
   else be_.to_host(out, std::get<HostLogits>(output).logits);
 }

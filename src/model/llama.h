@@ -3,6 +3,7 @@
 // over the paged KV cache, returning logits for Batch::logit_rows.
 #pragma once
 #include <array>
+#include <functional>
 #include <memory>
 #include <variant>
 #include <vector>
@@ -76,6 +77,9 @@ class LlamaModel {
     const std::vector<DeviceSampleParams>& per_row;  // [logit_rows.size()]: logit row i's settings
     int32_t* tokens;                                 // host [logit_rows.size()]
     float* probs;                                    // host [logit_rows.size()]: each token's probability
+    // Runs after the logits are computed and before per_row is read, so the caller can fill in
+    // what it computed while the step ran (the requests' token masks). May be empty.
+    std::function<void()> before_draw = {};
   };
   using StepOutput = std::variant<HostLogits, DeviceDraw>;
 

@@ -242,10 +242,25 @@ int32_t Sampler::greedy(int vocab) const {
   return best;
 }
 
-std::vector<TokenProb> Sampler::distribution(const float* logits, int vocab, const std::vector<int32_t>& history) {
+void Sampler::load(const float* logits, int vocab) {
   if (vocab < 1) throw Error("sampler: vocab size " + std::to_string(vocab) + ", expected >= 1");
   work_.resize(size_t(vocab));
   for (int i = 0; i < vocab; ++i) work_[size_t(i)] = clean(logits[i]);
+}
+
+// A bias that lifts a -inf logit leaves it -inf: a broken or masked token stays undrawable.
+void Sampler::apply_constraints(int vocab, const uint32_t* allowed) {
+  for (const auto& [id, b] : bias_)
+    if (id >= 0 && id < vocab) work_[size_t(id)] = clean(work_[size_t(id)] + b);
+  if (!allowed) return;
+  for (int i = 0; i < vocab; ++i)
+    if (!((allowed[size_t(i) >> 5] >> (i & 31)) & 1u)) work_[size_t(i)] = kNegInf;
+}
+
+std::vector<TokenProb> Sampler::distribution(const float* logits, int vocab, const std::vector<int32_t>& history,
+                                             const uint32_t* allowed) {
+  load(logits, vocab);
+  apply_constraints(vocab, allowed);
   apply_penalties(history, vocab);
   if (!filter(vocab)) return {{greedy(vocab), 1.0}};
   // The weights draw() uses, normalised.
@@ -263,11 +278,10 @@ std::vector<TokenProb> Sampler::distribution(const float* logits, int vocab, con
   return out;
 }
 
-SampleResult Sampler::sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs) {
-  if (vocab < 1) throw Error("sampler: vocab size " + std::to_string(vocab) + ", expected >= 1");
+SampleResult Sampler::sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs,
+                                  const uint32_t* allowed) {
   SampleResult r;
-  work_.resize(size_t(vocab));
-  for (int i = 0; i < vocab; ++i) work_[size_t(i)] = clean(logits[i]);
+  load(logits, vocab);
 
   // Raw-model log-softmax (before penalties and filters), as OpenAI's logprobs report it.
   // All -inf (every logit NaN/-inf) has no distribution: report -inf rather than NaN.
@@ -293,6 +307,7 @@ SampleResult Sampler::sample_full(const float* logits, int vocab, const std::vec
     }
   }
 
+  apply_constraints(vocab, allowed);
   apply_penalties(history, vocab);
   if (!filter(vocab)) {
     r.token = greedy(vocab);

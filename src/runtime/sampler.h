@@ -1,5 +1,8 @@
 // Token sampling from one row of logits, in llama.cpp's common chain order:
-//   penalties -> top-k -> top-p -> min-p -> temperature -> seeded draw.
+//   constraints -> penalties -> top-k -> top-p -> min-p -> temperature -> seeded draw.
+// Constraints are the request's logit_bias (added to a token's logit) and an optional
+// allowed-token bitmask (a grammar's: every other token becomes -inf). Logprobs stay those of
+// the raw logits, before any of the chain.
 //
 // Guarantees
 // - Deterministic across runs and platforms for a given seed: the generator is
@@ -16,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "greta/sampling.h"
@@ -47,13 +51,23 @@ class Sampler {
   }
   // logits: [vocab] raw model output; history: tokens so far (prompt + generated).
   // n_logprobs < 0: no logprobs; 0: the chosen token's; N: also the top N.
-  SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs);
+  // allowed: null, or [ceil(vocab / 32)] words, bit t of word t/32 set when token t may be
+  // drawn. With nothing allowed the draw falls back to greedy over -inf (token 0): callers
+  // that can meet an empty mask check it first.
+  SampleResult sample_full(const float* logits, int vocab, const std::vector<int32_t>& history, int n_logprobs,
+                           const uint32_t* allowed = nullptr);
 
   // The distribution sample() would draw from for these logits: every token left after the
   // filters with its probability, by token id (one token with probability 1 when greedy).
   // Uses no random numbers. For tests and for checking other samplers (the device's) against
   // this one.
-  std::vector<TokenProb> distribution(const float* logits, int vocab, const std::vector<int32_t>& history);
+  std::vector<TokenProb> distribution(const float* logits, int vocab, const std::vector<int32_t>& history,
+                                      const uint32_t* allowed = nullptr);
+
+  // OpenAI's logit_bias: (token id, bias) pairs added to those tokens' logits before the chain.
+  // Ids outside the vocabulary of a row are ignored (the engine refuses them at submit).
+  void set_logit_bias(std::vector<std::pair<int32_t, float>> bias) { bias_ = std::move(bias); }
+  const std::vector<std::pair<int32_t, float>>& logit_bias() const { return bias_; }
 
   // True when no penalty is active (repeat 1, presence 0, frequency 0): the rest of the chain
   // needs only the logits row, so it can run where the logits are (Backend::sample). Whether
@@ -71,6 +85,8 @@ class Sampler {
     float logit;
     int32_t id;
   };
+  void load(const float* logits, int vocab);  // work_ = cleaned logits
+  void apply_constraints(int vocab, const uint32_t* allowed);
   void apply_penalties(const std::vector<int32_t>& history, int vocab);
   void apply_openai_penalties(const std::vector<int32_t>& history, int vocab);
   bool filter(int vocab);           // work_ -> cand_ after top-k/top-p/min-p; false: greedy
@@ -86,6 +102,7 @@ class Sampler {
   std::vector<Cand> cand_;   // surviving candidates
   std::vector<int32_t> window_;
   std::vector<double> mass_;  // top-p histogram scratch
+  std::vector<std::pair<int32_t, float>> bias_;
 };
 
 }  // namespace greta

@@ -108,6 +108,7 @@ HR refuse_request(httplib::Response& res, int status, const std::string& message
 HttpServer::HttpServer(const ServerContext& ctx, HttpOptions opt)
     : ctx_(ctx), opt_(std::move(opt)), http_(std::make_unique<Parser>()) {
   ctx_.stopping = &stopping_;
+  if (!ctx_.grammars) ctx_.grammars = &grammars_;
   http_->set_payload_max_length(opt_.max_body_bytes);
   http_->set_keep_alive_timeout(opt_.idle_timeout_s);  // what the Keep-Alive header announces
   http_->set_keep_alive_max_count(kMaxRequestsPerConnection);

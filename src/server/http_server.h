@@ -66,6 +66,7 @@ class HttpServer {
   ServerContext ctx_;
   HttpOptions opt_;
   std::atomic<bool> stopping_{false};
+  GrammarCache grammars_;  // the routes' unless the context brings its own
   std::unique_ptr<Parser> http_;
   int listen_fd_ = -1;  // the listening socket, recorded by the socket-options hook
   std::unique_ptr<ConnectionGate> gate_;

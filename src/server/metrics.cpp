@@ -111,6 +111,13 @@ std::string Metrics::render(const EngineStats& s) const {
   metric(out, "greta_kv_blocks_cached", "gauge", "Free KV blocks still holding a reusable prefix.", s.kv_blocks_cached);
   metric(out, "greta_kv_blocks_total", "gauge", "KV blocks in the pool.", s.kv_blocks_total);
   engine_phases(out, s);
+  metric(out, "greta_grammar_masks_total", "counter", "Allowed-token masks computed for constrained draws.",
+         double(s.grammar_masks));
+  metric(out, "greta_grammar_mask_seconds_total", "counter", "Seconds spent computing token masks (mask worker).",
+         s.grammar_mask_s);
+  metric(out, "greta_grammar_mask_wait_seconds_total", "counter",
+         "Seconds the engine thread waited for token masks after the forward (mask time not hidden by it).",
+         s.grammar_mask_wait_s);
   out +=
       "# HELP greta_time_to_first_token_seconds Time from request arrival to its first token.\n"
       "# TYPE greta_time_to_first_token_seconds histogram\n";

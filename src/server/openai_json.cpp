@@ -142,14 +142,21 @@ void parse_messages(const json& body, ApiRequest& r) {
     const std::string rs = role->get<std::string>();
     if (rs != "system" && rs != "user" && rs != "assistant" && rs != "developer" && rs != "tool")
       bad(p + ".role", "must be one of system, developer, user, assistant, tool");
-    if (m.contains("tool_calls") && !m["tool_calls"].is_null() &&
-        !(m["tool_calls"].is_array() && m["tool_calls"].empty()))
-      bad(p + ".tool_calls", "tool calls are not supported");
     auto content = m.find("content");
     if (content == m.end() && rs != "assistant") bad(p + ".content", "is required");
     // "developer" is OpenAI's newer name for the system role; templates know "system".
-    r.messages.push_back(
-        {rs == "developer" ? "system" : rs, content == m.end() ? "" : message_content(*content, p + ".content")});
+    ChatMessage cm{rs == "developer" ? "system" : rs,
+                   content == m.end() ? "" : message_content(*content, p + ".content")};
+    if (m.contains("tool_calls") && !m["tool_calls"].is_null() &&
+        !(m["tool_calls"].is_array() && m["tool_calls"].empty())) {
+      if (rs != "assistant") bad(p + ".tool_calls", "only assistant messages carry tool calls");
+      cm.fields["tool_calls"] = history_tool_calls(m["tool_calls"], p + ".tool_calls");
+    }
+    if (auto id = m.find("tool_call_id"); id != m.end() && !id->is_null()) {
+      if (!id->is_string()) bad(p + ".tool_call_id", "expected a string");
+      cm.fields["tool_call_id"] = id->get<std::string>();
+    }
+    r.messages.push_back(std::move(cm));
   }
 }
 
@@ -205,16 +212,28 @@ void refuse_unsupported(const json& body, bool chat) {
   if (get_bool(body, "echo", false)) bad("echo", "echo is not supported");
   if (body.contains("suffix") && !body["suffix"].is_null() && body["suffix"] != "")
     bad("suffix", "suffix is not supported");
-  if (body.contains("logit_bias") && !body["logit_bias"].is_null() &&
-      !(body["logit_bias"].is_object() && body["logit_bias"].empty()))
-    bad("logit_bias", "logit_bias is not supported");
-  if (body.contains("tools") && !body["tools"].is_null() && !(body["tools"].is_array() && body["tools"].empty()))
-    bad("tools", "tools are not supported");
+  if (!chat && body.contains("tools") && !body["tools"].is_null() &&
+      !(body["tools"].is_array() && body["tools"].empty()))
+    bad("tools", "tools are supported on chat completions only");
   if (body.contains("functions") && !body["functions"].is_null()) bad("functions", "functions are not supported");
-  if (auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
-    auto type = rf->is_object() ? rf->find("type") : rf->end();
-    if (!rf->is_object() || type == rf->end() || !type->is_string() || *type != "text")
-      bad("response_format", "only {\"type\": \"text\"} is supported");
+}
+
+// {"token id": bias}: ids as canonical decimal integers (so two keys never name one token),
+// biases in [-100, 100]. Whether an id is in the vocabulary the engine checks at submit.
+void parse_logit_bias(const json& body, ApiRequest& r) {
+  auto it = body.find("logit_bias");
+  if (it == body.end() || it->is_null()) return;
+  if (!it->is_object()) bad("logit_bias", "expected an object mapping token ids to biases, got " + type_name(*it));
+  for (const auto& [key, v] : it->items()) {
+    const bool digits = !key.empty() && key.size() <= 10 && key.find_first_not_of("0123456789") == std::string::npos &&
+                        (key == "0" || key[0] != '0');
+    if (!digits || std::stoll(key) > INT32_MAX)
+      bad("logit_bias", "keys must be token ids: decimal integers below 2^31, no sign, no leading zeros");
+    if (!v.is_number()) bad("logit_bias", "the bias of token " + key + " must be a number, got " + type_name(v));
+    const double b = v.get<double>();
+    if (!(b >= -kMaxLogitBias && b <= kMaxLogitBias))
+      bad("logit_bias", "the bias of token " + key + " must be in [-100, 100], got " + number_text(b));
+    r.logit_bias.emplace_back(int32_t(std::stoll(key)), float(b));
   }
 }
 
@@ -239,6 +258,11 @@ ApiRequest parse_request(const std::string& text, bool chat) {
   if (chat) parse_messages(body, r);
   else parse_prompt(body, r);
   refuse_unsupported(body, chat);
+  parse_logit_bias(body, r);
+  r.constraint = parse_constraint(body, text);
+  if (chat) r.tools = parse_tools(body, text);
+  if (r.tools.forced() && r.constraint.kind != ConstraintSpec::Kind::None)
+    bad("tool_choice", "a forced tool call cannot be combined with " + r.constraint.param);
 
   r.n = int(get_int(body, "n", 1, kMaxN).value_or(1));
   if (auto bo = get_int(body, "best_of", 1, kMaxN); bo && *bo != r.n) bad("best_of", "best_of must equal n");
@@ -322,6 +346,19 @@ json logprobs_json(const ResponseMeta& m, const std::vector<TokenLogprobOut>& lp
   return {{"tokens", tokens}, {"token_logprobs", token_lp}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
+// OpenAI's tool_calls array; stream deltas carry each call's index too.
+static json tool_calls_json(const std::vector<ToolCallOut>& calls, bool delta) {
+  json out = json::array();
+  for (size_t j = 0; j < calls.size(); ++j) {
+    json c = {{"id", calls[j].id},
+              {"type", "function"},
+              {"function", {{"name", calls[j].name}, {"arguments", calls[j].arguments}}}};
+    if (delta) c["index"] = j;
+    out.push_back(c);
+  }
+  return out;
+}
+
 static std::string object_name(const ResponseMeta& m, bool chunk) {
   if (m.chat) return chunk ? "chat.completion.chunk" : "chat.completion";
   return "text_completion";
@@ -333,10 +370,12 @@ json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>& choices,
     const ChoiceOut& c = choices[i];
     json lp = m.logprobs ? logprobs_json(m, c.logprobs) : json(nullptr);
     if (m.chat) {
-      cs.push_back({{"index", i},
-                    {"message", {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}}},
-                    {"logprobs", lp},
-                    {"finish_reason", c.finish_reason}});
+      json msg = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
+      if (!c.tool_calls.empty()) {
+        if (c.text.empty()) msg["content"] = nullptr;
+        msg["tool_calls"] = tool_calls_json(c.tool_calls, false);
+      }
+      cs.push_back({{"index", i}, {"message", msg}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     } else {
       cs.push_back({{"index", i}, {"text", c.text}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     }
@@ -363,6 +402,15 @@ json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool 
   } else {
     choice["text"] = text;
   }
+  return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
+          {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
+}
+
+json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls) {
+  json choice = {{"index", index},
+                 {"logprobs", nullptr},
+                 {"finish_reason", nullptr},
+                 {"delta", {{"tool_calls", tool_calls_json(calls, true)}}}};
   return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
           {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
 }

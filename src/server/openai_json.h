@@ -6,7 +6,10 @@
 //   type, a value out of range, an unsupported feature) throws ApiError 400 naming the field.
 // - Unknown fields are ignored, as OpenAI's API does for fields it does not use, so newer
 //   clients keep working; fields we recognise but cannot honour (echo, suffix, best_of > n,
-//   logit_bias, tools, a non-text response_format) are refused rather than silently dropped.
+//   functions, tools on completions, tool calls in the history) are refused rather than
+//   silently dropped. tools and tool_choice are read by server/tool_calls.h.
+// - Constraints (response_format, grammar, regex) are read by server/constraint.h; logit_bias
+//   keys are token ids written as decimal integers, values in [-100, 100].
 // - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k/min-p), not the CLI's.
 // - Every JSON we emit is dumped with invalid UTF-8 replaced (token pieces can be partial
 //   characters), so building a response never throws.
@@ -22,6 +25,8 @@
 #include "core/error.h"
 #include "greta/engine.h"
 #include "runtime/sampler.h"
+#include "server/constraint.h"
+#include "server/tool_calls.h"
 
 namespace greta::server {
 
@@ -45,6 +50,7 @@ nlohmann::json error_body(int status, const std::string& message, const std::str
 constexpr int kMaxChoices = 16;  // n x prompts per request: each choice is one engine request
 constexpr int kMaxN = 8;
 constexpr int kMaxTopLogprobs = 20;
+constexpr double kMaxLogitBias = 100;  // |bias|, as OpenAI
 
 struct ApiRequest {
   bool chat = false;
@@ -62,6 +68,9 @@ struct ApiRequest {
   std::vector<std::string> stop;
   bool logprobs = false;
   int top_logprobs = 0;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // by token id, ids distinct
+  ConstraintSpec constraint;
+  ToolRequest tools;  // chat only
 
   size_t n_prompts() const { return chat ? 1 : prompts.size() + prompt_ids.size(); }
 };
@@ -80,6 +89,7 @@ struct ChoiceOut {
   std::string text;
   std::string finish_reason;
   std::vector<TokenLogprobOut> logprobs;
+  std::vector<ToolCallOut> tool_calls = {};  // chat: text is then the content outside the calls
 };
 
 struct Usage {
@@ -105,6 +115,8 @@ nlohmann::json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>
 nlohmann::json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first,
                           const std::string& finish_reason, const std::vector<TokenLogprobOut>& lp);
 nlohmann::json usage_chunk_json(const ResponseMeta& m, const Usage& u);
+// A chat stream chunk carrying choice `index`'s tool calls, whole (one delta per call).
+nlohmann::json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls);
 
 // The wire name of a finish reason ("" while not finished). Only "stop" and "length" reach a
 // choice: Cancelled and Error become error responses or error events.

@@ -35,14 +35,17 @@ int64_t unix_now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::vector<int32_t> chat_prompt(const ServerContext& ctx, const std::vector<ChatMessage>& messages) {
+std::vector<int32_t> chat_prompt(const ServerContext& ctx, const std::vector<ChatMessage>& messages,
+                                 const ToolRequest& tools) {
   if (!ctx.chat_template)
     throw ApiError(400, "this model has no chat template; restart the server with --chat-template NAME|FILE");
   const Tokenizer& tok = *ctx.tokenizer;
   RenderedChat rendered;
   try {
+    // The template sees the tools unless tool_choice is none (then no call may come out).
+    const json extra = tools.active() ? json{{"tools", json(tools.tools)}} : json::object();
     rendered = ctx.chat_template->render_chat(messages, /*add_generation_prompt=*/true, chat_bos_text(tok),
-                                              chat_eos_text(tok));
+                                              chat_eos_text(tok), extra);
   } catch (const Error& e) {
     throw ApiError(400, std::string("the chat template refused these messages: ") + e.what(), "messages");
   }
@@ -56,10 +59,25 @@ struct Plan {
   std::vector<bool> first_of_prompt;  // usage counts each prompt once, as OpenAI does
 };
 
+// Token ids the model has, checked here so that the error names the field (the engine checks too).
+void check_logit_bias_ids(const ServerContext& ctx, const ApiRequest& r) {
+  for (const auto& [id, b] : r.logit_bias)
+    if (ctx.vocab_size > 0 && id >= ctx.vocab_size)
+      throw ApiError(400,
+                     "'logit_bias': token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                         std::to_string(ctx.vocab_size) + ")",
+                     "logit_bias");
+}
+
 Plan plan(const ServerContext& ctx, const ApiRequest& r) {
+  check_logit_bias_ids(ctx, r);
+  const std::shared_ptr<const grammar::Grammar> grammar =
+      r.tools.forced() ? compile_constraint({ConstraintSpec::Kind::Gbnf, forced_tool_call_gbnf(r.tools), "tool_choice"},
+                                            ctx.grammars)
+                       : compile_constraint(r.constraint, ctx.grammars);
   std::vector<std::vector<int32_t>> prompts;
   if (r.chat) {
-    prompts.push_back(chat_prompt(ctx, r.messages));
+    prompts.push_back(chat_prompt(ctx, r.messages, r.tools));
   } else {
     for (const auto& p : r.prompts) {
       // Completions parse special tokens like the chat path (as vLLM and llama.cpp do).
@@ -97,6 +115,8 @@ Plan plan(const ServerContext& ctx, const ApiRequest& r) {
       g.stop = r.stop;
       g.logprobs = r.logprobs;
       g.top_logprobs = r.top_logprobs;
+      g.logit_bias = r.logit_bias;
+      g.grammar = grammar;
       out.requests.push_back(std::move(g));
       out.first_of_prompt.push_back(j == 0);
     }
@@ -196,6 +216,13 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
     for (uint64_t id : ids) ctx.engine->cancel(id);
     throw;
   }
+  for (ChoiceOut& c : outs) {
+    ParsedOutput p = parse_tool_calls(c.text, r.tools);
+    if (p.calls.empty()) continue;
+    c.text = std::move(p.content);
+    c.tool_calls = std::move(p.calls);
+    if (c.finish_reason == "stop") c.finish_reason = "tool_calls";
+  }
   send_json(res, 200, response_json(meta, outs, usage));
 }
 
@@ -209,6 +236,11 @@ struct StreamState {
   Usage usage;
   bool started = false;
   std::chrono::steady_clock::time_point last_write;
+  // With tools: each choice's text so far, and how much of it went out as content. Text that
+  // could be a call is held back until the choice ends and its calls are parsed.
+  ToolRequest tools;
+  std::vector<std::string> held;
+  std::vector<size_t> sent;
 };
 
 // What one call of the chunked content provider does. Returns false when the client is gone
@@ -279,9 +311,36 @@ class StreamWriter {
       return write(sse_event(error_body(503, "the request was cancelled")));
     std::vector<TokenLogprobOut> lp;
     if (st_.logprobs && ev.token >= 0) lp.push_back(logprob_out(*c_.tokenizer, ev));
+    if (st_.tools.active()) return tool_event(index, ev, lp);
     if (!ev.finished && ev.text.empty() && lp.empty()) return true;
     return write(sse_event(
         chunk_json(st_.meta, index, ev.text, false, ev.finished ? finish_reason_name(ev.finish_reason) : "", lp)));
+  }
+
+  // An event of a choice that may call tools: content streams up to where a call could begin;
+  // at the end the held text is parsed, and its calls go out in one chunk before the last.
+  bool tool_event(int index, const TokenEvent& ev, const std::vector<TokenLogprobOut>& lp) {
+    std::string& text = st_.held[size_t(index)];
+    size_t& sent = st_.sent[size_t(index)];
+    text += ev.text;
+    auto content = [&](const std::string& t, const std::string& finish) {
+      return write(sse_event(chunk_json(st_.meta, index, t, false, finish, lp)));
+    };
+    if (!ev.finished) {
+      const size_t n = std::max(streamable_prefix(text), sent);
+      if (n == sent && lp.empty()) return true;
+      const std::string now = text.substr(sent, n - sent);
+      sent = n;
+      return content(now, "");
+    }
+    const std::string finish = finish_reason_name(ev.finish_reason);
+    ParsedOutput p = parse_tool_calls(text, st_.tools);
+    if (p.calls.empty()) return content(text.substr(sent), finish);
+    // What was sent is a prefix of the content (calls start after it); the rest follows.
+    const std::string rest = p.content.size() > sent ? p.content.substr(sent) : "";
+    if (!rest.empty() && !write(sse_event(chunk_json(st_.meta, index, rest, false, "", {})))) return false;
+    if (!write(sse_event(tool_calls_chunk_json(st_.meta, index, p.calls)))) return false;
+    return write(sse_event(chunk_json(st_.meta, index, "", false, finish == "stop" ? "tool_calls" : finish, lp)));
   }
 
   StreamState& st_;
@@ -296,6 +355,9 @@ void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Respon
   st->meta = meta;
   st->include_usage = r.include_usage;
   st->logprobs = r.logprobs;
+  st->tools = r.tools;
+  st->held.resize(p.requests.size());
+  st->sent.assign(p.requests.size(), 0);
   st->ids = submit_all(ctx, p, st->ch);  // refusals become a plain JSON error, before any SSE
   const ServerContext c = ctx;
   res.set_header("Cache-Control", "no-cache");

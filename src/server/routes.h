@@ -14,6 +14,7 @@
 
 #include "chat/chat_template.h"
 #include "greta/engine.h"
+#include "server/grammar_cache.h"
 #include "server/metrics.h"
 #include "tokenizer/tokenizer.h"
 
@@ -29,9 +30,10 @@ struct ServerContext {
   const Tokenizer* tokenizer = nullptr;
   const ChatTemplate* chat_template = nullptr;  // null: chat completions answer 400
   Metrics* metrics = nullptr;
-  std::string model_id;  // what /v1/models lists and requests must name (or omit)
-  int64_t created = 0;   // unix time the model was loaded
-  int vocab_size = 0;    // the model's: token ids in prompts must be below it (0: not reported)
+  GrammarCache* grammars = nullptr;  // compiled constraints by source (null: compiled per request)
+  std::string model_id;              // what /v1/models lists and requests must name (or omit)
+  int64_t created = 0;               // unix time the model was loaded
+  int vocab_size = 0;                // the model's: token ids in prompts must be below it (0: not reported)
   // Set when the server stops: waiting handlers cancel their requests and answer 503 instead
   // of holding the shutdown until their generations end.
   const std::atomic<bool>* stopping = nullptr;

@@ -23,9 +23,9 @@ BELOW = {
     "backend/cuda": ["backend", "runtime", "core", "greta"],
     "backend": ["backend/cpu", "backend/cuda", "runtime", "core", "greta"],
     "model": ["backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
-    "engine": ["model", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
-    "server": ["engine", "model", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
-    "cli": ["server", "engine", "model", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
+    "engine": ["model", "grammar", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
+    "server": ["engine", "grammar", "model", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
+    "cli": ["server", "engine", "grammar", "model", "backend", "tokenizer", "chat", "formats", "runtime", "core", "greta"],
 }
 PUBLIC_BACKEND_HEADERS = {"backend/cpu/cpu_backend.h", "backend/cuda/cuda_backend.h"}
 

@@ -86,7 +86,7 @@ TEST(ServerJson, BadRequestsName400AndTheField) {
   EXPECT_EQ(param_of(R"({"messages":[{"role":"user","content":"x"}],"n":9})", true), "n");
   EXPECT_EQ(param_of(R"({"messages":[{"role":"user","content":"x"}],"top_logprobs":2})", true), "top_logprobs");
   EXPECT_EQ(param_of(R"({"messages":[{"role":"user","content":"x"}],"stream_options":{}})", true), "stream_options");
-  EXPECT_EQ(param_of(R"({"messages":[{"role":"user","content":"x"}],"tools":[{}]})", true), "tools");
+  EXPECT_EQ(param_of(R"({"messages":[{"role":"user","content":"x"}],"tools":[{}]})", true), "tools[0].type");
   EXPECT_EQ(param_of(R"({"prompt":"x","max_tokens":0})", false), "max_tokens");
   EXPECT_EQ(param_of(R"({"prompt":"x","max_tokens":1.5})", false), "max_tokens");
   EXPECT_EQ(param_of(R"({"prompt":[]})", false), "prompt");

@@ -196,8 +196,9 @@ namespace greta::cuda {
 // ---- sample.cu: one token per row of logits, drawn on the device ----
 constexpr int64_t kSampleMaxVocab = int64_t(1) << 24;  // ids fit the 24-bit field of the order key
 // logits [rows, vocab]; params, tokens, probs [rows]; dist [rows, vocab] or null (the final
-// distribution, for tests). All device pointers.
-void sample_rows(const bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, int32_t* tokens,
+// distribution, for tests). All device pointers; each row's constraints sit behind params at
+// its *_at offsets. biased: some row has logit_bias, which is added to logits in place.
+void sample_rows(bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, bool biased, int32_t* tokens,
                  float* probs, float* dist, cudaStream_t s);
 
 }  // namespace greta::cuda

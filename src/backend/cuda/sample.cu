@@ -21,6 +21,11 @@
 //   logit-descending order: a different but equally valid inversion of the same
 //   distribution, so for one u the device and host may pick different tokens; the set of
 //   tokens that can be picked and their probabilities are the same.
+// - Constraints come first, as on the host: a row's allowed-token bitmask (a grammar's) makes
+//   every other token -inf inside the kernel; logit_bias is added to the logits in place by a
+//   kernel before it, and the biased logit is rounded to bf16 like every logit the kernel
+//   reads (the host adds in float: a bias that is not a multiple of the logit's bf16 step
+//   lands on a neighbouring value).
 #include <cuda_bf16.h>
 
 #include <cstdint>
@@ -219,7 +224,13 @@ __global__ void __launch_bounds__(kThreads)
   const bf16* x = logits + int64_t(row) * vocab;  // [vocab]
   float* drow = dist ? dist + int64_t(row) * vocab : nullptr;
   const DeviceSampleParams P = params[row];
-  auto logit = [&](int64_t i) { return clean(__bfloat162float(x[i])); };
+  const uint32_t* allowed = P.allowed_at ? reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(params) +
+                                                                             P.allowed_at)
+                                         : nullptr;
+  auto logit = [&](int64_t i) {
+    if (allowed && !((allowed[i >> 5] >> (i & 31)) & 1u)) return -INFINITY;
+    return clean(__bfloat162float(x[i]));
+  };
 
   // Pass 1: the best key (argmax, lowest id on ties) and the number of drawable candidates.
   u64 best = 0, n_cand = 0;
@@ -330,13 +341,31 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// logit_bias of row blockIdx.x, in place: ids are distinct (the host checked), so no two
+// threads write one logit.
+__global__ void logit_bias_kernel(bf16* __restrict__ logits, int64_t vocab,
+                                  const DeviceSampleParams* __restrict__ params) {
+  const DeviceSampleParams P = params[blockIdx.x];
+  if (P.n_bias <= 0) return;
+  const char* base = reinterpret_cast<const char*>(params);
+  const auto* ids = reinterpret_cast<const int32_t*>(base + P.bias_ids_at);
+  const auto* values = reinterpret_cast<const float*>(base + P.bias_values_at);
+  bf16* x = logits + int64_t(blockIdx.x) * vocab;
+  for (int j = threadIdx.x; j < P.n_bias; j += blockDim.x)
+    x[ids[j]] = __float2bfloat16_rn(__bfloat162float(x[ids[j]]) + values[j]);
+}
+
 }  // namespace
 
-void sample_rows(const bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, int32_t* tokens,
+void sample_rows(bf16* logits, int rows, int64_t vocab, const DeviceSampleParams* params, bool biased, int32_t* tokens,
                  float* probs, float* dist, cudaStream_t s) {
   if (rows <= 0) return;
   if (vocab < 1 || vocab > kSampleMaxVocab)
     fail("sample_rows: vocab " + std::to_string(vocab) + " out of range", __FILE__, __LINE__);
+  if (biased) {
+    logit_bias_kernel<<<unsigned(rows), 256, 0, s>>>(logits, vocab, params);
+    GRETA_CUDA_LAUNCH_CHECK();
+  }
   sample_kernel<<<unsigned(rows), kThreads, 0, s>>>(logits, vocab, params, tokens, probs, dist);
   GRETA_CUDA_LAUNCH_CHECK();
 }
