@@ -145,11 +145,11 @@ void CudaBackend::find_fp8_row_scales(const std::string& name, CudaWeight& w) {
   GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (rows_mixed == 0 && fp8_gemm_shape(w.n_out, w.n_in)) {
     w.bytes += size_t(w.n_out) * sizeof(float);
-    if (!said_fp8_rows_)
+    if (!has_fp8_gemm_weights_)
       std::fprintf(stderr,
                    "greta: cuda: FP8 weights with one scale a row: steps past the decode GEMV run on the FP8 tensor "
                    "cores (W8A8, activations quantized per token)\n");
-    said_fp8_rows_ = true;
+    has_fp8_gemm_weights_ = true;
     return;
   }
   GRETA_CUDA_CHECK(cudaFree(w.row_scale));
@@ -232,8 +232,11 @@ const CudaWeight& weight2d(const Weight& w, const char* op) {
   return *cw;
 }
 
+// FP8 weights with row scales have a tensor-core GEMM that needs no dequantized copy, as bf16
+// ones do, so they leave the GEMV at the same size (measured: W8A8 at 32 tokens +13% over the
+// GEMV, at 16 tokens -18%; docs/notes/fp8-gemm.md).
 int CudaBackend::gemv_limit(const CudaWeight& w) const {
-  return w.dtype == DType::BF16 ? opt_.gemv_max_tokens : opt_.packed_gemv_max_tokens;
+  return w.dtype == DType::BF16 || w.row_scale ? opt_.gemv_max_tokens : opt_.packed_gemv_max_tokens;
 }
 
 // Packed planes are 256-byte aligned and their rows multiples of 32 values, so the shape

@@ -107,6 +107,7 @@ class CudaBackend final : public Backend {
   // Sampling runs after the step's graph, launched directly and never recorded: its per-call
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
+  bool quantizes_activations_fp8() const override { return has_fp8_gemm_weights_; }
   void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
               float* probs_out) override {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
@@ -131,8 +132,9 @@ class CudaBackend final : public Backend {
     rec_.launch(fn, args...);
   }
 
-  // The most tokens the decode GEMV takes against w: CudaOptions::gemv_max_tokens for bf16; all
-  // its token tiles (kGemvMaxTokens) for packed weights, whose cuBLASLt path must dequantize first.
+  // The most tokens the decode GEMV takes against w: CudaOptions::gemv_max_tokens for bf16 and for
+  // FP8 with row scales (which have a tensor-core GEMM of their own); packed_gemv_max_tokens for
+  // the other packed weights, whose batched paths read the weights less efficiently.
   int gemv_limit(const CudaWeight& w) const;
   // Whether the decode GEMV takes n tokens of x [n, k] (16-byte aligned) against w.
   bool gemv_takes_weight(const CudaWeight& w, const void* x, int n, int64_t k) const;
@@ -175,9 +177,10 @@ class CudaBackend final : public Backend {
   };
   static constexpr size_t kMaxRopeTables = 8;
   std::deque<RopeTable> rope_tables_;
-  WeightUploader upload_;                                 // raw weight bytes -> device -> bf16 or packed planes
-  std::set<DType> converted_types_;                       // quantized types converted to bf16 so far (said once each)
-  bool said_fp8_rows_ = false, said_fp8_blocks_ = false;  // the FP8 GEMM's load-log lines, said once each
+  WeightUploader upload_;              // raw weight bytes -> device -> bf16 or packed planes
+  std::set<DType> converted_types_;    // quantized types converted to bf16 so far (said once each)
+  bool has_fp8_gemm_weights_ = false;  // some weight takes the FP8 GEMM (its load-log line is said)
+  bool said_fp8_blocks_ = false;       // an FP8 weight that cannot (said once)
   std::vector<uint16_t> host_bf16_;
 };
 
