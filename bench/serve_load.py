@@ -63,7 +63,11 @@ METRICS = {  # /metrics counter -> key in the result (reported as the change ove
     "greta_computed_tokens_total": "server_computed_tokens",
     "greta_generation_tokens_total": "server_generated_tokens",
     "greta_client_disconnects_total": "client_disconnects",
+    "greta_grammar_masks_total": "grammar_masks",
 }
+# Float counters (seconds), reported as the change over the run.
+SECONDS_METRICS = {"greta_grammar_mask_seconds_total": "grammar_mask_s",
+                   "greta_grammar_mask_wait_seconds_total": "grammar_mask_wait_s"}
 ENGINE_PHASES = ("idle", "schedule", "forward", "sample", "emit")  # greta_engine_seconds_total{phase=...}
 METRIC_LINE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*(?:\{.*\})?)\s+(\S+)$")
 
@@ -250,12 +254,34 @@ def make_prompts(n, p, shared, lo, hi, seed):
     return [prefix + [rng.randrange(lo, hi) for _ in range(p - shared)] for _ in range(n)]
 
 
-def request_body(ids, gen, ignore_eos):
-    return json.dumps({"prompt": ids, "max_tokens": gen, "stream": True, "temperature": 0,
-                       "ignore_eos": ignore_eos, "stream_options": {"include_usage": True}})
+# --json-schema default: an object whose output can run to any length (a list of strings), so a
+# constrained request ends at max_tokens as the unconstrained ones do and the two loads compare.
+DEFAULT_SCHEMA = {"type": "object", "properties": {"title": {"type": "string"},
+                                                   "items": {"type": "array", "items": {"type": "string"}}},
+                  "required": ["title", "items"], "additionalProperties": False}
 
 
-def run_clients(endpoint, prompts, gen, ignore_eos, request_timeout, threads, next_index, run_deadline):
+def response_format(a):
+    """The response_format every request carries (--json-schema), or None."""
+    if not a.json_schema:
+        return None
+    if a.json_schema == "default":
+        schema = DEFAULT_SCHEMA
+    else:
+        with open(a.json_schema) as f:
+            schema = json.load(f)
+    return {"type": "json_schema", "json_schema": {"name": "load", "schema": schema, "strict": True}}
+
+
+def request_body(ids, gen, ignore_eos, fmt=None):
+    body = {"prompt": ids, "max_tokens": gen, "stream": True, "temperature": 0,
+            "ignore_eos": ignore_eos, "stream_options": {"include_usage": True}}
+    if fmt:
+        body["response_format"] = fmt
+    return json.dumps(body)
+
+
+def run_clients(endpoint, prompts, gen, ignore_eos, request_timeout, threads, next_index, run_deadline, fmt=None):
     """`threads` closed-loop clients in this process: each takes the next prompt index from
     next_index() (None: none left) and streams it. Returns {index: record}."""
     results = {}
@@ -265,7 +291,7 @@ def run_clients(endpoint, prompts, gen, ignore_eos, request_timeout, threads, ne
             i = next_index()
             if i is None:
                 return
-            results[i] = stream_one(endpoint, request_body(prompts[i], gen, ignore_eos),
+            results[i] = stream_one(endpoint, request_body(prompts[i], gen, ignore_eos, fmt),
                                     min(time.monotonic() + request_timeout, run_deadline))
 
     workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
@@ -299,7 +325,7 @@ def client_process(k, endpoint, prompts, a, threads, counter, start, go, reports
     run_deadline = start.value + a.max_time
     cpu0 = time.process_time()
     recs = run_clients(endpoint, prompts, a.gen, a.ignore_eos, a.request_timeout, threads,
-                       shared_counter_next(counter, len(prompts), run_deadline), run_deadline)
+                       shared_counter_next(counter, len(prompts), run_deadline), run_deadline, response_format(a))
     reports.put(("done", k, recs, time.process_time() - cpu0))
 
 
@@ -348,7 +374,7 @@ def run_load(target, prompts, a, on_start=lambda: None):
 
         cpu0 = time.process_time()
         recs = run_clients(endpoint, prompts, a.gen, a.ignore_eos, a.request_timeout, a.concurrency,
-                           next_index, run_deadline)
+                           next_index, run_deadline, response_format(a))
         cpu = time.process_time() - cpu0
         t1 = time.monotonic()
     else:
@@ -439,6 +465,10 @@ def main():
                     help="with --long-prompt: no head-of-line request; instead every K-th of the -n requests "
                          "is an L-token prompt among the short ones (long documents mixed with chats); the "
                          "short requests' inter-token latency is reported apart")
+    ap.add_argument("--json-schema", metavar="FILE|default",
+                    help="constrained load: every request carries response_format json_schema with this schema "
+                         "(a JSON file, or `default`: an object with a string and a list of strings, which can "
+                         "run to max_tokens); compare with the same load without it")
     ap.add_argument("--id-range", default="auto",
                     help="prompt token ids are drawn from [LO, HI); auto: [1000, 20000) clipped to the "
                          "model's vocabulary V as [min(1000, V/10), min(20000, V)) (above most special tokens)")
@@ -530,6 +560,7 @@ def main():
         "device": target.device or a.device_name or (a.device if not a.url else "unknown (--url)"),
         "vocab": vocab, "id_range": [lo, hi],
         "N": a.requests, "C": a.concurrency, "P": a.prompt_tokens, "G": a.gen,
+        "json_schema": a.json_schema,
         "client_procs": a.procs,
         "shared_prefix": a.shared_prefix,
         "server_threads": a.threads or None,
@@ -567,6 +598,9 @@ def main():
     for name, key in METRICS.items():
         if name in after:
             result[key] = int(after[name] - before.get(name, 0))
+    for name, key in SECONDS_METRICS.items():
+        if name in after:
+            result[key] = round(after[name] - before.get(name, 0), 4)
     engine_s = engine_phase_deltas(before, after)
     if engine_s is not None:
         result["engine_s"] = engine_s

@@ -21,7 +21,8 @@
 #   serve     `greta serve` on synthetic Llama-3-8B under bench/serve_load.py, tools/serve_bench.py:
 #             GRETA_SERVE_REQUESTS, _CONCURRENCY, _MAX_RUNNING, _KV_BLOCKS, _STEP_TOKENS, _PROCS,
 #             _MAX_TIME, _DEVICE and GRETA_SERVE_SHORT_ONLY=1 set its flags of those names,
-#             _MODEL sets --synthetic, _DTYPE --dtype and _STEP_TOKENS --max-step-tokens
+#             _MODEL sets --synthetic, _DTYPE --dtype, _STEP_TOKENS --max-step-tokens and _SCHEMA
+#             --json-schema (a constrained load: FILE or `default`)
 #   hf        a random Llama-2-7B saved by transformers, run by transformers and by greta
 #
 # Dependencies: nvcc, cmake, ninja. nlohmann-json, CLI11 and GoogleTest come from the system
@@ -159,7 +160,7 @@ if has serve; then
   [ "${GRETA_SERVE_SHORT_ONLY:-0}" = 1 ] && short=(--short-only)
   echo "== greta serve under load (synthetic ${GRETA_SERVE_MODEL:-llama-3-8b}, ${GRETA_SERVE_DTYPE:-bf16}, ignore_eos, loopback)"
   python3 tools/serve_bench.py --greta "$GRETA" --out-dir "$LOG" --synthetic "${GRETA_SERVE_MODEL:-llama-3-8b}" \
-    --dtype "${GRETA_SERVE_DTYPE:-bf16}" \
+    --dtype "${GRETA_SERVE_DTYPE:-bf16}" ${GRETA_SERVE_SCHEMA:+--json-schema "$GRETA_SERVE_SCHEMA"} \
     --device "${GRETA_SERVE_DEVICE:-cuda}" --requests "${GRETA_SERVE_REQUESTS:-1024}" \
     --concurrency "${GRETA_SERVE_CONCURRENCY:-256}" ${GRETA_SERVE_MAX_RUNNING:+--max-running "$GRETA_SERVE_MAX_RUNNING"} \
     --kv-blocks "${GRETA_SERVE_KV_BLOCKS:-16384}" --max-step-tokens "${GRETA_SERVE_STEP_TOKENS:-2048}" \

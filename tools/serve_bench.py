@@ -87,6 +87,9 @@ def main():
     ap.add_argument("--kv-blocks", type=int, default=16384, help="server --kv-blocks")
     ap.add_argument("--max-step-tokens", type=int, default=2048, help="server --max-step-tokens")
     ap.add_argument("--procs", type=int, help="load client processes (serve_load.py --procs; default up to 8)")
+    ap.add_argument("--json-schema", metavar="FILE|default",
+                    help="constrained workloads: every request carries this response_format json_schema "
+                         "(serve_load.py --json-schema)")
     ap.add_argument("--max-time", type=float, default=200, help="seconds each workload's timed run (and its "
                     "warm-up) may take")
     ap.add_argument("--short-only", action="store_true", help="only the 128 / 128 workload")
@@ -122,6 +125,8 @@ def main():
                     "--warmup", str(a.concurrency), "--request-timeout", "600", "--max-time", str(a.max_time)]
             if a.procs:
                 load += ["--procs", str(a.procs)]
+            if a.json_schema:
+                load += ["--json-schema", a.json_schema]
             with open(log("serve_load.jsonl"), "a") as out, open(log("serve_load.err"), "a") as err:
                 rc = subprocess.run(load, stdout=out, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1")).returncode
             if rc != 0:

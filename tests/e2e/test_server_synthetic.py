@@ -142,3 +142,23 @@ def test_serve_load_spreads_clients_over_processes(greta_bin):
     assert r["chunks"] > 0 and r["ttft_ms_p50"] is not None and r["itl_ms_p99"] is not None
     assert 0 < r["wall_s"] < 60 and r["client_cpu_s"] > 0
     assert r["engine_s"]["forward"] > 0
+
+
+def test_serve_load_mixes_long_documents_with_chats(greta_bin):
+    """--long-every 4 --long-prompt 96: every 4th request is a 96-token document; the chats' inter-token
+    latency and the documents' TTFT are reported apart, and the server saw exactly those prompt tokens."""
+    r = serve_load(greta_bin, "--requests", 8, "--concurrency", 4, "--prompt-tokens", 16, "--max-tokens", 4,
+                   "--ignore-eos", "--warmup", 2, "--max-time", 60, "--long-prompt", 96, "--long-every", 4)
+    assert r["completed"] == 8 and r["errors"] == 0 and r["long_completed"] == 2
+    assert r["server_prompt_tokens"] == 6 * 16 + 2 * 96
+    assert r["short_itl_ms_p99"] is not None and r["long_ttft_ms_p50"] is not None
+
+
+def test_serve_load_constrained_workload(greta_bin):
+    """--json-schema default: every request carries response_format json_schema; on random weights the
+    grammar's list of strings runs to max_tokens, so the load still generates every token."""
+    r = serve_load(greta_bin, "--requests", 6, "--concurrency", 3, "--prompt-tokens", 16, "--max-tokens", 12,
+                   "--ignore-eos", "--warmup", 1, "--max-time", 60, "--json-schema", "default")
+    assert r["json_schema"] == "default" and r["completed"] == 6 and r["errors"] == 0
+    assert r["output_tokens"] == 6 * 12 == r["server_generated_tokens"]
+    assert r["grammar_masks"] >= 6 * 12 and r["grammar_mask_s"] > 0
