@@ -47,6 +47,20 @@ void info(const InfoOptions& o) {
                       {"qk_norm", c.qk_norm},
                       {"parameters", total_params},
                       {"bytes", total_bytes}};
+  // What only some families have (Gemma 2/3, Mistral, Qwen3-MoE / Mixtral), where the model has it.
+  int windowed = 0;
+  for (int l = 0; l < c.n_layers; ++l) windowed += c.layer_window(l) > 0;
+  if (c.sliding_window > 0) {
+    j["sliding_window"] = c.sliding_window;
+    j["windowed_layers"] = windowed;
+    if (c.rope_local_theta > 0) j["rope_local_theta"] = c.rope_local_theta;
+  }
+  if (c.n_experts > 0)
+    j["experts"] = {{"count", c.n_experts}, {"per_token", c.n_experts_used}, {"renormalised", c.expert_weights_norm}};
+  if (c.ffn_act == ModelConfig::FfnAct::GeluTanh) j["ffn_activation"] = "gelu_tanh";
+  if (c.post_norms) j["post_norms"] = true;
+  if (c.attn_softcap > 0) j["attn_softcap"] = c.attn_softcap;
+  if (c.final_softcap > 0) j["final_softcap"] = c.final_softcap;
   for (const ModelFile::TypeTotal& e : types)
     j["tensor_types"][std::string(dtype_name(e.type))] = {{"count", e.tensors}, {"bytes", e.bytes}};
   if (!o.quantize.empty()) j["quantized_on_load"] = std::string(dtype_name(parse_quant_type(o.quantize)));
@@ -76,6 +90,18 @@ void info(const InfoOptions& o) {
   std::printf("embeddings    %s\n", c.tied_embeddings ? "tied" : "separate output");
   std::printf("qkv bias      %s\n", c.qkv_bias ? "yes" : "no");
   std::printf("q/k norm      %s\n", c.qk_norm ? "per head" : "no");
+  if (c.sliding_window > 0)
+    std::printf(
+        "window        %d positions in %d of %d layers%s\n", c.sliding_window, windowed, c.n_layers,
+        c.rope_local_theta > 0 ? (", their rope theta " + std::to_string(int64_t(c.rope_local_theta))).c_str() : "");
+  if (c.n_experts > 0)
+    std::printf("experts       %d, %d a token%s\n", c.n_experts, c.n_experts_used,
+                c.expert_weights_norm ? " (weights renormalised)" : "");
+  if (c.ffn_act == ModelConfig::FfnAct::GeluTanh || c.post_norms)
+    std::printf("ffn           %s%s\n", c.ffn_act == ModelConfig::FfnAct::GeluTanh ? "GeGLU (gelu tanh)" : "SwiGLU",
+                c.post_norms ? ", post norms" : "");
+  if (c.attn_softcap > 0 || c.final_softcap > 0)
+    std::printf("soft-capping  attention %g, logits %g\n", c.attn_softcap, c.final_softcap);
   std::printf("tensor types  %s\n", o.quantize.empty() ? "" : ("(quantized on load to " + o.quantize + ")").c_str());
   for (const ModelFile::TypeTotal& e : types)
     std::printf("  %-6s %4d tensors %10.2f MiB\n", std::string(dtype_name(e.type)).c_str(), e.tensors,

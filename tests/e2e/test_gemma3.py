@@ -115,3 +115,14 @@ def test_perplexity_past_the_sliding_window_within_one_percent_of_llamacpp(greta
     print(f"\ngemma3 perplexity (ctx {PPL_CTX}): greta {got['perplexity']:.4f} llama.cpp {ref['perplexity']:.4f} "
           f"(rel diff {rel:.4%})")
     assert rel < 0.01
+
+
+def test_info_shows_windows_and_geglu(greta_bin, gemma3_model):
+    """greta info names what sets Gemma 3 apart: 5 of every 6 layers windowed (512 positions, their
+    own RoPE base), GeGLU, post norms."""
+    p = subprocess.run([greta_bin, "info", "-m", gemma3_model, "--json"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert (j["sliding_window"], j["windowed_layers"], j["layers"]) == (512, 15, 18)
+    assert j["rope_local_theta"] == 10000 and j["ffn_activation"] == "gelu_tanh" and j["post_norms"] is True
+    assert "experts" not in j and "attn_softcap" not in j

@@ -216,3 +216,15 @@ def test_transformers_forward(greta_bin, moe, tmp_path):
         print(f"\n{kind} vs transformers step {step}: max |diff| / max |logit| = {err:.2e}")
         assert err < 3e-4  # as test_qwen3.py: the F16 KV cache costs ~1e-4
         assert int(ours.argmax()) == int(want.argmax())
+
+
+def test_info_shows_the_experts(greta_bin, moe):
+    """greta info names the expert count, the experts a token takes and the renormalisation, from
+    the GGUF and from the Hugging Face directory."""
+    kind, hf, gguf = moe
+    for model in (gguf, hf):
+        p = subprocess.run([greta_bin, "info", "-m", str(model), "--json"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        j = json.loads(p.stdout)
+        assert j["experts"]["count"] > j["experts"]["per_token"] > 0, j.get("experts")
+        assert j["experts"]["renormalised"] is True  # Mixtral always; the tool's Qwen3-MoE sets norm_topk_prob
