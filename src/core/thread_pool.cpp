@@ -21,8 +21,9 @@ constexpr auto kSpinBeforeSleep = std::chrono::microseconds(500);
 // with it (oversubscribed machine) gets to run.
 constexpr auto kSpinBeforeYield = std::chrono::microseconds(50);
 
+// A ticket packs (job id << 40) | (task count << 20) | next task index; the job id only makes
+// tickets of successive jobs differ, so nothing reads it back.
 constexpr uint64_t kIdxMask = (uint64_t(1) << 20) - 1;
-inline uint64_t ticket_job(uint64_t t) { return t >> 40; }
 inline int64_t ticket_count(uint64_t t) { return int64_t((t >> 20) & kIdxMask); }
 inline int64_t ticket_index(uint64_t t) { return int64_t(t & kIdxMask); }
 }  // namespace
