@@ -135,25 +135,27 @@ bool fp8_gemm_shape(int64_t m, int64_t k) { return k % 16 == 0 && m % 8 == 0; }
 // that vary along a row (128 x 128 tiles) takes the W8A16 paths, and the load log says so.
 void CudaBackend::find_fp8_row_scales(const std::string& name, CudaWeight& w) {
   if (!opt_.fp8_tensor_cores) return;
-  DeviceBuffer mixed;
-  mixed.reset(sizeof(int32_t));
-  GRETA_CUDA_CHECK(cudaMalloc(&w.row_scale, size_t(w.n_out) * sizeof(float)));
-  GRETA_CUDA_CHECK(cudaMemsetAsync(mixed.get(), 0, sizeof(int32_t), stream_));
-  f8_row_scales(w.data, w.n_out, w.n_in, w.row_scale, static_cast<int32_t*>(mixed.get()), stream_);
   int32_t rows_mixed = 0;
-  GRETA_CUDA_CHECK(cudaMemcpyAsync(&rows_mixed, mixed.get(), sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
-  GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (rows_mixed == 0 && fp8_gemm_shape(w.n_out, w.n_in)) {
-    w.bytes += size_t(w.n_out) * sizeof(float);
-    if (!has_fp8_gemm_weights_)
-      std::fprintf(stderr,
-                   "greta: cuda: FP8 weights with one scale a row: steps past the decode GEMV run on the FP8 tensor "
-                   "cores (W8A8, activations quantized per token)\n");
-    has_fp8_gemm_weights_ = true;
-    return;
+  if (fp8_gemm_shape(w.n_out, w.n_in)) {
+    if (!fp8_mixed_rows_.get()) fp8_mixed_rows_.reset(sizeof(int32_t));
+    auto* mixed = static_cast<int32_t*>(fp8_mixed_rows_.get());
+    GRETA_CUDA_CHECK(cudaMalloc(&w.row_scale, size_t(w.n_out) * sizeof(float)));
+    GRETA_CUDA_CHECK(cudaMemsetAsync(mixed, 0, sizeof(int32_t), stream_));
+    f8_row_scales(w.data, w.n_out, w.n_in, w.row_scale, mixed, stream_);
+    GRETA_CUDA_CHECK(cudaMemcpyAsync(&rows_mixed, mixed, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (rows_mixed == 0) {
+      w.bytes += size_t(w.n_out) * sizeof(float);
+      if (!has_fp8_gemm_weights_)
+        std::fprintf(stderr,
+                     "greta: cuda: FP8 weights with one scale a row: steps past the decode GEMV run on the FP8 "
+                     "tensor cores (W8A8, activations quantized per token)\n");
+      has_fp8_gemm_weights_ = true;
+      return;
+    }
+    GRETA_CUDA_CHECK(cudaFree(w.row_scale));
+    w.row_scale = nullptr;
   }
-  GRETA_CUDA_CHECK(cudaFree(w.row_scale));
-  w.row_scale = nullptr;
   if (!said_fp8_blocks_)
     std::fprintf(stderr,
                  "greta: cuda: FP8 tensor '%s' (and any like it) %s: steps past the decode GEMV dequantize it to "

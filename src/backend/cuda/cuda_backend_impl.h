@@ -181,6 +181,7 @@ class CudaBackend final : public Backend {
   std::set<DType> converted_types_;    // quantized types converted to bf16 so far (said once each)
   bool has_fp8_gemm_weights_ = false;  // some weight takes the FP8 GEMM (its load-log line is said)
   bool said_fp8_blocks_ = false;       // an FP8 weight that cannot (said once)
+  DeviceBuffer fp8_mixed_rows_;        // find_fp8_row_scales' count of rows with several scales
   std::vector<uint16_t> host_bf16_;
 };
 
