@@ -294,9 +294,10 @@ class Backend {
   // settings and writes tokens_out[r] and probs_out[r] (the token's probability in the final
   // distribution) to host memory, waiting for the result like to_host: a step then returns
   // rows ids instead of rows * vocab logits. Backends without it (CPU) keep the host Sampler.
-  // Whether some matmuls quantize their activations to FP8 (e4m3 W8A8, CUDA prefill and large
-  // batches): results then differ between step sizes by that rounding, not only by summation order.
-  virtual bool quantizes_activations_fp8() const { return false; }
+  // Steps of at least this many tokens may multiply some weights with activations quantized to
+  // FP8 (e4m3 W8A8: CUDA prefill and large batches); fewer never do; 0: no step does. Results then differ between step
+  // sizes by that rounding, not only by summation order.
+  virtual int fp8_activation_min_tokens() const { return 0; }
   virtual bool supports_device_sampling() const { return false; }
   virtual void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
                       float* probs_out) {

@@ -44,6 +44,7 @@ CudaBackend::CudaBackend(const CudaOptions& o)
                 std::to_string(kGemvMaxTokens) + "]");
   if (o.packed_gemm_max_tokens < 0)
     throw Error("cuda: packed_gemm_max_tokens " + std::to_string(o.packed_gemm_max_tokens) + " is negative");
+  attention_prefill_tc_setup();
 }
 
 CudaBackend::~CudaBackend() {

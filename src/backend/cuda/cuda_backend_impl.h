@@ -102,12 +102,13 @@ class CudaBackend final : public Backend {
                                 const MatmulTarget& v, const Weight& q_norm, const Weight& k_norm, float eps,
                                 const RopeSpec& rope, KVStorage& kv, int layer) override;
   void normed_swiglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) override;
+  void normed_geglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) override;
   void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
 
   // Sampling runs after the step's graph, launched directly and never recorded: its per-call
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
-  bool quantizes_activations_fp8() const override { return has_fp8_gemm_weights_; }
+  int fp8_activation_min_tokens() const override { return has_fp8_gemm_weights_ ? opt_.gemv_max_tokens + 1 : 0; }
   void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
               float* probs_out) override {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
@@ -122,6 +123,10 @@ class CudaBackend final : public Backend {
   // out = act(gate) * up through an elementwise kernel, shapes checked under the op's name.
   using GatedKernel = void (*)(const bf16*, const bf16*, bf16*, int64_t, cudaStream_t);
   void gated_mul(GatedKernel kernel, Tensor gate, Tensor up, Tensor out, const std::string& op);
+  // A gated feed-forward input (SwiGLU, GeGLU) whose gate and up take the FP8 GEMM: h quantized
+  // once for both. False (nothing run) when they do not.
+  bool fp8_normed_gated(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out,
+                        void (Backend::*act_mul)(Tensor, Tensor, Tensor));
   // The end of a step: its recorded launches run, and the step profile, if on, is taken.
   void end_step();
   // Runs what the step recorded so far; called before anything that frees or rewrites memory
@@ -141,6 +146,15 @@ class CudaBackend final : public Backend {
   // out [n, m] (+)= x [n, k] @ w^T for steps past the decode GEMV: cuBLASLt (bf16; FP8 tensor cores
   // for an F8_B64 w with row scales), the batched packed GEMM, or dequantized slices and cuBLASLt.
   void weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int64_t n, bool accumulate);
+  // Whether w takes the FP8 tensor-core GEMM for n tokens (row scales, past the decode GEMV).
+  bool fp8_gemm_takes(const CudaWeight& w, int64_t n) const;
+  // normed_matmul over targets that all take the FP8 GEMM: h quantized once for all of them.
+  // False (nothing run) when some target does not.
+  bool fp8_normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets);
+  // h [n, k] quantized per token into the workspace's FP8 activations and scales.
+  void fp8_quantize_input(Tensor h);
+  // out (+)= the quantized input @ w^T (+ bias), after fp8_quantize_input of the input.
+  void fp8_gemm_quantized(const CudaWeight& w, const Weight* bias, Tensor out, bool accumulate);
   // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
   void find_fp8_row_scales(const std::string& name, CudaWeight& w);
   // The decode GEMV's arguments for x += a @ w^T, or false when the shape is not the GEMV's.

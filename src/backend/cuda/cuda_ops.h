@@ -184,6 +184,9 @@ void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayer
                       int32_t* arrivals, cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
+// Once per device before the first launch (its shared memory is past the 48 KB default); not a
+// stream operation, so it stays out of captured steps.
+void attention_prefill_tc_setup();
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
                           int window, cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,

@@ -33,6 +33,13 @@ inline void fp8_gemm_cmd(LtGemm* g, const bf16* x, uint8_t* xq, float* x_scale, 
   g->run_fp8(xq, x_scale, wq, w_scale, out, n, m, k, accumulate != 0, s);
 }
 
+// The same GEMM over activations already quantized (one quantization shared by several weights).
+inline void fp8_gemm_quantized_cmd(LtGemm* g, const uint8_t* xq, const float* x_scale, const uint8_t* wq,
+                                   const float* w_scale, bf16* out, int64_t n, int64_t m, int64_t k, int accumulate,
+                                   cudaStream_t s) {
+  g->run_fp8(xq, x_scale, wq, w_scale, out, n, m, k, accumulate != 0, s);
+}
+
 inline void rope_kv_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, const float* inv_freq, bool neox, DevStep st,
                         KVLayerDev L, cudaStream_t s) {
   rope_kv_write(q, k, v, n_heads, inv_freq, neox, st, L, s);

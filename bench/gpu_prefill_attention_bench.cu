@@ -1,0 +1,234 @@
+// gpu_prefill_attention_bench: causal prompt attention over the paged cache, one JSON line per
+// case and kernel.
+//
+// FLOPs counted the standard way for causal attention: 4 x head_dim x heads x (query, key) pairs
+// a query sees (its own position and every earlier one, or its window), i.e. ~2 N^2 d H for one
+// N-token prompt. Every case is checked in the same run against a naive fp32 kernel (full score
+// row in global memory) on a sample of query rows spread over the prompt, on a random cache
+// behind a shuffled block table. A prefix already in the cache (chunked prefill, prefix hit) is
+// a case of its own. "tc_baseline" is the tensor-core kernel before its cp.async / ldmatrix
+// rewrite (attention_prefill_tc_baseline.cuh), timed in the same run.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+#include "attention_prefill_tc_baseline.cuh"
+#include "gpu_bench_timing.h"
+
+using greta::cuda::bf16;
+
+namespace {
+
+__global__ void fill_random(bf16* p, int64_t n, uint32_t seed) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
+    p[i] = __float2bfloat16(float(h & 0xffffff) / 16777216.f * 2.f - 1.f);
+  }
+}
+
+// Reference: block (sampled row r, head h). rows [n_rows] token indices, row_seq [n_rows] their
+// sequence, positions [n_tokens]; scores [n_rows, heads, max_ctx]; out [n_rows, heads, hd].
+__global__ void naive_prefill(const bf16* q, const bf16* kc, const bf16* vc, const int32_t* rows,
+                              const int32_t* row_seq, const int32_t* positions, const int32_t* block_begin,
+                              const int32_t* block_ids, int max_ctx, int n_heads, int n_kv, int hd, int bs, float scale,
+                              float* scores, float* out) {
+  const int r = blockIdx.x, h = blockIdx.y, kvh = h / (n_heads / n_kv);
+  const int tok = rows[r], ctx = positions[tok] + 1;
+  const int32_t* table = block_ids + block_begin[row_seq[r]];
+  float* sc = scores + (int64_t(r) * n_heads + h) * max_ctx;
+  const bf16* qr = q + (int64_t(tok) * n_heads + h) * hd;
+  for (int p = threadIdx.x; p < ctx; p += blockDim.x) {
+    const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+    const bf16* kr = kc + (slot * n_kv + kvh) * hd;
+    float s = 0.f;
+    for (int d = 0; d < hd; ++d) s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
+    sc[p] = s * scale;
+  }
+  __syncthreads();
+  __shared__ float red[2];
+  if (threadIdx.x == 0) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int p = 0; p < ctx; ++p) mx = fmaxf(mx, sc[p]);
+    for (int p = 0; p < ctx; ++p) sum += expf(sc[p] - mx);
+    red[0] = mx;
+    red[1] = sum;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.f;
+    for (int p = 0; p < ctx; ++p) {
+      const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+      o += expf(sc[p] - red[0]) * __bfloat162float(vc[(slot * n_kv + kvh) * hd + d]);
+    }
+    out[(int64_t(r) * n_heads + h) * hd + d] = o / red[1];
+  }
+}
+
+struct Case {
+  const char* model;
+  int n_heads, n_kv, hd;
+  int n_seqs, prefix, n_new;  // each sequence: `prefix` cached positions, then n_new new tokens
+};
+
+}  // namespace
+
+int main() {
+  try {
+    cudaDeviceProp prop{};
+    GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const std::string dev = prop.name;
+    cudaStream_t s;
+    GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    greta::cuda::attention_prefill_tc_setup();
+    const Case cases[] = {{"llama2-7b", 32, 32, 128, 1, 0, 512},    {"llama2-7b", 32, 32, 128, 1, 0, 2048},
+                          {"llama2-7b", 32, 32, 128, 1, 0, 8192},   {"llama3-8b", 32, 8, 128, 1, 0, 2048},
+                          {"llama3-8b", 32, 8, 128, 1, 0, 8192},    {"llama3-8b", 32, 8, 128, 1, 0, 16384},
+                          {"llama3-8b", 32, 8, 128, 1, 8192, 2048}, {"llama3-8b", 32, 8, 128, 4, 0, 1024},
+                          {"smollm2-135m", 9, 3, 64, 1, 0, 2048},   {"llama3.2-1b", 32, 8, 64, 1, 0, 8192}};
+    const int bs = 16;
+    bool all_ok = true;
+    std::mt19937 rng(1);
+    for (const Case& c : cases) {
+      const int ctx = c.prefix + c.n_new;
+      const int per_seq_blocks = (ctx + bs - 1) / bs;
+      const int n_blocks = per_seq_blocks * c.n_seqs + 7;
+      std::vector<int32_t> perm(static_cast<size_t>(n_blocks));
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      const int n_tokens = c.n_seqs * c.n_new;
+      // Host plan: positions | token_seq | block_begin | block_ids | prefill_seqs
+      std::vector<int32_t> pos, tseq, bb, ids, pre;
+      for (int i = 0; i < c.n_seqs; ++i) {
+        for (int t = 0; t < c.n_new; ++t) {
+          pos.push_back(c.prefix + t);
+          tseq.push_back(i);
+        }
+        bb.push_back(i * per_seq_blocks);
+        for (int j = 0; j < per_seq_blocks; ++j) ids.push_back(perm[size_t(i * per_seq_blocks + j)]);
+        pre.insert(pre.end(), {i, i * c.n_new, c.n_new});
+      }
+      bb.push_back(c.n_seqs * per_seq_blocks);
+      // Sampled rows for the check: the first and last rows of each sequence and random ones.
+      std::vector<int32_t> rows, row_seq;
+      for (int i = 0; i < c.n_seqs; ++i) {
+        std::vector<int> local = {0, 1, 15, 16, 63, 64, c.n_new - 1};
+        std::uniform_int_distribution<int> pick(0, c.n_new - 1);
+        for (int k = 0; k < 24; ++k) local.push_back(pick(rng));
+        for (int t : local) {
+          rows.push_back(i * c.n_new + std::min(t, c.n_new - 1));
+          row_seq.push_back(i);
+        }
+      }
+      std::vector<int32_t> packed;
+      for (auto* v : {&pos, &tseq, &bb, &ids, &pre, &rows, &row_seq}) packed.insert(packed.end(), v->begin(), v->end());
+      int32_t* dplan;
+      GRETA_CUDA_CHECK(cudaMalloc(&dplan, packed.size() * 4));
+      GRETA_CUDA_CHECK(cudaMemcpy(dplan, packed.data(), packed.size() * 4, cudaMemcpyHostToDevice));
+      greta::cuda::DevStep st;
+      st.positions = dplan;
+      st.token_seq = dplan + n_tokens;
+      st.block_begin = st.token_seq + n_tokens;
+      st.block_ids = st.block_begin + c.n_seqs + 1;
+      st.prefill_seqs = st.block_ids + ids.size();
+      const int32_t* drows = st.prefill_seqs + pre.size();
+      const int32_t* drow_seq = drows + rows.size();
+      st.n_tokens = n_tokens;
+      st.n_seqs = st.n_prefill = c.n_seqs;
+      st.max_prefill_tokens = c.n_new;
+      st.block_size = bs;
+      greta::cuda::KVLayerDev kv;
+      const size_t pool = size_t(n_blocks) * bs * c.n_kv * c.hd;
+      GRETA_CUDA_CHECK(cudaMalloc(&kv.k, pool * 2));
+      GRETA_CUDA_CHECK(cudaMalloc(&kv.v, pool * 2));
+      kv.n_blocks = n_blocks;
+      kv.block_size = bs;
+      kv.n_kv_heads = c.n_kv;
+      kv.head_dim = c.hd;
+      bf16 *q, *out;
+      const size_t qn = size_t(n_tokens) * c.n_heads * c.hd;
+      GRETA_CUDA_CHECK(cudaMalloc(&q, qn * 2));
+      GRETA_CUDA_CHECK(cudaMalloc(&out, qn * 2));
+      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11);
+      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12);
+      fill_random<<<2048, 256>>>(q, int64_t(qn), 13);
+      GRETA_CUDA_LAUNCH_CHECK();
+      const size_t nr = rows.size(), rn = nr * c.n_heads * c.hd;
+      float *scores, *ref;
+      GRETA_CUDA_CHECK(cudaMalloc(&scores, nr * c.n_heads * size_t(ctx) * 4));
+      GRETA_CUDA_CHECK(cudaMalloc(&ref, rn * 4));
+      const float scale = 1.f / std::sqrt(float(c.hd));
+      naive_prefill<<<dim3(unsigned(nr), unsigned(c.n_heads)), 128, 0, s>>>(
+          q, kv.k, kv.v, drows, drow_seq, st.positions, st.block_begin, st.block_ids, ctx, c.n_heads, c.n_kv, c.hd, bs,
+          scale, scores, ref);
+      GRETA_CUDA_LAUNCH_CHECK();
+      std::vector<float> hr(rn);
+      GRETA_CUDA_CHECK(cudaMemcpyAsync(hr.data(), ref, rn * 4, cudaMemcpyDeviceToHost, s));
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+      // Visible (query, key) pairs: causal, every sequence alike.
+      double pairs = 0;
+      for (int t = 0; t < c.n_new; ++t) pairs += c.prefix + t + 1;
+      pairs *= c.n_seqs;
+      const double flops = 4.0 * c.hd * c.n_heads * pairs;
+
+      struct Kernel {
+        const char* name;
+        void (*run)(const bf16*, bf16*, const greta::cuda::DevStep&, const greta::cuda::KVLayerDev&, int, float, int,
+                    cudaStream_t);
+      };
+      std::vector<Kernel> kernels;
+      if (greta::cuda::attention_prefill_tc_supported(c.hd)) {
+        kernels.push_back({"tc", greta::cuda::attention_prefill_tc});
+        kernels.push_back({"tc_baseline", greta::cuda::baseline::attention_prefill_tc_baseline});
+      }
+      if (c.n_new <= 2048 && c.prefix == 0) kernels.push_back({"cuda_cores", greta::cuda::attention_prefill});
+      for (const Kernel& k : kernels) {
+        GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
+        k.run(q, out, st, kv, c.n_heads, scale, 0, s);
+        GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+        double num = 0, den = 0;
+        std::vector<uint16_t> row(size_t(c.n_heads) * c.hd);
+        for (size_t r = 0; r < nr; ++r) {
+          GRETA_CUDA_CHECK(
+              cudaMemcpy(row.data(), out + size_t(rows[r]) * row.size(), row.size() * 2, cudaMemcpyDeviceToHost));
+          for (size_t i = 0; i < row.size(); ++i) {
+            const double d = double(greta::bf16_to_float(row[i])) - hr[r * row.size() + i];
+            num += d * d;
+            den += double(hr[r * row.size() + i]) * hr[r * row.size() + i];
+          }
+        }
+        const double rel = std::sqrt(num / std::max(den, 1e-30));
+        const bool ok = std::isfinite(rel) && rel < 2e-2;
+        all_ok = all_ok && ok;
+        const int inner = flops > 5e11 ? 2 : 8;
+        const double ms = median_graph_ms([&](int) { k.run(q, out, st, kv, c.n_heads, scale, 0, s); }, s, 7, inner);
+        std::printf(
+            "{\"bench\":\"prefill_attention\",\"device\":\"%s\",\"kernel\":\"%s\",\"model\":\"%s\",\"heads\":%d,"
+            "\"kv_heads\":%d,\"head_dim\":%d,\"seqs\":%d,\"prefix\":%d,\"new_tokens\":%d,\"us\":%.1f,"
+            "\"TFLOPs\":%.1f,\"rel_err\":%.2e,\"ok\":%s}\n",
+            dev.c_str(), k.name, c.model, c.n_heads, c.n_kv, c.hd, c.n_seqs, c.prefix, c.n_new, ms * 1e3,
+            flops / (ms * 1e9), rel, ok ? "true" : "false");
+        std::fflush(stdout);
+      }
+      for (void* p : {(void*)dplan, (void*)kv.k, (void*)kv.v, (void*)q, (void*)out, (void*)scores, (void*)ref})
+        GRETA_CUDA_CHECK(cudaFree(p));
+    }
+    return all_ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_prefill_attention_bench: %s\n", e.what());
+    return 2;
+  }
+}
