@@ -6,8 +6,9 @@
 // N-token prompt. Every case is checked in the same run against a naive fp32 kernel (full score
 // row in global memory) on a sample of query rows spread over the prompt, on a random cache
 // behind a shuffled block table. A prefix already in the cache (chunked prefill, prefix hit) is
-// a case of its own. "tc_baseline" is the tensor-core kernel before its cp.async / ldmatrix
-// rewrite (attention_prefill_tc_baseline.cuh), timed in the same run.
+// a case of its own. "tc" is the engine's kernel, "tc_wWsS" other shapes of its template (W warps,
+// S key tiles in flight), "tc_baseline" the tensor-core kernel before its cp.async / ldmatrix
+// rewrite (attention_prefill_tc_baseline.cuh), all timed in the same run.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -22,6 +23,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "attention_prefill_tc_baseline.cuh"
+#include "backend/cuda/attention_prefill_tc.cuh"
 #include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
@@ -76,6 +78,27 @@ __global__ void naive_prefill(const bf16* q, const bf16* kc, const bf16* vc, con
     }
     out[(int64_t(r) * n_heads + h) * hd + d] = o / red[1];
   }
+}
+
+// Other shapes of the production kernel template: warps (16 query rows each) and key tiles in flight.
+template <int HD, int W, int ST>
+void allow_variant() {
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(greta::cuda::prefill_tc::prefill_tc_kernel<HD, W, ST>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(greta::cuda::prefill_tc::TcShape<HD, W, ST>::kBytes)));
+}
+template <int W, int ST>
+void tc_variant(const bf16* q, bf16* out, const greta::cuda::DevStep& st, const greta::cuda::KVLayerDev& kv,
+                int n_heads, float scale, int window, cudaStream_t s) {
+  static const bool allowed = [] {
+    allow_variant<64, W, ST>();
+    allow_variant<128, W, ST>();
+    return true;
+  }();
+  (void)allowed;
+  if (kv.head_dim == 64) greta::cuda::prefill_tc::launch<64, W, ST>(q, out, st, kv, n_heads, scale, window, s);
+  else greta::cuda::prefill_tc::launch<128, W, ST>(q, out, st, kv, n_heads, scale, window, s);
+  GRETA_CUDA_LAUNCH_CHECK();
 }
 
 struct Case {
@@ -192,6 +215,9 @@ int main() {
       std::vector<Kernel> kernels;
       if (greta::cuda::attention_prefill_tc_supported(c.hd)) {
         kernels.push_back({"tc", greta::cuda::attention_prefill_tc});
+        kernels.push_back({"tc_w8s2", tc_variant<8, 2>});
+        kernels.push_back({"tc_w4s3", tc_variant<4, 3>});
+        kernels.push_back({"tc_w8s3", tc_variant<8, 3>});
         kernels.push_back({"tc_baseline", greta::cuda::baseline::attention_prefill_tc_baseline});
       }
       if (c.n_new <= 2048 && c.prefix == 0) kernels.push_back({"cuda_cores", greta::cuda::attention_prefill});
