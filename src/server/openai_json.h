@@ -26,6 +26,7 @@
 #include "greta/engine.h"
 #include "runtime/sampler.h"
 #include "server/constraint.h"
+#include "server/tool_call_stream.h"
 #include "server/tool_calls.h"
 
 namespace greta::server {
@@ -115,8 +116,12 @@ nlohmann::json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>
 nlohmann::json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first,
                           const std::string& finish_reason, const std::vector<TokenLogprobOut>& lp);
 nlohmann::json usage_chunk_json(const ResponseMeta& m, const Usage& u);
-// A chat stream chunk carrying choice `index`'s tool calls, whole (one delta per call).
-nlohmann::json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls);
+// A chat stream chunk carrying one tool-call delta of choice `index`, as OpenAI streams calls:
+// a call's start {"index", "id", "type": "function", "function": {"name", "arguments": ""}},
+// then pieces {"index", "function": {"arguments"}} (clients concatenate strings by index, so
+// id and name come once). lp: logprobs of the tokens that produced it.
+nlohmann::json tool_delta_chunk_json(const ResponseMeta& m, int index, const ToolStreamDelta& d,
+                                     const std::vector<TokenLogprobOut>& lp);
 
 // The wire name of a finish reason ("" while not finished). Only "stop" and "length" reach a
 // choice: Cancelled and Error become error responses or error events.
