@@ -147,7 +147,7 @@ void ToolCallStream::text(char c) {
   const bool open = tail_matches(hold_, c, kOpen, released);
   content(released);
   if (!open) return;
-  block_ = kOpen;  // whitespace before it stays held: dropped if this is a call
+  block_ = kOpen;  // whitespace before it stays held: it is content only if text follows
   whole_call_ = false;
   state_ = State::Header;
 }
@@ -296,20 +296,21 @@ void ToolCallStream::resolve_whole() {
 }
 
 void ToolCallStream::content(std::string_view s) {
-  size_t from = 0;  // s[from, i) is sent or held as one piece
+  size_t from = 0;  // s[from, i) is a run without whitespace
+  auto run = [&](size_t to) {
+    if (to == from) return;
+    std::string lead = std::exchange(ws_, {});
+    if (calls_ > 0 && !content_sent_) lead.clear();  // the content starts after calls: no leading space
+    content_piece(lead + std::string(s.substr(from, to - from)));
+    content_sent_ = true;
+  };
   for (size_t i = 0; i < s.size(); ++i) {
     if (!is_ws(s[i])) continue;
-    if (i > from) {
-      content_piece(std::exchange(ws_, {}) + std::string(s.substr(from, i - from)));
-      after_call_ = false;
-    }
-    if (!after_call_) ws_ += s[i];
+    run(i);
+    ws_ += s[i];
     from = i + 1;
   }
-  if (s.size() > from) {
-    content_piece(std::exchange(ws_, {}) + std::string(s.substr(from)));
-    after_call_ = false;
-  }
+  run(s.size());
 }
 
 void ToolCallStream::content_piece(const std::string& s) {
@@ -319,7 +320,6 @@ void ToolCallStream::content_piece(const std::string& s) {
 }
 
 void ToolCallStream::call_start(const std::string& id, const std::string& name) {
-  ws_.clear();
   whole_pending_ = false;
   whole_.clear();
   block_.clear();
@@ -334,8 +334,6 @@ void ToolCallStream::arguments(std::string_view s) {
 }
 
 void ToolCallStream::call_end() {
-  after_call_ = true;
-  ws_.clear();
   hold_.clear();
   state_ = !t_->parallel ? State::Ignore : whole_call_ ? State::Between : State::Text;
 }

@@ -19,11 +19,12 @@
 //   (content, and each call's id aside, name and arguments), and parse_tool_calls, which feeds
 //   the whole text at once, is that result.
 // - Held back: only what could still turn out to be call markup: a tail that may begin
-//   `<tool_call>`, a block's header until it names its tool, whitespace next to a call, and an
-//   output opening like a whole-output call until its header resolves (one that does not open
-//   like a streamable call is held to the end). Call markup never reaches content.
-// - Whitespace before, between and after calls is not content; an output without calls comes
-//   back as content byte for byte.
+//   `<tool_call>`, a block's header until it names its tool, whitespace (until text follows it),
+//   and an output opening like a whole-output call until its header resolves (one that does
+//   not open like a streamable call is held to the end). Call markup never reaches content.
+// - With calls, the content is the text outside them without leading and trailing whitespace
+//   (whitespace between two pieces of text stays); an output without calls comes back as
+//   content byte for byte.
 // - With tool_choice none everything is content. With parallel_tool_calls false the first
 //   complete call ends the parse: done() turns true and the rest of the output is ignored.
 // - Pieces split only where the input pieces or ASCII markup split, so UTF-8 characters stay
@@ -105,8 +106,8 @@ class ToolCallStream {
   bool whole_pending_ = false;   // whole_ is being collected (no call yet)
   bool whole_call_ = false;      // the current call object is a whole-output one, not a block
   bool in_list_ = false;         // whole output: inside its [ ... ]
-  std::string ws_;               // content whitespace not sent yet: dropped when a call follows
-  bool after_call_ = false;      // whitespace right after a call is dropped
+  std::string ws_;               // content whitespace not sent yet: sent only if more content follows
+  bool content_sent_ = false;    // some content went out
   Value value_ = Value::Container;
   int depth_ = 0;
   bool in_string_ = false, escaped_ = false;

@@ -119,6 +119,9 @@ const std::vector<Case>& cases() {
        "\"arguments\": {\"unit\": \"f\"}}]",
        {"", {{"ping", "{}"}, {"get_weather", "{\"unit\": \"f\"}"}}}},
       {" {\"name\": \"ping\", \"arguments\": {}}\nThat is all.", {"That is all.", {{"ping", "{}"}}}},
+      // Text on both sides of a call: the whitespace between the two stays.
+      {"First.\n<tool_call>{\"name\": \"ping\", \"arguments\": {}}</tool_call>\nSecond. ",
+       {"First.\n\nSecond.", {{"ping", "{}"}}}},
       {"{\"name\": \"ping\", \"arguments\": {}} {\"name\": \"rm\"}", {"{\"name\": \"rm\"}", {{"ping", "{}"}}}},
       {"[{\"name\": \"ping\", \"arguments\": 7}]", {"", {{"ping", "7"}}}},
       // Not streamable (key order), read whole at the end.
