@@ -101,13 +101,13 @@ class ToolCallStream {
   State state_ = State::Start;
   std::vector<ToolStreamDelta> out_;
   std::string hold_;
-  std::string block_;            // the current <tool_call> block's text, for when it is no call
-  std::string whole_;            // the output so far while it may be whole-output calls
-  bool whole_pending_ = false;   // whole_ is being collected (no call yet)
-  bool whole_call_ = false;      // the current call object is a whole-output one, not a block
-  bool in_list_ = false;         // whole output: inside its [ ... ]
-  std::string ws_;               // content whitespace not sent yet: sent only if more content follows
-  bool content_sent_ = false;    // some content went out
+  std::string block_;           // the current <tool_call> block's text, for when it is no call
+  std::string whole_;           // the output so far while it may be whole-output calls
+  bool whole_pending_ = false;  // whole_ is being collected (no call yet)
+  bool whole_call_ = false;     // the current call object is a whole-output one, not a block
+  bool in_list_ = false;        // whole output: inside its [ ... ]
+  std::string ws_;              // content whitespace not sent yet: sent only if more content follows
+  bool content_sent_ = false;   // some content went out
   Value value_ = Value::Container;
   int depth_ = 0;
   bool in_string_ = false, escaped_ = false;

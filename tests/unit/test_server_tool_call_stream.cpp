@@ -17,7 +17,8 @@ namespace {
 ToolRequest tools(const std::string& extra = "") {
   return parse_request(R"({"messages":[{"role":"user","content":"x"}],"tools":[
     {"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}},
-    {"type":"function","function":{"name":"ping"}}])" + extra + "}",
+    {"type":"function","function":{"name":"ping"}}])" +
+                           extra + "}",
                        true)
       .tools;
 }
@@ -160,6 +161,72 @@ TEST(ServerToolCallStream, EverySplitGivesTheWholeParse) {
   }
 }
 
+// Random outputs: text, call blocks and whole-output calls with random arguments, then
+// fragments of markup inserted and the end cut off at random. However they are split, the
+// result is the whole parse, and an output without calls is its own content.
+TEST(ServerToolCallStream, RandomOutputsSplitAnyway) {
+  const std::vector<std::string> fragments = {"<tool_call>",
+                                              "</tool_call>",
+                                              "<tool_",
+                                              "{",
+                                              "}",
+                                              "[",
+                                              "]",
+                                              "\"name\"",
+                                              "\"arguments\"",
+                                              "\"ping\"",
+                                              ":",
+                                              ",",
+                                              ";",
+                                              " ",
+                                              "\n",
+                                              "x",
+                                              "\\",
+                                              "\"",
+                                              "<",
+                                              "[TOOL_CALLS]",
+                                              "<|python_tag|>",
+                                              "null",
+                                              "7",
+                                              "\xC3\xA9"};
+  const std::vector<std::string> values = {
+      "{}", "{\"a\": [1, \"}\"]}", "\"{\\\"b\\\": 2}\"", "null", "{\"s\": \"</tool_call> \\\" {\"}", "[]"};
+  std::mt19937 rng(11);
+  auto pick = [&](const std::vector<std::string>& v) {
+    return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
+  };
+  auto coin = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng) == 0; };
+  auto call = [&] {
+    return "{\"name\": \"" + std::string(coin(2) ? "ping" : "get_weather") + "\", \"arguments\": " + pick(values) + "}";
+  };
+  int with_calls = 0, without = 0;
+  for (const ToolRequest& t : {tools(), tools(R"(,"parallel_tool_calls":false)")}) {
+    for (int n = 0; n < 300; ++n) {
+      std::string text = coin(4) ? (coin(2) ? "[TOOL_CALLS] [" + call() + ", " + call() + "]" : call()) : "";
+      for (int i = std::uniform_int_distribution<int>(0, 4)(rng); i > 0; --i)
+        text += coin(2) ? "<tool_call>\n" + call() + "\n</tool_call>" : pick(fragments) + pick(fragments);
+      for (int i = std::uniform_int_distribution<int>(0, 2)(rng); i > 0; --i)
+        text.insert(std::uniform_int_distribution<size_t>(0, text.size())(rng), pick(fragments));
+      if (coin(4)) text.resize(std::uniform_int_distribution<size_t>(0, text.size())(rng));
+      const Result whole = result_of(parse_tool_calls(text, t));
+      if (whole.calls.empty()) EXPECT_EQ(whole.content, text);
+      (whole.calls.empty() ? without : with_calls)++;
+      std::vector<std::string> bytes;
+      for (char ch : text) bytes.emplace_back(1, ch);
+      ASSERT_EQ(feed(bytes, t), whole) << text;
+      std::vector<std::string> pieces;
+      for (size_t at = 0; at < text.size();) {
+        const size_t k = std::uniform_int_distribution<size_t>(1, 9)(rng);
+        pieces.push_back(text.substr(at, k));
+        at += k;
+      }
+      ASSERT_EQ(feed(pieces, t), whole) << text;
+    }
+  }
+  EXPECT_GT(with_calls, 100);
+  EXPECT_GT(without, 100);
+}
+
 TEST(ServerToolCallStream, ArgumentsStreamAsTheyArrive) {
   const ToolRequest t = tools();
   ToolCallStream s(t);
@@ -224,9 +291,9 @@ TEST(ServerToolCallStream, HeadersResolveAsSoonAsTheyCan) {
   EXPECT_EQ(h.name, "get_weather");
   EXPECT_EQ(h.value_at, 37u);
   EXPECT_EQ(scan_call_header("{\"name\": \"ping\",\n\"parameters\":7", t).status, S::Complete);
-  EXPECT_EQ(scan_call_header("{\"name\": \"rm\"", t).status, S::Mismatch);          // no such tool
-  EXPECT_EQ(scan_call_header("{\"name\": \"pi ng", t).status, S::Mismatch);         // not a name
-  EXPECT_EQ(scan_call_header("{\"arguments\": {}", t).status, S::Mismatch);         // other order
+  EXPECT_EQ(scan_call_header("{\"name\": \"rm\"", t).status, S::Mismatch);   // no such tool
+  EXPECT_EQ(scan_call_header("{\"name\": \"pi ng", t).status, S::Mismatch);  // not a name
+  EXPECT_EQ(scan_call_header("{\"arguments\": {}", t).status, S::Mismatch);  // other order
   EXPECT_EQ(scan_call_header("{\"name\": \"ping\", \"arguments\": <", t).status, S::Mismatch);
   EXPECT_EQ(scan_call_header("{\"type\": \"code\"", t).status, S::Mismatch);
   EXPECT_EQ(scan_call_header("{" + std::string(kMaxCallHeader, ' '), t).status, S::Mismatch);

@@ -105,12 +105,13 @@ TEST(ServerToolCalls, ForcedCallGrammarFollowsTheParameters) {
   EXPECT_TRUE(accepts(any, "<tool_call>\n{\"name\": \"ping\", \"arguments\": {\"any\": [1]}}\n</tool_call>"));
   EXPECT_FALSE(accepts(any, "Sure! <tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>"));
   // Parallel calls (the default): one or more blocks, a newline between; off: exactly one.
-  const std::string two = "<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>\n"
-                          "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\", \"unit\": \"f\"}}\n"
-                          "</tool_call>";
+  const std::string two =
+      "<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>\n"
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\", \"unit\": \"f\"}}\n"
+      "</tool_call>";
   EXPECT_TRUE(accepts(any, two));
-  const std::string one =
-      forced_tool_call_gbnf(chat(std::string(kTools) + R"(,"tool_choice":"required","parallel_tool_calls":false)").tools);
+  const std::string one = forced_tool_call_gbnf(
+      chat(std::string(kTools) + R"(,"tool_choice":"required","parallel_tool_calls":false)").tools);
   EXPECT_FALSE(accepts(one, two));
   EXPECT_TRUE(accepts(one, two.substr(0, two.find("\n<tool_call>", 1))));
   // Parameters with their own $defs (pydantic writes them) are lifted to the call's root.
