@@ -209,7 +209,9 @@ TEST(ServerToolCallStream, RandomOutputsSplitAnyway) {
         text.insert(std::uniform_int_distribution<size_t>(0, text.size())(rng), pick(fragments));
       if (coin(4)) text.resize(std::uniform_int_distribution<size_t>(0, text.size())(rng));
       const Result whole = result_of(parse_tool_calls(text, t));
-      if (whole.calls.empty()) EXPECT_EQ(whole.content, text);
+      if (whole.calls.empty()) {
+        EXPECT_EQ(whole.content, text);
+      }
       (whole.calls.empty() ? without : with_calls)++;
       std::vector<std::string> bytes;
       for (char ch : text) bytes.emplace_back(1, ch);
