@@ -6,8 +6,8 @@
 //   type, a value out of range, an unsupported feature) throws ApiError 400 naming the field.
 // - Unknown fields are ignored, as OpenAI's API does for fields it does not use, so newer
 //   clients keep working; fields we recognise but cannot honour (echo, suffix, best_of > n,
-//   functions, tools on completions, tool calls in the history) are refused rather than
-//   silently dropped. tools and tool_choice are read by server/tool_calls.h.
+//   functions, tools on completions) are refused rather than silently dropped. tools,
+//   tool_choice and parallel_tool_calls are read by server/tool_calls.h.
 // - Constraints (response_format, grammar, regex) are read by server/constraint.h; logit_bias
 //   keys are token ids written as decimal integers, values in [-100, 100].
 // - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k/min-p), not the CLI's.
