@@ -346,16 +346,11 @@ json logprobs_json(const ResponseMeta& m, const std::vector<TokenLogprobOut>& lp
   return {{"tokens", tokens}, {"token_logprobs", token_lp}, {"top_logprobs", top}, {"text_offset", offsets}};
 }
 
-// OpenAI's tool_calls array; stream deltas carry each call's index too.
-static json tool_calls_json(const std::vector<ToolCallOut>& calls, bool delta) {
+// OpenAI's tool_calls array of a message.
+static json tool_calls_json(const std::vector<ToolCallOut>& calls) {
   json out = json::array();
-  for (size_t j = 0; j < calls.size(); ++j) {
-    json c = {{"id", calls[j].id},
-              {"type", "function"},
-              {"function", {{"name", calls[j].name}, {"arguments", calls[j].arguments}}}};
-    if (delta) c["index"] = j;
-    out.push_back(c);
-  }
+  for (const ToolCallOut& c : calls)
+    out.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
   return out;
 }
 
@@ -373,7 +368,7 @@ json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>& choices,
       json msg = {{"role", "assistant"}, {"content", c.text}, {"refusal", nullptr}};
       if (!c.tool_calls.empty()) {
         if (c.text.empty()) msg["content"] = nullptr;
-        msg["tool_calls"] = tool_calls_json(c.tool_calls, false);
+        msg["tool_calls"] = tool_calls_json(c.tool_calls);
       }
       cs.push_back({{"index", i}, {"message", msg}, {"logprobs", lp}, {"finish_reason", c.finish_reason}});
     } else {
@@ -406,13 +401,19 @@ json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool 
           {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
 }
 
-json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls) {
-  json choice = {{"index", index},
-                 {"logprobs", nullptr},
-                 {"finish_reason", nullptr},
-                 {"delta", {{"tool_calls", tool_calls_json(calls, true)}}}};
-  return {{"id", m.id},       {"object", object_name(m, true)}, {"created", m.created},
-          {"model", m.model}, {"system_fingerprint", nullptr},  {"choices", json::array({choice})}};
+json tool_delta_chunk_json(const ResponseMeta& m, int index, const ToolStreamDelta& d,
+                           const std::vector<TokenLogprobOut>& lp) {
+  json call = {{"index", d.index}};
+  if (d.kind == ToolStreamDelta::Kind::CallStart) {
+    call["id"] = d.id;
+    call["type"] = "function";
+    call["function"] = {{"name", d.name}, {"arguments", ""}};
+  } else {
+    call["function"] = {{"arguments", d.text}};
+  }
+  json chunk = chunk_json(m, index, "", false, "", lp);
+  chunk["choices"][0]["delta"]["tool_calls"] = json::array({call});
+  return chunk;
 }
 
 json usage_chunk_json(const ResponseMeta& m, const Usage& u) {

@@ -6,8 +6,8 @@
 //   type, a value out of range, an unsupported feature) throws ApiError 400 naming the field.
 // - Unknown fields are ignored, as OpenAI's API does for fields it does not use, so newer
 //   clients keep working; fields we recognise but cannot honour (echo, suffix, best_of > n,
-//   functions, tools on completions, tool calls in the history) are refused rather than
-//   silently dropped. tools and tool_choice are read by server/tool_calls.h.
+//   functions, tools on completions) are refused rather than silently dropped. tools,
+//   tool_choice and parallel_tool_calls are read by server/tool_calls.h.
 // - Constraints (response_format, grammar, regex) are read by server/constraint.h; logit_bias
 //   keys are token ids written as decimal integers, values in [-100, 100].
 // - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k/min-p), not the CLI's.
@@ -26,6 +26,7 @@
 #include "greta/engine.h"
 #include "runtime/sampler.h"
 #include "server/constraint.h"
+#include "server/tool_call_stream.h"
 #include "server/tool_calls.h"
 
 namespace greta::server {
@@ -115,8 +116,12 @@ nlohmann::json response_json(const ResponseMeta& m, const std::vector<ChoiceOut>
 nlohmann::json chunk_json(const ResponseMeta& m, int index, const std::string& text, bool first,
                           const std::string& finish_reason, const std::vector<TokenLogprobOut>& lp);
 nlohmann::json usage_chunk_json(const ResponseMeta& m, const Usage& u);
-// A chat stream chunk carrying choice `index`'s tool calls, whole (one delta per call).
-nlohmann::json tool_calls_chunk_json(const ResponseMeta& m, int index, const std::vector<ToolCallOut>& calls);
+// A chat stream chunk carrying one tool-call delta of choice `index`, as OpenAI streams calls:
+// a call's start {"index", "id", "type": "function", "function": {"name", "arguments": ""}},
+// then pieces {"index", "function": {"arguments"}} (clients concatenate strings by index, so
+// id and name come once). lp: logprobs of the tokens that produced it.
+nlohmann::json tool_delta_chunk_json(const ResponseMeta& m, int index, const ToolStreamDelta& d,
+                                     const std::vector<TokenLogprobOut>& lp);
 
 // The wire name of a finish reason ("" while not finished). Only "stop" and "length" reach a
 // choice: Cancelled and Error become error responses or error events.

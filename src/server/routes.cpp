@@ -173,6 +173,37 @@ void check_finish(const TokenEvent& ev) {
     throw ApiError(503, "the request was cancelled (server shutting down)");
 }
 
+// One choice's tool calls, found as its text arrives. With parallel_tool_calls false the
+// generation is cancelled once its call is complete (the parser ignores the rest), and that
+// cancel is the choice's normal end.
+struct ChoiceTools {
+  ToolCallStream parser;
+  bool cut = false;
+
+  std::vector<ToolStreamDelta> feed(const ServerContext& ctx, uint64_t id, const TokenEvent& ev) {
+    std::vector<ToolStreamDelta> d = parser.push(ev.text);
+    if (ev.finished) {
+      std::vector<ToolStreamDelta> rest = parser.finish();
+      d.insert(d.end(), rest.begin(), rest.end());
+    } else if (parser.done() && !cut) {
+      cut = true;
+      ctx.engine->cancel(id);
+    }
+    return d;
+  }
+
+  bool cancelled_by_us(const TokenEvent& ev) const { return cut && ev.finish_reason == FinishReason::Cancelled; }
+
+  std::string finish_reason(const TokenEvent& ev) const {
+    const std::string f = finish_reason_name(ev.finish_reason);
+    return cut || (f == "stop" && parser.calls() > 0) ? "tool_calls" : f;
+  }
+};
+
+std::vector<ChoiceTools> choice_tools(const ToolRequest& t, size_t n) {
+  return std::vector<ChoiceTools>(t.active() ? n : 0, ChoiceTools{ToolCallStream(t)});
+}
+
 // nginx's status for "the client closed the connection before the answer": only metrics see it.
 constexpr int kClientClosedRequest = 499;
 
@@ -183,6 +214,8 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
   const std::vector<bool> first = p.first_of_prompt;
   std::vector<uint64_t> ids = submit_all(ctx, p, ch);
   std::vector<ChoiceOut> outs(n);
+  std::vector<ChoiceTools> tools = choice_tools(r.tools, n);
+  std::vector<ParsedOutput> parsed(tools.size());
   Usage usage;
   // The socket of this request: a client that hung up gets its generations cancelled instead of
   // holding a worker and the engine for tokens nobody reads.
@@ -202,13 +235,15 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
         return;
       }
       for (auto& it : ch->wait(std::chrono::milliseconds(100))) {
-        ChoiceOut& c = outs[size_t(it.index)];
+        const size_t i = size_t(it.index);
+        ChoiceOut& c = outs[i];
         c.text += it.ev.text;
         if (r.logprobs && it.ev.token >= 0) c.logprobs.push_back(logprob_out(*ctx.tokenizer, it.ev));
+        if (!tools.empty()) apply_deltas(parsed[i], tools[i].feed(ctx, ids[i], it.ev));
         if (it.ev.finished) {
-          check_finish(it.ev);
-          c.finish_reason = finish_reason_name(it.ev.finish_reason);
-          add_usage(usage, it.ev, first[size_t(it.index)]);
+          if (tools.empty() || !tools[i].cancelled_by_us(it.ev)) check_finish(it.ev);
+          c.finish_reason = tools.empty() ? finish_reason_name(it.ev.finish_reason) : tools[i].finish_reason(it.ev);
+          add_usage(usage, it.ev, first[i]);
         }
       }
     }
@@ -216,12 +251,9 @@ void complete(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Resp
     for (uint64_t id : ids) ctx.engine->cancel(id);
     throw;
   }
-  for (ChoiceOut& c : outs) {
-    ParsedOutput p = parse_tool_calls(c.text, r.tools);
-    if (p.calls.empty()) continue;
-    c.text = std::move(p.content);
-    c.tool_calls = std::move(p.calls);
-    if (c.finish_reason == "stop") c.finish_reason = "tool_calls";
+  for (size_t i = 0; i < parsed.size(); ++i) {  // without calls the content is the text as it was
+    outs[i].text = std::move(parsed[i].content);
+    outs[i].tool_calls = std::move(parsed[i].calls);
   }
   send_json(res, 200, response_json(meta, outs, usage));
 }
@@ -236,11 +268,9 @@ struct StreamState {
   Usage usage;
   bool started = false;
   std::chrono::steady_clock::time_point last_write;
-  // With tools: each choice's text so far, and how much of it went out as content. Text that
-  // could be a call is held back until the choice ends and its calls are parsed.
+  // With tools: each choice's calls, streamed as deltas (tool_calls refers to `tools`).
   ToolRequest tools;
-  std::vector<std::string> held;
-  std::vector<size_t> sent;
+  std::vector<ChoiceTools> tool_calls;
 };
 
 // What one call of the chunked content provider does. Returns false when the client is gone
@@ -307,7 +337,8 @@ class StreamWriter {
     if (ev.finished) add_usage(st_.usage, ev, st_.first_of_prompt[size_t(index)]);
     if (ev.finished && ev.finish_reason == FinishReason::Error)
       return write(sse_event(error_body(500, "generation failed: " + ev.error)));
-    if (ev.finished && ev.finish_reason == FinishReason::Cancelled)
+    const bool ours = st_.tools.active() && st_.tool_calls[size_t(index)].cancelled_by_us(ev);
+    if (ev.finished && ev.finish_reason == FinishReason::Cancelled && !ours)
       return write(sse_event(error_body(503, "the request was cancelled")));
     std::vector<TokenLogprobOut> lp;
     if (st_.logprobs && ev.token >= 0) lp.push_back(logprob_out(*c_.tokenizer, ev));
@@ -317,30 +348,19 @@ class StreamWriter {
         chunk_json(st_.meta, index, ev.text, false, ev.finished ? finish_reason_name(ev.finish_reason) : "", lp)));
   }
 
-  // An event of a choice that may call tools: content streams up to where a call could begin;
-  // at the end the held text is parsed, and its calls go out in one chunk before the last.
-  bool tool_event(int index, const TokenEvent& ev, const std::vector<TokenLogprobOut>& lp) {
-    std::string& text = st_.held[size_t(index)];
-    size_t& sent = st_.sent[size_t(index)];
-    text += ev.text;
-    auto content = [&](const std::string& t, const std::string& finish) {
-      return write(sse_event(chunk_json(st_.meta, index, t, false, finish, lp)));
-    };
-    if (!ev.finished) {
-      const size_t n = std::max(streamable_prefix(text), sent);
-      if (n == sent && lp.empty()) return true;
-      const std::string now = text.substr(sent, n - sent);
-      sent = n;
-      return content(now, "");
+  // An event of a choice that may call tools: its content and call deltas, one chunk each (the
+  // event's logprobs ride on the first), then the last chunk when it ends.
+  bool tool_event(int index, const TokenEvent& ev, std::vector<TokenLogprobOut> lp) {
+    ChoiceTools& tools = st_.tool_calls[size_t(index)];
+    for (const ToolStreamDelta& d : tools.feed(c_, st_.ids[size_t(index)], ev)) {
+      const json chunk = d.kind == ToolStreamDelta::Kind::Content ? chunk_json(st_.meta, index, d.text, false, "", lp)
+                                                                  : tool_delta_chunk_json(st_.meta, index, d, lp);
+      if (!write(sse_event(chunk))) return false;
+      lp.clear();
     }
-    const std::string finish = finish_reason_name(ev.finish_reason);
-    ParsedOutput p = parse_tool_calls(text, st_.tools);
-    if (p.calls.empty()) return content(text.substr(sent), finish);
-    // What was sent is a prefix of the content (calls start after it); the rest follows.
-    const std::string rest = p.content.size() > sent ? p.content.substr(sent) : "";
-    if (!rest.empty() && !write(sse_event(chunk_json(st_.meta, index, rest, false, "", {})))) return false;
-    if (!write(sse_event(tool_calls_chunk_json(st_.meta, index, p.calls)))) return false;
-    return write(sse_event(chunk_json(st_.meta, index, "", false, finish == "stop" ? "tool_calls" : finish, lp)));
+    if (ev.finished) return write(sse_event(chunk_json(st_.meta, index, "", false, tools.finish_reason(ev), lp)));
+    if (lp.empty() || tools.cut) return true;
+    return write(sse_event(chunk_json(st_.meta, index, "", false, "", lp)));
   }
 
   StreamState& st_;
@@ -356,8 +376,7 @@ void stream(const ServerContext& ctx, const ApiRequest& r, Plan& p, const Respon
   st->include_usage = r.include_usage;
   st->logprobs = r.logprobs;
   st->tools = r.tools;
-  st->held.resize(p.requests.size());
-  st->sent.assign(p.requests.size(), 0);
+  st->tool_calls = choice_tools(st->tools, p.requests.size());
   st->ids = submit_all(ctx, p, st->ch);  // refusals become a plain JSON error, before any SSE
   const ServerContext c = ctx;
   res.set_header("Cache-Control", "no-cache");

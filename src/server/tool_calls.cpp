@@ -17,9 +17,6 @@ using nlohmann::ordered_json;
 
 namespace {
 
-constexpr const char* kOpen = "<tool_call>";
-constexpr const char* kClose = "</tool_call>";
-
 [[noreturn]] void bad(const std::string& param, const std::string& msg) {
   throw ApiError(400, "'" + param + "': " + msg, param);
 }
@@ -30,12 +27,6 @@ bool valid_name(const std::string& n) {
   for (char c : n)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
   return true;
-}
-
-const ordered_json* find_tool(const ToolRequest& t, const std::string& name) {
-  for (const auto& tool : t.tools)
-    if (tool["function"]["name"] == name) return &tool;
-  return nullptr;
 }
 
 ToolRequest::Choice parse_choice(const json& body, ToolRequest& t) {
@@ -72,6 +63,23 @@ void check_refs(const ordered_json& v, const std::string& param) {
   }
 }
 
+// The text after leading whitespace and one call marker.
+std::string without_marker(const std::string& text) {
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return "";
+  for (const char* m : {"<|python_tag|>", "[TOOL_CALLS]"})
+    if (text.compare(first, std::string(m).size(), m) == 0) return text.substr(first + std::string(m).size());
+  return text.substr(first);
+}
+
+}  // namespace
+
+const ordered_json* find_tool(const ToolRequest& t, const std::string& name) {
+  for (const auto& tool : t.tools)
+    if (tool["function"]["name"] == name) return &tool;
+  return nullptr;
+}
+
 std::string new_call_id() {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}();
@@ -81,8 +89,7 @@ std::string new_call_id() {
   return buf;
 }
 
-// One call from a JSON object {"name", "arguments" (or "parameters")}, if it names a tool.
-bool call_from(const json& v, const ToolRequest& t, ToolCallOut& out) {
+bool call_from_json(const json& v, const ToolRequest& t, ToolCallOut& out) {
   if (!v.is_object() || !v.contains("name") || !v["name"].is_string()) return false;
   if (!find_tool(t, v["name"].get<std::string>())) return false;
   const json* args = v.contains("arguments") ? &v["arguments"] : v.contains("parameters") ? &v["parameters"] : nullptr;
@@ -94,22 +101,6 @@ bool call_from(const json& v, const ToolRequest& t, ToolCallOut& out) {
   return true;
 }
 
-bool blank(const std::string& s) { return s.find_first_not_of(" \t\r\n") == std::string::npos; }
-
-// How whole-output calls begin: JSON (Llama 3.1/3.2 write one object, Mistral an array after
-// [TOOL_CALLS]; Llama's <|python_tag|> may precede it when special tokens are shown).
-const char* const kCallStarts[] = {"{", "[", "<|python_tag|>", "[TOOL_CALLS]"};
-
-// The text after leading whitespace and one call marker.
-std::string without_marker(const std::string& text) {
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos) return "";
-  for (const char* m : {"<|python_tag|>", "[TOOL_CALLS]"})
-    if (text.compare(first, std::string(m).size(), m) == 0) return text.substr(first + std::string(m).size());
-  return text.substr(first);
-}
-
-// The whole output as calls: one call object, or an array of them (all must be calls).
 std::vector<ToolCallOut> whole_output_calls(const std::string& text, const ToolRequest& t) {
   const json v = json::parse(without_marker(text), nullptr, false);
   std::vector<ToolCallOut> calls;
@@ -117,16 +108,18 @@ std::vector<ToolCallOut> whole_output_calls(const std::string& text, const ToolR
   const json items = v.is_array() ? v : json::array({v});
   for (const json& item : items) {
     ToolCallOut call;
-    if (!call_from(item, t, call)) return {};
+    if (!call_from_json(item, t, call)) return {};
     calls.push_back(std::move(call));
   }
   return calls;
 }
 
-}  // namespace
-
 ToolRequest parse_tools(const json& body, const std::string& text) {
   ToolRequest t;
+  if (auto p = body.find("parallel_tool_calls"); p != body.end() && !p->is_null()) {
+    if (!p->is_boolean()) bad("parallel_tool_calls", "expected true or false");
+    t.parallel = p->get<bool>();
+  }
   auto it = body.find("tools");
   const bool has = it != body.end() && !it->is_null() && !(it->is_array() && it->empty());
   if (!has) {
@@ -208,39 +201,8 @@ std::string forced_tool_call_gbnf(const ToolRequest& t) {
   } catch (const grammar::GrammarError& e) {
     bad("tools", std::string("the tools' parameter schemas do not compile together: ") + e.what());
   }
-  return "root ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n" + g;
-}
-
-ParsedOutput parse_tool_calls(const std::string& text, const ToolRequest& t) {
-  ParsedOutput out;
-  if (!t.active()) {
-    out.content = text;
-    return out;
-  }
-  size_t pos = 0;
-  while (pos < text.size()) {
-    const size_t open = text.find(kOpen, pos);
-    if (open == std::string::npos) {
-      out.content += text.substr(pos);
-      break;
-    }
-    out.content += text.substr(pos, open - pos);
-    const size_t body = open + std::string(kOpen).size();
-    const size_t close = text.find(kClose, body);
-    const size_t end = close == std::string::npos ? text.size() : close + std::string(kClose).size();
-    const json v = json::parse(text.substr(body, (close == std::string::npos ? text.size() : close) - body), nullptr,
-                               false);
-    ToolCallOut call;
-    if (!v.is_discarded() && call_from(v, t, call)) out.calls.push_back(std::move(call));
-    else out.content += text.substr(open, end - open);  // not a call: it stays text
-    pos = end;
-  }
-  if (out.calls.empty()) {  // the other formats: the whole output is the calls
-    out.calls = whole_output_calls(text, t);
-    if (!out.calls.empty()) out.content.clear();
-  }
-  if (!out.calls.empty() && blank(out.content)) out.content.clear();
-  return out;
+  const std::string block = "call-block ::= \"<tool_call>\\n\" tool-call \"\\n</tool_call>\"\n";
+  return (t.parallel ? "root ::= call-block (\"\\n\" call-block)*\n" : "root ::= call-block\n") + block + g;
 }
 
 ordered_json history_tool_calls(const json& calls, const std::string& param) {
@@ -272,20 +234,6 @@ ordered_json history_tool_calls(const json& calls, const std::string& param) {
     out.push_back(std::move(call));
   }
   return out;
-}
-
-size_t streamable_prefix(const std::string& text) {
-  const size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos)
-    for (const char* m : kCallStarts) {  // may be a whole-output call: held to the end
-      const size_t n = std::min(std::string(m).size(), text.size() - first);
-      if (text.compare(first, n, m, n) == 0) return 0;
-    }
-  const std::string open = kOpen;
-  if (size_t at = text.find(open); at != std::string::npos) return at;
-  for (size_t k = std::min(open.size() - 1, text.size()); k > 0; --k)
-    if (text.compare(text.size() - k, k, open, 0, k) == 0) return text.size() - k;
-  return text.size();
 }
 
 }  // namespace greta::server

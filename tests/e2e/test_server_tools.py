@@ -1,8 +1,9 @@
 """Tool calling through the official openai client on the default model with the built-in
 qwen2 template (Hermes-style <tool_call> blocks; SmolLM2 shares its ChatML tokens): tools are
-rendered into the prompt, a named or required tool_choice yields a call whose arguments
+rendered into the prompt, a named or required tool_choice yields calls whose arguments
 validate against the function's parameters (jsonschema), streamed and not, tool_choice none
-renders no tools, and bad tools are 400s naming the field."""
+renders no tools, and bad tools are 400s naming the field. Streamed argument deltas and
+parallel calls are test_server_tools_stream.py."""
 import json
 
 import pytest
@@ -45,22 +46,28 @@ def call(c, stream, **kw):
     for chunk in c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **args):
         for ch in chunk.choices:
             content += ch.delta.content or ""
-            for t in ch.delta.tool_calls or []:
-                assert t.index == len(calls) and t.id.startswith("call_")
-                calls.append((t.function.name, t.function.arguments))
+            for t in ch.delta.tool_calls or []:  # a call's first delta names it, the rest extend its arguments
+                if t.index == len(calls):
+                    assert t.id.startswith("call_") and t.type == "function"
+                    calls.append([t.function.name, ""])
+                calls[t.index][1] += t.function.arguments or ""
             finish = ch.finish_reason or finish
-    return content or None, calls, finish, None
+    return content or None, [tuple(x) for x in calls], finish, None
 
 
+@pytest.mark.parametrize("parallel", [None, False])
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "add"}}])
-def test_forced_call_follows_the_parameters(server, stream, choice):
-    content, calls, finish, _ = call(server.client(), stream, tool_choice=choice)
-    assert finish == "tool_calls" and len(calls) == 1 and not content, (content, calls, finish)
-    name, arguments = calls[0]
-    if isinstance(choice, dict):
-        assert name == "add"
-    jsonschema.validate(json.loads(arguments), PARAMS[name])
+def test_forced_call_follows_the_parameters(server, stream, choice, parallel):
+    extra = {} if parallel is None else {"parallel_tool_calls": parallel}
+    content, calls, finish, _ = call(server.client(), stream, tool_choice=choice, **extra)
+    assert finish == "tool_calls" and calls and not content, (content, calls, finish)
+    if parallel is False:
+        assert len(calls) == 1, calls
+    for name, arguments in calls:
+        if isinstance(choice, dict):
+            assert name == "add"
+        jsonschema.validate(json.loads(arguments), PARAMS[name])
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -101,6 +108,7 @@ BAD = [
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice.function.name"),
     ({"tool_choice": "required"}, "tool_choice"),
     ({"tools": TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}, "tool_choice"),
+    ({"tools": TOOLS, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}],
       "tool_choice": "required"}, "tools[0].function.parameters"),
 ]

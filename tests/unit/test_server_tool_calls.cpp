@@ -1,10 +1,12 @@
-// tools / tool_choice parsing, the forced-call grammar, and parsing the model's calls
-// (Hermes-style <tool_call> blocks and the whole-JSON fallback) into OpenAI tool_calls.
+// tools / tool_choice / parallel_tool_calls parsing, the forced-call grammar, parsing the model's
+// calls (Hermes-style <tool_call> blocks and the whole-JSON fallback) into OpenAI tool_calls,
+// and the wire form of calls. The streamed parse is test_server_tool_call_stream.cpp.
 #include <gtest/gtest.h>
 
 #include "chat/chat_template.h"
 #include "grammar/gbnf_parser.h"
 #include "server/openai_json.h"
+#include "server/tool_call_stream.h"
 #include "server/tool_calls.h"
 
 using namespace greta;
@@ -56,6 +58,9 @@ TEST(ServerToolCalls, ToolsAndChoicesAreRead) {
   EXPECT_EQ(n.tools.choice, Choice::Named);
   EXPECT_EQ(n.tools.named, "ping");
   EXPECT_EQ(chat(R"("tools":[],"tool_choice":"none")").tools.choice, Choice::None);
+  EXPECT_TRUE(a.tools.parallel);  // OpenAI's default
+  EXPECT_FALSE(chat(std::string(kTools) + R"(,"parallel_tool_calls":false)").tools.parallel);
+  EXPECT_TRUE(chat(std::string(kTools) + R"(,"parallel_tool_calls":null)").tools.parallel);
 }
 
 TEST(ServerToolCalls, BadToolsAndChoicesAre400NamingTheField) {
@@ -74,6 +79,8 @@ TEST(ServerToolCalls, BadToolsAndChoicesAre400NamingTheField) {
   EXPECT_EQ(refused_param(std::string(kTools) + R"(,"tool_choice":{"type":"function","function":{"name":"nope"}})"),
             "tool_choice.function.name");
   EXPECT_EQ(refused_param(R"("tool_choice":"required")"), "tool_choice");
+  EXPECT_EQ(refused_param(std::string(kTools) + R"(,"parallel_tool_calls":"no")"), "parallel_tool_calls");
+  EXPECT_EQ(refused_param(R"("parallel_tool_calls":1)"), "parallel_tool_calls");
   EXPECT_EQ(refused_param(std::string(kTools) + R"(,"tool_choice":"required","regex":"a")"), "tool_choice");
   EXPECT_EQ(refused_param(R"("tools":[{"type":"function","function":{"name":"a"}}])", false), "tools");
   EXPECT_EQ(refused_param(R"("tools":[{"type":"function","function":{"name":"a","parameters":{"not":{}}}}],
@@ -97,6 +104,16 @@ TEST(ServerToolCalls, ForcedCallGrammarFollowsTheParameters) {
   const std::string any = forced_tool_call_gbnf(chat(std::string(kTools) + R"(,"tool_choice":"required")").tools);
   EXPECT_TRUE(accepts(any, "<tool_call>\n{\"name\": \"ping\", \"arguments\": {\"any\": [1]}}\n</tool_call>"));
   EXPECT_FALSE(accepts(any, "Sure! <tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>"));
+  // Parallel calls (the default): one or more blocks, a newline between; off: exactly one.
+  const std::string two =
+      "<tool_call>\n{\"name\": \"ping\", \"arguments\": {}}\n</tool_call>\n"
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"A\", \"unit\": \"f\"}}\n"
+      "</tool_call>";
+  EXPECT_TRUE(accepts(any, two));
+  const std::string one = forced_tool_call_gbnf(
+      chat(std::string(kTools) + R"(,"tool_choice":"required","parallel_tool_calls":false)").tools);
+  EXPECT_FALSE(accepts(one, two));
+  EXPECT_TRUE(accepts(one, two.substr(0, two.find("\n<tool_call>", 1))));
   // Parameters with their own $defs (pydantic writes them) are lifted to the call's root.
   const std::string defs = forced_tool_call_gbnf(chat(R"("tools":[{"type":"function","function":{"name":"f",
       "parameters":{"type":"object","properties":{"p":{"$ref":"#/$defs/P"}},"required":["p"],
@@ -117,7 +134,7 @@ TEST(ServerToolCalls, CallsAreParsedFromTheOutput) {
   EXPECT_EQ(nlohmann::json::parse(p.calls[0].arguments), nlohmann::json::parse(R"({"city":"Oslo","unit":"c"})"));
   EXPECT_EQ(p.calls[1].arguments, "{}");  // a string is already JSON text
   EXPECT_NE(p.calls[0].id, p.calls[1].id);
-  EXPECT_EQ(p.content, "Let me check.\n\n");
+  EXPECT_EQ(p.content, "Let me check.");  // whitespace next to calls is not content
 
   // Not a call: unknown function, broken JSON, an unclosed block: all stay text.
   for (const char* text :
@@ -130,21 +147,11 @@ TEST(ServerToolCalls, CallsAreParsedFromTheOutput) {
   // The generic fallback: the whole output is one call object.
   const ParsedOutput g = parse_tool_calls(" {\"name\": \"ping\", \"parameters\": {\"x\": 1}} ", t);
   ASSERT_EQ(g.calls.size(), 1u);
-  EXPECT_EQ(g.calls[0].arguments, "{\"x\":1}");
+  EXPECT_EQ(g.calls[0].arguments, "{\"x\": 1}");  // as the model wrote them
   EXPECT_EQ(g.content, "");
   // tool_choice none: nothing is a call.
   const ToolRequest none = chat(std::string(kTools) + R"(,"tool_choice":"none")").tools;
   EXPECT_TRUE(parse_tool_calls("<tool_call>{\"name\": \"ping\", \"arguments\": {}}</tool_call>", none).calls.empty());
-}
-
-TEST(ServerToolCalls, StreamingHoldsBackWhatCouldBeACall) {
-  EXPECT_EQ(streamable_prefix("Hello there"), 11u);
-  EXPECT_EQ(streamable_prefix("Hello <tool"), 6u);
-  EXPECT_EQ(streamable_prefix("Hello <"), 6u);
-  EXPECT_EQ(streamable_prefix("a<tool_call>{\"name\""), 1u);
-  EXPECT_EQ(streamable_prefix("<b>"), 3u);
-  EXPECT_EQ(streamable_prefix("  {\"name\": "), 0u);
-  EXPECT_EQ(streamable_prefix(""), 0u);
 }
 
 TEST(ServerToolCalls, ResponsesCarryToolCalls) {
@@ -156,9 +163,16 @@ TEST(ServerToolCalls, ResponsesCarryToolCalls) {
   EXPECT_EQ(msg["tool_calls"][0]["function"]["name"], "ping");
   EXPECT_EQ(msg["tool_calls"][0]["type"], "function");
   EXPECT_EQ(j["choices"][0]["finish_reason"], "tool_calls");
-  const auto chunk = tool_calls_chunk_json(m, 0, c.tool_calls);
-  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
-  EXPECT_EQ(chunk["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+  // Streamed: the start carries id, type, name and empty arguments; pieces only index and arguments.
+  const auto start = tool_delta_chunk_json(m, 0, {ToolStreamDelta::Kind::CallStart, 1, "", "call_1", "ping"}, {});
+  const auto& s = start["choices"][0]["delta"]["tool_calls"][0];
+  EXPECT_EQ(s, nlohmann::json::parse(
+                   R"({"index":1,"id":"call_1","type":"function","function":{"name":"ping","arguments":""}})"));
+  EXPECT_FALSE(start["choices"][0]["delta"].contains("content"));
+  const auto piece = tool_delta_chunk_json(m, 0, {ToolStreamDelta::Kind::Arguments, 1, "{\"a", "", ""}, {});
+  EXPECT_EQ(piece["choices"][0]["delta"]["tool_calls"][0],
+            nlohmann::json::parse(R"({"index":1,"function":{"arguments":"{\"a"}})"));
+  EXPECT_TRUE(piece["choices"][0]["finish_reason"].is_null());
 }
 
 TEST(ServerToolCalls, HistoryCallsAndResultsGoThroughTheTemplate) {
@@ -194,16 +208,13 @@ TEST(ServerToolCalls, LlamaAndMistralStyleOutputsAreCalls) {
   const ParsedOutput llama = parse_tool_calls(
       "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}}", t);
   ASSERT_EQ(llama.calls.size(), 1u);
-  EXPECT_EQ(llama.calls[0].arguments, "{\"city\":\"Rome\"}");
+  EXPECT_EQ(llama.calls[0].arguments, "{\"city\": \"Rome\"}");
   const ParsedOutput mistral = parse_tool_calls(
       "[TOOL_CALLS] [{\"name\": \"ping\", \"arguments\": {}}, {\"name\": \"get_weather\", \"arguments\": {}}]", t);
   ASSERT_EQ(mistral.calls.size(), 2u);
   EXPECT_EQ(mistral.calls[1].name, "get_weather");
   EXPECT_EQ(mistral.content, "");
-  // An array with anything but calls in it is text.
-  EXPECT_TRUE(parse_tool_calls("[{\"name\": \"ping\", \"arguments\": {}}, 3]", t).calls.empty());
+  // An array that does not open with a call is text.
   EXPECT_TRUE(parse_tool_calls("[1, 2, 3]", t).calls.empty());
-  EXPECT_EQ(streamable_prefix("[TOOL_"), 0u);
-  EXPECT_EQ(streamable_prefix("<|py"), 0u);
-  EXPECT_EQ(streamable_prefix(" [1] is a footnote"), 0u);
+  EXPECT_EQ(parse_tool_calls("[1, 2, 3]", t).content, "[1, 2, 3]");
 }
