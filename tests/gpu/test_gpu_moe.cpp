@@ -164,7 +164,7 @@ void check_block(const MoeCase& c, DType type, const std::vector<int64_t>& token
   }
 }
 
-// Every path on bf16 experts: the default split (kernels below 64 tokens, GEMMs from 64 on,
+// Every path on bf16 experts: the default split (kernels below 256 tokens, GEMMs from 256 on,
 // outside graphs as here), every count through the GEMMs, every count through the kernels.
 TEST_F(GpuMoe, BlockMatchesTheCpuOnAwkwardShapes) {
   auto gemms = cuda_with_moe_gemm_min_tokens(1), kernels = cuda_with_moe_gemm_min_tokens(1 << 20);

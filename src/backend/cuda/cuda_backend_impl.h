@@ -11,13 +11,13 @@
 // (step_recorder.h); per-step scratch lives in one workspace (device_workspace.h).
 #pragma once
 
+#include <climits>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <climits>
 #include <set>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend_options.h"
@@ -214,7 +214,7 @@ class CudaBackend final : public Backend {
   // matrix of the layer's shape (`device`), the device table of their data pointers.
   struct MoeTable {
     std::vector<const Weight*> weights;  // gate, up, down of each expert
-    std::vector<const void*> data;       // their device data, as in `dev`
+    std::vector<const void*> data;       // their device data (`dev` holds it gate, up, down tables)
     DeviceBuffer dev;
     bool device = false;
     int64_t f = 0;  // the experts' intermediate size
