@@ -12,6 +12,7 @@
 #include <climits>
 #include <cmath>
 
+#include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/moe_ops.h"
 
@@ -24,19 +25,10 @@ constexpr int kRouterTokens = 8;               // tokens a warp multiplies each 
 constexpr int kRowWarps = 8;                   // weight rows a block (a warp each)
 constexpr int kPairTile = 8;                   // pairs a warp multiplies each weight row with at a time
 
-__device__ __forceinline__ void to_floats(const uint4& u, float* f) {
-  const auto* b = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(b[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
-}
 // 8 values at p (16-byte aligned); weights through the read-only path.
-__device__ __forceinline__ void load8(const bf16* p, float* f) { to_floats(*reinterpret_cast<const uint4*>(p), f); }
-__device__ __forceinline__ void load8_weights(const bf16* p, float* f) {
-  to_floats(__ldg(reinterpret_cast<const uint4*>(p)), f);
+__device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) { unpack8(*reinterpret_cast<const uint4*>(p), f); }
+__device__ __forceinline__ void load8_weights(const bf16* p, float (&f)[8]) {
+  unpack8(__ldg(reinterpret_cast<const uint4*>(p)), f);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
