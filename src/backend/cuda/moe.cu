@@ -15,6 +15,7 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/moe_ops.h"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -44,6 +45,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 __global__ void __launch_bounds__(kRowWarps * 32)
     router_logits_kernel(const bf16* __restrict__ h, const bf16* __restrict__ router, float* __restrict__ logits,
                          int64_t n, int n_experts, int64_t d) {
+  pdl_allow_dependents();
+  pdl_wait();  // h comes from the previous kernel (pdl.cuh)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int e = blockIdx.x * kRowWarps + warp;
   if (e >= n_experts) return;
@@ -88,6 +91,8 @@ constexpr float kKeyNan = -1.0f, kKeyTaken = -2.0f, kKeyNone = -3.0f;
 // chunks of 32, ranks from __match_any_sync), so the grouping is the same on every run.
 __global__ void __launch_bounds__(1024) route_kernel(const void* logits, int logits_bf16, int64_t n, int n_experts,
                                                      int k, int renormalize, int group, MoeRouting r) {
+  pdl_allow_dependents();
+  pdl_wait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
   for (int64_t t = warp; t < n; t += n_warps) {
     float p[kPerLane], key[kPerLane];
@@ -228,6 +233,8 @@ template <bool DUAL>
 __global__ void __launch_bounds__(kRowWarps * 32)
     expert_rows_kernel(const bf16* __restrict__ x, int x_grouped, const bf16* const* w0t, const bf16* const* w1t,
                        MoeRouting r, bf16* __restrict__ out, int64_t m, int64_t k) {
+  pdl_allow_dependents();
+  pdl_wait();  // the routing and x come from the previous kernels
   const int u = blockIdx.y;
   if (u >= *r.n_used) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -275,6 +282,8 @@ __global__ void __launch_bounds__(kRowWarps * 32)
 
 // x[t] += the token's k expert outputs, each by its weight, summed in choice order in fp32.
 __global__ void combine_kernel(const bf16* __restrict__ out, MoeRouting r, bf16* __restrict__ x, int k, int64_t d) {
+  pdl_allow_dependents();
+  pdl_wait();
   const int64_t t = blockIdx.y;
   for (int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; c < d; c += int64_t(gridDim.x) * blockDim.x) {
     float s = 0.0f;
@@ -291,6 +300,8 @@ __global__ void combine_kernel(const bf16* __restrict__ out, MoeRouting r, bf16*
 __global__ void add_rows_scaled_kernel(const bf16* __restrict__ x, const int32_t* __restrict__ rows,
                                        const float* __restrict__ weights, bf16* __restrict__ out, int64_t m,
                                        int64_t cols) {
+  pdl_allow_dependents();
+  pdl_wait();
   const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= cols) return;
   for (int64_t j = 0; j < m; ++j) {
@@ -305,8 +316,7 @@ void moe_router_logits(const bf16* h, const bf16* router, float* logits, int64_t
                        cudaStream_t s) {
   if (n <= 0) return;
   const dim3 grid((n_experts + kRowWarps - 1) / kRowWarps, unsigned((n + kRouterTokens - 1) / kRouterTokens));
-  router_logits_kernel<<<grid, kRowWarps * 32, 0, s>>>(h, router, logits, n, n_experts, d);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(router_logits_kernel, grid, dim3(kRowWarps * 32), 0, s, h, router, logits, n, n_experts, d);
 }
 
 void moe_route(const void* logits, int logits_bf16, int64_t n, int n_experts, int k, int renormalize, int group,
@@ -314,36 +324,34 @@ void moe_route(const void* logits, int logits_bf16, int64_t n, int n_experts, in
   if (n <= 0) return;
   // One warp a token; grouping uses the whole block.
   const int threads = group ? 1024 : int(std::min<int64_t>(1024, n * 32));
-  route_kernel<<<1, threads, 0, s>>>(logits, logits_bf16, n, n_experts, k, renormalize, group, r);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(route_kernel, dim3(1), dim3(unsigned(threads)), 0, s, logits, logits_bf16, n, n_experts, k, renormalize,
+             group, r);
 }
 
 void moe_expert_gate_up(const bf16* h, MoeExpertTables t, MoeRouting r, bf16* hidden, int64_t f, int64_t d,
                         int max_slots, cudaStream_t s) {
   const dim3 grid(unsigned((f + kRowWarps - 1) / kRowWarps), unsigned(max_slots));
-  expert_rows_kernel<true><<<grid, kRowWarps * 32, 0, s>>>(h, 0, t.gate, t.up, r, hidden, f, d);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(expert_rows_kernel<true>, grid, dim3(kRowWarps * 32), 0, s, h, 0, t.gate, t.up, r, hidden, f, d);
 }
 
 void moe_expert_down(const bf16* hidden, MoeExpertTables t, MoeRouting r, bf16* out, int64_t f, int64_t d,
                      int max_slots, cudaStream_t s) {
   const dim3 grid(unsigned((d + kRowWarps - 1) / kRowWarps), unsigned(max_slots));
-  expert_rows_kernel<false><<<grid, kRowWarps * 32, 0, s>>>(hidden, 1, t.down, nullptr, r, out, d, f);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(expert_rows_kernel<false>, grid, dim3(kRowWarps * 32), 0, s, hidden, 1, t.down,
+             static_cast<const bf16* const*>(nullptr), r, out, d, f);
 }
 
 void moe_combine(const bf16* out, MoeRouting r, bf16* x, int64_t n, int k, int64_t d, cudaStream_t s) {
   if (n <= 0) return;
   const dim3 grid(unsigned(std::min<int64_t>(16, (d + 255) / 256)), unsigned(n));
-  combine_kernel<<<grid, 256, 0, s>>>(out, r, x, k, d);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(combine_kernel, grid, dim3(256), 0, s, out, r, x, k, d);
 }
 
 void add_rows_scaled(const bf16* x, const int32_t* rows, const float* weights, bf16* out, int64_t m, int64_t cols,
                      cudaStream_t s) {
   if (m <= 0 || cols <= 0) return;
-  add_rows_scaled_kernel<<<unsigned((cols + 255) / 256), 256, 0, s>>>(x, rows, weights, out, m, cols);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(add_rows_scaled_kernel, dim3(unsigned((cols + 255) / 256)), dim3(256), 0, s, x, rows, weights, out, m,
+             cols);
 }
 
 }  // namespace greta::cuda
