@@ -221,10 +221,13 @@ class CudaBackend final : public Backend {
     MoeExpertTables tables() const;
   };
   std::unordered_map<const Weight*, MoeTable> moe_tables_;
-  Staging moe_stage_;                   // add_rows_scaled's rows and weights
-  std::vector<int32_t> moe_counts_;     // the GEMM path's per-expert counts
-  int moe_graph_max_tokens_ = INT_MAX;  // steps past this run uncaptured (set by moe_ffn_add)
-  bool said_moe_host_ = false;          // the host-routed expert path's load-log line
+  Staging moe_stage_;                // add_rows_scaled's rows and weights
+  std::vector<int32_t> moe_counts_;  // the GEMM path's per-expert counts
+  // Set by moe_ffn_add: steps of more tokens than moe_graph_max_tokens_ run uncaptured, while
+  // the previous step ran an expert block (moe_ran_; a dense model's steps are not limited).
+  int moe_graph_max_tokens_ = INT_MAX;
+  bool moe_ran_ = false;
+  bool said_moe_host_ = false;  // the host-routed expert path's load-log line
 };
 
 }  // namespace greta::cuda

@@ -188,11 +188,13 @@ void CudaBackend::moe_ffn_add(const NormedRows& in, const Weight& router, const 
       said_moe_host_ = true;
     }
     moe_graph_max_tokens_ = 0;  // no step of this model is captured: each waits for its routing
+    moe_ran_ = true;
     Backend::moe_ffn_add(in, router, experts, top_k, renormalize, s, x);
     return;
   }
-  // From now on, steps large enough for the GEMM path are left uncaptured (begin_step).
-  if (moe_graph_max_tokens_ == INT_MAX) moe_graph_max_tokens_ = opt_.moe_gemm_min_tokens - 1;
+  // The model's next steps large enough for the GEMM path are left uncaptured (begin_step).
+  moe_graph_max_tokens_ = opt_.moe_gemm_min_tokens - 1;
+  moe_ran_ = true;
   const Tensor h = normed_rows(in);
   expect_act(h, x.rows, d, "moe_ffn_add h");
   const MoeExpertTables tables = table.tables();
