@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "backend/cuda/moe_ops.h"
 #include "core/error.h"
 #include "gpu_test_util.h"
 #include "model/llama.h"
@@ -59,6 +60,80 @@ TEST_F(GpuMoe, RouterMatchesTheCpu) {
       gpu->free(lg);
       cpu->free(lc);
     }
+}
+
+// The grouping the expert kernels read (moe_ops.h, MoeRouting) from the router kernel itself:
+// per-expert counts, offsets and the used list against the CPU's choices; every pair placed once,
+// in token order within its expert.
+TEST_F(GpuMoe, RoutingGroupsThePairsByExpert) {
+  std::mt19937 rng(8);
+  for (int E : {8, 60, 128})
+    for (int k : {1, 2, 8})
+      for (int64_t n : {1, 5, 300}) {
+        SCOPED_TRACE(std::to_string(n) + " tokens, " + std::to_string(E) + " experts, top " + std::to_string(k));
+        const int64_t P = n * k;
+        const std::vector<float> v = random_values(size_t(n * E), 4.0f, rng);
+        Tensor lc = make_tensor(*cpu, n, E, v);
+        std::vector<int32_t> want_ids(static_cast<size_t>(P));
+        std::vector<float> want_w(static_cast<size_t>(P));
+        cpu->moe_route(lc, k, true, want_ids.data(), want_w.data());
+        cpu->free(lc);
+        // fp32 logits, routing arrays and their host copies
+        std::vector<void*> dev;
+        auto dalloc = [&](size_t bytes) {
+          void* p = nullptr;
+          EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(bytes, 4)), cudaSuccess);
+          dev.push_back(p);
+          return p;
+        };
+        auto* logits = static_cast<float*>(dalloc(v.size() * 4));
+        ASSERT_EQ(cudaMemcpy(logits, v.data(), v.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+        cuda::MoeRouting r;
+        r.ids = static_cast<int32_t*>(dalloc(size_t(P) * 4));
+        r.weights = static_cast<float*>(dalloc(size_t(P) * 4));
+        r.pos = static_cast<int32_t*>(dalloc(size_t(P) * 4));
+        r.pair_token = static_cast<int32_t*>(dalloc(size_t(P) * 4));
+        r.counts = static_cast<int32_t*>(dalloc(size_t(E) * 4));
+        r.offsets = static_cast<int32_t*>(dalloc(size_t(E + 1) * 4));
+        r.used = static_cast<int32_t*>(dalloc(size_t(E) * 4));
+        r.n_used = static_cast<int32_t*>(dalloc(4));
+        cuda::moe_route(logits, 0, n, E, k, 1, 1, r, nullptr);
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        auto get = [](const int32_t* p, size_t count) {
+          std::vector<int32_t> h(count);
+          EXPECT_EQ(cudaMemcpy(h.data(), p, count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+          return h;
+        };
+        const auto ids = get(r.ids, size_t(P)), pos = get(r.pos, size_t(P)), tok = get(r.pair_token, size_t(P));
+        const auto counts = get(r.counts, size_t(E)), offsets = get(r.offsets, size_t(E + 1));
+        const auto used = get(r.used, size_t(E)), n_used = get(r.n_used, 1);
+        for (void* p : dev) cudaFree(p);
+        ASSERT_EQ(ids, want_ids);
+        std::vector<int32_t> hist(static_cast<size_t>(E)), want_used;
+        for (int32_t e : want_ids) ++hist[size_t(e)];
+        for (int e = 0; e < E; ++e)
+          if (hist[size_t(e)] > 0) want_used.push_back(e);
+        EXPECT_EQ(counts, hist);
+        ASSERT_EQ(n_used[0], int32_t(want_used.size()));
+        EXPECT_EQ(std::vector<int32_t>(used.begin(), used.begin() + n_used[0]), want_used);
+        int32_t at = 0;
+        for (int e = 0; e < E; ++e) {
+          EXPECT_EQ(offsets[size_t(e)], at) << "expert " << e;
+          at += hist[size_t(e)];
+        }
+        EXPECT_EQ(offsets[size_t(E)], int32_t(P));
+        std::vector<int> placed(static_cast<size_t>(P));
+        for (int64_t i = 0; i < P; ++i) {
+          const int32_t q = pos[size_t(i)], e = want_ids[size_t(i)];
+          ASSERT_TRUE(q >= offsets[size_t(e)] && q < offsets[size_t(e)] + hist[size_t(e)]) << "pair " << i;
+          ++placed[size_t(q)];
+          EXPECT_EQ(tok[size_t(q)], int32_t(i / k)) << "pair " << i;
+        }
+        for (int64_t q = 0; q < P; ++q) EXPECT_EQ(placed[size_t(q)], 1) << "grouped slot " << q;
+        for (int e = 0; e < E; ++e)  // token order within an expert
+          for (int32_t q = offsets[size_t(e)] + 1; q < offsets[size_t(e) + 1]; ++q)
+            EXPECT_LT(tok[size_t(q - 1)], tok[size_t(q)]) << "expert " << e;
+      }
 }
 
 TEST_F(GpuMoe, RouterRefusesWhatItCannotRoute) {
