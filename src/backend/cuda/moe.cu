@@ -3,9 +3,10 @@
 // a step's launches do not depend on its routing and can be replayed from a CUDA graph.
 //
 // The expert kernels are CUDA-core grouped GEMVs: a block owns 8 rows of one used expert (a
-// warp a row) and multiplies each weight row with that expert's pairs, 8 at a time, so every
-// chosen expert's weights are read once a step for up to 8 of its tokens. Launched over every
-// slot an expert could take (min(P, n_experts)); blocks past the step's used experts exit.
+// warp a row; 4 rows a warp for the short down rows) and multiplies each weight row with that
+// expert's pairs, 8 at a time, so every chosen expert's weights are read once a step for up to 8
+// of its tokens. Launched over every slot an expert could take (min(P, n_experts)); blocks past
+// the step's used experts exit.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -25,7 +26,10 @@ constexpr int kPerLane = kMoeMaxExperts / 32;  // probabilities a lane holds
 constexpr int kRouterTokens = 8;               // tokens a warp multiplies each router row with
 constexpr int kRowWarps = 8;                   // weight rows a block (a warp each)
 constexpr int kPairTile = 8;                   // pairs a warp multiplies each weight row with at a time
-constexpr int kSteps = 4;                      // 16-byte weight loads in flight a lane and matrix
+// Down rows are short (f values, 1.5 KB at f = 768): a warp takes several so that blocks are not
+// too small to pay for their start.
+constexpr int kDownRowsPerWarp = 4;
+constexpr int kSteps = 4;  // 16-byte weight loads in flight a lane and matrix
 
 // 8 values at p (16-byte aligned); weights through the read-only path.
 __device__ __forceinline__ void load8(const bf16* p, float (&f)[8]) { unpack8(*reinterpret_cast<const uint4*>(p), f); }
@@ -232,7 +236,7 @@ __global__ void __launch_bounds__(1024) route_kernel(const void* logits, int log
 // x_grouped, x[q] (rows already in grouped order). Sums in fp32, rounded once to bf16.
 // Launch bounds of 2 blocks an SM: ptxas then keeps the kSteps loads' registers (108 with DUAL)
 // instead of spilling the down kernel at 64.
-template <bool DUAL>
+template <bool DUAL, int RPW>
 __global__ void __launch_bounds__(kRowWarps * 32, 2)
     expert_rows_kernel(const bf16* __restrict__ x, int x_grouped, const bf16* const* w0t, const bf16* const* w1t,
                        MoeRouting r, bf16* __restrict__ out, int64_t m, int64_t k) {
@@ -241,59 +245,61 @@ __global__ void __launch_bounds__(kRowWarps * 32, 2)
   const int u = blockIdx.y;
   if (u >= *r.n_used) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row = int64_t(blockIdx.x) * kRowWarps + warp;
-  if (row >= m) return;
   const int e = r.used[u];
   const int off = r.offsets[e], cnt = r.counts[e];
-  const bf16* __restrict__ w0 = w0t[e] + row * k;
-  const bf16* __restrict__ w1 = DUAL ? w1t[e] + row * k : nullptr;
-  for (int c0 = 0; c0 < cnt; c0 += kPairTile) {
-    const int nt = min(kPairTile, cnt - c0);
-    const bf16* xr[kPairTile];
+  for (int rr = 0; rr < RPW; ++rr) {
+    const int64_t row = (int64_t(blockIdx.x) * RPW + rr) * kRowWarps + warp;
+    if (row >= m) break;
+    const bf16* __restrict__ w0 = w0t[e] + row * k;
+    const bf16* __restrict__ w1 = DUAL ? w1t[e] + row * k : nullptr;
+    for (int c0 = 0; c0 < cnt; c0 += kPairTile) {
+      const int nt = min(kPairTile, cnt - c0);
+      const bf16* xr[kPairTile];
 #pragma unroll
-    for (int j = 0; j < kPairTile; ++j) {
-      const int q = off + c0 + min(j, nt - 1);
-      xr[j] = x + int64_t(x_grouped ? q : r.pair_token[q]) * k;
-    }
-    float a0[kPairTile] = {}, a1[kPairTile] = {};
-    // kSteps 16-byte weight loads a lane (per matrix) are issued before any of them is used, so
-    // a warp keeps kSteps * 512 bytes of each row in flight.
-    for (int64_t kc = int64_t(lane) * 8; kc < k; kc += 256 * kSteps) {
-      uint4 ra[kSteps] = {}, rb[DUAL ? kSteps : 1] = {};
-#pragma unroll
-      for (int s = 0; s < kSteps; ++s) {
-        const int64_t c = kc + 256 * s;
-        if (c < k) {
-          ra[s] = __ldg(reinterpret_cast<const uint4*>(w0 + c));
-          if constexpr (DUAL) rb[s] = __ldg(reinterpret_cast<const uint4*>(w1 + c));
-        }
+      for (int j = 0; j < kPairTile; ++j) {
+        const int q = off + c0 + min(j, nt - 1);
+        xr[j] = x + int64_t(x_grouped ? q : r.pair_token[q]) * k;
       }
+      float a0[kPairTile] = {}, a1[kPairTile] = {};
+      // kSteps 16-byte weight loads a lane (per matrix) are issued before any of them is used, so
+      // a warp keeps kSteps * 512 bytes of each row in flight.
+      for (int64_t kc = int64_t(lane) * 8; kc < k; kc += 256 * kSteps) {
+        uint4 ra[kSteps] = {}, rb[DUAL ? kSteps : 1] = {};
 #pragma unroll
-      for (int s = 0; s < kSteps; ++s) {
-        const int64_t c = kc + 256 * s;
-        if (c >= k) break;
-        float wa[8], wb[8];
-        unpack8(ra[s], wa);
-        if constexpr (DUAL) unpack8(rb[s], wb);
+        for (int s = 0; s < kSteps; ++s) {
+          const int64_t c = kc + 256 * s;
+          if (c < k) {
+            ra[s] = __ldg(reinterpret_cast<const uint4*>(w0 + c));
+            if constexpr (DUAL) rb[s] = __ldg(reinterpret_cast<const uint4*>(w1 + c));
+          }
+        }
 #pragma unroll
-        for (int j = 0; j < kPairTile; ++j) {
-          if (j >= nt) break;
-          float xf[8];
-          load8(xr[j] + c, xf);
+        for (int s = 0; s < kSteps; ++s) {
+          const int64_t c = kc + 256 * s;
+          if (c >= k) break;
+          float wa[8], wb[8];
+          unpack8(ra[s], wa);
+          if constexpr (DUAL) unpack8(rb[s], wb);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            a0[j] = fmaf(wa[i], xf[i], a0[j]);
-            if constexpr (DUAL) a1[j] = fmaf(wb[i], xf[i], a1[j]);
+          for (int j = 0; j < kPairTile; ++j) {
+            if (j >= nt) break;
+            float xf[8];
+            load8(xr[j] + c, xf);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+              a0[j] = fmaf(wa[i], xf[i], a0[j]);
+              if constexpr (DUAL) a1[j] = fmaf(wb[i], xf[i], a1[j]);
+            }
           }
         }
       }
-    }
 #pragma unroll
-    for (int j = 0; j < kPairTile; ++j) {
-      if (j >= nt) break;
-      float v = warp_sum(a0[j]);
-      if (DUAL) v = v / (1.0f + expf(-v)) * warp_sum(a1[j]);
-      if (lane == 0) out[int64_t(off + c0 + j) * m + row] = __float2bfloat16(v);
+      for (int j = 0; j < kPairTile; ++j) {
+        if (j >= nt) break;
+        float v = warp_sum(a0[j]);
+        if (DUAL) v = v / (1.0f + expf(-v)) * warp_sum(a1[j]);
+        if (lane == 0) out[int64_t(off + c0 + j) * m + row] = __float2bfloat16(v);
+      }
     }
   }
 }
@@ -349,13 +355,14 @@ void moe_route(const void* logits, int logits_bf16, int64_t n, int n_experts, in
 void moe_expert_gate_up(const bf16* h, MoeExpertTables t, MoeRouting r, bf16* hidden, int64_t f, int64_t d,
                         int max_slots, cudaStream_t s) {
   const dim3 grid(unsigned((f + kRowWarps - 1) / kRowWarps), unsigned(max_slots));
-  launch_pdl(expert_rows_kernel<true>, grid, dim3(kRowWarps * 32), 0, s, h, 0, t.gate, t.up, r, hidden, f, d);
+  launch_pdl(expert_rows_kernel<true, 1>, grid, dim3(kRowWarps * 32), 0, s, h, 0, t.gate, t.up, r, hidden, f, d);
 }
 
 void moe_expert_down(const bf16* hidden, MoeExpertTables t, MoeRouting r, bf16* out, int64_t f, int64_t d,
                      int max_slots, cudaStream_t s) {
-  const dim3 grid(unsigned((d + kRowWarps - 1) / kRowWarps), unsigned(max_slots));
-  launch_pdl(expert_rows_kernel<false>, grid, dim3(kRowWarps * 32), 0, s, hidden, 1, t.down,
+  constexpr int kRows = kRowWarps * kDownRowsPerWarp;
+  const dim3 grid(unsigned((d + kRows - 1) / kRows), unsigned(max_slots));
+  launch_pdl(expert_rows_kernel<false, kDownRowsPerWarp>, grid, dim3(kRowWarps * 32), 0, s, hidden, 1, t.down,
              static_cast<const bf16* const*>(nullptr), r, out, d, f);
 }
 
