@@ -97,8 +97,11 @@ TEST_F(GpuMoe, RoutingGroupsThePairsByExpert) {
         r.offsets = static_cast<int32_t*>(dalloc(size_t(E + 1) * 4));
         r.used = static_cast<int32_t*>(dalloc(size_t(E) * 4));
         r.n_used = static_cast<int32_t*>(dalloc(4));
-        cuda::moe_route(logits, 0, n, E, k, 1, 1, r, nullptr);
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        cudaStream_t stream = nullptr;  // the kernels' launch (PDL) as the backend makes it: on a stream
+        ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+        cuda::moe_route(logits, 0, n, E, k, 1, 1, r, stream);
+        ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+        cudaStreamDestroy(stream);
         auto get = [](const int32_t* p, size_t count) {
           std::vector<int32_t> h(count);
           EXPECT_EQ(cudaMemcpy(h.data(), p, count * 4, cudaMemcpyDeviceToHost), cudaSuccess);
