@@ -1,14 +1,13 @@
 // CudaBackend (cuda_backend_impl.h): mixture of experts. docs/notes/moe.md, "CUDA".
 //
 // moe_ffn_add with bf16 experts never waits for the host in a captured step: the router's fp32
-// logits, the top-k routing and the grouping of the step's (token, choice) pairs by expert run
-// in one kernel each, and the expert kernels take the experts' matrices from a per-layer device
-// table indexed by the routed ids, so the launches (and the step's graph) are the same whatever
-// the routing. Steps of at least CudaOptions::moe_gemm_min_tokens tokens run uncaptured
-// (begin_step leaves them out of graphs once a model has experts) and multiply each used
-// expert's gathered tokens with cuBLASLt, which needs the per-expert counts on the host: one
-// wait a layer, paid only by large steps. Experts in another format (packed quant planes) take
-// Backend's default, routed on the host through moe_route.
+// logits (a kernel), then the top-k routing and the grouping of the step's (token, choice) pairs
+// by expert (a second one) stay in device memory, and the expert kernels take the experts' matrices from a per-layer
+// device table indexed by the routed ids, so the launches (and the step's graph) are the same whatever the routing.
+// Steps of at least CudaOptions::moe_gemm_min_tokens tokens run uncaptured (begin_step leaves them out of graphs after
+// a step with an expert block) and multiply each used expert's gathered tokens with cuBLASLt, which needs the
+// per-expert counts on the host: one wait a layer, paid only by large steps. Experts in another format (packed quant
+// planes) take Backend's default, routed on the host through moe_route.
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
