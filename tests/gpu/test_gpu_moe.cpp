@@ -243,13 +243,15 @@ void check_block(const MoeCase& c, DType type, const std::vector<int64_t>& token
 }
 
 // Every path on bf16 experts: the default split (kernels below 256 tokens, GEMMs from 256 on,
-// outside graphs as here), every count through the GEMMs, every count through the kernels.
+// outside graphs as here), every count through the GEMMs, every count through the kernels. The
+// GEMMs take widths that are multiples of 128 (the third shape); the others stay on the kernels.
 TEST_F(GpuMoe, BlockMatchesTheCpuOnAwkwardShapes) {
   auto gemms = cuda_with_moe_gemm_min_tokens(1), kernels = cuda_with_moe_gemm_min_tokens(1 << 20);
   const std::vector<std::pair<std::string, Backend*>> gpus = {{"default", gpu.get()},
                                                               {"gemm", gemms.get()},
                                                               {"kernels", kernels.get()}};
-  for (const MoeCase& c : {MoeCase{96, 80, 8, 2, true}, MoeCase{256, 136, 60, 4, false}})
+  for (const MoeCase& c :
+       {MoeCase{96, 80, 8, 2, true}, MoeCase{256, 136, 60, 4, false}, MoeCase{384, 128, 16, 3, true}})
     check_block(c, DType::BF16, {1, 3, 8, 40, 300}, gpus, *cpu, 2e-2);
 }
 

@@ -197,9 +197,12 @@ void CudaBackend::moe_ffn_add(const NormedRows& in, const Weight& router, const 
   const Tensor h = normed_rows(in);
   expect_act(h, x.rows, d, "moe_ffn_add h");
   const MoeExpertTables tables = table.tables();
+  // cuBLASLt's heuristic assumes 256-byte aligned operands (its default preference): each
+  // expert's rows start at a multiple of d and f values, so both must be multiples of 128.
+  const bool gemm_shape = d % 128 == 0 && table.f % 128 == 0;
   for (int64_t t0 = 0; t0 < h.rows; t0 += kMoeChunkTokens) {
     const int64_t n = std::min(kMoeChunkTokens, h.rows - t0);
-    const bool gemm = n >= opt_.moe_gemm_min_tokens && !rec_.recording();
+    const bool gemm = gemm_shape && n >= opt_.moe_gemm_min_tokens && !rec_.recording();
     moe_chunk(h.rows_slice(t0, n), rw, tables, experts, top_k, renormalize, x.rows_slice(t0, n), gemm);
   }
 }
