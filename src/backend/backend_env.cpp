@@ -67,6 +67,12 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.fp8_tensor_cores = parse_bool("GRETA_CUDA_FP8_TENSOR_CORES", v);
      }},
+    {"GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "1..65536",
+     "CUDA, mixture of experts: steps of this many tokens or more run the experts as gathered cuBLASLt GEMMs, "
+     "uncaptured (default 256)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.moe_gemm_min_tokens = parse_int("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", v, 1, 65536);
+     }},
     {"GRETA_CUDA_STEP_PROFILE", "0|1", "CUDA: per-step device timing of decode steps, printed at exit (default 0)",
      [](BackendOptions& o, const std::string& v) { o.cuda.step_profile = parse_bool("GRETA_CUDA_STEP_PROFILE", v); }},
 };

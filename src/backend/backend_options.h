@@ -43,6 +43,10 @@ struct CudaOptions {
                                     // quantize the activations to e4m3 per token and multiply on the
                                     // FP8 tensor cores (W8A8; docs/notes/fp8-gemm.md), which adds the
                                     // activations' rounding; false: W8A16 as the other formats
+  int moe_gemm_min_tokens = 256;    // mixture of experts: steps of at least this many tokens run
+                                    // uncaptured, their experts as cuBLASLt GEMMs over the gathered
+                                    // tokens (a wait a layer for the counts); smaller ones on the
+                                    // device-routed expert kernels, captured (docs/notes/moe.md)
 };
 
 struct BackendOptions {

@@ -44,6 +44,8 @@ CudaBackend::CudaBackend(const CudaOptions& o)
                 std::to_string(kGemvMaxTokens) + "]");
   if (o.packed_gemm_max_tokens < 0)
     throw Error("cuda: packed_gemm_max_tokens " + std::to_string(o.packed_gemm_max_tokens) + " is negative");
+  if (o.moe_gemm_min_tokens < 1)
+    throw Error("cuda: moe_gemm_min_tokens " + std::to_string(o.moe_gemm_min_tokens) + " is below 1");
   attention_prefill_tc_setup();
 }
 
@@ -209,7 +211,10 @@ void CudaBackend::begin_step(const StepPlan& p) {
   step_ = bind_step(ps, dev);
   have_step_ = true;
   attn_plan_heads_ = attn_plan_kv_heads_ = 0;
-  const bool decode = step_.n_prefill == 0 && step_.n_tokens <= kGraphMaxTokens;
+  // A mixture-of-experts model (its last step ran moe_ffn_add) may want some steps uncaptured.
+  const int moe_limit = moe_ran_ ? moe_graph_max_tokens_ : INT_MAX;
+  moe_ran_ = false;
+  const bool decode = step_.n_prefill == 0 && step_.n_tokens <= kGraphMaxTokens && step_.n_tokens <= moe_limit;
   rec_.begin(decode);
   prof_.begin(decode, step_.n_tokens, stream_);
 }

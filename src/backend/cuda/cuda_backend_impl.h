@@ -2,7 +2,8 @@
 // everything outside src/backend/cuda uses backend.h and cuda_backend.h. The implementation
 // is split by concern: cuda_backend.cpp (memory, upload, steps, plain ops),
 // cuda_backend_attention.cpp (RoPE, KV write, attention), cuda_backend_fused.cpp (the decode
-// GEMV and its fusions), cuda_backend_sample.cpp (sampling on the device).
+// GEMV and its fusions), cuda_backend_sample.cpp (sampling on the device), cuda_backend_moe.cpp
+// (mixture of experts).
 //
 // One stream; every op is enqueued on it and checked. Host-side work per op is shape checks
 // plus, for the few ops that take host data (embed tokens, gather rows, the step plan), one
@@ -10,11 +11,13 @@
 // (step_recorder.h); per-step scratch lives in one workspace (device_workspace.h).
 #pragma once
 
+#include <climits>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend_options.h"
@@ -26,6 +29,7 @@
 #include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/launch_commands.h"
 #include "backend/cuda/matmul_lt.h"
+#include "backend/cuda/moe_ops.h"
 #include "backend/cuda/staging.h"
 #include "backend/cuda/step_profiler.h"
 #include "backend/cuda/step_recorder.h"
@@ -105,6 +109,16 @@ class CudaBackend final : public Backend {
   void normed_geglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out) override;
   void matmul_add(Tensor a, const Weight& w, Tensor tmp, Tensor x) override;
 
+  // Mixture of experts (cuda_backend_moe.cpp, docs/notes/moe.md): routed on the device, bf16
+  // experts through the device-routed expert kernels or, in large uncaptured steps, gathered
+  // cuBLASLt GEMMs; other expert formats through the default (routed on the host).
+  bool supports_moe() const override { return true; }
+  void moe_route(Tensor logits, int k, bool renormalize, int32_t* ids, float* weights) override;
+  void add_rows_scaled(Tensor x, const std::vector<int32_t>& rows, const std::vector<float>& weights,
+                       Tensor out) override;
+  void moe_ffn_add(const NormedRows& in, const Weight& router, const std::vector<Expert>& experts, int top_k,
+                   bool renormalize, const MoeScratch& s, Tensor x) override;
+
   // Sampling runs after the step's graph, launched directly and never recorded: its per-call
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
@@ -166,6 +180,19 @@ class CudaBackend final : public Backend {
   const float* rope_table(const std::vector<float>& inv_freq);  // its device copy
   const KVLayerDev& kv_layer(const KVStorage& kv, int layer, const char* op) const;
   const AttentionDecodePlan& attention_plan(int n_heads, const KVLayerDev& L);
+  // The kMoe workspace region cut for a chunk of n tokens (cuda_backend_moe.cpp).
+  struct MoeLayout {
+    MoeRouting r;
+    float* logits = nullptr;                                                   // [n, n_experts]
+    bf16 *rows = nullptr, *gate = nullptr, *hidden = nullptr, *out = nullptr;  // gathered, [P, d|f]
+  };
+  MoeLayout moe_layout(int64_t n, int n_experts, int k, int64_t d, int64_t f, bool gemm);
+  // A layer's experts as the device kernels take them, kept per router (struct MoeTable).
+  struct MoeTable;
+  const MoeTable& moe_table(const Weight& router, const std::vector<Expert>& experts);
+  // One chunk of tokens of moe_ffn_add's device path; gemm: the gathered cuBLASLt GEMMs.
+  void moe_chunk(Tensor h, const CudaWeight& router, const MoeExpertTables& tables, const std::vector<Expert>& experts,
+                 int k, bool renormalize, Tensor x, bool gemm);
 
   CudaOptions opt_;
   DeviceContext dev_;  // first: destroyed last, after everything using its stream
@@ -197,6 +224,24 @@ class CudaBackend final : public Backend {
   bool said_fp8_blocks_ = false;       // an FP8 weight that cannot (said once)
   DeviceBuffer fp8_mixed_rows_;        // find_fp8_row_scales' count of rows with several scales
   std::vector<uint16_t> host_bf16_;
+  // Mixture of experts, per router: the experts it was built from and, when every one is a bf16
+  // matrix of the layer's shape (`device`), the device table of their data pointers.
+  struct MoeTable {
+    std::vector<const Weight*> weights;  // gate, up, down of each expert
+    std::vector<const void*> data;       // their device data (`dev` holds it gate, up, down tables)
+    DeviceBuffer dev;
+    bool device = false;
+    int64_t f = 0;  // the experts' intermediate size
+    MoeExpertTables tables() const;
+  };
+  std::unordered_map<const Weight*, MoeTable> moe_tables_;
+  Staging moe_stage_;                // add_rows_scaled's rows and weights
+  std::vector<int32_t> moe_counts_;  // the GEMM path's per-expert counts
+  // Set by moe_ffn_add: steps of more tokens than moe_graph_max_tokens_ run uncaptured, while
+  // the previous step ran an expert block (moe_ran_; a dense model's steps are not limited).
+  int moe_graph_max_tokens_ = INT_MAX;
+  bool moe_ran_ = false;
+  bool said_moe_host_ = false;  // the host-routed expert path's load-log line
 };
 
 }  // namespace greta::cuda

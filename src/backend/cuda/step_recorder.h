@@ -58,6 +58,8 @@ class StepRecorder {
   }
 
   const StepGraphs::Stats& stats() const { return graphs_.stats(); }
+  // Whether this step's launches are being recorded (else they run as they are made).
+  bool recording() const { return recording_; }
 
  private:
   cudaStream_t stream_;
