@@ -17,59 +17,10 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "gpu_attention_reference.cuh"
 #include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
-
-namespace {
-
-__global__ void fill_random(bf16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    h *= 3266489917u;
-    h ^= h >> 16;
-    p[i] = __float2bfloat16(float(h & 0xffffff) / 16777216.f * 2.f - 1.f);
-  }
-}
-
-// Reference: block (token t, head h); scores [n, heads, ctx] in global memory.
-__global__ void naive_attention(const bf16* q, const bf16* kc, const bf16* vc, const int32_t* block_ids, int ctx,
-                                int n_heads, int n_kv, int hd, int bs, float scale, float* scores, float* out) {
-  const int t = blockIdx.x, h = blockIdx.y, kvh = h / (n_heads / n_kv);
-  const int32_t* table = block_ids + int64_t(t) * ((ctx + bs - 1) / bs);
-  float* sc = scores + (int64_t(t) * n_heads + h) * ctx;
-  const bf16* qr = q + (int64_t(t) * n_heads + h) * hd;
-  for (int p = threadIdx.x; p < ctx; p += blockDim.x) {
-    const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
-    const bf16* kr = kc + (slot * n_kv + kvh) * hd;
-    float s = 0.f;
-    for (int d = 0; d < hd; ++d) s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
-    sc[p] = s * scale;
-  }
-  __syncthreads();
-  __shared__ float red[2];
-  if (threadIdx.x == 0) {
-    float mx = -INFINITY, sum = 0.f;
-    for (int p = 0; p < ctx; ++p) mx = fmaxf(mx, sc[p]);
-    for (int p = 0; p < ctx; ++p) sum += expf(sc[p] - mx);
-    red[0] = mx;
-    red[1] = sum;
-  }
-  __syncthreads();
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float o = 0.f;
-    for (int p = 0; p < ctx; ++p) {
-      const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
-      o += expf(sc[p] - red[0]) * __bfloat162float(vc[(slot * n_kv + kvh) * hd + d]);
-    }
-    out[(int64_t(t) * n_heads + h) * hd + d] = o / red[1];
-  }
-}
-
-}  // namespace
 
 int main() {
   try {
@@ -158,9 +109,9 @@ int main() {
       const size_t qn = size_t(c.n_seqs) * c.n_heads * c.hd;
       GRETA_CUDA_CHECK(cudaMalloc(&q, qn * 2));
       GRETA_CUDA_CHECK(cudaMalloc(&out, qn * 2));
-      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11);
-      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12);
-      fill_random<<<64, 256>>>(q, int64_t(qn), 13);
+      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11, 2.f);
+      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12, 2.f);
+      fill_random<<<64, 256>>>(q, int64_t(qn), 13, 2.f);
       GRETA_CUDA_LAUNCH_CHECK();
       GRETA_CUDA_CHECK(cudaDeviceSynchronize());
       const auto plan_for = [&](bool last) {
@@ -190,8 +141,9 @@ int main() {
         int32_t* arr = plan.last_merge ? arrivals : nullptr;
         GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
         greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, 0, scratch, arr, s);
-        naive_attention<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
-            q, kv.k, kv.v, st.block_ids, c.ctx, c.n_heads, c.n_kv, c.hd, bs, scale, scores, ref);
+        naive_attention_rows<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
+            q, kv.k, kv.v, st.decode_tokens, st.token_seq, st.positions, st.block_begin, st.block_ids, c.ctx, c.n_heads,
+            c.n_kv, c.hd, bs, scale, scores, ref);
         GRETA_CUDA_LAUNCH_CHECK();
         GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
         std::vector<uint16_t> ho(qn);

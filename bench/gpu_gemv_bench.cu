@@ -22,23 +22,12 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "gemv_variants.cuh"
+#include "gpu_attention_reference.cuh"
 #include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
 
 namespace {
-
-__global__ void fill_random(bf16* p, int64_t n, uint32_t seed, float scale) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    h *= 3266489917u;
-    h ^= h >> 16;
-    p[i] = __float2bfloat16((float(h & 0xffffff) / 16777216.f - 0.5f) * scale);
-  }
-}
 
 // Reads every 16 bytes once; the xor result is stored only if it matches an impossible value,
 // so the loads cannot be removed but nothing is written in practice.

@@ -24,61 +24,12 @@
 #include "backend/cuda/cuda_ops.h"
 #include "attention_prefill_tc_baseline.cuh"
 #include "backend/cuda/attention_prefill_tc.cuh"
+#include "gpu_attention_reference.cuh"
 #include "gpu_bench_timing.h"
 
 using greta::cuda::bf16;
 
 namespace {
-
-__global__ void fill_random(bf16* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    h *= 3266489917u;
-    h ^= h >> 16;
-    p[i] = __float2bfloat16(float(h & 0xffffff) / 16777216.f * 2.f - 1.f);
-  }
-}
-
-// Reference: block (sampled row r, head h). rows [n_rows] token indices, row_seq [n_rows] their
-// sequence, positions [n_tokens]; scores [n_rows, heads, max_ctx]; out [n_rows, heads, hd].
-__global__ void naive_prefill(const bf16* q, const bf16* kc, const bf16* vc, const int32_t* rows,
-                              const int32_t* row_seq, const int32_t* positions, const int32_t* block_begin,
-                              const int32_t* block_ids, int max_ctx, int n_heads, int n_kv, int hd, int bs, float scale,
-                              float* scores, float* out) {
-  const int r = blockIdx.x, h = blockIdx.y, kvh = h / (n_heads / n_kv);
-  const int tok = rows[r], ctx = positions[tok] + 1;
-  const int32_t* table = block_ids + block_begin[row_seq[r]];
-  float* sc = scores + (int64_t(r) * n_heads + h) * max_ctx;
-  const bf16* qr = q + (int64_t(tok) * n_heads + h) * hd;
-  for (int p = threadIdx.x; p < ctx; p += blockDim.x) {
-    const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
-    const bf16* kr = kc + (slot * n_kv + kvh) * hd;
-    float s = 0.f;
-    for (int d = 0; d < hd; ++d) s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
-    sc[p] = s * scale;
-  }
-  __syncthreads();
-  __shared__ float red[2];
-  if (threadIdx.x == 0) {
-    float mx = -INFINITY, sum = 0.f;
-    for (int p = 0; p < ctx; ++p) mx = fmaxf(mx, sc[p]);
-    for (int p = 0; p < ctx; ++p) sum += expf(sc[p] - mx);
-    red[0] = mx;
-    red[1] = sum;
-  }
-  __syncthreads();
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float o = 0.f;
-    for (int p = 0; p < ctx; ++p) {
-      const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
-      o += expf(sc[p] - red[0]) * __bfloat162float(vc[(slot * n_kv + kvh) * hd + d]);
-    }
-    out[(int64_t(r) * n_heads + h) * hd + d] = o / red[1];
-  }
-}
 
 // Other shapes of the production kernel template: warps (16 query rows each) and key tiles in flight.
 template <int HD, int W, int ST>
@@ -185,16 +136,16 @@ int main() {
       const size_t qn = size_t(n_tokens) * c.n_heads * c.hd;
       GRETA_CUDA_CHECK(cudaMalloc(&q, qn * 2));
       GRETA_CUDA_CHECK(cudaMalloc(&out, qn * 2));
-      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11);
-      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12);
-      fill_random<<<2048, 256>>>(q, int64_t(qn), 13);
+      fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11, 2.f);
+      fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12, 2.f);
+      fill_random<<<2048, 256>>>(q, int64_t(qn), 13, 2.f);
       GRETA_CUDA_LAUNCH_CHECK();
       const size_t nr = rows.size(), rn = nr * c.n_heads * c.hd;
       float *scores, *ref;
       GRETA_CUDA_CHECK(cudaMalloc(&scores, nr * c.n_heads * size_t(ctx) * 4));
       GRETA_CUDA_CHECK(cudaMalloc(&ref, rn * 4));
       const float scale = 1.f / std::sqrt(float(c.hd));
-      naive_prefill<<<dim3(unsigned(nr), unsigned(c.n_heads)), 128, 0, s>>>(
+      naive_attention_rows<<<dim3(unsigned(nr), unsigned(c.n_heads)), 128, 0, s>>>(
           q, kv.k, kv.v, drows, drow_seq, st.positions, st.block_begin, st.block_ids, ctx, c.n_heads, c.n_kv, c.hd, bs,
           scale, scores, ref);
       GRETA_CUDA_LAUNCH_CHECK();

@@ -1,0 +1,59 @@
+// Shared by the GPU kernel benchmarks: deterministic random bf16 data, and the attention
+// reference (naive, fp32, one block per (query row, head), full score row in global memory).
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cmath>
+#include <cstdint>
+
+// p[i] uniform in [-scale / 2, scale / 2), from a hash of i and seed.
+__global__ void fill_random(__nv_bfloat16* p, int64_t n, uint32_t seed, float scale) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    h *= 3266489917u;
+    h ^= h >> 16;
+    p[i] = __float2bfloat16((float(h & 0xffffff) / 16777216.f - 0.5f) * scale);
+  }
+}
+
+// Block (row r, head h): token rows[r] of sequence row_seq[r] attends positions 0 .. its own
+// over the paged cache (bf16 K, V [blocks, bs, n_kv, hd]). rows [n_rows] token indices, row_seq [n_rows] their
+// sequence, positions [n_tokens]; scores [n_rows, heads, max_ctx]; out [n_rows, heads, hd].
+__global__ void naive_attention_rows(const __nv_bfloat16* q, const __nv_bfloat16* kc, const __nv_bfloat16* vc,
+                                     const int32_t* rows, const int32_t* row_seq, const int32_t* positions,
+                                     const int32_t* block_begin, const int32_t* block_ids, int max_ctx, int n_heads,
+                                     int n_kv, int hd, int bs, float scale, float* scores, float* out) {
+  const int r = blockIdx.x, h = blockIdx.y, kvh = h / (n_heads / n_kv);
+  const int tok = rows[r], ctx = positions[tok] + 1;
+  const int32_t* table = block_ids + block_begin[row_seq[r]];
+  float* sc = scores + (int64_t(r) * n_heads + h) * max_ctx;
+  const __nv_bfloat16* qr = q + (int64_t(tok) * n_heads + h) * hd;
+  for (int p = threadIdx.x; p < ctx; p += blockDim.x) {
+    const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+    const __nv_bfloat16* kr = kc + (slot * n_kv + kvh) * hd;
+    float s = 0.f;
+    for (int d = 0; d < hd; ++d) s += __bfloat162float(qr[d]) * __bfloat162float(kr[d]);
+    sc[p] = s * scale;
+  }
+  __syncthreads();
+  __shared__ float red[2];
+  if (threadIdx.x == 0) {
+    float mx = -INFINITY, sum = 0.f;
+    for (int p = 0; p < ctx; ++p) mx = fmaxf(mx, sc[p]);
+    for (int p = 0; p < ctx; ++p) sum += expf(sc[p] - mx);
+    red[0] = mx;
+    red[1] = sum;
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float o = 0.f;
+    for (int p = 0; p < ctx; ++p) {
+      const int64_t slot = int64_t(table[p / bs]) * bs + p % bs;
+      o += expf(sc[p] - red[0]) * __bfloat162float(vc[(slot * n_kv + kvh) * hd + d]);
+    }
+    out[(int64_t(r) * n_heads + h) * hd + d] = o / red[1];
+  }
+}
