@@ -254,8 +254,7 @@ void bench_batch(Ctx& c, int B, int steps) {
               toks[s][prompt_len + i]);
   }
   const double tps = double(B) * std::max(1, steps - 1) / dt;
-  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) +
-                                B * c.kv_bytes(prompt_len + steps / 2.0);
+  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) + B * c.kv_bytes(prompt_len + steps / 2.0);
   c.emit({{"measure", "decode_batch"},
           {"batch", B},
           {"prompt_len", prompt_len},

@@ -84,20 +84,8 @@ void serve(ServeOptions& o) {
     std::filesystem::path p(resolve_model_path(o.model.model));
     id = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
   }
-  if (o.kv_memory_mib > 0) {
-    // The element type decides how many tokens the memory holds: FP8 rows take about half the bytes.
-    const int64_t blocks = kv_blocks_in(L, o.kv_memory_mib * 1048576.0, o.engine.block_size);
-    if (blocks < 1)
-      throw Error("--kv-memory-mib " + std::to_string(o.kv_memory_mib) + " holds no KV block of " +
-                  std::to_string(o.engine.block_size) + " tokens (one takes " +
-                  std::to_string(kv_cache_desc(L, 1, o.engine.block_size).bytes_per_block(L.backend->kv_dtype())) +
-                  " bytes)");
-    if (blocks * o.engine.block_size > INT32_MAX)
-      throw Error("--kv-memory-mib " + std::to_string(o.kv_memory_mib) + " holds " +
-                  std::to_string(blocks * o.engine.block_size) + " token slots, more than the " +
-                  std::to_string(INT32_MAX) + " the KV cache can address");
-    o.engine.kv_blocks = int(blocks);
-  }
+  // The element type decides how many tokens the memory holds: FP8 rows take about half the bytes.
+  if (o.kv_memory_mib > 0) o.engine.kv_blocks = kv_blocks_in_mib(L, o.kv_memory_mib, o.engine.block_size);
   print_kv_cache(L, o.engine.kv_blocks, o.engine.block_size);
   // Metrics before the engine: the engine's callbacks observe latencies until it is destroyed.
   server::Metrics metrics;

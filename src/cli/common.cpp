@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -192,8 +194,18 @@ KVCacheDesc kv_cache_desc(const Loaded& L, int n_blocks, int block_size) {
   return KVCacheDesc{c.n_layers, n_blocks, block_size, c.n_kv_heads, c.head_dim};
 }
 
-int64_t kv_blocks_in(const Loaded& L, double bytes, int block_size) {
-  return int64_t(bytes / double(kv_cache_desc(L, 0, block_size).bytes_per_block(L.backend->kv_dtype())));
+int kv_blocks_in_mib(const Loaded& L, double mib, int block_size) {
+  const size_t per_block = kv_cache_desc(L, 0, block_size).bytes_per_block(L.backend->kv_dtype());
+  const double blocks = std::floor(mib * 1048576.0 / double(per_block));
+  char what[64];
+  std::snprintf(what, sizeof what, "--kv-memory-mib %g", mib);
+  if (blocks < 1)
+    throw Error(std::string(what) + " holds no KV block of " + std::to_string(block_size) + " tokens (one takes " +
+                std::to_string(per_block) + " bytes)");
+  if (blocks * block_size > double(INT32_MAX))
+    throw Error(std::string(what) + " holds " + std::to_string(int64_t(blocks) * block_size) +
+                " token slots, more than the " + std::to_string(INT32_MAX) + " the KV cache can address");
+  return int(blocks);
 }
 
 void print_kv_cache(const Loaded& L, int n_blocks, int block_size) {

@@ -56,8 +56,10 @@ Loaded load(const ModelOptions& o, bool need_tokenizer = true);
 
 // The KV cache of L's model: n_blocks blocks of block_size tokens.
 KVCacheDesc kv_cache_desc(const Loaded& L, int n_blocks, int block_size);
-// The most blocks of block_size tokens that fit in `bytes` with L's KV element type.
-int64_t kv_blocks_in(const Loaded& L, double bytes, int block_size);
+// The most blocks of block_size tokens that fit in `mib` MiB with L's KV element type (FP8 rows
+// take about half the bytes of f16 / bf16 ones). Throws greta::Error when that is no block, or
+// more token slots than the cache can address (32-bit).
+int kv_blocks_in_mib(const Loaded& L, double mib, int block_size);
 // One line on stderr: the KV cache's element type, the tokens it holds and the memory it takes.
 void print_kv_cache(const Loaded& L, int n_blocks, int block_size);
 
