@@ -163,6 +163,11 @@ TEST(CpuKvAttention, Fp8AndBf16MatchTheirStoredRows) {
     c.block_size = 4;
     expect_matches_reference(run_case(c, t), "mha, hd 40, blocks of 4");
     c = KvCase{};
+    c.n_heads = 4;
+    c.n_kv = 1;
+    c.hd = 256;  // Gemma's head size
+    expect_matches_reference(run_case(c, t), "mqa 4/1, hd 256");
+    c = KvCase{};
     c.window = 9;  // crossed inside the prompt, the chunk and by the decode tokens
     c.threads = 2;
     expect_matches_reference(run_case(c, t), "sliding window 9");
