@@ -1,8 +1,8 @@
 """--kv-dtype on the CPU backend with the default model: the FP8 (e4m3, a float scale per row) cache
 scores the perplexity text within +0.5% of the default f16 cache and of a bf16 one; its rows take
 about half the bytes, so a server's memory budget (--kv-memory-mib) holds about twice the blocks;
-the load log and the server's start line say the type and the tokens the cache holds. Measured
-figures: docs/notes/kv-cache-fp8.md."""
+the load log and the server's start line say the type and the tokens the cache holds, `greta info`
+the bytes a token takes in each. Measured figures: docs/notes/kv-cache-fp8.md."""
 import json
 import os
 import re
@@ -50,6 +50,12 @@ def test_load_log_says_type_tokens_and_half_the_memory(runs):
     assert f16.group(2) == fp8.group(2) == str(CTX)
     # head_dim 64: an fp8 row is 64 bytes + a 4-byte scale against 128 bytes.
     assert float(fp8.group(3)) / float(f16.group(3)) == pytest.approx(68 / 128, abs=0.01)
+
+
+def test_info_gives_the_bytes_a_token_takes(greta_bin, default_model):
+    j = json.loads(run_greta(greta_bin, "info", "-m", default_model, "--json", timeout=30).stdout)
+    # 30 layers x 2 (K, V) x 3 kv heads x (64 x 2 bytes | 64 + 4 bytes)
+    assert j["kv_bytes_per_token"] == {"f16": 23040, "bf16": 23040, "fp8_e4m3": 12240}
 
 
 def test_memory_budget_holds_twice_the_blocks_in_fp8(greta_bin, default_model):
