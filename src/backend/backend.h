@@ -52,18 +52,28 @@ class Weight {
 
 // Paged KV cache storage: per layer, K and V pools of
 // [n_blocks, block_size, n_kv_heads, head_dim]. Slot s = block*block_size + offset.
+// Element types: F16, BF16, or F8_E4M3 with a float scale per (token, kv head) row of head_dim
+// values (docs/notes/kv-cache-fp8.md).
 struct KVCacheDesc {
   int n_layers = 0;
   int n_blocks = 0;
   int block_size = 16;
   int n_kv_heads = 0;
   int head_dim = 0;
+
+  // Bytes one token takes in one layer, K and V, with elements of type kv (scales included).
+  size_t token_layer_bytes(DType kv) const {
+    const size_t row = size_t(head_dim) * block_bytes(kv) + (kv == DType::F8_E4M3 ? sizeof(float) : 0);
+    return 2 * size_t(n_kv_heads) * row;
+  }
+  // Bytes one block takes, all layers: what a memory budget is divided by.
+  size_t bytes_per_block(DType kv) const { return size_t(n_layers) * size_t(block_size) * token_layer_bytes(kv); }
 };
 class KVStorage {
  public:
   virtual ~KVStorage() = default;
   KVCacheDesc desc;
-  DType dtype = DType::F32;  // element type of the K/V pools (for bytes-moved accounting)
+  DType dtype = DType::F32;  // element type of the K/V pools (Backend::kv_dtype())
 };
 
 struct RopeSpec {
@@ -82,6 +92,8 @@ class Backend {
   virtual void free(Tensor& t) = 0;
   virtual std::unique_ptr<Weight> upload(const HostTensor& w) = 0;  // 1-D or 2-D
   virtual std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) = 0;
+  // The element type alloc_kv stores K and V in (chosen when the backend is made: --kv-dtype).
+  virtual DType kv_dtype() const = 0;
 
   // --- step ---
   // Called once per forward before any op that reads positions/slots/block tables.

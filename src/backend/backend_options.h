@@ -3,9 +3,17 @@
 // what its flags say; tests and benchmarks build them directly. No backend reads the
 // environment itself.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace greta {
+
+// The element type of the paged KV cache, chosen at start (--kv-dtype; backend/kv_cache_dtype.h
+// names and parses the values). Auto: the backend's own (CPU: F16, llama.cpp's default and the
+// arithmetic the CPU attention follows; CUDA: BF16). FP8: e4m3 values with a float scale per
+// (token, kv head) row, set when the row is written; about half the bytes of F16 / BF16, so twice
+// the tokens in the same memory (docs/notes/kv-cache-fp8.md).
+enum class KVCacheDType : uint8_t { Auto, F16, BF16, FP8 };
 
 struct CpuOptions {
   int n_threads = 0;  // <= 0: std::thread::hardware_concurrency()
@@ -16,6 +24,8 @@ struct CpuOptions {
   // Non-empty: every op's output is written to this directory as a float32 .npy file, for
   // op-by-op comparison with llama.cpp (backend/cpu/dump.h, tools/compare_dumps.py).
   std::string dump_dir = {};
+  // F16 (Auto), BF16 or FP8; attention reads each in place (no dequantized copy of the cache).
+  KVCacheDType kv_dtype = KVCacheDType::Auto;
 };
 
 // Every choice below but fp8_tensor_cores changes only the launch plan: results differ between
@@ -47,6 +57,8 @@ struct CudaOptions {
                                     // uncaptured, their experts as cuBLASLt GEMMs over the gathered
                                     // tokens (a wait a layer for the counts); smaller ones on the
                                     // device-routed expert kernels, captured (docs/notes/moe.md)
+  // The kernels read a BF16 cache (Auto, BF16); F16 and FP8 are refused when the backend is made.
+  KVCacheDType kv_dtype = KVCacheDType::Auto;
 };
 
 struct BackendOptions {

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "backend/kv_cache_dtype.h"
 #include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -80,13 +81,13 @@ struct Ctx {
   int vocab() const { return L.model->config().vocab_size; }
   Check check() const { return Check{.scale = L.backend->fp8_activation_min_tokens() > 0 ? 2.0 : 1.0}; }
   // K+V bytes read by attention for one token at context `pos` (a windowed layer reads its
-  // window's keys only).
-  double kv_bytes(double pos, DType kv_dtype) const {
+  // window's keys only), FP8 rows' scales included.
+  double kv_bytes(double pos) const {
     const ModelConfig& c = L.model->config();
     double positions = 0;
     for (int l = 0; l < c.n_layers; ++l)
       positions += c.layer_window(l) > 0 ? std::min(pos, double(c.layer_window(l))) : pos;
-    return 2.0 * c.n_kv_heads * c.head_dim * positions * double(block_bytes(kv_dtype));
+    return positions * double(kv_cache_desc(L, 0, 16).token_layer_bytes(L.backend->kv_dtype()));
   }
   void emit(nlohmann::json j, const Check& chk, double bytes_per_token, double tokens_per_s) {
     j.update(base);
@@ -110,7 +111,6 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
   double best = 1e30, best_prefill = 1e30;
   std::vector<int32_t> gen_ids;
   std::vector<float> dec_logits;
-  std::unique_ptr<KVStorage> probe = c.L.model->make_kv(1, 16);  // only for the KV dtype
   // Where the backend can, greedy tokens are picked on the device (a step returns one id,
   // as `greta run` does), so the timed loop is the real decode loop.
   const bool on_device = c.L.backend->supports_device_sampling();
@@ -164,7 +164,7 @@ void bench_decode(Ctx& c, int prompt_len, int gen, int reps, const char* measure
     chk.row(dec_logits.data() + size_t(i) * vocab, ref.data() + size_t(i) * vocab, vocab, gen_ids[i]);
   const double steps = std::max(1, gen - 1);
   const double tps = steps / best;
-  const double bytes = double(c.L.model->weight_bytes_per_token()) + c.kv_bytes(prompt_len + gen / 2.0, probe->dtype);
+  const double bytes = double(c.L.model->weight_bytes_per_token()) + c.kv_bytes(prompt_len + gen / 2.0);
   c.emit({{"measure", measure},
           {"batch", 1},
           {"prompt_len", prompt_len},
@@ -257,8 +257,7 @@ void bench_batch(Ctx& c, int B, int steps) {
               toks[s][prompt_len + i]);
   }
   const double tps = double(B) * std::max(1, steps - 1) / dt;
-  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) +
-                                B * c.kv_bytes(prompt_len + steps / 2.0, kv->dtype);
+  const double bytes_per_step = double(c.L.model->weight_bytes_per_token()) + B * c.kv_bytes(prompt_len + steps / 2.0);
   c.emit({{"measure", "decode_batch"},
           {"batch", B},
           {"prompt_len", prompt_len},
@@ -307,7 +306,8 @@ void bench(const BenchOptions& o) {
             {"commit", commit_id()},
             {"weight_bytes", c.L.model->weight_bytes_per_token()},
             {"weight_bytes_on_device", c.L.model->weight_bytes_on_backend()},
-            {"weight_dtype", std::string(dtype_name(c.L.model->matmul_dtype()))}};
+            {"weight_dtype", std::string(dtype_name(c.L.model->matmul_dtype()))},
+            {"kv_dtype", kv_cache_dtype_name(c.L.backend->kv_dtype())}};
   if (c.bandwidth > 0) c.base["device_bandwidth_gb_s"] = c.bandwidth;
   bench_decode(c, o.prompt, o.gen, o.reps, "decode");
   if (o.at_pos > 0) bench_decode(c, o.at_pos, o.long_gen, 1, "decode_long");

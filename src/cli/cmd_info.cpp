@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "backend/kv_cache_dtype.h"
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "model/quantize_on_load.h"
@@ -65,6 +66,11 @@ void info(const InfoOptions& o) {
     j["tensor_types"][std::string(dtype_name(e.type))] = {{"count", e.tensors}, {"bytes", e.bytes}};
   if (!o.quantize.empty()) j["quantized_on_load"] = std::string(dtype_name(parse_quant_type(o.quantize)));
   for (const std::string& note : f->load_notes()) j["load_notes"].push_back(note);
+  // What a token takes in the KV cache (all layers, K and V) with each --kv-dtype element type.
+  const KVCacheDesc kv{c.n_layers, 0, 16, c.n_kv_heads, c.head_dim};
+  auto kv_token_bytes = [&](DType t) { return kv.token_layer_bytes(t) * size_t(c.n_layers); };
+  for (DType t : {DType::F16, DType::BF16, DType::F8_E4M3})
+    j["kv_bytes_per_token"][kv_cache_dtype_name(t)] = kv_token_bytes(t);
   if (o.tensors) {
     for (const HostTensor* t : f->all_tensors())
       j["tensors"].push_back(
@@ -84,6 +90,8 @@ void info(const InfoOptions& o) {
   std::printf("heads         %d (kv %d, head_dim %d)\n", c.n_heads, c.n_kv_heads, c.head_dim);
   std::printf("vocab         %d\n", c.vocab_size);
   std::printf("context       %d\n", c.max_context);
+  std::printf("kv cache      %.1f KiB a token in f16 / bf16, %.1f KiB in fp8_e4m3 (--kv-dtype)\n",
+              kv_token_bytes(DType::F16) / 1024.0, kv_token_bytes(DType::F8_E4M3) / 1024.0);
   std::printf("rope          theta %g, %s pairs%s\n", c.rope_theta, c.rope_neox ? "half" : "adjacent",
               c.rope_freq_factors.empty() ? "" : ", scaled");
   std::printf("norm eps      %g\n", c.norm_eps);

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "backend/kv_cache_dtype.h"
 #include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -36,6 +37,7 @@ void perplexity(const PplOptions& o) {
     throw Error("'" + o.file + "' has " + std::to_string(ids.size()) + " tokens, fewer than one chunk of " +
                 std::to_string(o.ctx));
   SequenceRunner seq(*L.model, o.ctx);
+  print_kv_cache(L, seq.kv_pool().n_blocks(), seq.kv_pool().block_size());
   const int first = o.ctx / 2;
   std::vector<int32_t> want;
   for (int j = first; j < o.ctx - 1; ++j) want.push_back(j);
@@ -65,7 +67,8 @@ void perplexity(const PplOptions& o) {
                       {"scored", count},
                       {"perplexity", std::exp(nll / count)},
                       {"seconds", now_seconds() - t0},
-                      {"device", L.backend->name()}};
+                      {"device", L.backend->name()},
+                      {"kv_dtype", kv_cache_dtype_name(L.backend->kv_dtype())}};
   std::printf("%s\n", j.dump().c_str());
 }
 

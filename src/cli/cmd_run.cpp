@@ -106,6 +106,7 @@ int run(const RunOptions& o) {
   const int n_gen = std::min(n_wanted, n_ctx - int(ids.size()));
 
   SequenceRunner seq(*L.model, n_ctx);
+  print_kv_cache(L, seq.kv_pool().n_blocks(), seq.kv_pool().block_size());
   Sampler sampler(o.sampling.p);
   StreamDecoder dec(*L.tokenizer);
   nlohmann::json report = {{"prompt_ids", ids},

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "backend/kv_cache_dtype.h"
 #include "cli/arg_checks.h"
 #include "cli/commands.h"
 #include "cli/common.h"
@@ -27,6 +28,7 @@ struct ServeOptions {
   EngineConfig engine;
   std::string chat_template;
   std::string model_id;
+  double kv_memory_mib = 0;  // > 0: the KV pool is as many blocks as fit in this (sets engine.kv_blocks)
 };
 
 // True when every address `host` names is a loopback one (only this machine can connect).
@@ -82,6 +84,9 @@ void serve(ServeOptions& o) {
     std::filesystem::path p(resolve_model_path(o.model.model));
     id = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
   }
+  // The element type decides how many tokens the memory holds: FP8 rows take about half the bytes.
+  if (o.kv_memory_mib > 0) o.engine.kv_blocks = kv_blocks_in_mib(L, o.kv_memory_mib, o.engine.block_size);
+  print_kv_cache(L, o.engine.kv_blocks, o.engine.block_size);
   // Metrics before the engine: the engine's callbacks observe latencies until it is destroyed.
   server::Metrics metrics;
   Engine engine(*L.model, *L.tokenizer, o.engine);
@@ -102,9 +107,9 @@ void serve(ServeOptions& o) {
     sigwait(&stop_signals, &sig);
     http.stop();
   });
-  std::fprintf(stderr, "greta: serving %s on %s (max context %d tokens, %d KV blocks)%s\n", id.c_str(),
+  std::fprintf(stderr, "greta: serving %s on %s (max context %d tokens, %d KV blocks of %s)%s\n", id.c_str(),
                L.backend->name().c_str(), engine.max_context(), o.engine.kv_blocks,
-               o.http.api_key.empty() ? "" : ", API key required");
+               kv_cache_dtype_name(L.backend->kv_dtype()).c_str(), o.http.api_key.empty() ? "" : ", API key required");
   std::printf("greta: listening on http://%s:%d/v1\n", o.http.host.c_str(), port);
   std::fflush(stdout);
   http.run();
@@ -131,7 +136,14 @@ void register_serve(CLI::App& app) {
                   "chat template: a built-in name (" + builtin_chat_template_names_text() + ") or a Jinja file");
   sub->add_option("-c,--ctx", o->engine.max_context, "prompt + max_tokens limit (0 = min(model's, KV pool))")
       ->check(integer_in(0, 1 << 24));
-  sub->add_option("--kv-blocks", o->engine.kv_blocks, "KV cache pool size in blocks")->check(integer_in(1, 1 << 24));
+  CLI::Option* blocks = sub->add_option("--kv-blocks", o->engine.kv_blocks,
+                                        "KV cache pool size in blocks (default 1024)")
+                            ->check(integer_in(1, 1 << 24));
+  sub->add_option("--kv-memory-mib", o->kv_memory_mib,
+                  "KV cache pool size in MiB instead of --kv-blocks: as many blocks as fit with --kv-dtype's bytes "
+                  "(fp8 holds about twice the tokens of f16 / bf16)")
+      ->check(number_in(0.0, 1 << 30))
+      ->excludes(blocks);
   sub->add_option("--block-size", o->engine.block_size, "tokens per KV block")->check(integer_in(1, 4096));
   sub->add_option("--max-running", o->engine.max_running, "most sequences in flight at once")
       ->check(integer_in(1, 1 << 16));

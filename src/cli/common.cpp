@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +12,7 @@
 
 #include "backend/backend_env.h"
 #include "backend/backend_factory.h"
+#include "backend/kv_cache_dtype.h"
 #include "cli/arg_checks.h"
 #include "core/error.h"
 #include "model/llama.h"
@@ -68,7 +71,8 @@ DType weight_type(const std::string& name) {
 }
 
 // A value check that takes its message from the parser's greta::Error (which lists the choices).
-CLI::Validator parses_as(DType (*parse)(const std::string&), const std::string& what) {
+template <class Parse>
+CLI::Validator parses_as(Parse parse, const std::string& what) {
   return CLI::Validator(
       [parse](std::string& v) -> std::string {
         try {
@@ -107,6 +111,8 @@ void ModelOptions::add_to(CLI::App* app) {
          "store a float (f32/f16/bf16) model's weight matrices in a block type as it loads (GGUF types, fp8, int4): " +
              quant_choice_names())
       ->check(quant_type_check());
+  app->add_option("--kv-dtype", kv_dtype, std::string("KV cache element type: ") + kv_cache_dtype_choices())
+      ->check(parses_as(parse_kv_cache_dtype, "TYPE"));
 }
 
 void ModelOptions::add_synthetic_to(CLI::App* app) {
@@ -171,6 +177,7 @@ Loaded load(const ModelOptions& o, bool need_tokenizer) {
   BackendOptions bo = backend_options_from_env();
   bo.device = L.device;
   bo.cpu.n_threads = threads;
+  bo.cpu.kv_dtype = bo.cuda.kv_dtype = parse_kv_cache_dtype(o.kv_dtype);
   L.backend = make_backend(bo);
   // A synthetic shape the backend cannot run is refused before its weights are made (tens of GB
   // for the large shapes).
@@ -180,6 +187,35 @@ Loaded load(const ModelOptions& o, bool need_tokenizer) {
   if (need_tokenizer) L.tokenizer = L.file->load_tokenizer();
   L.load_seconds = now_seconds() - t0;
   return L;
+}
+
+KVCacheDesc kv_cache_desc(const Loaded& L, int n_blocks, int block_size) {
+  const ModelConfig& c = L.model->config();
+  return KVCacheDesc{c.n_layers, n_blocks, block_size, c.n_kv_heads, c.head_dim};
+}
+
+int kv_blocks_in_mib(const Loaded& L, double mib, int block_size) {
+  const size_t per_block = kv_cache_desc(L, 0, block_size).bytes_per_block(L.backend->kv_dtype());
+  const double blocks = std::floor(mib * 1048576.0 / double(per_block));
+  char what[64];
+  std::snprintf(what, sizeof what, "--kv-memory-mib %g", mib);
+  if (blocks < 1)
+    throw Error(std::string(what) + " holds no KV block of " + std::to_string(block_size) + " tokens (one takes " +
+                std::to_string(per_block) + " bytes)");
+  if (blocks * block_size > double(INT32_MAX))
+    throw Error(std::string(what) + " holds " + std::to_string(int64_t(blocks) * block_size) +
+                " token slots, more than the " + std::to_string(INT32_MAX) + " the KV cache can address");
+  return int(blocks);
+}
+
+void print_kv_cache(const Loaded& L, int n_blocks, int block_size) {
+  const KVCacheDesc d = kv_cache_desc(L, n_blocks, block_size);
+  const DType t = L.backend->kv_dtype();
+  std::fprintf(stderr, "greta: KV cache %s%s: %lld tokens (%d blocks of %d), %.1f MiB, %.1f KiB a token\n",
+               kv_cache_dtype_name(t).c_str(), t == DType::F8_E4M3 ? " (a float scale per row)" : "",
+               (long long)n_blocks * block_size, n_blocks, block_size,
+               double(d.bytes_per_block(t)) * n_blocks / 1048576.0,
+               double(d.token_layer_bytes(t)) * d.n_layers / 1024.0);
 }
 
 }  // namespace greta::cli

@@ -22,12 +22,13 @@ std::string resolve_model_path(const std::string& m);
 std::string resolve_device(const std::string& d);
 
 struct ModelOptions {
-  std::string model;           // -m
-  std::string device;          // --device
-  int threads = 0;             // -t
-  std::string quantize;        // --quantize TYPE: a float model's matrices in a block type
-  std::string synthetic;       // --synthetic NAME (bench, serve)
-  std::string dtype = "bf16";  // --dtype for synthetic weights: a float or block type
+  std::string model;              // -m
+  std::string device;             // --device
+  int threads = 0;                // -t
+  std::string quantize;           // --quantize TYPE: a float model's matrices in a block type
+  std::string synthetic;          // --synthetic NAME (bench, serve)
+  std::string dtype = "bf16";     // --dtype for synthetic weights: a float or block type
+  std::string kv_dtype = "auto";  // --kv-dtype: the KV cache's element type (backend/kv_cache_dtype.h)
   uint64_t seed = 1;
   void add_to(CLI::App* app);
   void add_synthetic_to(CLI::App* app);
@@ -52,6 +53,15 @@ struct Loaded {
   double load_seconds = 0;
 };
 Loaded load(const ModelOptions& o, bool need_tokenizer = true);
+
+// The KV cache of L's model: n_blocks blocks of block_size tokens.
+KVCacheDesc kv_cache_desc(const Loaded& L, int n_blocks, int block_size);
+// The most blocks of block_size tokens that fit in `mib` MiB with L's KV element type (FP8 rows
+// take about half the bytes of f16 / bf16 ones). Throws greta::Error when that is no block, or
+// more token slots than the cache can address (32-bit).
+int kv_blocks_in_mib(const Loaded& L, double mib, int block_size);
+// One line on stderr: the KV cache's element type, the tokens it holds and the memory it takes.
+void print_kv_cache(const Loaded& L, int n_blocks, int block_size);
 
 double now_seconds();  // monotonic clock
 const char* commit_id();

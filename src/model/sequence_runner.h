@@ -19,6 +19,7 @@ class SequenceRunner {
 
   int n_past() const { return n_past_; }
   int n_ctx() const { return n_ctx_; }
+  const BlockPool& kv_pool() const { return pool_; }  // the blocks of its cache
   // Appends `tokens` to the sequence (in steps of at most max_step_tokens) and returns the
   // logits of the tokens at the relative indices `want` (ascending), [want.size() * vocab].
   // Throws greta::Error when the context would overflow.

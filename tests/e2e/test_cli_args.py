@@ -27,6 +27,10 @@ CASES = [
     (["serve", "--max-running", "1e3"], "--max-running: '1e3' is not a whole number"),
     (["serve", "--kv-blocks", "16777216", "--block-size", "4096"],
      "16777216 x 4096 = 68719476736 token slots, more than the 2147483647 the KV cache can address"),
+    (["run", "--kv-dtype", "fp4"], "--kv-dtype: unknown KV cache type 'fp4' (accepted: auto (the device's own"),
+    (["perplexity", "-f", "/etc/hostname", "--kv-dtype", "FP8"], "unknown KV cache type 'FP8' (accepted: auto"),
+    (["serve", "--kv-blocks", "64", "--kv-memory-mib", "8"], "--kv-blocks excludes --kv-memory-mib"),
+    (["serve", "--kv-memory-mib", "-1"], "--kv-memory-mib: '-1' is not in"),
     (["nosuch"], "unknown command 'nosuch'; the commands are run, chat,"),
     ([], "no command; the commands are run, chat,"),
 ]

@@ -29,6 +29,7 @@ class CpuWithout final : public Backend {
   void free(Tensor& t) override { cpu_->free(t); }
   std::unique_ptr<Weight> upload(const HostTensor& w) override { return cpu_->upload(w); }
   std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override { return cpu_->alloc_kv(d); }
+  DType kv_dtype() const override { return cpu_->kv_dtype(); }
   void begin_step(const StepPlan& plan) override { cpu_->begin_step(plan); }
   void embed(const Weight& t, const int32_t* tokens, int n, Tensor out) override { cpu_->embed(t, tokens, n, out); }
   void rms_norm(Tensor x, const Weight& w, float eps, Tensor out) override { cpu_->rms_norm(x, w, eps, out); }

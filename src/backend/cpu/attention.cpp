@@ -1,4 +1,4 @@
-// Causal attention over the paged F16 KV cache, in llama.cpp's arithmetic.
+// Causal attention over the paged KV cache, in llama.cpp's arithmetic for its F16 cache.
 // Token t of sequence s at position p attends to cache positions 0..p of s, found through the
 // block table: position j lives at slot block_ids[block_begin[s] + j / bs] * bs + j % bs.
 //
@@ -23,6 +23,11 @@
 // With a soft cap (Gemma 2), llama.cpp's graph scales q before the attention (q * scale, then
 // rounded to fp16) and caps each kq before a softmax of scale 1: w = tanhf(kq * (1 / cap)) * cap.
 //
+// Other caches (BF16, FP8: kv_rows.h) take the same order with their values decoded where they are
+// read -- in the inner loops, 8 at a time, no dequantized copy of the cache -- and without the two
+// fp16 roundings that are llama.cpp's F16 arithmetic: q and p stay float. An FP8 row's scale
+// multiplies its q . k once, and its p before p v_j.
+//
 // 256-bit vectors only: 512-bit FMAs here lowered the core clock enough to slow the (256-bit)
 // quantized matmuls around them by ~3% of a decode step on this Xeon.
 //
@@ -32,21 +37,18 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/kv_rows.h"
 #include "backend/cpu/simd.h"
+#include "core/error.h"
 
 namespace greta::cpu {
 namespace {
 
-inline float h2f(uint16_t h) {
-#ifdef GRETA_AVX2
-  return _cvtsh_ss(h);
-#else
-  return fp16_to_float(h);
-#endif
-}
 inline float round_fp16(float x) {
 #ifdef GRETA_AVX2
   return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
@@ -68,40 +70,43 @@ inline void fold64(const float* a, float* out16) {
   for (int l = 0; l < 16; ++l) out16[l] = (a[l] + a[l + 32]) + (a[l + 16] + a[l + 48]);
 }
 
-// fp16 dot product of x (fp16 values held as floats) and y (fp16 bits), n elements, in one of
-// ggml's two shapes (see the top of the file). Scalar reference of the vector path below.
-float dot_scalar(const float* x, const uint16_t* y, int n, bool tiny) {
+// The llama.cpp arithmetic (q and p rounded to fp16) belongs to the F16 cache.
+template <class E>
+constexpr bool kGgmlF16 = std::is_same_v<E, KvF16>;
+
+// Dot product of x (floats; fp16 values for the F16 cache) and the cache row y (elements of E,
+// unscaled), n elements, in one of ggml's two shapes (see the top of the file). Scalar reference
+// of the vector path below.
+template <class E>
+float dot_scalar(const float* x, const typename E::T* y, int n, bool tiny) {
   if (tiny) {  // n % 16 == 0
     float acc[16] = {};
-    for (int i = 0; i < n; ++i) acc[i % 16] += x[i] * h2f(y[i]);
+    for (int i = 0; i < n; ++i) acc[i % 16] += x[i] * E::get(y, i);
     return reduce16_scalar(acc);
   }
   const int np = n & ~63;
   double sum = 0.0;
   if (np) {
     float acc[64] = {}, f[16];
-    for (int i = 0; i < np; ++i) acc[i % 64] += x[i] * h2f(y[i]);
+    for (int i = 0; i < np; ++i) acc[i % 64] += x[i] * E::get(y, i);
     fold64(acc, f);
     sum = reduce16_scalar(f);
   }
-  for (int i = np; i < n; ++i) sum += double(x[i] * h2f(y[i]));
+  for (int i = np; i < n; ++i) sum += double(x[i] * E::get(y, i));
   return float(sum);
 }
 
 #ifdef GRETA_AVX2
-inline __m256 load_h8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 // dot_scalar for n % 16 == 0, 16 lanes as two 8-float vectors. Always inlined: it runs once per
 // (position, head), and a call per position cost a third of attention's time.
-__attribute__((always_inline)) inline float dot_vec(const float* __restrict x, const uint16_t* __restrict y, int n,
+template <class E>
+__attribute__((always_inline)) inline float dot_vec(const float* __restrict x, const typename E::T* __restrict y, int n,
                                                     bool tiny) {
   if (tiny) {
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
     for (int i = 0; i < n; i += 16) {
-      lo = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_h8(y + i), lo);
-      hi = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_h8(y + i + 8), hi);
+      lo = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), E::load8(y + i), lo);
+      hi = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), E::load8(y + i + 8), hi);
     }
     return reduce16(lo, hi);
   }
@@ -111,62 +116,76 @@ __attribute__((always_inline)) inline float dot_vec(const float* __restrict x, c
     __m256 a[8];
     for (auto& v : a) v = _mm256_setzero_ps();
     for (int i = 0; i < np; i += 64)
-      for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * r), load_h8(y + i + 8 * r), a[r]);
+      for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8 * r), E::load8(y + i + 8 * r), a[r]);
     // accumulator r/2 of ggml (16 lanes = vectors 2r/2 and 2r/2 + 1): (0 + 2) + (1 + 3)
     const __m256 lo = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
     const __m256 hi = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
     sum = reduce16(lo, hi);
   }
-  for (int i = np; i < n; ++i) sum += double(x[i] * h2f(y[i]));
+  for (int i = np; i < n; ++i) sum += double(x[i] * E::get(y, i));
   return float(sum);
 }
 #endif  // GRETA_AVX2
 
 // --- the pieces of one head's attention (the order described at the top) ---
 
-// Element offsets of the K/V rows of positions [0, len) of kv head g, through the block table.
-void row_offsets(const int32_t* blocks, int32_t len, int g, const KVLayer& kv, size_t* offs) {
-  const int bs = kv.block_size;
-  const size_t row = size_t(kv.n_kv_heads) * kv.head_dim;
+// The cache rows (KVLayer) of positions [0, len) of kv head g, through the block table.
+void row_indices(const int32_t* blocks, int32_t len, int g, const KVLayer& kv, size_t* rows) {
+  const int bs = kv.block_size, n_kv = kv.n_kv_heads;
   for (int32_t j0 = 0; j0 < len; j0 += bs) {
-    const size_t base = size_t(blocks[j0 / bs]) * bs * row + size_t(g) * kv.head_dim;
-    for (int32_t j = j0; j < std::min(len, j0 + bs); ++j) offs[size_t(j)] = base + size_t(j - j0) * row;
+    const size_t base = size_t(blocks[j0 / bs]) * bs * n_kv + size_t(g);
+    for (int32_t j = j0; j < std::min(len, j0 + bs); ++j) rows[size_t(j)] = base + size_t(j - j0) * n_kv;
   }
 }
 
-// s[j] = (q . k_j) * scale for j in [j0, j1), soft-capped when cap > 0; returns their max. qf: q
-// rounded to fp16.
-template <bool TINY, bool VEC>
-float scores_t(const float* __restrict qf, const uint16_t* __restrict k, const size_t* __restrict offs, int hd,
-               int32_t j0, int32_t j1, float scale, float cap, float* __restrict s) {
+template <class E>
+const typename E::T* k_of(const KVLayer& kv) {
+  return static_cast<const typename E::T*>(kv.k);
+}
+template <class E>
+const typename E::T* v_of(const KVLayer& kv) {
+  return static_cast<const typename E::T*>(kv.v);
+}
+
+// s[j] = (q . k_j) * scale for j in [j0, j1), soft-capped when cap > 0; returns their max. qf: q as
+// prepare_q leaves it; ks: the K rows' scales (scaled caches).
+template <class E, bool TINY, bool VEC>
+float scores_t(const float* __restrict qf, const typename E::T* __restrict k, const float* __restrict ks,
+               const size_t* __restrict rows, int hd, int32_t j0, int32_t j1, float scale, float cap,
+               float* __restrict s) {
   float mx = -std::numeric_limits<float>::infinity();
   for (int32_t j = j0; j < j1; ++j) {
+    const typename E::T* kj = k + rows[j] * size_t(hd);
 #ifdef GRETA_AVX2
-    const float d = VEC ? dot_vec(qf, k + offs[j], hd, TINY) : dot_scalar(qf, k + offs[j], hd, TINY);
+    float d = VEC ? dot_vec<E>(qf, kj, hd, TINY) : dot_scalar<E>(qf, kj, hd, TINY);
 #else
-    const float d = dot_scalar(qf, k + offs[j], hd, TINY);
+    float d = dot_scalar<E>(qf, kj, hd, TINY);
 #endif
+    if constexpr (E::kRowScaled) d *= E::row_factor(ks[rows[j]]);
     s[j] = cap > 0.0f ? softcap(d * scale, cap) : d * scale;
     mx = std::max(mx, s[j]);
   }
   return mx;
 }
 
-float scores(const float* qf, const KVLayer& kv, const size_t* offs, int32_t j0, int32_t j1, bool tiny, float scale,
+template <class E>
+float scores(const float* qf, const KVLayer& kv, const size_t* rows, int32_t j0, int32_t j1, bool tiny, float scale,
              float cap, float* s) {
   const int hd = kv.head_dim;
+  const auto* k = k_of<E>(kv);
   if (hd % 16 == 0)
-    return tiny ? scores_t<true, true>(qf, kv.k, offs, hd, j0, j1, scale, cap, s)
-                : scores_t<false, true>(qf, kv.k, offs, hd, j0, j1, scale, cap, s);
-  return tiny ? scores_t<true, false>(qf, kv.k, offs, hd, j0, j1, scale, cap, s)
-              : scores_t<false, false>(qf, kv.k, offs, hd, j0, j1, scale, cap, s);
+    return tiny ? scores_t<E, true, true>(qf, k, kv.k_scale, rows, hd, j0, j1, scale, cap, s)
+                : scores_t<E, false, true>(qf, k, kv.k_scale, rows, hd, j0, j1, scale, cap, s);
+  return tiny ? scores_t<E, true, false>(qf, k, kv.k_scale, rows, hd, j0, j1, scale, cap, s)
+              : scores_t<E, false, false>(qf, k, kv.k_scale, rows, hd, j0, j1, scale, cap, s);
 }
 
-// q rounded to fp16 as the scores take it, and the scale left to apply to q . k: with a soft cap
-// q is scaled first (see the top of the file).
+// q as the scores take it (rounded to fp16 for the F16 cache), and the scale left to apply to
+// q . k: with a soft cap q is scaled first (see the top of the file).
+template <class E>
 float prepare_q(const float* q, int count, float scale, float cap, float* qf) {
   const float qs = cap > 0.0f ? scale : 1.0f;
-  for (int i = 0; i < count; ++i) qf[i] = round_fp16(q[i] * qs);
+  for (int i = 0; i < count; ++i) qf[i] = kGgmlF16<E> ? round_fp16(q[i] * qs) : q[i] * qs;
   return cap > 0.0f ? 1.0f : scale;
 }
 
@@ -191,13 +210,24 @@ void exp_groups(float* s, int32_t L, float mx, int32_t g0, int32_t g1, int32_t g
   }
 }
 
+// The weight position j's V row takes: fp16(e_j * inv) for the F16 cache (llama.cpp), e_j * inv
+// otherwise, times the row's scale for a scaled cache.
+template <class E>
+inline float weight(const float* e, float inv, const KVLayer& kv, const size_t* rows, int32_t j) {
+  const float p = kGgmlF16<E> ? round_fp16(e[j] * inv) : e[j] * inv;
+  if constexpr (E::kRowScaled) return p * E::row_factor(kv.v_scale[rows[j]]);
+  return p;
+}
+
 // A[l] (one row of hd floats per lane) = sum over positions j = l, l + lanes, ... < L of p_j v_j,
-// in position order, for lanes [l0, l1), with p_j = fp16(e_j * inv) formed on the fly (each
-// position is read by one lane; nothing is written back to e). Lanes no position reaches are
-// left alone. Positions below lo (outside a sliding window: p_j = 0) are skipped.
-void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t* offs, int32_t L, int lanes, int l0,
+// in position order, for lanes [l0, l1), with p_j (weight()) formed on the fly (each position is
+// read by one lane; nothing is written back to e). Lanes no position reaches are left alone.
+// Positions below lo (outside a sliding window: p_j = 0) are skipped.
+template <class E>
+void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t* rows, int32_t L, int lanes, int l0,
                       int l1, float* A, int32_t lo = 0) {
   const int hd = kv.head_dim;
+  const auto* vals = v_of<E>(kv);
   l1 = int(std::min<int32_t>(l1, L));
   // Lane l's first position at or past lo.
   auto first = [&](int l) { return l >= lo ? int32_t(l) : int32_t(l + (lo - l + lanes - 1) / lanes * lanes); };
@@ -210,9 +240,9 @@ void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t
       __m256 a[8];
       for (auto& r : a) r = _mm256_setzero_ps();
       for (int32_t j = first(l); j < L; j += lanes) {
-        const uint16_t* v = kv.v + offs[j] + d0;
-        const __m256 pv = _mm256_set1_ps(round_fp16(e[j] * inv));
-        for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(pv, load_h8(v + 8 * r), a[r]);
+        const auto* v = vals + rows[j] * size_t(hd) + d0;
+        const __m256 pv = _mm256_set1_ps(weight<E>(e, inv, kv, rows, j));
+        for (int r = 0; r < 8; ++r) a[r] = _mm256_fmadd_ps(pv, E::load8(v + 8 * r), a[r]);
       }
       for (int r = 0; r < 8; ++r) _mm256_storeu_ps(a_row + d0 + 8 * r, a[r]);
     }
@@ -220,15 +250,15 @@ void accumulate_lanes(const float* e, float inv, const KVLayer& kv, const size_t
     if (d0 == hd) continue;
     std::fill(a_row + d0, a_row + hd, 0.0f);
     for (int32_t j = first(l); j < L; j += lanes) {
-      const uint16_t* v = kv.v + offs[j];
-      const float p = round_fp16(e[j] * inv);
+      const auto* v = vals + rows[j] * size_t(hd);
+      const float p = weight<E>(e, inv, kv, rows, j);
       int i = d0;
 #ifdef GRETA_AVX2
       const __m256 pv = _mm256_set1_ps(p);
       for (; i + 8 <= hd; i += 8)
-        _mm256_storeu_ps(a_row + i, _mm256_fmadd_ps(pv, load_h8(v + i), _mm256_loadu_ps(a_row + i)));
+        _mm256_storeu_ps(a_row + i, _mm256_fmadd_ps(pv, E::load8(v + i), _mm256_loadu_ps(a_row + i)));
 #endif
-      for (; i < hd; ++i) a_row[i] += p * h2f(v[i]);
+      for (; i < hd; ++i) a_row[i] += p * E::get(v, i);
     }
   }
 }
@@ -281,27 +311,28 @@ struct HeadTask {
 
 struct HeadScratch {
   std::vector<float> s, gsum, acc, q;
-  std::vector<size_t> offs;
+  std::vector<size_t> rows;
 };
 
+template <class E>
 void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
   const int hd = kv.head_dim;
   const bool kq_tiny = T.prompt && hd % 16 == 0, kqv_tiny = T.prompt && hd % 4 == 0;
   const int lanes = kqv_tiny ? 16 : 64;
   const int32_t L = T.len, ng = (L + 15) / 16;
-  if (w.offs.size() < size_t(L)) w.offs.resize(size_t(L));
+  if (w.rows.size() < size_t(L)) w.rows.resize(size_t(L));
   if (w.s.size() < size_t(16 * ng)) w.s.resize(size_t(16 * ng)), w.gsum.resize(size_t(ng));
   if (w.acc.size() < size_t(lanes) * hd) w.acc.resize(size_t(lanes) * hd);
   if (w.q.size() < size_t(hd)) w.q.resize(size_t(hd));
-  row_offsets(T.blocks, L, T.g, kv, w.offs.data());
-  // q rounded to fp16 (ggml converts the f32 activations to the F16 cache's vec_dot type).
-  const float kq_scale = prepare_q(T.q, hd, T.scale, T.cap, w.q.data());
+  row_indices(T.blocks, L, T.g, kv, w.rows.data());
+  // q rounded to fp16 for the F16 cache (ggml converts the f32 activations to its vec_dot type).
+  const float kq_scale = prepare_q<E>(T.q, hd, T.scale, T.cap, w.q.data());
   float* s = w.s.data();
   // Positions before the window: score -inf, softmax weight exactly 0 (exp_ggml(-inf) = 0).
   std::fill(s, s + T.lo, -std::numeric_limits<float>::infinity());
-  const float mx = scores(w.q.data(), kv, w.offs.data(), T.lo, L, kq_tiny, kq_scale, T.cap, s);
+  const float mx = scores<E>(w.q.data(), kv, w.rows.data(), T.lo, L, kq_tiny, kq_scale, T.cap, s);
   exp_groups(s, L, mx, 0, ng, 1, w.gsum.data());
-  accumulate_lanes(s, inv_sum(w.gsum.data(), ng), kv, w.offs.data(), L, lanes, 0, lanes, w.acc.data(), T.lo);
+  accumulate_lanes<E>(s, inv_sum(w.gsum.data(), ng), kv, w.rows.data(), L, lanes, 0, lanes, w.acc.data(), T.lo);
   reduce_lanes(w.acc.data(), hd, lanes, int(std::min<int32_t>(L, lanes)), T.out);
 }
 
@@ -311,6 +342,7 @@ void attend_head(const HeadTask& T, const KVLayer& kv, HeadScratch& w) {
 // groups, (3) p and V^T p by quarters of the 64 lanes (the group sums added in order by each).
 // Tasks write disjoint contiguous ranges (interleaved writes cost more in cache-line traffic
 // than the work). The lanes are then reduced on the calling thread.
+template <class E>
 void attend_split(const float* q, int n_heads, int group, float scale, float cap, const int32_t* blocks, int32_t L,
                   int32_t lo, const KVLayer& kv, float* out, ThreadPool& pool) {
   const int hd = kv.head_dim;
@@ -328,9 +360,9 @@ void attend_split(const float* q, int n_heads, int group, float scale, float cap
   m_buf.resize(size_t(n_heads) * n_chunks);
   o_buf.resize(size_t(n_kv) * L);
   float *S = s_buf.data(), *G = g_buf.data(), *A = a_buf.data(), *Q = q_buf.data(), *M = m_buf.data();
-  size_t* offs = o_buf.data();
-  for (int g = 0; g < n_kv; ++g) row_offsets(blocks, L, g, kv, offs + size_t(g) * L);
-  const float kq_scale = prepare_q(q, n_heads * hd, scale, cap, Q);
+  size_t* rows = o_buf.data();
+  for (int g = 0; g < n_kv; ++g) row_indices(blocks, L, g, kv, rows + size_t(g) * L);
+  const float kq_scale = prepare_q<E>(q, n_heads * hd, scale, cap, Q);
   // Scores and V^T p tasks take the heads of one kv head together, so each chunk of K (V) rows is
   // read from memory once and from cache by the group's other heads.
   pool.run(int64_t(n_kv) * n_chunks, [&](int64_t u, int) {
@@ -340,8 +372,8 @@ void attend_split(const float* q, int n_heads, int group, float scale, float cap
     for (int h = g * group; h < (g + 1) * group; ++h) {
       float* s = S + size_t(h) * Lp;
       std::fill(s + j0, s + js, -std::numeric_limits<float>::infinity());
-      M[size_t(h) * n_chunks + c] = js < j1 ? scores(Q + size_t(h) * hd, kv, offs + size_t(g) * L, js, j1, false,
-                                                     kq_scale, cap, s)
+      M[size_t(h) * n_chunks + c] = js < j1 ? scores<E>(Q + size_t(h) * hd, kv, rows + size_t(g) * L, js, j1, false,
+                                                        kq_scale, cap, s)
                                             : -std::numeric_limits<float>::infinity();
     }
   });
@@ -354,17 +386,16 @@ void attend_split(const float* q, int n_heads, int group, float scale, float cap
   pool.run(int64_t(n_kv) * 4, [&](int64_t u, int) {
     const int g = int(u / 4), qt = int(u % 4);
     for (int h = g * group; h < (g + 1) * group; ++h)
-      accumulate_lanes(S + size_t(h) * Lp, inv_sum(G + size_t(h) * ng, ng), kv, offs + size_t(g) * L, L, 64, 16 * qt,
-                       16 * qt + 16, A + size_t(h) * 64 * hd, lo);
+      accumulate_lanes<E>(S + size_t(h) * Lp, inv_sum(G + size_t(h) * ng, ng), kv, rows + size_t(g) * L, L, 64, 16 * qt,
+                          16 * qt + 16, A + size_t(h) * 64 * hd, lo);
   });
   for (int h = 0; h < n_heads; ++h)
     reduce_lanes(A + size_t(h) * 64 * hd, hd, 64, int(std::min<int32_t>(L, 64)), out + size_t(h) * hd);
 }
 
-}  // namespace
-
-void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
-               ThreadPool& pool, int window, float softcap) {
+template <class E>
+void attention_t(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv,
+                 float* out, ThreadPool& pool, int window, float softcap) {
   const int hd = kv.head_dim;
   const int group = n_heads / kv.n_kv_heads;
   // ggml picks tinyBLAS when its batch has >= 2 tokens: a prompt. Here the choice is per token
@@ -385,7 +416,8 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
   // One decode token over a long context: split each head over the pool (attend_split).
   constexpr int32_t kSplitMin = 3072;  // measured: below it the per-head tasks are faster (docs/notes/cpu-numerics.md)
   if (n == 1 && !prompt(0) && plan.positions[0] + 1 >= kSplitMin && pool.size() > 1) {
-    attend_split(q, n_heads, group, scale, softcap, blocks_of(0), plan.positions[0] + 1, first_seen(0), kv, out, pool);
+    attend_split<E>(q, n_heads, group, scale, softcap, blocks_of(0), plan.positions[0] + 1, first_seen(0), kv, out,
+                    pool);
     return;
   }
   pool.run(n * n_heads, [&](int64_t u, int) {
@@ -402,8 +434,20 @@ void attention(const float* q, int64_t n, int n_heads, float scale, const StepPl
     T.scale = scale;
     T.cap = softcap;
     T.prompt = prompt(t);
-    attend_head(T, kv, w);
+    attend_head<E>(T, kv, w);
   });
+}
+
+}  // namespace
+
+void attention(const float* q, int64_t n, int n_heads, float scale, const StepPlan& plan, const KVLayer& kv, float* out,
+               ThreadPool& pool, int window, float softcap) {
+  switch (kv.dtype) {
+    case DType::F16: return attention_t<KvF16>(q, n, n_heads, scale, plan, kv, out, pool, window, softcap);
+    case DType::BF16: return attention_t<KvBF16>(q, n, n_heads, scale, plan, kv, out, pool, window, softcap);
+    case DType::F8_E4M3: return attention_t<KvFP8>(q, n, n_heads, scale, plan, kv, out, pool, window, softcap);
+    default: throw Error("cpu attention: no KV cache of " + std::string(dtype_name(kv.dtype)));
+  }
 }
 
 }  // namespace greta::cpu

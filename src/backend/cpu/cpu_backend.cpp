@@ -22,33 +22,60 @@ class CpuWeight : public Weight {
   cpu::WeightView view;
 };
 
-// K and V pools in fp16 (llama.cpp's default cache type; attention.cpp follows its arithmetic).
+// K and V pools per layer in the element type the backend was made with (CpuOptions::kv_dtype;
+// rows as kv_rows.h writes them), each one 64-byte-aligned allocation; FP8 rows' scales follow
+// their layer's values in the same allocation.
 class CpuKV : public KVStorage {
  public:
-  explicit CpuKV(const KVCacheDesc& d) {
+  CpuKV(const KVCacheDesc& d, DType t) {
     desc = d;
-    dtype = DType::F16;
-    const size_t elems = size_t(d.n_blocks) * d.block_size * d.n_kv_heads * d.head_dim;
-    const size_t bytes = ((elems * sizeof(uint16_t)) + 63) & ~size_t(63);
+    dtype = t;
+    const size_t rows = size_t(d.n_blocks) * d.block_size * d.n_kv_heads;
+    const size_t values = rows * d.head_dim * block_bytes(t);
+    scales_at_ = (values + 63) & ~size_t(63);
+    const size_t bytes = (scales_at_ + (t == DType::F8_E4M3 ? rows * sizeof(float) : 0) + 63) & ~size_t(63);
     for (int l = 0; l < d.n_layers; ++l) {
       for (auto* pool : {&k, &v}) {
         void* p = bytes ? std::aligned_alloc(64, bytes) : nullptr;
         if (bytes && !p)
           throw Error("cpu backend: cannot allocate KV cache (" + std::to_string(2 * d.n_layers * bytes >> 20) +
                       " MiB for " + std::to_string(d.n_blocks) + " blocks of " + std::to_string(d.block_size) + ")");
-        pool->push_back(static_cast<uint16_t*>(p));
+        pool->push_back(static_cast<uint8_t*>(p));
       }
     }
   }
   ~CpuKV() override {
-    for (uint16_t* p : k) std::free(p);
-    for (uint16_t* p : v) std::free(p);
+    for (uint8_t* p : k) std::free(p);
+    for (uint8_t* p : v) std::free(p);
   }
   cpu::KVLayer layer(int l) const {
-    return cpu::KVLayer{k[size_t(l)], v[size_t(l)], desc.block_size, desc.n_kv_heads, desc.head_dim};
+    uint8_t *kl = k[size_t(l)], *vl = v[size_t(l)];
+    const bool scaled = dtype == DType::F8_E4M3;
+    return cpu::KVLayer{kl,
+                        vl,
+                        desc.block_size,
+                        desc.n_kv_heads,
+                        desc.head_dim,
+                        dtype,
+                        scaled ? reinterpret_cast<float*>(kl + scales_at_) : nullptr,
+                        scaled ? reinterpret_cast<float*>(vl + scales_at_) : nullptr};
   }
-  std::vector<uint16_t*> k, v;  // per layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16
+  std::vector<uint8_t*> k, v;  // per layer: [n_blocks, block_size, n_kv_heads, head_dim] values, then scales
+
+ private:
+  size_t scales_at_ = 0;  // byte offset of the row scales in each pool
 };
+
+// CpuOptions::kv_dtype as the element type.
+DType cpu_kv_dtype(KVCacheDType t) {
+  switch (t) {
+    case KVCacheDType::Auto:
+    case KVCacheDType::F16: return DType::F16;
+    case KVCacheDType::BF16: return DType::BF16;
+    case KVCacheDType::FP8: return DType::F8_E4M3;
+  }
+  throw Error("cpu backend: unknown KV cache type " + std::to_string(int(t)));
+}
 
 const cpu::WeightView& view_of(const Weight& w) { return static_cast<const CpuWeight&>(w).view; }
 float* f32(Tensor t) { return static_cast<float*>(t.data); }
@@ -56,7 +83,10 @@ float* f32(Tensor t) { return static_cast<float*>(t.data); }
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuOptions& o)
-      : pool_(o.n_threads), exact_matmul_(o.exact_matmul), dump_(cpu::Dumper::open(o.dump_dir)) {}
+      : pool_(o.n_threads),
+        exact_matmul_(o.exact_matmul),
+        kv_dtype_(cpu_kv_dtype(o.kv_dtype)),
+        dump_(cpu::Dumper::open(o.dump_dir)) {}
 
   std::string name() const override { return exact_matmul_ ? "cpu (exact matmul)" : "cpu"; }
   DType act_dtype() const override { return DType::F32; }
@@ -94,7 +124,8 @@ class CpuBackend final : public Backend {
     return w;
   }
 
-  std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override { return std::make_unique<CpuKV>(d); }
+  std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override { return std::make_unique<CpuKV>(d, kv_dtype_); }
+  DType kv_dtype() const override { return kv_dtype_; }
 
   void begin_step(const StepPlan& plan) override {
     plan_ = plan;  // copy into retained vectors: no allocation once capacities have grown
@@ -266,6 +297,7 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool exact_matmul_ = false;
+  DType kv_dtype_ = DType::F16;
   std::unique_ptr<cpu::Dumper> dump_;  // CpuOptions::dump_dir; null (no cost) when unset
   cpu::Scratch act_scratch_, norm_scratch_, bias_scratch_;
   StepPlan plan_;

@@ -109,18 +109,23 @@ void moe_route(const float* logits, int64_t n, int n_experts, int k, bool renorm
 void add_rows_scaled(const float* x, int64_t m, int64_t cols, const int32_t* rows, const float* weights, float* out);
 
 // --- attention ---
-// Paged KV of one layer: [n_blocks, block_size, n_kv_heads, head_dim] fp16 values (bits) for K
-// and V. F16 like llama.cpp's default cache, so attention can follow its arithmetic exactly.
+// Paged KV of one layer: K and V pools of [n_blocks, block_size, n_kv_heads, head_dim] values of
+// `dtype` (F16 by default, like llama.cpp's cache, whose arithmetic attention follows on it; BF16;
+// F8_E4M3 with a float scale per (token, kv head) row: kv_rows.h). Row r = slot * n_kv_heads + head
+// holds values [r * head_dim, (r + 1) * head_dim) and, for F8_E4M3, scale k_scale[r] / v_scale[r].
 struct KVLayer {
-  uint16_t* k = nullptr;
-  uint16_t* v = nullptr;
+  void* k = nullptr;
+  void* v = nullptr;
   int block_size = 16, n_kv_heads = 0, head_dim = 0;
+  DType dtype = DType::F16;
+  float* k_scale = nullptr;  // F8_E4M3: [n_blocks * block_size * n_kv_heads]; else null
+  float* v_scale = nullptr;
 };
 // cos/sin of pos * inv_freq[i] for each token: cs [n, half, 2] (cos, sin), half = head_dim/2.
 // Computed once per step and reused by every layer.
 void rope_tables(const int32_t* positions, int64_t n, const float* inv_freq, int half, float* cs);
 // RoPE on q [n, n_heads*hd] (in place) and k [n, n_kv*hd] with the tables cs, then writes k and v
-// rows into the cache at slots [n], rounded to fp16 (nearest even). neox: pairs (x[i], x[i+hd/2]);
+// rows into the cache at slots [n] in its element type (kv_rows.h). neox: pairs (x[i], x[i+hd/2]);
 // else (x[2i], x[2i+1]).
 void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, const float* cs, bool neox,
                    const int32_t* slots, const KVLayer& kv, ThreadPool& pool);

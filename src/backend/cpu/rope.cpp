@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/kv_rows.h"
 #include "backend/cpu/simd.h"
 
 namespace greta::cpu {
@@ -35,17 +36,6 @@ void rotate_head(float* x, const float* cs, int half, bool neox) {
       x[2 * i + 1] = std::fma(a, s, b * c);
     }
   }
-}
-
-// Cache rows are fp16, rounded to nearest even (as ggml's set_rows into an F16 cache).
-void to_fp16(const float* x, uint16_t* h, size_t n) {
-  size_t i = 0;
-#ifdef GRETA_AVX2
-  for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-#endif
-  for (; i < n; ++i) h[i] = float_to_fp16(x[i]);
 }
 
 // True when inv_freq[i] is theta_scale^i (inv_freq[0] == 1): the repeated float product stays
@@ -83,8 +73,8 @@ void rope_kv_write(float* q, float* k, const float* v, int64_t n, int n_heads, c
     const float* c = cs + t * half * 2;
     for (int h = 0; h < n_heads; ++h) rotate_head(q + (t * n_heads + h) * hd, c, half, neox);
     for (int h = 0; h < n_kv; ++h) rotate_head(k + (t * n_kv + h) * hd, c, half, neox);
-    to_fp16(k + t * kv_row, kv.k + size_t(slots[t]) * kv_row, kv_row);
-    to_fp16(v + t * kv_row, kv.v + size_t(slots[t]) * kv_row, kv_row);
+    store_kv_rows(kv.dtype, k + t * kv_row, n_kv, hd, kv.k, kv.k_scale, slots[t]);
+    store_kv_rows(kv.dtype, v + t * kv_row, n_kv, hd, kv.v, kv.v_scale, slots[t]);
   };
   constexpr int64_t kTokensPerTask = 16;
   if (n <= kTokensPerTask) {

@@ -46,6 +46,11 @@ CudaBackend::CudaBackend(const CudaOptions& o)
     throw Error("cuda: packed_gemm_max_tokens " + std::to_string(o.packed_gemm_max_tokens) + " is negative");
   if (o.moe_gemm_min_tokens < 1)
     throw Error("cuda: moe_gemm_min_tokens " + std::to_string(o.moe_gemm_min_tokens) + " is below 1");
+  // The attention and RoPE/KV-write kernels read and write bf16 cache rows only.
+  if (o.kv_dtype != KVCacheDType::Auto && o.kv_dtype != KVCacheDType::BF16)
+    throw Error(std::string("--kv-dtype ") + (o.kv_dtype == KVCacheDType::FP8 ? "fp8" : "f16") +
+                ": the CUDA backend's KV cache is bf16 only (accepted with --device cuda: auto, bf16; fp8 and f16 "
+                "run on --device cpu)");
   attention_prefill_tc_setup();
 }
 

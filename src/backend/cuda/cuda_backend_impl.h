@@ -78,6 +78,7 @@ class CudaBackend final : public Backend {
   void free(Tensor& t) override;
   std::unique_ptr<Weight> upload(const HostTensor& w) override;
   std::unique_ptr<KVStorage> alloc_kv(const KVCacheDesc& d) override;
+  DType kv_dtype() const override { return DType::BF16; }  // CudaOptions::kv_dtype other than BF16 is refused
   void begin_step(const StepPlan& plan) override;
   double measure_bandwidth_gbs() override;
 
