@@ -1,5 +1,6 @@
 // Causal prefill attention on tensor cores: the production shape of the kernel in
-// attention_prefill_tc.cuh (4 warps = 64 query rows a block, 64-key tiles two stages deep).
+// attention_prefill_tc.cuh (8 warps = 128 query rows a block, 64-key tiles two stages deep: the
+// fastest shape measured, docs/notes/attention.md).
 #include <string>
 
 #include "backend/cuda/attention_prefill_tc.cuh"
@@ -8,7 +9,7 @@
 namespace greta::cuda {
 namespace {
 
-constexpr int kWarps = 4, kStages = 2;
+constexpr int kWarps = 8, kStages = 2;
 
 template <int HD>
 void allow_tc_smem() {  // past the 48 KB default
