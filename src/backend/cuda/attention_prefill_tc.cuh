@@ -31,9 +31,9 @@ constexpr int kKeysTc = 64;  // keys per shared-memory tile
 // HD: head_dim; WARPS: 16 query rows each; STAGES: key tiles in flight.
 template <int HD, int WARPS, int STAGES>
 struct TcShape {
-  static constexpr int kRows = 16 * WARPS;      // query tokens per block
-  static constexpr int kPad = HD + 8;           // bf16 per row: 16 bytes of padding
-  static constexpr int kTile = kKeysTc * kPad;  // bf16 per K (or V) tile
+  static constexpr int kRows = 16 * WARPS;                                     // query tokens per block
+  static constexpr int kPad = HD + 8;                                          // bf16 per row: 16 bytes of padding
+  static constexpr int kTile = kKeysTc * kPad;                                 // bf16 per K (or V) tile
   static constexpr size_t kBytes = size_t(STAGES) * 2 * kTile * sizeof(bf16);  // K and V, every stage
 };
 
