@@ -6,6 +6,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+
 // p[i] uniform in [-scale / 2, scale / 2), from a hash of i and seed.
 __global__ void fill_random(__nv_bfloat16* p, int64_t n, uint32_t seed, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -56,4 +59,21 @@ __global__ void naive_attention_rows(const __nv_bfloat16* q, const __nv_bfloat16
     }
     out[(int64_t(r) * n_heads + h) * hd + d] = o / red[1];
   }
+}
+
+// One paged cache layer of random values (seeds 11 for K, 12 for V, uniform in [-1, 1)):
+// k, v [n_blocks, bs, n_kv, hd] bf16. The caller frees kv.k and kv.v.
+inline greta::cuda::KVLayerDev random_kv_layer(int n_blocks, int bs, int n_kv, int hd) {
+  greta::cuda::KVLayerDev kv;
+  const size_t pool = size_t(n_blocks) * bs * n_kv * hd;
+  GRETA_CUDA_CHECK(cudaMalloc(&kv.k, pool * 2));
+  GRETA_CUDA_CHECK(cudaMalloc(&kv.v, pool * 2));
+  kv.n_blocks = n_blocks;
+  kv.block_size = bs;
+  kv.n_kv_heads = n_kv;
+  kv.head_dim = hd;
+  fill_random<<<2048, 256>>>(kv.k, int64_t(pool), 11, 2.f);
+  fill_random<<<2048, 256>>>(kv.v, int64_t(pool), 12, 2.f);
+  GRETA_CUDA_LAUNCH_CHECK();
+  return kv;
 }
