@@ -73,7 +73,7 @@ std::vector<ToolStreamDelta> ToolCallStream::finish() {
   switch (state_) {
     case State::Text: content(std::exchange(hold_, {})); break;
     case State::Header: content(whole_call_ ? std::exchange(hold_, {}) : std::exchange(block_, {})); break;
-    case State::MistralHeader: content(std::string(kMistral) + std::exchange(hold_, {})); break;
+    case State::Marker: content(std::string(kMistral) + std::exchange(hold_, {})); break;
     case State::BlockRaw: resolve_block(); break;
     case State::Args:
       if (value_ == Value::Scalar) scalar_arguments();
@@ -107,7 +107,7 @@ void ToolCallStream::step(char c) {
       return to_text(std::exchange(whole_, {}));  // no call: all of it is text
     case State::Text: return text(c);
     case State::Header: return header(c);
-    case State::MistralHeader: return mistral_header(c);
+    case State::Marker: return mistral_header(c);
     case State::BlockRaw:
       block_ += c;
       if (block_.size() >= kOpen.size() + kClose.size() &&
@@ -160,7 +160,7 @@ void ToolCallStream::text(char c) {
   content(released);
   if (tag < 0) return;
   if (tag == 1) {  // whitespace before it stays held, as before a block
-    state_ = State::MistralHeader;
+    state_ = State::Marker;
     return;
   }
   block_ = kOpen;  // whitespace before it stays held: it is content only if text follows

@@ -69,7 +69,7 @@ class ToolCallStream {
     WholeOpen,  // whole output after its marker: `[` or `{` next
     Text,       // content; hold_ is a tail that may begin <tool_call> or [TOOL_CALLS]
     Header,     // a call object's header, in hold_
-    MistralHeader,  // after `[TOOL_CALLS]` in text: name, [CALL_ID], [ARGS], in hold_
+    Marker,     // after `[TOOL_CALLS]` in text: name, [CALL_ID], [ARGS], in hold_
     BlockRaw,   // a <tool_call> block that is no streamable call, up to its close, in block_
     WholeRaw,   // a whole output that is no streamable call: held to the end in whole_
     Args,       // the arguments value

@@ -131,8 +131,10 @@ const std::vector<Case>& cases() {
       {"[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}", {"", {{"get_weather", "{\"city\": \"Paris\"}"}}}},
       {"[TOOL_CALLS]ping[ARGS]{}[TOOL_CALLS]get_weather[CALL_ID]a1B2c3D4e[ARGS]{\"q\": \"[TOOL_CALLS]x]\"}",
        {"", {{"ping", "{}"}, {"get_weather", "{\"q\": \"[TOOL_CALLS]x]\"}"}}}},
-      {"Checking.\n[TOOL_CALLS]ping[ARGS] {\"a\": [1]}\nDone. [x]", {"Checking.\n\nDone. [x]", {{"ping", "{\"a\": [1]}"}}}},
-      {" [TOOL_CALLS]ping[ARGS]\"{\\\"a\\\": 1}\"\n[TOOL_CALLS]ping[ARGS]null", {"", {{"ping", "{\"a\": 1}"}, {"ping", "{}"}}}},
+      {"Checking.\n[TOOL_CALLS]ping[ARGS] {\"a\": [1]}\nDone. [x]",
+       {"Checking.\n\nDone. [x]", {{"ping", "{\"a\": [1]}"}}}},
+      {" [TOOL_CALLS]ping[ARGS]\"{\\\"a\\\": 1}\"\n[TOOL_CALLS]ping[ARGS]null",
+       {"", {{"ping", "{\"a\": 1}"}, {"ping", "{}"}}}},
       {"[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Os", {"", {{"get_weather", "{\"city\": \"Os"}}}},
       {"[TOOL_CALLS][TOOL_CALLS]ping[ARGS]7", {"[TOOL_CALLS]", {{"ping", "7"}}}},
       // Not a call: an unknown tool, a cut header, a name with no [ARGS]; all of it is text.
@@ -220,7 +222,7 @@ TEST(ServerToolCallStream, RandomOutputsSplitAnyway) {
       std::string text = coin(4) ? (coin(2) ? "[TOOL_CALLS] [" + call() + ", " + call() + "]" : call()) : "";
       for (int i = std::uniform_int_distribution<int>(0, 4)(rng); i > 0; --i) {
         const int kind = std::uniform_int_distribution<int>(0, 3)(rng);
-        text += kind == 0 ? "<tool_call>\n" + call() + "\n</tool_call>"
+        text += kind == 0   ? "<tool_call>\n" + call() + "\n</tool_call>"
                 : kind == 1 ? mistral()
                             : pick(fragments) + pick(fragments);
       }
@@ -313,7 +315,7 @@ TEST(ServerToolCallStream, MistralCallsStreamAsTheyArrive) {
   };
   const auto text = s.push("Sure. [TOOL_CALLS]get_wea");
   ASSERT_EQ(kinds(text), "c");
-  EXPECT_EQ(text[0].text, "Sure.");  // the space and the marker wait
+  EXPECT_EQ(text[0].text, "Sure.");           // the space and the marker wait
   EXPECT_TRUE(s.push("ther[ARGS]").empty());  // the name is known, the arguments not begun
   const auto start = s.push(" {\"city\"");
   ASSERT_EQ(kinds(start), "sa");
@@ -337,34 +339,40 @@ TEST(ServerToolCallStream, NothingIsACallWithToolChoiceNone) {
 TEST(ServerToolCallStream, HeadersResolveAsSoonAsTheyCan) {
   const ToolRequest t = tools();
   using S = CallHeader::Status;
-  EXPECT_EQ(scan_call_header("", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header(" {\"", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header("{\"type\": \"function\", \"na", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header("{\"name\": \"get_weather\", \"arguments\": ", t).status, S::Partial);
+  const std::vector<std::pair<std::string, S>> objects = {
+      {"", S::Partial},
+      {" {\"", S::Partial},
+      {"{\"type\": \"function\", \"na", S::Partial},
+      {"{\"name\": \"get_weather\", \"arguments\": ", S::Partial},
+      {"{\"name\": \"ping\",\n\"parameters\":7", S::Complete},
+      {"{\"name\": \"rm\"", S::Mismatch},   // no such tool
+      {"{\"name\": \"pi ng", S::Mismatch},  // not a name
+      {"{\"arguments\": {}", S::Mismatch},  // other order
+      {"{\"name\": \"ping\", \"arguments\": <", S::Mismatch},
+      {"{\"type\": \"code\"", S::Mismatch},
+      {"{" + std::string(kMaxCallHeader, ' '), S::Mismatch},
+      {"{\"name\": \"" + std::string(65, 'a'), S::Mismatch},
+  };
+  for (const auto& [text, status] : objects) EXPECT_EQ(scan_call_header(text, t).status, status) << text;
   const CallHeader h = scan_call_header("{\"name\": \"get_weather\", \"arguments\": {", t);
   EXPECT_EQ(h.status, S::Complete);
   EXPECT_EQ(h.name, "get_weather");
   EXPECT_EQ(h.value_at, 37u);
-  EXPECT_EQ(scan_call_header("{\"name\": \"ping\",\n\"parameters\":7", t).status, S::Complete);
-  EXPECT_EQ(scan_call_header("{\"name\": \"rm\"", t).status, S::Mismatch);   // no such tool
-  EXPECT_EQ(scan_call_header("{\"name\": \"pi ng", t).status, S::Mismatch);  // not a name
-  EXPECT_EQ(scan_call_header("{\"arguments\": {}", t).status, S::Mismatch);  // other order
-  EXPECT_EQ(scan_call_header("{\"name\": \"ping\", \"arguments\": <", t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{\"type\": \"code\"", t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{" + std::string(kMaxCallHeader, ' '), t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{\"name\": \"" + std::string(65, 'a'), t).status, S::Mismatch);
 
-  EXPECT_EQ(scan_mistral_header("get_weath", t).status, S::Partial);
-  EXPECT_EQ(scan_mistral_header("ping[CALL_", t).status, S::Partial);
-  EXPECT_EQ(scan_mistral_header("ping[CALL_ID]ab1[AR", t).status, S::Partial);
-  EXPECT_EQ(scan_mistral_header("ping[ARGS] ", t).status, S::Partial);
+  const std::vector<std::pair<std::string, S>> markers = {
+      {"get_weath", S::Partial},
+      {"ping[CALL_", S::Partial},
+      {"ping[CALL_ID]ab1[AR", S::Partial},
+      {"ping[ARGS] ", S::Partial},
+      {"rm[", S::Mismatch},          // no such tool
+      {"[ARGS]", S::Mismatch},       // no name
+      {"ping{", S::Mismatch},        // no [ARGS]
+      {"ping[ARGS]<", S::Mismatch},  // no value
+      {std::string(65, 'a'), S::Mismatch},
+  };
+  for (const auto& [text, status] : markers) EXPECT_EQ(scan_mistral_header(text, t).status, status) << text;
   const CallHeader m = scan_mistral_header("get_weather[CALL_ID]ab1[ARGS] {", t);
   EXPECT_EQ(m.status, S::Complete);
   EXPECT_EQ(m.name, "get_weather");
   EXPECT_EQ(m.value_at, 30u);
-  EXPECT_EQ(scan_mistral_header("rm[", t).status, S::Mismatch);        // no such tool
-  EXPECT_EQ(scan_mistral_header("[ARGS]", t).status, S::Mismatch);     // no name
-  EXPECT_EQ(scan_mistral_header("ping{", t).status, S::Mismatch);      // no [ARGS]
-  EXPECT_EQ(scan_mistral_header("ping[ARGS]<", t).status, S::Mismatch);  // no value
-  EXPECT_EQ(scan_mistral_header(std::string(65, 'a'), t).status, S::Mismatch);
 }
