@@ -43,6 +43,24 @@ bool starts_value(char c) {
          std::isdigit(static_cast<unsigned char>(c));
 }
 
+CallHeader mismatched() {
+  CallHeader h;
+  h.status = CallHeader::Status::Mismatch;
+  return h;
+}
+
+// After the header's last token: the arguments value's first character, past whitespace.
+CallHeader value_start(Reader& r, std::string name) {
+  while (!r.at_end() && is_ws(r.s[r.pos])) ++r.pos;
+  if (r.at_end()) return {};
+  if (!starts_value(r.s[r.pos])) return mismatched();
+  CallHeader h;
+  h.status = CallHeader::Status::Complete;
+  h.name = std::move(name);
+  h.value_at = r.pos;
+  return h;
+}
+
 }  // namespace
 
 CallHeader scan_call_header(std::string_view s, const ToolRequest& t) {
@@ -79,13 +97,29 @@ CallHeader scan_call_header(std::string_view s, const ToolRequest& t) {
   if (key == Match::No) key = r.word("\"parameters\"");
   if (key != Match::Yes) return unfinished(key);
   if (Match m = words(r, {":"}); m != Match::Yes) return unfinished(m);
+  return value_start(r, std::move(name));
+}
+
+CallHeader scan_mistral_header(std::string_view s, const ToolRequest& t) {
+  if (s.size() > kMaxCallHeader) return mismatched();
+  Reader r{s};
   while (!r.at_end() && is_ws(s[r.pos])) ++r.pos;
-  if (r.at_end()) return h;
-  if (!starts_value(s[r.pos])) return mismatch();
-  h.status = CallHeader::Status::Complete;
-  h.name = std::move(name);
-  h.value_at = r.pos;
-  return h;
+  std::string name;
+  for (; !r.at_end() && name_char(s[r.pos]); ++r.pos) {
+    if (name.size() == 64) return mismatched();
+    name += s[r.pos];
+  }
+  if (r.at_end()) return {};  // the name may go on
+  if (name.empty() || !find_tool(t, name)) return mismatched();
+  switch (r.word("[CALL_ID]")) {
+    case Match::Partial: return {};
+    case Match::Yes:
+      while (!r.at_end() && (name_char(s[r.pos]) || is_ws(s[r.pos]))) ++r.pos;
+      break;
+    case Match::No: break;
+  }
+  if (Match m = r.word("[ARGS]"); m != Match::Yes) return m == Match::No ? mismatched() : CallHeader{};
+  return value_start(r, std::move(name));
 }
 
 }  // namespace greta::server

@@ -13,6 +13,15 @@
 // - Complete exactly when the arguments value's first character has arrived and can start a
 //   JSON value ({ [ " - digit t f n); value_at is its index.
 // - Never throws; reads only `s`.
+//
+// Mistral's tokenizer v7/v11+ form (Mistral Small 3.x, Magistral, Devstral) writes no object:
+// after its `[TOOL_CALLS]` marker comes the bare name, an optional `[CALL_ID]id`, `[ARGS]` and
+// the arguments value. scan_mistral_header reads what follows the marker:
+//
+//   <tool> [ "[CALL_ID]" <id> ] "[ARGS]" <first char of value>
+//
+// with the same statuses (whitespace allowed around the tokens, the id ignored: the server
+// gives each call its own).
 #pragma once
 #include <cstddef>
 #include <string>
@@ -33,5 +42,6 @@ struct CallHeader {
 };
 
 CallHeader scan_call_header(std::string_view s, const ToolRequest& t);
+CallHeader scan_mistral_header(std::string_view s, const ToolRequest& t);
 
 }  // namespace greta::server

@@ -1,5 +1,6 @@
 #include "server/tool_call_stream.h"
 
+#include <initializer_list>
 #include <utility>
 
 #include "server/tool_call_header.h"
@@ -12,6 +13,8 @@ namespace {
 
 constexpr std::string_view kOpen = "<tool_call>";
 constexpr std::string_view kClose = "</tool_call>";
+// Mistral's marker; in the tokenizer v7/v11+ form each call is `[TOOL_CALLS]name[ARGS]{...}`.
+constexpr std::string_view kMistral = "[TOOL_CALLS]";
 // What may precede whole-output calls: Llama's python tag (when special tokens are shown) and
 // Mistral's marker.
 constexpr std::string_view kMarkers[] = {"<|python_tag|>", "[TOOL_CALLS]"};
@@ -20,24 +23,31 @@ bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 bool prefix_of(std::string_view s, std::string_view w) { return s.size() <= w.size() && w.substr(0, s.size()) == s; }
 
-// Follows `tag` through the held tail `held`; true when it is complete. What can no longer
-// be part of it goes to `released`. The tags begin with '<' and have none elsewhere, so after
-// a mismatch only `c` itself can begin the tag again.
-bool tail_matches(std::string& held, char c, std::string_view tag, std::string& released) {
+// Follows `tags` through the held tail `held`; the index of the one it completes, or -1. What
+// can no longer be part of one goes to `released`. Each tag's first character ('<', '[')
+// occurs in no tag but at its start, so the tail is a prefix of at most one of them, and after
+// a mismatch only `c` itself can begin one again.
+int tail_matches(std::string& held, char c, std::initializer_list<std::string_view> tags, std::string& released) {
   held += c;
-  if (held == tag) {
-    held.clear();
-    return true;
+  int i = 0;
+  for (std::string_view tag : tags) {
+    if (held == tag) {
+      held.clear();
+      return i;
+    }
+    if (prefix_of(held, tag)) return -1;
+    ++i;
   }
-  if (prefix_of(held, tag)) return false;
-  if (c == tag[0]) {
+  bool restarts = false;
+  for (std::string_view tag : tags) restarts = restarts || c == tag[0];
+  if (restarts) {
     released.append(held, 0, held.size() - 1);
     held.assign(1, c);
   } else {
     released += held;
     held.clear();
   }
-  return false;
+  return -1;
 }
 
 }  // namespace
@@ -63,6 +73,7 @@ std::vector<ToolStreamDelta> ToolCallStream::finish() {
   switch (state_) {
     case State::Text: content(std::exchange(hold_, {})); break;
     case State::Header: content(whole_call_ ? std::exchange(hold_, {}) : std::exchange(block_, {})); break;
+    case State::Marker: content(std::string(kMistral) + std::exchange(hold_, {})); break;
     case State::BlockRaw: resolve_block(); break;
     case State::Args:
       if (value_ == Value::Scalar) scalar_arguments();
@@ -96,6 +107,7 @@ void ToolCallStream::step(char c) {
       return to_text(std::exchange(whole_, {}));  // no call: all of it is text
     case State::Text: return text(c);
     case State::Header: return header(c);
+    case State::Marker: return mistral_header(c);
     case State::BlockRaw:
       block_ += c;
       if (block_.size() >= kOpen.size() + kClose.size() &&
@@ -106,7 +118,7 @@ void ToolCallStream::step(char c) {
     case State::Args: return value(c);
     case State::AfterArgs: {
       std::string dropped;
-      if (tail_matches(hold_, c, kClose, dropped)) call_end();
+      if (tail_matches(hold_, c, {kClose}, dropped) == 0) call_end();
       return;
     }
     case State::ObjRest: return after_value(c);
@@ -144,9 +156,13 @@ void ToolCallStream::to_text(std::string_view held) {
 
 void ToolCallStream::text(char c) {
   std::string released;
-  const bool open = tail_matches(hold_, c, kOpen, released);
+  const int tag = tail_matches(hold_, c, {kOpen, kMistral}, released);
   content(released);
-  if (!open) return;
+  if (tag < 0) return;
+  if (tag == 1) {  // whitespace before it stays held, as before a block
+    state_ = State::Marker;
+    return;
+  }
   block_ = kOpen;  // whitespace before it stays held: it is content only if text follows
   whole_call_ = false;
   state_ = State::Header;
@@ -172,6 +188,25 @@ void ToolCallStream::header(char c) {
   } else {
     to_text(std::exchange(hold_, {}));  // an object after calls that is none: text
   }
+}
+
+void ToolCallStream::mistral_header(char c) {
+  hold_ += c;
+  const CallHeader h = scan_mistral_header(hold_, *t_);
+  if (h.status == CallHeader::Status::Partial) return;
+  if (h.status == CallHeader::Status::Complete) {
+    const char first = hold_[h.value_at];
+    hold_.clear();
+    whole_call_ = false;
+    mistral_call_ = true;
+    call_start(new_call_id(), h.name);
+    return begin_value(first);
+  }
+  // No call: the marker is text, and what followed it is read again as text (it may hold the
+  // next marker).
+  state_ = State::Text;
+  content(kMistral);
+  steps(std::exchange(hold_, {}));
 }
 
 void ToolCallStream::begin_value(char c) {
@@ -219,7 +254,7 @@ void ToolCallStream::value(char c) {
     }
     return;
   }
-  if (is_ws(c) || c == ',' || c == '}' || c == ']' || c == '<') {
+  if (is_ws(c) || c == ',' || c == '}' || c == ']' || c == '<' || c == '[') {
     scalar_arguments();
     end_value();
     return step(c);
@@ -234,7 +269,9 @@ void ToolCallStream::scalar_arguments() {
 
 void ToolCallStream::end_value() {
   hold_.clear();
-  if (whole_call_) {
+  if (mistral_call_) {
+    call_end();  // the call is its value: text or the next marker follow
+  } else if (whole_call_) {
     state_ = State::ObjRest;  // inside the call object, one level deep
     depth_ = 1;
     in_string_ = escaped_ = false;
@@ -335,6 +372,7 @@ void ToolCallStream::arguments(std::string_view s) {
 
 void ToolCallStream::call_end() {
   hold_.clear();
+  mistral_call_ = false;
   state_ = !t_->parallel ? State::Ignore : whole_call_ ? State::Between : State::Text;
 }
 

@@ -8,6 +8,9 @@
 // - Whole-output calls (Llama 3.1/3.2, Mistral, a generic JSON fallback): the output opens,
 //   after whitespace and an optional `<|python_tag|>` or `[TOOL_CALLS]` marker, with a call
 //   object or an array of them; further objects may follow after `,` or `;`.
+// - Mistral tokenizer v7/v11+ (Mistral Small 3.x, Magistral, Devstral):
+//   `[TOOL_CALLS]name[ARGS]{...}` (optionally `[CALL_ID]id` before `[ARGS]`), one marker per
+//   call, any number of them, anywhere in the output; text around them is content.
 // A call object whose header (server/tool_call_header.h) names a tool of the request is a call
 // from then on: its arguments stream as the model writes them, raw JSON text, up to the end of
 // the value (the arguments of an output cut by max_tokens are cut too). Objects in another key
@@ -19,7 +22,8 @@
 //   (content, and each call's id aside, name and arguments), and parse_tool_calls, which feeds
 //   the whole text at once, is that result.
 // - Held back: only what could still turn out to be call markup: a tail that may begin
-//   `<tool_call>`, a block's header until it names its tool, whitespace (until text follows it),
+//   `<tool_call>` or `[TOOL_CALLS]`, a block's or a marker's header until it names its tool and
+//   its arguments begin, whitespace (until text follows it),
 //   and an output opening like a whole-output call until its header resolves (one that does
 //   not open like a streamable call is held to the end). Call markup never reaches content.
 // - With calls, the content is the text outside them without leading and trailing whitespace
@@ -63,8 +67,9 @@ class ToolCallStream {
   enum class State {
     Start,      // leading whitespace and what may be a whole-output marker, in hold_
     WholeOpen,  // whole output after its marker: `[` or `{` next
-    Text,       // content; hold_ is a tail that may begin <tool_call>
+    Text,       // content; hold_ is a tail that may begin <tool_call> or [TOOL_CALLS]
     Header,     // a call object's header, in hold_
+    Marker,     // after `[TOOL_CALLS]` in text: name, [CALL_ID], [ARGS], in hold_
     BlockRaw,   // a <tool_call> block that is no streamable call, up to its close, in block_
     WholeRaw,   // a whole output that is no streamable call: held to the end in whole_
     Args,       // the arguments value
@@ -80,6 +85,7 @@ class ToolCallStream {
   void start(char c);
   void text(char c);
   void header(char c);
+  void mistral_header(char c);
   void value(char c);
   void after_value(char c);
   void between(char c);
@@ -105,6 +111,7 @@ class ToolCallStream {
   std::string whole_;           // the output so far while it may be whole-output calls
   bool whole_pending_ = false;  // whole_ is being collected (no call yet)
   bool whole_call_ = false;     // the current call object is a whole-output one, not a block
+  bool mistral_call_ = false;   // the current call is `[TOOL_CALLS]name[ARGS]value`: it ends with its value
   bool in_list_ = false;        // whole output: inside its [ ... ]
   std::string ws_;              // content whitespace not sent yet: sent only if more content follows
   bool content_sent_ = false;   // some content went out

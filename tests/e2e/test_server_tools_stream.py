@@ -3,7 +3,8 @@
 client's own stream helper (ChatCompletionStreamState), give the same tool_calls as the plain
 response; arguments arrive in several deltas; several calls in one response, each its own index;
 parallel_tool_calls false keeps one call and stops the generation there. Where the test needs two
-calls for certain, a `grammar` makes the model write two blocks (the tools stay on auto)."""
+calls for certain, a `grammar` makes the model write two blocks (the tools stay on auto); another
+makes it write Mistral's `[TOOL_CALLS]name[ARGS]{...}` form, which streams the same way."""
 import json
 
 import pytest
@@ -22,6 +23,11 @@ num ::= [1-9] [0-9]{0,2}
 '''
 TWO_CALLS = 'root ::= add "\\n" weather' + BLOCKS
 TEXT_THEN_CALL = 'root ::= "Let me look that up for you. " weather' + BLOCKS
+# Mistral's tokenizer v7/v11+ form: a marker per call, the bare name, [ARGS] and the value.
+MISTRAL_CALLS = r'''
+root ::= "Let me look that up. [TOOL_CALLS]add[ARGS]{\"a\": " num ", \"b\": " num "}[TOOL_CALLS]get_weather[ARGS]{\"city\": \"" [A-Z] [a-z]{1,10} "\", \"unit\": \"celsius\"}"
+num ::= [1-9] [0-9]{0,2}
+'''
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +133,22 @@ def test_text_before_a_call_streams_as_content(server):
     assert "".join(pieces) == "Let me look that up for you."  # the markup, and the space before it, are not content
     content, calls, finish, _ = plain(c, tool_choice="auto", extra_body={"grammar": TEXT_THEN_CALL})
     assert content == "Let me look that up for you." and finish == "tool_calls" and calls[0][0] == "get_weather"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_mistral_marker_calls_stream_like_blocks(server, stream):
+    c = server.client()
+    got = (streamed if stream else plain)(c, tool_choice="auto", extra_body={"grammar": MISTRAL_CALLS})
+    content, calls, finish = got[:3]
+    assert content == "Let me look that up." and finish == "tool_calls", got
+    assert [name for name, _ in calls] == ["add", "get_weather"], calls
+    for name, arguments in calls:
+        jsonschema.validate(json.loads(arguments), PARAMS[name])
+    if stream:
+        assert len(got[4][0]) > 3 and len(got[4][1]) > 3, got[4]  # the arguments came token by token
+        assert got[:4] == plain(c, tool_choice="auto", extra_body={"grammar": MISTRAL_CALLS})
+    one = plain(c, tool_choice="auto", parallel_tool_calls=False, extra_body={"grammar": MISTRAL_CALLS})
+    assert one[1] == calls[:1] and one[2] == "tool_calls", one
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -127,6 +127,20 @@ const std::vector<Case>& cases() {
       {"[{\"name\": \"ping\", \"arguments\": 7}]", {"", {{"ping", "7"}}}},
       // Not streamable (key order), read whole at the end.
       {"[{\"arguments\": {}, \"name\": \"ping\"}]", {"", {{"ping", "{}"}}}},
+      // Mistral's tokenizer v7/v11+ form: one marker per call, an optional call id, markers in text.
+      {"[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}", {"", {{"get_weather", "{\"city\": \"Paris\"}"}}}},
+      {"[TOOL_CALLS]ping[ARGS]{}[TOOL_CALLS]get_weather[CALL_ID]a1B2c3D4e[ARGS]{\"q\": \"[TOOL_CALLS]x]\"}",
+       {"", {{"ping", "{}"}, {"get_weather", "{\"q\": \"[TOOL_CALLS]x]\"}"}}}},
+      {"Checking.\n[TOOL_CALLS]ping[ARGS] {\"a\": [1]}\nDone. [x]",
+       {"Checking.\n\nDone. [x]", {{"ping", "{\"a\": [1]}"}}}},
+      {" [TOOL_CALLS]ping[ARGS]\"{\\\"a\\\": 1}\"\n[TOOL_CALLS]ping[ARGS]null",
+       {"", {{"ping", "{\"a\": 1}"}, {"ping", "{}"}}}},
+      {"[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Os", {"", {{"get_weather", "{\"city\": \"Os"}}}},
+      {"[TOOL_CALLS][TOOL_CALLS]ping[ARGS]7", {"[TOOL_CALLS]", {{"ping", "7"}}}},
+      // Not a call: an unknown tool, a cut header, a name with no [ARGS]; all of it is text.
+      {"[TOOL_CALLS]rm[ARGS]{}", {"[TOOL_CALLS]rm[ARGS]{}", {}}},
+      {"a [TOOL_CALLS]ping[CALL_ID]x[AR", {"a [TOOL_CALLS]ping[CALL_ID]x[AR", {}}},
+      {"[TOOL_CALLS]ping {}", {"[TOOL_CALLS]ping {}", {}}},
   };
   return c;
 }
@@ -185,6 +199,9 @@ TEST(ServerToolCallStream, RandomOutputsSplitAnyway) {
                                               "\"",
                                               "<",
                                               "[TOOL_CALLS]",
+                                              "[ARGS]",
+                                              "[CALL_ID]",
+                                              "ping",
                                               "<|python_tag|>",
                                               "null",
                                               "7",
@@ -196,15 +213,19 @@ TEST(ServerToolCallStream, RandomOutputsSplitAnyway) {
     return v[std::uniform_int_distribution<size_t>(0, v.size() - 1)(rng)];
   };
   auto coin = [&](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng) == 0; };
-  auto call = [&] {
-    return "{\"name\": \"" + std::string(coin(2) ? "ping" : "get_weather") + "\", \"arguments\": " + pick(values) + "}";
-  };
+  auto name = [&] { return std::string(coin(2) ? "ping" : "get_weather"); };
+  auto call = [&] { return "{\"name\": \"" + name() + "\", \"arguments\": " + pick(values) + "}"; };
+  auto mistral = [&] { return "[TOOL_CALLS]" + name() + (coin(3) ? "[CALL_ID]x9" : "") + "[ARGS]" + pick(values); };
   int with_calls = 0, without = 0;
   for (const ToolRequest& t : {tools(), tools(R"(,"parallel_tool_calls":false)")}) {
     for (int n = 0; n < 300; ++n) {
       std::string text = coin(4) ? (coin(2) ? "[TOOL_CALLS] [" + call() + ", " + call() + "]" : call()) : "";
-      for (int i = std::uniform_int_distribution<int>(0, 4)(rng); i > 0; --i)
-        text += coin(2) ? "<tool_call>\n" + call() + "\n</tool_call>" : pick(fragments) + pick(fragments);
+      for (int i = std::uniform_int_distribution<int>(0, 4)(rng); i > 0; --i) {
+        const int kind = std::uniform_int_distribution<int>(0, 3)(rng);
+        text += kind == 0   ? "<tool_call>\n" + call() + "\n</tool_call>"
+                : kind == 1 ? mistral()
+                            : pick(fragments) + pick(fragments);
+      }
       for (int i = std::uniform_int_distribution<int>(0, 2)(rng); i > 0; --i)
         text.insert(std::uniform_int_distribution<size_t>(0, text.size())(rng), pick(fragments));
       if (coin(4)) text.resize(std::uniform_int_distribution<size_t>(0, text.size())(rng));
@@ -273,6 +294,40 @@ TEST(ServerToolCallStream, OneCallWhenParallelCallsAreOff) {
   EXPECT_EQ(mistral, (Result{"", {{"ping", "{}"}}}));
   EXPECT_EQ(result_of(parse_tool_calls("[{\"arguments\": {}, \"name\": \"ping\"}, {\"name\": \"ping\"}]", t)),
             (Result{"", {{"ping", "{}"}}}));
+
+  ToolCallStream m(t);
+  m.push("[TOOL_CALLS]ping[ARGS]{\"a\": 1");
+  EXPECT_FALSE(m.done());
+  m.push("}");
+  EXPECT_TRUE(m.done());  // the value ends the call: no closing markup to wait for
+  EXPECT_TRUE(m.push("[TOOL_CALLS]get_weather[ARGS]{} more").empty());
+  EXPECT_TRUE(m.finish().empty());
+  EXPECT_EQ(m.calls(), 1);
+}
+
+TEST(ServerToolCallStream, MistralCallsStreamAsTheyArrive) {
+  const ToolRequest t = tools();
+  ToolCallStream s(t);
+  auto kinds = [](const std::vector<ToolStreamDelta>& d) {
+    std::string k;
+    for (const auto& x : d) k += x.kind == Kind::Content ? 'c' : x.kind == Kind::CallStart ? 's' : 'a';
+    return k;
+  };
+  const auto text = s.push("Sure. [TOOL_CALLS]get_wea");
+  ASSERT_EQ(kinds(text), "c");
+  EXPECT_EQ(text[0].text, "Sure.");           // the space and the marker wait
+  EXPECT_TRUE(s.push("ther[ARGS]").empty());  // the name is known, the arguments not begun
+  const auto start = s.push(" {\"city\"");
+  ASSERT_EQ(kinds(start), "sa");
+  EXPECT_EQ(start[0].name, "get_weather");
+  EXPECT_EQ(start[1].text, "{\"city\"");
+  const auto rest = s.push(": \"Oslo\"}[TOOL_CALLS]ping[ARGS]{}");
+  ASSERT_EQ(kinds(rest), "asa");
+  EXPECT_EQ(rest[0].text, ": \"Oslo\"}");
+  EXPECT_EQ(rest[1].index, 1);
+  EXPECT_EQ(rest[2].text, "{}");
+  EXPECT_TRUE(s.finish().empty());
+  EXPECT_EQ(s.calls(), 2);
 }
 
 TEST(ServerToolCallStream, NothingIsACallWithToolChoiceNone) {
@@ -284,20 +339,40 @@ TEST(ServerToolCallStream, NothingIsACallWithToolChoiceNone) {
 TEST(ServerToolCallStream, HeadersResolveAsSoonAsTheyCan) {
   const ToolRequest t = tools();
   using S = CallHeader::Status;
-  EXPECT_EQ(scan_call_header("", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header(" {\"", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header("{\"type\": \"function\", \"na", t).status, S::Partial);
-  EXPECT_EQ(scan_call_header("{\"name\": \"get_weather\", \"arguments\": ", t).status, S::Partial);
+  const std::vector<std::pair<std::string, S>> objects = {
+      {"", S::Partial},
+      {" {\"", S::Partial},
+      {"{\"type\": \"function\", \"na", S::Partial},
+      {"{\"name\": \"get_weather\", \"arguments\": ", S::Partial},
+      {"{\"name\": \"ping\",\n\"parameters\":7", S::Complete},
+      {"{\"name\": \"rm\"", S::Mismatch},   // no such tool
+      {"{\"name\": \"pi ng", S::Mismatch},  // not a name
+      {"{\"arguments\": {}", S::Mismatch},  // other order
+      {"{\"name\": \"ping\", \"arguments\": <", S::Mismatch},
+      {"{\"type\": \"code\"", S::Mismatch},
+      {"{" + std::string(kMaxCallHeader, ' '), S::Mismatch},
+      {"{\"name\": \"" + std::string(65, 'a'), S::Mismatch},
+  };
+  for (const auto& [text, status] : objects) EXPECT_EQ(scan_call_header(text, t).status, status) << text;
   const CallHeader h = scan_call_header("{\"name\": \"get_weather\", \"arguments\": {", t);
   EXPECT_EQ(h.status, S::Complete);
   EXPECT_EQ(h.name, "get_weather");
   EXPECT_EQ(h.value_at, 37u);
-  EXPECT_EQ(scan_call_header("{\"name\": \"ping\",\n\"parameters\":7", t).status, S::Complete);
-  EXPECT_EQ(scan_call_header("{\"name\": \"rm\"", t).status, S::Mismatch);   // no such tool
-  EXPECT_EQ(scan_call_header("{\"name\": \"pi ng", t).status, S::Mismatch);  // not a name
-  EXPECT_EQ(scan_call_header("{\"arguments\": {}", t).status, S::Mismatch);  // other order
-  EXPECT_EQ(scan_call_header("{\"name\": \"ping\", \"arguments\": <", t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{\"type\": \"code\"", t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{" + std::string(kMaxCallHeader, ' '), t).status, S::Mismatch);
-  EXPECT_EQ(scan_call_header("{\"name\": \"" + std::string(65, 'a'), t).status, S::Mismatch);
+
+  const std::vector<std::pair<std::string, S>> markers = {
+      {"get_weath", S::Partial},
+      {"ping[CALL_", S::Partial},
+      {"ping[CALL_ID]ab1[AR", S::Partial},
+      {"ping[ARGS] ", S::Partial},
+      {"rm[", S::Mismatch},          // no such tool
+      {"[ARGS]", S::Mismatch},       // no name
+      {"ping{", S::Mismatch},        // no [ARGS]
+      {"ping[ARGS]<", S::Mismatch},  // no value
+      {std::string(65, 'a'), S::Mismatch},
+  };
+  for (const auto& [text, status] : markers) EXPECT_EQ(scan_mistral_header(text, t).status, status) << text;
+  const CallHeader m = scan_mistral_header("get_weather[CALL_ID]ab1[ARGS] {", t);
+  EXPECT_EQ(m.status, S::Complete);
+  EXPECT_EQ(m.name, "get_weather");
+  EXPECT_EQ(m.value_at, 30u);
 }
