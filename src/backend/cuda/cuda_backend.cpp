@@ -265,12 +265,8 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     return;
   }
   if (w.row_scale) {
-    ws_.reserve<uint8_t>(DeviceWorkspace::kFp8Acts, size_t(n * w.n_in));
-    ws_.reserve<float>(DeviceWorkspace::kFp8Scales, size_t(n));
-    const auto* wq = static_cast<const uint8_t*>(w.data) + quant_planes(DType::F8_B64, w.n_out, w.n_in).q;
-    launch(&fp8_gemm_cmd, gemm_.get(), x, ws_.at<uint8_t>(DeviceWorkspace::kFp8Acts),
-           ws_.at<float>(DeviceWorkspace::kFp8Scales), wq, static_cast<const float*>(w.row_scale), out, n, w.n_out,
-           w.n_in, int(accumulate), stream_);
+    fp8_quantize_input(x, n, w.n_in);
+    fp8_gemm_quantized(w, nullptr, out, n, accumulate);
     return;
   }
   if (n <= opt_.packed_gemm_max_tokens) {

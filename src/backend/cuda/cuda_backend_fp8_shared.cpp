@@ -1,8 +1,8 @@
-// CudaBackend (cuda_backend_impl.h): FP8 W8A8 matmuls that share one quantization of their input.
-// q, k and v (and gate and up) read the same normed rows h. Through weight_gemm each matrix would
-// quantize h again (read h, write its e4m3 copy and scales); here h is quantized once into the
-// workspace and every matrix's GEMM reads that copy. The values are the same bit for bit: the
-// same kernel on the same h.
+// CudaBackend (cuda_backend_impl.h): FP8 W8A8 matmuls in two steps, the input quantized per token
+// into the workspace, then each weight's GEMM on that copy. weight_gemm runs both for one weight;
+// q, k and v (and gate and up) read the same normed rows h, so here h is quantized once for all of
+// them instead of once per matrix. The values are the same bit for bit: the same kernel on the
+// same h.
 #include "backend/cuda/cuda_backend_impl.h"
 #include "backend/cuda/launch_commands.h"
 #include "backend/cuda/quant_planes.h"
@@ -13,22 +13,19 @@ bool CudaBackend::fp8_gemm_takes(const CudaWeight& w, int64_t n) const {
   return w.row_scale != nullptr && n > gemv_limit(w);
 }
 
-void CudaBackend::fp8_quantize_input(Tensor h) {
-  ws_.reserve<uint8_t>(DeviceWorkspace::kFp8Acts, size_t(h.rows * h.cols));
-  ws_.reserve<float>(DeviceWorkspace::kFp8Scales, size_t(h.rows));
-  launch(&quantize_tokens_e4m3, static_cast<const bf16*>(act(h)), int64_t(h.rows), int64_t(h.cols),
-         ws_.at<uint8_t>(DeviceWorkspace::kFp8Acts), ws_.at<float>(DeviceWorkspace::kFp8Scales), stream_);
+void CudaBackend::fp8_quantize_input(const bf16* x, int64_t n, int64_t k) {
+  ws_.reserve<uint8_t>(DeviceWorkspace::kFp8Acts, size_t(n * k));
+  ws_.reserve<float>(DeviceWorkspace::kFp8Scales, size_t(n));
+  launch(&quantize_tokens_e4m3, x, n, k, ws_.at<uint8_t>(DeviceWorkspace::kFp8Acts),
+         ws_.at<float>(DeviceWorkspace::kFp8Scales), stream_);
 }
 
-void CudaBackend::fp8_gemm_quantized(const CudaWeight& w, const Weight* bias, Tensor out, bool accumulate) {
-  expect_act(out, out.rows, w.n_out, "fp8 gemm out");
-  const float* b = bias ? static_cast<const float*>(weight1d(*bias, w.n_out, "fp8 gemm bias").data) : nullptr;
+void CudaBackend::fp8_gemm_quantized(const CudaWeight& w, const float* bias, bf16* out, int64_t n, bool accumulate) {
   const auto* wq = static_cast<const uint8_t*>(w.data) + quant_planes(DType::F8_B64, w.n_out, w.n_in).q;
   launch(&fp8_gemm_quantized_cmd, gemm_.get(), static_cast<const uint8_t*>(ws_.at<uint8_t>(DeviceWorkspace::kFp8Acts)),
          static_cast<const float*>(ws_.at<float>(DeviceWorkspace::kFp8Scales)), wq,
-         static_cast<const float*>(w.row_scale), act(out), int64_t(out.rows), w.n_out, w.n_in, int(accumulate),
-         stream_);
-  if (b) launch(&add_bias_rows, act(out), b, int64_t(out.rows), w.n_out, stream_);
+         static_cast<const float*>(w.row_scale), out, n, w.n_out, w.n_in, int(accumulate), stream_);
+  if (bias) launch(&add_bias_rows, out, bias, n, w.n_out, stream_);
 }
 
 bool CudaBackend::fp8_normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets) {
@@ -38,10 +35,13 @@ bool CudaBackend::fp8_normed_matmul(const NormedRows& in, std::initializer_list<
     if (!fp8_gemm_takes(w, n) || w.n_in != k) return false;
   }
   const Tensor h = normed_rows(in);
-  fp8_quantize_input(h);
+  fp8_quantize_input(act(h), n, k);
   for (const MatmulTarget& t : targets) {
-    expect_act(t.out, n, weight2d(*t.w, "normed_matmul").n_out, "normed_matmul out");
-    fp8_gemm_quantized(weight2d(*t.w, "normed_matmul"), t.bias, t.out, false);
+    const CudaWeight& w = weight2d(*t.w, "normed_matmul");
+    expect_act(t.out, n, w.n_out, "normed_matmul out");
+    const float* b = t.bias ? static_cast<const float*>(weight1d(*t.bias, w.n_out, "normed_matmul bias").data)
+                            : nullptr;
+    fp8_gemm_quantized(w, b, act(t.out), n, false);
   }
   return true;
 }
@@ -56,9 +56,9 @@ bool CudaBackend::fp8_normed_gated(const NormedRows& in, const Weight& w_gate, c
   expect_act(gate, n, wg.n_out, "normed gated gate");
   expect_act(out, n, wu.n_out, "normed gated out");
   const Tensor h = normed_rows(in);
-  fp8_quantize_input(h);
-  fp8_gemm_quantized(wg, nullptr, gate, false);
-  fp8_gemm_quantized(wu, nullptr, out, false);
+  fp8_quantize_input(act(h), n, k);
+  fp8_gemm_quantized(wg, nullptr, act(gate), n, false);
+  fp8_gemm_quantized(wu, nullptr, act(out), n, false);
   (this->*act_mul)(gate, out, out);
   return true;
 }

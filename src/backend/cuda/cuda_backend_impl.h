@@ -166,10 +166,11 @@ class CudaBackend final : public Backend {
   // normed_matmul over targets that all take the FP8 GEMM: h quantized once for all of them.
   // False (nothing run) when some target does not.
   bool fp8_normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets);
-  // h [n, k] quantized per token into the workspace's FP8 activations and scales.
-  void fp8_quantize_input(Tensor h);
-  // out (+)= the quantized input @ w^T (+ bias), after fp8_quantize_input of the input.
-  void fp8_gemm_quantized(const CudaWeight& w, const Weight* bias, Tensor out, bool accumulate);
+  // x [n, k] quantized per token into the workspace's FP8 activations and scales.
+  void fp8_quantize_input(const bf16* x, int64_t n, int64_t k);
+  // out [n, w.n_out] (+)= the quantized input @ w^T (+ bias [w.n_out], may be null), after
+  // fp8_quantize_input of the input.
+  void fp8_gemm_quantized(const CudaWeight& w, const float* bias, bf16* out, int64_t n, bool accumulate);
   // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
   void find_fp8_row_scales(const std::string& name, CudaWeight& w);
   // The decode GEMV's arguments for x += a @ w^T, or false when the shape is not the GEMV's.

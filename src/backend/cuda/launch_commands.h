@@ -25,15 +25,8 @@ inline void packed_gemm_cmd(LtGemm* g, const bf16* x, DType t, const void* w, bf
   }
 }
 
-// out [n, m] (+)= x [n, k] @ w^T on the FP8 tensor cores, for an F8_B64 weight with one scale a
-// row (CudaWeight::row_scale): x is quantized per token into xq [n, k] / x_scale [n] first.
-inline void fp8_gemm_cmd(LtGemm* g, const bf16* x, uint8_t* xq, float* x_scale, const uint8_t* wq, const float* w_scale,
-                         bf16* out, int64_t n, int64_t m, int64_t k, int accumulate, cudaStream_t s) {
-  quantize_tokens_e4m3(x, n, k, xq, x_scale, s);
-  g->run_fp8(xq, x_scale, wq, w_scale, out, n, m, k, accumulate != 0, s);
-}
-
-// The same GEMM over activations already quantized (one quantization shared by several weights).
+// out [n, m] (+)= xq [n, k] @ w^T on the FP8 tensor cores, for an F8_B64 weight with one scale a row
+// (CudaWeight::row_scale); x quantized per token (quantize_tokens_e4m3) into xq / x_scale [n] first.
 inline void fp8_gemm_quantized_cmd(LtGemm* g, const uint8_t* xq, const float* x_scale, const uint8_t* wq,
                                    const float* w_scale, bf16* out, int64_t n, int64_t m, int64_t k, int accumulate,
                                    cudaStream_t s) {
