@@ -28,8 +28,9 @@ struct CpuOptions {
   KVCacheDType kv_dtype = KVCacheDType::Auto;
 };
 
-// Every choice below but fp8_tensor_cores changes only the launch plan: results differ between
-// settings by floating-point rounding at most. The defaults are the measured best (docs/notes/).
+// Every choice below but fp8_tensor_cores and packed_int8_acts changes only the launch plan:
+// results differ between settings by floating-point rounding at most. The defaults are the
+// measured best (docs/notes/).
 struct CudaOptions {
   int device = 0;                   // CUDA device index
   bool graphs = true;               // decode steps replayed as CUDA graphs (else launched one by one)
@@ -49,6 +50,10 @@ struct CudaOptions {
   bool packed_weights = true;       // quantized weights (GGUF, FP8, int4) stay in their format on the
                                     // device (read and dequantized by the GEMV;
                                     // docs/notes/quantized-weights.md); false: converted to bf16 at upload
+  bool packed_int8_acts = true;     // GGUF Q8_0, Q4_0, Q4_1, Q4_K: one-token GEMVs quantize x to
+                                    // int8 per 32 values, as llama.cpp and the CPU backend do, and
+                                    // take dp4a dot products (docs/notes/quantized-weights.md);
+                                    // false: bf16 x on the mma path
   bool fp8_tensor_cores = true;     // FP8 weights with one scale a row: steps past the decode GEMV
                                     // quantize the activations to e4m3 per token and multiply on the
                                     // FP8 tensor cores (W8A8; docs/notes/fp8-gemm.md), which adds the

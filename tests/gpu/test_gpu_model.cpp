@@ -64,7 +64,8 @@ TEST_F(GpuModel, Gemma3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, 
 
 TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // Weights kept packed on the GPU against the CPU reading the same blocks with exact matmuls
-  // (no int8 activations), so the difference is the GPU's bf16 rounding. The tiny shape's
+  // (no int8 activations), so the difference is the GPU's bf16 rounding and, in the one-token
+  // steps of the GGUF formats, its int8 activations (CudaOptions::packed_int8_acts). The tiny shape's
   // 1376-wide rows are not a multiple of 256, 128 or 64: K-quant and int4 models mix in a
   // fallback format (Q5_0, Q8_0, I4_G32), an FP8 model keeps those matrices in bf16.
   auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});

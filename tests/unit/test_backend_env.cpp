@@ -34,7 +34,7 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
     EnvVar a("GRETA_CUDA_GRAPHS", "0"), b("GRETA_CUDA_GEMV_MAX_TOKENS", "7"), c("GRETA_CPU_EXACT_MATMUL", "1"),
         d("GRETA_DUMP_DIR", "/tmp/x"), e("GRETA_CUDA_SPLITK", "0"), f("GRETA_CUDA_GEMV_PIPE", "0"),
         g("GRETA_CUDA_PREFILL_TC", "0"), h("GRETA_CUDA_ATTN_LAST_MERGE", "0"), i("GRETA_CUDA_STEP_PROFILE", "1"),
-        j("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "17");
+        j("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "17"), k("GRETA_CUDA_INT8_ACTS", "0");
     const BackendOptions o = backend_options_from_env();
     EXPECT_FALSE(o.cuda.graphs);
     EXPECT_EQ(o.cuda.gemv_max_tokens, 7);
@@ -46,6 +46,7 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
     EXPECT_FALSE(o.cuda.attn_last_merge);
     EXPECT_TRUE(o.cuda.step_profile);
     EXPECT_EQ(o.cuda.moe_gemm_min_tokens, 17);
+    EXPECT_FALSE(o.cuda.packed_int8_acts);
   }
   EXPECT_TRUE(backend_options_from_env().cuda.graphs);  // unset again: the default
 }

@@ -33,6 +33,7 @@ bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvAr
   g.accumulate = 1;
   g.pipeline = int16_t(opt_.gemv_pipeline);
   g.wfmt = int32_t(wt.dtype);
+  g.int8_x = int32_t(opt_.packed_int8_acts);
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
   // a long k over 2 blocks per tile helps the down projections but not a short k
   // (docs/notes/gemv.md, split-K).
@@ -105,6 +106,7 @@ GemvArgs CudaBackend::gemv_input(const NormedRows& in) const {
   a.k = in.h.cols;
   a.n = int32_t(in.h.rows);
   a.pipeline = int16_t(opt_.gemv_pipeline);
+  a.int8_x = int32_t(opt_.packed_int8_acts);
   a.norm_ss = in.split_ss;
   return a;
 }

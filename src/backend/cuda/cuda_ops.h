@@ -71,7 +71,9 @@ struct GemvArgs {
   // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h),
   // which has no split-K.
   int32_t wfmt = int32_t(DType::BF16);
-  int32_t unused_ = 0;  // keeps the struct free of tail padding
+  // 1: a one-token GEMV over GGUF Q8_0/Q4_0/Q4_1/Q4_K weights quantizes x to int8 per 32 values
+  // and takes dp4a dot products (gemv_dot.cuh dot_format); other formats and steps ignore it.
+  int32_t int8_x = 0;
 };
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
 size_t gemv_split_scratch_floats(int64_t m, int n);

@@ -30,6 +30,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemv_dot.cuh"
 #include "backend/cuda/gemv_weights.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -181,7 +182,53 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   // half repeats the loop below on purpose: sharing it through a lambda or helper changed
   // ptxas's choices for the unpipelined kernels (64 -> 80-138 registers, measured), and those
   // stay the measured baseline.
-  if constexpr (LAUNCH == kLaunchPipe) {
+  if constexpr (WF::kDot) {
+    // One token, int8 activations (gemv_dot.cuh): x quantized into shared memory, integer dot
+    // products of the pipelined weight stream; the sums end where the mma path leaves token 0
+    // (c0: row g, c2: row g + 8 of the lanes t = 0), so the reduction and epilogues below are
+    // shared.
+    static_assert(NT == 1 && SPLIT == 1 && LAUNCH == kLaunchPipe, "int8 dot products: one token, pipelined");
+    extern __shared__ __align__(16) uint8_t dot_x[];
+    WF::quantize_x(p.x, k, dot_x);
+    __syncthreads();
+    float sa = 0.f, sb = 0.f;
+    for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
+      const int64_t cn = c0 + int64_t(WARPS) * UNROLL;
+      const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
+      typename WF::Raw na[UNROLL], nb[UNROLL];
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+          na[u] = WF::load(wa, cn + int64_t(u) * WARPS);
+          nb[u] = WF::load(wb, cn + int64_t(u) * WARPS);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < UNROLL; ++u) {
+        const int64_t c = c0 + int64_t(u) * WARPS, v = kChunk * c + 8 * kSub * t;
+        sa += WF::dot(wa, pa[u], c, dot_x, k, v);
+        sb += WF::dot(wb, pb[u], c, dot_x, k, v);
+      }
+      if (more) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) pa[u] = na[u], pb[u] = nb[u];
+      }
+    }
+    // The remaining chunks one at a time; a lane's granule in the last one is whole or absent.
+    for (; c0 < (kl + kChunk - 1) / kChunk; c0 += WARPS) {
+      const int64_t v = kChunk * c0 + 8 * kSub * t;
+      if (v < kl) {
+        sa += WF::dot(wa, WF::load(wa, c0), c0, dot_x, k, v);
+        sb += WF::dot(wb, WF::load(wb, c0), c0, dot_x, k, v);
+      }
+    }
+    sa += __shfl_xor_sync(0xffffffffu, sa, 1);
+    sa += __shfl_xor_sync(0xffffffffu, sa, 2);
+    sb += __shfl_xor_sync(0xffffffffu, sb, 1);
+    sb += __shfl_xor_sync(0xffffffffu, sb, 2);
+    acc[0][0][0] = t == 0 ? sa : 0.f;
+    acc[0][0][2] = t == 0 ? sb : 0.f;
+  } else if constexpr (LAUNCH == kLaunchPipe) {
     for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
       const int64_t cn = c0 + int64_t(WARPS) * UNROLL;
       const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
@@ -225,7 +272,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     }
   }
   // Main loop over whole 32-wide chunks, UNROLL chunks per lane in flight, no bounds checks.
-  for (; LAUNCH != kLaunchPipe && c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
+  for (; LAUNCH != kLaunchPipe && !WF::kDot && c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
     typename WF::Raw va[UNROLL], vb[UNROLL];
     uint4 vx[UNROLL][NT][kSub];
 #pragma unroll
@@ -259,7 +306,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   // lane's granule at kChunk c + 8 kSub t is whole or absent (k % (8 kSub) == 0, checked by the
   // caller); absent ones count as 0 (a zero raw granule dequantizes to zeros).
   const int64_t n_chunks = (kl + kChunk - 1) / kChunk;
-  for (; c0 < n_chunks; c0 += WARPS) {
+  for (; !WF::kDot && c0 < n_chunks; c0 += WARPS) {
     const int64_t off = kChunk * c0;
     const bool ok = off + 8 * kSub * t < kl;
     const uint4 z = make_uint4(0, 0, 0, 0);
@@ -473,8 +520,9 @@ void launch_mma(const GemvArgs& a, cudaStream_t s, float eps = 0.f) {
     gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT, WF><<<unsigned(blocks), WARPS * 32, 0, s>>>(a, eps);
     GRETA_CUDA_LAUNCH_CHECK();
   } else {
+    const size_t smem = WF::kDot ? dot_smem_bytes(a.k) : 0;  // the int8 copy of x
     launch_pdl(gemv_mma_kernel<UNROLL, LAUNCH, WARPS, NORM, EPI, NT, SPLIT, WF>, dim3(unsigned(blocks)),
-               dim3(WARPS * 32), 0, s, a, eps);
+               dim3(WARPS * 32), smem, s, a, eps);
   }
 }
 

@@ -11,9 +11,8 @@
 namespace greta::cuda {
 namespace {
 
-template <DType T, int NORM, int NT>
+template <class WF, int NORM, int NT>
 void launch_epi(const GemvArgs& a, float eps, int epi, cudaStream_t s) {
-  using WF = WeightQuant<T>;
   switch (epi) {
     case kEpiStore: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiStore, NT, 1, WF>(a, s, eps); break;
     case kEpiAdd: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiAdd, NT, 1, WF>(a, s, eps); break;
@@ -21,17 +20,26 @@ void launch_epi(const GemvArgs& a, float eps, int epi, cudaStream_t s) {
     default: launch_mma<WF::kUnroll, kLaunchPipe, kWarps, NORM, kEpiRope, NT, 1, WF>(a, s, eps); break;
   }
 }
-template <DType T, int NT>
+template <class WF, int NT>
 void launch_norm(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if (norm == kNormPre) launch_epi<T, kNormPre, NT>(a, eps, epi, s);
-  else launch_epi<T, kNormNone, NT>(a, eps, epi, s);
+  if (norm == kNormPre) launch_epi<WF, kNormPre, NT>(a, eps, epi, s);
+  else launch_epi<WF, kNormNone, NT>(a, eps, epi, s);
 }
 // Token tiles of 8 as the bf16 kernel picks them: every weight is read once for all n tokens.
+// One token with a.int8_x: int8 activations and dot products where the format has them
+// (gemv_dot.cuh).
 template <DType T>
 void launch_token_tiles(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if (a.n <= 8) launch_norm<T, 1>(a, eps, norm, epi, s);
-  else if (a.n <= 16) launch_norm<T, 2>(a, eps, norm, epi, s);
-  else launch_norm<T, 4>(a, eps, norm, epi, s);
+  if constexpr (dot_format(T)) {
+    if (a.int8_x && a.n == 1 && a.k <= kDotMaxK) {
+      launch_norm<WeightDot<T>, 1>(a, eps, norm, epi, s);
+      return;
+    }
+  }
+  using WF = WeightQuant<T>;
+  if (a.n <= 8) launch_norm<WF, 1>(a, eps, norm, epi, s);
+  else if (a.n <= 16) launch_norm<WF, 2>(a, eps, norm, epi, s);
+  else launch_norm<WF, 4>(a, eps, norm, epi, s);
 }
 
 }  // namespace

@@ -65,6 +65,7 @@ __device__ __forceinline__ uint2 ld_u64(const void* p) {
 }
 
 struct WeightBf16 {
+  static constexpr bool kDot = false;  // int8 dot products (gemv_dot.cuh WeightDot)
   static constexpr int kSub = 1;
   static constexpr int kUnroll = 2;
   using Lane = const bf16*;
@@ -99,6 +100,7 @@ struct WeightQuant {
   static constexpr bool kI4 = int4_format(T);                         // (fp16 d, zero) per G values
   static constexpr bool kAffine = kMin || kK || kI4;                  // value = d q + m (scale_min)
   static constexpr int kSub = kBytes ? 2 : 4;                         // 8-value sub-granules a lane a chunk
+  static constexpr bool kDot = false;                                 // dequantized to bf16 for the mma
   // Chunks in flight a lane (gemv_kernel.cuh UNROLL): more for the byte formats, whose chunk is
   // half the values; more for the 4-bit formats costs registers and with them occupancy
   // (measured slower).
