@@ -131,7 +131,7 @@ int main() {
         if (keys != 0) plan.keys = keys;
         int32_t* arr = plan.last_merge ? arrivals : nullptr;
         GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
-        greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, 0, scratch, arr, s);
+        greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, 0.f, 0, scratch, arr, s);
         naive_attention_rows<<<dim3(unsigned(c.n_seqs), unsigned(c.n_heads)), 128, 0, s>>>(
             q, kv.k, kv.v, st.decode_tokens, st.token_seq, st.positions, st.block_begin, st.block_ids, c.ctx, c.n_heads,
             c.n_kv, c.hd, bs, scale, scores, ref);
@@ -152,8 +152,10 @@ int main() {
         all_ok = all_ok && ok;
         // Time: graph of 20 launches (partition + merge kernels each, or partition alone).
         const double ms = median_graph_ms(
-            [&](int) { greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, 0, scratch, arr, s); }, s,
-            11, 20);
+            [&](int) {
+              greta::cuda::attention_decode(q, out, st, kv, plan, c.n_heads, scale, 0.f, 0, scratch, arr, s);
+            },
+            s, 11, 20);
         const double bytes = double(c.n_seqs) * c.ctx * c.n_kv * c.hd * 2 * 2;
         const double gbs = bytes / (ms * 1e6);
         std::printf(

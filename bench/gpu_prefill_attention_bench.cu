@@ -39,15 +39,15 @@ void allow_variant() {
 }
 template <int W, int ST>
 void tc_variant(const bf16* q, bf16* out, const greta::cuda::DevStep& st, const greta::cuda::KVLayerDev& kv,
-                int n_heads, float scale, int window, cudaStream_t s) {
+                int n_heads, float scale, float softcap, int window, cudaStream_t s) {
   static const bool allowed = [] {
     allow_variant<64, W, ST>();
     allow_variant<128, W, ST>();
     return true;
   }();
   (void)allowed;
-  if (kv.head_dim == 64) greta::cuda::prefill_tc::launch<64, W, ST>(q, out, st, kv, n_heads, scale, window, s);
-  else greta::cuda::prefill_tc::launch<128, W, ST>(q, out, st, kv, n_heads, scale, window, s);
+  if (kv.head_dim == 64) greta::cuda::prefill_tc::launch<64, W, ST>(q, out, st, kv, n_heads, scale, softcap, window, s);
+  else greta::cuda::prefill_tc::launch<128, W, ST>(q, out, st, kv, n_heads, scale, softcap, window, s);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
@@ -150,8 +150,8 @@ int main() {
 
       struct Kernel {
         const char* name;
-        void (*run)(const bf16*, bf16*, const greta::cuda::DevStep&, const greta::cuda::KVLayerDev&, int, float, int,
-                    cudaStream_t);
+        void (*run)(const bf16*, bf16*, const greta::cuda::DevStep&, const greta::cuda::KVLayerDev&, int, float, float,
+                    int, cudaStream_t);
       };
       std::vector<Kernel> kernels;
       if (greta::cuda::attention_prefill_tc_supported(c.hd)) {
@@ -163,7 +163,7 @@ int main() {
       if (c.n_new <= 2048 && c.prefix == 0) kernels.push_back({"cuda_cores", greta::cuda::attention_prefill});
       for (const Kernel& k : kernels) {
         GRETA_CUDA_CHECK(cudaMemsetAsync(out, 0xff, qn * 2, s));
-        k.run(q, out, st, kv, c.n_heads, scale, 0, s);
+        k.run(q, out, st, kv, c.n_heads, scale, 0.f, 0, s);
         GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
         double num = 0, den = 0;
         std::vector<uint16_t> row(size_t(c.n_heads) * c.hd);
@@ -180,7 +180,8 @@ int main() {
         const bool ok = std::isfinite(rel) && rel < 2e-2;
         all_ok = all_ok && ok;
         const int inner = flops > 5e11 ? 2 : 8;
-        const double ms = median_graph_ms([&](int) { k.run(q, out, st, kv, c.n_heads, scale, 0, s); }, s, 7, inner);
+        const double ms = median_graph_ms([&](int) { k.run(q, out, st, kv, c.n_heads, scale, 0.f, 0, s); }, s, 7,
+                                          inner);
         std::printf(
             "{\"bench\":\"prefill_attention\",\"device\":\"%s\",\"kernel\":\"%s\",\"model\":\"%s\",\"heads\":%d,"
             "\"kv_heads\":%d,\"head_dim\":%d,\"seqs\":%d,\"prefix\":%d,\"new_tokens\":%d,\"us\":%.1f,"

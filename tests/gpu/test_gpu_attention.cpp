@@ -2,7 +2,7 @@
 // lengths, shuffled (non-contiguous) block tables, prompt steps, decode steps, mixed steps
 // with a chunked prompt, both RoPE pairings, contexts up to 4096 and decode at 8K-128K; decode partitions merged by
 // their last block (the default: a single partition written directly) and by the merge kernel;
-// sliding windows (windowed and global attention over the same step).
+// sliding windows (windowed and global attention over the same step), Gemma 2's soft-capping.
 #include <algorithm>
 #include <cstdlib>
 #include <numeric>
@@ -40,6 +40,8 @@ class AttentionRunner {
   }
 
   RopeSpec& rope() { return rope_; }
+  // Gemma 2's score cap for the attention of every later step (0: none).
+  void set_softcap(float cap) { softcap_ = cap; }
 
   int add_seq() {
     tables_.emplace_back();
@@ -89,10 +91,11 @@ class AttentionRunner {
       Tensor og = gpu_.alloc(n, qw), oc = cpu_.alloc(n, qw);
       poison(og);
       const float scale = 1.f / std::sqrt(float(c_.hd));
-      gpu_.attention(qg, *kvg_, layer, c_.n_heads, scale, og, w);
-      cpu_.attention(qc, *kvc_, layer, c_.n_heads, scale, oc, w);
-      report("attention " + tag + (w ? " window " + std::to_string(w) : ""), rel_err(read(gpu_, og), read(cpu_, oc)),
-             2 * kBf16Tol);
+      gpu_.attention(qg, *kvg_, layer, c_.n_heads, scale, og, w, softcap_);
+      cpu_.attention(qc, *kvc_, layer, c_.n_heads, scale, oc, w, softcap_);
+      report("attention " + tag + (w ? " window " + std::to_string(w) : "") +
+                 (softcap_ > 0.f ? " softcap " + std::to_string(softcap_) : ""),
+             rel_err(read(gpu_, og), read(cpu_, oc)), 2 * kBf16Tol);
       gpu_.free(og), cpu_.free(oc);
       if (w == 0) break;
     }
@@ -108,6 +111,7 @@ class AttentionRunner {
   std::mt19937 rng_;
   std::unique_ptr<KVStorage> kvg_, kvc_;
   RopeSpec rope_;
+  float softcap_ = 0.f;
   std::vector<int32_t> free_;
   std::vector<std::vector<int32_t>> tables_;
   std::vector<int> lens_;
@@ -205,6 +209,37 @@ TEST_F(GpuAttention, SlidingWindow) {
         r.step({2048, 0}, m + "fill", false);
         r.step({1, 1}, m + "decode ctx 2500 + ctx 23", true, 1, window);
       }
+}
+
+// Gemma 2's soft-capping: scores capped at 0.3 (tanh far from linear for these scores, so a kernel
+// that skipped the cap misses by far more than the bound) in both prompt kernels (head_dim 64 /
+// 128 on tensor cores, 96 / 256 on CUDA cores), chunked prompts, and decode over partitions, with
+// and without a sliding window; and the final-logit cap against the CPU's.
+TEST_F(GpuAttention, SoftCapping) {
+  for (AttnCase c :
+       {AttnCase{9, 3, 64, false}, AttnCase{32, 8, 128, true}, AttnCase{8, 8, 96, true}, AttnCase{8, 4, 256, false}})
+    for (int window : {0, 37}) {
+      const std::string m = "softcap, window " + std::to_string(window) + ": ";
+      AttentionRunner r(*gpu, *cpu, c, 300, 15);
+      r.set_softcap(0.3f);
+      r.add_seq();
+      r.add_seq();
+      r.step({200, 20}, m + "prompts 200 + 20", true, 1, window);
+      r.step({90, 1}, m + "chunked prompt at 201 + decode", true, 1, window);
+      r.step({1600, 0}, m + "fill", false);
+      r.step({1, 1}, m + "decode ctx 1892 + ctx 23", true, 1, window);
+    }
+  std::mt19937 rng(16);
+  const std::vector<float> logits = random_values(size_t(3 * 1000), 40.f, rng);
+  Tensor xg = make_tensor(*gpu, 3, 1000, logits), xc = make_tensor(*cpu, 3, 1000, logits);
+  Tensor og = gpu->alloc(3, 1000), oc = cpu->alloc(3, 1000);
+  poison(og);
+  gpu->softcap(xg, 30.f, og);
+  cpu->softcap(xc, 30.f, oc);
+  report("final-logit softcap 30", rel_err(read(*gpu, og), read(*cpu, oc)), kBf16Tol);
+  EXPECT_THROW(gpu->softcap(xg, 0.f, og), Error);
+  for (Tensor t : {xg, og}) gpu->free(t);
+  for (Tensor t : {xc, oc}) cpu->free(t);
 }
 
 TEST_F(GpuAttention, RopeTableChangesBetweenSteps) {

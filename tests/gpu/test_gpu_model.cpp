@@ -61,6 +61,8 @@ TEST_F(GpuModel, Qwen3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *
 // Gemma 3's layout: scaled embedding, post norms, GeGLU, head_dim 256, local and global layers
 // with their own RoPE tables.
 TEST_F(GpuModel, Gemma3SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16, "tiny-gemma3"); }
+// Gemma 2's: attention and final-logit soft-capping, a window in every other layer.
+TEST_F(GpuModel, Gemma2SyntheticModelDecodesLikeTheCpu) { decode_like_cpu(*gpu, *cpu, DType::BF16, "tiny-gemma2"); }
 
 TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // Weights kept packed on the GPU against the CPU reading the same blocks with exact matmuls

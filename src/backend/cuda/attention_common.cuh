@@ -16,6 +16,13 @@ __device__ __forceinline__ int64_t kv_slot(const int32_t* table, int pos, int bl
   return int64_t(table[pos / block_size]) * block_size + pos % block_size;
 }
 
+// Gemma 2's score soft-capping in the kernels' exp2 domain. For a score s = scale q.k log2e and
+// cap_log2 = softcap log2e, cap_log2 tanh(s / cap_log2) is softcap tanh(scale q.k / softcap)
+// times log2e: the capped natural-log score, as the exp2 softmax needs it. cap_log2 0: no cap.
+__device__ __forceinline__ float cap_score(float s, float cap_log2) {
+  return cap_log2 > 0.f ? cap_log2 * tanhf(s / cap_log2) : s;
+}
+
 __device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
   const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll

@@ -62,8 +62,9 @@ __device__ float merge_partitions(const float* base, int valid, int d) {
 template <int HD, int kMaxG, int KEYS>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_partition_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc,
-                            DevStep st, int n_heads, int n_kv, float scale_log2, int window, int part, int n_parts,
-                            float* __restrict__ scratch, int32_t* __restrict__ arrivals, bf16* __restrict__ out) {
+                            DevStep st, int n_heads, int n_kv, float scale_log2, float cap_log2, int window, int part,
+                            int n_parts, float* __restrict__ scratch, int32_t* __restrict__ arrivals,
+                            bf16* __restrict__ out) {
   constexpr int kLanesPerKey = HD / 8 <= 8 ? 8 : HD / 8 <= 16 ? 16 : 32;  // HD/8 rounded up to a power of two
   constexpr int kKeysPerWarp = 32 / kLanesPerKey;
   static_assert(HD % 8 == 0 && HD <= 256, "one 16-byte load per lane and key");
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       float mn = m[g];
 #pragma unroll
       for (int u = 0; u < KEYS; ++u) {
-        if (!has[u]) sc[u] = kNoScore;
+        sc[u] = has[u] ? cap_score(sc[u], cap_log2) : kNoScore;
         mn = fmaxf(mn, sc[u]);
       }
       const float corr = exp2f(m[g] - mn);
@@ -304,12 +305,12 @@ constexpr int kLastMergeMaxParts = 16;
 
 template <int HD>
 void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
-            int n_heads, float scale, int window, float* scratch, int32_t* arrivals, cudaStream_t s) {
+            int n_heads, float scale, float softcap, int window, float* scratch, int32_t* arrivals, cudaStream_t s) {
   if (!p.last_merge) arrivals = nullptr;
   dim3 grid(unsigned(p.n_parts), unsigned(kv.n_kv_heads * p.n_gchunks), unsigned(st.n_decode));
   auto kernel = p.keys == 4 ? partition_kernel<HD, 4>(p.max_g) : partition_kernel<HD, 2>(p.max_g);
-  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window,
-             p.part, p.n_parts, scratch, arrivals, out);
+  launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e,
+             softcap * kLog2e, window, p.part, p.n_parts, scratch, arrivals, out);
   if (arrivals) return;  // merged by the last partition block
   launch_pdl(decode_merge_kernel<HD>, dim3(unsigned(st.n_decode), unsigned(n_heads)), dim3(HD), 0, s, scratch, st,
              n_heads, window, p.part, p.n_parts, out);
@@ -347,13 +348,14 @@ AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_
 }
 
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, const AttentionDecodePlan& p,
-                      int n_heads, float scale, int window, float* scratch, int32_t* arrivals, cudaStream_t s) {
+                      int n_heads, float scale, float softcap, int window, float* scratch, int32_t* arrivals,
+                      cudaStream_t s) {
   if (st.n_decode == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
-    case 96: launch<96>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
-    case 128: launch<128>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
-    case 256: launch<256>(q, out, st, kv, p, n_heads, scale, window, scratch, arrivals, s); break;
+    case 64: launch<64>(q, out, st, kv, p, n_heads, scale, softcap, window, scratch, arrivals, s); break;
+    case 96: launch<96>(q, out, st, kv, p, n_heads, scale, softcap, window, scratch, arrivals, s); break;
+    case 128: launch<128>(q, out, st, kv, p, n_heads, scale, softcap, window, scratch, arrivals, s); break;
+    case 256: launch<256>(q, out, st, kv, p, n_heads, scale, softcap, window, scratch, arrivals, s); break;
     default:
       throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }

@@ -30,7 +30,7 @@ int group_chunk(int G) { return std::min(G, kRows); }  // query heads per block
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32)
     prefill_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
-                   int n_heads, int n_kv, float scale_log2, int window, bf16* __restrict__ out) {
+                   int n_heads, int n_kv, float scale_log2, float cap_log2, int window, bf16* __restrict__ out) {
   constexpr int kPad = HD + 8;   // bf16 per shared K/V row
   constexpr int kDpl = HD / 32;  // output dims per lane
   const int G = n_heads / n_kv;
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       }
     }
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) s[i] *= scale_log2;
+    for (int i = 0; i < kRowsPerWarp; ++i) s[i] = cap_score(s[i] * scale_log2, cap_log2);
     const int p = kb + lane;
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {
@@ -160,29 +160,29 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 template <int HD>
-void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, int window,
-            cudaStream_t s) {
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float softcap,
+            int window, cudaStream_t s) {
   const int G = n_heads / kv.n_kv_heads;
   const int gc = group_chunk(G);
   const int tile_tokens = kRows / gc;
   const int n_gchunks = (G + gc - 1) / gc;
   dim3 grid(unsigned((st.max_prefill_tokens + tile_tokens - 1) / tile_tokens), unsigned(kv.n_kv_heads * n_gchunks),
             unsigned(st.n_prefill));
-  prefill_kernel<HD>
-      <<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window, out);
+  prefill_kernel<HD><<<grid, kWarps * 32, 0, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e,
+                                                  softcap * kLog2e, window, out);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                       int window, cudaStream_t s) {
+                       float softcap, int window, cudaStream_t s) {
   if (st.n_prefill == 0) return;
   switch (kv.head_dim) {
-    case 64: launch<64>(q, out, st, kv, n_heads, scale, window, s); break;
-    case 96: launch<96>(q, out, st, kv, n_heads, scale, window, s); break;  // HD/32 = 3 output dims per lane
-    case 128: launch<128>(q, out, st, kv, n_heads, scale, window, s); break;
-    case 256: launch<256>(q, out, st, kv, n_heads, scale, window, s); break;
+    case 64: launch<64>(q, out, st, kv, n_heads, scale, softcap, window, s); break;
+    case 96: launch<96>(q, out, st, kv, n_heads, scale, softcap, window, s); break;  // HD/32 = 3 output dims per lane
+    case 128: launch<128>(q, out, st, kv, n_heads, scale, softcap, window, s); break;
+    case 256: launch<256>(q, out, st, kv, n_heads, scale, softcap, window, s); break;
     default:
       throw Error("cuda attention: head_dim " + std::to_string(kv.head_dim) + " not supported (64, 96, 128, 256)");
   }

@@ -19,9 +19,9 @@ void allow_tc_smem() {  // past the 48 KB default
 }
 
 template <int HD>
-void launch_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, int window,
-               cudaStream_t s) {
-  prefill_tc::launch<HD, kWarps, kStages>(q, out, st, kv, n_heads, scale, window, s);
+void launch_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
+               float softcap, int window, cudaStream_t s) {
+  prefill_tc::launch<HD, kWarps, kStages>(q, out, st, kv, n_heads, scale, softcap, window, s);
   GRETA_CUDA_LAUNCH_CHECK();
 }
 
@@ -35,11 +35,11 @@ void attention_prefill_tc_setup() {
 }
 
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                          int window, cudaStream_t s) {
+                          float softcap, int window, cudaStream_t s) {
   if (st.n_prefill == 0) return;
   switch (kv.head_dim) {
-    case 64: launch_tc<64>(q, out, st, kv, n_heads, scale, window, s); break;
-    case 128: launch_tc<128>(q, out, st, kv, n_heads, scale, window, s); break;
+    case 64: launch_tc<64>(q, out, st, kv, n_heads, scale, softcap, window, s); break;
+    case 128: launch_tc<128>(q, out, st, kv, n_heads, scale, softcap, window, s); break;
     default: throw Error("cuda attention_prefill_tc: head_dim " + std::to_string(kv.head_dim) + " (64 or 128 only)");
   }
 }

@@ -87,7 +87,7 @@ __device__ __forceinline__ void load_tile(bf16* sk, bf16* sv, const bf16* __rest
 template <int HD, int WARPS, int STAGES>
 __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS)
     prefill_tc_kernel(const bf16* __restrict__ q, const bf16* __restrict__ kc, const bf16* __restrict__ vc, DevStep st,
-                      int n_heads, int n_kv, float scale_log2, int window, bf16* __restrict__ out) {
+                      int n_heads, int n_kv, float scale_log2, float cap_log2, int window, bf16* __restrict__ out) {
   using S = TcShape<HD, WARPS, STAGES>;
   extern __shared__ __align__(16) bf16 smem[];  // [stage][K, V][kKeysTc][kPad]
   const int seq = st.prefill_seqs[3 * blockIdx.y];
@@ -184,8 +184,8 @@ __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS)
       for (int i = 0; i < 2; ++i) {
         const int key = kb + 8 * nt + 2 * t + i;
         const bool va = whole || (key <= pos_a && key >= lo_a), vb = whole || (key <= pos_b && key >= lo_b);
-        sc[nt][i] = va ? sc[nt][i] * scale_log2 : kNoScore;
-        sc[nt][2 + i] = vb ? sc[nt][2 + i] * scale_log2 : kNoScore;
+        sc[nt][i] = va ? cap_score(sc[nt][i] * scale_log2, cap_log2) : kNoScore;
+        sc[nt][2 + i] = vb ? cap_score(sc[nt][2 + i] * scale_log2, cap_log2) : kNoScore;
         ta = fmaxf(ta, sc[nt][i]);
         tb = fmaxf(tb, sc[nt][2 + i]);
       }
@@ -239,12 +239,12 @@ __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS)
 
 // One launch (the kernel's shared memory must have been allowed past 48 KB first).
 template <int HD, int WARPS, int STAGES>
-void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, int window,
-            cudaStream_t s) {
+void launch(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale, float softcap,
+            int window, cudaStream_t s) {
   using S = TcShape<HD, WARPS, STAGES>;
   dim3 grid(unsigned(n_heads), unsigned(st.n_prefill), unsigned((st.max_prefill_tokens + S::kRows - 1) / S::kRows));
-  prefill_tc_kernel<HD, WARPS, STAGES>
-      <<<grid, WARPS * 32, S::kBytes, s>>>(q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, window, out);
+  prefill_tc_kernel<HD, WARPS, STAGES><<<grid, WARPS * 32, S::kBytes, s>>>(
+      q, kv.k, kv.v, st, n_heads, kv.n_kv_heads, scale * kLog2e, softcap * kLog2e, window, out);
 }
 
 }  // namespace greta::cuda::prefill_tc

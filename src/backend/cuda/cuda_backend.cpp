@@ -376,6 +376,13 @@ void CudaBackend::scale(Tensor x, float s, Tensor out) {
   launch(&cuda::scale, static_cast<const bf16*>(act(x)), s, act(out), x.rows * x.cols, stream_);
 }
 
+void CudaBackend::softcap(Tensor x, float cap, Tensor out) {
+  expect_act(out, x.rows, x.cols, "softcap out");
+  if (!(cap > 0.0f) || std::isinf(cap))
+    throw Error("cuda softcap: cap " + std::to_string(cap) + " (expected a finite number > 0)");
+  launch(&cuda::softcap, static_cast<const bf16*>(act(x)), cap, act(out), x.rows * x.cols, stream_);
+}
+
 void CudaBackend::gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) {
   expect_act(out, int64_t(rows.size()), x.cols, "gather_rows out");
   for (size_t i = 0; i < rows.size(); ++i)

@@ -75,7 +75,7 @@ const AttentionDecodePlan& CudaBackend::attention_plan(int n_heads, const KVLaye
 void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window,
                             float softcap) {
   if (!have_step_) throw Error("cuda attention: called before begin_step");
-  if (softcap != 0.0f) throw Error("cuda attention: attention logit soft-capping is not implemented");
+  if (!(softcap >= 0.0f)) throw Error("cuda attention: soft-cap " + std::to_string(softcap) + " is not >= 0");
   if (window < 0) throw Error("cuda attention: sliding window " + std::to_string(window) + " is negative");
   const auto& L = kv_layer(kv, layer, "attention");
   if (n_heads <= 0 || n_heads % L.n_kv_heads != 0)
@@ -90,7 +90,7 @@ void CudaBackend::attention(Tensor q, const KVStorage& kv, int layer, int n_head
   ws_.reserve<float>(DeviceWorkspace::kAttnPartials, size_t(plan.scratch_floats));
   ws_.reserve<int32_t>(DeviceWorkspace::kAttnArrivals, size_t(plan.arrivals));
   int32_t* arrivals = plan.last_merge ? ws_.at<int32_t>(DeviceWorkspace::kAttnArrivals) : nullptr;
-  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, plan, n_heads, scale, window,
+  launch(&attention_cmd, static_cast<const bf16*>(act(q)), act(out), step_, L, plan, n_heads, scale, softcap, window,
          ws_.at<float>(DeviceWorkspace::kAttnPartials), arrivals, int(opt_.prefill_tc), stream_);
 }
 

@@ -92,9 +92,9 @@ class CudaBackend final : public Backend {
   void rope_kv_write(Tensor q, Tensor k, Tensor v, const RopeSpec& rope, KVStorage& kv, int layer) override;
   void attention(Tensor q, const KVStorage& kv, int layer, int n_heads, float scale, Tensor out, int window = 0,
                  float softcap = 0.0f) override;
-  // The attention kernels have no score soft-capping and there is no logit soft-capping kernel
-  // yet: a Gemma 2 model is refused at load (LlamaModel), not run without its caps.
-  bool supports_logit_softcapping() const override { return false; }
+  // Gemma 2: attention scores capped in every attention kernel, final logits by softcap().
+  bool supports_logit_softcapping() const override { return true; }
+  void softcap(Tensor x, float cap, Tensor out) override;
   void gather_rows(Tensor x, const std::vector<int32_t>& rows, Tensor out) override;
   void to_host(Tensor x, float* dst) override;
 

@@ -104,9 +104,10 @@ void silu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaSt
 void add_bias_rows(bf16* out, const float* bias, int64_t n, int64_t m, cudaStream_t s);  // out[i,j] += bias[j]
 void bf16_to_f32(const bf16* x, float* out, int64_t count, cudaStream_t s);
 
-// ---- gelu_mul.cu: Gemma's GeGLU activation and embedding scale ----
+// ---- gelu_mul.cu: Gemma's GeGLU activation, embedding scale and final-logit soft-cap ----
 void gelu_mul(const bf16* gate, const bf16* up, bf16* out, int64_t count, cudaStream_t s);  // gelu_tanh(gate) * up
 void scale(const bf16* x, float factor, bf16* out, int64_t count, cudaStream_t s);          // out = x * factor
+void softcap(const bf16* x, float cap, bf16* out, int64_t count, cudaStream_t s);           // cap * tanh(x / cap)
 
 // ---- rms_norm.cu: out[i] = x[i] / sqrt(mean(x[i]^2) + eps) * w, in fp32 ----
 void rms_norm(const bf16* x, const float* w, float eps, bf16* out, int64_t n, int64_t dim, cudaStream_t s);
@@ -181,18 +182,19 @@ AttentionDecodePlan plan_attention_decode(const DevStep& st, int n_heads, int n_
                                           bool last_merge);
 // scratch [plan.scratch_floats]; arrivals [plan.arrivals] (null when !plan.last_merge). window > 0:
 // a token at position p attends positions p - window + 1 .. p only (a sliding window); 0: all.
+// softcap > 0 (Gemma 2): each score s = scale q.k becomes softcap tanh(s / softcap); 0: none.
 void attention_decode(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv,
-                      const AttentionDecodePlan& plan, int n_heads, float scale, int window, float* scratch,
-                      int32_t* arrivals, cudaStream_t s);
+                      const AttentionDecodePlan& plan, int n_heads, float scale, float softcap, int window,
+                      float* scratch, int32_t* arrivals, cudaStream_t s);
 // attention_prefill_tc.cu: the same on tensor cores (FlashAttention-2 style), head_dim 64 or 128.
 bool attention_prefill_tc_supported(int head_dim);
 // Once per device before the first launch (its shared memory is past the 48 KB default); not a
 // stream operation, so it stays out of captured steps.
 void attention_prefill_tc_setup();
 void attention_prefill_tc(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                          int window, cudaStream_t s);
+                          float softcap, int window, cudaStream_t s);
 void attention_prefill(const bf16* q, bf16* out, const DevStep& st, const KVLayerDev& kv, int n_heads, float scale,
-                       int window, cudaStream_t s);
+                       float softcap, int window, cudaStream_t s);
 
 }  // namespace greta::cuda
 

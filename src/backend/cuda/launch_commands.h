@@ -47,11 +47,12 @@ inline void rope_kv_headnorm_cmd(bf16* q, bf16* k, const bf16* v, int n_heads, c
 // Decode tokens through the split-K kernel, prompt tokens through the prefill kernel (tensor
 // cores where `prefill_tc` and the head size allow); each kernel skips tokens that are not its own.
 inline void attention_cmd(const bf16* q, bf16* out, DevStep st, KVLayerDev L, AttentionDecodePlan plan, int n_heads,
-                          float scale, int window, float* scratch, int32_t* arrivals, int prefill_tc, cudaStream_t s) {
-  attention_decode(q, out, st, L, plan, n_heads, scale, window, scratch, arrivals, s);
+                          float scale, float softcap, int window, float* scratch, int32_t* arrivals, int prefill_tc,
+                          cudaStream_t s) {
+  attention_decode(q, out, st, L, plan, n_heads, scale, softcap, window, scratch, arrivals, s);
   if (prefill_tc && attention_prefill_tc_supported(L.head_dim))
-    attention_prefill_tc(q, out, st, L, n_heads, scale, window, s);
-  else attention_prefill(q, out, st, L, n_heads, scale, window, s);
+    attention_prefill_tc(q, out, st, L, n_heads, scale, softcap, window, s);
+  else attention_prefill(q, out, st, L, n_heads, scale, softcap, window, s);
 }
 
 }  // namespace greta::cuda
