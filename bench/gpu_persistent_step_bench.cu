@@ -1,7 +1,7 @@
 // What a persistent decode step can buy: the GEMV chain of a Llama-2-7B decode step at batch 1
 // (per layer: q/k/v [12288 x 4096], o [4096 x 4096], gate/up [22016 x 4096], down [4096 x 11008]
 // over its SwiGLU, residual adds after o and down; 32 layers, 13 GB of bf16 weights; attention
-// and norms left out) run four ways with one and the same work items, so their outputs must be
+// and norms left out) run six ways with one and the same work items, so their outputs must be
 // bit-identical and only the boundaries between phases differ:
 //   graph       one kernel per phase (128 a step), a block per item, replayed as a CUDA graph
 //   graph_pdl   the same with programmatic dependent launch: each block loads its first
@@ -11,11 +11,15 @@
 //               barrier between phases
 //   coop_pre    the same, each block loading its first item's first weights of the next phase
 //               before the barrier (weights never depend on the previous phase)
+//   coop_dyn    one cooperative launch, no grid barrier: items handed out by a counter per
+//               phase, a block waits for the previous phase's done count only after taking its
+//               next item and loading its first weights (step_dyn_kernel)
+//   coop_dyn_l2 the same, each taken item's whole weight tile also requested into L2 first
 // A work item is the engine's decode-GEMV tile (16 rows, 8 warps reading adjacent 64-byte chunks
 // of each row), the o and down projections split over 2 parts of k so they have as many items
 // as the others have tiles. Prints JSON lines (card, bytes, ms a step, GB/s, % of the copy
 // bandwidth measured in the same run, difference against `graph`) and a table on stderr; then
-// the same four with each phase's k split so that its items fill whole rounds of the resident
+// the same six with each phase's k split so that its items fill whole rounds of the resident
 // blocks ("_even").
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
@@ -70,14 +74,16 @@ __device__ __forceinline__ uint4 ld_w(const bf16* p) {
 
 // 8 input values at k0: x, or silu(gate) * up.
 __device__ __forceinline__ void input8(const Phase& p, int k0, float (&v)[8]) {
-  const uint4 a = *reinterpret_cast<const uint4*>(p.in + k0);
+  // Activations through L2 only: in the persistent variants one launch rewrites the same buffers
+  // phase after phase, and L1 is not coherent across SMs.
+  const uint4 a = __ldcg(reinterpret_cast<const uint4*>(p.in + k0));
   const bf16* ha = reinterpret_cast<const bf16*>(&a);
   if (!p.swiglu) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = __bfloat162float(ha[j]);
     return;
   }
-  const uint4 b = *reinterpret_cast<const uint4*>(p.in + p.k + k0);
+  const uint4 b = __ldcg(reinterpret_cast<const uint4*>(p.in + p.k + k0));
   const bf16* hb = reinterpret_cast<const bf16*>(&b);
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
@@ -189,7 +195,7 @@ __device__ void run_item(const Phase& p, const Item& i, const First& first, cons
   const int row = i.r0 + int(threadIdx.x);
   if (threadIdx.x < kRows && row < p.m) {
     float v = __bfloat162float(__float2bfloat16_rn(sum));
-    if (p.res) v += __bfloat162float(p.res[row]);
+    if (p.res) v += __bfloat162float(__ldcg(p.res + row));
     p.out[row] = __float2bfloat16_rn(v);
   }
   __syncthreads();  // red and s_last are reused by the block's next item
@@ -231,6 +237,59 @@ __global__ void __launch_bounds__(kThreads, 3) step_kernel(const Step* __restric
         f = load_first(p, i, g, t);
       }
       run_item(p, i, f, sh);
+    }
+  }
+}
+
+// The whole step in one cooperative launch with no grid barrier: items are handed out by a
+// counter per phase (next[ph]), so a block takes the next item as soon as it is free, as the
+// hardware hands out a graph kernel's blocks; finished items are counted in done[ph]. A block that
+// takes an item of phase ph loads its first weights (and with L2, requests its whole weight tile
+// into L2) and only then waits for done[ph - 1] to reach the previous phase's item count: blocks
+// that run out of work in one phase start the next phase's weight stream while the last items of
+// the previous one finish. Safe ordering: an item of ph - 1 ran only after all of ph - 2 was done,
+// so done[ph - 1] complete means every earlier phase is too; all blocks are co-resident
+// (cooperative launch), so every taken item finishes.
+__device__ __forceinline__ int ld_acquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+template <bool L2>
+__global__ void __launch_bounds__(kThreads, 3)
+    step_dyn_kernel(const Step* __restrict__ s, int n_phases, const Shared sh, int* next, int* done) {
+  __shared__ int s_item;
+  const int warp = int(threadIdx.x / 32), g = int(threadIdx.x % 32) / 4, t = int(threadIdx.x % 4);
+  for (int ph = 0; ph < n_phases; ++ph) {
+    const Phase p = s->ph[ph];
+    const int n_items = items_of(p);
+    for (;;) {
+      if (threadIdx.x == 0) s_item = atomicAdd(next + ph, 1);
+      __syncthreads();
+      const int it = s_item;
+      __syncthreads();  // s_item is rewritten by the next claim
+      if (it >= n_items) break;
+      const Item i = item_of(p, it, warp);
+      if constexpr (L2) {  // the item's rows [r0, r0 + 16) x its part of k, 128-byte lines
+        const int chunks = i.c1 - (i.c0 - warp), lines = chunks * kChunk * 2 / 128;
+        const bf16* base = p.w + (i.c0 - warp) * kChunk;
+        for (int e = int(threadIdx.x); e < kRows * lines; e += kThreads) {
+          const int r = min(i.r0 + e / lines, p.m - 1);
+          asm volatile("prefetch.global.L2 [%0];" ::"l"(base + int64_t(r) * p.k + (e % lines) * 64));
+        }
+      }
+      const First f = load_first(p, i, g, t);
+      if (ph > 0 && threadIdx.x == 0) {
+        const int want = items_of(s->ph[ph - 1]);
+        while (ld_acquire(done + ph - 1) < want) {
+        }
+      }
+      __syncthreads();
+      run_item(p, i, f, sh);
+      if (threadIdx.x == 0) {
+        __threadfence();
+        atomicAdd(done + ph, 1);
+      }
     }
   }
 }
@@ -308,6 +367,12 @@ int main() {
     int per_sm0 = 0;
     GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm0, step_kernel<false>, kThreads, 0));
     per_sm = std::min(per_sm, per_sm0);
+    for (auto* k : {step_dyn_kernel<false>, step_dyn_kernel<true>}) {
+      GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm0, k, kThreads, 0));
+      per_sm = std::min(per_sm, per_sm0);
+    }
+    int* counters = nullptr;  // next[n_phases], done[n_phases] of the dynamic variants
+    GRETA_CUDA_CHECK(cudaMalloc(&counters, 2 * kLayers * 4 * sizeof(int)));
     const int blocks = per_sm * prop.multiProcessorCount;
     std::printf("{\"bench\":\"device\",\"device\":\"%s\",\"sms\":%d,\"blocks_per_sm\":%d,\"copy_GBps\":%.1f}\n",
                 dev.c_str(), prop.multiProcessorCount, per_sm, copy_gbs);
@@ -338,6 +403,14 @@ int main() {
         GRETA_CUDA_CHECK(
             cudaLaunchCooperativeKernel((void*)step_kernel<false>, dim3(blocks), dim3(kThreads), args, 0, st));
     };
+    auto launch_dyn = [&](bool l2) {
+      GRETA_CUDA_CHECK(cudaMemsetAsync(counters, 0, 2 * n_ph * sizeof(int), st));
+      int* next = counters;
+      int* done = counters + n_ph;
+      void* args[] = {&ds, const_cast<int*>(&n_ph), &sh, &next, &done};
+      GRETA_CUDA_CHECK(cudaLaunchCooperativeKernel(l2 ? (void*)step_dyn_kernel<true> : (void*)step_dyn_kernel<false>,
+                                                   dim3(blocks), dim3(kThreads), args, 0, st));
+    };
     // One step from the same x for each variant; outputs compared with `graph`'s.
     auto result = [&](auto&& run_once) {
       reset_x();
@@ -352,9 +425,10 @@ int main() {
       }
       return f;
     };
-    const char* names[] = {"graph", "graph_pdl", "coop", "coop_pre"};
+    constexpr int kVariants = 6;
+    const char* names[kVariants] = {"graph", "graph_pdl", "coop", "coop_pre", "coop_dyn", "coop_dyn_l2"};
     bool ok = true;
-    std::vector<double> ms(8);
+    std::vector<double> ms(2 * kVariants);
     // Layout "even": each phase's k split so its items fill whole rounds of the resident blocks
     // (q/k/v 1, o 3, gate/up 2, down 3 parts: 768 / 768 / 2752 / 768 items, 1.94 / 1.94 / 6.95 /
     // 1.94 rounds of 396 blocks) against the default's partial rounds (1.94 / 1.29 / 3.47 / 1.29).
@@ -369,11 +443,12 @@ int main() {
       }
       const char* lname = layout == 0 ? "" : "_even";
       std::vector<float> ref;
-      for (int v = 0; v < 4; ++v) {
-        const size_t vi = size_t(4 * layout + v);
+      for (int v = 0; v < kVariants; ++v) {
+        const size_t vi = size_t(kVariants * layout + v);
         auto once = [&] {
           if (v < 2) launch_phases(v == 1);
-          else launch_coop(v == 3);
+          else if (v < 4) launch_coop(v == 3);
+          else launch_dyn(v == 5);
         };
         const std::vector<float> out = result(once);
         if (v == 0) ref = out;
@@ -388,7 +463,7 @@ int main() {
         const bool good = finite && diff == 0.0 && mag > 0;
         ok = ok && good;
         if (v < 2) ms[vi] = median_graph_ms([&](int) { launch_phases(v == 1); }, st, 20, 1);
-        else ms[vi] = median_ms([&](int) { launch_coop(v == 3); }, 20, 1, st);
+        else ms[vi] = median_ms([&](int) { once(); }, 20, 1, st);
         const double gbs = double(n_w) * 2 / ms[vi] / 1e6;
         std::printf(
             "{\"bench\":\"persistent_step\",\"device\":\"%s\",\"variant\":\"%s%s\",\"layers\":%d,\"blocks\":%d,"
@@ -403,8 +478,8 @@ int main() {
                  copy_gbs, blocks, kThreads, n_w * 2 >> 20);
     for (size_t vi = 0; vi < ms.size(); ++vi) {
       const double gbs = double(n_w) * 2 / ms[vi] / 1e6;
-      std::fprintf(stderr, "  %-10s%-5s %8.3f ms  %7.1f GB/s  %5.1f%% of copy\n", names[vi % 4], vi < 4 ? "" : "_even",
-                   ms[vi], gbs, 100.0 * gbs / copy_gbs);
+      std::fprintf(stderr, "  %-12s%-5s %8.3f ms  %7.1f GB/s  %5.1f%% of copy\n", names[vi % kVariants],
+                   vi < kVariants ? "" : "_even", ms[vi], gbs, 100.0 * gbs / copy_gbs);
     }
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
