@@ -112,7 +112,9 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
       GRETA_CUDA_CHECK(cudaMalloc(&w[size_t(si)][size_t(l)], P.total));
       auto* b = static_cast<uint8_t*>(w[size_t(si)][size_t(l)]);
       fill_bytes<<<1024, 256, 0, st>>>(b, P.total, uint32_t(97 * si + l));
-      fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.d - P.sc) / 2, uint32_t(si + 31 * l));
+      // Q6_K's d plane too (fp16 super-block scales).
+      fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.total - P.sc) / 2,
+                                       uint32_t(si + 31 * l));
       step_bytes += P.total;
     }
   }
@@ -200,6 +202,7 @@ int main() {
     const double copy_gbs = copy_bandwidth_gbs(bd.stream);
     bool ok = run_format<greta::DType::Q4_0>(bd, copy_gbs);
     ok = run_format<greta::DType::Q4_K>(bd, copy_gbs) && ok;
+    ok = run_format<greta::DType::Q6_K>(bd, copy_gbs) && ok;
     ok = run_format<greta::DType::Q8_0>(bd, copy_gbs) && ok;
     return ok ? 0 : 1;
   } catch (const std::exception& e) {

@@ -63,7 +63,7 @@ const std::vector<EnvSwitch> kSwitches = {
        o.cuda.packed_weights = parse_bool("GRETA_CUDA_PACKED_WEIGHTS", v);
      }},
     {"GRETA_CUDA_INT8_ACTS", "0|1",
-     "CUDA, GGUF Q8_0/Q4_0/Q4_1/Q4_K weights: one-token GEMVs quantize x to int8, dp4a dot products (default 1)",
+     "CUDA, GGUF block formats: one-token GEMVs quantize x to int8 and take dp4a dot products (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.packed_int8_acts = parse_bool("GRETA_CUDA_INT8_ACTS", v); }},
     {"GRETA_CUDA_FP8_TENSOR_CORES", "0|1",
      "CUDA: FP8 weights with a scale a row run steps past the GEMV as W8A8 on FP8 tensor cores (default 1)",

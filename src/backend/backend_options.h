@@ -50,7 +50,7 @@ struct CudaOptions {
   bool packed_weights = true;       // quantized weights (GGUF, FP8, int4) stay in their format on the
                                     // device (read and dequantized by the GEMV;
                                     // docs/notes/quantized-weights.md); false: converted to bf16 at upload
-  bool packed_int8_acts = true;     // GGUF Q8_0, Q4_0, Q4_1, Q4_K: one-token GEMVs quantize x to
+  bool packed_int8_acts = true;     // GGUF block formats: one-token GEMVs quantize x to
                                     // int8 per 32 values, as llama.cpp and the CPU backend do, and
                                     // take dp4a dot products (docs/notes/quantized-weights.md);
                                     // false: bf16 x on the mma path

@@ -28,11 +28,25 @@ bool has_min(DType t) {
   return t == DType::Q4_1 || t == DType::Q4_K || t == DType::Q5_K || t == DType::I4_G32 || t == DType::I4_G64 ||
          t == DType::I4_G128;
 }
-// One-token GEMVs over these GGUF formats quantize x to int8 per 32 values (as llama.cpp and the
+// One-token GEMVs over the GGUF formats quantize x to int8 per 32 values (as llama.cpp and the
 // CPU backend do; CudaOptions::packed_int8_acts), which adds x's rounding (~1/254 of the group's
 // largest |x|) to the bf16 rounding: up to ~1% of a dot product with the heavy-tailed SwiGLU output
 // against the exact reference. Int8ActivationsMatchAHostReference checks that path tightly.
-bool int8_x_format(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q4_K; }
+bool int8_x_format(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
+         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+// Bytes [first, last) of a block that hold its quants (high bits included), core/quant_blocks.h.
+std::pair<size_t, size_t> quant_bytes(DType t) {
+  switch (t) {
+    case DType::Q4_1:
+    case DType::Q5_1: return {4, block_bytes(t)};
+    case DType::Q4_K:
+    case DType::Q5_K: return {16, block_bytes(t)};
+    case DType::Q6_K: return {0, 192};    // ql, qh; then the scales and d
+    default: return {2, block_bytes(t)};  // Q8_0, Q4_0, Q5_0: after the fp16 d
+  }
+}
 double gemv_tol(DType t, int64_t n) { return has_min(t) || (n == 1 && int8_x_format(t)) ? 2 * kBf16Tol : kBf16Tol; }
 // Two row lengths k a format's blocks divide, awkward for the GEMV: 576 ends in a partial
 // 128-value chunk of the 4-bit formats; 1056, 1088 and 1152 are odd numbers of blocks (33 x 32,
@@ -160,8 +174,9 @@ int64_t long_row(DType t) {
 // The int8 path alone, against a host model of it: x rounded to bf16 (as the device holds it),
 // then per 32 values d = amax / 127 and q = x * 127 / amax rounded to nearest even (the device's
 // fp32 operations, so the same int8 values); each weight value w = d_w q_w + m (m: what a zero
-// quant decodes to, the group's min or offset) multiplies the int8 x in its d_w q_w part and the
-// exact x in its m part, as the kernel does. What is left is summation order and the bf16 output.
+// quant decodes to, the group's min or offset; Q6_K: per 16 values) multiplies the int8 x in its
+// d_w q_w part and the exact x in its m part, as the kernel does. What is left is summation
+// order and the bf16 output.
 TEST_F(GpuQuant, Int8ActivationsMatchAHostReference) {
   CudaOptions o;
   o.packed_int8_acts = true;
@@ -169,14 +184,14 @@ TEST_F(GpuQuant, Int8ActivationsMatchAHostReference) {
   std::mt19937 rng(9);
   for (DType t : kFormats) {
     if (!int8_x_format(t)) continue;
-    const size_t quant_at = t == DType::Q4_K ? 16 : t == DType::Q4_1 ? 4 : 2;  // the block's quants start here
+    const auto [qa, qb] = quant_bytes(t);
     for (int64_t k : row_lengths(t)) {
       const int64_t m = 301;
       HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
       const std::vector<float> wv = w.decoded();
       std::vector<uint8_t> zeroed = w.bytes;  // every quant 0: each value decodes to its group's m
       for (size_t b = 0; b < zeroed.size(); b += block_bytes(t))
-        std::fill(zeroed.begin() + long(b + quant_at), zeroed.begin() + long(b + block_bytes(t)), uint8_t(0));
+        std::fill(zeroed.begin() + long(b + qa), zeroed.begin() + long(b + qb), uint8_t(0));
       std::vector<float> mv(wv.size());
       for (int64_t r = 0; r < m; ++r)
         dequantize_row(t, zeroed.data() + size_t(r) * row_bytes(t, k), mv.data() + r * k, k);

@@ -71,7 +71,7 @@ struct GemvArgs {
   // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h),
   // which has no split-K.
   int32_t wfmt = int32_t(DType::BF16);
-  // 1: a one-token GEMV over GGUF Q8_0/Q4_0/Q4_1/Q4_K weights quantizes x to int8 per 32 values
+  // 1: a one-token GEMV over GGUF block-format weights quantizes x to int8 per 32 values
   // and takes dp4a dot products (gemv_dot.cuh dot_format); other formats and steps ignore it.
   int32_t int8_x = 0;
 };

@@ -15,7 +15,9 @@
 // for the 4-bit formats, whose lanes unpack a word w of quants as w & 0x0F0F0F0F and
 // (w >> 4) & 0x0F0F0F0F, giving the values (0, 4, 1, 5) and (2, 6, 3, 7) of its 8 (quant_planes.h,
 // "Order inside a group"); x's bytes are stored in that order, so the dp4a pairs line up
-// without shuffling. After the bytes: per group a float2 (d, sum of the group's x values).
+// without shuffling; the 5- and 6-bit formats OR their high bits into bits 4-5 of the same bytes.
+// After the bytes, per group a float4: d, the sum of the group's 32 x values, the sum of its
+// first 16 (Q6_K scales each half on its own), unused.
 //
 // value = d_w q + m_w for every format here (Q4_0: m = -8 d; Q8_0: m = 0), so a granule's dot
 // product is d_w d_x sum(q xq) + m_w sum(x): the min multiplies the exact sum of x, not the
@@ -30,25 +32,25 @@
 namespace greta::cuda {
 namespace {
 
-// The GGUF formats whose one-token GEMVs take int8 activations, as llama.cpp's MMVQ and the CPU
+// The GGUF formats, whose one-token GEMVs take int8 activations as llama.cpp's MMVQ and the CPU
 // backend run them. The Hugging Face formats (AWQ/GPTQ int4, FP8) keep bf16 activations, as their
-// CPU reference (float x) and their usual engines (W4A16, W8A16) do. Q5_*/Q6_K would need their
-// high bits merged into the bytes first (not done yet).
+// CPU reference (float x) and their usual engines (W4A16, W8A16) do.
 constexpr bool dot_format(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q4_K;
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
+         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
-// The longest row the shared-memory copy of x takes (int8 values plus 8 bytes a group) within the
-// 48 KiB a block may have without opting in.
-constexpr int64_t kDotMaxK = 32768;
+// The longest row whose shared-memory copy of x (a byte a value plus 16 bytes a group) fits the
+// 48 KiB a block may have without opting in, next to the kernel's own reduction arrays.
+constexpr int64_t kDotMaxK = 28672;
 __host__ __device__ constexpr int64_t dot_x_bytes(int64_t k) { return (k + 15) / 16 * 16; }
-__host__ __device__ constexpr size_t dot_smem_bytes(int64_t k) { return size_t(dot_x_bytes(k) + k / 32 * 8); }
+__host__ __device__ constexpr size_t dot_smem_bytes(int64_t k) { return size_t(dot_x_bytes(k) + k / 32 * 16); }
 
 template <DType T>
 struct WeightDot : WeightQuant<T> {
   using Base = WeightQuant<T>;
   using typename Base::Lane;
   using typename Base::Raw;
-  static_assert(dot_format(T), "int8 dot products: Q8_0, Q4_0, Q4_1, Q4_K");
+  static_assert(dot_format(T), "int8 dot products: the GGUF formats");
   static constexpr bool kDot = true;
   static constexpr bool kNibbles = !Base::kBytes;
   // Chunks a lane has in flight: the granules are all the registers the loop holds, so the
@@ -59,7 +61,7 @@ struct WeightDot : WeightQuant<T> {
   // each; every thread of the block calls it, k % 32 == 0.
   __device__ static void quantize_x(const bf16* __restrict__ x, int64_t k, uint8_t* xs) {
     const int64_t groups = k / 32;
-    float2* sums = reinterpret_cast<float2*>(xs + dot_x_bytes(k));
+    float4* sums = reinterpret_cast<float4*>(xs + dot_x_bytes(k));
     const int64_t span = (groups * 4 + 31) / 32 * 32;  // whole warps, so the shuffles see every lane
     for (int64_t e = threadIdx.x; e < span; e += blockDim.x) {
       const bool ok = e < groups * 4;
@@ -73,10 +75,12 @@ struct WeightDot : WeightQuant<T> {
       }
 #pragma unroll
       for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j])), sum += f[j];
+      float first = e % 4 < 2 ? sum : 0.f;  // values 0..15 of the group
 #pragma unroll
       for (int o = 1; o < 4; o *= 2) {  // the group's 4 threads are adjacent lanes
         amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
         sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        first += __shfl_xor_sync(0xffffffffu, first, o);
       }
       const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
       uint32_t q[8];
@@ -92,45 +96,69 @@ struct WeightDot : WeightQuant<T> {
       }
       if (ok) {
         *reinterpret_cast<uint2*>(xs + 8 * e) = packed;
-        if (e % 4 == 0) sums[e / 4] = make_float2(d, sum);
+        if (e % 4 == 0) sums[e / 4] = make_float4(d, sum, first, 0.f);
       }
+    }
+  }
+
+  // Word s of a 4-bit granule as the bytes of values (0, 4, 1, 5) and (2, 6, 3, 7) of its 8
+  // (quant_planes.h), high bits in: Q5_* bit 4s + p / 16 + 4s + p of the group's word, Q6_K 2-bit
+  // field 2(4(s % 2) + p) / 16 + ... of word s / 2, moved to bit 4 of the value's byte.
+  __device__ static void unpack(const Raw& r, int s, uint32_t w, uint32_t& lo, uint32_t& hi) {
+    constexpr uint32_t kLow = 0x0F0F0F0Fu;
+    lo = w & kLow;
+    hi = (w >> 4) & kLow;
+    if constexpr (Base::kHi1) {
+      const uint32_t h = r.hi.x >> (4 * s);
+      lo |= ((h << 4) & 0x00100010u) | ((h << 10) & 0x10001000u);
+      hi |= ((h << 3) & 0x00100010u) | ((h << 9) & 0x10001000u);
+    }
+    if constexpr (Base::kHi2) {
+      const uint32_t h = (s < 2 ? r.hi.x : r.hi.y) >> (8 * (s % 2));
+      lo |= ((h << 4) & 0x00300030u) | ((h << 8) & 0x30003000u);
+      hi |= ((h << 2) & 0x00300030u) | ((h << 6) & 0x30003000u);
     }
   }
 
   // Sum over this lane's granule of chunk c (raw r) of w x, x from xs at the granule's first
   // value v (the caller's kChunk c + 8 kSub t).
   __device__ static float dot(const Lane& l, const Raw& r, int64_t c, const uint8_t* xs, int64_t k, int64_t v) {
-    const float2 gx = reinterpret_cast<const float2*>(xs + dot_x_bytes(k))[v / 32];
-    int s = 0;
-    float d, m;
+    const float4 gx = reinterpret_cast<const float4*>(xs + dot_x_bytes(k))[v / 32];
     if constexpr (kNibbles) {
       const uint4 x0 = *reinterpret_cast<const uint4*>(xs + v), x1 = *reinterpret_cast<const uint4*>(xs + v + 16);
-      constexpr uint32_t kLow = 0x0F0F0F0Fu;
-      s = __dp4a(int(r.q.x & kLow), int(x0.x), s);
-      s = __dp4a(int((r.q.x >> 4) & kLow), int(x0.y), s);
-      s = __dp4a(int(r.q.y & kLow), int(x0.z), s);
-      s = __dp4a(int((r.q.y >> 4) & kLow), int(x0.w), s);
-      s = __dp4a(int(r.q.z & kLow), int(x1.x), s);
-      s = __dp4a(int((r.q.z >> 4) & kLow), int(x1.y), s);
-      s = __dp4a(int(r.q.w & kLow), int(x1.z), s);
-      s = __dp4a(int((r.q.w >> 4) & kLow), int(x1.w), s);
-      if constexpr (T == DType::Q4_0) {
-        d = half_bits(r.sc.x);
-        m = -8.f * d;
-      } else {
-        Base::scale_min(l, r, c, d, m);
+      const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+      const uint32_t qw[4] = {r.q.x, r.q.y, r.q.z, r.q.w};
+      int half[2] = {0, 0};  // values 0..15 and 16..31
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        uint32_t lo, hi;
+        unpack(r, s, qw[s], lo, hi);
+        half[s / 2] = __dp4a(int(lo), int(xw[2 * s]), half[s / 2]);
+        half[s / 2] = __dp4a(int(hi), int(xw[2 * s + 1]), half[s / 2]);
       }
-    } else {  // Q8_0: 16 signed bytes, half a group
+      if constexpr (Base::kHi2) {  // Q6_K: d sc (q - 32), a scale a 16-value half
+        const float d = half_bits(r.d);
+        const float d0 = d * float(int8_t(r.sc.x & 0xffu)), d1 = d * float(int8_t((r.sc.x >> 8) & 0xffu));
+        return gx.x * (d0 * float(half[0]) + d1 * float(half[1])) - 32.f * (d0 * gx.z + d1 * (gx.y - gx.z));
+      } else {
+        float d, m;
+        if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
+          d = half_bits(r.sc.x);
+          m = (T == DType::Q4_0 ? -8.f : -16.f) * d;
+        } else {
+          Base::scale_min(l, r, c, d, m);
+        }
+        return d * (gx.x * float(half[0] + half[1])) + m * gx.y;
+      }
+    } else {  // Q8_0: 16 signed bytes, half a group, m = 0
       const uint4 x0 = *reinterpret_cast<const uint4*>(xs + v);
+      int s = 0;
       s = __dp4a(int(r.q.x), int(x0.x), s);
       s = __dp4a(int(r.q.y), int(x0.y), s);
       s = __dp4a(int(r.q.z), int(x0.z), s);
       s = __dp4a(int(r.q.w), int(x0.w), s);
-      d = half_bits(r.sc.x);
-      m = 0.f;
+      return half_bits(r.sc.x) * (gx.x * float(s));
     }
-    // Q8_0: the two lanes of a group each add half of sum(x) with m = 0, so nothing is counted twice.
-    return d * (gx.x * float(s)) + m * gx.y;
   }
 };
 
