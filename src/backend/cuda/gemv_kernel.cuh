@@ -90,6 +90,17 @@ enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 // the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
 // WF (gemv_weights.cuh): how a lane reads its weights; with WF::kSub > 1 a chunk is 32 * kSub
 // values wide and each lane's granule feeds kSub mma pairs.
+// A lane's weights of chunks c, c + WARPS, ... (UNROLL of them) in rows a and b.
+template <int UNROLL, int WARPS, class WF>
+__device__ __forceinline__ void load_chunks(const typename WF::Lane& wa, const typename WF::Lane& wb, int64_t c,
+                                            typename WF::Raw (&ra)[UNROLL], typename WF::Raw (&rb)[UNROLL]) {
+#pragma unroll
+  for (int u = 0; u < UNROLL; ++u) {
+    ra[u] = WF::load(wa, c + int64_t(u) * WARPS);
+    rb[u] = WF::load(wb, c + int64_t(u) * WARPS);
+  }
+}
+
 template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1, class WF = WeightBf16>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
@@ -157,13 +168,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
   if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.launch_dependents;");
   typename WF::Raw pa[UNROLL], pb[UNROLL];  // kLaunchPipe: this lane's weights for the iteration about to run
   if constexpr (LAUNCH == kLaunchPipe) {
-    if (c0 + int64_t(UNROLL - 1) * WARPS < full) {
-#pragma unroll
-      for (int u = 0; u < UNROLL; ++u) {
-        pa[u] = WF::load(wa, c0 + int64_t(u) * WARPS);
-        pb[u] = WF::load(wb, c0 + int64_t(u) * WARPS);
-      }
-    }
+    if (c0 + int64_t(UNROLL - 1) * WARPS < full) load_chunks<UNROLL, WARPS, WF>(wa, wb, c0, pa, pb);
   }
   if constexpr (LAUNCH != kLaunchPlain) asm volatile("griddepcontrol.wait;" ::: "memory");
   float acc[NT][kSets][4] = {};
@@ -196,13 +201,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       const int64_t cn = c0 + int64_t(WARPS) * UNROLL;
       const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
       typename WF::Raw na[UNROLL], nb[UNROLL];
-      if (more) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-          na[u] = WF::load(wa, cn + int64_t(u) * WARPS);
-          nb[u] = WF::load(wb, cn + int64_t(u) * WARPS);
-        }
-      }
+      if (more) load_chunks<UNROLL, WARPS, WF>(wa, wb, cn, na, nb);
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
         const int64_t c = c0 + int64_t(u) * WARPS, v = kChunk * c + 8 * kSub * t;
@@ -234,13 +233,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       const bool more = cn + int64_t(UNROLL - 1) * WARPS < full;
       typename WF::Raw na[UNROLL], nb[UNROLL];
       uint4 vx[UNROLL][NT][kSub];
-      if (more) {
-#pragma unroll
-        for (int u = 0; u < UNROLL; ++u) {
-          na[u] = WF::load(wa, cn + int64_t(u) * WARPS);
-          nb[u] = WF::load(wb, cn + int64_t(u) * WARPS);
-        }
-      }
+      if (more) load_chunks<UNROLL, WARPS, WF>(wa, wb, cn, na, nb);
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
         const int64_t off = kChunk * (c0 + int64_t(u) * WARPS);
