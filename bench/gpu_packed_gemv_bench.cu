@@ -61,7 +61,7 @@ struct Variant {
 template <DType T>
 std::vector<Variant> variants() {
   std::vector<Variant> v = {{"prod", 0, nullptr}};
-  if constexpr (dot_format(T)) {
+  if constexpr (int8_dot_format(T)) {
     v.push_back({"int8x", 1, nullptr});
     v.push_back({"dot_u1", -1, &launch_dot<T, 1>});
     v.push_back({"dot_u2", -1, &launch_dot<T, 2>});

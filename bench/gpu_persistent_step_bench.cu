@@ -14,7 +14,7 @@
 //   coop_dyn    one cooperative launch, no grid barrier: items handed out by a counter per
 //               phase, a block waits for the previous phase's done count only after taking its
 //               next item and loading its first weights (step_dyn_kernel)
-//   coop_dyn_l2 the same, each taken item's whole weight tile also requested into L2 first
+//   coop_dyn_ahead  the same, each block claiming its next item when it starts one
 // A work item is the engine's decode-GEMV tile (16 rows, 8 warps reading adjacent 64-byte chunks
 // of each row), the o and down projections split over 2 parts of k so they have as many items
 // as the others have tiles. Prints JSON lines (card, bytes, ms a step, GB/s, % of the copy
@@ -244,10 +244,11 @@ __global__ void __launch_bounds__(kThreads, 3) step_kernel(const Step* __restric
 // The whole step in one cooperative launch with no grid barrier: items are handed out by a
 // counter per phase (next[ph]), so a block takes the next item as soon as it is free, as the
 // hardware hands out a graph kernel's blocks; finished items are counted in done[ph]. A block that
-// takes an item of phase ph loads its first weights (and with L2, requests its whole weight tile
-// into L2) and only then waits for done[ph - 1] to reach the previous phase's item count: blocks
-// that run out of work in one phase start the next phase's weight stream while the last items of
-// the previous one finish. Safe ordering: an item of ph - 1 ran only after all of ph - 2 was done,
+// takes an item of phase ph loads its first weights and only then waits for done[ph - 1] to reach
+// the previous phase's item count: blocks that run out of work in one phase start the next
+// phase's weight stream while the last items of the previous one finish. AHEAD: a block claims
+// its next item when it starts one, so the counter's round trip to L2 overlaps the item instead
+// of preceding the next. Safe ordering: an item of ph - 1 ran only after all of ph - 2 was done,
 // so done[ph - 1] complete means every earlier phase is too; all blocks are co-resident
 // (cooperative launch), so every taken item finishes.
 __device__ __forceinline__ int ld_acquire(const int* p) {
@@ -255,42 +256,42 @@ __device__ __forceinline__ int ld_acquire(const int* p) {
   asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-template <bool L2>
+template <bool AHEAD>
 __global__ void __launch_bounds__(kThreads, 3)
     step_dyn_kernel(const Step* __restrict__ s, int n_phases, const Shared sh, int* next, int* done) {
   __shared__ int s_item;
   const int warp = int(threadIdx.x / 32), g = int(threadIdx.x % 32) / 4, t = int(threadIdx.x % 4);
-  for (int ph = 0; ph < n_phases; ++ph) {
+  if (threadIdx.x == 0) s_item = atomicAdd(next, 1);
+  __syncthreads();
+  int it = s_item, ph = 0;
+  while (ph < n_phases) {
     const Phase p = s->ph[ph];
-    const int n_items = items_of(p);
-    for (;;) {
+    if (it >= items_of(p)) {  // every item of this phase is taken: on to the next phase's
+      if (++ph == n_phases) break;
+      __syncthreads();  // every thread has read s_item
       if (threadIdx.x == 0) s_item = atomicAdd(next + ph, 1);
       __syncthreads();
-      const int it = s_item;
-      __syncthreads();  // s_item is rewritten by the next claim
-      if (it >= n_items) break;
-      const Item i = item_of(p, it, warp);
-      if constexpr (L2) {  // the item's rows [r0, r0 + 16) x its part of k, 128-byte lines
-        const int chunks = i.c1 - (i.c0 - warp), lines = chunks * kChunk * 2 / 128;
-        const bf16* base = p.w + (i.c0 - warp) * kChunk;
-        for (int e = int(threadIdx.x); e < kRows * lines; e += kThreads) {
-          const int r = min(i.r0 + e / lines, p.m - 1);
-          asm volatile("prefetch.global.L2 [%0];" ::"l"(base + int64_t(r) * p.k + (e % lines) * 64));
-        }
-      }
-      const First f = load_first(p, i, g, t);
-      if (ph > 0 && threadIdx.x == 0) {
-        const int want = items_of(s->ph[ph - 1]);
-        while (ld_acquire(done + ph - 1) < want) {
-        }
-      }
-      __syncthreads();
-      run_item(p, i, f, sh);
-      if (threadIdx.x == 0) {
-        __threadfence();
-        atomicAdd(done + ph, 1);
+      it = s_item;
+      continue;
+    }
+    int ahead = 0;
+    if (AHEAD && threadIdx.x == 0) ahead = atomicAdd(next + ph, 1);
+    const Item i = item_of(p, it, warp);
+    const First f = load_first(p, i, g, t);
+    if (ph > 0 && threadIdx.x == 0) {
+      const int want = items_of(s->ph[ph - 1]);
+      while (ld_acquire(done + ph - 1) < want) {
       }
     }
+    __syncthreads();
+    run_item(p, i, f, sh);  // ends with a block barrier
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(done + ph, 1);
+      s_item = AHEAD ? ahead : atomicAdd(next + ph, 1);
+    }
+    __syncthreads();
+    it = s_item;
   }
 }
 
@@ -403,12 +404,12 @@ int main() {
         GRETA_CUDA_CHECK(
             cudaLaunchCooperativeKernel((void*)step_kernel<false>, dim3(blocks), dim3(kThreads), args, 0, st));
     };
-    auto launch_dyn = [&](bool l2) {
+    auto launch_dyn = [&](bool ahead) {
       GRETA_CUDA_CHECK(cudaMemsetAsync(counters, 0, 2 * n_ph * sizeof(int), st));
       int* next = counters;
       int* done = counters + n_ph;
       void* args[] = {&ds, const_cast<int*>(&n_ph), &sh, &next, &done};
-      GRETA_CUDA_CHECK(cudaLaunchCooperativeKernel(l2 ? (void*)step_dyn_kernel<true> : (void*)step_dyn_kernel<false>,
+      GRETA_CUDA_CHECK(cudaLaunchCooperativeKernel(ahead ? (void*)step_dyn_kernel<true> : (void*)step_dyn_kernel<false>,
                                                    dim3(blocks), dim3(kThreads), args, 0, st));
     };
     // One step from the same x for each variant; outputs compared with `graph`'s.
@@ -426,7 +427,7 @@ int main() {
       return f;
     };
     constexpr int kVariants = 6;
-    const char* names[kVariants] = {"graph", "graph_pdl", "coop", "coop_pre", "coop_dyn", "coop_dyn_l2"};
+    const char* names[kVariants] = {"graph", "graph_pdl", "coop", "coop_pre", "coop_dyn", "coop_dyn_ahead"};
     bool ok = true;
     std::vector<double> ms(2 * kVariants);
     // Layout "even": each phase's k split so its items fill whole rounds of the resident blocks

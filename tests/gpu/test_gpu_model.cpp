@@ -24,7 +24,9 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Greedy decoding on both backends from the same prompt; logits compared at every step.
-void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype, const std::string& shape = "tiny") {
+// logits_tol: the bound on the logits' relative difference over the run.
+void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype, const std::string& shape = "tiny",
+                     double logits_tol = 3e-2) {
   auto file = ModelFile::synthetic(shape, dtype, 7);
   LlamaModel gm(*file, gpu), cm(*file, cpu);
   const int vocab = file->config().vocab_size;
@@ -48,7 +50,7 @@ void decode_like_cpu(Backend& gpu, Backend& cpu, DType dtype, const std::string&
   }
   std::printf("rel_err model logits (%s, %s weights, 32 decode steps) %.3g; greedy tokens equal %d/%d\n", shape.c_str(),
               std::string(dtype_name(dtype)).c_str(), worst, same, steps);
-  EXPECT_LT(worst, 3e-2) << dtype_name(dtype);
+  EXPECT_LT(worst, logits_tol) << dtype_name(dtype);
   EXPECT_GE(same, steps - 2) << dtype_name(dtype);
 }
 
@@ -71,8 +73,12 @@ TEST_F(GpuModel, QuantizedModelsDecodeLikeTheCpu) {
   // 1376-wide rows are not a multiple of 256, 128 or 64: K-quant and int4 models mix in a
   // fallback format (Q5_0, Q8_0, I4_G32), an FP8 model keeps those matrices in bf16.
   auto exact = make_cpu_backend({.n_threads = 0, .exact_matmul = true});
-  for (DType t : {DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F8_B64, DType::I4_G128})
-    decode_like_cpu(*gpu, *exact, t);
+  // The int8 activations take the GGUF formats' logits up to ~3.3% from the exact ones (measured
+  // 3.2% for Q4_1, where the bf16 path stays under 2%); the greedy tokens keep their bound.
+  for (DType t : {DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F8_B64, DType::I4_G128}) {
+    const bool gguf = t != DType::F8_B64 && t != DType::I4_G128;
+    decode_like_cpu(*gpu, *exact, t, "tiny", gguf ? 4e-2 : 3e-2);
+  }
 }
 
 }  // namespace

@@ -48,6 +48,13 @@ std::pair<size_t, size_t> quant_bytes(DType t) {
   }
 }
 double gemv_tol(DType t, int64_t n) { return has_min(t) || (n == 1 && int8_x_format(t)) ? 2 * kBf16Tol : kBf16Tol; }
+// A decode layer's chain (q/k/v, o, gate/up, down) adds that rounding at every GEMV, and the
+// SwiGLU output's groups are dominated by a few large values: measured up to 3.2e-2 at the end of
+// the layer, where the bf16 path stays under 1e-2.
+double layer_tol(DType t, DType res, int64_t n) {
+  if (n == 1 && (int8_x_format(t) || int8_x_format(res))) return 4e-2;
+  return std::max(gemv_tol(t, n), gemv_tol(res, n));
+}
 // Two row lengths k a format's blocks divide, awkward for the GEMV: 576 ends in a partial
 // 128-value chunk of the 4-bit formats; 1056, 1088 and 1152 are odd numbers of blocks (33 x 32,
 // 17 x 64, 9 x 128), 2816 = 11 super-blocks.
@@ -321,7 +328,7 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vect
     const char* names[] = {"q", "k", "v", "swiglu", "residual"};
     for (size_t i = 0; i < outs[0].size(); ++i)
       report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
-             rel_err(outs[0][i], outs[1][i]), std::max(gemv_tol(t, n), gemv_tol(res, n)));
+             rel_err(outs[0][i], outs[1][i]), layer_tol(t, res, n));
   }
 }
 

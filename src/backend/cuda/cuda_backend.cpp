@@ -116,6 +116,7 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     upload_.repack(w.dtype, w.data, rb, rows, cols, out->data, stream_);
     GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
     if (w.dtype == DType::F8_B64) find_fp8_row_scales(w.name, *out);
+    has_int8_dot_weights_ = has_int8_dot_weights_ || (opt_.packed_int8_acts && int8_dot_format(w.dtype));
     return out;
   }
   if (!convert_supported(w.dtype))

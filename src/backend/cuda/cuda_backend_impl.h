@@ -124,6 +124,7 @@ class CudaBackend final : public Backend {
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
   int fp8_activation_min_tokens() const override { return has_fp8_gemm_weights_ ? opt_.gemv_max_tokens + 1 : 0; }
+  int int8_activation_max_tokens() const override { return has_int8_dot_weights_ ? 1 : 0; }
   void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
               float* probs_out) override {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
@@ -223,6 +224,7 @@ class CudaBackend final : public Backend {
   WeightUploader upload_;              // raw weight bytes -> device -> bf16 or packed planes
   std::set<DType> converted_types_;    // quantized types converted to bf16 so far (said once each)
   bool has_fp8_gemm_weights_ = false;  // some weight takes the FP8 GEMM (its load-log line is said)
+  bool has_int8_dot_weights_ = false;  // some weight's one-token GEMV takes int8 activations
   bool said_fp8_blocks_ = false;       // an FP8 weight that cannot (said once)
   DeviceBuffer fp8_mixed_rows_;        // find_fp8_row_scales' count of rows with several scales
   std::vector<uint16_t> host_bf16_;

@@ -72,7 +72,7 @@ struct GemvArgs {
   // which has no split-K.
   int32_t wfmt = int32_t(DType::BF16);
   // 1: a one-token GEMV over GGUF block-format weights quantizes x to int8 per 32 values
-  // and takes dp4a dot products (gemv_dot.cuh dot_format); other formats and steps ignore it.
+  // and takes dp4a dot products (quant_planes.h int8_dot_format); other formats and steps ignore it.
   int32_t int8_x = 0;
 };
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.

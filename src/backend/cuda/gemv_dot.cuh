@@ -32,13 +32,6 @@
 namespace greta::cuda {
 namespace {
 
-// The GGUF formats, whose one-token GEMVs take int8 activations as llama.cpp's MMVQ and the CPU
-// backend run them. The Hugging Face formats (AWQ/GPTQ int4, FP8) keep bf16 activations, as their
-// CPU reference (float x) and their usual engines (W4A16, W8A16) do.
-constexpr bool dot_format(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
-         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
-}
 // The longest row whose shared-memory copy of x (a byte a value plus 16 bytes a group) fits the
 // 48 KiB a block may have without opting in, next to the kernel's own reduction arrays.
 constexpr int64_t kDotMaxK = 28672;
@@ -50,12 +43,15 @@ struct WeightDot : WeightQuant<T> {
   using Base = WeightQuant<T>;
   using typename Base::Lane;
   using typename Base::Raw;
-  static_assert(dot_format(T), "int8 dot products: the GGUF formats");
+  static_assert(int8_dot_format(T), "int8 dot products: the GGUF formats");
   static constexpr bool kDot = true;
   static constexpr bool kNibbles = !Base::kBytes;
   // Chunks a lane has in flight: the granules are all the registers the loop holds, so the
-  // 4-bit formats can afford more than the dequantizing policy.
-  static constexpr int kUnroll = Base::kBytes ? 4 : 2;
+  // 32-value formats can afford more than the dequantizing policy. The K-quants' granules carry
+  // the 16-byte scale record too: with 2 chunks their fused kernels took 120-163 registers (1-2
+  // blocks an SM) and Q6_K decoded slower than on the bf16 path; 1 chunk measured the same
+  // GEMV chain for Q4_K.
+  static constexpr int kUnroll = Base::kBytes ? 4 : Base::kK || Base::kHi2 ? 1 : 2;
 
   // Quantizes x[0, k) (token 0, bf16) into xs (layout above): 4 threads a group, 8 values
   // each; every thread of the block calls it, k % 32 == 0.

@@ -30,7 +30,7 @@ void launch_norm(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s
 // (gemv_dot.cuh).
 template <DType T>
 void launch_token_tiles(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if constexpr (dot_format(T)) {
+  if constexpr (int8_dot_format(T)) {
     if (a.int8_x && a.n == 1 && a.k <= kDotMaxK) {
       launch_norm<WeightDot<T>, 1>(a, eps, norm, epi, s);
       return;

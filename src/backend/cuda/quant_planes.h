@@ -82,6 +82,14 @@ GRETA_HD constexpr bool packed_on_device(DType t) {
          t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::F8_B64 || int4_format(t);
 }
 
+// The GGUF block formats, whose one-token GEMVs take int8 activations as llama.cpp's MMVQ and the
+// CPU backend run them (gemv_dot.cuh). The Hugging Face formats (AWQ/GPTQ int4, FP8) keep bf16
+// activations, as their CPU reference (float x) and their usual engines (W4A16, W8A16) do.
+GRETA_HD constexpr bool int8_dot_format(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
+         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
+
 // Host dispatch on a packed format: F<T>::run(a...) with T = t, or an error for a format the
 // device does not keep packed. The one list of the formats' instantiations.
 template <template <DType> class F, class... A>
