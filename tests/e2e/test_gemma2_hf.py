@@ -17,10 +17,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, logits_error_vs_reference, read_json, run_greta
+from conftest import ROOT, linked_copy, logits_error, logits_error_vs_reference, run_greta, torch_logits
 
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
-PROMPT = "The GNU General Public License is"
 # max |diff| / max |logit| against float64. Measured 2.4e-4 (step 0) and 8.2e-4 (step 3): the F16
 # KV cache and fp16 softmax weights (docs/notes/cpu-numerics.md) on scores of a few hundred. A
 # field read wrong moves them by 1e-1 or more (test_each_config_field_moves_the_logits).
@@ -34,15 +33,6 @@ def gemma2_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("gemma2") / "hf"
     subprocess.run([sys.executable, TOOL, "write", "gemma2", str(d)], check=True)
     return d
-
-
-def linked_copy(src, dst, without):
-    """dst: a directory linking every file of src but `without`, which the caller writes."""
-    dst.mkdir()
-    for f in os.listdir(src):
-        if f != without:
-            os.symlink(src / f, dst / f)
-    return dst
 
 
 def with_config(src, dst, **changes):
@@ -125,17 +115,7 @@ def test_checkpoint_written_by_transformers_matches_its_forward(greta_bin, gemma
     model.save_pretrained(str(d))
     for f in ("tokenizer.json", "tokenizer_config.json"):
         os.symlink(gemma2_dir / f, d / f)
-    run_greta(greta_bin, "run", "-m", d, "--device", "cpu", "-p", PROMPT, "-n", 4, "--temp", "0", "--ignore-eos",
-              "--report", tmp_path / "r.json", "--report-top", 1000)
-    r = read_json(tmp_path / "r.json")
-    for step in (0, 3):
-        ids = r["prompt_ids"] + r["generated_ids"][:step]
-        with torch.no_grad():
-            want = model(torch.tensor([ids])).logits[0, -1].double()
-        ours = torch.zeros_like(want)
-        for t, v in r["steps"][step]:
-            ours[t] = v
-        err = float((ours - want).abs().max() / want.abs().max())
+    for step, err, ours, want in logits_error(greta_bin, d, tmp_path / "r.json", (0, 3), torch_logits(model)):
         print(f"\ngemma2 HF vs transformers step {step}: max |diff| / max |logit| = {err:.2e}")
         assert err < MAX_REL_ERR
         assert int(ours.argmax()) == int(want.argmax())
