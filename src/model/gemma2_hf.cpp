@@ -91,7 +91,8 @@ void read_hf_gemma2(const nlohmann::json& j, ModelConfig& c, const std::string& 
   if (const nlohmann::json* q = find_key(j, "query_pre_attn_scalar"); q && !q->is_null()) {
     if (!q->is_number())
       throw Error(cfg_path + ": query_pre_attn_scalar = " + q->dump() + " (expected a finite number > 0)");
-    scalar = positive_finite(q->get<double>(), "query_pre_attn_scalar", cfg_path);
+    positive_finite(q->get<double>(), "query_pre_attn_scalar", cfg_path);
+    scalar = q->get<double>();  // in double, as Python takes it
   }
   c.attn_scale = float(std::pow(scalar, -0.5));  // as Gemma2Attention: query_pre_attn_scalar**-0.5
 }
