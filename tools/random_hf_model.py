@@ -16,7 +16,8 @@ layers 0, 2, ...).
   python3 tools/random_hf_model.py hf-logits DIR '[ids]'  the same from transformers' own forward
                                                           (float32; needs torch)
   python3 tools/random_hf_model.py gguf DIR OUT.gguf      the same F32 weights as llama.cpp's converter
-                                                          names them (qwen2, qwen3: no Q/K permutation)
+                                                          names them (qwen2, qwen3, gemma2: no Q/K
+                                                          permutation; gemma2's norms as 1 + w)
 
 phi3 is Phi-3.5's layout with LongRoPE scaled down: original_max_position_embeddings 4, so a
 prompt of more than 4 tokens runs on the long factors; phi3-short has 64, so a short prompt runs
@@ -283,6 +284,11 @@ GGUF_LAYER = {"input_layernorm.weight": "attn_norm.weight", "post_attention_laye
               "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight",
               **{f"self_attn.{n}_proj.{w}": f"attn_{n}.{w}" for n in "qkv" for w in ("weight", "bias")},
               **{f"self_attn.{n}_norm.weight": f"attn_{n}_norm.weight" for n in "qk"}}
+# Gemma 2's norms as llama.cpp's converter names them (it stores each as 1 + w).
+GGUF_GEMMA2_NORMS = {"input_layernorm.weight": "attn_norm.weight",
+                     "post_attention_layernorm.weight": "post_attention_norm.weight",
+                     "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+                     "post_feedforward_layernorm.weight": "post_ffw_norm.weight"}
 
 
 def write_gguf(d, out):
@@ -290,8 +296,9 @@ def write_gguf(d, out):
     from dequantize_gguf import copy_metadata
     cfg = json.load(open(os.path.join(d, "config.json")))
     arch = cfg["model_type"]
-    if arch not in ("qwen2", "qwen3"):  # Llama's GGUF Q/K rows are permuted for adjacent-pair RoPE
-        sys.exit(f"random_hf_model: gguf for {arch} not supported (qwen2, qwen3)")
+    if arch not in ("qwen2", "qwen3", "gemma2"):  # Llama's GGUF Q/K rows are permuted for adjacent-pair RoPE
+        sys.exit(f"random_hf_model: gguf for {arch} not supported (qwen2, qwen3, gemma2)")
+    gemma = arch == "gemma2"
     w = GGUFWriter(out, arch)
     copy_metadata(GGUFReader(os.path.join(ROOT, "tests", "data", "tokenizer", "spm", "spm.gguf")), w,
                   LlamaFileType.ALL_F32)  # the same vocabulary as the checkpoint's tokenizer.json
@@ -303,14 +310,24 @@ def write_gguf(d, out):
         w.add_uint32(f"{arch}.{key}", v)
     w.add_float32(f"{arch}.rope.freq_base", cfg["rope_theta"])
     w.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", cfg["rms_norm_eps"])
+    if gemma:  # GGUF has no query_pre_attn_scalar: llama.cpp scales by 1/sqrt(head_dim)
+        if cfg["query_pre_attn_scalar"] != head_dim(cfg) or cfg.get("layer_types"):
+            sys.exit("random_hf_model: gguf for gemma2 needs query_pre_attn_scalar = head_dim and no layer_types")
+        w.add_uint32(f"{arch}.attention.sliding_window", cfg["sliding_window"])
+        for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+            w.add_float32(f"{arch}.{key}", cfg[key])
     glob = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
             "lm_head.weight": "output.weight"}
+    layer_names = {**GGUF_LAYER, **GGUF_GEMMA2_NORMS} if gemma else GGUF_LAYER
     for name, t in load_file(os.path.join(d, "model.safetensors")).items():
+        t = t.astype(np.float32)
+        if gemma and "norm" in name:
+            t = t + np.float32(1)
         if name in glob:
-            w.add_tensor(glob[name], t.astype(np.float32))
+            w.add_tensor(glob[name], t)
         else:
             _, _, l, suffix = name.split(".", 3)
-            w.add_tensor(f"blk.{l}.{GGUF_LAYER[suffix]}", t.astype(np.float32))
+            w.add_tensor(f"blk.{l}.{layer_names[suffix]}", t)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, linked_copy, logits_error, logits_error_vs_reference, run_greta, torch_logits
+from conftest import ROOT, linked_copy, logits_error, logits_error_vs_reference, read_json, run_greta, torch_logits
 
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
 # max |diff| / max |logit| against float64. Measured 2.4e-4 (step 0) and 8.2e-4 (step 3): the F16
@@ -81,6 +81,28 @@ def test_each_config_field_moves_the_logits(greta_bin, gemma2_dir, tmp_path, cha
                                                                    (0, 3)))
     print(f"\ngemma2 HF {change}: max |logit change| / max |logit| = {effect:.2e}")
     assert effect > MIN_EFFECT
+
+
+def test_same_model_as_the_gguf_path(greta_bin, gemma2_dir, tmp_path):
+    """With query_pre_attn_scalar = head_dim (GGUF carries none: llama.cpp scales by 1/sqrt(head_dim)),
+    the checkpoint and the same weights as llama.cpp's converter writes them (norms as 1 + w, its
+    names: tools/random_hf_model.py gguf) load to the same configuration and give identical logits:
+    the HF loader maps onto the model the GGUF path makes."""
+    pytest.importorskip("gguf")
+    d = with_config(gemma2_dir, tmp_path / "hf", query_pre_attn_scalar=64)
+    gguf = tmp_path / "gemma2.gguf"
+    subprocess.run([sys.executable, TOOL, "gguf", str(d), str(gguf)], check=True)
+    infos, reports = [], []
+    for i, m in enumerate((d, gguf)):
+        j = json.loads(run_greta(greta_bin, "info", "-m", m, "--json").stdout)
+        infos.append({k: v for k, v in j.items() if k not in ("format", "name", "path")})
+        run_greta(greta_bin, "run", "-m", m, "--device", "cpu", "-p", "The GNU General Public License is", "-n", 4,
+                  "--temp", "0", "--ignore-eos", "--report", tmp_path / f"r{i}.json", "--report-top", 1000)
+        reports.append(read_json(tmp_path / f"r{i}.json"))
+    assert infos[0] == infos[1]
+    hf, gg = reports
+    assert (hf["prompt_ids"], hf["generated_ids"]) == (gg["prompt_ids"], gg["generated_ids"])
+    assert hf["steps"] == gg["steps"]
 
 
 def test_config_written_by_transformers(greta_bin, gemma2_dir, tmp_path):
