@@ -187,7 +187,7 @@ TEST(ModelGemma2Hf, NullCapsAndLayerTypes) {
   const ModelConfig c = uncapped.open(d1)->config();
   EXPECT_EQ(c.attn_softcap, 0.0f);  // None: transformers applies no cap
   EXPECT_EQ(c.final_softcap, 0.0f);
-  // layer_types as transformers >= 4.53 writes it decides the windowed layers; with every layer
+  // layer_types, as newer transformers write it, decides the windowed layers; with every layer
   // full, a null window is fine.
   const ModelConfig t =
       Gemma2Dir{}.with("layer_types", {"full_attention", "sliding_attention", "sliding_attention"}).open(d2)->config();
