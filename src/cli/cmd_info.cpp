@@ -62,6 +62,7 @@ void info(const InfoOptions& o) {
   if (c.post_norms) j["post_norms"] = true;
   if (c.attn_softcap > 0) j["attn_softcap"] = c.attn_softcap;
   if (c.final_softcap > 0) j["final_softcap"] = c.final_softcap;
+  if (c.attn_scale > 0) j["attn_scale"] = c.attn_scale;  // a scale of its own (Gemma); else 1 / sqrt(head_dim)
   for (const ModelFile::TypeTotal& e : types)
     j["tensor_types"][std::string(dtype_name(e.type))] = {{"count", e.tensors}, {"bytes", e.bytes}};
   if (!o.quantize.empty()) j["quantized_on_load"] = std::string(dtype_name(parse_quant_type(o.quantize)));
@@ -98,6 +99,7 @@ void info(const InfoOptions& o) {
   std::printf("embeddings    %s\n", c.tied_embeddings ? "tied" : "separate output");
   std::printf("qkv bias      %s\n", c.qkv_bias ? "yes" : "no");
   std::printf("q/k norm      %s\n", c.qk_norm ? "per head" : "no");
+  if (c.attn_scale > 0) std::printf("attn scale    %g\n", c.attn_scale);
   if (c.sliding_window > 0)
     std::printf(
         "window        %d positions in %d of %d layers%s\n", c.sliding_window, windowed, c.n_layers,

@@ -12,6 +12,7 @@
 #include "model/dynamic_ntk.h"
 #include "model/fused_tensors.h"
 #include "model/gemma2.h"
+#include "model/gemma2_hf.h"
 #include "model/gemma3.h"
 #include "model/hf_quant.h"
 #include "model/longrope.h"
@@ -39,7 +40,8 @@ std::string unsupported_bias(const std::string& name) {
 const char* kSupported =
     "supported: llama (Llama 2/3/3.1/3.2, SmolLM, TinyLlama, Mixtral), mistral, qwen2, qwen3, qwen3moe, phi3 (Phi-3, "
     "Phi-3.5, Phi-4) (GGUF general.architecture or HF LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM / "
-    "Qwen2ForCausalLM / Qwen3ForCausalLM / Qwen3MoeForCausalLM / Phi3ForCausalLM), gemma2 (Gemma 2, GGUF only), "
+    "Qwen2ForCausalLM / Qwen3ForCausalLM / Qwen3MoeForCausalLM / Phi3ForCausalLM), gemma2 (Gemma 2, GGUF or HF "
+    "Gemma2ForCausalLM), "
     "gemma3 (Gemma 3 text, GGUF only)";
 
 std::string gguf_role_name(int layer, Role r) {
@@ -52,9 +54,10 @@ std::string gguf_role_name(int layer, Role r) {
   return "blk." + std::to_string(layer) + "." + names[int(r)];
 }
 
-// The last two are Gemma's names (whose ffn norm would be pre_feedforward_layernorm); only GGUF
-// Gemma 2 and 3 are read so far.
-std::string hf_role_name(int layer, Role r) {
+// The last two are Gemma's names. A model with those norms (`gemma`) names its ffn norm
+// pre_feedforward_layernorm: its post_attention_layernorm is the attention output's norm.
+std::string hf_role_name(int layer, Role r, bool gemma) {
+  if (gemma && r == Role::FfnNorm) return "model.layers." + std::to_string(layer) + ".pre_feedforward_layernorm.weight";
   static const char* names[] = {"input_layernorm.weight",
                                 "self_attn.q_proj.weight",
                                 "self_attn.k_proj.weight",
@@ -318,6 +321,7 @@ void ModelFile::open_hf(const std::string& dir) {
   else if (archname == "Qwen3MoeForCausalLM" || model_type == "qwen3_moe") c.arch = "qwen3moe";
   else if (archname == "MixtralForCausalLM" || model_type == "mixtral") c.arch = "mixtral";
   else if (archname == "Phi3ForCausalLM" || model_type == "phi3") c.arch = "phi3";
+  else if (archname == "Gemma2ForCausalLM" || model_type == "gemma2") c.arch = "gemma2";
   else
     throw Error(cfg_path + ": unsupported architecture '" + (archname.empty() ? model_type : archname) + "'; " +
                 kSupported);
@@ -335,10 +339,12 @@ void ModelFile::open_hf(const std::string& dir) {
   c.rope_neox = true;  // HF checkpoints rotate halves
   c.tied_embeddings = j.value("tie_word_embeddings", false);
   c.sliding_window = hf_sliding_window(j, c, cfg_path);
-  // The feed-forward block is SwiGLU: another activation would run wrong.
-  if (auto act = j.find("hidden_act");
-      act != j.end() && !act->is_null() && !(act->is_string() && (*act == "silu" || *act == "swish")))
+  // The feed-forward block is SwiGLU: another activation would run wrong. (Gemma 2's GeGLU:
+  // read_hf_gemma2.)
+  if (auto act = j.find("hidden_act"); c.arch != "gemma2" && act != j.end() && !act->is_null() &&
+                                       !(act->is_string() && (*act == "silu" || *act == "swish")))
     throw Error(cfg_path + ": hidden_act = " + act->dump() + " is not implemented (supported: silu)");
+  if (c.arch == "gemma2") read_hf_gemma2(j, c, cfg_path);
   c.qk_norm = (c.arch == "qwen3" || c.arch == "qwen3moe");
   if (c.arch == "qwen3moe" || c.arch == "mixtral") read_hf_moe(j, c, cfg_path);
   // transformers >= 5 writes RoPE settings as "rope_parameters" {rope_theta, rope_type, factor, ...};
@@ -403,6 +409,7 @@ void ModelFile::open_hf(const std::string& dir) {
                         "model.layers.0.mlp.up_proj.bias", "model.layers.0.mlp.down_proj.bias"})
     if (st_->find_tensor(b)) throw Error(cfg_path + ": " + unsupported_bias(b));
   if (c.arch == "phi3") split_fused();
+  if (c.arch == "gemma2") rewritten_ = gemma_norms_plus_one(*st_, c.n_layers, dir);
   if (!c.tied_embeddings && !find("lm_head.weight")) c.tied_embeddings = true;  // find(): also a quantized lm_head
 }
 
@@ -449,7 +456,7 @@ void ModelFile::split_fused() {
 }
 
 std::string ModelFile::layer_name(int layer, Role r) const {
-  return st_ ? hf_role_name(layer, r) : gguf_role_name(layer, r);
+  return st_ ? hf_role_name(layer, r, config_.post_norms) : gguf_role_name(layer, r);
 }
 
 const HostTensor* ModelFile::find(const std::string& name) const {
@@ -457,6 +464,8 @@ const HostTensor* ModelFile::find(const std::string& name) const {
     if (const HostTensor* t = quantized_->find(name)) return t;
   if (split_)
     if (const HostTensor* t = split_->find(name)) return t;
+  if (rewritten_)
+    if (const HostTensor* t = rewritten_->find(name)) return t;
   if (syn_) return syn_->find(name);
   return gguf_ ? gguf_->find_tensor(name) : st_->find_tensor(name);
 }
@@ -485,6 +494,9 @@ std::vector<const HostTensor*> ModelFile::all_tensors() const {
     std::erase_if(v, [&](const HostTensor* t) { return split_->is_fused(t->name); });
     for (const HostTensor* t : split_->parts()) v.push_back(t);
   }
+  if (rewritten_)
+    for (const HostTensor*& t : v)
+      if (const HostTensor* r = rewritten_->find(t->name)) t = r;
   if (quantized_) {
     for (const HostTensor*& t : v)
       if (const HostTensor* q = quantized_->find(t->name)) t = q;

@@ -109,6 +109,7 @@ class ModelFile {
   // quantize(), or the weights converted from a quantized HF checkpoint: found before the file's tensors
   std::shared_ptr<OwnedTensors> quantized_;
   std::shared_ptr<SplitTensors> split_;          // row slices of fused matrices, found before the file's
+  std::shared_ptr<OwnedTensors> rewritten_;      // file tensors rewritten at load (HF Gemma norms as 1 + w)
   std::set<std::string, std::less<>> replaced_;  // file tensors folded into quantized_ (qweight, scales, ...)
   std::vector<std::string> notes_;
 };

@@ -88,6 +88,15 @@ def run_greta(greta_bin, *args, input=None, check=True, timeout=600):
     return p
 
 
+def linked_copy(src, dst, without):
+    """dst: a directory linking every file of src but `without`, which the caller writes."""
+    dst.mkdir()
+    for f in os.listdir(src):
+        if f != without:
+            os.symlink(src / f, dst / f)
+    return dst
+
+
 def read_json(path):
     with open(path) as f:
         return json.load(f)
@@ -119,21 +128,37 @@ def identical_prefix(a, b):
     return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def logits_error_vs_reference(greta_bin, model, ref_dir, report, steps, n=4, reference="logits"):
+def logits_error(greta_bin, model, report, steps, want_of, n=4):
     """Runs greta greedily on `model` (CPU, --report) and yields (step, err, ours, want) for each of
-    `steps`: err is max |ours - want| / max |want|, where want is tools/random_hf_model.py's float64
-    forward over the float checkpoint `ref_dir` on the same tokens (reference "hf-logits":
-    transformers' forward instead)."""
+    `steps`: want = want_of(token ids) is a reference's last-position logits on greta's tokens,
+    err max |ours - want| / max |want|."""
     import numpy as np  # only the tests that compare logits need numpy
     run_greta(greta_bin, "run", "-m", model, "--device", "cpu", "-p", "The GNU General Public License is", "-n", n,
               "--temp", "0", "--ignore-eos", "--report", report, "--report-top", 1000)
     r = read_json(report)
     for step in steps:
-        ids = r["prompt_ids"] + r["generated_ids"][:step]
-        out = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "random_hf_model.py"), reference, str(ref_dir),
-                              json.dumps(ids)], check=True, capture_output=True, text=True).stdout
-        want = np.array(json.loads(out))
+        want = np.asarray(want_of(r["prompt_ids"] + r["generated_ids"][:step]), dtype=np.float64)
         ours = np.zeros_like(want)
         for t, v in r["steps"][step]:
             ours[t] = v
         yield step, np.abs(ours - want).max() / np.abs(want).max(), ours, want
+
+
+def logits_error_vs_reference(greta_bin, model, ref_dir, report, steps, n=4, reference="logits"):
+    """logits_error against tools/random_hf_model.py's float64 forward over the float checkpoint
+    `ref_dir` (reference "hf-logits": transformers' forward instead)."""
+    def want_of(ids):
+        return json.loads(subprocess.run([sys.executable, os.path.join(ROOT, "tools", "random_hf_model.py"), reference,
+                                          str(ref_dir), json.dumps(ids)], check=True, capture_output=True,
+                                         text=True).stdout)
+    return logits_error(greta_bin, model, report, steps, want_of, n)
+
+
+def torch_logits(model):
+    """A want_of for logits_error: the last-position logits of a transformers causal LM (torch)."""
+    import torch
+
+    def want_of(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0, -1].double().numpy()
+    return want_of

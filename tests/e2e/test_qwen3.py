@@ -10,10 +10,9 @@ import sys
 
 import pytest
 
-from conftest import ROOT, logits_error_vs_reference, read_json, run_greta
+from conftest import ROOT, linked_copy, logits_error, logits_error_vs_reference, run_greta, torch_logits
 
 TOOL = os.path.join(ROOT, "tools", "random_hf_model.py")
-PROMPT = "The GNU General Public License is"
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +20,6 @@ def qwen3_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("qwen3") / "hf"
     subprocess.run([sys.executable, TOOL, "write", "qwen3", str(d)], check=True)
     return d
-
-
-def linked_copy(src, dst, without):
-    """dst: a directory linking every file of src but `without`, which the caller writes."""
-    dst.mkdir()
-    for f in os.listdir(src):
-        if f != without:
-            os.symlink(src / f, dst / f)
-    return dst
 
 
 def assert_close_to_reference(greta_bin, model, ref_dir, tmp_path, label):
@@ -62,20 +52,10 @@ def test_qwen3_config_written_by_transformers(greta_bin, qwen3_dir, tmp_path):
 
 
 def test_qwen3_matches_transformers_forward(greta_bin, qwen3_dir, tmp_path):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from transformers import Qwen3ForCausalLM
     model = Qwen3ForCausalLM.from_pretrained(str(qwen3_dir)).float().eval()
-    run_greta(greta_bin, "run", "-m", qwen3_dir, "--device", "cpu", "-p", PROMPT, "-n", 4, "--temp", "0",
-              "--ignore-eos", "--report", tmp_path / "r.json", "--report-top", 1000)
-    r = read_json(tmp_path / "r.json")
-    for step in (0, 3):
-        ids = r["prompt_ids"] + r["generated_ids"][:step]
-        with torch.no_grad():
-            want = model(torch.tensor([ids])).logits[0, -1].double()
-        ours = torch.zeros_like(want)
-        for t, v in r["steps"][step]:
-            ours[t] = v
-        err = float((ours - want).abs().max() / want.abs().max())
+    for step, err, ours, want in logits_error(greta_bin, qwen3_dir, tmp_path / "r.json", (0, 3), torch_logits(model)):
         print(f"\nqwen3 vs transformers step {step}: max |diff| / max |logit| = {err:.2e}")
         assert err < 3e-4
         assert int(ours.argmax()) == int(want.argmax())
