@@ -308,8 +308,19 @@ void ModelFile::open_hf(const std::string& dir) {
     if (!it->is_number()) throw Error(cfg_path + ": key '" + k + "' must be a number");
     return it->get<double>();
   };
+  // Absent or null: the default; anything but true/false is an error naming the key (a bare
+  // j.value would throw the JSON library's own type error).
+  auto get_bool = [&](const char* k, bool def) -> bool {
+    auto it = j.find(k);
+    if (it == j.end() || it->is_null()) return def;
+    if (!it->is_boolean()) throw Error(cfg_path + ": key '" + k + "' = " + it->dump() + " must be true or false");
+    return it->get<bool>();
+  };
   ModelConfig& c = config_;
-  std::string model_type = j.value("model_type", "");
+  auto mt = j.find("model_type");
+  if (mt != j.end() && !mt->is_null() && !mt->is_string())
+    throw Error(cfg_path + ": key 'model_type' = " + mt->dump() + " must be a string");
+  std::string model_type = mt != j.end() && mt->is_string() ? mt->get<std::string>() : "";
   std::string archname;
   if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
       j["architectures"][0].is_string())
@@ -337,7 +348,7 @@ void ModelFile::open_hf(const std::string& dir) {
   c.norm_eps = positive_finite(get_float("rms_norm_eps", 1e-6), "rms_norm_eps", cfg_path);
   c.rope_theta = positive_finite(get_float("rope_theta", 10000.0), "rope_theta", cfg_path);
   c.rope_neox = true;  // HF checkpoints rotate halves
-  c.tied_embeddings = j.value("tie_word_embeddings", false);
+  c.tied_embeddings = get_bool("tie_word_embeddings", false);
   c.sliding_window = hf_sliding_window(j, c, cfg_path);
   // The feed-forward block is SwiGLU: another activation would run wrong. (Gemma 2's GeGLU:
   // read_hf_gemma2.)

@@ -164,6 +164,13 @@ TEST(ModelConfig, HfRefusesBadThetaEpsilonAndScaling) {
                    "rope_scaling.factor = -2");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"type", "linear"}, {"factor", "two"}})), "must be a number");
   EXPECT_ERROR_HAS(open_hf_error(with("rope_parameters", {{"rope_theta", 0}})), "rope_parameters.rope_theta = 0");
+  // Keys of the wrong JSON type name themselves instead of the JSON library's type error.
+  EXPECT_ERROR_HAS(open_hf_error(with("tie_word_embeddings", "yes")),
+                   "key 'tie_word_embeddings' = \"yes\" must be true or false");
+  EXPECT_ERROR_HAS(open_hf_error(with("tie_word_embeddings", 1)),
+                   "key 'tie_word_embeddings' = 1 must be true or false");
+  EXPECT_ERROR_HAS(open_hf_error(with("model_type", 3)), "key 'model_type' = 3 must be a string");
+  EXPECT_ERROR_HAS(open_hf_error(with("tie_word_embeddings", nullptr)), "no model.safetensors");  // null: the default
   // Good values get past the checks (to the missing weights of this bare directory).
   EXPECT_ERROR_HAS(open_hf_error(with("rope_scaling", {{"rope_type", "llama3"}, {"factor", 8}})),
                    "no model.safetensors");
