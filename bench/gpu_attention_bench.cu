@@ -24,11 +24,10 @@ using greta::cuda::bf16;
 
 int main() {
   try {
-    cudaDeviceProp prop{};
-    GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    const std::string dev = prop.name;
-    cudaStream_t s;
-    GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    const BenchDevice bd = bench_device();
+    const std::string& dev = bd.name;
+    cudaStream_t s = bd.stream;
+    const cudaDeviceProp& prop = bd.prop;
     // Copy ceiling, same run.
     const size_t big = size_t(1) << 30;
     void *a, *b;

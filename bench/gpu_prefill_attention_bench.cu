@@ -61,11 +61,9 @@ struct Case {
 
 int main() {
   try {
-    cudaDeviceProp prop{};
-    GRETA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    const std::string dev = prop.name;
-    cudaStream_t s;
-    GRETA_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    const BenchDevice bd = bench_device();
+    const std::string& dev = bd.name;
+    cudaStream_t s = bd.stream;
     greta::cuda::attention_prefill_tc_setup();
     const Case cases[] = {{"llama2-7b", 32, 32, 128, 1, 0, 512},    {"llama2-7b", 32, 32, 128, 1, 0, 2048},
                           {"llama2-7b", 32, 32, 128, 1, 0, 8192},   {"llama3-8b", 32, 8, 128, 1, 0, 2048},
