@@ -81,15 +81,6 @@ enum : int { kEpiStore = 0, kEpiAdd = 1, kEpiDual = 2, kEpiRope = 3 };
 enum : int { kNormNone = 0, kNormPre = 2 };  // NORM (below)
 enum : int { kLaunchPlain = 0, kLaunchPdl = 1, kLaunchPipe = 2 };
 
-// NT: token tiles of 8 (n <= 8 * NT). Each weight granule a lane loads feeds NT mma pairs, one
-// per tile, so up to 32 tokens still cost one pass over the weights; x is re-read per tile
-// from L1/L2. With NT = 1 two accumulator sets (even/odd u) halve the dependent mma chain;
-// with NT > 1 the tiles' accumulators already interleave.
-// SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
-// row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
-// the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
-// WF (gemv_weights.cuh): how a lane reads its weights; with WF::kSub > 1 a chunk is 32 * kSub
-// values wide and each lane's granule feeds kSub mma pairs.
 // A lane's weights of chunks c, c + WARPS, ... (UNROLL of them) in rows a and b.
 template <int UNROLL, int WARPS, class WF>
 __device__ __forceinline__ void load_chunks(const typename WF::Lane& wa, const typename WF::Lane& wb, int64_t c,
@@ -101,6 +92,15 @@ __device__ __forceinline__ void load_chunks(const typename WF::Lane& wa, const t
   }
 }
 
+// NT: token tiles of 8 (n <= 8 * NT). Each weight granule a lane loads feeds NT mma pairs, one
+// per tile, so up to 32 tokens still cost one pass over the weights; x is re-read per tile
+// from L1/L2. With NT = 1 two accumulator sets (even/odd u) halve the dependent mma chain;
+// with NT > 1 the tiles' accumulators already interleave.
+// SPLIT > 1 (split-K, for shapes with too few row tiles to fill the GPU): SPLIT blocks share a
+// row tile, each summing one contiguous part of k; the partial sums meet in p.split_scratch and
+// the last block of the tile to arrive (p.split_count) adds them and runs the epilogue.
+// WF (gemv_weights.cuh): how a lane reads its weights; with WF::kSub > 1 a chunk is 32 * kSub
+// values wide and each lane's granule feeds kSub mma pairs.
 template <int UNROLL, int LAUNCH, int WARPS = kWarps, int NORM = kNormNone, int EPI = kEpiStore, int NT = 1,
           int SPLIT = 1, class WF = WeightBf16>
 __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, float eps) {
