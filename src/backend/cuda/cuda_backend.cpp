@@ -345,7 +345,7 @@ void CudaBackend::matmul(Tensor x, const Weight& w, const Weight* bias, Tensor o
     g.n = int32_t(x.rows);
     g.seg0 = GemvSeg{static_cast<const bf16*>(wt.data), b, act(out), wt.n_out};
     g.wfmt = int32_t(wt.dtype);
-    g.int8_x = int32_t(opt_.packed_int8_acts);
+    set_gemv_options(g);
     launch(&gemv_fused, g, 0.f, stream_);
   } else {
     weight_gemm(act(x), wt, act(out), x.rows, false);

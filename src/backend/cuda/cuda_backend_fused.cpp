@@ -19,6 +19,11 @@
 
 namespace greta::cuda {
 
+void CudaBackend::set_gemv_options(GemvArgs& a) const {
+  a.pipeline = int16_t(opt_.gemv_pipeline);
+  a.int8_x = int32_t(opt_.packed_int8_acts);
+}
+
 // Fills g for x += a @ w^T on the streaming GEMV, or returns false when the shape is not the
 // GEMV's (too many tokens, unaligned rows) or a aliases x.
 bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvArgs& g) {
@@ -31,9 +36,8 @@ bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvAr
   g.n = int32_t(a.rows);
   g.seg0 = GemvSeg{static_cast<const bf16*>(wt.data), nullptr, act(x), wt.n_out};
   g.accumulate = 1;
-  g.pipeline = int16_t(opt_.gemv_pipeline);
   g.wfmt = int32_t(wt.dtype);
-  g.int8_x = int32_t(opt_.packed_int8_acts);
+  set_gemv_options(g);
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
   // a long k over 2 blocks per tile helps the down projections but not a short k
   // (docs/notes/gemv.md, split-K).
@@ -105,8 +109,7 @@ GemvArgs CudaBackend::gemv_input(const NormedRows& in) const {
   a.x = act(in.h);
   a.k = in.h.cols;
   a.n = int32_t(in.h.rows);
-  a.pipeline = int16_t(opt_.gemv_pipeline);
-  a.int8_x = int32_t(opt_.packed_int8_acts);
+  set_gemv_options(a);
   a.norm_ss = in.split_ss;
   return a;
 }

@@ -174,6 +174,9 @@ class CudaBackend final : public Backend {
   void fp8_gemm_quantized(const CudaWeight& w, const float* bias, bf16* out, int64_t n, bool accumulate);
   // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
   void find_fp8_row_scales(const std::string& name, CudaWeight& w);
+  // The switches every decode GEMV launch carries from the options (pipelined weight stream,
+  // int8 activations for GGUF formats).
+  void set_gemv_options(GemvArgs& a) const;
   // The decode GEMV's arguments for x += a @ w^T, or false when the shape is not the GEMV's.
   bool residual_gemv(Tensor a, const CudaWeight& w, Tensor x, GemvArgs& g);
   bool gemv_takes(const NormedRows& in, std::initializer_list<MatmulTarget> targets) const;
