@@ -52,6 +52,7 @@ CudaBackend::CudaBackend(const CudaOptions& o)
                 ": the CUDA backend's KV cache is bf16 only (accepted with --device cuda: auto, bf16; fp8 and f16 "
                 "run on --device cpu)");
   attention_prefill_tc_setup();
+  packed_gemm_setup();
 }
 
 CudaBackend::~CudaBackend() {

@@ -131,19 +131,29 @@ struct WeightQuant {
     l.g0 = v0 / 32;
     return l;
   }
+  static constexpr int kGroups = kBytes ? 2 : 4;  // 32-value groups a chunk (of the whole row tile)
+  // Where group g's scale record lies in its row of the sc plane (bytes from the row's start),
+  // and how many bytes `load` reads there; the same for Q6_K's d plane.
+  GRETA_HD static constexpr int64_t sc_at(int64_t g) {
+    return kF8    ? 4 * (g / 2)
+           : kI4  ? 4 * (g / (int4_group(T) / 32))
+           : kK   ? 16 * (g / 8)
+           : kHi2 ? 16 * (g / 8) + 2 * (g % 8)
+           : kMin ? 4 * g
+                  : 2 * g;
+  }
+  static constexpr int kScBytes = kK ? 16 : kF8 || kI4 || kMin ? 4 : 2;
+  GRETA_HD static constexpr int64_t d_at(int64_t g) { return 2 * (g / 8); }
   __device__ static Raw load(const Lane& l, int64_t c) {
     Raw r;
     r.q = ld_stream(l.q + 64 * c);
-    const int64_t g = l.g0 + (kBytes ? 2 : 4) * c;  // this granule's group
+    const int64_t g = l.g0 + kGroups * c;  // this granule's group
     if constexpr (kHi1) r.hi.x = ld_u32(l.hi + 16 * c);
     if constexpr (kHi2) r.hi = ld_u64(l.hi + 32 * c);
-    if constexpr (kF8) r.sc.x = ld_u32(l.sc + 4 * (g / 2));
-    else if constexpr (kI4) r.sc.x = ld_u32(l.sc + 4 * (g / (int4_group(T) / 32)));
-    else if constexpr (kK) r.sc = ld_cached(l.sc + 16 * (g / 8));
-    else if constexpr (kHi2) r.sc.x = ld_u16(l.sc + 16 * (g / 8) + 2 * (g % 8));
-    else if constexpr (kMin) r.sc.x = ld_u32(l.sc + 4 * g);
-    else r.sc.x = ld_u16(l.sc + 2 * g);
-    if constexpr (kHi2) r.d = ld_u16(l.d + 2 * (g / 8));
+    if constexpr (kK) r.sc = ld_cached(l.sc + sc_at(g));
+    else if constexpr (kScBytes == 4) r.sc.x = ld_u32(l.sc + sc_at(g));
+    else r.sc.x = ld_u16(l.sc + sc_at(g));
+    if constexpr (kHi2) r.d = ld_u16(l.d + d_at(g));
     return r;
   }
   __device__ static Raw zero() {
