@@ -183,7 +183,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_packed_kernel(PackedGemmArgs
     Raw raw = WF::zero();
     raw.q = wq_of(st)[r * 4 + t];
     if constexpr (WF::kHi1) raw.hi.x = hi_of(st)[r * S::kHiWords + t];
-    if constexpr (WF::kHi2) raw.hi = make_uint2(hi_of(st)[r * S::kHiWords + 2 * t], hi_of(st)[r * S::kHiWords + 2 * t + 1]);
+    if constexpr (WF::kHi2)
+      raw.hi = make_uint2(hi_of(st)[r * S::kHiWords + 2 * t], hi_of(st)[r * S::kHiWords + 2 * t + 1]);
     const int64_t row = row_of(r), grp = wl.g0 + WF::kGroups * c;
     const uint8_t* sc = reinterpret_cast<const uint8_t*>(sc_of(st) + r * S::kScWords);
     const int64_t at = row * sc_row + WF::sc_at(grp) - sc_word0(row, c);
@@ -208,7 +209,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_packed_kernel(PackedGemmArgs
 #pragma unroll
   for (int r = 0; r < RS; ++r)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) wl[r][h] = WF::lane(static_cast<const bf16*>(p.w), row_of(warp_row0 + 16 * r + 8 * h + g), m, k, 0, t);
+    for (int h = 0; h < 2; ++h)
+      wl[r][h] = WF::lane(static_cast<const bf16*>(p.w), row_of(warp_row0 + 16 * r + 8 * h + g), m, k, 0, t);
   float acc[RS][NT][4] = {};
   for (int64_t c = c_begin; c < c_end; ++c) {
     cp_async_wait<kStages - 2>();
@@ -304,8 +306,7 @@ struct LaunchPacked {
   static void run(const PackedGemmArgs& a, const PackedGemmPlan& plan, cudaStream_t s) {
     const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
     if (plan.slabs != slabs_of(T)) throw Error("cuda packed gemm: a plan made for another format");
-    if (plan.tile_tokens == 16)
-      gemm_packed_kernel<T, 2, slabs_of(T)><<<grid, kWarps * 32, smem_bytes<T, 2>(), s>>>(a);
+    if (plan.tile_tokens == 16) gemm_packed_kernel<T, 2, slabs_of(T)><<<grid, kWarps * 32, smem_bytes<T, 2>(), s>>>(a);
     else gemm_packed_kernel<T, 4, slabs_of(T)><<<grid, kWarps * 32, smem_bytes<T, 4>(), s>>>(a);
     GRETA_CUDA_LAUNCH_CHECK();
   }
