@@ -9,296 +9,32 @@
 // DRAM. Why not the dequantized slices and cuBLASLt: they write and re-read every weight as
 // bf16, 4x the bytes of a 4-bit weight twice.
 //
-// Here a block owns 16 * kWarps * RS rows and one tile of 8 * NT tokens. Each chunk of k (the
-// format's 32 * kSub values a row) is staged in shared memory by cp.async, kStages chunks deep:
-// x's tile and the block's weights in their packed bytes (the quants, the high bits, and the
-// 4-byte words that cover the chunk's scale records). The staged weights keep many bytes in
-// flight an SM whatever registers the dequantization takes: with each lane's next chunk held in
+// The kernel (gemm_packed_kernel.cuh) stages each chunk of k, x's tile and the block's packed
+// weights, in shared memory by cp.async several chunks deep: with each lane's next chunk held in
 // registers instead, 4-8 warps an SM had one chunk each in flight, and the kernel was bound by
-// load latency at a third of copy bandwidth (docs/notes/quantized-weights.md). Each warp owns
-// RS 16-row slabs and walks k; a lane takes its weight granules from the staged bytes and
-// dequantizes them exactly as the GEMV does (gemv_weights.cuh WeightQuant, with the GEMV's trick
-// of defining the mma's k order by the registers a lane holds: gemv_kernel.cuh, top), so
-// dequantized weights never touch shared memory. Row tiles x token tiles rarely fill the GPU,
-// so k is split over kSplit blocks (the plan below); the last block of a tile to finish adds the
-// parts in part order (so results do not depend on timing) and writes out.
-//
-// Staged x rows are padded and the 16-byte pieces of a row stored in the order the lanes read
-// them, piece t * kSub + q at slot q * 4 + t, so the 8 lanes of a quarter-warp read 128
-// distinct bytes: no bank conflicts.
-#include <cuda_bf16.h>
-
+// load latency (docs/notes/quantized-weights.md). Row tiles x token tiles rarely fill the GPU,
+// so k is split over blocks (the plan below).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_packed.h"
-#include "backend/cuda/gemv_weights.cuh"
-#include "backend/cuda/mma.cuh"
-#include "backend/cuda/quant_planes.h"
+#include "backend/cuda/gemm_packed_kernel.cuh"
 
 namespace greta::cuda {
 namespace {
 
-constexpr int kWarps = 4;
 constexpr int kStages = 4;
+// Accumulator sets a tile: 2 keeps consecutive mmas independent (gemm_packed_kernel.cuh).
+constexpr int kAcc = 2;
 // Blocks an SM the k split aims at (the shared memory of kStages stages allows 2).
 constexpr int64_t kBlocksPerSm = 2;
 // 16-row slabs a warp: 2 for the 4/5/6-bit formats (half the shared-memory reads of x a
 // weight), 1 for the 8-bit ones, whose second slab's registers measured slower.
 constexpr int slabs_of(DType t) { return byte_quants(t) ? 1 : 2; }
 
-// 16 (4) bytes global -> shared, bypassing registers; bytes = 0 fills the slot with zeros.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-// One stage of a block's shared memory for format T, NT token tiles and RS slabs a warp:
-//   x   [8 NT tokens][kXRow] uint4   the chunk of x, padded rows (see the top)
-//   q   [kRows][4] uint4             the rows' 64 bytes of quants of the chunk
-//   hi  [kRows][kHiWords] uint32     Q5: 16 bytes of high bits a row; Q6_K: 32
-//   sc  [kRows][kScWords] uint32     the 4-byte-aligned words covering the chunk's scale records
-//   d   [kRows] uint32               Q6_K: the word holding the super-block's fp16 d
-template <DType T, int NT, int RS>
-struct Stage {
-  using WF = WeightQuant<T, true>;
-  static constexpr int kSub = WF::kSub, kChunk = 32 * kSub;
-  static constexpr int kTokens = 8 * NT, kRows = 16 * kWarps * RS;
-  // Padded x row: the chunk's values plus 64 bytes, which puts rows 2j and 2j + 1 on opposite
-  // halves of the banks.
-  static constexpr int kXRow = (2 * kChunk + 64) / 16;
-  static constexpr int kHiWords = WF::kHi1 ? 4 : WF::kHi2 ? 8 : 0;
-  // Bytes of scale records a chunk of a row spans; its start is 2-byte aligned at least, so
-  // (span + 2) rounded up to words covers it. The K-quants' 16-byte record is 16-byte aligned:
-  // exactly 4 words, so a lane reads it as one uint4.
-  static constexpr int kScSpan = int(WF::sc_at(WF::kGroups - 1) + WF::kScBytes - WF::sc_at(0));
-  static constexpr int kScWords = WF::kK ? 4 : (kScSpan + 2 + 3) / 4;
-  static constexpr int kDWords = WF::kHi2 ? 1 : 0;
-  static constexpr int kXRegion = kTokens * kXRow * 16, kQRegion = kRows * 64;
-  static constexpr int kHiRegion = kRows * kHiWords * 4, kScRegion = kRows * kScWords * 4;
-  static constexpr int kBytes = kXRegion + kQRegion + kHiRegion + kScRegion + kRows * kDWords * 4;
-  static_assert(kXRegion % 16 == 0 && kQRegion % 16 == 0 && kHiRegion % 16 == 0 && kScRegion % 16 == 0);
-  static_assert(WF::sc_at(WF::kGroups) - WF::sc_at(0) == int64_t(kScSpan) || WF::kK || WF::kHi2,
-                "a chunk's scale records are contiguous, one chunk after another");
-};
-
-template <DType T, int NT, int RS>
-constexpr int stage_bytes() {
-  return Stage<T, NT, RS>::kBytes;
-}
-
-// RS: 16-row slabs a warp (a block owns 16 RS kWarps rows). Each staged x piece a lane reads
-// feeds RS slabs, so RS = 2 halves the shared-memory reads per weight, for more registers.
-template <DType T, int NT, int RS>
-__global__ void __launch_bounds__(kWarps * 32) gemm_packed_kernel(PackedGemmArgs p) {
-  // d q + m in fp32 (EXACT_MIN): here a dequantized value feeds 8 NT tokens, so the exact
-  // form's extra instructions are cheap, and its error is half the bf16x2 form's.
-  using S = Stage<T, NT, RS>;
-  using WF = typename S::WF;
-  using Raw = typename WF::Raw;
-  constexpr int kSub = S::kSub, kChunk = S::kChunk, kTokens = S::kTokens, kRows = S::kRows;
-  constexpr int kXPieces = kTokens * kChunk / 8;  // 16-byte pieces of x a stage
-  extern __shared__ __align__(16) uint8_t smem[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t m = p.m, k = p.k;
-  const int n = p.n;
-  const int tok0 = int(blockIdx.x) * kTokens;
-  const int64_t tile = blockIdx.y;
-  const int part = int(blockIdx.z);
-  const int64_t block_row0 = tile * kRows;
-  const int64_t n_chunks = (k + kChunk - 1) / kChunk;
-  const int64_t c_begin = int64_t(part) * p.chunks_per_split;
-  const int64_t c_end = min(n_chunks, c_begin + p.chunks_per_split);
-  const auto* base = static_cast<const uint8_t*>(p.w);
-  const QuantPlanes P = quant_planes(T, m, k);
-  const int64_t q_row = int64_t(plane_q_row(T, k)), hi_row = int64_t(plane_hi_row(T, k));
-  const int64_t sc_row = int64_t(plane_sc_row(T, k)), d_row = int64_t(plane_d_row(T, k));
-  // Rows past m read row m - 1 and tokens past n read token n - 1 (valid memory); their
-  // results are dropped at the store.
-  auto row_of = [&](int r) { return min(block_row0 + r, m - 1); };
-  auto stage_at = [&](int s) { return smem + size_t(s) * S::kBytes; };
-  auto xs_of = [&](uint8_t* st) { return reinterpret_cast<uint4*>(st); };
-  auto wq_of = [&](uint8_t* st) { return reinterpret_cast<uint4*>(st + S::kXRegion); };
-  auto hi_of = [&](uint8_t* st) { return reinterpret_cast<uint32_t*>(st + S::kXRegion + S::kQRegion); };
-  auto sc_of = [&](uint8_t* st) { return reinterpret_cast<uint32_t*>(st + S::kXRegion + S::kQRegion + S::kHiRegion); };
-  auto d_of = [&](uint8_t* st) {
-    return reinterpret_cast<uint32_t*>(st + S::kXRegion + S::kQRegion + S::kHiRegion + S::kScRegion);
-  };
-  // The first byte (from the plane's start) of the 4-byte words staged for row `row`'s scale
-  // records (and d) of chunk c.
-  auto sc_word0 = [&](int64_t row, int64_t c) { return (row * sc_row + WF::sc_at(WF::kGroups * c)) & ~int64_t(3); };
-  auto d_word0 = [&](int64_t row, int64_t c) { return (row * d_row + WF::d_at(WF::kGroups * c)) & ~int64_t(3); };
-
-  // Chunk c into stage s. x: piece pc of token row r is values [c kChunk + 8 pc, + 8). Weights:
-  // a chunk is whole or past k for every plane (k % (8 kSub) == 0 and whole blocks, checked by
-  // the host), so a chunk past k is never staged.
-  auto stage = [&](int64_t c, int s) {
-    uint8_t* st = stage_at(s);
-    uint4* xs = xs_of(st);
-    for (int e = threadIdx.x; e < kXPieces; e += kWarps * 32) {
-      const int r = e / (kChunk / 8), pc = e % (kChunk / 8);
-      const int64_t v = c * kChunk + 8 * pc;
-      const bf16* src = p.x + int64_t(min(tok0 + r, n - 1)) * k + min(v, k - 8);
-      cp_async16(&xs[r * S::kXRow + (pc % kSub) * 4 + pc / kSub], src, v < k ? 16 : 0);
-    }
-    uint4* wq = wq_of(st);
-    for (int e = threadIdx.x; e < kRows * 4; e += kWarps * 32) {
-      const int r = e / 4, j = e % 4;
-      cp_async16(&wq[e], base + P.q + row_of(r) * q_row + 64 * c + 16 * j, 16);
-    }
-    if constexpr (S::kHiWords > 0) {
-      uint32_t* hi = hi_of(st);
-      for (int e = threadIdx.x; e < kRows * S::kHiWords; e += kWarps * 32) {
-        const int r = e / S::kHiWords, j = e % S::kHiWords;
-        cp_async4(&hi[e], base + P.hi + row_of(r) * hi_row + 4 * S::kHiWords * c + 4 * j);
-      }
-    }
-    uint32_t* sc = sc_of(st);
-    for (int e = threadIdx.x; e < kRows * S::kScWords; e += kWarps * 32) {
-      const int r = e / S::kScWords, j = e % S::kScWords;
-      const int64_t row = row_of(r), w0 = sc_word0(row, c);
-      // Only the words the chunk's records touch: one more could lie past the plane's end.
-      const int64_t end = row * sc_row + WF::sc_at(WF::kGroups * c) + S::kScSpan;
-      if (w0 + 4 * j < end) cp_async4(&sc[e], base + P.sc + w0 + 4 * j);
-    }
-    if constexpr (S::kDWords > 0) {
-      uint32_t* d = d_of(st);
-      for (int r = threadIdx.x; r < kRows; r += kWarps * 32) cp_async4(&d[r], base + P.d + d_word0(row_of(r), c));
-    }
-  };
-  // Lane t's raw granule of chunk c for block row r, from stage st: the bytes WeightQuant::load
-  // would read from the planes.
-  auto staged_raw = [&](uint8_t* st, int r, const typename WF::Lane& wl, int64_t c) {
-    Raw raw = WF::zero();
-    raw.q = wq_of(st)[r * 4 + t];
-    if constexpr (WF::kHi1) raw.hi.x = hi_of(st)[r * S::kHiWords + t];
-    if constexpr (WF::kHi2)
-      raw.hi = make_uint2(hi_of(st)[r * S::kHiWords + 2 * t], hi_of(st)[r * S::kHiWords + 2 * t + 1]);
-    const int64_t row = row_of(r), grp = wl.g0 + WF::kGroups * c;
-    const uint8_t* sc = reinterpret_cast<const uint8_t*>(sc_of(st) + r * S::kScWords);
-    const int64_t at = row * sc_row + WF::sc_at(grp) - sc_word0(row, c);
-    if constexpr (WF::kK) raw.sc = *reinterpret_cast<const uint4*>(sc);
-    else if constexpr (WF::kScBytes == 4) raw.sc.x = *reinterpret_cast<const uint32_t*>(sc + at);
-    else raw.sc.x = *reinterpret_cast<const uint16_t*>(sc + at);
-    if constexpr (S::kDWords > 0) {
-      const uint8_t* d = reinterpret_cast<const uint8_t*>(d_of(st) + r);
-      raw.d = *reinterpret_cast<const uint16_t*>(d + (row * d_row + WF::d_at(grp) - d_word0(row, c)));
-    }
-    return raw;
-  };
-
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (c_begin + s < c_end) stage(c_begin + s, s);
-    cp_async_commit();
-  }
-  // Slab r's rows: warp_row0 + 16 r + g (A rows g) and + 8 (rows g + 8), block-relative.
-  const int warp_row0 = warp * 16 * RS;
-  typename WF::Lane wl[RS][2];
-#pragma unroll
-  for (int r = 0; r < RS; ++r)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-      wl[r][h] = WF::lane(static_cast<const bf16*>(p.w), row_of(warp_row0 + 16 * r + 8 * h + g), m, k, 0, t);
-  float acc[RS][NT][4] = {};
-  for (int64_t c = c_begin; c < c_end; ++c) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // chunk c is staged, and every warp is done with the stage refilled next
-    if (c + kStages - 1 < c_end) stage(c + kStages - 1, int((c + kStages - 1 - c_begin) % kStages));
-    cp_async_commit();
-    uint8_t* st = stage_at(int((c - c_begin) % kStages));
-    const uint4* xs = xs_of(st);
-    uint4 da[RS][kSub], db[RS][kSub];
-#pragma unroll
-    for (int r = 0; r < RS; ++r) {
-      const int ra = warp_row0 + 16 * r + g;
-      WF::dequant(wl[r][0], staged_raw(st, ra, wl[r][0], c), c, da[r]);
-      WF::dequant(wl[r][1], staged_raw(st, ra + 8, wl[r][1], c), c, db[r]);
-    }
-#pragma unroll
-    for (int q = 0; q < kSub; ++q) {
-#pragma unroll
-      for (int i = 0; i < NT; ++i) {
-        const uint4 vx = xs[(8 * i + g) * S::kXRow + q * 4 + t];
-#pragma unroll
-        for (int r = 0; r < RS; ++r) {
-          mma_bf16(acc[r][i], da[r][q].x, db[r][q].x, da[r][q].y, db[r][q].y, vx.x, vx.y);
-          mma_bf16(acc[r][i], da[r][q].z, db[r][q].z, da[r][q].w, db[r][q].w, vx.z, vx.w);
-        }
-      }
-    }
-  }
-  cp_async_wait<0>();
-  const int64_t row0 = block_row0 + warp_row0;  // this warp's first row
-
-  if (gridDim.z > 1) {
-    // Publish this part's sums, count arrivals; the last block of the tile adds the others in
-    // part order and goes on to the store.
-    constexpr int kPart = kWarps * RS * NT * 4 * 32;  // floats a block's part
-    const int64_t slot = int64_t(tile) * gridDim.x + blockIdx.x;
-    float* parts = p.scratch + slot * gridDim.z * kPart;
-    auto at = [&](int r, int i, int j) { return (((warp * RS + r) * NT + i) * 4 + j) * 32 + lane; };
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
-    __threadfence();
-    __syncthreads();
-    __shared__ int s_last;
-    if (threadIdx.x == 0) {
-      s_last = atomicAdd(p.counters + slot, 1) == int(gridDim.z) - 1;
-      if (s_last) p.counters[slot] = 0;  // ready for the next launch (it starts after this grid ends)
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float total = 0.f;
-          for (int q = 0; q < int(gridDim.z); ++q)
-            total += q == part ? acc[r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
-          acc[r][i][j] = total;
-        }
-  }
-  // c0, c1: row g, tokens 2t, 2t + 1 of tile i; c2, c3: row g + 8. Rounded to bf16 first, then
-  // added to out when accumulating, as the GEMV's residual epilogue does.
-#pragma unroll
-  for (int r = 0; r < RS; ++r)
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = tok0 + 8 * i + 2 * t + (j & 1);
-        const int64_t row = row0 + 16 * r + g + 8 * (j >> 1);
-        if (tok < n && row < m) {
-          bf16* o = p.out + int64_t(tok) * m + row;
-          float v = __bfloat162float(__float2bfloat16_rn(acc[r][i][j]));
-          if (p.accumulate) v += __bfloat162float(*o);
-          *o = __float2bfloat16_rn(v);
-        }
-      }
-}
-
 template <DType T, int NT>
 constexpr int smem_bytes() {
-  return kStages * Stage<T, NT, slabs_of(T)>::kBytes;
+  return gemm_packed_smem<T, NT, slabs_of(T), kStages>();
 }
 
 template <DType T>
@@ -306,8 +42,9 @@ struct LaunchPacked {
   static void run(const PackedGemmArgs& a, const PackedGemmPlan& plan, cudaStream_t s) {
     const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
     if (plan.slabs != slabs_of(T)) throw Error("cuda packed gemm: a plan made for another format");
-    if (plan.tile_tokens == 16) gemm_packed_kernel<T, 2, slabs_of(T)><<<grid, kWarps * 32, smem_bytes<T, 2>(), s>>>(a);
-    else gemm_packed_kernel<T, 4, slabs_of(T)><<<grid, kWarps * 32, smem_bytes<T, 4>(), s>>>(a);
+    if (plan.tile_tokens == 16)
+      gemm_packed_kernel<T, 2, slabs_of(T), kStages, kAcc><<<grid, kGemmWarps * 32, smem_bytes<T, 2>(), s>>>(a);
+    else gemm_packed_kernel<T, 4, slabs_of(T), kStages, kAcc><<<grid, kGemmWarps * 32, smem_bytes<T, 4>(), s>>>(a);
     GRETA_CUDA_LAUNCH_CHECK();
   }
 };
@@ -315,9 +52,9 @@ struct LaunchPacked {
 template <DType T>
 struct AllowSmem {  // past the 48 KB default
   static void run() {
-    GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 2, slabs_of(T)>,
+    GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 2, slabs_of(T), kStages, kAcc>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<T, 2>()));
-    GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 4, slabs_of(T)>,
+    GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 4, slabs_of(T), kStages, kAcc>,
                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<T, 4>()));
   }
 };
@@ -342,7 +79,7 @@ PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_
   p.tile_tokens = n <= 16 ? 16 : 32;
   p.slabs = slabs_of(t);
   p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
-  const int64_t tile_rows = 16 * kWarps * p.slabs;
+  const int64_t tile_rows = 16 * kGemmWarps * p.slabs;
   p.row_tiles = (m + tile_rows - 1) / tile_rows;
   const int64_t chunks = (k + chunk - 1) / chunk;
   // About kBlocksPerSm blocks an SM, each keeping at least 8 chunks of k (fewer and the ramp of
@@ -356,8 +93,9 @@ PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_
 }
 
 size_t packed_gemm_scratch_floats(const PackedGemmPlan& p) {
-  return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles * p.splits) * kWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
-                      : 0;
+  return p.splits > 1
+             ? size_t(p.row_tiles * p.token_tiles * p.splits) * kGemmWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
+             : 0;
 }
 
 size_t packed_gemm_counters(const PackedGemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }

@@ -1,0 +1,246 @@
+// Where does the batched packed GEMM (gemm_packed_kernel.cuh) stand against the weight stream and
+// the tensor cores, for 16-128 tokens, and against the decode GEMV that takes up to 32 tokens?
+//
+// Why ask: a batch-32 decode step of 4-bit Llama-2-7B ran ~6.5 ms on an H100 where its weights
+// stream in ~1.3 ms, and the GEMM lost to the GEMV at 32 tokens; adding tokens cost more time
+// than the weights did, so the kernels were bound by their mma chains, not by memory.
+//
+// Variants over the Llama-2-7B shapes (q/k/v 12288 x 4096, o 4096 x 4096, gate/up 22016 x 4096,
+// down 4096 x 11008), 32 layers of distinct weights, the whole chain (128 launches) as one graph:
+//   gemv          the engine's decode GEMV with n tokens (n <= 32)
+//   sS_aA         the packed GEMM staging S chunks ahead with A accumulator sets a tile
+//                 (gemm_packed.cu takes the production pair; the plan is the engine's)
+// Every GEMM variant's output is compared with the first GEMM variant's (same values and order
+// of summation within a lane, another accumulator split), and with the GEMV's where it runs
+// (its bf16x2 scale math rounds differently). Prints JSON lines (card, format, n, bytes, us,
+// GB/s of weights, TFLOP/s, % of the copy bandwidth measured in the same run, check) and a
+// table on stderr.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm_packed.h"
+#include "backend/cuda/gemm_packed_kernel.cuh"
+#include "backend/cuda/gemv_kernel.cuh"
+#include "backend/cuda/quant_planes.h"
+#include "gpu_bench_timing.h"
+
+namespace greta::cuda {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t m, k;
+};
+constexpr Shape kShapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
+constexpr int kLayers = 32;
+constexpr int kTokens[] = {16, 32, 64, 128};
+
+using GemmLaunch = void (*)(const PackedGemmArgs&, const PackedGemmPlan&, cudaStream_t);
+
+template <DType T, int STAGES, int ACC>
+void launch_gemm(const PackedGemmArgs& a, const PackedGemmPlan& plan, cudaStream_t s) {
+  constexpr int RS = byte_quants(T) ? 1 : 2;
+  const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
+  if (plan.tile_tokens == 16)
+    gemm_packed_kernel<T, 2, RS, STAGES, ACC><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 2, RS, STAGES>(), s>>>(a);
+  else gemm_packed_kernel<T, 4, RS, STAGES, ACC><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 4, RS, STAGES>(), s>>>(a);
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+template <DType T, int STAGES, int ACC>
+void allow_smem() {
+  constexpr int RS = byte_quants(T) ? 1 : 2;
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 2, RS, STAGES, ACC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        gemm_packed_smem<T, 2, RS, STAGES>()));
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 4, RS, STAGES, ACC>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        gemm_packed_smem<T, 4, RS, STAGES>()));
+}
+
+struct Variant {
+  std::string name;
+  GemmLaunch gemm;  // nullptr: the engine's GEMV
+};
+
+template <DType T>
+std::vector<Variant> variants() {
+  allow_smem<T, 4, 2>();
+  allow_smem<T, 4, 1>();
+  allow_smem<T, 3, 2>();
+  allow_smem<T, 2, 2>();
+  return {{"s4_a2", &launch_gemm<T, 4, 2>},
+          {"s4_a1", &launch_gemm<T, 4, 1>},
+          {"s3_a2", &launch_gemm<T, 3, 2>},
+          {"s2_a2", &launch_gemm<T, 2, 2>},
+          {"gemv", nullptr}};
+}
+
+__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    p[i] = uint8_t(h);
+  }
+}
+// Scale planes: every 16-bit word a small positive fp16 (2^-7 .. 2^-6), so sums stay finite.
+__global__ void fill_scales(uint16_t* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint32_t h = uint32_t(i) * 2246822519u ^ seed;
+    h ^= h >> 13;
+    p[i] = uint16_t(0x2000u | (h & 0x3ffu));
+  }
+}
+__global__ void fill_x(bf16* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = __float2bfloat16_rn(float(int((i * 37) % 201) - 100) / 100.f);
+}
+
+double rel_diff(const bf16* a_dev, const bf16* b_dev, size_t count) {
+  std::vector<uint16_t> a(count), b(count);
+  GRETA_CUDA_CHECK(cudaMemcpy(a.data(), a_dev, count * 2, cudaMemcpyDeviceToHost));
+  GRETA_CUDA_CHECK(cudaMemcpy(b.data(), b_dev, count * 2, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const float fa = bf16_to_float(a[i]), fb = bf16_to_float(b[i]);
+    if (!std::isfinite(fa) || !std::isfinite(fb)) return INFINITY;
+    num += double(fa - fb) * (fa - fb);
+    den += double(fb) * fb;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+template <DType T>
+bool run_format(const BenchDevice& bd, double copy_gbs) {
+  cudaStream_t st = bd.stream;
+  const std::string fmt(dtype_name(T));
+  std::vector<std::vector<void*>> w(4, std::vector<void*>(kLayers));
+  size_t chain_bytes = 0;
+  double chain_flop_per_token = 0;
+  for (int si = 0; si < 4; ++si) {
+    const QuantPlanes P = quant_planes(T, kShapes[si].m, kShapes[si].k);
+    for (int l = 0; l < kLayers; ++l) {
+      GRETA_CUDA_CHECK(cudaMalloc(&w[size_t(si)][size_t(l)], P.total));
+      auto* b = static_cast<uint8_t*>(w[size_t(si)][size_t(l)]);
+      fill_bytes<<<1024, 256, 0, st>>>(b, P.total, uint32_t(97 * si + l));
+      fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.total - P.sc) / 2,
+                                       uint32_t(si + 31 * l));
+      chain_bytes += P.total;
+      chain_flop_per_token += 2.0 * double(kShapes[si].m) * double(kShapes[si].k);
+    }
+  }
+  const int max_n = kTokens[std::size(kTokens) - 1];
+  bf16 *x = nullptr, *out = nullptr, *ref = nullptr;
+  GRETA_CUDA_CHECK(cudaMalloc(&x, size_t(max_n) * 11008 * sizeof(bf16)));
+  GRETA_CUDA_CHECK(cudaMalloc(&out, size_t(max_n) * 22016 * sizeof(bf16)));
+  GRETA_CUDA_CHECK(cudaMalloc(&ref, size_t(max_n) * 22016 * sizeof(bf16)));
+  fill_x<<<256, 256, 0, st>>>(x, int64_t(max_n) * 11008);
+  // Split-K scratch and counters for the largest plan of any shape and token count.
+  size_t scratch_floats = 0, counters = 0;
+  for (int n : kTokens)
+    for (const Shape& sh : kShapes) {
+      const PackedGemmPlan plan = packed_gemm_plan(T, n, sh.m, sh.k, bd.prop.multiProcessorCount);
+      scratch_floats = std::max(scratch_floats, packed_gemm_scratch_floats(plan));
+      counters = std::max(counters, packed_gemm_counters(plan));
+    }
+  float* scratch = nullptr;
+  int32_t* count = nullptr;
+  GRETA_CUDA_CHECK(cudaMalloc(&scratch, std::max<size_t>(scratch_floats, 1) * sizeof(float)));
+  GRETA_CUDA_CHECK(cudaMalloc(&count, std::max<size_t>(counters, 1) * sizeof(int32_t)));
+  GRETA_CUDA_CHECK(cudaMemset(count, 0, std::max<size_t>(counters, 1) * sizeof(int32_t)));
+  GRETA_CUDA_CHECK(cudaGetLastError());
+  const auto vs = variants<T>();
+  auto launch = [&](const Variant& v, int n, int si, int l, bf16* o) {
+    const Shape& sh = kShapes[si];
+    void* wp = w[size_t(si)][size_t(l)];
+    if (!v.gemm) {
+      GemvArgs a = single(x, static_cast<const bf16*>(wp), nullptr, o, n, sh.m, sh.k);
+      a.wfmt = int32_t(T);
+      a.pipeline = 1;
+      gemv_fused(a, 0.f, st);
+      return;
+    }
+    PackedGemmArgs a;
+    a.x = x;
+    a.w = wp;
+    a.out = o;
+    a.scratch = scratch;
+    a.counters = count;
+    a.m = sh.m;
+    a.k = sh.k;
+    a.n = n;
+    const PackedGemmPlan plan = packed_gemm_plan(T, n, sh.m, sh.k, bd.prop.multiProcessorCount);
+    a.chunks_per_split = plan.chunks_per_split;
+    v.gemm(a, plan, st);
+  };
+  bool ok = true;
+  std::fprintf(stderr, "%s %s, chain of 128 GEMMs: us (%% of copy %.0f GB/s, TFLOP/s)\n  %-8s", bd.name.c_str(),
+               fmt.c_str(), copy_gbs, "variant");
+  for (int n : kTokens) std::fprintf(stderr, " %24s", ("n=" + std::to_string(n)).c_str());
+  std::fprintf(stderr, "\n");
+  for (const Variant& v : vs) {
+    std::fprintf(stderr, "  %-8s", v.name.c_str());
+    for (int n : kTokens) {
+      if (!v.gemm && n > kGemvMaxTokens) {
+        std::fprintf(stderr, " %24s", "");
+        continue;
+      }
+      double worst = 0;
+      for (int si = 0; si < 4; ++si) {  // check: layer 0 of each shape against the first variant
+        launch(vs[0], n, si, 0, ref);
+        launch(v, n, si, 0, out);
+        GRETA_CUDA_CHECK(cudaStreamSynchronize(st));
+        worst = std::max(worst, rel_diff(out, ref, size_t(n) * size_t(kShapes[si].m)));
+      }
+      // Same dequantized values: summation order only; the GEMV's bf16x2 scale math adds ~1e-3.
+      const bool good = worst < (v.gemm ? 2e-3 : 1e-2);
+      ok = ok && good;
+      const double ms = median_graph_ms([&](int i) { launch(v, n, i % 4, i / 4, out); }, st, 10, 4 * kLayers);
+      // ms is per launch; the chain is 4 kLayers launches.
+      const double us = ms * 1e3 * 4 * kLayers, gbs = double(chain_bytes) / (us * 1e3);
+      const double tflops = chain_flop_per_token * n / (us * 1e6);
+      std::printf(
+          "{\"bench\":\"packed_gemm\",\"device\":\"%s\",\"format\":\"%s\",\"variant\":\"%s\",\"n\":%d,"
+          "\"bytes\":%zu,\"us\":%.2f,\"GBps\":%.1f,\"pct_of_copy\":%.2f,\"copy_GBps\":%.1f,\"TFLOPs\":%.1f,"
+          "\"rel_diff\":%.3g,\"check\":\"%s\"}\n",
+          bd.name.c_str(), fmt.c_str(), v.name.c_str(), n, chain_bytes, us, gbs, 100.0 * gbs / copy_gbs, copy_gbs,
+          tflops, worst, good ? "pass" : "FAIL");
+      std::fflush(stdout);
+      std::fprintf(stderr, " %8.1f (%5.1f%%, %5.1f)%s", us, 100.0 * gbs / copy_gbs, tflops, good ? " " : "!");
+    }
+    std::fprintf(stderr, "\n");
+  }
+  for (auto& per_shape : w)
+    for (void* p : per_shape) GRETA_CUDA_CHECK(cudaFree(p));
+  for (void* p : {static_cast<void*>(x), static_cast<void*>(out), static_cast<void*>(ref), static_cast<void*>(scratch),
+                  static_cast<void*>(count)})
+    GRETA_CUDA_CHECK(cudaFree(p));
+  return ok;
+}
+
+}  // namespace
+}  // namespace greta::cuda
+
+int main() {
+  using namespace greta::cuda;
+  try {
+    const BenchDevice bd = bench_device();
+    const double copy_gbs = copy_bandwidth_gbs(bd.stream);
+    bool ok = run_format<greta::DType::Q4_0>(bd, copy_gbs);
+    ok = run_format<greta::DType::Q4_K>(bd, copy_gbs) && ok;
+    ok = run_format<greta::DType::Q8_0>(bd, copy_gbs) && ok;
+    ok = run_format<greta::DType::I4_G128>(bd, copy_gbs) && ok;
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_packed_gemm_bench: %s\n", e.what());
+    return 2;
+  }
+}
