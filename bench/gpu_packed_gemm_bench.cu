@@ -10,6 +10,8 @@
 //   gemv          the engine's decode GEMV with n tokens (n <= 32)
 //   sS_aA         the packed GEMM staging S chunks ahead with A accumulator sets a tile
 //                 (gemm_packed.cu takes the production pair; the plan is the engine's)
+//   regs          the kernel before staging: weights a chunk ahead in registers, x staged
+//                 (gemm_packed_regs.cuh), same plan
 // Every GEMM variant's output is compared with the first GEMM variant's (same values and order
 // of summation within a lane, another accumulator split), and with the GEMV's where it runs
 // (its bf16x2 scale math rounds differently). Prints JSON lines (card, format, n, bytes, us,
@@ -29,6 +31,7 @@
 #include "backend/cuda/gemm_packed_kernel.cuh"
 #include "backend/cuda/gemv_kernel.cuh"
 #include "backend/cuda/quant_planes.h"
+#include "gemm_packed_regs.cuh"
 #include "gpu_bench_timing.h"
 
 namespace greta::cuda {
@@ -64,6 +67,16 @@ void allow_smem() {
                                         gemm_packed_smem<T, 4, RS, STAGES>()));
 }
 
+// The kernel before staging (gemm_packed_regs.cuh), same plan.
+template <DType T>
+void launch_regs(const PackedGemmArgs& a, const PackedGemmPlan& plan, cudaStream_t s) {
+  constexpr int RS = byte_quants(T) ? 1 : 2;
+  const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
+  if (plan.tile_tokens == 16) bench_regs::gemm_packed_regs_kernel<T, 2, RS><<<grid, 128, 0, s>>>(a);
+  else bench_regs::gemm_packed_regs_kernel<T, 4, RS><<<grid, 128, 0, s>>>(a);
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+
 struct Variant {
   std::string name;
   GemmLaunch gemm;  // nullptr: the engine's GEMV
@@ -71,14 +84,13 @@ struct Variant {
 
 template <DType T>
 std::vector<Variant> variants() {
-  allow_smem<T, 4, 2>();
   allow_smem<T, 4, 1>();
-  allow_smem<T, 3, 2>();
-  allow_smem<T, 2, 2>();
-  return {{"s4_a2", &launch_gemm<T, 4, 2>},
-          {"s4_a1", &launch_gemm<T, 4, 1>},
-          {"s3_a2", &launch_gemm<T, 3, 2>},
-          {"s2_a2", &launch_gemm<T, 2, 2>},
+  allow_smem<T, 4, 2>();
+  allow_smem<T, 3, 1>();
+  return {{"s4_a1", &launch_gemm<T, 4, 1>},
+          {"s4_a2", &launch_gemm<T, 4, 2>},
+          {"s3_a1", &launch_gemm<T, 3, 1>},
+          {"regs", &launch_regs<T>},
           {"gemv", nullptr}};
 }
 

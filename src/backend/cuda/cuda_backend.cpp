@@ -271,7 +271,7 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     fp8_gemm_quantized(w, nullptr, out, n, accumulate);
     return;
   }
-  if (n <= opt_.packed_gemm_max_tokens) {
+  if (n <= opt_.packed_gemm_max_tokens && packed_gemm_fits(w.dtype, n, w.n_out, w.n_in)) {
     const PackedGemmPlan plan = packed_gemm_plan(w.dtype, n, w.n_out, w.n_in, dev_.n_sms);
     ws_.reserve<float>(DeviceWorkspace::kSplitPartials, packed_gemm_scratch_floats(plan));
     ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, packed_gemm_counters(plan));

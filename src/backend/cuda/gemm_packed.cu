@@ -15,6 +15,7 @@
 // load latency (docs/notes/quantized-weights.md). Row tiles x token tiles rarely fill the GPU,
 // so k is split over blocks (the plan below).
 #include <algorithm>
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_packed.h"
@@ -24,8 +25,9 @@ namespace greta::cuda {
 namespace {
 
 constexpr int kStages = 4;
-// Accumulator sets a tile: 2 keeps consecutive mmas independent (gemm_packed_kernel.cuh).
-constexpr int kAcc = 2;
+// Accumulator sets a tile (gemm_packed_kernel.cuh): a second set measured no faster, and it
+// costs registers.
+constexpr int kAcc = 1;
 // Blocks an SM the k split aims at (the shared memory of kStages stages allows 2).
 constexpr int64_t kBlocksPerSm = 2;
 // 16-row slabs a warp: 2 for the 4/5/6-bit formats (half the shared-memory reads of x a
@@ -72,6 +74,11 @@ void packed_gemm_setup() {
     on_packed_format<AllowSmem>(t);
 }
 
+bool packed_gemm_fits(DType t, int64_t n, int64_t m, int64_t k) {
+  constexpr int64_t kMax = int64_t(1) << 32;
+  return int64_t(quant_planes(t, m, k).total) < kMax && n * k < kMax;
+}
+
 PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_sms) {
   PackedGemmPlan p;
   int chunk = 0;
@@ -102,6 +109,9 @@ size_t packed_gemm_counters(const PackedGemmPlan& p) { return p.splits > 1 ? siz
 
 void packed_gemm(DType t, PackedGemmArgs a, PackedGemmPlan plan, cudaStream_t s) {
   if (a.n <= 0 || a.m <= 0) return;
+  if (!packed_gemm_fits(t, a.n, a.m, a.k))
+    throw Error("cuda packed gemm: a weight of " + std::to_string(a.m) + " x " + std::to_string(a.k) +
+                " is past the kernel's 32-bit offsets");
   a.chunks_per_split = plan.chunks_per_split;
   on_packed_format<LaunchPacked>(t, a, plan, s);
 }

@@ -91,33 +91,44 @@ constexpr int gemm_packed_smem() {
 // consecutive mmas are independent; the sets are added at the end.
 template <DType T, int NT, int RS, int STAGES, int ACC>
 __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemmArgs p) {
-  constexpr int kStages = STAGES;
   // d q + m in fp32 (EXACT_MIN): here a dequantized value feeds 8 NT tokens, so the exact
   // form's extra instructions are cheap, and its error is half the bf16x2 form's.
   using S = Stage<T, NT, RS>;
   using WF = typename S::WF;
   using Raw = typename WF::Raw;
+  constexpr int kStages = STAGES, kThreads = kGemmWarps * 32;
   constexpr int kSub = S::kSub, kChunk = S::kChunk, kTokens = S::kTokens, kRows = S::kRows;
+  constexpr int kG = WF::kGroups;
+  // What a thread stages a chunk: the same pieces every chunk, at offsets precomputed below (the
+  // per-chunk index arithmetic of 64-bit offsets took more instructions than the mmas).
   constexpr int kXPieces = kTokens * kChunk / 8;  // 16-byte pieces of x a stage
+  constexpr int kHiDiv = S::kHiWords > 0 ? S::kHiWords : 1;
+  constexpr int kXPer = kXPieces / kThreads, kQPer = kRows * 4 / kThreads;
+  constexpr int kHiPer = kRows * S::kHiWords / kThreads, kScPer = (kRows * S::kScWords + kThreads - 1) / kThreads;
+  static_assert(kXPieces % kThreads == 0 && kRows * 4 % kThreads == 0 && kRows * S::kHiWords % kThreads == 0 &&
+                    kThreads % (kChunk / 8) == 0 && kThreads % kHiDiv == 0 && kRows <= kThreads,
+                "every thread stages the same pieces of each chunk");
   extern __shared__ __align__(16) uint8_t smem[];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t m = p.m, k = p.k;
   const int n = p.n;
   const int tok0 = int(blockIdx.x) * kTokens;
-  const int64_t tile = blockIdx.y;
-  const int part = int(blockIdx.z);
-  const int64_t block_row0 = tile * kRows;
+  const int64_t block_row0 = int64_t(blockIdx.y) * kRows;
   const int64_t n_chunks = (k + kChunk - 1) / kChunk;
-  const int64_t c_begin = int64_t(part) * p.chunks_per_split;
+  const int64_t c_begin = int64_t(blockIdx.z) * p.chunks_per_split;
   const int64_t c_end = min(n_chunks, c_begin + p.chunks_per_split);
-  const auto* base = static_cast<const uint8_t*>(p.w);
   const QuantPlanes P = quant_planes(T, m, k);
-  const int64_t q_row = int64_t(plane_q_row(T, k)), hi_row = int64_t(plane_hi_row(T, k));
-  const int64_t sc_row = int64_t(plane_sc_row(T, k)), d_row = int64_t(plane_d_row(T, k));
+  // Byte offsets fit 32 bits: the host takes this kernel only for weights under 4 GiB.
+  const uint8_t* __restrict__ wq_g = static_cast<const uint8_t*>(p.w) + P.q;
+  const uint8_t* __restrict__ hi_g = static_cast<const uint8_t*>(p.w) + P.hi;
+  const uint8_t* __restrict__ sc_g = static_cast<const uint8_t*>(p.w) + P.sc;
+  const uint8_t* __restrict__ d_g = static_cast<const uint8_t*>(p.w) + P.d;
+  const uint32_t q_row = uint32_t(plane_q_row(T, k)), hi_row = uint32_t(plane_hi_row(T, k));
+  const uint32_t sc_row = uint32_t(plane_sc_row(T, k)), d_row = uint32_t(plane_d_row(T, k));
   // Rows past m read row m - 1 and tokens past n read token n - 1 (valid memory); their
   // results are dropped at the store.
-  auto row_of = [&](int r) { return min(block_row0 + r, m - 1); };
+  auto row_of = [&](int r) { return uint32_t(min(block_row0 + r, m - 1)); };
   auto stage_at = [&](int s) { return smem + size_t(s) * S::kBytes; };
   auto xs_of = [&](uint8_t* st) { return reinterpret_cast<uint4*>(st); };
   auto wq_of = [&](uint8_t* st) { return reinterpret_cast<uint4*>(st + S::kXRegion); };
@@ -126,72 +137,85 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
   auto d_of = [&](uint8_t* st) {
     return reinterpret_cast<uint32_t*>(st + S::kXRegion + S::kQRegion + S::kHiRegion + S::kScRegion);
   };
-  // The first byte (from the plane's start) of the 4-byte words staged for row `row`'s scale
-  // records (and d) of chunk c.
-  auto sc_word0 = [&](int64_t row, int64_t c) { return (row * sc_row + WF::sc_at(WF::kGroups * c)) & ~int64_t(3); };
-  auto d_word0 = [&](int64_t row, int64_t c) { return (row * d_row + WF::d_at(WF::kGroups * c)) & ~int64_t(3); };
 
-  // Chunk c into stage s. x: piece pc of token row r is values [c kChunk + 8 pc, + 8). Weights:
-  // a chunk is whole or past k for every plane (k % (8 kSub) == 0 and whole blocks, checked by
-  // the host), so a chunk past k is never staged.
+  // This thread's pieces. x: piece pc (the same for all of them) of token rows r_i, values
+  // [c kChunk + 8 pc, + 8) of chunk c. q: bytes [64 c + 16 jq, + 16) of rows r_i; hi: word jh of
+  // the chunk's high bits; sc: word j_i of the words covering the chunk's scale records of row
+  // r_i; d: the word holding row tid's super-block d.
+  const int pc = tid % (kChunk / 8), jq = tid % 4, jh = tid % kHiDiv;
+  uint32_t x_off[kXPer], q_off[kQPer], hi_off[kHiPer > 0 ? kHiPer : 1], sc_rowoff[kScPer];
+  int x_slot[kXPer], sc_j[kScPer];
+#pragma unroll
+  for (int i = 0; i < kXPer; ++i) {
+    const int r = (tid + kThreads * i) / (kChunk / 8);
+    x_off[i] = uint32_t(min(tok0 + r, n - 1)) * uint32_t(k) + 8 * pc;
+    x_slot[i] = r * S::kXRow + (pc % kSub) * 4 + pc / kSub;
+  }
+#pragma unroll
+  for (int i = 0; i < kQPer; ++i) q_off[i] = row_of((tid + kThreads * i) / 4) * q_row + 16 * jq;
+#pragma unroll
+  for (int i = 0; i < kHiPer; ++i) hi_off[i] = row_of((tid + kThreads * i) / kHiDiv) * hi_row + 4 * jh;
+#pragma unroll
+  for (int i = 0; i < kScPer; ++i) {
+    const int e = min(tid + kThreads * i, kRows * S::kScWords - 1);
+    sc_rowoff[i] = row_of(e / S::kScWords) * sc_row;
+    sc_j[i] = tid + kThreads * i < kRows * S::kScWords ? e % S::kScWords : S::kScWords;  // kScWords: none
+  }
+  const uint32_t d_rowoff = row_of(min(tid, kRows - 1)) * d_row;
+
+  // Chunk c into stage s. The last chunk of a row may end early (k a whole number of blocks, not
+  // of chunks): only its bytes within the row are staged, and the lanes whose granule lies past
+  // k read none.
   auto stage = [&](int64_t c, int s) {
     uint8_t* st = stage_at(s);
-    uint4* xs = xs_of(st);
-    for (int e = threadIdx.x; e < kXPieces; e += kGemmWarps * 32) {
-      const int r = e / (kChunk / 8), pc = e % (kChunk / 8);
-      const int64_t v = c * kChunk + 8 * pc;
-      const bf16* src = p.x + int64_t(min(tok0 + r, n - 1)) * k + min(v, k - 8);
-      gp_cp_async16(&xs[r * S::kXRow + (pc % kSub) * 4 + pc / kSub], src, v < k ? 16 : 0);
-    }
-    // The last chunk of a row may end early (k a whole number of blocks, not of chunks): only
-    // its bytes within the row are staged, and the lanes whose granule lies past k read none.
-    uint4* wq = wq_of(st);
-    for (int e = threadIdx.x; e < kRows * 4; e += kGemmWarps * 32) {
-      const int r = e / 4, j = e % 4;
-      if (64 * c + 16 * j < q_row) gp_cp_async16(&wq[e], base + P.q + row_of(r) * q_row + 64 * c + 16 * j, 16);
+    const uint32_t v = uint32_t(c) * kChunk + 8 * pc;
+    const bool x_in = v < k;
+#pragma unroll
+    for (int i = 0; i < kXPer; ++i)
+      gp_cp_async16(&xs_of(st)[x_slot[i]], p.x + x_off[i] + (x_in ? uint32_t(c) * kChunk : 0u), x_in ? 16 : 0);
+    if (64 * uint32_t(c) + 16 * jq < q_row) {
+#pragma unroll
+      for (int i = 0; i < kQPer; ++i)
+        gp_cp_async16(&wq_of(st)[tid + kThreads * i], wq_g + q_off[i] + 64 * uint32_t(c), 16);
     }
     if constexpr (S::kHiWords > 0) {
-      uint32_t* hi = hi_of(st);
-      for (int e = threadIdx.x; e < kRows * S::kHiWords; e += kGemmWarps * 32) {
-        const int r = e / S::kHiWords, j = e % S::kHiWords;
-        const int64_t at = 4 * S::kHiWords * c + 4 * j;
-        if (at < hi_row) gp_cp_async4(&hi[e], base + P.hi + row_of(r) * hi_row + at);
+      if (4 * S::kHiWords * uint32_t(c) + 4 * jh < hi_row) {
+#pragma unroll
+        for (int i = 0; i < kHiPer; ++i)
+          gp_cp_async4(&hi_of(st)[tid + kThreads * i], hi_g + hi_off[i] + 4 * S::kHiWords * uint32_t(c));
       }
     }
-    // The chunk's last group within k, and the end of its scale record.
-    const int64_t last_group = min(WF::kGroups * (c + 1), k / 32) - 1;
-    uint32_t* sc = sc_of(st);
-    for (int e = threadIdx.x; e < kRows * S::kScWords; e += kGemmWarps * 32) {
-      const int r = e / S::kScWords, j = e % S::kScWords;
-      const int64_t row = row_of(r), w0 = sc_word0(row, c);
-      // Only the words the chunk's records touch: one more could lie past the plane's end.
-      const int64_t end = row * sc_row + WF::sc_at(last_group) + WF::kScBytes;
-      if (w0 + 4 * j < end) gp_cp_async4(&sc[e], base + P.sc + w0 + 4 * j);
+    // Only the words the chunk's records within k touch: one more could lie past the plane.
+    const uint32_t first = uint32_t(WF::sc_at(kG * c));
+    const uint32_t end = uint32_t(WF::sc_at(min(kG * (c + 1), k / 32) - 1)) + WF::kScBytes;
+#pragma unroll
+    for (int i = 0; i < kScPer; ++i) {
+      const uint32_t w0 = (sc_rowoff[i] + first) & ~3u, at = w0 + 4 * uint32_t(sc_j[i]);
+      if (sc_j[i] < S::kScWords && at < sc_rowoff[i] + end) gp_cp_async4(&sc_of(st)[tid + kThreads * i], sc_g + at);
     }
     if constexpr (S::kDWords > 0) {
-      uint32_t* d = d_of(st);
-      for (int r = threadIdx.x; r < kRows; r += kGemmWarps * 32)
-        gp_cp_async4(&d[r], base + P.d + d_word0(row_of(r), c));
+      if (tid < kRows) gp_cp_async4(&d_of(st)[tid], d_g + ((d_rowoff + uint32_t(WF::d_at(kG * c))) & ~3u));
     }
   };
-  // Lane t's raw granule of chunk c for block row r, from stage st: the bytes WeightQuant::load
-  // would read from the planes.
-  auto staged_raw = [&](uint8_t* st, int r, const typename WF::Lane& wl, int64_t c) {
+  // Lane t's raw granule of chunk c for block row r (its plane offsets sc_ro, d_ro), from stage
+  // st: the bytes WeightQuant::load would read from the planes.
+  auto staged_raw = [&](uint8_t* st, int r, uint32_t sc_ro, uint32_t d_ro, const typename WF::Lane& wl, int64_t c) {
     Raw raw = WF::zero();
     if (c * kChunk + 8 * kSub * t >= k) return raw;  // past the row: dequantizes to zeros
     raw.q = wq_of(st)[r * 4 + t];
     if constexpr (WF::kHi1) raw.hi.x = hi_of(st)[r * S::kHiWords + t];
     if constexpr (WF::kHi2)
       raw.hi = make_uint2(hi_of(st)[r * S::kHiWords + 2 * t], hi_of(st)[r * S::kHiWords + 2 * t + 1]);
-    const int64_t row = row_of(r), grp = wl.g0 + WF::kGroups * c;
+    const int64_t grp = wl.g0 + kG * c;
     const uint8_t* sc = reinterpret_cast<const uint8_t*>(sc_of(st) + r * S::kScWords);
-    const int64_t at = row * sc_row + WF::sc_at(grp) - sc_word0(row, c);
+    const uint32_t at = sc_ro + uint32_t(WF::sc_at(grp)) - ((sc_ro + uint32_t(WF::sc_at(kG * c))) & ~3u);
     if constexpr (WF::kK) raw.sc = *reinterpret_cast<const uint4*>(sc);
     else if constexpr (WF::kScBytes == 4) raw.sc.x = *reinterpret_cast<const uint32_t*>(sc + at);
     else raw.sc.x = *reinterpret_cast<const uint16_t*>(sc + at);
     if constexpr (S::kDWords > 0) {
       const uint8_t* d = reinterpret_cast<const uint8_t*>(d_of(st) + r);
-      raw.d = *reinterpret_cast<const uint16_t*>(d + (row * d_row + WF::d_at(grp) - d_word0(row, c)));
+      const uint32_t dd = d_ro + uint32_t(WF::d_at(grp));
+      raw.d = *reinterpret_cast<const uint16_t*>(d + (dd - (dd & ~3u)));
     }
     return raw;
   };
@@ -204,11 +228,16 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
   // Slab r's rows: warp_row0 + 16 r + g (A rows g) and + 8 (rows g + 8), block-relative.
   const int warp_row0 = warp * 16 * RS;
   typename WF::Lane wl[RS][2];
+  uint32_t sc_ro[RS][2], d_ro[RS][2];
 #pragma unroll
   for (int r = 0; r < RS; ++r)
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
-      wl[r][h] = WF::lane(static_cast<const bf16*>(p.w), row_of(warp_row0 + 16 * r + 8 * h + g), m, k, 0, t);
+    for (int h = 0; h < 2; ++h) {
+      const uint32_t row = row_of(warp_row0 + 16 * r + 8 * h + g);
+      wl[r][h] = WF::lane(static_cast<const bf16*>(p.w), row, m, k, 0, t);
+      sc_ro[r][h] = row * sc_row;
+      d_ro[r][h] = row * d_row;
+    }
   float acc[ACC][RS][NT][4] = {};
   for (int64_t c = c_begin; c < c_end; ++c) {
     gp_cp_async_wait<kStages - 2>();
@@ -221,8 +250,8 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
 #pragma unroll
     for (int r = 0; r < RS; ++r) {
       const int ra = warp_row0 + 16 * r + g;
-      WF::dequant(wl[r][0], staged_raw(st, ra, wl[r][0], c), c, da[r]);
-      WF::dequant(wl[r][1], staged_raw(st, ra + 8, wl[r][1], c), c, db[r]);
+      WF::dequant(wl[r][0], staged_raw(st, ra, sc_ro[r][0], d_ro[r][0], wl[r][0], c), c, da[r]);
+      WF::dequant(wl[r][1], staged_raw(st, ra + 8, sc_ro[r][1], d_ro[r][1], wl[r][1], c), c, db[r]);
     }
 #pragma unroll
     for (int q = 0; q < kSub; ++q) {
@@ -261,6 +290,8 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
         for (int j = 0; j < 4; ++j) acc[0][r][i][j] += acc[1][r][i][j];
   }
   const int64_t row0 = block_row0 + warp_row0;  // this warp's first row
+  const int64_t tile = blockIdx.y;
+  const int part = int(blockIdx.z);
 
   if (gridDim.z > 1) {
     // Publish this part's sums, count arrivals; the last block of the tile adds the others in
