@@ -241,15 +241,24 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
 }  // namespace
 }  // namespace greta::cuda
 
-int main() {
+// Arguments: the formats to run (q4_0 q4_k q8_0 i4_g128; default all).
+int main(int argc, char** argv) {
   using namespace greta::cuda;
+  using greta::DType;
   try {
     const BenchDevice bd = bench_device();
     const double copy_gbs = copy_bandwidth_gbs(bd.stream);
-    bool ok = run_format<greta::DType::Q4_0>(bd, copy_gbs);
-    ok = run_format<greta::DType::Q4_K>(bd, copy_gbs) && ok;
-    ok = run_format<greta::DType::Q8_0>(bd, copy_gbs) && ok;
-    ok = run_format<greta::DType::I4_G128>(bd, copy_gbs) && ok;
+    auto wanted = [&](const char* name) {
+      if (argc < 2) return true;
+      for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == name) return true;
+      return false;
+    };
+    bool ok = true;
+    if (wanted("q4_0")) ok = run_format<DType::Q4_0>(bd, copy_gbs) && ok;
+    if (wanted("q4_k")) ok = run_format<DType::Q4_K>(bd, copy_gbs) && ok;
+    if (wanted("q8_0")) ok = run_format<DType::Q8_0>(bd, copy_gbs) && ok;
+    if (wanted("i4_g128")) ok = run_format<DType::I4_G128>(bd, copy_gbs) && ok;
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_packed_gemm_bench: %s\n", e.what());
