@@ -52,7 +52,6 @@ CudaBackend::CudaBackend(const CudaOptions& o)
                 ": the CUDA backend's KV cache is bf16 only (accepted with --device cuda: auto, bf16; fp8 and f16 "
                 "run on --device cpu)");
   attention_prefill_tc_setup();
-  packed_gemm_setup();
 }
 
 CudaBackend::~CudaBackend() {
@@ -271,7 +270,7 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     fp8_gemm_quantized(w, nullptr, out, n, accumulate);
     return;
   }
-  if (n <= opt_.packed_gemm_max_tokens && packed_gemm_fits(w.dtype, n, w.n_out, w.n_in)) {
+  if (n <= opt_.packed_gemm_max_tokens) {
     const PackedGemmPlan plan = packed_gemm_plan(w.dtype, n, w.n_out, w.n_in, dev_.n_sms);
     ws_.reserve<float>(DeviceWorkspace::kSplitPartials, packed_gemm_scratch_floats(plan));
     ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, packed_gemm_counters(plan));

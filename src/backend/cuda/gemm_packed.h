@@ -38,11 +38,6 @@ struct PackedGemmArgs {
   int32_t accumulate = 0;  // 1: out += result (rounded to bf16 first)
 };
 
-// Whether the kernel takes this weight: its offsets are 32-bit, so the planes must be under 4 GiB
-// (and n k values of x). Larger weights take the dequantized slices.
-bool packed_gemm_fits(DType t, int64_t n, int64_t m, int64_t k);
-// Lets the kernels take the shared memory of their stages (once, before the first launch).
-void packed_gemm_setup();
 // The plan for n tokens against an [m, k] weight of format t on a device of n_sms SMs.
 PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_sms);
 size_t packed_gemm_scratch_floats(const PackedGemmPlan& p);

@@ -1,7 +1,10 @@
-// The batched GEMM kernel over weights kept packed on the device (gemm_packed.cu says why and
-// picks its production shape; bench/gpu_packed_gemm_bench.cu measures the shapes). One block:
-// 16 * kGemmWarps * RS rows of out [n, m] (+)= x [n, k] @ w [m, k]^T for one tile of 8 NT
-// tokens and one part of k.
+// An experiment outside src/: the batched packed GEMM (src/backend/cuda/gemm_packed.cu) with
+// its weights staged in shared memory instead of loaded into registers a chunk ahead, measured
+// against the engine's kernel by bench/gpu_packed_gemm_bench.cu (docs/notes/quantized-weights.md,
+// "Batched steps", has the numbers and why it is not the engine's). One block: 16 * kGemmWarps *
+// RS rows of out [n, m] (+)= x [n, k] @ w [m, k]^T for one tile of 8 NT tokens and one part of k;
+// the engine's plan (packed_gemm_plan) cuts the grid. Its offsets are 32-bit: weights under
+// 4 GiB, as the bench's are.
 //
 // Each chunk of k (the format's 32 * kSub values a row) is staged in shared memory by cp.async,
 // STAGES chunks deep: x's tile and the block's weights in their packed bytes (the quants, the
