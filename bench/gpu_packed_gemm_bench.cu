@@ -105,6 +105,12 @@ __global__ void fill_scales(uint16_t* p, size_t n, uint32_t seed) {
     p[i] = uint16_t(0x2000u | (h & 0x3ffu));
   }
 }
+// AWQ/GPTQ zero points as real files have them (under 16; the random bytes above reach 255, where
+// the GEMV's bf16 min rounds far from the GEMM's fp32 one): byte 2 of every 4-byte record.
+__global__ void int4_zero_points(uint8_t* sc, size_t records) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < records; i += size_t(gridDim.x) * blockDim.x)
+    sc[4 * i + 2] &= 0x0f;
+}
 __global__ void fill_x(bf16* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
     x[i] = __float2bfloat16_rn(float(int((i * 37) % 201) - 100) / 100.f);
@@ -139,6 +145,8 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
       fill_bytes<<<1024, 256, 0, st>>>(b, P.total, uint32_t(97 * si + l));
       fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.total - P.sc) / 2,
                                        uint32_t(si + 31 * l));
+      if constexpr (int4_format(T))
+        int4_zero_points<<<256, 256, 0, st>>>(b + P.sc, size_t(kShapes[si].m) * plane_sc_row(T, kShapes[si].k) / 4);
       chain_bytes += P.total;
       chain_flop_per_token += 2.0 * double(kShapes[si].m) * double(kShapes[si].k);
     }
