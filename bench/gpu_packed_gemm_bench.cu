@@ -31,16 +31,14 @@
 #include "backend/cuda/quant_planes.h"
 #include "gemm_packed_staged.cuh"
 #include "gpu_bench_timing.h"
+#include "packed_chain.cuh"
 
 namespace greta::cuda {
 namespace {
 
-struct Shape {
-  const char* name;
-  int64_t m, k;
-};
-constexpr Shape kShapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
-constexpr int kLayers = 32;
+using packed_chain::kLayers;
+using packed_chain::kShapes;
+using packed_chain::Shape;
 constexpr int kTokens[] = {16, 32, 64, 128};
 
 using GemmLaunch = void (*)(const PackedGemmArgs&, const PackedGemmPlan&, cudaStream_t);
@@ -88,34 +86,6 @@ std::vector<Variant> variants() {
           {"gemv", nullptr}};
 }
 
-__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = uint8_t(h);
-  }
-}
-// Scale planes: every 16-bit word a small positive fp16 (2^-7 .. 2^-6), so sums stay finite.
-__global__ void fill_scales(uint16_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2246822519u ^ seed;
-    h ^= h >> 13;
-    p[i] = uint16_t(0x2000u | (h & 0x3ffu));
-  }
-}
-// AWQ/GPTQ zero points as real files have them (under 16; the random bytes above reach 255, where
-// the GEMV's bf16 min rounds far from the GEMM's fp32 one): byte 2 of every 4-byte record.
-__global__ void int4_zero_points(uint8_t* sc, size_t records) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < records; i += size_t(gridDim.x) * blockDim.x)
-    sc[4 * i + 2] &= 0x0f;
-}
-__global__ void fill_x(bf16* x, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    x[i] = __float2bfloat16_rn(float(int((i * 37) % 201) - 100) / 100.f);
-}
-
 double rel_diff(const bf16* a_dev, const bf16* b_dev, size_t count) {
   std::vector<uint16_t> a(count), b(count);
   GRETA_CUDA_CHECK(cudaMemcpy(a.data(), a_dev, count * 2, cudaMemcpyDeviceToHost));
@@ -134,29 +104,15 @@ template <DType T>
 bool run_format(const BenchDevice& bd, double copy_gbs) {
   cudaStream_t st = bd.stream;
   const std::string fmt(dtype_name(T));
-  std::vector<std::vector<void*>> w(4, std::vector<void*>(kLayers));
-  size_t chain_bytes = 0;
-  double chain_flop_per_token = 0;
-  for (int si = 0; si < 4; ++si) {
-    const QuantPlanes P = quant_planes(T, kShapes[si].m, kShapes[si].k);
-    for (int l = 0; l < kLayers; ++l) {
-      GRETA_CUDA_CHECK(cudaMalloc(&w[size_t(si)][size_t(l)], P.total));
-      auto* b = static_cast<uint8_t*>(w[size_t(si)][size_t(l)]);
-      fill_bytes<<<1024, 256, 0, st>>>(b, P.total, uint32_t(97 * si + l));
-      fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.total - P.sc) / 2,
-                                       uint32_t(si + 31 * l));
-      if constexpr (int4_format(T))
-        int4_zero_points<<<256, 256, 0, st>>>(b + P.sc, size_t(kShapes[si].m) * plane_sc_row(T, kShapes[si].k) / 4);
-      chain_bytes += P.total;
-      chain_flop_per_token += 2.0 * double(kShapes[si].m) * double(kShapes[si].k);
-    }
-  }
+  const packed_chain::Weights w(T, st);
+  const size_t chain_bytes = w.bytes;
+  const double chain_flop_per_token = w.flop_per_token;
   const int max_n = kTokens[std::size(kTokens) - 1];
   bf16 *x = nullptr, *out = nullptr, *ref = nullptr;
   GRETA_CUDA_CHECK(cudaMalloc(&x, size_t(max_n) * 11008 * sizeof(bf16)));
   GRETA_CUDA_CHECK(cudaMalloc(&out, size_t(max_n) * 22016 * sizeof(bf16)));
   GRETA_CUDA_CHECK(cudaMalloc(&ref, size_t(max_n) * 22016 * sizeof(bf16)));
-  fill_x<<<256, 256, 0, st>>>(x, int64_t(max_n) * 11008);
+  packed_chain::fill_x<<<256, 256, 0, st>>>(x, int64_t(max_n) * 11008);
   // Split-K scratch and counters for the largest plan of any shape and token count.
   size_t scratch_floats = 0, counters = 0;
   for (int n : kTokens)
@@ -174,7 +130,7 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
   const auto vs = variants<T>();
   auto launch = [&](const Variant& v, int n, int si, int l, bf16* o) {
     const Shape& sh = kShapes[si];
-    void* wp = w[size_t(si)][size_t(l)];
+    void* wp = w.at(si, l);
     if (!v.gemm && !v.engine_gemm) {
       GemvArgs a = single(x, static_cast<const bf16*>(wp), nullptr, o, n, sh.m, sh.k);
       a.wfmt = int32_t(T);
@@ -234,8 +190,6 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
     }
     std::fprintf(stderr, "\n");
   }
-  for (auto& per_shape : w)
-    for (void* p : per_shape) GRETA_CUDA_CHECK(cudaFree(p));
   for (void* p : {static_cast<void*>(x), static_cast<void*>(out), static_cast<void*>(ref), static_cast<void*>(scratch),
                   static_cast<void*>(count)})
     GRETA_CUDA_CHECK(cudaFree(p));

@@ -31,6 +31,7 @@
 #include "backend/cuda/gemv_kernel.cuh"
 #include "backend/cuda/quant_planes.h"
 #include "gpu_bench_timing.h"
+#include "packed_chain.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -70,66 +71,27 @@ std::vector<Variant> variants() {
   return v;
 }
 
-__global__ void fill_bytes(uint8_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 15;
-    h *= 2246822519u;
-    h ^= h >> 13;
-    p[i] = uint8_t(h);
-  }
-}
-// Scale planes: every 16-bit word a small positive fp16 (2^-7 .. 2^-6), so sums stay finite.
-__global__ void fill_scales(uint16_t* p, size_t n, uint32_t seed) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2246822519u ^ seed;
-    h ^= h >> 13;
-    p[i] = uint16_t(0x2000u | (h & 0x3ffu));
-  }
-}
-__global__ void fill_x(bf16* x, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-    x[i] = __float2bfloat16_rn(float(int((i * 37) % 201) - 100) / 100.f);
-}
-
-struct Shape {
-  const char* name;
-  int64_t m, k;
-};
-constexpr Shape kShapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
-constexpr int kLayers = 32;
+using packed_chain::kLayers;
+using packed_chain::kShapes;
+using packed_chain::Shape;
 
 template <DType T>
 bool run_format(const BenchDevice& bd, double copy_gbs) {
   cudaStream_t st = bd.stream;
   const std::string fmt(dtype_name(T));
-  // Weights of every (layer, shape), one allocation each.
-  std::vector<std::vector<void*>> w(4, std::vector<void*>(kLayers));
-  size_t step_bytes = 0;
-  for (int si = 0; si < 4; ++si) {
-    const QuantPlanes P = quant_planes(T, kShapes[si].m, kShapes[si].k);
-    for (int l = 0; l < kLayers; ++l) {
-      GRETA_CUDA_CHECK(cudaMalloc(&w[size_t(si)][size_t(l)], P.total));
-      auto* b = static_cast<uint8_t*>(w[size_t(si)][size_t(l)]);
-      fill_bytes<<<1024, 256, 0, st>>>(b, P.total, uint32_t(97 * si + l));
-      // Q6_K's d plane too (fp16 super-block scales).
-      fill_scales<<<256, 256, 0, st>>>(reinterpret_cast<uint16_t*>(b + P.sc), (P.total - P.sc) / 2,
-                                       uint32_t(si + 31 * l));
-      step_bytes += P.total;
-    }
-  }
+  const packed_chain::Weights w(T, st);
   bf16 *x = nullptr, *out = nullptr, *ref = nullptr;
   GRETA_CUDA_CHECK(cudaMalloc(&x, 11008 * sizeof(bf16)));
   GRETA_CUDA_CHECK(cudaMalloc(&out, 22016 * sizeof(bf16)));
   GRETA_CUDA_CHECK(cudaMalloc(&ref, 22016 * sizeof(bf16)));
-  fill_x<<<64, 256, 0, st>>>(x, 11008);
+  packed_chain::fill_x<<<64, 256, 0, st>>>(x, 11008);
   GRETA_CUDA_CHECK(cudaGetLastError());
   bool ok = true;
   const auto vs = variants<T>();
   auto launch = [&](const Variant& v, int si, int l, bf16* o) {
     const Shape& sh = kShapes[si];
-    if (v.run) v.run(w[size_t(si)][size_t(l)], x, o, sh.m, sh.k, st);
-    else launch_engine(T, v.engine, w[size_t(si)][size_t(l)], x, o, sh.m, sh.k, st);
+    if (v.run) v.run(w.at(si, l), x, o, sh.m, sh.k, st);
+    else launch_engine(T, v.engine, w.at(si, l), x, o, sh.m, sh.k, st);
   };
   std::vector<std::vector<double>> pct(vs.size(), std::vector<double>(5));
   for (size_t vi = 0; vi < vs.size(); ++vi) {
@@ -184,8 +146,6 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
   for (size_t vi = 0; vi < vs.size(); ++vi)
     std::fprintf(stderr, "  %-12s %7.1f %7.1f %7.1f %7.1f %7.1f\n", vs[vi].name, pct[vi][0], pct[vi][1], pct[vi][2],
                  pct[vi][3], pct[vi][4]);
-  for (auto& per_shape : w)
-    for (void* p : per_shape) GRETA_CUDA_CHECK(cudaFree(p));
   GRETA_CUDA_CHECK(cudaFree(x));
   GRETA_CUDA_CHECK(cudaFree(out));
   GRETA_CUDA_CHECK(cudaFree(ref));
