@@ -116,6 +116,7 @@ class Chat {
         seq_(*L.model, n_ctx),
         sampler_(o.sampling.p) {
     if (!o.system.empty()) session_.set_system(o.system);
+    print_kv_cache(L, seq_.kv_pool().n_blocks(), seq_.kv_pool().block_size());
   }
 
   // One user message -> one streamed reply, recorded in the history.

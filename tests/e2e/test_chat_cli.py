@@ -4,6 +4,7 @@ jinja2 the way transformers' apply_chat_template renders it, so the chat command
 template use, KV-cache reuse across turns, /reset and /system are each checked against an
 independent rendering of the same conversation."""
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -74,6 +75,15 @@ def test_turns_match_run_on_the_rendered_conversation(greta_bin, default_model, 
     # Every turn after the first reused the KV cache for part of its prompt.
     reused = [int(line.split("(")[1].split()[0]) for line in p.stderr.splitlines() if "reused" in line]
     assert len(reused) == 3 and reused[0] == 0 and all(r > 0 for r in reused[1:]), p.stderr
+
+
+def test_load_log_names_the_kv_cache(greta_bin, default_model):
+    # As `greta run` and `greta serve` do: the cache's element type and the tokens it holds.
+    p = run_greta(greta_bin, "chat", "-m", default_model, "--temp", "0", "-n", 4, "-t", 2, "-c", 512,
+                  "--kv-dtype", "fp8", input="Hi\n")
+    log = re.search(r"greta: KV cache (\S+)[^:]*: (\d+) tokens \(\d+ blocks of \d+\)", p.stderr)
+    assert log, p.stderr
+    assert log.group(1) == "fp8_e4m3" and int(log.group(2)) >= 512, p.stderr
 
 
 def test_reset_starts_a_fresh_conversation(greta_bin, default_model):
