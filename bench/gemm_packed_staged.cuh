@@ -88,11 +88,10 @@ constexpr int gemm_packed_smem() {
 
 // RS: 16-row slabs a warp (a block owns 16 RS kGemmWarps rows). Each staged x piece a lane reads
 // feeds RS slabs, so RS = 2 halves the shared-memory reads per weight, for more registers.
-// STAGES: chunks staged ahead. ACC: accumulator sets a tile (1 or 2). The two mmas of a pair
-// (a sub-granule's two k halves) go to one accumulator, which makes the second wait for the
-// first; with 2 sets the halves go to separate sets, issued as two sweeps over the tiles, so
-// consecutive mmas are independent; the sets are added at the end.
-template <DType T, int NT, int RS, int STAGES, int ACC>
+// STAGES: chunks staged ahead. One accumulator set a tile: a second one, taking each pair's other
+// k half so that consecutive mmas are independent, measured no faster
+// (docs/notes/quantized-weights.md).
+template <DType T, int NT, int RS, int STAGES>
 __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemmArgs p) {
   // d q + m in fp32 (EXACT_MIN): here a dequantized value feeds 8 NT tokens, so the exact
   // form's extra instructions are cheap, and its error is half the bf16x2 form's.
@@ -241,7 +240,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
       sc_ro[r][h] = row * sc_row;
       d_ro[r][h] = row * d_row;
     }
-  float acc[ACC][RS][NT][4] = {};
+  float acc[RS][NT][4] = {};
   for (int64_t c = c_begin; c < c_end; ++c) {
     gp_cp_async_wait<kStages - 2>();
     __syncthreads();  // chunk c is staged, and every warp is done with the stage refilled next
@@ -261,37 +260,16 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
       uint4 vx[NT];
 #pragma unroll
       for (int i = 0; i < NT; ++i) vx[i] = xs[(8 * i + g) * S::kXRow + q * 4 + t];
-      if constexpr (ACC == 1) {
-#pragma unroll
-        for (int i = 0; i < NT; ++i)
-#pragma unroll
-          for (int r = 0; r < RS; ++r) {
-            mma_bf16(acc[0][r][i], da[r][q].x, db[r][q].x, da[r][q].y, db[r][q].y, vx[i].x, vx[i].y);
-            mma_bf16(acc[0][r][i], da[r][q].z, db[r][q].z, da[r][q].w, db[r][q].w, vx[i].z, vx[i].w);
-          }
-      } else {
-#pragma unroll
-        for (int i = 0; i < NT; ++i)
-#pragma unroll
-          for (int r = 0; r < RS; ++r)
-            mma_bf16(acc[0][r][i], da[r][q].x, db[r][q].x, da[r][q].y, db[r][q].y, vx[i].x, vx[i].y);
-#pragma unroll
-        for (int i = 0; i < NT; ++i)
-#pragma unroll
-          for (int r = 0; r < RS; ++r)
-            mma_bf16(acc[ACC - 1][r][i], da[r][q].z, db[r][q].z, da[r][q].w, db[r][q].w, vx[i].z, vx[i].w);
-      }
-    }
-  }
-  gp_cp_async_wait<0>();
-  if constexpr (ACC == 2) {
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
 #pragma unroll
       for (int i = 0; i < NT; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[0][r][i][j] += acc[1][r][i][j];
+        for (int r = 0; r < RS; ++r) {
+          mma_bf16(acc[r][i], da[r][q].x, db[r][q].x, da[r][q].y, db[r][q].y, vx[i].x, vx[i].y);
+          mma_bf16(acc[r][i], da[r][q].z, db[r][q].z, da[r][q].w, db[r][q].w, vx[i].z, vx[i].w);
+        }
+    }
   }
+  gp_cp_async_wait<0>();
   const int64_t row0 = block_row0 + warp_row0;  // this warp's first row
   const int64_t tile = blockIdx.y;
   const int part = int(blockIdx.z);
@@ -308,7 +286,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
 #pragma unroll
       for (int i = 0; i < NT; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[0][r][i][j];
+        for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
     __threadfence();
     __syncthreads();
     __shared__ int s_last;
@@ -327,8 +305,8 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
         for (int j = 0; j < 4; ++j) {
           float total = 0.f;
           for (int q = 0; q < int(gridDim.z); ++q)
-            total += q == part ? acc[0][r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
-          acc[0][r][i][j] = total;
+            total += q == part ? acc[r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
+          acc[r][i][j] = total;
         }
   }
   // c0, c1: row g, tokens 2t, 2t + 1 of tile i; c2, c3: row g + 8. Rounded to bf16 first, then
@@ -343,7 +321,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
         const int64_t row = row0 + 16 * r + g + 8 * (j >> 1);
         if (tok < n && row < m) {
           bf16* o = p.out + int64_t(tok) * m + row;
-          float v = __bfloat162float(__float2bfloat16_rn(acc[0][r][i][j]));
+          float v = __bfloat162float(__float2bfloat16_rn(acc[r][i][j]));
           if (p.accumulate) v += __bfloat162float(*o);
           *o = __float2bfloat16_rn(v);
         }

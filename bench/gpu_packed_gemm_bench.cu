@@ -10,7 +10,7 @@
 // Variants over the Llama-2-7B shapes (q/k/v 12288 x 4096, o 4096 x 4096, gate/up 22016 x 4096,
 // down 4096 x 11008), 32 layers of distinct weights, the whole chain (128 launches) as one graph:
 //   engine        the engine's packed GEMM (gemm_packed.cu, packed_gemm)
-//   sS_aA         the staged kernel, S chunks ahead, A accumulator sets a tile; the engine's plan
+//   sS            the staged kernel, S chunks ahead; the engine's plan
 //   gemv          the engine's decode GEMV with n tokens (n <= 32)
 // Every GEMM variant's output is compared with the engine's (same dequantized values, another
 // summation order), the GEMV's too (its bf16x2 scale math rounds differently). Prints JSON lines
@@ -43,22 +43,22 @@ constexpr int kTokens[] = {16, 32, 64, 128};
 
 using GemmLaunch = void (*)(const PackedGemmArgs&, const PackedGemmPlan&, cudaStream_t);
 
-template <DType T, int STAGES, int ACC>
+template <DType T, int STAGES>
 void launch_gemm(const PackedGemmArgs& a, const PackedGemmPlan& plan, cudaStream_t s) {
   constexpr int RS = byte_quants(T) ? 1 : 2;
   const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
   if (plan.tile_tokens == 16)
-    gemm_packed_kernel<T, 2, RS, STAGES, ACC><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 2, RS, STAGES>(), s>>>(a);
-  else gemm_packed_kernel<T, 4, RS, STAGES, ACC><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 4, RS, STAGES>(), s>>>(a);
+    gemm_packed_kernel<T, 2, RS, STAGES><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 2, RS, STAGES>(), s>>>(a);
+  else gemm_packed_kernel<T, 4, RS, STAGES><<<grid, kGemmWarps * 32, gemm_packed_smem<T, 4, RS, STAGES>(), s>>>(a);
   GRETA_CUDA_LAUNCH_CHECK();
 }
-template <DType T, int STAGES, int ACC>
+template <DType T, int STAGES>
 void allow_smem() {
   constexpr int RS = byte_quants(T) ? 1 : 2;
-  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 2, RS, STAGES, ACC>,
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 2, RS, STAGES>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         gemm_packed_smem<T, 2, RS, STAGES>()));
-  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 4, RS, STAGES, ACC>,
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(gemm_packed_kernel<T, 4, RS, STAGES>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         gemm_packed_smem<T, 4, RS, STAGES>()));
 }
@@ -76,28 +76,14 @@ struct Variant {
 
 template <DType T>
 std::vector<Variant> variants() {
-  allow_smem<T, 4, 1>();
-  allow_smem<T, 4, 2>();
-  allow_smem<T, 3, 1>();
+  allow_smem<T, 4>();
+  allow_smem<T, 3>();
+  allow_smem<T, 2>();
   return {{"engine", nullptr, true},
-          {"s4_a1", &launch_gemm<T, 4, 1>},
-          {"s4_a2", &launch_gemm<T, 4, 2>},
-          {"s3_a1", &launch_gemm<T, 3, 1>},
+          {"s4", &launch_gemm<T, 4>},
+          {"s3", &launch_gemm<T, 3>},
+          {"s2", &launch_gemm<T, 2>},
           {"gemv", nullptr}};
-}
-
-double rel_diff(const bf16* a_dev, const bf16* b_dev, size_t count) {
-  std::vector<uint16_t> a(count), b(count);
-  GRETA_CUDA_CHECK(cudaMemcpy(a.data(), a_dev, count * 2, cudaMemcpyDeviceToHost));
-  GRETA_CUDA_CHECK(cudaMemcpy(b.data(), b_dev, count * 2, cudaMemcpyDeviceToHost));
-  double num = 0, den = 0;
-  for (size_t i = 0; i < count; ++i) {
-    const float fa = bf16_to_float(a[i]), fb = bf16_to_float(b[i]);
-    if (!std::isfinite(fa) || !std::isfinite(fb)) return INFINITY;
-    num += double(fa - fb) * (fa - fb);
-    den += double(fb) * fb;
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 template <DType T>
@@ -170,7 +156,7 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
         launch(vs[0], n, si, 0, ref);
         launch(v, n, si, 0, out);
         GRETA_CUDA_CHECK(cudaStreamSynchronize(st));
-        worst = std::max(worst, rel_diff(out, ref, size_t(n) * size_t(kShapes[si].m)));
+        worst = std::max(worst, packed_chain::rel_diff(out, ref, size_t(n) * size_t(kShapes[si].m)));
       }
       // Same dequantized values: summation order only; the GEMV's bf16x2 scale math adds ~1e-3.
       const bool good = worst < (gemv ? 1e-2 : 2e-3);

@@ -99,21 +99,10 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
     // Check: layer 0 of each shape against prod.
     double worst = 0;
     for (int si = 0; si < 4; ++si) {
-      const int64_t m = kShapes[si].m;
       launch(vs[0], si, 0, ref);
       launch(v, si, 0, out);
       GRETA_CUDA_CHECK(cudaStreamSynchronize(st));
-      std::vector<uint16_t> a(static_cast<size_t>(m)), b(static_cast<size_t>(m));
-      GRETA_CUDA_CHECK(cudaMemcpy(a.data(), out, size_t(m) * 2, cudaMemcpyDeviceToHost));
-      GRETA_CUDA_CHECK(cudaMemcpy(b.data(), ref, size_t(m) * 2, cudaMemcpyDeviceToHost));
-      double num = 0, den = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        const float fa = bf16_to_float(a[size_t(i)]), fb = bf16_to_float(b[size_t(i)]);
-        if (!std::isfinite(fa) || !std::isfinite(fb)) num = INFINITY;
-        num += double(fa - fb) * (fa - fb);
-        den += double(fb) * fb;
-      }
-      worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
+      worst = std::max(worst, packed_chain::rel_diff(out, ref, size_t(kShapes[si].m)));
     }
     // Same dequantized values as prod, another summation order; int8 activations add their own
     // rounding (~0.4% of a dot product with these x).

@@ -6,6 +6,8 @@
 #pragma once
 #include <cuda_bf16.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -13,6 +15,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/quant_planes.h"
+#include "core/dtype.h"
 
 namespace greta::cuda::packed_chain {
 
@@ -82,5 +85,21 @@ struct Weights {
   }
   void* at(int shape, int layer) const { return w[size_t(shape)][size_t(layer)]; }
 };
+
+// Relative L2 difference of two bf16 device arrays of `count` values (b the reference); infinite
+// when either holds a non-finite value.
+inline double rel_diff(const bf16* a_dev, const bf16* b_dev, size_t count) {
+  std::vector<uint16_t> a(count), b(count);
+  GRETA_CUDA_CHECK(cudaMemcpy(a.data(), a_dev, count * 2, cudaMemcpyDeviceToHost));
+  GRETA_CUDA_CHECK(cudaMemcpy(b.data(), b_dev, count * 2, cudaMemcpyDeviceToHost));
+  double num = 0, den = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const float fa = bf16_to_float(a[i]), fb = bf16_to_float(b[i]);
+    if (!std::isfinite(fa) || !std::isfinite(fb)) return INFINITY;
+    num += double(fa - fb) * (fa - fb);
+    den += double(fb) * fb;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
 
 }  // namespace greta::cuda::packed_chain
