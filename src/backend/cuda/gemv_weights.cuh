@@ -131,7 +131,7 @@ struct WeightQuant {
     l.g0 = v0 / 32;
     return l;
   }
-  static constexpr int kGroups = kBytes ? 2 : 4;  // 32-value groups a chunk (of the whole row tile)
+  static constexpr int kGroups = kBytes ? 2 : 4;  // 32-value groups in a chunk of a row (4 lanes)
   // Where group g's scale record lies in its row of the sc plane (bytes from the row's start),
   // and how many bytes `load` reads there; the same for Q6_K's d plane.
   GRETA_HD static constexpr int64_t sc_at(int64_t g) {
