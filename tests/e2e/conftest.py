@@ -4,6 +4,7 @@ the reason, never passed."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -86,6 +87,11 @@ def run_greta(greta_bin, *args, input=None, check=True, timeout=600):
     if check and p.returncode != 0:
         raise AssertionError(f"greta {' '.join(map(str, args))} failed ({p.returncode}):\n{p.stderr}")
     return p
+
+
+# The KV cache's load line, which run, chat, perplexity and serve print on stderr: element type,
+# tokens, blocks, MiB.
+KV_CACHE_LOG = re.compile(r"greta: KV cache (\S+)[^:]*: (\d+) tokens \(\d+ blocks of \d+\), ([\d.]+) MiB")
 
 
 def linked_copy(src, dst, without):

@@ -4,7 +4,6 @@ jinja2 the way transformers' apply_chat_template renders it, so the chat command
 template use, KV-cache reuse across turns, /reset and /system are each checked against an
 independent rendering of the same conversation."""
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import run_greta
+from conftest import KV_CACHE_LOG, run_greta
 
 jinja2 = pytest.importorskip("jinja2")
 
@@ -81,7 +80,7 @@ def test_load_log_names_the_kv_cache(greta_bin, default_model):
     # As `greta run` and `greta serve` do: the cache's element type and the tokens it holds.
     p = run_greta(greta_bin, "chat", "-m", default_model, "--temp", "0", "-n", 4, "-t", 2, "-c", 512,
                   "--kv-dtype", "fp8", input="Hi\n")
-    log = re.search(r"greta: KV cache (\S+)[^:]*: (\d+) tokens \(\d+ blocks of \d+\)", p.stderr)
+    log = KV_CACHE_LOG.search(p.stderr)
     assert log, p.stderr
     assert log.group(1) == "fp8_e4m3" and int(log.group(2)) >= 512, p.stderr
 

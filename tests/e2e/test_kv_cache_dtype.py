@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, run_greta
+from conftest import KV_CACHE_LOG, ROOT, run_greta
 from test_server_api import Server
 
 TEXT = os.path.join(ROOT, "tests", "data", "perplexity_text.txt")
@@ -22,7 +22,7 @@ MAX_REL_INCREASE = 0.005
 def perplexity(greta_bin, model, kv_dtype):
     p = run_greta(greta_bin, "perplexity", "-m", model, "--device", "cpu", "-t", 2, "-f", TEXT, "-c", CTX,
                   "--kv-dtype", kv_dtype, timeout=120)
-    log = re.search(r"greta: KV cache (\S+)[^:]*: (\d+) tokens \(\d+ blocks of \d+\), ([\d.]+) MiB", p.stderr)
+    log = KV_CACHE_LOG.search(p.stderr)
     assert log, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1]), log
 
