@@ -70,6 +70,11 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.fp8_tensor_cores = parse_bool("GRETA_CUDA_FP8_TENSOR_CORES", v);
      }},
+    {"GRETA_CUDA_W8A8_GEMM_MAX_TOKENS", "0..64",
+     "CUDA: FP8 W8A8 steps of up to this many tokens on greta's own kernel, cuBLASLt beyond (default 64)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.w8a8_gemm_max_tokens = parse_int("GRETA_CUDA_W8A8_GEMM_MAX_TOKENS", v, 0, 64);
+     }},
     {"GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "1..65536",
      "CUDA, mixture of experts: steps of this many tokens or more run the experts as gathered cuBLASLt GEMMs, "
      "uncaptured (default 256)",

@@ -1,4 +1,5 @@
-// FP8 weights on the FP8 tensor cores (W8A8: LtGemm::run_fp8, fp8_acts.cu) against a reference
+// FP8 weights on the FP8 tensor cores (W8A8: greta's kernel for few tokens, gemm_w8a8.cu, and
+// cuBLASLt's LtGemm::run_fp8 beyond; fp8_acts.cu) against a reference
 // written here from the formats' definitions: each token's activations quantized to e4m3 with
 // scale amax / 448 (core/quant_blocks.h float_to_fp8_e4m3), times the weight's decoded values, in
 // double. The GPU's own error is then only its fp32 (fast) accumulation and the bf16 output;
@@ -64,47 +65,72 @@ std::vector<float> activations(int64_t n, int64_t k, std::mt19937& rng) {
 
 class GpuFp8Gemm : public GpuTest {};
 
-TEST_F(GpuFp8Gemm, MatmulMatchesTheQuantizedProduct) {
-  std::mt19937 rng(11);
-  struct Shape {
-    int64_t n, m, k;
-  };
-  // 33 tokens: the first step past the decode GEMV; m and k awkward for tiles (k % 64 == 0 is the
-  // format's, m % 8 == 0 the GEMM's).
-  for (const Shape& sh : {Shape{33, 264, 576}, Shape{100, 1000, 1088}, Shape{300, 512, 4096}}) {
+struct Shape {
+  int64_t n, m, k;
+};
+
+// backend->matmul of random FP8 weights of each shape against the W8A8 reference (and, looser,
+// the unquantized product).
+void check_shapes(Backend& be, const char* path, std::initializer_list<Shape> shapes, std::mt19937& rng) {
+  for (const Shape& sh : shapes) {
     HostWeight w(DType::F8_B64, {sh.m, sh.k}, random_floats(size_t(sh.m * sh.k), 0.1f, rng));
-    auto wg = gpu->upload(w.t);
+    auto wg = be.upload(w.t);
     const std::vector<float> x = activations(sh.n, sh.k, rng);
-    Tensor xt = make_tensor(*gpu, sh.n, sh.k, x), out = gpu->alloc(sh.n, sh.m);
+    Tensor xt = make_tensor(be, sh.n, sh.k, x), out = be.alloc(sh.n, sh.m);
     poison(out);
-    gpu->matmul(xt, *wg, nullptr, out);
-    const auto got = read(*gpu, out);
+    be.matmul(xt, *wg, nullptr, out);
+    const auto got = read(be, out);
     const auto dec = w.decoded();
-    const std::string what = "fp8 W8A8 n=" + std::to_string(sh.n) + " m=" + std::to_string(sh.m) +
-                             " k=" + std::to_string(sh.k);
+    const std::string what = std::string("fp8 W8A8 (") + path + ") n=" + std::to_string(sh.n) +
+                             " m=" + std::to_string(sh.m) + " k=" + std::to_string(sh.k);
     report(what, rel_err(got, w8a8_reference(x, dec, sh.n, sh.m, sh.k)), kFp8GemmTol);
     // Against the unquantized activations: the activations' e4m3 rounding (~2^-5 relative).
     report(what + " vs W8A16", rel_err(got, exact_product(x, dec, sh.n, sh.m, sh.k)), 6e-2);
-    gpu->free(xt);
-    gpu->free(out);
+    be.free(xt);
+    be.free(out);
   }
+}
+
+// m and k awkward for tiles (k % 64 == 0 is the format's, m % 8 == 0 the GEMM's).
+TEST_F(GpuFp8Gemm, MatmulMatchesTheQuantizedProduct) {
+  std::mt19937 rng(11);
+  // 17-64 tokens: greta's W8A8 kernel (token tiles of 32 and 64; rows past m; a long k split
+  // over blocks); 100 and 300: cuBLASLt.
+  check_shapes(*gpu, "default",
+               {Shape{17, 264, 576}, Shape{33, 264, 576}, Shape{48, 520, 11008}, Shape{64, 1000, 1088},
+                Shape{100, 1000, 1088}, Shape{300, 512, 4096}},
+               rng);
+}
+
+// Steps the decode GEMV would take by default, sent to the W8A8 kernel (its 16-token tile), and
+// the kernel switched off (cuBLASLt for every size past the GEMV).
+TEST_F(GpuFp8Gemm, W8A8KernelTileSizesAndItsSwitch) {
+  std::mt19937 rng(15);
+  CudaOptions small;
+  small.gemv_max_tokens = 1;
+  check_shapes(*make_cuda_backend(small), "16-token tiles", {Shape{2, 136, 640}, Shape{16, 4104, 4096}}, rng);
+  CudaOptions off;
+  off.w8a8_gemm_max_tokens = 0;
+  check_shapes(*make_cuda_backend(off), "cuBLASLt", {Shape{17, 264, 576}, Shape{64, 1000, 1088}}, rng);
 }
 
 TEST_F(GpuFp8Gemm, ResidualAddAccumulatesInTheEpilogue) {
   std::mt19937 rng(12);
-  const int64_t n = 65, m = 576, k = 1536;
-  HostWeight w(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.05f, rng));
-  auto wg = gpu->upload(w.t);
-  const std::vector<float> a = activations(n, k, rng), x0 = random_values(size_t(n * m), 1.f, rng);
-  Tensor at = make_tensor(*gpu, n, k, a), xt = make_tensor(*gpu, n, m, x0), tmp = gpu->alloc(n, m);
-  gpu->matmul_add(at, *wg, tmp, xt);
-  const auto got = read(*gpu, xt);
-  std::vector<float> want = w8a8_reference(a, w.decoded(), n, m, k);
-  for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
-  report("fp8 W8A8 residual add n=65 m=576 k=1536", rel_err(got, want), kFp8GemmTol);
-  gpu->free(at);
-  gpu->free(xt);
-  gpu->free(tmp);
+  for (const int64_t n : {40, 65}) {  // greta's W8A8 kernel, cuBLASLt
+    const int64_t m = 576, k = 1536;
+    HostWeight w(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.05f, rng));
+    auto wg = gpu->upload(w.t);
+    const std::vector<float> a = activations(n, k, rng), x0 = random_values(size_t(n * m), 1.f, rng);
+    Tensor at = make_tensor(*gpu, n, k, a), xt = make_tensor(*gpu, n, m, x0), tmp = gpu->alloc(n, m);
+    gpu->matmul_add(at, *wg, tmp, xt);
+    const auto got = read(*gpu, xt);
+    std::vector<float> want = w8a8_reference(a, w.decoded(), n, m, k);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
+    report("fp8 W8A8 residual add n=" + std::to_string(n) + " m=576 k=1536", rel_err(got, want), kFp8GemmTol);
+    gpu->free(at);
+    gpu->free(xt);
+    gpu->free(tmp);
+  }
 }
 
 // q, k, v (normed_matmul) and gate, up (normed_swiglu) past the decode GEMV quantize their

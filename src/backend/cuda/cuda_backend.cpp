@@ -266,6 +266,7 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     return;
   }
   if (w.row_scale) {
+    fp8_reserve_gemm(w, n);
     fp8_quantize_input(x, n, w.n_in);
     fp8_gemm_quantized(w, nullptr, out, n, accumulate);
     return;

@@ -1,0 +1,218 @@
+// The FP8 W8A8 GEMM for decode batches: out [n, m] (+)= (xq [n, k] @ wq [m, k]^T) x_scale[token]
+// w_scale[row] (+ bias[row]) with e4m3 activations and weights, fp32 accumulation on the FP8
+// tensor cores (mma.m16n8k32.e4m3), for steps of 9 to 64 tokens.
+//
+// Why not cuBLASLt there: its FP8 GEMM at 64 tokens reads an 11008 x 4096 weight at ~54% of
+// the copy bandwidth (docs/notes/fp8-gemm.md), and a decode batch's step is its weight stream.
+// Why not the decode GEMV: it dequantizes every weight to bf16 for a bf16 mma (the W8A16 path),
+// ~1.5 instructions a value, and by 32 tokens its issue rate, not DRAM, binds. Here the weight
+// bytes go from the load straight into the mma: a lane's 16-byte load of a row is the A operand
+// of two mmas, and the loop is loads and mmas only.
+//
+// Fragment order (PTX ISA, mma.m16n8k32 with 8-bit types), lane = 4g + t:
+//   A: a0 (row g, k 4t..4t+3)  a1 (row g+8, k 4t..)  a2 (row g, k 16+4t..)  a3 (row g+8, k 16+4t..)
+//   B: b0 (k 4t..4t+3, col g)  b1 (k 16+4t.., col g)
+//   C: c0, c1 (row g, cols 2t, 2t+1)  c2, c3 (row g+8, cols 2t, 2t+1)
+// As in the GEMV (gemv_kernel.cuh, top), the mma's k order is defined by the registers a lane
+// holds: lane t loads bytes [16t, 16t + 16) of a 64-value chunk of its rows and of its token's x
+// row; words .x/.y feed one mma and .z/.w the next, so A and B see the same k in every slot and
+// the 4 lanes of a group cover the chunk once.
+//
+// Work split: a block has kWarps warps, each owning RS 16-row slabs, and one tile of 8 NT
+// tokens; a warp walks its part of k on its own (no block barrier in the loop), its weights
+// kAhead chunks ahead of its mmas, x read through L1 (the block's warps read the same x). k is
+// split over blocks until the GPU has about kBlocksPerSm blocks an SM; the last block of a tile
+// to finish adds the parts in part order (so results do not depend on timing) and writes out.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemm_w8a8.h"
+#include "backend/cuda/gemv_weights.cuh"
+
+namespace greta::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kChunk = 64;  // values of k a chunk: 4 lanes x 16 bytes
+// Chunks of weights a lane loads ahead of its mmas. 2 took 170-190 registers a thread (3 blocks
+// an SM at most) where 1 takes 99-140; with 1 a lane still has 32-64 bytes of weights in flight.
+constexpr int kAhead = 1;
+constexpr int64_t kBlocksPerSm = 3;
+constexpr int64_t kMinChunks = 8;  // a part shorter than this is mostly its ramp
+
+// c += A B, e4m3 inputs, fp32 accumulators.
+__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int NT, int RS>
+__global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t = lane % 4;
+  const int64_t m = p.m, k = p.k;
+  const int n = p.n;
+  const int tok0 = int(blockIdx.x) * 8 * NT;
+  const int64_t tile = blockIdx.y;
+  const int part = int(blockIdx.z);
+  const int64_t row0 = (tile * kWarps + warp) * 16 * RS;  // this warp's first row
+  const int64_t c_begin = int64_t(part) * p.chunks_per_split;
+  const int64_t c_end = min(k / kChunk, c_begin + p.chunks_per_split);
+  // Slab r: rows row0 + 16 r + g (A rows g) and + 8 (rows g + 8). Rows past m read row m - 1
+  // and tokens past n read token n - 1 (valid memory); their results are dropped at the store.
+  const uint8_t* wr[RS][2];
+#pragma unroll
+  for (int r = 0; r < RS; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) wr[r][h] = p.wq + min(row0 + 16 * r + 8 * h + g, m - 1) * k + 16 * t;
+  const uint8_t* xr[NT];
+#pragma unroll
+  for (int i = 0; i < NT; ++i) xr[i] = p.xq + int64_t(min(tok0 + 8 * i + g, n - 1)) * k + 16 * t;
+
+  using Chunks = uint4[kAhead][RS][2];
+  auto load_w = [&](int64_t c, Chunks& w) {
+#pragma unroll
+    for (int u = 0; u < kAhead; ++u)
+#pragma unroll
+      for (int r = 0; r < RS; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) w[u][r][h] = ld_stream(wr[r][h] + (c + u) * kChunk);
+  };
+  float acc[RS][NT][4] = {};
+  auto mma_chunk = [&](int64_t c, const uint4(&w)[RS][2]) {
+    uint4 vx[NT];
+#pragma unroll
+    for (int i = 0; i < NT; ++i) vx[i] = ld_cached(xr[i] + c * kChunk);
+#pragma unroll
+    for (int i = 0; i < NT; ++i)
+#pragma unroll
+      for (int r = 0; r < RS; ++r) {
+        mma_e4m3(acc[r][i], w[r][0].x, w[r][1].x, w[r][0].y, w[r][1].y, vx[i].x, vx[i].y);
+        mma_e4m3(acc[r][i], w[r][0].z, w[r][1].z, w[r][0].w, w[r][1].w, vx[i].z, vx[i].w);
+      }
+  };
+
+  int64_t c = c_begin;
+  Chunks cur;
+  if (c + kAhead <= c_end) load_w(c, cur);
+    // Rolled loops: unrolled, the compiler kept several iterations' loads live (~50 more registers).
+#pragma unroll 1
+  for (; c + kAhead <= c_end; c += kAhead) {
+    const bool more = c + 2 * kAhead <= c_end;
+    Chunks nxt;
+    if (more) load_w(c + kAhead, nxt);  // in flight while this group's mmas run
+#pragma unroll
+    for (int u = 0; u < kAhead; ++u) mma_chunk(c + u, cur[u]);
+    if (more) {
+#pragma unroll
+      for (int u = 0; u < kAhead; ++u)
+#pragma unroll
+        for (int r = 0; r < RS; ++r) cur[u][r][0] = nxt[u][r][0], cur[u][r][1] = nxt[u][r][1];
+    }
+  }
+#pragma unroll 1
+  for (; c < c_end; ++c) {  // fewer than kAhead chunks left
+    uint4 w[RS][2];
+#pragma unroll
+    for (int r = 0; r < RS; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) w[r][h] = ld_stream(wr[r][h] + c * kChunk);
+    mma_chunk(c, w);
+  }
+
+  // The block's sums through shared memory, [token][row of the block]: the split-K parts and
+  // the stores then go row-contiguous (coalesced), and the epilogue's loop stays rolled (fully
+  // unrolled over a lane's accumulators it took 40 more registers than the main loop).
+  constexpr int kTokens = 8 * NT, kRows = 16 * RS * kWarps, kItems = kTokens * kRows;
+  constexpr int kPitch = kRows + 4;  // rows 2t apart land 8t banks apart: no conflicts below
+  __shared__ float red[kTokens][kPitch];
+#pragma unroll
+  for (int r = 0; r < RS; ++r)
+#pragma unroll
+    for (int i = 0; i < NT; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) red[8 * i + 2 * t + (j & 1)][(warp * RS + r) * 16 + g + 8 * (j >> 1)] = acc[r][i][j];
+  __syncthreads();
+  if (gridDim.z > 1) {
+    // Publish this part's sums, count arrivals; the last block of the tile adds the others in
+    // part order and goes on to the store.
+    const int64_t slot = int64_t(tile) * gridDim.x + blockIdx.x;
+    float* parts = p.scratch + slot * gridDim.z * kItems;
+    for (int e = threadIdx.x; e < kItems; e += kWarps * 32) parts[part * kItems + e] = red[e / kRows][e % kRows];
+    __threadfence();
+    __syncthreads();
+    __shared__ int s_last;
+    if (threadIdx.x == 0) {
+      s_last = atomicAdd(p.counters + slot, 1) == int(gridDim.z) - 1;
+      if (s_last) p.counters[slot] = 0;  // ready for the next launch (it starts after this grid ends)
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int e = threadIdx.x; e < kItems; e += kWarps * 32) {  // each thread's own items: no barrier after
+      float total = 0.f;
+      for (int q = 0; q < int(gridDim.z); ++q)
+        total += q == part ? red[e / kRows][e % kRows] : __ldcg(parts + q * kItems + e);
+      red[e / kRows][e % kRows] = total;
+    }
+  }
+  // As the cuBLASLt path rounds: the scaled product plus out (when accumulating) rounded to bf16
+  // once, then the bias added to the rounded value (its add_bias_rows).
+  for (int e = threadIdx.x; e < kItems; e += kWarps * 32) {
+    const int tok = tok0 + e / kRows;
+    const int64_t row = tile * kRows + e % kRows;
+    if (tok >= n || row >= m) continue;
+    bf16* o = p.out + int64_t(tok) * m + row;
+    float v = red[e / kRows][e % kRows] * p.x_scale[tok] * p.w_scale[row];
+    if (p.accumulate) v += __bfloat162float(*o);
+    if (p.bias) v = __bfloat162float(__float2bfloat16_rn(v)) + p.bias[row];
+    *o = __float2bfloat16_rn(v);
+  }
+}
+
+}  // namespace
+
+W8A8GemmPlan w8a8_gemm_plan(int64_t n, int64_t m, int64_t k, int n_sms) {
+  W8A8GemmPlan p;
+  p.tile_tokens = n <= 16 ? 16 : n <= 32 ? 32 : 64;
+  // A 64-token tile takes one slab a warp: its 8 x operands and accumulators leave no room for
+  // the second slab's weights in flight.
+  p.slabs = p.tile_tokens == 64 ? 1 : 2;
+  p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
+  const int64_t tile_rows = 16 * kWarps * p.slabs;
+  p.row_tiles = (m + tile_rows - 1) / tile_rows;
+  const int64_t chunks = k / kChunk;
+  const int64_t base = p.row_tiles * p.token_tiles;
+  const int64_t want = (kBlocksPerSm * std::max(n_sms, 1) + base - 1) / base;
+  p.splits = int(std::clamp<int64_t>(std::min(want, chunks / kMinChunks), 1, 64));
+  p.chunks_per_split = (chunks + p.splits - 1) / p.splits;
+  p.splits = int((chunks + p.chunks_per_split - 1) / p.chunks_per_split);  // no empty part
+  return p;
+}
+
+size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p) {
+  return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles * p.splits) * kWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
+                      : 0;
+}
+
+size_t w8a8_gemm_counters(const W8A8GemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }
+
+void w8a8_gemm(W8A8GemmArgs a, W8A8GemmPlan plan, cudaStream_t s) {
+  if (a.n <= 0 || a.m <= 0) return;
+  if (a.n > plan.token_tiles * plan.tile_tokens || a.k % kChunk != 0)
+    throw Error("cuda w8a8 gemm: a plan made for another shape");
+  a.chunks_per_split = plan.chunks_per_split;
+  const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
+  if (plan.tile_tokens == 16) w8a8_gemm_kernel<2, 2><<<grid, kWarps * 32, 0, s>>>(a);
+  else if (plan.tile_tokens == 32) w8a8_gemm_kernel<4, 2><<<grid, kWarps * 32, 0, s>>>(a);
+  else w8a8_gemm_kernel<8, 1><<<grid, kWarps * 32, 0, s>>>(a);
+  GRETA_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace greta::cuda
