@@ -1,0 +1,173 @@
+// Does greta's FP8 W8A8 kernel for decode batches (gemm_w8a8.cu) stream the weights faster than
+// cuBLASLt's FP8 GEMM (LtGemm::run_fp8) at 8-64 tokens, and how close to the copy bandwidth?
+//
+// Why ask: a batch-32 step of FP8 Llama-2-7B took ~5.7 ms on an H100 on cuBLASLt where its
+// weights stream in ~2.4 ms; cuBLASLt read an 11008 x 4096 weight at ~54% of copy at 64 tokens
+// (docs/notes/fp8-gemm.md).
+//
+// The engine's FP8 launches of a Llama-2-7B layer (q, k, v and o 4096 x 4096, gate and up 11008
+// x 4096, down 4096 x 11008: one GEMM a weight), 32 layers of distinct weights (6.5 GB of e4m3),
+// the whole chain (224 launches) as one graph, both variants on the same quantized activations
+// (the engine's quantize_tokens_e4m3) and row scales. Each shape's output of the two variants is
+// compared (both accumulate the same e4m3 products in fp32, in different orders). Prints JSON lines
+// (card, variant, n, bytes, us, GB/s, % of the copy bandwidth measured in the same run, check)
+// and a table on stderr.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm_w8a8.h"
+#include "backend/cuda/matmul_lt.h"
+#include "gpu_bench_timing.h"
+#include "packed_chain.cuh"
+
+namespace greta::cuda {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t m, k;
+};
+constexpr Shape kShapes[] = {{"q", 4096, 4096},     {"k", 4096, 4096},   {"v", 4096, 4096},    {"o", 4096, 4096},
+                             {"gate", 11008, 4096}, {"up", 11008, 4096}, {"down", 4096, 11008}};
+constexpr int kLayers = 32;
+constexpr int kTokens[] = {8, 16, 32, 64};
+constexpr double kCheckBound = 5e-3;  // relative L2 difference of the two variants' outputs
+
+// e4m3 bytes with the top exponent bit cleared: finite values of magnitude < 2 (random bytes
+// would include NaN codes).
+__global__ void finite_e4m3(uint8_t* p, size_t n) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] &= 0xBF;
+}
+__global__ void fill_row_scales(float* s, int64_t m) {
+  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < m; r += int64_t(gridDim.x) * blockDim.x)
+    s[r] = 0.01f * (1.f + float(r % 7) / 7.f);
+}
+
+int run() {
+  const BenchDevice dev = bench_device();
+  cudaStream_t s = dev.stream;
+  const double copy_gbs = copy_bandwidth_gbs(s);
+  std::fprintf(stderr, "%s: copy bandwidth %.0f GB/s\n", dev.name.c_str(), copy_gbs);
+
+  std::vector<std::vector<uint8_t*>> w(std::size(kShapes), std::vector<uint8_t*>(kLayers));
+  size_t chain_bytes = 0;
+  int64_t max_m = 0, max_k = 0;
+  for (size_t si = 0; si < std::size(kShapes); ++si) {
+    const Shape& sh = kShapes[si];
+    max_m = std::max(max_m, sh.m);
+    max_k = std::max(max_k, sh.k);
+    const size_t bytes = size_t(sh.m * sh.k);
+    for (int l = 0; l < kLayers; ++l) {
+      GRETA_CUDA_CHECK(cudaMalloc(&w[si][size_t(l)], bytes));
+      packed_chain::fill_bytes<<<1024, 256, 0, s>>>(w[si][size_t(l)], bytes, uint32_t(97 * si + size_t(l)));
+      finite_e4m3<<<1024, 256, 0, s>>>(w[si][size_t(l)], bytes);
+      chain_bytes += bytes + size_t(sh.m) * 4;  // + the row scales
+    }
+  }
+  const int max_n = kTokens[std::size(kTokens) - 1];
+  float *w_scale = nullptr, *scratch = nullptr;
+  int32_t* counters = nullptr;
+  bf16 *x = nullptr, *out_w8a8 = nullptr, *out_lt = nullptr;
+  uint8_t* xq[2] = {};  // k = 4096, k = 11008
+  float* xs[2] = {};
+  GRETA_CUDA_CHECK(cudaMalloc(&w_scale, size_t(max_m) * 4));
+  GRETA_CUDA_CHECK(cudaMalloc(&x, size_t(max_n * max_k) * 2));
+  GRETA_CUDA_CHECK(cudaMalloc(&out_w8a8, size_t(max_n * max_m) * 2));
+  GRETA_CUDA_CHECK(cudaMalloc(&out_lt, size_t(max_n * max_m) * 2));
+  for (int j = 0; j < 2; ++j) {
+    GRETA_CUDA_CHECK(cudaMalloc(&xq[j], size_t(max_n * max_k)));
+    GRETA_CUDA_CHECK(cudaMalloc(&xs[j], size_t(max_n) * 4));
+  }
+  fill_row_scales<<<64, 256, 0, s>>>(w_scale, max_m);
+  packed_chain::fill_x<<<256, 256, 0, s>>>(x, int64_t(max_n) * max_k);
+  GRETA_CUDA_CHECK(cudaGetLastError());
+  LtGemm lt;
+  int fails = 0;
+  std::vector<std::string> table;
+  for (const int n : kTokens) {
+    for (int j = 0; j < 2; ++j) quantize_tokens_e4m3(x, n, j == 0 ? 4096 : 11008, xq[j], xs[j], s);
+    std::vector<W8A8GemmPlan> plans;
+    size_t scratch_floats = 0, n_counters = 0;
+    for (const Shape& sh : kShapes) {
+      plans.push_back(w8a8_gemm_plan(n, sh.m, sh.k, dev.prop.multiProcessorCount));
+      scratch_floats = std::max(scratch_floats, w8a8_gemm_scratch_floats(plans.back()));
+      n_counters = std::max(n_counters, w8a8_gemm_counters(plans.back()));
+    }
+    GRETA_CUDA_CHECK(cudaFree(scratch));
+    GRETA_CUDA_CHECK(cudaFree(counters));
+    GRETA_CUDA_CHECK(cudaMalloc(&scratch, std::max<size_t>(scratch_floats, 1) * 4));
+    GRETA_CUDA_CHECK(cudaMalloc(&counters, std::max<size_t>(n_counters, 1) * 4));
+    GRETA_CUDA_CHECK(cudaMemsetAsync(counters, 0, std::max<size_t>(n_counters, 1) * 4, s));
+    auto one = [&](bool ours, size_t si, int l, bf16* out) {
+      const Shape& sh = kShapes[si];
+      const int j = sh.k == 4096 ? 0 : 1;
+      if (ours) {
+        W8A8GemmArgs a;
+        a.xq = xq[j];
+        a.x_scale = xs[j];
+        a.wq = w[si][size_t(l)];
+        a.w_scale = w_scale;
+        a.out = out;
+        a.scratch = scratch;
+        a.counters = counters;
+        a.m = sh.m;
+        a.k = sh.k;
+        a.n = n;
+        w8a8_gemm(a, plans[si], s);
+      } else {
+        lt.run_fp8(xq[j], xs[j], w[si][size_t(l)], w_scale, out, n, sh.m, sh.k, false, s);
+      }
+    };
+    // The check: every shape's first layer through both, compared.
+    double worst = 0;
+    for (size_t si = 0; si < std::size(kShapes); ++si) {
+      one(true, si, 0, out_w8a8);
+      one(false, si, 0, out_lt);
+      GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+      worst = std::max(worst, packed_chain::rel_diff(out_w8a8, out_lt, size_t(n) * size_t(kShapes[si].m)));
+    }
+    const bool ok = worst < kCheckBound;
+    fails += !ok;
+    for (const bool ours : {true, false}) {
+      const int per = int(std::size(kShapes)) * kLayers;
+      const double ms = median_graph_ms(
+          [&](int i) {
+            one(ours, size_t(i) % std::size(kShapes), i / int(std::size(kShapes)), ours ? out_w8a8 : out_lt);
+          },
+          s, 10, per);
+      const double us = ms * 1e3 * per;  // the whole chain
+      const double gbs = double(chain_bytes) / us / 1e3;
+      const char* variant = ours ? "w8a8" : "cublaslt";
+      std::printf(
+          "{\"bench\":\"w8a8_gemm\",\"device\":\"%s\",\"variant\":\"%s\",\"n\":%d,\"chain_bytes\":%zu,\"us\":%.1f,"
+          "\"gb_s\":%.1f,\"copy_gb_s\":%.1f,\"pct_of_copy\":%.1f,\"rel_diff_vs_other\":%.3g,\"check\":\"%s\"}\n",
+          dev.name.c_str(), variant, n, chain_bytes, us, gbs, copy_gbs, 100.0 * gbs / copy_gbs, worst,
+          ok ? "pass" : "FAIL");
+      char line[160];
+      std::snprintf(line, sizeof line, "%-9s n=%-3d %9.1f us  %6.1f GB/s  %5.1f%% of copy  diff %.2g %s", variant, n,
+                    us, gbs, 100.0 * gbs / copy_gbs, worst, ok ? "pass" : "FAIL");
+      table.push_back(line);
+    }
+  }
+  for (const std::string& l : table) std::fprintf(stderr, "%s\n", l.c_str());
+  return fails ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace greta::cuda
+
+int main() {
+  try {
+    return greta::cuda::run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gpu_w8a8_gemm_bench: %s\n", e.what());
+    return 2;
+  }
+}
