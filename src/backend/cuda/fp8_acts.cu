@@ -6,6 +6,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/pdl.cuh"
 #include "backend/cuda/quant_planes.h"
 
 namespace greta::cuda {
@@ -45,10 +46,13 @@ __device__ __forceinline__ float block_max(float a) {
 
 // One block per token: s = amax / 448 (1 for a row of zeros), q = e4m3(x / s) rounded to nearest
 // even and saturated, 8 values a thread a step (k % 16 == 0, rows 16-byte aligned). The division
-// is a true one, so q is exactly what the CPU's float_to_fp8_e4m3(x / s) gives.
+// is a true one, so q is exactly what the CPU's float_to_fp8_e4m3(x / s) gives. Launched with PDL
+// (pdl.cuh), so the GEMM after it can request its first weights while it runs.
 __global__ void __launch_bounds__(kQuantThreads)
     quantize_tokens_e4m3_kernel(const bf16* __restrict__ x, int64_t k, uint8_t* __restrict__ q,
                                 float* __restrict__ scale) {
+  pdl_allow_dependents();
+  pdl_wait();  // x is the previous kernel's output
   const bf16* xr = x + blockIdx.x * k;
   uint8_t* qr = q + blockIdx.x * k;
   float a = 0.f;
@@ -97,8 +101,7 @@ void f8_row_scales(const void* w, int64_t m, int64_t k, float* row_scale, int32_
 
 void quantize_tokens_e4m3(const bf16* x, int64_t n, int64_t k, uint8_t* q, float* scale, cudaStream_t s) {
   if (n <= 0) return;
-  quantize_tokens_e4m3_kernel<<<unsigned(n), kQuantThreads, 0, s>>>(x, k, q, scale);
-  GRETA_CUDA_LAUNCH_CHECK();
+  launch_pdl(quantize_tokens_e4m3_kernel, dim3(unsigned(n)), dim3(kQuantThreads), 0, s, x, k, q, scale);
 }
 
 }  // namespace greta::cuda

@@ -30,6 +30,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_w8a8.h"
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -98,10 +99,14 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
       }
   };
 
+  // PDL (pdl.cuh): the first weights never depend on the previous kernel, so they are requested
+  // before waiting for it; x, the scales, out and the split scratch only after.
+  pdl_allow_dependents();
   int64_t c = c_begin;
   Chunks cur;
   if (c + kAhead <= c_end) load_w(c, cur);
-    // Rolled loops: unrolled, the compiler kept several iterations' loads live (~50 more registers).
+  pdl_wait();
+  // Rolled loops: unrolled, the compiler kept several iterations' loads live (~50 more registers).
 #pragma unroll 1
   for (; c + kAhead <= c_end; c += kAhead) {
     const bool more = c + 2 * kAhead <= c_end;
@@ -209,10 +214,9 @@ void w8a8_gemm(W8A8GemmArgs a, W8A8GemmPlan plan, cudaStream_t s) {
     throw Error("cuda w8a8 gemm: a plan made for another shape");
   a.chunks_per_split = plan.chunks_per_split;
   const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
-  if (plan.tile_tokens == 16) w8a8_gemm_kernel<2, 2><<<grid, kWarps * 32, 0, s>>>(a);
-  else if (plan.tile_tokens == 32) w8a8_gemm_kernel<4, 2><<<grid, kWarps * 32, 0, s>>>(a);
-  else w8a8_gemm_kernel<8, 1><<<grid, kWarps * 32, 0, s>>>(a);
-  GRETA_CUDA_LAUNCH_CHECK();
+  if (plan.tile_tokens == 16) launch_pdl(w8a8_gemm_kernel<2, 2>, grid, dim3(kWarps * 32), 0, s, a);
+  else if (plan.tile_tokens == 32) launch_pdl(w8a8_gemm_kernel<4, 2>, grid, dim3(kWarps * 32), 0, s, a);
+  else launch_pdl(w8a8_gemm_kernel<8, 1>, grid, dim3(kWarps * 32), 0, s, a);
 }
 
 }  // namespace greta::cuda
