@@ -266,9 +266,10 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     return;
   }
   if (w.row_scale) {
-    fp8_reserve_gemm(w, n);
+    const Fp8Target t[1] = {{&w, nullptr, out}};
+    fp8_reserve_gemm(t, n);
     fp8_quantize_input(x, n, w.n_in);
-    fp8_gemm_quantized(w, nullptr, out, n, accumulate);
+    fp8_gemm_quantized(t, n, accumulate);
     return;
   }
   if (n <= opt_.packed_gemm_max_tokens) {

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -169,17 +170,26 @@ class CudaBackend final : public Backend {
   // normed_matmul over targets that all take the FP8 GEMM: h quantized once for all of them.
   // False (nothing run) when some target does not.
   bool fp8_normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets);
-  // The workspace scratch of w's FP8 GEMM for n tokens, reserved before fp8_quantize_input: a
-  // workspace that grows later is replaced (zeroed) and would lose the quantized rows.
-  void fp8_reserve_gemm(const CudaWeight& w, int64_t n);
+  // One weight of an FP8 GEMM over the quantized input: out [n, w.n_out] (+)= ... @ w^T + bias
+  // (bias [w.n_out] or null).
+  struct Fp8Target {
+    const CudaWeight* w;
+    const float* bias;
+    bf16* out;
+  };
+  // The workspace scratch of the FP8 GEMM of `targets` for n tokens, reserved before
+  // fp8_quantize_input: a workspace that grows later is replaced (zeroed) and would lose the
+  // quantized rows.
+  void fp8_reserve_gemm(std::span<const Fp8Target> targets, int64_t n);
   // x [n, k] quantized per token into the workspace's FP8 activations and scales.
   void fp8_quantize_input(const bf16* x, int64_t n, int64_t k);
-  // out [n, w.n_out] (+)= the quantized input @ w^T (+ bias [w.n_out], may be null), after
-  // fp8_quantize_input of the input: greta's W8A8 kernel (gemm_w8a8.h) for few tokens, cuBLASLt's
-  // FP8 GEMM beyond.
-  void fp8_gemm_quantized(const CudaWeight& w, const float* bias, bf16* out, int64_t n, bool accumulate);
-  // The W8A8 kernel's plan for n tokens against w, or none (cuBLASLt) when n is past it.
-  std::optional<W8A8GemmPlan> w8a8_plan(const CudaWeight& w, int64_t n) const;
+  // Each target's product with the quantized input, after fp8_quantize_input: up to 3 targets in
+  // one launch of greta's W8A8 kernel (gemm_w8a8.h) for few tokens, cuBLASLt's FP8 GEMM a target
+  // beyond.
+  void fp8_gemm_quantized(std::span<const Fp8Target> targets, int64_t n, bool accumulate);
+  // The W8A8 kernel's plan for n tokens against the targets' weights, or none (cuBLASLt) when n
+  // is past it.
+  std::optional<W8A8GemmPlan> w8a8_plan(std::span<const Fp8Target> targets, int64_t n) const;
   // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
   void find_fp8_row_scales(const std::string& name, CudaWeight& w);
   // The switches every decode GEMV launch carries from the options (pipelined weight stream,

@@ -57,12 +57,18 @@ template <int NT, int RS>
 __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const int64_t m = p.m, k = p.k;
+  const int64_t k = p.k;
   const int n = p.n;
   const int tok0 = int(blockIdx.x) * 8 * NT;
   const int64_t tile = blockIdx.y;
   const int part = int(blockIdx.z);
-  const int64_t row0 = (tile * kWarps + warp) * 16 * RS;  // this warp's first row
+  // The segment of this row tile, picked with selects on kernel parameters (a run-time index into
+  // them makes ptxas copy the parameters to local memory).
+  const bool s1 = tile >= p.blk1, s2 = tile >= p.blk2;
+  const int64_t m = s2 ? p.seg2.m : s1 ? p.seg1.m : p.seg0.m;
+  const uint8_t* __restrict__ wq = s2 ? p.seg2.wq : s1 ? p.seg1.wq : p.seg0.wq;
+  const int64_t seg_tile = tile - (s2 ? p.blk2 : s1 ? p.blk1 : 0);
+  const int64_t row0 = (seg_tile * kWarps + warp) * 16 * RS;  // this warp's first row
   const int64_t c_begin = int64_t(part) * p.chunks_per_split;
   const int64_t c_end = min(k / kChunk, c_begin + p.chunks_per_split);
   // Slab r: rows row0 + 16 r + g (A rows g) and + 8 (rows g + 8). Rows past m read row m - 1
@@ -71,7 +77,7 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
 #pragma unroll
   for (int r = 0; r < RS; ++r)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) wr[r][h] = p.wq + min(row0 + 16 * r + 8 * h + g, m - 1) * k + 16 * t;
+    for (int h = 0; h < 2; ++h) wr[r][h] = wq + min(row0 + 16 * r + 8 * h + g, m - 1) * k + 16 * t;
   const uint8_t* xr[NT];
 #pragma unroll
   for (int i = 0; i < NT; ++i) xr[i] = p.xq + int64_t(min(tok0 + 8 * i + g, n - 1)) * k + 16 * t;
@@ -169,29 +175,34 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
   }
   // As the cuBLASLt path rounds: the scaled product plus out (when accumulating) rounded to bf16
   // once, then the bias added to the rounded value (its add_bias_rows).
+  const float* __restrict__ w_scale = s2 ? p.seg2.w_scale : s1 ? p.seg1.w_scale : p.seg0.w_scale;
+  const float* __restrict__ bias = s2 ? p.seg2.bias : s1 ? p.seg1.bias : p.seg0.bias;
+  bf16* __restrict__ out = s2 ? p.seg2.out : s1 ? p.seg1.out : p.seg0.out;
   for (int e = threadIdx.x; e < kItems; e += kWarps * 32) {
     const int tok = tok0 + e / kRows;
-    const int64_t row = tile * kRows + e % kRows;
+    const int64_t row = seg_tile * kRows + e % kRows;
     if (tok >= n || row >= m) continue;
-    bf16* o = p.out + int64_t(tok) * m + row;
-    float v = red[e / kRows][e % kRows] * p.x_scale[tok] * p.w_scale[row];
+    bf16* o = out + int64_t(tok) * m + row;
+    float v = red[e / kRows][e % kRows] * p.x_scale[tok] * w_scale[row];
     if (p.accumulate) v += __bfloat162float(*o);
-    if (p.bias) v = __bfloat162float(__float2bfloat16_rn(v)) + p.bias[row];
+    if (bias) v = __bfloat162float(__float2bfloat16_rn(v)) + bias[row];
     *o = __float2bfloat16_rn(v);
   }
 }
 
+int64_t tile_rows(const W8A8GemmPlan& p) { return 16 * kWarps * p.slabs; }
+
 }  // namespace
 
-W8A8GemmPlan w8a8_gemm_plan(int64_t n, int64_t m, int64_t k, int n_sms) {
+W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms) {
   W8A8GemmPlan p;
   p.tile_tokens = n <= 16 ? 16 : n <= 32 ? 32 : 64;
   // A 64-token tile takes one slab a warp: its 8 x operands and accumulators leave no room for
   // the second slab's weights in flight.
   p.slabs = p.tile_tokens == 64 ? 1 : 2;
   p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
-  const int64_t tile_rows = 16 * kWarps * p.slabs;
-  p.row_tiles = (m + tile_rows - 1) / tile_rows;
+  p.row_tiles = 0;
+  for (const int64_t m : ms) p.row_tiles += (m + tile_rows(p) - 1) / tile_rows(p);
   const int64_t chunks = k / kChunk;
   const int64_t base = p.row_tiles * p.token_tiles;
   const int64_t want = (kBlocksPerSm * std::max(n_sms, 1) + base - 1) / base;
@@ -209,8 +220,11 @@ size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p) {
 size_t w8a8_gemm_counters(const W8A8GemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }
 
 void w8a8_gemm(W8A8GemmArgs a, W8A8GemmPlan plan, cudaStream_t s) {
-  if (a.n <= 0 || a.m <= 0) return;
-  if (a.n > plan.token_tiles * plan.tile_tokens || a.k % kChunk != 0)
+  if (a.n <= 0 || plan.row_tiles <= 0) return;
+  const auto tiles = [&](const W8A8Seg& sg) { return (sg.m + tile_rows(plan) - 1) / tile_rows(plan); };
+  a.blk1 = tiles(a.seg0);
+  a.blk2 = a.blk1 + tiles(a.seg1);
+  if (a.n > plan.token_tiles * plan.tile_tokens || a.k % kChunk != 0 || a.blk2 + tiles(a.seg2) != plan.row_tiles)
     throw Error("cuda w8a8 gemm: a plan made for another shape");
   a.chunks_per_split = plan.chunks_per_split;
   const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
