@@ -7,7 +7,8 @@
 //
 // The engine's FP8 launches of a Llama-2-7B layer (q, k, v and o 4096 x 4096, gate and up 11008
 // x 4096, down 4096 x 11008: one GEMM a weight), 32 layers of distinct weights (6.5 GB of e4m3),
-// the whole chain (224 launches) as one graph, both variants on the same quantized activations
+// the whole chain as one graph (224 launches; with segments, q/k/v and gate/up each one launch: 128),
+// all variants on the same quantized activations
 // (the engine's quantize_tokens_e4m3) and row scales. Each shape's output of the two variants is
 // compared (both accumulate the same e4m3 products in fp32, in different orders). Prints JSON lines
 // (card, variant, n, bytes, us, GB/s, % of the copy bandwidth measured in the same run, check)
@@ -74,12 +75,12 @@ int run() {
   const int max_n = kTokens[std::size(kTokens) - 1];
   float *w_scale = nullptr, *scratch = nullptr;
   int32_t* counters = nullptr;
-  bf16 *x = nullptr, *out_w8a8 = nullptr, *out_lt = nullptr;
-  uint8_t* xq[2] = {};  // k = 4096, k = 11008
+  bf16 *x = nullptr, *out_w8a8 = nullptr, *out_lt = nullptr;  // out_w8a8 holds 3 segments' outputs
+  uint8_t* xq[2] = {};                                        // k = 4096, k = 11008
   float* xs[2] = {};
   GRETA_CUDA_CHECK(cudaMalloc(&w_scale, size_t(max_m) * 4));
   GRETA_CUDA_CHECK(cudaMalloc(&x, size_t(max_n * max_k) * 2));
-  GRETA_CUDA_CHECK(cudaMalloc(&out_w8a8, size_t(max_n * max_m) * 2));
+  GRETA_CUDA_CHECK(cudaMalloc(&out_w8a8, size_t(max_n * max_m) * 2 * 3));
   GRETA_CUDA_CHECK(cudaMalloc(&out_lt, size_t(max_n * max_m) * 2));
   for (int j = 0; j < 2; ++j) {
     GRETA_CUDA_CHECK(cudaMalloc(&xq[j], size_t(max_n * max_k)));
@@ -95,34 +96,61 @@ int run() {
     for (int j = 0; j < 2; ++j) quantize_tokens_e4m3(x, n, j == 0 ? 4096 : 11008, xq[j], xs[j], s);
     std::vector<W8A8GemmPlan> plans;
     size_t scratch_floats = 0, n_counters = 0;
-    for (const Shape& sh : kShapes) {
-      plans.push_back(w8a8_gemm_plan(n, sh.m, sh.k, dev.prop.multiProcessorCount));
-      scratch_floats = std::max(scratch_floats, w8a8_gemm_scratch_floats(plans.back()));
-      n_counters = std::max(n_counters, w8a8_gemm_counters(plans.back()));
-    }
+    auto need = [&](const W8A8GemmPlan& p) {
+      scratch_floats = std::max(scratch_floats, w8a8_gemm_scratch_floats(p));
+      n_counters = std::max(n_counters, w8a8_gemm_counters(p));
+      return p;
+    };
+    for (const Shape& sh : kShapes)
+      plans.push_back(need(w8a8_gemm_plan(n, {sh.m}, sh.k, dev.prop.multiProcessorCount)));
+    // Segments: q, k, v in one launch, gate and up in another (as the engine launches them).
+    const W8A8GemmPlan plan_qkv = need(w8a8_gemm_plan(n, {4096, 4096, 4096}, 4096, dev.prop.multiProcessorCount));
+    const W8A8GemmPlan plan_gu = need(w8a8_gemm_plan(n, {11008, 11008}, 4096, dev.prop.multiProcessorCount));
     GRETA_CUDA_CHECK(cudaFree(scratch));
     GRETA_CUDA_CHECK(cudaFree(counters));
     GRETA_CUDA_CHECK(cudaMalloc(&scratch, std::max<size_t>(scratch_floats, 1) * 4));
     GRETA_CUDA_CHECK(cudaMalloc(&counters, std::max<size_t>(n_counters, 1) * 4));
     GRETA_CUDA_CHECK(cudaMemsetAsync(counters, 0, std::max<size_t>(n_counters, 1) * 4, s));
+    auto seg = [&](size_t si, int l, bf16* out) {
+      return W8A8Seg{w[si][size_t(l)], w_scale, nullptr, out, kShapes[si].m};
+    };
+    auto args = [&](int j) {
+      W8A8GemmArgs a;
+      a.xq = xq[j];
+      a.x_scale = xs[j];
+      a.scratch = scratch;
+      a.counters = counters;
+      a.k = j == 0 ? 4096 : 11008;
+      a.n = n;
+      return a;
+    };
     auto one = [&](bool ours, size_t si, int l, bf16* out) {
       const Shape& sh = kShapes[si];
       const int j = sh.k == 4096 ? 0 : 1;
       if (ours) {
-        W8A8GemmArgs a;
-        a.xq = xq[j];
-        a.x_scale = xs[j];
-        a.wq = w[si][size_t(l)];
-        a.w_scale = w_scale;
-        a.out = out;
-        a.scratch = scratch;
-        a.counters = counters;
-        a.m = sh.m;
-        a.k = sh.k;
-        a.n = n;
+        W8A8GemmArgs a = args(j);
+        a.seg0 = seg(si, l, out);
         w8a8_gemm(a, plans[si], s);
       } else {
         lt.run_fp8(xq[j], xs[j], w[si][size_t(l)], w_scale, out, n, sh.m, sh.k, false, s);
+      }
+    };
+    // Layer l as the engine launches it with segments: launch i of 4 (q/k/v, o, gate/up, down).
+    // Each segment writes its own part of out (the outputs are scratch here).
+    auto segmented = [&](int i, int l, bf16* out) {
+      W8A8GemmArgs a = args(i == 3 ? 1 : 0);
+      if (i == 0) {
+        a.seg0 = seg(0, l, out);
+        a.seg1 = seg(1, l, out + size_t(n) * 4096);
+        a.seg2 = seg(2, l, out + size_t(n) * 8192);
+        w8a8_gemm(a, plan_qkv, s);
+      } else if (i == 2) {
+        a.seg0 = seg(4, l, out);
+        a.seg1 = seg(5, l, out + size_t(n) * 11008);
+        w8a8_gemm(a, plan_gu, s);
+      } else {
+        a.seg0 = seg(i == 1 ? 3 : 6, l, out);
+        w8a8_gemm(a, plans[i == 1 ? 3 : 6], s);
       }
     };
     // The check: every shape's first layer through both, compared.
@@ -133,28 +161,38 @@ int run() {
       GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
       worst = std::max(worst, packed_chain::rel_diff(out_w8a8, out_lt, size_t(n) * size_t(kShapes[si].m)));
     }
+    // And the segmented q/k/v launch: its k segment against cuBLASLt's k.
+    segmented(0, 0, out_w8a8);
+    one(false, 1, 0, out_lt);
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+    worst = std::max(worst, packed_chain::rel_diff(out_w8a8 + size_t(n) * 4096, out_lt, size_t(n) * 4096));
     const bool ok = worst < kCheckBound;
     fails += !ok;
-    for (const bool ours : {true, false}) {
-      const int per = int(std::size(kShapes)) * kLayers;
-      const double ms = median_graph_ms(
-          [&](int i) {
-            one(ours, size_t(i) % std::size(kShapes), i / int(std::size(kShapes)), ours ? out_w8a8 : out_lt);
-          },
-          s, 10, per);
-      const double us = ms * 1e3 * per;  // the whole chain
+    const int per = int(std::size(kShapes)) * kLayers;
+    auto record = [&](const char* variant, double ms, int launches) {
+      const double us = ms * 1e3 * launches;  // the whole chain
       const double gbs = double(chain_bytes) / us / 1e3;
-      const char* variant = ours ? "w8a8" : "cublaslt";
       std::printf(
-          "{\"bench\":\"w8a8_gemm\",\"device\":\"%s\",\"variant\":\"%s\",\"n\":%d,\"chain_bytes\":%zu,\"us\":%.1f,"
-          "\"gb_s\":%.1f,\"copy_gb_s\":%.1f,\"pct_of_copy\":%.1f,\"rel_diff_vs_other\":%.3g,\"check\":\"%s\"}\n",
-          dev.name.c_str(), variant, n, chain_bytes, us, gbs, copy_gbs, 100.0 * gbs / copy_gbs, worst,
+          "{\"bench\":\"w8a8_gemm\",\"device\":\"%s\",\"variant\":\"%s\",\"n\":%d,\"launches\":%d,\"chain_bytes\":%zu,"
+          "\"us\":%.1f,\"gb_s\":%.1f,\"copy_gb_s\":%.1f,\"pct_of_copy\":%.1f,\"rel_diff_vs_other\":%.3g,\"check\":\"%"
+          "s\"}\n",
+          dev.name.c_str(), variant, n, launches, chain_bytes, us, gbs, copy_gbs, 100.0 * gbs / copy_gbs, worst,
           ok ? "pass" : "FAIL");
       char line[160];
       std::snprintf(line, sizeof line, "%-9s n=%-3d %9.1f us  %6.1f GB/s  %5.1f%% of copy  diff %.2g %s", variant, n,
                     us, gbs, 100.0 * gbs / copy_gbs, worst, ok ? "pass" : "FAIL");
       table.push_back(line);
+    };
+    for (const bool ours : {true, false}) {
+      const double ms = median_graph_ms(
+          [&](int i) {
+            one(ours, size_t(i) % std::size(kShapes), i / int(std::size(kShapes)), ours ? out_w8a8 : out_lt);
+          },
+          s, 10, per);
+      record(ours ? "w8a8" : "cublaslt", ms, per);
     }
+    const double ms = median_graph_ms([&](int i) { segmented(i % 4, i / 4, out_w8a8); }, s, 10, 4 * kLayers);
+    record("w8a8_seg", ms, 4 * kLayers);
   }
   for (const std::string& l : table) std::fprintf(stderr, "%s\n", l.c_str());
   return fails ? 1 : 0;
