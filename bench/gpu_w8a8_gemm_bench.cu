@@ -101,11 +101,24 @@ int run() {
       n_counters = std::max(n_counters, w8a8_gemm_counters(p));
       return p;
     };
-    for (const Shape& sh : kShapes)
-      plans.push_back(need(w8a8_gemm_plan(n, {sh.m}, sh.k, dev.prop.multiProcessorCount)));
+    const int sms = dev.prop.multiProcessorCount;
+    for (const Shape& sh : kShapes) plans.push_back(need(w8a8_gemm_plan(n, {sh.m}, sh.k, sms)));
+    // Other plans, one weight a launch: one slab a warp; fewer or more blocks an SM (fewer or
+    // more k parts); longer parts.
+    struct Variant {
+      const char* name;
+      W8A8Tuning tune;
+      std::vector<W8A8GemmPlan> plans;
+    };
+    std::vector<Variant> variants = {{"w8a8_rs1", {3, 8, 1}, {}},
+                                     {"w8a8_b2", {2, 8, 0}, {}},
+                                     {"w8a8_b6", {6, 8, 0}, {}},
+                                     {"w8a8_c16", {3, 16, 0}, {}}};
+    for (Variant& v : variants)
+      for (const Shape& sh : kShapes) v.plans.push_back(need(w8a8_gemm_plan(n, {sh.m}, sh.k, sms, v.tune)));
     // Segments: q, k, v in one launch, gate and up in another (as the engine launches them).
-    const W8A8GemmPlan plan_qkv = need(w8a8_gemm_plan(n, {4096, 4096, 4096}, 4096, dev.prop.multiProcessorCount));
-    const W8A8GemmPlan plan_gu = need(w8a8_gemm_plan(n, {11008, 11008}, 4096, dev.prop.multiProcessorCount));
+    const W8A8GemmPlan plan_qkv = need(w8a8_gemm_plan(n, {4096, 4096, 4096}, 4096, sms));
+    const W8A8GemmPlan plan_gu = need(w8a8_gemm_plan(n, {11008, 11008}, 4096, sms));
     GRETA_CUDA_CHECK(cudaFree(scratch));
     GRETA_CUDA_CHECK(cudaFree(counters));
     GRETA_CUDA_CHECK(cudaMalloc(&scratch, std::max<size_t>(scratch_floats, 1) * 4));
@@ -124,13 +137,13 @@ int run() {
       a.n = n;
       return a;
     };
-    auto one = [&](bool ours, size_t si, int l, bf16* out) {
+    auto one = [&](bool ours, size_t si, int l, bf16* out, const std::vector<W8A8GemmPlan>* with = nullptr) {
       const Shape& sh = kShapes[si];
       const int j = sh.k == 4096 ? 0 : 1;
       if (ours) {
         W8A8GemmArgs a = args(j);
         a.seg0 = seg(si, l, out);
-        w8a8_gemm(a, plans[si], s);
+        w8a8_gemm(a, (with ? *with : plans)[si], s);
       } else {
         lt.run_fp8(xq[j], xs[j], w[si][size_t(l)], w_scale, out, n, sh.m, sh.k, false, s);
       }
@@ -166,7 +179,7 @@ int run() {
     one(false, 1, 0, out_lt);
     GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
     worst = std::max(worst, packed_chain::rel_diff(out_w8a8 + size_t(n) * 4096, out_lt, size_t(n) * 4096));
-    const bool ok = worst < kCheckBound;
+    bool ok = worst < kCheckBound;
     fails += !ok;
     const int per = int(std::size(kShapes)) * kLayers;
     auto record = [&](const char* variant, double ms, int launches) {
@@ -193,6 +206,22 @@ int run() {
     }
     const double ms = median_graph_ms([&](int i) { segmented(i % 4, i / 4, out_w8a8); }, s, 10, 4 * kLayers);
     record("w8a8_seg", ms, 4 * kLayers);
+    for (const Variant& v : variants) {
+      double vd = 0;  // this plan's own check against cuBLASLt
+      for (size_t si = 0; si < std::size(kShapes); ++si) {
+        one(true, si, 0, out_w8a8, &v.plans);
+        one(false, si, 0, out_lt);
+        GRETA_CUDA_CHECK(cudaStreamSynchronize(s));
+        vd = std::max(vd, packed_chain::rel_diff(out_w8a8, out_lt, size_t(n) * size_t(kShapes[si].m)));
+      }
+      worst = std::max(worst, vd);
+      ok = worst < kCheckBound;
+      fails += !(vd < kCheckBound);
+      const double vms = median_graph_ms(
+          [&](int i) { one(true, size_t(i) % std::size(kShapes), i / int(std::size(kShapes)), out_w8a8, &v.plans); }, s,
+          10, per);
+      record(v.name, vms, per);
+    }
   }
   for (const std::string& l : table) std::fprintf(stderr, "%s\n", l.c_str());
   return fails ? 1 : 0;

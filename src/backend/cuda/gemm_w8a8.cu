@@ -21,7 +21,7 @@
 // Work split: a block has kWarps warps, each owning RS 16-row slabs, and one tile of 8 NT
 // tokens; a warp walks its part of k on its own (no block barrier in the loop), its weights
 // kAhead chunks ahead of its mmas, x read through L1 (the block's warps read the same x). k is
-// split over blocks until the GPU has about kBlocksPerSm blocks an SM; the last block of a tile
+// split over blocks until the GPU has a few blocks an SM (W8A8Tuning); the last block of a tile
 // to finish adds the parts in part order (so results do not depend on timing) and writes out.
 #include <cuda_bf16.h>
 
@@ -40,8 +40,6 @@ constexpr int kChunk = 64;  // values of k a chunk: 4 lanes x 16 bytes
 // Chunks of weights a lane loads ahead of its mmas. 2 took 170-190 registers a thread (3 blocks
 // an SM at most) where 1 takes 99-140; with 1 a lane still has 32-64 bytes of weights in flight.
 constexpr int kAhead = 1;
-constexpr int64_t kBlocksPerSm = 3;
-constexpr int64_t kMinChunks = 8;  // a part shorter than this is mostly its ramp
 
 // c += A B, e4m3 inputs, fp32 accumulators.
 __device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -166,11 +164,28 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    for (int e = threadIdx.x; e < kItems; e += kWarps * 32) {  // each thread's own items: no barrier after
-      float total = 0.f;
-      for (int q = 0; q < int(gridDim.z); ++q)
-        total += q == part ? red[e / kRows][e % kRows] : __ldcg(parts + q * kItems + e);
-      red[e / kRows][e % kRows] = total;
+    // A thread's kPer items (its own: no barrier after) summed part by part, all of a part's loads
+    // in flight together: item by item, each load waited for the one before (measured: the last
+    // block's sum of 8-13 parts took tens of us, the chain of GEMMs 2-3x the weight stream).
+    constexpr int kPer = kItems / (kWarps * 32);
+    static_assert(kItems % (kWarps * 32) == 0, "whole items a thread");
+    float total[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) total[u] = 0.f;
+    for (int q = 0; q < int(gridDim.z); ++q) {
+      float v[kPer];
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) {
+        const int e = threadIdx.x + u * kWarps * 32;
+        v[u] = q == part ? red[e / kRows][e % kRows] : __ldcg(parts + q * kItems + e);
+      }
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) total[u] += v[u];
+    }
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) {
+      const int e = threadIdx.x + u * kWarps * 32;
+      red[e / kRows][e % kRows] = total[u];
     }
   }
   // As the cuBLASLt path rounds: the scaled product plus out (when accumulating) rounded to bf16
@@ -194,19 +209,19 @@ int64_t tile_rows(const W8A8GemmPlan& p) { return 16 * kWarps * p.slabs; }
 
 }  // namespace
 
-W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms) {
+W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms, W8A8Tuning tune) {
   W8A8GemmPlan p;
   p.tile_tokens = n <= 16 ? 16 : n <= 32 ? 32 : 64;
   // A 64-token tile takes one slab a warp: its 8 x operands and accumulators leave no room for
   // the second slab's weights in flight.
-  p.slabs = p.tile_tokens == 64 ? 1 : 2;
+  p.slabs = p.tile_tokens == 64 ? 1 : tune.slabs == 1 ? 1 : 2;
   p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
   p.row_tiles = 0;
   for (const int64_t m : ms) p.row_tiles += (m + tile_rows(p) - 1) / tile_rows(p);
   const int64_t chunks = k / kChunk;
   const int64_t base = p.row_tiles * p.token_tiles;
-  const int64_t want = (kBlocksPerSm * std::max(n_sms, 1) + base - 1) / base;
-  p.splits = int(std::clamp<int64_t>(std::min(want, chunks / kMinChunks), 1, 64));
+  const int64_t want = (int64_t(tune.blocks_per_sm) * std::max(n_sms, 1) + base - 1) / base;
+  p.splits = int(std::clamp<int64_t>(std::min(want, chunks / std::max(tune.min_chunks, 1)), 1, 64));
   p.chunks_per_split = (chunks + p.splits - 1) / p.splits;
   p.splits = int((chunks + p.chunks_per_split - 1) / p.chunks_per_split);  // no empty part
   return p;
@@ -224,13 +239,15 @@ void w8a8_gemm(W8A8GemmArgs a, W8A8GemmPlan plan, cudaStream_t s) {
   const auto tiles = [&](const W8A8Seg& sg) { return (sg.m + tile_rows(plan) - 1) / tile_rows(plan); };
   a.blk1 = tiles(a.seg0);
   a.blk2 = a.blk1 + tiles(a.seg1);
-  if (a.n > plan.token_tiles * plan.tile_tokens || a.k % kChunk != 0 || a.blk2 + tiles(a.seg2) != plan.row_tiles)
+  if (a.n > plan.token_tiles * plan.tile_tokens || a.k % kChunk != 0 || a.blk2 + tiles(a.seg2) != plan.row_tiles ||
+      (plan.slabs != 1 && (plan.slabs != 2 || plan.tile_tokens == 64)))
     throw Error("cuda w8a8 gemm: a plan made for another shape");
   a.chunks_per_split = plan.chunks_per_split;
   const dim3 grid(unsigned(plan.token_tiles), unsigned(plan.row_tiles), unsigned(plan.splits));
-  if (plan.tile_tokens == 16) launch_pdl(w8a8_gemm_kernel<2, 2>, grid, dim3(kWarps * 32), 0, s, a);
-  else if (plan.tile_tokens == 32) launch_pdl(w8a8_gemm_kernel<4, 2>, grid, dim3(kWarps * 32), 0, s, a);
-  else launch_pdl(w8a8_gemm_kernel<8, 1>, grid, dim3(kWarps * 32), 0, s, a);
+  const auto go = [&](auto kernel) { launch_pdl(kernel, grid, dim3(kWarps * 32), 0, s, a); };
+  if (plan.tile_tokens == 16) plan.slabs == 1 ? go(w8a8_gemm_kernel<2, 1>) : go(w8a8_gemm_kernel<2, 2>);
+  else if (plan.tile_tokens == 32) plan.slabs == 1 ? go(w8a8_gemm_kernel<4, 1>) : go(w8a8_gemm_kernel<4, 2>);
+  else go(w8a8_gemm_kernel<8, 1>);
 }
 
 }  // namespace greta::cuda

@@ -54,9 +54,18 @@ struct W8A8GemmArgs {
   int32_t accumulate = 0;  // 1: out += result
 };
 
+// What a plan aims at; the defaults are the measured best (docs/notes/fp8-gemm.md), the
+// benchmark tries others.
+struct W8A8Tuning {
+  int blocks_per_sm = 3;  // k is split until the launch has about this many blocks an SM ...
+  int min_chunks = 8;     // ... with parts of at least this many 64-value chunks
+  int slabs = 0;          // 16-row slabs a warp: 1 or 2 (0: 2, or 1 for 64-token tiles)
+};
+
 // The plan for n <= kW8A8MaxTokens tokens against weights of ms rows each (1 to 3 segments) and
 // k columns (k % 64 == 0) on a device of n_sms SMs.
-W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms);
+W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms,
+                            W8A8Tuning tune = {});
 size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p);
 size_t w8a8_gemm_counters(const W8A8GemmPlan& p);
 // k % 64 == 0 and the rows of xq and every wq 16-byte aligned; the segments in a.seg0.. with m > 0
