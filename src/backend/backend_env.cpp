@@ -71,7 +71,7 @@ const std::vector<EnvSwitch> kSwitches = {
        o.cuda.fp8_tensor_cores = parse_bool("GRETA_CUDA_FP8_TENSOR_CORES", v);
      }},
     {"GRETA_CUDA_W8A8_GEMM_MAX_TOKENS", "0..64",
-     "CUDA: FP8 W8A8 steps of up to this many tokens on greta's own kernel, cuBLASLt beyond (default 64)",
+     "CUDA: FP8 W8A8 steps of up to this many tokens on greta's own kernel, cuBLASLt beyond (default 0: cuBLASLt)",
      [](BackendOptions& o, const std::string& v) {
        o.cuda.w8a8_gemm_max_tokens = parse_int("GRETA_CUDA_W8A8_GEMM_MAX_TOKENS", v, 0, 64);
      }},

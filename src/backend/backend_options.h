@@ -58,8 +58,9 @@ struct CudaOptions {
                                     // quantize the activations to e4m3 per token and multiply on the
                                     // FP8 tensor cores (W8A8; docs/notes/fp8-gemm.md), which adds the
                                     // activations' rounding; false: W8A16 as the other formats
-  int w8a8_gemm_max_tokens = 64;    // ... and up to this many tokens (0..64) on greta's own W8A8 kernel
-                                    // (gemm_w8a8.h), beyond on cuBLASLt's FP8 GEMM
+  int w8a8_gemm_max_tokens = 0;     // ... and up to this many tokens (0..64) on greta's own W8A8 kernel
+                                    // (gemm_w8a8.h) instead of cuBLASLt's FP8 GEMM; off until it
+                                    // measures faster (docs/notes/fp8-gemm.md)
   int moe_gemm_min_tokens = 256;    // mixture of experts: steps of at least this many tokens run
                                     // uncaptured, their experts as cuBLASLt GEMMs over the gathered
                                     // tokens (a wait a layer for the counts); smaller ones on the

@@ -63,7 +63,19 @@ std::vector<float> activations(int64_t n, int64_t k, std::mt19937& rng) {
   return x;
 }
 
-class GpuFp8Gemm : public GpuTest {};
+// `w8a8`: a backend with greta's W8A8 kernel for up to 64 tokens (off by default), so both FP8
+// GEMMs are tested whatever the default.
+class GpuFp8Gemm : public GpuTest {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    CudaOptions o;
+    o.w8a8_gemm_max_tokens = 64;
+    w8a8 = make_cuda_backend(o);
+  }
+  std::unique_ptr<Backend> w8a8;
+};
 
 struct Shape {
   int64_t n, m, k;
@@ -91,56 +103,51 @@ void check_shapes(Backend& be, const char* path, std::initializer_list<Shape> sh
   }
 }
 
-// m and k awkward for tiles (k % 64 == 0 is the format's, m % 8 == 0 the GEMM's).
+// m and k awkward for tiles (k % 64 == 0 is the format's, m % 8 == 0 the GEMM's); 17 tokens is
+// the first step past the decode GEMV.
 TEST_F(GpuFp8Gemm, MatmulMatchesTheQuantizedProduct) {
   std::mt19937 rng(11);
-  // 17-64 tokens: greta's W8A8 kernel (token tiles of 32 and 64; rows past m; a long k split
-  // over blocks); 100 and 300: cuBLASLt.
-  check_shapes(*gpu, "default",
-               {Shape{17, 264, 576}, Shape{33, 264, 576}, Shape{48, 520, 11008}, Shape{64, 1000, 1088},
-                Shape{100, 1000, 1088}, Shape{300, 512, 4096}},
-               rng);
-}
-
-// Steps the decode GEMV would take by default, sent to the W8A8 kernel (its 16-token tile), and
-// the kernel switched off (cuBLASLt for every size past the GEMV).
-TEST_F(GpuFp8Gemm, W8A8KernelTileSizesAndItsSwitch) {
-  std::mt19937 rng(15);
+  check_shapes(*gpu, "cuBLASLt",
+               {Shape{17, 264, 576}, Shape{64, 1000, 1088}, Shape{100, 1000, 1088}, Shape{300, 512, 4096}}, rng);
+  // greta's kernel: token tiles of 32 and 64, rows past m, a long k split over blocks; then steps
+  // the decode GEMV would take by default, sent to it (its 16-token tile).
+  check_shapes(*w8a8, "W8A8 kernel",
+               {Shape{17, 264, 576}, Shape{33, 264, 576}, Shape{48, 520, 11008}, Shape{64, 1000, 1088}}, rng);
   CudaOptions small;
   small.gemv_max_tokens = 1;
-  check_shapes(*make_cuda_backend(small), "16-token tiles", {Shape{2, 136, 640}, Shape{16, 4104, 4096}}, rng);
-  CudaOptions off;
-  off.w8a8_gemm_max_tokens = 0;
-  check_shapes(*make_cuda_backend(off), "cuBLASLt", {Shape{17, 264, 576}, Shape{64, 1000, 1088}}, rng);
+  small.w8a8_gemm_max_tokens = 64;
+  check_shapes(*make_cuda_backend(small), "W8A8 kernel, 16-token tiles", {Shape{2, 136, 640}, Shape{16, 4104, 4096}},
+               rng);
 }
 
 TEST_F(GpuFp8Gemm, ResidualAddAccumulatesInTheEpilogue) {
   std::mt19937 rng(12);
-  for (const int64_t n : {40, 65}) {  // greta's W8A8 kernel, cuBLASLt
-    const int64_t m = 576, k = 1536;
+  for (Backend* be : {w8a8.get(), gpu.get()}) {  // greta's W8A8 kernel, cuBLASLt
+    const int64_t n = 40, m = 576, k = 1536;
     HostWeight w(DType::F8_B64, {m, k}, random_floats(size_t(m * k), 0.05f, rng));
-    auto wg = gpu->upload(w.t);
+    auto wg = be->upload(w.t);
     const std::vector<float> a = activations(n, k, rng), x0 = random_values(size_t(n * m), 1.f, rng);
-    Tensor at = make_tensor(*gpu, n, k, a), xt = make_tensor(*gpu, n, m, x0), tmp = gpu->alloc(n, m);
-    gpu->matmul_add(at, *wg, tmp, xt);
-    const auto got = read(*gpu, xt);
+    Tensor at = make_tensor(*be, n, k, a), xt = make_tensor(*be, n, m, x0), tmp = be->alloc(n, m);
+    be->matmul_add(at, *wg, tmp, xt);
+    const auto got = read(*be, xt);
     std::vector<float> want = w8a8_reference(a, w.decoded(), n, m, k);
     for (size_t i = 0; i < want.size(); ++i) want[i] += x0[i];
-    report("fp8 W8A8 residual add n=" + std::to_string(n) + " m=576 k=1536", rel_err(got, want), kFp8GemmTol);
-    gpu->free(at);
-    gpu->free(xt);
-    gpu->free(tmp);
+    report(std::string("fp8 W8A8 residual add n=40 m=576 k=1536, ") + (be == gpu.get() ? "cuBLASLt" : "W8A8 kernel"),
+           rel_err(got, want), kFp8GemmTol);
+    be->free(at);
+    be->free(xt);
+    be->free(tmp);
   }
 }
 
 // q, k, v (normed_matmul) and gate, up (normed_swiglu) past the decode GEMV quantize their
 // shared input once; every product must equal the same weight's own matmul of the normed rows,
-// bias included: bit for bit on cuBLASLt (80 tokens), and on the W8A8 kernel (40 tokens), which
-// takes the weights as segments of one launch, within the GEMM's bound: the launch splits k by
-// its total rows, so its fp32 sums may be cut where a weight's own launch does not cut them.
+// bias included: bit for bit on cuBLASLt, and within the GEMM's bound on the W8A8 kernel, which
+// takes the weights as segments of one launch: that launch splits k by its total rows, so its
+// fp32 sums may be cut where a weight's own launch does not cut them.
 TEST_F(GpuFp8Gemm, SharedInputQuantizationMatchesEachWeightsOwnGemm) {
   std::mt19937 rng(14);
-  const int64_t k = 2048;
+  const int64_t n = 40, k = 2048;
   HostWeight wq(DType::F8_B64, {256, k}, random_floats(size_t(256 * k), 0.1f, rng));
   HostWeight wk(DType::F8_B64, {64, k}, random_floats(size_t(64 * k), 0.1f, rng));
   HostWeight wv(DType::F8_B64, {64, k}, random_floats(size_t(64 * k), 0.1f, rng));
@@ -148,27 +155,28 @@ TEST_F(GpuFp8Gemm, SharedInputQuantizationMatchesEachWeightsOwnGemm) {
   HostWeight wu(DType::F8_B64, {392, k}, random_floats(size_t(392 * k), 0.1f, rng));
   HostWeight norm(DType::F32, {k}, random_values(size_t(k), 1.5f, rng));
   HostWeight bias(DType::F32, {64}, random_values(64, 1.f, rng));
-  auto q = gpu->upload(wq.t), kk = gpu->upload(wk.t), v = gpu->upload(wv.t), g = gpu->upload(wg.t),
-       u = gpu->upload(wu.t), nw = gpu->upload(norm.t), b = gpu->upload(bias.t);
-  for (const int64_t n : {40, 80}) {
-    const bool exact = n > 64;  // cuBLASLt
+  const std::vector<float> xv = activations(n, k, rng);
+  for (Backend* be : {gpu.get(), w8a8.get()}) {
+    const bool exact = be == gpu.get();
     const std::string path = exact ? " (cuBLASLt)" : " (W8A8 kernel)";
-    Tensor x = make_tensor(*gpu, n, k, activations(n, k, rng)), h = gpu->alloc(n, k);
-    Tensor oq = gpu->alloc(n, 256), ok = gpu->alloc(n, 64), ov = gpu->alloc(n, 64), gate = gpu->alloc(n, 392),
-           sw = gpu->alloc(n, 392);
+    auto q = be->upload(wq.t), kk = be->upload(wk.t), v = be->upload(wv.t), g = be->upload(wg.t), u = be->upload(wu.t),
+         nw = be->upload(norm.t), b = be->upload(bias.t);
+    Tensor x = make_tensor(*be, n, k, xv), h = be->alloc(n, k);
+    Tensor oq = be->alloc(n, 256), ok = be->alloc(n, 64), ov = be->alloc(n, 64), gate = be->alloc(n, 392),
+           sw = be->alloc(n, 392);
     for (Tensor t : {oq, ok, ov, sw}) poison(t);
-    gpu->normed_matmul(gpu->norm(x, *nw, 1e-5f, h),
-                       {{q.get(), nullptr, oq}, {kk.get(), b.get(), ok}, {v.get(), nullptr, ov}});
-    gpu->normed_swiglu(gpu->norm(x, *nw, 1e-5f, h), *g, *u, gate, sw);
-    const std::vector<float> got_q = read(*gpu, oq), got_k = read(*gpu, ok), got_v = read(*gpu, ov),
-                             got_sw = read(*gpu, sw);
+    be->normed_matmul(be->norm(x, *nw, 1e-5f, h),
+                      {{q.get(), nullptr, oq}, {kk.get(), b.get(), ok}, {v.get(), nullptr, ov}});
+    be->normed_swiglu(be->norm(x, *nw, 1e-5f, h), *g, *u, gate, sw);
+    const std::vector<float> got_q = read(*be, oq), got_k = read(*be, ok), got_v = read(*be, ov),
+                             got_sw = read(*be, sw);
     const auto same = [&](const std::vector<float>& alone, const std::vector<float>& shared, const std::string& what) {
       if (exact) EXPECT_EQ(alone, shared) << "fp8 shared quantization, " << what << path;
       else report("fp8 shared quantization, " + what + path, rel_err(shared, alone), kFp8GemmTol);
     };
     // Each weight alone over the same normed rows.
-    Tensor hn = gpu->alloc(n, k), one = gpu->alloc(n, 392), up = gpu->alloc(n, 392);
-    gpu->rms_norm(x, *nw, 1e-5f, hn);
+    Tensor hn = be->alloc(n, k), one = be->alloc(n, 392), up = be->alloc(n, 392);
+    be->rms_norm(x, *nw, 1e-5f, hn);
     struct One {
       const char* what;
       Weight* w;
@@ -178,19 +186,19 @@ TEST_F(GpuFp8Gemm, SharedInputQuantizationMatchesEachWeightsOwnGemm) {
     };
     for (const One& c : {One{"q", q.get(), nullptr, 256, &got_q}, One{"k (bias)", kk.get(), b.get(), 64, &got_k},
                          One{"v", v.get(), nullptr, 64, &got_v}}) {
-      Tensor o = gpu->alloc(n, c.m);
-      gpu->matmul(hn, *c.w, c.bias, o);
-      same(read(*gpu, o), *c.got, c.what);
-      gpu->free(o);
+      Tensor o = be->alloc(n, c.m);
+      be->matmul(hn, *c.w, c.bias, o);
+      same(read(*be, o), *c.got, c.what);
+      be->free(o);
     }
-    gpu->matmul(hn, *g, nullptr, one);
-    gpu->matmul(hn, *u, nullptr, up);
-    gpu->silu_mul(one, up, up);
-    same(read(*gpu, up), got_sw, "gate/up");
+    be->matmul(hn, *g, nullptr, one);
+    be->matmul(hn, *u, nullptr, up);
+    be->silu_mul(one, up, up);
+    same(read(*be, up), got_sw, "gate/up");
     // And the products are W8A8 ones: within the quantized product's bound of the normed rows.
     report("fp8 shared quantization q vs reference" + path,
-           rel_err(got_q, w8a8_reference(read(*gpu, hn), wq.decoded(), n, 256, k)), kFp8GemmTol);
-    for (Tensor t : {x, h, oq, ok, ov, gate, sw, hn, one, up}) gpu->free(t);
+           rel_err(got_q, w8a8_reference(read(*be, hn), wq.decoded(), n, 256, k)), kFp8GemmTol);
+    for (Tensor t : {x, h, oq, ok, ov, gate, sw, hn, one, up}) be->free(t);
   }
 }
 
