@@ -28,6 +28,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/last_block.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_planes.h"
 
@@ -287,16 +288,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
       for (int i = 0; i < NT; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
-    __threadfence();
-    __syncthreads();
-    __shared__ int s_last;
-    if (threadIdx.x == 0) {
-      s_last = atomicAdd(p.counters + slot, 1) == int(gridDim.z) - 1;
-      if (s_last) p.counters[slot] = 0;  // ready for the next launch (it starts after this grid ends)
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
 #pragma unroll
     for (int r = 0; r < RS; ++r)
 #pragma unroll

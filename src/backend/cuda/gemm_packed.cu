@@ -30,6 +30,8 @@
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/k_split.h"
+#include "backend/cuda/last_block.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_planes.h"
 
@@ -170,16 +172,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_packed_kernel(PackedGemmArgs
       for (int i = 0; i < NT; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
-    __threadfence();
-    __syncthreads();
-    __shared__ int s_last;
-    if (threadIdx.x == 0) {
-      s_last = atomicAdd(p.counters + slot, 1) == int(gridDim.z) - 1;
-      if (s_last) p.counters[slot] = 0;  // ready for the next launch (it starts after this grid ends)
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
 #pragma unroll
     for (int r = 0; r < RS; ++r)
 #pragma unroll
@@ -238,14 +231,11 @@ PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_
   p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
   const int64_t tile_rows = 16 * kWarps * p.slabs;
   p.row_tiles = (m + tile_rows - 1) / tile_rows;
-  const int64_t chunks = (k + chunk - 1) / chunk;
   // About kBlocksPerSm blocks an SM, each keeping at least 8 chunks of k (fewer and the ramp of
   // its weight stream dominates).
-  const int64_t base = p.row_tiles * p.token_tiles;
-  const int64_t want = (kBlocksPerSm * std::max(n_sms, 1) + base - 1) / base;
-  p.splits = int(std::clamp<int64_t>(std::min(want, chunks / 8), 1, 64));
-  p.chunks_per_split = (chunks + p.splits - 1) / p.splits;
-  p.splits = int((chunks + p.chunks_per_split - 1) / p.chunks_per_split);  // no empty part
+  const KSplit ks = split_k((k + chunk - 1) / chunk, p.row_tiles * p.token_tiles, kBlocksPerSm * std::max(n_sms, 1), 8);
+  p.chunks_per_split = ks.chunks_per_split;
+  p.splits = ks.splits;
   return p;
 }
 

@@ -30,6 +30,8 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_w8a8.h"
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/k_split.h"
+#include "backend/cuda/last_block.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
@@ -154,16 +156,7 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
     const int64_t slot = int64_t(tile) * gridDim.x + blockIdx.x;
     float* parts = p.scratch + slot * gridDim.z * kItems;
     for (int e = threadIdx.x; e < kItems; e += kWarps * 32) parts[part * kItems + e] = red[e / kRows][e % kRows];
-    __threadfence();
-    __syncthreads();
-    __shared__ int s_last;
-    if (threadIdx.x == 0) {
-      s_last = atomicAdd(p.counters + slot, 1) == int(gridDim.z) - 1;
-      if (s_last) p.counters[slot] = 0;  // ready for the next launch (it starts after this grid ends)
-    }
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
     // A thread's kPer items (its own: no barrier after) summed part by part, all of a part's loads
     // in flight together: item by item, each load waited for the one before (measured: the last
     // block's sum of 8-13 parts took tens of us, the chain of GEMMs 2-3x the weight stream).
@@ -218,12 +211,10 @@ W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_
   p.token_tiles = (n + p.tile_tokens - 1) / p.tile_tokens;
   p.row_tiles = 0;
   for (const int64_t m : ms) p.row_tiles += (m + tile_rows(p) - 1) / tile_rows(p);
-  const int64_t chunks = k / kChunk;
-  const int64_t base = p.row_tiles * p.token_tiles;
-  const int64_t want = (int64_t(tune.blocks_per_sm) * std::max(n_sms, 1) + base - 1) / base;
-  p.splits = int(std::clamp<int64_t>(std::min(want, chunks / std::max(tune.min_chunks, 1)), 1, 64));
-  p.chunks_per_split = (chunks + p.splits - 1) / p.splits;
-  p.splits = int((chunks + p.chunks_per_split - 1) / p.chunks_per_split);  // no empty part
+  const KSplit ks = split_k(k / kChunk, p.row_tiles * p.token_tiles, int64_t(tune.blocks_per_sm) * std::max(n_sms, 1),
+                            tune.min_chunks);
+  p.chunks_per_split = ks.chunks_per_split;
+  p.splits = ks.splits;
   return p;
 }
 
