@@ -32,6 +32,7 @@
 #include "backend/cuda/gemv_weights.cuh"
 #include "backend/cuda/k_split.h"
 #include "backend/cuda/last_block.cuh"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
 
 namespace greta::cuda {
@@ -42,16 +43,6 @@ constexpr int kChunk = 64;  // values of k a chunk: 4 lanes x 16 bytes
 // Chunks of weights a lane loads ahead of its mmas. 2 took 170-190 registers a thread (3 blocks
 // an SM at most) where 1 takes 99-140; with 1 a lane still has 32-64 bytes of weights in flight.
 constexpr int kAhead = 1;
-
-// c += A B, e4m3 inputs, fp32 accumulators.
-__device__ __forceinline__ void mma_e4m3(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 template <int NT, int RS>
 __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) {
