@@ -64,8 +64,7 @@ struct W8A8Tuning {
 
 // The plan for n <= kW8A8MaxTokens tokens against weights of ms rows each (1 to 3 segments) and
 // k columns (k % 64 == 0) on a device of n_sms SMs.
-W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms,
-                            W8A8Tuning tune = {});
+W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_t k, int n_sms, W8A8Tuning tune = {});
 size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p);
 size_t w8a8_gemm_counters(const W8A8GemmPlan& p);
 // k % 64 == 0 and the rows of xq and every wq 16-byte aligned; the segments in a.seg0.. with m > 0
