@@ -1,7 +1,8 @@
 // CudaBackend (cuda_backend_impl.h): FP8 W8A8 matmuls in two steps, the input quantized per token
 // into the workspace, then the weights' GEMMs on that copy. weight_gemm runs both for one weight;
 // q, k and v (and gate and up) read the same normed rows h, so here h is quantized once for all of
-// them instead of once per matrix, and for few tokens the W8A8 kernel takes them in one launch.
+// them instead of once per matrix, and greta's W8A8 kernel (when its switch takes the step) runs
+// them as one launch.
 // The values are those of each weight's own GEMM of h: bit for bit on cuBLASLt; on the W8A8
 // kernel up to fp32 summation order (one launch splits k by its total rows).
 #include <algorithm>

@@ -47,7 +47,8 @@ __device__ __forceinline__ float block_max(float a) {
 // One block per token: s = amax / 448 (1 for a row of zeros), q = e4m3(x / s) rounded to nearest
 // even and saturated, 8 values a thread a step (k % 16 == 0, rows 16-byte aligned). The division
 // is a true one, so q is exactly what the CPU's float_to_fp8_e4m3(x / s) gives. Launched with PDL
-// (pdl.cuh), so the GEMM after it can request its first weights while it runs.
+// (pdl.cuh): it is resident as the kernel before it drains, and a PDL-aware GEMM after it (the
+// W8A8 kernel) requests its first weights while it runs.
 __global__ void __launch_bounds__(kQuantThreads)
     quantize_tokens_e4m3_kernel(const bf16* __restrict__ x, int64_t k, uint8_t* __restrict__ q,
                                 float* __restrict__ scale) {
