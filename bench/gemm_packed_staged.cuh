@@ -25,10 +25,11 @@
 
 #include <cstdint>
 
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_packed.h"
+#include "backend/cuda/gemm_packed_store.cuh"
 #include "backend/cuda/gemv_weights.cuh"
-#include "backend/cuda/last_block.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_planes.h"
 
@@ -36,21 +37,6 @@ namespace greta::cuda {
 namespace {
 
 constexpr int kGemmWarps = 4;
-
-// 16 (4) bytes global -> shared, bypassing registers; bytes = 0 fills the slot with zeros.
-__device__ __forceinline__ void gp_cp_async16(void* smem, const void* gmem, int bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void gp_cp_async4(void* smem, const void* gmem) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void gp_cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void gp_cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 // One stage of a block's shared memory for format T, NT token tiles and RS slabs a warp:
 //   x   [8 NT tokens][kXRow] uint4   the chunk of x, padded rows (see the top)
@@ -175,17 +161,17 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
     const bool x_in = v < k;
 #pragma unroll
     for (int i = 0; i < kXPer; ++i)
-      gp_cp_async16(&xs_of(st)[x_slot[i]], p.x + x_off[i] + (x_in ? uint32_t(c) * kChunk : 0u), x_in ? 16 : 0);
+      cp_async16(&xs_of(st)[x_slot[i]], p.x + x_off[i] + (x_in ? uint32_t(c) * kChunk : 0u), x_in ? 16 : 0);
     if (64 * uint32_t(c) + 16 * jq < q_row) {
 #pragma unroll
       for (int i = 0; i < kQPer; ++i)
-        gp_cp_async16(&wq_of(st)[tid + kThreads * i], wq_g + q_off[i] + 64 * uint32_t(c), 16);
+        cp_async16(&wq_of(st)[tid + kThreads * i], wq_g + q_off[i] + 64 * uint32_t(c), 16);
     }
     if constexpr (S::kHiWords > 0) {
       if (4 * S::kHiWords * uint32_t(c) + 4 * jh < hi_row) {
 #pragma unroll
         for (int i = 0; i < kHiPer; ++i)
-          gp_cp_async4(&hi_of(st)[tid + kThreads * i], hi_g + hi_off[i] + 4 * S::kHiWords * uint32_t(c));
+          cp_async4(&hi_of(st)[tid + kThreads * i], hi_g + hi_off[i] + 4 * S::kHiWords * uint32_t(c));
       }
     }
     // Only the words the chunk's records within k touch: one more could lie past the plane.
@@ -194,10 +180,10 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
 #pragma unroll
     for (int i = 0; i < kScPer; ++i) {
       const uint32_t w0 = (sc_rowoff[i] + first) & ~3u, at = w0 + 4 * uint32_t(sc_j[i]);
-      if (sc_j[i] < S::kScWords && at < sc_rowoff[i] + end) gp_cp_async4(&sc_of(st)[tid + kThreads * i], sc_g + at);
+      if (sc_j[i] < S::kScWords && at < sc_rowoff[i] + end) cp_async4(&sc_of(st)[tid + kThreads * i], sc_g + at);
     }
     if constexpr (S::kDWords > 0) {
-      if (tid < kRows) gp_cp_async4(&d_of(st)[tid], d_g + ((d_rowoff + uint32_t(WF::d_at(kG * c))) & ~3u));
+      if (tid < kRows) cp_async4(&d_of(st)[tid], d_g + ((d_rowoff + uint32_t(WF::d_at(kG * c))) & ~3u));
     }
   };
   // Lane t's raw granule of chunk c for block row r (its plane offsets sc_ro, d_ro), from stage
@@ -226,7 +212,7 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (c_begin + s < c_end) stage(c_begin + s, s);
-    gp_cp_async_commit();
+    cp_async_commit();
   }
   // Slab r's rows: warp_row0 + 16 r + g (A rows g) and + 8 (rows g + 8), block-relative.
   const int warp_row0 = warp * 16 * RS;
@@ -243,10 +229,10 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
     }
   float acc[RS][NT][4] = {};
   for (int64_t c = c_begin; c < c_end; ++c) {
-    gp_cp_async_wait<kStages - 2>();
+    cp_async_wait<kStages - 2>();
     __syncthreads();  // chunk c is staged, and every warp is done with the stage refilled next
     if (c + kStages - 1 < c_end) stage(c + kStages - 1, int((c + kStages - 1 - c_begin) % kStages));
-    gp_cp_async_commit();
+    cp_async_commit();
     uint8_t* st = stage_at(int((c - c_begin) % kStages));
     const uint4* xs = xs_of(st);
     uint4 da[RS][kSub], db[RS][kSub];
@@ -270,54 +256,8 @@ __global__ void __launch_bounds__(kGemmWarps * 32) gemm_packed_kernel(PackedGemm
         }
     }
   }
-  gp_cp_async_wait<0>();
-  const int64_t row0 = block_row0 + warp_row0;  // this warp's first row
-  const int64_t tile = blockIdx.y;
-  const int part = int(blockIdx.z);
-
-  if (gridDim.z > 1) {
-    // Publish this part's sums, count arrivals; the last block of the tile adds the others in
-    // part order and goes on to the store.
-    constexpr int kPart = kGemmWarps * RS * NT * 4 * 32;  // floats a block's part
-    const int64_t slot = int64_t(tile) * gridDim.x + blockIdx.x;
-    float* parts = p.scratch + slot * gridDim.z * kPart;
-    auto at = [&](int r, int i, int j) { return (((warp * RS + r) * NT + i) * 4 + j) * 32 + lane; };
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
-    if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float total = 0.f;
-          for (int q = 0; q < int(gridDim.z); ++q)
-            total += q == part ? acc[r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
-          acc[r][i][j] = total;
-        }
-  }
-  // c0, c1: row g, tokens 2t, 2t + 1 of tile i; c2, c3: row g + 8. Rounded to bf16 first, then
-  // added to out when accumulating, as the GEMV's residual epilogue does.
-#pragma unroll
-  for (int r = 0; r < RS; ++r)
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = tok0 + 8 * i + 2 * t + (j & 1);
-        const int64_t row = row0 + 16 * r + g + 8 * (j >> 1);
-        if (tok < n && row < m) {
-          bf16* o = p.out + int64_t(tok) * m + row;
-          float v = __bfloat162float(__float2bfloat16_rn(acc[r][i][j]));
-          if (p.accumulate) v += __bfloat162float(*o);
-          *o = __float2bfloat16_rn(v);
-        }
-      }
+  cp_async_wait<0>();
+  packed_gemm_store<kGemmWarps, RS, NT>(p, acc, tok0, block_row0 + warp_row0);
 }
 
 }  // namespace

@@ -27,11 +27,12 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_packed.h"
+#include "backend/cuda/gemm_packed_store.cuh"
 #include "backend/cuda/gemv_weights.cuh"
 #include "backend/cuda/k_split.h"
-#include "backend/cuda/last_block.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_planes.h"
 
@@ -45,17 +46,6 @@ constexpr int64_t kBlocksPerSm = 2;
 // 16-row slabs a warp: 2 for the 4/5/6-bit formats (half the shared-memory reads a weight), 1 for
 // the 8-bit ones, whose second slab's registers measured slower.
 constexpr int slabs_of(DType t) { return byte_quants(t) ? 1 : 2; }
-
-// 16 bytes global -> shared, bypassing registers; bytes = 0 fills the slot with zeros.
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
-  const unsigned s = unsigned(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
 
 template <DType T>
 constexpr int chunk_values() {
@@ -159,49 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemm_packed_kernel(PackedGemmArgs
   }
   cp_async_wait<0>();
 
-  if (gridDim.z > 1) {
-    // Publish this part's sums, count arrivals; the last block of the tile adds the others in
-    // part order and goes on to the store.
-    constexpr int kPart = kWarps * RS * NT * 4 * 32;  // floats a block's part
-    const int64_t slot = int64_t(tile) * gridDim.x + blockIdx.x;
-    float* parts = p.scratch + slot * gridDim.z * kPart;
-    auto at = [&](int r, int i, int j) { return (((warp * RS + r) * NT + i) * 4 + j) * 32 + lane; };
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
-    if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float total = 0.f;
-          for (int q = 0; q < int(gridDim.z); ++q)
-            total += q == part ? acc[r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
-          acc[r][i][j] = total;
-        }
-  }
-  // c0, c1: row g, tokens 2t, 2t + 1 of tile i; c2, c3: row g + 8. Rounded to bf16 first, then
-  // added to out when accumulating, as the GEMV's residual epilogue does.
-#pragma unroll
-  for (int r = 0; r < RS; ++r)
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = tok0 + 8 * i + 2 * t + (j & 1);
-        const int64_t row = row0 + 16 * r + g + 8 * (j >> 1);
-        if (tok < n && row < m) {
-          bf16* o = p.out + int64_t(tok) * m + row;
-          float v = __bfloat162float(__float2bfloat16_rn(acc[r][i][j]));
-          if (p.accumulate) v += __bfloat162float(*o);
-          *o = __float2bfloat16_rn(v);
-        }
-      }
+  packed_gemm_store<kWarps, RS, NT>(p, acc, tok0, row0);
 }
 
 template <DType T>
