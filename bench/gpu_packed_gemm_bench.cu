@@ -12,8 +12,13 @@
 //   engine        the engine's packed GEMM (gemm_packed.cu, packed_gemm)
 //   sS            the staged kernel, S chunks ahead; the engine's plan
 //   gemv          the engine's decode GEMV with n tokens (n <= 32)
+//   int8*         the int8 GEMM (gemm_int8.cu; 32-value block formats, n <= 64) with x quantized
+//                 to int8 per 32 values in the same launch sequence: int8 its default plan,
+//                 int8_rs1 one slab a warp, int8_b2 / int8_b4 2 / 4 blocks an SM, int8_c8 parts
+//                 of at least 8 chunks
 // Every GEMM variant's output is compared with the engine's (same dequantized values, another
-// summation order), the GEMV's too (its bf16x2 scale math rounds differently). Prints JSON lines
+// summation order), the GEMV's too (its bf16x2 scale math rounds differently), the int8 GEMM's
+// too (x's int8 rounding, ~1/254 of a group's largest value). Prints JSON lines
 // (card, format, n, bytes, us, GB/s of weights, TFLOP/s, % of the copy bandwidth measured in the
 // same run, check) and a table on stderr. Arguments: the formats to run (default all).
 #include <cuda_bf16.h>
@@ -26,6 +31,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/gemm_int8.h"
 #include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/gemv_kernel.cuh"
 #include "backend/cuda/quant_planes.h"
@@ -70,8 +76,10 @@ void launch_engine(DType t, const PackedGemmArgs& a, const PackedGemmPlan& plan,
 
 struct Variant {
   std::string name;
-  GemmLaunch gemm;  // nullptr: the engine's GEMM (engine_gemm) or GEMV
+  GemmLaunch gemm;  // nullptr: the engine's GEMM (engine_gemm), the int8 GEMM (int8) or the GEMV
   bool engine_gemm = false;
+  bool int8 = false;
+  Int8GemmTuning tune = {};
 };
 
 template <DType T>
@@ -79,11 +87,19 @@ std::vector<Variant> variants() {
   allow_smem<T, 4>();
   allow_smem<T, 3>();
   allow_smem<T, 2>();
-  return {{"engine", nullptr, true},
-          {"s4", &launch_gemm<T, 4>},
-          {"s3", &launch_gemm<T, 3>},
-          {"s2", &launch_gemm<T, 2>},
-          {"gemv", nullptr}};
+  std::vector<Variant> v = {{"engine", nullptr, true},
+                            {"s4", &launch_gemm<T, 4>},
+                            {"s3", &launch_gemm<T, 3>},
+                            {"s2", &launch_gemm<T, 2>},
+                            {"gemv", nullptr}};
+  if (int8_gemm_format(T)) {
+    v.push_back({"int8", nullptr, false, true, {}});
+    v.push_back({"int8_rs1", nullptr, false, true, {.slabs = 1}});
+    v.push_back({"int8_b2", nullptr, false, true, {.blocks_per_sm = 2}});
+    v.push_back({"int8_b4", nullptr, false, true, {.blocks_per_sm = 4}});
+    v.push_back({"int8_c8", nullptr, false, true, {.min_chunks = 8}});
+  }
+  return v;
 }
 
 template <DType T>
@@ -101,22 +117,48 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
   packed_chain::fill_x<<<256, 256, 0, st>>>(x, int64_t(max_n) * 11008);
   // Split-K scratch and counters for the largest plan of any shape and token count.
   size_t scratch_floats = 0, counters = 0;
+  const auto vs = variants<T>();
   for (int n : kTokens)
     for (const Shape& sh : kShapes) {
       const PackedGemmPlan plan = packed_gemm_plan(T, n, sh.m, sh.k, bd.prop.multiProcessorCount);
       scratch_floats = std::max(scratch_floats, packed_gemm_scratch_floats(plan));
       counters = std::max(counters, packed_gemm_counters(plan));
+      if (n > kInt8GemmMaxTokens) continue;
+      for (const Variant& v : vs)
+        if (v.int8) {
+          const Int8GemmPlan ip = int8_gemm_plan(n, sh.m, sh.k, bd.prop.multiProcessorCount, v.tune);
+          scratch_floats = std::max(scratch_floats, int8_gemm_scratch_floats(ip));
+          counters = std::max(counters, int8_gemm_counters(ip));
+        }
     }
+  void* acts_buf = nullptr;
+  GRETA_CUDA_CHECK(cudaMalloc(&acts_buf, int8_acts_bytes(kInt8GemmMaxTokens, 11008)));
   float* scratch = nullptr;
   int32_t* count = nullptr;
   GRETA_CUDA_CHECK(cudaMalloc(&scratch, std::max<size_t>(scratch_floats, 1) * sizeof(float)));
   GRETA_CUDA_CHECK(cudaMalloc(&count, std::max<size_t>(counters, 1) * sizeof(int32_t)));
   GRETA_CUDA_CHECK(cudaMemset(count, 0, std::max<size_t>(counters, 1) * sizeof(int32_t)));
   GRETA_CUDA_CHECK(cudaGetLastError());
-  const auto vs = variants<T>();
   auto launch = [&](const Variant& v, int n, int si, int l, bf16* o) {
     const Shape& sh = kShapes[si];
     void* wp = w.at(si, l);
+    if (v.int8) {
+      const Int8Acts acts = int8_acts_at(acts_buf, n, sh.k);
+      quantize_int8_acts(T, x, n, sh.k, acts, st);
+      Int8GemmArgs a;
+      a.xq = acts.q;
+      a.xd = acts.d;
+      a.xsum = acts.sum;
+      a.w = wp;
+      a.out = o;
+      a.scratch = scratch;
+      a.counters = count;
+      a.m = sh.m;
+      a.k = sh.k;
+      a.n = n;
+      int8_gemm(T, a, int8_gemm_plan(n, sh.m, sh.k, bd.prop.multiProcessorCount, v.tune), st);
+      return;
+    }
     if (!v.gemm && !v.engine_gemm) {
       GemvArgs a = single(x, static_cast<const bf16*>(wp), nullptr, o, n, sh.m, sh.k);
       a.wfmt = int32_t(T);
@@ -146,8 +188,8 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
   for (const Variant& v : vs) {
     std::fprintf(stderr, "  %-8s", v.name.c_str());
     for (int n : kTokens) {
-      const bool gemv = !v.gemm && !v.engine_gemm;
-      if (gemv && n > kGemvMaxTokens) {
+      const bool gemv = !v.gemm && !v.engine_gemm && !v.int8;
+      if ((gemv && n > kGemvMaxTokens) || (v.int8 && n > kInt8GemmMaxTokens)) {
         std::fprintf(stderr, " %24s", "");
         continue;
       }
@@ -159,7 +201,7 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
         worst = std::max(worst, packed_chain::rel_diff(out, ref, size_t(n) * size_t(kShapes[si].m)));
       }
       // Same dequantized values: summation order only; the GEMV's bf16x2 scale math adds ~1e-3.
-      const bool good = worst < (gemv ? 1e-2 : 2e-3);
+      const bool good = worst < (v.int8 ? 2e-2 : gemv ? 1e-2 : 2e-3);
       ok = ok && good;
       const double ms = median_graph_ms([&](int i) { launch(v, n, i % 4, i / 4, out); }, st, 10, 4 * kLayers);
       // ms is per launch; the chain is 4 kLayers launches.
@@ -177,7 +219,7 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
     std::fprintf(stderr, "\n");
   }
   for (void* p : {static_cast<void*>(x), static_cast<void*>(out), static_cast<void*>(ref), static_cast<void*>(scratch),
-                  static_cast<void*>(count)})
+                  static_cast<void*>(count), acts_buf})
     GRETA_CUDA_CHECK(cudaFree(p));
   return ok;
 }
@@ -185,7 +227,7 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
 }  // namespace
 }  // namespace greta::cuda
 
-// Arguments: the formats to run (q4_0 q4_k q8_0 i4_g128; default all).
+// Arguments: the formats to run (q4_0 q4_k q8_0 i4_g128 q4_1 q5_0; default all).
 int main(int argc, char** argv) {
   using namespace greta::cuda;
   using greta::DType;
@@ -203,6 +245,8 @@ int main(int argc, char** argv) {
     if (wanted("q4_k")) ok = run_format<DType::Q4_K>(bd, copy_gbs) && ok;
     if (wanted("q8_0")) ok = run_format<DType::Q8_0>(bd, copy_gbs) && ok;
     if (wanted("i4_g128")) ok = run_format<DType::I4_G128>(bd, copy_gbs) && ok;
+    if (wanted("q4_1")) ok = run_format<DType::Q4_1>(bd, copy_gbs) && ok;
+    if (wanted("q5_0")) ok = run_format<DType::Q5_0>(bd, copy_gbs) && ok;
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gpu_packed_gemm_bench: %s\n", e.what());

@@ -311,8 +311,8 @@ class Backend {
   // sizes by that rounding, not only by summation order.
   virtual int fp8_activation_min_tokens() const { return 0; }
   // Steps of at most this many tokens may multiply some weights with activations quantized to
-  // int8 per 32 values (CUDA one-token steps over GGUF block formats, as llama.cpp does); 0: none
-  // does. Results then differ between step sizes by that rounding too.
+  // int8 per 32 values (CUDA one-token steps over GGUF block formats, and batched ones on the int8
+  // GEMM, as llama.cpp does); 0: none does. Results then differ between step sizes by that rounding too.
   virtual int int8_activation_max_tokens() const { return 0; }
   virtual bool supports_device_sampling() const { return false; }
   virtual void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,

@@ -46,6 +46,12 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.packed_gemm_max_tokens = parse_int("GRETA_CUDA_PACKED_GEMM_MAX_TOKENS", v, 0, 4096);
      }},
+    {"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "0..64",
+     "CUDA, GGUF 32-value block formats: steps past the decode GEMV up to this many tokens on the int8 "
+     "tensor-core GEMM (default 0: off)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.int8_gemm_max_tokens = parse_int("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", v, 0, 64);
+     }},
     {"GRETA_CUDA_PREFILL_TC", "0|1", "CUDA: prompt attention on tensor cores where the head size allows (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},
     {"GRETA_CUDA_SPLITK", "0|1", "CUDA: split-K for GEMVs with few row tiles and a long k (default 1)",

@@ -4,7 +4,8 @@
 // decode GEMV (1..32 tokens in token tiles of 8), the batched packed GEMM (gemm_packed.h: token
 // tiles of 16 and 32, split k), the prefill path (dequantized slices + cuBLASLt) and the fused
 // decode ops; row lengths that end in a partial chunk; formats that differ between the matrices
-// of one fused op.
+// of one fused op. The int8 paths (one-token GEMVs, the batched int8 GEMM of gemm_int8.h) against
+// a host model of their arithmetic.
 #include <algorithm>
 #include <deque>
 #include <string>
@@ -184,6 +185,47 @@ int64_t long_row(DType t) {
 // quant decodes to, the group's min or offset; Q6_K: per 16 values) multiplies the int8 x in its
 // d_w q_w part and the exact x in its m part, as the kernel does. What is left is summation
 // order and the bf16 output.
+// out [n, m] of that model for x [n, k] (each token's row quantized on its own).
+std::vector<float> int8_reference(DType t, const HostWeight& w, int64_t m, int64_t k, std::vector<float> xv,
+                                  int64_t n) {
+  const auto [qa, qb] = quant_bytes(t);
+  const std::vector<float> wv = w.decoded();
+  std::vector<uint8_t> zeroed = w.bytes;  // every quant 0: each value decodes to its group's m
+  for (size_t b = 0; b < zeroed.size(); b += block_bytes(t))
+    std::fill(zeroed.begin() + long(b + qa), zeroed.begin() + long(b + qb), uint8_t(0));
+  std::vector<float> mv(wv.size());
+  for (int64_t r = 0; r < m; ++r) dequantize_row(t, zeroed.data() + size_t(r) * row_bytes(t, k), mv.data() + r * k, k);
+  std::vector<float> xq(xv.size());
+  for (float& v : xv) v = bf16_to_float(float_to_bf16(v));
+  for (int64_t g = 0; g < n * k; g += 32) {
+    float amax = 0.f;
+    for (int64_t i = g; i < g + 32; ++i) amax = std::max(amax, std::fabs(xv[size_t(i)]));
+    const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+    for (int64_t i = g; i < g + 32; ++i) xq[size_t(i)] = std::nearbyint(xv[size_t(i)] * id) * d;
+  }
+  std::vector<float> want(size_t(n * m));
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t r = 0; r < m; ++r) {
+      double acc = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const size_t e = size_t(r * k + i), xi = size_t(j * k + i);
+        acc += double(wv[e] - mv[e]) * xq[xi] + double(mv[e]) * xv[xi];
+      }
+      want[size_t(j * m + r)] = float(acc);
+    }
+  return want;
+}
+
+// Random x with a zero value and a group of all zeros (no scale) in each token's row.
+std::vector<float> int8_test_x(int64_t n, int64_t k, std::mt19937& rng) {
+  std::vector<float> xv = random_values(size_t(n * k), 1.f, rng);
+  for (int64_t j = 0; j < n; ++j) {
+    xv[size_t(j * k + 5)] = 0.f;
+    std::fill(xv.begin() + long(j * k + 32), xv.begin() + long(j * k + 64), 0.f);
+  }
+  return xv;
+}
+
 TEST_F(GpuQuant, Int8ActivationsMatchAHostReference) {
   CudaOptions o;
   o.packed_int8_acts = true;
@@ -191,36 +233,11 @@ TEST_F(GpuQuant, Int8ActivationsMatchAHostReference) {
   std::mt19937 rng(9);
   for (DType t : kFormats) {
     if (!int8_x_format(t)) continue;
-    const auto [qa, qb] = quant_bytes(t);
     for (int64_t k : row_lengths(t)) {
       const int64_t m = 301;
       HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
-      const std::vector<float> wv = w.decoded();
-      std::vector<uint8_t> zeroed = w.bytes;  // every quant 0: each value decodes to its group's m
-      for (size_t b = 0; b < zeroed.size(); b += block_bytes(t))
-        std::fill(zeroed.begin() + long(b + qa), zeroed.begin() + long(b + qb), uint8_t(0));
-      std::vector<float> mv(wv.size());
-      for (int64_t r = 0; r < m; ++r)
-        dequantize_row(t, zeroed.data() + size_t(r) * row_bytes(t, k), mv.data() + r * k, k);
-      std::vector<float> xv = random_values(size_t(k), 1.f, rng), xq(xv.size());
-      for (float& v : xv) v = bf16_to_float(float_to_bf16(v));
-      xv[5] = 0.f;  // a group with a zero and one of all zeros (no scale)
-      std::fill(xv.begin() + 32, xv.begin() + 64, 0.f);
-      for (int64_t g = 0; g < k; g += 32) {
-        float amax = 0.f;
-        for (int64_t i = g; i < g + 32; ++i) amax = std::max(amax, std::fabs(xv[size_t(i)]));
-        const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-        for (int64_t i = g; i < g + 32; ++i) xq[size_t(i)] = std::nearbyint(xv[size_t(i)] * id) * d;
-      }
-      std::vector<float> want(static_cast<size_t>(m));
-      for (int64_t r = 0; r < m; ++r) {
-        double acc = 0;
-        for (int64_t i = 0; i < k; ++i) {
-          const size_t e = size_t(r * k + i);
-          acc += double(wv[e] - mv[e]) * xq[size_t(i)] + double(mv[e]) * xv[size_t(i)];
-        }
-        want[size_t(r)] = float(acc);
-      }
+      const std::vector<float> xv = int8_test_x(1, k, rng);
+      const std::vector<float> want = int8_reference(t, w, m, k, xv, 1);
       auto wg = gpu->upload(w.t);
       Tensor xg = make_tensor(*gpu, 1, k, xv), og = gpu->alloc(1, m);
       poison(og);
@@ -289,8 +306,10 @@ TEST_F(GpuQuant, ManyTokensInSeveralSlices) {
 // One decode layer's fused ops over packed weights of format t (the o/down projection in `res`):
 // norm + q/k/v targets, matmul_add_norm (the split norm) into normed_swiglu, and the residual
 // add of the down projection, for each token count of ns; every output compared with the CPU.
-void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vector<int64_t>& ns, std::mt19937& rng) {
-  const auto [dim, ffn] = layer_dims(t, res);
+// dims: (dim, ffn), or layer_dims' when 0; tol: layer_tol's when 0.
+void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vector<int64_t>& ns, std::mt19937& rng,
+                 std::pair<int64_t, int64_t> dims = {0, 0}, double tol = 0) {
+  const auto [dim, ffn] = dims.first > 0 ? dims : layer_dims(t, res);
   HostWeight norm1(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   HostWeight norm2(DType::F32, {dim}, random_values(size_t(dim), 1.5f, rng));
   std::deque<HostWeight> w;
@@ -328,7 +347,7 @@ void check_layer(Backend& gpu, Backend& cpu, DType t, DType res, const std::vect
     const char* names[] = {"q", "k", "v", "swiglu", "residual"};
     for (size_t i = 0; i < outs[0].size(); ++i)
       report("layer " + fmt(t) + "/" + fmt(res) + " n=" + std::to_string(n) + " " + names[i],
-             rel_err(outs[0][i], outs[1][i]), layer_tol(t, res, n));
+             rel_err(outs[0][i], outs[1][i]), tol > 0 ? tol : layer_tol(t, res, n));
   }
 }
 
@@ -341,6 +360,43 @@ TEST_F(GpuQuant, BatchedLayerOps) {
   // Past the GEMV's token limit the fused ops fall back to the plain ones over the batched GEMM.
   std::mt19937 rng(8);
   for (DType t : kFormats) check_layer(*batched, *exact, t, t, {9, 24, 40}, rng);
+}
+
+// The int8 GEMM (gemm_int8.h) against the same host model: token tiles of 16, 32 and 64 with
+// partial last tiles, one and two slabs, k split over blocks (4224 = 33 chunks) or not (640),
+// m not a multiple of the row tile, the accumulating form; and with the bf16-activation
+// reference's bound, a decode layer's ops over it.
+TEST_F(GpuQuant, Int8GemmMatchesAHostReference) {
+  CudaOptions o;
+  o.packed_gemv_max_tokens = 8;  // 9-64 tokens through the int8 GEMM
+  o.int8_gemm_max_tokens = 64;
+  auto gpu = make_cuda_backend(o);
+  std::mt19937 rng(11);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
+    for (int64_t k : {int64_t(640), int64_t(4224)})
+      for (int64_t m : {int64_t(72), int64_t(301)}) {
+        HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
+        auto wg = gpu->upload(w.t);
+        for (int64_t n : {9, 16, 24, 33, 64}) {
+          const std::vector<float> xv = int8_test_x(n, k, rng), rv = random_values(size_t(n * m), 1.f, rng);
+          std::vector<float> want = int8_reference(t, w, m, k, xv, n);
+          Tensor xg = make_tensor(*gpu, n, k, xv), og = make_tensor(*gpu, n, m, rv), tg = gpu->alloc(n, m);
+          const bool add = n % 2 == 0;
+          if (add) {
+            gpu->matmul_add(xg, *wg, tg, og);
+            for (size_t i = 0; i < want.size(); ++i) want[i] = bf16_to_float(float_to_bf16(want[i])) + rv[i];
+          } else {
+            poison(og);
+            gpu->matmul(xg, *wg, nullptr, og);
+          }
+          report("int8 gemm " + std::string(add ? "matmul_add " : "matmul ") + fmt(t) + " n=" + std::to_string(n) +
+                     " m=" + std::to_string(m) + " k=" + std::to_string(k),
+                 rel_err(read(*gpu, og), want), 3e-3);
+          for (Tensor x : {xg, og, tg}) gpu->free(x);
+        }
+      }
+    check_layer(*gpu, *exact, t, t, {9, 24, 40, 64}, rng, {640, 1664}, 4e-2);
+  }
 }
 
 TEST_F(GpuQuant, MixedFormatsInOneLayer) {

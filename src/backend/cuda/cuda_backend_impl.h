@@ -11,6 +11,7 @@
 // (step_recorder.h); per-step scratch lives in one workspace (device_workspace.h).
 #pragma once
 
+#include <algorithm>
 #include <climits>
 #include <deque>
 #include <functional>
@@ -28,6 +29,7 @@
 #include "backend/cuda/cuda_weights.h"
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/device_workspace.h"
+#include "backend/cuda/gemm_int8.h"
 #include "backend/cuda/gemm_packed.h"
 #include "backend/cuda/gemm_w8a8.h"
 #include "backend/cuda/launch_commands.h"
@@ -127,7 +129,9 @@ class CudaBackend final : public Backend {
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
   int fp8_activation_min_tokens() const override { return has_fp8_gemm_weights_ ? opt_.gemv_max_tokens + 1 : 0; }
-  int int8_activation_max_tokens() const override { return has_int8_dot_weights_ ? 1 : 0; }
+  int int8_activation_max_tokens() const override {
+    return has_int8_dot_weights_ ? std::max(1, std::min(opt_.int8_gemm_max_tokens, int(kInt8GemmMaxTokens))) : 0;
+  }
   void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
               float* probs_out) override {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);

@@ -34,6 +34,7 @@ class DeviceWorkspace {
     kDequant,        // bf16: rows of a packed weight dequantized for a cuBLASLt GEMM
     kFp8Acts,        // uint8: activations quantized to e4m3 for the FP8 GEMM
     kFp8Scales,      // float: their per-token scales
+    kInt8Acts,       // bytes: activations quantized to int8 per 32 values for the int8 GEMM (Int8Acts)
     kMoe,            // bytes: a mixture-of-experts step's routing and expert rows (moe_layout)
     kRegionCount
   };

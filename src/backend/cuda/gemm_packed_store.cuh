@@ -15,10 +15,10 @@
 
 namespace greta::cuda {
 
-// WARPS warps a block; tile = blockIdx.y, part = blockIdx.z.
-template <int WARPS, int RS, int NT>
-__device__ __forceinline__ void packed_gemm_store(const PackedGemmArgs& p, float (&acc)[RS][NT][4], int tok0,
-                                                  int64_t row0) {
+// WARPS warps a block; tile = blockIdx.y, part = blockIdx.z. Args: PackedGemmArgs or
+// Int8GemmArgs (their out, n, m, accumulate, scratch and counters).
+template <int WARPS, int RS, int NT, class Args>
+__device__ __forceinline__ void packed_gemm_store(const Args& p, float (&acc)[RS][NT][4], int tok0, int64_t row0) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t tile = blockIdx.y;
@@ -35,17 +35,32 @@ __device__ __forceinline__ void packed_gemm_store(const PackedGemmArgs& p, float
 #pragma unroll
         for (int j = 0; j < 4; ++j) parts[part * kPart + at(r, i, j)] = acc[r][i][j];
     if (!last_to_arrive(p.counters + slot, int(gridDim.z))) return;
+    // Part by part, all of a part's loads in flight together (item by item, each load would
+    // wait for the one before: measured in the W8A8 GEMM, docs/notes/fp8-gemm.md). The own part
+    // is read back too, so acc is dead here: with acc, the parts and the sums live, the int8
+    // GEMM's epilogue took more registers than its loop.
+    float total[RS][NT][4] = {};
+    for (int q = 0; q < int(gridDim.z); ++q) {
+      float v[RS][NT][4];
+#pragma unroll
+      for (int r = 0; r < RS; ++r)
+#pragma unroll
+        for (int i = 0; i < NT; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) v[r][i][j] = __ldcg(parts + q * kPart + at(r, i, j));
+#pragma unroll
+      for (int r = 0; r < RS; ++r)
+#pragma unroll
+        for (int i = 0; i < NT; ++i)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) total[r][i][j] += v[r][i][j];
+    }
 #pragma unroll
     for (int r = 0; r < RS; ++r)
 #pragma unroll
       for (int i = 0; i < NT; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float total = 0.f;
-          for (int q = 0; q < int(gridDim.z); ++q)
-            total += q == part ? acc[r][i][j] : __ldcg(parts + q * kPart + at(r, i, j));
-          acc[r][i][j] = total;
-        }
+        for (int j = 0; j < 4; ++j) acc[r][i][j] = total[r][i][j];
   }
 #pragma unroll
   for (int r = 0; r < RS; ++r)
