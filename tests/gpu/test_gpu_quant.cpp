@@ -363,7 +363,8 @@ TEST_F(GpuQuant, BatchedLayerOps) {
 }
 
 // The int8 GEMM (gemm_int8.h) against the same host model: token tiles of 16, 32 and 64 with
-// partial last tiles, one and two slabs, k split over blocks (4224 = 33 chunks) or not (640),
+// partial last tiles, one and two slabs, k split over blocks (4224 = 33 chunks, 4352 = 17
+// super-blocks) or not (640, 768),
 // m not a multiple of the row tile, the accumulating form; and with the bf16-activation
 // reference's bound, a decode layer's ops over it.
 TEST_F(GpuQuant, Int8GemmMatchesAHostReference) {
@@ -372,8 +373,9 @@ TEST_F(GpuQuant, Int8GemmMatchesAHostReference) {
   o.int8_gemm_max_tokens = 64;
   auto gpu = make_cuda_backend(o);
   std::mt19937 rng(11);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
-    for (int64_t k : {int64_t(640), int64_t(4224)})
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K}) {
+    const bool kq = block_elems(t) == 256;
+    for (int64_t k : {kq ? int64_t(768) : int64_t(640), kq ? int64_t(4352) : int64_t(4224)})
       for (int64_t m : {int64_t(72), int64_t(301)}) {
         HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
         auto wg = gpu->upload(w.t);
@@ -395,7 +397,8 @@ TEST_F(GpuQuant, Int8GemmMatchesAHostReference) {
           for (Tensor x : {xg, og, tg}) gpu->free(x);
         }
       }
-    check_layer(*gpu, *exact, t, t, {9, 24, 40, 64}, rng, {640, 1664}, 4e-2);
+    check_layer(*gpu, *exact, t, t, {9, 24, 40, 64}, rng,
+                kq ? std::pair<int64_t, int64_t>{512, 1536} : std::pair<int64_t, int64_t>{640, 1664}, 4e-2);
   }
 }
 

@@ -1,6 +1,6 @@
 // The int8 GEMM over packed GGUF weights for decode batches (gemm_int8.cu): out [n, m] (+)=
-// x [n, k] @ w [m, k]^T with w in one of GGUF's 32-value block formats (Q8_0, Q4_0, Q4_1, Q5_0,
-// Q5_1) kept packed on the device (quant_planes.h) and x quantized to int8 per 32 values
+// x [n, k] @ w [m, k]^T with w in one of GGUF's formats with a scale per 32 values (Q8_0, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) kept packed on the device (quant_planes.h) and x quantized to int8 per 32 values
 // (quantize_int8_acts), both fed to the int8 tensor cores; each group's weight and activation
 // scales apply once to the group's int32 sum. This is the arithmetic of llama.cpp's MMQ kernels
 // and of the CPU backend's quantized matmuls. The structs are plain values compared by their
@@ -21,9 +21,11 @@ constexpr int64_t kInt8GemmMaxTokens = 64;
 // k is walked in chunks of 4 groups.
 constexpr int64_t kInt8GemmChunk = 128;
 
-// The formats the int8 GEMM reads: a scale (and a min) per 32-value group.
+// The formats the int8 GEMM reads: a scale (and a min) per 32-value group. (Q6_K's scales are
+// per 16 values, half an mma's k.)
 constexpr bool int8_gemm_format(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1;
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 ||
+         t == DType::Q4_K || t == DType::Q5_K;
 }
 
 // x [n, k] quantized per 32 values: q = round(x * 127 / amax) with d = amax / 127, and the exact
