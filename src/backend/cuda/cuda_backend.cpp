@@ -275,26 +275,9 @@ void CudaBackend::weight_gemm(const bf16* x, const CudaWeight& w, bf16* out, int
     fp8_gemm_quantized(t, n, accumulate);
     return;
   }
-  if (opt_.packed_int8_acts && n <= opt_.int8_gemm_max_tokens && int8_gemm_takes(w.dtype, w.n_in)) {
-    const Int8GemmPlan plan = int8_gemm_plan(n, w.n_out, w.n_in, dev_.n_sms);
-    ws_.reserve<uint8_t>(DeviceWorkspace::kInt8Acts, int8_acts_bytes(n, w.n_in));
-    ws_.reserve<float>(DeviceWorkspace::kSplitPartials, int8_gemm_scratch_floats(plan));
-    ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, int8_gemm_counters(plan));
-    const Int8Acts acts = int8_acts_at(ws_.at<uint8_t>(DeviceWorkspace::kInt8Acts), n, w.n_in);
-    launch(&quantize_int8_acts, w.dtype, x, n, w.n_in, acts, stream_);
-    Int8GemmArgs a;
-    a.xq = acts.q;
-    a.xd = acts.d;
-    a.xsum = acts.sum;
-    a.w = w.data;
-    a.out = out;
-    a.scratch = ws_.at<float>(DeviceWorkspace::kSplitPartials);
-    a.counters = ws_.at<int32_t>(DeviceWorkspace::kSplitCounters);
-    a.m = w.n_out;
-    a.k = w.n_in;
-    a.n = int32_t(n);
-    a.accumulate = int32_t(accumulate);
-    launch(&int8_gemm, w.dtype, a, plan, stream_);
+  if (int8_gemm_takes_weight(w, n)) {
+    const Int8Target t[1] = {{&w, nullptr, out}};
+    int8_gemms(x, t, n, accumulate);
     return;
   }
   if (n <= opt_.packed_gemm_max_tokens) {

@@ -110,7 +110,8 @@ bool CudaBackend::fp8_normed_gated(const NormedRows& in, const Weight& w_gate, c
 
 void CudaBackend::normed_geglu(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate,
                                Tensor out) {
-  if (!fp8_normed_gated(in, w_gate, w_up, gate, out, &Backend::gelu_mul))
+  if (!fp8_normed_gated(in, w_gate, w_up, gate, out, &Backend::gelu_mul) &&
+      !int8_normed_gated(in, w_gate, w_up, gate, out, &Backend::gelu_mul))
     Backend::normed_geglu(in, w_gate, w_up, gate, out);
 }
 

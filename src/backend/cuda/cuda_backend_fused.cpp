@@ -132,7 +132,7 @@ void CudaBackend::set_segments(GemvArgs& a, const NormedRows& in, std::initializ
 
 void CudaBackend::normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets) {
   if (!gemv_takes(in, targets)) {
-    if (!fp8_normed_matmul(in, targets)) Backend::normed_matmul(in, targets);
+    if (!fp8_normed_matmul(in, targets) && !int8_normed_matmul(in, targets)) Backend::normed_matmul(in, targets);
     return;
   }
   GemvArgs a = gemv_input(in);
@@ -176,7 +176,8 @@ void CudaBackend::normed_swiglu(const NormedRows& in, const Weight& w_gate, cons
   const auto& wu = weight2d(w_up, "normed_swiglu up");
   if (wg.dtype != wu.dtype || !gemv_takes_weight(wg, in.h.data, int(n), k) ||
       !gemv_takes_weight(wu, in.h.data, int(n), k) || out.data == in.x.data || out.data == in.h.data) {
-    if (!fp8_normed_gated(in, w_gate, w_up, gate, out, &Backend::silu_mul))
+    if (!fp8_normed_gated(in, w_gate, w_up, gate, out, &Backend::silu_mul) &&
+        !int8_normed_gated(in, w_gate, w_up, gate, out, &Backend::silu_mul))
       Backend::normed_swiglu(in, w_gate, w_up, gate, out);
     return;
   }

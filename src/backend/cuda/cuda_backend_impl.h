@@ -194,6 +194,23 @@ class CudaBackend final : public Backend {
   // The W8A8 kernel's plan for n tokens against the targets' weights, or none (cuBLASLt) when n
   // is past it.
   std::optional<W8A8GemmPlan> w8a8_plan(std::span<const Fp8Target> targets, int64_t n) const;
+  // Whether w takes the int8 GEMM for n tokens (CudaOptions::int8_gemm_max_tokens, a GGUF format
+  // with a scale per 32 values, past the decode GEMV).
+  bool int8_gemm_takes_weight(const CudaWeight& w, int64_t n) const;
+  // One weight of the int8 GEMM: out [n, w.n_out] (+)= x @ w^T + bias (bias [w.n_out] or null).
+  struct Int8Target {
+    const CudaWeight* w;
+    const float* bias;
+    bf16* out;
+  };
+  // x [n, k] quantized once, then each target's int8 GEMM over it. The targets take the int8 GEMM
+  // for n tokens, share k and their quants' byte order (Q8_0 or the 4-bit formats).
+  void int8_gemms(const bf16* x, std::span<const Int8Target> targets, int64_t n, bool accumulate);
+  // normed_matmul / a gated feed-forward input over weights that all take the int8 GEMM: h
+  // quantized once for all of them. False (nothing run) when some weight does not.
+  bool int8_normed_matmul(const NormedRows& in, std::initializer_list<MatmulTarget> targets);
+  bool int8_normed_gated(const NormedRows& in, const Weight& w_gate, const Weight& w_up, Tensor gate, Tensor out,
+                         void (Backend::*act_mul)(Tensor, Tensor, Tensor));
   // Sets w.row_scale for the FP8 GEMM when every row of the F8_B64 weight w has one scale.
   void find_fp8_row_scales(const std::string& name, CudaWeight& w);
   // The switches every decode GEMV launch carries from the options (pipelined weight stream,
