@@ -185,9 +185,11 @@ int64_t long_row(DType t) {
 // quant decodes to, the group's min or offset; Q6_K: per 16 values) multiplies the int8 x in its
 // d_w q_w part and the exact x in its m part, as the kernel does. What is left is summation
 // order and the bf16 output.
-// out [n, m] of that model for x [n, k] (each token's row quantized on its own).
-std::vector<float> int8_reference(DType t, const HostWeight& w, int64_t m, int64_t k, std::vector<float> xv,
-                                  int64_t n) {
+// out [n, m] of that model for x [n, k] (each token's row quantized on its own). exact_min false:
+// m multiplies the int8 x too (the int8 GEMM's Q4_0, whose offset -8 d stays inside its int8
+// products, as in llama.cpp's and the CPU backend's Q4_0 dot product).
+std::vector<float> int8_reference(DType t, const HostWeight& w, int64_t m, int64_t k, std::vector<float> xv, int64_t n,
+                                  bool exact_min = true) {
   const auto [qa, qb] = quant_bytes(t);
   const std::vector<float> wv = w.decoded();
   std::vector<uint8_t> zeroed = w.bytes;  // every quant 0: each value decodes to its group's m
@@ -209,7 +211,7 @@ std::vector<float> int8_reference(DType t, const HostWeight& w, int64_t m, int64
       double acc = 0;
       for (int64_t i = 0; i < k; ++i) {
         const size_t e = size_t(r * k + i), xi = size_t(j * k + i);
-        acc += double(wv[e] - mv[e]) * xq[xi] + double(mv[e]) * xv[xi];
+        acc += exact_min ? double(wv[e] - mv[e]) * xq[xi] + double(mv[e]) * xv[xi] : double(wv[e]) * xq[xi];
       }
       want[size_t(j * m + r)] = float(acc);
     }
@@ -381,7 +383,7 @@ TEST_F(GpuQuant, Int8GemmMatchesAHostReference) {
         auto wg = gpu->upload(w.t);
         for (int64_t n : {9, 16, 24, 33, 64}) {
           const std::vector<float> xv = int8_test_x(n, k, rng), rv = random_values(size_t(n * m), 1.f, rng);
-          std::vector<float> want = int8_reference(t, w, m, k, xv, n);
+          std::vector<float> want = int8_reference(t, w, m, k, xv, n, t != DType::Q4_0);
           Tensor xg = make_tensor(*gpu, n, k, xv), og = make_tensor(*gpu, n, m, rv), tg = gpu->alloc(n, m);
           const bool add = n % 2 == 0;
           if (add) {

@@ -29,14 +29,17 @@
 // f d_w (+ m_w sum(x) for the formats with a min).
 //
 // Work split: as gemm_w8a8.cu. A block has kWarps warps, each owning RS 16-row slabs, and one
-// tile of 8 NT tokens; a warp walks its part of k on its own, its weights one chunk (4 groups)
-// ahead of its mmas, x read through L1 (the block's warps read the same x). k is split over
-// blocks until the GPU has a few blocks an SM; the last block of a tile adds the parts in part
-// order and writes out (gemm_packed_store.cuh).
+// tile of 8 NT tokens; a warp walks its part of k with its weights one chunk (4 groups) ahead of
+// its mmas. x's chunks (bytes, scales, sums) are staged in shared memory for the block's warps,
+// kStages deep (cp.async): read from global memory right before their mmas, as a first version
+// did, every x load was a dependent L2 round trip and the kernel ran at 4x its issue count.
+// k is split over blocks until the GPU has a few blocks an SM; the last block of a tile adds the
+// parts in part order and writes out (gemm_packed_store.cuh).
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_int8.h"
 #include "backend/cuda/gemm_packed_store.cuh"
@@ -53,6 +56,8 @@ constexpr int kWarps = 4;
 // Blocks an SM the register budget aims at (168 registers a thread): 2 left ~25 KB of weights in
 // flight an SM, short of what hides the DRAM latency.
 constexpr int kMinBlocks = 3;
+// x chunks staged ahead in shared memory (the chunk in use and kStages - 1 in flight).
+constexpr int kStages = 3;
 constexpr uint32_t kMagicBits = 0x4B400000u;  // 1.5 * 2^23
 constexpr float kMagic = 12582912.f;
 
@@ -97,22 +102,15 @@ __global__ void __launch_bounds__(256)
     packed.y = q[4] | q[5] << 8 | q[6] << 16 | q[7] << 24;
   }
   if (!ok) return;
-  // Group grp = 4 c + j, lane t = p % 4 of it (layout: gemm_int8.h).
+  // Group grp = 4 c + j, lane t = p % 4 of it (layout: gemm_int8.h), the pieces of a row rotated
+  // by the token so that 8 tokens' reads of one (t, j) fall in distinct shared-memory banks.
   const int64_t grp = p / 4, c = grp / 4, j = grp % 4;
   const int t = int(p % 4);
-  *reinterpret_cast<uint2*>(a.q + (c * rows + tok) * kInt8GemmChunk + 32 * t + 8 * j) = packed;
+  *reinterpret_cast<uint2*>(a.q + (c * rows + tok) * kInt8GemmChunk + 32 * t + 8 * ((j + tok) % 4)) = packed;
   if (t == 0) {
     a.d[grp * rows + tok] = d;
     a.sum[grp * rows + tok] = sum;
   }
-}
-
-// Two floats through L1, kept in program order with the mmas (volatile asm, as the other loads):
-// hoisted, a chunk's scales took dozens of registers.
-__device__ __forceinline__ float2 ld_f32x2(const float* p) {
-  float2 v;
-  asm volatile("ld.global.nc.v2.f32 {%0,%1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"(p));
-  return v;
 }
 
 // ---- the weight formats ----
@@ -122,8 +120,9 @@ __device__ __forceinline__ float2 ld_f32x2(const float* p) {
 template <DType T>
 struct Int8Fmt {
   static constexpr bool kBytes = T == DType::Q8_0;
-  static constexpr bool kHi = T == DType::Q5_0 || T == DType::Q5_1;
-  static constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1 || T == DType::Q5_0;
+  static constexpr bool kK = T == DType::Q4_K || T == DType::Q5_K;  // a 16-byte record a super-block
+  static constexpr bool kHi = T == DType::Q5_0 || T == DType::Q5_1 || T == DType::Q5_K;
+  static constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1 || T == DType::Q5_0 || kK;
   static constexpr bool kDm = T == DType::Q4_1 || T == DType::Q5_1;  // (d, m) records
   static constexpr int kQ = kBytes ? 32 : 16;                        // quant bytes a group
   // Q4_0's nibbles are widened to 16 (q - 8), so its sums are 16 times the values'.
@@ -132,7 +131,7 @@ struct Int8Fmt {
   struct Raw {
     uint32_t q[4][kBytes ? 2 : 1];
     uint4 hi;  // Q5_*: the 4 groups' high-bit words
-    uint4 sc;  // 4 fp16 d (.x, .y), or 4 (fp16 d, fp16 m)
+    uint4 sc;  // 4 fp16 d (.x, .y), 4 (fp16 d, fp16 m), or the K-quants' super-block record
   };
   struct Row {
     const uint8_t* q;
@@ -160,6 +159,8 @@ struct Int8Fmt {
     if constexpr (kHi) r.hi = ld_cached(p.hi + 16 * c);
     if constexpr (kDm) {
       r.sc = ld_cached(p.sc + 16 * c);
+    } else if constexpr (kK) {  // chunks 2s and 2s + 1 share super-block s's record
+      r.sc = ld_cached(p.sc + 16 * (c / 2));
     } else {
       const uint2 v = ld_u64(p.sc + 8 * c);
       r.sc = make_uint4(v.x, v.y, 0, 0);
@@ -185,9 +186,18 @@ struct Int8Fmt {
       }
     }
   }
-  // Group j's scale d and min m (value = d q + m).
-  __device__ static void scale(const Raw& r, int j, float& d, float& m) {
-    if constexpr (kDm) {
+  // Group j's scale d and min m (value = d q + m) in chunk c.
+  __device__ static void scale(const Raw& r, int64_t c, int j, float& d, float& m) {
+    if constexpr (kK) {
+      // Sub-block 4 (c % 2) + j of the super-block: its 6-bit scale and min (core/quant_blocks.h
+      // q4k_scale_min, as WeightQuant::scale_min).
+      const uint32_t a = (r.sc.y >> (8 * j)) & 0xffu, b = (r.sc.z >> (8 * j)) & 0xffu, e = (r.sc.w >> (8 * j)) & 0xffu;
+      const bool upper = c % 2 == 1;
+      const uint32_t sc = upper ? (e & 15u) | ((a >> 6) << 4) : a & 63u;
+      const uint32_t mn = upper ? (e >> 4) | ((b >> 6) << 4) : b & 63u;
+      d = half_bits(r.sc.x & 0xffffu) * float(sc);
+      m = -half_bits(r.sc.x >> 16) * float(mn);
+    } else if constexpr (kDm) {
       const uint32_t rec = j == 0 ? r.sc.x : j == 1 ? r.sc.y : j == 2 ? r.sc.z : r.sc.w;
       d = half_bits(rec & 0xffffu);
       m = half_bits(rec >> 16);
@@ -219,16 +229,33 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) int8_gemm_kernel(Int8
   for (int r = 0; r < RS; ++r)
 #pragma unroll
     for (int h = 0; h < 2; ++h) wr[r][h] = F::row(p.w, min(row0 + 16 * r + 8 * h + g, m - 1), m, k, t);
-  // x (layout: gemm_int8.h), at chunk c: token tok0 + 8 i + g's bytes for lane t (B) at
-  // xb + 1024 i + 8 j for group j, and the scales of tokens tok0 + 8 i + 2t, + 1 (C columns) at
-  // xd + (4 c + j) rows + tok0 + 8 i + 2t.
+  // x's chunk c for the block's tokens, staged in shared memory (cp.async, kStages deep): the
+  // bytes of token tok0 + r at xs[.][r] (128 bytes, the global row as is: lane t's group-j piece
+  // at 32 t + 8 ((j + r) % 4)), and per group j the scales and sums of the tokens at ds[.][j] /
+  // ss[.][j].
+  constexpr int kTokens = 8 * NT;
+  __shared__ __align__(16) uint8_t xs[kStages][kTokens][kInt8GemmChunk];
+  __shared__ __align__(16) float ds[kStages][4][kTokens];
+  __shared__ __align__(16) float ss[kStages][F::kMin ? 4 : 1][kTokens];
   const int64_t rows = p.rows;
-  const uint8_t* xb = p.xq + (c_begin * rows + tok0 + g) * kInt8GemmChunk + 32 * t;
-  int64_t xg = 4 * c_begin * rows + tok0 + 2 * t;
+  auto stage = [&](int64_t c, int st) {
+    constexpr int kXPieces = kTokens * kInt8GemmChunk / 16, kDPieces = 4 * kTokens / 4;
+    constexpr int kPieces = kXPieces + (F::kMin ? 2 : 1) * kDPieces;
+    for (int e = threadIdx.x; e < kPieces; e += kWarps * 32) {
+      if (e < kXPieces) {
+        cp_async16(&xs[st][0][0] + 16 * e, p.xq + (c * rows + tok0) * kInt8GemmChunk + 16 * e, 16);
+      } else {
+        const int f = (e - kXPieces) % kDPieces, j = f / (kTokens / 4), r = 4 * (f % (kTokens / 4));
+        const bool sum = e - kXPieces >= kDPieces;
+        const float* src = (sum ? p.xsum : p.xd) + (4 * c + j) * rows + tok0 + r;
+        cp_async16(sum ? &ss[st][j][r] : &ds[st][j][r], src, 16);
+      }
+    }
+  };
   float acc[RS][NT][4] = {};
   // Group by group: a group's A words and scales, then its mmas for every token tile (holding a
   // whole chunk's unpacked words and scales took every register, with spills).
-  auto mma_chunk = [&](const uint8_t* x_at, int64_t xg_at, const typename F::Raw(&w)[RS][2]) {
+  auto mma_chunk = [&](int64_t c, int st, const typename F::Raw(&w)[RS][2]) {
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       uint32_t lo[RS][2], hi[RS][2];
@@ -238,14 +265,14 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) int8_gemm_kernel(Int8
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           F::unpack(w[r][h], j, t, lo[r][h], hi[r][h]);
-          F::scale(w[r][h], j, dw[r][h], mw[r][h]);
+          F::scale(w[r][h], c, j, dw[r][h], mw[r][h]);
         }
 #pragma unroll
       for (int i = 0; i < NT; ++i) {
-        const uint2 xw = ld_u64(x_at + 1024 * i + 8 * j);
-        const float2 dx = ld_f32x2(p.xd + xg_at + j * rows + 8 * i);
+        const uint2 xw = *reinterpret_cast<const uint2*>(&xs[st][8 * i + g][32 * t + 8 * ((j + g) & 3)]);
+        const float2 dx = *reinterpret_cast<const float2*>(&ds[st][j][8 * i + 2 * t]);
         float2 sx;
-        if constexpr (F::kMin) sx = ld_f32x2(p.xsum + xg_at + j * rows + 8 * i);
+        if constexpr (F::kMin) sx = *reinterpret_cast<const float2*>(&ss[st][j][8 * i + 2 * t]);
         float a[2], b[2], s[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
@@ -280,6 +307,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) int8_gemm_kernel(Int8
       for (int h = 0; h < 2; ++h) F::load(wr[r][h], c_begin, cur[r][h]);
   }
   pdl_wait();
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (c_begin + st < c_end) stage(c_begin + st, st);
+    cp_async_commit();
+  }
   // Rolled: unrolled, the compiler keeps several iterations' loads live.
 #pragma unroll 1
   for (int64_t c = c_begin; c < c_end; ++c) {
@@ -291,14 +323,17 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) int8_gemm_kernel(Int8
 #pragma unroll
         for (int h = 0; h < 2; ++h) F::load(wr[r][h], c + 1, nxt[r][h]);
     }
-    mma_chunk(xb, xg, cur);
-    xb += rows * kInt8GemmChunk;
-    xg += 4 * rows;
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // chunk c is staged, and every warp is done with the stage refilled next
+    if (c + kStages - 1 < c_end) stage(c + kStages - 1, int((c + kStages - 1 - c_begin) % kStages));
+    cp_async_commit();
+    mma_chunk(c, int((c - c_begin) % kStages), cur);
     if (more) {
 #pragma unroll
       for (int r = 0; r < RS; ++r) cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
     }
   }
+  cp_async_wait<0>();
   packed_gemm_store<kWarps, RS, NT>(p, acc, tok0, row0);
 }
 

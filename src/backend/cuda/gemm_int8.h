@@ -32,7 +32,8 @@ constexpr bool int8_gemm_format(DType t) {
 // sum of the group's 32 x values (the formats with a min multiply it). Stored for the GEMM's
 // loads, over rows = int8_acts_rows(n) tokens (the ones past n zero):
 //   q    [k / 128][rows][128] bytes: a 128-value chunk of every token together, lane t's 32
-//        bytes at 32 t, group j's 8 of them at 8 j (gemm_int8.cu, fragment order)
+//        bytes at 32 t, group j's 8 of them at 8 ((j + token) % 4) (gemm_int8.cu, fragment
+//        order; the rotation keeps shared-memory reads free of bank conflicts)
 //   d    [k / 32][rows] floats: a group's scales of adjacent tokens together
 //   sum  [k / 32][rows] floats
 struct Int8Acts {
