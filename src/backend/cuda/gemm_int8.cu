@@ -44,6 +44,7 @@
 #include "backend/cuda/gemm_int8.h"
 #include "backend/cuda/gemm_packed_store.cuh"
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/int8_piece.cuh"
 #include "backend/cuda/k_split.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/pdl.cuh"
@@ -75,41 +76,16 @@ __global__ void __launch_bounds__(256)
   const bool ok = e < rows * per_row;  // whole warps stay for the shuffles (per_row % 16 == 0)
   const int64_t tok = ok ? e / per_row : 0, p = ok ? e % per_row : 0;
   const uint4 raw = ok && tok < n ? *reinterpret_cast<const uint4*>(x + tok * k + 8 * p) : make_uint4(0, 0, 0, 0);
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-  float f[8], amax = 0.f, sum = 0.f;
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    f[2 * j] = __uint_as_float(w[j] << 16);
-    f[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
-  }
-#pragma unroll
-  for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j])), sum += f[j];
-#pragma unroll
-  for (int o = 1; o < 4; o *= 2) {
-    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  }
-  const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-  uint32_t q[8];
-#pragma unroll
-  for (int j = 0; j < 8; ++j) q[j] = uint32_t(__float2int_rn(f[j] * id)) & 0xffu;
-  uint2 packed;
-  if constexpr (NIBBLES) {  // word t's nibbles unpack as values (0, 4, 1, 5) and (2, 6, 3, 7)
-    packed.x = q[0] | q[4] << 8 | q[1] << 16 | q[5] << 24;
-    packed.y = q[2] | q[6] << 8 | q[3] << 16 | q[7] << 24;
-  } else {
-    packed.x = q[0] | q[1] << 8 | q[2] << 16 | q[3] << 24;
-    packed.y = q[4] | q[5] << 8 | q[6] << 16 | q[7] << 24;
-  }
+  const Int8Piece pc = quantize_int8_piece<NIBBLES>(raw, int(p % 4) / 2);
   if (!ok) return;
   // Group grp = 4 c + j, lane t = p % 4 of it (layout: gemm_int8.h), the pieces of a row rotated
   // by the token so that 8 tokens' reads of one (t, j) fall in distinct shared-memory banks.
   const int64_t grp = p / 4, c = grp / 4, j = grp % 4;
   const int t = int(p % 4);
-  *reinterpret_cast<uint2*>(a.q + (c * rows + tok) * kInt8GemmChunk + 32 * t + 8 * ((j + tok) % 4)) = packed;
+  *reinterpret_cast<uint2*>(a.q + (c * rows + tok) * kInt8GemmChunk + 32 * t + 8 * ((j + tok) % 4)) = pc.q;
   if (t == 0) {
-    a.d[grp * rows + tok] = d;
-    a.sum[grp * rows + tok] = sum;
+    a.d[grp * rows + tok] = pc.d;
+    a.sum[grp * rows + tok] = pc.sum;
   }
 }
 

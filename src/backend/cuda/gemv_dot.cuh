@@ -28,6 +28,7 @@
 #include <cstdint>
 
 #include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/int8_piece.cuh"
 
 namespace greta::cuda {
 namespace {
@@ -62,37 +63,10 @@ struct WeightDot : WeightQuant<T> {
     for (int64_t e = threadIdx.x; e < span; e += blockDim.x) {
       const bool ok = e < groups * 4;
       const uint4 raw = ok ? *reinterpret_cast<const uint4*>(x + 8 * e) : make_uint4(0, 0, 0, 0);
-      const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-      float f[8], amax = 0.f, sum = 0.f;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        f[2 * j] = __uint_as_float(w[j] << 16);
-        f[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
-      }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(f[j])), sum += f[j];
-      float first = e % 4 < 2 ? sum : 0.f;  // values 0..15 of the group
-#pragma unroll
-      for (int o = 1; o < 4; o *= 2) {  // the group's 4 threads are adjacent lanes
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        first += __shfl_xor_sync(0xffffffffu, first, o);
-      }
-      const float d = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-      uint32_t q[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) q[j] = uint32_t(__float2int_rn(f[j] * id)) & 0xffu;
-      uint2 packed;
-      if constexpr (kNibbles) {
-        packed.x = q[0] | q[4] << 8 | q[1] << 16 | q[5] << 24;
-        packed.y = q[2] | q[6] << 8 | q[3] << 16 | q[7] << 24;
-      } else {
-        packed.x = q[0] | q[1] << 8 | q[2] << 16 | q[3] << 24;
-        packed.y = q[4] | q[5] << 8 | q[6] << 16 | q[7] << 24;
-      }
+      const Int8Piece pc = quantize_int8_piece<kNibbles>(raw, int(e % 4) / 2);
       if (ok) {
-        *reinterpret_cast<uint2*>(xs + 8 * e) = packed;
-        if (e % 4 == 0) sums[e / 4] = make_float4(d, sum, first, 0.f);
+        *reinterpret_cast<uint2*>(xs + 8 * e) = pc.q;
+        if (e % 4 == 0) sums[e / 4] = make_float4(pc.d, pc.sum, pc.first, 0.f);
       }
     }
   }
