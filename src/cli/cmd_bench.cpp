@@ -55,9 +55,15 @@ struct Check {
   double scale = 1;
   double max_diff = 0, max_abs = 0;
   int mismatches = 0, rows = 0;
+  int64_t nonfinite = 0;  // logits that are NaN or infinite on either side: a failure (max and
+                          // argmax would pass over them)
   void row(const float* got, const float* ref, int vocab, int got_token) {
     double row_abs = 0;
     for (int v = 0; v < vocab; ++v) {
+      if (!std::isfinite(got[v]) || !std::isfinite(ref[v])) {
+        ++nonfinite;
+        continue;
+      }
       max_diff = std::max(max_diff, double(std::fabs(got[v] - ref[v])));
       row_abs = std::max(row_abs, double(std::fabs(ref[v])));
     }
@@ -66,11 +72,12 @@ struct Check {
     if (tr != got_token && ref[tr] - ref[got_token] > 0.02 * scale * std::max(1.0, row_abs)) ++mismatches;
     ++rows;
   }
-  bool ok() const { return mismatches == 0 && max_diff <= 0.05 * scale * std::max(1.0, max_abs); }
+  bool ok() const { return nonfinite == 0 && mismatches == 0 && max_diff <= 0.05 * scale * std::max(1.0, max_abs); }
   void put(nlohmann::json& j) const {
     j["check"] = ok() ? "pass" : "FAIL";
     j["check_max_logit_diff"] = max_diff;
     j["check_token_mismatches"] = mismatches;
+    j["check_nonfinite_logits"] = nonfinite;
     j["check_bound"] = 0.05 * scale;  // of the largest |logit|
   }
 };
