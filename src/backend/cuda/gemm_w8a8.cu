@@ -19,14 +19,15 @@
 // the 4 lanes of a group cover the chunk once.
 //
 // Work split: a block has kWarps warps, each owning RS 16-row slabs, and one tile of 8 NT
-// tokens; a warp walks its part of k on its own (no block barrier in the loop), its weights
-// kAhead chunks ahead of its mmas, x read through L1 (the block's warps read the same x). k is
+// tokens; a warp walks its part of k with its weights one chunk ahead of its mmas, x's chunks
+// staged in shared memory for the block's warps (a barrier a chunk). k is
 // split over blocks until the GPU has a few blocks an SM (W8A8Tuning); the last block of a tile
 // to finish adds the parts in part order (so results do not depend on timing) and writes out.
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
+#include "backend/cuda/cp_async.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemm_w8a8.h"
 #include "backend/cuda/gemv_weights.cuh"
@@ -40,12 +41,17 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kChunk = 64;  // values of k a chunk: 4 lanes x 16 bytes
-// Chunks of weights a lane loads ahead of its mmas. 2 took 170-190 registers a thread (3 blocks
-// an SM at most) where 1 takes 99-140; with 1 a lane still has 32-64 bytes of weights in flight.
-constexpr int kAhead = 1;
+// A lane loads its weights one chunk ahead of its mmas: 2 ahead took 170-190 registers a thread
+// (3 blocks an SM at most) where 1 takes 99-140; with 1 a lane still has 32-64 bytes in flight.
+// x's chunks are staged kStages deep in shared memory: read from global memory right before
+// each chunk's mmas, they made every chunk wait a round trip (docs/notes/fp8-gemm.md).
+constexpr int kStages = 3;
+// Blocks an SM the register budget keeps room for (168 registers a thread): with x staged, the
+// 32-token two-slab tile otherwise took 176 (2 blocks an SM).
+constexpr int kMinBlocks = 3;
 
 template <int NT, int RS>
-__global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) {
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks) w8a8_gemm_kernel(W8A8GemmArgs p) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t k = p.k;
@@ -69,64 +75,64 @@ __global__ void __launch_bounds__(kWarps * 32) w8a8_gemm_kernel(W8A8GemmArgs p) 
   for (int r = 0; r < RS; ++r)
 #pragma unroll
     for (int h = 0; h < 2; ++h) wr[r][h] = wq + min(row0 + 16 * r + 8 * h + g, m - 1) * k + 16 * t;
-  const uint8_t* xr[NT];
+  // x's chunk c for the block's tokens, staged in shared memory kStages deep (cp.async): token
+  // tok0 + r's 64 bytes at xs[.][r] (rows past n copy row n - 1). A quarter-warp's 16-byte reads
+  // (2 tokens x 4 lanes) cover all 32 banks.
+  constexpr int kTok = 8 * NT;
+  __shared__ __align__(16) uint8_t xs[kStages][kTok][kChunk];
+  auto stage = [&](int64_t c, int st) {
+    for (int e = threadIdx.x; e < kTok * kChunk / 16; e += kWarps * 32) {
+      const int r = e / (kChunk / 16), pc = e % (kChunk / 16);
+      cp_async16(&xs[st][r][16 * pc], p.xq + int64_t(min(tok0 + r, n - 1)) * k + c * kChunk + 16 * pc, 16);
+    }
+  };
+  auto load_w = [&](int64_t c, uint4(&w)[RS][2]) {
 #pragma unroll
-  for (int i = 0; i < NT; ++i) xr[i] = p.xq + int64_t(min(tok0 + 8 * i + g, n - 1)) * k + 16 * t;
-
-  using Chunks = uint4[kAhead][RS][2];
-  auto load_w = [&](int64_t c, Chunks& w) {
+    for (int r = 0; r < RS; ++r)
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u)
-#pragma unroll
-      for (int r = 0; r < RS; ++r)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) w[u][r][h] = ld_stream(wr[r][h] + (c + u) * kChunk);
+      for (int h = 0; h < 2; ++h) w[r][h] = ld_stream(wr[r][h] + c * kChunk);
   };
   float acc[RS][NT][4] = {};
-  auto mma_chunk = [&](int64_t c, const uint4(&w)[RS][2]) {
-    uint4 vx[NT];
+  auto mma_chunk = [&](int st, const uint4(&w)[RS][2]) {
 #pragma unroll
-    for (int i = 0; i < NT; ++i) vx[i] = ld_cached(xr[i] + c * kChunk);
-#pragma unroll
-    for (int i = 0; i < NT; ++i)
+    for (int i = 0; i < NT; ++i) {
+      const uint4 vx = *reinterpret_cast<const uint4*>(&xs[st][8 * i + g][16 * t]);
 #pragma unroll
       for (int r = 0; r < RS; ++r) {
-        mma_e4m3(acc[r][i], w[r][0].x, w[r][1].x, w[r][0].y, w[r][1].y, vx[i].x, vx[i].y);
-        mma_e4m3(acc[r][i], w[r][0].z, w[r][1].z, w[r][0].w, w[r][1].w, vx[i].z, vx[i].w);
+        mma_e4m3(acc[r][i], w[r][0].x, w[r][1].x, w[r][0].y, w[r][1].y, vx.x, vx.y);
+        mma_e4m3(acc[r][i], w[r][0].z, w[r][1].z, w[r][0].w, w[r][1].w, vx.z, vx.w);
       }
+    }
   };
 
   // PDL (pdl.cuh): the first weights never depend on the previous kernel, so they are requested
   // before waiting for it; x, the scales, out and the split scratch only after.
   pdl_allow_dependents();
-  int64_t c = c_begin;
-  Chunks cur;
-  if (c + kAhead <= c_end) load_w(c, cur);
+  uint4 cur[RS][2];
+  if (c_begin < c_end) load_w(c_begin, cur);
   pdl_wait();
-  // Rolled loops: unrolled, the compiler kept several iterations' loads live (~50 more registers).
-#pragma unroll 1
-  for (; c + kAhead <= c_end; c += kAhead) {
-    const bool more = c + 2 * kAhead <= c_end;
-    Chunks nxt;
-    if (more) load_w(c + kAhead, nxt);  // in flight while this group's mmas run
 #pragma unroll
-    for (int u = 0; u < kAhead; ++u) mma_chunk(c + u, cur[u]);
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (c_begin + st < c_end) stage(c_begin + st, st);
+    cp_async_commit();
+  }
+  // Rolled: unrolled, the compiler kept several iterations' loads live (~50 more registers).
+#pragma unroll 1
+  for (int64_t c = c_begin; c < c_end; ++c) {
+    const bool more = c + 1 < c_end;
+    uint4 nxt[RS][2];
+    if (more) load_w(c + 1, nxt);  // in flight while this chunk's mmas run
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // chunk c is staged, and every warp is done with the stage refilled next
+    if (c + kStages - 1 < c_end) stage(c + kStages - 1, int((c + kStages - 1 - c_begin) % kStages));
+    cp_async_commit();
+    mma_chunk(int((c - c_begin) % kStages), cur);
     if (more) {
 #pragma unroll
-      for (int u = 0; u < kAhead; ++u)
-#pragma unroll
-        for (int r = 0; r < RS; ++r) cur[u][r][0] = nxt[u][r][0], cur[u][r][1] = nxt[u][r][1];
+      for (int r = 0; r < RS; ++r) cur[r][0] = nxt[r][0], cur[r][1] = nxt[r][1];
     }
   }
-#pragma unroll 1
-  for (; c < c_end; ++c) {  // fewer than kAhead chunks left
-    uint4 w[RS][2];
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) w[r][h] = ld_stream(wr[r][h] + c * kChunk);
-    mma_chunk(c, w);
-  }
+  cp_async_wait<0>();
 
   // The block's sums through shared memory, [token][row of the block]: the split-K parts and
   // the stores then go row-contiguous (coalesced), and the epilogue's loop stays rolled (fully
