@@ -18,17 +18,23 @@ namespace {
 inline float h2f(uint16_t h) { return fp16_to_float(h); }
 inline int nearest(float v) { return int(std::lrintf(v)); }
 
-// Symmetric block of 32 with levels [0, 2*half): the value of largest magnitude maps to level 0
-// (d = vmax / -half) so the whole signed range is used; q = round(x / d) + half.
+// The 32-value formats quantize as llama.cpp's reference quantizers (ggml-quants.c,
+// quantize_row_*_ref) do, operation for operation, so that a model quantized on load is the file
+// llama.cpp's quantizer writes (tests/e2e/test_quantizer_parity.py): the levels come from the
+// unrounded fp32 scale, and a level is the truncation of x / d + 1/2 (+ the offset), i.e. ties
+// round up.
+
+// Symmetric block of 32 with levels [0, 2*half): the value of largest magnitude (the first, if
+// several) maps to level 0 (d = vmax / -half) so the whole signed range is used.
 uint16_t quantize_sym32(const float* x, int half, uint8_t* q) {
   float vmax = 0.0f;
   for (int i = 0; i < kQK; ++i)
     if (std::fabs(x[i]) > std::fabs(vmax)) vmax = x[i];
-  const uint16_t dh = float_to_fp16(vmax / float(-half));
-  const float d = h2f(dh);
+  const float d = vmax / float(-half);
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::clamp(nearest(x[i] * id) + half, 0, 2 * half - 1));
-  return dh;
+  const float offset = float(half) + 0.5f;
+  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::min(2 * half - 1, int(int8_t(x[i] * id + offset))));
+  return float_to_fp16(d);
 }
 
 // Affine block of 32 with levels [0, nmax]: value = d * q + m, m = the block minimum.
@@ -38,11 +44,11 @@ void quantize_affine32(const float* x, int nmax, uint16_t* dh, uint16_t* mh, uin
     lo = std::min(lo, x[i]);
     hi = std::max(hi, x[i]);
   }
-  *dh = float_to_fp16((hi - lo) / float(nmax));
-  *mh = float_to_fp16(lo);
-  const float d = h2f(*dh), m = h2f(*mh);
+  const float d = (hi - lo) / float(nmax);
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
-  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::clamp(nearest((x[i] - m) * id), 0, nmax));
+  *dh = float_to_fp16(d);
+  *mh = float_to_fp16(lo);
+  for (int i = 0; i < kQK; ++i) q[i] = uint8_t(std::min(nmax, int(int8_t((x[i] - lo) * id + 0.5f))));
 }
 
 // Low 4 bits of 32 quants: byte j holds element j (low nibble) and element j + 16 (high nibble).
@@ -159,7 +165,8 @@ void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n) {
     const float d = amax / 127.0f;
     const float id = d > 0.0f ? 1.0f / d : 0.0f;
     y[b].d = float_to_fp16(d);
-    for (int i = 0; i < kQK; ++i) y[b].qs[i] = int8_t(std::clamp(nearest(x[i] * id), -127, 127));
+    // llama.cpp's roundf: ties away from zero (quantize_sym32's comment).
+    for (int i = 0; i < kQK; ++i) y[b].qs[i] = int8_t(std::clamp(int(std::round(x[i] * id)), -127, 127));
   }
 }
 
