@@ -33,8 +33,9 @@ NEAR_TIE = 0.05  # a step where the engines pick different tokens must be a near
 # round the same way (F16 KV cache), what is left is float summation order (measured 1.6e-5).
 # Q8_0 (llama.cpp's file): the same integer arithmetic in both (measured 0). Q4_K_M: greta
 # quantizes the activations in blocks of 32 values, llama.cpp in Q8_K blocks of 256, as for dense
-# models (test_gemma3.py); measured 2.2e-2. --quantize q8_0: greta's own quantizer rounds some
-# weights otherwise than llama.cpp's (a dense Qwen3 differs too); measured 1.0e-2.
+# models (test_gemma3.py); measured 2.2e-2. --quantize q8_0: measured 1.0e-2 when greta's own
+# quantizer rounded some weights otherwise than llama.cpp's; it now writes llama.cpp's Q8_0 bytes
+# (test_quantizer_parity.py), so the bound is loose (not re-measured where llama.cpp is built).
 MAX_LOGIT_DIFF = {"f32": 2e-4, "q8_0": 1e-5, "q4_k_m": 5e-2, "quantize q8_0": 2e-2}
 # What a routing change must move, at least (measured: one expert instead of 2 or 3, 0.3-0.4;
 # Qwen3-MoE's weights left unnormalised, 0.1): far past the F32 tolerance.
