@@ -372,12 +372,9 @@ Int8GemmPlan int8_gemm_plan(int64_t n, int64_t m, int64_t k, int n_sms, Int8Gemm
   return p;
 }
 
-size_t int8_gemm_scratch_floats(const Int8GemmPlan& p) {
-  return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles * p.splits) * kWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
-                      : 0;
-}
+size_t int8_gemm_scratch_floats(const Int8GemmPlan& p) { return tiled_gemm_scratch_floats(p, kWarps); }
 
-size_t int8_gemm_counters(const Int8GemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }
+size_t int8_gemm_counters(const Int8GemmPlan& p) { return tiled_gemm_counters(p); }
 
 void int8_gemm(DType t, Int8GemmArgs a, Int8GemmPlan plan, cudaStream_t s) {
   if (a.n <= 0 || a.m <= 0) return;

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/k_split.h"
 #include "core/dtype.h"
 
 namespace greta::cuda {
@@ -48,18 +49,9 @@ constexpr int64_t int8_acts_rows(int64_t n) {
 size_t int8_acts_bytes(int64_t n, int64_t k);
 Int8Acts int8_acts_at(void* base, int64_t n, int64_t k);
 
-// How one GEMM is cut: token tiles of tile_tokens (16, 32 or 64), row tiles of 64 * slabs rows
-// (a warp owns `slabs` 16-row slabs), and k split over `splits` blocks of chunks_per_split
-// 128-value chunks each.
-struct Int8GemmPlan {
-  int64_t token_tiles = 0;
-  int64_t row_tiles = 0;
-  int64_t chunks_per_split = 0;
-  int32_t tile_tokens = 0;
-  int32_t splits = 1;
-  int32_t slabs = 1;
-  int32_t unused_ = 0;  // keeps the struct free of tail padding
-};
+// How one GEMM is cut (k_split.h): token tiles of 16, 32 or 64, row tiles of 64 * slabs rows, chunks
+// of 128 values.
+using Int8GemmPlan = TiledGemmPlan;
 
 // What a plan aims at; the defaults are what the design predicts (docs/notes/quantized-weights.md),
 // the benchmark tries others.

@@ -187,12 +187,9 @@ PackedGemmPlan packed_gemm_plan(DType t, int64_t n, int64_t m, int64_t k, int n_
   return p;
 }
 
-size_t packed_gemm_scratch_floats(const PackedGemmPlan& p) {
-  return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles * p.splits) * kWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
-                      : 0;
-}
+size_t packed_gemm_scratch_floats(const PackedGemmPlan& p) { return tiled_gemm_scratch_floats(p, kWarps); }
 
-size_t packed_gemm_counters(const PackedGemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }
+size_t packed_gemm_counters(const PackedGemmPlan& p) { return tiled_gemm_counters(p); }
 
 void packed_gemm(DType t, PackedGemmArgs a, PackedGemmPlan plan, cudaStream_t s) {
   if (a.n <= 0 || a.m <= 0) return;

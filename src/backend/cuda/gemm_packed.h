@@ -9,22 +9,14 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/k_split.h"
 #include "core/dtype.h"
 
 namespace greta::cuda {
 
-// How one GEMM is cut: token tiles of tile_tokens (16 or 32), row tiles of 64 * slabs rows (a
-// warp owns `slabs` 16-row slabs), and k split over `splits` blocks of chunks_per_split chunks
-// each (the format's 32 * kSub values a chunk).
-struct PackedGemmPlan {
-  int64_t token_tiles = 0;
-  int64_t row_tiles = 0;
-  int64_t chunks_per_split = 0;
-  int32_t tile_tokens = 0;
-  int32_t splits = 1;
-  int32_t slabs = 1;
-  int32_t unused_ = 0;  // keeps the struct free of tail padding
-};
+// How one GEMM is cut (k_split.h): token tiles of 16 or 32, row tiles of 64 * slabs rows, chunks of
+// the format's 32 * kSub values.
+using PackedGemmPlan = TiledGemmPlan;
 
 struct PackedGemmArgs {
   const bf16* x = nullptr;      // [n, k]

@@ -215,12 +215,9 @@ W8A8GemmPlan w8a8_gemm_plan(int64_t n, std::initializer_list<int64_t> ms, int64_
   return p;
 }
 
-size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p) {
-  return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles * p.splits) * kWarps * p.slabs * (p.tile_tokens / 8) * 4 * 32
-                      : 0;
-}
+size_t w8a8_gemm_scratch_floats(const W8A8GemmPlan& p) { return tiled_gemm_scratch_floats(p, kWarps); }
 
-size_t w8a8_gemm_counters(const W8A8GemmPlan& p) { return p.splits > 1 ? size_t(p.row_tiles * p.token_tiles) : 0; }
+size_t w8a8_gemm_counters(const W8A8GemmPlan& p) { return tiled_gemm_counters(p); }
 
 void w8a8_gemm(W8A8GemmArgs a, W8A8GemmPlan plan, cudaStream_t s) {
   if (a.n <= 0 || plan.row_tiles <= 0) return;

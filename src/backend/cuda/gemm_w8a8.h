@@ -12,24 +12,16 @@
 #include <initializer_list>
 
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/k_split.h"
 
 namespace greta::cuda {
 
 // The most tokens one launch takes (token tiles of up to 64).
 constexpr int64_t kW8A8MaxTokens = 64;
 
-// How one launch is cut: token tiles of tile_tokens (16, 32 or 64), row tiles of 64 * slabs rows
-// (a warp owns `slabs` 16-row slabs) over the segments one after the other, and k split over
-// `splits` blocks of chunks_per_split 64-value chunks each.
-struct W8A8GemmPlan {
-  int64_t token_tiles = 0;
-  int64_t row_tiles = 0;  // of all segments
-  int64_t chunks_per_split = 0;
-  int32_t tile_tokens = 0;
-  int32_t splits = 1;
-  int32_t slabs = 1;
-  int32_t unused_ = 0;  // keeps the struct free of tail padding
-};
+// How one launch is cut (k_split.h): token tiles of 16, 32 or 64, row tiles of 64 * slabs rows over
+// the segments one after the other, chunks of 64 values.
+using W8A8GemmPlan = TiledGemmPlan;
 
 // One weight of a launch: out [n, m] (+)= ... @ wq^T. Weights that read the same x (q, k and v;
 // gate and up) share one launch as up to three segments.
