@@ -80,6 +80,17 @@ def gemma3_model():
     return GEMMA3_MODEL
 
 
+def cpu_has_avx512():
+    """Whether this CPU has AVX-512 (llama.cpp's reference build switches it on exactly then,
+    tools/install_llamacpp_reference.sh): a few llama.cpp comparisons were measured tighter with it
+    than on AVX2-only CPUs."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
 def run_greta(greta_bin, *args, input=None, check=True, timeout=600):
     """Runs greta with args; returns the CompletedProcess (text mode)."""
     p = subprocess.run([greta_bin, *map(str, args)], input=input, capture_output=True, text=True,
