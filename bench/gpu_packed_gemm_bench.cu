@@ -143,12 +143,9 @@ bool run_format(const BenchDevice& bd, double copy_gbs) {
     const Shape& sh = kShapes[si];
     void* wp = w.at(si, l);
     if (v.int8) {
-      const Int8Acts acts = int8_acts_at(acts_buf, n, sh.k);
-      quantize_int8_acts(T, x, n, sh.k, acts, st);
       Int8GemmArgs a;
-      a.xq = acts.q;
-      a.xd = acts.d;
-      a.xsum = acts.sum;
+      a.x = int8_acts_at(acts_buf, n, sh.k);
+      quantize_int8_acts(T, x, n, sh.k, a.x, st);
       a.w = wp;
       a.out = o;
       a.scratch = scratch;

@@ -18,23 +18,24 @@ bool CudaBackend::int8_gemm_takes_weight(const CudaWeight& w, int64_t n) const {
 void CudaBackend::int8_gemms(const bf16* x, std::span<const Int8Target> targets, int64_t n, bool accumulate) {
   const int64_t k = targets[0].w->n_in;
   // Every region first: a workspace that grows is replaced, and the quantized rows with it.
+  if (targets.size() > 3) throw Error("cuda int8 gemms: more than 3 weights share one input");
+  Int8GemmPlan plans[3];
   size_t scratch = 0, counters = 0;
-  for (const Int8Target& t : targets) {
-    const Int8GemmPlan plan = int8_gemm_plan(n, t.w->n_out, k, dev_.n_sms);
-    scratch = std::max(scratch, int8_gemm_scratch_floats(plan));
-    counters = std::max(counters, int8_gemm_counters(plan));
+  for (size_t i = 0; i < targets.size(); ++i) {
+    plans[i] = int8_gemm_plan(n, targets[i].w->n_out, k, dev_.n_sms);
+    scratch = std::max(scratch, int8_gemm_scratch_floats(plans[i]));
+    counters = std::max(counters, int8_gemm_counters(plans[i]));
   }
   ws_.reserve<uint8_t>(DeviceWorkspace::kInt8Acts, int8_acts_bytes(n, k));
   ws_.reserve<float>(DeviceWorkspace::kSplitPartials, scratch);
   ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, counters);
   const Int8Acts acts = int8_acts_at(ws_.at<uint8_t>(DeviceWorkspace::kInt8Acts), n, k);
   launch(&quantize_int8_acts, targets[0].w->dtype, x, n, k, acts, stream_);
-  for (const Int8Target& t : targets) {
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const Int8Target& t = targets[i];
     const CudaWeight& w = *t.w;
     Int8GemmArgs a;
-    a.xq = acts.q;
-    a.xd = acts.d;
-    a.xsum = acts.sum;
+    a.x = acts;
     a.w = w.data;
     a.out = t.out;
     a.scratch = ws_.at<float>(DeviceWorkspace::kSplitPartials);
@@ -43,7 +44,7 @@ void CudaBackend::int8_gemms(const bf16* x, std::span<const Int8Target> targets,
     a.k = k;
     a.n = int32_t(n);
     a.accumulate = int32_t(accumulate);
-    launch(&int8_gemm, w.dtype, a, int8_gemm_plan(n, w.n_out, k, dev_.n_sms), stream_);
+    launch(&int8_gemm, w.dtype, a, plans[i], stream_);
     if (t.bias) launch(&add_bias_rows, t.out, t.bias, n, w.n_out, stream_);
   }
 }

@@ -219,11 +219,11 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks) int8_gemm_kernel(Int8
     constexpr int kPieces = kXPieces + (F::kMin ? 2 : 1) * kDPieces;
     for (int e = threadIdx.x; e < kPieces; e += kWarps * 32) {
       if (e < kXPieces) {
-        cp_async16(&xs[st][0][0] + 16 * e, p.xq + (c * rows + tok0) * kInt8GemmChunk + 16 * e, 16);
+        cp_async16(&xs[st][0][0] + 16 * e, p.x.q + (c * rows + tok0) * kInt8GemmChunk + 16 * e, 16);
       } else {
         const int f = (e - kXPieces) % kDPieces, j = f / (kTokens / 4), r = 4 * (f % (kTokens / 4));
         const bool sum = e - kXPieces >= kDPieces;
-        const float* src = (sum ? p.xsum : p.xd) + (4 * c + j) * rows + tok0 + r;
+        const float* src = (sum ? p.x.sum : p.x.d) + (4 * c + j) * rows + tok0 + r;
         cp_async16(sum ? &ss[st][j][r] : &ds[st][j][r], src, 16);
       }
     }

@@ -62,9 +62,7 @@ struct Int8GemmTuning {
 };
 
 struct Int8GemmArgs {
-  const uint8_t* xq = nullptr;  // Int8Acts of x
-  const float* xd = nullptr;
-  const float* xsum = nullptr;
+  Int8Acts x;                   // x, quantized by quantize_int8_acts
   const void* w = nullptr;      // the packed planes of an [m, k] weight
   bf16* out = nullptr;          // [n, m]
   float* scratch = nullptr;     // splits > 1: int8_gemm_scratch_floats(plan) partial sums
