@@ -80,6 +80,16 @@ def gemma3_model():
     return GEMMA3_MODEL
 
 
+def built_tool(name):
+    """The path of the build's helper program `name` (GRETA_BUILD_DIR, default build/), or skip the
+    calling test with how to build it."""
+    build = os.environ.get("GRETA_BUILD_DIR", os.path.join(ROOT, "build"))
+    path = os.path.join(build, name)
+    if not os.path.exists(path):
+        pytest.skip(f"{name} not built at {path} (cmake --build <build> --target {name})")
+    return path
+
+
 def cpu_has_avx512():
     """Whether this CPU has AVX-512 (llama.cpp's reference build switches it on exactly then,
     tools/install_llamacpp_reference.sh): a few llama.cpp comparisons were measured tighter with it

@@ -10,6 +10,8 @@ import subprocess
 
 import pytest
 
+from conftest import built_tool
+
 jinja2 = pytest.importorskip("jinja2")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,12 +46,7 @@ def _compile(source):
 
 @pytest.fixture(scope="session")
 def render_bin():
-    build = os.environ.get("GRETA_BUILD_DIR", os.path.join(ROOT, "build"))
-    path = os.path.join(build, "greta_render_template")
-    if not os.path.exists(path):
-        pytest.skip(f"greta_render_template not built at {path} "
-                    "(cmake --build <build> --target greta_render_template)")
-    return path
+    return built_tool("greta_render_template")
 
 
 def msgs(*pairs):

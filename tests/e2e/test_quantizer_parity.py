@@ -6,7 +6,6 @@ on load equals the file llama.cpp's quantizer would write.
 The rows: random values at several scales, blocks made of exact rounding ties (x / d = k + 1/2,
 where round-half-even and round-half-away differ), blocks of one repeated value, all zeros, and a
 block whose largest magnitude is negative."""
-import os
 import subprocess
 
 import numpy as np
@@ -15,18 +14,14 @@ import pytest
 gguf = pytest.importorskip("gguf")
 from gguf import quants  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import built_tool  # noqa: E402
+
 TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 
 
 @pytest.fixture(scope="session")
 def quantize_bin():
-    build = os.environ.get("GRETA_BUILD_DIR", os.path.join(ROOT, "build"))
-    path = os.path.join(build, "greta_quantize_rows")
-    if not os.path.exists(path):
-        pytest.skip(f"greta_quantize_rows not built at {path} "
-                    "(cmake --build <build> --target greta_quantize_rows)")
-    return path
+    return built_tool("greta_quantize_rows")
 
 
 def rows():
