@@ -430,8 +430,8 @@ int main() {
       GRETA_CUDA_CHECK(cudaMemsetAsync(counters, 0, 2 * n_ph * sizeof(int), st));
       int* done = counters + n_ph;
       void* args[] = {&ds, const_cast<int*>(&n_ph), &done};
-      GRETA_CUDA_CHECK(cudaLaunchCooperativeKernel((void*)stream_step::step_kernel, dim3(stream_blocks),
-                                                   dim3(kThreads), args, stream_step::kSmemBytes, st));
+      GRETA_CUDA_CHECK(cudaLaunchCooperativeKernel((void*)stream_step::step_kernel, dim3(stream_blocks), dim3(kThreads),
+                                                   args, stream_step::kSmemBytes, st));
     };
     // One step from the same x for each variant; outputs compared with `graph`'s.
     auto result = [&](auto&& run_once) {
@@ -497,8 +497,8 @@ int main() {
             "{\"bench\":\"persistent_step\",\"device\":\"%s\",\"variant\":\"%s%s\",\"layers\":%d,\"blocks\":%d,"
             "\"weight_bytes\":%zu,\"ms\":%.4f,\"GBps\":%.1f,\"pct_of_copy\":%.2f,\"max_diff_vs_graph\":%g,"
             "\"max_abs\":%g,\"finite\":%s,\"check\":\"%s\"}\n",
-            dev.c_str(), names[v], lname, kLayers, v == 6 ? stream_blocks : blocks, n_w * 2, ms[vi], gbs, 100.0 * gbs / copy_gbs, diff, mag,
-            finite ? "true" : "false", good ? "pass" : "FAIL");
+            dev.c_str(), names[v], lname, kLayers, v == 6 ? stream_blocks : blocks, n_w * 2, ms[vi], gbs,
+            100.0 * gbs / copy_gbs, diff, mag, finite ? "true" : "false", good ? "pass" : "FAIL");
         std::fflush(stdout);
       }
     }

@@ -72,20 +72,19 @@ __device__ __forceinline__ void issue(const Step* __restrict__ s, const Cursor& 
   // The slot was last read by the warp's generic loads; order them before the async-proxy write.
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(slot)),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(slot)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
 }
 
 __device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
   uint32_t ready = 0;
   while (!ready) {
-    asm volatile(
-        "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-        : "=r"(ready)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(ready)
+                 : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
   }
 }
 
@@ -137,7 +136,7 @@ __device__ __forceinline__ void stage_input(const Phase& p, bf16* in) {
 
 __global__ void __launch_bounds__(kThreads, 1) step_kernel(const Step* __restrict__ s, int n_ph, int* done) {
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* in = reinterpret_cast<bf16*>(smem + kRingBytes);                                  // [kMaxK]
+  bf16* in = reinterpret_cast<bf16*>(smem + kRingBytes);                                // [kMaxK]
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kRingBytes + size_t(kMaxK) * 2);  // [kWarps][kSlots]
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   if (threadIdx.x < kWarps * kSlots)

@@ -81,6 +81,21 @@ struct RopeSpec {
   bool neox = false;            // see ModelConfig::rope_neox
 };
 
+// A decoder of the plain Llama form, for backends that run a whole decode step as one launch
+// (Backend::decode_step): pre-norm RMSNorm blocks, q/k/v without biases or head norms, RoPE, full
+// attention with no soft-capping, a SwiGLU feed-forward, a final RMSNorm and the output projection.
+struct DecodeModel {
+  struct Layer {
+    const Weight *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *w_gate, *w_up, *w_down;
+  };
+  std::vector<Layer> layers;
+  const Weight* out_norm = nullptr;
+  const Weight* output = nullptr;  // the output projection (or the tied token embedding)
+  int n_heads = 0;
+  float eps = 0.0f;         // RMSNorm epsilon
+  float attn_scale = 0.0f;  // attention score scale
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -299,6 +314,16 @@ class Backend {
       matmul(u, *experts[e].down, nullptr, o);
       add_rows_scaled(o, tokens[e], weights[e], x);
     }
+  }
+
+  // --- optional: a decode step as one launch ---
+  // Runs m's layers, final norm and output projection for a step of decode tokens (begin_step's
+  // plan: one new token per sequence, every token a logit row): x [n, dim] holds the embedded
+  // tokens (afterwards: the final residual stream), logits [n, vocab] receives the logits. False
+  // when the backend does not take this step that way (not supported, switched off, or a shape it
+  // does not take): then nothing ran, and the caller runs the ops.
+  virtual bool decode_step(const DecodeModel& m, const RopeSpec& rope, KVStorage& kv, Tensor x, Tensor logits) {
+    return false;
   }
 
   // --- optional: sampling on the device ---

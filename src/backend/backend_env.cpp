@@ -52,6 +52,11 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.int8_gemm_max_tokens = parse_int("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", v, 0, 64);
      }},
+    {"GRETA_CUDA_PERSISTENT_DECODE", "0|1",
+     "CUDA: decode steps of plain Llama-form bf16 models as one persistent launch (default 0)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.persistent_decode = parse_bool("GRETA_CUDA_PERSISTENT_DECODE", v);
+     }},
     {"GRETA_CUDA_PREFILL_TC", "0|1", "CUDA: prompt attention on tensor cores where the head size allows (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},
     {"GRETA_CUDA_SPLITK", "0|1", "CUDA: split-K for GEMVs with few row tiles and a long k (default 1)",

@@ -92,6 +92,22 @@ LlamaModel::LlamaModel(const ModelFile& file, Backend& backend) : cfg_(file.conf
     }
   }
   s_ = std::make_unique<Scratch>(be_);
+  const bool plain = !cfg_.qkv_bias && !cfg_.qk_norm && !cfg_.post_norms && cfg_.n_experts == 0 &&
+                     cfg_.ffn_act == ModelConfig::FfnAct::SiLU && cfg_.attn_softcap == 0.0f &&
+                     cfg_.final_softcap == 0.0f && cfg_.rope_local_theta == 0.0f;
+  bool windowed = false;
+  for (int l = 0; l < cfg_.n_layers; ++l) windowed = windowed || cfg_.layer_window(l) > 0;
+  if (plain && !windowed) {
+    DecodeModel& d = decode_model_.emplace();
+    for (const LayerWeights& L : layers_)
+      d.layers.push_back({L.attn_norm.get(), L.wq.get(), L.wk.get(), L.wv.get(), L.wo.get(), L.ffn_norm.get(),
+                          L.w_gate.get(), L.w_up.get(), L.w_down.get()});
+    d.out_norm = out_norm_.get();
+    d.output = output_ ? output_.get() : tok_embd_.get();
+    d.n_heads = cfg_.n_heads;
+    d.eps = cfg_.norm_eps;
+    d.attn_scale = attn_scale();
+  }
 }
 
 LlamaModel::~LlamaModel() = default;
@@ -183,15 +199,24 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   Tensor q = s.q.rows_slice(0, n), k = s.k.rows_slice(0, n), v = s.v.rows_slice(0, n);
   Tensor att = s.att.rows_slice(0, n), gate = s.gate.rows_slice(0, n), up = s.up.rows_slice(0, n);
   const RopeSpec& rope = step_rope(batch);
-  // RoPE's cos/sin scaled by a (LongRoPE, YaRN) scale q and k by a, so their product by a^2.
-  const float a2 = cfg_.rope_attn_factor * cfg_.rope_attn_factor;
-  const float scale = cfg_.attn_scale > 0.0f ? a2 * cfg_.attn_scale : a2 / std::sqrt(float(cfg_.head_dim));
+  const float scale = attn_scale();
   const float eps = cfg_.norm_eps;
   const bool geglu = cfg_.ffn_act == ModelConfig::FfnAct::GeluTanh;
   const Backend::MoeScratch moe{s.router_logits, s.expert_in, gate, up, s.expert_out};
 
   be_.embed(*tok_embd_, batch.tokens.data(), n, x);  // x: [n, dim] residual stream
   if (cfg_.embed_scale != 1.0f) be_.scale(x, cfg_.embed_scale, x);
+  // A step of decode tokens whose every token is a logit row, in order: the backend may run the
+  // layers and the output projection as one launch.
+  bool rows_in_order = nl == n;
+  for (int i = 0; rows_in_order && i < nl; ++i) rows_in_order = batch.logit_rows[size_t(i)] == i;
+  if (decode_model_ && rows_in_order && be_.decode_step(*decode_model_, rope, kv, x, s.logits.rows_slice(0, nl))) {
+    Tensor out = s.logits.rows_slice(0, nl);
+    if (draw && draw->before_draw) draw->before_draw();
+    if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
+    else be_.to_host(out, std::get<HostLogits>(output).logits);
+    return;
+  }
   // xn: the next block's normed input. Each block ends with the residual add that also prepares
   // the following norm (block_output), except the last, whose norm applies only to the rows
   // that produce logits.
@@ -228,6 +253,12 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   if (draw && draw->before_draw) draw->before_draw();
   if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
   else be_.to_host(out, std::get<HostLogits>(output).logits);
+}
+
+float LlamaModel::attn_scale() const {
+  // RoPE's cos/sin scaled by a (LongRoPE, YaRN) scale q and k by a, so their product by a^2.
+  const float a2 = cfg_.rope_attn_factor * cfg_.rope_attn_factor;
+  return cfg_.attn_scale > 0.0f ? a2 * cfg_.attn_scale : a2 / std::sqrt(float(cfg_.head_dim));
 }
 
 const RopeSpec& LlamaModel::step_rope(const Batch& batch) {

@@ -5,6 +5,7 @@
 #include <array>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <variant>
 #include <vector>
 
@@ -93,6 +94,7 @@ class LlamaModel {
   // The RoPE table of a step: LongRoPE's long set or dynamic NTK's grown base where the step's
   // length asks for them (model/longrope.h, model/dynamic_ntk.h), else the model's one.
   const RopeSpec& step_rope(const Batch& batch);
+  float attn_scale() const;  // the attention score scale
   // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
   // block has one (post_norm), then the next block's normed input (next_norm) or, after the
   // last block (next_norm null), nothing.
@@ -111,6 +113,8 @@ class LlamaModel {
   std::unique_ptr<Weight> output_;    // [vocab, dim] or null (tied: tok_embd_)
   std::vector<LayerWeights> layers_;
   std::unique_ptr<Scratch> s_;
+  // The model as Backend::decode_step takes it, when it has the plain Llama form; else none.
+  std::optional<DecodeModel> decode_model_;
 };
 
 // The device-sampling settings of `s` for its next token, drawing the uniform from its

@@ -39,6 +39,9 @@ constexpr Shape kShapes[] = {
     // Llama 3.2 1B (its llama3 RoPE scaling to 131072 positions left out: same bytes and kernels)
     {"llama-3.2-1b", 16, 2048, 32, 8, 8192, 128256, 8192, 500000.0f, 0, Family::Llama, true},
     {"tiny", 4, 512, 8, 2, 1376, 1000, 2048, 10000.0f},  // head_dim 64: every backend supports it
+    // No grouping (3 kv heads for 3 q heads), head_dim 128, an odd vocabulary and tied embeddings:
+    // for tests
+    {"tiny-mha", 3, 384, 3, 3, 1000, 999, 2048, 10000.0f, 0, Family::Llama, true},
     {"qwen3-8b", 36, 4096, 32, 8, 12288, 151936, 40960, 1000000.0f, 128, Family::Qwen3},
     // q/k norms with head_dim 128 != dim / heads (as Qwen3-0.6B has): for tests
     {"tiny-qwen3", 4, 512, 8, 2, 1376, 1000, 2048, 1000000.0f, 128, Family::Qwen3},

@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <map>
 
+#include "batch_runner.h"
 #include "gpu_test_util.h"
 #include "model/llama.h"
 #include "model/sequence_runner.h"
-#include "runtime/kv_cache.h"
 
 namespace greta::gputest {
 namespace {
@@ -66,45 +66,6 @@ TEST_F(GpuGraphs, OneSequenceAcrossBlocksAndTheAttentionBucket) {
   EXPECT_GE(s.replayed, 50);
   EXPECT_EQ(s_off.captured + s_off.replayed, 0);
 }
-
-// Several sequences over one block pool, stepped together as a ragged batch.
-struct BatchRunner {
-  LlamaModel model;
-  BlockPool pool;
-  std::unique_ptr<KVStorage> kv;
-  std::map<int, SequenceKV> seqs;
-  std::map<int, int> n_past;
-  BatchRunner(const ModelFile& f, Backend& b) : model(f, b), pool(64, 16), kv(model.make_kv(64, 16)) {}
-  ~BatchRunner() {
-    for (auto& [id, s] : seqs) s.release_all(pool);
-  }
-  // new_tokens: sequence id -> tokens appended this step; returns the last token's logits of each.
-  std::vector<float> step(const std::map<int, std::vector<int32_t>>& new_tokens) {
-    Batch b;
-    for (const auto& [id, toks] : new_tokens) {
-      SequenceKV& s = seqs[id];
-      const int past = n_past[id];
-      EXPECT_TRUE(s.reserve(pool, past + int(toks.size())));
-      SeqSlice sl;
-      sl.token_begin = b.n_tokens();
-      sl.n_tokens = int(toks.size());
-      sl.n_past = past;
-      sl.block_table = s.table();
-      b.tokens.insert(b.tokens.end(), toks.begin(), toks.end());
-      b.logit_rows.push_back(b.n_tokens() - 1);
-      b.seqs.push_back(std::move(sl));
-      n_past[id] = past + int(toks.size());
-    }
-    std::vector<float> logits(b.logit_rows.size() * size_t(model.config().vocab_size));
-    model.forward(b, *kv, LlamaModel::HostLogits{logits.data()});
-    return logits;
-  }
-  void finish(int id) {
-    seqs[id].release_all(pool);
-    seqs.erase(id);
-    n_past.erase(id);
-  }
-};
 
 // One step of both runners, whose logits must be bit-identical; each sequence then continues
 // with its greedy token.

@@ -438,4 +438,10 @@ CudaGraphStats cuda_graph_stats(const Backend& b) {
   return CudaGraphStats{s.eager, s.captured, s.replayed};
 }
 
+int64_t cuda_persistent_steps(const Backend& b) {
+  const auto* cb = dynamic_cast<const CudaBackend*>(&b);
+  if (!cb) throw Error("cuda_persistent_steps: not a CUDA backend");
+  return cb->persistent_steps();
+}
+
 }  // namespace greta

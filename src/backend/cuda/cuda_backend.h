@@ -23,6 +23,9 @@ struct CudaGraphStats {
   int64_t eager = 0, captured = 0, replayed = 0;
 };
 CudaGraphStats cuda_graph_stats(const Backend& b);
+// Decode steps the backend ran as one persistent launch (CudaOptions::persistent_decode). Throws
+// greta::Error for a non-CUDA backend.
+int64_t cuda_persistent_steps(const Backend& b);
 
 // Backend::sample on a CUDA backend that also copies the final distribution the kernel drew
 // from (probabilities [rows, vocab], 0 for filtered tokens) to `dist` (host): a test hook.

@@ -35,6 +35,7 @@
 #include "backend/cuda/launch_commands.h"
 #include "backend/cuda/matmul_lt.h"
 #include "backend/cuda/moe_ops.h"
+#include "backend/cuda/persistent_step.h"
 #include "backend/cuda/staging.h"
 #include "backend/cuda/step_profiler.h"
 #include "backend/cuda/step_recorder.h"
@@ -125,6 +126,10 @@ class CudaBackend final : public Backend {
   void moe_ffn_add(const NormedRows& in, const Weight& router, const std::vector<Expert>& experts, int top_k,
                    bool renormalize, const MoeScratch& s, Tensor x) override;
 
+  // A step of decode tokens as one persistent launch (cuda_backend_persistent.cpp), when
+  // CudaOptions::persistent_decode is on and the model and step are ones it takes.
+  bool decode_step(const DecodeModel& m, const RopeSpec& rope, KVStorage& kv, Tensor x, Tensor logits) override;
+
   // Sampling runs after the step's graph, launched directly and never recorded: its per-call
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
@@ -141,6 +146,7 @@ class CudaBackend final : public Backend {
                    float* dist);
 
   const StepGraphs::Stats& graph_stats() const { return rec_.stats(); }
+  int64_t persistent_steps() const { return persistent_steps_; }
 
  private:
   // out = act(gate) * up through an elementwise kernel, shapes checked under the op's name.
@@ -239,6 +245,10 @@ class CudaBackend final : public Backend {
   void moe_chunk(Tensor h, const CudaWeight& router, const MoeExpertTables& tables, const std::vector<Expert>& experts,
                  int k, bool renormalize, Tensor x, bool gemm);
 
+  // decode_step's phase table for m, kv and the step buffers (uploaded when it changes), or why
+  // the step is not taken as one launch.
+  std::string persistent_plan(const DecodeModel& m, const KVStorage& kv, Tensor x, Tensor logits);
+
   CudaOptions opt_;
   DeviceContext dev_;  // first: destroyed last, after everything using its stream
   cudaStream_t stream_ = dev_.stream;
@@ -288,6 +298,17 @@ class CudaBackend final : public Backend {
   int moe_graph_max_tokens_ = INT_MAX;
   bool moe_ran_ = false;
   bool said_moe_host_ = false;  // the host-routed expert path's load-log line
+  // The persistent decode step: its phase table (host copy as last uploaded), the activations
+  // between its phases, counters and attention partials.
+  struct PersistentPlan {
+    std::vector<PersistentPhase> host;
+    std::vector<uint8_t> uploaded;
+    DeviceBuffer table, acts, counters, partials;
+    int n_phases = 0, max_k = 0, n_kv = 0, head_dim = 0, n_heads = 0, smem_limit = 0;
+  };
+  PersistentPlan persist_;
+  bool said_persistent_ = false;  // the load-log line saying why steps are not one launch
+  int64_t persistent_steps_ = 0;
 };
 
 }  // namespace greta::cuda

@@ -1,0 +1,221 @@
+// CudaBackend (cuda_backend_impl.h): a decode step as one persistent launch (persistent_step.h).
+//
+// The phase table (5 phases a layer: q/k/v, attention, o, gate/up, down; then the output
+// projection) is built on the host for one model, cache and set of step buffers, uploaded once
+// and kept while they stay the same. Each step passes only the step's shape (DevStep) and the
+// attention split, so a step graph replays the launch like any other.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/persistent_step.h"
+
+namespace greta::cuda {
+namespace {
+
+constexpr int kPhasesPerLayer = 5;
+// Attention partitions: at least this many positions each, and about two items per block.
+constexpr int kMinPartLen = 64;
+
+const CudaWeight* bf16_matrix(const Weight* w, int64_t rows, int64_t cols) {
+  const auto* c = dynamic_cast<const CudaWeight*>(w);
+  return c && c->dtype == DType::BF16 && c->n_out == rows && c->n_in == cols ? c : nullptr;
+}
+const float* norm_weights(const Weight* w, int64_t n) {
+  const auto* c = dynamic_cast<const CudaWeight*>(w);
+  return c && c->dtype == DType::F32 && c->n_out * c->n_in == n ? static_cast<const float*>(c->data) : nullptr;
+}
+
+}  // namespace
+
+// Why the step is not taken as one launch, or empty when it is. The phase table is built anew
+// each step (a few hundred plain structs) and uploaded only when it differs from the last one.
+std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& kv, Tensor x, Tensor logits) {
+  PersistentPlan& p = persist_;
+  const auto* ck = dynamic_cast<const CudaKV*>(&kv);
+  if (!ck || ck->layers.size() < m.layers.size() || m.layers.empty()) return "KV storage of another backend";
+  if (kv.dtype != DType::BF16) return "the KV cache is not bf16";
+  const int n_kv = ck->desc.n_kv_heads, hd = ck->desc.head_dim, H = m.n_heads;
+  const int64_t dim = x.cols, vocab = logits.cols;
+  if (n_kv < 1 || H % n_kv != 0 || H / n_kv > 8) return "a kv head shared by more than 8 q heads";
+  if (hd % 32 != 0 || hd > 256) return "head size " + std::to_string(hd) + " (a multiple of 32 up to 256 is taken)";
+  const auto* w0 = dynamic_cast<const CudaWeight*>(m.layers[0].w_gate);
+  if (!w0) return "weights of another backend";
+  const int64_t ffn = w0->n_out, qw = int64_t(H) * hd, kvw = int64_t(n_kv) * hd;
+  if (dim % 8 != 0 || ffn % 8 != 0 || qw % 8 != 0) return "a width that is not a multiple of 8";
+  const int64_t qkv_w = qw + 2 * kvw;
+
+  // Scratch: q | k | v [max tokens][qkv_w], attention [max tokens][qw], gate | up [max tokens][2 ffn].
+  const size_t T = kPersistentMaxTokens;
+  const size_t act_elems = T * size_t(qkv_w) + T * size_t(qw) + T * size_t(2 * ffn);
+  // Zeroed bytes, padding included: the table is compared with the uploaded one byte by byte.
+  std::vector<PersistentPhase>& ph = p.host;
+  ph.resize(m.layers.size() * kPhasesPerLayer + 1);
+  std::memset(static_cast<void*>(ph.data()), 0, ph.size() * sizeof(PersistentPhase));
+  size_t at = 0;
+  if (p.acts.size() < act_elems * sizeof(bf16)) {
+    flush();  // queued launches may read the buffer replaced here
+    p.acts.reset(act_elems * sizeof(bf16));
+  }
+  bf16* qkv = static_cast<bf16*>(p.acts.get());
+  bf16* att = qkv + T * size_t(qkv_w);
+  bf16* gu = att + T * size_t(qw);
+  bf16* xs = act(x);
+  for (size_t l = 0; l < m.layers.size(); ++l) {
+    const DecodeModel::Layer& L = m.layers[l];
+    const CudaWeight *wq = bf16_matrix(L.wq, qw, dim), *wk = bf16_matrix(L.wk, kvw, dim),
+                     *wv = bf16_matrix(L.wv, kvw, dim), *wo = bf16_matrix(L.wo, dim, qw),
+                     *wg = bf16_matrix(L.w_gate, ffn, dim), *wu = bf16_matrix(L.w_up, ffn, dim),
+                     *wd = bf16_matrix(L.w_down, dim, ffn);
+    const float *an = norm_weights(L.attn_norm, dim), *fn = norm_weights(L.ffn_norm, dim);
+    if (!wq || !wk || !wv || !wo || !wg || !wu || !wd) return "layer " + std::to_string(l) + " has a non-bf16 weight";
+    if (!an || !fn) return "layer " + std::to_string(l) + " has norms of another shape";
+    PersistentPhase& q = ph[at++];
+    q.input = PersistentInput::kNormed;
+    q.in = xs;
+    q.in_stride = dim;
+    q.k = int32_t(dim);
+    q.eps = m.eps;
+    q.norm = an;
+    q.w[0] = static_cast<const bf16*>(wq->data);
+    q.w[1] = static_cast<const bf16*>(wk->data);
+    q.w[2] = static_cast<const bf16*>(wv->data);
+    q.rows[0] = int32_t(qw);
+    q.rows[1] = q.rows[2] = int32_t(kvw);
+    q.out = qkv;
+    q.out_stride = qkv_w;
+    PersistentPhase& a = ph[at++];
+    a.kind = PersistentPhaseKind::kAttention;
+    a.in = qkv;
+    a.in_stride = qkv_w;
+    a.out = att;
+    a.out_stride = qw;
+    a.n_heads = H;
+    a.scale = m.attn_scale;
+    a.kv = ck->layers[l];
+    PersistentPhase& o = ph[at++];
+    o.in = att;
+    o.in_stride = qw;
+    o.k = int32_t(qw);
+    o.w[0] = static_cast<const bf16*>(wo->data);
+    o.rows[0] = int32_t(dim);
+    o.out = xs;
+    o.out_stride = dim;
+    o.residual = 1;
+    PersistentPhase& f = ph[at++];
+    f.input = PersistentInput::kNormed;
+    f.in = xs;
+    f.in_stride = dim;
+    f.k = int32_t(dim);
+    f.eps = m.eps;
+    f.norm = fn;
+    f.w[0] = static_cast<const bf16*>(wg->data);
+    f.w[1] = static_cast<const bf16*>(wu->data);
+    f.rows[0] = f.rows[1] = int32_t(ffn);
+    f.out = gu;
+    f.out_stride = 2 * ffn;
+    PersistentPhase& d = ph[at++];
+    d.input = PersistentInput::kSwiglu;
+    d.in = gu;
+    d.in_stride = 2 * ffn;
+    d.k = int32_t(ffn);
+    d.w[0] = static_cast<const bf16*>(wd->data);
+    d.rows[0] = int32_t(dim);
+    d.out = xs;
+    d.out_stride = dim;
+    d.residual = 1;
+  }
+  const CudaWeight* wout = bf16_matrix(m.output, vocab, dim);
+  const float* on = norm_weights(m.out_norm, dim);
+  if (!wout || !on) return "a non-bf16 output projection or a final norm of another shape";
+  PersistentPhase& h = ph[at++];
+  h.input = PersistentInput::kNormed;
+  h.in = xs;
+  h.in_stride = dim;
+  h.k = int32_t(dim);
+  h.eps = m.eps;
+  h.norm = on;
+  h.w[0] = static_cast<const bf16*>(wout->data);
+  h.rows[0] = int32_t(vocab);
+  h.out = act(logits);
+  h.out_stride = vocab;
+
+  const size_t table_bytes = ph.size() * sizeof(PersistentPhase);
+  if (p.uploaded.size() != table_bytes || std::memcmp(p.uploaded.data(), ph.data(), table_bytes) != 0) {
+    flush();  // queued launches read the table and the counters: they finish first
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (p.table.size() < table_bytes) p.table.reset(table_bytes);
+    GRETA_CUDA_CHECK(cudaMemcpy(p.table.get(), ph.data(), table_bytes, cudaMemcpyHostToDevice));
+    p.uploaded.assign(reinterpret_cast<const uint8_t*>(ph.data()),
+                      reinterpret_cast<const uint8_t*>(ph.data()) + table_bytes);
+    const size_t counters = persistent_step_counters(int(ph.size()), kPersistentMaxTokens, n_kv) * sizeof(int32_t);
+    if (p.counters.size() < counters) p.counters.reset(counters);
+  }
+  p.n_phases = int(ph.size());
+  p.max_k = int(std::max({dim, qw, ffn}));
+  p.n_kv = n_kv;
+  p.head_dim = hd;
+  p.n_heads = H;
+  return {};
+}
+
+bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStorage& kv, Tensor x, Tensor logits) {
+  if (!opt_.persistent_decode) return false;
+  if (!have_step_) throw Error("cuda decode_step: called before begin_step");
+  const int n = step_.n_tokens;
+  if (n > kPersistentMaxTokens || step_.n_prefill != 0 || step_.n_seqs != n || step_.n_decode != n) return false;
+  expect_act(x, n, x.cols, "decode_step x");
+  expect_act(logits, n, logits.cols, "decode_step logits");
+  const std::string why = persistent_plan(m, kv, x, logits);
+  if (!why.empty()) {
+    if (!said_persistent_)
+      std::fprintf(stderr, "greta: cuda: decode steps run as a graph of kernels, not one launch: %s\n", why.c_str());
+    said_persistent_ = true;
+    return false;
+  }
+  PersistentPlan& p = persist_;
+  if (int64_t(rope.inv_freq.size()) != p.head_dim / 2)
+    throw Error("cuda decode_step: RopeSpec has " + std::to_string(rope.inv_freq.size()) +
+                " frequencies, head_dim/2 = " + std::to_string(p.head_dim / 2));
+  const auto& L0 = kv_layer(kv, 0, "decode_step");
+  if (max_slot_ >= int64_t(L0.n_blocks) * L0.block_size)
+    throw Error("cuda decode_step: slot " + std::to_string(max_slot_) + " outside the KV pool");
+
+  PersistentStepArgs a{};
+  a.phases = static_cast<const PersistentPhase*>(p.table.get());
+  a.inv_freq = rope_table(rope.inv_freq);
+  a.counters = static_cast<int32_t*>(p.counters.get());
+  a.n_phases = p.n_phases;
+  a.n_tokens = n;
+  a.neox = rope.neox ? 1 : 0;
+  // Partitions of at least kMinPartLen positions, about two attention items a block at the
+  // longest (bucketed) context of the step.
+  const int ctx = std::max(step_.max_decode_ctx, 1), items = n * p.n_kv;
+  const int want_parts = std::max(1, std::min((2 * dev_.n_sms + items - 1) / items, ctx / kMinPartLen));
+  a.part_len = (ctx + want_parts - 1) / want_parts;
+  a.max_parts = (ctx + a.part_len - 1) / a.part_len;
+  const size_t partial_floats = size_t(n) * p.n_heads * a.max_parts * (p.head_dim + 2);
+  if (partial_floats * sizeof(float) > p.partials.size()) {
+    flush();
+    p.partials.reset(partial_floats * sizeof(float));
+  }
+  a.partials = static_cast<float*>(p.partials.get());
+  a.max_k = p.max_k;
+  a.attn_floats = persistent_step_attn_floats(p.n_heads / p.n_kv, p.head_dim);
+  if (p.smem_limit == 0)
+    GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, opt_.device));
+  a.slots = persistent_step_slots(n, a.max_k, a.attn_floats, size_t(p.smem_limit));
+  if (a.slots == 0) return false;  // inputs too wide for shared memory at this many tokens
+  a.st = step_;
+  const int blocks = persistent_step_blocks(a, dev_.n_sms);
+  if (blocks == 0) return false;
+  launch(&persistent_step, a, blocks, p.n_kv, stream_);
+  ++persistent_steps_;
+  return true;
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,536 @@
+// The persistent decode step (persistent_step.h): one block per SM runs every phase of the step.
+//
+// Weight stream. Block b of G owns rows [M b / G, M (b + 1) / G) of every GEMV phase (M: the
+// phase's rows over all its segments; whole rows, so no partial sums meet across blocks), and its
+// warp w every 8th of those from the w-th. Each warp keeps `slots` pieces of up to 4 KB of its rows
+// in flight as bulk copies into its own ring of shared memory, each completing on the slot's
+// mbarrier; lane 0 refills a slot as soon as the warp has read it, walking its rows through all
+// the step's GEMV phases. So when the arithmetic of a phase waits, the ring still fills with the
+// next phase's weights, and a block that finished early keeps the memory busy.
+//
+// Phase order. A phase starts when the previous phase's done count (one arrival per block, a
+// release after the block's outputs are written) reaches G; thread 0 polls it with acquire loads
+// and the block's barrier passes that on. Activations written during the launch are read through
+// L2 (ld.cg): L1 is not coherent across SMs. A phase's input is staged in shared memory as bf16
+// [n][k] (normed, or SwiGLU-combined, on the way in), then every warp dots its rows' pieces with it.
+//
+// Attention items (token, kv head, partition of positions) are spread over the blocks, the
+// partition-major order putting the first partition of every head on a different block. An item
+// rotates its q heads and, for the partition holding the new token, k (written to the cache with
+// v, and used from shared memory for that position); warps split the positions with an online
+// softmax, merged in shared memory; with several partitions the last to arrive merges them.
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "backend/cuda/attention_common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/persistent_step.h"
+
+namespace greta::cuda {
+namespace {
+
+constexpr int kWarps = 8, kThreads = 32 * kWarps;
+constexpr int kPieceBytes = 4096;
+constexpr int kMaxSlots = 12;
+constexpr int kMaxGroup = 8;  // q heads a kv head
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxPerLane = kMaxHeadDim / 32;
+constexpr int kMaxTok = kPersistentMaxTokens;
+
+// Shared memory, in order: ring [kWarps][slots][kPieceBytes] | in [n][max_k] bf16 |
+// attention floats | full mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok].
+constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps) * kMaxTok * 4 + 16;
+__host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
+__host__ __device__ inline size_t ring_bytes(int slots) { return size_t(kWarps) * slots * kPieceBytes; }
+__host__ __device__ inline size_t in_bytes(int n, int max_k) { return round128(size_t(n) * max_k * 2); }
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ int ld_acquire(const int32_t* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Thread 0: wait until *count reaches want. Debug builds stop the kernel after ~4e9 cycles
+// (seconds) instead of hanging when a block never arrives.
+__device__ void wait_count(const int32_t* count, int want, int phase) {
+#ifndef NDEBUG
+  const long long t0 = clock64();
+#endif
+  while (ld_acquire(count) < want) {
+#ifndef NDEBUG
+    if (clock64() - t0 > 4000000000LL) {
+      printf("persistent step: block %d waited too long for phase %d (%d of %d blocks done)\n", int(blockIdx.x), phase,
+             ld_acquire(count), want);
+      __trap();
+    }
+#endif
+  }
+}
+
+__device__ __forceinline__ int phase_rows(const PersistentPhase& p) { return p.rows[0] + p.rows[1] + p.rows[2]; }
+__device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) * b / int(gridDim.x)); }
+// Row r of the phase's rows over all segments: its weights.
+__device__ __forceinline__ const bf16* row_weights(const PersistentPhase& p, int r) {
+  if (r < p.rows[0]) return p.w[0] + int64_t(r) * p.k;
+  r -= p.rows[0];
+  if (r < p.rows[1]) return p.w[1] + int64_t(r) * p.k;
+  return p.w[2] + int64_t(r - p.rows[1]) * p.k;
+}
+
+// Where a warp's weight stream is: phase, row, byte offset in the row; ph == n_phases at its end.
+struct Cursor {
+  int ph, row, off;
+};
+
+// The warp's first row at or after phase ph.
+__device__ void seek(const PersistentStepArgs& a, int ph, int warp, Cursor& c) {
+  for (; ph < a.n_phases; ++ph) {
+    const PersistentPhase& p = a.phases[ph];
+    if (p.kind != PersistentPhaseKind::kGemv) continue;
+    const int m = phase_rows(p), r = row_begin(m, int(blockIdx.x)) + warp;
+    if (r < row_begin(m, int(blockIdx.x) + 1)) {
+      c = Cursor{ph, r, 0};
+      return;
+    }
+  }
+  c = Cursor{a.n_phases, 0, 0};
+}
+
+__device__ void advance(const PersistentStepArgs& a, int warp, Cursor& c) {
+  const PersistentPhase& p = a.phases[c.ph];
+  c.off += kPieceBytes;
+  if (c.off < 2 * p.k) return;
+  c.off = 0;
+  c.row += kWarps;
+  if (c.row < row_begin(phase_rows(p), int(blockIdx.x) + 1)) return;
+  seek(a, c.ph + 1, warp, c);
+}
+
+// Lane 0: the cursor's piece into a slot, completing on the slot's mbarrier.
+__device__ void issue(const PersistentStepArgs& a, const Cursor& c, unsigned char* slot, uint64_t* bar) {
+  const PersistentPhase& p = a.phases[c.ph];
+  const int bytes = min(kPieceBytes, 2 * p.k - c.off);
+  const unsigned char* src = reinterpret_cast<const unsigned char*>(row_weights(p, c.row)) + c.off;
+  // The warp's generic reads of the slot come before this async-proxy write.
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(slot)),
+      "l"(src), "r"(bytes), "r"(smem_addr(bar))
+      : "memory");
+}
+
+__device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
+  uint32_t ready = 0;
+  while (!ready)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(ready)
+                 : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
+}
+
+__device__ __forceinline__ void unpack8f(const uint4& v, float (&f)[8]) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 t = __bfloat1622float2(h[j]);
+    f[2 * j] = t.x;
+    f[2 * j + 1] = t.y;
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide sums of v[t] for t < n into red (every thread sees them after the call).
+__device__ void block_sums(float (&v)[kMaxTok], int n, float* red) {
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+#pragma unroll
+  for (int t = 0; t < kMaxTok; ++t)
+    if (t < n) {
+      const float s = warp_sum(v[t]);
+      if (lane == 0) red[warp * kMaxTok + t] = s;
+    }
+  __syncthreads();
+#pragma unroll
+  for (int t = 0; t < kMaxTok; ++t) {
+    v[t] = 0.f;
+    if (t < n)
+      for (int w = 0; w < kWarps; ++w) v[t] += red[w * kMaxTok + t];
+  }
+}
+
+// The phase's input, [n][k] bf16 into in (rows max_k apart). Ends with a block barrier.
+__device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in, float* red) {
+  const int k = p.k;
+  float ss[kMaxTok] = {};
+#pragma unroll
+  for (int t = 0; t < kMaxTok; ++t) {
+    if (t >= n) break;
+    const bf16* src = p.in + int64_t(t) * p.in_stride;
+    for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
+      uint4 v = __ldcg(reinterpret_cast<const uint4*>(src + k0));
+      if (p.input == PersistentInput::kSwiglu) {
+        const uint4 u = __ldcg(reinterpret_cast<const uint4*>(src + k + k0));
+        float g[8], up[8];
+        unpack8f(v, g);
+        unpack8f(u, up);
+        bf16* h = reinterpret_cast<bf16*>(&v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(g[j] / (1.f + __expf(-g[j])) * up[j]);
+      } else if (p.input == PersistentInput::kNormed) {
+        float f[8];
+        unpack8f(v, f);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ss[t] += f[j] * f[j];
+      }
+      *reinterpret_cast<uint4*>(in + int64_t(t) * max_k + k0) = v;
+    }
+  }
+  if (p.input != PersistentInput::kNormed) {
+    __syncthreads();
+    return;
+  }
+  block_sums(ss, n, red);  // its barrier also orders the raw rows' writes before the reads below
+  for (int t = 0; t < n; ++t) {
+    const float inv = rsqrtf(ss[t] / float(k) + p.eps);
+    bf16* row = in + int64_t(t) * max_k;
+    for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
+      uint4 v = *reinterpret_cast<const uint4*>(row + k0);
+      float f[8];
+      unpack8f(v, f);
+      bf16* h = reinterpret_cast<bf16*>(&v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv * __ldg(p.norm + k0 + j));
+      *reinterpret_cast<uint4*>(row + k0) = v;
+    }
+  }
+  __syncthreads();
+}
+
+// A warp's state while streaming: its ring, the slot it reads next and the issue cursor.
+struct Stream {
+  unsigned char* ring;
+  uint64_t* bars;
+  int slot;
+  uint32_t parity;
+  Cursor next;
+};
+
+// The warp's rows of a GEMV phase, their pieces taken from the ring in stream order.
+__device__ void gemv_rows(const PersistentStepArgs& a, const PersistentPhase& p, const bf16* in, Stream& s) {
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int n = a.n_tokens, m = phase_rows(p), row_bytes = 2 * p.k;
+  const int r1 = row_begin(m, int(blockIdx.x) + 1);
+  for (int r = row_begin(m, int(blockIdx.x)) + warp; r < r1; r += kWarps) {
+    float acc[kMaxTok] = {};
+    for (int off = 0; off < row_bytes; off += kPieceBytes) {
+      const int bytes = min(kPieceBytes, row_bytes - off);
+      wait_full(s.bars + s.slot, s.parity);
+      const unsigned char* buf = s.ring + size_t(s.slot) * kPieceBytes;
+      const unsigned char* x = reinterpret_cast<const unsigned char*>(in) + off;
+#pragma unroll 2
+      for (int b = 16 * lane; b < bytes; b += 512) {
+        float w[8];
+        unpack8f(*reinterpret_cast<const uint4*>(buf + b), w);
+#pragma unroll
+        for (int t = 0; t < kMaxTok; ++t)
+          if (t < n) {
+            float v[8];
+            unpack8f(*reinterpret_cast<const uint4*>(x + size_t(t) * a.max_k * 2 + b), v);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[t] = fmaf(w[j], v[j], acc[t]);
+          }
+      }
+      __syncwarp();  // every lane has read the slot before it is refilled
+      if (s.next.ph < a.n_phases) {
+        if (lane == 0) issue(a, s.next, s.ring + size_t(s.slot) * kPieceBytes, s.bars + s.slot);
+        advance(a, warp, s.next);
+      }
+      if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
+    }
+#pragma unroll
+    for (int t = 0; t < kMaxTok; ++t)
+      if (t < n) acc[t] = warp_sum(acc[t]);
+    if (lane < n) {
+      float v = 0.f;
+#pragma unroll
+      for (int t = 0; t < kMaxTok; ++t)
+        if (t == lane) v = acc[t];
+      bf16* o = p.out + int64_t(lane) * p.out_stride + r;
+      float y = __bfloat162float(__float2bfloat16_rn(v));
+      if (p.residual) y += __bfloat162float(__ldcg(o));
+      *o = __float2bfloat16_rn(y);
+    }
+  }
+}
+
+// Attention of one item: token t, kv head g, positions [p0, p1) of its sequence.
+__device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, int t, int g, int part,
+                               float* sm) {
+  const KVLayerDev& L = p.kv;
+  const int hd = L.head_dim, half = hd / 2, n_kv = L.n_kv_heads, group = p.n_heads / n_kv, per = hd / 32;
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const DevStep& st = a.st;
+  // A decode token attends to its sequence's positions up to its own.
+  const int seq = st.token_seq[t], pos = st.positions[t], ctx = pos + 1;
+  const int parts = (ctx + a.part_len - 1) / a.part_len;
+  const int p0 = part * a.part_len, p1 = min(ctx, p0 + a.part_len);
+  const int32_t* table = st.block_ids + st.block_begin[seq];
+  const bool has_new = pos >= p0 && pos < p1;
+  // Shared memory: q [group][hd] (rotated), acc [group][hd], k and v of the new token [hd] each,
+  // cos / sin [half] each, warp maxima and sums [kWarps][group] each, the merge flag.
+  float* sq = sm;
+  float* sacc = sq + group * hd;
+  float* skn = sacc + group * hd;
+  float* svn = skn + hd;
+  float* scos = svn + hd;
+  float* ssin = scos + half;
+  float* swm = ssin + half;
+  float* swl = swm + kWarps * group;
+  int* slast = reinterpret_cast<int*>(swl + kWarps * group);
+
+  for (int i = int(threadIdx.x); i < half; i += kThreads) {
+    double sd, cd;
+    sincos(double(float(pos) * a.inv_freq[i]), &sd, &cd);
+    scos[i] = float(cd);
+    ssin[i] = float(sd);
+  }
+  for (int i = int(threadIdx.x); i < group * hd; i += kThreads) sacc[i] = 0.f;
+  __syncthreads();
+  const bf16* tok = p.in + int64_t(t) * p.in_stride;
+  const int64_t kv_row = int64_t(n_kv) * hd;
+  // Rotated pairs of the group's q heads, then (has_new) of the new k; the new v as it is.
+  const int q_pairs = group * half, pairs = q_pairs + (has_new ? half : 0);
+  for (int e = int(threadIdx.x); e < pairs; e += kThreads) {
+    const bool is_q = e < q_pairs;
+    const int h = is_q ? e / half : 0, i = is_q ? e % half : e - q_pairs;
+    const bf16* src = is_q ? tok + int64_t(g * group + h) * hd : tok + int64_t(p.n_heads) * hd + int64_t(g) * hd;
+    const int i0 = a.neox ? i : 2 * i, i1 = a.neox ? i + half : 2 * i + 1;
+    const float x0 = __bfloat162float(__ldcg(src + i0)), x1 = __bfloat162float(__ldcg(src + i1));
+    const bf16 r0 = __float2bfloat16_rn(x0 * scos[i] - x1 * ssin[i]);
+    const bf16 r1 = __float2bfloat16_rn(x0 * ssin[i] + x1 * scos[i]);
+    float* dst = is_q ? sq + h * hd : skn;
+    dst[i0] = __bfloat162float(r0);
+    dst[i1] = __bfloat162float(r1);
+    if (!is_q) {
+      const int64_t slot = st.slot[t];
+      L.k[slot * kv_row + int64_t(g) * hd + i0] = r0;
+      L.k[slot * kv_row + int64_t(g) * hd + i1] = r1;
+    }
+  }
+  if (has_new)
+    for (int i = int(threadIdx.x); i < hd; i += kThreads) {
+      const bf16 v = __ldcg(tok + int64_t(p.n_heads + n_kv) * hd + int64_t(g) * hd + i);
+      svn[i] = __bfloat162float(v);
+      L.v[int64_t(st.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
+    }
+  __syncthreads();
+
+  // Each warp: positions p0 + warp, p0 + warp + 8, ...; lane holds values [lane * per, + per).
+  const float sl2 = p.scale * kLog2e;
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][kMaxPerLane];
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    m[h] = kNoScore;
+    l[h] = 0.f;
+#pragma unroll
+    for (int e = 0; e < kMaxPerLane; ++e) acc[h][e] = 0.f;
+  }
+  for (int j = p0 + warp; j < p1; j += kWarps) {
+    float kk[kMaxPerLane], vv[kMaxPerLane];
+    if (j == pos) {
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e)
+        if (e < per) kk[e] = skn[lane * per + e], vv[e] = svn[lane * per + e];
+    } else {
+      const int64_t base = kv_slot(table, j, L.block_size) * kv_row + int64_t(g) * hd + lane * per;
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e)
+        if (e < per) kk[e] = __bfloat162float(L.k[base + e]), vv[e] = __bfloat162float(L.v[base + e]);
+    }
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) {
+      if (h >= group) break;
+      float s = 0.f;
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e)
+        if (e < per) s = fmaf(sq[h * hd + lane * per + e], kk[e], s);
+      s = warp_sum(s) * sl2;
+      const float mn = fmaxf(m[h], s), corr = exp2f(m[h] - mn), pj = exp2f(s - mn);
+      m[h] = mn;
+      l[h] = l[h] * corr + pj;
+#pragma unroll
+      for (int e = 0; e < kMaxPerLane; ++e)
+        if (e < per) acc[h][e] = acc[h][e] * corr + pj * vv[e];
+    }
+  }
+  // The warps' states into one: each rescaled to the block's maximum per head and summed.
+  if (lane == 0) {
+#pragma unroll
+    for (int h = 0; h < kMaxGroup; ++h) {
+      if (h >= group) break;
+      swm[warp * group + h] = m[h], swl[warp * group + h] = l[h];
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int h = 0; h < kMaxGroup; ++h) {
+    if (h >= group) break;
+    float mx = kNoScore;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, swm[w * group + h]);
+    const float f = exp2f(m[h] - mx);
+#pragma unroll
+    for (int e = 0; e < kMaxPerLane; ++e)
+      if (e < per) atomicAdd(sacc + h * hd + lane * per + e, acc[h][e] * f);
+  }
+  __syncthreads();
+  // Per head: the block's max and sum (every thread computes them from the warps' values).
+  bf16* out = p.out + int64_t(t) * p.out_stride + int64_t(g) * group * hd;
+  if (parts == 1) {
+    for (int e = int(threadIdx.x); e < group * hd; e += kThreads) {
+      const int h = e / hd;
+      float mx = kNoScore, sum = 0.f;
+      for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, swm[w * group + h]);
+      for (int w = 0; w < kWarps; ++w) sum += swl[w * group + h] * exp2f(swm[w * group + h] - mx);
+      out[e] = __float2bfloat16_rn(sacc[e] / sum);
+    }
+    __syncthreads();  // the shared memory is the next item's
+    return;
+  }
+  // Several partitions: this one's state to the partials, the last to arrive merges them.
+  const int stride = hd + 2;
+  auto partial = [&](int h, int q) {
+    return a.partials + ((int64_t(t) * p.n_heads + g * group + h) * a.max_parts + q) * stride;
+  };
+  for (int e = int(threadIdx.x); e < group * hd; e += kThreads) partial(e / hd, part)[e % hd] = sacc[e];
+  if (int(threadIdx.x) < group) {
+    const int h = int(threadIdx.x);
+    float mx = kNoScore, sum = 0.f;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, swm[w * group + h]);
+    for (int w = 0; w < kWarps; ++w) sum += swl[w * group + h] * exp2f(swm[w * group + h] - mx);
+    partial(h, part)[hd] = mx;
+    partial(h, part)[hd + 1] = sum;
+  }
+  __threadfence();
+  __syncthreads();
+  int32_t* arrivals = a.counters + a.n_phases + t * n_kv + g;
+  if (threadIdx.x == 0) {
+    *slast = atomicAdd(arrivals, 1) == parts - 1;
+    if (*slast) *arrivals = 0;  // for the next layer's attention
+  }
+  __syncthreads();
+  if (*slast) {
+    __threadfence();
+    for (int e = int(threadIdx.x); e < group * hd; e += kThreads) {
+      const int h = e / hd, i = e % hd;
+      float mx = kNoScore;
+      for (int q = 0; q < parts; ++q) mx = fmaxf(mx, __ldcg(partial(h, q) + hd));
+      float sum = 0.f, o = 0.f;
+      for (int q = 0; q < parts; ++q) {
+        const float f = exp2f(__ldcg(partial(h, q) + hd) - mx);
+        sum += __ldcg(partial(h, q) + hd + 1) * f;
+        o += __ldcg(partial(h, q) + i) * f;
+      }
+      out[e] = __float2bfloat16_rn(o / sum);
+    }
+  }
+  __syncthreads();  // the shared memory is the next item's
+}
+
+__global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const PersistentStepArgs a) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  bf16* in = reinterpret_cast<bf16*>(smem + ring_bytes(a.slots));
+  unsigned char* tail = smem + ring_bytes(a.slots) + in_bytes(a.n_tokens, a.max_k);
+  float* attn = reinterpret_cast<float*>(tail);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.attn_floats) * 4));
+  float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
+  if (int(threadIdx.x) < kWarps * a.slots)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bars + threadIdx.x)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncthreads();
+
+  Stream s{smem + size_t(warp) * a.slots * kPieceBytes, bars + warp * a.slots, 0, 0u, {}};
+  seek(a, 0, warp, s.next);  // every lane follows the cursor (uniform control flow); lane 0 issues
+  for (int q = 0; q < a.slots && s.next.ph < a.n_phases; ++q) {
+    if (lane == 0) issue(a, s.next, s.ring + size_t(q) * kPieceBytes, s.bars + q);
+    advance(a, warp, s.next);
+  }
+  for (int ph = 0; ph < a.n_phases; ++ph) {
+    const PersistentPhase& p = a.phases[ph];
+    if (ph > 0 && threadIdx.x == 0) wait_count(a.counters + ph - 1, int(gridDim.x), ph);
+    __syncthreads();  // the previous phase is done everywhere; this block reads no earlier input
+    if (p.kind == PersistentPhaseKind::kGemv) {
+      stage_input(p, a.n_tokens, a.max_k, in, red);
+      gemv_rows(a, p, in, s);
+    } else {
+      const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
+      for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
+        const int part = it / (a.n_tokens * n_kv), t = it / n_kv % a.n_tokens, g = it % n_kv;
+        if (part * a.part_len <= a.st.positions[t]) attention_item(a, p, t, g, part, attn);
+      }
+    }
+    __syncthreads();  // the block's outputs are written
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(a.counters + ph, 1);
+    }
+  }
+}
+
+}  // namespace
+
+int persistent_step_attn_floats(int group, int head_dim) {
+  return 2 * group * head_dim + 2 * head_dim + head_dim + 2 * kWarps * group + 4;
+}
+
+int persistent_step_slots(int n_tokens, int max_k, int attn_floats, size_t smem_limit) {
+  const size_t fixed = in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
+  if (fixed >= smem_limit) return 0;
+  const int slots = int(std::min<size_t>(kMaxSlots, (smem_limit - fixed) / (size_t(kWarps) * kPieceBytes)));
+  return slots >= 2 ? slots : 0;
+}
+
+size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, int slots) {
+  return ring_bytes(slots) + in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
+}
+
+size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
+  return size_t(n_phases) + size_t(n_tokens) * n_kv_heads;
+}
+
+int persistent_step_blocks(const PersistentStepArgs& a, int n_sms) {
+  const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, a.slots);
+  GRETA_CUDA_CHECK(
+      cudaFuncSetAttribute(persistent_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int per_sm = 0;
+  GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_step_kernel, kThreads, smem));
+  return per_sm >= 1 ? n_sms : 0;
+}
+
+void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, cudaStream_t s) {
+  GRETA_CUDA_CHECK(cudaMemsetAsync(a.counters, 0,
+                                   persistent_step_counters(a.n_phases, a.n_tokens, n_kv_heads) * sizeof(int32_t), s));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, a.slots);
+  cfg.stream = s;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, persistent_step_kernel, a));
+}
+
+}  // namespace greta::cuda

@@ -1,0 +1,85 @@
+// The persistent decode step: a decode step's decoder layers and output projection as one
+// cooperative launch (persistent_step.cu; docs/notes/decode-step.md, "The persistent step").
+//
+// The step is a list of phases run in order by one block per SM: GEMVs (rows of up to three
+// weight matrices over the step's tokens) and attention. Each block's warps stream their share of
+// every GEMV phase's weight rows into shared memory with bulk copies, ahead through the phases:
+// weights never depend on the activations, so a block waiting for the previous phase keeps its
+// copies of the next phase's weights in flight. Only the arithmetic of a phase waits, for the
+// previous phase's done count to reach the number of blocks.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backend/cuda/cuda_ops.h"
+
+namespace greta::cuda {
+
+constexpr int kPersistentMaxTokens = 8;    // decode tokens a step (one per sequence)
+constexpr int kPersistentMaxSegments = 3;  // weight matrices a GEMV phase reads (q, k, v)
+
+enum class PersistentPhaseKind : int32_t { kGemv = 0, kAttention = 1 };
+// How a GEMV phase's input is made from `in`.
+enum class PersistentInput : int32_t {
+  kPlain = 0,   // in [n][k] as it is
+  kNormed = 1,  // rms_norm(in [n][k]) * norm: the norm computed by every block for itself
+  kSwiglu = 2,  // silu(in[:, :k]) * in[:, k:2k] (gate and up side by side)
+};
+
+// One phase. Lives in device memory (a table per model and scratch layout), never in launch
+// arguments, so it may hold floats and padding.
+struct PersistentPhase {
+  PersistentPhaseKind kind = PersistentPhaseKind::kGemv;
+  PersistentInput input = PersistentInput::kPlain;
+  const bf16* in = nullptr;                    // GEMV: [n][in_stride]; attention: q | k | v [n][in_stride]
+  int64_t in_stride = 0;                       // elements between tokens' rows
+  int32_t k = 0;                               // GEMV: the input's width (k % 8 == 0)
+  float eps = 0.f;                             // kNormed: the RMSNorm epsilon
+  const float* norm = nullptr;                 // kNormed: [k]
+  const bf16* w[kPersistentMaxSegments] = {};  // segment s: [rows[s], k]
+  int32_t rows[kPersistentMaxSegments] = {};   // 0: no segment
+  bf16* out = nullptr;                         // [n][out_stride]; segment s's rows at columns sum(rows[< s]) on
+  int64_t out_stride = 0;
+  int32_t residual = 0;  // 1: out += the product (out is the residual stream, one segment)
+  // Attention: heads, RoPE and the layer's cache; q, k, v from `in`, the heads' outputs to out.
+  int32_t n_heads = 0;
+  float scale = 0.f;  // score scale (1/sqrt(head_dim) or the model's)
+  KVLayerDev kv;
+};
+
+// Launch arguments: plain values compared by their bytes (step_graph.h), so no floats.
+struct PersistentStepArgs {
+  const PersistentPhase* phases = nullptr;  // [n_phases]
+  const float* inv_freq = nullptr;          // RoPE [head_dim / 2]
+  int32_t* counters = nullptr;              // [persistent_step_counters], zeroed by the launcher
+  float* partials = nullptr;                // [n_tokens][n_heads][max_parts][head_dim + 2] attention partitions
+  int32_t n_phases = 0;
+  int32_t n_tokens = 0;
+  int32_t neox = 0;         // RoPE pairs (i, i + hd/2) rather than (2i, 2i + 1)
+  int32_t part_len = 0;     // attention: positions a partition
+  int32_t max_parts = 0;    // partitions of the longest context
+  int32_t slots = 0;        // ring slots a warp
+  int32_t max_k = 0;        // widest GEMV input: the shared-memory input is [n_tokens][max_k]
+  int32_t attn_floats = 0;  // the attention item's shared memory (persistent_step_attn_floats)
+  DevStep st;
+};
+
+// Shared memory of the attention item for q heads of `group` per kv head of head_dim values.
+int persistent_step_attn_floats(int group, int head_dim);
+// Ring slots a warp gets in smem_limit bytes for n tokens of inputs up to max_k wide, or 0 when
+// fewer than two fit.
+int persistent_step_slots(int n_tokens, int max_k, int attn_floats, size_t smem_limit);
+// Dynamic shared memory of a block.
+size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, int slots);
+// Counters the step needs: a done count per phase, an attention merge count per (token, kv head).
+size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads);
+// Blocks of the launch: one per SM when its shared memory fits, else 0.
+int persistent_step_blocks(const PersistentStepArgs& a, int n_sms);
+
+// Zeroes the counters and launches the step with `blocks` co-resident blocks (cooperative).
+void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, cudaStream_t s);
+
+}  // namespace greta::cuda
