@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "gpu_bench_timing.h"
 

@@ -23,6 +23,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/bulk_copy.cuh"
+
 namespace stream_step {
 
 constexpr int kPieceBytes = 4096;  // one bulk copy
@@ -30,8 +32,6 @@ constexpr int kSlots = 6;          // ring slots a warp
 constexpr int kMaxK = 11008;       // the widest input of a phase (down's)
 constexpr int kRingBytes = kWarps * kSlots * kPieceBytes;
 constexpr size_t kSmemBytes = size_t(kRingBytes) + size_t(kMaxK) * 2 + size_t(kWarps) * kSlots * 8;
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
 // Rows [row_begin(b), row_begin(b + 1)) of a phase belong to block b.
 __device__ __forceinline__ int row_begin(const Phase& p, int b) { return int(int64_t(p.m) * b / int(gridDim.x)); }
@@ -68,24 +68,8 @@ __device__ __forceinline__ void advance(const Step* __restrict__ s, int n_ph, in
 __device__ __forceinline__ void issue(const Step* __restrict__ s, const Cursor& c, unsigned char* slot, uint64_t* bar) {
   const Phase& p = s->ph[c.ph];
   const int bytes = min(kPieceBytes, 2 * p.k - c.off);
-  const unsigned char* src = reinterpret_cast<const unsigned char*>(p.w + int64_t(c.row) * p.k) + c.off;
-  // The slot was last read by the warp's generic loads; order them before the async-proxy write.
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(slot)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
-}
-
-__device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
-  uint32_t ready = 0;
-  while (!ready) {
-    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                 : "=r"(ready)
-                 : "r"(smem_addr(bar)), "r"(parity)
-                 : "memory");
-  }
+  greta::cuda::bulk_copy_to_shared(slot, reinterpret_cast<const unsigned char*>(p.w + int64_t(c.row) * p.k) + c.off,
+                                   bytes, bar);
 }
 
 __device__ __forceinline__ float dot8_bf16(const uint4& w, const uint4& x) {
@@ -139,9 +123,8 @@ __global__ void __launch_bounds__(kThreads, 1) step_kernel(const Step* __restric
   bf16* in = reinterpret_cast<bf16*>(smem + kRingBytes);                                // [kMaxK]
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kRingBytes + size_t(kMaxK) * 2);  // [kWarps][kSlots]
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  if (threadIdx.x < kWarps * kSlots)
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(full + threadIdx.x)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  if (threadIdx.x < kWarps * kSlots) greta::cuda::mbarrier_init(full + threadIdx.x);
+  greta::cuda::mbarrier_init_fence();
   __syncthreads();
   unsigned char* ring = smem + size_t(warp) * kSlots * kPieceBytes;
   uint64_t* bars = full + warp * kSlots;
@@ -168,7 +151,7 @@ __global__ void __launch_bounds__(kThreads, 1) step_kernel(const Step* __restric
       float acc = 0.f;
       for (int off = 0; off < 2 * p.k; off += kPieceBytes) {
         const int bytes = min(kPieceBytes, 2 * p.k - off);
-        wait_full(bars + slot, parity);
+        greta::cuda::mbarrier_wait(bars + slot, parity);
         const unsigned char* buf = ring + slot * kPieceBytes;
         const unsigned char* x = reinterpret_cast<const unsigned char*>(in) + off;
 #pragma unroll 4

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -65,6 +67,26 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   bf16* att = qkv + T * size_t(qkv_w);
   bf16* gu = att + T * size_t(qw);
   bf16* xs = act(x);
+  // A GEMV phase: input (width k, rows `stride` apart, normed with `norm` when given), then
+  // segments of rows written to out (rows `out_stride` apart), or added to it (residual).
+  auto gemv = [&](const bf16* in, int64_t stride, int64_t k, const float* norm, bf16* out, int64_t out_stride,
+                  std::initializer_list<std::pair<const CudaWeight*, int64_t>> segments) -> PersistentPhase& {
+    PersistentPhase& g = ph[at++];
+    g.input = norm ? PersistentInput::kNormed : PersistentInput::kPlain;
+    g.in = in;
+    g.in_stride = stride;
+    g.k = int32_t(k);
+    g.eps = m.eps;
+    g.norm = norm;
+    int i = 0;
+    for (const auto& [w, rows] : segments) {
+      g.w[i] = static_cast<const bf16*>(w->data);
+      g.rows[i++] = int32_t(rows);
+    }
+    g.out = out;
+    g.out_stride = out_stride;
+    return g;
+  };
   for (size_t l = 0; l < m.layers.size(); ++l) {
     const DecodeModel::Layer& L = m.layers[l];
     const CudaWeight *wq = bf16_matrix(L.wq, qw, dim), *wk = bf16_matrix(L.wk, kvw, dim),
@@ -74,20 +96,7 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     const float *an = norm_weights(L.attn_norm, dim), *fn = norm_weights(L.ffn_norm, dim);
     if (!wq || !wk || !wv || !wo || !wg || !wu || !wd) return "layer " + std::to_string(l) + " has a non-bf16 weight";
     if (!an || !fn) return "layer " + std::to_string(l) + " has norms of another shape";
-    PersistentPhase& q = ph[at++];
-    q.input = PersistentInput::kNormed;
-    q.in = xs;
-    q.in_stride = dim;
-    q.k = int32_t(dim);
-    q.eps = m.eps;
-    q.norm = an;
-    q.w[0] = static_cast<const bf16*>(wq->data);
-    q.w[1] = static_cast<const bf16*>(wk->data);
-    q.w[2] = static_cast<const bf16*>(wv->data);
-    q.rows[0] = int32_t(qw);
-    q.rows[1] = q.rows[2] = int32_t(kvw);
-    q.out = qkv;
-    q.out_stride = qkv_w;
+    gemv(xs, dim, dim, an, qkv, qkv_w, {{wq, qw}, {wk, kvw}, {wv, kvw}});
     PersistentPhase& a = ph[at++];
     a.kind = PersistentPhaseKind::kAttention;
     a.in = qkv;
@@ -97,52 +106,16 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     a.n_heads = H;
     a.scale = m.attn_scale;
     a.kv = ck->layers[l];
-    PersistentPhase& o = ph[at++];
-    o.in = att;
-    o.in_stride = qw;
-    o.k = int32_t(qw);
-    o.w[0] = static_cast<const bf16*>(wo->data);
-    o.rows[0] = int32_t(dim);
-    o.out = xs;
-    o.out_stride = dim;
-    o.residual = 1;
-    PersistentPhase& f = ph[at++];
-    f.input = PersistentInput::kNormed;
-    f.in = xs;
-    f.in_stride = dim;
-    f.k = int32_t(dim);
-    f.eps = m.eps;
-    f.norm = fn;
-    f.w[0] = static_cast<const bf16*>(wg->data);
-    f.w[1] = static_cast<const bf16*>(wu->data);
-    f.rows[0] = f.rows[1] = int32_t(ffn);
-    f.out = gu;
-    f.out_stride = 2 * ffn;
-    PersistentPhase& d = ph[at++];
+    gemv(att, qw, qw, nullptr, xs, dim, {{wo, dim}}).residual = 1;
+    gemv(xs, dim, dim, fn, gu, 2 * ffn, {{wg, ffn}, {wu, ffn}});
+    PersistentPhase& d = gemv(gu, 2 * ffn, ffn, nullptr, xs, dim, {{wd, dim}});
     d.input = PersistentInput::kSwiglu;
-    d.in = gu;
-    d.in_stride = 2 * ffn;
-    d.k = int32_t(ffn);
-    d.w[0] = static_cast<const bf16*>(wd->data);
-    d.rows[0] = int32_t(dim);
-    d.out = xs;
-    d.out_stride = dim;
     d.residual = 1;
   }
   const CudaWeight* wout = bf16_matrix(m.output, vocab, dim);
   const float* on = norm_weights(m.out_norm, dim);
   if (!wout || !on) return "a non-bf16 output projection or a final norm of another shape";
-  PersistentPhase& h = ph[at++];
-  h.input = PersistentInput::kNormed;
-  h.in = xs;
-  h.in_stride = dim;
-  h.k = int32_t(dim);
-  h.eps = m.eps;
-  h.norm = on;
-  h.w[0] = static_cast<const bf16*>(wout->data);
-  h.rows[0] = int32_t(vocab);
-  h.out = act(logits);
-  h.out_stride = vocab;
+  gemv(xs, dim, dim, on, act(logits), vocab, {{wout, vocab}});
 
   const size_t table_bytes = ph.size() * sizeof(PersistentPhase);
   if (p.uploaded.size() != table_bytes || std::memcmp(p.uploaded.data(), ph.data(), table_bytes) != 0) {

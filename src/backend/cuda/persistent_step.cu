@@ -26,6 +26,7 @@
 #include <string>
 
 #include "backend/cuda/attention_common.cuh"
+#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/persistent_step.h"
 
@@ -46,8 +47,6 @@ constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps) * 
 __host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
 __host__ __device__ inline size_t ring_bytes(int slots) { return size_t(kWarps) * slots * kPieceBytes; }
 __host__ __device__ inline size_t in_bytes(int n, int max_k) { return round128(size_t(n) * max_k * 2); }
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
 __device__ __forceinline__ int ld_acquire(const int32_t* p) {
   int v;
@@ -115,33 +114,7 @@ __device__ void advance(const PersistentStepArgs& a, int warp, Cursor& c) {
 __device__ void issue(const PersistentStepArgs& a, const Cursor& c, unsigned char* slot, uint64_t* bar) {
   const PersistentPhase& p = a.phases[c.ph];
   const int bytes = min(kPieceBytes, 2 * p.k - c.off);
-  const unsigned char* src = reinterpret_cast<const unsigned char*>(row_weights(p, c.row)) + c.off;
-  // The warp's generic reads of the slot come before this async-proxy write.
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(smem_addr(slot)),
-      "l"(src), "r"(bytes), "r"(smem_addr(bar))
-      : "memory");
-}
-
-__device__ __forceinline__ void wait_full(uint64_t* bar, uint32_t parity) {
-  uint32_t ready = 0;
-  while (!ready)
-    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                 : "=r"(ready)
-                 : "r"(smem_addr(bar)), "r"(parity)
-                 : "memory");
-}
-
-__device__ __forceinline__ void unpack8f(const uint4& v, float (&f)[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 t = __bfloat1622float2(h[j]);
-    f[2 * j] = t.x;
-    f[2 * j + 1] = t.y;
-  }
+  bulk_copy_to_shared(slot, reinterpret_cast<const unsigned char*>(row_weights(p, c.row)) + c.off, bytes, bar);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -181,14 +154,14 @@ __device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in
       if (p.input == PersistentInput::kSwiglu) {
         const uint4 u = __ldcg(reinterpret_cast<const uint4*>(src + k + k0));
         float g[8], up[8];
-        unpack8f(v, g);
-        unpack8f(u, up);
+        unpack8(v, g);
+        unpack8(u, up);
         bf16* h = reinterpret_cast<bf16*>(&v);
 #pragma unroll
         for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(g[j] / (1.f + __expf(-g[j])) * up[j]);
       } else if (p.input == PersistentInput::kNormed) {
         float f[8];
-        unpack8f(v, f);
+        unpack8(v, f);
 #pragma unroll
         for (int j = 0; j < 8; ++j) ss[t] += f[j] * f[j];
       }
@@ -206,7 +179,7 @@ __device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in
     for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
       uint4 v = *reinterpret_cast<const uint4*>(row + k0);
       float f[8];
-      unpack8f(v, f);
+      unpack8(v, f);
       bf16* h = reinterpret_cast<bf16*>(&v);
 #pragma unroll
       for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv * __ldg(p.norm + k0 + j));
@@ -234,18 +207,18 @@ __device__ void gemv_rows(const PersistentStepArgs& a, const PersistentPhase& p,
     float acc[kMaxTok] = {};
     for (int off = 0; off < row_bytes; off += kPieceBytes) {
       const int bytes = min(kPieceBytes, row_bytes - off);
-      wait_full(s.bars + s.slot, s.parity);
+      mbarrier_wait(s.bars + s.slot, s.parity);
       const unsigned char* buf = s.ring + size_t(s.slot) * kPieceBytes;
       const unsigned char* x = reinterpret_cast<const unsigned char*>(in) + off;
 #pragma unroll 2
       for (int b = 16 * lane; b < bytes; b += 512) {
         float w[8];
-        unpack8f(*reinterpret_cast<const uint4*>(buf + b), w);
+        unpack8(*reinterpret_cast<const uint4*>(buf + b), w);
 #pragma unroll
         for (int t = 0; t < kMaxTok; ++t)
           if (t < n) {
             float v[8];
-            unpack8f(*reinterpret_cast<const uint4*>(x + size_t(t) * a.max_k * 2 + b), v);
+            unpack8(*reinterpret_cast<const uint4*>(x + size_t(t) * a.max_k * 2 + b), v);
 #pragma unroll
             for (int j = 0; j < 8; ++j) acc[t] = fmaf(w[j], v[j], acc[t]);
           }
@@ -454,9 +427,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   float* attn = reinterpret_cast<float*>(tail);
   uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.attn_floats) * 4));
   float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
-  if (int(threadIdx.x) < kWarps * a.slots)
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bars + threadIdx.x)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  if (int(threadIdx.x) < kWarps * a.slots) mbarrier_init(bars + threadIdx.x);
+  mbarrier_init_fence();
   __syncthreads();
 
   Stream s{smem + size_t(warp) * a.slots * kPieceBytes, bars + warp * a.slots, 0, 0u, {}};
