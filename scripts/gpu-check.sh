@@ -8,7 +8,7 @@
 #   build     configure and build greta_cuda, greta_cli, greta_gpu_tests and bench/gpu_*_bench
 #             into $GRETA_GPU_BUILD (default build-gpu)
 #   tests     greta_gpu_tests: every CUDA op and the whole model against the CPU backend
-#   sanitize  compute-sanitizer memcheck and racecheck over the op tests (GRETA_SANITIZE_FILTER)
+#   sanitize  compute-sanitizer memcheck, racecheck and synccheck over the op tests (GRETA_SANITIZE_FILTER)
 #   bench     the kernel benchmarks (GRETA_BENCH=gemv: only gpu_gemv_bench), tools/kernel_bench_table.py
 #   e2e       `greta bench` on synthetic Llama-2-7B / Llama-3-8B (bf16), output checked in the same run
 #   profile   one batch-1 decode step kernel by kernel under Nsight Compute, tools/ncu_profile_step.py
@@ -89,7 +89,7 @@ if has tests && [ -x "$BUILD/greta_gpu_tests" ]; then
 fi
 
 if has sanitize; then
-  for tool in memcheck racecheck; do
+  for tool in memcheck racecheck synccheck; do
     echo "== compute-sanitizer --tool $tool (op tests)"
     compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/greta_gpu_tests" --gtest_color=no \
       --gtest_filter="${GRETA_SANITIZE_FILTER:--GpuOps.MatmulAwkwardShapesBf16:GpuAttention.LongContextDecode}" \
