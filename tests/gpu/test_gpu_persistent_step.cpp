@@ -68,6 +68,9 @@ TEST_F(GpuPersistentStep, MultiHeadAttentionWithTiedEmbeddingsMatches) {
   EXPECT_GE(run_batch("tiny-mha", *pers, *gpu, *cpu, 30), 22);
 }
 
+// Six steps of up to two sequences: short enough for compute-sanitizer (scripts/gpu-check.sh).
+TEST_F(GpuPersistentStep, ShortDecodeOfTwoSequences) { EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 6), 5); }
+
 // A model outside the plain Llama form (Qwen3's q/k norms) runs as kernels with the switch on.
 TEST_F(GpuPersistentStep, OtherModelsRunAsKernels) { EXPECT_EQ(run_batch("tiny-qwen3", *pers, *gpu, *cpu, 8), 0); }
 
