@@ -36,6 +36,7 @@
 #include "backend/cuda/matmul_lt.h"
 #include "backend/cuda/moe_ops.h"
 #include "backend/cuda/persistent_step.h"
+#include "backend/cuda/persistent_trace.h"
 #include "backend/cuda/staging.h"
 #include "backend/cuda/step_profiler.h"
 #include "backend/cuda/step_recorder.h"
@@ -307,7 +308,9 @@ class CudaBackend final : public Backend {
     int n_phases = 0, max_k = 0, n_kv = 0, head_dim = 0, n_heads = 0, smem_limit = 0;
   };
   PersistentPlan persist_;
-  bool said_persistent_ = false;  // the load-log line saying why steps are not one launch
+  PersistentTrace persist_trace_{opt_.step_profile};
+  bool said_persistent_ = false;       // the load-log line saying why steps are not one launch
+  bool said_persistent_wide_ = false;  // ... and the one saying which step sizes are not
   int64_t persistent_steps_ = 0;
 };
 

@@ -44,7 +44,7 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   const int n_kv = ck->desc.n_kv_heads, hd = ck->desc.head_dim, H = m.n_heads;
   const int64_t dim = x.cols, vocab = logits.cols;
   if (n_kv < 1 || H % n_kv != 0 || H / n_kv > 8) return "a kv head shared by more than 8 q heads";
-  if (hd % 32 != 0 || hd > 256) return "head size " + std::to_string(hd) + " (a multiple of 32 up to 256 is taken)";
+  if (!persistent_step_head_dim_supported(hd)) return "head size " + std::to_string(hd) + " (64, 96 or 128 are taken)";
   const auto* w0 = dynamic_cast<const CudaWeight*>(m.layers[0].w_gate);
   if (!w0) return "weights of another backend";
   const int64_t ffn = w0->n_out, qw = int64_t(H) * hd, kvw = int64_t(n_kv) * hd;
@@ -182,10 +182,19 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   if (p.smem_limit == 0)
     GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, opt_.device));
   a.slots = persistent_step_slots(n, a.max_k, a.attn_floats, size_t(p.smem_limit));
-  if (a.slots == 0) return false;  // inputs too wide for shared memory at this many tokens
+  if (a.slots == 0) {  // inputs too wide for shared memory at this many tokens
+    if (!said_persistent_wide_)
+      std::fprintf(stderr,
+                   "greta: cuda: decode steps of %d or more tokens run as a graph of kernels: their inputs "
+                   "([tokens, %d] bf16) leave no room for the weight stream in shared memory\n",
+                   n, p.max_k);
+    said_persistent_wide_ = true;
+    return false;
+  }
   a.st = step_;
   const int blocks = persistent_step_blocks(a, dev_.n_sms);
   if (blocks == 0) return false;
+  a.trace = persist_trace_.step(p.n_phases, kPhasesPerLayer, blocks, stream_);
   launch(&persistent_step, a, blocks, p.n_kv, stream_);
   ++persistent_steps_;
   return true;

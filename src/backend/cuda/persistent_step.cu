@@ -37,8 +37,6 @@ constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr int kPieceBytes = 4096;
 constexpr int kMaxSlots = 12;
 constexpr int kMaxGroup = 8;  // q heads a kv head
-constexpr int kMaxHeadDim = 256;
-constexpr int kMaxPerLane = kMaxHeadDim / 32;
 constexpr int kMaxTok = kPersistentMaxTokens;
 
 // Shared memory, in order: ring [kWarps][slots][kPieceBytes] | in [n][max_k] bf16 |
@@ -71,50 +69,67 @@ __device__ void wait_count(const int32_t* count, int want, int phase) {
   }
 }
 
-__device__ __forceinline__ int phase_rows(const PersistentPhase& p) { return p.rows[0] + p.rows[1] + p.rows[2]; }
-__device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) * b / int(gridDim.x)); }
-// Row r of the phase's rows over all segments: its weights.
-__device__ __forceinline__ const bf16* row_weights(const PersistentPhase& p, int r) {
-  if (r < p.rows[0]) return p.w[0] + int64_t(r) * p.k;
-  r -= p.rows[0];
-  if (r < p.rows[1]) return p.w[1] + int64_t(r) * p.k;
-  return p.w[2] + int64_t(r - p.rows[1]) * p.k;
+__device__ __forceinline__ int64_t global_ns() {
+  int64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
 }
 
-// Where a warp's weight stream is: phase, row, byte offset in the row; ph == n_phases at its end.
+__device__ __forceinline__ int phase_rows(const PersistentPhase& p) { return p.rows[0] + p.rows[1] + p.rows[2]; }
+__device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) * b / int(gridDim.x)); }
+// Where a warp's weight stream is: phase, row, byte offset in the row (ph == n_phases at its
+// end), and what it needs of the phase in registers: the per-piece work must not wait on loads of
+// the phase table (global memory, and the acquire loads of the phase waits empty L1).
 struct Cursor {
   int ph, row, off;
+  int row_bytes, row_end;    // the phase's row size; the end of this block's rows
+  int end0, end1;            // rows of segment 0, of segments 0 and 1
+  const bf16 *w0, *w1, *w2;  // the segments' weights (named, not an array: a runtime index
+                             // would put the cursor in local memory)
 };
 
+// Row r of the cursor's phase: its weights.
+__device__ __forceinline__ const unsigned char* row_weights(const Cursor& c) {
+  const bf16* w = c.row < c.end0 ? c.w0 : c.row < c.end1 ? c.w1 : c.w2;
+  const int first = c.row < c.end0 ? 0 : c.row < c.end1 ? c.end0 : c.end1;
+  return reinterpret_cast<const unsigned char*>(w) + int64_t(c.row - first) * c.row_bytes;
+}
+
 // The warp's first row at or after phase ph.
-__device__ void seek(const PersistentStepArgs& a, int ph, int warp, Cursor& c) {
+__device__ __forceinline__ void seek(const PersistentStepArgs& a, int ph, int warp, Cursor& c) {
   for (; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
     if (p.kind != PersistentPhaseKind::kGemv) continue;
     const int m = phase_rows(p), r = row_begin(m, int(blockIdx.x)) + warp;
     if (r < row_begin(m, int(blockIdx.x) + 1)) {
-      c = Cursor{ph, r, 0};
+      c.ph = ph;
+      c.row = r;
+      c.off = 0;
+      c.row_bytes = 2 * p.k;
+      c.row_end = row_begin(m, int(blockIdx.x) + 1);
+      c.end0 = p.rows[0];
+      c.end1 = p.rows[0] + p.rows[1];
+      c.w0 = p.w[0];
+      c.w1 = p.w[1];
+      c.w2 = p.w[2];
       return;
     }
   }
-  c = Cursor{a.n_phases, 0, 0};
+  c.ph = a.n_phases;
 }
 
-__device__ void advance(const PersistentStepArgs& a, int warp, Cursor& c) {
-  const PersistentPhase& p = a.phases[c.ph];
+__device__ __forceinline__ void advance(const PersistentStepArgs& a, int warp, Cursor& c) {
   c.off += kPieceBytes;
-  if (c.off < 2 * p.k) return;
+  if (c.off < c.row_bytes) return;
   c.off = 0;
   c.row += kWarps;
-  if (c.row < row_begin(phase_rows(p), int(blockIdx.x) + 1)) return;
+  if (c.row < c.row_end) return;
   seek(a, c.ph + 1, warp, c);
 }
 
 // Lane 0: the cursor's piece into a slot, completing on the slot's mbarrier.
-__device__ void issue(const PersistentStepArgs& a, const Cursor& c, unsigned char* slot, uint64_t* bar) {
-  const PersistentPhase& p = a.phases[c.ph];
-  const int bytes = min(kPieceBytes, 2 * p.k - c.off);
-  bulk_copy_to_shared(slot, reinterpret_cast<const unsigned char*>(row_weights(p, c.row)) + c.off, bytes, bar);
+__device__ __forceinline__ void issue(const Cursor& c, unsigned char* slot, uint64_t* bar) {
+  bulk_copy_to_shared(slot, row_weights(c) + c.off, min(kPieceBytes, c.row_bytes - c.off), bar);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -199,11 +214,17 @@ struct Stream {
 };
 
 // The warp's rows of a GEMV phase, their pieces taken from the ring in stream order.
-__device__ void gemv_rows(const PersistentStepArgs& a, const PersistentPhase& p, const bf16* in, Stream& s) {
+// The phase's fields come in as values: the loop must not reload them from the table after every
+// wait (the waits are compiler barriers).
+__device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
+                                          int m, int k, const bf16* in, Stream& s) {
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  const int n = a.n_tokens, m = phase_rows(p), row_bytes = 2 * p.k;
+  const int n = a.n_tokens, row_bytes = 2 * k;
   const int r1 = row_begin(m, int(blockIdx.x) + 1);
   for (int r = row_begin(m, int(blockIdx.x)) + warp; r < r1; r += kWarps) {
+    bf16* o = out + int64_t(lane) * out_stride + r;  // lane t < n: token t's output
+    // The residual is loaded now, so its latency passes while the row streams.
+    const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
     float acc[kMaxTok] = {};
     for (int off = 0; off < row_bytes; off += kPieceBytes) {
       const int bytes = min(kPieceBytes, row_bytes - off);
@@ -225,7 +246,7 @@ __device__ void gemv_rows(const PersistentStepArgs& a, const PersistentPhase& p,
       }
       __syncwarp();  // every lane has read the slot before it is refilled
       if (s.next.ph < a.n_phases) {
-        if (lane == 0) issue(a, s.next, s.ring + size_t(s.slot) * kPieceBytes, s.bars + s.slot);
+        if (lane == 0) issue(s.next, s.ring + size_t(s.slot) * kPieceBytes, s.bars + s.slot);
         advance(a, warp, s.next);
       }
       if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
@@ -238,19 +259,34 @@ __device__ void gemv_rows(const PersistentStepArgs& a, const PersistentPhase& p,
 #pragma unroll
       for (int t = 0; t < kMaxTok; ++t)
         if (t == lane) v = acc[t];
-      bf16* o = p.out + int64_t(lane) * p.out_stride + r;
-      float y = __bfloat162float(__float2bfloat16_rn(v));
-      if (p.residual) y += __bfloat162float(__ldcg(o));
-      *o = __float2bfloat16_rn(y);
+      *o = __float2bfloat16_rn(__bfloat162float(__float2bfloat16_rn(v)) + res);
     }
   }
 }
 
-// Attention of one item: token t, kv head g, positions [p0, p1) of its sequence.
+// PER bf16 values at p (PER of a row of head_dim = 32 PER, so 4 PER-byte aligned) as floats.
+template <int PER>
+__device__ __forceinline__ void load_values(const bf16* p, float (&f)[PER]) {
+  if constexpr (PER == 4) {
+    const uint2 u = *reinterpret_cast<const uint2*>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+    f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y;
+  } else if constexpr (PER == 2) {
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    f[0] = a.x, f[1] = a.y;
+  } else {
+#pragma unroll
+    for (int e = 0; e < PER; ++e) f[e] = __bfloat162float(p[e]);
+  }
+}
+
+// Attention of one item: token t, kv head g, positions [p0, p1) of its sequence; head_dim 32 PER.
+template <int PER>
 __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, int t, int g, int part,
                                float* sm) {
-  const KVLayerDev& L = p.kv;
-  const int hd = L.head_dim, half = hd / 2, n_kv = L.n_kv_heads, group = p.n_heads / n_kv, per = hd / 32;
+  const KVLayerDev L = p.kv;  // a copy: the loops below must not reload it from the phase table
+  const int hd = 32 * PER, half = hd / 2, n_kv = L.n_kv_heads, group = p.n_heads / n_kv;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const DevStep& st = a.st;
   // A decode token attends to its sequence's positions up to its own.
@@ -308,42 +344,64 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
     }
   __syncthreads();
 
-  // Each warp: positions p0 + warp, p0 + warp + 8, ...; lane holds values [lane * per, + per).
+  // Each warp takes kBatch positions at a time, every lane loading its values of all of them
+  // before any is used (the loads' latency, not their bytes, bounds a short item); lane holds
+  // values [lane * PER, + PER) of a row, and the group's q heads in registers.
+  constexpr int kBatch = 4;
   const float sl2 = p.scale * kLog2e;
-  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][kMaxPerLane];
+  float q[kMaxGroup][PER], m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][PER];
 #pragma unroll
   for (int h = 0; h < kMaxGroup; ++h) {
     m[h] = kNoScore;
     l[h] = 0.f;
 #pragma unroll
-    for (int e = 0; e < kMaxPerLane; ++e) acc[h][e] = 0.f;
+    for (int e = 0; e < PER; ++e) {
+      acc[h][e] = 0.f;
+      q[h][e] = h < group ? sq[h * hd + lane * PER + e] : 0.f;
+    }
   }
-  for (int j = p0 + warp; j < p1; j += kWarps) {
-    float kk[kMaxPerLane], vv[kMaxPerLane];
-    if (j == pos) {
+  const int64_t head_off = int64_t(g) * hd + lane * PER;
+  for (int j0 = p0 + warp * kBatch; j0 < p1; j0 += kWarps * kBatch) {
+    float kk[kBatch][PER], vv[kBatch][PER];
 #pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e)
-        if (e < per) kk[e] = skn[lane * per + e], vv[e] = svn[lane * per + e];
-    } else {
-      const int64_t base = kv_slot(table, j, L.block_size) * kv_row + int64_t(g) * hd + lane * per;
+    for (int i = 0; i < kBatch; ++i) {
+      const int j = j0 + i;
+      if (j >= p1) {
 #pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e)
-        if (e < per) kk[e] = __bfloat162float(L.k[base + e]), vv[e] = __bfloat162float(L.v[base + e]);
+        for (int e = 0; e < PER; ++e) kk[i][e] = vv[i][e] = 0.f;
+      } else if (j == pos) {
+#pragma unroll
+        for (int e = 0; e < PER; ++e) kk[i][e] = skn[lane * PER + e], vv[i][e] = svn[lane * PER + e];
+      } else {
+        const int64_t at = kv_slot(table, j, L.block_size) * kv_row + head_off;
+        load_values<PER>(L.k + at, kk[i]);
+        load_values<PER>(L.v + at, vv[i]);
+      }
     }
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) {
       if (h >= group) break;
-      float s = 0.f;
+      float sc[kBatch], mx = m[h];
 #pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e)
-        if (e < per) s = fmaf(sq[h * hd + lane * per + e], kk[e], s);
-      s = warp_sum(s) * sl2;
-      const float mn = fmaxf(m[h], s), corr = exp2f(m[h] - mn), pj = exp2f(s - mn);
-      m[h] = mn;
-      l[h] = l[h] * corr + pj;
+      for (int i = 0; i < kBatch; ++i) {
+        float d = 0.f;
 #pragma unroll
-      for (int e = 0; e < kMaxPerLane; ++e)
-        if (e < per) acc[h][e] = acc[h][e] * corr + pj * vv[e];
+        for (int e = 0; e < PER; ++e) d = fmaf(q[h][e], kk[i][e], d);
+        sc[i] = j0 + i < p1 ? warp_sum(d) * sl2 : kNoScore;
+        mx = fmaxf(mx, sc[i]);
+      }
+      const float corr = exp2f(m[h] - mx);
+      l[h] *= corr;
+#pragma unroll
+      for (int e = 0; e < PER; ++e) acc[h][e] *= corr;
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        const float pj = j0 + i < p1 ? exp2f(sc[i] - mx) : 0.f;
+        l[h] += pj;
+#pragma unroll
+        for (int e = 0; e < PER; ++e) acc[h][e] = fmaf(pj, vv[i][e], acc[h][e]);
+      }
+      m[h] = mx;
     }
   }
   // The warps' states into one: each rescaled to the block's maximum per head and summed.
@@ -362,8 +420,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
     for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, swm[w * group + h]);
     const float f = exp2f(m[h] - mx);
 #pragma unroll
-    for (int e = 0; e < kMaxPerLane; ++e)
-      if (e < per) atomicAdd(sacc + h * hd + lane * per + e, acc[h][e] * f);
+    for (int e = 0; e < PER; ++e) atomicAdd(sacc + h * hd + lane * PER + e, acc[h][e] * f);
   }
   __syncthreads();
   // Per head: the block's max and sum (every thread computes them from the warps' values).
@@ -434,21 +491,30 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   Stream s{smem + size_t(warp) * a.slots * kPieceBytes, bars + warp * a.slots, 0, 0u, {}};
   seek(a, 0, warp, s.next);  // every lane follows the cursor (uniform control flow); lane 0 issues
   for (int q = 0; q < a.slots && s.next.ph < a.n_phases; ++q) {
-    if (lane == 0) issue(a, s.next, s.ring + size_t(q) * kPieceBytes, s.bars + q);
+    if (lane == 0) issue(s.next, s.ring + size_t(q) * kPieceBytes, s.bars + q);
     advance(a, warp, s.next);
   }
+  int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
     if (ph > 0 && threadIdx.x == 0) wait_count(a.counters + ph - 1, int(gridDim.x), ph);
     __syncthreads();  // the previous phase is done everywhere; this block reads no earlier input
+    int64_t* tr = a.trace && threadIdx.x == 0 ? a.trace + (int64_t(ph) * gridDim.x + blockIdx.x) * 3 : nullptr;
+    int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
       stage_input(p, a.n_tokens, a.max_k, in, red);
-      gemv_rows(a, p, in, s);
+      if (tr) t_staged = global_ns();
+      gemv_rows(a, p.out, p.out_stride, p.residual, phase_rows(p), p.k, in, s);
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
         const int part = it / (a.n_tokens * n_kv), t = it / n_kv % a.n_tokens, g = it % n_kv;
-        if (part * a.part_len <= a.st.positions[t]) attention_item(a, p, t, g, part, attn);
+        if (part * a.part_len > a.st.positions[t]) continue;
+        switch (p.kv.head_dim) {  // the sizes persistent_step_head_dim_supported takes
+          case 64: attention_item<2>(a, p, t, g, part, attn); break;
+          case 96: attention_item<3>(a, p, t, g, part, attn); break;
+          default: attention_item<4>(a, p, t, g, part, attn); break;
+        }
       }
     }
     __syncthreads();  // the block's outputs are written
@@ -456,10 +522,19 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
       __threadfence();
       atomicAdd(a.counters + ph, 1);
     }
+    if (tr) {
+      const int64_t now = global_ns();
+      tr[0] += t_start - t_end;
+      tr[1] += t_staged - t_start;
+      tr[2] += now - t_staged;
+      t_end = now;
+    }
   }
 }
 
 }  // namespace
+
+bool persistent_step_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 int persistent_step_attn_floats(int group, int head_dim) {
   return 2 * group * head_dim + 2 * head_dim + head_dim + 2 * kWarps * group + 4;

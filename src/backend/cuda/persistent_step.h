@@ -56,6 +56,9 @@ struct PersistentStepArgs {
   const float* inv_freq = nullptr;          // RoPE [head_dim / 2]
   int32_t* counters = nullptr;              // [persistent_step_counters], zeroed by the launcher
   float* partials = nullptr;                // [n_tokens][n_heads][max_parts][head_dim + 2] attention partitions
+  // Null, or [n_phases][blocks][3] ns summed over steps: each block's wait before the phase, its
+  // staging of the phase's input, its work (CudaOptions::step_profile; persistent_trace.h).
+  int64_t* trace = nullptr;
   int32_t n_phases = 0;
   int32_t n_tokens = 0;
   int32_t neox = 0;         // RoPE pairs (i, i + hd/2) rather than (2i, 2i + 1)
@@ -67,6 +70,8 @@ struct PersistentStepArgs {
   DevStep st;
 };
 
+// Head sizes the attention phase takes (64, 96, 128).
+bool persistent_step_head_dim_supported(int head_dim);
 // Shared memory of the attention item for q heads of `group` per kv head of head_dim values.
 int persistent_step_attn_floats(int group, int head_dim);
 // Ring slots a warp gets in smem_limit bytes for n tokens of inputs up to max_k wide, or 0 when

@@ -1,0 +1,58 @@
+#include "backend/cuda/persistent_trace.h"
+
+#include <cstdio>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+
+namespace greta::cuda {
+
+int64_t* PersistentTrace::step(int n_phases, int per_layer, int blocks, cudaStream_t s) {
+  if (!on_) return nullptr;
+  if (n_phases != n_phases_ || blocks != blocks_ || per_layer != per_layer_) {
+    const size_t bytes = size_t(n_phases) * blocks * 3 * sizeof(int64_t);
+    GRETA_CUDA_CHECK(cudaStreamSynchronize(s));  // a queued step may still add to the old sums
+    if (buf_.size() < bytes) buf_.reset(bytes);
+    GRETA_CUDA_CHECK(cudaMemsetAsync(buf_.get(), 0, bytes, s));
+    n_phases_ = n_phases;
+    per_layer_ = per_layer;
+    blocks_ = blocks;
+    steps_ = 0;
+  }
+  ++steps_;
+  return static_cast<int64_t*>(buf_.get());
+}
+
+PersistentTrace::~PersistentTrace() {
+  if (!on_ || steps_ == 0) return;
+  std::vector<int64_t> t(size_t(n_phases_) * blocks_ * 3);
+  if (cudaMemcpy(t.data(), buf_.get(), t.size() * sizeof(int64_t), cudaMemcpyDeviceToHost) != cudaSuccess) return;
+  // Kinds: the phases of a layer in order, then the output projection.
+  static const char* const kLayerKinds[] = {"q/k/v", "attention", "o", "gate/up", "down"};
+  const int kinds = per_layer_ + 1;
+  std::vector<double> sum(size_t(kinds) * 3, 0.0);
+  std::vector<int> count(size_t(kinds), 0);
+  for (int ph = 0; ph < n_phases_; ++ph) {
+    const int kind = ph == n_phases_ - 1 ? per_layer_ : ph % per_layer_;
+    ++count[size_t(kind)];
+    for (int b = 0; b < blocks_; ++b)
+      for (int i = 0; i < 3; ++i) sum[size_t(kind) * 3 + i] += double(t[(size_t(ph) * blocks_ + b) * 3 + i]);
+  }
+  std::fprintf(stderr,
+               "greta: cuda: persistent decode step, %lld steps of the last shape, %d blocks: us per phase "
+               "(mean over blocks and steps), and per step\n",
+               (long long)steps_, blocks_);
+  std::fprintf(stderr, "  %-10s %6s %8s %8s %8s %10s\n", "phase", "count", "wait", "stage", "work", "per step");
+  double total = 0;
+  for (int k = 0; k < kinds; ++k) {
+    const double n = double(count[size_t(k)]) * blocks_ * double(steps_) * 1e3;  // ns -> us per phase
+    const double w = sum[size_t(k) * 3] / n, st = sum[size_t(k) * 3 + 1] / n, wk = sum[size_t(k) * 3 + 2] / n;
+    const double per_step = (w + st + wk) * count[size_t(k)];
+    total += per_step;
+    std::fprintf(stderr, "  %-10s %6d %8.2f %8.2f %8.2f %10.1f\n", k < per_layer_ && k < 5 ? kLayerKinds[k] : "output",
+                 count[size_t(k)], w, st, wk, per_step);
+  }
+  std::fprintf(stderr, "  %-10s %6s %8s %8s %8s %10.1f\n", "step", "", "", "", "", total);
+}
+
+}  // namespace greta::cuda
