@@ -15,6 +15,9 @@
 #             (GRETA_PROFILE_POS: positions, default 16 4000)
 #   graphs    decode with step graphs off, then on (GRETA_CUDA_GRAPHS), tools/ab_switch.py
 #   pipe      decode with the pipelined GEMV weight stream off, then on (GRETA_CUDA_GEMV_PIPE)
+#   persistent  the persistent decode step against the graph of kernels (GRETA_CUDA_PERSISTENT_DECODE
+#             0/1, back to back) on synthetic Llama-2-7B and Llama-3.2-1B (bf16), then its
+#             per-phase profile (GRETA_CUDA_STEP_PROFILE) at positions 16 and 4000
 #   ab        any switch: GRETA_AB_VAR takes each of GRETA_AB_VALUES in turn; GRETA_AB_ARGS are
 #             greta bench's arguments (default batch 1 at position 4000 and batch 8);
 #             GRETA_AB_PROFILE=1 adds the device time per decode step
@@ -140,6 +143,22 @@ fi
 if has pipe && [ -x "$GRETA" ]; then
   echo "== pipelined GEMV weight stream A/B (GRETA_CUDA_GEMV_PIPE 0/1, synthetic llama-2-7b, bf16, back to back)"
   ab_switch pipe GRETA_CUDA_GEMV_PIPE "0 1 0 1" -p 16 -n 256 --at-pos 4000 --batch 8
+fi
+if has persistent && [ -x "$GRETA" ]; then
+  echo "== persistent decode step A/B (GRETA_CUDA_PERSISTENT_DECODE 0/1, synthetic llama-2-7b, bf16, back to back)"
+  ab_switch persistent GRETA_CUDA_PERSISTENT_DECODE "0 1 0 1" -p 16 -n 256 --at-pos 4000 --batch 2 4
+  for v in 0 1; do
+    GRETA_CUDA_PERSISTENT_DECODE=$v "$GRETA" bench --synthetic llama-3.2-1b --device cuda -p 16 -n 256 --batch 2 4 \
+      2>> "$LOG/bench_persistent_1b.err" | sed "s/^{/{\"ab\":\"$v\",/" >> "$LOG/bench_persistent_1b.jsonl" ||
+      status=1
+  done
+  python3 tools/bench_table.py "$LOG/bench_persistent_1b.jsonl" --ab-var GRETA_CUDA_PERSISTENT_DECODE || status=1
+  for pos in 16 4000; do
+    echo "== persistent decode step profile, position $pos"
+    GRETA_CUDA_PERSISTENT_DECODE=1 GRETA_CUDA_STEP_PROFILE=1 "$GRETA" bench --synthetic llama-2-7b --device cuda \
+      -p "$pos" -n 64 > /dev/null 2> "$LOG/persistent_profile_$pos.err" || status=1
+    grep -A10 "persistent decode step" "$LOG/persistent_profile_$pos.err"
+  done
 fi
 if has ab && [ -x "$GRETA" ]; then
   echo "== A/B of $GRETA_AB_VAR over: $GRETA_AB_VALUES (synthetic llama-2-7b, bf16, back to back)"
