@@ -211,10 +211,7 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   bool rows_in_order = nl == n;
   for (int i = 0; rows_in_order && i < nl; ++i) rows_in_order = batch.logit_rows[size_t(i)] == i;
   if (decode_model_ && rows_in_order && be_.decode_step(*decode_model_, rope, kv, x, s.logits.rows_slice(0, nl))) {
-    Tensor out = s.logits.rows_slice(0, nl);
-    if (draw && draw->before_draw) draw->before_draw();
-    if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
-    else be_.to_host(out, std::get<HostLogits>(output).logits);
+    deliver(s.logits.rows_slice(0, nl), output);
     return;
   }
   // xn: the next block's normed input. Each block ends with the residual add that also prepares
@@ -250,9 +247,14 @@ void LlamaModel::forward(const Batch& batch, KVStorage& kv, const StepOutput& ou
   be_.rms_norm(last, *out_norm_, eps, last);
   be_.matmul(last, output_ ? *output_ : *tok_embd_, nullptr, out);
   if (cfg_.final_softcap > 0.0f) be_.softcap(out, cfg_.final_softcap, out);  // Gemma 2
+  deliver(out, output);
+}
+
+void LlamaModel::deliver(Tensor logits, const StepOutput& output) {
+  const auto* draw = std::get_if<DeviceDraw>(&output);
   if (draw && draw->before_draw) draw->before_draw();
-  if (draw) be_.sample(out, draw->per_row, draw->tokens, draw->probs);
-  else be_.to_host(out, std::get<HostLogits>(output).logits);
+  if (draw) be_.sample(logits, draw->per_row, draw->tokens, draw->probs);
+  else be_.to_host(logits, std::get<HostLogits>(output).logits);
 }
 
 float LlamaModel::attn_scale() const {

@@ -95,6 +95,8 @@ class LlamaModel {
   // length asks for them (model/longrope.h, model/dynamic_ntk.h), else the model's one.
   const RopeSpec& step_rope(const Batch& batch);
   float attn_scale() const;  // the attention score scale
+  // The step's logits [rows, vocab] to where `output` says: drawn on the device, or to the host.
+  void deliver(Tensor logits, const StepOutput& output);
   // The end of a block: x += a @ w^T, with Gemma's norm of that result before the add when the
   // block has one (post_norm), then the next block's normed input (next_norm) or, after the
   // last block (next_norm null), nothing.
