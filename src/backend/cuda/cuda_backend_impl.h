@@ -306,6 +306,8 @@ class CudaBackend final : public Backend {
     std::vector<uint8_t> uploaded;
     DeviceBuffer table, acts, counters, partials;
     int n_phases = 0, max_k = 0, n_kv = 0, head_dim = 0, n_heads = 0, smem_limit = 0;
+    size_t blocks_smem = 0;  // the shared memory `blocks` was found for (0: none yet)
+    int blocks = 0;
   };
   PersistentPlan persist_;
   PersistentTrace persist_trace_{opt_.step_profile};

@@ -192,7 +192,13 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
     return false;
   }
   a.st = step_;
-  const int blocks = persistent_step_blocks(a, dev_.n_sms);
+  // The launch's block count depends only on its shared memory: asked of the runtime once each.
+  const size_t smem = persistent_step_smem(n, a.max_k, a.attn_floats, a.slots);
+  if (p.blocks_smem != smem) {
+    p.blocks = persistent_step_blocks(a, dev_.n_sms);
+    p.blocks_smem = smem;
+  }
+  const int blocks = p.blocks;
   if (blocks == 0) return false;
   a.trace = persist_trace_.step(p.n_phases, kPhasesPerLayer, blocks, stream_);
   launch(&persistent_step, a, blocks, p.n_kv, stream_);

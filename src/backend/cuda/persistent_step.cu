@@ -557,8 +557,13 @@ size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
 
 int persistent_step_blocks(const PersistentStepArgs& a, int n_sms) {
   const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, a.slots);
-  GRETA_CUDA_CHECK(
-      cudaFuncSetAttribute(persistent_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  // The kernel may take up to the device's opt-in limit, so launches (and step graphs) of every
+  // step size stay valid whatever size was asked last.
+  int device = 0, limit = 0;
+  GRETA_CUDA_CHECK(cudaGetDevice(&device));
+  GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  if (smem > size_t(limit)) return 0;
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(persistent_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
   int per_sm = 0;
   GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_step_kernel, kThreads, smem));
   return per_sm >= 1 ? n_sms : 0;
