@@ -23,7 +23,10 @@ __device__ __forceinline__ float cap_score(float s, float cap_log2) {
   return cap_log2 > 0.f ? cap_log2 * tanhf(s / cap_log2) : s;
 }
 
-__device__ __forceinline__ void unpack8(const uint4& v, float (&f)[8]) {
+// 8 bf16 as floats. v by value, not by reference: from a reference to shared or global memory the
+// compiler loads each pair on its own (four 4-byte loads, 4-way bank conflicts at 16-byte lane
+// strides) instead of one 16-byte load.
+__device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
   const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {

@@ -213,36 +213,49 @@ struct Stream {
   Cursor next;
 };
 
-// The warp's rows of a GEMV phase, their pieces taken from the ring in stream order.
+// Dot of 8 bf16 weights with 8 bf16 inputs, from zero: the per-piece sums are independent chains,
+// added to the row's sum afterwards, so the FMAs of consecutive 16-byte columns overlap.
+__device__ __forceinline__ float dot8(const uint4 w, const uint4 x) {
+  float fw[8], fx[8];
+  unpack8(w, fw);
+  unpack8(x, fx);
+  float d = 0.f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) d = fmaf(fw[j], fx[j], d);
+  return d;
+}
+
+// The warp's rows of a GEMV phase, their pieces taken from the ring in stream order, for up to
+// N tokens (n of them live): N is a template argument so the token loops unroll with no branch
+// per 16 bytes at the common small counts.
 // The phase's fields come in as values: the loop must not reload them from the table after every
 // wait (the waits are compiler barriers).
+template <int N>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
                                           int m, int k, const bf16* in, Stream& s) {
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int n = a.n_tokens, row_bytes = 2 * k;
+  const size_t x_stride = size_t(a.max_k) * 2;  // bytes between tokens' staged inputs
   const int r1 = row_begin(m, int(blockIdx.x) + 1);
   for (int r = row_begin(m, int(blockIdx.x)) + warp; r < r1; r += kWarps) {
     bf16* o = out + int64_t(lane) * out_stride + r;  // lane t < n: token t's output
     // The residual is loaded now, so its latency passes while the row streams.
     const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
-    float acc[kMaxTok] = {};
+    float acc[N] = {};
     for (int off = 0; off < row_bytes; off += kPieceBytes) {
       const int bytes = min(kPieceBytes, row_bytes - off);
       mbarrier_wait(s.bars + s.slot, s.parity);
       const unsigned char* buf = s.ring + size_t(s.slot) * kPieceBytes;
       const unsigned char* x = reinterpret_cast<const unsigned char*>(in) + off;
-#pragma unroll 2
-      for (int b = 16 * lane; b < bytes; b += 512) {
-        float w[8];
-        unpack8(*reinterpret_cast<const uint4*>(buf + b), w);
 #pragma unroll
-        for (int t = 0; t < kMaxTok; ++t)
-          if (t < n) {
-            float v[8];
-            unpack8(*reinterpret_cast<const uint4*>(x + size_t(t) * a.max_k * 2 + b), v);
+      for (int i = 0; i < kPieceBytes / 512; ++i) {
+        const int b = 512 * i + 16 * lane;
+        if (b < bytes) {
+          const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
 #pragma unroll
-            for (int j = 0; j < 8; ++j) acc[t] = fmaf(w[j], v[j], acc[t]);
-          }
+          for (int t = 0; t < N; ++t)
+            if (N == 1 || t < n) acc[t] += dot8(w, *reinterpret_cast<const uint4*>(x + t * x_stride + b));
+        }
       }
       __syncwarp();  // every lane has read the slot before it is refilled
       if (s.next.ph < a.n_phases) {
@@ -252,33 +265,54 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
       if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
     }
 #pragma unroll
-    for (int t = 0; t < kMaxTok; ++t)
-      if (t < n) acc[t] = warp_sum(acc[t]);
+    for (int t = 0; t < N; ++t)
+      if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
     if (lane < n) {
       float v = 0.f;
 #pragma unroll
-      for (int t = 0; t < kMaxTok; ++t)
+      for (int t = 0; t < N; ++t)
         if (t == lane) v = acc[t];
       *o = __float2bfloat16_rn(__bfloat162float(__float2bfloat16_rn(v)) + res);
     }
   }
 }
 
-// PER bf16 values at p (PER of a row of head_dim = 32 PER, so 4 PER-byte aligned) as floats.
+// A lane's PER bf16 values of one K or V row (PER of a row of head_dim = 32 PER, so 2 PER-byte
+// aligned), kept as loaded: a batch of positions in flight then costs half the registers of
+// floats, and the conversion happens at use.
 template <int PER>
-__device__ __forceinline__ void load_values(const bf16* p, float (&f)[PER]) {
+struct RowBits {
+  uint32_t w[(PER + 1) / 2];
+};
+template <int PER>
+__device__ __forceinline__ RowBits<PER> load_bits(const bf16* p) {
+  RowBits<PER> r;
   if constexpr (PER == 4) {
     const uint2 u = *reinterpret_cast<const uint2*>(p);
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-    f[0] = a.x, f[1] = a.y, f[2] = b.x, f[3] = b.y;
+    r.w[0] = u.x, r.w[1] = u.y;
   } else if constexpr (PER == 2) {
-    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-    f[0] = a.x, f[1] = a.y;
+    r.w[0] = *reinterpret_cast<const uint32_t*>(p);
   } else {
+    const unsigned short* h = reinterpret_cast<const unsigned short*>(p);
 #pragma unroll
-    for (int e = 0; e < PER; ++e) f[e] = __bfloat162float(p[e]);
+    for (int e = 0; e < PER; e += 2) r.w[e / 2] = h[e] | (e + 1 < PER ? uint32_t(h[e + 1]) << 16 : 0u);
   }
+  return r;
+}
+template <int PER>
+__device__ __forceinline__ RowBits<PER> bits_of(const float* f) {  // f[PER], rounded to bf16
+  RowBits<PER> r;
+#pragma unroll
+  for (int e = 0; e < PER; e += 2) {
+    const uint32_t lo = __bfloat16_as_ushort(__float2bfloat16_rn(f[e]));
+    const uint32_t hi = e + 1 < PER ? __bfloat16_as_ushort(__float2bfloat16_rn(f[e + 1])) : 0u;
+    r.w[e / 2] = lo | hi << 16;
+  }
+  return r;
+}
+template <int PER>
+__device__ __forceinline__ float value_of(const RowBits<PER>& r, int e) {
+  return __uint_as_float(e % 2 ? r.w[e / 2] & 0xffff0000u : r.w[e / 2] << 16);
 }
 
 // Attention of one item: token t, kv head g, positions [p0, p1) of its sequence; head_dim 32 PER.
@@ -346,47 +380,47 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
 
   // Each warp takes kBatch positions at a time, every lane loading its values of all of them
   // before any is used (the loads' latency, not their bytes, bounds a short item); lane holds
-  // values [lane * PER, + PER) of a row, and the group's q heads in registers.
-  constexpr int kBatch = 4;
+  // values [lane * PER, + PER) of a row.
+  constexpr int kBatch = 8;
   const float sl2 = p.scale * kLog2e;
-  float q[kMaxGroup][PER], m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][PER];
+  // q stays in shared memory (read at each use): registers go to the positions in flight.
+  float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][PER];
 #pragma unroll
   for (int h = 0; h < kMaxGroup; ++h) {
     m[h] = kNoScore;
     l[h] = 0.f;
 #pragma unroll
-    for (int e = 0; e < PER; ++e) {
-      acc[h][e] = 0.f;
-      q[h][e] = h < group ? sq[h * hd + lane * PER + e] : 0.f;
-    }
+    for (int e = 0; e < PER; ++e) acc[h][e] = 0.f;
   }
   const int64_t head_off = int64_t(g) * hd + lane * PER;
   for (int j0 = p0 + warp * kBatch; j0 < p1; j0 += kWarps * kBatch) {
-    float kk[kBatch][PER], vv[kBatch][PER];
+    RowBits<PER> kk[kBatch], vv[kBatch];
 #pragma unroll
     for (int i = 0; i < kBatch; ++i) {
       const int j = j0 + i;
       if (j >= p1) {
 #pragma unroll
-        for (int e = 0; e < PER; ++e) kk[i][e] = vv[i][e] = 0.f;
-      } else if (j == pos) {
-#pragma unroll
-        for (int e = 0; e < PER; ++e) kk[i][e] = skn[lane * PER + e], vv[i][e] = svn[lane * PER + e];
+        for (int e = 0; e < (PER + 1) / 2; ++e) kk[i].w[e] = vv[i].w[e] = 0u;
+      } else if (j == pos) {  // the new token: its k and v are bf16 values already
+        kk[i] = bits_of<PER>(skn + lane * PER);
+        vv[i] = bits_of<PER>(svn + lane * PER);
       } else {
         const int64_t at = kv_slot(table, j, L.block_size) * kv_row + head_off;
-        load_values<PER>(L.k + at, kk[i]);
-        load_values<PER>(L.v + at, vv[i]);
+        kk[i] = load_bits<PER>(L.k + at);
+        vv[i] = load_bits<PER>(L.v + at);
       }
     }
 #pragma unroll
     for (int h = 0; h < kMaxGroup; ++h) {
       if (h >= group) break;
-      float sc[kBatch], mx = m[h];
+      float sc[kBatch], mx = m[h], q[PER];
+#pragma unroll
+      for (int e = 0; e < PER; ++e) q[e] = sq[h * hd + lane * PER + e];
 #pragma unroll
       for (int i = 0; i < kBatch; ++i) {
         float d = 0.f;
 #pragma unroll
-        for (int e = 0; e < PER; ++e) d = fmaf(q[h][e], kk[i][e], d);
+        for (int e = 0; e < PER; ++e) d = fmaf(q[e], value_of(kk[i], e), d);
         sc[i] = j0 + i < p1 ? warp_sum(d) * sl2 : kNoScore;
         mx = fmaxf(mx, sc[i]);
       }
@@ -399,7 +433,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
         const float pj = j0 + i < p1 ? exp2f(sc[i] - mx) : 0.f;
         l[h] += pj;
 #pragma unroll
-        for (int e = 0; e < PER; ++e) acc[h][e] = fmaf(pj, vv[i][e], acc[h][e]);
+        for (int e = 0; e < PER; ++e) acc[h][e] = fmaf(pj, value_of(vv[i], e), acc[h][e]);
       }
       m[h] = mx;
     }
@@ -504,7 +538,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     if (p.kind == PersistentPhaseKind::kGemv) {
       stage_input(p, a.n_tokens, a.max_k, in, red);
       if (tr) t_staged = global_ns();
-      gemv_rows(a, p.out, p.out_stride, p.residual, phase_rows(p), p.k, in, s);
+      const int m = phase_rows(p);
+      if (a.n_tokens == 1) gemv_rows<1>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
+      else if (a.n_tokens == 2) gemv_rows<2>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
+      else if (a.n_tokens <= 4) gemv_rows<4>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
+      else gemv_rows<kMaxTok>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
