@@ -48,7 +48,7 @@ const std::vector<EnvSwitch> kSwitches = {
      }},
     {"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "0..64",
      "CUDA, GGUF 32-value block formats: steps past the decode GEMV up to this many tokens on the int8 "
-     "tensor-core GEMM (default 0: off)",
+     "tensor-core GEMM, every format (default: per format, Q8_0 64, the others 0)",
      [](BackendOptions& o, const std::string& v) {
        o.cuda.int8_gemm_max_tokens = parse_int("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", v, 0, 64);
      }},

@@ -41,11 +41,12 @@ struct CudaOptions {
   int packed_gemm_max_tokens = 64;  // ... the batched packed GEMM (gemm_packed.h) up to this many
                                     // (0: none), and beyond, dequantized slices and cuBLASLt
                                     // (docs/notes/quantized-weights.md, "Batched steps")
-  int int8_gemm_max_tokens = 0;     // GGUF 32-value block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) with
+  int int8_gemm_max_tokens = -1;    // GGUF 32-value block formats (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) with
                                     // int8 activations (packed_int8_acts): steps past the decode GEMV
-                                    // up to this many tokens (0..64) on the int8 tensor-core GEMM
-                                    // (gemm_int8.h) instead of the packed GEMM or the slices; off
-                                    // until it measures faster (docs/notes/quantized-weights.md)
+                                    // up to this many tokens (0..64, all formats) on the int8
+                                    // tensor-core GEMM (gemm_int8.h) instead of the packed GEMM or
+                                    // the slices; -1: each format's measured best (Q8_0 64, the
+                                    // others 0; docs/notes/quantized-weights.md)
   bool prefill_tc = true;           // prompt attention on tensor cores where the head size allows
   bool split_k = true;              // split-K for GEMVs with few row tiles and a long k (down projections)
   bool gemv_pipeline = true;        // decode GEMVs software-pipeline their weight stream

@@ -25,6 +25,7 @@ TEST(BackendEnv, DefaultsWhenUnset) {
   EXPECT_EQ(o.cuda.graphs, d.cuda.graphs);
   EXPECT_EQ(o.cuda.gemv_max_tokens, d.cuda.gemv_max_tokens);
   EXPECT_EQ(o.cuda.split_k, d.cuda.split_k);
+  EXPECT_EQ(o.cuda.int8_gemm_max_tokens, -1);  // each format's measured limit, chosen by the backend
   EXPECT_EQ(o.cpu.exact_matmul, d.cpu.exact_matmul);
   EXPECT_TRUE(o.cpu.dump_dir.empty());
 }
@@ -34,7 +35,8 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
     EnvVar a("GRETA_CUDA_GRAPHS", "0"), b("GRETA_CUDA_GEMV_MAX_TOKENS", "7"), c("GRETA_CPU_EXACT_MATMUL", "1"),
         d("GRETA_DUMP_DIR", "/tmp/x"), e("GRETA_CUDA_SPLITK", "0"), f("GRETA_CUDA_GEMV_PIPE", "0"),
         g("GRETA_CUDA_PREFILL_TC", "0"), h("GRETA_CUDA_ATTN_LAST_MERGE", "0"), i("GRETA_CUDA_STEP_PROFILE", "1"),
-        j("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "17"), k("GRETA_CUDA_INT8_ACTS", "0");
+        j("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "17"), k("GRETA_CUDA_INT8_ACTS", "0"),
+        l("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "0");
     const BackendOptions o = backend_options_from_env();
     EXPECT_FALSE(o.cuda.graphs);
     EXPECT_EQ(o.cuda.gemv_max_tokens, 7);
@@ -47,6 +49,7 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
     EXPECT_TRUE(o.cuda.step_profile);
     EXPECT_EQ(o.cuda.moe_gemm_min_tokens, 17);
     EXPECT_FALSE(o.cuda.packed_int8_acts);
+    EXPECT_EQ(o.cuda.int8_gemm_max_tokens, 0);  // off for every format, Q8_0 included
   }
   EXPECT_TRUE(backend_options_from_env().cuda.graphs);  // unset again: the default
 }
@@ -54,7 +57,8 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
 TEST(BackendEnv, BadValuesNameTheVariable) {
   for (auto [name, value] :
        {std::pair{"GRETA_CUDA_GRAPHS", "yes"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "33"},
-        std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "abc"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "0"}}) {
+        std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "abc"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "0"},
+        std::pair{"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "-1"}, std::pair{"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "65"}}) {
     EnvVar v(name, value);
     try {
       backend_options_from_env();

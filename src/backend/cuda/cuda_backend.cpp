@@ -44,9 +44,9 @@ CudaBackend::CudaBackend(const CudaOptions& o)
                 std::to_string(kGemvMaxTokens) + "]");
   if (o.packed_gemm_max_tokens < 0)
     throw Error("cuda: packed_gemm_max_tokens " + std::to_string(o.packed_gemm_max_tokens) + " is negative");
-  if (o.int8_gemm_max_tokens < 0 || o.int8_gemm_max_tokens > kInt8GemmMaxTokens)
-    throw Error("cuda: int8_gemm_max_tokens " + std::to_string(o.int8_gemm_max_tokens) + " outside [0, " +
-                std::to_string(kInt8GemmMaxTokens) + "]");
+  if (o.int8_gemm_max_tokens < -1 || o.int8_gemm_max_tokens > kInt8GemmMaxTokens)
+    throw Error("cuda: int8_gemm_max_tokens " + std::to_string(o.int8_gemm_max_tokens) + " outside [-1, " +
+                std::to_string(kInt8GemmMaxTokens) + "] (-1: each format's default)");
   if (o.moe_gemm_min_tokens < 1)
     throw Error("cuda: moe_gemm_min_tokens " + std::to_string(o.moe_gemm_min_tokens) + " is below 1");
   // The attention and RoPE/KV-write kernels read and write bf16 cache rows only.
@@ -119,7 +119,8 @@ std::unique_ptr<Weight> CudaBackend::upload(const HostTensor& w) {
     upload_.repack(w.dtype, w.data, rb, rows, cols, out->data, stream_);
     GRETA_CUDA_CHECK(cudaStreamSynchronize(stream_));  // the host bytes may be unmapped after return
     if (w.dtype == DType::F8_B64) find_fp8_row_scales(w.name, *out);
-    has_int8_dot_weights_ = has_int8_dot_weights_ || (opt_.packed_int8_acts && int8_dot_format(w.dtype));
+    if (opt_.packed_int8_acts && int8_dot_format(w.dtype))
+      int8_acts_max_tokens_ = std::max({int8_acts_max_tokens_, 1, int8_gemm_limit(w.dtype)});
     return out;
   }
   if (!convert_supported(w.dtype))

@@ -135,9 +135,7 @@ class CudaBackend final : public Backend {
   // settings (the draw u changes every step) would make every step's launch list unique.
   bool supports_device_sampling() const override { return true; }
   int fp8_activation_min_tokens() const override { return has_fp8_gemm_weights_ ? opt_.gemv_max_tokens + 1 : 0; }
-  int int8_activation_max_tokens() const override {
-    return has_int8_dot_weights_ ? std::max(1, std::min(opt_.int8_gemm_max_tokens, int(kInt8GemmMaxTokens))) : 0;
-  }
+  int int8_activation_max_tokens() const override { return int8_acts_max_tokens_; }
   void sample(Tensor logits, const std::vector<DeviceSampleParams>& per_row, int32_t* tokens_out,
               float* probs_out) override {
     sample_rows(logits, per_row, tokens_out, probs_out, nullptr);
@@ -201,8 +199,11 @@ class CudaBackend final : public Backend {
   // The W8A8 kernel's plan for n tokens against the targets' weights, or none (cuBLASLt) when n
   // is past it.
   std::optional<W8A8GemmPlan> w8a8_plan(std::span<const Fp8Target> targets, int64_t n) const;
-  // Whether w takes the int8 GEMM for n tokens (CudaOptions::int8_gemm_max_tokens, a GGUF format
-  // with a scale per 32 values, past the decode GEMV).
+  // The int8 GEMM's token limit for weights of format t: CudaOptions::int8_gemm_max_tokens, or
+  // with -1 the format's measured default.
+  int int8_gemm_limit(DType t) const;
+  // Whether w takes the int8 GEMM for n tokens (int8_gemm_limit of its format, a GGUF format with
+  // a scale per 32 values, past the decode GEMV).
   bool int8_gemm_takes_weight(const CudaWeight& w, int64_t n) const;
   // One weight of the int8 GEMM: out [n, w.n_out] (+)= x @ w^T + bias (bias [w.n_out] or null).
   struct Int8Target {
@@ -277,7 +278,7 @@ class CudaBackend final : public Backend {
   WeightUploader upload_;              // raw weight bytes -> device -> bf16 or packed planes
   std::set<DType> converted_types_;    // quantized types converted to bf16 so far (said once each)
   bool has_fp8_gemm_weights_ = false;  // some weight takes the FP8 GEMM (its load-log line is said)
-  bool has_int8_dot_weights_ = false;  // some weight's one-token GEMV takes int8 activations
+  int int8_acts_max_tokens_ = 0;       // int8_activation_max_tokens(): over the uploaded weights' formats
   bool said_fp8_blocks_ = false;       // an FP8 weight that cannot (said once)
   DeviceBuffer fp8_mixed_rows_;        // find_fp8_row_scales' count of rows with several scales
   std::vector<uint16_t> host_bf16_;

@@ -10,8 +10,16 @@
 
 namespace greta::cuda {
 
+int CudaBackend::int8_gemm_limit(DType t) const {
+  if (opt_.int8_gemm_max_tokens >= 0) return opt_.int8_gemm_max_tokens;
+  // Measured end to end (docs/notes/quantized-weights.md): Q8_0 past the GEMV up to 64 tokens
+  // beats the packed GEMM; for the 4-bit formats the int8 path's extra work (quantizing x, a scale
+  // fma a group) costs what the halved weight stream saves, so they keep the packed GEMM.
+  return t == DType::Q8_0 ? int(kInt8GemmMaxTokens) : 0;
+}
+
 bool CudaBackend::int8_gemm_takes_weight(const CudaWeight& w, int64_t n) const {
-  return opt_.packed_int8_acts && n > gemv_limit(w) && n <= opt_.int8_gemm_max_tokens &&
+  return opt_.packed_int8_acts && n > gemv_limit(w) && n <= int8_gemm_limit(w.dtype) &&
          int8_gemm_takes(w.dtype, w.n_in);
 }
 
