@@ -1,5 +1,6 @@
 #include "backend/cuda/persistent_trace.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -53,6 +54,32 @@ PersistentTrace::~PersistentTrace() {
                  count[size_t(k)], w, st, wk, per_step);
   }
   std::fprintf(stderr, "  %-10s %6s %8s %8s %8s %10.1f\n", "step", "", "", "", "", total);
+
+  // Where the waits come from: a block's busy time (staging and work) per phase, its spread over
+  // the blocks within a phase (mean over the kind's phases), and the spread of each block's mean
+  // over those phases. Equal spreads: the same blocks are slow in every layer (a static
+  // imbalance, which another split of the rows would remove); a small second one: it moves.
+  std::fprintf(stderr, "  busy time over the blocks, us: %-10s %10s %10s %12s\n", "phase", "min", "max", "fixed part");
+  for (int k = 0; k < kinds; ++k) {
+    std::vector<double> per_block(size_t(blocks_), 0.0);
+    double lo_sum = 0, hi_sum = 0;
+    for (int ph = 0; ph < n_phases_; ++ph) {
+      if ((ph == n_phases_ - 1 ? per_layer_ : ph % per_layer_) != k) continue;
+      double lo = 1e300, hi = 0;
+      for (int b = 0; b < blocks_; ++b) {
+        const size_t at = (size_t(ph) * blocks_ + b) * 3;
+        const double busy = double(t[at + 1] + t[at + 2]) / (double(steps_) * 1e3);
+        per_block[size_t(b)] += busy / count[size_t(k)];
+        lo = std::min(lo, busy);
+        hi = std::max(hi, busy);
+      }
+      lo_sum += lo / count[size_t(k)];
+      hi_sum += hi / count[size_t(k)];
+    }
+    const auto [mn, mx] = std::minmax_element(per_block.begin(), per_block.end());
+    std::fprintf(stderr, "  %31s%-10s %10.2f %10.2f %12.2f\n", "", k < per_layer_ && k < 5 ? kLayerKinds[k] : "output",
+                 lo_sum, hi_sum, *mx - *mn);
+  }
 }
 
 }  // namespace greta::cuda

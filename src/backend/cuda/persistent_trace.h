@@ -1,7 +1,8 @@
 // The persistent decode step's profile (CudaOptions::step_profile): for every phase and block,
 // the wait before the phase (for the previous phase's done count), the staging of its input and
 // its work, summed over steps on the device (PersistentStepArgs::trace) and printed to stderr as
-// a table per kind of phase when the trace is destroyed. Off, it hands out no buffer.
+// a table per kind of phase when the trace is destroyed, with the spread of the blocks' busy
+// times (what the waits are made of). Off, it hands out no buffer.
 #pragma once
 #include <cuda_runtime.h>
 
