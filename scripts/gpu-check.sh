@@ -161,7 +161,7 @@ if has persistent && [ -x "$GRETA" ]; then
     echo "== persistent decode step profile, position $pos"
     GRETA_CUDA_PERSISTENT_DECODE=1 GRETA_CUDA_STEP_PROFILE=1 "$GRETA" bench --synthetic llama-2-7b --device cuda \
       -p "$pos" -n 64 > /dev/null 2> "$LOG/persistent_profile_$pos.err" || status=1
-    grep -A10 "persistent decode step" "$LOG/persistent_profile_$pos.err"
+    grep -A18 "persistent decode step" "$LOG/persistent_profile_$pos.err"
   done
 fi
 if has ab && [ -x "$GRETA" ]; then
