@@ -31,10 +31,12 @@ PersistentTrace::~PersistentTrace() {
   // Kinds: the phases of a layer in order, then the output projection.
   static const char* const kLayerKinds[] = {"q/k/v", "attention", "o", "gate/up", "down"};
   const int kinds = per_layer_ + 1;
+  auto kind_of = [&](int ph) { return ph == n_phases_ - 1 ? per_layer_ : ph % per_layer_; };
+  auto name_of = [&](int k) { return k < per_layer_ && k < 5 ? kLayerKinds[k] : "output"; };
   std::vector<double> sum(size_t(kinds) * 3, 0.0);
   std::vector<int> count(size_t(kinds), 0);
   for (int ph = 0; ph < n_phases_; ++ph) {
-    const int kind = ph == n_phases_ - 1 ? per_layer_ : ph % per_layer_;
+    const int kind = kind_of(ph);
     ++count[size_t(kind)];
     for (int b = 0; b < blocks_; ++b)
       for (int i = 0; i < 3; ++i) sum[size_t(kind) * 3 + i] += double(t[(size_t(ph) * blocks_ + b) * 3 + i]);
@@ -50,8 +52,7 @@ PersistentTrace::~PersistentTrace() {
     const double w = sum[size_t(k) * 3] / n, st = sum[size_t(k) * 3 + 1] / n, wk = sum[size_t(k) * 3 + 2] / n;
     const double per_step = (w + st + wk) * count[size_t(k)];
     total += per_step;
-    std::fprintf(stderr, "  %-10s %6d %8.2f %8.2f %8.2f %10.1f\n", k < per_layer_ && k < 5 ? kLayerKinds[k] : "output",
-                 count[size_t(k)], w, st, wk, per_step);
+    std::fprintf(stderr, "  %-10s %6d %8.2f %8.2f %8.2f %10.1f\n", name_of(k), count[size_t(k)], w, st, wk, per_step);
   }
   std::fprintf(stderr, "  %-10s %6s %8s %8s %8s %10.1f\n", "step", "", "", "", "", total);
 
@@ -64,7 +65,7 @@ PersistentTrace::~PersistentTrace() {
     std::vector<double> per_block(size_t(blocks_), 0.0);
     double lo_sum = 0, hi_sum = 0;
     for (int ph = 0; ph < n_phases_; ++ph) {
-      if ((ph == n_phases_ - 1 ? per_layer_ : ph % per_layer_) != k) continue;
+      if (kind_of(ph) != k) continue;
       double lo = 1e300, hi = 0;
       for (int b = 0; b < blocks_; ++b) {
         const size_t at = (size_t(ph) * blocks_ + b) * 3;
@@ -77,8 +78,7 @@ PersistentTrace::~PersistentTrace() {
       hi_sum += hi / count[size_t(k)];
     }
     const auto [mn, mx] = std::minmax_element(per_block.begin(), per_block.end());
-    std::fprintf(stderr, "  %31s%-10s %10.2f %10.2f %12.2f\n", "", k < per_layer_ && k < 5 ? kLayerKinds[k] : "output",
-                 lo_sum, hi_sum, *mx - *mn);
+    std::fprintf(stderr, "  %31s%-10s %10.2f %10.2f %12.2f\n", "", name_of(k), lo_sum, hi_sum, *mx - *mn);
   }
 }
 
