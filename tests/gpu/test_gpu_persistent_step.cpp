@@ -4,8 +4,8 @@
 // backend), then decode together, so one run sees decode steps of 1 to 8 tokens with contexts on
 // both sides of the attention partitions (64 positions and up). Models: grouped-query attention
 // (4 and 3 q heads a kv head, 9 heads), plain multi-head attention with head size 128, tied
-// embeddings and an odd vocabulary. Each test checks that the persistent path ran, so it cannot
-// pass on the graph path alone.
+// embeddings and an odd vocabulary; Q8_0 and Q4_0 weights (the packed phases, int8 inputs). Each test checks that the
+// persistent path ran, so it cannot pass on the graph path alone.
 #include <algorithm>
 #include <map>
 #include <string>
@@ -33,8 +33,9 @@ int argmax(const float* v, int n) { return int(std::max_element(v, v + n) - v); 
 
 // Runs `steps` steps of up to 8 sequences on the persistent, graph and CPU backends; returns
 // the persistent backend's count of one-launch steps.
-int64_t run_batch(const std::string& shape, Backend& pers, Backend& graph, Backend& cpu, int steps) {
-  const auto file = ModelFile::synthetic(shape, DType::BF16, 5);
+int64_t run_batch(const std::string& shape, Backend& pers, Backend& graph, Backend& cpu, int steps,
+                  DType dtype = DType::BF16) {
+  const auto file = ModelFile::synthetic(shape, dtype, 5);
   const int vocab = file->config().vocab_size;
   BatchRunner p(*file, pers, 128, 16), g(*file, graph, 128, 16), c(*file, cpu, 128, 16);
   const int prompt_len[8] = {1, 70, 5, 130, 64, 200, 33, 65};
@@ -47,8 +48,9 @@ int64_t run_batch(const std::string& shape, Backend& pers, Backend& graph, Backe
       next[id] = prompt;
     }
     const std::vector<float> lp = p.step(next), lg = g.step(next), lc = c.step(next);
-    EXPECT_LT(rel_err(lp, lg), 2e-2) << shape << " step " << step << " (" << next.size() << " sequences)";
-    EXPECT_LT(rel_err(lp, lc), 3e-2) << shape << " step " << step << " against the CPU";
+    const std::string what = shape + " " + std::string(dtype_name(dtype)) + " step " + std::to_string(step);
+    EXPECT_LT(rel_err(lp, lg), 2e-2) << what << " (" << next.size() << " sequences)";
+    EXPECT_LT(rel_err(lp, lc), 3e-2) << what << " against the CPU";
     size_t r = 0;
     for (auto& [id, toks] : next) toks = {argmax(lc.data() + r++ * size_t(vocab), vocab)};
   }
@@ -66,6 +68,19 @@ TEST_F(GpuPersistentStep, NineHeadsOverThreeKvHeadsMatch) {
 
 TEST_F(GpuPersistentStep, MultiHeadAttentionWithTiedEmbeddingsMatches) {
   EXPECT_GE(run_batch("tiny-mha", *pers, *gpu, *cpu, 30), 22);
+}
+
+TEST_F(GpuPersistentStep, Q8_0WeightsMatchTheGraphAndTheCpu) {
+  EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 30, DType::Q8_0), 22);
+}
+
+TEST_F(GpuPersistentStep, Q4_0WeightsMatchTheGraphAndTheCpu) {
+  EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 30, DType::Q4_0), 22);
+}
+
+// Rows of 18 groups (576 values): a piece's scales start off their 16-byte boundary.
+TEST_F(GpuPersistentStep, Q8_0WithUnalignedScaleRowsMatches) {
+  EXPECT_GE(run_batch("smollm2-135m", *pers, *gpu, *cpu, 12, DType::Q8_0), 8);
 }
 
 // Six steps of up to two sequences: short enough for compute-sanitizer (scripts/gpu-check.sh).

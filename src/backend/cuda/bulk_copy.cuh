@@ -16,16 +16,35 @@ __device__ __forceinline__ void mbarrier_init_fence() {
   asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 }
 
-// One thread: copy `bytes` (a multiple of 16, both addresses 16-byte aligned) from src to dst
-// and arrive on bar, whose phase completes when the bytes land. The calling thread's (and,
-// after a warp or block barrier, its group's) earlier reads of dst come before the copy.
-__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, int bytes, uint64_t* bar) {
+// The calling thread's arrival on bar, announcing `bytes` that copies will bring. Its earlier
+// reads of the copies' destinations (and, after a warp or block barrier, its group's) come first.
+__device__ __forceinline__ void mbarrier_arrive_expect(uint64_t* bar, int bytes) {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_addr(bar)), "r"(bytes) : "memory");
+}
+
+// A copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from src to dst whose
+// bytes count towards bar's announced ones.
+__device__ __forceinline__ void bulk_copy_bytes(void* dst, const void* src, int bytes, uint64_t* bar) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_addr(dst)),
       "l"(src), "r"(bytes), "r"(shared_addr(bar))
       : "memory");
+}
+
+// One thread: copy `bytes` from src to dst and arrive on bar, whose phase completes when the
+// bytes land.
+__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, int bytes, uint64_t* bar) {
+  mbarrier_arrive_expect(bar, bytes);
+  bulk_copy_bytes(dst, src, bytes, bar);
+}
+
+// As bulk_copy_to_shared, for two ranges landing on one barrier: its one arrival announces both.
+__device__ __forceinline__ void bulk_copy2_to_shared(void* dst0, const void* src0, int bytes0, void* dst1,
+                                                     const void* src1, int bytes1, uint64_t* bar) {
+  mbarrier_arrive_expect(bar, bytes0 + bytes1);
+  bulk_copy_bytes(dst0, src0, bytes0, bar);
+  bulk_copy_bytes(dst1, src1, bytes1, bar);
 }
 
 // Waits until the barrier's phase of this parity has completed.

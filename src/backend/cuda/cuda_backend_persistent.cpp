@@ -23,9 +23,23 @@ constexpr int kPhasesPerLayer = 5;
 // Attention partitions: at least this many positions each, and about two items per block.
 constexpr int kMinPartLen = 64;
 
-const CudaWeight* bf16_matrix(const Weight* w, int64_t rows, int64_t cols) {
+// A GEMV's weight of this shape, or null.
+const CudaWeight* gemv_matrix(const Weight* w, int64_t rows, int64_t cols) {
   const auto* c = dynamic_cast<const CudaWeight*>(w);
-  return c && c->dtype == DType::BF16 && c->n_out == rows && c->n_in == cols ? c : nullptr;
+  return c && c->n_out == rows && c->n_in == cols ? c : nullptr;
+}
+// The step's name for a weight's format, false when it reads no such weights: bf16, and Q8_0
+// and Q4_0 when the graph path's GEMVs take them with int8 activations too (`int8_acts`:
+// CudaOptions::packed_int8_acts), as the step's packed phases do.
+bool step_weights(const CudaWeight& w, bool int8_acts, PersistentWeights& f) {
+  f = w.dtype == DType::Q8_0   ? PersistentWeights::kQ8_0
+      : w.dtype == DType::Q4_0 ? PersistentWeights::kQ4_0
+                               : PersistentWeights::kBf16;
+  if (w.dtype == DType::BF16) return true;
+  // Scale planes start 256-byte aligned at a 256-byte aligned base: the kernel finds the 16-byte
+  // offset of a piece's scales from the piece's place in the plane alone.
+  return f != PersistentWeights::kBf16 && int8_acts && w.n_in % 32 == 0 &&
+         reinterpret_cast<uintptr_t>(w.data) % 256 == 0;
 }
 const float* norm_weights(const Weight* w, int64_t n) {
   const auto* c = dynamic_cast<const CudaWeight*>(w);
@@ -46,6 +60,7 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   if (n_kv < 1 || H % n_kv != 0 || H / n_kv > 8) return "a kv head shared by more than 8 q heads";
   if (!persistent_step_head_dim_supported(hd)) return "head size " + std::to_string(hd) + " (64, 96 or 128 are taken)";
   const auto* w0 = dynamic_cast<const CudaWeight*>(m.layers[0].w_gate);
+  p.packed = false;
   if (!w0) return "weights of another backend";
   const int64_t ffn = w0->n_out, qw = int64_t(H) * hd, kvw = int64_t(n_kv) * hd;
   if (dim % 8 != 0 || ffn % 8 != 0 || qw % 8 != 0) return "a width that is not a multiple of 8";
@@ -67,6 +82,16 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   bf16* att = qkv + T * size_t(qkv_w);
   bf16* gu = att + T * size_t(qw);
   bf16* xs = act(x);
+  // Whether every segment of a phase has one format the step reads (its matrices' dtypes).
+  auto readable = [&](std::initializer_list<const CudaWeight*> ws) {
+    PersistentWeights f0{}, f{};
+    bool first = true;
+    for (const CudaWeight* w : ws) {
+      if (!step_weights(*w, opt_.packed_int8_acts, f) || (!first && f != f0)) return false;
+      f0 = f, first = false;
+    }
+    return true;
+  };
   // A GEMV phase: input (width k, rows `stride` apart, normed with `norm` when given), then
   // segments of rows written to out (rows `out_stride` apart), or added to it (residual).
   auto gemv = [&](const bf16* in, int64_t stride, int64_t k, const float* norm, bf16* out, int64_t out_stride,
@@ -80,7 +105,9 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     g.norm = norm;
     int i = 0;
     for (const auto& [w, rows] : segments) {
-      g.w[i] = static_cast<const bf16*>(w->data);
+      step_weights(*w, opt_.packed_int8_acts, g.weights);
+      g.w[i] = w->data;
+      p.packed = p.packed || g.weights != PersistentWeights::kBf16;
       g.rows[i++] = int32_t(rows);
     }
     g.out = out;
@@ -89,12 +116,16 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   };
   for (size_t l = 0; l < m.layers.size(); ++l) {
     const DecodeModel::Layer& L = m.layers[l];
-    const CudaWeight *wq = bf16_matrix(L.wq, qw, dim), *wk = bf16_matrix(L.wk, kvw, dim),
-                     *wv = bf16_matrix(L.wv, kvw, dim), *wo = bf16_matrix(L.wo, dim, qw),
-                     *wg = bf16_matrix(L.w_gate, ffn, dim), *wu = bf16_matrix(L.w_up, ffn, dim),
-                     *wd = bf16_matrix(L.w_down, dim, ffn);
+    const CudaWeight *wq = gemv_matrix(L.wq, qw, dim), *wk = gemv_matrix(L.wk, kvw, dim),
+                     *wv = gemv_matrix(L.wv, kvw, dim), *wo = gemv_matrix(L.wo, dim, qw),
+                     *wg = gemv_matrix(L.w_gate, ffn, dim), *wu = gemv_matrix(L.w_up, ffn, dim),
+                     *wd = gemv_matrix(L.w_down, dim, ffn);
     const float *an = norm_weights(L.attn_norm, dim), *fn = norm_weights(L.ffn_norm, dim);
-    if (!wq || !wk || !wv || !wo || !wg || !wu || !wd) return "layer " + std::to_string(l) + " has a non-bf16 weight";
+    const std::string where = "layer " + std::to_string(l);
+    if (!wq || !wk || !wv || !wo || !wg || !wu || !wd) return where + " has a weight of another shape or backend";
+    if (!readable({wq, wk, wv}) || !readable({wo}) || !readable({wg, wu}) || !readable({wd}))
+      return where + " has weights the step does not read (it reads bf16, and Q8_0 and Q4_0 with int8 activations; " +
+             "q/k/v and gate/up each in one format)";
     if (!an || !fn) return "layer " + std::to_string(l) + " has norms of another shape";
     gemv(xs, dim, dim, an, qkv, qkv_w, {{wq, qw}, {wk, kvw}, {wv, kvw}});
     PersistentPhase& a = ph[at++];
@@ -112,9 +143,11 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     d.input = PersistentInput::kSwiglu;
     d.residual = 1;
   }
-  const CudaWeight* wout = bf16_matrix(m.output, vocab, dim);
+  const CudaWeight* wout = gemv_matrix(m.output, vocab, dim);
   const float* on = norm_weights(m.out_norm, dim);
-  if (!wout || !on) return "a non-bf16 output projection or a final norm of another shape";
+  if (!wout || !on) return "an output projection or a final norm of another shape";
+  if (!readable({wout}))
+    return "an output projection the step does not read (" + std::string(dtype_name(wout->dtype)) + ")";
   gemv(xs, dim, dim, on, act(logits), vocab, {{wout, vocab}});
 
   const size_t table_bytes = ph.size() * sizeof(PersistentPhase);
@@ -181,7 +214,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.attn_floats = persistent_step_attn_floats(p.n_heads / p.n_kv, p.head_dim);
   if (p.smem_limit == 0)
     GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, opt_.device));
-  a.slots = persistent_step_slots(n, a.max_k, a.attn_floats, size_t(p.smem_limit));
+  a.slots = persistent_step_slots(n, a.max_k, a.attn_floats, p.packed, size_t(p.smem_limit));
   if (a.slots == 0) {  // inputs too wide for shared memory at this many tokens
     if (!said_persistent_wide_)
       std::fprintf(stderr,
@@ -193,15 +226,16 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   }
   a.st = step_;
   // The launch's block count depends only on its shared memory: asked of the runtime once each.
-  const size_t smem = persistent_step_smem(n, a.max_k, a.attn_floats, a.slots);
-  if (p.blocks_smem != smem) {
-    p.blocks = persistent_step_blocks(a, dev_.n_sms);
-    p.blocks_smem = smem;
+  const size_t smem = persistent_step_smem(n, a.max_k, a.attn_floats, p.packed, a.slots);
+  const size_t blocks_key = smem * 2 + (p.packed ? 1 : 0);  // each size of each of the two kernels
+  if (p.blocks_smem != blocks_key) {
+    p.blocks = persistent_step_blocks(a, p.packed, dev_.n_sms);
+    p.blocks_smem = blocks_key;
   }
   const int blocks = p.blocks;
   if (blocks == 0) return false;
   a.trace = persist_trace_.step(p.n_phases, kPhasesPerLayer, blocks, stream_);
-  launch(&persistent_step, a, blocks, p.n_kv, stream_);
+  launch(&persistent_step, a, blocks, p.n_kv, p.packed, stream_);
   ++persistent_steps_;
   return true;
 }

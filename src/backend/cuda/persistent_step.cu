@@ -8,6 +8,12 @@
 // the step's GEMV phases. So when the arithmetic of a phase waits, the ring still fills with the
 // next phase's weights, and a block that finished early keeps the memory busy.
 //
+// Packed weights (Q8_0, Q4_0): a piece is 4 KB of a row's quants, and the same bulk-copy
+// arrival brings the piece's scales behind it in the slot (from the 16-byte boundary below them,
+// so copies stay aligned whatever the row length). The phase's input is staged quantized to int8
+// per 32 values with each group's scale and sum, as the graph path's GEMV takes it (gemv_dot.cuh),
+// and the lanes take dp4a dot products of 16-byte columns.
+//
 // Phase order. A phase starts when the previous phase's done count (one arrival per block, a
 // release after the block's outputs are written) reaches G; thread 0 polls it with acquire loads
 // and the block's barrier passes that on. Activations written during the launch are read through
@@ -28,22 +34,32 @@
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/gemv_weights.cuh"
+#include "backend/cuda/int8_piece.cuh"
 #include "backend/cuda/persistent_step.h"
+#include "backend/cuda/quant_planes.h"
 
 namespace greta::cuda {
 namespace {
 
 constexpr int kWarps = 8, kThreads = 32 * kWarps;
 constexpr int kPieceBytes = 4096;
+// A slot of a ring with packed weights: the piece, its scales (a 4-bit piece's 256 groups take
+// 512 bytes) and the up to 15 bytes before them that keep the scales' copy 16-byte aligned.
+constexpr int kPackedSlotBytes = kPieceBytes + 512 + 16;
 constexpr int kMaxSlots = 12;
 constexpr int kMaxGroup = 8;  // q heads a kv head
 constexpr int kMaxTok = kPersistentMaxTokens;
 
-// Shared memory, in order: ring [kWarps][slots][kPieceBytes] | in [n][max_k] bf16 |
+// Shared memory, in order: ring [kWarps][slots][slot bytes] | in [n][max_k] bf16 (packed weights'
+// inputs: [n] of max_k int8 values then float2 (scale, sum) a group, in the same 2 max_k bytes) |
 // attention floats | full mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok].
 constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps) * kMaxTok * 4 + 16;
 __host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
-__host__ __device__ inline size_t ring_bytes(int slots) { return size_t(kWarps) * slots * kPieceBytes; }
+__host__ __device__ constexpr int slot_bytes(bool packed) { return packed ? kPackedSlotBytes : kPieceBytes; }
+__host__ __device__ inline size_t ring_bytes(int slots, bool packed) {
+  return size_t(kWarps) * slots * slot_bytes(packed);
+}
 __host__ __device__ inline size_t in_bytes(int n, int max_k) { return round128(size_t(n) * max_k * 2); }
 
 __device__ __forceinline__ int ld_acquire(const int32_t* p) {
@@ -82,20 +98,29 @@ __device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) *
 // the phase table (global memory, and the acquire loads of the phase waits empty L1).
 struct Cursor {
   int ph, row, off;
-  int row_bytes, row_end;    // the phase's row size; the end of this block's rows
-  int end0, end1;            // rows of segment 0, of segments 0 and 1
-  const bf16 *w0, *w1, *w2;  // the segments' weights (named, not an array: a runtime index
-                             // would put the cursor in local memory)
+  int row_bytes, row_end;  // the phase's row size (quants for packed weights); the end of this block's rows
+  int end0, end1;          // rows of segment 0, of segments 0 and 1
+  int end2, shift;         // packed: the phase's rows; quant bytes a scale byte is 1 << shift (bf16: 0)
+  // The segments' weights (named, not an array: a runtime index would put the cursor in local
+  // memory). Packed: their quant planes, each followed by its scale plane (quant_planes.h).
+  const unsigned char *w0, *w1, *w2;
 };
 
-// Row r of the cursor's phase: its weights.
-__device__ __forceinline__ const unsigned char* row_weights(const Cursor& c) {
-  const bf16* w = c.row < c.end0 ? c.w0 : c.row < c.end1 ? c.w1 : c.w2;
-  const int first = c.row < c.end0 ? 0 : c.row < c.end1 ? c.end0 : c.end1;
-  return reinterpret_cast<const unsigned char*>(w) + int64_t(c.row - first) * c.row_bytes;
+// Bytes of a row of k weights (quants for the packed formats), and the shift from quant bytes to
+// scale bytes (fp16 a 32 values: Q8_0 16 quant bytes a scale byte, Q4_0 8).
+__device__ __forceinline__ int weight_row_bytes(PersistentWeights f, int k) {
+  return f == PersistentWeights::kBf16 ? 2 * k : f == PersistentWeights::kQ8_0 ? k : k / 2;
+}
+__host__ __device__ constexpr int scale_shift(PersistentWeights f) {
+  return f == PersistentWeights::kQ8_0 ? 4 : f == PersistentWeights::kQ4_0 ? 3 : 0;
+}
+// The first row of row r's segment.
+__device__ __forceinline__ int segment_first(int r, int end0, int end1) {
+  return r < end0 ? 0 : r < end1 ? end0 : end1;
 }
 
 // The warp's first row at or after phase ph.
+template <bool PACKED>
 __device__ __forceinline__ void seek(const PersistentStepArgs& a, int ph, int warp, Cursor& c) {
   for (; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
@@ -105,31 +130,55 @@ __device__ __forceinline__ void seek(const PersistentStepArgs& a, int ph, int wa
       c.ph = ph;
       c.row = r;
       c.off = 0;
-      c.row_bytes = 2 * p.k;
+      const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
+      c.row_bytes = weight_row_bytes(f, p.k);
       c.row_end = row_begin(m, int(blockIdx.x) + 1);
       c.end0 = p.rows[0];
       c.end1 = p.rows[0] + p.rows[1];
-      c.w0 = p.w[0];
-      c.w1 = p.w[1];
-      c.w2 = p.w[2];
+      c.w0 = static_cast<const unsigned char*>(p.w[0]);
+      c.w1 = static_cast<const unsigned char*>(p.w[1]);
+      c.w2 = static_cast<const unsigned char*>(p.w[2]);
+      if constexpr (PACKED) {
+        c.end2 = m;
+        c.shift = scale_shift(f);
+      }
       return;
     }
   }
   c.ph = a.n_phases;
 }
 
+template <bool PACKED>
 __device__ __forceinline__ void advance(const PersistentStepArgs& a, int warp, Cursor& c) {
   c.off += kPieceBytes;
   if (c.off < c.row_bytes) return;
   c.off = 0;
   c.row += kWarps;
   if (c.row < c.row_end) return;
-  seek(a, c.ph + 1, warp, c);
+  seek<PACKED>(a, c.ph + 1, warp, c);
 }
 
-// Lane 0: the cursor's piece into a slot, completing on the slot's mbarrier.
+// Lane 0: the cursor's piece into a slot, completing on the slot's mbarrier; packed weights'
+// scales follow the piece, from the 16-byte boundary at or below them (scale planes are 256-byte
+// aligned, so the reader finds the same offset from the piece's place in its segment).
+template <bool PACKED>
 __device__ __forceinline__ void issue(const Cursor& c, unsigned char* slot, uint64_t* bar) {
-  bulk_copy_to_shared(slot, row_weights(c) + c.off, min(kPieceBytes, c.row_bytes - c.off), bar);
+  const bool in0 = c.row < c.end0, in1 = c.row < c.end1;
+  const int first = segment_first(c.row, c.end0, c.end1);
+  const int64_t at = int64_t(c.row - first) * c.row_bytes + c.off;
+  const unsigned char* base = in0 ? c.w0 : in1 ? c.w1 : c.w2;
+  const unsigned char* w = base + at;
+  const int bytes = min(kPieceBytes, c.row_bytes - c.off);
+  if constexpr (PACKED) {
+    if (c.shift != 0) {
+      const int seg_rows = (in0 ? c.end0 : in1 ? c.end1 : c.end2) - first;
+      const int mis = int((at >> c.shift) & 15);
+      const unsigned char* sc = base + align_plane(size_t(c.row_bytes) * seg_rows) + (at >> c.shift) - mis;
+      bulk_copy2_to_shared(slot, w, bytes, slot + kPieceBytes, sc, (mis + (bytes >> c.shift) + 15) & ~15, bar);
+      return;
+    }
+  }
+  bulk_copy_to_shared(slot, w, bytes, bar);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -204,6 +253,67 @@ __device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in
   __syncthreads();
 }
 
+// The phase's input for packed weights: token t's [k] values (normed or SwiGLU-combined as in
+// stage_input, rounded to bf16) quantized to int8 per 32 (int8_piece.cuh; NIBBLES: the 4-bit
+// formats' byte order) at in + 2 max_k t, each group's (scale, sum) at in + 2 max_k t + max_k.
+// A normed input is read twice from L2 (its sum of squares first), so no bf16 copy needs room.
+// k % 32 == 0. Ends with a block barrier.
+template <bool NIBBLES>
+__device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, unsigned char* in, float* red) {
+  const int k = p.k, pieces = k / 8;
+  float inv[kMaxTok] = {};
+  if (p.input == PersistentInput::kNormed) {
+    float ss[kMaxTok] = {};
+#pragma unroll
+    for (int t = 0; t < kMaxTok; ++t) {
+      if (t >= n) break;
+      const bf16* src = p.in + int64_t(t) * p.in_stride;
+      for (int e = int(threadIdx.x); e < pieces; e += kThreads) {
+        float f[8];
+        unpack8(__ldcg(reinterpret_cast<const uint4*>(src) + e), f);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ss[t] += f[j] * f[j];
+      }
+    }
+    block_sums(ss, n, red);
+#pragma unroll
+    for (int t = 0; t < kMaxTok; ++t) inv[t] = rsqrtf(ss[t] / float(k) + p.eps);
+  }
+  // Whole warps walk the pieces: a group's 4 pieces are adjacent lanes sharing its maximum.
+  const int span = (pieces + 31) / 32 * 32;
+#pragma unroll
+  for (int t = 0; t < kMaxTok; ++t) {
+    if (t >= n) break;
+    const bf16* src = p.in + int64_t(t) * p.in_stride;
+    unsigned char* xt = in + size_t(t) * 2 * max_k;
+    float2* stats = reinterpret_cast<float2*>(xt + max_k);
+    for (int e = int(threadIdx.x); e < span; e += kThreads) {
+      const bool ok = e < pieces;
+      uint4 v = ok ? __ldcg(reinterpret_cast<const uint4*>(src) + e) : make_uint4(0, 0, 0, 0);
+      if (ok && p.input != PersistentInput::kPlain) {
+        float f[8];
+        unpack8(v, f);
+        bf16* h = reinterpret_cast<bf16*>(&v);
+        if (p.input == PersistentInput::kSwiglu) {
+          float up[8];
+          unpack8(__ldcg(reinterpret_cast<const uint4*>(src + k) + e), up);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] / (1.f + __expf(-f[j])) * up[j]);
+        } else {
+#pragma unroll
+          for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv[t] * __ldg(p.norm + 8 * e + j));
+        }
+      }
+      const Int8Piece pc = quantize_int8_piece<NIBBLES>(v, e % 4 / 2);
+      if (ok) {
+        *reinterpret_cast<uint2*>(xt + 8 * e) = pc.q;
+        if (e % 4 == 0) stats[e / 4] = make_float2(pc.d, pc.sum);
+      }
+    }
+  }
+  __syncthreads();
+}
+
 // A warp's state while streaming: its ring, the slot it reads next and the issue cursor.
 struct Stream {
   unsigned char* ring;
@@ -225,28 +335,63 @@ __device__ __forceinline__ float dot8(const uint4 w, const uint4 x) {
   return d;
 }
 
+// The 16-byte column at b of a packed piece against token t's int8 input xt (stage_input_int8),
+// the piece starting at quant byte `off` of its row, sc its scales (slot + kPieceBytes + the
+// alignment offset). Q8_0: half a group; Q4_0: a whole group (value = d q - 8 d).
+template <PersistentWeights F>
+__device__ __forceinline__ float packed_dot(const uint4 w, const unsigned char* sc, int b, int off,
+                                            const unsigned char* xt, int max_k) {
+  if constexpr (F == PersistentWeights::kQ8_0) {
+    const uint4 x = *reinterpret_cast<const uint4*>(xt + off + b);
+    const float dx = reinterpret_cast<const float2*>(xt + max_k)[(off + b) / 32].x;
+    int s = 0;
+    s = __dp4a(int(w.x), int(x.x), s);
+    s = __dp4a(int(w.y), int(x.y), s);
+    s = __dp4a(int(w.z), int(x.z), s);
+    s = __dp4a(int(w.w), int(x.w), s);
+    return half_bits(*reinterpret_cast<const unsigned short*>(sc + 2 * (b / 32))) * (dx * float(s));
+  } else {
+    const int v = 2 * (off + b);  // the group's first value
+    const uint4 x0 = *reinterpret_cast<const uint4*>(xt + v), x1 = *reinterpret_cast<const uint4*>(xt + v + 16);
+    const float2 gx = reinterpret_cast<const float2*>(xt + max_k)[v / 32];
+    const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w}, qw[4] = {w.x, w.y, w.z, w.w};
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s = __dp4a(int(qw[j] & 0x0F0F0F0Fu), int(xw[2 * j]), s);
+      s = __dp4a(int((qw[j] >> 4) & 0x0F0F0F0Fu), int(xw[2 * j + 1]), s);
+    }
+    const float d = half_bits(*reinterpret_cast<const unsigned short*>(sc + 2 * (b / 16)));
+    return d * (gx.x * float(s)) + (-8.f * d) * gx.y;
+  }
+}
+
 // The warp's rows of a GEMV phase, their pieces taken from the ring in stream order, for up to
 // N tokens (n of them live): N is a template argument so the token loops unroll with no branch
-// per 16 bytes at the common small counts.
+// per 16 bytes at the common small counts. F: the phase's weight format; PACKED: the kernel's
+// (the ring's slot size and the stream's copies).
 // The phase's fields come in as values: the loop must not reload them from the table after every
-// wait (the waits are compiler barriers).
-template <int N>
+// wait (the waits are compiler barriers). end0, end1: the ends of segments 0 and 1.
+template <int N, PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
-                                          int m, int k, const bf16* in, Stream& s) {
+                                          int m, int k, int end0, int end1, const unsigned char* in, Stream& s) {
+  constexpr int kSlot = slot_bytes(PACKED);
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  const int n = a.n_tokens, row_bytes = 2 * k;
+  const int n = a.n_tokens, row_bytes = weight_row_bytes(F, k);
   const size_t x_stride = size_t(a.max_k) * 2;  // bytes between tokens' staged inputs
   const int r1 = row_begin(m, int(blockIdx.x) + 1);
   for (int r = row_begin(m, int(blockIdx.x)) + warp; r < r1; r += kWarps) {
     bf16* o = out + int64_t(lane) * out_stride + r;  // lane t < n: token t's output
     // The residual is loaded now, so its latency passes while the row streams.
     const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
+    const int64_t row_at = int64_t(r - segment_first(r, end0, end1)) * row_bytes;
     float acc[N] = {};
     for (int off = 0; off < row_bytes; off += kPieceBytes) {
       const int bytes = min(kPieceBytes, row_bytes - off);
       mbarrier_wait(s.bars + s.slot, s.parity);
-      const unsigned char* buf = s.ring + size_t(s.slot) * kPieceBytes;
-      const unsigned char* x = reinterpret_cast<const unsigned char*>(in) + off;
+      const unsigned char* buf = s.ring + size_t(s.slot) * kSlot;
+      // Packed: where the piece's scales start in the slot (issue's alignment offset).
+      const unsigned char* sc = buf + kPieceBytes + int(((row_at + off) >> scale_shift(F)) & 15);
 #pragma unroll
       for (int i = 0; i < kPieceBytes / 512; ++i) {
         const int b = 512 * i + 16 * lane;
@@ -254,13 +399,17 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
           const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
 #pragma unroll
           for (int t = 0; t < N; ++t)
-            if (N == 1 || t < n) acc[t] += dot8(w, *reinterpret_cast<const uint4*>(x + t * x_stride + b));
+            if (N == 1 || t < n) {
+              if constexpr (F == PersistentWeights::kBf16)
+                acc[t] += dot8(w, *reinterpret_cast<const uint4*>(in + t * x_stride + off + b));
+              else acc[t] += packed_dot<F>(w, sc, b, off, in + t * x_stride, a.max_k);
+            }
         }
       }
       __syncwarp();  // every lane has read the slot before it is refilled
       if (s.next.ph < a.n_phases) {
-        if (lane == 0) issue(s.next, s.ring + size_t(s.slot) * kPieceBytes, s.bars + s.slot);
-        advance(a, warp, s.next);
+        if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(s.slot) * kSlot, s.bars + s.slot);
+        advance<PACKED>(a, warp, s.next);
       }
       if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
     }
@@ -275,6 +424,17 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
       *o = __float2bfloat16_rn(__bfloat162float(__float2bfloat16_rn(v)) + res);
     }
   }
+}
+
+// A GEMV phase's rows at the step's token count.
+template <PersistentWeights F, bool PACKED>
+__device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const PersistentPhase& p,
+                                           const unsigned char* in, Stream& s) {
+  const int m = phase_rows(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
+  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
+  else if (a.n_tokens == 2) gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
+  else if (a.n_tokens <= 4) gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
+  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
 }
 
 // A lane's PER bf16 values of one K or V row (PER of a row of head_dim = 32 PER, so 2 PER-byte
@@ -510,11 +670,13 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   __syncthreads();  // the shared memory is the next item's
 }
 
+// PACKED: some phase has packed weights. A bf16 model's kernel carries none of their state.
+template <bool PACKED>
 __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const PersistentStepArgs a) {
   extern __shared__ __align__(128) unsigned char smem[];
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
-  bf16* in = reinterpret_cast<bf16*>(smem + ring_bytes(a.slots));
-  unsigned char* tail = smem + ring_bytes(a.slots) + in_bytes(a.n_tokens, a.max_k);
+  unsigned char* in = smem + ring_bytes(a.slots, PACKED);
+  unsigned char* tail = in + in_bytes(a.n_tokens, a.max_k);
   float* attn = reinterpret_cast<float*>(tail);
   uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.attn_floats) * 4));
   float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
@@ -522,11 +684,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   mbarrier_init_fence();
   __syncthreads();
 
-  Stream s{smem + size_t(warp) * a.slots * kPieceBytes, bars + warp * a.slots, 0, 0u, {}};
-  seek(a, 0, warp, s.next);  // every lane follows the cursor (uniform control flow); lane 0 issues
+  Stream s{smem + size_t(warp) * a.slots * slot_bytes(PACKED), bars + warp * a.slots, 0, 0u, {}};
+  seek<PACKED>(a, 0, warp, s.next);  // every lane follows the cursor (uniform control flow); lane 0 issues
   for (int q = 0; q < a.slots && s.next.ph < a.n_phases; ++q) {
-    if (lane == 0) issue(s.next, s.ring + size_t(q) * kPieceBytes, s.bars + q);
-    advance(a, warp, s.next);
+    if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(q) * slot_bytes(PACKED), s.bars + q);
+    advance<PACKED>(a, warp, s.next);
   }
   int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
@@ -536,13 +698,16 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     int64_t* tr = a.trace && threadIdx.x == 0 ? a.trace + (int64_t(ph) * gridDim.x + blockIdx.x) * 3 : nullptr;
     int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
-      stage_input(p, a.n_tokens, a.max_k, in, red);
+      const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
+      if (f == PersistentWeights::kBf16) stage_input(p, a.n_tokens, a.max_k, reinterpret_cast<bf16*>(in), red);
+      else if (f == PersistentWeights::kQ8_0) stage_input_int8<false>(p, a.n_tokens, a.max_k, in, red);
+      else stage_input_int8<true>(p, a.n_tokens, a.max_k, in, red);
       if (tr) t_staged = global_ns();
-      const int m = phase_rows(p);
-      if (a.n_tokens == 1) gemv_rows<1>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
-      else if (a.n_tokens == 2) gemv_rows<2>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
-      else if (a.n_tokens <= 4) gemv_rows<4>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
-      else gemv_rows<kMaxTok>(a, p.out, p.out_stride, p.residual, m, p.k, in, s);
+      if (f == PersistentWeights::kBf16) gemv_phase<PersistentWeights::kBf16, PACKED>(a, p, in, s);
+      if constexpr (PACKED) {
+        if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, s);
+        else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, s);
+      }
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
@@ -578,49 +743,51 @@ int persistent_step_attn_floats(int group, int head_dim) {
   return 2 * group * head_dim + 2 * head_dim + head_dim + 2 * kWarps * group + 4;
 }
 
-int persistent_step_slots(int n_tokens, int max_k, int attn_floats, size_t smem_limit) {
+int persistent_step_slots(int n_tokens, int max_k, int attn_floats, bool packed, size_t smem_limit) {
   const size_t fixed = in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
   if (fixed >= smem_limit) return 0;
-  const int slots = int(std::min<size_t>(kMaxSlots, (smem_limit - fixed) / (size_t(kWarps) * kPieceBytes)));
+  const int slots = int(std::min<size_t>(kMaxSlots, (smem_limit - fixed) / (size_t(kWarps) * slot_bytes(packed))));
   return slots >= 2 ? slots : 0;
 }
 
-size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, int slots) {
-  return ring_bytes(slots) + in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
+size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, bool packed, int slots) {
+  return ring_bytes(slots, packed) + in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
 }
 
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
   return size_t(n_phases) + size_t(n_tokens) * n_kv_heads;
 }
 
-int persistent_step_blocks(const PersistentStepArgs& a, int n_sms) {
-  const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, a.slots);
+int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms) {
+  const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, packed, a.slots);
+  const auto kernel = packed ? persistent_step_kernel<true> : persistent_step_kernel<false>;
   // The kernel may take up to the device's opt-in limit, so launches (and step graphs) of every
   // step size stay valid whatever size was asked last.
   int device = 0, limit = 0;
   GRETA_CUDA_CHECK(cudaGetDevice(&device));
   GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   if (smem > size_t(limit)) return 0;
-  GRETA_CUDA_CHECK(cudaFuncSetAttribute(persistent_step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
+  GRETA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
   int per_sm = 0;
-  GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, persistent_step_kernel, kThreads, smem));
+  GRETA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem));
   return per_sm >= 1 ? n_sms : 0;
 }
 
-void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, cudaStream_t s) {
+void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, bool packed, cudaStream_t s) {
   GRETA_CUDA_CHECK(cudaMemsetAsync(a.counters, 0,
                                    persistent_step_counters(a.n_phases, a.n_tokens, n_kv_heads) * sizeof(int32_t), s));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, a.slots);
+  cfg.dynamicSmemBytes = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, packed, a.slots);
   cfg.stream = s;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;
   attr.val.cooperative = 1;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
-  GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, persistent_step_kernel, a));
+  if (packed) GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, persistent_step_kernel<true>, a));
+  else GRETA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, persistent_step_kernel<false>, a));
 }
 
 }  // namespace greta::cuda

@@ -22,6 +22,13 @@ constexpr int kPersistentMaxTokens = 8;    // decode tokens a step (one per sequ
 constexpr int kPersistentMaxSegments = 3;  // weight matrices a GEMV phase reads (q, k, v)
 
 enum class PersistentPhaseKind : int32_t { kGemv = 0, kAttention = 1 };
+// How a GEMV phase's weights lie in device memory (quant_planes.h for the packed formats). The
+// packed ones take the input quantized to int8 per 32 values, as the graph path's GEMV does.
+enum class PersistentWeights : int32_t {
+  kBf16 = 0,  // [rows][k] bf16
+  kQ8_0 = 1,  // planes: int8 quants [rows][k], fp16 scales [rows][k / 32]
+  kQ4_0 = 2,  // planes: nibbles [rows][k / 2] (quant_planes.h order), fp16 scales [rows][k / 32]
+};
 // How a GEMV phase's input is made from `in`.
 enum class PersistentInput : int32_t {
   kPlain = 0,   // in [n][k] as it is
@@ -34,14 +41,16 @@ enum class PersistentInput : int32_t {
 struct PersistentPhase {
   PersistentPhaseKind kind = PersistentPhaseKind::kGemv;
   PersistentInput input = PersistentInput::kPlain;
-  const bf16* in = nullptr;                    // GEMV: [n][in_stride]; attention: q | k | v [n][in_stride]
-  int64_t in_stride = 0;                       // elements between tokens' rows
-  int32_t k = 0;                               // GEMV: the input's width (k % 8 == 0)
-  float eps = 0.f;                             // kNormed: the RMSNorm epsilon
-  const float* norm = nullptr;                 // kNormed: [k]
-  const bf16* w[kPersistentMaxSegments] = {};  // segment s: [rows[s], k]
-  int32_t rows[kPersistentMaxSegments] = {};   // 0: no segment
-  bf16* out = nullptr;                         // [n][out_stride]; segment s's rows at columns sum(rows[< s]) on
+  const bf16* in = nullptr;     // GEMV: [n][in_stride]; attention: q | k | v [n][in_stride]
+  int64_t in_stride = 0;        // elements between tokens' rows
+  int32_t k = 0;                // GEMV: the input's width (k % 8 == 0; packed weights: k % 32 == 0)
+  float eps = 0.f;              // kNormed: the RMSNorm epsilon
+  const float* norm = nullptr;  // kNormed: [k]
+  PersistentWeights weights = PersistentWeights::kBf16;  // every segment's format
+  // Segment s: [rows[s], k]; packed: its planes (quant_planes.h), the scales after the quants.
+  const void* w[kPersistentMaxSegments] = {};
+  int32_t rows[kPersistentMaxSegments] = {};  // 0: no segment
+  bf16* out = nullptr;                        // [n][out_stride]; segment s's rows at columns sum(rows[< s]) on
   int64_t out_stride = 0;
   int32_t residual = 0;  // 1: out += the product (out is the residual stream, one segment)
   // Attention: heads, RoPE and the layer's cache; q, k, v from `in`, the heads' outputs to out.
@@ -75,16 +84,16 @@ bool persistent_step_head_dim_supported(int head_dim);
 // Shared memory of the attention item for q heads of `group` per kv head of head_dim values.
 int persistent_step_attn_floats(int group, int head_dim);
 // Ring slots a warp gets in smem_limit bytes for n tokens of inputs up to max_k wide, or 0 when
-// fewer than two fit.
-int persistent_step_slots(int n_tokens, int max_k, int attn_floats, size_t smem_limit);
+// fewer than two fit; `packed`: some phase has packed weights (the ring's slots hold their scales too).
+int persistent_step_slots(int n_tokens, int max_k, int attn_floats, bool packed, size_t smem_limit);
 // Dynamic shared memory of a block.
-size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, int slots);
+size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, bool packed, int slots);
 // Counters the step needs: a done count per phase, an attention merge count per (token, kv head).
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads);
 // Blocks of the launch: one per SM when its shared memory fits, else 0.
-int persistent_step_blocks(const PersistentStepArgs& a, int n_sms);
+int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms);
 
 // Zeroes the counters and launches the step with `blocks` co-resident blocks (cooperative).
-void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, cudaStream_t s);
+void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, bool packed, cudaStream_t s);
 
 }  // namespace greta::cuda
