@@ -53,9 +53,15 @@ const std::vector<EnvSwitch> kSwitches = {
        o.cuda.int8_gemm_max_tokens = parse_int("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", v, 0, 64);
      }},
     {"GRETA_CUDA_PERSISTENT_DECODE", "0|1",
-     "CUDA: decode steps of plain Llama-form bf16 models as one persistent launch (default 0)",
+     "CUDA: decode steps of plain Llama-form bf16, Q8_0 or Q4_0 models as one persistent launch (default 0)",
      [](BackendOptions& o, const std::string& v) {
        o.cuda.persistent_decode = parse_bool("GRETA_CUDA_PERSISTENT_DECODE", v);
+     }},
+    {"GRETA_CUDA_PERSISTENT_PREFETCH", "0..32",
+     "CUDA, persistent decode step: 4 KB pieces of each warp's weight stream past its ring asked of the L2 before "
+     "a phase wait (default 0)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.persistent_prefetch = parse_int("GRETA_CUDA_PERSISTENT_PREFETCH", v, 0, 32);
      }},
     {"GRETA_CUDA_PREFILL_TC", "0|1", "CUDA: prompt attention on tensor cores where the head size allows (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},

@@ -67,10 +67,12 @@ struct CudaOptions {
   int w8a8_gemm_max_tokens = 0;     // ... and up to this many tokens (0..64) on greta's own W8A8 kernel
                                     // (gemm_w8a8.h) instead of cuBLASLt's FP8 GEMM; off until it
                                     // measures faster (docs/notes/fp8-gemm.md)
-  bool persistent_decode = false;   // decode steps of the plain Llama form with bf16 weights and up to
-                                    // 8 tokens as one persistent launch (persistent_step.h) instead
-                                    // of a graph of kernels; off until it measures faster
-                                    // (docs/notes/decode-step.md)
+  bool persistent_decode = false;   // decode steps of the plain Llama form with bf16, Q8_0 or Q4_0
+                                    // weights and up to 8 tokens as one persistent launch
+                                    // (persistent_step.h) instead of a graph of kernels; off until it
+                                    // measures faster (docs/notes/decode-step.md)
+  int persistent_prefetch = 0;      // ... each warp asks the L2 for this many 4 KB pieces of its weight
+                                    // stream past its shared-memory ring before a phase wait (0..32)
   int moe_gemm_min_tokens = 256;    // mixture of experts: steps of at least this many tokens run
                                     // uncaptured, their experts as cuBLASLt GEMMs over the gathered
                                     // tokens (a wait a layer for the counts); smaller ones on the

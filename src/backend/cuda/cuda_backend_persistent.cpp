@@ -198,6 +198,8 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.n_phases = p.n_phases;
   a.n_tokens = n;
   a.neox = rope.neox ? 1 : 0;
+  a.n_kv_heads = p.n_kv;
+  a.prefetch = opt_.persistent_prefetch;
   // Partitions of at least kMinPartLen positions, about two attention items a block at the
   // longest (bucketed) context of the step.
   const int ctx = std::max(step_.max_decode_ctx, 1), items = n * p.n_kv;
@@ -235,7 +237,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   const int blocks = p.blocks;
   if (blocks == 0) return false;
   a.trace = persist_trace_.step(p.n_phases, kPhasesPerLayer, blocks, stream_);
-  launch(&persistent_step, a, blocks, p.n_kv, p.packed, stream_);
+  launch(&persistent_step, a, blocks, p.packed, stream_);
   ++persistent_steps_;
   return true;
 }

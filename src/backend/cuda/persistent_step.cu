@@ -314,6 +314,20 @@ __device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, uns
   __syncthreads();
 }
 
+// Lane 0, before its block waits for a phase: asks the L2 for the next `pieces` pieces of the
+// warp's stream past its ring (cursor c, a copy), so the memory keeps streaming the block's
+// weights through the wait instead of only the ring's slots. Packed weights' scales are left to
+// the ring's copies (1/16 or 1/8 of the bytes).
+template <bool PACKED>
+__device__ void prefetch_ahead(const PersistentStepArgs& a, int warp, Cursor c, int pieces) {
+  for (int i = 0; i < pieces && c.ph < a.n_phases; ++i) {
+    const unsigned char* base = c.row < c.end0 ? c.w0 : c.row < c.end1 ? c.w1 : c.w2;
+    prefetch_l2(base + int64_t(c.row - segment_first(c.row, c.end0, c.end1)) * c.row_bytes + c.off,
+                min(kPieceBytes, c.row_bytes - c.off));
+    advance<PACKED>(a, warp, c);
+  }
+}
+
 // A warp's state while streaming: its ring, the slot it reads next and the issue cursor.
 struct Stream {
   unsigned char* ring;
@@ -693,6 +707,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
+    if (ph > 0 && lane == 0 && a.prefetch > 0) prefetch_ahead<PACKED>(a, warp, s.next, a.prefetch);
     if (ph > 0 && threadIdx.x == 0) wait_count(a.counters + ph - 1, int(gridDim.x), ph);
     __syncthreads();  // the previous phase is done everywhere; this block reads no earlier input
     int64_t* tr = a.trace && threadIdx.x == 0 ? a.trace + (int64_t(ph) * gridDim.x + blockIdx.x) * 3 : nullptr;
@@ -773,9 +788,9 @@ int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms) 
   return per_sm >= 1 ? n_sms : 0;
 }
 
-void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, bool packed, cudaStream_t s) {
-  GRETA_CUDA_CHECK(cudaMemsetAsync(a.counters, 0,
-                                   persistent_step_counters(a.n_phases, a.n_tokens, n_kv_heads) * sizeof(int32_t), s));
+void persistent_step(PersistentStepArgs a, int blocks, bool packed, cudaStream_t s) {
+  GRETA_CUDA_CHECK(cudaMemsetAsync(
+      a.counters, 0, persistent_step_counters(a.n_phases, a.n_tokens, a.n_kv_heads) * sizeof(int32_t), s));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);

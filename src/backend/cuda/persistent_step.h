@@ -74,6 +74,8 @@ struct PersistentStepArgs {
   int32_t part_len = 0;     // attention: positions a partition
   int32_t max_parts = 0;    // partitions of the longest context
   int32_t slots = 0;        // ring slots a warp
+  int32_t prefetch = 0;     // pieces past its ring each warp asks the L2 for before a phase wait
+  int32_t n_kv_heads = 0;   // the attention merge counts' kv heads
   int32_t max_k = 0;        // widest GEMV input: the shared-memory input is [n_tokens][max_k]
   int32_t attn_floats = 0;  // the attention item's shared memory (persistent_step_attn_floats)
   DevStep st;
@@ -94,6 +96,6 @@ size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads);
 int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms);
 
 // Zeroes the counters and launches the step with `blocks` co-resident blocks (cooperative).
-void persistent_step(PersistentStepArgs a, int blocks, int n_kv_heads, bool packed, cudaStream_t s);
+void persistent_step(PersistentStepArgs a, int blocks, bool packed, cudaStream_t s);
 
 }  // namespace greta::cuda
