@@ -16,7 +16,7 @@
 #   graphs    decode with step graphs off, then on (GRETA_CUDA_GRAPHS), tools/ab_switch.py
 #   pipe      decode with the pipelined GEMV weight stream off, then on (GRETA_CUDA_GEMV_PIPE)
 #   persistent  the persistent decode step against the graph of kernels (GRETA_CUDA_PERSISTENT_DECODE
-#             0/1, back to back) on synthetic Llama-2-7B and Llama-3.2-1B (bf16), then its
+#             0/1, back to back) on synthetic Llama-2-7B (bf16, Q8_0, Q4_0) and Llama-3.2-1B, then its
 #             per-phase profile (GRETA_CUDA_STEP_PROFILE) at positions 16 and 4000
 #   ab        any switch: GRETA_AB_VAR takes each of GRETA_AB_VALUES in turn; GRETA_AB_ARGS are
 #             greta bench's arguments (default batch 1 at position 4000 and batch 8);
@@ -151,6 +151,10 @@ fi
 if has persistent && [ -x "$GRETA" ]; then
   echo "== persistent decode step A/B (GRETA_CUDA_PERSISTENT_DECODE 0/1, synthetic llama-2-7b, bf16, back to back)"
   ab_switch persistent GRETA_CUDA_PERSISTENT_DECODE "0 1 0 1" -p 16 -n 256 --at-pos 4000 --batch 2 4
+  for dt in q8_0 q4_0; do
+    echo "== persistent decode step A/B, $dt weights"
+    ab_switch "persistent_$dt" GRETA_CUDA_PERSISTENT_DECODE "0 1 0 1" --dtype "$dt" -p 16 -n 128 --batch 2
+  done
   for v in 0 1; do
     GRETA_CUDA_PERSISTENT_DECODE=$v "$GRETA" bench --synthetic llama-3.2-1b --device cuda -p 16 -n 256 --batch 2 4 \
       2>> "$LOG/bench_persistent_1b.err" | sed "s/^{/{\"ab\":\"$v\",/" >> "$LOG/bench_persistent_1b.jsonl" ||
