@@ -49,8 +49,12 @@ int64_t run_batch(const std::string& shape, Backend& pers, Backend& graph, Backe
     }
     const std::vector<float> lp = p.step(next), lg = g.step(next), lc = c.step(next);
     const std::string what = shape + " " + std::string(dtype_name(dtype)) + " step " + std::to_string(step);
-    EXPECT_LT(rel_err(lp, lg), 2e-2) << what << " (" << next.size() << " sequences)";
-    EXPECT_LT(rel_err(lp, lc), 3e-2) << what << " against the CPU";
+    // Packed weights: the step quantizes x to int8 at every token count, the graph path only where
+    // its int8 kernels run (Q4_0: one token), and int8 rounding reaches ~3% on a tiny model's
+    // logits (docs/notes/quantized-weights.md), so both bounds are that of the int8 GEMV tests.
+    const bool packed = dtype != DType::BF16;
+    EXPECT_LT(rel_err(lp, lg), packed ? 4e-2 : 2e-2) << what << " (" << next.size() << " sequences)";
+    EXPECT_LT(rel_err(lp, lc), packed ? 4e-2 : 3e-2) << what << " against the CPU";
     size_t r = 0;
     for (auto& [id, toks] : next) toks = {argmax(lc.data() + r++ * size_t(vocab), vocab)};
   }
