@@ -126,7 +126,7 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     if (!readable({wq, wk, wv}) || !readable({wo}) || !readable({wg, wu}) || !readable({wd}))
       return where + " has weights the step does not read (it reads bf16, and Q8_0 and Q4_0 with int8 activations; " +
              "q/k/v and gate/up each in one format)";
-    if (!an || !fn) return "layer " + std::to_string(l) + " has norms of another shape";
+    if (!an || !fn) return where + " has norms of another shape";
     gemv(xs, dim, dim, an, qkv, qkv_w, {{wq, qw}, {wk, kvw}, {wv, kvw}});
     PersistentPhase& a = ph[at++];
     a.kind = PersistentPhaseKind::kAttention;
@@ -229,10 +229,10 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.st = step_;
   // The launch's block count depends only on its shared memory: asked of the runtime once each.
   const size_t smem = persistent_step_smem(n, a.max_k, a.attn_floats, p.packed, a.slots);
-  const size_t blocks_key = smem * 2 + (p.packed ? 1 : 0);  // each size of each of the two kernels
-  if (p.blocks_smem != blocks_key) {
+  if (p.blocks_smem != smem || p.blocks_packed != p.packed) {
     p.blocks = persistent_step_blocks(a, p.packed, dev_.n_sms);
-    p.blocks_smem = blocks_key;
+    p.blocks_smem = smem;
+    p.blocks_packed = p.packed;
   }
   const int blocks = p.blocks;
   if (blocks == 0) return false;
