@@ -20,8 +20,10 @@ namespace greta::cuda {
 namespace {
 
 constexpr int kPhasesPerLayer = 5;
-// Attention partitions: at least this many positions each, and about two items per block.
+// Attention partitions: at least this many positions each; an item's fixed cost (q rotation,
+// the block's merge) counted as this many positions when choosing how many.
 constexpr int kMinPartLen = 64;
+constexpr int kItemSetupPositions = 32;
 
 // A GEMV's weight of this shape, or null.
 const CudaWeight* gemv_matrix(const Weight* w, int64_t rows, int64_t cols) {
@@ -200,10 +202,18 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.neox = rope.neox ? 1 : 0;
   a.n_kv_heads = p.n_kv;
   a.prefetch = opt_.persistent_prefetch;
-  // Partitions of at least kMinPartLen positions, about two attention items a block at the
-  // longest (bucketed) context of the step.
-  const int ctx = std::max(step_.max_decode_ctx, 1), items = n * p.n_kv;
-  const int want_parts = std::max(1, std::min((2 * dev_.n_sms + items - 1) / items, ctx / kMinPartLen));
+  // Partitions of at least kMinPartLen positions at the longest (bucketed) context of the step.
+  // The attention phase lasts as long as its busiest block: rounds of items over the blocks, each
+  // item its positions plus a fixed setup (q rotation, the block's merge) worth about
+  // kItemSetupPositions. The count with the least of that wins (the fewest parts on a tie).
+  const int ctx = std::max(step_.max_decode_ctx, 1), heads = n * p.n_kv;
+  int want_parts = 1;
+  int64_t best = -1;
+  for (int parts = 1; parts <= std::max(1, ctx / kMinPartLen); ++parts) {
+    const int64_t rounds = (int64_t(parts) * heads + dev_.n_sms - 1) / dev_.n_sms;
+    const int64_t cost = rounds * ((ctx + parts - 1) / parts + kItemSetupPositions);
+    if (best < 0 || cost < best) best = cost, want_parts = parts;
+  }
   a.part_len = (ctx + want_parts - 1) / want_parts;
   a.max_parts = (ctx + a.part_len - 1) / a.part_len;
   const size_t partial_floats = size_t(n) * p.n_heads * a.max_parts * (p.head_dim + 2);
