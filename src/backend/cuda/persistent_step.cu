@@ -504,37 +504,40 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   const int32_t* table = st.block_ids + st.block_begin[seq];
   const bool has_new = pos >= p0 && pos < p1;
   // Shared memory: q [group][hd] (rotated), acc [group][hd], k and v of the new token [hd] each,
-  // cos / sin [half] each, warp maxima and sums [kWarps][group] each, the merge flag.
+  // warp maxima and sums [kWarps][group] each, the merge flag.
   float* sq = sm;
   float* sacc = sq + group * hd;
   float* skn = sacc + group * hd;
   float* svn = skn + hd;
-  float* scos = svn + hd;
-  float* ssin = scos + half;
-  float* swm = ssin + half;
+  float* swm = svn + hd;
   float* swl = swm + kWarps * group;
   int* slast = reinterpret_cast<int*>(swl + kWarps * group);
 
-  for (int i = int(threadIdx.x); i < half; i += kThreads) {
-    double sd, cd;
-    sincos(double(float(pos) * a.inv_freq[i]), &sd, &cd);
-    scos[i] = float(cd);
-    ssin[i] = float(sd);
-  }
   for (int i = int(threadIdx.x); i < group * hd; i += kThreads) sacc[i] = 0.f;
-  __syncthreads();
   const bf16* tok = p.in + int64_t(t) * p.in_stride;
   const int64_t kv_row = int64_t(n_kv) * hd;
-  // Rotated pairs of the group's q heads, then (has_new) of the new k; the new v as it is.
-  const int q_pairs = group * half, pairs = q_pairs + (has_new ? half : 0);
-  for (int e = int(threadIdx.x); e < pairs; e += kThreads) {
+  // One pass, every load of it independent of the others (each is a round trip through L2 under
+  // the weight stream): rotated pairs of the group's q heads, then (has_new) of the new k, each
+  // element computing its own angle; then the new v as it is.
+  const int q_pairs = group * half, pairs = q_pairs + (has_new ? half : 0), elems = pairs + (has_new ? hd : 0);
+  for (int e = int(threadIdx.x); e < elems; e += kThreads) {
+    if (e >= pairs) {
+      const int i = e - pairs;
+      const bf16 v = __ldcg(tok + int64_t(p.n_heads + n_kv) * hd + int64_t(g) * hd + i);
+      svn[i] = __bfloat162float(v);
+      L.v[int64_t(st.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
+      continue;
+    }
     const bool is_q = e < q_pairs;
     const int h = is_q ? e / half : 0, i = is_q ? e % half : e - q_pairs;
     const bf16* src = is_q ? tok + int64_t(g * group + h) * hd : tok + int64_t(p.n_heads) * hd + int64_t(g) * hd;
     const int i0 = a.neox ? i : 2 * i, i1 = a.neox ? i + half : 2 * i + 1;
     const float x0 = __bfloat162float(__ldcg(src + i0)), x1 = __bfloat162float(__ldcg(src + i1));
-    const bf16 r0 = __float2bfloat16_rn(x0 * scos[i] - x1 * ssin[i]);
-    const bf16 r1 = __float2bfloat16_rn(x0 * ssin[i] + x1 * scos[i]);
+    double sd, cd;
+    sincos(double(float(pos) * a.inv_freq[i]), &sd, &cd);
+    const float c = float(cd), sn = float(sd);
+    const bf16 r0 = __float2bfloat16_rn(x0 * c - x1 * sn);
+    const bf16 r1 = __float2bfloat16_rn(x0 * sn + x1 * c);
     float* dst = is_q ? sq + h * hd : skn;
     dst[i0] = __bfloat162float(r0);
     dst[i1] = __bfloat162float(r1);
@@ -544,12 +547,6 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
       L.k[slot * kv_row + int64_t(g) * hd + i1] = r1;
     }
   }
-  if (has_new)
-    for (int i = int(threadIdx.x); i < hd; i += kThreads) {
-      const bf16 v = __ldcg(tok + int64_t(p.n_heads + n_kv) * hd + int64_t(g) * hd + i);
-      svn[i] = __bfloat162float(v);
-      L.v[int64_t(st.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
-    }
   __syncthreads();
 
   // Each warp takes kBatch positions at a time, every lane loading its values of all of them
@@ -755,7 +752,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
 bool persistent_step_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
 int persistent_step_attn_floats(int group, int head_dim) {
-  return 2 * group * head_dim + 2 * head_dim + head_dim + 2 * kWarps * group + 4;
+  return 2 * group * head_dim + 2 * head_dim + 2 * kWarps * group + 4;
 }
 
 int persistent_step_slots(int n_tokens, int max_k, int attn_floats, bool packed, size_t smem_limit) {
