@@ -68,9 +68,9 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   if (dim % 8 != 0 || ffn % 8 != 0 || qw % 8 != 0) return "a width that is not a multiple of 8";
   const int64_t qkv_w = qw + 2 * kvw;
 
-  // Scratch: q | k | v [max tokens][qkv_w], attention [max tokens][qw], gate | up [max tokens][2 ffn].
+  // Scratch: q | k | v [max tokens][qkv_w], attention [max tokens][qw], silu(gate) up [max tokens][ffn].
   const size_t T = kPersistentMaxTokens;
-  const size_t act_elems = T * size_t(qkv_w) + T * size_t(qw) + T * size_t(2 * ffn);
+  const size_t act_elems = T * size_t(qkv_w) + T * size_t(qw) + T * size_t(ffn);
   // Zeroed bytes, padding included: the table is compared with the uploaded one byte by byte.
   std::vector<PersistentPhase>& ph = p.host;
   ph.resize(m.layers.size() * kPhasesPerLayer + 1);
@@ -140,10 +140,9 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
     a.scale = m.attn_scale;
     a.kv = ck->layers[l];
     gemv(att, qw, qw, nullptr, xs, dim, {{wo, dim}}).residual = 1;
-    gemv(xs, dim, dim, fn, gu, 2 * ffn, {{wg, ffn}, {wu, ffn}});
-    PersistentPhase& d = gemv(gu, 2 * ffn, ffn, nullptr, xs, dim, {{wd, dim}});
-    d.input = PersistentInput::kSwiglu;
-    d.residual = 1;
+    // Gate and up rows in pairs: the phase writes silu(g) u, down's input as it is.
+    gemv(xs, dim, dim, fn, gu, ffn, {{wg, ffn}, {wu, ffn}}).gated = 1;
+    gemv(gu, ffn, ffn, nullptr, xs, dim, {{wd, dim}}).residual = 1;
   }
   const CudaWeight* wout = gemv_matrix(m.output, vocab, dim);
   const float* on = norm_weights(m.out_norm, dim);

@@ -18,7 +18,8 @@
 // release after the block's outputs are written) reaches G; thread 0 polls it with acquire loads
 // and the block's barrier passes that on. Activations written during the launch are read through
 // L2 (ld.cg): L1 is not coherent across SMs. A phase's input is staged in shared memory as bf16
-// [n][k] (normed, or SwiGLU-combined, on the way in), then every warp dots its rows' pieces with it.
+// [n][k] (normed on the way in), then every warp dots its rows' pieces with it. The gate and up
+// rows are taken in pairs, so SwiGLU happens where the pair's products are.
 //
 // Attention items (token, kv head, partition of positions) are spread over the blocks, the
 // partition-major order putting the first partition of every head on a different block. An item
@@ -93,11 +94,16 @@ __device__ __forceinline__ int64_t global_ns() {
 
 __device__ __forceinline__ int phase_rows(const PersistentPhase& p) { return p.rows[0] + p.rows[1] + p.rows[2]; }
 __device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) * b / int(gridDim.x)); }
+// A phase's units of work: rows, or for a gated phase (gate, up) pairs of rows. A block owns
+// units [row_begin(units, b), row_begin(units, b + 1)); its warp w every 8th from the w-th.
+__device__ __forceinline__ int phase_units(const PersistentPhase& p) { return p.gated ? p.rows[0] : phase_rows(p); }
 // Where a warp's weight stream is: phase, row, byte offset in the row (ph == n_phases at its
 // end), and what it needs of the phase in registers: the per-piece work must not wait on loads of
-// the phase table (global memory, and the acquire loads of the phase waits empty L1).
+// the phase table (global memory, and the acquire loads of the phase waits empty L1). In a gated
+// phase the rows are taken in stream order 2u (gate row u), 2u + 1 (up row u) for each unit u.
 struct Cursor {
   int ph, row, off;
+  int gated;
   int row_bytes, row_end;  // the phase's row size (quants for packed weights); the end of this block's rows
   int end0, end1;          // rows of segment 0, of segments 0 and 1
   int end2, shift;         // packed: the phase's rows; quant bytes a scale byte is 1 << shift (bf16: 0)
@@ -119,27 +125,50 @@ __device__ __forceinline__ int segment_first(int r, int end0, int end1) {
   return r < end0 ? 0 : r < end1 ? end0 : end1;
 }
 
+// Where the cursor's piece is: its segment's weights (base), the piece's byte offset in them
+// (at) and the segment's rows.
+struct PieceSource {
+  const unsigned char* base;
+  int64_t at;
+  int seg_rows;
+};
+__device__ __forceinline__ PieceSource piece_source(const Cursor& c) {
+  if (c.gated) return {c.row & 1 ? c.w1 : c.w0, int64_t(c.row >> 1) * c.row_bytes + c.off, c.end0};
+  const bool in0 = c.row < c.end0, in1 = c.row < c.end1;
+  const int first = segment_first(c.row, c.end0, c.end1);
+  return {in0   ? c.w0
+          : in1 ? c.w1
+                : c.w2,
+          int64_t(c.row - first) * c.row_bytes + c.off,
+          (in0   ? c.end0
+           : in1 ? c.end1
+                 : c.end2) -
+              first};
+}
+
 // The warp's first row at or after phase ph.
 template <bool PACKED>
 __device__ __forceinline__ void seek(const PersistentStepArgs& a, int ph, int warp, Cursor& c) {
   for (; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
     if (p.kind != PersistentPhaseKind::kGemv) continue;
-    const int m = phase_rows(p), r = row_begin(m, int(blockIdx.x)) + warp;
-    if (r < row_begin(m, int(blockIdx.x) + 1)) {
+    const int units = phase_units(p), u = row_begin(units, int(blockIdx.x)) + warp;
+    const int per = p.gated ? 2 : 1;  // rows a unit
+    if (u < row_begin(units, int(blockIdx.x) + 1)) {
       c.ph = ph;
-      c.row = r;
+      c.row = per * u;
       c.off = 0;
+      c.gated = p.gated;
       const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
       c.row_bytes = weight_row_bytes(f, p.k);
-      c.row_end = row_begin(m, int(blockIdx.x) + 1);
+      c.row_end = per * row_begin(units, int(blockIdx.x) + 1);
       c.end0 = p.rows[0];
       c.end1 = p.rows[0] + p.rows[1];
       c.w0 = static_cast<const unsigned char*>(p.w[0]);
       c.w1 = static_cast<const unsigned char*>(p.w[1]);
       c.w2 = static_cast<const unsigned char*>(p.w[2]);
       if constexpr (PACKED) {
-        c.end2 = m;
+        c.end2 = phase_rows(p);
         c.shift = scale_shift(f);
       }
       return;
@@ -153,7 +182,11 @@ __device__ __forceinline__ void advance(const PersistentStepArgs& a, int warp, C
   c.off += kPieceBytes;
   if (c.off < c.row_bytes) return;
   c.off = 0;
-  c.row += kWarps;
+  if (c.gated && (c.row & 1) == 0) {  // the unit's up row follows its gate row
+    ++c.row;
+    return;
+  }
+  c.row += c.gated ? 2 * kWarps - 1 : kWarps;
   if (c.row < c.row_end) return;
   seek<PACKED>(a, c.ph + 1, warp, c);
 }
@@ -163,17 +196,14 @@ __device__ __forceinline__ void advance(const PersistentStepArgs& a, int warp, C
 // aligned, so the reader finds the same offset from the piece's place in its segment).
 template <bool PACKED>
 __device__ __forceinline__ void issue(const Cursor& c, unsigned char* slot, uint64_t* bar) {
-  const bool in0 = c.row < c.end0, in1 = c.row < c.end1;
-  const int first = segment_first(c.row, c.end0, c.end1);
-  const int64_t at = int64_t(c.row - first) * c.row_bytes + c.off;
-  const unsigned char* base = in0 ? c.w0 : in1 ? c.w1 : c.w2;
-  const unsigned char* w = base + at;
+  const PieceSource src = piece_source(c);
+  const int64_t at = src.at;
+  const unsigned char* w = src.base + at;
   const int bytes = min(kPieceBytes, c.row_bytes - c.off);
   if constexpr (PACKED) {
     if (c.shift != 0) {
-      const int seg_rows = (in0 ? c.end0 : in1 ? c.end1 : c.end2) - first;
       const int mis = int((at >> c.shift) & 15);
-      const unsigned char* sc = base + align_plane(size_t(c.row_bytes) * seg_rows) + (at >> c.shift) - mis;
+      const unsigned char* sc = src.base + align_plane(size_t(c.row_bytes) * src.seg_rows) + (at >> c.shift) - mis;
       bulk_copy2_to_shared(slot, w, bytes, slot + kPieceBytes, sc, (mis + (bytes >> c.shift) + 15) & ~15, bar);
       return;
     }
@@ -214,16 +244,8 @@ __device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in
     if (t >= n) break;
     const bf16* src = p.in + int64_t(t) * p.in_stride;
     for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
-      uint4 v = __ldcg(reinterpret_cast<const uint4*>(src + k0));
-      if (p.input == PersistentInput::kSwiglu) {
-        const uint4 u = __ldcg(reinterpret_cast<const uint4*>(src + k + k0));
-        float g[8], up[8];
-        unpack8(v, g);
-        unpack8(u, up);
-        bf16* h = reinterpret_cast<bf16*>(&v);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(g[j] / (1.f + __expf(-g[j])) * up[j]);
-      } else if (p.input == PersistentInput::kNormed) {
+      const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src + k0));
+      if (p.input == PersistentInput::kNormed) {
         float f[8];
         unpack8(v, f);
 #pragma unroll
@@ -253,7 +275,7 @@ __device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in
   __syncthreads();
 }
 
-// The phase's input for packed weights: token t's [k] values (normed or SwiGLU-combined as in
+// The phase's input for packed weights: token t's [k] values (normed as in
 // stage_input, rounded to bf16) quantized to int8 per 32 (int8_piece.cuh; NIBBLES: the 4-bit
 // formats' byte order) at in + 2 max_k t, each group's (scale, sum) at in + 2 max_k t + max_k.
 // A normed input is read twice from L2 (its sum of squares first), so no bf16 copy needs room.
@@ -290,19 +312,12 @@ __device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, uns
     for (int e = int(threadIdx.x); e < span; e += kThreads) {
       const bool ok = e < pieces;
       uint4 v = ok ? __ldcg(reinterpret_cast<const uint4*>(src) + e) : make_uint4(0, 0, 0, 0);
-      if (ok && p.input != PersistentInput::kPlain) {
+      if (ok && p.input == PersistentInput::kNormed) {
         float f[8];
         unpack8(v, f);
         bf16* h = reinterpret_cast<bf16*>(&v);
-        if (p.input == PersistentInput::kSwiglu) {
-          float up[8];
-          unpack8(__ldcg(reinterpret_cast<const uint4*>(src + k) + e), up);
 #pragma unroll
-          for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] / (1.f + __expf(-f[j])) * up[j]);
-        } else {
-#pragma unroll
-          for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv[t] * __ldg(p.norm + 8 * e + j));
-        }
+        for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv[t] * __ldg(p.norm + 8 * e + j));
       }
       const Int8Piece pc = quantize_int8_piece<NIBBLES>(v, e % 4 / 2);
       if (ok) {
@@ -321,9 +336,8 @@ __device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, uns
 template <bool PACKED>
 __device__ void prefetch_ahead(const PersistentStepArgs& a, int warp, Cursor c, int pieces) {
   for (int i = 0; i < pieces && c.ph < a.n_phases; ++i) {
-    const unsigned char* base = c.row < c.end0 ? c.w0 : c.row < c.end1 ? c.w1 : c.w2;
-    prefetch_l2(base + int64_t(c.row - segment_first(c.row, c.end0, c.end1)) * c.row_bytes + c.off,
-                min(kPieceBytes, c.row_bytes - c.off));
+    const PieceSource src = piece_source(c);
+    prefetch_l2(src.base + src.at, min(kPieceBytes, c.row_bytes - c.off));
     advance<PACKED>(a, warp, c);
   }
 }
@@ -380,75 +394,105 @@ __device__ __forceinline__ float packed_dot(const uint4 w, const unsigned char* 
   }
 }
 
-// The warp's rows of a GEMV phase, their pieces taken from the ring in stream order, for up to
-// N tokens (n of them live): N is a template argument so the token loops unroll with no branch
-// per 16 bytes at the common small counts. F: the phase's weight format; PACKED: the kernel's
-// (the ring's slot size and the stream's copies).
+// One row of the warp's stream: its pieces taken from the ring, dotted with the staged input of
+// up to N tokens (n of them live), each summed over the warp (every lane holds the sums).
+// row_at: the row's byte offset in its segment (packed: where its scales sit in their plane).
+// F: the phase's weight format; PACKED: the kernel's (the ring's slot size and the copies).
+template <int N, PersistentWeights F, bool PACKED>
+__device__ __forceinline__ void row_dot(const PersistentStepArgs& a, int row_bytes, int64_t row_at,
+                                        const unsigned char* in, Stream& s, float (&acc)[N]) {
+  constexpr int kSlot = slot_bytes(PACKED);
+  const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
+  const int n = a.n_tokens;
+  const size_t x_stride = size_t(a.max_k) * 2;  // bytes between tokens' staged inputs
+#pragma unroll
+  for (int t = 0; t < N; ++t) acc[t] = 0.f;
+  for (int off = 0; off < row_bytes; off += kPieceBytes) {
+    const int bytes = min(kPieceBytes, row_bytes - off);
+    mbarrier_wait(s.bars + s.slot, s.parity);
+    const unsigned char* buf = s.ring + size_t(s.slot) * kSlot;
+    // Packed: where the piece's scales start in the slot (issue's alignment offset).
+    const unsigned char* sc = buf + kPieceBytes + int(((row_at + off) >> scale_shift(F)) & 15);
+#pragma unroll
+    for (int i = 0; i < kPieceBytes / 512; ++i) {
+      const int b = 512 * i + 16 * lane;
+      if (b < bytes) {
+        const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
+#pragma unroll
+        for (int t = 0; t < N; ++t)
+          if (N == 1 || t < n) {
+            if constexpr (F == PersistentWeights::kBf16)
+              acc[t] += dot8(w, *reinterpret_cast<const uint4*>(in + t * x_stride + off + b));
+            else acc[t] += packed_dot<F>(w, sc, b, off, in + t * x_stride, a.max_k);
+          }
+      }
+    }
+    __syncwarp();  // every lane has read the slot before it is refilled
+    if (s.next.ph < a.n_phases) {
+      if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(s.slot) * kSlot, s.bars + s.slot);
+      advance<PACKED>(a, warp, s.next);
+    }
+    if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t)
+    if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
+}
+
+// Lane t's value of acc[t], rounded to bf16 as a GEMV's output is (a constant index keeps acc
+// in registers).
+template <int N>
+__device__ __forceinline__ float lane_value(const float (&acc)[N], int lane) {
+  float v = 0.f;
+#pragma unroll
+  for (int t = 0; t < N; ++t)
+    if (t == lane) v = acc[t];
+  return __bfloat162float(__float2bfloat16_rn(v));
+}
+
+// The warp's units of a GEMV phase, for up to N tokens: N is a template argument so the token
+// loops unroll with no branch per 16 bytes at the common small counts. A plain unit is a row,
+// written (or added to the residual) rounded to bf16; a gated unit is the pair (gate row u, up
+// row u), written as silu(g) u of the two bf16-rounded products, rounded to bf16.
 // The phase's fields come in as values: the loop must not reload them from the table after every
 // wait (the waits are compiler barriers). end0, end1: the ends of segments 0 and 1.
 template <int N, PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
-                                          int m, int k, int end0, int end1, const unsigned char* in, Stream& s) {
-  constexpr int kSlot = slot_bytes(PACKED);
+                                          int gated, int units, int k, int end0, int end1, const unsigned char* in,
+                                          Stream& s) {
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int n = a.n_tokens, row_bytes = weight_row_bytes(F, k);
-  const size_t x_stride = size_t(a.max_k) * 2;  // bytes between tokens' staged inputs
-  const int r1 = row_begin(m, int(blockIdx.x) + 1);
-  for (int r = row_begin(m, int(blockIdx.x)) + warp; r < r1; r += kWarps) {
-    bf16* o = out + int64_t(lane) * out_stride + r;  // lane t < n: token t's output
+  const int u1 = row_begin(units, int(blockIdx.x) + 1);
+  for (int u = row_begin(units, int(blockIdx.x)) + warp; u < u1; u += kWarps) {
+    bf16* o = out + int64_t(lane) * out_stride + u;  // lane t < n: token t's output
+    float acc[N];
+    if (gated) {  // gate row u, then up row u: the same place in their segments
+      float up[N];
+      row_dot<N, F, PACKED>(a, row_bytes, int64_t(u) * row_bytes, in, s, acc);
+      row_dot<N, F, PACKED>(a, row_bytes, int64_t(u) * row_bytes, in, s, up);
+      if (lane < n) {
+        const float g = lane_value(acc, lane);
+        *o = __float2bfloat16_rn(g / (1.f + __expf(-g)) * lane_value(up, lane));
+      }
+      continue;
+    }
     // The residual is loaded now, so its latency passes while the row streams.
     const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
-    const int64_t row_at = int64_t(r - segment_first(r, end0, end1)) * row_bytes;
-    float acc[N] = {};
-    for (int off = 0; off < row_bytes; off += kPieceBytes) {
-      const int bytes = min(kPieceBytes, row_bytes - off);
-      mbarrier_wait(s.bars + s.slot, s.parity);
-      const unsigned char* buf = s.ring + size_t(s.slot) * kSlot;
-      // Packed: where the piece's scales start in the slot (issue's alignment offset).
-      const unsigned char* sc = buf + kPieceBytes + int(((row_at + off) >> scale_shift(F)) & 15);
-#pragma unroll
-      for (int i = 0; i < kPieceBytes / 512; ++i) {
-        const int b = 512 * i + 16 * lane;
-        if (b < bytes) {
-          const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
-#pragma unroll
-          for (int t = 0; t < N; ++t)
-            if (N == 1 || t < n) {
-              if constexpr (F == PersistentWeights::kBf16)
-                acc[t] += dot8(w, *reinterpret_cast<const uint4*>(in + t * x_stride + off + b));
-              else acc[t] += packed_dot<F>(w, sc, b, off, in + t * x_stride, a.max_k);
-            }
-        }
-      }
-      __syncwarp();  // every lane has read the slot before it is refilled
-      if (s.next.ph < a.n_phases) {
-        if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(s.slot) * kSlot, s.bars + s.slot);
-        advance<PACKED>(a, warp, s.next);
-      }
-      if (++s.slot == a.slots) s.slot = 0, s.parity ^= 1u;
-    }
-#pragma unroll
-    for (int t = 0; t < N; ++t)
-      if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
-    if (lane < n) {
-      float v = 0.f;
-#pragma unroll
-      for (int t = 0; t < N; ++t)
-        if (t == lane) v = acc[t];
-      *o = __float2bfloat16_rn(__bfloat162float(__float2bfloat16_rn(v)) + res);
-    }
+    row_dot<N, F, PACKED>(a, row_bytes, int64_t(u - segment_first(u, end0, end1)) * row_bytes, in, s, acc);
+    if (lane < n) *o = __float2bfloat16_rn(lane_value(acc, lane) + res);
   }
 }
 
-// A GEMV phase's rows at the step's token count.
+// A GEMV phase's units at the step's token count.
 template <PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const PersistentPhase& p,
                                            const unsigned char* in, Stream& s) {
-  const int m = phase_rows(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
-  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
-  else if (a.n_tokens == 2) gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
-  else if (a.n_tokens <= 4) gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
-  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, m, p.k, e0, e1, in, s);
+  const int units = phase_units(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
+  const int g = p.gated;
+  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
+  else if (a.n_tokens == 2) gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
+  else if (a.n_tokens <= 4) gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
+  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
 }
 
 // A lane's PER bf16 values of one K or V row (PER of a row of head_dim = 32 PER, so 2 PER-byte

@@ -33,7 +33,6 @@ enum class PersistentWeights : int32_t {
 enum class PersistentInput : int32_t {
   kPlain = 0,   // in [n][k] as it is
   kNormed = 1,  // rms_norm(in [n][k]) * norm: the norm computed by every block for itself
-  kSwiglu = 2,  // silu(in[:, :k]) * in[:, k:2k] (gate and up side by side)
 };
 
 // One phase. Lives in device memory (a table per model and scratch layout), never in launch
@@ -53,6 +52,9 @@ struct PersistentPhase {
   bf16* out = nullptr;                        // [n][out_stride]; segment s's rows at columns sum(rows[< s]) on
   int64_t out_stride = 0;
   int32_t residual = 0;  // 1: out += the product (out is the residual stream, one segment)
+  // 1: segments 0 and 1 are gate and up (rows[0] rows each), taken a pair (gate row u, up row u)
+  // at a time by one warp, which writes silu(g) u to out column u.
+  int32_t gated = 0;
   // Attention: heads, RoPE and the layer's cache; q, k, v from `in`, the heads' outputs to out.
   int32_t n_heads = 0;
   float scale = 0.f;  // score scale (1/sqrt(head_dim) or the model's)
