@@ -45,7 +45,10 @@ bool step_weights(const CudaWeight& w, bool int8_acts, PersistentWeights& f) {
 }
 const float* norm_weights(const Weight* w, int64_t n) {
   const auto* c = dynamic_cast<const CudaWeight*>(w);
-  return c && c->dtype == DType::F32 && c->n_out * c->n_in == n ? static_cast<const float*>(c->data) : nullptr;
+  // 16-byte aligned: the kernel reads them as float4.
+  return c && c->dtype == DType::F32 && c->n_out * c->n_in == n && reinterpret_cast<uintptr_t>(c->data) % 16 == 0
+             ? static_cast<const float*>(c->data)
+             : nullptr;
 }
 
 }  // namespace

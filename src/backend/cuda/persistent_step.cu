@@ -18,7 +18,8 @@
 // release after the block's outputs are written) reaches G; thread 0 polls it with acquire loads
 // and the block's barrier passes that on. Activations written during the launch are read through
 // L2 (ld.cg): L1 is not coherent across SMs. A phase's input is staged in shared memory as bf16
-// [n][k] (normed on the way in), then every warp dots its rows' pieces with it. The gate and up
+// [n][k] in one pass over L2 (a normed input as x * norm, its 1/rms applied to the phase's
+// outputs), then every warp dots its rows' pieces with it. The gate and up
 // rows are taken in pairs, so SwiGLU happens where the pair's products are.
 //
 // Attention items (token, kv head, partition of positions) are spread over the blocks, the
@@ -54,8 +55,9 @@ constexpr int kMaxTok = kPersistentMaxTokens;
 
 // Shared memory, in order: ring [kWarps][slots][slot bytes] | in [n][max_k] bf16 (packed weights'
 // inputs: [n] of max_k int8 values then float2 (scale, sum) a group, in the same 2 max_k bytes) |
-// attention floats | full mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok].
-constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps) * kMaxTok * 4 + 16;
+// attention floats | full mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok] |
+// the phase's output scale a token [kMaxTok] (stage_scale).
+constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps + 1) * kMaxTok * 4 + 16;
 __host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
 __host__ __device__ constexpr int slot_bytes(bool packed) { return packed ? kPackedSlotBytes : kPieceBytes; }
 __host__ __device__ inline size_t ring_bytes(int slots, bool packed) {
@@ -235,97 +237,108 @@ __device__ void block_sums(float (&v)[kMaxTok], int n, float* red) {
   }
 }
 
-// The phase's input, [n][k] bf16 into in (rows max_k apart). Ends with a block barrier.
-__device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in, float* red) {
-  const int k = p.k;
+// Staging loads a thread has in flight at once. Under the weight stream each round trip to L2
+// takes over a microsecond, so a thread issues all of these before it uses any.
+constexpr int kStageLoads = 2;
+
+// 8 input values times their norm weights (fp32 w[8], 32-byte aligned), rounded to bf16; ss gets
+// the values' squares (the RMSNorm's sum is of the raw input).
+__device__ __forceinline__ uint4 norm_weighted(uint4 v, const float* w, float& ss) {
+  const float4 w0 = __ldg(reinterpret_cast<const float4*>(w)), w1 = __ldg(reinterpret_cast<const float4*>(w) + 1);
+  const float nw[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
+  float f[8];
+  unpack8(v, f);
+  bf16* h = reinterpret_cast<bf16*>(&v);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    ss += f[j] * f[j];
+    h[j] = __float2bfloat16_rn(f[j] * nw[j]);
+  }
+  return v;
+}
+
+// The factor each token's phase outputs take from the staging into scale[kMaxTok]: 1/rms of the
+// raw input for a normed phase (the input was staged as x * norm), 1 for a plain one. Its block
+// sums' barrier orders nothing else; the staging's final barrier publishes scale.
+__device__ void stage_scale(const PersistentPhase& p, int n, float (&ss)[kMaxTok], float* red, float* scale) {
+  if (p.input == PersistentInput::kNormed) block_sums(ss, n, red);
+  if (int(threadIdx.x) < kMaxTok) {
+    float v = 1.f;
+#pragma unroll
+    for (int t = 0; t < kMaxTok; ++t)
+      if (t == int(threadIdx.x) && t < n && p.input == PersistentInput::kNormed) v = rsqrtf(ss[t] / float(p.k) + p.eps);
+    scale[threadIdx.x] = v;
+  }
+}
+
+// The phase's input, [n][k] bf16 into in (rows max_k apart); normed: x * norm, its 1/rms into
+// scale (stage_scale). One pass over the input in L2. Ends with a block barrier.
+__device__ void stage_input(const PersistentPhase& p, int n, int max_k, bf16* in, float* red, float* scale) {
+  const int pieces = p.k / 8;
+  const bool normed = p.input == PersistentInput::kNormed;
   float ss[kMaxTok] = {};
 #pragma unroll
   for (int t = 0; t < kMaxTok; ++t) {
     if (t >= n) break;
-    const bf16* src = p.in + int64_t(t) * p.in_stride;
-    for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
-      const uint4 v = __ldcg(reinterpret_cast<const uint4*>(src + k0));
-      if (p.input == PersistentInput::kNormed) {
-        float f[8];
-        unpack8(v, f);
+    const uint4* src = reinterpret_cast<const uint4*>(p.in + int64_t(t) * p.in_stride);
+    uint4* dst = reinterpret_cast<uint4*>(in + int64_t(t) * max_k);
+    for (int e0 = int(threadIdx.x); e0 < pieces; e0 += kStageLoads * kThreads) {
+      uint4 v[kStageLoads];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) ss[t] += f[j] * f[j];
+      for (int j = 0; j < kStageLoads; ++j)
+        if (e0 + j * kThreads < pieces) v[j] = __ldcg(src + e0 + j * kThreads);
+#pragma unroll
+      for (int j = 0; j < kStageLoads; ++j) {
+        const int e = e0 + j * kThreads;
+        if (e < pieces) dst[e] = normed ? norm_weighted(v[j], p.norm + 8 * e, ss[t]) : v[j];
       }
-      *reinterpret_cast<uint4*>(in + int64_t(t) * max_k + k0) = v;
     }
   }
-  if (p.input != PersistentInput::kNormed) {
-    __syncthreads();
-    return;
-  }
-  block_sums(ss, n, red);  // its barrier also orders the raw rows' writes before the reads below
-  for (int t = 0; t < n; ++t) {
-    const float inv = rsqrtf(ss[t] / float(k) + p.eps);
-    bf16* row = in + int64_t(t) * max_k;
-    for (int k0 = 8 * int(threadIdx.x); k0 < k; k0 += 8 * kThreads) {
-      uint4 v = *reinterpret_cast<const uint4*>(row + k0);
-      float f[8];
-      unpack8(v, f);
-      bf16* h = reinterpret_cast<bf16*>(&v);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv * __ldg(p.norm + k0 + j));
-      *reinterpret_cast<uint4*>(row + k0) = v;
-    }
-  }
+  stage_scale(p, n, ss, red, scale);
   __syncthreads();
 }
 
-// The phase's input for packed weights: token t's [k] values (normed as in
-// stage_input, rounded to bf16) quantized to int8 per 32 (int8_piece.cuh; NIBBLES: the 4-bit
-// formats' byte order) at in + 2 max_k t, each group's (scale, sum) at in + 2 max_k t + max_k.
-// A normed input is read twice from L2 (its sum of squares first), so no bf16 copy needs room.
-// k % 32 == 0. Ends with a block barrier.
+// The phase's input for packed weights: token t's [k] values (normed: x * norm as in
+// stage_input, its 1/rms into scale) quantized to int8 per 32 (int8_piece.cuh; NIBBLES: the
+// 4-bit formats' byte order) at in + 2 max_k t, each group's (scale, sum) at
+// in + 2 max_k t + max_k. A group's int8 values do not depend on a common factor of its values,
+// so the norm's 1/rms is left to the outputs and the input is read once. k % 32 == 0. Ends with
+// a block barrier.
 template <bool NIBBLES>
-__device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, unsigned char* in, float* red) {
-  const int k = p.k, pieces = k / 8;
-  float inv[kMaxTok] = {};
-  if (p.input == PersistentInput::kNormed) {
-    float ss[kMaxTok] = {};
-#pragma unroll
-    for (int t = 0; t < kMaxTok; ++t) {
-      if (t >= n) break;
-      const bf16* src = p.in + int64_t(t) * p.in_stride;
-      for (int e = int(threadIdx.x); e < pieces; e += kThreads) {
-        float f[8];
-        unpack8(__ldcg(reinterpret_cast<const uint4*>(src) + e), f);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) ss[t] += f[j] * f[j];
-      }
-    }
-    block_sums(ss, n, red);
-#pragma unroll
-    for (int t = 0; t < kMaxTok; ++t) inv[t] = rsqrtf(ss[t] / float(k) + p.eps);
-  }
+__device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, unsigned char* in, float* red,
+                                 float* scale) {
+  const int pieces = p.k / 8;
+  const bool normed = p.input == PersistentInput::kNormed;
+  float ss[kMaxTok] = {};
   // Whole warps walk the pieces: a group's 4 pieces are adjacent lanes sharing its maximum.
   const int span = (pieces + 31) / 32 * 32;
 #pragma unroll
   for (int t = 0; t < kMaxTok; ++t) {
     if (t >= n) break;
-    const bf16* src = p.in + int64_t(t) * p.in_stride;
+    const uint4* src = reinterpret_cast<const uint4*>(p.in + int64_t(t) * p.in_stride);
     unsigned char* xt = in + size_t(t) * 2 * max_k;
     float2* stats = reinterpret_cast<float2*>(xt + max_k);
-    for (int e = int(threadIdx.x); e < span; e += kThreads) {
-      const bool ok = e < pieces;
-      uint4 v = ok ? __ldcg(reinterpret_cast<const uint4*>(src) + e) : make_uint4(0, 0, 0, 0);
-      if (ok && p.input == PersistentInput::kNormed) {
-        float f[8];
-        unpack8(v, f);
-        bf16* h = reinterpret_cast<bf16*>(&v);
+    for (int e0 = int(threadIdx.x); e0 < span; e0 += kStageLoads * kThreads) {
+      uint4 v[kStageLoads];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16_rn(f[j] * inv[t] * __ldg(p.norm + 8 * e + j));
+      for (int j = 0; j < kStageLoads; ++j) {
+        const int e = e0 + j * kThreads;
+        v[j] = e < pieces ? __ldcg(src + e) : make_uint4(0, 0, 0, 0);
       }
-      const Int8Piece pc = quantize_int8_piece<NIBBLES>(v, e % 4 / 2);
-      if (ok) {
-        *reinterpret_cast<uint2*>(xt + 8 * e) = pc.q;
-        if (e % 4 == 0) stats[e / 4] = make_float2(pc.d, pc.sum);
+#pragma unroll
+      for (int j = 0; j < kStageLoads; ++j) {
+        const int e = e0 + j * kThreads;
+        if (e >= span) break;  // the same for the whole warp
+        if (e < pieces && normed) v[j] = norm_weighted(v[j], p.norm + 8 * e, ss[t]);
+        const Int8Piece pc = quantize_int8_piece<NIBBLES>(v[j], e % 4 / 2);
+        if (e < pieces) {
+          *reinterpret_cast<uint2*>(xt + 8 * e) = pc.q;
+          if (e % 4 == 0) stats[e / 4] = make_float2(pc.d, pc.sum);
+        }
       }
     }
   }
+  stage_scale(p, n, ss, red, scale);
   __syncthreads();
 }
 
@@ -439,15 +452,15 @@ __device__ __forceinline__ void row_dot(const PersistentStepArgs& a, int row_byt
     if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
 }
 
-// Lane t's value of acc[t], rounded to bf16 as a GEMV's output is (a constant index keeps acc
-// in registers).
+// Lane t's value of acc[t] times sc (token t's output scale, stage_scale), rounded to bf16 as a
+// GEMV's output is (a constant index keeps acc in registers).
 template <int N>
-__device__ __forceinline__ float lane_value(const float (&acc)[N], int lane) {
+__device__ __forceinline__ float lane_value(const float (&acc)[N], int lane, float sc) {
   float v = 0.f;
 #pragma unroll
   for (int t = 0; t < N; ++t)
     if (t == lane) v = acc[t];
-  return __bfloat162float(__float2bfloat16_rn(v));
+  return __bfloat162float(__float2bfloat16_rn(v * sc));
 }
 
 // The warp's units of a GEMV phase, for up to N tokens: N is a template argument so the token
@@ -455,11 +468,12 @@ __device__ __forceinline__ float lane_value(const float (&acc)[N], int lane) {
 // written (or added to the residual) rounded to bf16; a gated unit is the pair (gate row u, up
 // row u), written as silu(g) u of the two bf16-rounded products, rounded to bf16.
 // The phase's fields come in as values: the loop must not reload them from the table after every
-// wait (the waits are compiler barriers). end0, end1: the ends of segments 0 and 1.
+// wait (the waits are compiler barriers). end0, end1: the ends of segments 0 and 1; scale: the
+// tokens' output scales (stage_scale), read where a row is written, not held through the loop.
 template <int N, PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
                                           int gated, int units, int k, int end0, int end1, const unsigned char* in,
-                                          Stream& s) {
+                                          const float* scale, Stream& s) {
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int n = a.n_tokens, row_bytes = weight_row_bytes(F, k);
   const int u1 = row_begin(units, int(blockIdx.x) + 1);
@@ -471,28 +485,30 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
       row_dot<N, F, PACKED>(a, row_bytes, int64_t(u) * row_bytes, in, s, acc);
       row_dot<N, F, PACKED>(a, row_bytes, int64_t(u) * row_bytes, in, s, up);
       if (lane < n) {
-        const float g = lane_value(acc, lane);
-        *o = __float2bfloat16_rn(g / (1.f + __expf(-g)) * lane_value(up, lane));
+        const float g = lane_value(acc, lane, scale[lane]);
+        *o = __float2bfloat16_rn(g / (1.f + __expf(-g)) * lane_value(up, lane, scale[lane]));
       }
       continue;
     }
     // The residual is loaded now, so its latency passes while the row streams.
     const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
     row_dot<N, F, PACKED>(a, row_bytes, int64_t(u - segment_first(u, end0, end1)) * row_bytes, in, s, acc);
-    if (lane < n) *o = __float2bfloat16_rn(lane_value(acc, lane) + res);
+    if (lane < n) *o = __float2bfloat16_rn(lane_value(acc, lane, scale[lane]) + res);
   }
 }
 
 // A GEMV phase's units at the step's token count.
 template <PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const PersistentPhase& p,
-                                           const unsigned char* in, Stream& s) {
+                                           const unsigned char* in, const float* scale, Stream& s) {
   const int units = phase_units(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
   const int g = p.gated;
-  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
-  else if (a.n_tokens == 2) gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
-  else if (a.n_tokens <= 4) gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
-  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, s);
+  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+  else if (a.n_tokens == 2)
+    gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+  else if (a.n_tokens <= 4)
+    gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
 }
 
 // A lane's PER bf16 values of one K or V row (PER of a row of head_dim = 32 PER, so 2 PER-byte
@@ -735,6 +751,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   float* attn = reinterpret_cast<float*>(tail);
   uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.attn_floats) * 4));
   float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
+  float* scale = red + kWarps * kMaxTok;
   if (int(threadIdx.x) < kWarps * a.slots) mbarrier_init(bars + threadIdx.x);
   mbarrier_init_fence();
   __syncthreads();
@@ -755,14 +772,14 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
       const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
-      if (f == PersistentWeights::kBf16) stage_input(p, a.n_tokens, a.max_k, reinterpret_cast<bf16*>(in), red);
-      else if (f == PersistentWeights::kQ8_0) stage_input_int8<false>(p, a.n_tokens, a.max_k, in, red);
-      else stage_input_int8<true>(p, a.n_tokens, a.max_k, in, red);
+      if (f == PersistentWeights::kBf16) stage_input(p, a.n_tokens, a.max_k, reinterpret_cast<bf16*>(in), red, scale);
+      else if (f == PersistentWeights::kQ8_0) stage_input_int8<false>(p, a.n_tokens, a.max_k, in, red, scale);
+      else stage_input_int8<true>(p, a.n_tokens, a.max_k, in, red, scale);
       if (tr) t_staged = global_ns();
-      if (f == PersistentWeights::kBf16) gemv_phase<PersistentWeights::kBf16, PACKED>(a, p, in, s);
+      if (f == PersistentWeights::kBf16) gemv_phase<PersistentWeights::kBf16, PACKED>(a, p, in, scale, s);
       if constexpr (PACKED) {
-        if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, s);
-        else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, s);
+        if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, scale, s);
+        else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, scale, s);
       }
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;

@@ -32,7 +32,7 @@ enum class PersistentWeights : int32_t {
 // How a GEMV phase's input is made from `in`.
 enum class PersistentInput : int32_t {
   kPlain = 0,   // in [n][k] as it is
-  kNormed = 1,  // rms_norm(in [n][k]) * norm: the norm computed by every block for itself
+  kNormed = 1,  // rms_norm(in [n][k]) * norm: every block stages in * norm, its outputs take 1/rms
 };
 
 // One phase. Lives in device memory (a table per model and scratch layout), never in launch
