@@ -93,6 +93,12 @@ __device__ __forceinline__ int64_t global_ns() {
   return t;
 }
 
+__device__ __forceinline__ int sm_id() {
+  int id;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
+  return id;
+}
+
 __device__ __forceinline__ int phase_rows(const PersistentPhase& p) { return p.rows[0] + p.rows[1] + p.rows[2]; }
 __device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) * b / int(gridDim.x)); }
 // A phase's units of work: rows, or for a gated phase (gate, up) pairs of rows. A block owns
@@ -531,7 +537,9 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     if (ph > 0 && lane == 0 && a.prefetch > 0) prefetch_ahead<PACKED>(a, warp, s.next, a.prefetch);
     if (ph > 0 && threadIdx.x == 0) wait_count(a.counters + ph - 1, int(gridDim.x), ph);
     __syncthreads();  // the previous phase is done everywhere; this block reads no earlier input
-    int64_t* tr = a.trace && threadIdx.x == 0 ? a.trace + (int64_t(ph) * gridDim.x + blockIdx.x) * 3 : nullptr;
+    int64_t* tr = a.trace && threadIdx.x == 0
+                      ? a.trace + (int64_t(ph) * gridDim.x + blockIdx.x) * kPersistentTraceFields
+                      : nullptr;
     int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
       const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
@@ -566,6 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
       tr[0] += t_start - t_end;
       tr[1] += t_staged - t_start;
       tr[2] += now - t_staged;
+      tr[3] = sm_id();
       t_end = now;
     }
   }

@@ -61,14 +61,18 @@ struct PersistentPhase {
   KVLayerDev kv;
 };
 
+// Values a block traces per phase (PersistentStepArgs::trace).
+constexpr int kPersistentTraceFields = 4;
+
 // Launch arguments: plain values compared by their bytes (step_graph.h), so no floats.
 struct PersistentStepArgs {
   const PersistentPhase* phases = nullptr;  // [n_phases]
   const float* inv_freq = nullptr;          // RoPE [head_dim / 2]
   int32_t* counters = nullptr;              // [persistent_step_counters], zeroed by the launcher
   float* partials = nullptr;                // [n_tokens][n_heads][max_parts][head_dim + 2] attention partitions
-  // Null, or [n_phases][blocks][3] ns summed over steps: each block's wait before the phase, its
-  // staging of the phase's input, its work (CudaOptions::step_profile; persistent_trace.h).
+  // Null, or [n_phases][blocks][kPersistentTraceFields]: ns summed over steps of each block's wait
+  // before the phase, its staging of the phase's input and its work, then the SM it ran on in the
+  // last step (CudaOptions::step_profile; persistent_trace.h).
   int64_t* trace = nullptr;
   int32_t n_phases = 0;
   int32_t n_tokens = 0;

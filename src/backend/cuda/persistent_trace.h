@@ -2,7 +2,7 @@
 // the wait before the phase (for the previous phase's done count), the staging of its input and
 // its work, summed over steps on the device (PersistentStepArgs::trace) and printed to stderr as
 // a table per kind of phase when the trace is destroyed, with the spread of the blocks' busy
-// times (what the waits are made of). Off, it hands out no buffer.
+// times (what the waits are made of) and the slowest and fastest blocks with their SMs. Off, it hands out no buffer.
 #pragma once
 #include <cuda_runtime.h>
 
