@@ -52,17 +52,17 @@ __device__ __forceinline__ float value_of(const RowBits<PER>& r, int e) {
 
 // Attention of one item: token t, kv head g, positions [p0, p1) of its sequence; head_dim 32 PER.
 template <int PER>
-__device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, int t, int g, int part,
-                               float* sm) {
+__device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, const StepTokens& tk, int t,
+                               int g, int part, float* sm) {
   const KVLayerDev L = p.kv;  // a copy: the loops below must not reload it from the phase table
   const int hd = 32 * PER, half = hd / 2, n_kv = L.n_kv_heads, group = p.n_heads / n_kv;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const DevStep& st = a.st;
   // A decode token attends to its sequence's positions up to its own.
-  const int seq = st.token_seq[t], pos = st.positions[t], ctx = pos + 1;
+  const int seq = tk.seq[t], pos = tk.pos[t], ctx = pos + 1;
   const int parts = (ctx + a.part_len - 1) / a.part_len;
   const int p0 = part * a.part_len, p1 = min(ctx, p0 + a.part_len);
-  const int32_t* table = st.block_ids + st.block_begin[seq];
+  const int32_t* table = st.block_ids + st.block_begin[seq];  // past tk.blocks only
   const bool has_new = pos >= p0 && pos < p1;
   // Shared memory: q [group][hd] (rotated), acc [group][hd], k and v of the new token [hd] each,
   // warp maxima and sums [kWarps][group] each, the merge flag.
@@ -86,7 +86,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
       const int i = e - pairs;
       const bf16 v = __ldcg(tok + int64_t(p.n_heads + n_kv) * hd + int64_t(g) * hd + i);
       svn[i] = __bfloat162float(v);
-      L.v[int64_t(st.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
+      L.v[int64_t(tk.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
       continue;
     }
     const bool is_q = e < q_pairs;
@@ -103,7 +103,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
     dst[i0] = __bfloat162float(r0);
     dst[i1] = __bfloat162float(r1);
     if (!is_q) {
-      const int64_t slot = st.slot[t];
+      const int64_t slot = tk.slot[t];
       L.k[slot * kv_row + int64_t(g) * hd + i0] = r0;
       L.k[slot * kv_row + int64_t(g) * hd + i1] = r1;
     }
@@ -137,7 +137,9 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
         kk[i] = bits_of<PER>(skn + lane * PER);
         vv[i] = bits_of<PER>(svn + lane * PER);
       } else {
-        const int64_t at = kv_slot(table, j, L.block_size) * kv_row + head_off;
+        const int blk = j / L.block_size;
+        const int64_t id = blk < kTableBlocks ? tk.blocks[t][blk] : table[blk];
+        const int64_t at = (id * L.block_size + j % L.block_size) * kv_row + head_off;
         kk[i] = load_bits<PER>(L.k + at);
         vv[i] = load_bits<PER>(L.v + at);
       }

@@ -56,8 +56,9 @@ constexpr int kMaxSlots = 12;
 // inputs: [n] of max_k int8 values then float2 (scale, sum) a group, in the same 2 max_k bytes) |
 // scratch floats (the attention item's, or a residual phase's rows of the residual) | full
 // mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok] | the phase's output scale a
-// token [kMaxTok] (stage_scale).
-constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps + 1) * kMaxTok * 4 + 16;
+// token [kMaxTok] (stage_scale) | the step's tokens (StepTokens).
+constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps + 1) * kMaxTok * 4 + sizeof(StepTokens) +
+                              16;
 __host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
 __host__ __device__ constexpr int slot_bytes(bool packed) { return packed ? kPackedSlotBytes : kPieceBytes; }
 __host__ __device__ inline size_t ring_bytes(int slots, bool packed) {
@@ -551,6 +552,7 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.scratch_floats) * 4));
   float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
   float* scale = red + kWarps * kMaxTok;
+  StepTokens& tk = *reinterpret_cast<StepTokens*>(scale + kMaxTok);
   if (int(threadIdx.x) < kWarps * a.slots) mbarrier_init(bars + threadIdx.x);
   mbarrier_init_fence();
   __syncthreads();
@@ -560,6 +562,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   for (int q = 0; q < a.slots && s.next.ph < a.n_phases; ++q) {
     if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(q) * slot_bytes(PACKED), s.bars + q);
     advance<PACKED>(a, warp, s.next);
+  }
+  // The step's tokens, while the first copies are in flight; the first phase's barrier publishes them.
+  for (int i = int(threadIdx.x); i < a.n_tokens * kTableBlocks; i += kThreads) {
+    const int t = i / kTableBlocks, e = i % kTableBlocks, seq = a.st.token_seq[t];
+    const int b0 = a.st.block_begin[seq], b1 = a.st.block_begin[seq + 1];
+    tk.blocks[t][e] = b0 + e < b1 ? a.st.block_ids[b0 + e] : 0;
+    if (e == 0) tk.seq[t] = seq, tk.pos[t] = a.st.positions[t], tk.slot[t] = a.st.slot[t];
   }
   int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
@@ -591,11 +600,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
         const int part = it / (a.n_tokens * n_kv), t = it / n_kv % a.n_tokens, g = it % n_kv;
-        if (part * a.part_len > a.st.positions[t]) continue;
+        if (part * a.part_len > tk.pos[t]) continue;
         switch (p.kv.head_dim) {  // the sizes persistent_step_head_dim_supported takes
-          case 64: attention_item<2>(a, p, t, g, part, scratch); break;
-          case 96: attention_item<3>(a, p, t, g, part, scratch); break;
-          default: attention_item<4>(a, p, t, g, part, scratch); break;
+          case 64: attention_item<2>(a, p, tk, t, g, part, scratch); break;
+          case 96: attention_item<3>(a, p, tk, t, g, part, scratch); break;
+          default: attention_item<4>(a, p, tk, t, g, part, scratch); break;
         }
       }
     }
