@@ -169,6 +169,7 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   p.max_k = int(std::max({dim, qw, ffn}));
   p.n_kv = n_kv;
   p.head_dim = hd;
+  p.dim = int(dim);
   p.n_heads = H;
   return {};
 }
@@ -225,10 +226,21 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   }
   a.partials = static_cast<float*>(p.partials.get());
   a.max_k = p.max_k;
-  a.attn_floats = persistent_step_attn_floats(p.n_heads / p.n_kv, p.head_dim);
+  // A block's rows of the residual stream (o and down add to it) staged for n tokens.
+  const int residual_floats = n * ((p.dim + dev_.n_sms - 1) / dev_.n_sms);
+  if (residual_floats > persistent_step_max_residual_floats()) {
+    if (!said_persistent_wide_)
+      std::fprintf(stderr,
+                   "greta: cuda: decode steps of %d or more tokens run as a graph of kernels: a block's rows of the "
+                   "residual stream (%d values) exceed the %d it stages\n",
+                   n, residual_floats, persistent_step_max_residual_floats());
+    said_persistent_wide_ = true;
+    return false;
+  }
+  a.scratch_floats = persistent_step_scratch_floats(p.n_heads / p.n_kv, p.head_dim, n, p.dim, dev_.n_sms);
   if (p.smem_limit == 0)
     GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, opt_.device));
-  a.slots = persistent_step_slots(n, a.max_k, a.attn_floats, p.packed, size_t(p.smem_limit));
+  a.slots = persistent_step_slots(n, a.max_k, a.scratch_floats, p.packed, size_t(p.smem_limit));
   if (a.slots == 0) {  // inputs too wide for shared memory at this many tokens
     if (!said_persistent_wide_)
       std::fprintf(stderr,
@@ -240,7 +252,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   }
   a.st = step_;
   // The launch's block count depends only on its shared memory: asked of the runtime once each.
-  const size_t smem = persistent_step_smem(n, a.max_k, a.attn_floats, p.packed, a.slots);
+  const size_t smem = persistent_step_smem(n, a.max_k, a.scratch_floats, p.packed, a.slots);
   if (p.blocks_smem != smem || p.blocks_packed != p.packed) {
     p.blocks = persistent_step_blocks(a, p.packed, dev_.n_sms);
     p.blocks_smem = smem;

@@ -12,6 +12,8 @@
 
 namespace greta::cuda::persistent {
 
+__device__ __forceinline__ void prefetch_l1(const void* p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
+
 // A lane's PER bf16 values of one K or V row (PER of a row of head_dim = 32 PER, so 2 PER-byte
 // aligned), kept as loaded: a batch of positions in flight then costs half the registers of
 // floats, and the conversion happens at use.
@@ -52,17 +54,17 @@ __device__ __forceinline__ float value_of(const RowBits<PER>& r, int e) {
 
 // Attention of one item: token t, kv head g, positions [p0, p1) of its sequence; head_dim 32 PER.
 template <int PER>
-__device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, int t, int g, int part,
-                               float* sm) {
+__device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, const StepTokens& tk, int t,
+                               int g, int part, float* sm) {
   const KVLayerDev L = p.kv;  // a copy: the loops below must not reload it from the phase table
   const int hd = 32 * PER, half = hd / 2, n_kv = L.n_kv_heads, group = p.n_heads / n_kv;
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const DevStep& st = a.st;
   // A decode token attends to its sequence's positions up to its own.
-  const int seq = st.token_seq[t], pos = st.positions[t], ctx = pos + 1;
+  const int seq = tk.seq[t], pos = tk.pos[t], ctx = pos + 1;
   const int parts = (ctx + a.part_len - 1) / a.part_len;
   const int p0 = part * a.part_len, p1 = min(ctx, p0 + a.part_len);
-  const int32_t* table = st.block_ids + st.block_begin[seq];
+  const int32_t* table = st.block_ids + st.block_begin[seq];  // past tk.blocks only
   const bool has_new = pos >= p0 && pos < p1;
   // Shared memory: q [group][hd] (rotated), acc [group][hd], k and v of the new token [hd] each,
   // warp maxima and sums [kWarps][group] each, the merge flag.
@@ -77,6 +79,20 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   for (int i = int(threadIdx.x); i < group * hd; i += kThreads) sacc[i] = 0.f;
   const bf16* tok = p.in + int64_t(t) * p.in_stride;
   const int64_t kv_row = int64_t(n_kv) * hd;
+  constexpr int kBatch = 8;  // positions a warp has in flight (the loop below)
+  const int64_t head_off = int64_t(g) * hd + lane * PER;
+  // The warp's first batch of cached K/V rows requested into L1 before the prologue: their round
+  // trip from memory passes with the prologue's, and after the barrier the loads find them in L1
+  // (kept there until the next phase wait's acquire). Requests hold no registers.
+  for (int i = 0; i < kBatch; ++i) {
+    const int j = p0 + warp * kBatch + i;
+    if (j >= p1 || j == pos) continue;
+    const int blk = j / L.block_size;
+    const int64_t id = blk < kTableBlocks ? tk.blocks[t][blk] : table[blk];
+    const int64_t at = (id * L.block_size + j % L.block_size) * kv_row + head_off;
+    prefetch_l1(L.k + at);
+    prefetch_l1(L.v + at);
+  }
   // One pass, every load of it independent of the others (each is a round trip through L2 under
   // the weight stream): rotated pairs of the group's q heads, then (has_new) of the new k, each
   // element computing its own angle; then the new v as it is.
@@ -86,7 +102,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
       const int i = e - pairs;
       const bf16 v = __ldcg(tok + int64_t(p.n_heads + n_kv) * hd + int64_t(g) * hd + i);
       svn[i] = __bfloat162float(v);
-      L.v[int64_t(st.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
+      L.v[int64_t(tk.slot[t]) * kv_row + int64_t(g) * hd + i] = v;
       continue;
     }
     const bool is_q = e < q_pairs;
@@ -103,7 +119,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
     dst[i0] = __bfloat162float(r0);
     dst[i1] = __bfloat162float(r1);
     if (!is_q) {
-      const int64_t slot = st.slot[t];
+      const int64_t slot = tk.slot[t];
       L.k[slot * kv_row + int64_t(g) * hd + i0] = r0;
       L.k[slot * kv_row + int64_t(g) * hd + i1] = r1;
     }
@@ -113,7 +129,6 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   // Each warp takes kBatch positions at a time, every lane loading its values of all of them
   // before any is used (the loads' latency, not their bytes, bounds a short item); lane holds
   // values [lane * PER, + PER) of a row.
-  constexpr int kBatch = 8;
   const float sl2 = p.scale * kLog2e;
   // q stays in shared memory (read at each use): registers go to the positions in flight.
   float m[kMaxGroup], l[kMaxGroup], acc[kMaxGroup][PER];
@@ -124,7 +139,6 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
 #pragma unroll
     for (int e = 0; e < PER; ++e) acc[h][e] = 0.f;
   }
-  const int64_t head_off = int64_t(g) * hd + lane * PER;
   for (int j0 = p0 + warp * kBatch; j0 < p1; j0 += kWarps * kBatch) {
     RowBits<PER> kk[kBatch], vv[kBatch];
 #pragma unroll
@@ -137,7 +151,9 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
         kk[i] = bits_of<PER>(skn + lane * PER);
         vv[i] = bits_of<PER>(svn + lane * PER);
       } else {
-        const int64_t at = kv_slot(table, j, L.block_size) * kv_row + head_off;
+        const int blk = j / L.block_size;
+        const int64_t id = blk < kTableBlocks ? tk.blocks[t][blk] : table[blk];
+        const int64_t at = (id * L.block_size + j % L.block_size) * kv_row + head_off;
         kk[i] = load_bits<PER>(L.k + at);
         vv[i] = load_bits<PER>(L.v + at);
       }

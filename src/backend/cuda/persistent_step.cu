@@ -54,9 +54,11 @@ constexpr int kMaxSlots = 12;
 
 // Shared memory, in order: ring [kWarps][slots][slot bytes] | in [n][max_k] bf16 (packed weights'
 // inputs: [n] of max_k int8 values then float2 (scale, sum) a group, in the same 2 max_k bytes) |
-// attention floats | full mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok] |
-// the phase's output scale a token [kMaxTok] (stage_scale).
-constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps + 1) * kMaxTok * 4 + 16;
+// scratch floats (the attention item's, or a residual phase's rows of the residual) | full
+// mbarriers [kWarps][kMaxSlots] | block reduction [kWarps][kMaxTok] | the phase's output scale a
+// token [kMaxTok] (stage_scale) | the step's tokens (StepTokens).
+constexpr size_t kFixedSmem = size_t(kWarps) * kMaxSlots * 8 + size_t(kWarps + 1) * kMaxTok * 4 + sizeof(StepTokens) +
+                              16;
 __host__ __device__ inline size_t round128(size_t b) { return (b + 127) / 128 * 128; }
 __host__ __device__ constexpr int slot_bytes(bool packed) { return packed ? kPackedSlotBytes : kPieceBytes; }
 __host__ __device__ inline size_t ring_bytes(int slots, bool packed) {
@@ -341,6 +343,35 @@ __device__ void stage_input_int8(const PersistentPhase& p, int n, int max_k, uns
   __syncthreads();
 }
 
+// A residual phase's rows of the residual stream that this block adds to, [n][its units] from
+// out, loaded by the staging's threads before the input (kept in registers through it) so their
+// round trip passes with the input's: read at each row's write, it came after the row's dot
+// product, one exposed trip a row. store_residual puts them in shared memory; the block's
+// barrier publishes them. n times the units must fit kResidualLoads loads a thread.
+constexpr int kResidualLoads = 2;
+struct ResidualLoads {
+  float v[kResidualLoads] = {};
+};
+__device__ __forceinline__ ResidualLoads load_residual(const PersistentPhase& p, int n) {
+  const int units = phase_units(p), u0 = row_begin(units, int(blockIdx.x));
+  const int rows = row_begin(units, int(blockIdx.x) + 1) - u0;
+  ResidualLoads r;
+#pragma unroll
+  for (int j = 0; j < kResidualLoads; ++j) {
+    const int e = int(threadIdx.x) + j * kThreads;
+    if (e < n * rows) r.v[j] = __bfloat162float(__ldcg(p.out + int64_t(e / rows) * p.out_stride + u0 + e % rows));
+  }
+  return r;
+}
+__device__ __forceinline__ void store_residual(const ResidualLoads& r, const PersistentPhase& p, int n, float* res) {
+  const int units = phase_units(p), rows = row_begin(units, int(blockIdx.x) + 1) - row_begin(units, int(blockIdx.x));
+#pragma unroll
+  for (int j = 0; j < kResidualLoads; ++j) {
+    const int e = int(threadIdx.x) + j * kThreads;
+    if (e < n * rows) res[e] = r.v[j];
+  }
+}
+
 // Lane 0, before its block waits for a phase: asks the L2 for the next `pieces` pieces of the
 // warp's stream past its ring (cursor c, a copy), so the memory keeps streaming the block's
 // weights through the wait instead of only the ring's slots. Packed weights' scales are left to
@@ -472,11 +503,11 @@ __device__ __forceinline__ float lane_value(const float (&acc)[N], int lane, flo
 template <int N, PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
                                           int gated, int units, int k, int end0, int end1, const unsigned char* in,
-                                          const float* scale, Stream& s) {
+                                          const float* scale, const float* res, Stream& s) {
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   const int n = a.n_tokens, row_bytes = weight_row_bytes(F, k);
-  const int u1 = row_begin(units, int(blockIdx.x) + 1);
-  for (int u = row_begin(units, int(blockIdx.x)) + warp; u < u1; u += kWarps) {
+  const int u0 = row_begin(units, int(blockIdx.x)), u1 = row_begin(units, int(blockIdx.x) + 1);
+  for (int u = u0 + warp; u < u1; u += kWarps) {
     bf16* o = out + int64_t(lane) * out_stride + u;  // lane t < n: token t's output
     float acc[N];
     if (gated) {  // gate row u, then up row u: the same place in their segments
@@ -489,25 +520,25 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
       }
       continue;
     }
-    // The residual is loaded now, so its latency passes while the row streams.
-    const float res = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
+    const float r = residual && lane < n ? res[lane * (u1 - u0) + u - u0] : 0.f;  // staged (load_residual)
     row_dot<N, F, PACKED>(a, row_bytes, int64_t(u - segment_first(u, end0, end1)) * row_bytes, in, s, acc);
-    if (lane < n) *o = __float2bfloat16_rn(lane_value(acc, lane, scale[lane]) + res);
+    if (lane < n) *o = __float2bfloat16_rn(lane_value(acc, lane, scale[lane]) + r);
   }
 }
 
 // A GEMV phase's units at the step's token count.
 template <PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const PersistentPhase& p,
-                                           const unsigned char* in, const float* scale, Stream& s) {
+                                           const unsigned char* in, const float* scale, const float* res, Stream& s) {
   const int units = phase_units(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
   const int g = p.gated;
-  if (a.n_tokens == 1) gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+  if (a.n_tokens == 1)
+    gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
   else if (a.n_tokens == 2)
-    gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+    gemv_rows<2, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
   else if (a.n_tokens <= 4)
-    gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
-  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, s);
+    gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
+  else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
 }
 
 // PACKED: some phase has packed weights. A bf16 model's kernel carries none of their state.
@@ -517,10 +548,11 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   const int warp = int(threadIdx.x / 32), lane = int(threadIdx.x % 32);
   unsigned char* in = smem + ring_bytes(a.slots, PACKED);
   unsigned char* tail = in + in_bytes(a.n_tokens, a.max_k);
-  float* attn = reinterpret_cast<float*>(tail);
-  uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.attn_floats) * 4));
+  float* scratch = reinterpret_cast<float*>(tail);
+  uint64_t* bars = reinterpret_cast<uint64_t*>(tail + round128(size_t(a.scratch_floats) * 4));
   float* red = reinterpret_cast<float*>(bars + kWarps * kMaxSlots);
   float* scale = red + kWarps * kMaxTok;
+  StepTokens& tk = *reinterpret_cast<StepTokens*>(scale + kMaxTok);
   if (int(threadIdx.x) < kWarps * a.slots) mbarrier_init(bars + threadIdx.x);
   mbarrier_init_fence();
   __syncthreads();
@@ -530,6 +562,13 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   for (int q = 0; q < a.slots && s.next.ph < a.n_phases; ++q) {
     if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(q) * slot_bytes(PACKED), s.bars + q);
     advance<PACKED>(a, warp, s.next);
+  }
+  // The step's tokens, while the first copies are in flight; the first phase's barrier publishes them.
+  for (int i = int(threadIdx.x); i < a.n_tokens * kTableBlocks; i += kThreads) {
+    const int t = i / kTableBlocks, e = i % kTableBlocks, seq = a.st.token_seq[t];
+    const int b0 = a.st.block_begin[seq], b1 = a.st.block_begin[seq + 1];
+    tk.blocks[t][e] = b0 + e < b1 ? a.st.block_ids[b0 + e] : 0;
+    if (e == 0) tk.seq[t] = seq, tk.pos[t] = a.st.positions[t], tk.slot[t] = a.st.slot[t];
   }
   int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
@@ -543,24 +582,29 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
       const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
+      const ResidualLoads res = p.residual ? load_residual(p, a.n_tokens) : ResidualLoads{};
       if (f == PersistentWeights::kBf16) stage_input(p, a.n_tokens, a.max_k, reinterpret_cast<bf16*>(in), red, scale);
       else if (f == PersistentWeights::kQ8_0) stage_input_int8<false>(p, a.n_tokens, a.max_k, in, red, scale);
       else stage_input_int8<true>(p, a.n_tokens, a.max_k, in, red, scale);
+      if (p.residual) {
+        store_residual(res, p, a.n_tokens, scratch);
+        __syncthreads();
+      }
       if (tr) t_staged = global_ns();
-      if (f == PersistentWeights::kBf16) gemv_phase<PersistentWeights::kBf16, PACKED>(a, p, in, scale, s);
+      if (f == PersistentWeights::kBf16) gemv_phase<PersistentWeights::kBf16, PACKED>(a, p, in, scale, scratch, s);
       if constexpr (PACKED) {
-        if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, scale, s);
-        else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, scale, s);
+        if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, scale, scratch, s);
+        else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, scale, scratch, s);
       }
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
         const int part = it / (a.n_tokens * n_kv), t = it / n_kv % a.n_tokens, g = it % n_kv;
-        if (part * a.part_len > a.st.positions[t]) continue;
+        if (part * a.part_len > tk.pos[t]) continue;
         switch (p.kv.head_dim) {  // the sizes persistent_step_head_dim_supported takes
-          case 64: attention_item<2>(a, p, t, g, part, attn); break;
-          case 96: attention_item<3>(a, p, t, g, part, attn); break;
-          default: attention_item<4>(a, p, t, g, part, attn); break;
+          case 64: attention_item<2>(a, p, tk, t, g, part, scratch); break;
+          case 96: attention_item<3>(a, p, tk, t, g, part, scratch); break;
+          default: attention_item<4>(a, p, tk, t, g, part, scratch); break;
         }
       }
     }
@@ -584,19 +628,22 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
 
 bool persistent_step_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 96 || head_dim == 128; }
 
-int persistent_step_attn_floats(int group, int head_dim) {
-  return 2 * group * head_dim + 2 * head_dim + 2 * kWarps * group + 4;
+int persistent_step_scratch_floats(int group, int head_dim, int n_tokens, int residual_rows, int blocks) {
+  const int attention = 2 * group * head_dim + 2 * head_dim + 2 * kWarps * group + 4;
+  return std::max(attention, n_tokens * ((residual_rows + blocks - 1) / blocks));
 }
 
-int persistent_step_slots(int n_tokens, int max_k, int attn_floats, bool packed, size_t smem_limit) {
-  const size_t fixed = in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
+int persistent_step_max_residual_floats() { return kResidualLoads * kThreads; }
+
+int persistent_step_slots(int n_tokens, int max_k, int scratch_floats, bool packed, size_t smem_limit) {
+  const size_t fixed = in_bytes(n_tokens, max_k) + round128(size_t(scratch_floats) * 4) + kFixedSmem;
   if (fixed >= smem_limit) return 0;
   const int slots = int(std::min<size_t>(kMaxSlots, (smem_limit - fixed) / (size_t(kWarps) * slot_bytes(packed))));
   return slots >= 2 ? slots : 0;
 }
 
-size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, bool packed, int slots) {
-  return ring_bytes(slots, packed) + in_bytes(n_tokens, max_k) + round128(size_t(attn_floats) * 4) + kFixedSmem;
+size_t persistent_step_smem(int n_tokens, int max_k, int scratch_floats, bool packed, int slots) {
+  return ring_bytes(slots, packed) + in_bytes(n_tokens, max_k) + round128(size_t(scratch_floats) * 4) + kFixedSmem;
 }
 
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
@@ -604,7 +651,7 @@ size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
 }
 
 int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms) {
-  const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, packed, a.slots);
+  const size_t smem = persistent_step_smem(a.n_tokens, a.max_k, a.scratch_floats, packed, a.slots);
   const auto kernel = packed ? persistent_step_kernel<true> : persistent_step_kernel<false>;
   // The kernel may take up to the device's opt-in limit, so launches (and step graphs) of every
   // step size stay valid whatever size was asked last.
@@ -624,7 +671,7 @@ void persistent_step(PersistentStepArgs a, int blocks, bool packed, cudaStream_t
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(unsigned(blocks));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = persistent_step_smem(a.n_tokens, a.max_k, a.attn_floats, packed, a.slots);
+  cfg.dynamicSmemBytes = persistent_step_smem(a.n_tokens, a.max_k, a.scratch_floats, packed, a.slots);
   cfg.stream = s;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;

@@ -76,26 +76,31 @@ struct PersistentStepArgs {
   int64_t* trace = nullptr;
   int32_t n_phases = 0;
   int32_t n_tokens = 0;
-  int32_t neox = 0;         // RoPE pairs (i, i + hd/2) rather than (2i, 2i + 1)
-  int32_t part_len = 0;     // attention: positions a partition
-  int32_t max_parts = 0;    // partitions of the longest context
-  int32_t slots = 0;        // ring slots a warp
-  int32_t prefetch = 0;     // pieces past its ring each warp asks the L2 for before a phase wait
-  int32_t n_kv_heads = 0;   // the attention merge counts' kv heads
-  int32_t max_k = 0;        // widest GEMV input: the shared-memory input is [n_tokens][max_k]
-  int32_t attn_floats = 0;  // the attention item's shared memory (persistent_step_attn_floats)
+  int32_t neox = 0;        // RoPE pairs (i, i + hd/2) rather than (2i, 2i + 1)
+  int32_t part_len = 0;    // attention: positions a partition
+  int32_t max_parts = 0;   // partitions of the longest context
+  int32_t slots = 0;       // ring slots a warp
+  int32_t prefetch = 0;    // pieces past its ring each warp asks the L2 for before a phase wait
+  int32_t n_kv_heads = 0;  // the attention merge counts' kv heads
+  int32_t max_k = 0;       // widest GEMV input: the shared-memory input is [n_tokens][max_k]
+  int32_t scratch_floats =
+      0;  // shared memory of an attention item or a residual phase (persistent_step_scratch_floats)
   DevStep st;
 };
 
 // Head sizes the attention phase takes (64, 96, 128).
 bool persistent_step_head_dim_supported(int head_dim);
-// Shared memory of the attention item for q heads of `group` per kv head of head_dim values.
-int persistent_step_attn_floats(int group, int head_dim);
+// Scratch shared memory in floats: an attention item's for q heads of `group` per kv head of
+// head_dim values, or the residual rows a block of `blocks` adds to in a residual phase of
+// residual_rows rows, for n_tokens tokens.
+int persistent_step_scratch_floats(int group, int head_dim, int n_tokens, int residual_rows, int blocks);
+// The most residual values (tokens x a block's rows) a residual phase stages.
+int persistent_step_max_residual_floats();
 // Ring slots a warp gets in smem_limit bytes for n tokens of inputs up to max_k wide, or 0 when
 // fewer than two fit; `packed`: some phase has packed weights (the ring's slots hold their scales too).
-int persistent_step_slots(int n_tokens, int max_k, int attn_floats, bool packed, size_t smem_limit);
+int persistent_step_slots(int n_tokens, int max_k, int scratch_floats, bool packed, size_t smem_limit);
 // Dynamic shared memory of a block.
-size_t persistent_step_smem(int n_tokens, int max_k, int attn_floats, bool packed, int slots);
+size_t persistent_step_smem(int n_tokens, int max_k, int scratch_floats, bool packed, int slots);
 // Counters the step needs: a done count per phase, an attention merge count per (token, kv head).
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads);
 // Blocks of the launch: one per SM when its shared memory fits, else 0.
