@@ -52,6 +52,14 @@ __device__ __forceinline__ float value_of(const RowBits<PER>& r, int e) {
   return __uint_as_float(e % 2 ? r.w[e / 2] & 0xffff0000u : r.w[e / 2] << 16);
 }
 
+// Physical slot of position j of token t's sequence (kv_slot), its block id from the shared-memory
+// copy of the table's first kTableBlocks entries where it holds it.
+__device__ __forceinline__ int64_t step_kv_slot(const StepTokens& tk, int t, const int32_t* table, int j,
+                                                int block_size) {
+  const int blk = j / block_size;
+  return blk < kTableBlocks ? int64_t(tk.blocks[t][blk]) * block_size + j % block_size : kv_slot(table, j, block_size);
+}
+
 // Attention of one item: token t, kv head g, positions [p0, p1) of its sequence; head_dim 32 PER.
 template <int PER>
 __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhase& p, const StepTokens& tk, int t,
@@ -87,9 +95,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   for (int i = 0; i < kBatch; ++i) {
     const int j = p0 + warp * kBatch + i;
     if (j >= p1 || j == pos) continue;
-    const int blk = j / L.block_size;
-    const int64_t id = blk < kTableBlocks ? tk.blocks[t][blk] : table[blk];
-    const int64_t at = (id * L.block_size + j % L.block_size) * kv_row + head_off;
+    const int64_t at = step_kv_slot(tk, t, table, j, L.block_size) * kv_row + head_off;
     prefetch_l1(L.k + at);
     prefetch_l1(L.v + at);
   }
@@ -151,9 +157,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
         kk[i] = bits_of<PER>(skn + lane * PER);
         vv[i] = bits_of<PER>(svn + lane * PER);
       } else {
-        const int blk = j / L.block_size;
-        const int64_t id = blk < kTableBlocks ? tk.blocks[t][blk] : table[blk];
-        const int64_t at = (id * L.block_size + j % L.block_size) * kv_row + head_off;
+        const int64_t at = step_kv_slot(tk, t, table, j, L.block_size) * kv_row + head_off;
         kk[i] = load_bits<PER>(L.k + at);
         vv[i] = load_bits<PER>(L.v + at);
       }

@@ -83,8 +83,8 @@ struct PersistentStepArgs {
   int32_t prefetch = 0;    // pieces past its ring each warp asks the L2 for before a phase wait
   int32_t n_kv_heads = 0;  // the attention merge counts' kv heads
   int32_t max_k = 0;       // widest GEMV input: the shared-memory input is [n_tokens][max_k]
-  int32_t scratch_floats =
-      0;  // shared memory of an attention item or a residual phase (persistent_step_scratch_floats)
+  // Shared memory of an attention item or a residual phase (persistent_step_scratch_floats).
+  int32_t scratch_floats = 0;
   DevStep st;
 };
 
