@@ -306,7 +306,7 @@ class CudaBackend final : public Backend {
     std::vector<PersistentPhase> host;
     std::vector<uint8_t> uploaded;
     DeviceBuffer table, acts, counters, partials;
-    int n_phases = 0, max_k = 0, n_kv = 0, head_dim = 0, n_heads = 0, dim = 0, smem_limit = 0;
+    int n_phases = 0, max_k = 0, n_kv = 0, head_dim = 0, n_heads = 0, smem_limit = 0;
     bool packed = false;         // some phase reads packed weights
     size_t blocks_smem = 0;      // the shared memory `blocks` was found for (0: none yet) ...
     bool blocks_packed = false;  // ... and which of the two kernels

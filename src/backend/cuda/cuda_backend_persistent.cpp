@@ -169,7 +169,6 @@ std::string CudaBackend::persistent_plan(const DecodeModel& m, const KVStorage& 
   p.max_k = int(std::max({dim, qw, ffn}));
   p.n_kv = n_kv;
   p.head_dim = hd;
-  p.dim = int(dim);
   p.n_heads = H;
   return {};
 }
@@ -227,7 +226,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.partials = static_cast<float*>(p.partials.get());
   a.max_k = p.max_k;
   // A block's rows of the residual stream (o and down add to it) staged for n tokens.
-  const int residual_floats = n * ((p.dim + dev_.n_sms - 1) / dev_.n_sms);
+  const int residual_floats = persistent_step_residual_floats(n, int(x.cols), dev_.n_sms);
   if (residual_floats > persistent_step_max_residual_floats()) {
     if (!said_persistent_wide_)
       std::fprintf(stderr,
@@ -237,7 +236,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
     said_persistent_wide_ = true;
     return false;
   }
-  a.scratch_floats = persistent_step_scratch_floats(p.n_heads / p.n_kv, p.head_dim, n, p.dim, dev_.n_sms);
+  a.scratch_floats = persistent_step_scratch_floats(p.n_heads / p.n_kv, p.head_dim, n, int(x.cols), dev_.n_sms);
   if (p.smem_limit == 0)
     GRETA_CUDA_CHECK(cudaDeviceGetAttribute(&p.smem_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, opt_.device));
   a.slots = persistent_step_slots(n, a.max_k, a.scratch_floats, p.packed, size_t(p.smem_limit));

@@ -630,7 +630,11 @@ bool persistent_step_head_dim_supported(int head_dim) { return head_dim == 64 ||
 
 int persistent_step_scratch_floats(int group, int head_dim, int n_tokens, int residual_rows, int blocks) {
   const int attention = 2 * group * head_dim + 2 * head_dim + 2 * kWarps * group + 4;
-  return std::max(attention, n_tokens * ((residual_rows + blocks - 1) / blocks));
+  return std::max(attention, persistent_step_residual_floats(n_tokens, residual_rows, blocks));
+}
+
+int persistent_step_residual_floats(int n_tokens, int residual_rows, int blocks) {
+  return n_tokens * ((residual_rows + blocks - 1) / blocks);
 }
 
 int persistent_step_max_residual_floats() { return kResidualLoads * kThreads; }

@@ -94,7 +94,9 @@ bool persistent_step_head_dim_supported(int head_dim);
 // head_dim values, or the residual rows a block of `blocks` adds to in a residual phase of
 // residual_rows rows, for n_tokens tokens.
 int persistent_step_scratch_floats(int group, int head_dim, int n_tokens, int residual_rows, int blocks);
-// The most residual values (tokens x a block's rows) a residual phase stages.
+// The residual values (tokens x a block's rows) a residual phase of residual_rows rows stages,
+// and the most it can.
+int persistent_step_residual_floats(int n_tokens, int residual_rows, int blocks);
 int persistent_step_max_residual_floats();
 // Ring slots a warp gets in smem_limit bytes for n tokens of inputs up to max_k wide, or 0 when
 // fewer than two fit; `packed`: some phase has packed weights (the ring's slots hold their scales too).
