@@ -437,6 +437,28 @@ __device__ __forceinline__ float packed_dot(const uint4 w, const unsigned char* 
   }
 }
 
+// A piece's 16-byte columns (lane's every 512 bytes) dotted with the staged input of up to N
+// tokens into acc. WHOLE: the piece is kPieceBytes long.
+template <int N, PersistentWeights F, bool WHOLE>
+__device__ __forceinline__ void piece_dot(const unsigned char* buf, const unsigned char* sc, int bytes, int off,
+                                          const unsigned char* in, size_t x_stride, int max_k, int n, float (&acc)[N]) {
+  const int lane = int(threadIdx.x % 32);
+#pragma unroll
+  for (int i = 0; i < kPieceBytes / 512; ++i) {
+    const int b = 512 * i + 16 * lane;
+    if (WHOLE || b < bytes) {
+      const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
+#pragma unroll
+      for (int t = 0; t < N; ++t)
+        if (N == 1 || t < n) {
+          if constexpr (F == PersistentWeights::kBf16)
+            acc[t] += dot8(w, *reinterpret_cast<const uint4*>(in + t * x_stride + off + b));
+          else acc[t] += packed_dot<F>(w, sc, b, off, in + t * x_stride, max_k);
+        }
+    }
+  }
+}
+
 // One row of the warp's stream: its pieces taken from the ring, dotted with the staged input of
 // up to N tokens (n of them live), each summed over the warp (every lane holds the sums).
 // row_at: the row's byte offset in its segment (packed: where its scales sit in their plane).
@@ -456,20 +478,10 @@ __device__ __forceinline__ void row_dot(const PersistentStepArgs& a, int row_byt
     const unsigned char* buf = s.ring + size_t(s.slot) * kSlot;
     // Packed: where the piece's scales start in the slot (issue's alignment offset).
     const unsigned char* sc = buf + kPieceBytes + int(((row_at + off) >> scale_shift(F)) & 15);
-#pragma unroll
-    for (int i = 0; i < kPieceBytes / 512; ++i) {
-      const int b = 512 * i + 16 * lane;
-      if (b < bytes) {
-        const uint4 w = *reinterpret_cast<const uint4*>(buf + b);
-#pragma unroll
-        for (int t = 0; t < N; ++t)
-          if (N == 1 || t < n) {
-            if constexpr (F == PersistentWeights::kBf16)
-              acc[t] += dot8(w, *reinterpret_cast<const uint4*>(in + t * x_stride + off + b));
-            else acc[t] += packed_dot<F>(w, sc, b, off, in + t * x_stride, a.max_k);
-          }
-      }
-    }
+    // A whole piece takes its columns with no bounds test, so their shared-memory loads can all
+    // be issued before the first dot product; a row's last, shorter piece tests each column.
+    if (bytes == kPieceBytes) piece_dot<N, F, true>(buf, sc, bytes, off, in, x_stride, a.max_k, n, acc);
+    else piece_dot<N, F, false>(buf, sc, bytes, off, in, x_stride, a.max_k, n, acc);
     __syncwarp();  // every lane has read the slot before it is refilled
     if (s.next.ph < a.n_phases) {
       if (lane == 0) issue<PACKED>(s.next, s.ring + size_t(s.slot) * kSlot, s.bars + s.slot);
