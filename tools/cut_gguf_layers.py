@@ -14,9 +14,9 @@ import os
 import re
 import sys
 
-import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
-from gguf.quants import dequantize, quantize
+from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, LlamaFileType
+
+from dequantize_gguf import add_tensor, copy_metadata, finish
 
 TYPES = {"q4_0": (GGMLQuantizationType.Q4_0, LlamaFileType.MOSTLY_Q4_0),
          "q8_0": (GGMLQuantizationType.Q8_0, LlamaFileType.MOSTLY_Q8_0)}
@@ -31,33 +31,12 @@ def cut(src, dest, layers, type_name):
         sys.exit(f"cut_gguf_layers: {src} has {have} layers, asked for {layers}")
     part = dest + ".part"
     w = GGUFWriter(part, arch)
-    for key, f in r.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        vtype = f.types[0]
-        sub = f.types[1] if vtype == GGUFValueType.ARRAY else None
-        if vtype == GGUFValueType.ARRAY and len(f.types) > 2:
-            sys.exit(f"cut_gguf_layers: nested array {key} not supported")
-        value = f.contents()
-        if key == f"{arch}.block_count":
-            value = layers
-        elif key == "general.file_type":
-            value = int(file_type)
-        w.add_key_value(key, value, vtype, sub)
+    copy_metadata(r, w, file_type, {f"{arch}.block_count": layers})
     for t in r.tensors:
         m = re.match(r"blk\.(\d+)\.", t.name)
-        if m and int(m.group(1)) >= layers:
-            continue
-        a = dequantize(t.data, t.tensor_type).astype(np.float32).reshape([int(x) for x in reversed(t.shape)])
-        if a.ndim < 2:
-            w.add_tensor(t.name, a)
-        else:
-            w.add_tensor(t.name, quantize(a, matrix_type), raw_dtype=matrix_type)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    os.replace(part, dest)
+        if not m or int(m.group(1)) < layers:
+            add_tensor(w, t, matrix_type)
+    finish(w, part, dest)
 
 
 def main():

@@ -30,7 +30,10 @@ TYPES = {
 }
 
 
-def copy_metadata(r, w, file_type):
+def copy_metadata(r, w, file_type, overrides=None):
+    """Every key of r into w but general.file_type (set to file_type) and those in overrides
+    (key -> value, written with the key's own type)."""
+    overrides = overrides or {}
     for key, f in r.fields.items():
         if key.startswith("GGUF.") or key == "general.architecture":
             continue
@@ -41,7 +44,7 @@ def copy_metadata(r, w, file_type):
         sub = f.types[1] if vtype == GGUFValueType.ARRAY else None
         if vtype == GGUFValueType.ARRAY and len(f.types) > 2:
             sys.exit(f"dequantize_gguf: nested array {key} not supported")
-        w.add_key_value(key, f.contents(), vtype, sub)
+        w.add_key_value(key, overrides.get(key, f.contents()), vtype, sub)
 
 
 def add_tensor(w, t, matrix_type):
@@ -64,6 +67,11 @@ def dequantize_file(src, dest, type_name="f32"):
     copy_metadata(r, w, file_type)
     for t in r.tensors:
         add_tensor(w, t, matrix_type)
+    finish(w, part, dest)
+
+
+def finish(w, part, dest):
+    """Writes w's file (at part) and renames it to dest."""
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
