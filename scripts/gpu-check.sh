@@ -96,8 +96,11 @@ if has sanitize; then
     echo "== compute-sanitizer --tool $tool (op tests)"
     # synccheck tracks a fixed number of barriers a block; the persistent step's weight ring has up
     # to 96 mbarriers (8 warps x 12 slots), set up in inline PTX where the tool cannot count them.
+    # racecheck reports hazards inside cuBLASLt's own GEMM kernels (nvjet_*, the prefill's), which
+    # are not ours to fix; they are left out so the check speaks of greta's kernels.
     extra=()
     [ "$tool" = synccheck ] && extra=(--num-cuda-barriers 96)
+    [ "$tool" = racecheck ] && extra=(--kernel-name-exclude kns=nvjet)
     compute-sanitizer --tool "$tool" "${extra[@]}" --error-exitcode 9 "$BUILD/greta_gpu_tests" --gtest_color=no \
       --gtest_filter="${GRETA_SANITIZE_FILTER:--GpuOps.MatmulAwkwardShapesBf16:GpuAttention.LongContextDecode}" \
       > "$LOG/sanitize-$tool.log" 2>&1 || status=1
