@@ -23,28 +23,40 @@ __device__ __forceinline__ void mbarrier_arrive_expect(uint64_t* bar, int bytes)
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_addr(bar)), "r"(bytes) : "memory");
 }
 
+// An L2 eviction priority for bulk copies (createpolicy). `first`: the lines a copy brings are
+// the first the L2 evicts, for bytes read once (a weight stream), so they do not push out what is
+// read again (requests made ahead of the stream, the KV cache, activations). Else the normal one.
+__device__ __forceinline__ uint64_t l2_copy_policy(bool first) {
+  uint64_t p;
+  if (first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  else asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+
 // A copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from src to dst whose
-// bytes count towards bar's announced ones.
-__device__ __forceinline__ void bulk_copy_bytes(void* dst, const void* src, int bytes, uint64_t* bar) {
+// bytes count towards bar's announced ones, its lines kept in the L2 at `policy`'s priority.
+__device__ __forceinline__ void bulk_copy_bytes(void* dst, const void* src, int bytes, uint64_t* bar, uint64_t policy) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(shared_addr(dst)),
-      "l"(src), "r"(bytes), "r"(shared_addr(bar))
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::
+          "r"(shared_addr(dst)),
+      "l"(src), "r"(bytes), "r"(shared_addr(bar)), "l"(policy)
       : "memory");
 }
 
 // One thread: copy `bytes` from src to dst and arrive on bar, whose phase completes when the
 // bytes land.
-__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, int bytes, uint64_t* bar) {
+__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, int bytes, uint64_t* bar,
+                                                    uint64_t policy) {
   mbarrier_arrive_expect(bar, bytes);
-  bulk_copy_bytes(dst, src, bytes, bar);
+  bulk_copy_bytes(dst, src, bytes, bar, policy);
 }
 
 // As bulk_copy_to_shared, for two ranges landing on one barrier: its one arrival announces both.
 __device__ __forceinline__ void bulk_copy2_to_shared(void* dst0, const void* src0, int bytes0, void* dst1,
-                                                     const void* src1, int bytes1, uint64_t* bar) {
+                                                     const void* src1, int bytes1, uint64_t* bar, uint64_t policy) {
   mbarrier_arrive_expect(bar, bytes0 + bytes1);
-  bulk_copy_bytes(dst0, src0, bytes0, bar);
-  bulk_copy_bytes(dst1, src1, bytes1, bar);
+  bulk_copy_bytes(dst0, src0, bytes0, bar, policy);
+  bulk_copy_bytes(dst1, src1, bytes1, bar, policy);
 }
 
 // A request that the L2 fetch `bytes` (a multiple of 16, 16-byte aligned) from src; nothing waits
