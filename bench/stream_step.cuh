@@ -69,7 +69,7 @@ __device__ __forceinline__ void issue(const Step* __restrict__ s, const Cursor& 
   const Phase& p = s->ph[c.ph];
   const int bytes = min(kPieceBytes, 2 * p.k - c.off);
   greta::cuda::bulk_copy_to_shared(slot, reinterpret_cast<const unsigned char*>(p.w + int64_t(c.row) * p.k) + c.off,
-                                   bytes, bar, greta::cuda::l2_copy_policy(false));
+                                   bytes, bar, greta::cuda::l2_policy(false));
 }
 
 __device__ __forceinline__ float dot8_bf16(const uint4& w, const uint4& x) {

@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include "backend/cuda/l2_policy.cuh"
+
 namespace greta::cuda {
 
 __device__ __forceinline__ uint32_t shared_addr(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
@@ -23,18 +25,8 @@ __device__ __forceinline__ void mbarrier_arrive_expect(uint64_t* bar, int bytes)
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_addr(bar)), "r"(bytes) : "memory");
 }
 
-// An L2 eviction priority for bulk copies (createpolicy). `first`: the lines a copy brings are
-// the first the L2 evicts, for bytes read once (a weight stream), so they do not push out what is
-// read again (requests made ahead of the stream, the KV cache, activations). Else the normal one.
-__device__ __forceinline__ uint64_t l2_copy_policy(bool first) {
-  uint64_t p;
-  if (first) asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-  else asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(p));
-  return p;
-}
-
 // A copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from src to dst whose
-// bytes count towards bar's announced ones, its lines kept in the L2 at `policy`'s priority.
+// bytes count towards bar's announced ones, its lines kept in the L2 at `policy`'s priority (l2_policy).
 __device__ __forceinline__ void bulk_copy_bytes(void* dst, const void* src, int bytes, uint64_t* bar, uint64_t policy) {
   asm volatile(
       "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::

@@ -203,7 +203,7 @@ __device__ __forceinline__ void advance(const PersistentStepArgs& a, int warp, C
 // Lane 0: the cursor's piece into a slot, completing on the slot's mbarrier; packed weights'
 // scales follow the piece, from the 16-byte boundary at or below them (scale planes are 256-byte
 // aligned, so the reader finds the same offset from the piece's place in its segment). The stream
-// is read once: its lines are the L2's first to evict (l2_copy_policy).
+// is read once: its lines are the L2's first to evict (l2_policy).
 template <bool PACKED>
 __device__ __forceinline__ void issue(const Cursor& c, unsigned char* slot, uint64_t* bar) {
   const PieceSource src = piece_source(c);
@@ -215,11 +215,11 @@ __device__ __forceinline__ void issue(const Cursor& c, unsigned char* slot, uint
       const int mis = int((at >> c.shift) & 15);
       const unsigned char* sc = src.base + align_plane(size_t(c.row_bytes) * src.seg_rows) + (at >> c.shift) - mis;
       bulk_copy2_to_shared(slot, w, bytes, slot + kPieceBytes, sc, (mis + (bytes >> c.shift) + 15) & ~15, bar,
-                           l2_copy_policy(true));
+                           l2_policy(true));
       return;
     }
   }
-  bulk_copy_to_shared(slot, w, bytes, bar, l2_copy_policy(true));
+  bulk_copy_to_shared(slot, w, bytes, bar, l2_policy(true));
 }
 
 // Block-wide sums of v[t] for t < n into red (every thread sees them after the call).
