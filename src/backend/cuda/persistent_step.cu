@@ -35,7 +35,6 @@
 #include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gemv_weights.cuh"
-#include "backend/cuda/int8_piece.cuh"
 #include "backend/cuda/persistent_attention.cuh"
 #include "backend/cuda/persistent_block.cuh"
 #include "backend/cuda/persistent_staging.cuh"
