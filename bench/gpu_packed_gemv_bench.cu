@@ -13,6 +13,8 @@
 //   prod          the engine's packed GEMV with bf16 x (gemv_fused, pipelined PDL launch)
 //   int8x         the engine's packed GEMV with int8 x (GemvArgs::int8_x)
 //   dot_uN        the same kernel with N chunks in flight a lane
+//   int8x_split   int8x with k split over 2 blocks a row tile for the 4096-row shapes (o, down), as
+//                 CudaOptions::packed_split_k_min does in the engine
 // per shape (32 launches of that shape) and for the whole chain (128 launches a step). Every
 // variant's output is compared with prod's (same dequantized values, another summation order,
 // and for the int8 variants x's own rounding).
@@ -52,6 +54,26 @@ void launch_dot(const void* w, const bf16* x, bf16* out, int64_t m, int64_t k, c
   launch_mma<UNROLL, kLaunchPipe, kWarps, kNormNone, kEpiStore, 1, 1, WeightDot<T>>(a, s);
 }
 
+// int8x_split's partial sums and arrival counts (zero between launches), for m up to 4096.
+struct SplitScratch {
+  float* partials = nullptr;
+  int32_t* counts = nullptr;
+};
+SplitScratch g_split;
+template <DType T>
+void launch_split(const void* w, const bf16* x, bf16* out, int64_t m, int64_t k, cudaStream_t s) {
+  GemvArgs a = single(x, static_cast<const bf16*>(w), nullptr, out, 1, m, k);
+  a.wfmt = int32_t(T);
+  a.pipeline = 1;
+  a.int8_x = 1;
+  if (m <= 4096) {  // 256 row tiles, ~2 blocks an SM: the shapes the engine splits
+    a.split = 2;
+    a.split_scratch = g_split.partials;
+    a.split_count = g_split.counts;
+  }
+  gemv_fused(a, 0.f, s);
+}
+
 using Launch = void (*)(const void*, const bf16*, bf16*, int64_t, int64_t, cudaStream_t);
 struct Variant {
   const char* name;
@@ -67,6 +89,7 @@ std::vector<Variant> variants() {
     v.push_back({"dot_u1", -1, &launch_dot<T, 1>});
     v.push_back({"dot_u2", -1, &launch_dot<T, 2>});
     v.push_back({"dot_u4", -1, &launch_dot<T, 4>});
+    v.push_back({"int8x_split", -1, &launch_split<T>});
   }
   return v;
 }
@@ -149,6 +172,9 @@ int main() {
   try {
     const BenchDevice bd = bench_device();
     const double copy_gbs = copy_bandwidth_gbs(bd.stream);
+    GRETA_CUDA_CHECK(cudaMalloc(&g_split.partials, gemv_split_scratch_floats(4096, 1) * sizeof(float)));
+    GRETA_CUDA_CHECK(cudaMalloc(&g_split.counts, gemv_split_counters(4096) * sizeof(int32_t)));
+    GRETA_CUDA_CHECK(cudaMemset(g_split.counts, 0, gemv_split_counters(4096) * sizeof(int32_t)));
     bool ok = run_format<greta::DType::Q4_0>(bd, copy_gbs);
     ok = run_format<greta::DType::Q4_K>(bd, copy_gbs) && ok;
     ok = run_format<greta::DType::Q6_K>(bd, copy_gbs) && ok;

@@ -67,6 +67,12 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},
     {"GRETA_CUDA_SPLITK", "0|1", "CUDA: split-K for GEMVs with few row tiles and a long k (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.split_k = parse_bool("GRETA_CUDA_SPLITK", v); }},
+    {"GRETA_CUDA_PACKED_SPLITK_MIN_K", "0..65536",
+     "CUDA, GGUF formats with int8 activations: one-token residual GEMVs with few row tiles and k of at least this "
+     "split k over 2 blocks (default 0: never)",
+     [](BackendOptions& o, const std::string& v) {
+       o.cuda.packed_split_k_min = parse_int("GRETA_CUDA_PACKED_SPLITK_MIN_K", v, 0, 65536);
+     }},
     {"GRETA_CUDA_GEMV_PIPE", "0|1", "CUDA: decode GEMVs software-pipeline their weight stream (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.gemv_pipeline = parse_bool("GRETA_CUDA_GEMV_PIPE", v); }},
     {"GRETA_CUDA_ATTN_LAST_MERGE", "0|1",

@@ -49,6 +49,9 @@ struct CudaOptions {
                                     // others 0; docs/notes/quantized-weights.md)
   bool prefill_tc = true;           // prompt attention on tensor cores where the head size allows
   bool split_k = true;              // split-K for GEMVs with few row tiles and a long k (down projections)
+  int packed_split_k_min = 0;       // GGUF formats, one token with int8 activations: residual GEMVs
+                                    // with few row tiles and k of at least this split k over 2 blocks
+                                    // (0: never; docs/notes/quantized-weights.md)
   bool gemv_pipeline = true;        // decode GEMVs software-pipeline their weight stream
   bool attn_last_merge = true;      // decode attention partitions merged by their last block (else by
                                     // a second kernel) when there are few of them

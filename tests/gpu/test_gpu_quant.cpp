@@ -358,6 +358,32 @@ TEST_F(GpuQuant, FusedDecodeOps) {
   for (DType t : kFormats) check_layer(*packed, *exact, t, t, {1, 3, 8, 11, 17, 32}, rng);  // token tiles 1, 2, 4
 }
 
+// Split-K of the int8 dot products (CudaOptions::packed_split_k_min): a residual GEMV's k over 2
+// blocks a row tile, the parts added in order by the last to arrive. Against the same host model
+// (parts end inside a chunk at these k), then a decode layer whose o and down projections split.
+TEST_F(GpuQuant, SplitKInt8DotProducts) {
+  CudaOptions o;
+  o.packed_split_k_min = 1;
+  auto gpu = make_cuda_backend(o);
+  std::mt19937 rng(12);
+  for (DType t : kFormats) {
+    if (!int8_x_format(t)) continue;
+    for (int64_t k : row_lengths(t)) {
+      const int64_t m = 301;
+      HostWeight w(t, {m, k}, random_floats(size_t(m * k), 0.5f, rng));
+      const std::vector<float> xv = int8_test_x(1, k, rng), rv = random_values(size_t(m), 1.f, rng);
+      std::vector<float> want = int8_reference(t, w, m, k, xv, 1);
+      for (int64_t r = 0; r < m; ++r) want[size_t(r)] = bf16_to_float(float_to_bf16(want[size_t(r)])) + rv[size_t(r)];
+      auto wg = gpu->upload(w.t);
+      Tensor xg = make_tensor(*gpu, 1, k, xv), og = make_tensor(*gpu, 1, m, rv), tg = gpu->alloc(1, m);
+      gpu->matmul_add(xg, *wg, tg, og);
+      report("split-k int8 x matmul_add " + fmt(t) + " k=" + std::to_string(k), rel_err(read(*gpu, og), want), 4e-3);
+      gpu->free(xg), gpu->free(og), gpu->free(tg);
+    }
+    check_layer(*gpu, *exact, t, t, {1}, rng);
+  }
+}
+
 TEST_F(GpuQuant, BatchedLayerOps) {
   // Past the GEMV's token limit the fused ops fall back to the plain ones over the batched GEMM.
   std::mt19937 rng(8);

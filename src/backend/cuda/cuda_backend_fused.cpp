@@ -16,6 +16,7 @@
 #include <string>
 
 #include "backend/cuda/cuda_backend_impl.h"
+#include "backend/cuda/quant_planes.h"
 
 namespace greta::cuda {
 
@@ -41,7 +42,12 @@ bool CudaBackend::residual_gemv(Tensor a, const CudaWeight& wt, Tensor x, GemvAr
   // Few row tiles (4096-row outputs: ~2 blocks per SM) keep too few loads in flight; splitting
   // a long k over 2 blocks per tile helps the down projections but not a short k
   // (docs/notes/gemv.md, split-K).
-  if (opt_.split_k && wt.dtype == DType::BF16 && (wt.n_out + 15) / 16 <= 2 * dev_.n_sms && wt.n_in >= 8192) {
+  // The int8 dot-product GEMV of the GGUF formats likewise, from k = packed_split_k_min.
+  const bool few_tiles = (wt.n_out + 15) / 16 <= 2 * dev_.n_sms;
+  const bool split_bf16 = opt_.split_k && wt.dtype == DType::BF16 && wt.n_in >= 8192;
+  const bool split_dot = opt_.packed_split_k_min > 0 && opt_.packed_int8_acts && int8_dot_format(wt.dtype) &&
+                         a.rows == 1 && wt.n_in >= opt_.packed_split_k_min && wt.n_in <= kGemvDotMaxK;
+  if (few_tiles && (split_bf16 || split_dot)) {
     ws_.reserve<float>(DeviceWorkspace::kSplitPartials, gemv_split_scratch_floats(wt.n_out, int(a.rows)));
     ws_.reserve<int32_t>(DeviceWorkspace::kSplitCounters, gemv_split_counters(wt.n_out));
     g.split = 2;

@@ -57,7 +57,8 @@ struct GemvArgs {
   int32_t n = 0;                   // tokens, 1..kGemvMaxTokens
   int32_t accumulate = 0;          // 1: out += result (residual add)
   int32_t swiglu = 0;              // 1: seg0.out = silu(x @ seg0.w^T) * (x @ seg1.w^T); seg1.out unused
-  int16_t split = 1;               // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm)
+  int16_t split = 1;               // 2: split-K over 2 blocks per row tile (plain/add epilogues, no norm;
+                                   // packed weights: one token's int8 dot products, k <= kGemvDotMaxK)
   int16_t pipeline = 1;            // 1: weight stream software-pipelined, first loads before the PDL wait
   GemvRope rope;                   // rope.head_dim > 0: the RoPE epilogue above
   float* split_scratch = nullptr;  // split > 1: [row tiles, split, 128 * token tiles] partial sums
@@ -68,13 +69,15 @@ struct GemvArgs {
   const float* next_norm_w = nullptr;  // producer (accumulate): the next norm's weight [m]
   bf16* next_h = nullptr;              // producer: [n, m] out * next_norm_w, or null
   float* next_ss = nullptr;            // producer: [m / 16][kGemvMaxTokens] per-tile sums of out^2
-  // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h),
-  // which has no split-K.
+  // Storage of every segment's w: BF16 ([m, k] rows) or a GGUF format kept packed (quant_planes.h).
   int32_t wfmt = int32_t(DType::BF16);
   // 1: a one-token GEMV over GGUF block-format weights quantizes x to int8 per 32 values
   // and takes dp4a dot products (quant_planes.h int8_dot_format); other formats and steps ignore it.
   int32_t int8_x = 0;
 };
+// The longest row the int8 dot products take (gemv_dot.cuh: its int8 copy of x fits a block's
+// 48 KiB of shared memory without opting in, next to the kernel's reduction arrays).
+constexpr int64_t kGemvDotMaxK = 28672;
 // Floats of split_scratch and ints of split_count a split-K GEMV of m rows and n tokens needs.
 size_t gemv_split_scratch_floats(int64_t m, int n);
 size_t gemv_split_counters(int64_t m);

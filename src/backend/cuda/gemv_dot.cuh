@@ -35,7 +35,7 @@ namespace {
 
 // The longest row whose shared-memory copy of x (a byte a value plus 16 bytes a group) fits the
 // 48 KiB a block may have without opting in, next to the kernel's own reduction arrays.
-constexpr int64_t kDotMaxK = 28672;
+constexpr int64_t kDotMaxK = kGemvDotMaxK;
 __host__ __device__ constexpr int64_t dot_x_bytes(int64_t k) { return (k + 15) / 16 * 16; }
 __host__ __device__ constexpr size_t dot_smem_bytes(int64_t k) { return size_t(dot_x_bytes(k) + k / 32 * 16); }
 
@@ -54,14 +54,16 @@ struct WeightDot : WeightQuant<T> {
   // GEMV chain for Q4_K.
   static constexpr int kUnroll = Base::kBytes ? 4 : Base::kK || Base::kHi2 ? 1 : 2;
 
-  // Quantizes x[0, k) (token 0, bf16) into xs (layout above): 4 threads a group, 8 values
-  // each; every thread of the block calls it, k % 32 == 0.
-  __device__ static void quantize_x(const bf16* __restrict__ x, int64_t k, uint8_t* xs) {
-    const int64_t groups = k / 32;
+  // Quantizes x[v0, v1) of x[0, k) (token 0, bf16; a split-K block's part) into xs (layout
+  // above, indexed by the value's place in the whole row): 4 threads a group, 8 values each;
+  // every thread of the block calls it, k, v0 and v1 % 32 == 0.
+  __device__ static void quantize_x(const bf16* __restrict__ x, int64_t k, int64_t v0, int64_t v1, uint8_t* xs) {
+    const int64_t pieces = (v1 - v0) / 32 * 4;
     float4* sums = reinterpret_cast<float4*>(xs + dot_x_bytes(k));
-    const int64_t span = (groups * 4 + 31) / 32 * 32;  // whole warps, so the shuffles see every lane
-    for (int64_t e = threadIdx.x; e < span; e += blockDim.x) {
-      const bool ok = e < groups * 4;
+    const int64_t span = (pieces + 31) / 32 * 32;  // whole warps, so the shuffles see every lane
+    for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
+      const bool ok = i < pieces;
+      const int64_t e = v0 / 8 + i;
       const uint4 raw = ok ? *reinterpret_cast<const uint4*>(x + 8 * e) : make_uint4(0, 0, 0, 0);
       const Int8Piece pc = quantize_int8_piece<kNibbles>(raw, int(e % 4) / 2);
       if (ok) {

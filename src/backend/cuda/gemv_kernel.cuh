@@ -192,9 +192,9 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     // products of the pipelined weight stream; the sums end where the mma path leaves token 0
     // (c0: row g, c2: row g + 8 of the lanes t = 0), so the reduction and epilogues below are
     // shared.
-    static_assert(NT == 1 && SPLIT == 1 && LAUNCH == kLaunchPipe, "int8 dot products: one token, pipelined");
+    static_assert(NT == 1 && LAUNCH == kLaunchPipe, "int8 dot products: one token, pipelined");
     extern __shared__ __align__(16) uint8_t dot_x[];
-    WF::quantize_x(p.x, k, dot_x);
+    WF::quantize_x(p.x, k, kb0, kb0 + kl, dot_x);  // only this block's part of k (split-K)
     __syncthreads();
     float sa = 0.f, sb = 0.f;
     for (; c0 + int64_t(UNROLL - 1) * WARPS < full; c0 += int64_t(WARPS) * UNROLL) {
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
       if (more) load_chunks<UNROLL, WARPS, WF>(wa, wb, cn, na, nb);
 #pragma unroll
       for (int u = 0; u < UNROLL; ++u) {
-        const int64_t c = c0 + int64_t(u) * WARPS, v = kChunk * c + 8 * kSub * t;
+        const int64_t c = c0 + int64_t(u) * WARPS, v = kb0 + kChunk * c + 8 * kSub * t;
         sa += WF::dot(wa, pa[u], c, dot_x, k, v);
         sb += WF::dot(wb, pb[u], c, dot_x, k, v);
       }
@@ -215,8 +215,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_mma_kernel(const GemvArgs p, 
     }
     // The remaining chunks one at a time; a lane's granule in the last one is whole or absent.
     for (; c0 < (kl + kChunk - 1) / kChunk; c0 += WARPS) {
-      const int64_t v = kChunk * c0 + 8 * kSub * t;
-      if (v < kl) {
+      const int64_t v = kb0 + kChunk * c0 + 8 * kSub * t;
+      if (v < kb0 + kl) {
         sa += WF::dot(wa, WF::load(wa, c0), c0, dot_x, k, v);
         sb += WF::dot(wb, WF::load(wb, c0), c0, dot_x, k, v);
       }

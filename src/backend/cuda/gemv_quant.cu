@@ -16,7 +16,6 @@ struct LaunchFormat {
 }  // namespace
 
 void launch_quant(const GemvArgs& a, float eps, int norm, int epi, cudaStream_t s) {
-  if (a.split != 1) throw Error("cuda gemv: packed weights have no split-K launch");
   on_packed_format<LaunchFormat>(DType(a.wfmt), a, eps, norm, epi, s);
 }
 
