@@ -57,11 +57,11 @@ const std::vector<EnvSwitch> kSwitches = {
      [](BackendOptions& o, const std::string& v) {
        o.cuda.persistent_decode = parse_bool("GRETA_CUDA_PERSISTENT_DECODE", v);
      }},
-    {"GRETA_CUDA_PERSISTENT_PREFETCH", "0..32",
-     "CUDA, persistent decode step: 4 KB pieces of each warp's weight stream past its ring asked of the L2 before "
-     "a phase wait (default 0)",
+    {"GRETA_CUDA_PERSISTENT_CLAIMED", "0..50",
+     "CUDA, persistent decode step: the last this many percent of each GEMV phase's rows are claimed at run time by "
+     "warps done with their share (default 0)",
      [](BackendOptions& o, const std::string& v) {
-       o.cuda.persistent_prefetch = parse_int("GRETA_CUDA_PERSISTENT_PREFETCH", v, 0, 32);
+       o.cuda.persistent_claimed = parse_int("GRETA_CUDA_PERSISTENT_CLAIMED", v, 0, 50);
      }},
     {"GRETA_CUDA_PREFILL_TC", "0|1", "CUDA: prompt attention on tensor cores where the head size allows (default 1)",
      [](BackendOptions& o, const std::string& v) { o.cuda.prefill_tc = parse_bool("GRETA_CUDA_PREFILL_TC", v); }},

@@ -74,8 +74,9 @@ struct CudaOptions {
                                     // weights and up to 8 tokens as one persistent launch
                                     // (persistent_step.h) instead of a graph of kernels; off until it
                                     // measures faster (docs/notes/decode-step.md)
-  int persistent_prefetch = 0;      // ... each warp asks the L2 for this many 4 KB pieces of its weight
-                                    // stream past its shared-memory ring before a phase wait (0..32)
+  int persistent_claimed = 0;       // ... the last this many percent (0..50) of each GEMV phase's rows
+                                    // are claimed at run time by warps done with their share, not
+                                    // split by blocks (docs/notes/decode-step.md, "Claimed units")
   int moe_gemm_min_tokens = 256;    // mixture of experts: steps of at least this many tokens run
                                     // uncaptured, their experts as cuBLASLt GEMMs over the gathered
                                     // tokens (a wait a layer for the counts); smaller ones on the

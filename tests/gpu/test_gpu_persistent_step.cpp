@@ -90,6 +90,31 @@ TEST_F(GpuPersistentStep, Q8_0WithUnalignedScaleRowsMatches) {
 // Six steps of up to two sequences: short enough for compute-sanitizer (scripts/gpu-check.sh).
 TEST_F(GpuPersistentStep, ShortDecodeOfTwoSequences) { EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 6), 5); }
 
+// Claimed units (CudaOptions::persistent_claimed): the last 40% of each GEMV phase's rows go to
+// whichever warps finish their own first, read from global memory; gated pairs, residual rows and
+// every segment of q/k/v among them.
+class GpuPersistentClaims : public GpuPersistentStep {
+ protected:
+  void SetUp() override {
+    GpuTest::SetUp();
+    if (IsSkipped()) return;
+    CudaOptions o;
+    o.persistent_decode = true;
+    o.persistent_claimed = 40;
+    pers = make_cuda_backend(o);
+  }
+};
+
+TEST_F(GpuPersistentClaims, GroupedQueryAttentionMatches) { EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 30), 22); }
+
+TEST_F(GpuPersistentClaims, MultiHeadAttentionMatches) { EXPECT_GE(run_batch("tiny-mha", *pers, *gpu, *cpu, 30), 22); }
+
+TEST_F(GpuPersistentClaims, Q8_0WithUnalignedScaleRowsMatches) {
+  EXPECT_GE(run_batch("smollm2-135m", *pers, *gpu, *cpu, 12, DType::Q8_0), 8);
+}
+
+TEST_F(GpuPersistentClaims, Q4_0WeightsMatch) { EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 30, DType::Q4_0), 22); }
+
 // A model outside the plain Llama form (Qwen3's q/k norms) runs as kernels with the switch on.
 TEST_F(GpuPersistentStep, OtherModelsRunAsKernels) { EXPECT_EQ(run_batch("tiny-qwen3", *pers, *gpu, *cpu, 8), 0); }
 

@@ -37,7 +37,7 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
         g("GRETA_CUDA_PREFILL_TC", "0"), h("GRETA_CUDA_ATTN_LAST_MERGE", "0"), i("GRETA_CUDA_STEP_PROFILE", "1"),
         j("GRETA_CUDA_MOE_GEMM_MIN_TOKENS", "17"), k("GRETA_CUDA_INT8_ACTS", "0"),
         l("GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "0"), m("GRETA_CUDA_PERSISTENT_DECODE", "1"),
-        n("GRETA_CUDA_PERSISTENT_PREFETCH", "12"), q("GRETA_CUDA_PACKED_SPLITK_MIN_K", "8192");
+        n("GRETA_CUDA_PERSISTENT_CLAIMED", "12"), q("GRETA_CUDA_PACKED_SPLITK_MIN_K", "8192");
     const BackendOptions o = backend_options_from_env();
     EXPECT_FALSE(o.cuda.graphs);
     EXPECT_EQ(o.cuda.gemv_max_tokens, 7);
@@ -52,7 +52,7 @@ TEST(BackendEnv, EachSwitchSetsItsOption) {
     EXPECT_FALSE(o.cuda.packed_int8_acts);
     EXPECT_EQ(o.cuda.int8_gemm_max_tokens, 0);  // off for every format, Q8_0 included
     EXPECT_TRUE(o.cuda.persistent_decode);
-    EXPECT_EQ(o.cuda.persistent_prefetch, 12);
+    EXPECT_EQ(o.cuda.persistent_claimed, 12);
     EXPECT_EQ(o.cuda.packed_split_k_min, 8192);
   }
   EXPECT_TRUE(backend_options_from_env().cuda.graphs);  // unset again: the default
@@ -63,7 +63,7 @@ TEST(BackendEnv, BadValuesNameTheVariable) {
        {std::pair{"GRETA_CUDA_GRAPHS", "yes"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "33"},
         std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "abc"}, std::pair{"GRETA_CUDA_GEMV_MAX_TOKENS", "0"},
         std::pair{"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "-1"}, std::pair{"GRETA_CUDA_INT8_GEMM_MAX_TOKENS", "65"},
-        std::pair{"GRETA_CUDA_PERSISTENT_PREFETCH", "33"}, std::pair{"GRETA_CUDA_PERSISTENT_PREFETCH", "-2"},
+        std::pair{"GRETA_CUDA_PERSISTENT_CLAIMED", "51"}, std::pair{"GRETA_CUDA_PERSISTENT_CLAIMED", "-2"},
         std::pair{"GRETA_CUDA_PACKED_SPLITK_MIN_K", "-1"}}) {
     EnvVar v(name, value);
     try {

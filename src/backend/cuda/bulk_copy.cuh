@@ -51,12 +51,6 @@ __device__ __forceinline__ void bulk_copy2_to_shared(void* dst0, const void* src
   bulk_copy_bytes(dst1, src1, bytes1, bar, policy);
 }
 
-// A request that the L2 fetch `bytes` (a multiple of 16, 16-byte aligned) from src; nothing waits
-// for it.
-__device__ __forceinline__ void prefetch_l2(const void* src, int bytes) {
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
-}
-
 // Waits until the barrier's phase of this parity has completed.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
   uint32_t ready = 0;

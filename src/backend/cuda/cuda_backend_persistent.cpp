@@ -203,7 +203,7 @@ bool CudaBackend::decode_step(const DecodeModel& m, const RopeSpec& rope, KVStor
   a.n_tokens = n;
   a.neox = rope.neox ? 1 : 0;
   a.n_kv_heads = p.n_kv;
-  a.prefetch = opt_.persistent_prefetch;
+  a.claimed = opt_.persistent_claimed;
   // Partitions of at least kMinPartLen positions at the longest (bucketed) context of the step.
   // The attention phase lasts as long as its busiest block: rounds of items over the blocks, each
   // item its positions plus a fixed setup (q rotation, the block's merge) worth about

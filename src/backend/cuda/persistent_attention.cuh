@@ -238,7 +238,7 @@ __device__ void attention_item(const PersistentStepArgs& a, const PersistentPhas
   }
   __threadfence();
   __syncthreads();
-  int32_t* arrivals = a.counters + a.n_phases + t * n_kv + g;
+  int32_t* arrivals = a.counters + 2 * a.n_phases + t * n_kv + g;  // after the done and claim counts
   if (threadIdx.x == 0) {
     *slast = atomicAdd(arrivals, 1) == parts - 1;
     if (*slast) *arrivals = 0;  // for the next layer's attention

@@ -22,6 +22,12 @@
 // outputs), then every warp dots its rows' pieces with it. The gate and up
 // rows are taken in pairs, so SwiGLU happens where the pair's products are.
 //
+// Claimed units (PersistentStepArgs::claimed > 0): only the first units of a GEMV phase are owned
+// as above; a warp done with its own claims the others one at a time from the phase's claim
+// count, and reads their weights straight from global memory, not through its ring (which by then
+// holds the next phase's pieces). Blocks thus finish a phase closer together: the ones that
+// streamed faster take more of its tail.
+//
 // Attention items (token, kv head, partition of positions; persistent_attention.cuh) are spread
 // over the blocks, the partition-major order putting the first partition of every head on a
 // different block.
@@ -30,6 +36,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 
 #include "backend/cuda/attention_common.cuh"
 #include "backend/cuda/bulk_copy.cuh"
@@ -106,6 +113,11 @@ __device__ __forceinline__ int row_begin(int m, int b) { return int(int64_t(m) *
 // A phase's units of work: rows, or for a gated phase (gate, up) pairs of rows. A block owns
 // units [row_begin(units, b), row_begin(units, b + 1)); its warp w every 8th from the w-th.
 __device__ __forceinline__ int phase_units(const PersistentPhase& p) { return p.gated ? p.rows[0] : phase_rows(p); }
+// The units [0, fixed_units) that blocks own as above; the rest, the last `claimed` percent of a
+// phase, go to whichever warps finish their own first (gemv_rows).
+__device__ __forceinline__ int fixed_units(int units, int claimed) {
+  return units - int(int64_t(units) * claimed / 100);
+}
 // Where a warp's weight stream is: phase, row, byte offset in the row (ph == n_phases at its
 // end), and what it needs of the phase in registers: the per-piece work must not wait on loads of
 // the phase table (global memory, and the acquire loads of the phase waits empty L1). In a gated
@@ -161,7 +173,7 @@ __device__ __forceinline__ void seek(const PersistentStepArgs& a, int ph, int wa
   for (; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
     if (p.kind != PersistentPhaseKind::kGemv) continue;
-    const int units = phase_units(p), u = row_begin(units, int(blockIdx.x)) + warp;
+    const int units = fixed_units(phase_units(p), a.claimed), u = row_begin(units, int(blockIdx.x)) + warp;
     const int per = p.gated ? 2 : 1;  // rows a unit
     if (u < row_begin(units, int(blockIdx.x) + 1)) {
       c.ph = ph;
@@ -231,8 +243,8 @@ constexpr int kResidualLoads = 2;
 struct ResidualLoads {
   float v[kResidualLoads] = {};
 };
-__device__ __forceinline__ ResidualLoads load_residual(const PersistentPhase& p, int n) {
-  const int units = phase_units(p), u0 = row_begin(units, int(blockIdx.x));
+__device__ __forceinline__ ResidualLoads load_residual(const PersistentPhase& p, int n, int claimed) {
+  const int units = fixed_units(phase_units(p), claimed), u0 = row_begin(units, int(blockIdx.x));
   const int rows = row_begin(units, int(blockIdx.x) + 1) - u0;
   ResidualLoads r;
 #pragma unroll
@@ -242,25 +254,14 @@ __device__ __forceinline__ ResidualLoads load_residual(const PersistentPhase& p,
   }
   return r;
 }
-__device__ __forceinline__ void store_residual(const ResidualLoads& r, const PersistentPhase& p, int n, float* res) {
-  const int units = phase_units(p), rows = row_begin(units, int(blockIdx.x) + 1) - row_begin(units, int(blockIdx.x));
+__device__ __forceinline__ void store_residual(const ResidualLoads& r, const PersistentPhase& p, int n, int claimed,
+                                               float* res) {
+  const int units = fixed_units(phase_units(p), claimed);
+  const int rows = row_begin(units, int(blockIdx.x) + 1) - row_begin(units, int(blockIdx.x));
 #pragma unroll
   for (int j = 0; j < kResidualLoads; ++j) {
     const int e = int(threadIdx.x) + j * kThreads;
     if (e < n * rows) res[e] = r.v[j];
-  }
-}
-
-// Lane 0, before its block waits for a phase: asks the L2 for the next `pieces` pieces of the
-// warp's stream past its ring (cursor c, a copy), so the memory keeps streaming the block's
-// weights through the wait instead of only the ring's slots. Packed weights' scales are left to
-// the ring's copies (1/16 or 1/8 of the bytes).
-template <bool PACKED>
-__device__ void prefetch_ahead(const PersistentStepArgs& a, int warp, Cursor c, int pieces) {
-  for (int i = 0; i < pieces && c.ph < a.n_phases; ++i) {
-    const PieceSource src = piece_source(c);
-    prefetch_l2(src.base + src.at, min(kPieceBytes, c.row_bytes - c.off));
-    advance<PACKED>(a, warp, c);
   }
 }
 
@@ -373,6 +374,49 @@ __device__ __forceinline__ void row_dot(const PersistentStepArgs& a, int row_byt
     if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
 }
 
+// A claimed row, read straight from global memory: its quants (bf16: its values) at q and, for
+// packed weights, the scales of its first group at sc; otherwise as row_dot. Every piece takes the
+// bounds-tested columns: one inlined copy of the dot products, as this path is only the phases'
+// tails.
+template <int N, PersistentWeights F>
+__device__ __forceinline__ void row_dot_global(int max_k, int n, int row_bytes, const unsigned char* q,
+                                               const unsigned char* sc, const unsigned char* in, float (&acc)[N]) {
+  const size_t x_stride = size_t(max_k) * 2;
+#pragma unroll
+  for (int t = 0; t < N; ++t) acc[t] = 0.f;
+  for (int off = 0; off < row_bytes; off += kPieceBytes) {
+    const int bytes = min(kPieceBytes, row_bytes - off);
+    piece_dot<N, F, false>(q + off, sc + (off >> scale_shift(F)), bytes, off, in, x_stride, max_k, n, acc);
+  }
+#pragma unroll
+  for (int t = 0; t < N; ++t)
+    if (N == 1 || t < n) acc[t] = warp_sum(acc[t]);
+}
+
+// Where a phase's claimed units are read from (values, as gemv_rows' other fields): the segments'
+// weights, the phase's rows, the units past the owned ones and the phase's claim count.
+struct ClaimSource {
+  const unsigned char *w0, *w1, *w2;
+  int rows;  // over all segments
+  int pool;  // claimed units: [fixed, fixed + pool)
+  int32_t* count;
+};
+
+// Row r (of segment rows [first, first + seg_rows) at base) in global memory: its values or
+// quants, and for packed weights the scales of its first group (quant_planes.h: the scale plane
+// follows the quants, 256-byte aligned).
+struct RowSource {
+  const unsigned char* q;
+  const unsigned char* sc;
+};
+template <PersistentWeights F>
+__device__ __forceinline__ RowSource row_source(const unsigned char* base, int row_in_seg, int seg_rows,
+                                                int row_bytes) {
+  const int64_t at = int64_t(row_in_seg) * row_bytes;
+  if constexpr (F == PersistentWeights::kBf16) return {base + at, base + at};  // no scales
+  return {base + at, base + align_plane(size_t(row_bytes) * seg_rows) + (at >> scale_shift(F))};
+}
+
 // Lane t's value of acc[t] times sc (token t's output scale, stage_scale), rounded to bf16 as a
 // GEMV's output is (a constant index keeps acc in registers).
 template <int N>
@@ -384,13 +428,55 @@ __device__ __forceinline__ float lane_value(const float (&acc)[N], int lane, flo
   return __bfloat162float(__float2bfloat16_rn(v * sc));
 }
 
+// The claimed units of a phase (gemv_rows' arguments; units: the owned ones, which come first),
+// one at a time: the next claim goes out before the current unit's loads, so its round trip to
+// L2 overlaps them, and a claim past the pool ends the loop.
+template <int N, PersistentWeights F>
+__device__ __forceinline__ void claimed_units(ClaimSource cl, int max_k, int n, bf16* out, int64_t out_stride,
+                                              int residual, int gated, int units, int row_bytes, int end0, int end1,
+                                              const unsigned char* in, const float* scale) {
+  const int lane = int(threadIdx.x % 32);
+  int c = 0;
+  if (lane == 0) c = atomicAdd(cl.count, 1);
+  c = __shfl_sync(0xffffffffu, c, 0);
+  while (c < cl.pool) {
+    const int u = units + c;
+    if (lane == 0) c = atomicAdd(cl.count, 1);
+    bf16* o = out + int64_t(lane) * out_stride + u;
+    // Not staged: this block does not own the row. Read before the row's write, by the writer.
+    const float r = residual && lane < n ? __bfloat162float(__ldcg(o)) : 0.f;
+    // The unit's rows (gated: gate row u, then up row u), through one call site of the dot products.
+    const int first = gated ? 0 : segment_first(u, end0, end1);
+    const unsigned char* base = gated || u < end0 ? cl.w0 : u < end1 ? cl.w1 : cl.w2;
+    const int seg_rows = (gated || u < end0 ? end0 : u < end1 ? end1 : cl.rows) - first;
+    float acc[N], up[N] = {};
+#pragma unroll 1
+    for (int h = 0; h <= gated; ++h) {
+      const RowSource w = row_source<F>(h ? cl.w1 : base, u - first, seg_rows, row_bytes);
+      float d[N];
+      row_dot_global<N, F>(max_k, n, row_bytes, w.q, w.sc, in, d);
+#pragma unroll
+      for (int t = 0; t < N; ++t) {
+        if (h) up[t] = d[t];
+        else acc[t] = d[t];
+      }
+    }
+    if (lane < n) {
+      const float v = lane_value(acc, lane, scale[lane]);
+      *o = __float2bfloat16_rn(gated ? v / (1.f + __expf(-v)) * lane_value(up, lane, scale[lane]) : v + r);
+    }
+    c = __shfl_sync(0xffffffffu, c, 0);
+  }
+}
+
 // The warp's units of a GEMV phase, for up to N tokens: N is a template argument so the token
 // loops unroll with no branch per 16 bytes at the common small counts. A plain unit is a row,
 // written (or added to the residual) rounded to bf16; a gated unit is the pair (gate row u, up
 // row u), written as silu(g) u of the two bf16-rounded products, rounded to bf16.
 // The phase's fields come in as values: the loop must not reload them from the table after every
-// wait (the waits are compiler barriers). end0, end1: the ends of segments 0 and 1; scale: the
-// tokens' output scales (stage_scale), read where a row is written, not held through the loop.
+// wait (the waits are compiler barriers). units: the owned ones (fixed_units); end0, end1: the
+// ends of segments 0 and 1; scale: the tokens' output scales (stage_scale), read where a row is
+// written, not held through the loop.
 template <int N, PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out, int64_t out_stride, int residual,
                                           int gated, int units, int k, int end0, int end1, const unsigned char* in,
@@ -417,11 +503,11 @@ __device__ __forceinline__ void gemv_rows(const PersistentStepArgs& a, bf16* out
   }
 }
 
-// A GEMV phase's units at the step's token count.
+// A GEMV phase's owned units at the step's token count.
 template <PersistentWeights F, bool PACKED>
 __device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const PersistentPhase& p,
                                            const unsigned char* in, const float* scale, const float* res, Stream& s) {
-  const int units = phase_units(p), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
+  const int units = fixed_units(phase_units(p), a.claimed), e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
   const int g = p.gated;
   if (a.n_tokens == 1)
     gemv_rows<1, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
@@ -430,6 +516,41 @@ __device__ __forceinline__ void gemv_phase(const PersistentStepArgs& a, const Pe
   else if (a.n_tokens <= 4)
     gemv_rows<4, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
   else gemv_rows<kMaxTok, F, PACKED>(a, p.out, p.out_stride, p.residual, g, units, p.k, e0, e1, in, scale, res, s);
+}
+
+// A GEMV phase's claimed units (phase table entry p, its claim count at count), after its owned
+// ones. Not inlined, and called from one place: the kernel's owned-row loops keep their registers
+// whatever this path needs.
+template <bool PACKED>
+__device__ __noinline__ void claimed_phase(const PersistentPhase* pp, int32_t* count, int claimed, int max_k, int n,
+                                           const unsigned char* in, const float* scale) {
+  const PersistentPhase& p = *pp;
+  const int all = phase_units(p), units = fixed_units(all, claimed);
+  const ClaimSource cl{static_cast<const unsigned char*>(p.w[0]),
+                       static_cast<const unsigned char*>(p.w[1]),
+                       static_cast<const unsigned char*>(p.w[2]),
+                       phase_rows(p),
+                       all - units,
+                       count};
+  const int e0 = p.rows[0], e1 = p.rows[0] + p.rows[1];
+  const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
+  auto run = [&](auto fc) {
+    constexpr PersistentWeights F = decltype(fc)::value;
+    const int rb = weight_row_bytes(F, p.k);
+    if (n == 1)
+      claimed_units<1, F>(cl, max_k, n, p.out, p.out_stride, p.residual, p.gated, units, rb, e0, e1, in, scale);
+    else if (n == 2)
+      claimed_units<2, F>(cl, max_k, n, p.out, p.out_stride, p.residual, p.gated, units, rb, e0, e1, in, scale);
+    else if (n <= 4)
+      claimed_units<4, F>(cl, max_k, n, p.out, p.out_stride, p.residual, p.gated, units, rb, e0, e1, in, scale);
+    else
+      claimed_units<kMaxTok, F>(cl, max_k, n, p.out, p.out_stride, p.residual, p.gated, units, rb, e0, e1, in, scale);
+  };
+  if (f == PersistentWeights::kBf16) run(std::integral_constant<PersistentWeights, PersistentWeights::kBf16>{});
+  if constexpr (PACKED) {
+    if (f == PersistentWeights::kQ8_0) run(std::integral_constant<PersistentWeights, PersistentWeights::kQ8_0>{});
+    else if (f == PersistentWeights::kQ4_0) run(std::integral_constant<PersistentWeights, PersistentWeights::kQ4_0>{});
+  }
 }
 
 // PACKED: some phase has packed weights. A bf16 model's kernel carries none of their state.
@@ -464,7 +585,6 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
   int64_t t_end = a.trace ? global_ns() : 0;  // thread 0's clock for the trace
   for (int ph = 0; ph < a.n_phases; ++ph) {
     const PersistentPhase& p = a.phases[ph];
-    if (ph > 0 && lane == 0 && a.prefetch > 0) prefetch_ahead<PACKED>(a, warp, s.next, a.prefetch);
     if (ph > 0 && threadIdx.x == 0) wait_count(a.counters + ph - 1, int(gridDim.x), ph);
     __syncthreads();  // the previous phase is done everywhere; this block reads no earlier input
     int64_t* tr = a.trace && threadIdx.x == 0
@@ -473,12 +593,12 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
     int64_t t_start = tr ? global_ns() : 0, t_staged = t_start;
     if (p.kind == PersistentPhaseKind::kGemv) {
       const PersistentWeights f = PACKED ? p.weights : PersistentWeights::kBf16;
-      const ResidualLoads res = p.residual ? load_residual(p, a.n_tokens) : ResidualLoads{};
+      const ResidualLoads res = p.residual ? load_residual(p, a.n_tokens, a.claimed) : ResidualLoads{};
       if (f == PersistentWeights::kBf16) stage_input(p, a.n_tokens, a.max_k, reinterpret_cast<bf16*>(in), red, scale);
       else if (f == PersistentWeights::kQ8_0) stage_input_int8<false>(p, a.n_tokens, a.max_k, in, red, scale);
       else stage_input_int8<true>(p, a.n_tokens, a.max_k, in, red, scale);
       if (p.residual) {
-        store_residual(res, p, a.n_tokens, scratch);
+        store_residual(res, p, a.n_tokens, a.claimed, scratch);
         __syncthreads();
       }
       if (tr) t_staged = global_ns();
@@ -487,6 +607,8 @@ __global__ void __launch_bounds__(kThreads, 1) persistent_step_kernel(const Pers
         if (f == PersistentWeights::kQ8_0) gemv_phase<PersistentWeights::kQ8_0, true>(a, p, in, scale, scratch, s);
         else if (f == PersistentWeights::kQ4_0) gemv_phase<PersistentWeights::kQ4_0, true>(a, p, in, scale, scratch, s);
       }
+      if (a.claimed > 0)
+        claimed_phase<PACKED>(a.phases + ph, a.counters + a.n_phases + ph, a.claimed, a.max_k, a.n_tokens, in, scale);
     } else {
       const int n_kv = p.kv.n_kv_heads, items = a.max_parts * a.n_tokens * n_kv;
       for (int it = int(blockIdx.x); it < items; it += int(gridDim.x)) {
@@ -542,7 +664,7 @@ size_t persistent_step_smem(int n_tokens, int max_k, int scratch_floats, bool pa
 }
 
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads) {
-  return size_t(n_phases) + size_t(n_tokens) * n_kv_heads;
+  return 2 * size_t(n_phases) + size_t(n_tokens) * n_kv_heads;
 }
 
 int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms) {

@@ -6,7 +6,9 @@
 // every GEMV phase's weight rows into shared memory with bulk copies, ahead through the phases:
 // weights never depend on the activations, so a block waiting for the previous phase keeps its
 // copies of the next phase's weights in flight. Only the arithmetic of a phase waits, for the
-// previous phase's done count to reach the number of blocks.
+// previous phase's done count to reach the number of blocks. Optionally the last units of each
+// GEMV phase are not shared out but claimed at run time by warps that have finished their share,
+// and read straight from global memory (PersistentStepArgs::claimed).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -80,7 +82,7 @@ struct PersistentStepArgs {
   int32_t part_len = 0;    // attention: positions a partition
   int32_t max_parts = 0;   // partitions of the longest context
   int32_t slots = 0;       // ring slots a warp
-  int32_t prefetch = 0;    // pieces past its ring each warp asks the L2 for before a phase wait
+  int32_t claimed = 0;     // percent (0..50) of each GEMV phase's units, its last ones, claimed at run time
   int32_t n_kv_heads = 0;  // the attention merge counts' kv heads
   int32_t max_k = 0;       // widest GEMV input: the shared-memory input is [n_tokens][max_k]
   // Shared memory of an attention item or a residual phase (persistent_step_scratch_floats).
@@ -103,7 +105,8 @@ int persistent_step_max_residual_floats();
 int persistent_step_slots(int n_tokens, int max_k, int scratch_floats, bool packed, size_t smem_limit);
 // Dynamic shared memory of a block.
 size_t persistent_step_smem(int n_tokens, int max_k, int scratch_floats, bool packed, int slots);
-// Counters the step needs: a done count per phase, an attention merge count per (token, kv head).
+// Counters the step needs: a done count and a claim count per phase, an attention merge count
+// per (token, kv head).
 size_t persistent_step_counters(int n_phases, int n_tokens, int n_kv_heads);
 // Blocks of the launch: one per SM when its shared memory fits, else 0.
 int persistent_step_blocks(const PersistentStepArgs& a, bool packed, int n_sms);
