@@ -24,8 +24,10 @@ class GpuPersistentStep : public GpuTest {
     if (IsSkipped()) return;
     CudaOptions o;
     o.persistent_decode = true;
+    o.persistent_claimed = claimed_percent();
     pers = make_cuda_backend(o);
   }
+  virtual int claimed_percent() const { return 0; }
   std::unique_ptr<Backend> pers;
 };
 
@@ -95,14 +97,7 @@ TEST_F(GpuPersistentStep, ShortDecodeOfTwoSequences) { EXPECT_GE(run_batch("tiny
 // every segment of q/k/v among them.
 class GpuPersistentClaims : public GpuPersistentStep {
  protected:
-  void SetUp() override {
-    GpuTest::SetUp();
-    if (IsSkipped()) return;
-    CudaOptions o;
-    o.persistent_decode = true;
-    o.persistent_claimed = 40;
-    pers = make_cuda_backend(o);
-  }
+  int claimed_percent() const override { return 40; }
 };
 
 TEST_F(GpuPersistentClaims, GroupedQueryAttentionMatches) { EXPECT_GE(run_batch("tiny", *pers, *gpu, *cpu, 30), 22); }
